@@ -1,0 +1,215 @@
+"""Clean and smudge: a checkpoint's bytes to the store plus a pointer, and back.
+
+Clean streams the file once, in blocks: the format reader divides it into segments; segments
+of at least GROUP_ALONE bytes (tensors, in practice) are chunked on their own so their chunks
+survive changes elsewhere in the file, while runs of smaller segments are chunked together.
+A small thread pool hashes each chunk (BLAKE3) and compresses the ones the store lacks; the
+calling thread writes them into packs in file order. Memory stays at a few blocks in flight.
+
+Smudge checks that the manifest and every chunk are present before the first byte goes out,
+then decodes and verifies chunks in parallel and emits them in order. A chunk that fails its
+check raises CorruptObject, so the caller can fail the file rather than write wrong bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+import blake3
+
+from gitmodel import formats, pointer as pointers
+from gitmodel.formats import PeekableStream, Segment
+from gitmodel.pointer import Pointer, TensorLine
+from gitmodel.store import codec
+from gitmodel.store.chunker import MAX_SIZE, Cutter
+from gitmodel.store.manifest import Manifest
+from gitmodel.store.objects import CHUNK, MANIFEST, CorruptObject, MissingObjects, Store
+
+BLOCK = 8 << 20            # bytes read from the input at a time
+GROUP_ALONE = 64 << 10     # segments this large start (and end) their own chunking run
+IN_FLIGHT = 4              # batches queued to the pool before the writer catches up
+RESTORE_BATCH = 64         # chunks per restore task
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def pool() -> ThreadPoolExecutor:
+    """A process-wide pool: zstandard and blake3 release the GIL, so threads use every core."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                                   thread_name_prefix="gitmodel")
+    return _pool
+
+
+# ----------------------------------------------------------------------------- clean
+
+def clean(stream: BinaryIO, store: Store) -> bytes:
+    """Store the stream's bytes and return the pointer text git should keep.
+
+    An empty file stays empty, and a pointer cleans to itself (so re-adding a file that was
+    left as a pointer never stores the pointer as if it were a checkpoint)."""
+    source = PeekableStream(stream)
+    head = source.peek(len(pointers.MAGIC_PREFIX))
+    if not head:
+        return b""
+    if pointers.is_pointer_prefix(head):
+        text = source.peek(pointers.MAX_POINTER_SIZE + 1)
+        try:
+            pointers.parse(text)
+            return text
+        except pointers.PointerError:
+            pass                     # a file that merely starts like a pointer: store it
+    return clean_checkpoint(source, store).render()
+
+
+def clean_checkpoint(source: PeekableStream, store: Store) -> Pointer:
+    """Store the checkpoint's bytes; return its pointer."""
+    layout = formats.detect(source)
+    sink = _ChunkSink(store)
+    tensors: list[TensorLine] = []
+    complete = True
+    try:
+        cutter, previous_alone, width = Cutter(), True, 1
+        for segment in _with_tail(layout.segments):
+            alone = segment.length >= GROUP_ALONE
+            if alone or previous_alone:              # a new chunking run starts here
+                sink.submit(cutter.finish(), width)
+                width = segment.element_width if alone else 1
+            previous_alone = alone
+            hasher = blake3.blake3() if segment.tensor else None
+            remaining = segment.length
+            while remaining > 0:
+                block = source.read(min(BLOCK, remaining))
+                if not block:
+                    break
+                remaining -= len(block)
+                if hasher:
+                    hasher.update(block)
+                sink.submit(cutter.feed(block), width)
+            if remaining > 0 and segment.length != _UNTIL_EOF:
+                complete = False                     # truncated file: its layout was a lie
+                break
+            if hasher:
+                t = segment.tensor
+                tensors.append(TensorLine(t.name, t.dtype, t.shape,
+                                          hasher.hexdigest()[:pointers.DIGEST_CHARS]))
+        sink.submit(cutter.finish(), width)
+        # A truncated file may still have bytes after the point where its layout broke.
+        while block := source.read(BLOCK):
+            sink.submit(cutter.feed(block), 1)
+        sink.submit(cutter.finish(), 1)
+        content = sink.finish(source.position)
+    except BaseException:
+        sink.abort()
+        raise
+    if not complete:
+        return Pointer(source.position, content.hex(), "opaque")
+    return Pointer(source.position, content.hex(), layout.format, tuple(tensors))
+
+
+_UNTIL_EOF = 1 << 63
+
+
+def _with_tail(segments: Iterable[Segment]) -> Iterator[Segment]:
+    yield from segments
+    yield Segment(_UNTIL_EOF)
+
+
+def _prepare(chunks: list, width: int, has: Callable[[bytes], bool]):
+    """Pool task: id every chunk and encode the ones the store lacks."""
+    prepared = []
+    for chunk in chunks:
+        oid = blake3.blake3(chunk).digest()
+        encoded = None if has(oid) else codec.encode(chunk, width)
+        prepared.append((oid, len(chunk), encoded))
+    return prepared
+
+
+class _ChunkSink:
+    """Collects chunks in file order, writing new ones to packs, and builds the manifest."""
+
+    def __init__(self, store: Store):
+        self._store = store
+        self._writer = store.writer()
+        self._chunks: list[tuple[bytes, int]] = []
+        self._queue: deque[Future] = deque()
+
+    def submit(self, chunks: list, width: int) -> None:
+        if chunks:
+            self._queue.append(pool().submit(_prepare, chunks, width, self._store.has))
+            while len(self._queue) > IN_FLIGHT:
+                self._drain_one()
+
+    def _drain_one(self) -> None:
+        for oid, length, encoded in self._queue.popleft().result():
+            self._chunks.append((oid, length))
+            if encoded is not None and not self._store.has(oid):
+                encoding, payload = encoded
+                self._writer.add(oid, CHUNK, encoding, length, payload)
+
+    def finish(self, size: int) -> bytes:
+        while self._queue:
+            self._drain_one()
+        manifest = Manifest(size, self._chunks).encode()
+        oid = blake3.blake3(manifest).digest()
+        if not self._store.has(oid):
+            encoding, payload = codec.encode(manifest)
+            self._writer.add(oid, MANIFEST, encoding, len(manifest), payload)
+        # Packs are published in the order written, the manifest last: once the manifest is
+        # visible, every chunk it lists is too.
+        self._store.publish(self._writer)
+        return oid
+
+    def abort(self) -> None:
+        for future in self._queue:
+            future.cancel()
+        self._writer.abort()
+
+
+# ----------------------------------------------------------------------------- smudge
+
+class Restore:
+    """A checkpoint ready to be written: everything it needs is known to be in the store."""
+
+    def __init__(self, ptr: Pointer, store: Store):
+        self.pointer = ptr
+        self._store = store
+        oid = bytes.fromhex(ptr.content)
+        if store.missing([oid]):
+            raise MissingObjects([oid])
+        self.manifest = store.read_manifest(oid)
+        if self.manifest.size != ptr.size:
+            raise CorruptObject(oid, f"manifest says {self.manifest.size} bytes, pointer {ptr.size}")
+        absent = store.missing(dict.fromkeys(cid for cid, _ in self.manifest.chunks))
+        if absent:
+            raise MissingObjects(absent)
+
+    def write_to(self, write: Callable[[bytes], object]) -> None:
+        """Emit the file's bytes in order; raises CorruptObject before emitting a bad chunk."""
+        ids = [cid for cid, _ in self.manifest.chunks]
+        batches = (ids[i:i + RESTORE_BATCH] for i in range(0, len(ids), RESTORE_BATCH))
+        queue: deque[Future] = deque()
+        try:
+            for batch in batches:
+                queue.append(pool().submit(self._read_batch, batch))
+                if len(queue) > IN_FLIGHT:
+                    write(queue.popleft().result())
+            while queue:
+                write(queue.popleft().result())
+        finally:
+            for future in queue:
+                future.cancel()
+
+    def _read_batch(self, ids: list[bytes]) -> bytes:
+        return b"".join(self._store.read(cid) for cid in ids)
+
+
+def smudge(ptr: Pointer, store: Store, out: BinaryIO) -> None:
+    Restore(ptr, store).write_to(out.write)
+
+
+assert RESTORE_BATCH * MAX_SIZE <= 32 << 20     # a batch's bytes stay bounded

@@ -1,0 +1,76 @@
+"""Checkpoint formats: how a file's bytes divide into tensors and the bytes between them.
+
+A format reader looks at the start of a stream (through `PeekableStream.peek`) and describes the
+file as a sequence of `Segment`s in file order: each segment is either one tensor's raw bytes or
+opaque bytes (headers, padding, anything not understood). The store cuts chunks at segment
+starts, so a tensor keeps its chunks when the bytes before it change; the pointer lists the
+tensors. Readers never consume or copy tensor data and never execute anything from the file.
+
+Anything a reader does not recognise, or that is malformed, is one opaque segment: every byte
+is always preserved, only the chunk boundaries and the summary differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from gitmodel.formats.stream import PeekableStream
+
+# Element width in bits of each dtype, by its safetensors name (the canonical vocabulary that
+# every reader maps its own dtype names onto).
+DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
+    "I32": 32, "U32": 32, "F32": 32,
+    "I64": 64, "U64": 64, "F64": 64, "C64": 64,
+    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str                  # canonical name, a key of DTYPE_BITS
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Segment:
+    length: int
+    tensor: Tensor | None = None   # None: opaque bytes
+
+    @property
+    def element_width(self) -> int:
+        """Bytes per element when this segment is a tensor of whole-byte elements, else 1."""
+        if self.tensor is None:
+            return 1
+        bits = DTYPE_BITS.get(self.tensor.dtype, 8)
+        return bits // 8 if bits % 8 == 0 else 1
+
+
+@dataclass
+class Layout:
+    format: str                  # "safetensors", ... or "opaque"
+    segments: Iterator[Segment]  # advanced only after the previous segment has been consumed
+
+
+# A reader returns a Layout when the stream is in its format, else None. It may only peek.
+Reader = Callable[[PeekableStream], "Layout | None"]
+
+
+def _readers() -> list[Reader]:
+    from gitmodel.formats import safetensors
+    return [safetensors.read_layout]
+
+
+def detect(stream: PeekableStream) -> Layout:
+    """The layout of the file at the stream's current position (opaque when no reader knows it)."""
+    for read_layout in _readers():
+        layout = read_layout(stream)
+        if layout is not None:
+            return layout
+    return Layout("opaque", iter(()))
+
+
+__all__ = ["DTYPE_BITS", "Layout", "PeekableStream", "Segment", "Tensor", "detect"]

@@ -1,0 +1,56 @@
+"""A read-only byte stream that can show bytes ahead without consuming them."""
+
+from __future__ import annotations
+
+from typing import BinaryIO, Protocol
+
+
+class _Readable(Protocol):
+    def read(self, n: int) -> bytes: ...
+
+
+class PeekableStream:
+    """Wraps anything with `read(n)`; `peek(n)` returns up to n upcoming bytes (fewer only at
+    end of stream) without consuming them. Peeks beyond `max_peek` bytes are refused so a
+    hostile header cannot make us buffer without bound."""
+
+    def __init__(self, raw: _Readable | BinaryIO, max_peek: int = 128 << 20):
+        self._raw = raw
+        self._buffer = bytearray()
+        self._eof = False
+        self.max_peek = max_peek
+        self.position = 0          # bytes consumed so far
+
+    def peek(self, n: int) -> bytes:
+        if n > self.max_peek:
+            raise ValueError(f"peek of {n} bytes exceeds the {self.max_peek}-byte limit")
+        while len(self._buffer) < n and not self._eof:
+            data = self._raw.read(max(n - len(self._buffer), 1 << 16))
+            if not data:
+                self._eof = True
+            else:
+                self._buffer += data
+        return bytes(self._buffer[:n])
+
+    def read(self, n: int) -> bytes:
+        """Up to n bytes; fewer only at end of stream."""
+        if self._buffer:
+            data = bytes(self._buffer[:n])
+            del self._buffer[:n]
+            if len(data) < n and not self._eof:
+                data += self._read_raw(n - len(data))
+        else:
+            data = self._read_raw(n)
+        self.position += len(data)
+        return data
+
+    def _read_raw(self, n: int) -> bytes:
+        parts = []
+        while n > 0 and not self._eof:
+            data = self._raw.read(n)
+            if not data:
+                self._eof = True
+                break
+            parts.append(data)
+            n -= len(data)
+        return b"".join(parts)

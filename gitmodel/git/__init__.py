@@ -1,0 +1,1 @@
+"""Git integration: the filter process, configuration, attributes and drivers."""

@@ -1,0 +1,150 @@
+"""The pointer: the small UTF-8 text git stores in place of a checkpoint.
+
+It is a pure function of the file's bytes, so the same file always gives the same pointer, and
+it doubles as the human summary that `git diff` and pull requests show. Version 1:
+
+    gitmodel pointer v1
+    size 90868376
+    content 5b0e...<64 hex: BLAKE3 of the file's manifest>
+    format safetensors
+    tensors 104
+
+    [tensors]
+    embeddings.word_embeddings.weight F32 [30522,384] 3f9a0c1d2e4b5a6c
+    ...
+
+Header: `key value` lines up to the first blank line; readers ignore keys they do not know.
+`size` and `content` are required; `content` is all that locates data in the store, and it is
+accepted only as 64 lowercase hex digits, so no pointer field can name a path.
+`[tensors]`: one line per tensor in file order: name (JSON-quoted when it holds whitespace,
+non-printable characters or starts with a quote), dtype, shape, first 16 hex digits of the
+BLAKE3 of the tensor's bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+MAGIC = "gitmodel pointer v1"
+MAGIC_PREFIX = b"gitmodel pointer v"
+MAX_POINTER_SIZE = 64 << 20         # larger input is never taken for a pointer
+DIGEST_CHARS = 16
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
+_SHAPE = re.compile(r"\[(?:0|[1-9][0-9]*)(?:,(?:0|[1-9][0-9]*))*\]|\[\]")
+_DIGEST = re.compile(r"[0-9a-f]{%d}" % DIGEST_CHARS)
+_TOKEN = re.compile(r"[A-Za-z0-9_]+")
+
+
+class PointerError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TensorLine:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    digest: str             # DIGEST_CHARS hex digits
+
+
+@dataclass(frozen=True)
+class Pointer:
+    size: int
+    content: str            # manifest id, 64 hex digits
+    format: str = "opaque"
+    tensors: tuple[TensorLine, ...] = field(default_factory=tuple)
+
+    def render(self) -> bytes:
+        lines = [MAGIC, f"size {self.size}", f"content {self.content}", f"format {self.format}"]
+        if self.tensors:
+            lines.append(f"tensors {len(self.tensors)}")
+            lines += ["", "[tensors]"]
+            lines += [f"{_quote(t.name)} {t.dtype} {_shape(t.shape)} {t.digest}" for t in self.tensors]
+        return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def is_pointer_prefix(head: bytes) -> bool:
+    """Whether bytes starting with `head` claim to be a pointer (of any version)."""
+    return head.startswith(MAGIC_PREFIX)
+
+
+def parse(data: bytes) -> Pointer:
+    if len(data) > MAX_POINTER_SIZE:
+        raise PointerError("too large to be a pointer")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PointerError("not UTF-8") from None
+    lines = text.split("\n")
+    if lines[0] != MAGIC:
+        if lines[0].startswith(MAGIC_PREFIX.decode()):
+            raise PointerError(f"unsupported pointer version {lines[0][len(MAGIC_PREFIX):]!r}; "
+                               "upgrade gitmodel")
+        raise PointerError("not a gitmodel pointer")
+    if lines[-1] != "":
+        raise PointerError("pointer does not end with a newline")
+    lines.pop()
+
+    header: dict[str, str] = {}
+    i = 1
+    while i < len(lines) and lines[i] != "":
+        key, _, value = lines[i].partition(" ")
+        if not _TOKEN.fullmatch(key) or key in header:
+            raise PointerError(f"bad header line {i + 1}")
+        header[key] = value
+        i += 1
+    size, content = header.get("size"), header.get("content")
+    if size is None or not _SIZE.fullmatch(size):
+        raise PointerError("missing or bad size")
+    if content is None or not _HEX64.fullmatch(content):
+        raise PointerError("missing or bad content id")
+    fmt = header.get("format", "opaque")
+    if not _TOKEN.fullmatch(fmt):
+        raise PointerError("bad format name")
+
+    tensors: list[TensorLine] = []
+    section = None
+    for number, line in enumerate(lines[i:], start=i + 1):
+        if line == "":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line
+        elif section == "[tensors]":
+            tensors.append(_parse_tensor(line, number))
+        # lines of sections this version does not know are skipped
+    if "tensors" in header and header["tensors"] != str(len(tensors)):
+        raise PointerError("tensor count disagrees with the tensor table")
+    return Pointer(int(size), content, fmt, tuple(tensors))
+
+
+def _quote(name: str) -> str:
+    plain = name and name.isprintable() and not any(c.isspace() for c in name) \
+        and name[0] not in '"['
+    return name if plain else json.dumps(name)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(map(str, shape)) + "]"
+
+
+def _parse_tensor(line: str, number: int) -> TensorLine:
+    try:
+        if line.startswith('"'):
+            name, end = json.JSONDecoder().raw_decode(line)
+            rest = line[end:]
+            if not isinstance(name, str) or not rest.startswith(" "):
+                raise ValueError
+            fields = rest[1:].split(" ")
+        else:
+            name, *fields = line.split(" ")
+        dtype, shape, digest = fields[:3]
+    except ValueError:
+        raise PointerError(f"bad tensor line {number}") from None
+    if not (_TOKEN.fullmatch(dtype) and _SHAPE.fullmatch(shape) and _DIGEST.fullmatch(digest)):
+        raise PointerError(f"bad tensor line {number}")
+    dims = tuple(int(d) for d in shape[1:-1].split(",")) if shape != "[]" else ()
+    return TensorLine(name, dtype, dims, digest)

@@ -1,0 +1,119 @@
+"""How one chunk's bytes are encoded inside a pack.
+
+Encodings (one byte in the pack record):
+  0 RAW      the bytes as they are
+  1 ZSTD     one zstd frame
+  2 GROUPED  byte-grouped: for element width w, plane k holds bytes k, k+w, k+2w, ... of the
+             first len - len % w bytes; each plane is kept as its own zstd frame or raw,
+             whichever is smaller (exponent planes of floats compress, mantissa planes hardly do).
+             Payload: u8 w, then w x (u8 mode [0 raw, 1 zstd], u32le stored length), the planes,
+             then the len % w trailing bytes raw.
+  3 DELTA    reserved: a chunk stored as a difference against another chunk (not written yet).
+
+The encoder picks the smallest encoding; RAW when nothing wins. zstd level 1: on checkpoint
+planes higher levels are slower and no smaller, negative levels lose 5-15% of ratio.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+
+import zstandard
+
+RAW, ZSTD, GROUPED, DELTA = 0, 1, 2, 3
+LEVEL = 1
+
+_plane_head = struct.Struct("<BI")
+_local = threading.local()
+
+
+class CodecError(ValueError):
+    pass
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    # zstandard objects are not safe to share between threads: one per thread.
+    try:
+        return _local.compressor
+    except AttributeError:
+        _local.compressor = zstandard.ZstdCompressor(level=LEVEL, write_checksum=False)
+        return _local.compressor
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    try:
+        return _local.decompressor
+    except AttributeError:
+        _local.decompressor = zstandard.ZstdDecompressor()
+        return _local.decompressor
+
+
+def encode(data: bytes | memoryview, width: int = 1) -> tuple[int, bytes]:
+    """(encoding, payload) for a chunk whose elements are `width` bytes wide (1: unknown)."""
+    data = bytes(data)
+    if width > 1 and len(data) >= 2 * width:
+        payload = _encode_grouped(data, width)
+        if len(payload) < len(data):
+            return GROUPED, payload
+        return RAW, data
+    packed = _compressor().compress(data)
+    if len(packed) < len(data):
+        return ZSTD, packed
+    return RAW, data
+
+
+def _encode_grouped(data: bytes, width: int) -> bytes:
+    body = len(data) - len(data) % width
+    heads, planes = [bytes([width])], []
+    compress = _compressor().compress
+    for k in range(width):
+        plane = data[k:body:width]
+        packed = compress(plane)
+        mode, stored = (1, packed) if len(packed) < len(plane) else (0, plane)
+        heads.append(_plane_head.pack(mode, len(stored)))
+        planes.append(stored)
+    return b"".join(heads + planes) + data[body:]
+
+
+def decode(encoding: int, payload: bytes, raw_length: int) -> bytes:
+    """The chunk's bytes. Raises CodecError on any inconsistency (never returns wrong-sized data)."""
+    try:
+        if encoding == RAW:
+            data = bytes(payload)
+        elif encoding == ZSTD:
+            data = _decompressor().decompress(payload, max_output_size=raw_length)
+        elif encoding == GROUPED:
+            data = _decode_grouped(payload, raw_length)
+        else:
+            raise CodecError(f"unknown chunk encoding {encoding}")
+    except zstandard.ZstdError as err:
+        raise CodecError(f"zstd: {err}") from None
+    if len(data) != raw_length:
+        raise CodecError(f"decoded {len(data)} bytes, expected {raw_length}")
+    return data
+
+
+def _decode_grouped(payload: bytes, raw_length: int) -> bytes:
+    width = payload[0] if payload else 0
+    if not 2 <= width <= 16:
+        raise CodecError(f"bad byte-group width {width}")
+    body = raw_length - raw_length % width
+    plane_length = body // width
+    out = bytearray(raw_length)
+    pos = 1 + width * _plane_head.size
+    if pos > len(payload):
+        raise CodecError("truncated byte-group header")
+    for k in range(width):
+        mode, stored = _plane_head.unpack_from(payload, 1 + k * _plane_head.size)
+        chunk = payload[pos:pos + stored]
+        pos += stored
+        plane = _decompressor().decompress(chunk, max_output_size=plane_length) if mode else chunk
+        if len(plane) != plane_length or mode > 1:
+            raise CodecError("byte-group plane of the wrong size")
+        out[k:body:width] = plane
+    tail = payload[pos:]
+    if len(tail) != raw_length - body:
+        raise CodecError("byte-group tail of the wrong size")
+    out[body:] = tail
+    return bytes(out)

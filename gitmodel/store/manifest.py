@@ -1,0 +1,47 @@
+"""A manifest: the ordered chunk list of one file. Its BLAKE3 is the file's content id.
+
+Binary layout (little-endian):
+  8 bytes  magic b"GMMANIF1"
+  u64      file size
+  u64      chunk count n
+  n x      32-byte chunk id (BLAKE3 of the chunk's bytes), u32 chunk length
+The file's bytes are the chunks' bytes concatenated in this order; lengths add up to the size.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+MAGIC = b"GMMANIF1"
+_head = struct.Struct("<8sQQ")
+_entry = struct.Struct("<32sI")
+
+
+class ManifestError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Manifest:
+    size: int
+    chunks: list[tuple[bytes, int]]     # (chunk id, length) in file order
+
+    def encode(self) -> bytes:
+        parts = [_head.pack(MAGIC, self.size, len(self.chunks))]
+        parts.extend(_entry.pack(cid, length) for cid, length in self.chunks)
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Manifest":
+        if len(data) < _head.size:
+            raise ManifestError("manifest too short")
+        magic, size, count = _head.unpack_from(data)
+        if magic != MAGIC:
+            raise ManifestError("not a gitmodel manifest")
+        if len(data) != _head.size + count * _entry.size:
+            raise ManifestError("manifest length disagrees with its chunk count")
+        chunks = [tuple(e) for e in _entry.iter_unpack(data[_head.size:])]
+        if sum(length for _, length in chunks) != size:
+            raise ManifestError("manifest chunk lengths do not add up to the file size")
+        return cls(size, chunks)

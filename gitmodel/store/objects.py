@@ -1,0 +1,146 @@
+"""The local object store: packs under one directory, an in-memory index over all of them.
+
+    <root>/packs/pack-<hex>.pack   immutable, content-addressed packs
+    <root>/packs/pack-<hex>.idx    their indexes (a pack without one is not yet visible)
+    <root>/tmp/                    packs being written
+
+Many processes may add at once: each writes its own temporary pack and publishes it by rename.
+Two processes that store the same object both keep a copy; that wastes space, never loses data.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import blake3
+
+from gitmodel.store import codec
+from gitmodel.store.manifest import Manifest
+from gitmodel.store.pack import CHUNK, MANIFEST, Entry, PackWriter, decode_index, record_head
+
+
+class StoreError(Exception):
+    pass
+
+
+class MissingObjects(StoreError):
+    def __init__(self, oids: list[bytes]):
+        self.oids = oids
+        super().__init__(f"{len(oids)} object(s) missing, first {oids[0].hex()}")
+
+
+class CorruptObject(StoreError):
+    def __init__(self, oid: bytes, why: str):
+        self.oid = oid
+        super().__init__(f"object {oid.hex()} is corrupt: {why}")
+
+
+class Store:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.pack_dir = self.root / "packs"
+        self.tmp_dir = self.root / "tmp"
+        self._index: dict[bytes, Entry] = {}
+        self._loaded: set[str] = set()
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.refresh()
+
+    # ----- index -----
+
+    def refresh(self) -> None:
+        """Pick up packs published since the last look (by this or another process)."""
+        if not self.pack_dir.is_dir():
+            return
+        for path in sorted(self.pack_dir.glob("pack-*.idx")):
+            name = path.stem
+            if name not in self._loaded:
+                self._index.update(decode_index(name, path.read_bytes()))
+                self._loaded.add(name)
+
+    def has(self, oid: bytes) -> bool:
+        return oid in self._index
+
+    def locate(self, oid: bytes) -> Entry | None:
+        return self._index.get(oid)
+
+    def missing(self, oids) -> list[bytes]:
+        """The given ids not in the store, looking again on disk before answering."""
+        absent = [oid for oid in oids if oid not in self._index]
+        if absent:
+            self.refresh()
+            absent = [oid for oid in absent if oid not in self._index]
+        return absent
+
+    def packs(self) -> list[str]:
+        return sorted(self._loaded)
+
+    def entries(self) -> list[tuple[bytes, Entry]]:
+        """Every object with its location, in pack order (for whole-store walks)."""
+        return sorted(self._index.items(), key=lambda item: (item[1].pack, item[1].offset))
+
+    # ----- writing -----
+
+    def writer(self) -> PackWriter:
+        return PackWriter(self.pack_dir, self.tmp_dir)
+
+    def publish(self, writer: PackWriter) -> None:
+        """Finish the writer's packs and make their objects visible to this Store."""
+        for name, entries in writer.finish():
+            self._index.update(entries)
+            self._loaded.add(name)
+
+    # ----- reading -----
+
+    def read(self, oid: bytes) -> bytes:
+        """The object's bytes, verified against its id."""
+        entry = self._index.get(oid)
+        if entry is None:
+            self.refresh()
+            entry = self._index.get(oid)
+            if entry is None:
+                raise MissingObjects([oid])
+        size = record_head.size + entry.stored_length
+        record = os.pread(self._fd(entry.pack), size, entry.offset)
+        if len(record) != size:
+            raise CorruptObject(oid, f"{entry.pack}.pack is truncated")
+        head_oid, kind, encoding, raw_length, stored = record_head.unpack_from(record)
+        if (head_oid, kind, encoding, raw_length, stored) != (
+                oid, entry.kind, entry.encoding, entry.raw_length, entry.stored_length):
+            raise CorruptObject(oid, f"record header in {entry.pack}.pack disagrees with its index")
+        try:
+            data = codec.decode(encoding, memoryview(record)[record_head.size:], raw_length)
+        except codec.CodecError as err:
+            raise CorruptObject(oid, str(err)) from None
+        if blake3.blake3(data).digest() != oid:
+            raise CorruptObject(oid, "content does not match its id")
+        return data
+
+    def read_manifest(self, oid: bytes) -> Manifest:
+        data = self.read(oid)
+        if self._index[oid].kind != MANIFEST:
+            raise CorruptObject(oid, "not a manifest")
+        try:
+            return Manifest.decode(data)
+        except ValueError as err:
+            raise CorruptObject(oid, str(err)) from None
+
+    def _fd(self, pack: str) -> int:
+        fd = self._fds.get(pack)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(pack)
+                if fd is None:
+                    fd = os.open(self.pack_dir / f"{pack}.pack", os.O_RDONLY)
+                    self._fds[pack] = fd
+        return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+__all__ = ["CHUNK", "MANIFEST", "CorruptObject", "MissingObjects", "Store", "StoreError"]

@@ -1,0 +1,138 @@
+"""Pack files and their indexes: where objects (chunks and manifests) live on disk.
+
+A pack is immutable and named by the BLAKE3 of its own bytes: `pack-<hex>.pack`.
+  8 bytes   magic b"GMPACK01"
+  records   each: 32-byte object id, u8 kind, u8 encoding, u32 raw length, u32 stored length,
+            then the stored payload. Object id = BLAKE3 of the object's raw (decoded) bytes.
+A pack is self-describing: its index can be rebuilt by walking the records.
+
+Its index `pack-<hex>.idx` lists the records sorted by id:
+  8 bytes   magic b"GMIDX001"
+  u32       record count n
+  n x       32-byte id, u64 record offset in the pack, u32 stored length, u32 raw length,
+            u8 kind, u8 encoding
+  32 bytes  BLAKE3 of everything above
+A pack is visible only once its index exists: the pack is renamed into place first, then the
+index, so readers never see an index pointing into a partial pack.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+
+PACK_MAGIC = b"GMPACK01"
+INDEX_MAGIC = b"GMIDX001"
+CHUNK, MANIFEST = 0, 1
+
+record_head = struct.Struct("<32sBBII")
+_index_count = struct.Struct("<I")
+_index_entry = struct.Struct("<32sQIIBB")
+
+# Start a new pack past this size: small enough to upload and retry as one object, large
+# enough that a 1 GiB checkpoint is a few dozen files.
+PACK_TARGET = 64 << 20
+
+
+class PackError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where one object lives: its record in a pack."""
+    pack: str           # pack name, "pack-<hex>"
+    offset: int         # of the record header in the pack file
+    stored_length: int
+    raw_length: int
+    kind: int
+    encoding: int
+
+
+def encode_index(entries: dict[bytes, Entry]) -> bytes:
+    parts = [INDEX_MAGIC, _index_count.pack(len(entries))]
+    for oid in sorted(entries):
+        e = entries[oid]
+        parts.append(_index_entry.pack(oid, e.offset, e.stored_length, e.raw_length, e.kind, e.encoding))
+    body = b"".join(parts)
+    return body + blake3.blake3(body).digest()
+
+
+def decode_index(pack: str, data: bytes) -> dict[bytes, Entry]:
+    body, trailer = data[:-32], data[-32:]
+    if len(data) < 12 + 32 or body[:8] != INDEX_MAGIC or blake3.blake3(body).digest() != trailer:
+        raise PackError(f"{pack}.idx is damaged")
+    (count,) = _index_count.unpack_from(body, 8)
+    if len(body) != 12 + count * _index_entry.size:
+        raise PackError(f"{pack}.idx has the wrong length")
+    return {
+        oid: Entry(pack, offset, stored, raw, kind, encoding)
+        for oid, offset, stored, raw, kind, encoding in _index_entry.iter_unpack(body[12:])
+    }
+
+
+class PackWriter:
+    """Appends records to temporary packs and publishes them atomically on `finish`."""
+
+    def __init__(self, pack_dir: Path, tmp_dir: Path, target: int = PACK_TARGET):
+        self._pack_dir, self._tmp_dir, self._target = pack_dir, tmp_dir, target
+        self._file = None
+        self.published: list[tuple[str, dict[bytes, Entry]]] = []
+        self.pending: dict[bytes, Entry] = {}      # the open pack's records
+
+    def add(self, oid: bytes, kind: int, encoding: int, raw_length: int, payload: bytes) -> None:
+        if oid in self.pending:
+            return
+        if self._file is None:
+            self._open()
+        offset = self._size
+        head = record_head.pack(oid, kind, encoding, raw_length, len(payload))
+        self._write(head)
+        self._write(payload)
+        self.pending[oid] = Entry("", offset, len(payload), raw_length, kind, encoding)
+        if self._size >= self._target:
+            self._publish()
+
+    def finish(self) -> list[tuple[str, dict[bytes, Entry]]]:
+        """Publish the open pack; returns every pack this writer published."""
+        if self._file is not None:
+            self._publish()
+        return self.published
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            os.unlink(self._file.name)
+            self._file = None
+            self.pending = {}
+
+    def _open(self) -> None:
+        self._tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._file = tempfile.NamedTemporaryFile(dir=self._tmp_dir, prefix="pack-", delete=False)
+        self._hasher = blake3.blake3()
+        self._size = 0
+        self._write(PACK_MAGIC)
+
+    def _write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._hasher.update(data)
+        self._size += len(data)
+
+    def _publish(self) -> None:
+        self._file.close()
+        name = "pack-" + self._hasher.hexdigest()
+        entries = {oid: Entry(name, e.offset, e.stored_length, e.raw_length, e.kind, e.encoding)
+                   for oid, e in self.pending.items()}
+        self._pack_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(self._file.name, self._pack_dir / f"{name}.pack")
+        index_tmp = self._file.name + ".idx"
+        Path(index_tmp).write_bytes(encode_index(entries))
+        os.replace(index_tmp, self._pack_dir / f"{name}.idx")
+        self.published.append((name, entries))
+        self._file = None
+        self.pending = {}
