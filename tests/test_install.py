@@ -1,0 +1,98 @@
+"""`gitmodel install`, `uninstall`, `track`, and the merge driver's conflict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import Repo, make_repo, random_model, sha256, write_safetensors
+from gitmodel.git.attributes import DEFAULT_PATTERNS
+from gitmodel.git.setup import SETTINGS
+
+
+def config(repo: Repo, *args: str) -> str:
+    return repo.git("config", *args, check=False).stdout.decode().strip()
+
+
+def test_install_is_idempotent_and_keeps_foreign_settings(tmp_path: Path, git_env):
+    repo = Repo(tmp_path, git_env)
+    repo.git("init", "-q")
+    repo.git("config", "merge.gitmodel.driver", "my-own-driver %A")
+    first = repo.gitmodel("install", check=False)
+    assert first.returncode == 1 and "merge.gitmodel.driver = my-own-driver %A" in first.stdout
+    assert config(repo, "merge.gitmodel.driver") == "my-own-driver %A"
+    assert config(repo, "filter.gitmodel.required") == "true"
+    assert config(repo, "filter.gitmodel.process") == "gitmodel filter-process"
+    before = (tmp_path / ".git" / "config").read_text()
+    repo.gitmodel("install", check=False)
+    assert (tmp_path / ".git" / "config").read_text() == before
+
+    repo.gitmodel("uninstall")
+    assert config(repo, "filter.gitmodel.process") == ""
+    assert config(repo, "merge.gitmodel.driver") == "my-own-driver %A"   # not ours: kept
+    repo.gitmodel("install", "--force")
+    assert config(repo, "merge.gitmodel.driver") == SETTINGS["merge.gitmodel.driver"]
+
+
+def test_global_install_writes_user_config(tmp_path: Path, git_env):
+    repo = Repo(tmp_path, git_env)
+    repo.gitmodel("install", "--global")
+    text = (Path(git_env["HOME"]) / ".gitconfig").read_text()
+    assert '[filter "gitmodel"]' in text and "required = true" in text
+    repo.gitmodel("uninstall", "--global")
+    assert "gitmodel" not in (Path(git_env["HOME"]) / ".gitconfig").read_text()
+
+
+def test_install_outside_a_repository_fails_clearly(tmp_path: Path, git_env):
+    result = Repo(tmp_path, git_env).gitmodel("install", check=False)
+    assert result.returncode == 1 and "not inside a git repository" in result.stderr
+
+
+def test_track_lists_adds_defaults_and_untracks(repo: Repo):
+    assert repo.gitmodel("track").stdout.split() == ["*.safetensors"]
+    added = repo.gitmodel("track", "--defaults").stdout
+    assert "*.safetensors" not in added and "tracking *.gguf" in added
+    assert repo.gitmodel("track").stdout.split() == list(DEFAULT_PATTERNS)
+    line = next(l for l in (repo.path / ".gitattributes").read_text().splitlines() if l.startswith("*.pt "))
+    assert line == "*.pt filter=gitmodel diff=gitmodel merge=gitmodel -text"
+    assert repo.out("check-attr", "filter", "diff", "merge", "--", "x.ckpt").split("\n")[0].endswith("gitmodel")
+    repo.gitmodel("untrack", "*.pt")
+    assert "*.pt" not in repo.gitmodel("track").stdout.split()
+    assert repo.gitmodel("track", "bad pattern", check=False).returncode == 1
+
+
+def test_both_sides_changed_is_a_conflict_keeping_ours(repo: Repo):
+    path = repo.path / "model.safetensors"
+    write_safetensors(path, random_model(0))
+    repo.commit("base")
+    repo.git("switch", "-q", "-c", "theirs")
+    write_safetensors(path, random_model(1))
+    repo.commit("theirs")
+    repo.git("switch", "-q", "main")
+    write_safetensors(path, random_model(2))
+    repo.commit("ours")
+    ours = sha256(path)
+    result = repo.git("merge", "theirs", check=False)
+    assert result.returncode != 0
+    assert "both sides changed this checkpoint" in (result.stderr + result.stdout).decode()
+    assert "UU model.safetensors" in repo.status()
+    assert sha256(path) == ours
+    repo.git("checkout", "--theirs", "--", "model.safetensors")
+    theirs_blob = repo.git("show", "theirs:model.safetensors").stdout
+    repo.git("add", "model.safetensors")
+    assert repo.git("show", ":model.safetensors").stdout == theirs_blob
+
+
+def test_one_sided_change_merges_without_driver(repo: Repo):
+    path = repo.path / "model.safetensors"
+    write_safetensors(path, random_model(0))
+    repo.commit("base")
+    repo.git("switch", "-q", "-c", "feature")
+    write_safetensors(path, random_model(5))
+    repo.commit("feature")
+    feature = sha256(path)
+    repo.git("switch", "-q", "main")
+    (repo.path / "README").write_text("x\n")
+    repo.commit("unrelated")
+    repo.git("merge", "-q", "--no-edit", "feature")
+    assert sha256(path) == feature
+    assert repo.status() == ""
