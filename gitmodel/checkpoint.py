@@ -24,11 +24,10 @@ from gitmodel import formats, pointer as pointers
 from gitmodel.formats import PeekableStream, Segment
 from gitmodel.pointer import Pointer, TensorLine
 from gitmodel.store import codec
-from gitmodel.store.chunker import MAX_SIZE, Cutter
+from gitmodel.store.chunker import MAX_SIZE, BufferPool, Cutter
 from gitmodel.store.manifest import Manifest
 from gitmodel.store.objects import CHUNK, MANIFEST, CorruptObject, MissingObjects, Store
 
-BLOCK = 8 << 20            # bytes read from the input at a time
 GROUP_ALONE = 64 << 10     # segments this large start (and end) their own chunking run
 IN_FLIGHT = 4              # batches queued to the pool before the writer catches up
 RESTORE_BATCH = 64         # chunks per restore task
@@ -69,27 +68,29 @@ def clean(stream: BinaryIO, store: Store) -> bytes:
 def clean_checkpoint(source: PeekableStream, store: Store) -> Pointer:
     """Store the checkpoint's bytes; return its pointer."""
     layout = formats.detect(source)
-    sink = _ChunkSink(store)
+    buffers = BufferPool()
+    sink = _ChunkSink(store, buffers)
     tensors: list[TensorLine] = []
     complete = True
     try:
-        cutter, previous_alone, width = Cutter(), True, 1
+        cutter, previous_alone, width = Cutter(buffers), True, 1
         for segment in _with_tail(layout.segments):
             alone = segment.length >= GROUP_ALONE
             if alone or previous_alone:              # a new chunking run starts here
-                sink.submit(cutter.finish(), width)
-                width = segment.element_width if alone else 1
+                sink.submit(*cutter.finish(), width)
+                cutter, width = Cutter(buffers), segment.element_width if alone else 1
             previous_alone = alone
-            hasher = blake3.blake3() if segment.tensor else None
+            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO) if segment.tensor else None
             remaining = segment.length
             while remaining > 0:
-                block = source.read(min(BLOCK, remaining))
-                if not block:
+                space = cutter.space()
+                n = source.readinto(space[:min(len(space), remaining)])
+                if not n:
                     break
-                remaining -= len(block)
+                remaining -= n
                 if hasher:
-                    hasher.update(block)
-                sink.submit(cutter.feed(block), width)
+                    hasher.update(space[:n])
+                sink.submit(*cutter.filled(n), width)
             if remaining > 0 and segment.length != _UNTIL_EOF:
                 complete = False                     # truncated file: its layout was a lie
                 break
@@ -97,11 +98,13 @@ def clean_checkpoint(source: PeekableStream, store: Store) -> Pointer:
                 t = segment.tensor
                 tensors.append(TensorLine(t.name, t.dtype, t.shape,
                                           hasher.hexdigest()[:pointers.DIGEST_CHARS]))
-        sink.submit(cutter.finish(), width)
-        # A truncated file may still have bytes after the point where its layout broke.
-        while block := source.read(BLOCK):
-            sink.submit(cutter.feed(block), 1)
-        sink.submit(cutter.finish(), 1)
+        if not complete:
+            # The layout broke: the rest of the file is one more opaque run.
+            sink.submit(*cutter.finish(), width)
+            cutter, width = Cutter(buffers), 1
+            while n := source.readinto(space := cutter.space()):
+                sink.submit(*cutter.filled(n), width)
+        sink.submit(*cutter.finish(), width)
         content = sink.finish(source.position)
     except BaseException:
         sink.abort()
@@ -132,24 +135,30 @@ def _prepare(chunks: list, width: int, has: Callable[[bytes], bool]):
 class _ChunkSink:
     """Collects chunks in file order, writing new ones to packs, and builds the manifest."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, buffers: BufferPool):
         self._store = store
+        self._buffers = buffers
         self._writer = store.writer()
         self._chunks: list[tuple[bytes, int]] = []
-        self._queue: deque[Future] = deque()
+        self._queue: deque[tuple[Future, bytearray | None]] = deque()
 
-    def submit(self, chunks: list, width: int) -> None:
-        if chunks:
-            self._queue.append(pool().submit(_prepare, chunks, width, self._store.has))
-            while len(self._queue) > IN_FLIGHT:
-                self._drain_one()
+    def submit(self, chunks: list, buffer: bytearray | None, width: int) -> None:
+        """Queue chunks for hashing and encoding; `buffer` returns to the pool once done."""
+        if not chunks:
+            self._buffers.give(buffer)
+            return
+        self._queue.append((pool().submit(_prepare, chunks, width, self._store.has), buffer))
+        while len(self._queue) > IN_FLIGHT:
+            self._drain_one()
 
     def _drain_one(self) -> None:
-        for oid, length, encoded in self._queue.popleft().result():
+        future, buffer = self._queue.popleft()
+        for oid, length, encoded in future.result():
             self._chunks.append((oid, length))
             if encoded is not None and not self._store.has(oid):
                 encoding, payload = encoded
                 self._writer.add(oid, CHUNK, encoding, length, payload)
+        self._buffers.give(buffer)
 
     def finish(self, size: int) -> bytes:
         while self._queue:
@@ -165,8 +174,11 @@ class _ChunkSink:
         return oid
 
     def abort(self) -> None:
-        for future in self._queue:
+        for future, _ in self._queue:
             future.cancel()
+        for future, _ in self._queue:
+            if not future.cancelled():
+                future.exception()          # wait: workers may still read our buffers
         self._writer.abort()
 
 
@@ -188,8 +200,9 @@ class Restore:
         if absent:
             raise MissingObjects(absent)
 
-    def write_to(self, write: Callable[[bytes], object]) -> None:
-        """Emit the file's bytes in order; raises CorruptObject before emitting a bad chunk."""
+    def write_to(self, emit: Callable[..., object]) -> None:
+        """Emit the file's bytes in order, as `emit(*buffers)` calls; raises CorruptObject
+        before emitting a bad chunk."""
         ids = [cid for cid, _ in self.manifest.chunks]
         batches = (ids[i:i + RESTORE_BATCH] for i in range(0, len(ids), RESTORE_BATCH))
         queue: deque[Future] = deque()
@@ -197,19 +210,19 @@ class Restore:
             for batch in batches:
                 queue.append(pool().submit(self._read_batch, batch))
                 if len(queue) > IN_FLIGHT:
-                    write(queue.popleft().result())
+                    emit(*queue.popleft().result())
             while queue:
-                write(queue.popleft().result())
+                emit(*queue.popleft().result())
         finally:
             for future in queue:
                 future.cancel()
 
-    def _read_batch(self, ids: list[bytes]) -> bytes:
-        return b"".join(self._store.read(cid) for cid in ids)
+    def _read_batch(self, ids: list[bytes]) -> list:
+        return [self._store.read(cid) for cid in ids]
 
 
 def smudge(ptr: Pointer, store: Store, out: BinaryIO) -> None:
-    Restore(ptr, store).write_to(out.write)
+    Restore(ptr, store).write_to(lambda *buffers: out.writelines(buffers))
 
 
 assert RESTORE_BATCH * MAX_SIZE <= 32 << 20     # a batch's bytes stay bounded

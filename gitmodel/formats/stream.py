@@ -44,6 +44,29 @@ class PeekableStream:
         self.position += len(data)
         return data
 
+    def readinto(self, view: memoryview) -> int:
+        """Fill `view` as far as the stream goes; returns the bytes written (0 at the end)."""
+        filled = 0
+        if self._buffer:
+            filled = min(len(self._buffer), len(view))
+            view[:filled] = self._buffer[:filled]
+            del self._buffer[:filled]
+        while filled < len(view) and not self._eof:
+            n = self._readinto_raw(view[filled:])
+            if not n:
+                self._eof = True
+            filled += n
+        self.position += filled
+        return filled
+
+    def _readinto_raw(self, view: memoryview) -> int:
+        readinto = getattr(self._raw, "readinto", None)
+        if readinto is not None:
+            return readinto(view) or 0
+        data = self._raw.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
     def _read_raw(self, n: int) -> bytes:
         parts = []
         while n > 0 and not self._eof:

@@ -14,7 +14,7 @@ import tempfile
 from typing import BinaryIO, Callable
 
 from gitmodel import checkpoint, pointer as pointers
-from gitmodel.git.pktline import ContentReader, PacketReader, PacketWriter, ProtocolError
+from gitmodel.git.pktline import ContentReader, PacketReader, PacketWriter, ProtocolError, widen_pipe
 from gitmodel.store.objects import CorruptObject, MissingObjects, Store, StoreError
 
 CAPABILITIES = ("clean", "smudge")
@@ -143,4 +143,6 @@ def missing_message(err: MissingObjects, store: Store) -> str:
 
 
 def serve(open_store: Callable[[], Store]) -> None:
+    widen_pipe(sys.stdin.buffer)
+    widen_pipe(sys.stdout.buffer)
     FilterServer(sys.stdin.buffer, sys.stdout.buffer, open_store).serve()

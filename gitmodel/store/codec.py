@@ -73,14 +73,14 @@ def _encode_grouped(data: bytes, width: int) -> bytes:
         mode, stored = (1, packed) if len(packed) < len(plane) else (0, plane)
         heads.append(_plane_head.pack(mode, len(stored)))
         planes.append(stored)
-    return b"".join(heads + planes) + data[body:]
+    return b"".join(heads + planes + [data[body:]])
 
 
-def decode(encoding: int, payload: bytes, raw_length: int) -> bytes:
+def decode(encoding: int, payload: bytes | memoryview, raw_length: int) -> bytes | bytearray | memoryview:
     """The chunk's bytes. Raises CodecError on any inconsistency (never returns wrong-sized data)."""
     try:
         if encoding == RAW:
-            data = bytes(payload)
+            data = payload
         elif encoding == ZSTD:
             data = _decompressor().decompress(payload, max_output_size=raw_length)
         elif encoding == GROUPED:
@@ -94,7 +94,7 @@ def decode(encoding: int, payload: bytes, raw_length: int) -> bytes:
     return data
 
 
-def _decode_grouped(payload: bytes, raw_length: int) -> bytes:
+def _decode_grouped(payload: bytes | memoryview, raw_length: int) -> bytearray:
     width = payload[0] if payload else 0
     if not 2 <= width <= 16:
         raise CodecError(f"bad byte-group width {width}")
@@ -116,4 +116,4 @@ def _decode_grouped(payload: bytes, raw_length: int) -> bytes:
     if len(tail) != raw_length - body:
         raise CodecError("byte-group tail of the wrong size")
     out[body:] = tail
-    return bytes(out)
+    return out
