@@ -34,7 +34,8 @@ DIGEST_CHARS = 16
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
-_SHAPE = re.compile(r"\[(?:0|[1-9][0-9]*)(?:,(?:0|[1-9][0-9]*))*\]|\[\]")
+_DIM = r"(?:0|[1-9][0-9]{0,19})"
+_SHAPE = re.compile(rf"\[{_DIM}(?:,{_DIM})*\]|\[\]")
 _DIGEST = re.compile(r"[0-9a-f]{%d}" % DIGEST_CHARS)
 _TOKEN = re.compile(r"[A-Za-z0-9_]+")
 

@@ -64,9 +64,11 @@ def _tensor(name: str, info: object) -> tuple[int, int, Tensor] | None:
     if not isinstance(info, dict):
         return None
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if dtype not in DTYPE_BITS or not isinstance(shape, list) or not isinstance(offsets, list):
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
         return None
-    if not all(type(d) is int and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not isinstance(offsets, list):
+        return None
+    if not all(type(d) is int and 0 <= d < 1 << 63 for d in shape):
         return None
     if len(offsets) != 2 or not all(type(o) is int for o in offsets):
         return None

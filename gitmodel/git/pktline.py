@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from typing import BinaryIO
 
 MAX_PAYLOAD = 65516
@@ -24,6 +25,18 @@ class ProtocolError(Exception):
     pass
 
 
+_HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
+
+
+def _length(head: bytes) -> int:
+    """A packet's length field: exactly 4 hex digits (git reads either case)."""
+    if len(head) < 4:
+        raise ProtocolError("truncated packet length")
+    if not _HEX4.fullmatch(head):
+        raise ProtocolError(f"bad packet length {head!r}")
+    return int(head, 16)
+
+
 class PacketReader:
     def __init__(self, stream: BinaryIO):
         self._stream = stream
@@ -33,12 +46,7 @@ class PacketReader:
         head = self._stream.read(4)
         if not head:
             raise EOFError
-        if len(head) < 4:
-            raise ProtocolError("truncated packet length")
-        try:
-            length = int(head, 16)
-        except ValueError:
-            raise ProtocolError(f"bad packet length {head!r}") from None
+        length = _length(head)
         if length == 0:
             return None
         if length < 4 or length > MAX_PAYLOAD + 4:
@@ -48,18 +56,12 @@ class PacketReader:
             raise ProtocolError("truncated packet")
         return payload
 
-    def read_header(self) -> int:
-        """The payload length of the next packet (0 for a flush); the payload is left unread."""
-        head = self._stream.read(4)
-        if len(head) < 4:
-            raise ProtocolError("truncated packet length")
-        try:
-            length = int(head, 16)
-        except ValueError:
-            raise ProtocolError(f"bad packet length {head!r}") from None
+    def read_header(self) -> int | None:
+        """The payload length of the next packet (None for a flush); the payload is left unread."""
+        length = _length(self._stream.read(4))
         if length == 0:
-            return 0
-        if length < 5 or length > MAX_PAYLOAD + 4:
+            return None
+        if length < 4 or length > MAX_PAYLOAD + 4:
             raise ProtocolError(f"bad packet length {length}")
         return length - 4
 
@@ -71,10 +73,11 @@ class PacketReader:
             view = view[n:]
 
     def text_list(self) -> list[str]:
-        """Text packets up to the next flush, without their trailing newlines."""
+        """Text packets up to the next flush, without their trailing newlines. Bytes that are
+        not UTF-8 (git path names may hold any) survive as surrogate escapes."""
         items = []
         while (payload := self.packet()) is not None:
-            items.append(payload.decode("utf-8").rstrip("\n"))
+            items.append(payload.decode("utf-8", "surrogateescape").rstrip("\n"))
         return items
 
 
@@ -93,10 +96,12 @@ class ContentReader:
         filled = 0
         while filled < len(view) and not self._done:
             if not self._left:
-                self._left = self._packets.read_header()
-                if not self._left:
+                length = self._packets.read_header()
+                if length is None:
                     self._done = True
                     break
+                self._left = length
+                continue
             n = min(self._left, len(view) - filled)
             self._packets.read_payload_into(view[filled:filled + n])
             self._left -= n

@@ -10,8 +10,12 @@ Encodings (one byte in the pack record):
              then the len % w trailing bytes raw.
   3 DELTA    reserved: a chunk stored as a difference against another chunk (not written yet).
 
-The encoder picks the smallest encoding; RAW when nothing wins. zstd level 1: on checkpoint
-planes higher levels are slower and no smaller, negative levels lose 5-15% of ratio.
+The encoder picks the smallest encoding; RAW when nothing wins. Opaque bytes use zstd level 1.
+Byte planes of tensors use level-1's fast strategy with matching all but switched off
+(min_match 7, hash_log 6, window_log 16): float bytes gain from Huffman-coded literals, hardly
+from matches, and short matches cost literal savings. Measured on 64 KiB chunks, against plain
+level 1: real MiniLM fp32 0.822 vs 0.835 of raw, synthetic fp32 0.836 vs 0.850, bf16 0.671 vs
+0.689, encoding 1.6x and decoding 1.2-1.6x faster. Any zstd decoder reads these frames.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ class CodecError(ValueError):
     pass
 
 
+_PLANE_PARAMETERS = dict(strategy=zstandard.STRATEGY_FAST, min_match=7, hash_log=6,
+                        window_log=16, search_log=1, write_checksum=0)
+
+
 def _compressor() -> zstandard.ZstdCompressor:
     # zstandard objects are not safe to share between threads: one per thread.
     try:
@@ -39,6 +47,15 @@ def _compressor() -> zstandard.ZstdCompressor:
     except AttributeError:
         _local.compressor = zstandard.ZstdCompressor(level=LEVEL, write_checksum=False)
         return _local.compressor
+
+
+def _plane_compressor() -> zstandard.ZstdCompressor:
+    try:
+        return _local.plane_compressor
+    except AttributeError:
+        params = zstandard.ZstdCompressionParameters(**_PLANE_PARAMETERS)
+        _local.plane_compressor = zstandard.ZstdCompressor(compression_params=params)
+        return _local.plane_compressor
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
@@ -66,7 +83,7 @@ def encode(data: bytes | memoryview, width: int = 1) -> tuple[int, bytes]:
 def _encode_grouped(data: bytes, width: int) -> bytes:
     body = len(data) - len(data) % width
     heads, planes = [bytes([width])], []
-    compress = _compressor().compress
+    compress = _plane_compressor().compress
     for k in range(width):
         plane = data[k:body:width]
         packed = compress(plane)
@@ -82,7 +99,7 @@ def decode(encoding: int, payload: bytes | memoryview, raw_length: int) -> bytes
         if encoding == RAW:
             data = payload
         elif encoding == ZSTD:
-            data = _decompressor().decompress(payload, max_output_size=raw_length)
+            data = _decompress(payload, raw_length)
         elif encoding == GROUPED:
             data = _decode_grouped(payload, raw_length)
         else:
@@ -92,6 +109,15 @@ def decode(encoding: int, payload: bytes | memoryview, raw_length: int) -> bytes
     if len(data) != raw_length:
         raise CodecError(f"decoded {len(data)} bytes, expected {raw_length}")
     return data
+
+
+def _decompress(frame: bytes | memoryview, expected: int) -> bytes:
+    """One zstd frame that must hold exactly `expected` bytes. A damaged header claiming more
+    is refused before any memory is allocated for it."""
+    declared = zstandard.frame_content_size(frame)
+    if declared not in (expected, -1):
+        raise CodecError(f"zstd frame declares {declared} bytes, expected {expected}")
+    return _decompressor().decompress(frame, max_output_size=expected)
 
 
 def _decode_grouped(payload: bytes | memoryview, raw_length: int) -> bytearray:
@@ -108,7 +134,7 @@ def _decode_grouped(payload: bytes | memoryview, raw_length: int) -> bytearray:
         mode, stored = _plane_head.unpack_from(payload, 1 + k * _plane_head.size)
         chunk = payload[pos:pos + stored]
         pos += stored
-        plane = _decompressor().decompress(chunk, max_output_size=plane_length) if mode else chunk
+        plane = _decompress(chunk, plane_length) if mode else chunk
         if len(plane) != plane_length or mode > 1:
             raise CodecError("byte-group plane of the wrong size")
         out[k:body:width] = plane

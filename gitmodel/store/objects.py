@@ -103,7 +103,10 @@ class Store:
             if entry is None:
                 raise MissingObjects([oid])
         size = record_head.size + entry.stored_length
-        record = os.pread(self._fd(entry.pack), size, entry.offset)
+        try:
+            record = os.pread(self._fd(entry.pack), size, entry.offset)
+        except OSError as err:
+            raise CorruptObject(oid, f"cannot read {entry.pack}.pack: {err.strerror}") from None
         if len(record) != size:
             raise CorruptObject(oid, f"{entry.pack}.pack is truncated")
         head_oid, kind, encoding, raw_length, stored = record_head.unpack_from(record)

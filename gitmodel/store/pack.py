@@ -1,6 +1,10 @@
 """Pack files and their indexes: where objects (chunks and manifests) live on disk.
 
-A pack is immutable and named by the BLAKE3 of its own bytes: `pack-<hex>.pack`.
+A pack is immutable and named after its index: `pack-<hex>.pack` where hex is the BLAKE3 of the
+index's body (below, without its trailer). The index lists every object's id, place, size and
+encoding, so equal names mean equal objects at equal places; the payload bytes themselves are
+covered by the object ids, which readers verify on every read. (Hashing the whole pack to name
+it would cost a second pass over every stored byte.)
   8 bytes   magic b"GMPACK01"
   records   each: 32-byte object id, u8 kind, u8 encoding, u32 raw length, u32 stored length,
             then the stored payload. Object id = BLAKE3 of the object's raw (decoded) bytes.
@@ -54,18 +58,21 @@ class Entry:
     encoding: int
 
 
-def encode_index(entries: dict[bytes, Entry]) -> bytes:
+def encode_index(entries: dict[bytes, Entry]) -> tuple[str, bytes]:
+    """(pack name, index file bytes) for a pack holding these entries."""
     parts = [INDEX_MAGIC, _index_count.pack(len(entries))]
     for oid in sorted(entries):
         e = entries[oid]
         parts.append(_index_entry.pack(oid, e.offset, e.stored_length, e.raw_length, e.kind, e.encoding))
     body = b"".join(parts)
-    return body + blake3.blake3(body).digest()
+    digest = blake3.blake3(body).digest()
+    return "pack-" + digest.hex(), body + digest
 
 
 def decode_index(pack: str, data: bytes) -> dict[bytes, Entry]:
     body, trailer = data[:-32], data[-32:]
-    if len(data) < 12 + 32 or body[:8] != INDEX_MAGIC or blake3.blake3(body).digest() != trailer:
+    if len(data) < 12 + 32 or body[:8] != INDEX_MAGIC or blake3.blake3(body).digest() != trailer \
+            or pack != "pack-" + trailer.hex():
         raise PackError(f"{pack}.idx is damaged")
     (count,) = _index_count.unpack_from(body, 8)
     if len(body) != 12 + count * _index_entry.size:
@@ -91,9 +98,7 @@ class PackWriter:
         if self._file is None:
             self._open()
         offset = self._size
-        head = record_head.pack(oid, kind, encoding, raw_length, len(payload))
-        self._write(head)
-        self._write(payload)
+        self._write(record_head.pack(oid, kind, encoding, raw_length, len(payload)) + payload)
         self.pending[oid] = Entry("", offset, len(payload), raw_length, kind, encoding)
         if self._size >= self._target:
             self._publish()
@@ -114,24 +119,22 @@ class PackWriter:
     def _open(self) -> None:
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
         self._file = tempfile.NamedTemporaryFile(dir=self._tmp_dir, prefix="pack-", delete=False)
-        self._hasher = blake3.blake3()
         self._size = 0
         self._write(PACK_MAGIC)
 
     def _write(self, data: bytes) -> None:
         self._file.write(data)
-        self._hasher.update(data)
         self._size += len(data)
 
     def _publish(self) -> None:
         self._file.close()
-        name = "pack-" + self._hasher.hexdigest()
+        name, index = encode_index(self.pending)
         entries = {oid: Entry(name, e.offset, e.stored_length, e.raw_length, e.kind, e.encoding)
                    for oid, e in self.pending.items()}
         self._pack_dir.mkdir(parents=True, exist_ok=True)
         os.replace(self._file.name, self._pack_dir / f"{name}.pack")
         index_tmp = self._file.name + ".idx"
-        Path(index_tmp).write_bytes(encode_index(entries))
+        Path(index_tmp).write_bytes(index)
         os.replace(index_tmp, self._pack_dir / f"{name}.idx")
         self.published.append((name, entries))
         self._file = None

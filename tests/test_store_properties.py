@@ -1,0 +1,803 @@
+"""Property and unit tests for the store: chunker, codec, manifest, pack index, Store."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import os
+import struct
+import tempfile
+import threading
+from pathlib import Path
+
+import blake3
+import numpy as np
+import pytest
+import zstandard
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from pyfastcdc import FastCDC
+
+from gitmodel.store import chunker, codec
+from gitmodel.store.chunker import MAX_SIZE, MIN_SIZE, BufferPool, Cutter, cut_all
+from gitmodel.store.fsck import check as fsck_check
+from gitmodel.store.manifest import MAGIC as MANIFEST_MAGIC
+from gitmodel.store.manifest import Manifest, ManifestError
+from gitmodel.store.objects import CHUNK, MANIFEST, CorruptObject, MissingObjects, Store, StoreError
+from gitmodel.store.pack import (
+    INDEX_MAGIC, PACK_MAGIC, Entry, PackError, PackWriter, decode_index, encode_index, record_head,
+)
+
+SETTINGS = settings(max_examples=100, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _random_bytes(seed: int, n: int) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def _floats(seed: int, n: int) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(n, dtype=np.float32) * 0.02).astype(np.float32)
+
+
+def _bf16_bits(seed: int, n: int) -> bytes:
+    return (_floats(seed, n).view(np.uint32) >> 16).astype(np.uint16).tobytes()
+
+
+@st.composite
+def cdc_data(draw) -> bytes:
+    """Mixtures of incompressible, constant and periodic runs, up to ~1.5 MiB: enough to give
+    many chunks, max-size cuts (constant runs) and short tails."""
+    parts = []
+    for kind, length, seed in draw(st.lists(
+            st.tuples(st.sampled_from(["random", "zeros", "pattern", "floats"]),
+                      st.integers(0, 400_000), st.integers(0, 2**32 - 1)),
+            min_size=1, max_size=4)):
+        if kind == "random":
+            parts.append(_random_bytes(seed, length))
+        elif kind == "zeros":
+            parts.append(bytes(length))
+        elif kind == "pattern":
+            unit = _random_bytes(seed, 1 + seed % 997)
+            parts.append((unit * (length // len(unit) + 1))[:length])
+        else:
+            parts.append(_floats(seed, length // 4).tobytes())
+    return b"".join(parts)
+
+
+def _frames(encoding: int, payload: bytes) -> list[bytes]:
+    """The zstd frames `codec.decode` would hand to zstandard for this (possibly damaged) payload,
+    mirroring its parsing."""
+    if encoding == codec.ZSTD:
+        return [payload]
+    if encoding != codec.GROUPED or not payload:
+        return []
+    width = payload[0]
+    head = struct.Struct("<BI")
+    if not 2 <= width <= 16 or 1 + width * head.size > len(payload):
+        return []
+    frames, pos = [], 1 + width * head.size
+    for k in range(width):
+        mode, stored = head.unpack_from(payload, 1 + k * head.size)
+        if mode:
+            frames.append(payload[pos:pos + stored])
+        pos += stored
+    return frames
+
+
+def _declares_huge_frame(encoding: int, payload: bytes) -> bool:
+    """Whether a (damaged) zstd frame header declares a content size beyond 1 GiB: the case of
+    the known MemoryError bug (see test_decode_frame_declaring_huge_size_*), kept out of the
+    general damage properties so that they stay deterministic."""
+    for frame in _frames(encoding, bytes(payload)):
+        try:
+            size = zstandard.frame_content_size(frame)
+        except zstandard.ZstdError:
+            continue
+        if size > 1 << 30:
+            return True
+    return False
+
+
+def _put(store: Store, items: list[tuple[bytes, int]], writer: PackWriter | None = None) -> list[bytes]:
+    """Write (data, width) chunks through a writer and publish it; returns their ids."""
+    writer = writer or store.writer()
+    oids = []
+    for data, width in items:
+        oid = blake3.blake3(data).digest()
+        encoding, payload = codec.encode(data, width)
+        writer.add(oid, CHUNK, encoding, len(data), payload)
+        oids.append(oid)
+    store.publish(writer)
+    return oids
+
+
+def _mixed_items() -> list[tuple[bytes, int]]:
+    """Objects that take each encoding: RAW, ZSTD, GROUPED."""
+    items = [
+        (_random_bytes(1, 3000), 1),                       # RAW
+        (b"the quick brown fox " * 200, 1),                # ZSTD
+        (_floats(2, 2048).tobytes(), 4),                   # GROUPED (f32)
+        (_bf16_bits(3, 2048), 2),                          # GROUPED (bf16)
+        (b"", 1),                                          # empty
+    ]
+    encodings = {codec.encode(d, w)[0] for d, w in items}
+    assert encodings == {codec.RAW, codec.ZSTD, codec.GROUPED}
+    return items
+
+
+# ----------------------------------------------------------------------------- chunker
+
+def _feed(cutter: Cutter, pool: BufferPool, block: bytes, keep: list | None = None) -> list:
+    """Write `block` into the cutter through space()/filled(), as clean does. Completed chunks
+    are copied and their buffer handed back to the pool (so reuse is exercised) - unless `keep`
+    is given: then the views are returned as they are and the buffers kept out of the pool."""
+    out, view = [], memoryview(block)
+    while len(view):
+        space = cutter.space()
+        assert len(space) > 0, "space() is never empty"
+        n = min(len(space), len(view))
+        space[:n] = view[:n]
+        chunks, buffer = cutter.filled(n)
+        if keep is None:
+            out += [bytes(c) for c in chunks]
+            pool.give(buffer)
+        else:
+            out += chunks
+            keep.append(buffer)
+        view = view[n:]
+    return out
+
+
+def _finish(cutter: Cutter, pool: BufferPool, keep: list | None = None) -> list:
+    chunks, buffer = cutter.finish()
+    if keep is None:
+        out = [bytes(c) for c in chunks]
+        pool.give(buffer)
+        return out
+    keep.append(buffer)
+    return list(chunks)
+
+
+def _fastcdc(data: bytes) -> list[bytes]:
+    cdc = FastCDC(chunker.AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE, seed=chunker.SEED)
+    return [bytes(memoryview(data)[c.offset:c.offset + c.length]) for c in cdc.cut_buf(data)] \
+        if data else []
+
+
+buffer_sizes = st.one_of(st.just(None), st.integers(MAX_SIZE + 1, 3 * MAX_SIZE))
+
+
+@SETTINGS
+@given(data=cdc_data(), size=buffer_sizes, st_data=st.data())
+def test_cutter_block_splits_do_not_change_chunks(data, size, st_data):
+    cuts = sorted(st_data.draw(st.lists(st.integers(0, len(data)), max_size=12), label="cuts"))
+    bounds = [0, *cuts, len(data)]
+    pool = BufferPool(size) if size else BufferPool()
+    cutter, chunks = Cutter(pool), []
+    for a, b in zip(bounds, bounds[1:]):
+        chunks += _feed(cutter, pool, data[a:b])
+    chunks += _finish(cutter, pool)
+
+    assert chunks == cut_all(data)                   # the same bytes written at once
+    assert chunks == _fastcdc(data)                  # pyfastcdc over the whole buffer
+    assert b"".join(chunks) == data
+    assert all(chunks), "no empty chunks"
+    for c in chunks[:-1]:
+        assert MIN_SIZE <= len(c) <= MAX_SIZE
+    if chunks:
+        assert 0 < len(chunks[-1]) <= MAX_SIZE
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.data_too_large])
+@given(data=cdc_data(), size=buffer_sizes, step=st.integers(1, 300_000))
+def test_cutter_views_stay_valid_until_their_buffer_is_given_back(data, size, step):
+    """Chunks are views into pool buffers: while the caller holds a buffer, the cutter must not
+    write into it again."""
+    pool = BufferPool(size) if size else BufferPool()
+    cutter, held, views = Cutter(pool), [], []
+    for i in range(0, len(data), step):
+        views += _feed(cutter, pool, data[i:i + step], keep=held)
+    views += _finish(cutter, pool, keep=held)
+    assert [bytes(v) for v in views] == _fastcdc(data)
+    buffers = [b for b in held if b is not None]
+    assert len({id(b) for b in buffers}) == len(buffers), "a buffer was handed out twice"
+
+
+def test_cutter_runs_and_reuse():
+    data = _random_bytes(7, 3 * MAX_SIZE)
+    expected = _fastcdc(data)
+    assert len(expected) > 3
+    pool = BufferPool(MAX_SIZE + 1)
+    for _ in range(3):                         # buffers come back from the pool each time
+        cutter = Cutter(pool)
+        got = []
+        for i in range(0, len(data), 4099):    # odd block size, many blocks per chunk
+            got += _feed(cutter, pool, data[i:i + 4099])
+        got += _finish(cutter, pool)
+        assert got == expected
+
+
+def test_cutter_small_and_empty_inputs():
+    pool = BufferPool()
+    assert cut_all(b"") == [] and _finish(Cutter(pool), pool) == []
+    cutter = Cutter(pool)
+    assert _feed(cutter, pool, b"x") == [] and _finish(cutter, pool) == [b"x"]
+    assert cut_all(bytes(MIN_SIZE - 1)) == [bytes(MIN_SIZE - 1)]
+    zeros = cut_all(bytes(3 * MAX_SIZE + 5))
+    assert [len(c) for c in zeros] == [MAX_SIZE] * 3 + [5]
+    assert _fastcdc(bytes(3 * MAX_SIZE + 5)) == zeros
+
+
+# ----------------------------------------------------------------------------- codec
+
+WIDTHS = [1, 2, 4, 8]
+
+
+def _check_round_trip(data: bytes, width: int) -> tuple[int, bytes]:
+    encoding, payload = codec.encode(data, width)
+    assert encoding in (codec.RAW, codec.ZSTD, codec.GROUPED)
+    if encoding == codec.RAW:
+        assert payload == data
+    else:
+        assert len(payload) < len(data), "a non-RAW encoding must be smaller"
+    assert codec.decode(encoding, payload, len(data)) == data
+    assert codec.decode(encoding, memoryview(payload), len(data)) == data      # as Store.read does
+    return encoding, payload
+
+
+@SETTINGS
+@given(data=st.binary(max_size=3000), width=st.sampled_from(WIDTHS))
+def test_codec_round_trip_arbitrary_bytes(data, width):
+    _check_round_trip(data, width)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 5000), width=st.sampled_from(WIDTHS),
+       kind=st.sampled_from(["floats", "bf16", "zeros", "repeat", "random"]))
+def test_codec_round_trip_structured(seed, n, width, kind):
+    if kind == "floats":
+        data = _floats(seed, n // 4).tobytes() + _random_bytes(seed, n % 4)
+    elif kind == "bf16":
+        data = _bf16_bits(seed, n // 2) + _random_bytes(seed, n % 2)
+    elif kind == "zeros":
+        data = bytes(n)
+    elif kind == "repeat":
+        data = (b"\x01\x02\x03\x04\x05\x06\x07" * (n // 7 + 1))[:n]
+    else:
+        data = _random_bytes(seed, n)
+    _check_round_trip(data, width)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("n", list(range(0, 20)) + [31, 33, 63, 65])
+def test_codec_round_trip_tiny_and_odd_lengths(width, n):
+    for data in (bytes(n), _random_bytes(n, n), bytes(range(n)) * 3):
+        _check_round_trip(data, width)
+
+
+@pytest.mark.parametrize("kind,width", [("f32", 4), ("bf16", 2)])
+@pytest.mark.parametrize("extra", [0, 1, 3])
+def test_codec_float_data_is_grouped_and_smaller(kind, width, extra):
+    n = 16384
+    data = (_floats(11, n).tobytes() if kind == "f32" else _bf16_bits(11, n)) + b"\x7f" * extra
+    encoding, payload = _check_round_trip(data, width)
+    assert encoding == codec.GROUPED
+    assert payload[0] == width
+    # Byte grouping must beat both the raw bytes and plain zstd of the same bytes.
+    zstd_encoding, zstd_payload = codec.encode(data, 1)
+    assert zstd_encoding in (codec.ZSTD, codec.RAW)
+    assert len(payload) < len(zstd_payload) < len(data) + 1
+    assert len(payload) < 0.95 * len(data)
+
+
+@st.composite
+def damaged(draw):
+    """(encoding, payload, raw_length, original data, damage kind)."""
+    kind = draw(st.sampled_from(["floats", "text", "binary"]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    if kind == "floats":
+        width = draw(st.sampled_from([2, 4, 8]))
+        data = _floats(seed, draw(st.integers(0, 600))).tobytes() + _random_bytes(seed, draw(st.integers(0, 7)))
+    elif kind == "text":
+        width = draw(st.sampled_from(WIDTHS))
+        data = b"tensor data %d " % seed * draw(st.integers(0, 200))
+    else:
+        width = draw(st.sampled_from(WIDTHS))
+        data = draw(st.binary(max_size=600))
+    encoding, payload = codec.encode(data, width)
+    raw_length = len(data)
+    damage = draw(st.sampled_from(["truncate", "flip", "flips", "append", "length", "encoding",
+                                   "unknown", "none"]))
+    if damage == "truncate" and payload:
+        payload = payload[:draw(st.integers(0, len(payload) - 1))]
+    elif damage in ("flip", "flips") and payload:
+        buf = bytearray(payload)
+        for _ in range(1 if damage == "flip" else draw(st.integers(2, 8))):
+            i = draw(st.integers(0, len(buf) - 1))
+            buf[i] ^= draw(st.integers(1, 255))
+        payload = bytes(buf)
+    elif damage == "append":
+        payload += draw(st.binary(min_size=1, max_size=20))
+    elif damage == "length":
+        raw_length = draw(st.one_of(st.integers(0, 2 * len(data) + 16),
+                                    st.integers(0, 2**32 - 1)))
+    elif damage == "encoding":
+        encoding = draw(st.sampled_from([e for e in (codec.RAW, codec.ZSTD, codec.GROUPED) if e != encoding]))
+    elif damage == "unknown":
+        encoding = draw(st.one_of(st.just(codec.DELTA), st.integers(4, 255)))
+    return encoding, payload, raw_length, data, damage
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=damaged())
+def test_codec_decode_damaged_payload_fails_cleanly(case):
+    encoding, payload, raw_length, data, damage = case
+    assume(not _declares_huge_frame(encoding, payload))     # known bug, tested below
+    try:
+        out = codec.decode(encoding, payload, raw_length)
+    except codec.CodecError:
+        return
+    # Anything returned has exactly the promised length (wrong bytes of the right length are
+    # left to the caller's BLAKE3 check); an undamaged payload decodes to the original.
+    assert isinstance(out, (bytes, bytearray, memoryview))
+    assert len(bytes(out)) == raw_length
+    if damage == "none":
+        assert out == data
+
+
+def test_codec_decode_specific_damage():
+    data = _floats(5, 4096).tobytes()
+    encoding, payload = codec.encode(data, 4)
+    assert encoding == codec.GROUPED
+    with pytest.raises(codec.CodecError):
+        codec.decode(encoding, b"", len(data))
+    with pytest.raises(codec.CodecError):
+        codec.decode(encoding, payload[:5], len(data))            # truncated plane table
+    with pytest.raises(codec.CodecError):
+        codec.decode(encoding, payload[:-1], len(data))           # truncated last plane
+    with pytest.raises(codec.CodecError):
+        codec.decode(encoding, payload + b"\0", len(data))        # stray tail byte
+    with pytest.raises(codec.CodecError):
+        codec.decode(encoding, bytes([1]) + payload[1:], len(data))   # width 1 is not grouped
+    with pytest.raises(codec.CodecError):
+        codec.decode(encoding, bytes([17]) + payload[1:], len(data))  # width too large
+    bad_mode = bytearray(payload)
+    bad_mode[1] = 2                                               # plane mode 2 does not exist
+    with pytest.raises(codec.CodecError):
+        codec.decode(encoding, bytes(bad_mode), len(data))
+    for wrong in (0, len(data) - 1, len(data) + 1, len(data) + 4):
+        with pytest.raises(codec.CodecError):
+            codec.decode(encoding, payload, wrong)
+    with pytest.raises(codec.CodecError, match="unknown"):
+        codec.decode(codec.DELTA, payload, len(data))
+    with pytest.raises(codec.CodecError):
+        codec.decode(99, payload, len(data))
+
+    text = b"abc" * 1000
+    encoding, payload = codec.encode(text)
+    assert encoding == codec.ZSTD
+    for bad in (b"", payload[:10], payload[:-1], b"\0" * len(payload)):
+        with pytest.raises(codec.CodecError):
+            codec.decode(codec.ZSTD, bad, len(text))
+    for wrong in (0, len(text) - 1, len(text) + 1):
+        with pytest.raises(codec.CodecError):
+            codec.decode(codec.ZSTD, payload, wrong)
+    with pytest.raises(codec.CodecError):
+        codec.decode(codec.RAW, text, len(text) - 1)
+
+
+def _huge_frame(payload: bytes) -> bytes:
+    """The same zstd frame with its header rewritten to declare 2**60 bytes of content (single
+    segment, 8-byte frame content size) - what one damaged header byte can do."""
+    assert payload[:4] == b"\x28\xb5\x2f\xfd"
+    fhd = payload[4]
+    fcs_size = {0: 1 if fhd & 0x20 else 0, 1: 2, 2: 4, 3: 8}[fhd >> 6]
+    window = 0 if fhd & 0x20 else 1
+    dict_id = {0: 0, 1: 1, 2: 2, 3: 4}[fhd & 3]
+    assert window == 0 and dict_id == 0
+    return payload[:4] + bytes([0xE0]) + struct.pack("<Q", 1 << 60) + payload[5 + fcs_size:]
+
+
+def test_decode_frame_declaring_huge_size_raises_codec_error():
+    text = b"hello world " * 1000
+    encoding, payload = codec.encode(text)
+    assert encoding == codec.ZSTD
+    with pytest.raises(codec.CodecError):
+        codec.decode(codec.ZSTD, _huge_frame(payload), len(text))
+
+
+def test_decode_frame_declaring_huge_size_in_grouped_plane_raises_codec_error():
+    data = _floats(5, 4096).tobytes()
+    encoding, payload = codec.encode(data, 4)
+    assert encoding == codec.GROUPED
+    head = struct.Struct("<BI")
+    width = payload[0]
+    pos = 1 + width * head.size
+    planes = []
+    for k in range(width):
+        mode, stored = head.unpack_from(payload, 1 + k * head.size)
+        planes.append([mode, payload[pos:pos + stored]])
+        pos += stored
+    k = next(i for i, (mode, _) in enumerate(planes) if mode == 1)
+    planes[k][1] = _huge_frame(planes[k][1])
+    rebuilt = bytes([width]) + b"".join(head.pack(m, len(p)) for m, p in planes) \
+        + b"".join(p for _, p in planes) + payload[pos:]
+    with pytest.raises(codec.CodecError):
+        codec.decode(codec.GROUPED, rebuilt, len(data))
+
+
+# ----------------------------------------------------------------------------- manifest
+
+chunk_ids = st.binary(min_size=32, max_size=32)
+manifests = st.lists(st.tuples(chunk_ids, st.integers(0, 2**32 - 1)), max_size=40).map(
+    lambda chunks: Manifest(sum(n for _, n in chunks), chunks))
+
+
+@SETTINGS
+@given(m=manifests)
+def test_manifest_round_trip(m):
+    data = m.encode()
+    assert len(data) == 24 + 36 * len(m.chunks)
+    back = Manifest.decode(data)
+    assert back == m
+    assert back.encode() == data
+
+
+@SETTINGS
+@given(m=manifests, st_data=st.data())
+def test_manifest_damage_is_rejected(m, st_data):
+    data = m.encode()
+    cut = st_data.draw(st.integers(0, len(data) - 1), label="cut")
+    with pytest.raises(ManifestError):
+        Manifest.decode(data[:cut])
+    with pytest.raises(ManifestError):
+        Manifest.decode(data + st_data.draw(st.binary(min_size=1, max_size=40), label="extra"))
+    # Any change to the magic, the size or the count is caught; a change to a chunk id is not
+    # (the manifest's own BLAKE3 id covers that).
+    i = st_data.draw(st.integers(0, 23), label="pos")
+    bad = bytearray(data)
+    bad[i] ^= st_data.draw(st.integers(1, 255), label="mask")
+    with pytest.raises(ManifestError):
+        Manifest.decode(bytes(bad))
+
+
+@SETTINGS
+@given(data=st.one_of(st.binary(max_size=200),
+                      st.binary(max_size=200).map(lambda b: MANIFEST_MAGIC + b)))
+def test_manifest_decode_arbitrary_bytes(data):
+    try:
+        m = Manifest.decode(data)
+    except ManifestError:
+        return
+    assert m.encode() == data            # whatever is accepted is canonical
+
+
+def test_manifest_specific_rejections():
+    cid = bytes(range(32))
+    good = Manifest(10, [(cid, 4), (cid, 6)])
+    data = good.encode()
+    assert Manifest.decode(data) == good
+    cases = [
+        b"",
+        data[:23],
+        b"GMMANIF2" + data[8:],
+        Manifest(11, [(cid, 4), (cid, 6)]).encode(),                       # sizes disagree
+        struct.pack("<8sQQ", MANIFEST_MAGIC, 10, 3) + data[24:],            # count too high
+        struct.pack("<8sQQ", MANIFEST_MAGIC, 10, 1) + data[24:],            # count too low
+        struct.pack("<8sQQ", MANIFEST_MAGIC, 0, 2**64 - 1),                 # absurd count
+    ]
+    for bad in cases:
+        with pytest.raises(ManifestError):
+            Manifest.decode(bad)
+    assert Manifest.decode(Manifest(0, []).encode()) == Manifest(0, [])
+
+
+# ----------------------------------------------------------------------------- pack index
+
+index_entries = st.dictionaries(
+    chunk_ids,
+    st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+              st.integers(0, 255), st.integers(0, 255)),
+    max_size=30,
+).map(lambda d: {oid: Entry("pack-x", *fields) for oid, fields in d.items()})
+
+
+@SETTINGS
+@given(entries=index_entries)
+def test_index_round_trip(entries):
+    name, data = encode_index(entries)
+    assert data[:8] == INDEX_MAGIC
+    assert len(data) == 12 + 50 * len(entries) + 32
+    assert name == "pack-" + data[-32:].hex()          # the pack is named by its index
+    decoded = decode_index(name, data)
+    assert {oid: dataclasses.replace(e, pack="pack-x") for oid, e in decoded.items()} == entries
+    assert all(e.pack == name for e in decoded.values())
+    # Sorted by id: the same entries in another insertion order encode identically.
+    assert encode_index(dict(reversed(list(entries.items())))) == (name, data)
+    # An index under another pack's name is refused.
+    with pytest.raises(PackError):
+        decode_index("pack-" + "0" * 64, data)
+
+
+@SETTINGS
+@given(entries=index_entries, st_data=st.data())
+def test_index_damage_raises_pack_error(entries, st_data):
+    name, data = encode_index(entries)
+    i = st_data.draw(st.integers(0, len(data) - 1), label="pos")
+    bad = bytearray(data)
+    bad[i] ^= st_data.draw(st.integers(1, 255), label="mask")
+    with pytest.raises(PackError):
+        decode_index("pack-x", bytes(bad))
+    with pytest.raises(PackError):
+        decode_index("pack-x", data[:st_data.draw(st.integers(0, len(data) - 1), label="cut")])
+    with pytest.raises(PackError):
+        decode_index("pack-x", data + b"\0")
+
+
+@SETTINGS
+@given(data=st.binary(max_size=300))
+def test_index_arbitrary_bytes_raise_pack_error(data):
+    with pytest.raises(PackError):
+        decode_index("pack-x", data)
+
+
+def test_index_with_valid_checksum_but_wrong_count():
+    body = INDEX_MAGIC + struct.pack("<I", 5)
+    digest = blake3.blake3(body).digest()
+    with pytest.raises(PackError, match="wrong length"):
+        decode_index("pack-" + digest.hex(), body + digest)
+    body = INDEX_MAGIC + struct.pack("<I", 0)
+    digest = blake3.blake3(body).digest()
+    assert decode_index("pack-" + digest.hex(), body + digest) == {}
+
+
+# ----------------------------------------------------------------------------- Store
+
+@settings(max_examples=40, deadline=None)
+@given(items=st.lists(st.tuples(st.one_of(st.binary(max_size=2000),
+                                           st.integers(0, 5000).map(lambda n: _floats(n, n).tobytes())),
+                                 st.sampled_from(WIDTHS)), max_size=12),
+       target=st.sampled_from([64 << 20, 1, 3000]))
+def test_store_round_trip_through_fresh_store(items, target):
+    with tempfile.TemporaryDirectory() as root:
+        store = Store(root)
+        writer = PackWriter(store.pack_dir, store.tmp_dir, target=target)
+        oids = _put(store, items, writer)
+        for oid, (data, _) in zip(oids, items):
+            assert store.read(oid) == data            # visible to the publishing Store at once
+        store.close()
+
+        fresh = Store(root)
+        try:
+            for oid, (data, _) in zip(oids, items):
+                assert fresh.has(oid)
+                assert fresh.read(oid) == data
+            assert fresh.missing(oids) == []
+            distinct = len(set(oids))
+            assert len(fresh.entries()) == distinct
+            assert all(entry.pack in fresh.packs() for _, entry in fresh.entries())
+            if target == 1:
+                # one record per pack; identical one-record packs share their name
+                records = {(blake3.blake3(d).digest(), *codec.encode(d, w)) for d, w in items}
+                assert len(fresh.packs()) == len(records)
+            if fresh.tmp_dir.exists():
+                assert os.listdir(fresh.tmp_dir) == []
+            assert fsck_check(fresh).problems == []
+        finally:
+            fresh.close()
+
+
+def test_store_manifest_objects(tmp_path):
+    store = Store(tmp_path)
+    chunk = b"chunk bytes" * 50
+    cid = _put(store, [(chunk, 1)])[0]
+    m = Manifest(len(chunk), [(cid, len(chunk))])
+    raw = m.encode()
+    mid = blake3.blake3(raw).digest()
+    encoding, payload = codec.encode(raw)
+    writer = store.writer()
+    writer.add(mid, MANIFEST, encoding, len(raw), payload)
+    store.publish(writer)
+    store.close()
+    fresh = Store(tmp_path)
+    assert fresh.read_manifest(mid) == m
+    with pytest.raises(CorruptObject, match="not a manifest"):
+        fresh.read_manifest(cid)
+    with pytest.raises(MissingObjects) as err:
+        fresh.read(bytes(32))
+    assert err.value.oids == [bytes(32)]
+    assert fresh.missing([bytes(32), cid, mid]) == [bytes(32)]
+    fresh.close()
+
+
+def test_store_sees_packs_published_by_another_store(tmp_path):
+    reader = Store(tmp_path)                       # opened before anything exists
+    other = Store(tmp_path)
+    oids = _put(other, _mixed_items())
+    for oid, (data, _) in zip(oids, _mixed_items()):
+        assert reader.read(oid) == data            # read() refreshes on a miss
+    reader.close()
+    other.close()
+
+
+def _records(pack_path: Path) -> list[tuple[int, int, bytes, int]]:
+    """(start, end, oid, encoding) of each record, walking the pack."""
+    data = pack_path.read_bytes()
+    assert data[:8] == PACK_MAGIC
+    out, pos = [], 8
+    while pos < len(data):
+        oid, _kind, encoding, _raw, stored = record_head.unpack_from(data, pos)
+        end = pos + record_head.size + stored
+        out.append((pos, end, oid, encoding))
+        pos = end
+    assert pos == len(data)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pristine_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pristine")
+    store = Store(root)
+    items = _mixed_items()
+    oids = _put(store, items)
+    store.close()
+    (pack,) = (root / "packs").glob("*.pack")
+    return root, pack, dict(zip(oids, (d for d, _ in items)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st_data=st.data())
+def test_store_flipped_byte_in_pack_never_returns_wrong_bytes(pristine_store, st_data):
+    root, pack, objects = pristine_store
+    original = pack.read_bytes()
+    records = _records(pack)
+    pos = st_data.draw(st.integers(0, len(original) - 1), label="pos")
+    mask = st_data.draw(st.integers(1, 255), label="mask")
+    damaged_bytes = bytearray(original)
+    damaged_bytes[pos] ^= mask
+    hit = next((r for r in records if r[0] <= pos < r[1]), None)
+    if hit is not None and pos >= hit[0] + record_head.size:
+        payload = bytes(damaged_bytes[hit[0] + record_head.size:hit[1]])
+        assume(not _declares_huge_frame(hit[3], payload))        # known bug, tested separately
+    try:
+        pack.write_bytes(bytes(damaged_bytes))
+        store = Store(root)
+        try:
+            for oid, data in objects.items():
+                if hit is not None and oid == hit[2]:
+                    in_header = pos < hit[0] + record_head.size
+                    if in_header or hit[3] == codec.RAW:
+                        with pytest.raises(CorruptObject):
+                            store.read(oid)
+                    else:
+                        try:
+                            assert store.read(oid) == data     # an inert bit of a zstd frame
+                        except CorruptObject:
+                            pass
+                else:
+                    assert store.read(oid) == data
+        finally:
+            store.close()
+    finally:
+        pack.write_bytes(original)
+
+
+def test_store_corrupt_byte_raises_corrupt_object(tmp_path):
+    store = Store(tmp_path)
+    items = _mixed_items()
+    oids = _put(store, items)
+    store.close()
+    (pack,) = (tmp_path / "packs").glob("*.pack")
+    records = {r[2]: r for r in _records(pack)}
+    original = pack.read_bytes()
+    for oid in oids:
+        start, end, _, _ = records[oid]
+        if end - start == record_head.size:
+            continue                                     # the empty object has no payload
+        for pos in (start + 40, (start + record_head.size + end) // 2, end - 1):
+            bad = bytearray(original)
+            bad[pos] ^= 0x55
+            pack.write_bytes(bytes(bad))
+            fresh = Store(tmp_path)
+            with pytest.raises(CorruptObject) as err:
+                fresh.read(oid)
+            assert err.value.oid == oid
+            assert isinstance(err.value, StoreError)
+            fresh.close()
+    pack.write_bytes(original)
+    # Truncated pack: the objects past the cut are corrupt, the others still read.
+    cut = records[oids[2]][0] + 10
+    pack.write_bytes(original[:cut])
+    fresh = Store(tmp_path)
+    for oid, (data, _) in zip(oids, items):
+        if records[oid][1] <= cut:
+            assert fresh.read(oid) == data
+        else:
+            with pytest.raises(CorruptObject):
+                fresh.read(oid)
+    problems = fsck_check(fresh).problems
+    assert len(problems) == sum(records[oid][1] > cut for oid in set(oids))
+    fresh.close()
+
+
+def test_store_deleted_pack_and_index_gives_missing_objects(tmp_path):
+    store = Store(tmp_path)
+    keep = _put(store, [(b"kept object" * 10, 1)])
+    lose = _put(store, [(b"lost object" * 10, 1), (b"another", 1)])
+    store.close()
+    packs = sorted(p for p in (tmp_path / "packs").glob("*.pack"))
+    assert len(packs) == 2
+    fresh = Store(tmp_path)
+    doomed = fresh.locate(lose[0]).pack
+    fresh.close()
+    (tmp_path / "packs" / f"{doomed}.pack").unlink()
+    (tmp_path / "packs" / f"{doomed}.idx").unlink()
+    fresh = Store(tmp_path)
+    assert fresh.read(keep[0]) == b"kept object" * 10
+    for oid in lose:
+        with pytest.raises(MissingObjects) as err:
+            fresh.read(oid)
+        assert err.value.oids == [oid]
+    assert fresh.missing(lose + keep) == lose
+    fresh.close()
+
+
+def test_store_deleted_pack_file_only_raises_store_error(tmp_path):
+    store = Store(tmp_path)
+    (oid,) = _put(store, [(b"lost object" * 10, 1)])
+    store.close()
+    (pack,) = (tmp_path / "packs").glob("*.pack")
+    pack.unlink()
+    fresh = Store(tmp_path)
+    try:
+        with pytest.raises(StoreError):
+            fresh.read(oid)
+    finally:
+        fresh.close()
+
+
+@pytest.mark.parametrize("same_order", [True, False])
+@pytest.mark.parametrize("shared_store", [True, False])
+def test_store_concurrent_writers_of_the_same_objects(tmp_path, same_order, shared_store):
+    items = _mixed_items() + [(_random_bytes(i, 5000 + i), 1) for i in range(20)]
+    expected = {blake3.blake3(d).digest(): d for d, _ in items}
+    for round_ in range(8):
+        root = tmp_path / f"r{round_}"
+        stores = [Store(root)] * 2 if shared_store else [Store(root), Store(root)]
+        barrier = threading.Barrier(2)
+        errors = []
+
+        def work(i):
+            try:
+                order = items if same_order or i == 0 else list(reversed(items))
+                writer = PackWriter(stores[i].pack_dir, stores[i].tmp_dir, target=40_000)
+                barrier.wait()
+                _put(stores[i], order, writer)
+                for oid, data in expected.items():
+                    assert stores[i].read(oid) == data
+            except BaseException as err:      # reported below
+                errors.append(err)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        for s in {id(s): s for s in stores}.values():
+            s.close()
+
+        fresh = Store(root)
+        try:
+            for oid, data in expected.items():
+                assert fresh.read(oid) == data
+            assert fsck_check(fresh).problems == []
+            assert list((root / "tmp").iterdir()) == []
+            names = {p.stem for p in (root / "packs").iterdir()}
+            assert {p.stem for p in (root / "packs").glob("*.pack")} == names
+            assert {p.stem for p in (root / "packs").glob("*.idx")} == names
+        finally:
+            fresh.close()
