@@ -37,13 +37,21 @@ HEX = "0123456789abcdef"
 # Names: any unicode, with the characters that need quoting over-represented.
 _tricky = st.sampled_from([" ", "\t", "\n", "\r", '"', "'", "[", "]", "\\", "\x00", "\x85", "\u2028",
                            "\u00a0", "\u200b", "\ufeff", "\ud800", "\udfff", "é", "😀", "{", ","])
+def _surrogate_pair(s: str) -> bool:
+    """A high surrogate followed by a low one: JSON cannot tell it from the astral character it
+    encodes, and names read from JSON headers never hold one (the decoder joins them)."""
+    return any("\ud800" <= a < "\udc00" <= b < "\ue000" for a, b in zip(s, s[1:]))
+
+
 names = st.one_of(
     st.text(),
     st.text(st.characters(exclude_categories=[])),              # surrogates included
     st.lists(st.one_of(_tricky, st.characters()), max_size=12).map("".join),
     st.sampled_from(["", " ", '"', "[tensors]", "[x]", "a b", '"quoted"', "line\nbreak",
                      "model.layers.0.weight", "[", "]", "x]"]),
-)
+).filter(lambda s: json.loads(json.dumps(s)) == s and not _surrogate_pair(s))
+# Names come out of a JSON header, so they never hold a high surrogate followed by a low one
+# (JSON joins "\ud800\udfff" into one character); such a name could not survive JSON quoting.
 tokens = st.from_regex(r"[A-Za-z0-9_]+", fullmatch=True)
 hex_digits = lambda n: st.text(HEX, min_size=n, max_size=n)     # noqa: E731
 shapes = st.lists(st.one_of(st.integers(0, 10), st.integers(0, 2**64 - 1)), max_size=5).map(tuple)
@@ -791,3 +799,8 @@ def test_safetensors_zero_sized_tensor_with_huge_dimension_is_opaque():
     data = struct.pack("<Q", len(header)) + header
     layout = detect(PeekableStream(io.BytesIO(data)))
     assert layout.format == "opaque"
+
+
+def test_pointer_name_with_lone_surrogate_round_trips():
+    p = Pointer(1, "0" * 64, "safetensors", (TensorLine("w\ud800x", "F32", (2,), "0" * 16),))
+    assert parse(p.render()) == p
