@@ -1,10 +1,10 @@
 """Clean and smudge: a checkpoint's bytes to the store plus a pointer, and back.
 
-Clean streams the file once, in blocks: the format reader divides it into segments; segments
-of at least GROUP_ALONE bytes (tensors, in practice) are chunked on their own so their chunks
-survive changes elsewhere in the file, while runs of smaller segments are chunked together.
-A small thread pool hashes each chunk (BLAKE3) and compresses the ones the store lacks; the
-calling thread writes them into packs in file order. Memory stays at a few blocks in flight.
+Clean streams the file once, in blocks: the format reader divides it into segments (tensors
+and the bytes between them), and each segment is chunked on its own, so a tensor's chunks
+survive changes elsewhere in the file and a tensor is always whole chunks. A small thread pool
+hashes each chunk (BLAKE3) and compresses the ones the store lacks; the calling thread writes
+them into packs in file order. Memory stays at a few blocks in flight.
 
 Smudge checks that the manifest and every chunk are present before the first byte goes out,
 then decodes and verifies chunks in parallel and emits them in order. A chunk that fails its
@@ -28,7 +28,6 @@ from gitmodel.store.chunker import MAX_SIZE, BufferPool, Cutter
 from gitmodel.store.manifest import Manifest
 from gitmodel.store.objects import CHUNK, MANIFEST, CorruptObject, MissingObjects, Store
 
-GROUP_ALONE = 64 << 10     # segments this large start (and end) their own chunking run
 IN_FLIGHT = 4              # batches queued to the pool before the writer catches up
 RESTORE_BATCH = 64         # chunks per restore task
 
@@ -70,17 +69,12 @@ def clean_checkpoint(source: PeekableStream, store: Store) -> Pointer:
     layout = formats.detect(source)
     buffers = BufferPool()
     sink = _ChunkSink(store, buffers)
-    tensors: list[TensorLine] = []
+    tensors: list[tuple[formats.Tensor, int, int]] = []     # tensor, its chunks' index range
     complete = True
     try:
-        cutter, previous_alone, width = Cutter(buffers), True, 1
         for segment in _with_tail(layout.segments):
-            alone = segment.length >= GROUP_ALONE
-            if alone or previous_alone:              # a new chunking run starts here
-                sink.submit(*cutter.finish(), width)
-                cutter, width = Cutter(buffers), segment.element_width if alone else 1
-            previous_alone = alone
-            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO) if segment.tensor else None
+            first = sink.submitted
+            cutter, width = Cutter(buffers), segment.element_width
             remaining = segment.length
             while remaining > 0:
                 space = cutter.space()
@@ -88,30 +82,28 @@ def clean_checkpoint(source: PeekableStream, store: Store) -> Pointer:
                 if not n:
                     break
                 remaining -= n
-                if hasher:
-                    hasher.update(space[:n])
                 sink.submit(*cutter.filled(n), width)
+            sink.submit(*cutter.finish(), width)
             if remaining > 0 and segment.length != _UNTIL_EOF:
                 complete = False                     # truncated file: its layout was a lie
                 break
-            if hasher:
-                t = segment.tensor
-                tensors.append(TensorLine(t.name, t.dtype, t.shape,
-                                          hasher.hexdigest()[:pointers.DIGEST_CHARS]))
-        if not complete:
-            # The layout broke: the rest of the file is one more opaque run.
-            sink.submit(*cutter.finish(), width)
-            cutter, width = Cutter(buffers), 1
-            while n := source.readinto(space := cutter.space()):
-                sink.submit(*cutter.filled(n), width)
-        sink.submit(*cutter.finish(), width)
-        content = sink.finish(source.position)
+            if segment.tensor:
+                tensors.append((segment.tensor, first, sink.submitted))
+        content, chunk_ids = sink.finish(source.position)
     except BaseException:
         sink.abort()
         raise
     if not complete:
         return Pointer(source.position, content.hex(), "opaque")
-    return Pointer(source.position, content.hex(), layout.format, tuple(tensors))
+    lines = tuple(TensorLine(t.name, t.dtype, t.shape, tensor_digest(chunk_ids[a:b]))
+                  for t, a, b in tensors)
+    return Pointer(source.position, content.hex(), layout.format, lines)
+
+
+def tensor_digest(chunk_ids: list[bytes]) -> str:
+    """A tensor's digest: BLAKE3 over its chunks' ids (each tensor is whole chunks), so it
+    costs no second pass over the tensor's bytes."""
+    return blake3.blake3(b"".join(chunk_ids)).hexdigest()[:pointers.DIGEST_CHARS]
 
 
 _UNTIL_EOF = 1 << 63
@@ -141,12 +133,14 @@ class _ChunkSink:
         self._writer = store.writer()
         self._chunks: list[tuple[bytes, int]] = []
         self._queue: deque[tuple[Future, bytearray | None]] = deque()
+        self.submitted = 0          # chunks submitted so far (their index in the manifest)
 
     def submit(self, chunks: list, buffer: bytearray | None, width: int) -> None:
         """Queue chunks for hashing and encoding; `buffer` returns to the pool once done."""
         if not chunks:
             self._buffers.give(buffer)
             return
+        self.submitted += len(chunks)
         self._queue.append((pool().submit(_prepare, chunks, width, self._store.has), buffer))
         while len(self._queue) > IN_FLIGHT:
             self._drain_one()
@@ -160,7 +154,8 @@ class _ChunkSink:
                 self._writer.add(oid, CHUNK, encoding, length, payload)
         self._buffers.give(buffer)
 
-    def finish(self, size: int) -> bytes:
+    def finish(self, size: int) -> tuple[bytes, list[bytes]]:
+        """Store the manifest; returns its id and the chunk ids in file order."""
         while self._queue:
             self._drain_one()
         manifest = Manifest(size, self._chunks).encode()
@@ -171,7 +166,7 @@ class _ChunkSink:
         # Packs are published in the order written, the manifest last: once the manifest is
         # visible, every chunk it lists is too.
         self._store.publish(self._writer)
-        return oid
+        return oid, [cid for cid, _ in self._chunks]
 
     def abort(self) -> None:
         for future, _ in self._queue:
