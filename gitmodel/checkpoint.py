@@ -116,12 +116,9 @@ def _with_tail(segments: Iterable[Segment]) -> Iterator[Segment]:
 
 def _prepare(chunks: list, width: int, has: Callable[[bytes], bool]):
     """Pool task: id every chunk and encode the ones the store lacks."""
-    prepared = []
-    for chunk in chunks:
-        oid = blake3.blake3(chunk).digest()
-        encoded = None if has(oid) else codec.encode(chunk, width)
-        prepared.append((oid, len(chunk), encoded))
-    return prepared
+    ids = [blake3.blake3(chunk).digest() for chunk in chunks]
+    encoded = codec.encode_batch(chunks, width, [not has(oid) for oid in ids])
+    return [(oid, len(chunk), enc) for oid, chunk, enc in zip(ids, chunks, encoded)]
 
 
 class _ChunkSink:

@@ -766,3 +766,35 @@ def test_store_concurrent_writers_of_the_same_objects(tmp_path, same_order, shar
             assert {p.stem for p in (root / "packs").glob("*.idx")} == names
         finally:
             fresh.close()
+
+
+# ----------------------------------------------------------------------------- batch encoding
+
+@SETTINGS
+@given(parts=st.lists(st.binary(min_size=0, max_size=3000), min_size=1, max_size=40),
+       width=st.sampled_from([1, 2, 4, 8]), st_data=st.data())
+def test_encode_batch_round_trips_whatever_is_skipped(parts, width, st_data):
+    wanted = st_data.draw(st.lists(st.booleans(), min_size=len(parts), max_size=len(parts)))
+    encoded = codec.encode_batch(parts, width, wanted)
+    assert len(encoded) == len(parts)
+    for part, want, enc in zip(parts, wanted, encoded):
+        if not want:
+            assert enc is None
+            continue
+        encoding, payload = enc
+        assert bytes(codec.decode(encoding, payload, len(part))) == part
+
+
+def test_encode_batch_reprobes_planes_that_become_compressible():
+    """Random floats first (every plane noise), then small integers as float32 (mantissa
+    bytes zero): the later chunks must still get their zero planes compressed."""
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, 64 * 1024 * 20, dtype=np.uint8).tobytes()
+    smooth = rng.integers(0, 4, 16 * 1024 * 20).astype(np.float32).tobytes()
+    chunks = [noise[i:i + 65536] for i in range(0, len(noise), 65536)]
+    chunks += [smooth[i:i + 65536] for i in range(0, len(smooth), 65536)]
+    encoded = codec.encode_batch(chunks, 4)
+    for chunk, (encoding, payload) in zip(chunks, encoded):
+        assert bytes(codec.decode(encoding, payload, len(chunk))) == chunk
+    late = encoded[-5:]
+    assert all(encoding == codec.GROUPED and len(payload) < 0.3 * 65536 for encoding, payload in late)
