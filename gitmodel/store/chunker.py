@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from pyfastcdc import FastCDC
 
-MIN_SIZE = 32 * 1024
-AVG_SIZE = 32 * 1024        # pyfastcdc's mean chunk size is AVG_SIZE + MIN_SIZE, so ~64 KiB
-MAX_SIZE = 256 * 1024
+# Mean ~128 KiB: per-chunk work in Python is the filter's overhead, and halving the chunk
+# count made clean ~20% and smudge ~15% faster than a ~64 KiB mean at the same compression.
+# Checkpoints lose no dedup by it: chunks restart at every tensor, so a changed tensor is
+# whole chunks either way.
+MIN_SIZE = 64 * 1024
+AVG_SIZE = 64 * 1024        # pyfastcdc's mean chunk size is AVG_SIZE + MIN_SIZE, so ~128 KiB
+MAX_SIZE = 512 * 1024
 SEED = 0
 BUFFER_SIZE = 8 << 20       # bytes cut at a time
 
