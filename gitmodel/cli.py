@@ -19,6 +19,8 @@ def cmd_install(args) -> int:
     if not args.global_:
         repo.toplevel()                       # fails clearly outside a repository
     report = setup.install("global" if args.global_ else "local", force=args.force)
+    if not args.global_:
+        setup.install_hook(report)
     for item in report.kept:
         print(f"left as it is (not set by gitmodel; --force replaces it): {item}")
     print(f"gitmodel installed ({'global' if args.global_ else 'this repository'}"
@@ -31,6 +33,8 @@ def cmd_uninstall(args) -> int:
     if not args.global_:
         repo.toplevel()
     report = setup.uninstall("global" if args.global_ else "local")
+    if not args.global_:
+        setup.uninstall_hook(report)
     for item in report.kept:
         print(f"left as it is (not gitmodel's value): {item}")
     print(f"gitmodel uninstalled ({len(report.changed)} settings removed).")
@@ -61,7 +65,8 @@ def cmd_untrack(args) -> int:
 
 
 def cmd_filter_process(args) -> int:
-    from gitmodel.git import filter
+    from gitmodel.git import filter, setup
+    setup.ensure_hook()            # a clone made with `gitmodel install --global` gets its hook
     filter.serve(_open_store)
     return 0
 
@@ -101,6 +106,136 @@ def cmd_fsck(args) -> int:
     return 1 if report.problems else 0
 
 
+# ----------------------------------------------------------------------------- remotes
+
+def _say(args, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"gitmodel: {message}", file=sys.stderr)
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def cmd_remote(args) -> int:
+    from gitmodel.git import remotes
+    if args.action == "add":
+        where = remotes.add(args.name, args.url, args.option or [], local=args.local)
+        print(f"remote {args.name} -> {args.url} (in {where}"
+              f"{'; commit it to share it' if where == remotes.CONFIG_FILE else ''})")
+        return 0
+    if args.action == "remove":
+        if not remotes.remove(args.name, local=args.local):
+            print(f"gitmodel: no remote {args.name!r} in "
+                  f"{'.git/config' if args.local else remotes.CONFIG_FILE}", file=sys.stderr)
+            return 1
+        print(f"removed remote {args.name}")
+        return 0
+    configured, default = remotes.configured()
+    for name, spec in configured.items():
+        mark = "*" if name == default or (default is None and len(configured) == 1) else " "
+        options = "".join(f" {k}={v}" for k, v in spec.options.items())
+        print(f"{mark} {name}\t{spec.url}\t({spec.source}){options}")
+    if not configured:
+        spec = remotes.resolve(None)
+        if spec is not None:
+            print(f"* {spec.name}\t{spec.url}\t(embedded default: {spec.source})")
+        else:
+            print("no gitmodel remote configured; `gitmodel remote add origin <url>` sets one",
+                  file=sys.stderr)
+    return 0
+
+
+def _connect(name: str | None):
+    from gitmodel.git import remotes, sync
+    store = _open_store()
+    return store, sync.connect(remotes.resolve(name), store)
+
+
+def cmd_push(args) -> int:
+    from gitmodel.git import history, sync
+    store, index = _connect(args.remote)
+    if args.mirror:
+        from gitmodel.git.remotes import RemoteSpec
+        remote = index.remote
+        stats = sync.mirror(RemoteSpec("local store", str(store.root)),
+                            RemoteSpec(remote.name, remote.url, remote.options), store.tmp_dir,
+                            args.quiet)
+        _say(args, f"mirrored {stats.packs} pack(s), {_size(stats.bytes)} to {index.remote}")
+        return 0
+    repository = history.open_repository()
+    if args.all:
+        found = history.pointers_introduced(repository, history.all_refs(repository))
+    else:
+        found = history.pointers_introduced(repository, args.refs or ["HEAD"])
+    stats = sync.push(store, index, found, quiet=args.quiet)
+    _say(args, f"{len(found)} checkpoint(s): uploaded {stats.objects} object(s), "
+               f"{_size(stats.bytes)} in {stats.packs} pack(s) to {index.remote}")
+    return 0
+
+
+def cmd_pre_push(args) -> int:
+    import os
+    from gitmodel.git import history, remotes, sync
+    if os.environ.get("GITMODEL_SKIP_PUSH", "") not in ("", "0"):
+        return 0
+    repository = history.open_repository()
+    git_remote = args.name if args.name != args.url else None
+    found = sync.pointers_for_push(repository, sys.stdin.read().splitlines(), git_remote)
+    if not found:
+        return 0
+    spec = remotes.for_git_remote(args.name, args.url)
+    if spec is None:
+        print(f"gitmodel: this push carries {len(found)} checkpoint(s) but no gitmodel remote is "
+              "configured, so nobody could check them out. Run `gitmodel remote add origin "
+              "<url>` (a folder or any fsspec URL), or push without them: "
+              "GITMODEL_SKIP_PUSH=1 git push", file=sys.stderr)
+        return 1
+    store = _open_store()
+    stats = sync.push(store, sync.connect(spec, store), found)
+    _say(args, f"{len(found)} checkpoint(s): uploaded {stats.objects} object(s), "
+               f"{_size(stats.bytes)} in {stats.packs} pack(s) to {spec.name}")
+    return 0
+
+
+def cmd_fetch(args) -> int:
+    from gitmodel.git import history, sync
+    store, index = _connect(args.remote)
+    repository = history.open_repository()
+    revs = history.all_refs(repository) if args.all else (args.refs or ["HEAD"])
+    found = history.pointers_in_trees(repository, revs)
+    stats = sync.fetch(store, index, found, quiet=args.quiet)
+    _say(args, f"{len(found)} checkpoint(s): fetched {stats.objects} object(s), "
+               f"{_size(stats.bytes)} from {index.remote}")
+    return 0
+
+
+def cmd_pull(args) -> int:
+    from gitmodel.git import history, sync
+    store, index = _connect(args.remote)
+    repository = history.open_repository()
+    left = dict(history.iter_work_tree_pointers(repository))
+    found = {ptr.content: path for path, ptr in left.items()}
+    stats = sync.fetch(store, index, found, quiet=args.quiet)
+    _say(args, f"fetched {stats.objects} object(s), {_size(stats.bytes)} from {index.remote}")
+    if left:
+        sync.restore_work_tree(sorted(left))
+        _say(args, f"restored {len(left)} file(s) in the work tree")
+    return 0
+
+
+def cmd_mirror(args) -> int:
+    from gitmodel.git import remotes, sync
+    import tempfile
+    source, dest = remotes.resolve(args.source), remotes.resolve(args.dest)
+    with tempfile.TemporaryDirectory(prefix="gitmodel-mirror-") as tmp:
+        stats = sync.mirror(source, dest, Path(tmp), args.quiet,
+                            log=lambda line: _say(args, line) if args.verbose else None)
+    _say(args, f"mirrored {stats.packs} pack(s), {stats.objects} object(s), "
+               f"{_size(stats.bytes)} from {source.url} to {dest.url}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitmodel", description=__doc__.split("\n")[0])
     from gitmodel import __version__
@@ -129,6 +264,53 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fsck", help="verify every object in the local store")
     p.set_defaults(func=cmd_fsck)
 
+    p = sub.add_parser("remote", help="add, list or remove gitmodel remotes")
+    rsub = p.add_subparsers(dest="action", metavar="ACTION")
+    r = rsub.add_parser("add", help="name a remote: a folder path or any fsspec URL")
+    r.add_argument("name")
+    r.add_argument("url")
+    r.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="fsspec option, e.g. endpoint_url=https://... (repeatable; no secrets)")
+    r.add_argument("--local", action="store_true",
+                   help="in .git/config instead of the committed .gitmodel file")
+    r = rsub.add_parser("remove", help="forget a remote")
+    r.add_argument("name")
+    r.add_argument("--local", action="store_true")
+    rsub.add_parser("list", help="list remotes (the default)")
+    p.set_defaults(func=cmd_remote, action="list")
+
+    def transfer_args(p, refs_help):
+        p.add_argument("remote", nargs="?", help="remote name or URL (default: the configured one)")
+        p.add_argument("refs", nargs="*", help=refs_help)
+        p.add_argument("--all", action="store_true", help="every branch and tag")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+
+    p = sub.add_parser("push", help="upload the checkpoints commits reference and the remote lacks")
+    transfer_args(p, "commits whose checkpoints to upload (default HEAD and its history)")
+    p.add_argument("--mirror", action="store_true", help="copy every pack of the local store")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("fetch", help="download the checkpoints of commits into the local store")
+    transfer_args(p, "commits whose checkpoints to fetch (default HEAD)")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("pull", help="fetch, then restore files left as pointers in the work tree")
+    p.add_argument("remote", nargs="?")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("mirror", help="copy every pack one remote lacks from another, verified")
+    p.add_argument("source", help="remote name, URL or folder (a local store works too)")
+    p.add_argument("dest")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="name each pack copied")
+    p.set_defaults(func=cmd_mirror)
+
+    p = sub.add_parser("pre-push", help="(git hook) upload checkpoints for a push")
+    p.add_argument("name")
+    p.add_argument("url")
+    p.set_defaults(func=cmd_pre_push, quiet=False)
+
     p = sub.add_parser("filter-process", help="(git) long-running clean/smudge filter")
     p.set_defaults(func=cmd_filter_process)
     for name, func in (("clean", cmd_clean), ("smudge", cmd_smudge)):
@@ -151,9 +333,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         from gitmodel.git.repo import NotARepository
         from gitmodel.git.attributes import PatternError
+        from gitmodel.git.history import HistoryError
+        from gitmodel.git.remotes import ConfigError
         from gitmodel.pointer import PointerError
-        from gitmodel.store.objects import StoreError
-        if isinstance(err, (NotARepository, PatternError, PointerError, StoreError)):
+        from gitmodel.remote.storage import RemoteError
+        from gitmodel.store.objects import MissingObjects, StoreError
+        if isinstance(err, MissingObjects):
+            print(f"gitmodel: error: the local store lacks {len(err.oids)} object(s) needed here "
+                  f"(first {err.oids[0].hex()}); `gitmodel fsck` checks the store", file=sys.stderr)
+            return 1
+        if isinstance(err, (NotARepository, PatternError, PointerError, StoreError, RemoteError,
+                            ConfigError, HistoryError)):
             print(f"gitmodel: error: {err}", file=sys.stderr)
             return 1
         raise

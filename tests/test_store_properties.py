@@ -24,7 +24,8 @@ from gitmodel.store.manifest import MAGIC as MANIFEST_MAGIC
 from gitmodel.store.manifest import Manifest, ManifestError
 from gitmodel.store.objects import CHUNK, MANIFEST, CorruptObject, MissingObjects, Store, StoreError
 from gitmodel.store.pack import (
-    INDEX_MAGIC, PACK_MAGIC, Entry, PackError, PackWriter, decode_index, encode_index, record_head,
+    INDEX_MAGIC, PACK_MAGIC, Entry, PackError, PackWriter, decode_index, encode_index, publish_into,
+    record_head,
 )
 
 SETTINGS = settings(max_examples=100, deadline=None,
@@ -530,7 +531,7 @@ def test_index_with_valid_checksum_but_wrong_count():
 def test_store_round_trip_through_fresh_store(items, target):
     with tempfile.TemporaryDirectory() as root:
         store = Store(root)
-        writer = PackWriter(store.pack_dir, store.tmp_dir, target=target)
+        writer = PackWriter(store.tmp_dir, publish_into(store.pack_dir), target=target)
         oids = _put(store, items, writer)
         for oid, (data, _) in zip(oids, items):
             assert store.read(oid) == data            # visible to the publishing Store at once
@@ -738,7 +739,7 @@ def test_store_concurrent_writers_of_the_same_objects(tmp_path, same_order, shar
         def work(i):
             try:
                 order = items if same_order or i == 0 else list(reversed(items))
-                writer = PackWriter(stores[i].pack_dir, stores[i].tmp_dir, target=40_000)
+                writer = PackWriter(stores[i].tmp_dir, publish_into(stores[i].pack_dir), target=40_000)
                 barrier.wait()
                 _put(stores[i], order, writer)
                 for oid, data in expected.items():

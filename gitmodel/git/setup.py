@@ -70,3 +70,76 @@ def uninstall(scope: str = "local") -> Report:
                    check=False).returncode != 0:
             _config(scope, "--remove-section", section, check=False)
     return report
+
+
+# ----------------------------------------------------------------------------- hooks
+
+HOOK = "pre-push"
+HOOK_MARK = "gitmodel pre-push hook"
+CHAINED_SUFFIX = ".before-gitmodel"
+
+
+def hook_source() -> str:
+    from importlib import resources
+    return (resources.files("gitmodel.git") / "hooks" / HOOK).read_text()
+
+
+def hooks_dir(cwd=None):
+    from pathlib import Path
+    out = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-path", "hooks"],
+                         cwd=cwd, capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+def _is_ours(path) -> bool:
+    try:
+        return HOOK_MARK in path.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def install_hook(report: Report, cwd=None, chain: bool = True) -> None:
+    """Write the pre-push hook. One that is already there (not ours) is kept and chained:
+    renamed to pre-push.before-gitmodel, which our hook runs first."""
+    directory = hooks_dir(cwd)
+    path, chained = directory / HOOK, directory / (HOOK + CHAINED_SUFFIX)
+    source = hook_source()
+    if path.exists() and path.read_text(errors="replace") == source:
+        return
+    if path.exists() and not _is_ours(path):
+        if not chain or chained.exists():
+            report.kept.append(f"hook {path}")
+            return
+        path.rename(chained)
+        report.changed.append(f"hook {path} (the existing one now runs from {chained.name})")
+    else:
+        report.changed.append(f"hook {path}")
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{HOOK}.gitmodel-tmp")
+    tmp.write_text(source)
+    tmp.chmod(0o755)
+    tmp.replace(path)
+
+
+def ensure_hook(cwd=None) -> None:
+    """Install the hook if the repository has none (a clone made with a global install)."""
+    try:
+        if not (hooks_dir(cwd) / HOOK).exists():
+            install_hook(Report(), cwd, chain=False)
+    except (OSError, subprocess.CalledProcessError):
+        pass
+
+
+def uninstall_hook(report: Report, cwd=None) -> None:
+    directory = hooks_dir(cwd)
+    path, chained = directory / HOOK, directory / (HOOK + CHAINED_SUFFIX)
+    if not path.exists():
+        return
+    if not _is_ours(path):
+        report.kept.append(f"hook {path}")
+        return
+    path.unlink()
+    report.changed.append(f"hook {path}")
+    if chained.exists():
+        chained.rename(path)
+        report.changed.append(f"hook {path} (restored from {chained.name})")

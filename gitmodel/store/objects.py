@@ -18,7 +18,7 @@ import blake3
 
 from gitmodel.store import codec
 from gitmodel.store.manifest import Manifest
-from gitmodel.store.pack import CHUNK, MANIFEST, Entry, PackWriter, decode_index, record_head
+from gitmodel.store.pack import CHUNK, MANIFEST, Entry, PackWriter, decode_index, publish_into, record_head
 
 
 class StoreError(Exception):
@@ -84,7 +84,7 @@ class Store:
     # ----- writing -----
 
     def writer(self) -> PackWriter:
-        return PackWriter(self.pack_dir, self.tmp_dir)
+        return PackWriter(self.tmp_dir, publish_into(self.pack_dir))
 
     def publish(self, writer: PackWriter) -> None:
         """Finish the writer's packs and make their objects visible to this Store."""
@@ -96,6 +96,11 @@ class Store:
 
     def read(self, oid: bytes) -> bytes:
         """The object's bytes, verified against its id."""
+        entry, record = self.read_record(oid)
+        return check_record(oid, entry, record)
+
+    def read_record(self, oid: bytes) -> tuple[Entry, bytes]:
+        """The object's index entry and its record as stored (header and payload), unchecked."""
         entry = self._index.get(oid)
         if entry is None:
             self.refresh()
@@ -109,17 +114,7 @@ class Store:
             raise CorruptObject(oid, f"cannot read {entry.pack}.pack: {err.strerror}") from None
         if len(record) != size:
             raise CorruptObject(oid, f"{entry.pack}.pack is truncated")
-        head_oid, kind, encoding, raw_length, stored = record_head.unpack_from(record)
-        if (head_oid, kind, encoding, raw_length, stored) != (
-                oid, entry.kind, entry.encoding, entry.raw_length, entry.stored_length):
-            raise CorruptObject(oid, f"record header in {entry.pack}.pack disagrees with its index")
-        try:
-            data = codec.decode(encoding, memoryview(record)[record_head.size:], raw_length)
-        except codec.CodecError as err:
-            raise CorruptObject(oid, str(err)) from None
-        if blake3.blake3(data).digest() != oid:
-            raise CorruptObject(oid, "content does not match its id")
-        return data
+        return entry, record
 
     def read_manifest(self, oid: bytes) -> Manifest:
         data = self.read(oid)
@@ -146,4 +141,21 @@ class Store:
         self._fds.clear()
 
 
-__all__ = ["CHUNK", "MANIFEST", "CorruptObject", "MissingObjects", "Store", "StoreError"]
+def check_record(oid: bytes, entry: Entry, record: bytes | memoryview) -> bytes:
+    """The object's bytes from its stored record, after checking the record header against the
+    index entry and the decoded bytes against the id. Raises CorruptObject."""
+    if len(record) != record_head.size + entry.stored_length:
+        raise CorruptObject(oid, f"record in {entry.pack}.pack has the wrong length")
+    head = record_head.unpack_from(record)
+    if head != (oid, entry.kind, entry.encoding, entry.raw_length, entry.stored_length):
+        raise CorruptObject(oid, f"record header in {entry.pack}.pack disagrees with its index")
+    try:
+        data = codec.decode(entry.encoding, memoryview(record)[record_head.size:], entry.raw_length)
+    except codec.CodecError as err:
+        raise CorruptObject(oid, str(err)) from None
+    if blake3.blake3(data).digest() != oid:
+        raise CorruptObject(oid, "content does not match its id")
+    return data
+
+
+__all__ = ["CHUNK", "MANIFEST", "CorruptObject", "check_record", "MissingObjects", "Store", "StoreError"]

@@ -27,6 +27,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import blake3
 
@@ -83,22 +84,29 @@ def decode_index(pack: str, data: bytes) -> dict[bytes, Entry]:
     }
 
 
-class PackWriter:
-    """Appends records to temporary packs and publishes them atomically on `finish`."""
+# Called with each finished pack: (temporary pack file, pack name, index bytes, entries).
+# The local store renames the file into place; a push uploads it.
+PackSink = Callable[[Path, str, bytes, dict[bytes, Entry]], None]
 
-    def __init__(self, pack_dir: Path, tmp_dir: Path, target: int = PACK_TARGET):
-        self._pack_dir, self._tmp_dir, self._target = pack_dir, tmp_dir, target
+
+class PackWriter:
+    """Appends records to temporary packs; each pack that reaches the target size, and the
+    last one on `finish`, goes to `sink` (which publishes it)."""
+
+    def __init__(self, tmp_dir: Path, sink: PackSink, target: int = PACK_TARGET):
+        self._tmp_dir, self._sink, self._target = tmp_dir, sink, target
         self._file = None
         self.published: list[tuple[str, dict[bytes, Entry]]] = []
         self.pending: dict[bytes, Entry] = {}      # the open pack's records
 
-    def add(self, oid: bytes, kind: int, encoding: int, raw_length: int, payload: bytes) -> None:
+    def add(self, oid: bytes, kind: int, encoding: int, raw_length: int, payload) -> None:
         if oid in self.pending:
             return
         if self._file is None:
             self._open()
         offset = self._size
-        self._write(record_head.pack(oid, kind, encoding, raw_length, len(payload)) + payload)
+        self._write(record_head.pack(oid, kind, encoding, raw_length, len(payload)))
+        self._write(payload)
         self.pending[oid] = Entry("", offset, len(payload), raw_length, kind, encoding)
         if self._size >= self._target:
             self._publish()
@@ -122,7 +130,7 @@ class PackWriter:
         self._size = 0
         self._write(PACK_MAGIC)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data) -> None:
         self._file.write(data)
         self._size += len(data)
 
@@ -131,11 +139,20 @@ class PackWriter:
         name, index = encode_index(self.pending)
         entries = {oid: Entry(name, e.offset, e.stored_length, e.raw_length, e.kind, e.encoding)
                    for oid, e in self.pending.items()}
-        self._pack_dir.mkdir(parents=True, exist_ok=True)
-        os.replace(self._file.name, self._pack_dir / f"{name}.pack")
-        index_tmp = self._file.name + ".idx"
-        Path(index_tmp).write_bytes(index)
-        os.replace(index_tmp, self._pack_dir / f"{name}.idx")
+        path, self._file, self.pending = Path(self._file.name), None, {}
+        try:
+            self._sink(path, name, index, entries)
+        finally:
+            path.unlink(missing_ok=True)
         self.published.append((name, entries))
-        self._file = None
-        self.pending = {}
+
+
+def publish_into(pack_dir: Path) -> PackSink:
+    """The sink of a local store: rename the pack into place, then write its index."""
+    def publish(path: Path, name: str, index: bytes, entries: dict[bytes, Entry]) -> None:
+        pack_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(path, pack_dir / f"{name}.pack")
+        index_tmp = Path(f"{path}.idx")
+        index_tmp.write_bytes(index)
+        os.replace(index_tmp, pack_dir / f"{name}.idx")
+    return publish

@@ -1,0 +1,227 @@
+"""Which remote to use, from configuration.
+
+Remotes are named in git-config syntax, in three places, highest precedence first:
+  1. the environment: GITMODEL_REMOTE=<name or URL> overrides the choice of remote;
+  2. git config (`git config gitmodel.<name>.url ...`, local, global or system);
+  3. the committed `.gitmodel` file at the top of the work tree (or in HEAD if absent there):
+        [gitmodel]
+            remote = origin                 # the default remote's name
+        [gitmodel "origin"]
+            url = s3://bucket/models        # any fsspec URL or a folder path
+            option = endpoint_url=https://minio.example.com   # fsspec options, repeatable
+Options are `key=value`; dotted keys nest (`client_kwargs.region_name=eu-west-1`) and values
+that parse as JSON (numbers, true/false) are converted. Secrets belong in the environment or
+the backend's own credential files, never in `.gitmodel`; fsspec also reads
+FSSPEC_<PROTOCOL>_<OPTION> variables (e.g. FSSPEC_S3_ENDPOINT_URL).
+
+With nothing configured, a git remote that is a folder on this machine (`git clone
+/srv/models.git`) gives the embedded default: the store inside that repository's git
+directory, `<repo>/.git/gitmodel` or `<bare repo>/gitmodel`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIG_FILE = ".gitmodel"
+_URL_LIKE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class RemoteSpec:
+    name: str
+    url: str
+    options: dict = field(default_factory=dict)
+    source: str = ""          # where it was configured, for `gitmodel remote list`
+
+
+def _git_config(args: list[str], cwd: Path | None) -> list[tuple[str, str]]:
+    result = subprocess.run(["git", "config", "-z", *args, "--get-regexp", r"^gitmodel\."],
+                            cwd=cwd, capture_output=True)
+    if result.returncode not in (0, 1):          # 1: no such keys
+        return []
+    pairs = []
+    for item in result.stdout.decode("utf-8", "replace").split("\0"):
+        if item:
+            key, _, value = item.partition("\n")
+            pairs.append((key, value))
+    return pairs
+
+
+def _sources(cwd: Path | None) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(label, entries) from lowest to highest precedence."""
+    from gitmodel.git import repo
+    sources = []
+    try:
+        top = repo.toplevel(cwd)
+    except repo.NotARepository:
+        top = None
+    if top is not None and (top / CONFIG_FILE).is_file():
+        sources.append((CONFIG_FILE, _git_config(["-f", str(top / CONFIG_FILE)], cwd)))
+    elif top is not None:
+        sources.append((f"HEAD:{CONFIG_FILE}", _git_config(["--blob", f"HEAD:{CONFIG_FILE}"], cwd)))
+    sources.append(("git config", _git_config([], cwd)))
+    return sources
+
+
+def parse_option(text: str) -> tuple[list[str], object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"fsspec option {text!r} is not key=value")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    if isinstance(parsed, (dict, list)):
+        parsed = value                     # only scalars are converted
+    return key.strip().split("."), parsed
+
+
+def _set_option(options: dict, text: str) -> None:
+    path, value = parse_option(text)
+    node = options
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+
+
+def configured(cwd: Path | None = None) -> tuple[dict[str, RemoteSpec], str | None]:
+    """Every named remote and the default remote's name, all sources merged."""
+    remotes: dict[str, RemoteSpec] = {}
+    default = None
+    for label, entries in _sources(cwd):
+        option_lists: dict[str, list[str]] = {}
+        for key, value in entries:
+            parts = key.split(".")
+            if parts == ["gitmodel", "remote"]:
+                default = value
+            elif len(parts) >= 3 and parts[-1] == "url":
+                name = ".".join(parts[1:-1])
+                spec = remotes.setdefault(name, RemoteSpec(name, value))
+                spec.url, spec.source = value, label
+            elif len(parts) >= 3 and parts[-1] == "option":
+                option_lists.setdefault(".".join(parts[1:-1]), []).append(value)
+        for name, texts in option_lists.items():      # a source's options replace lower ones
+            if name in remotes:
+                remotes[name].options = {}
+                for text in texts:
+                    _set_option(remotes[name].options, text)
+    return remotes, default
+
+
+def resolve(name_or_url: str | None = None, cwd: Path | None = None) -> RemoteSpec | None:
+    """The remote a gitmodel command uses: the one named (a configured name, a URL or folder
+    path, or a git remote with an embedded default), else GITMODEL_REMOTE, else the configured
+    default, else origin's embedded default. None when nothing is configured."""
+    choice = name_or_url or os.environ.get("GITMODEL_REMOTE")
+    remotes, default = configured(cwd)
+    if choice:
+        if choice in remotes:
+            return remotes[choice]
+        if _URL_LIKE.match(choice) or "/" in choice or os.path.isdir(choice):
+            return RemoteSpec(choice, choice, source="command line")
+        spec = _embedded_default(choice, cwd)
+        if spec is None:
+            raise ConfigError(f"no gitmodel remote named {choice!r}; `gitmodel remote list` "
+                              "shows the configured ones")
+        return spec
+    return _default(remotes, default) or _embedded_default("origin", cwd)
+
+
+def for_git_remote(git_name: str, git_url: str, cwd: Path | None = None) -> RemoteSpec | None:
+    """The remote that goes with a git remote (for the pre-push hook): GITMODEL_REMOTE, a
+    gitmodel remote of the same name, the configured default, or the embedded default."""
+    if os.environ.get("GITMODEL_REMOTE"):
+        return resolve(None, cwd)
+    remotes, default = configured(cwd)
+    if git_name in remotes:
+        return remotes[git_name]
+    return _default(remotes, default) or embedded_default(git_url, cwd, git_name)
+
+
+def _default(remotes: dict[str, RemoteSpec], default: str | None) -> RemoteSpec | None:
+    if default:
+        if default not in remotes:
+            raise ConfigError(f"gitmodel.remote names {default!r}, which has no url")
+        return remotes[default]
+    return next(iter(remotes.values())) if len(remotes) == 1 else None
+
+
+def _embedded_default(git_remote: str, cwd: Path | None) -> RemoteSpec | None:
+    result = subprocess.run(["git", "config", "--get", f"remote.{git_remote}.url"], cwd=cwd,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    return embedded_default(result.stdout.strip(), cwd, git_remote)
+
+
+def embedded_default(git_url: str, cwd: Path | None = None, name: str | None = None) -> RemoteSpec | None:
+    """The store inside a git repository that lives in a local folder, if `git_url` is one."""
+    if git_url.startswith("file://"):
+        path = Path(git_url[len("file://"):])
+    elif _URL_LIKE.match(git_url) or re.match(r"^[^/]+:", git_url):    # scp-like host:path
+        return None
+    else:
+        from gitmodel.git import repo
+        try:
+            base = repo.toplevel(cwd)
+        except repo.NotARepository:
+            base = Path(cwd or ".")
+        path = (base / git_url).resolve()
+    if (path / ".git").is_dir():
+        store = path / ".git" / "gitmodel"
+    elif (path / "objects").is_dir() and (path / "HEAD").is_file():
+        store = path / "gitmodel"
+    else:
+        return None
+    return RemoteSpec(name or git_url, str(store), source=f"inside the git repository {path}")
+
+
+# ----------------------------------------------------------------------------- editing
+
+def _edit_target(local: bool, cwd: Path | None) -> list[str]:
+    from gitmodel.git import repo
+    return ["--local"] if local else ["-f", str(repo.toplevel(cwd) / CONFIG_FILE)]
+
+
+def add(name: str, url: str, options: list[str], local: bool = False, cwd: Path | None = None) -> str:
+    """Configure a remote; the first one configured becomes the default. Returns where."""
+    if not _NAME.match(name) or name == "remote":
+        raise ConfigError(f"{name!r} is not a usable remote name (letters, digits, . _ -)")
+    for text in options:
+        parse_option(text)
+    target = _edit_target(local, cwd)
+    run = lambda *args: subprocess.run(["git", "config", *target, *args], cwd=cwd,
+                                       capture_output=True, text=True)
+    remotes, default = configured(cwd)
+    run("--replace-all", f"gitmodel.{name}.url", url)
+    run("--unset-all", f"gitmodel.{name}.option")
+    for text in options:
+        run("--add", f"gitmodel.{name}.option", text)
+    if default is None and not remotes:
+        run("gitmodel.remote", name)
+    return ".git/config" if local else CONFIG_FILE
+
+
+def remove(name: str, local: bool = False, cwd: Path | None = None) -> bool:
+    target = _edit_target(local, cwd)
+    result = subprocess.run(["git", "config", *target, "--remove-section", f"gitmodel.{name}"],
+                            cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        return False
+    current = subprocess.run(["git", "config", *target, "--get", "gitmodel.remote"], cwd=cwd,
+                             capture_output=True, text=True).stdout.strip()
+    if current == name:
+        subprocess.run(["git", "config", *target, "--unset", "gitmodel.remote"], cwd=cwd,
+                       capture_output=True)
+    return True

@@ -1,0 +1,105 @@
+"""push, fetch, pull and mirror: which checkpoints git commits need, moved to or from a remote."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Iterable
+
+from gitmodel.git import history, remotes, repo
+from gitmodel.git.remotes import RemoteSpec
+from gitmodel.remote import transfer
+from gitmodel.remote.index import RemoteIndex
+from gitmodel.remote.storage import Remote, RemoteError
+from gitmodel.store.objects import MissingObjects, Store
+
+
+class NoRemote(RemoteError):
+    pass
+
+
+def open_store(cwd: Path | None = None) -> Store:
+    return Store(repo.store_dir(cwd))
+
+
+def connect(spec: RemoteSpec | None, store: Store) -> RemoteIndex:
+    if spec is None:
+        raise NoRemote("no gitmodel remote is configured: run `gitmodel remote add origin <url>` "
+                       "(a folder path or any fsspec URL such as s3://bucket/prefix)")
+    return RemoteIndex(Remote(spec.url, spec.options, spec.name), store.root)
+
+
+class NotPushable(RemoteError):
+    pass
+
+
+def push(store: Store, index: RemoteIndex, found: dict[str, str], quiet: bool = False) -> transfer.Stats:
+    """Upload what these checkpoints ({content id: path}) need and the remote lacks."""
+    manifest_ids = [bytes.fromhex(content) for content in found]
+    absent = set(store.missing(manifest_ids))
+    if absent:
+        index.refresh()
+        lacking = [oid for oid in manifest_ids if oid in absent and oid not in index.entries]
+        if lacking:
+            paths = ", ".join(found[oid.hex()] for oid in lacking[:3])
+            raise NotPushable(f"{len(lacking)} checkpoint(s) to push are in neither the local "
+                              f"store nor remote {index.remote} (e.g. {paths}); fetch them from "
+                              "where they were committed, or add the files again")
+    oids: list[bytes] = []
+    for oid in manifest_ids:
+        if oid not in absent:                 # absent here means already on the remote
+            oids.extend(cid for cid, _ in store.read_manifest(oid).chunks)
+            oids.append(oid)
+    return transfer.upload(store, index, oids, quiet=quiet)
+
+
+def fetch(store: Store, index: RemoteIndex, found: dict[str, str], quiet: bool = False) -> transfer.Stats:
+    """Download what these checkpoints ({content id: path}) need and the store lacks."""
+    manifest_ids = [bytes.fromhex(content) for content in found]
+    if not store.missing(manifest_ids):
+        chunks = {cid for m in manifest_ids for cid, _ in store.read_manifest(m).chunks}
+        if not store.missing(chunks):
+            return transfer.Stats()
+    index.refresh()
+    return transfer.download(store, index, transfer.checkpoint_objects(store, index, manifest_ids),
+                             quiet=quiet)
+
+
+def pointers_for_push(repository, lines: Iterable[str], git_remote: str | None) -> dict[str, str]:
+    """From pre-push hook input lines `<local ref> <local sha> <remote ref> <remote sha>`."""
+    zero = "0" * 40
+    tips, known = [], []
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 4 or parts[1].strip("0") == "":
+            continue                                  # a deletion pushes nothing
+        tips.append(parts[1])
+        if parts[3] != zero:
+            known.append(parts[3])
+    if git_remote:
+        known.extend(history.remote_tracking(repository, git_remote))
+    return history.pointers_introduced(repository, tips, known)
+
+
+def restore_work_tree(paths: list[str], cwd: Path | None = None) -> None:
+    """Replace pointer files in the work tree by their checkpoints, through git itself (so the
+    index stays in step): remove them, then check them out again from the index."""
+    top = repo.toplevel(cwd)
+    env = dict(os.environ)
+    env.pop("GITMODEL_SKIP_SMUDGE", None)
+    for start in range(0, len(paths), 1000):
+        batch = paths[start:start + 1000]
+        for path in batch:
+            (top / path).unlink(missing_ok=True)
+        result = subprocess.run(["git", "checkout", "--", *batch], cwd=top, env=env)
+        if result.returncode != 0:
+            raise RemoteError("git checkout could not restore some files (see above); they are "
+                              "safe in git and the store: run `gitmodel pull` again")
+
+
+def mirror(source: RemoteSpec, dest: RemoteSpec, tmp_dir: Path, quiet: bool = False,
+           log: Callable[[str], None] = lambda line: None) -> transfer.Stats:
+    return transfer.mirror(Remote(source.url, source.options, source.name),
+                           Remote(dest.url, dest.options, dest.name), tmp_dir, quiet, log)

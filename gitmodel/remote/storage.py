@@ -1,0 +1,111 @@
+"""One remote: an fsspec filesystem and a root path in it, with retries on transient errors.
+
+Every call that touches the network goes through `Remote.call`, which retries with exponential
+backoff and, when it gives up, raises RemoteError naming the remote. Errors that retrying cannot
+fix (no such file, no permission, bad arguments) are not retried.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import fsspec
+
+from gitmodel.store.pack import PackError, decode_index
+
+PACK_NAME = re.compile(r"pack-[0-9a-f]{64}")
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+              ValueError, TypeError, AttributeError, KeyError, NotImplementedError, ImportError)
+
+
+class RemoteError(Exception):
+    pass
+
+
+def _attempts() -> int:
+    return max(1, int(os.environ.get("GITMODEL_RETRIES", "4")) + 1)
+
+
+BACKOFF = float(os.environ.get("GITMODEL_RETRY_BACKOFF", "0.5"))   # seconds, doubled per retry
+
+
+class Remote:
+    def __init__(self, url: str, options: dict[str, Any] | None = None, name: str | None = None):
+        self.url, self.options = url, dict(options or {})
+        self.name = name or url
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url, **(options or {}))
+        except ImportError as err:
+            raise RemoteError(f"remote {self.name} ({url}): {err}. Install the fsspec backend "
+                              "for this URL, e.g. `pip install 'gitmodel[s3]'`") from None
+        except (ValueError, TypeError) as err:
+            raise RemoteError(f"remote {self.name} ({url}): {err}") from None
+        self.root = root.rstrip("/")
+        self.pack_dir = f"{self.root}/packs"
+
+    def __str__(self) -> str:
+        return self.name if self.name == self.url else f"{self.name} ({self.url})"
+
+    def call(self, what: str, fn: Callable, *args, **kwargs):
+        attempts = _attempts()
+        for attempt in range(attempts):
+            try:
+                return fn(*args, **kwargs)
+            except _PERMANENT:
+                raise
+            except Exception as err:          # network, server and timeout errors of any backend
+                if attempt + 1 == attempts:
+                    raise RemoteError(f"remote {self}: {what} failed after {attempts} "
+                                      f"attempt(s): {type(err).__name__}: {err}") from None
+                time.sleep(BACKOFF * 2 ** attempt)
+
+    # ----- packs -----
+
+    def pack_names(self) -> set[str]:
+        """Packs whose index is published (one listing request)."""
+        self.fs.invalidate_cache(self.pack_dir)      # s3fs and others cache listings
+        try:
+            listing = self.call("listing packs", self.fs.ls, self.pack_dir, detail=False)
+        except FileNotFoundError:
+            return set()
+        names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in listing)
+        return {n[:-4] for n in names if n.endswith(".idx") and PACK_NAME.fullmatch(n[:-4])}
+
+    def read_index(self, name: str) -> bytes:
+        """A pack's index bytes, verified (trailer and name). PackError if damaged or partial."""
+        data = self.call(f"reading {name}.idx", self.fs.cat_file, f"{self.pack_dir}/{name}.idx")
+        decode_index(name, data)
+        return data
+
+    def read_range(self, name: str, start: int, end: int) -> bytes:
+        data = self.call(f"reading {name}.pack", self.fs.cat_file, f"{self.pack_dir}/{name}.pack",
+                         start=start, end=end)
+        if len(data) != end - start:
+            raise PackError(f"remote {self}: {name}.pack is shorter than its index says")
+        return data
+
+    def open_pack(self, name: str):
+        return self.call(f"opening {name}.pack", self.fs.open, f"{self.pack_dir}/{name}.pack", "rb")
+
+    def put_pack(self, path: Path, name: str, index: bytes) -> None:
+        """Upload a pack, then its index: readers see the pack only once both are complete.
+        A pack already there at full size (an interrupted earlier push) is not sent again."""
+        pack = f"{self.pack_dir}/{name}.pack"
+        size = path.stat().st_size
+        if self._size(pack) != size:
+            self.call(f"uploading {name}.pack", self._put, str(path), pack)
+        self.call(f"uploading {name}.idx", self.fs.pipe_file, f"{self.pack_dir}/{name}.idx", index)
+
+    def _put(self, local: str, remote: str) -> None:
+        self.fs.makedirs(self.pack_dir, exist_ok=True)
+        self.fs.put_file(local, remote)
+
+    def _size(self, path: str) -> int | None:
+        try:
+            return self.call("checking a pack", self.fs.size, path)
+        except (FileNotFoundError, RemoteError):
+            return None
