@@ -118,10 +118,12 @@ class _Uploader:
         self._index, self._bar = index, bar
         self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="gitmodel-upload")
         self._pending: deque[Future] = deque()
+        self._files: set[Path] = set()          # packs handed over and not yet sent
 
     def send(self, path: Path, name: str, index: bytes, entries: dict[bytes, Entry]) -> None:
         owned = path.with_name(path.name + ".upload")      # the writer deletes `path` on return
         os.replace(path, owned)
+        self._files.add(owned)
         if any(e.kind == MANIFEST for e in entries.values()):
             self.wait()                                    # every chunk first
         while len(self._pending) >= UPLOADS_IN_FLIGHT:
@@ -135,6 +137,7 @@ class _Uploader:
             self._bar.update(path.stat().st_size - len(PACK_MAGIC))
         finally:
             path.unlink(missing_ok=True)
+            self._files.discard(path)
 
     def wait(self) -> None:
         while self._pending:
@@ -147,6 +150,8 @@ class _Uploader:
         for future in self._pending:
             future.cancel()
         self._pool.shutdown(wait=True)
+        for path in self._files:                 # after a failure: packs never sent
+            path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- download
@@ -274,8 +279,12 @@ def mirror(source: Remote, dest: Remote, tmp_dir: Path, quiet: bool = False,
         for name in order:
             path = tmp_dir / f"{name}.mirror"
             try:
-                with source.open_pack(name) as src, open(path, "wb") as out:
-                    stats.bytes += _copy_verified(src, out, name, entries[name], bar.update)
+                try:
+                    with source.open_pack(name) as src, open(path, "wb") as out:
+                        stats.bytes += _copy_verified(src, out, name, entries[name], bar.update)
+                except (CorruptObject, PackError) as err:
+                    raise RemoteError(f"remote {source}: {name}.pack is damaged ({err}); it was "
+                                      f"not copied to {dest}") from None
                 dest.put_pack(path, name, indexes[name])
             finally:
                 path.unlink(missing_ok=True)

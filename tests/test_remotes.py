@@ -1,0 +1,416 @@
+"""Remotes: folder, memory:// and a real S3 API server on 127.0.0.1 (moto), through git itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN_DIR, Repo, make_repo, random_model, sha256, write_safetensors
+from gitmodel.remote import transfer
+from gitmodel.remote.index import RemoteIndex
+from gitmodel.remote.storage import Remote, RemoteError
+from gitmodel.store.objects import Store
+from gitmodel import checkpoint
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="session")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+          "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "2"}
+
+
+@pytest.fixture
+def s3(s3_server, request):
+    """A fresh bucket; returns (bucket URL, fsspec options)."""
+    import s3fs
+    for key, value in S3_ENV.items():
+        os.environ.setdefault(key, value)
+    options = {"endpoint_url": s3_server, "key": "testing", "secret": "testing"}
+    fs = s3fs.S3FileSystem(**options, skip_instance_cache=True)
+    bucket = "b-" + request.node.name.lower().replace("_", "-")[:40]
+    fs.mkdir(bucket)
+    return f"s3://{bucket}", {"endpoint_url": s3_server}
+
+
+@pytest.fixture
+def env(git_env) -> dict[str, str]:
+    """git_env with S3 test credentials (the endpoint goes into each remote's options)."""
+    return {**git_env, **S3_ENV}
+
+
+def user(tmp_path: Path, env: dict[str, str], name: str) -> dict[str, str]:
+    """An environment with its own HOME where `gitmodel install --global` has run."""
+    home = tmp_path / f"home-{name}"
+    home.mkdir()
+    out = dict(env, HOME=str(home))
+    subprocess.run(["gitmodel", "install", "--global"], env=out, check=True, capture_output=True)
+    return out
+
+
+def clone(url: Path | str, dest: Path, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["git", "clone", "-q", str(url), str(dest)], env=env, capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def publish(tmp_path: Path, env: dict[str, str], url: str, options: dict | None = None,
+            files: int = 1) -> tuple[Repo, Path, dict[str, str]]:
+    """A repository with `files` checkpoints, a gitmodel remote at `url`, pushed to a bare repo."""
+    repo = make_repo(tmp_path / "origin-work", env)
+    args = [f"--option=endpoint_url={v}" for k, v in (options or {}).items() if k == "endpoint_url"]
+    repo.gitmodel("remote", "add", "origin", url, *args)
+    sums = {}
+    for i in range(files):
+        path = write_safetensors(repo.path / f"model{i}.safetensors", random_model(i, layers=6))
+        sums[path.name] = sha256(path)
+    repo.commit("models and remote")
+    bare = tmp_path / "shared.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    repo.git("remote", "add", "origin", str(bare))
+    push = repo.git("push", "-q", "origin", "main")
+    assert b"uploaded" in push.stderr
+    return repo, bare, sums
+
+
+def assert_exact(work: Path, sums: dict[str, str]) -> None:
+    for name, digest in sums.items():
+        assert sha256(work / name) == digest, name
+
+
+# ----------------------------------------------------------------------------- folder remotes
+
+def test_folder_remote_push_clone_checkout(tmp_path: Path, env):
+    store_url = str(tmp_path / "team-store")
+    repo, bare, sums = publish(tmp_path, env, store_url, files=2)
+    assert (repo.path / ".gitmodel").read_text().count(store_url) == 1
+    packs = sorted(p.name for p in Path(store_url, "packs").iterdir())
+    assert packs and all(p.endswith((".pack", ".idx")) for p in packs)
+
+    other = user(tmp_path, env, "bob")
+    clone(bare, tmp_path / "bob", other)
+    assert_exact(tmp_path / "bob", sums)
+    assert Repo(tmp_path / "bob", other).status() == ""
+    assert (tmp_path / "bob/.git/hooks/pre-push").is_file(), "a clone gets the hook from the filter"
+
+    # A second version: only the new chunks travel, and a fetch brings them to the clone.
+    model = random_model(0, layers=6)
+    model["layers.3.weight"] = model["layers.3.weight"] * 2
+    write_safetensors(repo.path / "model0.safetensors", model)
+    repo.commit("v2")
+    before = sum(p.stat().st_size for p in Path(store_url, "packs").iterdir())
+    repo.git("push", "-q", "origin", "main")
+    grown = sum(p.stat().st_size for p in Path(store_url, "packs").iterdir()) - before
+    assert 0 < grown < 0.5 * (repo.path / "model0.safetensors").stat().st_size
+    bob = Repo(tmp_path / "bob", other)
+    bob.git("pull", "-q")
+    assert sha256(bob.path / "model0.safetensors") == sha256(repo.path / "model0.safetensors")
+    assert bob.status() == ""
+
+
+def test_embedded_default_is_the_bare_repositorys_store(tmp_path: Path, env):
+    repo = make_repo(tmp_path / "work", env)
+    path = write_safetensors(repo.path / "m.safetensors", random_model(3))
+    repo.commit("m")
+    bare = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    repo.git("remote", "add", "origin", str(bare))
+    assert str(bare / "gitmodel") in repo.gitmodel("remote", "list").stdout
+    repo.git("push", "-q", "origin", "main")
+    assert list((bare / "gitmodel" / "packs").glob("pack-*.idx"))
+
+    other = user(tmp_path, env, "carol")
+    clone(bare, tmp_path / "carol", other)
+    assert sha256(tmp_path / "carol/m.safetensors") == sha256(path)
+
+
+def test_skip_smudge_then_fetch_and_pull(tmp_path: Path, env):
+    repo, bare, sums = publish(tmp_path, env, str(tmp_path / "store"), files=2)
+    other = dict(user(tmp_path, env, "dan"), GITMODEL_SKIP_SMUDGE="1")
+    clone(bare, tmp_path / "dan", other)
+    dan = Repo(tmp_path / "dan", other)
+    for name in sums:
+        assert (dan.path / name).read_bytes().startswith(b"gitmodel pointer v1\n")
+    assert dan.status() == ""
+    assert not (dan.store / "packs").exists()
+
+    fetched = dan.gitmodel("fetch")
+    assert "fetched" in fetched.stderr
+    assert list((dan.store / "packs").glob("*.idx"))
+    dan.gitmodel("pull")
+    assert_exact(dan.path, sums)
+    assert dan.status() == ""
+    again = dan.gitmodel("fetch")
+    assert "fetched 0 object(s)" in again.stderr
+
+
+def test_push_without_a_remote_refuses_to_push_pointers(tmp_path: Path, env):
+    repo = make_repo(tmp_path / "work", env)
+    write_safetensors(repo.path / "m.safetensors", random_model(4))
+    repo.commit("m")
+    bare = tmp_path / "elsewhere.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    # A transport URL, not a folder path: no embedded default applies.
+    repo.git("config", "protocol.ext.allow", "always")
+    repo.git("remote", "add", "origin", f"ext::git %s {bare}")
+    refused = repo.git("push", "origin", "main", check=False)
+    assert refused.returncode != 0
+    assert b"no gitmodel remote is configured" in refused.stderr
+    # Commits without checkpoints still push freely; an explicit skip pushes pointers only.
+    repo.git("remote", "set-url", "origin", str(bare))
+    skip = Repo(repo.path, dict(env, GITMODEL_SKIP_PUSH="1"))
+    skip.git("push", "-q", "origin", "main")
+    assert not (bare / "gitmodel").exists()
+
+
+def test_hook_chains_an_existing_pre_push_hook(tmp_path: Path, env):
+    repo = Repo(tmp_path / "w", env)
+    repo.path.mkdir()
+    repo.git("init", "-q", "-b", "main")
+    hook = repo.path / ".git/hooks/pre-push"
+    hook.write_text("#!/bin/sh\ncat > \"$(dirname \"$0\")/../seen\"\necho \"$1 $2\" >> \"$(dirname \"$0\")/../seen\"\n")
+    hook.chmod(0o755)
+    repo.gitmodel("install")
+    assert "gitmodel pre-push hook" in hook.read_text()
+    assert (repo.path / ".git/hooks/pre-push.before-gitmodel").is_file()
+    repo.gitmodel("track", "*.safetensors")
+    write_safetensors(repo.path / "m.safetensors", random_model(5))
+    repo.commit("m")
+    bare = tmp_path / "b.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    repo.git("remote", "add", "origin", str(bare))
+    repo.git("push", "-q", "origin", "main")
+    seen = (repo.path / ".git/seen").read_text()
+    assert "refs/heads/main" in seen and f"origin {bare}" in seen, seen
+    assert list((bare / "gitmodel/packs").glob("*.idx")), "gitmodel's upload ran too"
+
+    repo.gitmodel("install")                            # idempotent: no second chaining
+    assert not (repo.path / ".git/hooks/pre-push.before-gitmodel.before-gitmodel").exists()
+    repo.gitmodel("uninstall")
+    assert hook.read_text().startswith("#!/bin/sh\ncat >")
+    assert not (repo.path / ".git/hooks/pre-push.before-gitmodel").exists()
+
+
+def test_remote_add_list_remove_and_precedence(tmp_path: Path, env):
+    repo = make_repo(tmp_path / "w", env)
+    repo.gitmodel("remote", "add", "team", "s3://bucket/models", "--option", "endpoint_url=http://h:1",
+                  "--option", "client_kwargs.region_name=eu-west-1", "--option", "anon=false")
+    text = (repo.path / ".gitmodel").read_text()
+    assert '[gitmodel "team"]' in text and "remote = team" in text
+    listed = repo.gitmodel("remote", "list").stdout
+    assert "* team\ts3://bucket/models\t(.gitmodel)" in listed
+    from gitmodel.git import remotes
+    spec = remotes.resolve(None, cwd=repo.path)
+    assert spec.options == {"endpoint_url": "http://h:1", "client_kwargs": {"region_name": "eu-west-1"},
+                            "anon": False}
+    # git config overrides the committed file; the environment overrides the default.
+    repo.git("config", "gitmodel.team.url", "/srv/override")
+    assert remotes.resolve(None, cwd=repo.path).url == "/srv/override"
+    os.environ["GITMODEL_REMOTE"] = "memory://elsewhere"
+    try:
+        assert remotes.resolve(None, cwd=repo.path).url == "memory://elsewhere"
+        assert remotes.resolve("team", cwd=repo.path).url == "/srv/override"
+    finally:
+        del os.environ["GITMODEL_REMOTE"]
+    bad = repo.gitmodel("remote", "add", "x", "s3://b", "--option", "novalue", check=False)
+    assert bad.returncode == 1 and "not key=value" in bad.stderr
+    unknown = repo.gitmodel("push", "nosuchremote", check=False)
+    assert unknown.returncode == 1 and "no gitmodel remote named 'nosuchremote'" in unknown.stderr
+    repo.gitmodel("remote", "remove", "team")
+    assert "team" not in (repo.path / ".gitmodel").read_text()
+
+
+# ----------------------------------------------------------------------------- in-process
+
+def _store_with(tmp_path: Path, seeds: list[int]) -> tuple[Store, list[bytes], list[bytes]]:
+    """A store holding checkpoints; returns it, their manifest ids and their files' bytes."""
+    store = Store(tmp_path / "local")
+    manifests, files = [], []
+    for seed in seeds:
+        path = write_safetensors(tmp_path / f"m{seed}.safetensors", random_model(seed, layers=8))
+        with open(path, "rb") as f:
+            text = checkpoint.clean(f, store)
+        manifests.append(bytes.fromhex(text.split(b"\ncontent ")[1][:64].decode()))
+        files.append(path.read_bytes())
+    return store, manifests, files
+
+
+def _objects(store: Store, manifests: list[bytes]) -> list[bytes]:
+    return [c for m in manifests for c, _ in store.read_manifest(m).chunks] + manifests
+
+
+def _restore(store: Store, manifest: bytes) -> bytes:
+    return b"".join(store.read(c) for c, _ in store.read_manifest(manifest).chunks)
+
+
+def test_memory_remote_upload_download_and_dedup(tmp_path: Path):
+    store, manifests, files = _store_with(tmp_path, [10, 11])
+    remote = Remote("memory://gitmodel-test/team")
+    index = RemoteIndex(remote, store.root)
+    first = transfer.upload(store, index, _objects(store, manifests), target=1 << 20)
+    assert first.packs >= 2 and first.objects == len(set(_objects(store, manifests)))
+    again = transfer.upload(store, index, _objects(store, manifests))
+    assert again.objects == 0 and again.packs == 0, "nothing the remote has is sent twice"
+
+    fresh = Store(tmp_path / "fresh")
+    got = transfer.download(fresh, RemoteIndex(remote, fresh.root),
+                            transfer.checkpoint_objects(fresh, RemoteIndex(remote, fresh.root).refresh(), manifests))
+    assert got.objects == first.objects
+    for manifest, data in zip(manifests, files):
+        assert _restore(fresh, manifest) == data
+
+
+def test_interrupted_upload_resumes_without_resending(tmp_path: Path):
+    store, manifests, files = _store_with(tmp_path, [20])
+    oids = _objects(store, manifests)
+    remote = Remote("memory://gitmodel-test/resume")
+    real_put, sent = remote.put_pack, []
+
+    def failing_put(path, name, index):
+        if len(sent) == 2:
+            raise RemoteError("connection dropped")
+        sent.append(name)
+        real_put(path, name, index)
+
+    remote.put_pack = failing_put
+    with pytest.raises(RemoteError):
+        transfer.upload(store, RemoteIndex(remote, store.root), oids, target=256 << 10)
+    assert len(remote.pack_names()) == 2
+    assert not any(store.tmp_dir.iterdir()), "no temporary packs left behind"
+    fresh = Store(tmp_path / "early")
+    with pytest.raises(transfer.RemoteMissing):       # no manifest is visible before its chunks
+        transfer.checkpoint_objects(fresh, RemoteIndex(remote, fresh.root).refresh(), manifests)
+
+    remote.put_pack = real_put
+    total = sum(store.locate(o).stored_length for o in set(oids))
+    resumed = transfer.upload(store, RemoteIndex(remote, store.root), oids, target=256 << 10)
+    assert 0 < resumed.bytes < total, "packs that arrived are not sent again"
+    got = transfer.download(fresh, RemoteIndex(remote, fresh.root), oids)
+    assert got.objects == len(set(oids))
+    assert _restore(fresh, manifests[0]) == files[0]
+
+
+def test_corrupt_remote_pack_is_refused(tmp_path: Path):
+    store, manifests, files = _store_with(tmp_path, [30])
+    folder = tmp_path / "remote"
+    remote = Remote(str(folder))
+    transfer.upload(store, RemoteIndex(remote, store.root), _objects(store, manifests))
+    pack = next((folder / "packs").glob("*.pack"))
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    pack.write_bytes(bytes(data))
+    fresh = Store(tmp_path / "fresh")
+    index = RemoteIndex(remote, fresh.root).refresh()
+    with pytest.raises(RemoteError, match="corrupt"):
+        transfer.download(fresh, index, transfer.checkpoint_objects(fresh, index, manifests))
+    assert fresh.missing(manifests) == manifests, "nothing from a damaged pack enters the store"
+    with pytest.raises(RemoteError, match="is damaged"):
+        transfer.mirror(remote, Remote(str(tmp_path / "copy")), tmp_path / "tmp")
+    assert not list((tmp_path / "copy").glob("packs/*.idx"))
+
+
+def test_pack_without_index_is_invisible(tmp_path: Path):
+    store, manifests, _ = _store_with(tmp_path, [31])
+    folder = tmp_path / "remote"
+    remote = Remote(str(folder))
+    transfer.upload(store, RemoteIndex(remote, store.root), _objects(store, manifests))
+    idx = next((folder / "packs").glob("*.idx"))
+    idx.write_bytes(idx.read_bytes()[:-5])              # an index caught mid-upload
+    fresh = Store(tmp_path / "fresh")
+    index = RemoteIndex(remote, fresh.root).refresh()
+    assert not index.entries and index.damaged == [idx.stem]
+
+
+# ----------------------------------------------------------------------------- S3 (moto)
+
+def test_s3_push_clone_checkout_many_files(tmp_path: Path, env, s3):
+    url, options = s3
+    repo, bare, sums = publish(tmp_path, env, f"{url}/models", options, files=3)
+    other = user(tmp_path, env, "erin")
+    done = clone(bare, tmp_path / "erin", dict(other, GIT_TRACE_PACKET="1"))
+    assert_exact(tmp_path / "erin", sums)
+    # The checkout delayed every file, then fetched them all in one batch.
+    assert done.stderr.count("clone< status=delayed") == 3, done.stderr[-3000:]
+    assert "clone> command=list_available_blobs" in done.stderr
+    erin = Repo(tmp_path / "erin", other)
+    assert erin.status() == ""
+    assert len(list((erin.store / "packs").glob("*.idx"))) == 1, "one batch, one local pack"
+
+
+def test_s3_mirror_to_folder_and_back(tmp_path: Path, env, s3):
+    url, options = s3
+    repo, bare, sums = publish(tmp_path, env, f"{url}/models", options, files=2)
+    folder = tmp_path / "backup"
+    opt = f"--option=endpoint_url={options['endpoint_url']}"
+    repo.gitmodel("remote", "add", "src", f"{url}/models", opt, "--local")
+    repo.gitmodel("remote", "add", "dst", f"{url}/copy", opt, "--local")
+    first = repo.gitmodel("mirror", "src", str(folder))
+    assert "mirrored" in first.stderr
+    again = repo.gitmodel("mirror", "src", str(folder))
+    assert "mirrored 0 pack(s)" in again.stderr, "incremental: nothing twice"
+    repo.gitmodel("mirror", str(folder), "dst")
+
+    # A clone reading only from the copy in the second prefix gets the exact weights.
+    other = dict(user(tmp_path, env, "fay"))
+    clone(bare, tmp_path / "fay", dict(other, GITMODEL_SKIP_SMUDGE="1"))
+    fay = Repo(tmp_path / "fay", other)
+    fay.gitmodel("remote", "add", "copy", f"{url}/copy", opt, "--local")
+    fay.gitmodel("pull", "copy")
+    assert_exact(fay.path, sums)
+
+
+def test_s3_concurrent_pushes_from_two_clones(tmp_path: Path, env, s3):
+    url, options = s3
+    repo, bare, sums = publish(tmp_path, env, f"{url}/models", options, files=1)
+    people = []
+    for name, seed in (("gil", 40), ("hal", 41)):
+        e = user(tmp_path, env, name)
+        clone(bare, tmp_path / name, e)
+        person = Repo(tmp_path / name, e)
+        write_safetensors(person.path / f"{name}.safetensors", random_model(seed, layers=8))
+        person.commit(name)
+        person.git("checkout", "-q", "-b", name)
+        people.append(person)
+    runs = [subprocess.Popen(["git", "push", "-q", "origin", p.path.name], cwd=p.path, env=p.env,
+                             stderr=subprocess.PIPE) for p in people]
+    for run in runs:
+        assert run.wait() == 0, run.stderr.read()
+    for person in people:
+        name = person.path.name
+        e = user(tmp_path, env, f"{name}-reader")
+        result = subprocess.run(["git", "clone", "-q", "-b", name, str(bare), str(tmp_path / f"{name}-copy")],
+                                env=e, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert sha256(tmp_path / f"{name}-copy/{name}.safetensors") == sha256(person.path / f"{name}.safetensors")
+
+
+def test_s3_remote_down_fails_clearly_and_writes_nothing(tmp_path: Path, env, s3):
+    url, options = s3
+    repo, bare, sums = publish(tmp_path, env, f"{url}/models", options)
+    import socket
+    with socket.socket() as s:                           # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    other = dict(user(tmp_path, env, "ivy"), GITMODEL_RETRIES="1", GITMODEL_RETRY_BACKOFF="0.05",
+                 AWS_MAX_ATTEMPTS="1")
+    subprocess.run(["git", "config", "--global", "gitmodel.origin.option", f"endpoint_url={dead}"],
+                   env=other, check=True)
+    result = clone(bare, tmp_path / "ivy", other, check=False)
+    assert result.returncode != 0
+    assert "model0.safetensors" in result.stderr and "remote origin" in result.stderr, result.stderr
+    assert "Nothing was written" in result.stderr
+    assert not (tmp_path / "ivy/model0.safetensors").exists()
