@@ -1,5 +1,6 @@
 """A walk through gitmodel in a throwaway repository: install, track, commit two versions of a
-checkpoint, review the change with `git diff`, and restore exact bytes with `git checkout`.
+checkpoint, review the change with `git diff`, restore exact bytes with `git checkout`, push to
+a folder remote with plain `git push`, and clone elsewhere with the exact weights.
 
     python scripts/demo.py [--keep]
 """
@@ -41,12 +42,14 @@ def write_model(path: Path, seed: int, changed: set[str] = frozenset()) -> None:
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
 
 
-def run(*cmd: str, cwd: Path) -> str:
+def run(*cmd: str, cwd: Path, env: dict | None = None) -> str:
     print(f"$ {' '.join(cmd)}")
-    out = subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout
-    if out.strip():
-        print(out.rstrip())
-    return out
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    for text in (result.stdout, result.stderr):
+        if text.strip():
+            print(text.rstrip())
+    result.check_returncode()
+    return result.stdout
 
 
 def main() -> int:
@@ -89,6 +92,24 @@ def main() -> int:
         print(f"# two versions of a {size / 1e6:.1f} MB checkpoint take {stored / 1e6:.1f} MB in the "
               f"store ({stored / (2 * size):.0%} of the two files)")
         run("gitmodel", "fsck", cwd=repo)
+
+        print("\n# share it: a folder remote for the weights, a bare repository for the commits")
+        run("gitmodel", "remote", "add", "origin", str(root / "team-store"), cwd=repo)
+        run("git", "add", ".gitmodel", cwd=repo)
+        run("git", "commit", "-q", "-m", "weights live in the team store", cwd=repo)
+        run("git", "init", "-q", "--bare", "-b", "main", str(root / "hub.git"), cwd=root)
+        run("git", "remote", "add", "origin", str(root / "hub.git"), cwd=repo)
+        run("git", "push", "origin", "main", cwd=repo)      # the pre-push hook uploads the chunks
+
+        print("\n# a teammate (own HOME, gitmodel installed for the user) clones with plain git")
+        home = root / "teammate-home"
+        home.mkdir()
+        mate = dict(os.environ, HOME=str(home), GIT_CONFIG_NOSYSTEM="1")
+        run("gitmodel", "install", "--global", cwd=root, env=mate)
+        run("git", "clone", "-q", str(root / "hub.git"), str(root / "clone"), cwd=root, env=mate)
+        cloned = root / "clone" / "model.safetensors"
+        assert hashlib.sha256(cloned.read_bytes()).hexdigest() == v2
+        print("# the clone holds the exact v2 weights (sha256 checked)")
     finally:
         if args.keep:
             print(f"\nkept {repo}")
