@@ -414,3 +414,73 @@ def test_s3_remote_down_fails_clearly_and_writes_nothing(tmp_path: Path, env, s3
     assert "model0.safetensors" in result.stderr and "remote origin" in result.stderr, result.stderr
     assert "Nothing was written" in result.stderr
     assert not (tmp_path / "ivy/model0.safetensors").exists()
+
+
+def test_transient_errors_are_retried(tmp_path: Path, monkeypatch):
+    store, manifests, files = _store_with(tmp_path, [50])
+    folder = tmp_path / "remote"
+    transfer.upload(store, RemoteIndex(Remote(str(folder)), store.root), _objects(store, manifests))
+    monkeypatch.setattr("gitmodel.remote.storage.BACKOFF", 0.01)
+    remote = Remote(str(folder))
+    real, failures = remote.fs.cat_file, []
+
+    def flaky(path, *args, **kwargs):
+        if len(failures) < 3:
+            failures.append(path)
+            raise ConnectionResetError("connection reset by peer")
+        return real(path, *args, **kwargs)
+
+    remote.fs.cat_file = flaky
+    fresh = Store(tmp_path / "fresh")
+    index = RemoteIndex(remote, fresh.root).refresh()
+    transfer.download(fresh, index, transfer.checkpoint_objects(fresh, index, manifests))
+    assert len(failures) == 3
+    assert _restore(fresh, manifests[0]) == files[0]
+
+    remote.fs.cat_file = lambda *a, **k: (_ for _ in ()).throw(TimeoutError("timed out"))
+    monkeypatch.setenv("GITMODEL_RETRIES", "2")
+    with pytest.raises(RemoteError, match=r"failed after 3 attempt\(s\): TimeoutError"):
+        remote.read_range(next(iter(index.packs)), 0, 8)
+
+
+def test_push_all_and_push_mirror(tmp_path: Path, env):
+    repo = make_repo(tmp_path / "w", env)
+    write_safetensors(repo.path / "a.safetensors", random_model(60))
+    repo.commit("a")
+    repo.git("switch", "-q", "-c", "side")
+    write_safetensors(repo.path / "b.safetensors", random_model(61))
+    repo.commit("b")
+    repo.git("switch", "-q", "main")
+    folder = tmp_path / "remote"
+    repo.gitmodel("remote", "add", "origin", str(folder))
+    head_only = repo.gitmodel("push")
+    assert "1 checkpoint(s)" in head_only.stderr
+    every = repo.gitmodel("push", "--all")
+    assert "2 checkpoint(s)" in every.stderr
+    copy = tmp_path / "copy"
+    repo.gitmodel("push", "--mirror", str(copy))
+    local = {p.name for p in (repo.store / "packs").glob("*.idx")}
+    assert local and local == {p.name for p in (copy / "packs").glob("*.idx")}
+    for name in local:
+        pack = name.replace(".idx", ".pack")
+        assert (copy / "packs" / pack).read_bytes() == (repo.store / "packs" / pack).read_bytes()
+
+
+from hypothesis import given, settings, strategies as st   # noqa: E402
+from gitmodel.store.pack import Entry, record_head           # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 40 << 20), st.integers(1, 3 << 20)),
+                min_size=1, max_size=60, unique_by=lambda t: (t[0], t[1])))
+def test_coalesced_ranges_cover_each_record_once(records):
+    located = [(i.to_bytes(32, "little"), Entry(f"pack-{p}", off, length, length, 0, 0))
+               for i, (p, off, length) in enumerate(records)]
+    ranges = transfer._coalesce(located)
+    seen = [oid for r in ranges for oid, _ in r.records]
+    assert sorted(seen) == sorted(oid for oid, _ in located)
+    for r in ranges:
+        assert len(r.records) == 1 or r.end - r.start <= transfer.MAX_RANGE
+        for _, e in r.records:
+            assert e.pack == r.pack and r.start <= e.offset
+            assert e.offset + record_head.size + e.stored_length <= r.end
