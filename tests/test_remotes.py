@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN_DIR, Repo, make_repo, random_model, sha256, write_safetensors
+from conftest import Repo, make_repo, random_model, sha256, write_safetensors
 from gitmodel.remote import transfer
 from gitmodel.remote.index import RemoteIndex
 from gitmodel.remote.storage import Remote, RemoteError

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, Iterable
 
-from gitmodel.git import history, remotes, repo
+from gitmodel.git import history, repo
 from gitmodel.git.remotes import RemoteSpec
 from gitmodel.remote import transfer
 from gitmodel.remote.index import RemoteIndex
 from gitmodel.remote.storage import Remote, RemoteError
-from gitmodel.store.objects import MissingObjects, Store
+from gitmodel.store.objects import Store
 
 
 class NoRemote(RemoteError):
     pass
-
-
-def open_store(cwd: Path | None = None) -> Store:
-    return Store(repo.store_dir(cwd))
 
 
 def connect(spec: RemoteSpec | None, store: Store) -> RemoteIndex:
