@@ -12,7 +12,7 @@ is always preserved, only the chunk boundaries and the summary differ.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from gitmodel.formats.stream import PeekableStream
@@ -53,6 +53,10 @@ class Segment:
 class Layout:
     format: str                  # "safetensors", ... or "opaque"
     segments: Iterator[Segment]  # advanced only after the previous segment has been consumed
+    # Shown in the pointer header. Readers may fill these while segments are consumed (e.g.
+    # from a trailing section), so they are read only after the last segment.
+    metadata: dict[str, str] = field(default_factory=dict)   # the format's own key-values
+    metrics: dict[str, float] = field(default_factory=dict)  # scalars: epoch, step, loss ...
 
 
 # A reader returns a Layout when the stream is in its format, else None. It may only peek.
@@ -60,8 +64,9 @@ Reader = Callable[[PeekableStream], "Layout | None"]
 
 
 def _readers() -> list[Reader]:
-    from gitmodel.formats import safetensors
-    return [safetensors.read_layout]
+    from gitmodel.formats import gguf, numpy_files, onnx, safetensors, torch_zip
+    return [safetensors.read_layout, torch_zip.read_layout, numpy_files.read_layout,
+            gguf.read_layout, onnx.read_layout]
 
 
 def detect(stream: PeekableStream) -> Layout:

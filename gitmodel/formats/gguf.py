@@ -1,0 +1,10 @@
+"""GGUF v2/v3 (llama.cpp): not yet implemented."""
+
+from __future__ import annotations
+
+from gitmodel.formats import Layout
+from gitmodel.formats.stream import PeekableStream
+
+
+def read_layout(stream: PeekableStream) -> Layout | None:
+    return None
