@@ -13,6 +13,7 @@ check raises CorruptObject, so the caller can fail the file rather than write wr
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -97,7 +98,23 @@ def clean_checkpoint(source: PeekableStream, store: Store) -> Pointer:
         return Pointer(source.position, content.hex(), "opaque")
     lines = tuple(TensorLine(t.name, t.dtype, t.shape, tensor_digest(chunk_ids[a:b]))
                   for t, a, b in tensors)
-    return Pointer(source.position, content.hex(), layout.format, lines)
+    return Pointer(source.position, content.hex(), layout.format, lines,
+                   _bounded(sorted(layout.metadata.items())), _bounded(sorted(layout.metrics.items())))
+
+
+MAX_SUMMARY_ITEMS = 200          # metadata entries and metrics shown, each
+MAX_METADATA_VALUE = 200         # characters
+
+
+def _bounded(items: list[tuple[str, object]]) -> tuple:
+    out = []
+    for key, value in items[:MAX_SUMMARY_ITEMS]:
+        if isinstance(value, str) and len(value) > MAX_METADATA_VALUE:
+            value = value[:MAX_METADATA_VALUE - 1] + "…"
+        if isinstance(value, float) and not math.isfinite(value):
+            continue
+        out.append((key[:MAX_METADATA_VALUE], value))
+    return tuple(out)
 
 
 def tensor_digest(chunk_ids: list[bytes]) -> str:

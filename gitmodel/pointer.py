@@ -24,6 +24,7 @@ BLAKE3 of the tensor's bytes.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -58,14 +59,42 @@ class Pointer:
     content: str            # manifest id, 64 hex digits
     format: str = "opaque"
     tensors: tuple[TensorLine, ...] = field(default_factory=tuple)
+    metadata: tuple[tuple[str, str], ...] = ()     # the format's key-values, sorted by key
+    metrics: tuple[tuple[str, float], ...] = ()    # scalars found in the file, sorted by key
+
+    def params(self) -> dict[str, int]:
+        """Element count per dtype, in order of first appearance."""
+        counts: dict[str, int] = {}
+        for t in self.tensors:
+            counts[t.dtype] = counts.get(t.dtype, 0) + math.prod(t.shape)
+        return counts
 
     def render(self) -> bytes:
         lines = [MAGIC, f"size {self.size}", f"content {self.content}", f"format {self.format}"]
         if self.tensors:
             lines.append(f"tensors {len(self.tensors)}")
+            counts = self.params()
+            lines.append(f"params {sum(counts.values())} ("
+                         + ", ".join(f"{dtype} {n}" for dtype, n in counts.items()) + ")")
+        if self.metadata:
+            lines += ["", "[metadata]"]
+            lines += [f"{_quote(k)} {_quote_value(v)}" for k, v in self.metadata]
+        if self.metrics:
+            lines += ["", "[metrics]"]
+            lines += [f"{_quote(k)} {format_number(v)}" for k, v in self.metrics]
+        if self.tensors:
             lines += ["", "[tensors]"]
             lines += [f"{_quote(t.name)} {t.dtype} {_shape(t.shape)} {t.digest}" for t in self.tensors]
         return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def format_number(value: float) -> str:
+    """Metrics as they read best: integers whole, others to 6 significant digits."""
+    if isinstance(value, bool):
+        return str(int(value))
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return format(value, ".6g")
 
 
 def is_pointer_prefix(head: bytes) -> bool:
@@ -108,6 +137,8 @@ def parse(data: bytes) -> Pointer:
         raise PointerError("bad format name")
 
     tensors: list[TensorLine] = []
+    metadata: list[tuple[str, str]] = []
+    metrics: list[tuple[str, float]] = []
     section = None
     for number, line in enumerate(lines[i:], start=i + 1):
         if line == "":
@@ -116,16 +147,59 @@ def parse(data: bytes) -> Pointer:
             section = line
         elif section == "[tensors]":
             tensors.append(_parse_tensor(line, number))
+        elif section == "[metadata]":
+            key, value = _split_key(line, number)
+            metadata.append((key, _unquote_value(value, number)))
+        elif section == "[metrics]":
+            key, value = _split_key(line, number)
+            try:
+                metrics.append((key, float(value)))
+            except ValueError:
+                raise PointerError(f"bad metric line {number}") from None
         # lines of sections this version does not know are skipped
     if "tensors" in header and header["tensors"] != str(len(tensors)):
         raise PointerError("tensor count disagrees with the tensor table")
-    return Pointer(int(size), content, fmt, tuple(tensors))
+    return Pointer(int(size), content, fmt, tuple(tensors), tuple(metadata), tuple(metrics))
 
 
 def _quote(name: str) -> str:
     plain = name and name.isprintable() and not any(c.isspace() for c in name) \
         and name[0] not in '"['
     return name if plain else json.dumps(name)
+
+
+def _quote_value(value: str) -> str:
+    """Metadata values stay as they are unless they would not survive as one line."""
+    plain = value.isprintable() and value == value.strip() and not value.startswith('"')
+    return value if plain and value else json.dumps(value)
+
+
+def _unquote_value(text: str, number: int) -> str:
+    if not text.startswith('"'):
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise PointerError(f"bad metadata line {number}") from None
+    if not isinstance(value, str):
+        raise PointerError(f"bad metadata line {number}")
+    return value
+
+
+def _split_key(line: str, number: int) -> tuple[str, str]:
+    """A `key value` line whose key may be JSON-quoted."""
+    try:
+        if line.startswith('"'):
+            key, end = json.JSONDecoder().raw_decode(line)
+            if not isinstance(key, str) or line[end:end + 1] != " ":
+                raise ValueError
+            return key, line[end + 1:]
+    except ValueError:
+        raise PointerError(f"bad line {number}") from None
+    key, sep, value = line.partition(" ")
+    if not sep or not key:
+        raise PointerError(f"bad line {number}")
+    return key, value
 
 
 def _shape(shape: tuple[int, ...]) -> str:

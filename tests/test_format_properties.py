@@ -61,6 +61,11 @@ pointers = st.builds(
     content=hex_digits(64),
     format=tokens,
     tensors=st.lists(tensor_lines, max_size=8).map(tuple),
+    metadata=st.lists(st.tuples(names, names), max_size=5).map(tuple),
+    metrics=st.lists(st.tuples(names, st.one_of(
+        st.integers(-10**18, 10**18).map(float),
+        st.floats(allow_nan=False, allow_infinity=False).map(lambda v: float(format(v, ".6g"))),
+    )), max_size=5).map(tuple),
 )
 
 

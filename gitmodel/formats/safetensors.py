@@ -32,7 +32,15 @@ def read_layout(stream: PeekableStream) -> Layout | None:
     tensors = parse_header(header[8:])
     if tensors is None:
         return None
-    return Layout("safetensors", _segments(8 + header_len, tensors))
+    return Layout("safetensors", _segments(8 + header_len, tensors), _metadata(header[8:]))
+
+
+def _metadata(raw: bytes) -> dict[str, str]:
+    """The header's `__metadata__` map (string to string, by the specification)."""
+    found = json.loads(raw.decode("utf-8")).get("__metadata__")
+    if not isinstance(found, dict):
+        return {}
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in found.items()}
 
 
 def parse_header(raw: bytes) -> list[tuple[int, int, Tensor]] | None:
