@@ -236,6 +236,106 @@ def cmd_mirror(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- review
+
+def _ensure_objects(store, found: dict[str, str]) -> None:
+    """Fetch from the default remote what the comparison needs and the store lacks."""
+    ids = [bytes.fromhex(c) for c in found]
+    if not store.missing(ids) and not store.missing(
+            [cid for m in ids for cid, _ in store.read_manifest(m).chunks]):
+        return
+    from gitmodel.git import remotes, sync
+    spec = remotes.resolve(None)
+    if spec is not None:
+        sync.fetch(store, sync.connect(spec, store), found, quiet=True)
+
+
+def cmd_diff(args) -> int:
+    from gitmodel import report, review
+    from gitmodel.git import history, revisions
+    repository = history.open_repository()
+    for rev in args.revs:
+        revisions.check_revision(repository, rev)
+    old_side, new_side = revisions.sides(args.revs, args.cached)
+    store = _open_store()
+    diffs = []
+    for path in revisions.changed_paths(Path.cwd(), args.revs, args.cached, args.paths):
+        old = revisions.pointer_at(repository, old_side, path, store)
+        new = revisions.pointer_at(repository, new_side, path, store)
+        if old is None and new is None:
+            continue                                  # not a checkpoint
+        if args.numbers:
+            _ensure_objects(store, {p.content: path for p in (old, new) if p is not None})
+        diffs.append(review.diff_pointers(path, old, new, store, numbers=args.numbers))
+    if args.format == "json":
+        print(report.to_json(diffs))
+    elif args.format == "markdown":
+        print(report.markdown(diffs, args.all_tensors))
+    elif diffs:
+        print(report.text(diffs, colour=sys.stdout.isatty(), all_tensors=args.all_tensors), end="")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from gitmodel.git import history, revisions
+    rev, sep, path = args.spec.partition(":")
+    if not sep:
+        rev, path = None, args.spec               # a work-tree file
+    repository = history.open_repository()
+    ptr = revisions.pointer_at(repository, rev or None, path, _open_store())
+    if ptr is None:
+        print(f"gitmodel: {args.spec} is not a tracked checkpoint", file=sys.stderr)
+        return 1
+    sys.stdout.write(ptr.render().decode())
+    return 0
+
+
+def cmd_log(args) -> int:
+    import datetime
+    from gitmodel.git import history, revisions
+    from gitmodel.pointer import format_number
+    repository = history.open_repository()
+    rows = []
+    for commit, ptr in revisions.history_of(repository, args.path, args.rev, args.max_count):
+        when = datetime.datetime.fromtimestamp(commit.commit_time, datetime.timezone.utc)
+        rows.append((commit, when, ptr))
+        metrics = "  ".join(f"{k}={format_number(v)}" for k, v in ptr.metrics)
+        params = sum(ptr.params().values())
+        print(f"{str(commit.id)[:10]}  {when:%Y-%m-%d %H:%M}  {ptr.size:>12} B  "
+              f"{len(ptr.tensors):>5} tensors  {params:>12} params  {metrics}".rstrip()
+              + f"  {commit.message.splitlines()[0] if commit.message else ''}")
+    if not rows:
+        print(f"gitmodel: no versions of {args.path} as a tracked checkpoint", file=sys.stderr)
+        return 1
+    if args.plot:
+        _plot(rows[::-1], Path(args.plot), args.path)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _plot(rows, out: Path, title: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("gitmodel: --plot needs matplotlib: pip install 'gitmodel[plot]'")
+    names = sorted({k for _, _, ptr in rows for k, _ in ptr.metrics})
+    if not names:
+        raise SystemExit(f"gitmodel: no metrics recorded in the versions of {title}")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    labels = [str(c.id)[:7] for c, _, _ in rows]
+    for name in names:
+        points = [(i, dict(ptr.metrics).get(name)) for i, (_, _, ptr) in enumerate(rows)]
+        xs = [i for i, v in points if v is not None]
+        ax.plot(xs, [v for _, v in points if v is not None], marker="o", label=name)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_title(f"{title}: metrics by commit")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitmodel", description=__doc__.split("\n")[0])
     from gitmodel import __version__
@@ -306,6 +406,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="name each pack copied")
     p.set_defaults(func=cmd_mirror)
 
+    p = sub.add_parser("diff", help="compare checkpoints tensor by tensor (git diff's revisions)")
+    p.add_argument("revs", nargs="*", metavar="REV", help="0, 1 or 2 revisions, as for git diff")
+    p.add_argument("--cached", "--staged", action="store_true", help="compare the index")
+    p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    p.add_argument("--all-tensors", action="store_true", help="list unchanged tensors too")
+    p.add_argument("--no-numbers", dest="numbers", action="store_false",
+                   help="compare digests only; read no tensor data")
+    p.set_defaults(func=cmd_diff, paths=[])
+
+    p = sub.add_parser("show", help="print a checkpoint's summary: REV:PATH, or a work-tree PATH")
+    p.add_argument("spec", metavar="REV:PATH")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("log", help="versions of a checkpoint across commits, with their metrics")
+    p.add_argument("path")
+    p.add_argument("--rev", default="HEAD", help="start from this revision (default HEAD)")
+    p.add_argument("-n", "--max-count", type=int, default=None)
+    p.add_argument("--plot", metavar="PNG", help="also plot the metrics over commits (matplotlib)")
+    p.set_defaults(func=cmd_log)
+
     p = sub.add_parser("pre-push", help="(git hook) upload checkpoints for a push")
     p.add_argument("name")
     p.add_argument("url")
@@ -325,15 +445,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    paths = []
+    if argv[:1] == ["diff"] and "--" in argv:          # gitmodel diff [REV...] -- PATH...
+        cut = argv.index("--")
+        argv, paths = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    if paths:
+        args.paths = paths
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:                  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except Exception as err:
         from gitmodel.git.repo import NotARepository
         from gitmodel.git.attributes import PatternError
         from gitmodel.git.history import HistoryError
+        from gitmodel.git.revisions import RevisionError
         from gitmodel.git.remotes import ConfigError
         from gitmodel.pointer import PointerError
         from gitmodel.remote.storage import RemoteError
@@ -343,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(first {err.oids[0].hex()}); `gitmodel fsck` checks the store", file=sys.stderr)
             return 1
         if isinstance(err, (NotARepository, PatternError, PointerError, StoreError, RemoteError,
-                            ConfigError, HistoryError)):
+                            ConfigError, HistoryError, RevisionError)):
             print(f"gitmodel: error: {err}", file=sys.stderr)
             return 1
         raise

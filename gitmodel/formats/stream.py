@@ -20,12 +20,15 @@ class PeekableStream:
         self._eof = False
         self.max_peek = max_peek
         self.position = 0          # bytes consumed so far
+        # Read ahead to save calls on pipes; a random-access source (one with `skip`) is read
+        # exactly, so looking at headers never touches the data after them.
+        self._read_ahead = 1 if hasattr(raw, "skip") else 1 << 16
 
     def peek(self, n: int) -> bytes:
         if n > self.max_peek:
             raise ValueError(f"peek of {n} bytes exceeds the {self.max_peek}-byte limit")
         while len(self._buffer) < n and not self._eof:
-            data = self._raw.read(max(n - len(self._buffer), 1 << 16))
+            data = self._raw.read(max(n - len(self._buffer), self._read_ahead))
             if not data:
                 self._eof = True
             else:
@@ -58,6 +61,21 @@ class PeekableStream:
             filled += n
         self.position += filled
         return filled
+
+    def skip(self, n: int) -> int:
+        """Consume up to n bytes without returning them; a source with `skip(n)` (random
+        access) is not read at all. Returns the bytes skipped."""
+        dropped = min(n, len(self._buffer))
+        del self._buffer[:dropped]
+        skip_raw = getattr(self._raw, "skip", None)
+        rest = n - dropped
+        while rest > 0 and not self._eof:
+            step = skip_raw(rest) if skip_raw else len(self._raw.read(min(rest, 1 << 20)))
+            if not step:
+                self._eof = True
+            rest -= step
+        self.position += n - rest
+        return n - rest
 
     def _readinto_raw(self, view: memoryview) -> int:
         readinto = getattr(self._raw, "readinto", None)

@@ -1,0 +1,142 @@
+"""Reviewing checkpoint changes: pointer diffs in git, `gitmodel diff`, `show` and `log`."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import Repo, random_model, write_safetensors
+from gitmodel import report, review
+from gitmodel.pointer import Pointer, TensorLine
+from gitmodel.store.objects import Store
+
+
+def two_versions(repo: Repo) -> tuple[dict, dict]:
+    v1 = random_model(0, layers=3)
+    v1["bf"] = (np.random.default_rng(5).standard_normal(3000).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    v1["half"] = np.random.default_rng(6).standard_normal(500).astype(np.float16)
+    write_safetensors(repo.path / "m.safetensors", v1, dtypes={"bf": "BF16"})
+    repo.commit("v1")
+    v2 = {k: v.copy() for k, v in v1.items()}
+    v2["layers.1.weight"] *= np.float32(1.01)
+    v2["layers.2.bias"][:10] = 0
+    v2["half"][7] = np.float16(np.inf)
+    v2["bf"][:300] ^= 1                                  # flip the last mantissa bit
+    del v2["layers.0.bias"]
+    v2["head"] = np.ones((4, 4), np.float32)
+    write_safetensors(repo.path / "m.safetensors", v2, dtypes={"bf": "BF16"})
+    return v1, v2
+
+
+def bf16(a: np.ndarray) -> np.ndarray:
+    return (a.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+
+def test_gitmodel_diff_numbers(repo: Repo):
+    v1, v2 = two_versions(repo)
+    out = json.loads(repo.gitmodel("diff", "--format", "json").stdout)      # index vs work tree
+    assert [d["path"] for d in out] == ["m.safetensors"]
+    tensors = {t["name"]: t for t in out[0]["tensors"]}
+    assert tensors["layers.0.bias"]["status"] == "removed"
+    assert tensors["head"]["status"] == "added"
+    assert tensors["embed.weight"]["status"] == "unchanged" and tensors["embed.weight"]["change"] is None
+
+    def expect(name, old, new):
+        got = tensors[name]["change"]
+        finite = np.isfinite(old) & np.isfinite(new)
+        d = (new - old)[finite]
+        assert tensors[name]["status"] == "changed"
+        assert got["relative_l2"] == pytest.approx(np.linalg.norm(d) / np.linalg.norm(old[finite]), rel=1e-9)
+        assert got["max_abs"] == pytest.approx(np.abs(d).max(), rel=1e-12)
+        assert got["changed_fraction"] == pytest.approx(np.count_nonzero(old != new) / old.size)
+        assert got["new_nonfinite"] == int(np.count_nonzero(np.isfinite(old) & ~np.isfinite(new)))
+
+    f64 = lambda a: a.astype(np.float64).ravel()                       # noqa: E731
+    expect("layers.1.weight", f64(v1["layers.1.weight"]), f64(v2["layers.1.weight"]))
+    expect("layers.2.bias", f64(v1["layers.2.bias"]), f64(v2["layers.2.bias"]))
+    expect("half", f64(v1["half"]), f64(v2["half"]))
+    expect("bf", bf16(v1["bf"]), bf16(v2["bf"]))
+    assert tensors["half"]["change"]["new_nonfinite"] == 1
+    assert tensors["layers.1.weight"]["change"]["relative_l2"] == pytest.approx(0.01, rel=1e-6)
+    assert tensors["layers.1.weight"]["change"]["cosine"] == pytest.approx(1.0, abs=1e-12)
+
+    # The same comparison between commits, as text and as Markdown.
+    repo.commit("v2")
+    text = repo.gitmodel("diff", "HEAD~1", "HEAD").stdout
+    assert "tensors: 4 changed, 1 added, 1 removed" in text
+    assert "embed.weight" not in text, "unchanged tensors are not listed"
+    md = repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "markdown", "--", "m.safetensors").stdout
+    assert "| `layers.1.weight` | changed | F32 [256,256] | 0.01 |" in md
+    assert "| max\\|Δ\\| |" in md and "|---|---|" in md
+    assert repo.gitmodel("diff", "HEAD", "HEAD").stdout == ""
+
+
+def test_diff_reads_only_changed_tensors(tmp_path: Path, repo: Repo, monkeypatch):
+    two_versions(repo)
+    repo.commit("v2")
+    from gitmodel.git import history, revisions
+    repository = history.open_repository(repo.path)
+    store = Store(repo.store)
+    old = revisions.pointer_at(repository, "HEAD~1", "m.safetensors", store)
+    new = revisions.pointer_at(repository, "HEAD", "m.safetensors", store)
+    # The chunks of the tensors that did not change (located before counting reads).
+    file = review.StoredFile(store, old.content)
+    places = review.locate_tensors(file)
+    chunks, offset, untouched = store.read_manifest(bytes.fromhex(old.content)).chunks, 0, set()
+    for cid, length in chunks:
+        for name in ("embed.weight", "layers.0.weight", "layers.2.weight"):
+            p = places[name]
+            if p.offset <= offset and offset + length <= p.offset + p.length:
+                untouched.add(cid)
+        offset += length
+    assert len(untouched) >= 10
+    reads, real = [], Store.read
+    monkeypatch.setattr(Store, "read", lambda self, oid: reads.append(oid) or real(self, oid))
+    diff = review.diff_pointers("m.safetensors", old, new, store)
+    assert sum(t.change is not None for t in diff.tensors) == 4
+    assert reads and not untouched & set(reads), "an unchanged tensor's chunks were read"
+
+
+def test_metrics_table_and_json_without_nan():
+    a = Pointer(10, "a" * 64, "pytorch", (TensorLine("w", "F32", (2,), "0" * 16),),
+                metrics=(("epoch", 3.0), ("val_loss", 0.5)))
+    b = Pointer(10, "b" * 64, "pytorch", (TensorLine("w", "F32", (2,), "1" * 16),),
+                metrics=(("epoch", 4.0), ("val_loss", 0.4125), ("step", 1200.0)))
+    diff = review.diff_pointers("ckpt.pt", a, b, store=None)
+    assert diff.tensors[0].note == "store unavailable"
+    md = report.markdown([diff])
+    assert "| Metric | Old | New | Change |" in md
+    assert "| epoch | 3 | 4 | +1 |" in md and "| val_loss | 0.5 | 0.4125 | -0.0875 |" in md
+    assert "| step | – | 1200 | – |" in md
+    diff.tensors[0].change = review.Change(relative_l2=math.inf, max_abs=math.nan)
+    assert json.loads(report.to_json([diff]))[0]["tensors"][0]["change"]["relative_l2"] is None
+
+
+def test_git_diff_shows_only_pointer_lines_of_changed_tensors(repo: Repo):
+    two_versions(repo)
+    repo.commit("v2")
+    patch = repo.out("diff", "HEAD~1", "HEAD", "-U0")
+    changed = [l for l in patch.splitlines() if l[:1] in "+-" and not l.startswith(("+++", "---"))]
+    names = {line[1:].split(" ")[0] for line in changed}
+    assert names == {"size", "content", "params", "layers.0.bias", "layers.1.weight",
+                     "layers.2.bias", "half", "bf", "head"}
+    assert re.search(r"^@@ -\S+ \+\S+ @@ \[tensors\]$", patch, re.M), "hunks name their section"
+
+
+def test_show_and_log(repo: Repo):
+    two_versions(repo)
+    repo.commit("v2")
+    shown = repo.gitmodel("show", "HEAD~1:m.safetensors").stdout
+    assert shown.startswith("gitmodel pointer v1\n") and "layers.0.bias F32 [256]" in shown
+    assert "layers.0.bias" not in repo.gitmodel("show", "m.safetensors").stdout
+    log = repo.gitmodel("log", "m.safetensors").stdout.splitlines()
+    assert len(log) == 2 and log[0].endswith("v2") and log[1].endswith("v1")
+    missing = repo.gitmodel("show", "HEAD:nope.safetensors", check=False)
+    assert missing.returncode == 1 and "not a tracked checkpoint" in missing.stderr
+    bad = repo.gitmodel("diff", "nosuchrev", check=False)
+    assert bad.returncode == 1 and "unknown revision 'nosuchrev'" in bad.stderr
