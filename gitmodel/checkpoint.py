@@ -24,6 +24,7 @@ import blake3
 from gitmodel import formats, pointer as pointers
 from gitmodel.formats import PeekableStream, Segment
 from gitmodel.pointer import Pointer, TensorLine
+from gitmodel.stats import STATS_DTYPES, TensorStats, chunk_partial
 from gitmodel.store import codec
 from gitmodel.store.chunker import MAX_SIZE, BufferPool, Cutter
 from gitmodel.store.manifest import Manifest
@@ -70,12 +71,14 @@ def clean_checkpoint(source: PeekableStream, store: Store) -> Pointer:
     layout = formats.detect(source)
     buffers = BufferPool()
     sink = _ChunkSink(store, buffers)
-    tensors: list[tuple[formats.Tensor, int, int]] = []     # tensor, its chunks' index range
+    tensors: list[tuple] = []      # tensor, its chunks' index range, its statistics
     complete = True
     try:
         for segment in _with_tail(layout.segments):
             first = sink.submitted
             cutter, width = Cutter(buffers), segment.element_width
+            dtype = segment.tensor.dtype if segment.tensor else None
+            summary = TensorStats(dtype) if dtype in STATS_DTYPES else None
             remaining = segment.length
             while remaining > 0:
                 space = cutter.space()
@@ -83,21 +86,22 @@ def clean_checkpoint(source: PeekableStream, store: Store) -> Pointer:
                 if not n:
                     break
                 remaining -= n
-                sink.submit(*cutter.filled(n), width)
-            sink.submit(*cutter.finish(), width)
+                sink.submit(*cutter.filled(n), width, summary)
+            sink.submit(*cutter.finish(), width, summary)
             if remaining > 0 and segment.length != _UNTIL_EOF:
                 complete = False                     # truncated file: its layout was a lie
                 break
             if segment.tensor:
-                tensors.append((segment.tensor, first, sink.submitted))
+                tensors.append((segment.tensor, first, sink.submitted, summary))
         content, chunk_ids = sink.finish(source.position)
     except BaseException:
         sink.abort()
         raise
     if not complete:
         return Pointer(source.position, content.hex(), "opaque")
-    lines = tuple(TensorLine(t.name, t.dtype, t.shape, tensor_digest(chunk_ids[a:b]))
-                  for t, a, b in tensors)
+    lines = tuple(TensorLine(t.name, t.dtype, t.shape, tensor_digest(chunk_ids[a:b]),
+                             summary.fields() if summary else ())
+                  for t, a, b, summary in tensors)
     return Pointer(source.position, content.hex(), layout.format, lines,
                    _bounded(sorted(layout.metadata.items())), _bounded(sorted(layout.metrics.items())))
 
@@ -131,11 +135,17 @@ def _with_tail(segments: Iterable[Segment]) -> Iterator[Segment]:
     yield Segment(_UNTIL_EOF)
 
 
-def _prepare(chunks: list, width: int, has: Callable[[bytes], bool]):
-    """Pool task: id every chunk and encode the ones the store lacks."""
+def _prepare(chunks: list, width: int, has: Callable[[bytes], bool], dtype: str | None, offset: int):
+    """Pool task: id every chunk, encode the ones the store lacks, and summarise the values
+    of a float tensor's chunks (`offset`: the first chunk's position in its tensor)."""
     ids = [blake3.blake3(chunk).digest() for chunk in chunks]
     encoded = codec.encode_batch(chunks, width, [not has(oid) for oid in ids])
-    return [(oid, len(chunk), enc) for oid, chunk, enc in zip(ids, chunks, encoded)]
+    partials = [None] * len(chunks)
+    if dtype is not None:
+        for i, chunk in enumerate(chunks):
+            partials[i] = chunk_partial(chunk, dtype, offset)
+            offset += len(chunk)
+    return [(oid, len(chunk), enc, part) for oid, chunk, enc, part in zip(ids, chunks, encoded, partials)]
 
 
 class _ChunkSink:
@@ -146,23 +156,32 @@ class _ChunkSink:
         self._buffers = buffers
         self._writer = store.writer()
         self._chunks: list[tuple[bytes, int]] = []
-        self._queue: deque[tuple[Future, bytearray | None]] = deque()
+        self._queue: deque[tuple[Future, bytearray | None, TensorStats | None]] = deque()
         self.submitted = 0          # chunks submitted so far (their index in the manifest)
 
-    def submit(self, chunks: list, buffer: bytearray | None, width: int) -> None:
-        """Queue chunks for hashing and encoding; `buffer` returns to the pool once done."""
+    def submit(self, chunks: list, buffer: bytearray | None, width: int,
+               summary: TensorStats | None = None) -> None:
+        """Queue chunks for hashing and encoding (and `summary`'s statistics); `buffer`
+        returns to the pool once done."""
         if not chunks:
             self._buffers.give(buffer)
             return
         self.submitted += len(chunks)
-        self._queue.append((pool().submit(_prepare, chunks, width, self._store.has), buffer))
+        dtype, offset = None, 0
+        if summary is not None:
+            dtype, offset = summary.dtype, summary.submitted
+            summary.submitted += sum(len(c) for c in chunks)
+        task = pool().submit(_prepare, chunks, width, self._store.has, dtype, offset)
+        self._queue.append((task, buffer, summary))
         while len(self._queue) > IN_FLIGHT:
             self._drain_one()
 
     def _drain_one(self) -> None:
-        future, buffer = self._queue.popleft()
-        for oid, length, encoded in future.result():
+        future, buffer, summary = self._queue.popleft()
+        for oid, length, encoded, partial in future.result():
             self._chunks.append((oid, length))
+            if partial is not None:
+                summary.add(*partial)
             if encoded is not None and not self._store.has(oid):
                 encoding, payload = encoded
                 self._writer.add(oid, CHUNK, encoding, length, payload)
@@ -183,9 +202,9 @@ class _ChunkSink:
         return oid, [cid for cid, _ in self._chunks]
 
     def abort(self) -> None:
-        for future, _ in self._queue:
+        for future, _, _ in self._queue:
             future.cancel()
-        for future, _ in self._queue:
+        for future, _, _ in self._queue:
             if not future.cancelled():
                 future.exception()          # wait: workers may still read our buffers
         self._writer.abort()

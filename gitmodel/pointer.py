@@ -39,6 +39,7 @@ _DIM = r"(?:0|[1-9][0-9]{0,19})"
 _SHAPE = re.compile(rf"\[{_DIM}(?:,{_DIM})*\]|\[\]")
 _DIGEST = re.compile(r"[0-9a-f]{%d}" % DIGEST_CHARS)
 _TOKEN = re.compile(r"[A-Za-z0-9_]+")
+_STAT = re.compile(r"[a-z_]+=[!-~]+")       # key=value, printable ASCII, no spaces
 
 
 class PointerError(ValueError):
@@ -51,6 +52,7 @@ class TensorLine:
     dtype: str
     shape: tuple[int, ...]
     digest: str             # DIGEST_CHARS hex digits
+    stats: tuple[str, ...] = ()   # `key=value` fields (gitmodel.stats), shown as they are
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ class Pointer:
             lines += [f"{_quote(k)} {format_number(v)}" for k, v in self.metrics]
         if self.tensors:
             lines += ["", "[tensors]"]
-            lines += [f"{_quote(t.name)} {t.dtype} {_shape(t.shape)} {t.digest}" for t in self.tensors]
+            lines += [" ".join((_quote(t.name), t.dtype, _shape(t.shape), t.digest) + t.stats)
+                      for t in self.tensors]
         return ("\n".join(lines) + "\n").encode("utf-8")
 
 
@@ -219,7 +222,9 @@ def _parse_tensor(line: str, number: int) -> TensorLine:
         dtype, shape, digest = fields[:3]
     except ValueError:
         raise PointerError(f"bad tensor line {number}") from None
-    if not (_TOKEN.fullmatch(dtype) and _SHAPE.fullmatch(shape) and _DIGEST.fullmatch(digest)):
+    stats = tuple(fields[3:])
+    if not (_TOKEN.fullmatch(dtype) and _SHAPE.fullmatch(shape) and _DIGEST.fullmatch(digest)
+            and all(_STAT.fullmatch(f) for f in stats)):
         raise PointerError(f"bad tensor line {number}")
     dims = tuple(int(d) for d in shape[1:-1].split(",")) if shape != "[]" else ()
-    return TensorLine(name, dtype, dims, digest)
+    return TensorLine(name, dtype, dims, digest, stats)

