@@ -1,11 +1,13 @@
 """Tensor statistics for the pointer, computed while a checkpoint streams through clean.
 
-Each chunk of a float tensor is summarised in a worker thread (numpy): count, mean, M2 (sum of
-squared deviations), min, max, zeros, NaN and Inf counts, over the whole elements inside the
-chunk. An element cut by a chunk boundary is rebuilt from the two chunks' edge bytes in the
-main thread. Partials are merged in file order with Chan's pairwise formulas, in float64.
-Chunk boundaries depend only on the bytes, so the statistics, and the pointer, are a pure
-function of the file. Only finite values enter mean, std, norm, min and max.
+Each chunk of a float tensor is summarised in a worker thread (numpy): count, sum and sum of
+squares (float64, numpy's pairwise summation: plain C, the same order on every machine; no
+BLAS, whose threading changes the order), min, max, zeros, NaN and Inf counts, over the whole
+elements inside the chunk. An element cut by a chunk boundary is rebuilt from the two chunks'
+edge bytes in the main thread. Partials are added in file order. Chunk boundaries depend only
+on the bytes, so the statistics, and the pointer, are a pure function of the file. Only finite
+values enter mean, std, norm, min and max. std = sqrt(E[x²] - E[x]²): in float64 this keeps
+4 significant digits unless std is below ~1e-6 of the mean.
 
 Line fields (4 significant digits): norm mean std min max, then zeros=<percent> nan=<n> inf=<n>
 when non-zero.
@@ -24,8 +26,8 @@ _SCALAR = {"F64": struct.Struct("<d"), "F32": struct.Struct("<f"), "F16": struct
 @dataclass
 class Partial:
     count: int = 0             # finite elements
-    mean: float = 0.0
-    m2: float = 0.0
+    total: float = 0.0
+    squares: float = 0.0
     low: float = math.inf
     high: float = -math.inf
     zeros: int = 0
@@ -33,13 +35,11 @@ class Partial:
     inf: int = 0
 
     def merge(self, other: "Partial") -> None:
-        n = self.count + other.count
         if other.count:
-            delta = other.mean - self.mean
-            self.mean += delta * other.count / n
-            self.m2 += other.m2 + delta * delta * self.count * other.count / n
             self.low, self.high = min(self.low, other.low), max(self.high, other.high)
-        self.count = n
+        self.count += other.count
+        self.total += other.total
+        self.squares += other.squares
         self.zeros += other.zeros
         self.nan += other.nan
         self.inf += other.inf
@@ -69,10 +69,9 @@ def summarize(data, dtype: str) -> Partial:
             return Partial(zeros=zeros, nan=nan, inf=inf)
         low, high = x.min(), x.max()
     wide = x.astype(np.float64)
-    mean = float(wide.sum()) / wide.size
-    wide -= mean
-    m2 = float(np.einsum("i,i->", wide, wide))     # no BLAS: the same sum on every machine
-    return Partial(wide.size, mean, m2, float(low), float(high), zeros, nan, inf)
+    total = float(wide.sum())
+    squares = float(np.square(wide, out=wide).sum())
+    return Partial(wide.size, total, squares, float(low), float(high), zeros, nan, inf)
 
 
 def _scalar(element: bytes, dtype: str) -> Partial:
@@ -84,7 +83,7 @@ def _scalar(element: bytes, dtype: str) -> Partial:
         return Partial(nan=1)
     if math.isinf(value):
         return Partial(inf=1)
-    return Partial(1, value, 0.0, value, value, int(value == 0))
+    return Partial(1, value, value * value, value, value, int(value == 0))
 
 
 def chunk_partial(chunk, dtype: str, offset: int) -> tuple[bytes, Partial | None, bytes]:
@@ -127,9 +126,9 @@ class TensorStats:
         elements = t.count + t.nan + t.inf
         out = []
         if t.count:
-            std = math.sqrt(t.m2 / t.count)
-            norm = math.sqrt(t.m2 + t.count * t.mean * t.mean)
-            out += [f"norm={norm:.4g}", f"mean={t.mean:.4g}", f"std={std:.4g}",
+            mean = t.total / t.count
+            std = math.sqrt(max(0.0, t.squares / t.count - mean * mean))
+            out += [f"norm={math.sqrt(t.squares):.4g}", f"mean={mean:.4g}", f"std={std:.4g}",
                     f"min={t.low:.4g}", f"max={t.high:.4g}"]
         if t.zeros:
             out.append(f"zeros={100 * t.zeros / elements:.3g}%")
