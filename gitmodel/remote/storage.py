@@ -46,6 +46,7 @@ class Remote:
             raise RemoteError(f"remote {self.name} ({url}): {err}") from None
         self.root = root.rstrip("/")
         self.pack_dir = f"{self.root}/packs"
+        self._made_dir = False
 
     def __str__(self) -> str:
         return self.name if self.name == self.url else f"{self.name} ({self.url})"
@@ -101,7 +102,9 @@ class Remote:
         self.call(f"uploading {name}.idx", self.fs.pipe_file, f"{self.pack_dir}/{name}.idx", index)
 
     def _put(self, local: str, remote: str) -> None:
-        self.fs.makedirs(self.pack_dir, exist_ok=True)
+        if not self._made_dir:                     # folders need it; object stores ignore it
+            self.fs.makedirs(self.pack_dir, exist_ok=True)
+            self._made_dir = True
         self.fs.put_file(local, remote)
 
     def _size(self, path: str) -> int | None:
