@@ -69,8 +69,9 @@ def summarize(data, dtype: str) -> Partial:
             return Partial(zeros=zeros, nan=nan, inf=inf)
         low, high = x.min(), x.max()
     wide = x.astype(np.float64)
-    total = float(wide.sum())
-    squares = float(np.square(wide, out=wide).sum())
+    with np.errstate(over="ignore", invalid="ignore"):     # huge F64 values: norm=inf
+        total = float(wide.sum())
+        squares = float(np.square(wide, out=wide).sum())
     return Partial(wide.size, total, squares, float(low), float(high), zeros, nan, inf)
 
 
