@@ -430,14 +430,15 @@ def test_transient_errors_are_retried(tmp_path: Path, monkeypatch):
             raise ConnectionResetError("connection reset by peer")
         return real(path, *args, **kwargs)
 
-    remote.fs.cat_file = flaky
+    monkeypatch.setattr(remote.fs, "cat_file", flaky)     # fsspec shares fs instances: undo after
     fresh = Store(tmp_path / "fresh")
     index = RemoteIndex(remote, fresh.root).refresh()
     transfer.download(fresh, index, transfer.checkpoint_objects(fresh, index, manifests))
     assert len(failures) == 3
     assert _restore(fresh, manifests[0]) == files[0]
 
-    remote.fs.cat_file = lambda *a, **k: (_ for _ in ()).throw(TimeoutError("timed out"))
+    monkeypatch.setattr(remote.fs, "cat_file",
+                        lambda *a, **k: (_ for _ in ()).throw(TimeoutError("timed out")))
     monkeypatch.setenv("GITMODEL_RETRIES", "2")
     with pytest.raises(RemoteError, match=r"failed after 3 attempt\(s\): TimeoutError"):
         remote.read_range(next(iter(index.packs)), 0, 8)
@@ -484,3 +485,34 @@ def test_coalesced_ranges_cover_each_record_once(records):
         for _, e in r.records:
             assert e.pack == r.pack and r.start <= e.offset
             assert e.offset + record_head.size + e.stored_length <= r.end
+
+
+def test_pack_that_arrived_without_its_index_is_not_sent_again(tmp_path: Path, monkeypatch):
+    store, manifests, files = _store_with(tmp_path, [21])
+    oids = _objects(store, manifests)
+    folder = tmp_path / "remote"
+    remote = Remote(str(folder))
+    real_pipe, sent_packs = remote.fs.pipe_file, []
+    real_put = remote.fs.put_file
+
+    def put_file(local, path, *args, **kwargs):
+        sent_packs.append(path)
+        return real_put(local, path, *args, **kwargs)
+
+    def no_index(path, *args, **kwargs):
+        raise ConnectionResetError("dropped before the index")
+
+    monkeypatch.setattr("gitmodel.remote.storage.BACKOFF", 0.01)
+    monkeypatch.setattr(remote.fs, "put_file", put_file)
+    monkeypatch.setattr(remote.fs, "pipe_file", no_index)
+    with pytest.raises(RemoteError):
+        transfer.upload(store, RemoteIndex(remote, store.root), oids, target=256 << 10)
+    assert len(sent_packs) >= 1 and not remote.pack_names()
+    first = sent_packs[0]
+    monkeypatch.setattr(remote.fs, "pipe_file", real_pipe)
+    sent_packs[:] = []
+    transfer.upload(store, RemoteIndex(remote, store.root), oids, target=256 << 10)
+    assert first not in sent_packs, "the pack that had arrived was sent again"
+    fresh = Store(tmp_path / "fresh")
+    transfer.download(fresh, RemoteIndex(remote, fresh.root), oids)
+    assert _restore(fresh, manifests[0]) == files[0]

@@ -47,6 +47,7 @@ class Remote:
         self.root = root.rstrip("/")
         self.pack_dir = f"{self.root}/packs"
         self._made_dir = False
+        self.pack_sizes: dict[str, int | None] = {}   # pack files seen by the last listing
 
     def __str__(self) -> str:
         return self.name if self.name == self.url else f"{self.name} ({self.url})"
@@ -67,14 +68,23 @@ class Remote:
     # ----- packs -----
 
     def pack_names(self) -> set[str]:
-        """Packs whose index is published (one listing request)."""
+        """Packs whose index is published (one listing request). The listing's pack sizes
+        are kept for `put_pack`, so resuming an upload costs no extra request."""
         self.fs.invalidate_cache(self.pack_dir)      # s3fs and others cache listings
         try:
-            listing = self.call("listing packs", self.fs.ls, self.pack_dir, detail=False)
+            listing = self.call("listing packs", self.fs.ls, self.pack_dir, detail=True)
         except FileNotFoundError:
             return set()
-        names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in listing)
-        return {n[:-4] for n in names if n.endswith(".idx") and PACK_NAME.fullmatch(n[:-4])}
+        names, self.pack_sizes = set(), {}
+        for entry in listing:
+            base = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            stem, _, ext = base.rpartition(".")
+            if PACK_NAME.fullmatch(stem):
+                if ext == "idx":
+                    names.add(stem)
+                elif ext == "pack":
+                    self.pack_sizes[stem] = entry.get("size")
+        return names
 
     def read_index(self, name: str) -> bytes:
         """A pack's index bytes, verified (trailer and name). PackError if damaged or partial."""
@@ -94,10 +104,10 @@ class Remote:
 
     def put_pack(self, path: Path, name: str, index: bytes) -> None:
         """Upload a pack, then its index: readers see the pack only once both are complete.
-        A pack already there at full size (an interrupted earlier push) is not sent again."""
+        A pack the last listing showed at full size (an interrupted earlier push) is not sent
+        again."""
         pack = f"{self.pack_dir}/{name}.pack"
-        size = path.stat().st_size
-        if self._size(pack) != size:
+        if self.pack_sizes.get(name) != path.stat().st_size:
             self.call(f"uploading {name}.pack", self._put, str(path), pack)
         self.call(f"uploading {name}.idx", self.fs.pipe_file, f"{self.pack_dir}/{name}.idx", index)
 
@@ -107,8 +117,3 @@ class Remote:
             self._made_dir = True
         self.fs.put_file(local, remote)
 
-    def _size(self, path: str) -> int | None:
-        try:
-            return self.call("checking a pack", self.fs.size, path)
-        except (FileNotFoundError, RemoteError):
-            return None
