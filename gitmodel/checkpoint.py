@@ -24,7 +24,7 @@ import blake3
 from gitmodel import formats, pointer as pointers
 from gitmodel.formats import PeekableStream, Segment
 from gitmodel.pointer import Pointer, TensorLine
-from gitmodel.stats import STATS_DTYPES, TensorStats, chunk_partial
+from gitmodel.stats import STATS_DTYPES, TensorStats, chunk_partials
 from gitmodel.store import codec
 from gitmodel.store.chunker import MAX_SIZE, BufferPool, Cutter
 from gitmodel.store.manifest import Manifest
@@ -140,11 +140,7 @@ def _prepare(chunks: list, width: int, has: Callable[[bytes], bool], dtype: str 
     of a float tensor's chunks (`offset`: the first chunk's position in its tensor)."""
     ids = [blake3.blake3(chunk).digest() for chunk in chunks]
     encoded = codec.encode_batch(chunks, width, [not has(oid) for oid in ids])
-    partials = [None] * len(chunks)
-    if dtype is not None:
-        for i, chunk in enumerate(chunks):
-            partials[i] = chunk_partial(chunk, dtype, offset)
-            offset += len(chunk)
+    partials = chunk_partials(chunks, dtype, offset) if dtype else [None] * len(chunks)
     return [(oid, len(chunk), enc, part) for oid, chunk, enc, part in zip(ids, chunks, encoded, partials)]
 
 
