@@ -111,12 +111,28 @@ def _scalar(element: bytes, dtype: str) -> Partial:
     return Partial(1, value, value * value, value, value, int(value == 0))
 
 
+GROUP_BYTES = 1 << 20       # chunks summarised together: bounds the scratch memory per thread
+
+
 def chunk_partials(chunks: list, dtype: str, offset: int) -> list[tuple[bytes, Partial | None, bytes]]:
+    """Worker side: `_group_partials` over groups of about GROUP_BYTES."""
+    out, group, size = [], [], 0
+    for chunk in chunks:
+        if group and size + len(chunk) > GROUP_BYTES:
+            out += _group_partials(group, dtype, offset)
+            offset += size
+            group, size = [], 0
+        group.append(chunk)
+        size += len(chunk)
+    return out + (_group_partials(group, dtype, offset) if group else [])
+
+
+def _group_partials(chunks: list, dtype: str, offset: int) -> list[tuple[bytes, Partial | None, bytes]]:
     """Worker side, for consecutive chunks of one tensor, the first at byte `offset` of it:
     for each chunk (bytes before its first element boundary, statistics of its whole
     elements, bytes after its last boundary).
 
-    One set of numpy calls covers the whole batch (`reduceat` over each chunk's elements):
+    One set of numpy calls covers the whole group (`reduceat` over each chunk's elements):
     per-chunk calls cost more in call overhead and GIL hand-offs than in arithmetic. A
     chunk's numbers depend only on its own elements, never on how chunks were batched."""
     import numpy as np
