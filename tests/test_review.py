@@ -140,3 +140,22 @@ def test_show_and_log(repo: Repo):
     assert missing.returncode == 1 and "not a tracked checkpoint" in missing.stderr
     bad = repo.gitmodel("diff", "nosuchrev", check=False)
     assert bad.returncode == 1 and "unknown revision 'nosuchrev'" in bad.stderr
+
+
+def test_ten_thousand_tensors_keep_a_small_pointer_and_a_fast_diff(repo: Repo):
+    rng = np.random.default_rng(9)
+    model = {f"blocks.{i // 10}.w{i % 10}": rng.standard_normal(16).astype(np.float32)
+             for i in range(10_000)}
+    write_safetensors(repo.path / "big.safetensors", model)
+    repo.commit("v1")
+    model["blocks.500.w3"] = model["blocks.500.w3"] * 2
+    write_safetensors(repo.path / "big.safetensors", model)
+    repo.commit("v2")
+    blob = repo.git("show", "HEAD:big.safetensors").stdout
+    assert len(blob) < 3_000_000 and blob.count(b"\n") > 10_000
+    import time
+    started = time.perf_counter()
+    patch = repo.out("diff", "-U0", "HEAD~1", "HEAD")
+    assert time.perf_counter() - started < 2.0           # generous: the point is no smudge
+    changed = [line for line in patch.splitlines() if line.startswith(("+blocks", "-blocks"))]
+    assert [line[1:].split(" ")[0] for line in changed] == ["blocks.500.w3", "blocks.500.w3"]
