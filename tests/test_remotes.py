@@ -516,3 +516,33 @@ def test_pack_that_arrived_without_its_index_is_not_sent_again(tmp_path: Path, m
     fresh = Store(tmp_path / "fresh")
     transfer.download(fresh, RemoteIndex(remote, fresh.root), oids)
     assert _restore(fresh, manifests[0]) == files[0]
+
+
+def test_interrupted_fetch_keeps_what_arrived(tmp_path: Path, monkeypatch):
+    store, manifests, files = _store_with(tmp_path, [22])
+    oids = _objects(store, manifests)
+    folder = tmp_path / "remote"
+    transfer.upload(store, RemoteIndex(Remote(str(folder)), store.root), oids, target=256 << 10)
+    monkeypatch.setattr(transfer, "MAX_RANGE", 128 << 10)        # many small reads
+    monkeypatch.setattr(transfer, "READS_IN_FLIGHT", 1)
+    monkeypatch.setattr("gitmodel.remote.storage.BACKOFF", 0.0)
+    remote = Remote(str(folder))
+    real, reads = remote.read_range, []
+
+    def dropping(name, start, end):
+        if len(reads) == 6:
+            raise RemoteError("connection dropped")
+        reads.append((name, start))
+        return real(name, start, end)
+
+    monkeypatch.setattr(remote, "read_range", dropping)
+    fresh = Store(tmp_path / "fresh")
+    with pytest.raises(RemoteError):
+        transfer.download(fresh, RemoteIndex(remote, fresh.root), oids)
+    kept = len(oids) - len(fresh.missing(oids))
+    assert kept > 0, "objects that arrived before the drop are kept"
+    assert fresh.missing(manifests) == manifests, "no manifest without its chunks"
+    monkeypatch.setattr(remote, "read_range", real)
+    again = transfer.download(fresh, RemoteIndex(remote, fresh.root), oids)
+    assert again.objects == len(set(oids)) - kept
+    assert _restore(fresh, manifests[0]) == files[0]

@@ -227,10 +227,11 @@ def download(store: Store, index: RemoteIndex, oids: Iterable[bytes], quiet: boo
             writer.add(oid, entry.kind, entry.encoding, entry.raw_length, payload)
             stats.objects += 1
             stats.bytes += len(payload)
+    finally:
+        # Keep what arrived, even when interrupted: every record was verified, and chunks
+        # come before manifests, so a published manifest never lacks its chunks. A repeated
+        # fetch asks only for the rest.
         store.publish(writer)
-    except BaseException:
-        writer.abort()
-        raise
     stats.packs = len(writer.published)
     return stats
 
