@@ -159,3 +159,18 @@ def test_ten_thousand_tensors_keep_a_small_pointer_and_a_fast_diff(repo: Repo):
     assert time.perf_counter() - started < 2.0           # generous: the point is no smudge
     changed = [line for line in patch.splitlines() if line.startswith(("+blocks", "-blocks"))]
     assert [line[1:].split(" ")[0] for line in changed] == ["blocks.500.w3", "blocks.500.w3"]
+
+
+def test_log_lists_metrics_and_plots_them(tmp_path: Path, git_env):
+    from conftest import make_repo
+    import shutil
+    repo = make_repo(tmp_path / "w", git_env, track="*.pt")
+    data = Path(__file__).parent / "data" / "torch"
+    shutil.copy(data / "checkpoint.pt", repo.path / "ckpt.pt")
+    repo.commit("epoch 7")
+    shutil.copy(data / "dedup_v1.pt", repo.path / "ckpt.pt")
+    repo.commit("another run")
+    log = repo.gitmodel("log", "ckpt.pt", "--plot", str(tmp_path / "m.png")).stdout.splitlines()
+    assert len(log) == 2 and "epoch=7" in log[1] and "val_loss=0.123" in log[1]
+    png = (tmp_path / "m.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
