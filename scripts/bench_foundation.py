@@ -79,6 +79,7 @@ TARGETS = {
     "readd_growth_frac": 0.12,
     "peak_rss_mib": 256.0,
     "stored_frac": {"fp32": 0.88, "bf16": 0.72},
+    "diff_s": 0.3,              # git diff of two versions: pointer text only
 }
 
 
@@ -434,6 +435,9 @@ def measure_pair(repos: list[Repo], src: Path, sha: str, file_size: int,
             res[r.tool]["readd_growth_bytes"] = growth
             res[r.tool]["readd_growth_frac"] = growth / file_size
             r.git("commit", "-q", "-m", "v2")
+        for r in repos:
+            log(f"  {r.tool}: git diff of the two versions")
+            res[r.tool]["diff_s"] = r.timed_git("diff", "HEAD~1", "HEAD")
     for r in repos:
         res[r.tool]["stored_frac"] = res[r.tool]["stored_bytes"] / file_size
     return res
@@ -594,6 +598,7 @@ def print_table(title: str, res: dict) -> None:
         ("commit (s)", "commit_s", ".3f", 1),
         ("checkout (s)", "checkout_s", ".3f", 1),
         ("re-add 10% changed (s)", "readd_s", ".3f", 1),
+        ("git diff v1 v2 (s)", "diff_s", ".3f", 1),
         ("stored (MiB)", "stored_bytes", ".1f", MIB),
         ("stored / file", "stored_frac", ".3f", 1),
         ("re-add store growth (MiB)", "readd_growth_bytes", ".1f", MIB),
@@ -656,6 +661,7 @@ def evaluate_targets(results: dict) -> list[dict]:
               TARGETS["peak_rss_mib"])
         check(f"{kind}: stored / file", g["stored_frac"],
               TARGETS["stored_frac"][kind], positive=True)
+        check(f"{kind}: git diff of two versions (s)", g["diff_s"], TARGETS["diff_s"])
     if "rss_2gib" in results:
         r = results["rss_2gib"]
         check("2 GiB fp32: filter peak RSS MiB (add)", r["rss_add_mib"],
