@@ -24,7 +24,7 @@ import blake3
 from gitmodel import formats, pointer as pointers
 from gitmodel.formats import PeekableStream, Segment
 from gitmodel.pointer import Pointer, TensorLine
-from gitmodel.stats import STATS_DTYPES, TensorStats, chunk_partials
+from gitmodel.stats import STATS_DTYPES, StatsCache, TensorStats, chunk_partials
 from gitmodel.store import codec
 from gitmodel.store.chunker import MAX_SIZE, BufferPool, Cutter
 from gitmodel.store.manifest import Manifest
@@ -135,12 +135,13 @@ def _with_tail(segments: Iterable[Segment]) -> Iterator[Segment]:
     yield Segment(_UNTIL_EOF)
 
 
-def _prepare(chunks: list, width: int, has: Callable[[bytes], bool], dtype: str | None, offset: int):
+def _prepare(chunks: list, width: int, has: Callable[[bytes], bool], dtype: str | None, offset: int,
+             cache: StatsCache):
     """Pool task: id every chunk, encode the ones the store lacks, and summarise the values
     of a float tensor's chunks (`offset`: the first chunk's position in its tensor)."""
     ids = [blake3.blake3(chunk).digest() for chunk in chunks]
     encoded = codec.encode_batch(chunks, width, [not has(oid) for oid in ids])
-    partials = chunk_partials(chunks, dtype, offset) if dtype else [None] * len(chunks)
+    partials = chunk_partials(chunks, dtype, offset, ids, cache) if dtype else [None] * len(chunks)
     return [(oid, len(chunk), enc, part) for oid, chunk, enc, part in zip(ids, chunks, encoded, partials)]
 
 
@@ -154,6 +155,8 @@ class _ChunkSink:
         self._chunks: list[tuple[bytes, int]] = []
         self._queue: deque[tuple[Future, bytearray | None, TensorStats | None]] = deque()
         self.submitted = 0          # chunks submitted so far (their index in the manifest)
+        self._stats_cache = StatsCache(store.root / "stats-cache")
+        self._new_stats: list[bytes] = []
 
     def submit(self, chunks: list, buffer: bytearray | None, width: int,
                summary: TensorStats | None = None) -> None:
@@ -167,7 +170,7 @@ class _ChunkSink:
         if summary is not None:
             dtype, offset = summary.dtype, summary.submitted
             summary.submitted += sum(len(c) for c in chunks)
-        task = pool().submit(_prepare, chunks, width, self._store.has, dtype, offset)
+        task = pool().submit(_prepare, chunks, width, self._store.has, dtype, offset, self._stats_cache)
         self._queue.append((task, buffer, summary))
         while len(self._queue) > IN_FLIGHT:
             self._drain_one()
@@ -177,7 +180,10 @@ class _ChunkSink:
         for oid, length, encoded, partial in future.result():
             self._chunks.append((oid, length))
             if partial is not None:
-                summary.add(*partial)
+                head, values, tail, record = partial
+                summary.add(head, values, tail)
+                if record is not None:
+                    self._new_stats.append(record)
             if encoded is not None and not self._store.has(oid):
                 encoding, payload = encoded
                 self._writer.add(oid, CHUNK, encoding, length, payload)
@@ -195,6 +201,7 @@ class _ChunkSink:
         # Packs are published in the order written, the manifest last: once the manifest is
         # visible, every chunk it lists is too.
         self._store.publish(self._writer)
+        self._stats_cache.append(self._new_stats)
         return oid, [cid for cid, _ in self._chunks]
 
     def abort(self) -> None:

@@ -16,6 +16,7 @@ when non-zero.
 from __future__ import annotations
 
 import math
+import os
 import struct
 import threading
 from dataclasses import dataclass
@@ -92,8 +93,8 @@ def summarize(data, dtype: str) -> Partial:
         low, high = x.min(), x.max()
     start = np.zeros(1, np.intp)
     wide = wide[:x.size]
-    np.copyto(wide, x)
     with np.errstate(over="ignore", invalid="ignore"):     # huge F64 values: norm=inf
+        np.copyto(wide, x)
         total = float(np.add.reduceat(wide, start)[0])
         squares = float(np.add.reduceat(np.square(wide, out=wide), start)[0])
     return Partial(wide.size, total, squares, float(low), float(high), zeros, nan, inf)
@@ -114,17 +115,124 @@ def _scalar(element: bytes, dtype: str) -> Partial:
 GROUP_BYTES = 1 << 20       # chunks summarised together: bounds the scratch memory per thread
 
 
-def chunk_partials(chunks: list, dtype: str, offset: int) -> list[tuple[bytes, Partial | None, bytes]]:
-    """Worker side: `_group_partials` over groups of about GROUP_BYTES."""
-    out, group, size = [], [], 0
-    for chunk in chunks:
-        if group and size + len(chunk) > GROUP_BYTES:
-            out += _group_partials(group, dtype, offset)
-            offset += size
-            group, size = [], 0
-        group.append(chunk)
-        size += len(chunk)
-    return out + (_group_partials(group, dtype, offset) if group else [])
+def chunk_partials(chunks: list, dtype: str, offset: int, ids: list[bytes] | None = None,
+                   cache: "StatsCache | None" = None) -> list[tuple[bytes, Partial | None, bytes, bytes | None]]:
+    """Worker side: for each of these consecutive chunks of one tensor (the first at byte
+    `offset` of it), (bytes before its first element boundary, statistics of its whole
+    elements, bytes after its last boundary, a new cache record or None). Chunks found in
+    `cache` (by id, dtype and phase) are not computed again; the others are summarised
+    by `_group_partials` in groups of about GROUP_BYTES."""
+    width = STATS_DTYPES[dtype]
+    out: list = [None] * len(chunks)
+    pending: list[int] = []                      # consecutive chunks still to compute
+    position, start_of_pending = offset, offset
+
+    def compute() -> None:
+        group, size, at = [], 0, start_of_pending
+        for i in pending + [None]:
+            if i is None or (group and size + len(chunks[i]) > GROUP_BYTES):
+                for j, result in zip(group, _group_partials([chunks[j] for j in group], dtype, at)):
+                    record = None
+                    if cache is not None and ids is not None and result[1] is not None:
+                        record = StatsCache.record(ids[j], dtype, (at_of[j]) % width, result[1])
+                    out[j] = (*result, record)
+                at += size
+                group, size = [], 0
+            if i is not None:
+                group.append(i)
+                size += len(chunks[i])
+
+    at_of = {}
+    for i, chunk in enumerate(chunks):
+        at_of[i] = position
+        hit = cache.get(ids[i], dtype, position % width) if cache is not None and ids else None
+        if hit is not None:
+            if pending:
+                compute()
+                pending = []
+            skip = -position % width
+            whole = (len(chunk) - skip) // width * width
+            out[i] = (bytes(chunk[:skip]), hit, bytes(chunk[skip + whole:]), None)
+        else:
+            if not pending:
+                start_of_pending = position
+            pending.append(i)
+        position += len(chunk)
+    if pending:
+        compute()
+    return out
+
+
+class StatsCache:
+    """Statistics of chunks already summarised, so re-adding a checkpoint whose tensors
+    mostly did not change skips their arithmetic. An append-only file of fixed-size records:
+      u8 version, 32-byte chunk id, u8 dtype code, u8 phase (the chunk's offset in its tensor
+      modulo the element width), u64 count, f64 total, f64 squares, f64 min, f64 max,
+      u64 zeros, u64 nan, u64 inf, then the first 8 bytes of BLAKE3 of all of that.
+    The values are exactly those `_group_partials` computes (which depend only on the chunk's
+    bytes, dtype and phase), so a pointer is the same with or without the cache. A record that
+    fails its check, or a file of the wrong length, is ignored (the cache is rebuilt); several
+    processes append whole records at once with O_APPEND."""
+
+    VERSION = 1
+    _body = struct.Struct("<B32sBBQddddQQQ")
+    SIZE = _body.size + 8
+    MAX_BYTES = 64 << 20
+    CODES = {"F64": 1, "F32": 2, "F16": 3, "BF16": 4}
+
+    def __init__(self, path):
+        self.path = path
+        self._entries: dict | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def record(cls, oid: bytes, dtype: str, phase: int, p: Partial) -> bytes:
+        import blake3
+        body = cls._body.pack(cls.VERSION, oid, cls.CODES[dtype], phase, p.count, p.total,
+                              p.squares, p.low, p.high, p.zeros, p.nan, p.inf)
+        return body + blake3.blake3(body).digest()[:8]
+
+    def get(self, oid: bytes, dtype: str, phase: int) -> Partial | None:
+        if self._entries is None:
+            with self._lock:
+                if self._entries is None:
+                    self._entries = self._load()
+        return self._entries.get((oid, self.CODES[dtype], phase))
+
+    def _load(self) -> dict:
+        import blake3
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read(self.MAX_BYTES + 1)
+        except OSError:
+            return {}
+        if len(data) % self.SIZE or len(data) > self.MAX_BYTES:
+            try:
+                self.path.unlink()                      # damaged or too large: start over
+            except OSError:
+                pass
+            return {}
+        entries = {}
+        for at in range(0, len(data), self.SIZE):
+            body, check = data[at:at + self._body.size], data[at + self._body.size:at + self.SIZE]
+            if blake3.blake3(body).digest()[:8] != check:
+                continue
+            version, oid, code, phase, *values = self._body.unpack(body)
+            if version == self.VERSION:
+                entries[(oid, code, phase)] = Partial(*values)
+        return entries
+
+    def append(self, records: list[bytes]) -> None:
+        if not records:
+            return
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, b"".join(records))
+            finally:
+                os.close(fd)
+        except OSError:
+            pass                                        # a cache: losing it costs time only
 
 
 def _group_partials(chunks: list, dtype: str, offset: int) -> list[tuple[bytes, Partial | None, bytes]]:
@@ -171,8 +279,8 @@ def _group_partials(chunks: list, dtype: str, offset: int) -> list[tuple[bytes, 
         high = np.maximum.reduceat(x, index)[::2]
         zero_at = np.flatnonzero(x == 0)                 # zeros are few: count by position
         zeros = np.searchsorted(zero_at, ends) - np.searchsorted(zero_at, starts)
-        np.copyto(wide, x)
         with np.errstate(over="ignore", invalid="ignore"):
+            np.copyto(wide, x)
             totals = np.add.reduceat(wide, index)[::2]
             squares = np.add.reduceat(np.square(wide, out=wide), index)[::2]
         for k, i in enumerate(wanted):

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import write_safetensors
 from gitmodel import checkpoint, pointer
-from gitmodel.stats import Partial, TensorStats, summarize
+from gitmodel.stats import Partial, StatsCache, TensorStats, chunk_partials, summarize
 from gitmodel.store.objects import Store
 
 SETTINGS = settings(max_examples=25, deadline=None,
@@ -146,3 +146,42 @@ def test_real_weights_statistics(tmp_path: Path):
     ln = _fields(lines["embeddings.LayerNorm.weight"])
     assert 0.5 < ln["mean"] < 2 and ln["std"] < ln["mean"]            # LayerNorm gains near 1
     assert not lines["embeddings.position_ids"].stats                 # integers: no statistics
+
+
+def test_statistics_cache_gives_the_same_pointer_and_survives_damage(tmp_path: Path):
+    rng = np.random.default_rng(3)
+    model = {f"t{i}": rng.standard_normal(100_003).astype(np.float32) for i in range(6)}
+    model["b"] = (rng.standard_normal(70_001).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    data = write_safetensors(tmp_path / "m.safetensors", model, dtypes={"b": "BF16"}).read_bytes()
+    store = Store(tmp_path / "s")
+    cache = store.root / "stats-cache"
+    first = checkpoint.clean(io.BytesIO(data), store)
+    assert cache.stat().st_size > 0 and cache.stat().st_size % StatsCache.SIZE == 0
+    records = cache.stat().st_size
+    # From the cache, with different read sizes: the same pointer, nothing new recorded.
+    assert checkpoint.clean(io.BufferedReader(Trickle(data, 5), 1), store) == first
+    assert cache.stat().st_size == records
+    # A changed tensor: only its chunks are computed and recorded.
+    model["t2"] = model["t2"] * 3
+    changed = write_safetensors(tmp_path / "m2.safetensors", model, dtypes={"b": "BF16"}).read_bytes()
+    fresh = checkpoint.clean(io.BytesIO(changed), Store(tmp_path / "other"))
+    assert checkpoint.clean(io.BytesIO(changed), store) == fresh
+    assert records < cache.stat().st_size < 2 * records
+    # Damage: a flipped byte voids one record, a torn tail voids the file; pointers stay right.
+    raw = bytearray(cache.read_bytes())
+    raw[40] ^= 1
+    cache.write_bytes(bytes(raw))
+    assert checkpoint.clean(io.BytesIO(data), store) == first
+    cache.write_bytes(bytes(raw) + b"torn")
+    assert checkpoint.clean(io.BytesIO(data), store) == first
+
+
+def test_cached_values_are_exactly_the_computed_ones():
+    rng = np.random.default_rng(4)
+    data = rng.standard_normal(50_000).astype(np.float32).tobytes()
+    chunks = [memoryview(data)[a:b] for a, b in ((0, 70_001), (70_001, 130_003), (130_003, 200_000))]
+    computed = chunk_partials(chunks, "F32", 3)
+    for (head, part, tail, _), chunk, at in zip(computed, chunks, (3, 70_004, 130_006)):
+        record = StatsCache.record(b"\x01" * 32, "F32", at % 4, part)
+        body = StatsCache._body.unpack(record[:StatsCache._body.size])
+        assert Partial(*body[4:]) == part
