@@ -234,8 +234,8 @@ class Restore:
     def write_to(self, emit: Callable[..., object]) -> None:
         """Emit the file's bytes in order, as `emit(*buffers)` calls; raises CorruptObject
         before emitting a bad chunk."""
-        ids = [cid for cid, _ in self.manifest.chunks]
-        batches = (ids[i:i + RESTORE_BATCH] for i in range(0, len(ids), RESTORE_BATCH))
+        chunks = self.manifest.chunks
+        batches = (chunks[i:i + RESTORE_BATCH] for i in range(0, len(chunks), RESTORE_BATCH))
         queue: deque[Future] = deque()
         try:
             for batch in batches:
@@ -248,8 +248,14 @@ class Restore:
             for future in queue:
                 future.cancel()
 
-    def _read_batch(self, ids: list[bytes]) -> list:
-        return [self._store.read(cid) for cid in ids]
+    def _read_batch(self, chunks: list[tuple[bytes, int]]) -> list:
+        out = []
+        for cid, length in chunks:
+            data = self._store.read(cid)
+            if len(data) != length:           # a manifest that lies about a chunk's length
+                raise CorruptObject(cid, f"manifest says {length} bytes, chunk has {len(data)}")
+            out.append(data)
+        return out
 
 
 def smudge(ptr: Pointer, store: Store, out: BinaryIO) -> None:

@@ -259,9 +259,11 @@ def cmd_diff(args) -> int:
     old_side, new_side = revisions.sides(args.revs, args.cached)
     store = _open_store()
     diffs = []
-    for path in revisions.changed_paths(Path.cwd(), args.revs, args.cached, args.paths):
-        old = revisions.pointer_at(repository, old_side, path, store)
-        new = revisions.pointer_at(repository, new_side, path, store)
+    changed = revisions.changed_paths(Path.cwd(), args.revs, args.cached, args.paths)
+    tracked = revisions.tracked_paths(Path(repository.workdir), changed)
+    for path in changed:
+        old = revisions.pointer_at(repository, old_side, path, store, path in tracked)
+        new = revisions.pointer_at(repository, new_side, path, store, path in tracked)
         if old is None and new is None:
             continue                                  # not a checkpoint
         if args.numbers:
@@ -278,11 +280,9 @@ def cmd_diff(args) -> int:
 
 def cmd_show(args) -> int:
     from gitmodel.git import history, revisions
-    rev, sep, path = args.spec.partition(":")
-    if not sep:
-        rev, path = None, args.spec               # a work-tree file
+    rev, path = revisions.split_spec(args.spec)
     repository = history.open_repository()
-    ptr = revisions.pointer_at(repository, rev or None, path, _open_store())
+    ptr = revisions.pointer_at(repository, rev, path, _open_store())
     if ptr is None:
         print(f"gitmodel: {args.spec} is not a tracked checkpoint", file=sys.stderr)
         return 1
@@ -296,7 +296,8 @@ def cmd_log(args) -> int:
     from gitmodel.pointer import format_number
     repository = history.open_repository()
     rows = []
-    for commit, ptr in revisions.history_of(repository, args.path, args.rev, args.max_count):
+    path = revisions.from_cwd(args.path)
+    for commit, ptr in revisions.history_of(repository, path, args.rev, args.max_count):
         when = datetime.datetime.fromtimestamp(commit.commit_time, datetime.timezone.utc)
         rows.append((commit, when, ptr))
         metrics = "  ".join(f"{k}={format_number(v)}" for k, v in ptr.metrics)

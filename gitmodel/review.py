@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from gitmodel import formats
 from gitmodel.formats import DTYPE_BITS, PeekableStream
 from gitmodel.pointer import Pointer, TensorLine
-from gitmodel.store.objects import Store
+from gitmodel.store.objects import CorruptObject, Store
 
 BLOCK_ELEMENTS = 1 << 20
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
@@ -43,7 +43,11 @@ class StoredFile:
             i = bisect.bisect_right(self._starts, offset) - 1
             start = self._starts[i]
             if self._cached is None or self._cached[0] != i:
-                self._cached = (i, self._store.read(self._chunks[i][0]))
+                cid, length = self._chunks[i]
+                data = self._store.read(cid)
+                if len(data) != length:
+                    raise CorruptObject(cid, f"manifest says {length} bytes, chunk has {len(data)}")
+                self._cached = (i, data)
             data = self._cached[1]
             take = min(end, start + len(data)) - offset
             parts.append(data[offset - start:offset - start + take])

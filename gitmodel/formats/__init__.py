@@ -65,7 +65,9 @@ Reader = Callable[[PeekableStream], "Layout | None"]
 
 def _readers() -> list[Reader]:
     from gitmodel.formats import gguf, numpy_files, onnx, safetensors, torch_zip
-    return [safetensors.read_layout, torch_zip.read_layout, numpy_files.read_layout,
+    # numpy before torch: both take zip files, and the npz check (first entry *.npy) is
+    # cheap, while the torch reader may walk several leading entries before giving up.
+    return [safetensors.read_layout, numpy_files.read_layout, torch_zip.read_layout,
             gguf.read_layout, onnx.read_layout]
 
 

@@ -119,7 +119,8 @@ def remote_tracking(repo: pygit2.Repository, git_remote: str) -> list[str]:
 
 
 def iter_work_tree_pointers(repo: pygit2.Repository) -> Iterator[tuple[str, Pointer]]:
-    """(path, pointer) for index entries whose work-tree file is still the pointer text."""
+    """(path, pointer) for index entries whose work-tree file is still exactly the pointer
+    the index holds (a pointer file edited by hand is the user's change: left alone)."""
     root = Path(repo.workdir)
     for entry in repo.index:
         path = root / entry.path
@@ -130,6 +131,9 @@ def iter_work_tree_pointers(repo: pygit2.Repository) -> Iterator[tuple[str, Poin
                 head = f.read(len(pointers.MAGIC_PREFIX))
             if not pointers.is_pointer_prefix(head):
                 continue
-            yield entry.path, pointers.parse(path.read_bytes())
+            data = path.read_bytes()
+            if pygit2.hash(data) != entry.id:
+                continue
+            yield entry.path, pointers.parse(data)
         except (OSError, pointers.PointerError):
             continue

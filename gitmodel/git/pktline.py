@@ -77,7 +77,7 @@ class PacketReader:
         not UTF-8 (git path names may hold any) survive as surrogate escapes."""
         items = []
         while (payload := self.packet()) is not None:
-            items.append(payload.decode("utf-8", "surrogateescape").rstrip("\n"))
+            items.append(payload.decode("utf-8", "surrogateescape").removesuffix("\n"))
         return items
 
 
@@ -133,7 +133,7 @@ class PacketWriter:
 
     def text(self, *lines: str) -> None:
         for line in lines:
-            data = (line + "\n").encode("utf-8")
+            data = (line + "\n").encode("utf-8", "surrogateescape")    # path names as git sent them
             self._stream.write(b"%04x" % (len(data) + 4) + data)
 
     def flush(self) -> None:

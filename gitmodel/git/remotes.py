@@ -95,6 +95,18 @@ def _set_option(options: dict, text: str) -> None:
     node[path[-1]] = value
 
 
+def _absolute(url: str, cwd: Path | None) -> str:
+    """A folder URL written relative (`../models`) means relative to the top of the work
+    tree, wherever a command runs from."""
+    if _URL_LIKE.match(url) or os.path.isabs(os.path.expanduser(url)):
+        return os.path.expanduser(url)
+    from gitmodel.git import repo
+    try:
+        return str((repo.toplevel(cwd) / url).resolve())
+    except repo.NotARepository:
+        return url
+
+
 def configured(cwd: Path | None = None) -> tuple[dict[str, RemoteSpec], str | None]:
     """Every named remote and the default remote's name, all sources merged."""
     remotes: dict[str, RemoteSpec] = {}
@@ -108,7 +120,7 @@ def configured(cwd: Path | None = None) -> tuple[dict[str, RemoteSpec], str | No
             elif len(parts) >= 3 and parts[-1] == "url":
                 name = ".".join(parts[1:-1])
                 spec = remotes.setdefault(name, RemoteSpec(name, value))
-                spec.url, spec.source = value, label
+                spec.url, spec.source = _absolute(value, cwd), label
             elif len(parts) >= 3 and parts[-1] == "option":
                 option_lists.setdefault(".".join(parts[1:-1]), []).append(value)
         for name, texts in option_lists.items():      # a source's options replace lower ones
@@ -128,12 +140,13 @@ def resolve(name_or_url: str | None = None, cwd: Path | None = None) -> RemoteSp
     if choice:
         if choice in remotes:
             return remotes[choice]
-        if _URL_LIKE.match(choice) or "/" in choice or os.path.isdir(choice):
-            return RemoteSpec(choice, choice, source="command line")
+        if _URL_LIKE.match(choice) or choice.startswith(("/", "./", "../", "~")):
+            return RemoteSpec(choice, os.path.expanduser(choice), source="command line")
         spec = _embedded_default(choice, cwd)
         if spec is None:
             raise ConfigError(f"no gitmodel remote named {choice!r}; `gitmodel remote list` "
-                              "shows the configured ones")
+                              "shows the configured ones (a folder path starts with / ./ "
+                              "../ or ~)")
         return spec
     return _default(remotes, default) or _embedded_default("origin", cwd)
 

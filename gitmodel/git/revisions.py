@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import posixpath
 import subprocess
 from pathlib import Path
 
@@ -28,9 +30,11 @@ def _from_blob(repo: pygit2.Repository, oid) -> Pointer | None:
     return pointers.parse(data)
 
 
-def pointer_at(repo: pygit2.Repository, side: str | None, path: str, store: Store) -> Pointer | None:
-    """The pointer of `path` on one side: a revision, INDEX, or WORK_TREE (whose file is
-    cleaned into the store if it is not a pointer already). None if absent or not a checkpoint."""
+def pointer_at(repo: pygit2.Repository, side: str | None, path: str, store: Store,
+               tracked: bool = True) -> Pointer | None:
+    """The pointer of `path` on one side: a revision, INDEX, or WORK_TREE (whose file, if
+    `tracked` by gitmodel, is cleaned into the store unless it is a pointer already). None if
+    absent or not a checkpoint."""
     if side is INDEX:
         entry = repo.index[path] if path in repo.index else None
         return _from_blob(repo, entry.id) if entry is not None else None
@@ -43,6 +47,8 @@ def pointer_at(repo: pygit2.Repository, side: str | None, path: str, store: Stor
             f.seek(0)
             if pointers.is_pointer_prefix(head):
                 return pointers.parse(f.read(pointers.MAX_POINTER_SIZE + 1))
+            if not tracked:
+                return None
             text = checkpoint.clean(f, store)
         return pointers.parse(text) if text else None
     try:
@@ -50,6 +56,28 @@ def pointer_at(repo: pygit2.Repository, side: str | None, path: str, store: Stor
     except (KeyError, ValueError, pygit2.GitError):
         return None
     return _from_blob(repo, obj.id)
+
+
+def from_cwd(path: str, cwd: Path | None = None) -> str:
+    """A path given relative to the current directory, made relative to the top of the work
+    tree (what git objects and the index use)."""
+    out = subprocess.run(["git", "rev-parse", "--show-prefix"], cwd=cwd, capture_output=True, text=True)
+    joined = posixpath.normpath(posixpath.join(out.stdout.strip(), path))
+    if joined == ".." or joined.startswith("../"):
+        raise RevisionError(f"{path} is outside the repository")
+    return joined
+
+
+def split_spec(spec: str, cwd: Path | None = None) -> tuple[str | None, str]:
+    """`REV:PATH` as git reads it (PATH from the top, or from here when it starts with ./ or
+    ../), or a bare work-tree PATH (from here): (revision or WORK_TREE, path from the top)."""
+    rev, sep, path = spec.partition(":")
+    if not sep:
+        return WORK_TREE, from_cwd(spec, cwd)
+    side = rev if rev else INDEX                      # `:PATH` is the index, as in git
+    if path.startswith(("./", "../")):
+        return side, from_cwd(path, cwd)
+    return side, path
 
 
 def check_revision(repo: pygit2.Repository, rev: str) -> None:
@@ -68,7 +96,19 @@ def changed_paths(workdir: Path, revs: list[str], cached: bool, paths: list[str]
     result = subprocess.run(args + revs + ["--"] + paths, cwd=workdir, capture_output=True)
     if result.returncode != 0:
         raise RevisionError(result.stderr.decode(errors="replace").strip())
-    return [p for p in result.stdout.decode("utf-8", "surrogateescape").split("\0") if p]
+    return [os.fsdecode(p) for p in result.stdout.split(b"\0") if p]
+
+
+def tracked_paths(workdir: Path, paths: list[str]) -> set[str]:
+    """The paths whose `filter` attribute is gitmodel (one `git check-attr` for all)."""
+    if not paths:
+        return set()
+    listing = b"".join(os.fsencode(p) + b"\0" for p in paths)
+    result = subprocess.run(["git", "check-attr", "-z", "--stdin", "filter"], cwd=workdir,
+                            input=listing, capture_output=True)
+    fields = result.stdout.split(b"\0")
+    return {os.fsdecode(fields[i]) for i in range(0, len(fields) - 2, 3)
+            if fields[i + 2] == b"gitmodel"}
 
 
 def sides(revs: list[str], cached: bool) -> tuple[str | None, str | None]:

@@ -98,9 +98,23 @@ def _is_ours(path) -> bool:
         return False
 
 
+def _shared_hooks(cwd=None) -> str | None:
+    """core.hooksPath, when set: a hooks folder that may serve many repositories."""
+    out = subprocess.run(["git", "config", "--get", "core.hooksPath"], cwd=cwd,
+                         capture_output=True, text=True)
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def install_hook(report: Report, cwd=None, chain: bool = True) -> None:
     """Write the pre-push hook. One that is already there (not ours) is kept and chained:
-    renamed to pre-push.before-gitmodel, which our hook runs first."""
+    renamed to pre-push.before-gitmodel, which our hook runs first. With core.hooksPath set
+    (hooks shared by many repositories, often managed by a tool) nothing is written: the
+    report says to call `gitmodel pre-push "$@"` from that hook."""
+    shared = _shared_hooks(cwd)
+    if shared:
+        report.kept.append(f"core.hooksPath is {shared}: add `gitmodel pre-push \"$@\"` "
+                           "(reading the same standard input) to its pre-push hook")
+        return
     directory = hooks_dir(cwd)
     path, chained = directory / HOOK, directory / (HOOK + CHAINED_SUFFIX)
     source = hook_source()
@@ -124,7 +138,7 @@ def install_hook(report: Report, cwd=None, chain: bool = True) -> None:
 def ensure_hook(cwd=None) -> None:
     """Install the hook if the repository has none (a clone made with a global install)."""
     try:
-        if not (hooks_dir(cwd) / HOOK).exists():
+        if not _shared_hooks(cwd) and not (hooks_dir(cwd) / HOOK).exists():
             install_hook(Report(), cwd, chain=False)
     except (OSError, subprocess.CalledProcessError):
         pass

@@ -80,18 +80,19 @@ def pointers_for_push(repository, lines: Iterable[str], git_remote: str | None) 
 
 def restore_work_tree(paths: list[str], cwd: Path | None = None) -> None:
     """Replace pointer files in the work tree by their checkpoints, through git itself (so the
-    index stays in step): remove them, then check them out again from the index."""
+    index stays in step): remove them, then check them out again from the index. Paths are
+    passed literally (a name like `a[1].pt` must not match `a1.pt`)."""
     top = repo.toplevel(cwd)
     env = dict(os.environ)
     env.pop("GITMODEL_SKIP_SMUDGE", None)
-    for start in range(0, len(paths), 1000):
-        batch = paths[start:start + 1000]
-        for path in batch:
-            (top / path).unlink(missing_ok=True)
-        result = subprocess.run(["git", "checkout", "--", *batch], cwd=top, env=env)
-        if result.returncode != 0:
-            raise RemoteError("git checkout could not restore some files (see above); they are "
-                              "safe in git and the store: run `gitmodel pull` again")
+    for path in paths:
+        (top / path).unlink(missing_ok=True)
+    listing = b"".join(os.fsencode(path) + b"\0" for path in paths)
+    result = subprocess.run(["git", "--literal-pathspecs", "checkout", "--pathspec-from-file=-",
+                             "--pathspec-file-nul"], cwd=top, env=env, input=listing)
+    if result.returncode != 0:
+        raise RemoteError("git checkout could not restore some files (see above); they are "
+                          "safe in git and the store: run `gitmodel pull` again")
 
 
 def mirror(source: RemoteSpec, dest: RemoteSpec, tmp_dir: Path, quiet: bool = False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,8 +19,8 @@ import fsspec
 from gitmodel.store.pack import PackError, decode_index
 
 PACK_NAME = re.compile(r"pack-[0-9a-f]{64}")
-_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-              ValueError, TypeError, AttributeError, KeyError, NotImplementedError, ImportError)
+_PERMANENT = (PermissionError, IsADirectoryError, NotADirectoryError, ValueError, TypeError,
+              AttributeError, KeyError, NotImplementedError, ImportError)
 
 
 class RemoteError(Exception):
@@ -47,6 +48,8 @@ class Remote:
         self.root = root.rstrip("/")
         self.pack_dir = f"{self.root}/packs"
         self._made_dir = False
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self._local = "file" in protocols or "local" in protocols
         self.pack_sizes: dict[str, int | None] = {}   # pack files seen by the last listing
 
     def __str__(self) -> str:
@@ -57,8 +60,11 @@ class Remote:
         for attempt in range(attempts):
             try:
                 return fn(*args, **kwargs)
-            except _PERMANENT:
-                raise
+            except FileNotFoundError:
+                raise                             # callers expect it (an empty remote, ...)
+            except _PERMANENT as err:             # retrying cannot help: say so at once
+                raise RemoteError(f"remote {self}: {what} failed: {type(err).__name__}: "
+                                  f"{err}") from None
             except Exception as err:          # network, server and timeout errors of any backend
                 if attempt + 1 == attempts:
                     raise RemoteError(f"remote {self}: {what} failed after {attempts} "
@@ -103,17 +109,30 @@ class Remote:
         return self.call(f"opening {name}.pack", self.fs.open, f"{self.pack_dir}/{name}.pack", "rb")
 
     def put_pack(self, path: Path, name: str, index: bytes) -> None:
-        """Upload a pack, then its index: readers see the pack only once both are complete.
-        A pack the last listing showed at full size (an interrupted earlier push) is not sent
-        again."""
-        pack = f"{self.pack_dir}/{name}.pack"
+        """Upload a pack, then its index: readers see the pack only once both are complete."""
+        self.put_pack_file(path, name)
+        self.put_index(name, index)
+
+    def put_pack_file(self, path: Path, name: str) -> None:
+        """Upload a pack file (invisible until its index follows). One the last listing
+        showed at full size (an interrupted earlier transfer) is not sent again."""
         if self.pack_sizes.get(name) != path.stat().st_size:
-            self.call(f"uploading {name}.pack", self._put, str(path), pack)
+            self.call(f"uploading {name}.pack", self._put, str(path), f"{self.pack_dir}/{name}.pack")
+
+    def put_index(self, name: str, index: bytes) -> None:
         self.call(f"uploading {name}.idx", self.fs.pipe_file, f"{self.pack_dir}/{name}.idx", index)
 
     def _put(self, local: str, remote: str) -> None:
         if not self._made_dir:                     # folders need it; object stores ignore it
             self.fs.makedirs(self.pack_dir, exist_ok=True)
             self._made_dir = True
-        self.fs.put_file(local, remote)
+        if self._local:
+            # A folder shows a file while it is written (an object store does not): write
+            # under a temporary name, then rename, so a crash never leaves a full-size but
+            # wrong pack for a later push to trust.
+            temporary = f"{remote}.tmp-{os.getpid()}-{threading.get_ident()}"
+            self.fs.put_file(local, temporary)
+            self.fs.mv(temporary, remote)
+        else:
+            self.fs.put_file(local, remote)
 

@@ -262,40 +262,66 @@ def checkpoint_objects(store: Store, index: RemoteIndex, manifest_ids: Iterable[
 
 def mirror(source: Remote, dest: Remote, tmp_dir: Path, quiet: bool = False,
            log: Callable[[str], None] = lambda line: None) -> Stats:
-    """Copy every pack `dest` lacks from `source`, verifying each record on the way."""
+    """Copy every pack `dest` lacks from `source`, verifying each record on the way.
+
+    Pack files go first, all of them, without their indexes (so invisible); then the indexes,
+    a pack's only after those of the packs holding its manifests' chunks. Interrupted, the
+    destination shows only complete checkpoints, and a repeated mirror skips pack files that
+    arrived whole."""
     wanted = sorted(source.pack_names() - dest.pack_names())
     indexes = {}
     for name in wanted:
         try:
             indexes[name] = source.read_index(name)
-        except PackError:
-            log(f"skipping {name}: its index on {source} is incomplete or damaged")
+        except (PackError, FileNotFoundError):
+            log(f"skipping {name}: its index on {source} is incomplete, damaged or gone")
     entries = {name: decode_index(name, data) for name, data in indexes.items()}
-    # Chunk-only packs first: a reader of `dest` never sees a manifest before its chunks.
-    order = sorted(entries, key=lambda n: (any(e.kind == MANIFEST for e in entries[n].values()), n))
-    stats = Stats(packs=len(order), objects=sum(len(e) for e in entries.values()))
+    stats = Stats(packs=len(entries), objects=sum(len(e) for e in entries.values()))
     total = sum(record_head.size + e.stored_length for es in entries.values() for e in es.values())
+    needs: dict[str, set[bytes]] = {}              # pack -> chunks its manifests list
     tmp_dir.mkdir(parents=True, exist_ok=True)
     with progress.bar(total, f"mirror to {dest.name}", quiet) as bar:
-        for name in order:
+        for name in sorted(entries):
             path = tmp_dir / f"{name}.mirror"
             try:
                 try:
                     with source.open_pack(name) as src, open(path, "wb") as out:
-                        stats.bytes += _copy_verified(src, out, name, entries[name], bar.update)
-                except (CorruptObject, PackError) as err:
-                    raise RemoteError(f"remote {source}: {name}.pack is damaged ({err}); it was "
-                                      f"not copied to {dest}") from None
-                dest.put_pack(path, name, indexes[name])
+                        size, needs[name] = _copy_verified(src, out, name, entries[name], bar.update)
+                except (CorruptObject, PackError, FileNotFoundError) as err:
+                    raise RemoteError(f"remote {source}: {name}.pack is damaged or gone ({err}); "
+                                      f"it was not copied to {dest}") from None
+                stats.bytes += size
+                dest.put_pack_file(path, name)
             finally:
                 path.unlink(missing_ok=True)
-            log(f"copied {name} ({len(entries[name])} objects)")
+    for name in _publication_order(entries, needs):
+        dest.put_index(name, indexes[name])
+        log(f"copied {name} ({len(entries[name])} objects)")
     return stats
 
 
-def _copy_verified(src, out, name: str, entries: dict[bytes, Entry], advance) -> int:
+def _publication_order(entries: dict[str, dict[bytes, Entry]], needs: dict[str, set[bytes]]) -> list[str]:
+    """Packs ordered so that each comes after the copied packs holding chunks its manifests
+    list (chunks in no copied pack are already at the destination)."""
+    holder: dict[bytes, str] = {}
+    for name in sorted(entries):
+        for oid in entries[name]:
+            holder.setdefault(oid, name)
+    depends = {name: {holder[c] for c in needs.get(name, ()) if c in holder} - {name}
+               for name in entries}
+    order, done = [], set()
+    while len(order) < len(entries):
+        ready = sorted(n for n in entries if n not in done and depends[n] <= done)
+        if not ready:                     # a cycle (two writers' packs citing each other)
+            ready = sorted(n for n in entries if n not in done)
+        order += ready
+        done.update(ready)
+    return order
+
+
+def _copy_verified(src, out, name: str, entries: dict[bytes, Entry], advance) -> tuple[int, set[bytes]]:
     """Stream a pack from src to out, checking that its records are exactly those its index
-    lists, each intact. Returns the bytes copied."""
+    lists, each intact. Returns the bytes copied and the chunk ids its manifests list."""
     def exact(n: int) -> bytes:
         data = src.read(n)
         if len(data) != n:
@@ -305,15 +331,20 @@ def _copy_verified(src, out, name: str, entries: dict[bytes, Entry], advance) ->
     if exact(len(PACK_MAGIC)) != PACK_MAGIC:
         raise PackError(f"{name}.pack is not a gitmodel pack")
     out.write(PACK_MAGIC)
-    position = len(PACK_MAGIC)
+    position, cited = len(PACK_MAGIC), set()
     for oid, entry in sorted(entries.items(), key=lambda item: item[1].offset):
         if entry.offset != position:
             raise PackError(f"{name}.idx places records in gaps or overlaps")
         record = exact(record_head.size + entry.stored_length)
-        check_record(oid, entry, record)
+        data = check_record(oid, entry, record)
+        if entry.kind == MANIFEST:
+            try:
+                cited.update(cid for cid, _ in Manifest.decode(data).chunks)
+            except ValueError as err:
+                raise PackError(f"manifest {oid.hex()} in {name}.pack: {err}") from None
         out.write(record)
         position += len(record)
         advance(len(record))
     if src.read(1):
         raise PackError(f"{name}.pack has bytes its index does not list")
-    return position
+    return position, cited

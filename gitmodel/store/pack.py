@@ -105,8 +105,14 @@ class PackWriter:
         if self._file is None:
             self._open()
         offset = self._size
-        self._write(record_head.pack(oid, kind, encoding, raw_length, len(payload)))
-        self._write(payload)
+        try:
+            self._write(record_head.pack(oid, kind, encoding, raw_length, len(payload)))
+            self._write(payload)
+        except BaseException:                  # interrupted mid-record: leave no partial one
+            self._file.truncate(offset)
+            self._file.seek(offset)
+            self._size = offset
+            raise
         self.pending[oid] = Entry("", offset, len(payload), raw_length, kind, encoding)
         if self._size >= self._target:
             self._publish()
