@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -546,3 +547,118 @@ def test_interrupted_fetch_keeps_what_arrived(tmp_path: Path, monkeypatch):
     again = transfer.download(fresh, RemoteIndex(remote, fresh.root), oids)
     assert again.objects == len(set(oids)) - kept
     assert _restore(fresh, manifests[0]) == files[0]
+
+
+# ----------------------------------------------------------------------------- review findings
+
+def test_delayed_checkout_of_a_non_utf8_path(tmp_path: Path, env):
+    import os as _os
+    repo = make_repo(tmp_path / "w", env)
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "store"))
+    odd = _os.fsdecode(b"caf\xe9.safetensors")
+    write_safetensors(repo.path / odd, random_model(70))
+    write_safetensors(repo.path / "ok.safetensors", random_model(71))
+    repo.commit("odd names")
+    repo.gitmodel("push")
+    bare = tmp_path / "b.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    repo.git("remote", "add", "hub", str(bare))
+    repo.git("push", "-q", "hub", "main")
+    other = user(tmp_path, env, "jo")
+    clone(bare, tmp_path / "jo", other)
+    assert sha256(tmp_path / "jo" / odd) == sha256(repo.path / odd)
+    assert sha256(tmp_path / "jo/ok.safetensors") == sha256(repo.path / "ok.safetensors")
+
+
+def test_pull_takes_paths_literally_and_keeps_edits(tmp_path: Path, env):
+    repo, bare, _ = publish(tmp_path, env, str(tmp_path / "store"), files=1)
+    for name, seed in (("a[1].safetensors", 80), ("a1.safetensors", 81)):
+        write_safetensors(repo.path / name, random_model(seed))
+    repo.commit("glob-like names")
+    repo.git("push", "-q", "origin", "main")
+    other = dict(user(tmp_path, env, "kim"), GITMODEL_SKIP_SMUDGE="1")
+    clone(bare, tmp_path / "kim", other)
+    kim = Repo(tmp_path / "kim", other)
+    edited = write_safetensors(kim.path / "a1.safetensors", random_model(99))   # the user's work
+    mine = sha256(edited)
+    kim.gitmodel("pull")
+    assert sha256(kim.path / "a1.safetensors") == mine, "pull overwrote an uncommitted change"
+    assert sha256(kim.path / "a[1].safetensors") == sha256(repo.path / "a[1].safetensors")
+
+
+def test_diff_does_not_store_untracked_files(repo: Repo):
+    (repo.path / "notes.txt").write_text("v1\n")
+    write_safetensors(repo.path / "m.safetensors", random_model(1))
+    repo.commit("v1")
+    (repo.path / "notes.txt").write_text("v2\n" * 100000)
+    before = sum(p.stat().st_size for p in repo.store.rglob("*") if p.is_file())
+    out = json.loads(repo.gitmodel("diff", "--format", "json").stdout)
+    assert out == []
+    after = sum(p.stat().st_size for p in repo.store.rglob("*") if p.is_file())
+    assert after == before
+
+
+def test_remote_names_paths_and_relative_urls(tmp_path: Path, env):
+    repo = make_repo(tmp_path / "w", env)
+    write_safetensors(repo.path / "m.safetensors", random_model(2))
+    repo.commit("m")
+    refused = repo.gitmodel("push", "origin/main", check=False)
+    assert refused.returncode == 1 and "no gitmodel remote named 'origin/main'" in refused.stderr
+    assert not (repo.path / "origin").exists()
+    repo.gitmodel("remote", "add", "origin", "../team-store")
+    (repo.path / "sub").mkdir()
+    sub = Repo(repo.path / "sub", env)
+    sub.gitmodel("push")
+    assert list((tmp_path / "team-store" / "packs").glob("*.idx")), "relative to the work tree's top"
+
+
+def test_shared_hooks_path_is_left_alone(tmp_path: Path, env):
+    shared = tmp_path / "shared-hooks"
+    shared.mkdir()
+    e = dict(env)
+    subprocess.run(["git", "config", "--global", "core.hooksPath", str(shared)], env=e, check=True)
+    repo = Repo(tmp_path / "w", e)
+    repo.path.mkdir()
+    repo.git("init", "-q")
+    result = repo.gitmodel("install", check=False)
+    assert "core.hooksPath" in result.stdout and not (shared / "pre-push").exists()
+    repo.gitmodel("track", "*.safetensors")
+    write_safetensors(repo.path / "m.safetensors", random_model(3))
+    repo.commit("m")                                  # the filter runs: still no hook written
+    assert not (shared / "pre-push").exists()
+
+
+def test_mirror_publishes_an_index_after_the_packs_its_manifests_need(tmp_path: Path):
+    from gitmodel.store.pack import decode_index
+    store = Store(tmp_path / "local")
+    model = random_model(40, layers=8)
+    for step in range(4):                             # each add: new chunks + manifest, one pack
+        model[f"layers.{step}.weight"] = model[f"layers.{step}.weight"] + 1
+        path = write_safetensors(tmp_path / f"v{step}.safetensors", model)
+        with open(path, "rb") as f:
+            checkpoint.clean(f, store)
+    source = Remote(str(store.root))
+    dest = Remote(str(tmp_path / "copy"))
+    published = []
+    real = dest.put_index
+    dest.put_index = lambda name, index: (published.append(name), real(name, index))
+    transfer.mirror(source, dest, tmp_path / "tmp")
+    seen: set[bytes] = set()
+    for name in published:
+        entries = decode_index(name, (tmp_path / "copy/packs" / f"{name}.idx").read_bytes())
+        seen.update(entries)
+        for oid, entry in entries.items():
+            if entry.kind == 1:
+                chunks = {c for c, _ in Store(tmp_path / "copy").read_manifest(oid).chunks}
+                assert chunks <= seen, f"{name} was visible before the chunks it needs"
+
+
+def test_permission_errors_name_the_remote(tmp_path: Path, monkeypatch):
+    remote = Remote(str(tmp_path / "locked"))
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Access Denied")
+
+    monkeypatch.setattr(remote.fs, "ls", denied)
+    with pytest.raises(RemoteError, match=r"remote .*locked: listing packs failed: PermissionError"):
+        remote.pack_names()

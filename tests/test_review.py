@@ -174,3 +174,16 @@ def test_log_lists_metrics_and_plots_them(tmp_path: Path, git_env):
     assert len(log) == 2 and "epoch=7" in log[1] and "val_loss=0.123" in log[1]
     png = (tmp_path / "m.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+
+
+def test_show_and_log_take_paths_from_the_current_directory(repo: Repo):
+    (repo.path / "models").mkdir()
+    write_safetensors(repo.path / "models/m.safetensors", random_model(2))
+    repo.commit("m")
+    sub = Repo(repo.path / "models", repo.env)
+    assert "embed.weight" in sub.gitmodel("show", "m.safetensors").stdout
+    assert "embed.weight" in sub.gitmodel("show", "HEAD:./m.safetensors").stdout
+    assert "embed.weight" in sub.gitmodel("show", "HEAD:models/m.safetensors").stdout
+    assert len(sub.gitmodel("log", "m.safetensors").stdout.splitlines()) == 1
+    outside = sub.gitmodel("log", "../../x.safetensors", check=False)
+    assert outside.returncode == 1 and "outside the repository" in outside.stderr
