@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_repo, sha256
+from format_helpers import clean_restore, tensor_lines, walk_layout
 from gitmodel import checkpoint, pointer
-from gitmodel.formats import Layout, Segment, Tensor, detect, gguf
-from gitmodel.formats.stream import PeekableStream
+from gitmodel.formats import Segment, Tensor, detect, gguf
 from gitmodel.store.objects import Store
 
 DATA = Path(__file__).parent / "data" / "gguf"
@@ -27,45 +27,11 @@ EXPECTED: dict[str, dict] = json.loads((DATA / "expected.json").read_text("utf-8
 
 def walk(data: bytes, max_peek: int = 128 << 20, reader=detect):
     """Consume the stream as clean does: (format, [(position, segment)], metadata, tail)."""
-    stream = PeekableStream(io.BytesIO(data), max_peek=max_peek)
-    layout = reader(stream) or Layout("opaque", iter(()))
-    assert stream.position == 0, "readers only peek"
-    segments = []
-    for segment in layout.segments:
-        assert segment.length >= 0
-        segments.append((stream.position, segment))
-        if not consume(stream, segment.length):
-            break
-    return layout.format, segments, layout.metadata, len(data) - stream.position
+    layout, segments, tail = walk_layout(data, max_peek, reader)
+    return layout.format, segments, layout.metadata, tail
 
 
-def consume(stream: PeekableStream, n: int) -> bool:
-    """Read n bytes in bounded pieces (a damaged file may claim a huge segment); False at EOF."""
-    while n > 0:
-        got = len(stream.read(min(n, 1 << 20)))
-        if not got:
-            return False
-        n -= got
-    return True
-
-
-def tensors(segments) -> list[tuple[str, str, tuple[int, ...]]]:
-    return [(s.tensor.name, s.tensor.dtype, s.tensor.shape) for _, s in segments if s.tensor]
-
-
-def clean_restore(data: bytes, root: str) -> tuple[bytes, bytes]:
-    """(pointer text, restored bytes) through the real clean and smudge paths."""
-    store = Store(root)
-    try:
-        text = checkpoint.clean(io.BytesIO(data), store)
-        if not data:
-            assert text == b""
-            return text, data
-        out = bytearray()
-        checkpoint.Restore(pointer.parse(text), store).write_to(lambda *bufs: [out.extend(b) for b in bufs])
-        return text, bytes(out)
-    finally:
-        store.close()
+tensors = tensor_lines
 
 
 # ----------------------------------------------------------------------------- a GGUF writer for edge cases

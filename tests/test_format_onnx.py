@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_repo, sha256
+from format_helpers import clean_restore, tensor_lines, walk_layout
 from gitmodel import checkpoint, pointer
-from gitmodel.formats import Layout, detect, onnx
+from gitmodel.formats import detect, onnx
 from gitmodel.formats.stream import PeekableStream
 from gitmodel.store.objects import Store
 
@@ -29,43 +30,11 @@ EXPECTED: dict[str, dict] = json.loads((DATA / "expected.json").read_text("utf-8
 
 def walk(data: bytes, max_peek: int = 128 << 20):
     """Consume the stream as clean does: (format, [(position, segment)], metadata, tail)."""
-    stream = PeekableStream(io.BytesIO(data), max_peek=max_peek)
-    layout = onnx.read_layout(stream) or Layout("opaque", iter(()))
-    assert stream.position == 0, "readers only peek"
-    segments = []
-    for segment in layout.segments:
-        assert segment.length >= 0
-        segments.append((stream.position, segment))
-        if not consume(stream, segment.length):
-            break
-    return layout.format, segments, layout.metadata, len(data) - stream.position
+    layout, segments, tail = walk_layout(data, max_peek, onnx.read_layout)
+    return layout.format, segments, layout.metadata, tail
 
 
-def consume(stream: PeekableStream, n: int) -> bool:
-    while n > 0:
-        got = len(stream.read(min(n, 1 << 20)))
-        if not got:
-            return False
-        n -= got
-    return True
-
-
-def tensors(segments) -> list[tuple[str, str, tuple[int, ...]]]:
-    return [(s.tensor.name, s.tensor.dtype, s.tensor.shape) for _, s in segments if s.tensor]
-
-
-def clean_restore(data: bytes, root: str) -> tuple[bytes, bytes]:
-    """(pointer text, restored bytes) through the real clean and smudge paths."""
-    store = Store(root)
-    try:
-        text = checkpoint.clean(io.BytesIO(data), store)
-        if not data:
-            return text, b""                # an empty file stays empty, no pointer
-        out = io.BytesIO()
-        checkpoint.Restore(pointer.parse(text), store).write_to(lambda *bufs: [out.write(b) for b in bufs])
-        return text, out.getvalue()
-    finally:
-        store.close()
+tensors = tensor_lines
 
 
 # ----------------------------------------------------------------------------- a tiny encoder

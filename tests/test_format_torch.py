@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_repo, sha256
+from format_helpers import clean_restore, tensor_lines, walk_layout
 from gitmodel import checkpoint, pointer
-from gitmodel.formats import DTYPE_BITS, Layout, detect
+from gitmodel.formats import DTYPE_BITS, detect
 from gitmodel.formats import torch_zip as reader
-from gitmodel.formats.stream import PeekableStream
 from gitmodel.store.objects import Store
 
 DATA = Path(__file__).parent / "data" / "torch"
@@ -36,37 +36,6 @@ INFO = {p.name[:-len(".json")]: json.loads(p.read_text("utf-8")) for p in sorted
 ZIPPED = sorted(name for name, info in INFO.items() if info["format"] == "pytorch")
 FUZZ = settings(max_examples=120, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def walk(data: bytes, max_peek: int = 128 << 20, read=detect):
-    """Consume the stream as clean does: (layout, [(position, segment)], tail length)."""
-    stream = PeekableStream(io.BytesIO(data), max_peek=max_peek)
-    layout = read(stream) or Layout("opaque", iter(()))
-    segments = []
-    for segment in layout.segments:
-        assert segment.length >= 0
-        segments.append((stream.position, segment))
-        if len(stream.read(segment.length)) < segment.length:
-            break
-    return layout, segments, len(data) - stream.position
-
-
-def lines(segments) -> list[tuple[str, str, tuple[int, ...]]]:
-    return [(s.tensor.name, s.tensor.dtype, s.tensor.shape) for _, s in segments if s.tensor]
-
-
-def clean_restore(data: bytes, root: str) -> tuple[bytes, bytes]:
-    """(pointer text, restored bytes) through the real clean and smudge paths."""
-    store = Store(root)
-    try:
-        text = checkpoint.clean(io.BytesIO(data), store)
-        if not data:
-            return text, data
-        out = bytearray()
-        checkpoint.Restore(pointer.parse(text), store).write_to(lambda *bufs: [out.extend(b) for b in bufs])
-        return text, bytes(out)
-    finally:
-        store.close()
 
 
 def expected_lines(tensors: list[dict], storage_order: list[str]) -> list[tuple[str, str, tuple]]:
@@ -94,6 +63,14 @@ def expected_lines(tensors: list[dict], storage_order: list[str]) -> list[tuple[
         else:
             out.append((name, first["dtype"], (first["storage_nbytes"] // width,)))
     return out
+
+
+def walk(data: bytes, max_peek: int = 128 << 20, read=detect):
+    """Consume the stream as clean does: (layout, [(position, segment)], tail length)."""
+    return walk_layout(data, max_peek, read)
+
+
+lines = tensor_lines
 
 
 # ----------------------------------------------------------------------------- fixtures

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import Repo, make_repo, random_model, sha256, write_safetensors
+from conftest import Repo, random_model, sha256, write_safetensors
 from gitmodel.git.attributes import DEFAULT_PATTERNS
 from gitmodel.git.setup import SETTINGS
 

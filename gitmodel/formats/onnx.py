@@ -176,15 +176,10 @@ class _Walk:
     def detect(self) -> bool:
         pos, first = self.base, True
         while pos - self.base < DETECT_SPAN:
-            got = self.view(pos, pos + HEAD)
-            if got is None:
-                return False
-            buf, i = got
-            field = _field(buf, i, len(buf))
+            field = self._peek_field(pos)
             if field is None:
                 return False
             number, wire, value, content, nxt = field
-            content, nxt = pos + content - i, pos + nxt - i
             if first and (number, wire) != (1, 0) or _TOP_WIRE.get(number) != wire:
                 return False
             first = False
@@ -209,15 +204,24 @@ class _Walk:
     def _graph_opens(self, start: int, end: int) -> bool:
         if start == end:
             return True
-        got = self.view(start, start + HEAD)
-        if got is None:
-            return False
-        buf, i = got
-        field = _field(buf, i, len(buf))
+        field = self._peek_field(start)
         if field is None:
             return False
         number, wire, _, _, nxt = field
-        return wire == 2 and number in _GRAPH_FIELDS and start + nxt - i <= end
+        return wire == 2 and number in _GRAPH_FIELDS and nxt <= end
+
+    def _peek_field(self, pos: int):
+        """The field at `pos` as (number, wire, value, content, next) in file positions, from
+        the window alone (no segments: for detection); None if not readable there."""
+        got = self.view(pos, pos + HEAD)
+        if got is None:
+            return None
+        buf, i = got
+        field = _field(buf, i, len(buf))
+        if field is None:
+            return None
+        number, wire, value, content, nxt = field
+        return number, wire, value, pos + content - i, pos + nxt - i
 
     # -- segments
 
