@@ -238,16 +238,23 @@ def cmd_mirror(args) -> int:
 
 # ----------------------------------------------------------------------------- review
 
-def _ensure_objects(store, found: dict[str, str]) -> None:
-    """Fetch from the default remote what the comparison needs and the store lacks."""
-    ids = [bytes.fromhex(c) for c in found]
-    if not store.missing(ids) and not store.missing(
-            [cid for m in ids for cid, _ in store.read_manifest(m).chunks]):
-        return
+def _remote_fetcher(store):
+    """A function fetching object ids from the default remote into the store (None when no
+    remote is configured); the remote is opened on first use."""
     from gitmodel.git import remotes, sync
     spec = remotes.resolve(None)
-    if spec is not None:
-        sync.fetch(store, sync.connect(spec, store), found, quiet=True)
+    if spec is None:
+        return None
+    index = None
+
+    def fetch(oids: list[bytes]) -> None:
+        nonlocal index
+        from gitmodel.remote import transfer
+        if index is None:
+            index = sync.connect(spec, store)
+            index.refresh()
+        transfer.download(store, index, oids, quiet=True)
+    return fetch
 
 
 def cmd_diff(args) -> int:
@@ -258,6 +265,7 @@ def cmd_diff(args) -> int:
         revisions.check_revision(repository, rev)
     old_side, new_side = revisions.sides(args.revs, args.cached)
     store = _open_store()
+    fetch = _remote_fetcher(store) if args.numbers else None
     diffs = []
     changed = revisions.changed_paths(Path.cwd(), args.revs, args.cached, args.paths)
     tracked = revisions.tracked_paths(Path(repository.workdir), changed)
@@ -266,9 +274,7 @@ def cmd_diff(args) -> int:
         new = revisions.pointer_at(repository, new_side, path, store, path in tracked)
         if old is None and new is None:
             continue                                  # not a checkpoint
-        if args.numbers:
-            _ensure_objects(store, {p.content: path for p in (old, new) if p is not None})
-        diffs.append(review.diff_pointers(path, old, new, store, numbers=args.numbers))
+        diffs.append(review.diff_pointers(path, old, new, store, args.numbers, fetch))
     if args.format == "json":
         print(report.to_json(diffs))
     elif args.format == "markdown":

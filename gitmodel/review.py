@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 from gitmodel import formats
 from gitmodel.formats import DTYPE_BITS, PeekableStream
@@ -23,11 +24,15 @@ FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 NUMERIC_DTYPES = FLOAT_DTYPES | {"I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64", "BOOL"}
 
 
-class StoredFile:
-    """Random access to a checkpoint in the store: reads decode only the chunks they touch."""
+Fetch = Callable[[list[bytes]], None]      # brings the given objects into the store
 
-    def __init__(self, store: Store, content: str):
-        self._store = store
+
+class StoredFile:
+    """Random access to a checkpoint in the store: reads decode only the chunks they touch.
+    Given `fetch`, chunks the store lacks are fetched first (from a remote), range by range."""
+
+    def __init__(self, store: Store, content: str, fetch: Fetch | None = None):
+        self._store, self._fetch = store, fetch
         self._chunks = store.read_manifest(bytes.fromhex(content)).chunks
         self._starts, offset = [], 0
         for _, length in self._chunks:
@@ -37,8 +42,26 @@ class StoredFile:
         self.position = 0
         self._cached: tuple[int, bytes] | None = None
 
+    def chunks_in(self, offset: int, n: int) -> list[bytes]:
+        """Ids of the chunks holding bytes [offset, offset + n)."""
+        if n <= 0 or offset >= self.size:
+            return []
+        first = bisect.bisect_right(self._starts, offset) - 1
+        last = bisect.bisect_left(self._starts, min(offset + n, self.size)) - 1
+        return [cid for cid, _ in self._chunks[first:last + 1]]
+
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """Fetch, in one batch, the missing chunks of these (offset, length) ranges."""
+        if self._fetch is None:
+            return
+        wanted = dict.fromkeys(cid for offset, n in ranges for cid in self.chunks_in(offset, n))
+        missing = self._store.missing(list(wanted))
+        if missing:
+            self._fetch(missing)
+
     def read_at(self, offset: int, n: int) -> bytes:
         parts, end = [], min(offset + n, self.size)
+        self.prefetch([(offset, n)])
         while offset < end:
             i = bisect.bisect_right(self._starts, offset) - 1
             start = self._starts[i]
@@ -198,8 +221,10 @@ def _describe(t: TensorLine) -> str:
 
 
 def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: Store | None,
-                  numbers: bool = True) -> FileDiff:
-    """Compare two versions (None: the file does not exist on that side)."""
+                  numbers: bool = True, fetch: Fetch | None = None) -> FileDiff:
+    """Compare two versions (None: the file does not exist on that side). With `fetch`,
+    objects missing locally are fetched: the manifests, the chunks holding the format's
+    headers, then in one batch the chunks of the changed tensors only."""
     result = FileDiff(path, old.format if old else None, new.format if new else None)
     old_tensors = {t.name: t for t in (old.tensors if old else ())}
     new_tensors = {t.name: t for t in (new.tensors if new else ())}
@@ -208,9 +233,14 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
 
     def placed(ptr: Pointer) -> tuple[StoredFile, dict[str, Placed]]:
         if ptr.content not in files:
-            files[ptr.content] = StoredFile(store, ptr.content)
+            manifest = bytes.fromhex(ptr.content)
+            if fetch is not None and store.missing([manifest]):
+                fetch([manifest])
+            files[ptr.content] = StoredFile(store, ptr.content, fetch)
             places[ptr.content] = locate_tensors(files[ptr.content])
         return files[ptr.content], places[ptr.content]
+
+    to_compare: list[tuple[TensorDiff, StoredFile, Placed, StoredFile, Placed]] = []
 
     for name, t in old_tensors.items():
         if name not in new_tensors:
@@ -238,7 +268,12 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
             if a is None or b is None or a.length != b.length:
                 entry.note = "tensor not located in the file"
             else:
-                entry.change = compare_tensor(old_file, a, new_file, b)
+                to_compare.append((entry, old_file, a, new_file, b))
+    for file in files.values():             # one fetch per version for all changed tensors
+        file.prefetch([(p.offset, p.length) for _, f, p, _, _ in to_compare if f is file] +
+                      [(p.offset, p.length) for _, _, _, f, p in to_compare if f is file])
+    for entry, old_file, a, new_file, b in to_compare:
+        entry.change = compare_tensor(old_file, a, new_file, b)
     old_metrics = dict(old.metrics if old else ())
     new_metrics = dict(new.metrics if new else ())
     for key in sorted(set(old_metrics) | set(new_metrics)):

@@ -662,3 +662,23 @@ def test_permission_errors_name_the_remote(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(remote.fs, "ls", denied)
     with pytest.raises(RemoteError, match=r"remote .*locked: listing packs failed: PermissionError"):
         remote.pack_names()
+
+
+def test_diff_in_a_pointer_only_clone_fetches_only_changed_tensors(tmp_path: Path, env):
+    import numpy as np
+    repo, bare, _ = publish(tmp_path, env, str(tmp_path / "store"), files=1)
+    model = random_model(0, layers=6)
+    model["layers.4.weight"] = model["layers.4.weight"] * np.float32(1.5)
+    write_safetensors(repo.path / "model0.safetensors", model)
+    repo.commit("v2")
+    repo.git("push", "-q", "origin", "main")
+    other = dict(user(tmp_path, env, "lee"), GITMODEL_SKIP_SMUDGE="1")
+    clone(bare, tmp_path / "lee", other)
+    lee = Repo(tmp_path / "lee", other)
+    out = json.loads(lee.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)
+    changed = [t for t in out[0]["tensors"] if t["status"] == "changed"]
+    assert [t["name"] for t in changed] == ["layers.4.weight"]
+    assert changed[0]["change"]["relative_l2"] == pytest.approx(0.5, rel=1e-6)
+    fetched = sum(p.stat().st_size for p in (lee.store / "packs").glob("*.pack"))
+    whole = (repo.path / "model0.safetensors").stat().st_size
+    assert 0 < fetched < 0.4 * whole, "only headers and the changed tensor's chunks travel"
