@@ -52,3 +52,26 @@ def clean_restore(data: bytes, root: str) -> tuple[bytes, bytes]:
         return text, bytes(out)
     finally:
         store.close()
+
+
+def damage(draw, data: bytes, ops: int = 3, focus: int | None = None, insert_max: int = 64) -> bytes:
+    """Hypothesis helper: 1..ops random truncations, byte flips, insertions, deletions and
+    overwrites of `data`; with `focus`, positions favour the first `focus` bytes (headers)."""
+    from hypothesis import strategies as st
+    out = bytearray(data)
+    for _ in range(draw(st.integers(1, ops))):
+        kind = draw(st.sampled_from(["truncate", "flip", "insert", "delete", "overwrite"]))
+        anywhere = st.integers(0, len(out))
+        at = draw(st.one_of(st.integers(0, min(focus, len(out))), anywhere) if focus else anywhere)
+        if kind == "truncate":
+            del out[at:]
+        elif kind == "flip" and at < len(out):
+            out[at] ^= draw(st.integers(1, 255))
+        elif kind == "insert":
+            out[at:at] = draw(st.binary(min_size=1, max_size=insert_max))
+        elif kind == "delete":
+            del out[at:at + draw(st.integers(1, insert_max))]
+        elif kind == "overwrite":
+            patch = draw(st.binary(min_size=1, max_size=16))
+            out[at:at + len(patch)] = patch
+    return bytes(out)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_repo, sha256
-from format_helpers import clean_restore, tensor_lines, walk_layout
+from format_helpers import clean_restore, damage, tensor_lines, walk_layout
 from gitmodel import checkpoint, pointer
 from gitmodel.formats import Segment, Tensor, detect, gguf
 from gitmodel.store.objects import Store
@@ -304,22 +304,9 @@ def test_git_add_commit_checkout(tmp_path, git_env):
 
 @st.composite
 def damaged(draw):
-    data = bytearray((DATA / draw(st.sampled_from(sorted(EXPECTED)))).read_bytes())
     # Damage lands in the header most of the time: that is where the parsing is.
-    header_end = EXPECTED[draw(st.sampled_from(sorted(EXPECTED)))]["data_start"]
-    for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["truncate", "flip", "insert", "overwrite"]))
-        at = draw(st.one_of(st.integers(0, min(header_end, len(data))), st.integers(0, len(data))))
-        if kind == "truncate":
-            del data[at:]
-        elif kind == "flip" and at < len(data):
-            data[at] ^= draw(st.integers(1, 255))
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=64))
-        elif kind == "overwrite":
-            patch = draw(st.binary(min_size=1, max_size=16))
-            data[at:at + len(patch)] = patch
-    return bytes(data)
+    name = draw(st.sampled_from(sorted(EXPECTED)))
+    return damage(draw, (DATA / name).read_bytes(), focus=EXPECTED[name]["data_start"])
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_repo, sha256
-from format_helpers import clean_restore, tensor_lines, walk_layout
+from format_helpers import clean_restore, damage, tensor_lines, walk_layout
 from gitmodel import checkpoint, pointer
 from gitmodel.formats import Segment, detect, numpy_files
 from gitmodel.formats.stream import PeekableStream
@@ -246,20 +246,7 @@ FUZZ_FILES = ["model.npz", "positional.npz", "compressed.npz", "f16.npy", "fortr
 
 @st.composite
 def damaged(draw):
-    data = bytearray((DATA / draw(st.sampled_from(FUZZ_FILES))).read_bytes())
-    for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["truncate", "flip", "insert", "overwrite"]))
-        at = draw(st.integers(0, len(data)))
-        if kind == "truncate":
-            del data[at:]
-        elif kind == "flip" and at < len(data):
-            data[at] ^= draw(st.integers(1, 255))
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=64))
-        elif kind == "overwrite":
-            patch = draw(st.binary(min_size=1, max_size=16))
-            data[at:at + len(patch)] = patch
-    return bytes(data)
+    return damage(draw, (DATA / draw(st.sampled_from(FUZZ_FILES))).read_bytes())
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

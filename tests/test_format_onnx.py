@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_repo, sha256
-from format_helpers import clean_restore, tensor_lines, walk_layout
+from format_helpers import clean_restore, damage, tensor_lines, walk_layout
 from gitmodel import checkpoint, pointer
 from gitmodel.formats import detect, onnx
 from gitmodel.formats.stream import PeekableStream
@@ -316,19 +316,7 @@ def _samples() -> list[bytes]:
 
 @st.composite
 def damaged(draw):
-    data = bytearray(draw(st.sampled_from(_samples())))
-    for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["truncate", "flip", "insert", "delete"]))
-        at = draw(st.integers(0, len(data)))
-        if kind == "truncate":
-            del data[at:]
-        elif kind == "flip" and at < len(data):
-            data[at] ^= draw(st.integers(1, 255))
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=12))
-        elif kind == "delete":
-            del data[at:at + draw(st.integers(1, 8))]
-    return bytes(data)
+    return damage(draw, draw(st.sampled_from(_samples())), ops=4, insert_max=12)
 
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_repo, sha256
-from format_helpers import clean_restore, tensor_lines, walk_layout
+from format_helpers import clean_restore, damage, tensor_lines, walk_layout
 from gitmodel import checkpoint, pointer
 from gitmodel.formats import DTYPE_BITS, detect
 from gitmodel.formats import torch_zip as reader
@@ -204,19 +204,7 @@ FUZZ_FILES = {name: (DATA / name).read_bytes()
 
 @st.composite
 def damaged(draw):
-    data = bytearray(FUZZ_FILES[draw(st.sampled_from(sorted(FUZZ_FILES)))])
-    for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["truncate", "flip", "insert", "delete"]))
-        at = draw(st.integers(0, len(data)))
-        if kind == "truncate":
-            del data[at:]
-        elif kind == "flip" and at < len(data):
-            data[at] ^= draw(st.integers(1, 255))
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=64))
-        elif kind == "delete":
-            del data[at:at + draw(st.integers(1, 64))]
-    return bytes(data)
+    return damage(draw, FUZZ_FILES[draw(st.sampled_from(sorted(FUZZ_FILES)))], ops=4)
 
 
 @FUZZ
