@@ -75,3 +75,13 @@ def damage(draw, data: bytes, ops: int = 3, focus: int | None = None, insert_max
             patch = draw(st.binary(min_size=1, max_size=16))
             out[at:at + len(patch)] = patch
     return bytes(out)
+
+
+def assert_survives(data: bytes) -> None:
+    """Damaged input: the reader walks it without raising, and the store gives it back exactly."""
+    import tempfile
+    walk_layout(data)
+    with tempfile.TemporaryDirectory() as root:
+        text, restored = clean_restore(data, root)
+    assert restored == data
+    assert not data or pointer.parse(text).size == len(data)
