@@ -34,7 +34,7 @@ from gitmodel.store.pack import PACK_MAGIC, Entry, PackError, PackWriter, decode
 REMOTE_PACK_TARGET = 96 << 20
 UPLOADS_IN_FLIGHT = 2
 COALESCE_GAP = 1 << 20
-MAX_RANGE = 16 << 20
+MAX_RANGE = 8 << 20
 READS_IN_FLIGHT = 8
 COPY_BLOCK = 8 << 20
 
@@ -84,7 +84,7 @@ def upload(store: Store, index: RemoteIndex, oids: Iterable[bytes], quiet: bool 
     stats = Stats(objects=len(located), bytes=total)
     if not located:
         return stats
-    batches = [[oid for _, oid in located[i:i + 256]] for i in range(0, len(located), 256)]
+    batches = [[oid for _, oid in located[i:i + 64]] for i in range(0, len(located), 64)]
 
     def read(batch: list[bytes]) -> list:
         out = []
