@@ -65,8 +65,7 @@ def cmd_untrack(args) -> int:
 
 
 def cmd_filter_process(args) -> int:
-    from gitmodel.git import filter, setup
-    setup.ensure_hook()            # a clone made with `gitmodel install --global` gets its hook
+    from gitmodel.git import filter
     filter.serve(_open_store)
     return 0
 

@@ -624,8 +624,11 @@ def test_shared_hooks_path_is_left_alone(tmp_path: Path, env):
     assert "core.hooksPath" in result.stdout and not (shared / "pre-push").exists()
     repo.gitmodel("track", "*.safetensors")
     write_safetensors(repo.path / "m.safetensors", random_model(3))
-    repo.commit("m")                                  # the filter runs: still no hook written
+    repo.commit("m")
+    (repo.path / "m.safetensors").unlink()
+    repo.git("checkout", "--", "m.safetensors")     # a smudge, where clones get their hook
     assert not (shared / "pre-push").exists()
+    assert not (repo.path / ".git/hooks/pre-push").exists()
 
 
 def test_mirror_publishes_an_index_after_the_packs_its_manifests_need(tmp_path: Path):

@@ -44,6 +44,7 @@ class FilterServer:
         self._remote = None                              # RemoteIndex, opened on first need
         self._delayed: dict[str, pointers.Pointer] = {}  # path -> pointer awaiting the batch
         self._failed: dict[str, str] = {}                # path -> why its fetch failed
+        self._hook_checked = False
 
     @property
     def store(self) -> Store:
@@ -100,6 +101,12 @@ class FilterServer:
         self._out.flush()       # empty trailing status list: success stands
 
     def _smudge(self, path: str, content: ContentReader, headers: dict) -> None:
+        if not self._hook_checked:
+            # A clone made with `gitmodel install --global` gets its pre-push hook here, so
+            # its pushes upload checkpoints too (checked once, on the first smudge only).
+            self._hook_checked = True
+            from gitmodel.git import setup
+            setup.ensure_hook()
         data = content.read(pointers.MAX_POINTER_SIZE + 1)
         if not data and path in self._delayed:          # git asking again after the batch
             return self._restore(path, self._delayed.pop(path))

@@ -136,11 +136,17 @@ def install_hook(report: Report, cwd=None, chain: bool = True) -> None:
 
 
 def ensure_hook(cwd=None) -> None:
-    """Install the hook if the repository has none (a clone made with a global install)."""
+    """Install the hook if the repository has none (a clone made with a global install). One
+    `git rev-parse`; nothing is written when hooks live outside the repository (core.hooksPath)."""
+    from pathlib import Path
     try:
-        if not _shared_hooks(cwd) and not (hooks_dir(cwd) / HOOK).exists():
+        out = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir",
+                              "--git-path", "hooks"], cwd=cwd, capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+        common, hooks = Path(out[0]), Path(out[1])
+        if hooks == common / "hooks" and not (hooks / HOOK).exists():
             install_hook(Report(), cwd, chain=False)
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, IndexError, subprocess.CalledProcessError):
         pass
 
 
