@@ -122,6 +122,15 @@ def test_folder_remote_push_clone_checkout(tmp_path: Path, env):
     assert sha256(bob.path / "model0.safetensors") == sha256(repo.path / "model0.safetensors")
     assert bob.status() == ""
 
+    # Bob's own push, through the hook his clone got, reaches a third person.
+    write_safetensors(bob.path / "bob.safetensors", random_model(12))
+    bob.commit("bob's model")
+    pushed = bob.git("push", "-q", "origin", "main")
+    assert b"uploaded" in pushed.stderr
+    carol = user(tmp_path, env, "carol")
+    clone(bare, tmp_path / "carol", carol)
+    assert sha256(tmp_path / "carol/bob.safetensors") == sha256(bob.path / "bob.safetensors")
+
 
 def test_embedded_default_is_the_bare_repositorys_store(tmp_path: Path, env):
     repo = make_repo(tmp_path / "work", env)
