@@ -17,6 +17,7 @@ from typing import Callable
 from gitmodel import formats
 from gitmodel.formats import DTYPE_BITS, PeekableStream
 from gitmodel.pointer import Pointer, TensorLine
+from gitmodel.stats import STATS_DTYPES, floats
 from gitmodel.store.objects import CorruptObject, Store
 
 BLOCK_ELEMENTS = 1 << 20
@@ -113,12 +114,12 @@ def locate_tensors(file: StoredFile) -> dict[str, Placed]:
 
 def _as_float(data: bytes, dtype: str):
     import numpy as np
-    if dtype == "BF16":
-        return (np.frombuffer(data, "<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    if dtype in STATS_DTYPES:
+        return floats(data, dtype).astype(np.float64)
     if dtype in ("F8_E4M3", "F8_E5M2"):
         return _f8_table(dtype)[np.frombuffer(data, np.uint8)]
-    kinds = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I8": "i1", "I16": "<i2", "I32": "<i4",
-             "I64": "<i8", "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "u1"}
+    kinds = {"I8": "i1", "I16": "<i2", "I32": "<i4", "I64": "<i8", "U8": "u1", "U16": "<u2",
+             "U32": "<u4", "U64": "<u8", "BOOL": "u1"}
     return np.frombuffer(data, kinds[dtype]).astype(np.float64)
 
 

@@ -62,7 +62,9 @@ def _buffers(n: int):
     return wide[:n], _scratch.bits[:n]
 
 
-def _floats(data, dtype: str, bits=None):
+def floats(data, dtype: str, bits=None):
+    """The elements of a F64/F32/F16/BF16 buffer as a numpy array (bf16 widened to float32,
+    into `bits` when given)."""
     import numpy as np
     if dtype == "BF16":
         raw = np.frombuffer(data, "<u2")
@@ -78,7 +80,7 @@ def summarize(data, dtype: str) -> Partial:
     import numpy as np
     n = len(data) // (STATS_DTYPES[dtype])
     wide, bits = _buffers(n)
-    x = _floats(data, dtype, bits)
+    x = floats(data, dtype, bits)
     if not x.size:
         return Partial()
     low, high = x.min(), x.max()
@@ -264,7 +266,7 @@ def _group_partials(chunks: list, dtype: str, offset: int) -> list[tuple[bytes, 
         count = (last_start - first) // width + last_count
         data = b"".join(chunks)[first - offset:first - offset + count * width]
         wide, bits = _buffers(count)
-        x = _floats(data, dtype, bits)
+        x = floats(data, dtype, bits)
         starts = [(spans[i][0] - first) // width for i in wanted]
         ends = [start + spans[i][1] for start, i in zip(starts, wanted)]
         # reduceat sums from each index to the next: interleave starts with the gaps that
