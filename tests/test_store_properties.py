@@ -199,7 +199,7 @@ def test_cutter_small_and_empty_inputs():
 
 # ----------------------------------------------------------------------------- codec
 
-WIDTHS = [1, 2, 4, 8]
+WIDTHS = [1, 2, 3, 4, 8, 16]      # 2, 4, 8: word shifts; 3, 16: the strided path
 
 
 def _check_round_trip(data: bytes, width: int) -> tuple[int, bytes]:
@@ -257,6 +257,35 @@ def test_codec_float_data_is_grouped_and_smaller(kind, width, extra):
     assert zstd_encoding in (codec.ZSTD, codec.RAW)
     assert len(payload) < len(zstd_payload) < len(data) + 1
     assert len(payload) < 0.95 * len(data)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 3000), width=st.sampled_from(WIDTHS[1:]),
+       start=st.integers(0, 7))
+def test_grouped_payload_follows_the_documented_layout(seed, n, width, start):
+    """Read a GROUPED payload the way docs/formats.md describes it, independently of the codec's
+    own decoder: u8 width, width x (u8 mode, u32le length), the planes (plane k = bytes k,
+    k+w, ... of the body), the tail raw. The chunk sits at an odd offset in its buffer, as
+    chunks cut from a read buffer do."""
+    import struct
+    import zstandard
+    data = _bf16_bits(seed, n // 2) + _random_bytes(seed, n % 2) if width == 2 else \
+        (_floats(seed, n // 4).tobytes() + _random_bytes(seed, n % 4))
+    buffer = bytearray(start) + bytearray(data)
+    encoding, payload = codec.encode(memoryview(buffer)[start:], width)
+    if encoding != codec.GROUPED:
+        return
+    assert payload[0] == width
+    body = len(data) - len(data) % width
+    pos = 1 + 5 * width
+    for k in range(width):
+        mode, stored = struct.unpack_from("<BI", payload, 1 + 5 * k)
+        plane = payload[pos:pos + stored]
+        pos += stored
+        if mode == 1:
+            plane = zstandard.ZstdDecompressor().decompress(plane)
+        assert plane == data[k:body:width], f"plane {k}"
+    assert payload[pos:] == data[body:]
 
 
 @st.composite

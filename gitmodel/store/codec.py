@@ -90,12 +90,12 @@ def encode_batch(chunks: list, width: int, wanted: list[bool] | None = None) -> 
     length, e.g. embedding rows. Deterministic for a given batch."""
     wanted = wanted if wanted is not None else [True] * len(chunks)
     if width <= 1:
-        return [_encode_plain(bytes(c)) if w else None for c, w in zip(chunks, wanted)]
+        return [_encode_plain(c) if w else None for c, w in zip(chunks, wanted)]
     done, skip, offset, encoded = 0, frozenset(), 0, []
     for chunk, want in zip(chunks, wanted):
         result = None
         if want:
-            data = bytes(chunk)
+            data = chunk
             if len(data) < 2 * width:
                 result = _encode_plain(data)
             else:
@@ -110,19 +110,20 @@ def encode_batch(chunks: list, width: int, wanted: list[bool] | None = None) -> 
     return encoded
 
 
-def _encode_plain(data: bytes) -> tuple[int, bytes]:
+def _encode_plain(data) -> tuple[int, bytes]:
     packed = _compressor().compress(data)
     if len(packed) < len(data):
         return ZSTD, packed
-    return RAW, data
+    return RAW, bytes(data)
 
 
-def _encode_grouped(data: bytes, width: int, phase: int, skip: frozenset, trials) -> tuple[int, bytes]:
+def _encode_grouped(data, width: int, phase: int, skip: frozenset, trials) -> tuple[int, bytes]:
     body = len(data) - len(data) % width
-    heads, planes = [bytes([width])], []
+    planes = _split(data, width, body)
+    heads, stored_planes = [bytes([width])], []
     compress = _plane_compressor().compress
     for k in range(width):
-        plane = data[k:body:width]
+        plane = planes[k]
         position = (phase + k) % width
         packed = None if position in skip else compress(plane)
         if trials is not None:
@@ -130,9 +131,61 @@ def _encode_grouped(data: bytes, width: int, phase: int, skip: frozenset, trials
             trials[position][1] += len(packed)
         mode, stored = (1, packed) if packed is not None and len(packed) < len(plane) else (0, plane)
         heads.append(_plane_head.pack(mode, len(stored)))
-        planes.append(stored)
-    payload = b"".join(heads + planes + [data[body:]])
-    return (GROUPED, payload) if len(payload) < len(data) else (RAW, data)
+        stored_planes.append(stored)
+    payload = b"".join(heads + stored_planes + [data[body:]])
+    return (GROUPED, payload) if len(payload) < len(data) else (RAW, bytes(data))
+
+
+_WORDS = {2: "<u2", 4: "<u4", 8: "<u8"}      # widths split and joined as little-endian words
+
+
+def _scratch(name: str, size: int, dtype: str):
+    """A per-thread reusable array (warm memory: fresh buffers cost page faults)."""
+    import numpy as np
+    array = getattr(_local, name, None)
+    if array is None or array.size < size:
+        array = np.empty(max(size, 1 << 20), dtype)
+        setattr(_local, name, array)
+    return array[:size]
+
+
+def _split(data, width: int, body: int):
+    """The byte planes of data[:body] as the rows of a (width, body // width) array in a
+    per-thread scratch buffer. For 2, 4 and 8 bytes, plane k of the little-endian words is
+    (word >> 8k) cast to a byte, which numpy vectorises (16 GB/s for width 2, 8 GB/s for
+    width 4); other widths take a strided copy (~4 GB/s; bytes slicing with a step: 1.5)."""
+    import numpy as np
+    n = body // width
+    planes = _scratch("planes", body, "u1").reshape(width, n)
+    if width in _WORDS:
+        words = np.frombuffer(data, _WORDS[width], count=n)
+        shifted = _scratch(f"words{width}", n, _WORDS[width])
+        for k in range(width):
+            np.copyto(planes[k], np.right_shift(words, 8 * k, out=shifted) if k else words,
+                      casting="unsafe")
+    else:
+        np.copyto(planes, np.frombuffer(data, np.uint8, count=body).reshape(n, width).T)
+    return planes
+
+
+def _join(planes: list, width: int, out: bytearray) -> None:
+    """Interleave the planes (each `len(out) // width` bytes) into the start of `out`."""
+    import numpy as np
+    n = len(planes[0])
+    if width in _WORDS:
+        words = np.frombuffer(out, _WORDS[width], count=n)
+        shifted = _scratch(f"words{width}", n, _WORDS[width])
+        for k, plane in enumerate(planes):
+            source = np.frombuffer(plane, np.uint8)
+            if k == 0:
+                np.copyto(words, source, casting="unsafe")
+            else:
+                np.copyto(shifted, source, casting="unsafe")
+                words |= np.left_shift(shifted, 8 * k, out=shifted)
+    else:
+        elements = np.frombuffer(out, np.uint8, count=n * width).reshape(n, width)
+        for k, plane in enumerate(planes):
+            elements[:, k] = np.frombuffer(plane, np.uint8)
 
 
 def decode(encoding: int, payload: bytes | memoryview, raw_length: int) -> bytes | bytearray | memoryview:
@@ -168,10 +221,10 @@ def _decode_grouped(payload: bytes | memoryview, raw_length: int) -> bytearray:
         raise CodecError(f"bad byte-group width {width}")
     body = raw_length - raw_length % width
     plane_length = body // width
-    out = bytearray(raw_length)
     pos = 1 + width * _plane_head.size
     if pos > len(payload):
         raise CodecError("truncated byte-group header")
+    planes = []
     for k in range(width):
         mode, stored = _plane_head.unpack_from(payload, 1 + k * _plane_head.size)
         chunk = payload[pos:pos + stored]
@@ -179,9 +232,12 @@ def _decode_grouped(payload: bytes | memoryview, raw_length: int) -> bytearray:
         plane = _decompress(chunk, plane_length) if mode else chunk
         if len(plane) != plane_length or mode > 1:
             raise CodecError("byte-group plane of the wrong size")
-        out[k:body:width] = plane
+        planes.append(plane)
     tail = payload[pos:]
     if len(tail) != raw_length - body:
         raise CodecError("byte-group tail of the wrong size")
+    out = bytearray(raw_length)
+    if plane_length:
+        _join(planes, width, out)
     out[body:] = tail
     return out
