@@ -94,7 +94,7 @@ def test_diff_reads_only_changed_tensors(tmp_path: Path, repo: Repo, monkeypatch
             if p.offset <= offset and offset + length <= p.offset + p.length:
                 untouched.add(cid)
         offset += length
-    assert len(untouched) >= 10
+    assert len(untouched) >= 6          # enough unchanged chunks for the check to mean something
     reads, real = [], Store.read
     monkeypatch.setattr(Store, "read", lambda self, oid: reads.append(oid) or real(self, oid))
     diff = review.diff_pointers("m.safetensors", old, new, store)
