@@ -16,7 +16,8 @@ from pathlib import Path
 import blake3
 
 from gitmodel.remote.storage import Remote
-from gitmodel.store.pack import Entry, PackError, decode_index
+from gitmodel.store.pack import PackError, verify_index
+from gitmodel.store.table import ObjectTable
 
 PARALLEL = 8
 
@@ -26,7 +27,7 @@ class RemoteIndex:
         self.remote = remote
         key = blake3.blake3(remote.url.encode()).hexdigest()[:16]
         self.cache_dir = Path(store_root) / "remotes" / key
-        self.entries: dict[bytes, Entry] = {}
+        self.entries = ObjectTable()
         self.packs: set[str] = set()
         self.damaged: list[str] = []       # listed indexes that failed verification
 
@@ -37,22 +38,24 @@ class RemoteIndex:
             for name, data in zip(fresh, pool.map(self._fetch, fresh)):
                 if data is not None:
                     self._cache(name, data)
-        self.entries, self.packs, self.damaged = {}, set(), []
+        self.entries, self.packs, self.damaged = ObjectTable(), set(), []
+        indexes = []
         for name in sorted(names):
             path = self.cache_dir / f"{name}.idx"
             try:
-                self.entries.update(decode_index(name, path.read_bytes()))
+                indexes.append((name, *verify_index(name, path.read_bytes())))
             except (OSError, PackError):
                 self.damaged.append(name)
                 path.unlink(missing_ok=True)
                 continue
             self.packs.add(name)
+        self.entries.add_indexes(indexes)
         return self
 
     def add(self, name: str, index: bytes) -> None:
         """Record a pack this client just published."""
         self._cache(name, index)
-        self.entries.update(decode_index(name, index))
+        self.entries.add_indexes([(name, *verify_index(name, index))])
         self.packs.add(name)
 
     def _fetch(self, name: str) -> bytes | None:

@@ -1,4 +1,4 @@
-"""The local object store: packs under one directory, an in-memory index over all of them.
+"""The local object store: packs under one directory, and a table of where each object is.
 
     <root>/packs/pack-<hex>.pack   immutable, content-addressed packs
     <root>/packs/pack-<hex>.idx    their indexes (a pack without one is not yet visible)
@@ -18,7 +18,8 @@ import blake3
 
 from gitmodel.store import codec
 from gitmodel.store.manifest import Manifest
-from gitmodel.store.pack import CHUNK, MANIFEST, Entry, PackWriter, decode_index, publish_into, record_head
+from gitmodel.store.pack import CHUNK, MANIFEST, Entry, PackWriter, publish_into, record_head, verify_index
+from gitmodel.store.table import ObjectTable
 
 
 class StoreError(Exception):
@@ -42,7 +43,7 @@ class Store:
         self.root = Path(root)
         self.pack_dir = self.root / "packs"
         self.tmp_dir = self.root / "tmp"
-        self._index: dict[bytes, Entry] = {}
+        self._index = ObjectTable()
         self._loaded: set[str] = set()
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -54,11 +55,11 @@ class Store:
         """Pick up packs published since the last look (by this or another process)."""
         if not self.pack_dir.is_dir():
             return
-        for path in sorted(self.pack_dir.glob("pack-*.idx")):
-            name = path.stem
-            if name not in self._loaded:
-                self._index.update(decode_index(name, path.read_bytes()))
-                self._loaded.add(name)
+        fresh = [path.stem for path in sorted(self.pack_dir.glob("pack-*.idx"))
+                 if path.stem not in self._loaded]
+        self._index.add_indexes([(name, *verify_index(name, (self.pack_dir / f"{name}.idx").read_bytes()))
+                                 for name in fresh])
+        self._loaded.update(fresh)
 
     def has(self, oid: bytes) -> bool:
         return oid in self._index
@@ -78,7 +79,7 @@ class Store:
         return sorted(self._loaded)
 
     def entries(self) -> list[tuple[bytes, Entry]]:
-        """Every object with its location, in pack order (for whole-store walks)."""
+        """Every object with its location (an object in two packs twice), in pack order."""
         return sorted(self._index.items(), key=lambda item: (item[1].pack, item[1].offset))
 
     # ----- writing -----
@@ -89,8 +90,9 @@ class Store:
     def publish(self, writer: PackWriter) -> None:
         """Finish the writer's packs and make their objects visible to this Store."""
         for name, entries in writer.finish():
-            self._index.update(entries)
-            self._loaded.add(name)
+            if name not in self._loaded:
+                self._index.add_entries(name, entries)
+                self._loaded.add(name)
 
     # ----- reading -----
 
@@ -118,7 +120,7 @@ class Store:
 
     def read_manifest(self, oid: bytes) -> Manifest:
         data = self.read(oid)
-        if self._index[oid].kind != MANIFEST:
+        if self._index.get(oid).kind != MANIFEST:
             raise CorruptObject(oid, "not a manifest")
         try:
             return Manifest.decode(data)

@@ -70,7 +70,9 @@ def encode_index(entries: dict[bytes, Entry]) -> tuple[str, bytes]:
     return "pack-" + digest.hex(), body + digest
 
 
-def decode_index(pack: str, data: bytes) -> dict[bytes, Entry]:
+def verify_index(pack: str, data: bytes) -> tuple[memoryview, int]:
+    """The entries of a pack's index file, checked against its trailer and its pack name:
+    (the n entries' bytes, n). Raises PackError."""
     body, trailer = data[:-32], data[-32:]
     if len(data) < 12 + 32 or body[:8] != INDEX_MAGIC or blake3.blake3(body).digest() != trailer \
             or pack != "pack-" + trailer.hex():
@@ -78,9 +80,14 @@ def decode_index(pack: str, data: bytes) -> dict[bytes, Entry]:
     (count,) = _index_count.unpack_from(body, 8)
     if len(body) != 12 + count * _index_entry.size:
         raise PackError(f"{pack}.idx has the wrong length")
+    return memoryview(body)[12:], count
+
+
+def decode_index(pack: str, data: bytes) -> dict[bytes, Entry]:
+    entries, _ = verify_index(pack, data)
     return {
         oid: Entry(pack, offset, stored, raw, kind, encoding)
-        for oid, offset, stored, raw, kind, encoding in _index_entry.iter_unpack(body[12:])
+        for oid, offset, stored, raw, kind, encoding in _index_entry.iter_unpack(entries)
     }
 
 
