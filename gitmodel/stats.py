@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -172,9 +173,14 @@ class StatsCache:
       modulo the element width), u64 count, f64 total, f64 squares, f64 min, f64 max,
       u64 zeros, u64 nan, u64 inf, then the first 8 bytes of BLAKE3 of all of that.
     The values are exactly those `_group_partials` computes (which depend only on the chunk's
-    bytes, dtype and phase), so a pointer is the same with or without the cache. A record that
-    fails its check, or a file of the wrong length, is ignored (the cache is rebuilt); several
-    processes append whole records at once with O_APPEND."""
+    bytes, dtype and phase), so a pointer is the same with or without the cache. Several
+    processes append whole records at once with O_APPEND.
+
+    Loading keeps the file's bytes as they are and sorts the ids' first 8 bytes beside them
+    (store.table.IdSearch): ~0.1 s for the largest file allowed, where one dict entry per
+    record took ~2 µs each. A record is checked when it is used; one that fails its check is
+    a miss. A file past MAX_BYTES (or of a length no whole number of records makes) is
+    rewritten with its newest valid records, up to half of MAX_BYTES."""
 
     VERSION = 1
     _body = struct.Struct("<B32sBBQddddQQQ")
@@ -184,7 +190,7 @@ class StatsCache:
 
     def __init__(self, path):
         self.path = path
-        self._entries: dict | None = None
+        self._records = None        # (record rows, IdSearch) once loaded; False if none
         self._lock = threading.Lock()
 
     @classmethod
@@ -194,35 +200,65 @@ class StatsCache:
                               p.squares, p.low, p.high, p.zeros, p.nan, p.inf)
         return body + blake3.blake3(body).digest()[:8]
 
-    def get(self, oid: bytes, dtype: str, phase: int) -> Partial | None:
-        if self._entries is None:
-            with self._lock:
-                if self._entries is None:
-                    self._entries = self._load()
-        return self._entries.get((oid, self.CODES[dtype], phase))
-
-    def _load(self) -> dict:
+    @classmethod
+    def _valid(cls, record: bytes) -> tuple | None:
+        """The record's fields if its check and version hold."""
         import blake3
+        body = record[:cls._body.size]
+        if blake3.blake3(body).digest()[:8] != record[cls._body.size:]:
+            return None
+        fields = cls._body.unpack(body)
+        return fields if fields[0] == cls.VERSION else None
+
+    def get(self, oid: bytes, dtype: str, phase: int) -> Partial | None:
+        if self._records is None:
+            with self._lock:
+                if self._records is None:
+                    self._records = self._load()
+        if not self._records:
+            return None
+        rows, search = self._records
+        code = self.CODES[dtype]
+        for row in search.find(oid):
+            fields = self._valid(rows[row].tobytes())
+            if fields is not None and fields[2:4] == (code, phase):
+                return Partial(*fields[4:])
+        return None
+
+    def _load(self):
+        import numpy as np
+        from gitmodel.store.table import IdSearch
         try:
             with open(self.path, "rb") as f:
-                data = f.read(self.MAX_BYTES + 1)
+                data = f.read()
         except OSError:
-            return {}
-        if len(data) % self.SIZE or len(data) > self.MAX_BYTES:
-            try:
-                self.path.unlink()                      # damaged or too large: start over
-            except OSError:
-                pass
-            return {}
-        entries = {}
-        for at in range(0, len(data), self.SIZE):
-            body, check = data[at:at + self._body.size], data[at + self._body.size:at + self.SIZE]
-            if blake3.blake3(body).digest()[:8] != check:
-                continue
-            version, oid, code, phase, *values = self._body.unpack(body)
-            if version == self.VERSION:
-                entries[(oid, code, phase)] = Partial(*values)
-        return entries
+            return False
+        if len(data) > self.MAX_BYTES or len(data) % self.SIZE:
+            data = self._compact(data)
+        count = len(data) // self.SIZE
+        if not count:
+            return False
+        rows = np.frombuffer(data, np.uint8, count=count * self.SIZE).reshape(count, self.SIZE)
+        return rows, IdSearch(rows, 1)
+
+    def _compact(self, data: bytes) -> bytes:
+        """Keep the newest valid records, up to half of MAX_BYTES; returns what was kept."""
+        keep, kept = (self.MAX_BYTES // 2) // self.SIZE, []
+        for at in range(len(data) - len(data) % self.SIZE - self.SIZE, -1, -self.SIZE):
+            if len(kept) == keep:
+                break
+            record = data[at:at + self.SIZE]
+            if self._valid(record) is not None:
+                kept.append(record)
+        data = b"".join(reversed(kept))
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".stats-cache-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self.path)      # records appended meanwhile by others are lost
+        except OSError:
+            pass
+        return data
 
     def append(self, records: list[bytes]) -> None:
         if not records:

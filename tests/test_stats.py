@@ -185,3 +185,29 @@ def test_cached_values_are_exactly_the_computed_ones():
         record = StatsCache.record(b"\x01" * 32, "F32", at % 4, part)
         body = StatsCache._body.unpack(record[:StatsCache._body.size])
         assert Partial(*body[4:]) == part
+
+
+def test_statistics_cache_lookups_and_compaction(tmp_path: Path, monkeypatch):
+    """Records are found by id, dtype and phase (ids sharing their first 8 bytes included); a
+    file past the size limit keeps its newest valid records, half the limit's worth."""
+    monkeypatch.setattr(StatsCache, "MAX_BYTES", 40 * StatsCache.SIZE)
+    path = tmp_path / "stats-cache"
+    ids = [b"\x07" * 8 + i.to_bytes(24, "big") for i in range(60)]      # one 8-byte prefix
+    StatsCache(path).append([StatsCache.record(oid, "F32", i % 4, Partial(i, float(i)))
+                             for i, oid in enumerate(ids[:30])])
+    cache = StatsCache(path)
+    assert cache.get(ids[5], "F32", 1) == Partial(5, 5.0)
+    assert cache.get(ids[5], "F32", 2) is None and cache.get(ids[5], "BF16", 1) is None
+    assert cache.get(ids[40], "F32", 0) is None
+    # Past the limit, with a damaged record among the newest: the newest 20 valid ones stay.
+    StatsCache(path).append([StatsCache.record(oid, "F32", i % 4, Partial(i, float(i)))
+                             for i, oid in enumerate(ids[30:], start=30)])
+    raw = bytearray(path.read_bytes())
+    raw[58 * StatsCache.SIZE + 50] ^= 1                                # record 58
+    path.write_bytes(bytes(raw) + b"torn tail")
+    cache = StatsCache(path)
+    assert cache.get(ids[59], "F32", 3) == Partial(59, 59.0)
+    assert cache.get(ids[58], "F32", 2) is None
+    assert path.stat().st_size == 20 * StatsCache.SIZE
+    kept = [i for i in range(60) if StatsCache(path).get(ids[i], "F32", i % 4) is not None]
+    assert kept == list(range(39, 58)) + [59]
