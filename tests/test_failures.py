@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from gitmodel import pointer
 
 from conftest import Repo, random_model, sha256, write_safetensors
 
@@ -137,3 +141,43 @@ def test_smudge_of_big_non_pointer_streams_back(repo: Repo):
     repo.git("update-index", "--add", "--cacheinfo", f"100644,{oid},raw.safetensors")
     repo.git("checkout", "--", "raw.safetensors")
     assert (repo.path / "raw.safetensors").read_bytes() == blob
+
+
+@pytest.mark.parametrize("where", ["pack write", "worker"])
+def test_clean_failing_midway_leaves_nothing_and_the_next_clean_works(tmp_path: Path, monkeypatch, where):
+    """A disk error while the writer thread appends to a pack, or an error in a worker, ends
+    the clean with that error: no pack is published, no temporary pack is left, and the next
+    clean in the same process (same threads) stores the file completely."""
+    from gitmodel import checkpoint
+    from gitmodel.store import codec
+    from gitmodel.store.objects import Store
+    from gitmodel.store.pack import PackWriter
+    data = write_safetensors(tmp_path / "m.safetensors", random_model(4, layers=8, width=512)).read_bytes()
+    store = Store(tmp_path / "store")
+    calls = {"n": 0}
+    if where == "pack write":
+        real = PackWriter.add
+
+        def add(self, *args):
+            calls["n"] += 1
+            if calls["n"] == 5:
+                raise OSError(28, "No space left on device")
+            return real(self, *args)
+        monkeypatch.setattr(PackWriter, "add", add)
+    else:
+        real = codec.encode_batch
+
+        def encode_batch(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise MemoryError("worker failed")
+            return real(*args, **kwargs)
+        monkeypatch.setattr(codec, "encode_batch", encode_batch)
+    with pytest.raises((OSError, MemoryError)):
+        checkpoint.clean(io.BytesIO(data), store)
+    assert not list(store.pack_dir.glob("*")) and not list(store.tmp_dir.glob("*"))
+    monkeypatch.undo()
+    text = checkpoint.clean(io.BytesIO(data), Store(tmp_path / "store"))
+    out = io.BytesIO()
+    checkpoint.smudge(pointer.parse(text), Store(tmp_path / "store"), out)
+    assert out.getvalue() == data
