@@ -321,6 +321,53 @@ def test_pktline_content_round_trip(n, seed, st_data):
     assert reader.text_list() == ["after"]
 
 
+class _Dribble(io.RawIOBase):
+    """A pipe that hands out at most a few bytes per read, as a busy pipe may."""
+
+    def __init__(self, data: bytes, sizes: list[int]):
+        self._data, self._sizes, self._at, self._i = data, sizes or [1], 0, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, view):
+        n = min(len(view), self._sizes[self._i % len(self._sizes)], len(self._data) - self._at)
+        self._i += 1
+        view[:n] = self._data[self._at:self._at + n]
+        self._at += n
+        return n
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=content_sizes, seed=st.integers(0, 2**32 - 1),
+       sizes=st.lists(st.integers(1, 70_000), min_size=1, max_size=8),
+       read_size=st.sampled_from([64, 4096, PacketReader.READ_SIZE]), st_data=st.data())
+def test_pktline_reader_with_short_reads_and_a_small_buffer(n, seed, sizes, read_size, st_data):
+    """Packets split across reads of any size, and a buffer that must keep moving its unread
+    bytes to the front, give back exactly what was sent."""
+    data = _bytes(seed, n)
+    def write(writer):
+        writer.text("command=clean", "pathname=x")
+        writer.flush()
+        writer.content(data)
+        writer.flush()
+        writer.text("next")
+        writer.flush()
+    reader = type("SmallBufferReader", (PacketReader,), {"READ_SIZE": read_size})(_Dribble(_wire(write), sizes))
+    assert reader.text_list() == ["command=clean", "pathname=x"]
+    content, out = ContentReader(reader), bytearray()
+    while True:
+        buf = bytearray(st_data.draw(st.integers(1, 200_000), label="read"))
+        got = content.readinto(memoryview(buf))
+        if not got:
+            break
+        out += buf[:got]
+    assert out == data
+    assert reader.text_list() == ["next"]
+    with pytest.raises(EOFError):
+        reader.packet()
+
+
 @settings(max_examples=50, deadline=None)
 @given(n=content_sizes, seed=st.integers(0, 2**32 - 1), first=st.integers(0, 70_000))
 def test_pktline_drain_skips_the_rest(n, seed, first):

