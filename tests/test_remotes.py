@@ -694,3 +694,42 @@ def test_diff_in_a_pointer_only_clone_fetches_only_changed_tensors(tmp_path: Pat
     fetched = sum(p.stat().st_size for p in (lee.store / "packs").glob("*.pack"))
     whole = (repo.path / "model0.safetensors").stat().st_size
     assert 0 < fetched < 0.4 * whole, "only headers and the changed tensor's chunks travel"
+
+
+def test_fetch_takes_another_copy_when_one_is_damaged(tmp_path: Path):
+    """Clients that pushed at once may both have sent a chunk. A fetch that finds one copy
+    damaged reads the other; with every copy damaged it fails and stores nothing of it."""
+    from gitmodel.store.pack import PackWriter, decode_index, publish_into, record_head
+    store, manifests, files = _store_with(tmp_path, [33])
+    folder = tmp_path / "remote"
+    remote = Remote(str(folder))
+    transfer.upload(store, RemoteIndex(remote, store.root), _objects(store, manifests))
+    # The same chunks again, in small packs of another composition (so other names).
+    writer = PackWriter(tmp_path / "tmp", publish_into(folder / "packs"), target=300 << 10)
+    chunks = [c for c, _ in store.read_manifest(manifests[0]).chunks]
+    for oid in chunks:
+        entry, record, _ = store.read_checked(oid)
+        writer.add(oid, entry.kind, entry.encoding, entry.raw_length, record[record_head.size:])
+    writer.finish()
+    assert len(list((folder / "packs").glob("*.pack"))) > 2
+    victim = chunks[len(chunks) // 2]
+
+    def damage(pack: Path):
+        entry = decode_index(pack.stem, pack.with_suffix(".idx").read_bytes())[victim]
+        data = bytearray(pack.read_bytes())
+        data[entry.offset + record_head.size + entry.stored_length // 2] ^= 0x10
+        pack.write_bytes(bytes(data))
+
+    fresh = Store(tmp_path / "fresh")
+    index = RemoteIndex(remote, fresh.root).refresh()
+    copies = [folder / "packs" / f"{e.pack}.pack" for e in index.entries.copies(victim)]
+    assert len(copies) == 2
+    damage(copies[0])                        # the copy a fetch reads first
+    transfer.download(fresh, index, transfer.checkpoint_objects(fresh, index, manifests))
+    assert _restore(fresh, manifests[0]) == files[0]
+    damage(copies[1])
+    other = Store(tmp_path / "other")
+    index = RemoteIndex(remote, other.root).refresh()
+    with pytest.raises(RemoteError, match="corrupt"):
+        transfer.download(other, index, transfer.checkpoint_objects(other, index, manifests))
+    assert other.missing([victim]) == [victim]

@@ -893,3 +893,31 @@ def test_object_table_entries_written_by_this_process():
     assert bytes(32) not in t and t.get(bytes(32)) is None
     with pytest.raises(KeyError):
         t[bytes(32)]
+
+
+def test_a_damaged_copy_is_passed_over_for_a_good_one(tmp_path: Path):
+    """Two processes that add the same chunk at once both store it. If one copy rots, reads
+    use the other; fsck still names the damaged copy; with both damaged, reads fail."""
+    x, y = _floats(1, 20_000).tobytes(), _floats(2, 20_000).tobytes()
+    store = Store(tmp_path)
+    [oid] = _put(store, [(x, 4)])
+    _put(store, [(x, 4), (y, 4)])
+    copies = store._index.copies(oid)
+    assert len(copies) == 2 and {c.pack for c in copies} == set(store.packs())
+
+    def damage(entry):
+        path = store.pack_dir / f"{entry.pack}.pack"
+        data = bytearray(path.read_bytes())
+        data[entry.offset + record_head.size + entry.stored_length // 2] ^= 0x10
+        path.write_bytes(bytes(data))
+
+    damage(copies[0])
+    fresh = Store(tmp_path)
+    assert fresh.read(oid) == x
+    entry, record, data = fresh.read_checked(oid)
+    assert data == x and entry.pack == copies[1].pack
+    report = fsck_check(fresh)
+    assert len(report.problems) == 1 and copies[0].pack in report.problems[0]
+    damage(copies[1])
+    with pytest.raises(CorruptObject):
+        Store(tmp_path).read(oid)

@@ -89,8 +89,7 @@ def upload(store: Store, index: RemoteIndex, oids: Iterable[bytes], quiet: bool 
     def read(batch: list[bytes]) -> list:
         out = []
         for oid in batch:
-            entry, record = store.read_record(oid)
-            check_record(oid, entry, record)       # never spread a damaged object
+            entry, record, _ = store.read_checked(oid)     # never spread a damaged object
             out.append((oid, entry, record))
         return out
 
@@ -199,7 +198,7 @@ def read_objects(index: RemoteIndex, oids: Iterable[bytes], quiet: bool = True) 
             try:
                 check_record(oid, entry, record)
             except CorruptObject as err:
-                raise RemoteError(f"remote {index.remote}: {err}") from None
+                entry, record = _other_copy(index, oid, entry, err)
             out.append((oid, entry, record[record_head.size:]))
         return out
 
@@ -209,6 +208,22 @@ def read_objects(index: RemoteIndex, oids: Iterable[bytes], quiet: bool = True) 
             for item in records:
                 bar.update(record_head.size + item[1].stored_length)
                 yield item
+
+
+def _other_copy(index: RemoteIndex, oid: bytes, damaged: Entry, error: CorruptObject) -> tuple[Entry, memoryview]:
+    """A good copy, from another of the remote's packs, of an object whose record in
+    `damaged.pack` failed its check (two clients that pushed at once may both have sent it)."""
+    for entry in index.entries.copies(oid):
+        if entry == damaged:
+            continue
+        end = entry.offset + record_head.size + entry.stored_length
+        try:
+            record = memoryview(index.remote.read_range(entry.pack, entry.offset, end))
+            check_record(oid, entry, record)
+        except (CorruptObject, RemoteError, OSError):
+            continue
+        return entry, record
+    raise RemoteError(f"remote {index.remote}: {error}")
 
 
 def download(store: Store, index: RemoteIndex, oids: Iterable[bytes], quiet: bool = False) -> Stats:

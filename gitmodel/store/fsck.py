@@ -22,7 +22,7 @@ def check(store: Store, progress: Callable[[int, int], None] | None = None) -> F
     entries = store.entries()
     for done, (oid, entry) in enumerate(entries, start=1):
         try:
-            data = store.read(oid)
+            data = store.read_copy(oid, entry)     # each copy, not whichever read() picks
         except StoreError as err:
             report.problems.append(f"{entry.pack}: {err}")
             continue

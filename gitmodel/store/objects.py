@@ -98,17 +98,32 @@ class Store:
 
     def read(self, oid: bytes) -> bytes:
         """The object's bytes, verified against its id."""
-        entry, record = self.read_record(oid)
-        return check_record(oid, entry, record)
+        return self.read_checked(oid)[2]
 
-    def read_record(self, oid: bytes) -> tuple[Entry, bytes]:
-        """The object's index entry and its record as stored (header and payload), unchecked."""
-        entry = self._index.get(oid)
-        if entry is None:
+    def read_checked(self, oid: bytes) -> tuple[Entry, bytes, bytes]:
+        """(index entry, record as stored, bytes) of the object, verified. If a copy is
+        damaged and another pack holds the object too, that copy serves; if none is good,
+        the first copy's error is raised."""
+        copies = self._index.copies(oid)
+        if not copies:
             self.refresh()
-            entry = self._index.get(oid)
-            if entry is None:
+            copies = self._index.copies(oid)
+            if not copies:
                 raise MissingObjects([oid])
+        first_error = None
+        for entry in copies:
+            try:
+                record = self._read_record(oid, entry)
+                return entry, record, check_record(oid, entry, record)
+            except CorruptObject as err:
+                first_error = first_error or err
+        raise first_error
+
+    def read_copy(self, oid: bytes, entry: Entry) -> bytes:
+        """The bytes of this one copy of the object, verified (for checking every copy)."""
+        return check_record(oid, entry, self._read_record(oid, entry))
+
+    def _read_record(self, oid: bytes, entry: Entry) -> bytes:
         size = record_head.size + entry.stored_length
         try:
             record = os.pread(self._fd(entry.pack), size, entry.offset)
@@ -116,7 +131,7 @@ class Store:
             raise CorruptObject(oid, f"cannot read {entry.pack}.pack: {err.strerror}") from None
         if len(record) != size:
             raise CorruptObject(oid, f"{entry.pack}.pack is truncated")
-        return entry, record
+        return record
 
     def read_manifest(self, oid: bytes) -> Manifest:
         data = self.read(oid)

@@ -59,6 +59,11 @@ class _Run:
         """The position of `oid` in `entries`, or -1."""
         return next(self.search.find(oid), -1)
 
+    def entry(self, names: list[str], at: int) -> Entry:
+        row = self.entries[at]
+        return Entry(names[self.packs[at]], int(row["offset"]), int(row["stored"]), int(row["raw"]),
+                     int(row["kind"]), int(row["encoding"]))
+
 
 class ObjectTable:
     def __init__(self):
@@ -90,13 +95,17 @@ class ObjectTable:
             self._runs = runs
 
     def get(self, oid: bytes) -> Entry | None:
+        """One copy of the object (the one added last), or None."""
         for run in reversed(self._runs):
             at = run.find(oid)
             if at >= 0:
-                row = run.entries[at]
-                return Entry(self.names[run.packs[at]], int(row["offset"]), int(row["stored"]),
-                             int(row["raw"]), int(row["kind"]), int(row["encoding"]))
+                return run.entry(self.names, at)
         return None
+
+    def copies(self, oid: bytes) -> list[Entry]:
+        """Every copy of the object (packs written concurrently may hold the same one), the
+        one `get` returns first."""
+        return [run.entry(self.names, at) for run in reversed(self._runs) for at in run.search.find(oid)]
 
     def __contains__(self, oid: bytes) -> bool:
         return any(run.find(oid) >= 0 for run in self._runs)
