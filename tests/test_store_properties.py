@@ -921,3 +921,16 @@ def test_a_damaged_copy_is_passed_over_for_a_good_one(tmp_path: Path):
     damage(copies[1])
     with pytest.raises(CorruptObject):
         Store(tmp_path).read(oid)
+
+
+def test_temporary_packs_of_killed_processes_are_swept(tmp_path: Path):
+    import time as _time
+    store = Store(tmp_path)
+    store.tmp_dir.mkdir(parents=True)
+    dead, live = store.tmp_dir / "pack-dead", store.tmp_dir / "pack-live"
+    dead.write_bytes(b"GMPACK01 left by a killed git add")
+    live.write_bytes(b"GMPACK01 being written right now")
+    old = _time.time() - 2 * 24 * 3600
+    os.utime(dead, (old, old))
+    _put(store, [(b"some bytes", 1)])
+    assert not dead.exists() and live.exists()

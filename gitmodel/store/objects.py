@@ -2,7 +2,7 @@
 
     <root>/packs/pack-<hex>.pack   immutable, content-addressed packs
     <root>/packs/pack-<hex>.idx    their indexes (a pack without one is not yet visible)
-    <root>/tmp/                    packs being written
+    <root>/tmp/                    packs being written (left by a killed process: swept after a day)
 
 Many processes may add at once: each writes its own temporary pack and publishes it by rename.
 Two processes that store the same object both keep a copy; that wastes space, never loses data.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import blake3
@@ -47,6 +48,7 @@ class Store:
         self._loaded: set[str] = set()
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._swept = False
         self.refresh()
 
     # ----- index -----
@@ -85,6 +87,9 @@ class Store:
     # ----- writing -----
 
     def writer(self) -> PackWriter:
+        if not self._swept:
+            self._swept = True
+            sweep(self.tmp_dir)
         return PackWriter(self.tmp_dir, publish_into(self.pack_dir))
 
     def publish(self, writer: PackWriter) -> None:
@@ -156,6 +161,25 @@ class Store:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+
+
+STALE_AFTER = 24 * 3600      # seconds without a write after which a temporary file is dead
+
+
+def sweep(tmp_dir: Path) -> None:
+    """Remove temporary packs a killed process left behind. A live writer touches its file
+    at least every few seconds, so a day without a write means nobody will publish it."""
+    try:
+        paths = list(tmp_dir.iterdir())
+    except OSError:
+        return
+    cutoff = time.time() - STALE_AFTER
+    for path in paths:
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:
+            pass
 
 
 def check_record(oid: bytes, entry: Entry, record: bytes | memoryview) -> bytes:
