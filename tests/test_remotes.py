@@ -733,3 +733,24 @@ def test_fetch_takes_another_copy_when_one_is_damaged(tmp_path: Path):
     with pytest.raises(RemoteError, match="corrupt"):
         transfer.download(other, index, transfer.checkpoint_objects(other, index, manifests))
     assert other.missing([victim]) == [victim]
+
+
+def test_fetch_reads_each_manifest_once(tmp_path: Path, monkeypatch):
+    """A fetch reads the manifests it lacks to learn their chunks, and stores those same
+    reads (after the chunks) instead of asking the remote again."""
+    from gitmodel.git import sync
+    store, manifests, files = _store_with(tmp_path, [34, 35])
+    remote = Remote(str(tmp_path / "remote"))
+    transfer.upload(store, RemoteIndex(remote, store.root), _objects(store, manifests))
+    reads, real = [], Remote.read_range
+    monkeypatch.setattr(Remote, "read_range",
+                        lambda self, pack, start, end: reads.append((pack, start, end)) or real(self, pack, start, end))
+    fresh = Store(tmp_path / "fresh")
+    index = RemoteIndex(remote, fresh.root)
+    stats = sync.fetch(fresh, index, {m.hex(): f"m{i}.safetensors" for i, m in enumerate(manifests)}, quiet=True)
+    assert stats.objects == len(set(_objects(store, manifests)))
+    for m in manifests:
+        entry = index.entries[m]
+        covering = [r for r in reads if r[0] == entry.pack and r[1] <= entry.offset < r[2]]
+        assert len(covering) == 1, "each manifest is read from the remote once"
+        assert _restore(fresh, m) == files[manifests.index(m)]

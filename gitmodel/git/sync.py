@@ -58,8 +58,9 @@ def fetch(store: Store, index: RemoteIndex, found: dict[str, str], quiet: bool =
         if not store.missing(chunks):
             return transfer.Stats()
     index.refresh()
-    return transfer.download(store, index, transfer.checkpoint_objects(store, index, manifest_ids),
-                             quiet=quiet)
+    manifests: dict = {}                     # read once: to list the chunks, then to store
+    oids = transfer.checkpoint_objects(store, index, manifest_ids, read=manifests)
+    return transfer.download(store, index, oids, quiet=quiet, known=manifests)
 
 
 def pointers_for_push(repository, lines: Iterable[str], git_remote: str | None) -> dict[str, str]:

@@ -226,22 +226,32 @@ def _other_copy(index: RemoteIndex, oid: bytes, damaged: Entry, error: CorruptOb
     raise RemoteError(f"remote {index.remote}: {error}")
 
 
-def download(store: Store, index: RemoteIndex, oids: Iterable[bytes], quiet: bool = False) -> Stats:
-    """Fetch into the store the given objects it lacks."""
+def download(store: Store, index: RemoteIndex, oids: Iterable[bytes], quiet: bool = False,
+             known: dict[bytes, tuple[Entry, bytes]] | None = None) -> Stats:
+    """Fetch into the store the given objects it lacks. `known`: objects already read from
+    the remote and verified (manifests, by checkpoint_objects), stored after the rest."""
     need = store.missing(list(dict.fromkeys(oids)))
     stats = Stats()
     if not need:
         return stats
+    known = known or {}
+    fetch = [oid for oid in need if oid not in known]
     if not index.packs:
         index.refresh()
-    if any(oid not in index.entries for oid in need):
+    if any(oid not in index.entries for oid in fetch):
         index.refresh()
     writer = store.writer()
     try:
-        for oid, entry, payload in read_objects(index, need, quiet):
+        for oid, entry, payload in read_objects(index, fetch, quiet):
             writer.add(oid, entry.kind, entry.encoding, entry.raw_length, payload)
             stats.objects += 1
             stats.bytes += len(payload)
+        for oid in need:
+            if oid in known:
+                entry, payload = known[oid]
+                writer.add(oid, entry.kind, entry.encoding, entry.raw_length, payload)
+                stats.objects += 1
+                stats.bytes += len(payload)
     finally:
         # Keep what arrived, even when interrupted: every record was verified, and chunks
         # come before manifests, so a published manifest never lacks its chunks. A repeated
@@ -251,25 +261,29 @@ def download(store: Store, index: RemoteIndex, oids: Iterable[bytes], quiet: boo
     return stats
 
 
-def checkpoint_objects(store: Store, index: RemoteIndex, manifest_ids: Iterable[bytes]) -> list[bytes]:
+def checkpoint_objects(store: Store, index: RemoteIndex, manifest_ids: Iterable[bytes],
+                       read: dict[bytes, tuple[Entry, bytes]] | None = None) -> list[bytes]:
     """Every object of these checkpoints: chunk ids, then manifest ids. Manifests missing here
-    are read from the remote (kept in memory only: they are small)."""
+    are read from the remote (kept in memory only: they are small); `read` receives them,
+    so that `download(..., known=read)` does not read them twice."""
     manifest_ids = list(dict.fromkeys(manifest_ids))
     absent = set(store.missing(manifest_ids))
     remote_manifests = {}
     if absent:
         if any(oid not in index.entries for oid in absent):
             index.refresh()
-        remote_manifests = {oid: bytes(payload) for oid, entry, payload in
+        remote_manifests = {oid: (entry, bytes(payload)) for oid, entry, payload in
                             read_objects(index, [m for m in manifest_ids if m in absent])}
     chunks: dict[bytes, None] = {}
     for oid in manifest_ids:
         if oid in absent:
-            entry = index.entries[oid]
-            manifest = Manifest.decode(codec.decode(entry.encoding, remote_manifests[oid], entry.raw_length))
+            entry, payload = remote_manifests[oid]
+            manifest = Manifest.decode(codec.decode(entry.encoding, payload, entry.raw_length))
         else:
             manifest = store.read_manifest(oid)
         chunks.update(dict.fromkeys(cid for cid, _ in manifest.chunks))
+    if read is not None:
+        read.update(remote_manifests)
     return list(chunks) + manifest_ids
 
 
