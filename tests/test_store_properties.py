@@ -934,3 +934,38 @@ def test_temporary_packs_of_killed_processes_are_swept(tmp_path: Path):
     os.utime(dead, (old, old))
     _put(store, [(b"some bytes", 1)])
     assert not dead.exists() and live.exists()
+
+
+def test_threads_refreshing_at_once_add_each_pack_once(tmp_path: Path, monkeypatch):
+    from gitmodel.store import objects
+    reader = Store(tmp_path)                   # opened before the pack exists
+    [oid] = _put(Store(tmp_path), [(b"published by another process", 1)])
+    real = objects.verify_index
+
+    def slow(*args):                           # widen the window between looking and adding
+        threading.Event().wait(0.1)
+        return real(*args)
+    monkeypatch.setattr(objects, "verify_index", slow)
+    threads = [threading.Thread(target=reader.missing, args=([oid],)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(reader._index.copies(oid)) == 1 and len(reader.entries()) == 1
+
+
+def test_object_table_leaves_a_large_old_run_alone():
+    """Publishing small packs one by one into a large table must not rewrite the large run
+    each time (that made 1,000 small publishes into 600,000 objects take 5.5 s)."""
+    t = table.ObjectTable()
+    big = {os.urandom(32): Entry("", i, 1, 1, 0, 0) for i in range(5000)}
+    t.add_entries("pack-big", big)
+    base = t._runs[0]
+    small = []
+    for i in range(10 * table.MAX_RUNS):
+        small.append({os.urandom(32): Entry("", 8, 1, 1, 0, 0)})
+        t.add_entries(f"pack-{i}", small[-1])
+        assert len(t._runs) <= table.MAX_RUNS
+    assert t._runs[0] is base
+    assert all(oid in t for entries in small for oid in entries) and all(oid in t for oid in list(big)[:50])
+    assert len(t) == 5000 + len(small)

@@ -5,9 +5,10 @@ that runs the filter opens the store. One Python object per entry cost ~330 byte
 to load each (600,000 objects, ~110 GiB of chunks: 200 MiB and 0.96 s per filter start). Here
 each pack's index entries stay in their on-disk layout, as a numpy structured array sorted by
 id, with the ids' first 8 bytes beside them as integers to bisect on. Packs added later form
-more such runs; once there are more than MAX_RUNS, they are merged into one (a stable sort of
-already sorted runs). Readers take a snapshot of the list of runs, and writers replace the list
-rather than change it, so lookups from worker threads need no lock.
+more such runs; past MAX_RUNS, the newest ones are merged (a stable sort of sorted runs), a
+large old run only once as much has been added after it. Readers take a snapshot of the list
+of runs, and writers replace the list rather than change it, so lookups from worker threads
+need no lock.
 """
 
 from __future__ import annotations
@@ -65,6 +66,21 @@ class _Run:
                      int(row["kind"]), int(row["encoding"]))
 
 
+def _merge_newest(runs: list[_Run]) -> list[_Run]:
+    """Merge the newest run with older ones while they are no larger than what is merged
+    so far (and while too many runs remain): a large old run is rewritten only once as much
+    has been added after it, so each entry is merged O(log n) times, not once per publish."""
+    runs = list(runs)
+    group = [runs.pop()]
+    size = len(group[0].search)
+    while runs and (len(runs) >= MAX_RUNS or len(runs[-1].search) <= size):
+        group.append(runs.pop())
+        size += len(group[-1].search)
+    group.reverse()                          # oldest first
+    runs.append(_Run(np.concatenate([r.entries for r in group]), np.concatenate([r.packs for r in group])))
+    return runs
+
+
 class ObjectTable:
     def __init__(self):
         self.names: list[str] = []          # pack number -> pack name
@@ -90,12 +106,11 @@ class ObjectTable:
             numbers = [np.full(len(rows), first + i, np.uint32) for i, (_, rows) in enumerate(packs)]
             runs = self._runs + [_Run(np.concatenate([rows for _, rows in packs]), np.concatenate(numbers))]
             if len(runs) > MAX_RUNS:
-                runs = [_Run(np.concatenate([r.entries for r in runs]),
-                             np.concatenate([r.packs for r in runs]))]
+                runs = _merge_newest(runs)
             self._runs = runs
 
     def get(self, oid: bytes) -> Entry | None:
-        """One copy of the object (the one added last), or None."""
+        """One copy of the object, or None."""
         for run in reversed(self._runs):
             at = run.find(oid)
             if at >= 0:
@@ -121,8 +136,9 @@ class ObjectTable:
 
     def items(self) -> Iterator[tuple[bytes, Entry]]:
         """Every (id, entry), an object in several packs once per pack, in no set order."""
-        names = self.names
-        for run in self._runs:
+        runs = self._runs
+        names = self.names                  # read after the runs: it covers all their packs
+        for run in runs:
             for row, pack in zip(run.entries.tolist(), run.packs.tolist()):
                 oid, offset, stored, raw, kind, encoding = row
                 yield bytes(oid), Entry(names[pack], offset, stored, raw, kind, encoding)
