@@ -49,6 +49,7 @@ class Store:
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
         self._swept = False
+        self._refreshing = threading.Lock()
         self.refresh()
 
     # ----- index -----
@@ -57,11 +58,12 @@ class Store:
         """Pick up packs published since the last look (by this or another process)."""
         if not self.pack_dir.is_dir():
             return
-        fresh = [path.stem for path in sorted(self.pack_dir.glob("pack-*.idx"))
-                 if path.stem not in self._loaded]
-        self._index.add_indexes([(name, *verify_index(name, (self.pack_dir / f"{name}.idx").read_bytes()))
-                                 for name in fresh])
-        self._loaded.update(fresh)
+        with self._refreshing:              # threads refreshing at once add each pack once
+            fresh = [path.stem for path in sorted(self.pack_dir.glob("pack-*.idx"))
+                     if path.stem not in self._loaded]
+            self._index.add_indexes([(name, *verify_index(name, (self.pack_dir / f"{name}.idx").read_bytes()))
+                                     for name in fresh])
+            self._loaded.update(fresh)
 
     def has(self, oid: bytes) -> bool:
         return oid in self._index
@@ -95,9 +97,10 @@ class Store:
     def publish(self, writer: PackWriter) -> None:
         """Finish the writer's packs and make their objects visible to this Store."""
         for name, entries in writer.finish():
-            if name not in self._loaded:
-                self._index.add_entries(name, entries)
-                self._loaded.add(name)
+            with self._refreshing:
+                if name not in self._loaded:
+                    self._index.add_entries(name, entries)
+                    self._loaded.add(name)
 
     # ----- reading -----
 
