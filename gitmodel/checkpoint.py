@@ -201,7 +201,7 @@ class _ChunkSink:
         # Packs are published in the order written, the manifest last: once the manifest is
         # visible, every chunk it lists is too.
         self._store.publish(self._writer)
-        self._stats_cache.append(self._new_stats)
+        self._stats_cache.append(list(dict.fromkeys(self._new_stats)))   # equal chunks: one record
         return oid, [cid for cid, _ in self._chunks]
 
     def abort(self) -> None:

@@ -220,9 +220,10 @@ class StatsCache:
         rows, search = self._records
         code = self.CODES[dtype]
         for row in search.find(oid):
-            fields = self._valid(rows[row].tobytes())
-            if fields is not None and fields[2:4] == (code, phase):
-                return Partial(*fields[4:])
+            if rows[row, 33] == code and rows[row, 34] == phase:    # before the costlier check
+                fields = self._valid(rows[row].tobytes())
+                if fields is not None:
+                    return Partial(*fields[4:])
         return None
 
     def _load(self):
@@ -230,10 +231,14 @@ class StatsCache:
         from gitmodel.store.table import IdSearch
         try:
             with open(self.path, "rb") as f:
-                data = f.read()
+                size = os.fstat(f.fileno()).st_size
+                whole = size - size % self.SIZE
+                start = max(0, whole - self.MAX_BYTES // self.SIZE * self.SIZE)
+                f.seek(start)
+                data = f.read(whole - start)            # the newest MAX_BYTES at most
         except OSError:
             return False
-        if len(data) > self.MAX_BYTES or len(data) % self.SIZE:
+        if size > self.MAX_BYTES or size % self.SIZE:
             data = self._compact(data)
         count = len(data) // self.SIZE
         if not count:
@@ -242,19 +247,22 @@ class StatsCache:
         return rows, IdSearch(rows, 1)
 
     def _compact(self, data: bytes) -> bytes:
-        """Keep the newest valid records, up to half of MAX_BYTES; returns what was kept."""
-        keep, kept = (self.MAX_BYTES // 2) // self.SIZE, []
-        for at in range(len(data) - len(data) % self.SIZE - self.SIZE, -1, -self.SIZE):
+        """Keep the newest valid record of each (chunk, dtype, phase), up to half of
+        MAX_BYTES of them; returns what was kept."""
+        keep, kept, seen = (self.MAX_BYTES // 2) // self.SIZE, [], set()
+        for at in range(len(data) - self.SIZE, -1, -self.SIZE):
             if len(kept) == keep:
                 break
             record = data[at:at + self.SIZE]
-            if self._valid(record) is not None:
+            if record[1:35] not in seen and self._valid(record) is not None:
+                seen.add(record[1:35])
                 kept.append(record)
         data = b"".join(reversed(kept))
         try:
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".stats-cache-")
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            os.chmod(tmp, 0o644)            # as `append` creates it (mkstemp makes 0600)
             os.replace(tmp, self.path)      # records appended meanwhile by others are lost
         except OSError:
             pass

@@ -211,3 +211,15 @@ def test_statistics_cache_lookups_and_compaction(tmp_path: Path, monkeypatch):
     assert path.stat().st_size == 20 * StatsCache.SIZE
     kept = [i for i in range(60) if StatsCache(path).get(ids[i], "F32", i % 4) is not None]
     assert kept == list(range(39, 58)) + [59]
+
+
+def test_equal_chunks_leave_one_cache_record(tmp_path: Path):
+    """A tensor of zeros is many equal chunks: the cache gets one record for them, not one
+    each (duplicates would make every later lookup of that chunk scan them all)."""
+    model = {"zeros": np.zeros(3_000_000, np.float32), "ones": np.ones(1_000_000, np.float32)}
+    data = write_safetensors(tmp_path / "z.safetensors", model).read_bytes()
+    store = Store(tmp_path / "s")
+    checkpoint.clean(io.BytesIO(data), store)
+    raw = (store.root / "stats-cache").read_bytes()
+    keys = [raw[at + 1:at + 35] for at in range(0, len(raw), StatsCache.SIZE)]
+    assert len(keys) == len(set(keys)) and len(keys) < 10
