@@ -22,6 +22,8 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
+from gitmodel.scratch import scratch
+
 STATS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
 _SCALAR = {"F64": struct.Struct("<d"), "F32": struct.Struct("<f"), "F16": struct.Struct("<e")}
 
@@ -48,19 +50,9 @@ class Partial:
         self.inf += other.inf
 
 
-_scratch = threading.local()
-
-
 def _buffers(n: int):
-    """Per-thread scratch arrays of at least n elements: a float64 one for the sums and a
-    uint32 one for widening bf16. Reused, because allocating per chunk (hundreds of KiB,
-    mapped and unmapped each time) cost more than the arithmetic."""
-    import numpy as np
-    wide = getattr(_scratch, "wide", None)
-    if wide is None or wide.size < n:
-        _scratch.wide = wide = np.empty(max(n, 1 << 16), np.float64)
-        _scratch.bits = np.empty(wide.size, np.uint32)
-    return wide[:n], _scratch.bits[:n]
+    """Scratch arrays of n elements: float64 for the sums, uint32 for widening bf16."""
+    return scratch("stats.wide", n, "f8"), scratch("stats.bits", n, "u4")
 
 
 def floats(data, dtype: str, bits=None):

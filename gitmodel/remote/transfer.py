@@ -14,6 +14,7 @@ a repeated transfer skips whatever already arrived.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -240,18 +241,13 @@ def download(store: Store, index: RemoteIndex, oids: Iterable[bytes], quiet: boo
         index.refresh()
     if any(oid not in index.entries for oid in fetch):
         index.refresh()
+    already = ((oid, *known[oid]) for oid in need if oid in known)
     writer = store.writer()
     try:
-        for oid, entry, payload in read_objects(index, fetch, quiet):
+        for oid, entry, payload in itertools.chain(read_objects(index, fetch, quiet), already):
             writer.add(oid, entry.kind, entry.encoding, entry.raw_length, payload)
             stats.objects += 1
             stats.bytes += len(payload)
-        for oid in need:
-            if oid in known:
-                entry, payload = known[oid]
-                writer.add(oid, entry.kind, entry.encoding, entry.raw_length, payload)
-                stats.objects += 1
-                stats.bytes += len(payload)
     finally:
         # Keep what arrived, even when interrupted: every record was verified, and chunks
         # come before manifests, so a published manifest never lacks its chunks. A repeated

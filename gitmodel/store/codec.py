@@ -25,6 +25,8 @@ import threading
 
 import zstandard
 
+from gitmodel.scratch import scratch
+
 RAW, ZSTD, GROUPED, DELTA = 0, 1, 2, 3
 LEVEL = 1
 
@@ -139,16 +141,6 @@ def _encode_grouped(data, width: int, phase: int, skip: frozenset, trials) -> tu
 _WORDS = {2: "<u2", 4: "<u4", 8: "<u8"}      # widths split and joined as little-endian words
 
 
-def _scratch(name: str, size: int, dtype: str):
-    """A per-thread reusable array (warm memory: fresh buffers cost page faults)."""
-    import numpy as np
-    array = getattr(_local, name, None)
-    if array is None or array.size < size:
-        array = np.empty(max(size, 1 << 20), dtype)
-        setattr(_local, name, array)
-    return array[:size]
-
-
 def _split(data, width: int, body: int):
     """The byte planes of data[:body] as the rows of a (width, body // width) array in a
     per-thread scratch buffer. For 2, 4 and 8 bytes, plane k of the little-endian words is
@@ -156,10 +148,10 @@ def _split(data, width: int, body: int):
     width 4); other widths take a strided copy (~4 GB/s; bytes slicing with a step: 1.5)."""
     import numpy as np
     n = body // width
-    planes = _scratch("planes", body, "u1").reshape(width, n)
+    planes = scratch("codec.planes", body, "u1").reshape(width, n)
     if width in _WORDS:
         words = np.frombuffer(data, _WORDS[width], count=n)
-        shifted = _scratch(f"words{width}", n, _WORDS[width])
+        shifted = scratch(f"codec.words{width}", n, _WORDS[width])
         for k in range(width):
             np.copyto(planes[k], np.right_shift(words, 8 * k, out=shifted) if k else words,
                       casting="unsafe")
@@ -174,7 +166,7 @@ def _join(planes: list, width: int, out: bytearray) -> None:
     n = len(planes[0])
     if width in _WORDS:
         words = np.frombuffer(out, _WORDS[width], count=n)
-        shifted = _scratch(f"words{width}", n, _WORDS[width])
+        shifted = scratch(f"codec.words{width}", n, _WORDS[width])
         for k, plane in enumerate(planes):
             source = np.frombuffer(plane, np.uint8)
             if k == 0:
