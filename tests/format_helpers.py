@@ -85,3 +85,14 @@ def assert_survives(data: bytes) -> None:
         text, restored = clean_restore(data, root)
     assert restored == data
     assert not data or pointer.parse(text).size == len(data)
+
+
+def assert_checkout_restores(repo, digests: dict[str, str]) -> None:
+    """Delete the committed files, check them out again: each has its sha256 back, and git
+    sees nothing modified."""
+    from conftest import sha256
+    for name in digests:
+        (repo.path / name).unlink()
+    repo.git("checkout", "--", *digests)
+    assert {name: sha256(repo.path / name) for name in digests} == digests
+    assert repo.status() == ""

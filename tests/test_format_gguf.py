@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_repo, sha256
-from format_helpers import assert_survives, clean_restore, damage, tensor_lines, walk_layout
+from format_helpers import assert_checkout_restores, assert_survives, clean_restore, damage, tensor_lines, walk_layout
 from gitmodel import checkpoint, pointer
 from gitmodel.formats import Segment, Tensor, detect, gguf
 from gitmodel.store.objects import Store
@@ -293,11 +293,7 @@ def test_git_add_commit_checkout(tmp_path, git_env):
     shown = repo.git("show", "HEAD:tiny_f32_f16.gguf").stdout.decode()
     assert "blk.0.ffn_up.weight F16 [2,64,32]" in shown and "blk.0.ffn_bf16.weight BF16 [16,32]" in shown
 
-    for name in names:
-        (repo.path / name).unlink()
-    repo.git("checkout", "--", ".")
-    assert {name: sha256(repo.path / name) for name in names} == digests
-    assert repo.status() == ""
+    assert_checkout_restores(repo, digests)
 
 
 # ----------------------------------------------------------------------------- fuzzing

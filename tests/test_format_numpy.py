@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_repo, sha256
-from format_helpers import assert_survives, clean_restore, damage, tensor_lines, walk_layout
+from format_helpers import assert_checkout_restores, assert_survives, clean_restore, damage, tensor_lines, walk_layout
 from gitmodel import checkpoint, pointer
 from gitmodel.formats import Segment, detect, numpy_files
 from gitmodel.formats.stream import PeekableStream
@@ -232,11 +232,7 @@ def test_git_add_commit_checkout(tmp_path, git_env):
     shown = repo.git("show", "HEAD:f32.npy").stdout.decode()
     assert "format npy" in shown and "array F32 [64,128]" in shown
 
-    for name in digests:
-        (repo.path / name).unlink()
-    repo.git("checkout", "--", ".")
-    assert {name: sha256(repo.path / name) for name in digests} == digests
-    assert repo.status() == ""
+    assert_checkout_restores(repo, digests)
 
 
 # ----------------------------------------------------------------------------- fuzzing

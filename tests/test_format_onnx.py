@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_repo, sha256
-from format_helpers import clean_restore, damage, tensor_lines, walk_layout
+from format_helpers import assert_checkout_restores, clean_restore, damage, tensor_lines, walk_layout
 from gitmodel import checkpoint, pointer
 from gitmodel.formats import detect, onnx
 from gitmodel.formats.stream import PeekableStream
@@ -299,10 +299,7 @@ def test_git_add_commit_checkout(tmp_path, git_env):
     assert "format onnx" in shown and "tensors 13" in shown
     assert "\nfc1.weight F32 [32,16] " in shown and "\nfc2.weight F16 [8,32] " in shown
     assert "producer_name gitmodel-fixtures" in shown
-    target.unlink()
-    repo.git("checkout", "--", "mlp.onnx")
-    assert sha256(target) == want
-    assert repo.status() == ""
+    assert_checkout_restores(repo, {"mlp.onnx": want})
 
 
 # ----------------------------------------------------------------------------- fuzzing

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_repo, sha256
-from format_helpers import clean_restore, damage, tensor_lines, walk_layout
+from format_helpers import assert_checkout_restores, clean_restore, damage, tensor_lines, walk_layout
 from gitmodel import checkpoint, pointer
 from gitmodel.formats import DTYPE_BITS, detect
 from gitmodel.formats import torch_zip as reader
@@ -173,10 +173,7 @@ def test_git_add_commit_checkout(tmp_path, git_env):
     assert shown.startswith("gitmodel pointer v1\n") and "\nformat pytorch\n" in shown
     assert "\nmodel_state_dict.0.weight F32 [64,32] " in shown
     assert "\noptimizer_state_dict.state.4.exp_avg F32 [10,64] " in shown
-    target.unlink()
-    repo.git("checkout", "--", "ckpt.pt")
-    assert sha256(target) == digest
-    assert repo.status() == ""
+    assert_checkout_restores(repo, {"ckpt.pt": digest})
 
 
 def test_changing_one_tensor_shares_most_chunks(tmp_path):
