@@ -259,6 +259,16 @@ def _store_with(tmp_path: Path, seeds: list[int]) -> tuple[Store, list[bytes], l
     return store, manifests, files
 
 
+def _pushed(tmp_path: Path, seeds: list[int]):
+    """_store_with, then everything uploaded to a folder remote: (store, manifest ids, file
+    bytes, the remote's folder, the remote)."""
+    store, manifests, files = _store_with(tmp_path, seeds)
+    folder = tmp_path / "remote"
+    remote = Remote(str(folder))
+    transfer.upload(store, RemoteIndex(remote, store.root), _objects(store, manifests))
+    return store, manifests, files, folder, remote
+
+
 def _objects(store: Store, manifests: list[bytes]) -> list[bytes]:
     return [c for m in manifests for c, _ in store.read_manifest(m).chunks] + manifests
 
@@ -315,10 +325,7 @@ def test_interrupted_upload_resumes_without_resending(tmp_path: Path):
 
 
 def test_corrupt_remote_pack_is_refused(tmp_path: Path):
-    store, manifests, files = _store_with(tmp_path, [30])
-    folder = tmp_path / "remote"
-    remote = Remote(str(folder))
-    transfer.upload(store, RemoteIndex(remote, store.root), _objects(store, manifests))
+    store, manifests, files, folder, remote = _pushed(tmp_path, [30])
     pack = next((folder / "packs").glob("*.pack"))
     data = bytearray(pack.read_bytes())
     data[len(data) // 2] ^= 0x40
@@ -334,10 +341,7 @@ def test_corrupt_remote_pack_is_refused(tmp_path: Path):
 
 
 def test_pack_without_index_is_invisible(tmp_path: Path):
-    store, manifests, _ = _store_with(tmp_path, [31])
-    folder = tmp_path / "remote"
-    remote = Remote(str(folder))
-    transfer.upload(store, RemoteIndex(remote, store.root), _objects(store, manifests))
+    store, manifests, _, folder, remote = _pushed(tmp_path, [31])
     idx = next((folder / "packs").glob("*.idx"))
     idx.write_bytes(idx.read_bytes()[:-5])              # an index caught mid-upload
     fresh = Store(tmp_path / "fresh")
@@ -700,10 +704,7 @@ def test_fetch_takes_another_copy_when_one_is_damaged(tmp_path: Path):
     """Clients that pushed at once may both have sent a chunk. A fetch that finds one copy
     damaged reads the other; with every copy damaged it fails and stores nothing of it."""
     from gitmodel.store.pack import PackWriter, decode_index, publish_into, record_head
-    store, manifests, files = _store_with(tmp_path, [33])
-    folder = tmp_path / "remote"
-    remote = Remote(str(folder))
-    transfer.upload(store, RemoteIndex(remote, store.root), _objects(store, manifests))
+    store, manifests, files, folder, remote = _pushed(tmp_path, [33])
     # The same chunks again, in small packs of another composition (so other names).
     writer = PackWriter(tmp_path / "tmp", publish_into(folder / "packs"), target=300 << 10)
     chunks = [c for c, _ in store.read_manifest(manifests[0]).chunks]
@@ -739,9 +740,7 @@ def test_fetch_reads_each_manifest_once(tmp_path: Path, monkeypatch):
     """A fetch reads the manifests it lacks to learn their chunks, and stores those same
     reads (after the chunks) instead of asking the remote again."""
     from gitmodel.git import sync
-    store, manifests, files = _store_with(tmp_path, [34, 35])
-    remote = Remote(str(tmp_path / "remote"))
-    transfer.upload(store, RemoteIndex(remote, store.root), _objects(store, manifests))
+    store, manifests, files, _, remote = _pushed(tmp_path, [34, 35])
     reads, real = [], Remote.read_range
     monkeypatch.setattr(Remote, "read_range",
                         lambda self, pack, start, end: reads.append((pack, start, end)) or real(self, pack, start, end))
