@@ -1,14 +1,6 @@
-"""Checkpoint formats: how a file's bytes divide into tensors and the bytes between them.
-
-A format reader looks at the start of a stream (through `PeekableStream.peek`) and describes the
-file as a sequence of `Segment`s in file order: each segment is either one tensor's raw bytes or
-opaque bytes (headers, padding, anything not understood). The store cuts chunks at segment
-starts, so a tensor keeps its chunks when the bytes before it change; the pointer lists the
-tensors. Readers never consume or copy tensor data and never execute anything from the file.
-
-Anything a reader does not recognise, or that is malformed, is one opaque segment: every byte
-is always preserved, only the chunk boundaries and the summary differ.
-"""
+"""Checkpoint formats: readers that divide a file into segments (tensors and the opaque bytes
+between them) by peeking, never executing anything; what they do not understand stays opaque,
+byte for byte. The rules every reader shares: docs/formats.md §2.2."""
 
 from __future__ import annotations
 

@@ -1,25 +1,5 @@
-"""GGUF v2/v3 (llama.cpp), little-endian.
-
-Layout, all integers little-endian:
-  "GGUF", u32 version (2 or 3), u64 tensor count, u64 key-value count;
-  key-values: key (string), u32 value type, value. Strings are a u64 byte length and UTF-8
-    bytes; arrays are a u32 element type, a u64 count and the elements (strings included, so
-    a tokenizer vocabulary must be walked string by string);
-  tensor infos: name (string), u32 n_dims, u64 dims[n_dims] (innermost first), u32 ggml type,
-    u64 offset of the data from the start of the data section;
-  zero padding up to a multiple of `general.alignment` (u32, default 32), then the data section.
-
-The whole header is parsed by peeking (at most the stream's max_peek, 128 MiB); a header that
-does not fit, or is malformed, makes the file opaque. Tensors are listed in offset order, the
-holes between them as opaque bytes. Shapes are shown outermost first (numpy / PyTorch order,
-the reverse of GGUF's dims). Plain types map to canonical dtypes; block-quantized types keep
-their ggml name ("Q4_K", "IQ2_XS", ...) and their byte size is rows * blocks per row * bytes
-per block. A tensor of a type not in the table, or overlapping the previous one, ends the
-listing: it and the rest of the file are the opaque tail. `general.*` scalar keys (strings,
-numbers, booleans; arrays skipped) become the layout's metadata, bounded in count and length.
-
-Big-endian GGUF files and version 1 (32-bit counts) are left opaque.
-"""
+"""GGUF v2/v3 (llama.cpp): the header is parsed by peeking, the tensors follow in offset order.
+Segmentation: docs/formats.md §2.7."""
 
 from __future__ import annotations
 
@@ -145,6 +125,8 @@ class _Cursor:
         return (self._stream.max_peek - self.pos) // item_size
 
     def skip_strings(self, count: int) -> None:
+        """Pass over `count` strings: each has its own length, so an array of them (a
+        tokenizer vocabulary) is walked string by string."""
         buf, pos = self.buf, self.pos
         for _ in range(count):
             if pos + 8 > len(buf):

@@ -1,26 +1,5 @@
-"""NumPy .npy files and .npz archives (what `np.save`, `np.savez` and `np.savez_compressed` write).
-
-.npy: the magic b"\\x93NUMPY", a major and a minor version byte, the header's length (u16 for
-version 1.0, u32 for 2.0 and 3.0; little-endian), then the header: a Python dict literal such as
-`{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }` padded with spaces and a newline
-(latin-1 text up to 2.0, UTF-8 in 3.0). The array's raw bytes follow, prod(shape) * itemsize of
-them. The header is read with `ast.literal_eval` (a literal, never evaluated as code) and only
-once its length is bounded. A lone .npy holds one tensor, named "array". Its shape is the
-logical shape `np.load` gives; with fortran_order the bytes are in column-major order, and
-the tensor's name is listed under the metadata key "fortran_order".
-
-.npz: a zip archive with one .npy file per array, entry "NAME.npy" holding the array NAME. The
-archive is read front to back through the local file headers (signature PK\\x03\\x04, sizes in
-the header or in a zip64 extra field), never through the central directory at the end.
-Entries stored uncompressed give their .npy header as opaque bytes and their array as a
-tensor; deflated entries (`savez_compressed`), other files and arrays we cannot describe are
-opaque. An entry whose sizes come only after its data (flag bit 3, a data descriptor) stops
-the walk: it and everything after it are the opaque tail. A zip is claimed only when its
-first entry's name ends in ".npy", so other zips (PyTorch's, with data.pkl) are left alone.
-
-Falls back to opaque bytes: big-endian, structured, string, datetime and object (pickled)
-arrays; headers over 64 KiB; anything malformed.
-"""
+"""NumPy .npy files and .npz archives (`np.save`, `np.savez`, `np.savez_compressed`); headers are
+read as literals, never evaluated. Segmentation: docs/formats.md §2.4 (.npy) and §2.5 (.npz)."""
 
 from __future__ import annotations
 

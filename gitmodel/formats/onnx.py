@@ -1,31 +1,5 @@
-"""ONNX models: one protobuf `ModelProto`, serialized with no length prefix or magic.
-
-Protobuf is a sequence of fields, each a varint tag (field number << 3 | wire type) and a
-value: a varint (type 0), 8 or 4 fixed bytes (types 1, 5) or a varint length and that many
-bytes (type 2, used for strings, bytes and nested messages). What this reader relies on:
-
-    ModelProto   1 ir_version, 2 producer_name, 3 producer_version, 4 domain,
-                 5 model_version, 7 graph (GraphProto), 8 opset_import (1 domain, 2 version),
-                 14 metadata_props (1 key, 2 value)
-    GraphProto   2 name, 5 initializer (TensorProto); nodes, inputs... stay opaque
-    TensorProto  1 dims (varints, packed or not), 2 data_type, 8 name, 9 raw_data,
-                 14 data_location (1 = EXTERNAL)
-
-Each initializer's raw_data bytes become one tensor segment; everything else is opaque.
-Writers serialize fields in number order, so dims, type and name come before raw_data. A
-TensorProto up to 1 MiB is parsed whole, whatever its order; a larger one is parsed up to its
-raw_data and, when something is missing there, re-read whole if it is at most 32 MiB.
-Otherwise the data is still its own segment, named `initializer#<index>` when the name is not
-known, and shown as flat U8 bytes (or flat elements of the known type) when the type or dims
-do not account for its length. Initializers held in float_data/int64_data..., external data
-(data_location EXTERNAL, bytes in another file) and tensors inside nodes (Constant
-attributes) stay opaque; a second raw_data field in one TensorProto is not looked for.
-
-Detection: the first field must be ir_version (1..1000), then only known ModelProto fields
-with their proper wire types (strings valid UTF-8) until the graph field, within the first
-4 MiB, and the graph must open with a plausible GraphProto field. The walk peeks at most
-48 MiB ahead and caps field counts; anything malformed ends it (the rest is an opaque tail).
-"""
+"""ONNX models (one protobuf ModelProto): each initializer's raw_data is a tensor, found by a
+bounded forward walk of the protobuf fields. Segmentation: docs/formats.md §2.8."""
 
 from __future__ import annotations
 
@@ -49,6 +23,8 @@ DTYPES: dict[int, tuple[str, int]] = {
 MAX_AHEAD = 48 << 20          # furthest the walk peeks past the consumed position
 READ_AHEAD = 64 << 10         # extra bytes peeked at once, so small fields cost one peek
 DETECT_SPAN = 4 << 20         # the graph field must start within this
+# Writers serialize fields in number order, so a TensorProto's dims, type and name come before
+# its raw_data: a large one is parsed only up to there, without peeking over its data.
 SMALL_MESSAGE = 1 << 20       # TensorProtos up to this are parsed whole
 HEADER_SPAN = 64 << 10        # a larger one's fields before raw_data: looked for here first
 LATE_PEEK = 32 << 20          # ...and larger ones whole when their header lacks something

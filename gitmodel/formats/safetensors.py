@@ -1,10 +1,5 @@
-"""safetensors: 8-byte little-endian header length N, N bytes of JSON, then tensor data.
-
-The JSON maps tensor names to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative
-to the end of the header) plus an optional "__metadata__" map of strings. Headers over 100 MB,
-overlapping or out-of-range offsets, or sizes that disagree with dtype x shape make the file
-opaque rather than failing.
-"""
+"""safetensors: an 8-byte header length, a JSON header, then the tensors' bytes.
+Segmentation: docs/formats.md §2.3."""
 
 from __future__ import annotations
 

@@ -1,48 +1,6 @@
-"""PyTorch `torch.save` archives (.pt .pth .bin .ckpt), read front to back without the central
-directory and without unpickling.
-
-Layout relied on: a zip of *stored* (uncompressed) entries. Each entry is a local header
-(`PK\\x03\\x04`, 30 bytes + name + extra field; torch pads the extra field so data starts on a
-64-byte boundary) and its data. torch sets flag bit 3, so the header's sizes are zero and a
-data descriptor (`PK\\x07\\x08`, crc, sizes: 16 bytes, or 24 with 64-bit sizes once the archive
-has gone zip64) follows the data. Entries: `<prefix>/data.pkl` first (the pickled object, with
-each storage as a persistent id `('storage', torch.<Type>Storage, key, location, numel)`), small
-records (`.format_version`, `.storage_alignment`, `byteorder`), one `<prefix>/data/<key>` per
-storage holding its raw bytes, then `version`, `.data/serialization_id` and the central
-directory.
-
-How sizes are found: a header without bit 3 gives its size (zip64 extra field when 0xFFFFFFFF);
-otherwise a storage entry is numel x element size as its persistent id says, and data.pkl or a
-small record ends at the first descriptor whose sizes match the distance and which is followed
-by another zip signature (a bytes.find, so the pickle is decoded once). The pickle (at most
-MAX_PICKLE bytes, MAX_OPS opcodes) is decoded by a small stack machine that only builds inert
-values: dicts, lists, tuples, strings, numbers, `collections.OrderedDict`, torch's
-`_rebuild_tensor{,_v2,_v3}`, `_rebuild_parameter{,_with_state}`, `_rebuild_from_type_v2`,
-numpy scalars. Any other global or call becomes an opaque object; its arguments, items and
-state are still walked for tensors.
-
-Segments: everything up to a storage's data is opaque (headers, the pickle, descriptors, small
-records); each storage's data is one tensor segment, named by its dotted path through dicts and
-object attributes (list indices and integer keys as numbers, e.g.
-`optimizer_state_dict.state.0.exp_avg`; prefixes such as DataParallel's `module.` kept; a
-pickled nn.Module named as its state_dict would be). When every tensor on a storage is the same
-view and it covers the storage exactly (offset 0, contiguous, same byte count) the segment is
-that tensor. Otherwise (different views of one storage, slices, transposes, partial cover) it
-is named after the first tensor using the storage, with that tensor's dtype and shape
-(storage bytes / element size,). A storage no tensor uses (e.g. inside a quantized tensor) is
-named after where it appears, else `data/<key>`; so is a tensor saved as the whole object.
-Aliases (a tied tensor's second name) are not listed.
-
-Metrics: numbers (not bools) reached from the root through string dict keys or object
-attributes only (no list indices, integer keys or constructor arguments), plus such 0-d or
-one-element tensors, whose value is read from the data; the MAX_SUMMARY shallowest, in file
-order. Metadata: strings (and torch dtypes) under the same rule, also MAX_SUMMARY, truncated.
-
-Opaque instead: legacy (pre-zip) torch pickles, TorchScript archives (storages before
-data.pkl), encrypted or compressed data.pkl or storage entries, pickles that are too large,
-too long to decode or malformed. A problem after data.pkl stops the segments there and the
-rest of the file is an opaque tail.
-"""
+"""PyTorch `torch.save` zip archives, read front to back without the central directory; the
+pickle is decoded into inert values, never executed.
+Segmentation, tensor names and metrics: docs/formats.md §2.6."""
 
 from __future__ import annotations
 
@@ -55,7 +13,8 @@ from gitmodel.formats.stream import PeekableStream
 
 FORMAT = "pytorch"
 MAX_PICKLE = 64 << 20            # bytes of data.pkl we accept
-MAX_OPS = 5_000_000              # pickle opcodes decoded (~150k tensors)
+MAX_OPS = 5_000_000              # pickle opcodes decoded: bounds a hostile pickle's cost, far
+                                 # above a real state_dict's (docs/benchmarks.md)
 MAX_DEPTH = 100                  # nesting walked in the decoded object
 MAX_STRING = 1 << 20             # longer strings in the pickle become opaque values
 MAX_LEADING = 16                 # entries allowed before data.pkl
@@ -163,7 +122,9 @@ def _descriptor_at(buf: bytes, i: int, size: int, eof: bool) -> int:
 
 def _find_descriptor(stream: PeekableStream, start: int, least: int, most: int) -> tuple[int, int] | None:
     """(data length, descriptor length) of a stored bit-3 entry whose data starts `start` bytes
-    ahead: the first distance in [least, most] followed by a matching descriptor."""
+    ahead: the first distance in [least, most] followed by a matching descriptor. torch sets
+    bit 3, so sizes come only after the data; a search (bytes.find) rather than decoding the
+    pickle to its STOP keeps the pickle decoded once."""
     window = 4096
     while True:
         span = min(window, most - least, stream.max_peek - 28 - start - least)
