@@ -1,4 +1,4 @@
-"""The contract of docs/formats.md, pinned: golden pointers.
+"""The contract of docs/formats.md, pinned: golden pointers, and a store an older gitmodel wrote.
 
 A reader, the chunker or the statistics that changes what a fixture cleans to fails here. If
 the change is meant, `python scripts/make_golden.py` re-makes tests/data/golden/*.pointer and
@@ -9,16 +9,20 @@ every existing checkpoint would show as modified).
 from __future__ import annotations
 
 import difflib
+import hashlib
 import io
+import shutil
 from pathlib import Path
 
 import pytest
 
 from gitmodel import checkpoint, pointer
+from gitmodel.store import fsck
 from gitmodel.store.objects import Store
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
+STORE_V1 = DATA / "store-v1"
 FORMATS = {"safetensors", "npy", "npz", "pytorch", "gguf", "onnx", "opaque"}
 
 
@@ -68,3 +72,49 @@ def test_golden_fixtures_stay_small() -> None:
     total = sum((DATA / name).stat().st_size for name in fixtures())
     assert total < 4 << 20
 
+
+# ----------------------------------------------------------------------------- store-v1
+
+def _store_v1_files() -> list[tuple[str, str]]:
+    """(name, sha256) of each file the store holds."""
+    rows = (STORE_V1 / "SHA256SUMS").read_text().splitlines()
+    return [(name, digest) for digest, name in (row.split("  ", 1) for row in rows)]
+
+
+def test_store_v1_still_reads_and_verifies(tmp_path: Path) -> None:
+    """tests/data/store-v1 is a store written by gitmodel at commit 9c99798 (packs, indexes and
+    stats-cache, by scripts/make_golden.py --store-v1): every later version must smudge its
+    pointers to the original bytes and find nothing wrong in it. It has no version marker:
+    stores from before markers existed count as version 1. It is never re-made; work on a
+    copy, so nothing writes into tests/data."""
+    root = shutil.copytree(STORE_V1 / "store", tmp_path / "store")
+    store = Store(root)
+    try:
+        files = _store_v1_files()
+        assert len(files) == 3
+        for name, digest in files:
+            ptr = pointer.parse((STORE_V1 / "pointers" / f"{name}.pointer").read_bytes())
+            out = io.BytesIO()
+            checkpoint.smudge(ptr, store, out)
+            assert len(out.getvalue()) == ptr.size, name
+            assert hashlib.sha256(out.getvalue()).hexdigest() == digest, name
+        report = fsck.check(store)
+        assert report.problems == []
+        assert report.manifests == len(files)
+    finally:
+        store.close()
+
+
+def test_store_v1_versions_share_chunks(tmp_path: Path) -> None:
+    """The two versions of the model in store-v1 differ in one tensor: the fixture keeps a
+    store where one chunk serves two files."""
+    root = shutil.copytree(STORE_V1 / "store", tmp_path / "store")
+    store = Store(root)
+    try:
+        chunks = []
+        for name in ("model_v1.safetensors", "model_v2.safetensors"):
+            ptr = pointer.parse((STORE_V1 / "pointers" / f"{name}.pointer").read_bytes())
+            chunks.append({cid for cid, _ in store.read_manifest(bytes.fromhex(ptr.content)).chunks})
+        assert chunks[0] & chunks[1] and chunks[0] != chunks[1]
+    finally:
+        store.close()
