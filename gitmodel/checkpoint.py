@@ -21,14 +21,14 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 
 import blake3
 
-from gitmodel import formats, pointer as pointers
+from gitmodel import formats, pointer as pointers, stored
 from gitmodel.formats import PeekableStream, Segment
 from gitmodel.pointer import Pointer, TensorLine
 from gitmodel.stats import STATS_DTYPES, StatsCache, TensorStats, chunk_partials
 from gitmodel.store import codec
 from gitmodel.store.chunker import MAX_SIZE, BufferPool, Cutter
 from gitmodel.store.manifest import Manifest
-from gitmodel.store.objects import CHUNK, MANIFEST, CorruptObject, MissingObjects, Store
+from gitmodel.store.objects import CHUNK, MANIFEST, MissingObjects, Store, StoreError
 
 IN_FLIGHT = 4              # batches queued to the pool before the writer catches up
 RESTORE_BATCH = 32         # chunks per restore task
@@ -47,8 +47,9 @@ def pool() -> ThreadPoolExecutor:
 
 # ----------------------------------------------------------------------------- clean
 
-def clean(stream: BinaryIO, store: Store) -> bytes:
-    """Store the stream's bytes and return the pointer text git should keep.
+def clean(stream: BinaryIO, store: Store, write: bool = True) -> bytes:
+    """Store the stream's bytes and return the pointer text git should keep; with `write`
+    False, only compute the pointer (for commands that must not write, such as show).
 
     An empty file stays empty, and a pointer cleans to itself (so re-adding a file that was
     left as a pointer never stores the pointer as if it were a checkpoint)."""
@@ -59,18 +60,18 @@ def clean(stream: BinaryIO, store: Store) -> bytes:
     if pointers.is_pointer_prefix(head):
         text = source.peek(pointers.MAX_POINTER_SIZE + 1)
         try:
-            pointers.parse(text)
-            return text
+            if pointers.sniff(text) is not None:
+                return text
         except pointers.PointerError:
             pass                     # a file that merely starts like a pointer: store it
-    return clean_checkpoint(source, store).render()
+    return clean_checkpoint(source, store, write).render()
 
 
-def clean_checkpoint(source: PeekableStream, store: Store) -> Pointer:
-    """Store the checkpoint's bytes; return its pointer."""
+def clean_checkpoint(source: PeekableStream, store: Store, write: bool = True) -> Pointer:
+    """Store the checkpoint's bytes (unless not `write`); return its pointer."""
     layout = formats.detect(source)
     buffers = BufferPool()
-    sink = _ChunkSink(store, buffers)
+    sink = _ChunkSink(store, buffers, write)
     tensors: list[tuple] = []      # tensor, its chunks' index range, its statistics
     complete = True
     try:
@@ -135,12 +136,13 @@ def _with_tail(segments: Iterable[Segment]) -> Iterator[Segment]:
     yield Segment(_UNTIL_EOF)
 
 
-def _prepare(chunks: list, width: int, has: Callable[[bytes], bool], dtype: str | None, offset: int,
-             cache: StatsCache):
-    """Pool task: id every chunk, encode the ones the store lacks, and summarise the values
-    of a float tensor's chunks (`offset`: the first chunk's position in its tensor)."""
+def _prepare(chunks: list, width: int, has: Callable[[bytes], bool] | None, dtype: str | None,
+             offset: int, cache: StatsCache):
+    """Pool task: id every chunk, encode the ones the store lacks (none when `has` is None:
+    nothing is written), and summarise the values of a float tensor's chunks (`offset`: the
+    first chunk's position in its tensor)."""
     ids = [blake3.blake3(chunk).digest() for chunk in chunks]
-    encoded = codec.encode_batch(chunks, width, [not has(oid) for oid in ids])
+    encoded = codec.encode_batch(chunks, width, [has is not None and not has(oid) for oid in ids])
     partials = chunk_partials(chunks, dtype, offset, ids, cache) if dtype else [None] * len(chunks)
     return [(oid, len(chunk), enc, part) for oid, chunk, enc, part in zip(ids, chunks, encoded, partials)]
 
@@ -148,10 +150,11 @@ def _prepare(chunks: list, width: int, has: Callable[[bytes], bool], dtype: str 
 class _ChunkSink:
     """Collects chunks in file order, writing new ones to packs, and builds the manifest."""
 
-    def __init__(self, store: Store, buffers: BufferPool):
+    def __init__(self, store: Store, buffers: BufferPool, write: bool = True):
         self._store = store
         self._buffers = buffers
-        self._writer = store.writer()
+        self._write = write
+        self._writer = store.writer() if write else None
         self._chunks: list[tuple[bytes, int]] = []
         self._queue: deque[tuple[Future, bytearray | None, TensorStats | None]] = deque()
         self.submitted = 0          # chunks submitted so far (their index in the manifest)
@@ -170,7 +173,8 @@ class _ChunkSink:
         if summary is not None:
             dtype, offset = summary.dtype, summary.submitted
             summary.submitted += sum(len(c) for c in chunks)
-        task = pool().submit(_prepare, chunks, width, self._store.has, dtype, offset, self._stats_cache)
+        task = pool().submit(_prepare, chunks, width, self._store.has if self._write else None,
+                             dtype, offset, self._stats_cache)
         self._queue.append((task, buffer, summary))
         while len(self._queue) > IN_FLIGHT:
             self._drain_one()
@@ -195,13 +199,14 @@ class _ChunkSink:
             self._drain_one()
         manifest = Manifest(size, self._chunks).encode()
         oid = blake3.blake3(manifest).digest()
-        if not self._store.has(oid):
-            encoding, payload = codec.encode(manifest)
-            self._writer.add(oid, MANIFEST, encoding, len(manifest), payload)
-        # Packs are published in the order written, the manifest last: once the manifest is
-        # visible, every chunk it lists is too.
-        self._store.publish(self._writer)
-        self._stats_cache.append(list(dict.fromkeys(self._new_stats)))   # equal chunks: one record
+        if self._write:
+            if not self._store.has(oid):
+                encoding, payload = codec.encode(manifest)
+                self._writer.add(oid, MANIFEST, encoding, len(manifest), payload)
+            # Packs are published in the order written, the manifest last: once the manifest
+            # is visible, every chunk it lists is too.
+            self._store.publish(self._writer)
+            self._stats_cache.append(list(dict.fromkeys(self._new_stats)))   # equal chunks: one record
         return oid, [cid for cid, _ in self._chunks]
 
     def abort(self) -> None:
@@ -210,7 +215,8 @@ class _ChunkSink:
         for future, _, _ in self._queue:
             if not future.cancelled():
                 future.exception()          # wait: workers may still read our buffers
-        self._writer.abort()
+        if self._writer is not None:
+            self._writer.abort()
 
 
 # ----------------------------------------------------------------------------- smudge
@@ -226,8 +232,8 @@ class Restore:
             raise MissingObjects([oid])
         self.manifest = store.read_manifest(oid)
         if self.manifest.size != ptr.size:
-            raise CorruptObject(oid, f"manifest says {self.manifest.size} bytes, pointer {ptr.size}")
-        absent = store.missing(dict.fromkeys(cid for cid, _ in self.manifest.chunks))
+            raise PointerMismatch(ptr, self.manifest.size)
+        absent = store.missing(stored.needed([oid], lambda _: self.manifest).chunks)
         if absent:
             raise MissingObjects(absent)
 
@@ -249,13 +255,18 @@ class Restore:
                 future.cancel()
 
     def _read_batch(self, chunks: list[tuple[bytes, int]]) -> list:
-        out = []
-        for cid, length in chunks:
-            data = self._store.read(cid)
-            if len(data) != length:           # a manifest that lies about a chunk's length
-                raise CorruptObject(cid, f"manifest says {length} bytes, chunk has {len(data)}")
-            out.append(data)
-        return out
+        return [stored.read_chunk(self._store, cid, length) for cid, length in chunks]
+
+
+class PointerMismatch(StoreError):
+    """A pointer whose size disagrees with the stored file it names: the pointer was edited or
+    damaged (the stored data is fine)."""
+
+    def __init__(self, ptr: Pointer, size: int):
+        super().__init__(f"the pointer says {ptr.size} bytes but the checkpoint it names "
+                         f"({ptr.content[:16]}…) has {size}",
+                         "The stored data is intact; the pointer was edited or damaged. Restore "
+                         "the pointer from git (`git checkout REV -- PATH`), or add the file again")
 
 
 def smudge(ptr: Pointer, store: Store, out: BinaryIO) -> None:

@@ -1,25 +1,5 @@
-"""The pointer: the small UTF-8 text git stores in place of a checkpoint.
-
-It is a pure function of the file's bytes, so the same file always gives the same pointer, and
-it doubles as the human summary that `git diff` and pull requests show. Version 1:
-
-    gitmodel pointer v1
-    size 90868376
-    content 5b0e...<64 hex: BLAKE3 of the file's manifest>
-    format safetensors
-    tensors 104
-
-    [tensors]
-    embeddings.word_embeddings.weight F32 [30522,384] 3f9a0c1d2e4b5a6c
-    ...
-
-Header: `key value` lines up to the first blank line; readers ignore keys they do not know.
-`size` and `content` are required; `content` is all that locates data in the store, and it is
-accepted only as 64 lowercase hex digits, so no pointer field can name a path.
-`[tensors]`: one line per tensor in file order: name (JSON-quoted when it holds whitespace,
-non-printable characters or starts with a quote), dtype, shape, first 16 hex digits of the
-BLAKE3 of the tensor's bytes.
-"""
+"""The pointer: the small UTF-8 text git stores in place of a checkpoint, a pure function of
+the file's bytes that doubles as its summary in `git diff`. Layout: docs/formats.md §1."""
 
 from __future__ import annotations
 
@@ -27,6 +7,8 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+
+from gitmodel.errors import GitmodelError
 
 MAGIC = "gitmodel pointer v1"
 MAGIC_PREFIX = b"gitmodel pointer v"
@@ -42,7 +24,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9_]+")
 _STAT = re.compile(r"[a-z_]+=[!-~]+")       # key=value, printable ASCII, no spaces
 
 
-class PointerError(ValueError):
+class PointerError(GitmodelError, ValueError):
     pass
 
 
@@ -103,6 +85,24 @@ def format_number(value: float) -> str:
 def is_pointer_prefix(head: bytes) -> bool:
     """Whether bytes starting with `head` claim to be a pointer (of any version)."""
     return head.startswith(MAGIC_PREFIX)
+
+
+def sniff(data: bytes) -> Pointer | None:
+    """The pointer `data` holds, or None when it is not one (it does not start like a pointer,
+    or is too large to be one). Data that starts like a pointer but does not parse raises
+    PointerError: callers decide whether that is damage or merely a file that looks alike."""
+    if len(data) > MAX_POINTER_SIZE or not is_pointer_prefix(data):
+        return None
+    return parse(data)
+
+
+def sniff_file(path) -> Pointer | None:
+    """`sniff` of a file's bytes, reading a large file only as far as its first bytes."""
+    with open(path, "rb") as f:
+        if not is_pointer_prefix(f.read(len(MAGIC_PREFIX))):
+            return None
+        f.seek(0)
+        return sniff(f.read(MAX_POINTER_SIZE + 1))
 
 
 def parse(data: bytes) -> Pointer:

@@ -129,3 +129,18 @@ def to_json(diffs: list[FileDiff]) -> str:
             return [clean(v) for v in value]
         return value
     return json.dumps(clean([d.to_json() for d in diffs]), indent=2)
+
+
+def log_lines(versions: list) -> list[str]:
+    """`gitmodel log`: one line per (commit, pointer), newest first."""
+    import datetime
+    lines = []
+    for commit, ptr in versions:
+        when = datetime.datetime.fromtimestamp(commit.commit_time, datetime.timezone.utc)
+        metrics = "  ".join(f"{k}={format_number(v)}" for k, v in ptr.metrics)
+        params = sum(ptr.params().values())
+        subject = commit.message.splitlines()[0] if commit.message else ""
+        lines.append(f"{str(commit.id)[:10]}  {when:%Y-%m-%d %H:%M}  {ptr.size:>12} B  "
+                     f"{len(ptr.tensors):>5} tensors  {params:>12} params  {metrics}".rstrip()
+                     + f"  {subject}")
+    return lines

@@ -1,113 +1,24 @@
 """Comparing two versions of a checkpoint: which tensors changed, and by how much.
 
 Tensors are matched by name. Equal digests mean equal bytes, so only tensors whose digests
-differ are read, and only their chunks: a `StoredFile` gives random access to a stored
-checkpoint, the format reader (run over it, skipping tensor data) says where each tensor
-lies, and the two versions are compared in blocks of BLOCK_ELEMENTS, so memory stays bounded
-however large a tensor is. numpy is imported only here, for the arithmetic.
+differ are read, and only their chunks (through `stored.StoredFile`), in blocks of
+BLOCK_ELEMENTS, so memory stays bounded however large a tensor is.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
-from gitmodel import formats
-from gitmodel.formats import DTYPE_BITS, PeekableStream
+from gitmodel.formats import DTYPE_BITS
 from gitmodel.pointer import Pointer, TensorLine
 from gitmodel.stats import STATS_DTYPES, floats
-from gitmodel.store.objects import CorruptObject, Store
+from gitmodel.store.objects import Store
+from gitmodel.stored import Fetch, Placed, StoredFile, locate_tensors
 
 BLOCK_ELEMENTS = 1 << 20
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 NUMERIC_DTYPES = FLOAT_DTYPES | {"I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64", "BOOL"}
-
-
-Fetch = Callable[[list[bytes]], None]      # brings the given objects into the store
-
-
-class StoredFile:
-    """Random access to a checkpoint in the store: reads decode only the chunks they touch.
-    Given `fetch`, chunks the store lacks are fetched first (from a remote), range by range."""
-
-    def __init__(self, store: Store, content: str, fetch: Fetch | None = None):
-        self._store, self._fetch = store, fetch
-        self._chunks = store.read_manifest(bytes.fromhex(content)).chunks
-        self._starts, offset = [], 0
-        for _, length in self._chunks:
-            self._starts.append(offset)
-            offset += length
-        self.size = offset
-        self.position = 0
-        self._cached: tuple[int, bytes] | None = None
-
-    def chunks_in(self, offset: int, n: int) -> list[bytes]:
-        """Ids of the chunks holding bytes [offset, offset + n)."""
-        if n <= 0 or offset >= self.size:
-            return []
-        first = bisect.bisect_right(self._starts, offset) - 1
-        last = bisect.bisect_left(self._starts, min(offset + n, self.size)) - 1
-        return [cid for cid, _ in self._chunks[first:last + 1]]
-
-    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
-        """Fetch, in one batch, the missing chunks of these (offset, length) ranges."""
-        if self._fetch is None:
-            return
-        wanted = dict.fromkeys(cid for offset, n in ranges for cid in self.chunks_in(offset, n))
-        missing = self._store.missing(list(wanted))
-        if missing:
-            self._fetch(missing)
-
-    def read_at(self, offset: int, n: int) -> bytes:
-        parts, end = [], min(offset + n, self.size)
-        self.prefetch([(offset, n)])
-        while offset < end:
-            i = bisect.bisect_right(self._starts, offset) - 1
-            start = self._starts[i]
-            if self._cached is None or self._cached[0] != i:
-                cid, length = self._chunks[i]
-                data = self._store.read(cid)
-                if len(data) != length:
-                    raise CorruptObject(cid, f"manifest says {length} bytes, chunk has {len(data)}")
-                self._cached = (i, data)
-            data = self._cached[1]
-            take = min(end, start + len(data)) - offset
-            parts.append(data[offset - start:offset - start + take])
-            offset += take
-        return b"".join(parts)
-
-    # the file-like face a PeekableStream needs
-    def read(self, n: int) -> bytes:
-        data = self.read_at(self.position, n)
-        self.position += len(data)
-        return data
-
-    def skip(self, n: int) -> int:
-        step = max(0, min(n, self.size - self.position))
-        self.position += step
-        return step
-
-
-@dataclass(frozen=True)
-class Placed:
-    offset: int
-    length: int
-    tensor: formats.Tensor
-
-
-def locate_tensors(file: StoredFile) -> dict[str, Placed]:
-    """Where each tensor's bytes are, by running the format reader over the stored file."""
-    stream = PeekableStream(file)
-    layout = formats.detect(stream)
-    placed: dict[str, Placed] = {}
-    for segment in layout.segments:
-        if segment.tensor is not None:
-            placed.setdefault(segment.tensor.name, Placed(stream.position, segment.length, segment.tensor))
-        if stream.skip(segment.length) < segment.length:
-            break
-    return placed
 
 
 # ----------------------------------------------------------------------------- numbers

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from conftest import Repo, random_model, sha256, write_safetensors
 from gitmodel.git.attributes import DEFAULT_PATTERNS
-from gitmodel.git.setup import SETTINGS
+from gitmodel.git.install import SETTINGS
 
 
 def config(repo: Repo, *args: str) -> str:
@@ -21,7 +21,7 @@ def test_install_is_idempotent_and_keeps_foreign_settings(tmp_path: Path, git_en
     assert first.returncode == 1 and "merge.gitmodel.driver = my-own-driver %A" in first.stdout
     assert config(repo, "merge.gitmodel.driver") == "my-own-driver %A"
     assert config(repo, "filter.gitmodel.required") == "true"
-    assert config(repo, "filter.gitmodel.process") == "gitmodel filter-process"
+    assert config(repo, "filter.gitmodel.process") == SETTINGS["filter.gitmodel.process"]
     before = (tmp_path / ".git" / "config").read_text()
     repo.gitmodel("install", check=False)
     assert (tmp_path / ".git" / "config").read_text() == before

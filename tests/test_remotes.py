@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from conftest import Repo, make_repo, random_model, sha256, write_safetensors
+from gitmodel import checkpoint, stored, sync
 from gitmodel.remote import transfer
-from gitmodel.remote.index import RemoteIndex
-from gitmodel.remote.storage import Remote, RemoteError
-from gitmodel.store.objects import Store
-from gitmodel import checkpoint
+from gitmodel.remote.backend import RemoteError, RemoteSpec, open_backend
+from gitmodel.remote.view import RemoteView
+from gitmodel.store.objects import MissingObjects, Store
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -259,18 +259,25 @@ def _store_with(tmp_path: Path, seeds: list[int]) -> tuple[Store, list[bytes], l
     return store, manifests, files
 
 
+def _view(url, store: Store) -> RemoteView:
+    return RemoteView(open_backend(RemoteSpec(str(url), str(url))), store.root)
+
+
+def _fetch(store: Store, view: RemoteView, manifests: list[bytes]) -> sync.FetchResult:
+    return sync.fetch(store, view, {m.hex(): m.hex()[:8] for m in manifests})
+
+
 def _pushed(tmp_path: Path, seeds: list[int]):
     """_store_with, then everything uploaded to a folder remote: (store, manifest ids, file
-    bytes, the remote's folder, the remote)."""
+    bytes, the remote's folder)."""
     store, manifests, files = _store_with(tmp_path, seeds)
     folder = tmp_path / "remote"
-    remote = Remote(str(folder))
-    transfer.upload(store, RemoteIndex(remote, store.root), _objects(store, manifests))
-    return store, manifests, files, folder, remote
+    transfer.upload(store, _view(folder, store), _objects(store, manifests))
+    return store, manifests, files, folder
 
 
 def _objects(store: Store, manifests: list[bytes]) -> list[bytes]:
-    return [c for m in manifests for c, _ in store.read_manifest(m).chunks] + manifests
+    return stored.needed(manifests, store.read_manifest).objects
 
 
 def _restore(store: Store, manifest: bytes) -> bytes:
@@ -279,17 +286,15 @@ def _restore(store: Store, manifest: bytes) -> bytes:
 
 def test_memory_remote_upload_download_and_dedup(tmp_path: Path):
     store, manifests, files = _store_with(tmp_path, [10, 11])
-    remote = Remote("memory://gitmodel-test/team")
-    index = RemoteIndex(remote, store.root)
-    first = transfer.upload(store, index, _objects(store, manifests), target=1 << 20)
+    view = _view("memory://gitmodel-test/team", store)
+    first = transfer.upload(store, view, _objects(store, manifests), target=1 << 20)
     assert first.packs >= 2 and first.objects == len(set(_objects(store, manifests)))
-    again = transfer.upload(store, index, _objects(store, manifests))
+    again = transfer.upload(store, view, _objects(store, manifests))
     assert again.objects == 0 and again.packs == 0, "nothing the remote has is sent twice"
 
     fresh = Store(tmp_path / "fresh")
-    got = transfer.download(fresh, RemoteIndex(remote, fresh.root),
-                            transfer.checkpoint_objects(fresh, RemoteIndex(remote, fresh.root).refresh(), manifests))
-    assert got.objects == first.objects
+    got = _fetch(fresh, _view("memory://gitmodel-test/team", fresh), manifests)
+    assert got.stats.objects == first.objects and not got.failed
     for manifest, data in zip(manifests, files):
         assert _restore(fresh, manifest) == data
 
@@ -297,56 +302,64 @@ def test_memory_remote_upload_download_and_dedup(tmp_path: Path):
 def test_interrupted_upload_resumes_without_resending(tmp_path: Path):
     store, manifests, files = _store_with(tmp_path, [20])
     oids = _objects(store, manifests)
-    remote = Remote("memory://gitmodel-test/resume")
-    real_put, sent = remote.put_pack, []
+    view = _view("memory://gitmodel-test/resume", store)
+    backend = view.backend.backend
+    real_put, sent = backend.put_pack, []
 
-    def failing_put(path, name, index):
+    def failing_put(path, name, **kwargs):
         if len(sent) == 2:
             raise RemoteError("connection dropped")
         sent.append(name)
-        real_put(path, name, index)
+        real_put(path, name, **kwargs)
 
-    remote.put_pack = failing_put
+    backend.put_pack = failing_put
     with pytest.raises(RemoteError):
-        transfer.upload(store, RemoteIndex(remote, store.root), oids, target=256 << 10)
-    assert len(remote.pack_names()) == 2
+        transfer.upload(store, view, oids, target=256 << 10)
+    assert len(backend.list_packs().published) == 2
     assert not any(store.tmp_dir.iterdir()), "no temporary packs left behind"
     fresh = Store(tmp_path / "early")
-    with pytest.raises(transfer.RemoteMissing):       # no manifest is visible before its chunks
-        transfer.checkpoint_objects(fresh, RemoteIndex(remote, fresh.root).refresh(), manifests)
+    early = _fetch(fresh, _view("memory://gitmodel-test/resume", fresh), manifests)
+    assert set(early.failed) == {manifests[0].hex()}, "no manifest is visible before its chunks"
 
-    remote.put_pack = real_put
+    backend.put_pack = real_put
     total = sum(store.locate(o).stored_length for o in set(oids))
-    resumed = transfer.upload(store, RemoteIndex(remote, store.root), oids, target=256 << 10)
+    resumed = transfer.upload(store, view, oids, target=256 << 10)
     assert 0 < resumed.bytes < total, "packs that arrived are not sent again"
-    got = transfer.download(fresh, RemoteIndex(remote, fresh.root), oids)
-    assert got.objects == len(set(oids))
+    got = transfer.download(fresh, _view("memory://gitmodel-test/resume", fresh), oids)
+    assert got.objects > 0 and not got.failed and not fresh.missing(oids)
     assert _restore(fresh, manifests[0]) == files[0]
 
 
-def test_corrupt_remote_pack_is_refused(tmp_path: Path):
-    store, manifests, files, folder, remote = _pushed(tmp_path, [30])
+def test_corrupt_remote_pack_costs_only_its_damaged_objects(tmp_path: Path):
+    store, manifests, files, folder = _pushed(tmp_path, [30])
     pack = next((folder / "packs").glob("*.pack"))
     data = bytearray(pack.read_bytes())
     data[len(data) // 2] ^= 0x40
+    os.chmod(pack, 0o644)
     pack.write_bytes(bytes(data))
     fresh = Store(tmp_path / "fresh")
-    index = RemoteIndex(remote, fresh.root).refresh()
-    with pytest.raises(RemoteError, match="corrupt"):
-        transfer.download(fresh, index, transfer.checkpoint_objects(fresh, index, manifests))
-    assert fresh.missing(manifests) == manifests, "nothing from a damaged pack enters the store"
+    result = _fetch(fresh, _view(folder, fresh), manifests)
+    assert "corrupt" in result.failed[manifests[0].hex()]
+    needed = stored.needed(manifests, fresh.read_manifest)
+    missing = fresh.missing(needed.chunks)
+    assert len(missing) == 1, "only the damaged object is not stored"
+    with pytest.raises(MissingObjects):
+        checkpoint.Restore(checkpoint.pointers.Pointer(len(files[0]), manifests[0].hex()), fresh)
     with pytest.raises(RemoteError, match="is damaged"):
-        transfer.mirror(remote, Remote(str(tmp_path / "copy")), tmp_path / "tmp")
+        transfer.mirror(open_backend(RemoteSpec("r", str(folder))),
+                        open_backend(RemoteSpec("c", str(tmp_path / "copy"))), tmp_path / "tmp",
+                        stored.references)
     assert not list((tmp_path / "copy").glob("packs/*.idx"))
 
 
 def test_pack_without_index_is_invisible(tmp_path: Path):
-    store, manifests, _, folder, remote = _pushed(tmp_path, [31])
+    store, manifests, _, folder = _pushed(tmp_path, [31])
     idx = next((folder / "packs").glob("*.idx"))
+    os.chmod(idx, 0o644)
     idx.write_bytes(idx.read_bytes()[:-5])              # an index caught mid-upload
     fresh = Store(tmp_path / "fresh")
-    index = RemoteIndex(remote, fresh.root).refresh()
-    assert not index.entries and index.damaged == [idx.stem]
+    view = _view(folder, fresh).refresh()
+    assert not view.entries and list(view.damaged) == [idx.stem]
 
 
 # ----------------------------------------------------------------------------- S3 (moto)
@@ -419,8 +432,7 @@ def test_s3_remote_down_fails_clearly_and_writes_nothing(tmp_path: Path, env, s3
     with socket.socket() as s:                           # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    other = dict(user(tmp_path, env, "ivy"), GITMODEL_RETRIES="1", GITMODEL_RETRY_BACKOFF="0.05",
-                 AWS_MAX_ATTEMPTS="1")
+    other = dict(user(tmp_path, env, "ivy"), GITMODEL_REMOTE_TIMEOUT="2", GITMODEL_RETRY_BACKOFF="0.05")
     subprocess.run(["git", "config", "--global", "gitmodel.origin.option", f"endpoint_url={dead}"],
                    env=other, check=True)
     result = clone(bare, tmp_path / "ivy", other, check=False)
@@ -433,10 +445,12 @@ def test_s3_remote_down_fails_clearly_and_writes_nothing(tmp_path: Path, env, s3
 def test_transient_errors_are_retried(tmp_path: Path, monkeypatch):
     store, manifests, files = _store_with(tmp_path, [50])
     folder = tmp_path / "remote"
-    transfer.upload(store, RemoteIndex(Remote(str(folder)), store.root), _objects(store, manifests))
-    monkeypatch.setattr("gitmodel.remote.storage.BACKOFF", 0.01)
-    remote = Remote(str(folder))
-    real, failures = remote.fs.cat_file, []
+    transfer.upload(store, _view(folder, store), _objects(store, manifests))
+    monkeypatch.setenv("GITMODEL_RETRY_BACKOFF", "0.01")
+    fresh = Store(tmp_path / "fresh")
+    view = _view(folder, fresh)
+    fs = view.backend.backend.fs
+    real, failures = fs.cat_file, []
 
     def flaky(path, *args, **kwargs):
         if len(failures) < 3:
@@ -444,18 +458,18 @@ def test_transient_errors_are_retried(tmp_path: Path, monkeypatch):
             raise ConnectionResetError("connection reset by peer")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(remote.fs, "cat_file", flaky)     # fsspec shares fs instances: undo after
-    fresh = Store(tmp_path / "fresh")
-    index = RemoteIndex(remote, fresh.root).refresh()
-    transfer.download(fresh, index, transfer.checkpoint_objects(fresh, index, manifests))
-    assert len(failures) == 3
+    monkeypatch.setattr(fs, "cat_file", flaky)     # fsspec shares fs instances: undone after
+    result = _fetch(fresh, view, manifests)
+    assert len(failures) == 3 and not result.failed
     assert _restore(fresh, manifests[0]) == files[0]
 
-    monkeypatch.setattr(remote.fs, "cat_file",
-                        lambda *a, **k: (_ for _ in ()).throw(TimeoutError("timed out")))
-    monkeypatch.setenv("GITMODEL_RETRIES", "2")
-    with pytest.raises(RemoteError, match=r"failed after 3 attempt\(s\): TimeoutError"):
-        remote.read_range(next(iter(index.packs)), 0, 8)
+    monkeypatch.setattr(fs, "cat_file", lambda *a, **k: (_ for _ in ()).throw(TimeoutError("timed out")))
+    monkeypatch.setenv("GITMODEL_REMOTE_TIMEOUT", "0.3")
+    view = _view(folder, fresh)
+    with pytest.raises(RemoteError, match=r"failed after \d+ attempt\(s\) in \d+ s: TimeoutError"):
+        view.backend.read_range(next(iter(_view(folder, fresh).refresh().packs)), 0, 8)
+    with pytest.raises(RemoteError, match="failed after"):     # unreachable now: at once
+        view.backend.read_index("pack-" + "0" * 64)
 
 
 def test_push_all_and_push_mirror(tmp_path: Path, env):
@@ -505,30 +519,34 @@ def test_pack_that_arrived_without_its_index_is_not_sent_again(tmp_path: Path, m
     store, manifests, files = _store_with(tmp_path, [21])
     oids = _objects(store, manifests)
     folder = tmp_path / "remote"
-    remote = Remote(str(folder))
-    real_pipe, sent_packs = remote.fs.pipe_file, []
-    real_put = remote.fs.put_file
+    view = _view(folder, store)
+    backend = view.backend.backend
+    real_put, real_index, sent_packs = backend.put_pack, backend.put_index, []
 
-    def put_file(local, path, *args, **kwargs):
-        sent_packs.append(path)
-        return real_put(local, path, *args, **kwargs)
+    def put_pack(path, name, **kwargs):
+        sent_packs.append(name)
+        return real_put(path, name, **kwargs)
 
-    def no_index(path, *args, **kwargs):
+    def no_index(name, data, **kwargs):
         raise ConnectionResetError("dropped before the index")
 
-    monkeypatch.setattr("gitmodel.remote.storage.BACKOFF", 0.01)
-    monkeypatch.setattr(remote.fs, "put_file", put_file)
-    monkeypatch.setattr(remote.fs, "pipe_file", no_index)
+    monkeypatch.setenv("GITMODEL_REMOTE_TIMEOUT", "0.2")
+    monkeypatch.setenv("GITMODEL_RETRY_BACKOFF", "0.01")
+    view = _view(folder, store)
+    backend = view.backend.backend
+    monkeypatch.setattr(backend, "put_pack", put_pack)
+    monkeypatch.setattr(backend, "put_index", no_index)
     with pytest.raises(RemoteError):
-        transfer.upload(store, RemoteIndex(remote, store.root), oids, target=256 << 10)
-    assert len(sent_packs) >= 1 and not remote.pack_names()
+        transfer.upload(store, view, oids, target=256 << 10)
+    assert len(sent_packs) >= 1 and not backend.list_packs().published
     first = sent_packs[0]
-    monkeypatch.setattr(remote.fs, "pipe_file", real_pipe)
     sent_packs[:] = []
-    transfer.upload(store, RemoteIndex(remote, store.root), oids, target=256 << 10)
+    view = _view(folder, store)
+    monkeypatch.setattr(view.backend.backend, "put_pack", put_pack)
+    transfer.upload(store, view, oids, target=256 << 10)
     assert first not in sent_packs, "the pack that had arrived was sent again"
     fresh = Store(tmp_path / "fresh")
-    transfer.download(fresh, RemoteIndex(remote, fresh.root), oids)
+    transfer.download(fresh, _view(folder, fresh), oids)
     assert _restore(fresh, manifests[0]) == files[0]
 
 
@@ -536,28 +554,28 @@ def test_interrupted_fetch_keeps_what_arrived(tmp_path: Path, monkeypatch):
     store, manifests, files = _store_with(tmp_path, [22])
     oids = _objects(store, manifests)
     folder = tmp_path / "remote"
-    transfer.upload(store, RemoteIndex(Remote(str(folder)), store.root), oids, target=256 << 10)
+    transfer.upload(store, _view(folder, store), oids, target=256 << 10)
     monkeypatch.setattr(transfer, "MAX_RANGE", 128 << 10)        # many small reads
     monkeypatch.setattr(transfer, "READS_IN_FLIGHT", 1)
-    monkeypatch.setattr("gitmodel.remote.storage.BACKOFF", 0.0)
-    remote = Remote(str(folder))
-    real, reads = remote.read_range, []
-
-    def dropping(name, start, end):
-        if len(reads) == 6:
-            raise RemoteError("connection dropped")
-        reads.append((name, start))
-        return real(name, start, end)
-
-    monkeypatch.setattr(remote, "read_range", dropping)
     fresh = Store(tmp_path / "fresh")
-    with pytest.raises(RemoteError):
-        transfer.download(fresh, RemoteIndex(remote, fresh.root), oids)
+    view = _view(folder, fresh)
+    backend = view.backend.backend
+    real, reads = backend.read_range, []
+
+    def interrupted(name, start, end, **kwargs):
+        if len(reads) == 6:
+            raise KeyboardInterrupt
+        reads.append((name, start))
+        return real(name, start, end, **kwargs)
+
+    monkeypatch.setattr(backend, "read_range", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.download(fresh, view, oids)
     kept = len(oids) - len(fresh.missing(oids))
-    assert kept > 0, "objects that arrived before the drop are kept"
+    assert kept > 0, "objects that arrived before the interruption are kept"
     assert fresh.missing(manifests) == manifests, "no manifest without its chunks"
-    monkeypatch.setattr(remote, "read_range", real)
-    again = transfer.download(fresh, RemoteIndex(remote, fresh.root), oids)
+    monkeypatch.setattr(backend, "read_range", real)
+    again = transfer.download(fresh, view, oids)
     assert again.objects == len(set(oids)) - kept
     assert _restore(fresh, manifests[0]) == files[0]
 
@@ -653,12 +671,12 @@ def test_mirror_publishes_an_index_after_the_packs_its_manifests_need(tmp_path: 
         path = write_safetensors(tmp_path / f"v{step}.safetensors", model)
         with open(path, "rb") as f:
             checkpoint.clean(f, store)
-    source = Remote(str(store.root))
-    dest = Remote(str(tmp_path / "copy"))
+    source = open_backend(RemoteSpec("local", str(store.root)))
+    dest = open_backend(RemoteSpec("copy", str(tmp_path / "copy")))
     published = []
-    real = dest.put_index
-    dest.put_index = lambda name, index: (published.append(name), real(name, index))
-    transfer.mirror(source, dest, tmp_path / "tmp")
+    real = dest.backend.put_index
+    dest.backend.put_index = lambda name, index, **kw: (published.append(name), real(name, index, **kw))
+    transfer.mirror(source, dest, tmp_path / "tmp", stored.references)
     seen: set[bytes] = set()
     for name in published:
         entries = decode_index(name, (tmp_path / "copy/packs" / f"{name}.idx").read_bytes())
@@ -670,14 +688,14 @@ def test_mirror_publishes_an_index_after_the_packs_its_manifests_need(tmp_path: 
 
 
 def test_permission_errors_name_the_remote(tmp_path: Path, monkeypatch):
-    remote = Remote(str(tmp_path / "locked"))
+    remote = open_backend(RemoteSpec(str(tmp_path / "locked"), str(tmp_path / "locked")))
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Access Denied")
 
-    monkeypatch.setattr(remote.fs, "ls", denied)
+    monkeypatch.setattr(remote.backend.fs, "ls", denied)
     with pytest.raises(RemoteError, match=r"remote .*locked: listing packs failed: PermissionError"):
-        remote.pack_names()
+        remote.list_packs()
 
 
 def test_diff_in_a_pointer_only_clone_fetches_only_changed_tensors(tmp_path: Path, env):
@@ -704,7 +722,7 @@ def test_fetch_takes_another_copy_when_one_is_damaged(tmp_path: Path):
     """Clients that pushed at once may both have sent a chunk. A fetch that finds one copy
     damaged reads the other; with every copy damaged it fails and stores nothing of it."""
     from gitmodel.store.pack import PackWriter, decode_index, publish_into, record_head
-    store, manifests, files, folder, remote = _pushed(tmp_path, [33])
+    store, manifests, files, folder = _pushed(tmp_path, [33])
     # The same chunks again, in small packs of another composition (so other names).
     writer = PackWriter(tmp_path / "tmp", publish_into(folder / "packs"), target=300 << 10)
     chunks = [c for c, _ in store.read_manifest(manifests[0]).chunks]
@@ -719,37 +737,37 @@ def test_fetch_takes_another_copy_when_one_is_damaged(tmp_path: Path):
         entry = decode_index(pack.stem, pack.with_suffix(".idx").read_bytes())[victim]
         data = bytearray(pack.read_bytes())
         data[entry.offset + record_head.size + entry.stored_length // 2] ^= 0x10
+        os.chmod(pack, 0o644)
         pack.write_bytes(bytes(data))
 
     fresh = Store(tmp_path / "fresh")
-    index = RemoteIndex(remote, fresh.root).refresh()
-    copies = [folder / "packs" / f"{e.pack}.pack" for e in index.entries.copies(victim)]
+    view = _view(folder, fresh).refresh()
+    copies = [folder / "packs" / f"{e.pack}.pack" for e in view.entries.copies(victim)]
     assert len(copies) == 2
     damage(copies[0])                        # the copy a fetch reads first
-    transfer.download(fresh, index, transfer.checkpoint_objects(fresh, index, manifests))
+    assert not _fetch(fresh, view, manifests).failed
     assert _restore(fresh, manifests[0]) == files[0]
     damage(copies[1])
     other = Store(tmp_path / "other")
-    index = RemoteIndex(remote, other.root).refresh()
-    with pytest.raises(RemoteError, match="corrupt"):
-        transfer.download(other, index, transfer.checkpoint_objects(other, index, manifests))
+    result = _fetch(other, _view(folder, other), manifests)
+    assert "corrupt" in result.failed[manifests[0].hex()]
     assert other.missing([victim]) == [victim]
 
 
 def test_fetch_reads_each_manifest_once(tmp_path: Path, monkeypatch):
     """A fetch reads the manifests it lacks to learn their chunks, and stores those same
     reads (after the chunks) instead of asking the remote again."""
-    from gitmodel.git import sync
-    store, manifests, files, _, remote = _pushed(tmp_path, [34, 35])
-    reads, real = [], Remote.read_range
-    monkeypatch.setattr(Remote, "read_range",
-                        lambda self, pack, start, end: reads.append((pack, start, end)) or real(self, pack, start, end))
+    from gitmodel.remote.backend import FsspecBackend
+    store, manifests, files, folder = _pushed(tmp_path, [34, 35])
+    reads, real = [], FsspecBackend.read_range
+    monkeypatch.setattr(FsspecBackend, "read_range",
+                        lambda self, pack, start, end, **kw: reads.append((pack, start, end)) or real(self, pack, start, end, **kw))
     fresh = Store(tmp_path / "fresh")
-    index = RemoteIndex(remote, fresh.root)
-    stats = sync.fetch(fresh, index, {m.hex(): f"m{i}.safetensors" for i, m in enumerate(manifests)}, quiet=True)
-    assert stats.objects == len(set(_objects(store, manifests)))
+    view = _view(folder, fresh)
+    result = sync.fetch(fresh, view, {m.hex(): f"m{i}.safetensors" for i, m in enumerate(manifests)}, quiet=True)
+    assert result.stats.objects == len(set(_objects(store, manifests)))
     for m in manifests:
-        entry = index.entries[m]
+        entry = view.entries[m]
         covering = [r for r in reads if r[0] == entry.pack and r[1] <= entry.offset < r[2]]
         assert len(covering) == 1, "each manifest is read from the remote once"
         assert _restore(fresh, m) == files[manifests.index(m)]

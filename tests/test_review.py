@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import Repo, random_model, write_safetensors
-from gitmodel import report, review
+from gitmodel import report, review, stored
 from gitmodel.pointer import Pointer, TensorLine
 from gitmodel.store.objects import Store
 
@@ -79,14 +79,14 @@ def test_gitmodel_diff_numbers(repo: Repo):
 def test_diff_reads_only_changed_tensors(tmp_path: Path, repo: Repo, monkeypatch):
     two_versions(repo)
     repo.commit("v2")
-    from gitmodel.git import history, revisions
-    repository = history.open_repository(repo.path)
+    from gitmodel.git import repo as git_repo, revisions
+    repository = git_repo.open_repository(repo.path)
     store = Store(repo.store)
     old = revisions.pointer_at(repository, "HEAD~1", "m.safetensors", store)
     new = revisions.pointer_at(repository, "HEAD", "m.safetensors", store)
     # The chunks of the tensors that did not change (located before counting reads).
-    file = review.StoredFile(store, old.content)
-    places = review.locate_tensors(file)
+    file = stored.StoredFile(store, old.content)
+    places = stored.locate_tensors(file)
     chunks, offset, untouched = store.read_manifest(bytes.fromhex(old.content)).chunks, 0, set()
     for cid, length in chunks:
         for name in ("embed.weight", "layers.0.weight", "layers.2.weight"):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gitmodel.errors import GitmodelError
+
 ATTRIBUTES = "filter=gitmodel diff=gitmodel merge=gitmodel -text"
 DEFAULT_PATTERNS = ("*.safetensors", "*.pt", "*.pth", "*.bin", "*.ckpt", "*.npy", "*.npz",
                     "*.gguf", "*.onnx", "*.h5", "*.keras")
 
 
-class PatternError(ValueError):
+class PatternError(GitmodelError, ValueError):
     pass
 
 

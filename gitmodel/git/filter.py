@@ -17,17 +17,16 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from gitmodel import checkpoint, pointer as pointers
+from gitmodel.errors import GitmodelError
 from gitmodel.git.pktline import ContentReader, PacketReader, PacketWriter, ProtocolError, widen_pipe
-from gitmodel.store.objects import CorruptObject, MissingObjects, Store, StoreError
+from gitmodel.git.session import Session
+from gitmodel.store.objects import MissingObjects, Store, StoreError
 
 CAPABILITIES = ("clean", "smudge", "delay")
-
-
-class FilterError(Exception):
-    """A failure to report for one file; the process goes on serving others."""
+NOTHING_WRITTEN = "Nothing was written for this file"
 
 
 def warn(message: str) -> None:
@@ -36,21 +35,17 @@ def warn(message: str) -> None:
 
 
 class FilterServer:
-    def __init__(self, stdin: BinaryIO, stdout: BinaryIO, open_store: Callable[[], Store]):
+    def __init__(self, stdin: BinaryIO, stdout: BinaryIO, session: Session):
         self._in = PacketReader(stdin)
         self._out = PacketWriter(stdout)
-        self._open_store = open_store
-        self._store: Store | None = None
-        self._remote = None                              # RemoteIndex, opened on first need
+        self._session = session
+        self._view = None                                # the remote, opened on first need
         self._delayed: dict[str, pointers.Pointer] = {}  # path -> pointer awaiting the batch
         self._failed: dict[str, str] = {}                # path -> why its fetch failed
-        self._hook_checked = False
 
     @property
     def store(self) -> Store:
-        if self._store is None:
-            self._store = self._open_store()
-        return self._store
+        return self._session.store
 
     def serve(self) -> None:
         self._handshake()
@@ -71,6 +66,8 @@ class FilterServer:
                 self._out.text("status=error")
                 self._out.flush()
                 continue
+            if command in ("clean", "smudge"):
+                self._check_hook()
             handler(headers.get("pathname", "?"), content, headers)
 
     def _handshake(self) -> None:
@@ -82,6 +79,15 @@ class FilterServer:
         self._out.text(*(f"capability={c}" for c in CAPABILITIES if c in offered))
         self._out.flush()
 
+    def _check_hook(self) -> None:
+        """Every repository the filter works in gets its pre-push hook (checked once)."""
+        try:
+            warning = self._session.ensure_hook()
+        except GitmodelError:
+            return
+        if warning:
+            warn(warning)
+
     def _fail(self, path: str, message: str) -> None:
         warn(f"error: {path}: {message}")
         self._out.text("status=error")
@@ -90,9 +96,11 @@ class FilterServer:
     def _clean(self, path: str, content: ContentReader, headers: dict) -> None:
         try:
             result = checkpoint.clean(content, self.store)
-        except (StoreError, OSError, ValueError) as err:
+        except (GitmodelError, OSError, ValueError) as err:
             content.drain()
-            return self._fail(path, f"could not store the file: {err}")
+            detail = err.full() if isinstance(err, GitmodelError) else f"{err}"
+            return self._fail(path, f"could not store the file: {detail}. Nothing was committed; "
+                              "git keeps the file as it is in the work tree")
         content.drain()
         self._out.text("status=success")
         self._out.flush()
@@ -101,49 +109,49 @@ class FilterServer:
         self._out.flush()       # empty trailing status list: success stands
 
     def _smudge(self, path: str, content: ContentReader, headers: dict) -> None:
-        if not self._hook_checked:
-            # A clone made with `gitmodel install --global` gets its pre-push hook here, so
-            # its pushes upload checkpoints too (checked once, on the first smudge only).
-            self._hook_checked = True
-            from gitmodel.git import setup
-            setup.ensure_hook()
         data = content.read(pointers.MAX_POINTER_SIZE + 1)
         if not data and path in self._delayed:          # git asking again after the batch
             return self._restore(path, self._delayed.pop(path))
-        if len(data) > pointers.MAX_POINTER_SIZE or not pointers.is_pointer_prefix(data):
-            return self._pass_through(path, data, content)
         try:
-            ptr = pointers.parse(data)
+            ptr = pointers.sniff(data)
         except pointers.PointerError as err:
-            return self._fail(path, f"damaged pointer ({err})")
+            return self._fail(path, f"damaged pointer ({err}). {NOTHING_WRITTEN}; restore the "
+                              "pointer from another commit, or add the checkpoint again")
+        if ptr is None:
+            return self._pass_through(path, data, content)
         if os.environ.get("GITMODEL_SKIP_SMUDGE", "") not in ("", "0"):
             return self._pass_through(path, data, content, quiet=True)
         try:
             restore = checkpoint.Restore(ptr, self.store)
         except MissingObjects as err:
-            if self._remote_or_none() is None:
+            try:
+                view = self._remote()
+            except GitmodelError as config_error:
+                return self._fail(path, f"{missing_message(err, self.store)}; and the gitmodel "
+                                  f"remote cannot be opened: {config_error.full()}")
+            if view is None:
                 return self._fail(path, missing_message(err, self.store))
             if headers.get("can-delay") == "1":
                 self._delayed[path] = ptr
                 self._out.text("status=delayed")
                 self._out.flush()
                 return
-            self._fetch({ptr.content: path}, [path])
+            self._fetch({path: ptr})
             return self._restore(path, ptr)
-        except (CorruptObject, StoreError, OSError) as err:
-            return self._fail(path, f"{err}. {REPAIR_HINT}")
+        except (StoreError, OSError) as err:
+            return self._fail(path, _describe(err))
         self._emit(path, restore)
 
     def _restore(self, path: str, ptr: pointers.Pointer) -> None:
-        """Restore after a fetch: the fetch's error, if it had one, is this file's."""
+        """Restore after a fetch: the fetch's error for this file, if it had one, is its."""
         if path in self._failed:
             return self._fail(path, self._failed.pop(path))
         try:
             restore = checkpoint.Restore(ptr, self.store)
         except MissingObjects as err:
-            return self._fail(path, missing_message(err, self.store, self._remote))
-        except (CorruptObject, StoreError, OSError) as err:
-            return self._fail(path, f"{err}. {REPAIR_HINT}")
+            return self._fail(path, missing_message(err, self.store, self._view))
+        except (StoreError, OSError) as err:
+            return self._fail(path, _describe(err))
         self._emit(path, restore)
 
     def _emit(self, path: str, restore: checkpoint.Restore) -> None:
@@ -151,9 +159,11 @@ class FilterServer:
         self._out.flush()
         try:
             restore.write_to(self._out.content)
-        except (CorruptObject, StoreError, OSError) as err:
+        except BrokenPipeError:
+            raise                       # git went away: nobody to tell, nothing to repair
+        except (StoreError, OSError) as err:
             # Git discards what it got so far when the final status is an error.
-            warn(f"error: {path}: {err}. {REPAIR_HINT}")
+            warn(f"error: {path}: {_describe(err)}")
             self._out.flush()
             self._out.text("status=error")
             self._out.flush()
@@ -163,42 +173,41 @@ class FilterServer:
 
     def _list_available_blobs(self) -> None:
         """Fetch every delayed file's objects in one batch, then name them all: git asks for
-        each again and gets its bytes, or the error its fetch ran into."""
+        each again and gets its bytes, or the error its own fetch ran into."""
         ready = list(self._delayed)
         if ready:
-            self._fetch({ptr.content: path for path, ptr in self._delayed.items()}, ready)
+            self._fetch(dict(self._delayed))
         self._out.text(*(f"pathname={path}" for path in ready))
         self._out.flush()
         self._out.text("status=success")
         self._out.flush()
 
-    def _remote_or_none(self):
-        if self._remote is None:
-            from gitmodel.git import remotes, sync
-            try:
-                spec = remotes.resolve(None)
-                self._remote = sync.connect(spec, self.store) if spec is not None else False
-            except Exception as err:              # bad configuration: say so, per file
-                warn(f"error: cannot open the gitmodel remote: {err}")
-                self._remote = False
-        return self._remote or None
+    def _remote(self):
+        if self._view is None:
+            self._view = self._session.default_view() or False
+        return self._view or None
 
-    def _fetch(self, wanted: dict[str, str], paths: list[str]) -> None:
-        """Fetch objects for {content id: path}; a failure is kept for each path, to be
-        reported when git asks for it."""
-        from gitmodel.git import sync
-        from gitmodel.remote.storage import RemoteError
+    def _fetch(self, wanted: dict[str, pointers.Pointer]) -> None:
+        """Fetch the objects of {path: pointer}. Each file's failure is kept for it alone, to
+        be reported when git asks for that file; the others are stored."""
+        from gitmodel import sync
         try:
-            sync.fetch(self.store, self._remote, wanted)
-        except (RemoteError, StoreError, OSError, ValueError) as err:
-            for path in paths:
-                self._failed[path] = f"could not fetch it: {err}. Nothing was written for this file"
+            result = sync.fetch(self.store, self._view, {ptr.content: path for path, ptr in wanted.items()})
+            failures = result.failed
+        except (GitmodelError, OSError) as err:
+            reason = err.full() if isinstance(err, GitmodelError) else str(err)
+            failures = {ptr.content: reason for ptr in wanted.values()}
+        for path, ptr in wanted.items():
+            if ptr.content in failures:
+                self._failed[path] = (f"could not fetch it: {failures[ptr.content]}. "
+                                      f"{NOTHING_WRITTEN}")
 
     def _pass_through(self, path: str, head: bytes, content: ContentReader, quiet: bool = False) -> None:
         """Content that is not a pointer goes back unchanged. It must all be read before the
         answer starts, so what does not fit in memory is spooled to a temporary file."""
         if head and not quiet:
-            warn(f"warning: {path} is not a gitmodel pointer; leaving it as it is")
+            warn(f"warning: {path} is not a gitmodel pointer (committed before it was tracked?); "
+                 "leaving it as it is. `git add --renormalize PATH` stores it with gitmodel")
         with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
             spool.write(head)
             while block := content.read(1 << 20):
@@ -212,20 +221,26 @@ class FilterServer:
         self._out.flush()
 
 
-REPAIR_HINT = ("Nothing was written for this file. Run `gitmodel fsck` to list damaged objects, "
-               "then add the checkpoint again from a good copy")
+def _describe(err: Exception) -> str:
+    text = err.full() if isinstance(err, GitmodelError) else f"cannot read the store: {err}"
+    return f"{text}. {NOTHING_WRITTEN}"
 
 
-def missing_message(err: MissingObjects, store: Store, remote=None) -> str:
-    where = (f"and remote {remote.remote} lacks them too" if remote else
+def missing_message(err: MissingObjects, store: Store, view=None) -> str:
+    where = (f"and remote {view} lacks them too" if view else
              "and no gitmodel remote is configured (`gitmodel remote add`)")
+    damaged = (f" ({len(store.damaged_indexes)} pack index(es) here are damaged: `gitmodel fsck "
+               "--repair` rebuilds them)") if store.damaged_indexes else ""
     return (f"{len(err.oids)} object(s) of this checkpoint are missing from the local store "
-            f"{store.root} (first: {err.oids[0].hex()}) {where}. Nothing was written for this "
-            "file. Add it again from a good copy, or fetch it from a remote that has it; "
-            "`gitmodel fsck` checks the store")
+            f"{store.root} (first: {err.oids[0].hex()}) {where}{damaged}. {NOTHING_WRITTEN}. "
+            "Fetch it from a remote that has it (`gitmodel fetch REMOTE`), or add the file again "
+            "from a good copy; `gitmodel fsck` checks the store")
 
 
-def serve(open_store: Callable[[], Store]) -> None:
+def serve(session: Session) -> None:
     widen_pipe(sys.stdin.buffer)
     widen_pipe(sys.stdout.buffer)
-    FilterServer(sys.stdin.buffer, sys.stdout.buffer, open_store).serve()
+    try:
+        FilterServer(sys.stdin.buffer, sys.stdout.buffer, session).serve()
+    except (BrokenPipeError, ConnectionResetError):
+        pass                           # git went away (killed, or finished early)

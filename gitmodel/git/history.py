@@ -1,10 +1,10 @@
 """Finding the checkpoints (pointer blobs) that commits reference, in-process with pygit2.
 
-A push needs the pointers that the commits being pushed introduce: for each commit reachable
-from the pushed tips but not from what the remote already has, the blobs it adds or changes
-against its first parent (a root commit: its whole tree). A fetch needs the pointers in the
-trees of the commits asked for. Blobs are recognised as pointers by size and first bytes, then
-parsed; a blob that looks like a pointer but does not parse is reported, not skipped silently.
+A commit's history references the pointers its commits introduce: for each commit, the blobs
+it adds or changes against its first parent (a root commit: its whole tree). A push needs those
+of every commit reachable from the pushed tips; a checkout or fetch needs the pointers in the
+trees of the commits asked for. A blob that looks like a pointer but does not parse is
+reported, not skipped silently.
 """
 
 from __future__ import annotations
@@ -15,42 +15,23 @@ from typing import Iterable, Iterator
 import pygit2
 
 from gitmodel import pointer as pointers
+from gitmodel.errors import GitmodelError
+from gitmodel.git.repo import commit as _commit, pointer_blob
 from gitmodel.pointer import Pointer
 
 
-class HistoryError(Exception):
+class HistoryError(GitmodelError):
     pass
 
 
-def open_repository(cwd: Path | str | None = None) -> pygit2.Repository:
-    path = pygit2.discover_repository(str(cwd or "."))
-    if path is None:
-        raise HistoryError("not inside a git repository")
-    return pygit2.Repository(path)
-
-
-def _commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit | None:
-    try:
-        return repo.revparse_single(rev).peel(pygit2.Commit)
-    except (KeyError, ValueError, pygit2.GitError):
-        return None
-
-
 def _pointer(repo: pygit2.Repository, oid: pygit2.Oid, path: str, found: dict) -> None:
-    if oid in found:
-        return
-    kind, size = repo.odb.read_header(oid)
-    if kind != pygit2.GIT_OBJECT_BLOB or size > pointers.MAX_POINTER_SIZE:
-        found[oid] = None
-        return
-    data = repo[oid].data
-    if not pointers.is_pointer_prefix(data[:len(pointers.MAGIC_PREFIX)]):
-        found[oid] = None
-        return
-    try:
-        found[oid] = (path, pointers.parse(data))
-    except pointers.PointerError as err:
-        raise HistoryError(f"{path} (blob {oid}) is a damaged pointer: {err}") from None
+    if oid not in found:
+        try:
+            ptr = pointer_blob(repo, oid, path)
+        except pointers.PointerError as err:
+            raise HistoryError(str(err), "Restore the pointer from another commit, or add the "
+                               "checkpoint again") from None
+        found[oid] = (path, ptr) if ptr is not None else None
 
 
 def _walk_tree(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str, found: dict) -> None:
@@ -108,6 +89,16 @@ def pointers_introduced(repo: pygit2.Repository, tips: Iterable[str],
     return _result(found)
 
 
+def pointers_for_push(repo: pygit2.Repository, lines: Iterable[str]) -> dict[str, str]:
+    """Every checkpoint in the history of the tips a push sends, from pre-push hook input
+    lines `<local ref> <local sha> <remote ref> <remote sha>` (a deletion sends nothing). All
+    of them, not only what is new to the git remote: whether the gitmodel remote has each is
+    decided from its own indexes."""
+    tips = [parts[1] for parts in (line.split() for line in lines)
+            if len(parts) == 4 and parts[1].strip("0")]
+    return pointers_introduced(repo, tips)
+
+
 def all_refs(repo: pygit2.Repository) -> list[str]:
     return [name for name in repo.references if not name.startswith("refs/remotes/")
             and name != "refs/stash"] or ["HEAD"]
@@ -125,15 +116,19 @@ def iter_work_tree_pointers(repo: pygit2.Repository) -> Iterator[tuple[str, Poin
     for entry in repo.index:
         path = root / entry.path
         try:
-            if path.is_symlink() or path.stat().st_size > pointers.MAX_POINTER_SIZE:
+            if path.is_symlink() or not path.is_file():
                 continue
-            with path.open("rb") as f:
-                head = f.read(len(pointers.MAGIC_PREFIX))
-            if not pointers.is_pointer_prefix(head):
+            ptr = pointers.sniff_file(path)
+            if ptr is None or pygit2.hash(path.read_bytes()) != entry.id:
                 continue
-            data = path.read_bytes()
-            if pygit2.hash(data) != entry.id:
-                continue
-            yield entry.path, pointers.parse(data)
+            yield entry.path, ptr
         except (OSError, pointers.PointerError):
             continue
+
+
+def pointers_in_index(repo: pygit2.Repository) -> dict[str, str]:
+    """Every checkpoint the index holds (what the next commit would reference)."""
+    found: dict = {}
+    for entry in repo.index:
+        _pointer(repo, entry.id, entry.path, found)
+    return _result(found)

@@ -24,43 +24,27 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from gitmodel.errors import GitmodelError
+from gitmodel.git import repo
+from gitmodel.remote.backend import RemoteSpec
 
 CONFIG_FILE = ".gitmodel"
 _URL_LIKE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class ConfigError(ValueError):
+class ConfigError(GitmodelError, ValueError):
     pass
 
 
-@dataclass
-class RemoteSpec:
-    name: str
-    url: str
-    options: dict = field(default_factory=dict)
-    source: str = ""          # where it was configured, for `gitmodel remote list`
-
-
 def _git_config(args: list[str], cwd: Path | None) -> list[tuple[str, str]]:
-    result = subprocess.run(["git", "config", "-z", *args, "--get-regexp", r"^gitmodel\."],
-                            cwd=cwd, capture_output=True)
-    if result.returncode not in (0, 1):          # 1: no such keys
-        return []
-    pairs = []
-    for item in result.stdout.decode("utf-8", "replace").split("\0"):
-        if item:
-            key, _, value = item.partition("\n")
-            pairs.append((key, value))
-    return pairs
+    return repo.config_entries(r"^gitmodel\.", *args, cwd=cwd)
 
 
 def _sources(cwd: Path | None) -> list[tuple[str, list[tuple[str, str]]]]:
     """(label, entries) from lowest to highest precedence."""
-    from gitmodel.git import repo
     sources = []
     try:
         top = repo.toplevel(cwd)
@@ -100,7 +84,6 @@ def _absolute(url: str, cwd: Path | None) -> str:
     tree, wherever a command runs from."""
     if _URL_LIKE.match(url) or os.path.isabs(os.path.expanduser(url)):
         return os.path.expanduser(url)
-    from gitmodel.git import repo
     try:
         return str((repo.toplevel(cwd) / url).resolve())
     except repo.NotARepository:
@@ -129,6 +112,21 @@ def configured(cwd: Path | None = None) -> tuple[dict[str, RemoteSpec], str | No
                 for text in texts:
                     _set_option(remotes[name].options, text)
     return remotes, default
+
+
+def listing(cwd: Path | None = None) -> list[str]:
+    """`gitmodel remote list`: each remote, the default marked with `*`."""
+    remotes, default = configured(cwd)
+    lines = []
+    for name, spec in remotes.items():
+        mark = "*" if name == default or (default is None and len(remotes) == 1) else " "
+        options = "".join(f" {k}={v}" for k, v in spec.options.items())
+        lines.append(f"{mark} {name}\t{spec.url}\t({spec.source}){options}")
+    if not remotes:
+        spec = resolve(None, cwd)
+        if spec is not None:
+            lines.append(f"* {spec.name}\t{spec.url}\t(embedded default: {spec.source})")
+    return lines
 
 
 def resolve(name_or_url: str | None = None, cwd: Path | None = None) -> RemoteSpec | None:
@@ -171,11 +169,8 @@ def _default(remotes: dict[str, RemoteSpec], default: str | None) -> RemoteSpec 
 
 
 def _embedded_default(git_remote: str, cwd: Path | None) -> RemoteSpec | None:
-    result = subprocess.run(["git", "config", "--get", f"remote.{git_remote}.url"], cwd=cwd,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        return None
-    return embedded_default(result.stdout.strip(), cwd, git_remote)
+    url = repo.config_get(f"remote.{git_remote}.url", cwd=cwd)
+    return embedded_default(url.strip(), cwd, git_remote) if url is not None else None
 
 
 def embedded_default(git_url: str, cwd: Path | None = None, name: str | None = None) -> RemoteSpec | None:
@@ -185,7 +180,6 @@ def embedded_default(git_url: str, cwd: Path | None = None, name: str | None = N
     elif _URL_LIKE.match(git_url) or re.match(r"^[^/]+:", git_url):    # scp-like host:path
         return None
     else:
-        from gitmodel.git import repo
         try:
             base = repo.toplevel(cwd)
         except repo.NotARepository:
@@ -202,9 +196,24 @@ def embedded_default(git_url: str, cwd: Path | None = None, name: str | None = N
 
 # ----------------------------------------------------------------------------- editing
 
-def _edit_target(local: bool, cwd: Path | None) -> list[str]:
-    from gitmodel.git import repo
-    return ["--local"] if local else ["-f", str(repo.toplevel(cwd) / CONFIG_FILE)]
+def _edit_target(local: bool, cwd: Path | None) -> dict:
+    return {"scope": "local"} if local else {"file": repo.toplevel(cwd) / CONFIG_FILE}
+
+
+def check_url(url: str) -> str | None:
+    """Refuse a URL no backend can open; returns a note for a folder that does not exist yet."""
+    if not _URL_LIKE.match(url):
+        folder = Path(os.path.expanduser(url))
+        if not folder.parent.is_dir():
+            raise ConfigError(f"{url}: neither a URL (scheme://...) nor a folder whose parent "
+                              "exists")
+        return None if folder.is_dir() else f"{url} does not exist yet; the first push creates it"
+    import fsspec
+    protocol = url.split("://", 1)[0]
+    if protocol not in fsspec.available_protocols():
+        raise ConfigError(f"{url}: fsspec knows no protocol {protocol!r} (known: s3, gs, az, "
+                          "ssh, memory, file, and others fsspec lists)")
+    return None
 
 
 def add(name: str, url: str, options: list[str], local: bool = False, cwd: Path | None = None) -> str:
@@ -214,27 +223,20 @@ def add(name: str, url: str, options: list[str], local: bool = False, cwd: Path 
     for text in options:
         parse_option(text)
     target = _edit_target(local, cwd)
-    run = lambda *args: subprocess.run(["git", "config", *target, *args], cwd=cwd,
-                                       capture_output=True, text=True)
     remotes, default = configured(cwd)
-    run("--replace-all", f"gitmodel.{name}.url", url)
-    run("--unset-all", f"gitmodel.{name}.option")
+    repo.config_edit("--replace-all", f"gitmodel.{name}.url", url, cwd=cwd, **target)
+    repo.config_edit("--unset-all", f"gitmodel.{name}.option", cwd=cwd, check=False, **target)
     for text in options:
-        run("--add", f"gitmodel.{name}.option", text)
+        repo.config_edit("--add", f"gitmodel.{name}.option", text, cwd=cwd, **target)
     if default is None and not remotes:
-        run("gitmodel.remote", name)
+        repo.config_edit("gitmodel.remote", name, cwd=cwd, **target)
     return ".git/config" if local else CONFIG_FILE
 
 
 def remove(name: str, local: bool = False, cwd: Path | None = None) -> bool:
     target = _edit_target(local, cwd)
-    result = subprocess.run(["git", "config", *target, "--remove-section", f"gitmodel.{name}"],
-                            cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
+    if not repo.config_edit("--remove-section", f"gitmodel.{name}", cwd=cwd, check=False, **target):
         return False
-    current = subprocess.run(["git", "config", *target, "--get", "gitmodel.remote"], cwd=cwd,
-                             capture_output=True, text=True).stdout.strip()
-    if current == name:
-        subprocess.run(["git", "config", *target, "--unset", "gitmodel.remote"], cwd=cwd,
-                       capture_output=True)
+    if repo.config_get("gitmodel.remote", cwd=cwd, **target) == name:
+        repo.config_edit("--unset", "gitmodel.remote", cwd=cwd, check=False, **target)
     return True

@@ -1,32 +1,143 @@
-"""Finding the repository and its gitmodel store."""
+"""Git plumbing, in one place: running `git`, its configuration, finding the repository and
+its store, and reading commits and pointer blobs in-process (pygit2)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
+from gitmodel import pointer as pointers
+from gitmodel.errors import GitmodelError
 
-class NotARepository(Exception):
+
+class NotARepository(GitmodelError):
     pass
 
 
-def _rev_parse(*args: str, cwd: str | Path | None = None) -> str:
+class GitError(GitmodelError):
+    pass
+
+
+def run_git(*args: str, cwd: str | Path | None = None, input: bytes | None = None,
+            env: dict[str, str] | None = None, check: bool = True,
+            capture: bool = True) -> subprocess.CompletedProcess:
+    """Run `git ARGS`; stdout and stderr as bytes. With `check`, a failure raises GitError
+    carrying git's own message."""
     try:
-        out = subprocess.run(["git", "rev-parse", *args], cwd=cwd, capture_output=True,
-                             text=True, check=True)
-    except subprocess.CalledProcessError:
-        raise NotARepository("not inside a git repository") from None
-    return out.stdout.strip()
+        result = subprocess.run(["git", *args], cwd=cwd, input=input, env=env,
+                                capture_output=capture)
+    except OSError as err:
+        raise GitError(f"cannot run git: {err.strerror}") from None
+    if check and result.returncode != 0:
+        message = (result.stderr or b"").decode(errors="replace").strip()
+        raise GitError(f"git {args[0]} failed: {message or f'exit status {result.returncode}'}")
+    return result
+
+
+def git_text(*args: str, cwd: str | Path | None = None) -> str:
+    return run_git(*args, cwd=cwd).stdout.decode(errors="surrogateescape").strip()
+
+
+def _rev_parse(*args: str, cwd: str | Path | None = None) -> list[str]:
+    result = run_git("rev-parse", *args, cwd=cwd, check=False)
+    if result.returncode != 0:
+        raise NotARepository("not inside a git repository")
+    return result.stdout.decode(errors="surrogateescape").splitlines()
 
 
 def toplevel(cwd: str | Path | None = None) -> Path:
-    return Path(_rev_parse("--show-toplevel", cwd=cwd))
+    return Path(_rev_parse("--show-toplevel", cwd=cwd)[0])
 
 
 def common_dir(cwd: str | Path | None = None) -> Path:
     """The git directory shared by every worktree of the repository."""
-    return Path(_rev_parse("--path-format=absolute", "--git-common-dir", cwd=cwd))
+    return Path(_rev_parse("--path-format=absolute", "--git-common-dir", cwd=cwd)[0])
+
+
+def locations(cwd: str | Path | None = None) -> tuple[Path, Path]:
+    """(common git directory, hooks directory), in one call."""
+    common, hooks = _rev_parse("--path-format=absolute", "--git-common-dir", "--git-path",
+                               "hooks", cwd=cwd)[:2]
+    return Path(common), Path(hooks)
 
 
 def store_dir(cwd: str | Path | None = None) -> Path:
     return common_dir(cwd) / "gitmodel"
+
+
+def prefix(cwd: str | Path | None = None) -> str:
+    """Where `cwd` is below the top of the work tree ("" at the top), as git names paths."""
+    lines = _rev_parse("--show-prefix", cwd=cwd)
+    return lines[0] if lines else ""
+
+
+# ----------------------------------------------------------------------------- config
+
+def config_get(key: str, scope: str | None = None, cwd: str | Path | None = None,
+               file: str | Path | None = None) -> str | None:
+    """A single-valued key, or None when unset. `scope`: local, global, system; `file`: a
+    config-syntax file (such as .gitmodel) instead."""
+    where = [f"--{scope}"] if scope else (["-f", str(file)] if file else [])
+    result = run_git("config", *where, "--get", key, cwd=cwd, check=False)
+    return result.stdout.decode(errors="replace").rstrip("\n") if result.returncode == 0 else None
+
+
+def config_edit(*args: str, scope: str | None = None, cwd: str | Path | None = None,
+                file: str | Path | None = None, check: bool = True) -> bool:
+    """`git config [--scope | -f file] ARGS...`; True when git succeeded."""
+    where = [f"--{scope}"] if scope else (["-f", str(file)] if file else [])
+    return run_git("config", *where, *args, cwd=cwd, check=check).returncode == 0
+
+
+def config_entries(pattern: str, *where: str, cwd: str | Path | None = None) -> list[tuple[str, str]]:
+    """(key, value) of every key matching the regular expression, in the order git reads them
+    (`where`: extra arguments such as `-f FILE` or `--blob REV:FILE`)."""
+    result = run_git("config", "-z", *where, "--get-regexp", pattern, cwd=cwd, check=False)
+    if result.returncode not in (0, 1):          # 1: no such keys
+        return []
+    pairs = []
+    for item in result.stdout.decode("utf-8", "replace").split("\0"):
+        if item:
+            key, _, value = item.partition("\n")
+            pairs.append((key, value))
+    return pairs
+
+
+# ----------------------------------------------------------------------------- objects
+
+def open_repository(cwd: Path | str | None = None):
+    import pygit2
+    path = pygit2.discover_repository(str(cwd or "."))
+    if path is None:
+        raise NotARepository("not inside a git repository")
+    return pygit2.Repository(path)
+
+
+def commit(repository, rev: str):
+    """The commit a revision names, or None."""
+    import pygit2
+    try:
+        return repository.revparse_single(rev).peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+
+
+def pointer_blob(repository, oid, path: str = "") -> pointers.Pointer | None:
+    """The pointer a blob holds, or None when it is not a pointer. A blob that starts like a
+    pointer but does not parse raises PointerError naming `path`."""
+    import pygit2
+    kind, size = repository.odb.read_header(oid)
+    if kind != pygit2.GIT_OBJECT_BLOB or size > pointers.MAX_POINTER_SIZE:
+        return None
+    try:
+        return pointers.sniff(repository[oid].data)
+    except pointers.PointerError as err:
+        raise pointers.PointerError(f"{path or 'blob'} ({oid}) is a damaged pointer: {err}") from None
+
+
+def without_skip_smudge() -> dict[str, str]:
+    """This process's environment for a git command that must restore files."""
+    env = dict(os.environ)
+    env.pop("GITMODEL_SKIP_SMUDGE", None)
+    return env

@@ -4,65 +4,53 @@ from __future__ import annotations
 
 import os
 import posixpath
-import subprocess
 from pathlib import Path
 
 import pygit2
 
+from gitmodel.errors import GitmodelError
 from gitmodel import checkpoint, pointer as pointers
+from gitmodel.git.repo import commit, open_repository, pointer_blob, prefix, run_git
 from gitmodel.pointer import Pointer
 from gitmodel.store.objects import Store
 
 WORK_TREE, INDEX = None, ":index"      # the two sides that are not revisions
 
 
-class RevisionError(Exception):
+class RevisionError(GitmodelError):
     pass
-
-
-def _from_blob(repo: pygit2.Repository, oid) -> Pointer | None:
-    kind, size = repo.odb.read_header(oid)
-    if kind != pygit2.GIT_OBJECT_BLOB or size > pointers.MAX_POINTER_SIZE:
-        return None
-    data = repo[oid].data
-    if not pointers.is_pointer_prefix(data[:len(pointers.MAGIC_PREFIX)]):
-        return None
-    return pointers.parse(data)
 
 
 def pointer_at(repo: pygit2.Repository, side: str | None, path: str, store: Store,
                tracked: bool = True) -> Pointer | None:
     """The pointer of `path` on one side: a revision, INDEX, or WORK_TREE (whose file, if
-    `tracked` by gitmodel, is cleaned into the store unless it is a pointer already). None if
-    absent or not a checkpoint."""
+    `tracked` by gitmodel, gets its pointer computed, storing nothing, unless it is a pointer
+    already). None if absent or not a checkpoint."""
     if side is INDEX:
         entry = repo.index[path] if path in repo.index else None
-        return _from_blob(repo, entry.id) if entry is not None else None
+        return pointer_blob(repo, entry.id, path) if entry is not None else None
     if side is WORK_TREE:
         file = Path(repo.workdir) / path
         if not file.is_file():
             return None
+        ptr = pointers.sniff_file(file)
+        if ptr is not None or not tracked:
+            return ptr
         with open(file, "rb") as f:
-            head = f.read(len(pointers.MAGIC_PREFIX))
-            f.seek(0)
-            if pointers.is_pointer_prefix(head):
-                return pointers.parse(f.read(pointers.MAX_POINTER_SIZE + 1))
-            if not tracked:
-                return None
-            text = checkpoint.clean(f, store)
+            text = checkpoint.clean(f, store, write=False)
         return pointers.parse(text) if text else None
+    found = commit(repo, side)
     try:
-        obj = repo.revparse_single(side).peel(pygit2.Commit).tree[path]
-    except (KeyError, ValueError, pygit2.GitError):
+        oid = found.tree[path].id if found is not None else None
+    except KeyError:
         return None
-    return _from_blob(repo, obj.id)
+    return pointer_blob(repo, oid, path) if oid is not None else None
 
 
 def from_cwd(path: str, cwd: Path | None = None) -> str:
     """A path given relative to the current directory, made relative to the top of the work
     tree (what git objects and the index use)."""
-    out = subprocess.run(["git", "rev-parse", "--show-prefix"], cwd=cwd, capture_output=True, text=True)
-    joined = posixpath.normpath(posixpath.join(out.stdout.strip(), path))
+    joined = posixpath.normpath(posixpath.join(prefix(cwd), path))
     if joined == ".." or joined.startswith("../"):
         raise RevisionError(f"{path} is outside the repository")
     return joined
@@ -81,19 +69,15 @@ def split_spec(spec: str, cwd: Path | None = None) -> tuple[str | None, str]:
 
 
 def check_revision(repo: pygit2.Repository, rev: str) -> None:
-    try:
-        repo.revparse_single(rev).peel(pygit2.Commit)
-    except (KeyError, ValueError, pygit2.GitError):
-        raise RevisionError(f"unknown revision {rev!r}") from None
+    if commit(repo, rev) is None:
+        raise RevisionError(f"unknown revision {rev!r}")
 
 
 def changed_paths(workdir: Path, revs: list[str], cached: bool, paths: list[str]) -> list[str]:
     """What `git diff --name-only` lists for these arguments (git applies its own stat cache
     and runs the clean filter where a work-tree file changed)."""
-    args = ["git", "diff", "--name-only", "-z", "--no-renames"]
-    if cached:
-        args.append("--cached")
-    result = subprocess.run(args + revs + ["--"] + paths, cwd=workdir, capture_output=True)
+    args = ["diff", "--name-only", "-z", "--no-renames"] + (["--cached"] if cached else [])
+    result = run_git(*args, *revs, "--", *paths, cwd=workdir, check=False)
     if result.returncode != 0:
         raise RevisionError(result.stderr.decode(errors="replace").strip())
     return [os.fsdecode(p) for p in result.stdout.split(b"\0") if p]
@@ -104,8 +88,7 @@ def tracked_paths(workdir: Path, paths: list[str]) -> set[str]:
     if not paths:
         return set()
     listing = b"".join(os.fsencode(p) + b"\0" for p in paths)
-    result = subprocess.run(["git", "check-attr", "-z", "--stdin", "filter"], cwd=workdir,
-                            input=listing, capture_output=True)
+    result = run_git("check-attr", "-z", "--stdin", "filter", cwd=workdir, input=listing)
     fields = result.stdout.split(b"\0")
     return {os.fsdecode(fields[i]) for i in range(0, len(fields) - 2, 3)
             if fields[i + 2] == b"gitmodel"}
@@ -125,10 +108,9 @@ def sides(revs: list[str], cached: bool) -> tuple[str | None, str | None]:
 def history_of(repo: pygit2.Repository, path: str, rev: str = "HEAD", limit: int | None = None):
     """(commit, pointer) for each commit reachable from `rev` that changed `path`'s
     checkpoint, newest first (first-parent view of each commit)."""
-    try:
-        start = repo.revparse_single(rev).peel(pygit2.Commit)
-    except (KeyError, ValueError, pygit2.GitError):
-        raise RevisionError(f"unknown revision {rev!r}") from None
+    start = commit(repo, rev)
+    if start is None:
+        raise RevisionError(f"unknown revision {rev!r}")
 
     def blob_id(commit):
         try:
@@ -137,17 +119,39 @@ def history_of(repo: pygit2.Repository, path: str, rev: str = "HEAD", limit: int
             return None
 
     count = 0
-    for commit in repo.walk(start.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME):
-        current = blob_id(commit)
+    for found in repo.walk(start.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME):
+        current = blob_id(found)
         if current is None:
             continue
-        parents = commit.parents
+        parents = found.parents
         if parents and any(blob_id(p) == current for p in parents):
             continue
-        ptr = _from_blob(repo, current)
+        ptr = pointer_blob(repo, current, path)
         if ptr is None:
             continue
-        yield commit, ptr
+        yield found, ptr
         count += 1
         if limit is not None and count >= limit:
             return
+
+
+def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool = True) -> list:
+    """`gitmodel diff`: a FileDiff for each checkpoint that differs between the two sides git
+    diff would compare for these arguments."""
+    from gitmodel import review
+    repository = open_repository()
+    for rev in revs:
+        check_revision(repository, rev)
+    old_side, new_side = sides(revs, cached)
+    store = session.store
+    fetch = session.fetcher() if numbers else None
+    changed = changed_paths(Path.cwd(), revs, cached, paths)
+    tracked = tracked_paths(Path(repository.workdir), changed)
+    diffs = []
+    for path in changed:
+        old = pointer_at(repository, old_side, path, store, path in tracked)
+        new = pointer_at(repository, new_side, path, store, path in tracked)
+        if old is None and new is None:
+            continue                                  # not a checkpoint
+        diffs.append(review.diff_pointers(path, old, new, store, numbers, fetch))
+    return diffs

@@ -18,16 +18,16 @@ import itertools
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from gitmodel.remote import progress
-from gitmodel.remote.index import RemoteIndex
-from gitmodel.remote.storage import Remote, RemoteError
-from gitmodel.store import codec
-from gitmodel.store.manifest import Manifest
-from gitmodel.store.objects import MANIFEST, CorruptObject, MissingObjects, Store, check_record
+from gitmodel.remote.backend import RemoteError, Retrying
+from gitmodel.remote.view import RemoteView
+from gitmodel.store import files
+from gitmodel.store.objects import (MANIFEST, CorruptObject, MissingObjects, Store, StoreVersionError,
+                                    check_record)
 from gitmodel.store.pack import PACK_MAGIC, Entry, PackError, PackWriter, decode_index, record_head
 
 # S3 takes objects under 100 MiB in one PUT (s3fs switches to multipart at twice its 50 MiB
@@ -37,21 +37,24 @@ UPLOADS_IN_FLIGHT = 2
 COALESCE_GAP = 1 << 20
 MAX_RANGE = 8 << 20
 READS_IN_FLIGHT = 8
-COPY_BLOCK = 8 << 20
+
+# What an object refers to, from its kind and bytes (a manifest: its chunks); decided above
+# this package (gitmodel.stored.references), which knows what objects mean.
+References = Callable[[int, bytes], Iterable[bytes]]
 
 
 class RemoteMissing(RemoteError):
-    def __init__(self, remote: Remote, oids: list[bytes]):
+    def __init__(self, view: RemoteView, oids: list[bytes]):
         self.oids = oids
-        super().__init__(f"remote {remote} lacks {len(oids)} object(s) (first {oids[0].hex()}); "
-                         "was the commit pushed with gitmodel installed?")
+        super().__init__(view.describe_missing(len(oids), oids[0]))
 
 
 @dataclass
-class Stats:
+class TransferStats:
     objects: int = 0
     bytes: int = 0          # stored (compressed) bytes moved
     packs: int = 0
+    failed: dict[bytes, str] = field(default_factory=dict)   # objects not moved, and why
 
 
 def ordered(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window: int) -> Iterator:
@@ -71,20 +74,22 @@ def ordered(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window: int
 
 # ----------------------------------------------------------------------------- upload
 
-def upload(store: Store, index: RemoteIndex, oids: Iterable[bytes], quiet: bool = False,
-           target: int = REMOTE_PACK_TARGET) -> Stats:
-    """Send the objects the remote lacks. Raises MissingObjects if the local store lacks some."""
-    index.refresh()
-    wanted = [oid for oid in dict.fromkeys(oids) if oid not in index.entries]
+def upload(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = False,
+           target: int = REMOTE_PACK_TARGET, force: bool = False) -> TransferStats:
+    """Send the objects the remote lacks (with `force`, all of them). Raises MissingObjects if
+    the local store lacks some, and CorruptObject rather than send a damaged one."""
+    view.refresh()
+    wanted = [oid for oid in dict.fromkeys(oids) if force or oid not in view.entries]
     absent = store.missing(wanted)
     if absent:
         raise MissingObjects(absent)
     located = sorted(((store.locate(oid), oid) for oid in wanted),
                      key=lambda item: (item[0].kind == MANIFEST, item[0].pack, item[0].offset))
     total = sum(record_head.size + entry.stored_length for entry, _ in located)
-    stats = Stats(objects=len(located), bytes=total)
+    stats = TransferStats(objects=len(located), bytes=total)
     if not located:
         return stats
+    view.create()
     batches = [[oid for _, oid in located[i:i + 64]] for i in range(0, len(located), 64)]
 
     def read(batch: list[bytes]) -> list:
@@ -94,9 +99,9 @@ def upload(store: Store, index: RemoteIndex, oids: Iterable[bytes], quiet: bool 
             out.append((oid, entry, record))
         return out
 
-    with progress.bar(total, f"push to {index.remote.name}", quiet) as bar, \
-            _Uploader(index, bar) as uploader, ThreadPoolExecutor(2) as pool:
-        writer = PackWriter(store.tmp_dir, uploader.send, target)
+    with progress.bar(total, f"push to {view.name}", quiet) as bar, \
+            _Uploader(view, bar) as uploader, ThreadPoolExecutor(2) as pool:
+        writer = PackWriter(store.tmp_dir, uploader.send, target, make_dir=store.permissions.make_dir)
         try:
             for records in ordered(pool, read, batches, window=4):
                 for oid, entry, record in records:
@@ -114,16 +119,16 @@ def upload(store: Store, index: RemoteIndex, oids: Iterable[bytes], quiet: bool 
 class _Uploader:
     """PackWriter sink that uploads finished packs in the background, a few at a time."""
 
-    def __init__(self, index: RemoteIndex, bar):
-        self._index, self._bar = index, bar
+    def __init__(self, view: RemoteView, bar):
+        self._view, self._bar = view, bar
         self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="gitmodel-upload")
         self._pending: deque[Future] = deque()
-        self._files: set[Path] = set()          # packs handed over and not yet sent
+        self._files: dict[Path, int] = {}       # packs handed over and not yet sent: their lock
 
-    def send(self, path: Path, name: str, index: bytes, entries: dict[bytes, Entry]) -> None:
+    def send(self, path: Path, fd: int, name: str, index: bytes, entries: dict[bytes, Entry]) -> None:
         owned = path.with_name(path.name + ".upload")      # the writer deletes `path` on return
         os.replace(path, owned)
-        self._files.add(owned)
+        self._files[owned] = os.dup(fd)          # shares the writer's lock: in use until sent
         if any(e.kind == MANIFEST for e in entries.values()):
             self.wait()                                    # every chunk first
         while len(self._pending) >= UPLOADS_IN_FLIGHT:
@@ -132,12 +137,21 @@ class _Uploader:
 
     def _put(self, path: Path, name: str, index: bytes) -> None:
         try:
-            self._index.remote.put_pack(path, name, index)
-            self._index.add(name, index)
-            self._bar.update(path.stat().st_size - len(PACK_MAGIC))
+            size = path.stat().st_size
+            listing = self._view.listing
+            if listing is None or listing.sizes.get(name) != size:   # else: arrived whole before
+                self._view.backend.put_pack(path, name)
+            self._view.backend.put_index(name, index)
+            self._view.add(name, index)
+            self._bar.update(size - len(PACK_MAGIC))
         finally:
-            path.unlink(missing_ok=True)
-            self._files.discard(path)
+            self._release(path)
+
+    def _release(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        fd = self._files.pop(path, None)
+        if fd is not None:
+            os.close(fd)
 
     def wait(self) -> None:
         while self._pending:
@@ -150,8 +164,8 @@ class _Uploader:
         for future in self._pending:
             future.cancel()
         self._pool.shutdown(wait=True)
-        for path in self._files:                 # after a failure: packs never sent
-            path.unlink(missing_ok=True)
+        for path in list(self._files):           # after a failure: packs never sent
+            self._release(path)
 
 
 # ----------------------------------------------------------------------------- download
@@ -177,74 +191,92 @@ def _coalesce(located: list[tuple[bytes, Entry]]) -> list[_Range]:
     return ranges
 
 
-def read_objects(index: RemoteIndex, oids: Iterable[bytes], quiet: bool = True) -> Iterator:
+def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, str],
+                 quiet: bool = True) -> Iterator[tuple[bytes, Entry, memoryview]]:
     """(oid, entry, payload) for each object, read from the remote and verified, chunks before
-    manifests. Raises RemoteMissing for objects the remote does not have."""
+    manifests. Objects that cannot be had (absent, damaged in every copy, a read that failed)
+    go into `failed` with the reason, and the rest still come: one bad object costs only what
+    needs it."""
     oids = list(dict.fromkeys(oids))
-    absent = [oid for oid in oids if oid not in index.entries]
+    absent = [oid for oid in oids if oid not in view.entries]
     if absent:
-        raise RemoteMissing(index.remote, absent)
-    located = [(oid, index.entries[oid]) for oid in oids]
+        reason = view.describe_missing(len(absent), absent[0])
+        failed.update(dict.fromkeys(absent, reason))
+    located = [(oid, view.entries[oid]) for oid in oids if oid in view.entries]
     chunks = [item for item in located if item[1].kind != MANIFEST]
     manifests = [item for item in located if item[1].kind == MANIFEST]
     ranges = _coalesce(chunks) + _coalesce(manifests)
     total = sum(record_head.size + e.stored_length for _, e in located)
 
     def fetch(r: _Range) -> list:
-        data = memoryview(index.remote.read_range(r.pack, r.start, r.end))
+        try:
+            data = memoryview(view.backend.read_range(r.pack, r.start, r.end))
+        except (RemoteError, OSError) as err:
+            data, error = None, err
+        if data is not None and len(data) != r.end - r.start:
+            data, error = None, f"{r.pack}.pack is shorter than its index says"
         out = []
         for oid, entry in r.records:
-            at = entry.offset - r.start
-            record = data[at:at + record_head.size + entry.stored_length]
             try:
-                check_record(oid, entry, record)
-            except CorruptObject as err:
-                entry, record = _other_copy(index, oid, entry, err)
-            out.append((oid, entry, record[record_head.size:]))
+                if data is None:
+                    raise RemoteError(f"remote {view}: {error}")
+                at = entry.offset - r.start
+                record = data[at:at + record_head.size + entry.stored_length]
+                try:
+                    check_record(oid, entry, record)
+                except CorruptObject as err:
+                    entry, record = _other_copy(view, oid, entry, err)
+                out.append((oid, entry, record[record_head.size:], None))
+            except (RemoteError, StoreVersionError) as err:
+                out.append((oid, entry, None, err.full()))
         return out
 
-    with progress.bar(total, f"fetch from {index.remote.name}", quiet) as bar, \
+    with progress.bar(total, f"fetch from {view.name}", quiet) as bar, \
             ThreadPoolExecutor(READS_IN_FLIGHT, thread_name_prefix="gitmodel-fetch") as pool:
         for records in ordered(pool, fetch, ranges, window=READS_IN_FLIGHT):
-            for item in records:
-                bar.update(record_head.size + item[1].stored_length)
-                yield item
+            for oid, entry, payload, error in records:
+                bar.update(record_head.size + entry.stored_length)
+                if error is not None:
+                    failed[oid] = error
+                else:
+                    yield oid, entry, payload
 
 
-def _other_copy(index: RemoteIndex, oid: bytes, damaged: Entry, error: CorruptObject) -> tuple[Entry, memoryview]:
+def _other_copy(view: RemoteView, oid: bytes, damaged: Entry, error: CorruptObject) -> tuple[Entry, memoryview]:
     """A good copy, from another of the remote's packs, of an object whose record in
     `damaged.pack` failed its check (two clients that pushed at once may both have sent it)."""
-    for entry in index.entries.copies(oid):
+    for entry in view.entries.copies(oid):
         if entry == damaged:
             continue
         end = entry.offset + record_head.size + entry.stored_length
         try:
-            record = memoryview(index.remote.read_range(entry.pack, entry.offset, end))
+            record = memoryview(view.backend.read_range(entry.pack, entry.offset, end))
             check_record(oid, entry, record)
         except (CorruptObject, RemoteError, OSError):
             continue
         return entry, record
-    raise RemoteError(f"remote {index.remote}: {error}")
+    raise RemoteError(f"remote {view}: {error}; no other copy there is good",
+                      f"`gitmodel fsck --remote {view.name}` checks the remote; push again "
+                      "from a clone that has the file to put a good copy there")
 
 
-def download(store: Store, index: RemoteIndex, oids: Iterable[bytes], quiet: bool = False,
-             known: dict[bytes, tuple[Entry, bytes]] | None = None) -> Stats:
+def download(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = False,
+             known: dict[bytes, tuple[Entry, bytes]] | None = None) -> TransferStats:
     """Fetch into the store the given objects it lacks. `known`: objects already read from
-    the remote and verified (manifests, by checkpoint_objects), stored after the rest."""
+    the remote and verified (manifests), stored after the rest. Objects that could not be
+    fetched are in the result's `failed`; everything else is stored."""
     need = store.missing(list(dict.fromkeys(oids)))
-    stats = Stats()
+    stats = TransferStats()
     if not need:
         return stats
     known = known or {}
     fetch = [oid for oid in need if oid not in known]
-    if not index.packs:
-        index.refresh()
-    if any(oid not in index.entries for oid in fetch):
-        index.refresh()
+    if view.listing is None or any(oid not in view.entries for oid in fetch):
+        view.refresh()
     already = ((oid, *known[oid]) for oid in need if oid in known)
     writer = store.writer()
     try:
-        for oid, entry, payload in itertools.chain(read_objects(index, fetch, quiet), already):
+        for oid, entry, payload in itertools.chain(read_objects(view, fetch, stats.failed, quiet), already):
             writer.add(oid, entry.kind, entry.encoding, entry.raw_length, payload)
             stats.objects += 1
             stats.bytes += len(payload)
@@ -257,53 +289,49 @@ def download(store: Store, index: RemoteIndex, oids: Iterable[bytes], quiet: boo
     return stats
 
 
-def checkpoint_objects(store: Store, index: RemoteIndex, manifest_ids: Iterable[bytes],
-                       read: dict[bytes, tuple[Entry, bytes]] | None = None) -> list[bytes]:
-    """Every object of these checkpoints: chunk ids, then manifest ids. Manifests missing here
-    are read from the remote (kept in memory only: they are small); `read` receives them,
-    so that `download(..., known=read)` does not read them twice."""
-    manifest_ids = list(dict.fromkeys(manifest_ids))
-    absent = set(store.missing(manifest_ids))
-    remote_manifests = {}
-    if absent:
-        if any(oid not in index.entries for oid in absent):
-            index.refresh()
-        remote_manifests = {oid: (entry, bytes(payload)) for oid, entry, payload in
-                            read_objects(index, [m for m in manifest_ids if m in absent])}
-    chunks: dict[bytes, None] = {}
-    for oid in manifest_ids:
-        if oid in absent:
-            entry, payload = remote_manifests[oid]
-            manifest = Manifest.decode(codec.decode(entry.encoding, payload, entry.raw_length))
-        else:
-            manifest = store.read_manifest(oid)
-        chunks.update(dict.fromkeys(cid for cid, _ in manifest.chunks))
-    if read is not None:
-        read.update(remote_manifests)
-    return list(chunks) + manifest_ids
+def read_manifests(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, str]) -> dict[bytes, tuple[Entry, bytes]]:
+    """Manifests read from the remote and verified, kept in memory (they are small): to list
+    their chunks, then to be stored by `download(..., known=...)` without a second read."""
+    oids = list(oids)
+    if view.listing is None or any(oid not in view.entries for oid in oids):
+        view.refresh()
+    return {oid: (entry, bytes(payload)) for oid, entry, payload in read_objects(view, oids, failed)}
 
 
 # ----------------------------------------------------------------------------- mirror
 
-def mirror(source: Remote, dest: Remote, tmp_dir: Path, quiet: bool = False,
-           log: Callable[[str], None] = lambda line: None) -> Stats:
+def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: References,
+           quiet: bool = False, log: Callable[[str], None] = lambda line: None) -> TransferStats:
     """Copy every pack `dest` lacks from `source`, verifying each record on the way.
 
     Pack files go first, all of them, without their indexes (so invisible); then the indexes,
     a pack's only after those of the packs holding its manifests' chunks. Interrupted, the
     destination shows only complete checkpoints, and a repeated mirror skips pack files that
     arrived whole."""
-    wanted = sorted(source.pack_names() - dest.pack_names())
+    from gitmodel.store.objects import MARKER, VERSION, check_version
+    check_version(source.read_marker(), f"remote {source}")
+    check_version(dest.read_marker(), f"remote {dest}")
+    have = source.list_packs()
+    if not have.exists:
+        raise RemoteError(f"{source} has no packs folder: nothing to mirror (is the path right?)")
+    there = dest.list_packs()
+    if there.temporaries:
+        dest.sweep(there)
+    wanted = sorted(have.published - there.published)
     indexes = {}
     for name in wanted:
         try:
             indexes[name] = source.read_index(name)
+            decode_index(name, indexes[name])
         except (PackError, FileNotFoundError):
+            indexes.pop(name, None)
             log(f"skipping {name}: its index on {source} is incomplete, damaged or gone")
     entries = {name: decode_index(name, data) for name, data in indexes.items()}
-    stats = Stats(packs=len(entries), objects=sum(len(e) for e in entries.values()))
+    stats = TransferStats(packs=len(entries), objects=sum(len(e) for e in entries.values()))
     total = sum(record_head.size + e.stored_length for es in entries.values() for e in es.values())
-    needs: dict[str, set[bytes]] = {}              # pack -> chunks its manifests list
+    if entries and not there.exists and dest.read_marker() is None:
+        dest.write_marker(MARKER.format(VERSION))
+    needs: dict[str, set[bytes]] = {}              # pack -> objects its objects refer to
     tmp_dir.mkdir(parents=True, exist_ok=True)
     with progress.bar(total, f"mirror to {dest.name}", quiet) as bar:
         for name in sorted(entries):
@@ -311,12 +339,15 @@ def mirror(source: Remote, dest: Remote, tmp_dir: Path, quiet: bool = False,
             try:
                 try:
                     with source.open_pack(name) as src, open(path, "wb") as out:
-                        size, needs[name] = _copy_verified(src, out, name, entries[name], bar.update)
+                        files.lock(out.fileno())
+                        size, needs[name] = _copy_verified(src, out, name, entries[name],
+                                                           references, bar.update)
                 except (CorruptObject, PackError, FileNotFoundError) as err:
                     raise RemoteError(f"remote {source}: {name}.pack is damaged or gone ({err}); "
                                       f"it was not copied to {dest}") from None
                 stats.bytes += size
-                dest.put_pack_file(path, name)
+                if there.sizes.get(name) != size:
+                    dest.put_pack(path, name)
             finally:
                 path.unlink(missing_ok=True)
     for name in _publication_order(entries, needs):
@@ -326,8 +357,8 @@ def mirror(source: Remote, dest: Remote, tmp_dir: Path, quiet: bool = False,
 
 
 def _publication_order(entries: dict[str, dict[bytes, Entry]], needs: dict[str, set[bytes]]) -> list[str]:
-    """Packs ordered so that each comes after the copied packs holding chunks its manifests
-    list (chunks in no copied pack are already at the destination)."""
+    """Packs ordered so that each comes after the copied packs holding what its objects refer
+    to (objects in no copied pack are already at the destination)."""
     holder: dict[bytes, str] = {}
     for name in sorted(entries):
         for oid in entries[name]:
@@ -344,9 +375,10 @@ def _publication_order(entries: dict[str, dict[bytes, Entry]], needs: dict[str, 
     return order
 
 
-def _copy_verified(src, out, name: str, entries: dict[bytes, Entry], advance) -> tuple[int, set[bytes]]:
+def _copy_verified(src, out, name: str, entries: dict[bytes, Entry], references: References,
+                   advance) -> tuple[int, set[bytes]]:
     """Stream a pack from src to out, checking that its records are exactly those its index
-    lists, each intact. Returns the bytes copied and the chunk ids its manifests list."""
+    lists, each intact. Returns the bytes copied and the ids its objects refer to."""
     def exact(n: int) -> bytes:
         data = src.read(n)
         if len(data) != n:
@@ -362,11 +394,10 @@ def _copy_verified(src, out, name: str, entries: dict[bytes, Entry], advance) ->
             raise PackError(f"{name}.idx places records in gaps or overlaps")
         record = exact(record_head.size + entry.stored_length)
         data = check_record(oid, entry, record)
-        if entry.kind == MANIFEST:
-            try:
-                cited.update(cid for cid, _ in Manifest.decode(data).chunks)
-            except ValueError as err:
-                raise PackError(f"manifest {oid.hex()} in {name}.pack: {err}") from None
+        try:
+            cited.update(references(entry.kind, data))
+        except ValueError as err:
+            raise PackError(f"object {oid.hex()} in {name}.pack: {err}") from None
         out.write(record)
         position += len(record)
         advance(len(record))

@@ -1,22 +1,9 @@
-"""How one chunk's bytes are encoded inside a pack.
+"""How one chunk's bytes are encoded inside a pack: RAW, ZSTD, or GROUPED (byte planes of
+fixed-width elements, each plane its own zstd frame or raw). Layout: docs/formats.md §3.
 
-Encodings (one byte in the pack record):
-  0 RAW      the bytes as they are
-  1 ZSTD     one zstd frame
-  2 GROUPED  byte-grouped: for element width w, plane k holds bytes k, k+w, k+2w, ... of the
-             first len - len % w bytes; each plane is kept as its own zstd frame or raw,
-             whichever is smaller (exponent planes of floats compress, mantissa planes hardly do).
-             Payload: u8 w, then w x (u8 mode [0 raw, 1 zstd], u32le stored length), the planes,
-             then the len % w trailing bytes raw.
-  3 DELTA    reserved: a chunk stored as a difference against another chunk (not written yet).
-
-The encoder picks the smallest encoding; RAW when nothing wins. Opaque bytes use zstd level 1.
-Byte planes of tensors use level-1's fast strategy with matching all but switched off
-(min_match 7, hash_log 6, window_log 16): float bytes gain from Huffman-coded literals, hardly
-from matches, and short matches cost literal savings. Measured on 64 KiB chunks, against plain
-level 1: real MiniLM fp32 0.822 vs 0.835 of raw, synthetic fp32 0.836 vs 0.850, bf16 0.671 vs
-0.689, encoding 1.6x and decoding 1.2-1.6x faster. Any zstd decoder reads these frames.
-"""
+Float bytes gain from Huffman-coded literals and hardly from matches, so planes use zstd's fast
+strategy with matching all but switched off; any zstd decoder reads these frames. Figures:
+docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -25,6 +12,7 @@ import threading
 
 import zstandard
 
+from gitmodel.errors import GitmodelError
 from gitmodel.scratch import scratch
 
 RAW, ZSTD, GROUPED, DELTA = 0, 1, 2, 3
@@ -34,8 +22,12 @@ _plane_head = struct.Struct("<BI")
 _local = threading.local()
 
 
-class CodecError(ValueError):
+class CodecError(GitmodelError, ValueError):
     pass
+
+
+class UnknownEncoding(CodecError):
+    """An encoding this version does not know: written by a newer gitmodel, not damage."""
 
 
 _PLANE_PARAMETERS = dict(strategy=zstandard.STRATEGY_FAST, min_match=7, hash_log=6,
@@ -190,7 +182,7 @@ def decode(encoding: int, payload: bytes | memoryview, raw_length: int) -> bytes
         elif encoding == GROUPED:
             data = _decode_grouped(payload, raw_length)
         else:
-            raise CodecError(f"unknown chunk encoding {encoding}")
+            raise UnknownEncoding(f"unknown chunk encoding {encoding}")
     except zstandard.ZstdError as err:
         raise CodecError(f"zstd: {err}") from None
     if len(data) != raw_length:

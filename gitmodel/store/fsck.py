@@ -1,11 +1,39 @@
-"""Checking a store: every object decodes to bytes matching its id, every manifest's chunks exist."""
+"""Checking a store, and repairing what can be repaired.
+
+The check decodes every copy of every object against its id, verifies every index, and finds
+what a crash or a full disk can leave: packs without an index, indexes without a pack,
+temporary files. Repair rebuilds an index from its pack (packs are self-describing), copies
+the good records of a damaged pack into a new pack, and moves the damaged files aside into
+`quarantine/` (never deleting them): damage costs only the objects that are really bad.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from gitmodel.store.objects import MANIFEST, Store, StoreError
+from gitmodel.store import files
+from gitmodel.store.objects import (MANIFEST, CorruptObject, Store, StoreError, StoreVersionError,
+                                    check_record, rebuild_index)
+from gitmodel.store.pack import PackError, record_head, scan
+
+DAMAGED_OBJECT = "damaged object"
+DAMAGED_INDEX = "damaged index"
+PACK_WITHOUT_INDEX = "pack without index"
+INDEX_WITHOUT_PACK = "index without pack"
+LEFTOVER = "leftover temporary file"
+
+
+@dataclass
+class Problem:
+    kind: str
+    name: str                  # the pack (or temporary file) concerned
+    detail: str
+    oid: bytes | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.name}: {self.detail}"
 
 
 @dataclass
@@ -13,32 +41,130 @@ class FsckReport:
     objects: int = 0
     manifests: int = 0
     bytes: int = 0
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    newer: list[str] = field(default_factory=list)      # objects in encodings of a newer gitmodel
+
+    def of(self, kind: str) -> list[Problem]:
+        return [p for p in self.problems if p.kind == kind]
 
 
 def check(store: Store, progress: Callable[[int, int], None] | None = None) -> FsckReport:
     report = FsckReport()
     store.refresh()
+    names = set(os.listdir(store.pack_dir)) if store.pack_dir.is_dir() else set()
+    for pack, why in sorted(store.damaged_indexes.items()):
+        if f"{pack}.pack" in names:
+            report.problems.append(Problem(DAMAGED_INDEX, pack, f"{why}; its pack is there, so "
+                                           "`gitmodel fsck --repair` can rebuild it"))
+        else:
+            report.problems.append(Problem(INDEX_WITHOUT_PACK, pack, f"{why}, and its pack is gone"))
+    for name in sorted(names):
+        stem, _, ext = name.rpartition(".")
+        if ext == "pack" and f"{stem}.idx" not in names and not files.in_use(store.pack_dir / name):
+            report.problems.append(Problem(PACK_WITHOUT_INDEX, stem, "invisible until indexed"))
+        if ext == "idx" and f"{stem}.pack" not in names and stem not in store.damaged_indexes:
+            report.problems.append(Problem(INDEX_WITHOUT_PACK, stem, "the objects it lists are lost "
+                                           "here"))
+    if store.tmp_dir.is_dir():
+        for path in sorted(store.tmp_dir.iterdir()):
+            if path.is_file() and not files.in_use(path):
+                report.problems.append(Problem(LEFTOVER, f"tmp/{path.name}",
+                                               f"{path.stat().st_size} bytes nobody is writing"))
     entries = store.entries()
     for done, (oid, entry) in enumerate(entries, start=1):
+        if f"{entry.pack}.pack" not in names:
+            continue                            # reported above, as an index without a pack
         try:
             data = store.read_copy(oid, entry)     # each copy, not whichever read() picks
+        except StoreVersionError as err:
+            report.newer.append(str(err))
+            continue
         except StoreError as err:
-            report.problems.append(f"{entry.pack}: {err}")
+            store.mark_damaged(oid, entry.pack)
+            report.problems.append(Problem(DAMAGED_OBJECT, entry.pack, str(err), oid))
             continue
         report.objects += 1
         report.bytes += len(data)
-        if entry.kind == MANIFEST:
-            report.manifests += 1
-            try:
-                chunks = store.read_manifest(oid).chunks
-            except StoreError as err:
-                report.problems.append(str(err))
-                continue
-            absent = store.missing(dict.fromkeys(cid for cid, _ in chunks))
-            if absent:
-                report.problems.append(f"manifest {oid.hex()} lacks {len(absent)} chunk(s), "
-                                       f"first {absent[0].hex()}")
+        report.manifests += entry.kind == MANIFEST
         if progress:
             progress(done, len(entries))
     return report
+
+
+@dataclass
+class RepairReport:
+    rebuilt: list[str] = field(default_factory=list)        # indexes rebuilt from their packs
+    salvaged: list[str] = field(default_factory=list)       # packs whose good records were copied
+    quarantined: list[str] = field(default_factory=list)    # files moved into quarantine/
+    removed: list[str] = field(default_factory=list)        # dead temporary files
+    lost: set[bytes] = field(default_factory=set)           # objects left with no good copy
+
+
+def repair(store: Store, report: FsckReport, log: Callable[[str], None] = lambda line: None) -> RepairReport:
+    """Repair what `check` found. Nothing is deleted but dead temporary files: damaged packs and
+    indexes go to `quarantine/`, after their good records are in a new pack."""
+    result = RepairReport()
+    damaged_packs = {p.name for p in report.of(DAMAGED_OBJECT)}
+    unindexed = {p.name for p in report.of(DAMAGED_INDEX) + report.of(PACK_WITHOUT_INDEX)}
+    for pack in sorted(unindexed):
+        path = store.pack_dir / f"{pack}.pack"
+        try:
+            rebuilt = rebuild_index(path)
+        except (OSError, PackError):
+            rebuilt = None
+        if rebuilt is not None and rebuilt[0] == pack:
+            files.write_durably(store.pack_dir / f"{pack}.idx", rebuilt[1], store.permissions.file())
+            result.rebuilt.append(pack)
+            log(f"rebuilt the index of {pack} from its pack")
+        else:
+            damaged_packs.add(pack)
+    for pack in sorted(damaged_packs):
+        _salvage(store, pack, result, log)
+    for problem in report.of(INDEX_WITHOUT_PACK):
+        _quarantine(store, f"{problem.name}.idx", result)
+    for problem in report.of(LEFTOVER):
+        if files.remove_if_dead(store.root / problem.name, grace=0):
+            result.removed.append(problem.name)
+    store.forget_damaged(set(damaged_packs) | {p.name for p in report.of(INDEX_WITHOUT_PACK)})
+    store.reload()
+    lost = {p.oid for p in report.of(DAMAGED_OBJECT)}
+    result.lost = set(store.missing(sorted(lost)))
+    return result
+
+
+def _salvage(store: Store, pack: str, result: RepairReport, log: Callable[[str], None]) -> None:
+    """Copy the pack's good records into a new pack, then move the pack and its index aside."""
+    path = store.pack_dir / f"{pack}.pack"
+    kept = bad = 0
+    writer = store.writer()
+    try:
+        with open(path, "rb") as f:
+            for oid, entry, record in scan(f.read):
+                try:
+                    check_record(oid, entry, record)
+                except (CorruptObject, StoreVersionError):
+                    bad += 1
+                    continue
+                writer.add(oid, entry.kind, entry.encoding, entry.raw_length, record[record_head.size:])
+                kept += 1
+        store.publish(writer)              # fsynced and visible before the old pack moves
+    except (OSError, PackError) as err:
+        writer.abort()
+        log(f"could not read {pack}.pack ({err}); moving it aside")
+    _quarantine(store, f"{pack}.pack", result)
+    _quarantine(store, f"{pack}.idx", result)
+    result.salvaged.append(pack)
+    log(f"{pack}: {kept} good object(s) copied into a new pack, {bad} damaged; "
+        "the old pack is in quarantine/")
+
+
+def _quarantine(store: Store, name: str, result: RepairReport) -> None:
+    source = store.pack_dir / name
+    if not source.exists():
+        return
+    target_dir = store.root / "quarantine"
+    store.permissions.make_dir(target_dir)
+    os.replace(source, target_dir / name)
+    files.fsync_dir(store.pack_dir)
+    result.quarantined.append(name)
+

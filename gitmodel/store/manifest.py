@@ -13,12 +13,14 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from gitmodel.errors import GitmodelError
+
 MAGIC = b"GMMANIF1"
 _head = struct.Struct("<8sQQ")
 _entry = struct.Struct("<32sI")
 
 
-class ManifestError(ValueError):
+class ManifestError(GitmodelError, ValueError):
     pass
 
 

@@ -1,82 +1,179 @@
-"""The local object store: packs under one directory, and a table of where each object is.
-
-    <root>/packs/pack-<hex>.pack   immutable, content-addressed packs
-    <root>/packs/pack-<hex>.idx    their indexes (a pack without one is not yet visible)
-    <root>/tmp/                    packs being written (left by a killed process: swept after a day)
+"""The local object store: packs under one directory, a table of where each object is, and the
+store's version marker. Layout: docs/formats.md §4.
 
 Many processes may add at once: each writes its own temporary pack and publishes it by rename.
-Two processes that store the same object both keep a copy; that wastes space, never loses data.
+Two processes that store the same object both keep a copy; that wastes space, never loses
+data, and the copies serve as spares. Nothing is modified in place.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import blake3
 
-from gitmodel.store import codec
+from gitmodel.errors import GitmodelError
+from gitmodel.store import codec, files
 from gitmodel.store.manifest import Manifest
-from gitmodel.store.pack import CHUNK, MANIFEST, Entry, PackWriter, publish_into, record_head, verify_index
+from gitmodel.store.pack import (CHUNK, MANIFEST, Entry, PackError, PackWriter, encode_index,
+                                 publish_into, record_head, scan, verify_index)
 from gitmodel.store.table import ObjectTable
 
+VERSION = 1
+MARKER = "gitmodel store {}\n"
 
-class StoreError(Exception):
+REPAIR_HINT = "Run `gitmodel fsck` to see what is damaged and `gitmodel fsck --repair` to repair it"
+
+
+class StoreError(GitmodelError):
     pass
 
 
+class StoreVersionError(StoreError):
+    """Data written by a newer gitmodel: nothing is wrong with it, and nothing is written."""
+
+    def __init__(self, what: str, found: str):
+        super().__init__(f"{what} was written by a newer gitmodel ({found}; this gitmodel reads "
+                         f"store version {VERSION})",
+                         "Nothing was changed. Upgrade gitmodel: pip install --upgrade gitmodel")
+
+
 class MissingObjects(StoreError):
-    def __init__(self, oids: list[bytes]):
+    def __init__(self, oids: list[bytes], hint: str | None = None):
         self.oids = oids
-        super().__init__(f"{len(oids)} object(s) missing, first {oids[0].hex()}")
+        super().__init__(f"{len(oids)} object(s) missing, first {oids[0].hex()}", hint)
 
 
 class CorruptObject(StoreError):
     def __init__(self, oid: bytes, why: str):
         self.oid = oid
-        super().__init__(f"object {oid.hex()} is corrupt: {why}")
+        super().__init__(f"object {oid.hex()} is corrupt: {why}", REPAIR_HINT)
+
+
+def check_version(text: str | None, what: str) -> None:
+    """Refuse a store or remote whose version marker this gitmodel does not know. No marker:
+    a store from before markers existed, which is version 1."""
+    if text is None:
+        return
+    words = text.split()
+    if len(words) == 3 and words[:2] == ["gitmodel", "store"] and words[2] == str(VERSION):
+        return
+    if len(words) == 3 and words[:2] == ["gitmodel", "store"] and words[2].isdigit():
+        raise StoreVersionError(what, f"store version {words[2]}")
+    raise StoreError(f"{what} has an unreadable version marker {text.strip()[:60]!r}",
+                     "Nothing was changed. If a newer gitmodel wrote it, upgrade gitmodel")
 
 
 class Store:
-    def __init__(self, root: Path | str):
+    """Packs in `<root>/packs`, temporary files in `<root>/tmp`; `permissions` gives the modes
+    of what it creates (git's core.sharedRepository)."""
+
+    def __init__(self, root: Path | str, permissions: files.Permissions | None = None):
         self.root = Path(root)
         self.pack_dir = self.root / "packs"
         self.tmp_dir = self.root / "tmp"
+        self.permissions = permissions or files.Permissions()
         self._index = ObjectTable()
         self._loaded: set[str] = set()
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
         self._swept = False
         self._refreshing = threading.Lock()
+        self.damaged_indexes: dict[str, str] = {}      # pack -> why its index is unusable
+        self._bad: dict[bytes, set[str]] = {}          # object -> packs holding a bad copy
+        check_version(self._read_marker(), f"the store {self.root}")
+        self._load_bad()
         self.refresh()
+
+    def _read_marker(self) -> str | None:
+        try:
+            return (self.root / "config").read_text(errors="replace")
+        except FileNotFoundError:
+            return None
+
+    def _create(self) -> None:
+        """Make the store's directories, and its version marker when the store is new."""
+        if self.pack_dir.is_dir() and self.tmp_dir.is_dir():
+            return
+        new = not self.pack_dir.is_dir()
+        self.permissions.make_dir(self.pack_dir)
+        self.permissions.make_dir(self.tmp_dir)
+        if new and not (self.root / "config").exists():
+            files.write_durably(self.root / "config", MARKER.format(VERSION).encode(),
+                                self.permissions.file(0o644))
 
     # ----- index -----
 
     def refresh(self) -> None:
-        """Pick up packs published since the last look (by this or another process)."""
-        if not self.pack_dir.is_dir():
+        """Pick up packs published since the last look (by this or another process). An
+        index that fails its check costs only the objects it lists (see damaged_indexes);
+        a pack whose index a crash kept from being published is indexed again."""
+        try:
+            names = os.listdir(self.pack_dir)
+        except FileNotFoundError:
             return
+        indexed = {n[:-4] for n in names if n.startswith("pack-") and n.endswith(".idx")}
+        packs = {n[:-5] for n in names if n.startswith("pack-") and n.endswith(".pack")}
         with self._refreshing:              # threads refreshing at once add each pack once
-            fresh = [path.stem for path in sorted(self.pack_dir.glob("pack-*.idx"))
-                     if path.stem not in self._loaded]
-            self._index.add_indexes([(name, *verify_index(name, (self.pack_dir / f"{name}.idx").read_bytes()))
-                                     for name in fresh])
-            self._loaded.update(fresh)
+            fresh = []
+            for name in sorted(indexed - self._loaded):
+                try:
+                    fresh.append((name, *verify_index(name, (self.pack_dir / f"{name}.idx").read_bytes())))
+                    self.damaged_indexes.pop(name, None)
+                except (PackError, OSError) as err:
+                    self.damaged_indexes[name] = str(err)
+            self._index.add_indexes(fresh)
+            self._loaded.update(name for name, _, _ in fresh)
+        for name in sorted(packs - indexed):
+            self._adopt_orphan(name)
+
+    def reload(self) -> None:
+        """Forget every pack and read the indexes again (after packs were moved away)."""
+        with self._refreshing:
+            self._index, self._loaded = ObjectTable(), set()
+            self.damaged_indexes = {}
+        self.close()
+        self.refresh()
+
+    def _adopt_orphan(self, name: str) -> None:
+        """Index a pack that a crash left without its index, if it is whole and its records
+        give exactly the index its name commits to; otherwise leave it to fsck."""
+        path = self.pack_dir / f"{name}.pack"
+        try:
+            if files.in_use(path):
+                return                 # its publisher holds it until the index is in place
+            index = rebuild_index(path)
+        except (OSError, PackError, StoreError):
+            return
+        if index is not None and index[0] == name:
+            try:
+                files.write_durably(self.pack_dir / f"{name}.idx", index[1],
+                                    self.permissions.file(), tmp_dir=self.tmp_dir if self.tmp_dir.is_dir() else None)
+            except OSError:
+                return
+            with self._refreshing:
+                if name not in self._loaded:
+                    self._index.add_indexes([(name, *verify_index(name, index[1]))])
+                    self._loaded.add(name)
 
     def has(self, oid: bytes) -> bool:
-        return oid in self._index
+        """Whether the store holds a copy of the object not known to be damaged."""
+        if oid not in self._bad:
+            return oid in self._index
+        return any(e.pack not in self._bad[oid] for e in self._index.copies(oid))
 
     def locate(self, oid: bytes) -> Entry | None:
-        return self._index.get(oid)
+        copies = self._good_copies(oid)
+        return copies[0] if copies else None
 
     def missing(self, oids) -> list[bytes]:
-        """The given ids not in the store, looking again on disk before answering."""
-        absent = [oid for oid in oids if oid not in self._index]
+        """The given ids the store has no good copy of, looking again on disk first."""
+        absent = [oid for oid in oids if not self.has(oid)]
         if absent:
             self.refresh()
-            absent = [oid for oid in absent if oid not in self._index]
+            absent = [oid for oid in absent if not self.has(oid)]
         return absent
 
     def packs(self) -> list[str]:
@@ -86,13 +183,68 @@ class Store:
         """Every object with its location (an object in two packs twice), in pack order."""
         return sorted(self._index.items(), key=lambda item: (item[1].pack, item[1].offset))
 
+    # ----- damaged copies -----
+
+    def _load_bad(self) -> None:
+        try:
+            text = (self.root / "damaged").read_text(errors="replace")
+        except FileNotFoundError:
+            return
+        for line in text.splitlines():
+            oid, _, pack = line.partition(" ")
+            if len(oid) == 64 and pack.startswith("pack-"):
+                try:
+                    self._bad.setdefault(bytes.fromhex(oid), set()).add(pack)
+                except ValueError:
+                    continue
+
+    def mark_damaged(self, oid: bytes, pack: str) -> None:
+        """Remember that this pack's copy of the object is bad: no later add trusts it, so
+        adding the file again from a good copy (or fetching it) stores a good copy."""
+        with self._lock:
+            if pack in self._bad.get(oid, ()):
+                return
+            self._bad.setdefault(oid, set()).add(pack)
+            try:
+                fd = os.open(self.root / "damaged", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                try:
+                    os.write(fd, f"{oid.hex()} {pack}\n".encode())
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass                       # still known to this process; fsck finds it again
+
+    def damaged(self) -> dict[bytes, set[str]]:
+        """Objects with a copy found bad, and the packs holding those copies."""
+        return {oid: set(packs) for oid, packs in self._bad.items()}
+
+    def forget_damaged(self, packs: set[str]) -> None:
+        """Drop what was remembered about copies in these packs (they are gone)."""
+        with self._lock:
+            for oid in list(self._bad):
+                self._bad[oid] -= packs
+                if not self._bad[oid]:
+                    del self._bad[oid]
+            lines = "".join(f"{oid.hex()} {pack}\n" for oid, ps in self._bad.items() for pack in sorted(ps))
+            if lines:
+                files.write_durably(self.root / "damaged", lines.encode(), 0o644)
+            else:
+                (self.root / "damaged").unlink(missing_ok=True)
+
+    def _good_copies(self, oid: bytes) -> list[Entry]:
+        copies = self._index.copies(oid)
+        bad = self._bad.get(oid)
+        return [e for e in copies if e.pack not in bad] if bad else copies
+
     # ----- writing -----
 
     def writer(self) -> PackWriter:
+        self._create()
         if not self._swept:
             self._swept = True
-            sweep(self.tmp_dir)
-        return PackWriter(self.tmp_dir, publish_into(self.pack_dir))
+            files.sweep(self.tmp_dir)
+        return PackWriter(self.tmp_dir, publish_into(self.pack_dir, self.permissions),
+                          make_dir=self.permissions.make_dir)
 
     def publish(self, writer: PackWriter) -> None:
         """Finish the writer's packs and make their objects visible to this Store."""
@@ -109,22 +261,29 @@ class Store:
         return self.read_checked(oid)[2]
 
     def read_checked(self, oid: bytes) -> tuple[Entry, bytes, bytes]:
-        """(index entry, record as stored, bytes) of the object, verified. If a copy is
-        damaged and another pack holds the object too, that copy serves; if none is good,
+        """(index entry, record as stored, bytes) of the object, verified. A copy that fails
+        its check is remembered as damaged and another copy serves, if any pack holds one
+        (looking again on disk, where a repair or a re-add may have put one); if none is good,
         the first copy's error is raised."""
-        copies = self._index.copies(oid)
-        if not copies:
-            self.refresh()
-            copies = self._index.copies(oid)
-            if not copies:
-                raise MissingObjects([oid])
         first_error = None
-        for entry in copies:
-            try:
-                record = self._read_record(oid, entry)
-                return entry, record, check_record(oid, entry, record)
-            except CorruptObject as err:
-                first_error = first_error or err
+        tried: set[Entry] = set()
+        for attempt in range(2):
+            copies = self._good_copies(oid)
+            copies += [e for e in self._index.copies(oid) if e not in copies]   # known bad: last
+            for entry in copies:
+                if entry in tried:
+                    continue
+                tried.add(entry)
+                try:
+                    record = self._read_record(oid, entry)
+                    return entry, record, check_record(oid, entry, record)
+                except CorruptObject as err:
+                    self.mark_damaged(oid, entry.pack)
+                    first_error = first_error or err
+            if attempt == 0:
+                self.refresh()
+        if first_error is None:
+            raise MissingObjects([oid])
         raise first_error
 
     def read_copy(self, oid: bytes, entry: Entry) -> bytes:
@@ -142,8 +301,8 @@ class Store:
         return record
 
     def read_manifest(self, oid: bytes) -> Manifest:
-        data = self.read(oid)
-        if self._index.get(oid).kind != MANIFEST:
+        entry, _, data = self.read_checked(oid)
+        if entry.kind != MANIFEST:
             raise CorruptObject(oid, "not a manifest")
         try:
             return Manifest.decode(data)
@@ -161,33 +320,16 @@ class Store:
         return fd
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-
-
-STALE_AFTER = 24 * 3600      # seconds without a write after which a temporary file is dead
-
-
-def sweep(tmp_dir: Path) -> None:
-    """Remove temporary packs a killed process left behind. A live writer touches its file
-    at least every few seconds, so a day without a write means nobody will publish it."""
-    try:
-        paths = list(tmp_dir.iterdir())
-    except OSError:
-        return
-    cutoff = time.time() - STALE_AFTER
-    for path in paths:
-        try:
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
-        except OSError:
-            pass
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
 
 
 def check_record(oid: bytes, entry: Entry, record: bytes | memoryview) -> bytes:
     """The object's bytes from its stored record, after checking the record header against the
-    index entry and the decoded bytes against the id. Raises CorruptObject."""
+    index entry and the decoded bytes against the id. Raises CorruptObject, or
+    StoreVersionError for an encoding this version does not know."""
     if len(record) != record_head.size + entry.stored_length:
         raise CorruptObject(oid, f"record in {entry.pack}.pack has the wrong length")
     head = record_head.unpack_from(record)
@@ -195,6 +337,9 @@ def check_record(oid: bytes, entry: Entry, record: bytes | memoryview) -> bytes:
         raise CorruptObject(oid, f"record header in {entry.pack}.pack disagrees with its index")
     try:
         data = codec.decode(entry.encoding, memoryview(record)[record_head.size:], entry.raw_length)
+    except codec.UnknownEncoding:
+        raise StoreVersionError(f"object {oid.hex()} in {entry.pack}.pack",
+                                f"chunk encoding {entry.encoding}") from None
     except codec.CodecError as err:
         raise CorruptObject(oid, str(err)) from None
     if blake3.blake3(data).digest() != oid:
@@ -202,4 +347,24 @@ def check_record(oid: bytes, entry: Entry, record: bytes | memoryview) -> bytes:
     return data
 
 
-__all__ = ["CHUNK", "MANIFEST", "CorruptObject", "check_record", "MissingObjects", "Store", "StoreError"]
+def rebuild_index(path: Path) -> tuple[str, bytes] | None:
+    """(pack name, index bytes) rebuilt by walking a pack's records, each verified; None if
+    any record is damaged or the pack is cut short (its good records can still be salvaged)."""
+    entries: dict[bytes, Entry] = {}
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        end = len(b"GMPACK01")
+        for oid, entry, record in scan(f.read):
+            try:
+                check_record(oid, entry, record)
+            except CorruptObject:
+                return None
+            entries.setdefault(oid, entry)
+            end = entry.offset + len(record)
+    if end != size:
+        return None
+    return encode_index(entries)
+
+
+__all__ = ["CHUNK", "MANIFEST", "CorruptObject", "check_record", "MissingObjects", "Store",
+           "StoreError", "StoreVersionError"]

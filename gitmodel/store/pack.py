@@ -1,24 +1,5 @@
 """Pack files and their indexes: where objects (chunks and manifests) live on disk.
-
-A pack is immutable and named after its index: `pack-<hex>.pack` where hex is the BLAKE3 of the
-index's body (below, without its trailer). The index lists every object's id, place, size and
-encoding, so equal names mean equal objects at equal places; the payload bytes themselves are
-covered by the object ids, which readers verify on every read. (Hashing the whole pack to name
-it would cost a second pass over every stored byte.)
-  8 bytes   magic b"GMPACK01"
-  records   each: 32-byte object id, u8 kind, u8 encoding, u32 raw length, u32 stored length,
-            then the stored payload. Object id = BLAKE3 of the object's raw (decoded) bytes.
-A pack is self-describing: its index can be rebuilt by walking the records.
-
-Its index `pack-<hex>.idx` lists the records sorted by id:
-  8 bytes   magic b"GMIDX001"
-  u32       record count n
-  n x       32-byte id, u64 record offset in the pack, u32 stored length, u32 raw length,
-            u8 kind, u8 encoding
-  32 bytes  BLAKE3 of everything above
-A pack is visible only once its index exists: the pack is renamed into place first, then the
-index, so readers never see an index pointing into a partial pack.
-"""
+Layout and publishing rules: docs/formats.md §3 and §4."""
 
 from __future__ import annotations
 
@@ -27,9 +8,12 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import blake3
+
+from gitmodel.errors import GitmodelError
+from gitmodel.store import files
 
 PACK_MAGIC = b"GMPACK01"
 INDEX_MAGIC = b"GMIDX001"
@@ -44,7 +28,7 @@ _index_entry = struct.Struct("<32sQIIBB")
 PACK_TARGET = 64 << 20
 
 
-class PackError(ValueError):
+class PackError(GitmodelError, ValueError):
     pass
 
 
@@ -91,17 +75,21 @@ def decode_index(pack: str, data: bytes) -> dict[bytes, Entry]:
     }
 
 
-# Called with each finished pack: (temporary pack file, pack name, index bytes, entries).
+# Called with each finished pack: (temporary pack file, its open descriptor, which holds the
+# file's lock, pack name, index bytes, entries).
 # The local store renames the file into place; a push uploads it.
-PackSink = Callable[[Path, str, bytes, dict[bytes, Entry]], None]
+PackSink = Callable[[Path, int, str, bytes, dict[bytes, Entry]], None]
 
 
 class PackWriter:
     """Appends records to temporary packs; each pack that reaches the target size, and the
-    last one on `finish`, goes to `sink` (which publishes it)."""
+    last one on `finish`, goes to `sink` (which publishes it). A temporary pack is locked
+    while it is written, so a sweep can tell it from one a killed process left."""
 
-    def __init__(self, tmp_dir: Path, sink: PackSink, target: int = PACK_TARGET):
+    def __init__(self, tmp_dir: Path, sink: PackSink, target: int = PACK_TARGET,
+                 make_dir: Callable[[Path], None] | None = None):
         self._tmp_dir, self._sink, self._target = tmp_dir, sink, target
+        self._make_dir = make_dir or (lambda path: path.mkdir(parents=True, exist_ok=True))
         self._file = None
         self.published: list[tuple[str, dict[bytes, Entry]]] = []
         self.pending: dict[bytes, Entry] = {}      # the open pack's records
@@ -138,8 +126,9 @@ class PackWriter:
             self.pending = {}
 
     def _open(self) -> None:
-        self._tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._make_dir(self._tmp_dir)
         self._file = tempfile.NamedTemporaryFile(dir=self._tmp_dir, prefix="pack-", delete=False)
+        files.lock(self._file.fileno())
         self._size = 0
         self._write(PACK_MAGIC)
 
@@ -148,24 +137,56 @@ class PackWriter:
         self._size += len(data)
 
     def _publish(self) -> None:
-        self._file.close()
+        self._file.flush()
         name, index = encode_index(self.pending)
         entries = {oid: Entry(name, e.offset, e.stored_length, e.raw_length, e.kind, e.encoding)
                    for oid, e in self.pending.items()}
-        path, self._file, self.pending = Path(self._file.name), None, {}
+        file, self._file, self.pending = self._file, None, {}
+        path = Path(file.name)
         try:
-            self._sink(path, name, index, entries)
+            self._sink(path, file.fileno(), name, index, entries)   # locked meanwhile
         finally:
+            file.close()
             path.unlink(missing_ok=True)
         self.published.append((name, entries))
 
 
-def publish_into(pack_dir: Path) -> PackSink:
-    """The sink of a local store: rename the pack into place, then write its index."""
-    def publish(path: Path, name: str, index: bytes, entries: dict[bytes, Entry]) -> None:
-        pack_dir.mkdir(parents=True, exist_ok=True)
-        os.replace(path, pack_dir / f"{name}.pack")
+def publish_into(pack_dir: Path, permissions: files.Permissions | None = None) -> PackSink:
+    """The sink of a local store. The pack and its index both reach the disk, under
+    temporary names, before either is renamed into place, pack first: a full disk leaves
+    nothing in `pack_dir`, and a crash at worst a pack without an index (invisible, and
+    indexed again by the next command that opens the store)."""
+    permissions = permissions or files.Permissions()
+
+    def publish(path: Path, fd: int, name: str, index: bytes, entries: dict[bytes, Entry]) -> None:
+        os.fsync(fd)
+        os.chmod(path, permissions.file())
         index_tmp = Path(f"{path}.idx")
-        index_tmp.write_bytes(index)
-        os.replace(index_tmp, pack_dir / f"{name}.idx")
+        try:
+            files.write_synced(index_tmp, index, permissions.file())
+            permissions.make_dir(pack_dir)
+            os.replace(path, pack_dir / f"{name}.pack")
+            os.replace(index_tmp, pack_dir / f"{name}.idx")
+        finally:
+            index_tmp.unlink(missing_ok=True)
+        files.fsync_dir(pack_dir)
     return publish
+
+
+def scan(read: Callable[[int], bytes]) -> Iterator[tuple[bytes, Entry, bytes]]:
+    """Walk a pack's records from the start: (id, entry, whole record) each, the entry's pack
+    name left empty. Stops at the end or at the first record that is cut short; raises
+    PackError if the file is not a pack."""
+    if read(len(PACK_MAGIC)) != PACK_MAGIC:
+        raise PackError("not a gitmodel pack")
+    offset = len(PACK_MAGIC)
+    while True:
+        head = read(record_head.size)
+        if len(head) < record_head.size:
+            return
+        oid, kind, encoding, raw_length, stored_length = record_head.unpack(head)
+        payload = read(stored_length)
+        if len(payload) < stored_length:
+            return
+        yield oid, Entry("", offset, stored_length, raw_length, kind, encoding), head + payload
+        offset += len(head) + stored_length

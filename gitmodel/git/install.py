@@ -1,0 +1,187 @@
+"""`gitmodel install` / `uninstall`: git configuration for the filter and drivers, and the
+pre-push hook.
+
+Git runs gitmodel through commands recorded here. They name the Python interpreter that ran
+`gitmodel install` (so a virtual environment need not be active, as pre-commit does with its
+hooks), fall back to `gitmodel` on PATH, and otherwise fail saying what to do.
+
+Install writes only keys that are unset or already hold a value gitmodel wrote; a key someone
+else set is reported and left alone unless `force` is given. Uninstall removes only gitmodel's
+values. Both are idempotent.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gitmodel.git import repo
+
+# Hunk headers in `git diff` of a pointer name the section the change is in.
+XFUNCNAME = r"^\[[a-z]+\]$"
+
+GONE = ("gitmodel: cannot run gitmodel: {python} is gone and gitmodel is not on PATH. Install "
+        "gitmodel again (pip install gitmodel), then run: gitmodel install")
+
+
+def command(args: str, python: str | None = None) -> str:
+    """A shell command running `gitmodel ARGS` with the recorded interpreter."""
+    python = shlex.quote(python or sys.executable)
+    gone = shlex.quote(GONE.format(python=python.strip("'")))
+    return (f"if [ -x {python} ]; then exec {python} -m gitmodel {args}; "
+            f"elif command -v gitmodel >/dev/null 2>&1; then exec gitmodel {args}; "
+            f"else echo {gone} >&2; exit 127; fi")
+
+
+def settings(python: str | None = None) -> dict[str, str]:
+    return {
+        "filter.gitmodel.process": command("filter-process", python),
+        "filter.gitmodel.clean": command("clean -- %f", python),
+        "filter.gitmodel.smudge": command("smudge -- %f", python),
+        "filter.gitmodel.required": "true",
+        "diff.gitmodel.xfuncname": XFUNCNAME,
+        "merge.gitmodel.name": "gitmodel checkpoint merge",
+        "merge.gitmodel.driver": command("merge-driver %O %A %B %P", python),
+    }
+
+
+SETTINGS = settings()
+
+# Values gitmodel wrote with another interpreter, or before interpreters were recorded.
+_OURS = re.compile(r"^(if \[ -x \S+ \]; then exec \S+ -m gitmodel .*|gitmodel [a-z-]+( .*)?)$")
+
+
+def _ours(key: str, value: str) -> bool:
+    return value == SETTINGS[key] or bool(_OURS.match(value))
+
+
+@dataclass
+class Report:
+    changed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)       # set by someone else, left alone
+
+
+def install(scope: str = "local", force: bool = False, cwd: Path | None = None) -> Report:
+    report = Report()
+    for key, value in SETTINGS.items():
+        current = repo.config_get(key, scope, cwd)
+        if current == value:
+            continue
+        if current is not None and not force and not _ours(key, current):
+            report.kept.append(f"{key} = {current}")
+            continue
+        repo.config_edit("--replace-all", key, value, scope=scope, cwd=cwd)
+        report.changed.append(key)
+    return report
+
+
+def uninstall(scope: str = "local", cwd: Path | None = None) -> Report:
+    report = Report()
+    for key in SETTINGS:
+        current = repo.config_get(key, scope, cwd)
+        if current is None:
+            continue
+        if not _ours(key, current):
+            report.kept.append(f"{key} = {current}")
+            continue
+        repo.config_edit("--unset-all", key, scope=scope, cwd=cwd)
+        report.changed.append(key)
+    for section in ("filter.gitmodel", "diff.gitmodel", "merge.gitmodel"):
+        if not repo.config_entries("^" + section.replace(".", r"\.") + r"\.", f"--{scope}", cwd=cwd):
+            repo.config_edit("--remove-section", section, scope=scope, cwd=cwd, check=False)
+    return report
+
+
+def installed(cwd: Path | None = None) -> bool:
+    """Whether git would run gitmodel's filter here (from any configuration scope)."""
+    return repo.config_get("filter.gitmodel.process", cwd=cwd) is not None
+
+
+# ----------------------------------------------------------------------------- hooks
+
+HOOK = "pre-push"
+HOOK_MARK = "gitmodel pre-push hook"
+CHAINED_SUFFIX = ".before-gitmodel"
+
+
+def hook_source(python: str | None = None) -> str:
+    from importlib import resources
+    template = (resources.files("gitmodel.git") / "hooks" / HOOK).read_text()
+    return template.replace("INSTALL_PYTHON=python3", f"INSTALL_PYTHON={shlex.quote(python or sys.executable)}")
+
+
+def _is_ours(path: Path) -> bool:
+    try:
+        return HOOK_MARK in path.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def install_hook(report: Report, cwd: Path | None = None, chain: bool = True) -> None:
+    """Write the pre-push hook. One that is already there (not ours) is kept and chained:
+    renamed to pre-push.before-gitmodel, which our hook runs first. With core.hooksPath set
+    (hooks shared by many repositories, often managed by a tool) nothing is written: the
+    report says to call gitmodel from that hook."""
+    shared = repo.config_get("core.hooksPath", cwd=cwd)
+    if shared:
+        report.kept.append(f"core.hooksPath is {shared}: add `gitmodel pre-push \"$@\"` "
+                           "(reading the same standard input) to its pre-push hook, or pushes "
+                           "will not upload checkpoints")
+        return
+    directory = repo.locations(cwd)[1]
+    path, chained = directory / HOOK, directory / (HOOK + CHAINED_SUFFIX)
+    source = hook_source()
+    if path.exists() and path.read_text(errors="replace") == source:
+        return
+    if path.exists() and not _is_ours(path):
+        if not chain or chained.exists():
+            report.kept.append(f"hook {path}")
+            return
+        path.rename(chained)
+        report.changed.append(f"hook {path} (the existing one now runs from {chained.name})")
+    else:
+        report.changed.append(f"hook {path}")
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{HOOK}.gitmodel-tmp")
+    tmp.write_text(source)
+    tmp.chmod(0o755)
+    tmp.replace(path)
+
+
+def ensure_hook(common: Path, hooks: Path, cwd: Path | None = None) -> str | None:
+    """Install the hook where a repository has none (a `git init`, or a clone, made with only a
+    global install): called by the filter, so every repository it works in pushes its
+    checkpoints. Returns a warning when pushes cannot be covered (a shared hooks folder
+    whose pre-push hook does not call gitmodel)."""
+    try:
+        if hooks == common / "hooks":
+            if not (hooks / HOOK).exists():
+                install_hook(Report(), cwd, chain=False)
+            return None
+        hook = hooks / HOOK
+        if "gitmodel" not in (hook.read_text(errors="replace") if hook.exists() else ""):
+            return (f"warning: git runs hooks from {hooks} (core.hooksPath), whose pre-push hook "
+                    "does not call gitmodel: `git push` will not upload checkpoints. Add "
+                    "`gitmodel pre-push \"$@\"` (with the same standard input) to it, or run "
+                    "`gitmodel push` after each push")
+    except OSError:
+        pass
+    return None
+
+
+def uninstall_hook(report: Report, cwd: Path | None = None) -> None:
+    directory = repo.locations(cwd)[1]
+    path, chained = directory / HOOK, directory / (HOOK + CHAINED_SUFFIX)
+    if not path.exists():
+        return
+    if not _is_ours(path):
+        report.kept.append(f"hook {path}")
+        return
+    path.unlink()
+    report.changed.append(f"hook {path}")
+    if chained.exists():
+        chained.rename(path)
+        report.changed.append(f"hook {path} (restored from {chained.name})")

@@ -1,0 +1,204 @@
+"""Whether the store, or a remote, holds what the repository's commits need.
+
+What is needed: every checkpoint in HEAD's tree and in the index, or (all history) in every
+commit of every branch and tag, and the index. Each is found complete, missing here but
+fetchable from the remote, damaged, or lost (on neither side).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from gitmodel import stored
+from gitmodel.git import history
+from gitmodel.remote import transfer
+from gitmodel.remote.view import RemoteView
+from gitmodel.store import codec
+from gitmodel.store.manifest import Manifest
+from gitmodel.store.objects import Store
+from gitmodel.stored import Checkpoints
+
+COMPLETE, FETCHABLE, DAMAGED, LOST, UNKNOWN = "complete", "fetchable", "damaged", "lost", "unknown"
+
+
+@dataclass
+class CheckpointState:
+    content: str
+    path: str
+    state: str
+    detail: str = ""
+
+
+@dataclass
+class Findings:
+    checkpoints: list[CheckpointState] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)      # about the remote itself
+
+    def count(self, state: str) -> int:
+        return sum(1 for c in self.checkpoints if c.state == state)
+
+
+def needed_checkpoints(repository, all_history: bool = False) -> Checkpoints:
+    if all_history:
+        found = history.pointers_introduced(repository, history.all_refs(repository))
+    else:
+        found = history.pointers_in_trees(repository, ["HEAD"]) if not repository.head_is_unborn else {}
+    for content, path in history.pointers_in_index(repository).items():
+        found.setdefault(content, path)
+    return found
+
+
+def check_store(store: Store, checkpoints: Checkpoints, view: RemoteView | None,
+                remote_error: str = "") -> Findings:
+    """Each needed checkpoint's state in the local store (run after the store's own check,
+    which marks damaged copies). Missing or damaged ones are looked up on the remote."""
+    findings = Findings()
+    lacking: dict[str, list[bytes]] = {}
+    for content, path in checkpoints.items():
+        need = stored.needed([bytes.fromhex(content)], store.read_manifest)
+        absent = store.missing(need.objects)
+        if not absent and not need.unreadable:
+            findings.checkpoints.append(CheckpointState(content, path, COMPLETE))
+        else:
+            lacking[content] = absent or list(need.unreadable)
+    if lacking and view is not None:
+        try:
+            view.refresh()
+        except Exception as err:            # the remote's trouble must not hide the store's
+            remote_error = str(err)
+            view = None
+    damaged = store.damaged()
+    for content, oids in lacking.items():
+        path = checkpoints[content]
+        bad = [oid for oid in oids if oid in damaged]
+        state = DAMAGED if bad else LOST
+        detail = (f"{len(bad)} damaged object(s), first {bad[0].hex()}" if bad else
+                  f"{len(oids)} object(s) missing here, first {oids[0].hex()}")
+        if view is not None:
+            manifest = bytes.fromhex(content)
+            if all(oid in view.entries for oid in oids) or manifest in view.entries:
+                state, detail = FETCHABLE, f"{detail}; remote {view.name} has them"
+            else:
+                detail = f"{detail}; remote {view.name} lacks them too"
+        elif remote_error:
+            state, detail = UNKNOWN if state == LOST else state, f"{detail}; the remote could not be checked: {remote_error}"
+        findings.checkpoints.append(CheckpointState(content, path, state, detail))
+    return findings
+
+
+def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
+                 progress: Callable[[str], None] = lambda line: None) -> Findings:
+    """Each needed checkpoint's state on the remote: every object present in a verified index,
+    then read and verified (nothing is stored)."""
+    findings = Findings()
+    view.refresh()
+    for name, why in sorted(view.damaged.items()):
+        findings.problems.append(f"damaged index {name}: {why}")
+    for content, path in checkpoints.items():
+        manifest_id = bytes.fromhex(content)
+        failed: dict[bytes, str] = {}
+        manifests = transfer.read_manifests(view, [manifest_id], failed)
+        if manifest_id not in manifests:
+            state = LOST if manifest_id not in view.entries else DAMAGED
+            findings.checkpoints.append(CheckpointState(content, path, state, failed.get(manifest_id, "")))
+            continue
+        entry, payload = manifests[manifest_id]
+        chunks = [cid for cid, _ in Manifest.decode(codec.decode(entry.encoding, payload, entry.raw_length)).chunks]
+        progress(f"verifying {path} on {view.name} ({len(chunks)} chunks)")
+        for _ in transfer.read_objects(view, chunks, failed):
+            pass
+        if not failed:
+            findings.checkpoints.append(CheckpointState(content, path, COMPLETE))
+            continue
+        absent = [oid for oid in failed if oid not in view.entries]
+        state = LOST if absent else DAMAGED
+        oid, why = next(iter(failed.items()))
+        fetchable_here = not store.missing(list(failed))
+        detail = f"{len(failed)} object(s) unusable there, first {oid.hex()}: {why}"
+        if fetchable_here:
+            detail += "; the local store has them: `gitmodel push` puts them back"
+        findings.checkpoints.append(CheckpointState(content, path, state, detail))
+    return findings
+
+
+# ----------------------------------------------------------------------------- gitmodel fsck
+
+def fsck(session, all_history: bool, remote: str | None, repair: bool,
+         say: Callable[[str], None]) -> int:
+    """Check (and with `repair`, repair) the local store, or a remote, against what the
+    repository needs; returns the number of problems left."""
+    from gitmodel.git import repo
+    scope = "every commit of every branch and tag, and the index" if all_history else "HEAD and the index"
+    checkpoints = needed_checkpoints(repo.open_repository(), all_history)
+    if remote is not None:
+        return _fsck_remote(session, remote, checkpoints, scope, repair, say)
+    from gitmodel.store import fsck as store_fsck
+    store = session.store
+    report = store_fsck.check(store)
+    say(f"store {store.root}: {report.objects} objects ({report.manifests} files, {report.bytes} "
+        f"bytes) verified in {len(store.packs())} packs")
+    for problem in report.problems:
+        say(f"problem: {problem}")
+    for line in report.newer[:3]:
+        say(f"note: {line}")
+    if repair and report.problems:
+        fixed = store_fsck.repair(store, report, lambda line: say(f"repair: {line}"))
+        for name in fixed.removed:
+            say(f"repair: removed {name}")
+        report = store_fsck.check(store)
+    view, remote_error = None, ""
+    try:
+        view = session.default_view()
+    except Exception as err:
+        remote_error = str(err)
+    findings = check_store(store, checkpoints, view, remote_error)
+    if repair:
+        fetchable = {c.content: c.path for c in findings.checkpoints if c.state == FETCHABLE}
+        if fetchable and view is not None:
+            from gitmodel import sync
+            result = sync.fetch(store, view, fetchable)
+            say(f"repair: fetched {result.stats.objects} object(s) of {len(fetchable)} "
+                f"checkpoint(s) from {view}")
+            findings = check_store(store, checkpoints, view, remote_error)
+    _say_findings(findings, scope, say)
+    lost = findings.count(DAMAGED) + findings.count(LOST)
+    if findings.count(FETCHABLE) and not repair:
+        say("`gitmodel fetch` (or `gitmodel fsck --repair`) brings the fetchable ones")
+    if lost:
+        say("to repair a damaged or lost checkpoint, add the file again from a good copy (that "
+            "stores good objects), or fetch it from a remote that has it"
+            + ("; `gitmodel fsck --repair` also moves damaged packs aside, keeping their good "
+               "objects" if findings.count(DAMAGED) else ""))
+    problems = len(report.problems) + lost
+    say(f"{problems} problem(s).")
+    return problems
+
+
+def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repair: bool,
+                 say: Callable[[str], None]) -> int:
+    view = session.view(name)
+    findings = check_remote(view, checkpoints, session.store, lambda line: None)
+    for problem in findings.problems:
+        say(f"problem: remote {view.name}: {problem}")
+    if repair:
+        broken = {c.content: c.path for c in findings.checkpoints if c.state in (DAMAGED, LOST)}
+        if broken:
+            from gitmodel import sync
+            stats = sync.push(session.store, view, broken, force=True)
+            say(f"repair: uploaded {stats.objects} object(s) of {len(broken)} checkpoint(s) "
+                f"to {view} from the local store")
+            findings.checkpoints = check_remote(view, checkpoints, session.store).checkpoints
+    _say_findings(findings, scope, say, where=f"remote {view.name}")
+    problems = len(findings.problems) + findings.count(DAMAGED) + findings.count(LOST)
+    say(f"{problems} problem(s).")
+    return problems
+
+
+def _say_findings(findings: Findings, scope: str, say: Callable[[str], None], where: str = "") -> None:
+    counts = ", ".join(f"{findings.count(s)} {s}" for s in (COMPLETE, FETCHABLE, DAMAGED, LOST, UNKNOWN)
+                       if findings.count(s) or s == COMPLETE)
+    say(f"checkpoints needed by {scope}{' on ' + where if where else ''}: {counts}")
+    for c in findings.checkpoints:
+        if c.state != COMPLETE:
+            say(f"  {c.state}: {c.path} ({c.content[:16]}…): {c.detail}")

@@ -1,0 +1,95 @@
+"""A session: what a command, git's filter or a driver works with in one repository. It opens
+the store once (with git's sharing settings) and the gitmodel remote on first use, so commands
+that never touch a remote never configure or contact one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gitmodel.git import install, remotes, repo
+from gitmodel.remote.backend import RemoteError, RemoteSpec, open_backend
+from gitmodel.remote.view import RemoteView
+from gitmodel.store.files import Permissions, parse_shared
+from gitmodel.store.objects import Store
+from gitmodel.stored import Fetch
+
+
+class NoRemote(RemoteError):
+    def __init__(self):
+        super().__init__("no gitmodel remote is configured",
+                         "Run `gitmodel remote add origin <url>` (a folder path or any fsspec "
+                         "URL such as s3://bucket/prefix)")
+
+
+class Session:
+    def __init__(self, cwd: Path | str | None = None, remote: str | None = None):
+        self.cwd = cwd
+        self.remote_name = remote            # a name or URL given on the command line
+        self._store: Store | None = None
+        self._locations: tuple[Path, Path] | None = None
+        self._views: dict[str, RemoteView] = {}
+        self._hook_checked = False
+
+    @property
+    def locations(self) -> tuple[Path, Path]:
+        """(common git directory, hooks directory)."""
+        if self._locations is None:
+            self._locations = repo.locations(self.cwd)
+        return self._locations
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            shared = parse_shared(repo.config_get("core.sharedRepository", cwd=self.cwd))
+            self._store = Store(self.locations[0] / "gitmodel", Permissions(shared))
+        return self._store
+
+    def ensure_hook(self) -> str | None:
+        """Give the repository its pre-push hook if it has none (once per session); a warning
+        when its pushes cannot be covered."""
+        if self._hook_checked:
+            return None
+        self._hook_checked = True
+        return install.ensure_hook(*self.locations, cwd=self.cwd)
+
+    # ----- remotes -----
+
+    def spec(self, name: str | None = None) -> RemoteSpec:
+        spec = remotes.resolve(name or self.remote_name, self.cwd)
+        if spec is None:
+            raise NoRemote()
+        return spec
+
+    def view(self, spec: RemoteSpec | str | None = None) -> RemoteView:
+        """The view of a remote (by spec, name or URL; default: the configured one)."""
+        if not isinstance(spec, RemoteSpec):
+            spec = self.spec(spec)
+        if spec.url not in self._views:
+            self._views[spec.url] = RemoteView(open_backend(spec), self.store.root,
+                                               self.store.permissions)
+        return self._views[spec.url]
+
+    def default_view(self) -> RemoteView | None:
+        """The default remote's view, or None when no remote is configured."""
+        spec = remotes.resolve(self.remote_name, self.cwd)
+        return self.view(spec) if spec is not None else None
+
+    def view_for_push(self, git_remote: str, git_url: str) -> RemoteView | None:
+        """The gitmodel remote that goes with a git remote being pushed to."""
+        spec = remotes.for_git_remote(git_remote, git_url, self.cwd)
+        return self.view(spec) if spec is not None else None
+
+    def fetcher(self) -> Fetch | None:
+        """A function fetching objects from the default remote into the store (None when no
+        remote is configured); the remote is contacted on first use."""
+        view = self.default_view()
+        if view is None:
+            return None
+
+        def fetch(oids: list[bytes]) -> None:
+            from gitmodel.remote import transfer
+            stats = transfer.download(self.store, view, oids, quiet=True)
+            if stats.failed:
+                oid, why = next(iter(stats.failed.items()))
+                raise RemoteError(why)
+        return fetch

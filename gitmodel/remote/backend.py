@@ -1,0 +1,362 @@
+"""Remote backends: the few operations gitmodel needs of a place that holds packs, one
+implementation of them over fsspec, retries as a wrapper around any backend, and the one
+factory that opens a backend from a remote's URL. Layout: docs/formats.md §5.
+
+A backend moves bytes and names; it never decides what to move (that is transfer.py) and
+never retries (that is `Retrying`, so every backend gets the same bounded, visible retries).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Protocol
+
+from gitmodel.errors import GitmodelError
+
+PACK_NAME = re.compile(r"pack-[0-9a-f]{64}")
+TEMPORARY = re.compile(r"(pack-[0-9a-f]{64})\.(pack|idx)\.tmp-.+")
+MARKER_FILE = "config"
+
+
+class RemoteError(GitmodelError):
+    pass
+
+
+@dataclass
+class RemoteSpec:
+    """A configured remote: its name, URL and fsspec options (and where it was configured)."""
+    name: str
+    url: str
+    options: dict = field(default_factory=dict)
+    source: str = ""
+
+
+@dataclass
+class Listing:
+    published: set[str] = field(default_factory=set)         # packs whose index is there
+    sizes: dict[str, int | None] = field(default_factory=dict)  # every pack file, and its size
+    temporaries: list[str] = field(default_factory=list)     # files of interrupted uploads
+    exists: bool = True                                       # False: no packs folder at all
+
+
+class Backend(Protocol):
+    """Where a remote's packs live. Paths are pack names (`pack-<hex>`), never URLs; a missing
+    file raises FileNotFoundError, anything else an exception `is_permanent` classifies. Each
+    call should give up after `timeout` seconds where it can."""
+    name: str
+    url: str
+
+    def list_packs(self, timeout: float | None = None) -> Listing: ...
+    def read_marker(self, timeout: float | None = None) -> str | None: ...
+    def write_marker(self, text: str, timeout: float | None = None) -> None: ...
+    def read_index(self, pack: str, timeout: float | None = None) -> bytes: ...
+    def read_range(self, pack: str, start: int, end: int, timeout: float | None = None) -> bytes: ...
+    def open_pack(self, pack: str, timeout: float | None = None) -> BinaryIO: ...
+    def put_pack(self, path: Path, pack: str, timeout: float | None = None) -> None: ...
+    def put_index(self, pack: str, data: bytes, timeout: float | None = None) -> None: ...
+    def remove_pack(self, pack: str, timeout: float | None = None) -> None: ...
+    def sweep(self, listing: Listing, timeout: float | None = None) -> int: ...
+    def is_permanent(self, err: BaseException) -> bool: ...
+
+
+# ----------------------------------------------------------------------------- fsspec
+
+# Errors that retrying cannot fix, whatever the backend (and botocore's, by name, so that
+# botocore is imported only by those who use S3).
+_PERMANENT = (PermissionError, IsADirectoryError, NotADirectoryError, ValueError, TypeError,
+              AttributeError, KeyError, NotImplementedError, ImportError)
+_PERMANENT_NAMES = {"NoCredentialsError", "PartialCredentialsError", "ParamValidationError",
+                    "SSLError", "NoRegionError", "InvalidRegionError"}
+
+# Per-request bounds (socket inactivity, not transfer time) for S3; see docs/design.md.
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 15
+
+
+def _s3_options(options: dict) -> dict:
+    """Bounded waits and no retries of its own for s3fs (ours are visible and bounded). Its
+    uploads would otherwise wait forever for a `100 Continue` a silent server never sends,
+    and each read would be tried up to 125 times (three nested retry loops). Options the
+    user gave win."""
+    import aiobotocore.session
+    import botocore.handlers
+    options = dict(options)
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    config.setdefault("read_timeout", READ_TIMEOUT)
+    config.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
+    options["config_kwargs"] = config
+    if "session" not in options:
+        session = aiobotocore.session.AioSession(profile=options.pop("profile", None))
+        session.unregister("before-call.s3", botocore.handlers.add_expect_header)
+        options["session"] = session
+    options.setdefault("skip_instance_cache", True)      # its retries are set per instance
+    return options
+
+
+class FsspecBackend:
+    """A remote on any fsspec filesystem, under a root path. Calls on asynchronous filesystems
+    (S3, GCS, Azure, SSH) take a deadline, past which the request is cancelled."""
+
+    def __init__(self, spec: RemoteSpec):
+        import fsspec
+        self.name, self.url = spec.name, spec.url
+        protocol = spec.url.split("://", 1)[0] if "://" in spec.url else "file"
+        options = spec.options
+        try:
+            if protocol in ("s3", "s3a"):
+                options = _s3_options(options)
+            self.fs, root = fsspec.core.url_to_fs(spec.url, **options)
+        except ImportError as err:
+            raise RemoteError(f"remote {self}: {err}", "Install the fsspec backend for this URL, "
+                              "e.g. `pip install 'gitmodel[s3]'`") from None
+        except (ValueError, TypeError) as err:
+            raise RemoteError(f"remote {self}: {err}") from None
+        if hasattr(self.fs, "retries"):
+            self.fs.retries = 1                  # s3fs's own retry loop
+        self.root = root.rstrip("/")
+        self.pack_dir = f"{self.root}/packs"
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.local = "file" in protocols or "local" in protocols
+        from fsspec.asyn import AsyncFileSystem
+        self._async = isinstance(self.fs, AsyncFileSystem)
+        self._made_dir = False
+        self._permissions = None
+
+    def __str__(self) -> str:
+        return self.name if self.name == self.url else f"{self.name} ({self.url})"
+
+    def _call(self, method: str, *args, timeout: float | None = None, **kwargs):
+        """fs.<method>, cancelled after `timeout` seconds where the filesystem allows it."""
+        if self._async and timeout is not None:
+            from fsspec.asyn import sync
+            return sync(self.fs.loop, getattr(self.fs, "_" + method), *args,
+                        timeout=max(timeout, 0.1), **kwargs)
+        return getattr(self.fs, method)(*args, **kwargs)
+
+    def _path(self, pack: str, ext: str) -> str:
+        return f"{self.pack_dir}/{pack}.{ext}"
+
+    def list_packs(self, timeout: float | None = None) -> Listing:
+        self.fs.invalidate_cache(self.pack_dir)      # s3fs and others cache listings
+        try:
+            entries = self._call("ls", self.pack_dir, detail=True, timeout=timeout)
+        except FileNotFoundError:
+            return Listing(exists=False)
+        listing = Listing()
+        for entry in entries:
+            base = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            stem, _, ext = base.rpartition(".")
+            if PACK_NAME.fullmatch(stem) and ext == "idx":
+                listing.published.add(stem)
+            elif PACK_NAME.fullmatch(stem) and ext == "pack":
+                listing.sizes[stem] = entry.get("size")
+            elif TEMPORARY.fullmatch(base):
+                listing.temporaries.append(base)
+        return listing
+
+    def read_marker(self, timeout: float | None = None) -> str | None:
+        try:
+            return self._call("cat_file", f"{self.root}/{MARKER_FILE}", timeout=timeout).decode(errors="replace")
+        except FileNotFoundError:
+            return None
+
+    def write_marker(self, text: str, timeout: float | None = None) -> None:
+        self._make_dir()
+        self._call("pipe_file", f"{self.root}/{MARKER_FILE}", text.encode(), timeout=timeout)
+
+    def read_index(self, pack: str, timeout: float | None = None) -> bytes:
+        return self._call("cat_file", self._path(pack, "idx"), timeout=timeout)
+
+    def read_range(self, pack: str, start: int, end: int, timeout: float | None = None) -> bytes:
+        return self._call("cat_file", self._path(pack, "pack"), start=start, end=end, timeout=timeout)
+
+    def open_pack(self, pack: str, timeout: float | None = None) -> BinaryIO:
+        return self.fs.open(self._path(pack, "pack"), "rb")
+
+    def put_pack(self, path: Path, pack: str, timeout: float | None = None) -> None:
+        self._make_dir()
+        remote = self._path(pack, "pack")
+        if not self.local:
+            self._call("put_file", str(path), remote, timeout=timeout)
+            return
+        with open(path, "rb") as src:
+            self._write_local(remote, iter(lambda: src.read(8 << 20), b""))
+
+    def put_index(self, pack: str, data: bytes, timeout: float | None = None) -> None:
+        self._make_dir()
+        if self.local:
+            self._write_local(self._path(pack, "idx"), [data])
+        else:
+            self._call("pipe_file", self._path(pack, "idx"), data, timeout=timeout)
+
+    def remove_pack(self, pack: str, timeout: float | None = None) -> None:
+        """The index first: the pack is invisible before its bytes go."""
+        for ext in ("idx", "pack"):
+            try:
+                self._call("rm_file", self._path(pack, ext), timeout=timeout)
+            except FileNotFoundError:
+                pass
+
+    def sweep(self, listing: Listing, timeout: float | None = None) -> int:
+        """Remove what killed uploads left (folders only: an object store shows an object
+        only once it is complete)."""
+        if not self.local:
+            return 0
+        from gitmodel.store import files
+        return sum(files.remove_if_dead(Path(self.pack_dir) / name) for name in listing.temporaries)
+
+    def is_permanent(self, err: BaseException) -> bool:
+        if isinstance(err, OSError) and err.errno in (errno.EINVAL, errno.EACCES, errno.EPERM):
+            return True
+        return isinstance(err, _PERMANENT) or type(err).__name__ in _PERMANENT_NAMES
+
+    def _make_dir(self) -> None:
+        if self._made_dir:
+            return
+        if self.local:
+            from gitmodel.store import files
+            self._permissions = files.Permissions.inherit(Path(self.pack_dir))
+            self._permissions.make_dir(Path(self.pack_dir))
+        else:
+            self.fs.makedirs(self.pack_dir, exist_ok=True)   # object stores ignore it
+        self._made_dir = True
+
+    def _write_local(self, remote: str, blocks) -> None:
+        """A folder shows a file while it is written (an object store does not): write under
+        a temporary name, locked while written, fsynced, then renamed, so a crash never leaves
+        a full-size but wrong file for a later push to trust, and a sweep can tell a dead
+        upload from a live one."""
+        from gitmodel.store import files
+        temporary = Path(f"{remote}.tmp-{os.getpid()}-{threading.get_ident()}")
+        try:
+            with open(temporary, "wb") as out:
+                files.lock(out.fileno())
+                for block in blocks:
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+                os.chmod(temporary, self._permissions.file())
+                os.replace(temporary, remote)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        files.fsync_dir(Path(remote).parent)
+
+
+# ----------------------------------------------------------------------------- retries
+
+def _seconds(variable: str, default: float) -> float:
+    try:
+        return max(0.0, float(os.environ.get(variable, default)))
+    except ValueError:
+        return default
+
+
+class Retrying:
+    """Any backend with retries: transient errors are retried with exponential backoff (saying
+    so on stderr), each attempt cancelled at the deadline, until GITMODEL_REMOTE_TIMEOUT
+    seconds (default 60; uploads also get a second per MIN_UPLOAD_RATE bytes) have passed
+    since the first attempt; then the call fails with a RemoteError naming the remote. Once one
+    call has given up, the remote counts as unreachable and later calls fail at once (a
+    checkout of many files waits for one timeout, not one per file)."""
+
+    MIN_UPLOAD_RATE = 256 << 10       # bytes per second an upload is given time for
+
+    def __init__(self, backend: Backend, say: Callable[[str], None] | None = None):
+        self.backend = backend
+        self.name, self.url = backend.name, backend.url
+        self.timeout = _seconds("GITMODEL_REMOTE_TIMEOUT", 60.0)
+        self.backoff = _seconds("GITMODEL_RETRY_BACKOFF", 0.5)
+        self._say = say or (lambda line: print(f"gitmodel: {line}", file=sys.stderr, flush=True))
+        self._unreachable: RemoteError | None = None
+
+    def __str__(self) -> str:
+        return str(self.backend)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
+
+    def call(self, what: str, fn: Callable, *args, size: int = 0, **kwargs):
+        if self._unreachable is not None:
+            raise self._unreachable
+        budget = self.timeout + size / self.MIN_UPLOAD_RATE
+        start = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = budget - (time.monotonic() - start)
+            try:
+                return fn(*args, timeout=remaining, **kwargs)
+            except FileNotFoundError:
+                raise                             # callers expect it (an empty remote, ...)
+            except GitmodelError:
+                raise
+            except Exception as err:
+                reason = f"{type(err).__name__}: {err}" if str(err) else \
+                    f"{type(err).__name__} (no answer within {remaining:.0f} s)"
+                if self.backend.is_permanent(err):
+                    raise RemoteError(f"remote {self}: {what} failed: {reason}") from None
+                wait = self.backoff * 2 ** (attempt - 1)
+                elapsed = time.monotonic() - start
+                if elapsed + wait >= budget:
+                    self._unreachable = RemoteError(
+                        f"remote {self}: {what} failed after {attempt} attempt(s) in "
+                        f"{elapsed:.0f} s: {reason}",
+                        "Nothing was changed for what could not be transferred. Check the URL, "
+                        "the network and credentials; GITMODEL_REMOTE_TIMEOUT sets how long to "
+                        "keep trying")
+                    raise self._unreachable from None
+                self._say(f"remote {self}: {what} failed ({reason}); retrying in {wait:.1f} s")
+                time.sleep(wait)
+
+    def list_packs(self) -> Listing:
+        return self.call("listing packs", self.backend.list_packs)
+
+    def read_marker(self) -> str | None:
+        return self.call("reading its version marker", self.backend.read_marker)
+
+    def write_marker(self, text: str) -> None:
+        self.call("writing its version marker", self.backend.write_marker, text)
+
+    def read_index(self, pack: str) -> bytes:
+        return self.call(f"reading {pack}.idx", self.backend.read_index, pack)
+
+    def read_range(self, pack: str, start: int, end: int) -> bytes:
+        return self.call(f"reading {pack}.pack", self.backend.read_range, pack, start, end,
+                         size=end - start)
+
+    def open_pack(self, pack: str) -> BinaryIO:
+        return self.call(f"opening {pack}.pack", self.backend.open_pack, pack)
+
+    def put_pack(self, path: Path, pack: str) -> None:
+        self.call(f"uploading {pack}.pack", self.backend.put_pack, path, pack,
+                  size=path.stat().st_size)
+
+    def put_index(self, pack: str, data: bytes) -> None:
+        self.call(f"uploading {pack}.idx", self.backend.put_index, pack, data, size=len(data))
+
+    def remove_pack(self, pack: str) -> None:
+        self.call(f"removing {pack}", self.backend.remove_pack, pack)
+
+    def sweep(self, listing: Listing) -> int:
+        return self.call("removing leftovers of interrupted uploads", self.backend.sweep, listing)
+
+
+# ----------------------------------------------------------------------------- factory
+
+# URL scheme -> backend class; anything else goes through fsspec.
+BACKENDS: dict[str, Callable[[RemoteSpec], Backend]] = {}
+
+
+def open_backend(spec: RemoteSpec) -> Retrying:
+    """The backend for a remote, with retries."""
+    scheme = spec.url.split("://", 1)[0] if "://" in spec.url else "file"
+    return Retrying(BACKENDS.get(scheme, FsspecBackend)(spec))

@@ -1,0 +1,118 @@
+"""What a remote holds: the union of its pack indexes, cached locally. Cache layout:
+docs/formats.md §5.
+
+Pack indexes are immutable and named by their content, so the cache never goes stale: a
+refresh lists the remote's packs once and downloads only indexes not seen before. Packs that
+disappeared from the listing drop out of the view.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import blake3
+
+from gitmodel.remote.backend import Listing, RemoteError, Retrying
+from gitmodel.store import files
+from gitmodel.store.objects import MARKER, VERSION, check_version
+from gitmodel.store.pack import PackError, verify_index
+from gitmodel.store.table import ObjectTable
+
+PARALLEL = 8
+
+
+class RemoteView:
+    def __init__(self, backend: Retrying, store_root: Path,
+                 permissions: files.Permissions | None = None):
+        self.backend = backend
+        self._permissions = permissions or files.Permissions()
+        key = blake3.blake3(backend.url.encode()).hexdigest()[:16]
+        self.cache_dir = Path(store_root) / "remotes" / key
+        self.entries = ObjectTable()
+        self.packs: set[str] = set()
+        self.damaged: dict[str, str] = {}   # listed indexes that failed verification, and why
+        self.listing: Listing | None = None
+        self._checked_version = False
+
+    def __str__(self) -> str:
+        return str(self.backend)
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    def refresh(self) -> "RemoteView":
+        if not self._checked_version:
+            check_version(self.backend.read_marker(), f"remote {self}")
+            self._checked_version = True
+        listing = self.backend.list_packs()
+        if listing.temporaries:
+            self.backend.sweep(listing)
+        names = listing.published
+        fresh = sorted(n for n in names if not (self.cache_dir / f"{n}.idx").is_file())
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            for name, data in zip(fresh, pool.map(self._fetch, fresh)):
+                if isinstance(data, bytes):
+                    self._cache(name, data)
+                else:
+                    self.damaged[name] = data
+        entries, packs, indexes = ObjectTable(), set(), []
+        for name in sorted(names):
+            path = self.cache_dir / f"{name}.idx"
+            try:
+                indexes.append((name, *verify_index(name, path.read_bytes())))
+            except (OSError, PackError) as err:
+                self.damaged.setdefault(name, str(err))
+                path.unlink(missing_ok=True)
+                continue
+            self.damaged.pop(name, None)
+            packs.add(name)
+        entries.add_indexes(indexes)
+        self.entries, self.packs, self.listing = entries, packs, listing
+        self.damaged = {name: why for name, why in self.damaged.items() if name in names}
+        return self
+
+    def add(self, name: str, index: bytes) -> None:
+        """Record a pack this client just published."""
+        self._cache(name, index)
+        self.entries.add_indexes([(name, *verify_index(name, index))])
+        self.packs.add(name)
+
+    def create(self) -> None:
+        """Before the first upload to a remote that is new: its version marker."""
+        if self.listing is not None and not self.listing.exists and not self.packs:
+            if self.backend.read_marker() is None:
+                self.backend.write_marker(MARKER.format(VERSION))
+
+    def _fetch(self, name: str) -> bytes | str:
+        """The index's bytes, or why it cannot be used (damaged, or still being written by
+        another client: either way not visible)."""
+        try:
+            data = self.backend.read_index(name)
+            verify_index(name, data)
+            return data
+        except FileNotFoundError:
+            return "its index vanished while listing"
+        except PackError as err:
+            return str(err)
+
+    def _cache(self, name: str, data: bytes) -> None:
+        self._permissions.make_dir(self.cache_dir)
+        files.write_durably(self.cache_dir / f"{name}.idx", data, self._permissions.file(0o644))
+
+    def describe_missing(self, count: int, first: bytes) -> str:
+        """Why objects are not on this remote, as well as can be told."""
+        if self.listing is not None and not self.listing.exists:
+            return (f"remote {self} has no packs at all (is the URL right? has anything been "
+                    "pushed there?)")
+        text = f"remote {self} lacks {count} object(s) (first {first.hex()})"
+        if self.damaged:
+            names = ", ".join(sorted(self.damaged)[:3])
+            return (f"{text}, and {len(self.damaged)} of its pack indexes are damaged ({names}): "
+                    f"they may be there. `gitmodel fsck --remote {self.name}` checks it")
+        return (f"{text}: they were never pushed there (push from a clone that has them: "
+                "`gitmodel push`), or were removed")
+
+
+__all__ = ["RemoteView", "RemoteError"]

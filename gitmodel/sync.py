@@ -1,0 +1,103 @@
+"""Moving checkpoints between the local store and a remote: what to send or bring for a set of
+checkpoints, decided from what each side holds (never from what git believes the other side
+has), so a push that succeeds has put every checkpoint it was given on the remote."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gitmodel import stored
+from gitmodel.remote import transfer
+from gitmodel.remote.backend import RemoteError
+from gitmodel.remote.transfer import TransferStats
+from gitmodel.remote.view import RemoteView
+from gitmodel.store import codec
+from gitmodel.store.manifest import Manifest
+from gitmodel.store.objects import CorruptObject, MissingObjects, Store
+from gitmodel.stored import Checkpoints
+
+
+class NotPushable(RemoteError):
+    pass
+
+
+def _paths(checkpoints: Checkpoints, manifest_ids) -> str:
+    return ", ".join(checkpoints.get(m.hex(), m.hex()[:16]) for m in list(manifest_ids)[:3])
+
+
+def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool = False,
+         force: bool = False) -> TransferStats:
+    """Upload every object these checkpoints need that the remote's indexes do not list
+    (whatever git believes the remote has); with `force`, every one of them again, in new
+    packs (to repair a remote whose copies are damaged). A checkpoint the local store lacks is
+    fine if the remote holds its manifest: chunks always arrive there before their manifest."""
+    view.refresh()
+    manifest_ids = stored.content_ids(checkpoints)
+    absent = [m for m in store.missing(manifest_ids) if force or m not in view.entries]
+    if absent:
+        raise NotPushable(f"{len(absent)} checkpoint(s) to push are in neither the local store nor "
+                          f"remote {view} (e.g. {_paths(checkpoints, absent)})",
+                          "Nothing was uploaded. Fetch them from where they were committed "
+                          "(`gitmodel fetch REMOTE`), or add the files again")
+    here = [m for m in manifest_ids if store.has(m)]
+    need = stored.needed(here, store.read_manifest)
+    if need.unreadable:
+        raise NotPushable(f"the stored file list of {_paths(checkpoints, need.unreadable)} is "
+                          f"damaged: {next(iter(need.unreadable.values()))}",
+                          "Nothing was uploaded. `gitmodel fsck` shows the damage; add the "
+                          "files again or fetch them from a remote that has them")
+    try:
+        return transfer.upload(store, view, need.objects, quiet=quiet, force=force)
+    except (MissingObjects, CorruptObject) as err:
+        oids = err.oids if isinstance(err, MissingObjects) else [err.oid]
+        users = {m for oid in oids for m in need.needed_by.get(oid, [oid])}
+        raise NotPushable(f"{_paths(checkpoints, users) or 'a checkpoint'} cannot be pushed: {err}",
+                          "Nothing damaged was uploaded. Add the files again from a good copy "
+                          "(that stores good chunks), or fetch them from a remote that has them; "
+                          "`gitmodel fsck` lists what is damaged") from None
+
+
+@dataclass
+class FetchResult:
+    stats: TransferStats = field(default_factory=TransferStats)
+    failed: dict[str, str] = field(default_factory=dict)     # content id -> why it is incomplete
+
+
+def fetch(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool = False) -> FetchResult:
+    """Bring what these checkpoints need and the store lacks. Each checkpoint succeeds or fails
+    on its own: `failed` names those left incomplete, with the reason; all else is stored."""
+    manifest_ids = stored.content_ids(checkpoints)
+    result = FetchResult()
+    absent = set(store.missing(manifest_ids))
+    if not absent and not store.missing(stored.needed(manifest_ids, store.read_manifest).chunks):
+        return result
+    failed: dict[bytes, str] = {}
+    remote = transfer.read_manifests(view, [m for m in manifest_ids if m in absent], failed)
+
+    def read_manifest(oid: bytes) -> Manifest:
+        if oid in remote:
+            entry, payload = remote[oid]
+            return Manifest.decode(codec.decode(entry.encoding, payload, entry.raw_length))
+        if oid in failed:
+            raise RemoteError(failed[oid])
+        return store.read_manifest(oid)
+
+    need = stored.needed(manifest_ids, read_manifest)
+    result.stats = transfer.download(store, view, need.objects, quiet=quiet, known=remote)
+    failed.update(result.stats.failed)
+    for oid, why in {**need.unreadable, **failed}.items():
+        for manifest in need.needed_by.get(oid, [oid] if oid in need.manifests else []):
+            result.failed.setdefault(manifest.hex(), why)
+    return result
+
+
+def fetch_all(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool = False) -> TransferStats:
+    """`fetch`, failing (after storing everything that did arrive) if any checkpoint is left
+    incomplete."""
+    result = fetch(store, view, checkpoints, quiet)
+    if result.failed:
+        content, why = next(iter(result.failed.items()))
+        raise RemoteError(f"{len(result.failed)} checkpoint(s) could not be fetched completely "
+                          f"(e.g. {checkpoints.get(content, content[:16])}): {why}",
+                          "Everything that arrived is kept; a repeated fetch asks only for the rest")
+    return result.stats
