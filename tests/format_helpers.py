@@ -4,6 +4,7 @@ through the real clean and smudge paths."""
 from __future__ import annotations
 
 import io
+import tempfile
 
 from gitmodel import checkpoint, pointer
 from gitmodel.formats import Layout, PeekableStream, detect
@@ -39,8 +40,12 @@ def tensor_lines(segments) -> list[tuple[str, str, tuple[int, ...]]]:
     return [(s.tensor.name, s.tensor.dtype, s.tensor.shape) for _, s in segments if s.tensor]
 
 
-def clean_restore(data: bytes, root: str) -> tuple[bytes, bytes]:
-    """(pointer text, restored bytes) through the real clean and smudge paths."""
+def clean_restore(data: bytes, root: str | None = None) -> tuple[bytes, bytes]:
+    """(pointer text, restored bytes) through the real clean and smudge paths, in a store at
+    `root` (default: a temporary one, removed after)."""
+    if root is None:
+        with tempfile.TemporaryDirectory() as temporary:
+            return clean_restore(data, temporary)
     store = Store(root)
     try:
         text = checkpoint.clean(io.BytesIO(data), store)
@@ -79,10 +84,8 @@ def damage(draw, data: bytes, ops: int = 3, focus: int | None = None, insert_max
 
 def assert_survives(data: bytes) -> None:
     """Damaged input: the reader walks it without raising, and the store gives it back exactly."""
-    import tempfile
     walk_layout(data)
-    with tempfile.TemporaryDirectory() as root:
-        text, restored = clean_restore(data, root)
+    text, restored = clean_restore(data)
     assert restored == data
     assert not data or pointer.parse(text).size == len(data)
 

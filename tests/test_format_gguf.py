@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -198,7 +197,7 @@ def test_overlapping_tensors_end_the_listing():
 def test_malformed_headers_are_opaque(kvs):
     data = build([("w", 0, [4], f32(4))], kvs)
     assert walk(data)[0] == "opaque"
-    text, restored = clean_restore(data, tempfile.mkdtemp())
+    text, restored = clean_restore(data)
     assert restored == data and b"format opaque" in text
 
 
@@ -250,7 +249,7 @@ def test_metadata_is_bounded():
     _, _, metadata, _ = walk(build([("w", 0, [4], f32(4))], kvs))
     assert len(metadata) == gguf.MAX_METADATA
     assert all(len(v) <= gguf.MAX_VALUE_BYTES for v in metadata.values())
-    text, _ = clean_restore(build([("w", 0, [4], f32(4))], kvs), tempfile.mkdtemp())
+    text, _ = clean_restore(build([("w", 0, [4], f32(4))], kvs))
     assert pointer.parse(text).metadata[0][0] == "general.k000"
 
 
@@ -259,7 +258,7 @@ def test_zero_element_and_scalar_tensors():
     _, segments, _, _ = walk(data)
     assert tensors(segments) == [("empty", "F32", (7, 0)), ("scalar", "F32", ()),
                                  ("huge", "F32", (2**64 - 1, 0))]
-    text, restored = clean_restore(data, tempfile.mkdtemp())
+    text, restored = clean_restore(data)
     assert restored == data and pointer.parse(text).render() == text
 
 
