@@ -160,19 +160,12 @@ def chunk_partials(chunks: list, dtype: str, offset: int, ids: list[bytes] | Non
 
 class StatsCache:
     """Statistics of chunks already summarised, so re-adding a checkpoint whose tensors
-    mostly did not change skips their arithmetic. An append-only file of fixed-size records:
-      u8 version, 32-byte chunk id, u8 dtype code, u8 phase (the chunk's offset in its tensor
-      modulo the element width), u64 count, f64 total, f64 squares, f64 min, f64 max,
-      u64 zeros, u64 nan, u64 inf, then the first 8 bytes of BLAKE3 of all of that.
-    The values are exactly those `_group_partials` computes (which depend only on the chunk's
-    bytes, dtype and phase), so a pointer is the same with or without the cache. Several
-    processes append whole records at once with O_APPEND.
+    mostly did not change skips their arithmetic. Layout: docs/formats.md §4.
 
-    Loading keeps the file's bytes as they are and sorts the ids' first 8 bytes beside them
-    (store.table.IdSearch): ~0.1 s for the largest file allowed, where one dict entry per
-    record took ~2 µs each. A record is checked when it is used; one that fails its check is
-    a miss. A file past MAX_BYTES (or of a length no whole number of records makes) is
-    rewritten with its newest valid records, up to half of MAX_BYTES."""
+    A record holds exactly what `_group_partials` computes (which depends only on the chunk's
+    bytes, dtype and phase), so a pointer is the same with or without the cache. Loading keeps
+    the file's bytes as they are and sorts the ids' first 8 bytes beside them
+    (store.table.IdSearch), which loads far faster than a dict of records."""
 
     VERSION = 1
     _body = struct.Struct("<B32sBBQddddQQQ")

@@ -26,6 +26,7 @@ from gitmodel.git.session import Session
 from gitmodel.store.objects import MissingObjects, Store, StoreError
 
 CAPABILITIES = ("clean", "smudge", "delay")
+NO_STORE = "GITMODEL_NO_STORE"
 NOTHING_WRITTEN = "Nothing was written for this file"
 
 
@@ -42,6 +43,8 @@ class FilterServer:
         self._view = None                                # the remote, opened on first need
         self._delayed: dict[str, pointers.Pointer] = {}  # path -> pointer awaiting the batch
         self._failed: dict[str, str] = {}                # path -> why its fetch failed
+        # Set by read-only commands that run git (gitmodel diff): compute pointers, store nothing.
+        self._no_store = os.environ.get(NO_STORE, "") not in ("", "0")
 
     @property
     def store(self) -> Store:
@@ -95,7 +98,7 @@ class FilterServer:
 
     def _clean(self, path: str, content: ContentReader, headers: dict) -> None:
         try:
-            result = checkpoint.clean(content, self.store)
+            result = checkpoint.clean(content, self.store, write=not self._no_store)
         except (GitmodelError, OSError, ValueError) as err:
             content.drain()
             detail = err.full() if isinstance(err, GitmodelError) else f"{err}"

@@ -77,7 +77,8 @@ def changed_paths(workdir: Path, revs: list[str], cached: bool, paths: list[str]
     """What `git diff --name-only` lists for these arguments (git applies its own stat cache
     and runs the clean filter where a work-tree file changed)."""
     args = ["diff", "--name-only", "-z", "--no-renames"] + (["--cached"] if cached else [])
-    result = run_git(*args, *revs, "--", *paths, cwd=workdir, check=False)
+    env = dict(os.environ, GITMODEL_NO_STORE="1")       # git cleans changed files: store nothing
+    result = run_git(*args, *revs, "--", *paths, cwd=workdir, env=env, check=False)
     if result.returncode != 0:
         raise RevisionError(result.stderr.decode(errors="replace").strip())
     return [os.fsdecode(p) for p in result.stdout.split(b"\0") if p]

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from pyfastcdc import FastCDC
 
-# Mean ~190 KiB (measured on random bytes; min 128 KiB, max 1 MiB): per-chunk work in Python
-# is the filter's overhead. Against the earlier ~97 KiB mean (64/64/512 KiB), clean of 1 GiB of
-# bf16 took ~10% less CPU at the same compression, and smudge decodes fewer, larger planes.
-# Checkpoints lose no dedup by it: chunks restart at every tensor, so a changed tensor is whole
-# chunks either way; only a change of a few rows inside a large tensor stores more bytes.
+# Large chunks (mean ~190 KiB on random bytes): per-chunk work in Python is the filter's
+# overhead (figures: docs/benchmarks.md). Checkpoints lose no dedup by it: chunks restart at
+# every tensor, so a changed tensor is whole chunks either way; only a change of a few rows
+# inside a large tensor stores more bytes.
 MIN_SIZE = 128 * 1024
 AVG_SIZE = 128 * 1024       # pyfastcdc's `avg_size`
 MAX_SIZE = 1024 * 1024

@@ -76,7 +76,7 @@ def encode_batch(chunks: list, width: int, wanted: list[bool] | None = None) -> 
     payload) for each chunk whose `wanted` flag is set (default all), None for the others.
 
     Float mantissa bytes are mostly noise: zstd on them costs time and saves nothing (for
-    typical fp32 weights three of four planes; skipping them makes clean ~25% faster). Every
+    typical fp32 weights three of four planes). Every
     PROBE_EVERY-th encoded chunk tries every plane; until the next probe, byte positions within
     the element whose planes saved less than 2% in it are kept raw without trying. (Position,
     not plane number: a chunk may start mid-element, so its plane k holds element byte
@@ -136,8 +136,8 @@ _WORDS = {2: "<u2", 4: "<u4", 8: "<u8"}      # widths split and joined as little
 def _split(data, width: int, body: int):
     """The byte planes of data[:body] as the rows of a (width, body // width) array in a
     per-thread scratch buffer. For 2, 4 and 8 bytes, plane k of the little-endian words is
-    (word >> 8k) cast to a byte, which numpy vectorises (16 GB/s for width 2, 8 GB/s for
-    width 4); other widths take a strided copy (~4 GB/s; bytes slicing with a step: 1.5)."""
+    (word >> 8k) cast to a byte, which numpy vectorises; other widths take a strided copy
+    (both much faster than bytes slicing with a step)."""
     import numpy as np
     n = body // width
     planes = scratch("codec.planes", body, "u1").reshape(width, n)

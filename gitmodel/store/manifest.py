@@ -1,12 +1,5 @@
-"""A manifest: the ordered chunk list of one file. Its BLAKE3 is the file's content id.
-
-Binary layout (little-endian):
-  8 bytes  magic b"GMMANIF1"
-  u64      file size
-  u64      chunk count n
-  n x      32-byte chunk id (BLAKE3 of the chunk's bytes), u32 chunk length
-The file's bytes are the chunks' bytes concatenated in this order; lengths add up to the size.
-"""
+"""A manifest: the ordered chunk list of one file; its BLAKE3 is the file's content id.
+Layout: docs/formats.md §2."""
 
 from __future__ import annotations
 

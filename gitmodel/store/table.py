@@ -1,10 +1,10 @@
 """Where objects live: the entries of many pack indexes, searchable as one.
 
 A store or a remote can hold thousands of packs and millions of objects, and every git command
-that runs the filter opens the store. One Python object per entry cost ~330 bytes and ~1.6 µs
-to load each (600,000 objects, ~110 GiB of chunks: 200 MiB and 0.96 s per filter start). Here
-each pack's index entries stay in their on-disk layout, as a numpy structured array sorted by
-id, with the ids' first 8 bytes beside them as integers to bisect on. Packs added later form
+that runs the filter opens the store, so one Python object per entry costs too much to load
+(figures: docs/benchmarks.md). Here each pack's index entries stay in their on-disk layout, as
+a numpy structured array sorted by id, with the ids' first 8 bytes beside them as integers to
+bisect on. Packs added later form
 more such runs; past MAX_RUNS, the newest ones are merged (a stable sort of sorted runs), a
 large old run only once as much has been added after it. Readers take a snapshot of the list
 of runs, and writers replace the list rather than change it, so lookups from worker threads
