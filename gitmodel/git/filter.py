@@ -28,6 +28,8 @@ from gitmodel.store.objects import MissingObjects, Store, StoreError
 CAPABILITIES = ("clean", "smudge", "delay")
 NO_STORE = "GITMODEL_NO_STORE"
 NOTHING_WRITTEN = "Nothing was written for this file"
+RETRY = ("Once that is fixed, `git checkout -- PATH` writes it (after a clone or checkout that "
+         "stopped here: `git reset --hard`)")
 
 
 def warn(message: str) -> None:
@@ -203,7 +205,7 @@ class FilterServer:
         for path, ptr in wanted.items():
             if ptr.content in failures:
                 self._failed[path] = (f"could not fetch it: {failures[ptr.content]}. "
-                                      f"{NOTHING_WRITTEN}")
+                                      f"{NOTHING_WRITTEN}. {RETRY}")
 
     def _pass_through(self, path: str, head: bytes, content: ContentReader, quiet: bool = False) -> None:
         """Content that is not a pointer goes back unchanged. It must all be read before the
@@ -237,7 +239,7 @@ def missing_message(err: MissingObjects, store: Store, view=None) -> str:
     return (f"{len(err.oids)} object(s) of this checkpoint are missing from the local store "
             f"{store.root} (first: {err.oids[0].hex()}) {where}{damaged}. {NOTHING_WRITTEN}. "
             "Fetch it from a remote that has it (`gitmodel fetch REMOTE`), or add the file again "
-            "from a good copy; `gitmodel fsck` checks the store")
+            f"from a good copy; `gitmodel fsck` checks the store. {RETRY}")
 
 
 def serve(session: Session) -> None:
