@@ -307,9 +307,10 @@ def wrap_filter_process(repo: Repo, key: str, default: str) -> None:
         current = repo.git("config", "--local", key).strip()
     except RuntimeError:
         current = default
+    # gitmodel records a shell command (its interpreter, with fallbacks): run it through sh.
     wrapped = " ".join([shlex.quote(sys.executable), "-S",
                         shlex.quote(str(RSS_WRAP)),
-                        shlex.quote(str(repo.rss_report)), current])
+                        shlex.quote(str(repo.rss_report)), "sh", "-c", shlex.quote(current)])
     repo.git("config", "--local", key, wrapped)
 
 

@@ -5,16 +5,20 @@ that never touch a remote never configure or contact one."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gitmodel.git import install, remotes, repo
-from gitmodel.remote.backend import RemoteError, RemoteSpec, open_backend
-from gitmodel.remote.view import RemoteView
+from gitmodel.errors import GitmodelError
+from gitmodel.git import repo
 from gitmodel.store.files import Permissions, parse_shared
 from gitmodel.store.objects import Store
-from gitmodel.stored import Fetch
+
+if TYPE_CHECKING:           # imported when used: the filter starts without them
+    from gitmodel.remote.backend import RemoteSpec
+    from gitmodel.remote.view import RemoteView
+    from gitmodel.stored import Fetch
 
 
-class NoRemote(RemoteError):
+class NoRemote(GitmodelError):
     def __init__(self):
         super().__init__("no gitmodel remote is configured",
                          "Run `gitmodel remote add origin <url>` (a folder path or any fsspec "
@@ -50,11 +54,13 @@ class Session:
         if self._hook_checked:
             return None
         self._hook_checked = True
+        from gitmodel.git import install
         return install.ensure_hook(*self.locations, cwd=self.cwd)
 
     # ----- remotes -----
 
     def spec(self, name: str | None = None) -> RemoteSpec:
+        from gitmodel.git import remotes
         spec = remotes.resolve(name or self.remote_name, self.cwd)
         if spec is None:
             raise NoRemote()
@@ -62,6 +68,8 @@ class Session:
 
     def view(self, spec: RemoteSpec | str | None = None) -> RemoteView:
         """The view of a remote (by spec, name or URL; default: the configured one)."""
+        from gitmodel.remote.backend import RemoteSpec, open_backend
+        from gitmodel.remote.view import RemoteView
         if not isinstance(spec, RemoteSpec):
             spec = self.spec(spec)
         if spec.url not in self._views:
@@ -71,11 +79,13 @@ class Session:
 
     def default_view(self) -> RemoteView | None:
         """The default remote's view, or None when no remote is configured."""
+        from gitmodel.git import remotes
         spec = remotes.resolve(self.remote_name, self.cwd)
         return self.view(spec) if spec is not None else None
 
     def view_for_push(self, git_remote: str, git_url: str) -> RemoteView | None:
         """The gitmodel remote that goes with a git remote being pushed to."""
+        from gitmodel.git import remotes
         spec = remotes.for_git_remote(git_remote, git_url, self.cwd)
         return self.view(spec) if spec is not None else None
 
@@ -90,6 +100,5 @@ class Session:
             from gitmodel.remote import transfer
             stats = transfer.download(self.store, view, oids, quiet=True)
             if stats.failed:
-                oid, why = next(iter(stats.failed.items()))
-                raise RemoteError(why)
+                raise GitmodelError(next(iter(stats.failed.values())))
         return fetch
