@@ -117,7 +117,8 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
         fetchable_here = not store.missing(list(failed))
         detail = f"{len(failed)} object(s) unusable there, first {oid.hex()}: {why}"
         if fetchable_here:
-            detail += "; the local store has them: `gitmodel push` puts them back"
+            detail += (f"; the local store has good copies: `gitmodel fsck --remote {view.name} "
+                       "--repair` uploads them")
         findings.checkpoints.append(CheckpointState(content, path, state, detail))
     return findings
 

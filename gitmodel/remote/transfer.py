@@ -256,8 +256,8 @@ def _other_copy(view: RemoteView, oid: bytes, damaged: Entry, error: CorruptObje
             continue
         return entry, record
     raise RemoteError(f"remote {view}: {error}; no other copy there is good",
-                      f"`gitmodel fsck --remote {view.name}` checks the remote; push again "
-                      "from a clone that has the file to put a good copy there")
+                      f"`gitmodel fsck --remote {view.name} --repair`, run in a clone that has "
+                      "the file, uploads good copies")
 
 
 def download(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = False,

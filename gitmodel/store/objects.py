@@ -83,6 +83,11 @@ class Store:
         self._refreshing = threading.Lock()
         self.damaged_indexes: dict[str, str] = {}      # pack -> why its index is unusable
         self._bad: dict[bytes, set[str]] = {}          # object -> packs holding a bad copy
+        if self.root.is_symlink() and not self.root.exists():
+            raise StoreError(f"the store {self.root} is a symbolic link to "
+                             f"{os.readlink(self.root)}, which does not exist (an unmounted disk?)",
+                             "Nothing was read or written. Make the link's target available, or "
+                             "remove the link to start an empty store")
         check_version(self._read_marker(), f"the store {self.root}")
         self._load_bad()
         self.refresh()
