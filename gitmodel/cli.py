@@ -348,6 +348,47 @@ def cmd_log(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- merging
+
+def _merge_arguments(p) -> None:
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="BASE OURS THEIRS (files or REV:PATH); with --no-base, the models to merge")
+    p.add_argument("-o", "--output", type=Path, help="where to write the merged checkpoint")
+    p.add_argument("--resolve", metavar="PATH", help="finish a conflicted git merge of PATH and stage it")
+    p.add_argument("--no-base", action="store_true", help="the inputs have no common ancestor")
+    p.add_argument("--strategy", choices=("conflict", "ours", "theirs", "average",
+                                          "task-arithmetic", "ties", "dare"),
+                   help="for tensors changed differently (default: as configured, else conflict)")
+    p.add_argument("--weights", help="one weight per input, comma-separated (default all 1)")
+    p.add_argument("--scale", type=float, help="λ of task-arithmetic, ties and dare (default 1)")
+    p.add_argument("--density", type=float, help="fraction kept by ties and dare (default 0.5)")
+    p.add_argument("--seed", type=int, help="dare's random drops (default 0)")
+
+
+@command("merge", "merge checkpoints tensor by tensor: finish a conflicted merge, or merge files",
+         _merge_arguments)
+def cmd_merge(args) -> int:
+    from gitmodel.git import merge, revisions
+    weights = tuple(float(w) for w in args.weights.split(",")) if args.weights else None
+    given = dict(name=args.strategy, weights=weights, scale=args.scale, density=args.density,
+                 seed=args.seed)
+    if args.resolve:
+        path = revisions.from_cwd(args.resolve)
+        result = merge.resolve(path, merge.strategy_for(path, **given))
+        merge.report(result, path)
+        if result.pointer is not None:
+            print(f"gitmodel: staged the merged {path}", file=sys.stderr)
+        return 0 if result.pointer is not None else 1
+    if args.output is None or len(args.inputs) < (2 if args.no_base else 3):
+        print("gitmodel: merge needs BASE OURS THEIRS (or --no-base and two or more models) and "
+              "-o OUT, or --resolve PATH", file=sys.stderr)
+        return 2
+    base, inputs = (None, args.inputs) if args.no_base else (args.inputs[0], args.inputs[1:])
+    result = merge.merge_files(inputs, base, args.output, merge.strategy_for("", **given))
+    merge.report(result, str(args.output))
+    return 0 if result.pointer is not None else 1
+
+
 # ----------------------------------------------------------------------------- git's side
 
 @command("filter-process", "(git) long-running clean/smudge filter")
@@ -385,10 +426,10 @@ def cmd_smudge(args) -> int:
 
 
 @command("merge-driver", "(git) merge driver for tracked checkpoints",
-         lambda p: [p.add_argument(arg) for arg in ("base", "ours", "theirs", "path")])
+         lambda p: [p.add_argument(arg) for arg in ("base", "ours", "theirs", "marker_size", "path")])
 def cmd_merge_driver(args) -> int:
     from gitmodel.git import merge
-    return merge.merge(Path(args.base), Path(args.ours), Path(args.theirs), args.path)
+    return merge.driver(Path(args.base), Path(args.ours), Path(args.theirs), args.path)
 
 
 # ----------------------------------------------------------------------------- main

@@ -91,3 +91,19 @@ def _segments(data_start: int, tensors: list[tuple[int, int, Tensor]]) -> Iterat
             yield Segment(begin - cursor)          # a hole between tensors
         yield Segment(end - begin, tensor)
         cursor = end
+
+
+def header(tensors: list[tuple[str, str, tuple[int, ...], int]], metadata: dict[str, str] | None) -> bytes:
+    """The bytes before the data of a safetensors file holding these (name, dtype, shape,
+    byte length) tensors in this order: the 8-byte length and the JSON header, padded with
+    spaces so the data starts on an 8-byte boundary (as the safetensors library writes)."""
+    entries: dict[str, object] = {}
+    if metadata:
+        entries["__metadata__"] = metadata
+    offset = 0
+    for name, dtype, shape, length in tensors:
+        entries[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + length]}
+        offset += length
+    text = json.dumps(entries, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text

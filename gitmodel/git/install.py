@@ -44,7 +44,7 @@ def settings(python: str | None = None) -> dict[str, str]:
         "filter.gitmodel.required": "true",
         "diff.gitmodel.xfuncname": XFUNCNAME,
         "merge.gitmodel.name": "gitmodel checkpoint merge",
-        "merge.gitmodel.driver": command("merge-driver %O %A %B %P", python),
+        "merge.gitmodel.driver": command("merge-driver %O %A %B %L %P", python),
     }
 
 

@@ -1,22 +1,204 @@
-"""The merge driver git calls when both branches changed a tracked checkpoint.
+"""Merging tracked checkpoints in git: the merge driver git calls, finishing a conflicted merge
+later (`gitmodel merge --resolve`), and the strategy chosen for a path.
 
-Git hands us the three pointers (%O base, %A ours, %B theirs) and stores whatever we leave in
-%A without cleaning it. Until tensor-wise merging exists, a checkpoint changed on both sides is
-a conflict: %A keeps our pointer (so the work tree keeps our checkpoint) and the user picks a
-side. Without this driver git would merge the pointer texts line by line and could produce a
-pointer whose tensor table disagrees with its content.
+Git hands the driver three pointers (%O base, %A ours, %B theirs) and stores whatever is left
+in %A without cleaning it, so the driver stores the merged checkpoint itself and writes its
+pointer to %A. On a conflict %A keeps ours (the work tree keeps a loadable checkpoint) and the
+index keeps the three versions. Git's -X options do not reach merge drivers, so the strategy
+comes from the environment, .gitattributes or git config (docs/merge.md).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
+from gitmodel import merge, pointer as pointers
+from gitmodel.errors import GitmodelError
+from gitmodel.git import repo
+from gitmodel.git.session import Session
+from gitmodel.pointer import Pointer
 
-def merge(base: Path, ours: Path, theirs: Path, path: str) -> int:
-    if ours.read_bytes() == theirs.read_bytes():
-        return 0
-    sys.stderr.write(
-        f"gitmodel: {path}: both sides changed this checkpoint. Keep one with "
-        f"`git checkout --ours -- {path}` or `git checkout --theirs -- {path}`, then `git add`.\n")
-    return 1
+# (attribute / config / environment suffix, Strategy field, parser)
+_PARAMETERS = (("strategy", "name", str), ("density", "density", float), ("scale", "scale", float),
+               ("seed", "seed", int),
+               ("weights", "weights", lambda text: tuple(float(w) for w in text.split(","))))
+
+
+def strategy_for(path: str, cwd: Path | None = None, **given) -> merge.Strategy:
+    """The strategy for `path`: what the command gave, else GITMODEL_MERGE_STRATEGY (and
+    GITMODEL_MERGE_DENSITY, ...), else the path's `merge-strategy` attribute (and
+    `merge-density`, ...), else git config gitmodel.merge.strategy (...), else conflict."""
+    attributes = _attributes(path, cwd)
+    values = {}
+    for suffix, field, parse in _PARAMETERS:
+        if given.get(field) is not None:
+            values[field] = given[field]
+            continue
+        text = (os.environ.get(f"GITMODEL_MERGE_{suffix.upper()}")
+                or attributes.get(f"merge-{suffix}")
+                or repo.config_get(f"gitmodel.merge.{suffix}", cwd=cwd))
+        if text:
+            try:
+                values[field] = parse(text)
+            except ValueError:
+                raise merge.MergeError(f"merge {suffix} {text!r} for {path} is not a valid value") from None
+    return merge.Strategy(**values)
+
+
+def _attributes(path: str, cwd: Path | None) -> dict[str, str]:
+    names = [f"merge-{suffix}" for suffix, _, _ in _PARAMETERS]
+    out = repo.run_git("check-attr", "-z", *names, "--", path, cwd=cwd, check=False).stdout
+    fields = out.split(b"\0")
+    found = {}
+    for i in range(0, len(fields) - 2, 3):
+        value = fields[i + 2].decode(errors="replace")
+        if value not in ("unspecified", "unset", "set"):
+            found[fields[i + 1].decode()] = value
+    return found
+
+
+def _pointer_of(data: bytes, what: str) -> Pointer | None:
+    try:
+        return pointers.sniff(data)
+    except pointers.PointerError as err:
+        raise merge.MergeError(f"{what} is a damaged pointer: {err}") from None
+
+
+def report(result: merge.Result, path: str, out=sys.stderr) -> None:
+    """Say what a merge did, or which tensors conflict and how far each side moved them."""
+    if result.conflicts:
+        print(f"gitmodel: {path}: {len(result.conflicts)} tensor(s) conflict:", file=out)
+        for c in result.conflicts:
+            moved = ", ".join(f"{label} moved it {change:.3g}" if change is not None else f"{label}: –"
+                              for label, change in zip(("ours", "theirs"), c.changes))
+            print(f"  {c.name}: {c.reason}" + (f" (relative L2 against the base: {moved})" if moved else ""),
+                  file=out)
+        print(f"gitmodel: the work tree keeps ours; finish with `gitmodel merge --resolve {path} "
+              "--strategy ours|theirs|average|task-arithmetic|ties|dare`, or `git merge --abort`",
+              file=out)
+        return
+    counts: dict[str, int] = {}
+    for d in result.decisions:
+        key = {"keep": "unchanged", "take": "taken from one side", "compute": "merged",
+               "remove": "removed"}[d.action]
+        counts[key] = counts.get(key, 0) + 1
+    summary = ", ".join(f"{n} {what}" for what, n in counts.items())
+    print(f"gitmodel: {path}: merged tensor by tensor ({summary}; {result.how})", file=out)
+    for note in result.notes:
+        print(f"gitmodel: {path}: {note}", file=out)
+
+
+def driver(base_file: Path, ours_file: Path, theirs_file: Path, path: str) -> int:
+    """git's merge driver: 0 with the merged pointer in `ours_file`, 1 for a conflict (ours
+    left as it is)."""
+    try:
+        base = _pointer_of(base_file.read_bytes(), f"{path} (base)") if base_file.stat().st_size else None
+        ours = _pointer_of(ours_file.read_bytes(), f"{path} (ours)")
+        theirs = _pointer_of(theirs_file.read_bytes(), f"{path} (theirs)")
+        if ours is None or theirs is None:
+            print(f"gitmodel: {path}: one side is not a gitmodel pointer (committed before it was "
+                  "tracked?); keep one with `git checkout --ours/--theirs -- PATH`", file=sys.stderr)
+            return 1
+        session = Session()
+        result = merge.merge(base, [ours, theirs], ["ours", "theirs"], session.store,
+                             strategy_for(path), session.fetcher())
+    except GitmodelError as err:
+        print(f"gitmodel: {path}: cannot merge: {err.full()}. The work tree keeps ours; "
+              "`git merge --abort` undoes the merge", file=sys.stderr)
+        return 1
+    report(result, path)
+    if result.pointer is None:
+        return 1
+    ours_file.write_bytes(result.pointer.render())
+    return 0
+
+
+def stages(path: str, cwd: Path | None = None) -> dict[int, tuple[str, str]]:
+    """The conflicted index entries of `path`: {stage: (mode, blob id)} (1 base, 2 ours, 3 theirs)."""
+    out = repo.run_git("ls-files", "-u", "-z", "--", path, cwd=cwd).stdout
+    found = {}
+    for record in out.split(b"\0"):
+        if record:
+            info, _, _ = record.partition(b"\t")
+            mode, blob, stage = info.decode().split()
+            found[int(stage)] = (mode, blob)
+    return found
+
+
+def resolve(path: str, strategy: merge.Strategy, cwd: Path | None = None) -> merge.Result:
+    """Merge a conflicted checkpoint with `strategy`, stage the result and write it to the work
+    tree. Nothing is staged if it still conflicts."""
+    found = stages(path, cwd)
+    if 2 not in found or 3 not in found:
+        raise merge.MergeError(f"{path} is not a conflicted checkpoint (no ours and theirs in the "
+                               "index)", "`git status` lists the conflicted paths")
+    read = lambda stage: _pointer_of(repo.run_git("cat-file", "blob", found[stage][1], cwd=cwd).stdout,
+                                     f"{path} (stage {stage})")
+    base = read(1) if 1 in found else None
+    ours, theirs = read(2), read(3)
+    if ours is None or theirs is None:
+        raise merge.MergeError(f"{path}: a side is not a gitmodel pointer",
+                               "Keep one with `git checkout --ours/--theirs -- PATH`")
+    session = Session(cwd)
+    result = merge.merge(base, [ours, theirs], ["ours", "theirs"], session.store, strategy,
+                         session.fetcher())
+    if result.pointer is None:
+        return result
+    blob = repo.run_git("hash-object", "-w", "--no-filters", "--stdin", cwd=cwd,
+                        input=result.pointer.render()).stdout.decode().strip()
+    repo.run_git("update-index", "--cacheinfo", f"{found[2][0]},{blob},{path}", cwd=cwd)
+    top = repo.toplevel(cwd)
+    (top / path).unlink(missing_ok=True)
+    repo.run_git("checkout", "--", path, cwd=top, env=repo.without_skip_smudge(), capture=False)
+    return result
+
+
+def merge_files(specs: list[str], base_spec: str | None, output: Path, strategy: merge.Strategy) -> merge.Result:
+    """`gitmodel merge`: merge files (or REV:PATH of tracked checkpoints) into `output`. In a
+    repository its store serves; elsewhere a temporary one, removed after."""
+    import tempfile
+    from gitmodel import checkpoint
+    from gitmodel.store.objects import Store
+    try:
+        session = Session()
+        store, fetch = session.store, session.fetcher()
+        workspace = None
+    except GitmodelError:
+        workspace = tempfile.TemporaryDirectory(prefix="gitmodel-merge-")
+        store, fetch = Store(workspace.name), None
+    try:
+        def load(spec: str) -> Pointer:
+            if ":" in spec and not Path(spec).exists():
+                from gitmodel.git import revisions
+                side, path = revisions.split_spec(spec)
+                ptr = revisions.pointer_at(repo.open_repository(), side, path, store)
+                if ptr is None:
+                    raise merge.MergeError(f"{spec} is not a tracked checkpoint")
+                return ptr
+            try:
+                with open(spec, "rb") as f:
+                    text = checkpoint.clean(f, store)
+            except OSError as err:
+                raise merge.MergeError(f"cannot read {spec}: {err.strerror}") from None
+            if not text:
+                raise merge.MergeError(f"{spec} is empty")
+            return pointers.parse(text)
+
+        base = load(base_spec) if base_spec else None
+        inputs = [load(spec) for spec in specs]
+        result = merge.merge(base, inputs, [Path(s).name for s in specs], store, strategy, fetch)
+        if result.pointer is not None:
+            tmp = output.with_name(f".{output.name}.gitmodel-tmp")
+            try:
+                with open(tmp, "wb") as out:
+                    checkpoint.smudge(result.pointer, store, out)
+                os.replace(tmp, output)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return result
+    finally:
+        if workspace is not None:
+            store.close()
+            workspace.cleanup()

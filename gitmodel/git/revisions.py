@@ -27,7 +27,7 @@ def pointer_at(repo: pygit2.Repository, side: str | None, path: str, store: Stor
     `tracked` by gitmodel, gets its pointer computed, storing nothing, unless it is a pointer
     already). None if absent or not a checkpoint."""
     if side is INDEX:
-        entry = repo.index[path] if path in repo.index else None
+        entry = _index_entry(repo, path)
         return pointer_blob(repo, entry.id, path) if entry is not None else None
     if side is WORK_TREE:
         file = Path(repo.workdir) / path
@@ -45,6 +45,26 @@ def pointer_at(repo: pygit2.Repository, side: str | None, path: str, store: Stor
     except KeyError:
         return None
     return pointer_blob(repo, oid, path) if oid is not None else None
+
+
+def _index_entry(repo: pygit2.Repository, path: str):
+    """The index entry of `path`; during a merge conflict, ours (stage 2)."""
+    try:
+        return repo.index[path]
+    except KeyError:
+        return unmerged(repo).get(path, (None, None, None))[1]
+
+
+def unmerged(repo: pygit2.Repository) -> dict[str, tuple]:
+    """{path: (base, ours, theirs) index entries, None where absent} of conflicted paths."""
+    conflicts = repo.index.conflicts
+    if conflicts is None:
+        return {}
+    found = {}
+    for entries in conflicts:
+        path = next(e.path for e in entries if e is not None)
+        found[path] = tuple(entries)
+    return found
 
 
 def from_cwd(path: str, cwd: Path | None = None) -> str:
@@ -148,8 +168,17 @@ def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool
     fetch = session.fetcher() if numbers else None
     changed = changed_paths(Path.cwd(), revs, cached, paths)
     tracked = tracked_paths(Path(repository.workdir), changed)
+    conflicted = unmerged(repository) if not revs else {}
     diffs = []
-    for path in changed:
+    for path in dict.fromkeys(changed):
+        if path in conflicted:                 # a merge in progress: ours against theirs
+            _, ours, theirs = conflicted[path]
+            old = pointer_blob(repository, ours.id, path) if ours is not None else None
+            new = pointer_blob(repository, theirs.id, path) if theirs is not None else None
+            if old is not None or new is not None:
+                diffs.append(review.diff_pointers(f"{path} (unmerged: ours → theirs)", old, new,
+                                                  store, numbers, fetch))
+            continue
         old = pointer_at(repository, old_side, path, store, path in tracked)
         new = pointer_at(repository, new_side, path, store, path in tracked)
         if old is None and new is None:

