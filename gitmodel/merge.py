@@ -23,6 +23,7 @@ from gitmodel import checkpoint, stored
 from gitmodel.errors import GitmodelError
 from gitmodel.formats import DTYPE_BITS, PeekableStream
 from gitmodel.pointer import Pointer, TensorLine
+from gitmodel.scratch import scratch
 from gitmodel.store import codec
 from gitmodel.store.manifest import Manifest
 from gitmodel.store.objects import MANIFEST, Store
@@ -171,8 +172,9 @@ class Side:
         return blake3.blake3(outside + shapes.encode()).digest()
 
     def tensor(self, name: str, start: int, n: int) -> bytes:
+        """Bytes of a tensor (already fetched); safe to call from several threads."""
         p = self.placed[name]
-        return self.file.read_at(p.offset + start, n)
+        return self.file.read_span(p.offset + start, n)
 
 
 def _masked_outside(side: Side) -> bytes:
@@ -280,6 +282,7 @@ def _splice(template: Side, kept: list[Decision], sides: list[Side], store: Stor
     source = {d.name: d.source for d in kept}
     chunks = template.file.chunks
     starts = _starts(chunks)
+    side_starts = {id(template): starts}
     replaced: list[tuple[int, int, list[tuple[bytes, int]]]] = []
     for name, place in template.placed.items():
         side = sides[source[name]]
@@ -289,8 +292,9 @@ def _splice(template: Side, kept: list[Decision], sides: list[Side], store: Stor
         first, last = _run(starts, place.offset, place.length)
         if theirs is None or theirs.length != place.length or first is None:
             return None
-        other_starts = _starts(side.file.chunks)
-        a, b = _run(other_starts, theirs.offset, theirs.length)
+        if id(side) not in side_starts:
+            side_starts[id(side)] = _starts(side.file.chunks)
+        a, b = _run(side_starts[id(side)], theirs.offset, theirs.length)
         if a is None:
             return None
         replaced.append((first, last, side.file.chunks[a:b]))
@@ -339,25 +343,25 @@ class _Stream:
     """A file-like object reading from a generator of byte blocks."""
 
     def __init__(self, blocks: Iterator[bytes]):
-        self._blocks, self._pending, self._at = blocks, memoryview(b""), 0
+        self._blocks, self._pending = blocks, memoryview(b"")
 
-    def read(self, n: int) -> bytes:
-        out = bytearray()
-        while len(out) < n:
+    def readinto(self, view) -> int:
+        filled = 0
+        while filled < len(view):
             if not self._pending:
                 block = next(self._blocks, None)
                 if block is None:
                     break
-                self._pending = memoryview(block)
-            take = self._pending[:n - len(out)]
-            out += take
-            self._pending = self._pending[len(take):]
-        return bytes(out)
+                self._pending = memoryview(block).cast("B")
+            take = min(len(self._pending), len(view) - filled)
+            view[filled:filled + take] = self._pending[:take]
+            self._pending = self._pending[take:]
+            filled += take
+        return filled
 
-    def readinto(self, view) -> int:
-        data = self.read(len(view))
-        view[:len(data)] = data
-        return len(data)
+    def read(self, n: int) -> bytes:
+        out = bytearray(n)
+        return bytes(out[:self.readinto(memoryview(out))])
 
 
 def _clean(blocks: Iterator[bytes], store: Store) -> Pointer:
@@ -534,32 +538,65 @@ def _safetensors_metadata(side: Side) -> dict[str, str]:
 # ----------------------------------------------------------------------------- arithmetic
 
 def _computed(name: str, sides: list[Side], base: Side | None, strategy: Strategy) -> Iterator[bytes]:
-    """The merged tensor's bytes, block by block, arithmetic in float64."""
-    import numpy as np
+    """The merged tensor's bytes, block by block, arithmetic in float64 (blocks are computed
+    on the thread pool, a few ahead, and come out in order)."""
+    from gitmodel.remote.transfer import ordered
     line = next(t for t in sides[0].pointer.tensors if t.name == name)
     dtype, count = line.dtype, math.prod(line.shape)
     width = DTYPE_BITS[dtype] // 8
-    weights = np.array([strategy.weight(i) for i in range(len(sides))], dtype=np.float64)
-    s = strategy.name
-    thresholds = _thresholds(name, sides, base, strategy, count, width) if s == "ties" else None
-    rngs = [np.random.default_rng(_seed(strategy.seed, name, i)) for i in range(len(sides))] \
-        if s == "dare" else None
-    for start in range(0, count, BLOCK):
+    thresholds = _thresholds(name, sides, base, strategy, count, width) \
+        if strategy.name == "ties" else None
+
+    def block(start: int) -> bytes:
         n = min(BLOCK, count - start)
-        xs = [_as_float64(side.tensor(name, start * width, n * width), dtype) for side in sides]
-        b = _as_float64(base.tensor(name, start * width, n * width), dtype) if base is not None and s in NEEDS_BASE else None
-        if s == "average":
-            out = sum(w * x for w, x in zip(weights, xs)) / weights.sum()
-        elif s == "task-arithmetic":
-            out = b + strategy.scale * sum(w * (x - b) for w, x in zip(weights, xs))
-        elif s == "ties":
-            out = _ties(xs, b, weights, thresholds, strategy.scale)
-        else:
-            keep = strategy.density
-            taus = [(x - b) * (rng.random(n) < keep) / keep for x, rng in zip(xs, rngs)]
-            out = b + strategy.scale * sum(w * t for w, t in zip(weights, taus))
-            out = np.where(np.isnan(b) | np.any([np.isnan(x) for x in xs], axis=0), np.nan, out)
-        yield _from_float64(out, dtype)
+        read = lambda side, slot: _as_float64(side.tensor(name, start * width, n * width), dtype,
+                                              scratch(f"merge.{slot}", n, "f8"))
+        xs = [read(side, i) for i, side in enumerate(sides)]
+        b = read(base, "base") if strategy.name in NEEDS_BASE else None
+        return _from_float64(_combine(strategy, name, xs, b, start, thresholds), dtype)
+    yield from ordered(checkpoint.pool(), block, range(0, count, BLOCK), window=3)
+
+
+def _combine(strategy: Strategy, name: str, xs: list, b, start: int, thresholds):
+    """One block of the strategy's result, in float64 (docs/merge.md gives the formulas)."""
+    import numpy as np
+    s, scale = strategy.name, strategy.scale
+    weights = [strategy.weight(i) for i in range(len(xs))]
+    if s == "average":
+        out = _weighted_sum(xs, weights)
+        out /= sum(weights)
+        return out
+    if s == "task-arithmetic":
+        deltas = [np.subtract(x, b, out=x) for x in xs]
+        out = _weighted_sum(deltas, weights)
+        out *= scale
+        out += b
+        return out
+    if s == "ties":
+        return _ties(xs, b, np.array(weights), thresholds, scale)
+    keep = strategy.density
+    taus = []
+    for i, x in enumerate(xs):
+        # The i-th input's draws for this block: its generator advanced past earlier blocks.
+        bits = np.random.PCG64(_seed(strategy.seed, name, i))
+        bits.advance(start)                  # one 64-bit draw per value
+        rng = np.random.Generator(bits)
+        taus.append((x - b) * (rng.random(len(x)) < keep) / keep)
+    out = b + scale * _weighted_sum(taus, weights)
+    nan = np.isnan(b)
+    for x in xs:
+        nan |= np.isnan(x)
+    return np.where(nan, np.nan, out)
+
+
+def _weighted_sum(xs: list, weights: list[float]):
+    """Σ wᵢxᵢ in order, in place where it can be (a weight of 1 multiplies nothing)."""
+    out = xs[0] * weights[0] if weights[0] != 1 else xs[0].copy()
+    for x, w in zip(xs[1:], weights[1:]):
+        if w != 1:
+            x = x * w
+        out += x
+    return out
 
 
 def _ties(xs, b, weights, thresholds, scale):
@@ -620,26 +657,28 @@ def _seed(seed: int, name: str, i: int) -> int:
     return int.from_bytes(blake3.blake3(f"{seed}\0{name}\0{i}".encode()).digest()[:8], "little")
 
 
-def _as_float64(data: bytes, dtype: str):
+def _as_float64(data: bytes, dtype: str, out=None):
+    """The values as float64 (into `out`, a scratch array, when given)."""
     import numpy as np
     if dtype == "BF16":
-        return (np.frombuffer(data, "<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-    return np.frombuffer(data, {"F64": "<f8", "F32": "<f4", "F16": "<f2"}[dtype]).astype(np.float64)
+        wide = np.left_shift(np.frombuffer(data, "<u2"), 16, dtype=np.uint32).view(np.float32)
+    else:
+        wide = np.frombuffer(data, {"F64": "<f8", "F32": "<f4", "F16": "<f2"}[dtype])
+    if out is None:
+        return wide.astype(np.float64)
+    np.copyto(out, wide)
+    return out
 
 
 def _from_float64(x, dtype: str) -> bytes:
     """Round to the tensor's dtype, to nearest, ties to even (once: bf16 goes through float32
     rounded to odd, which makes the second rounding exact)."""
     import numpy as np
-    if dtype == "F64":
-        return x.astype("<f8").tobytes()
-    if dtype == "F32":
-        with np.errstate(over="ignore"):
-            return x.astype("<f4").tobytes()
-        # (values beyond float32's range become ±inf, as IEEE rounding does)
-    if dtype == "F16":
-        with np.errstate(over="ignore"):
-            return x.astype("<f2").tobytes()
+    if dtype in ("F64", "F32", "F16"):
+        out = np.empty(x.shape, {"F64": "<f8", "F32": "<f4", "F16": "<f2"}[dtype])
+        with np.errstate(over="ignore"):         # beyond the range: ±inf, as IEEE rounding
+            np.copyto(out, x, casting="same_kind")
+        return out.view(np.uint8).data
     with np.errstate(over="ignore", invalid="ignore"):
         f = x.astype(np.float32)
         bits = f.view(np.uint32).copy()

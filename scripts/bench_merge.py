@@ -1,0 +1,171 @@
+"""Benchmark gitmodel's merge driver on two 1 GiB checkpoints of 256 fp32 tensors.
+
+In one fresh repository:
+
+* a base commit, a branch that rewrites the odd-numbered tensors and a main commit that
+  rewrites the even-numbered ones: `git merge` (the driver, then git's checkout of the merged
+  file) against a plain `git checkout` of the same file in the same run (target <= 1.2x),
+  the merged file's sha256 against one written directly;
+* branches that rewrite every tensor on both sides: the driver alone with
+  GITMODEL_MERGE_STRATEGY=average, run as git runs it (pointer files in, pointer out), in
+  MB/s of checkpoint (target >= 300);
+* peak RSS of the driver in both (target <= 256 MiB), with scripts/rss_wrap.py.
+
+Usage: python scripts/bench_merge.py [--size-mib 1024] [--tensors 256] [--keep]
+Needs git, numpy and an installed gitmodel. Timings follow bench_foundation.py's method
+(dirty pages flushed and memory warmed before every timed command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_foundation import (RSS_WRAP, make_env, run, safetensors_header, tensor_blocks,  # noqa: E402
+                              tensor_shapes, timed)
+
+MODEL = "model.safetensors"
+TARGETS = {"merge_vs_checkout": 1.2, "average_mb_s": 300.0, "driver_rss_mib": 256.0}
+
+
+def write(path: Path, shapes: list[list[int]], version_of) -> str:
+    """A safetensors checkpoint whose tensor i has content version version_of(i); its sha256."""
+    digest = hashlib.sha256()
+    path.unlink(missing_ok=True)
+    with open(path, "wb") as out:
+        head = safetensors_header("F32", shapes)
+        out.write(head)
+        digest.update(head)
+        for i, shape in enumerate(shapes):
+            for block in tensor_blocks(i, shape, "F32", version_of(i)):
+                out.write(block)
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def commit(repo: Path, env: dict, message: str) -> None:
+    run(["git", "add", MODEL], repo, env)
+    run(["git", "commit", "-q", "-m", message], repo, env)
+
+
+def rss_report(path: Path) -> float:
+    values = [int(v) for v in path.read_text().split()] if path.exists() else []
+    return max(values) / 1024 if values else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size-mib", type=int, default=1024)
+    p.add_argument("--tensors", type=int, default=256)
+    p.add_argument("--keep", action="store_true")
+    args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="gitmodel-bench-merge-", dir="/tmp"))
+    try:
+        env = make_env(work)
+        env.update(GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b", GIT_COMMITTER_NAME="b",
+                   GIT_COMMITTER_EMAIL="b@b")
+        repo = work / "repo"
+        repo.mkdir()
+        run(["git", "init", "-q", "-b", "main"], repo, env)
+        run(["gitmodel", "install"], repo, env)
+        run(["gitmodel", "track", "*.safetensors"], repo, env)
+        run(["git", "add", ".gitattributes"], repo, env)
+        report = work / "driver.rss"
+        # The driver as git runs it (gitmodel is on PATH in this environment), under rss_wrap.
+        run(["git", "config", "merge.gitmodel.driver",
+             " ".join([shlex.quote(sys.executable), "-S", shlex.quote(str(RSS_WRAP)),
+                       shlex.quote(str(report)), "gitmodel merge-driver %O %A %B %L %P"])], repo, env)
+        size = args.size_mib << 20
+        shapes = tensor_shapes(size, args.tensors, 4)
+        print(f"[bench] writing three {args.size_mib} MiB checkpoints", file=sys.stderr)
+        write(repo / MODEL, shapes, lambda i: 0)
+        commit(repo, env, "base")
+        run(["git", "switch", "-q", "-c", "theirs"], repo, env)
+        write(repo / MODEL, shapes, lambda i: 2 if i % 2 else 0)
+        commit(repo, env, "theirs: odd tensors")
+        run(["git", "switch", "-q", "main"], repo, env)
+        write(repo / MODEL, shapes, lambda i: 1 if i % 2 == 0 else 0)
+        commit(repo, env, "main: even tensors")
+        expected = write(work / "expected.safetensors", shapes, lambda i: 2 if i % 2 else 1)
+        file_size = (repo / MODEL).stat().st_size
+
+        (repo / MODEL).unlink()
+        checkout_s = timed(["git", "checkout", "--", MODEL], repo, env)
+        # The index is written in the same second as the file, so git would re-clean the
+        # file to be sure it is unchanged before merging; a moment later it trusts the stat.
+        time.sleep(2)
+        run(["git", "update-index", "--refresh"], repo, env)
+        report.unlink(missing_ok=True)
+        merge_s = timed(["git", "merge", "-q", "--no-edit", "theirs"], repo, env)
+        one_sided_rss = rss_report(report)
+        exact = sha256(repo / MODEL) == expected
+
+        run(["git", "switch", "-q", "-c", "both-theirs", "HEAD~2"], repo, env)
+        write(repo / MODEL, shapes, lambda i: 2)
+        commit(repo, env, "theirs: every tensor")
+        run(["git", "switch", "-q", "-c", "both-ours", "HEAD~1"], repo, env)
+        write(repo / MODEL, shapes, lambda i: 1)
+        commit(repo, env, "ours: every tensor")
+        pointers = work / "pointers"
+        pointers.mkdir()
+        for name, rev in (("O", "HEAD~1"), ("A", "HEAD"), ("B", "both-theirs")):
+            (pointers / name).write_bytes(subprocess.run(["git", "show", f"{rev}:{MODEL}"], cwd=repo, env=env,
+                                                         capture_output=True, check=True).stdout)
+        report.unlink(missing_ok=True)
+        average_env = dict(env, GITMODEL_MERGE_STRATEGY="average")
+        os.sync()
+        start = time.perf_counter()
+        run([sys.executable, "-S", str(RSS_WRAP), str(report), "gitmodel", "merge-driver",
+             str(pointers / "O"), str(pointers / "A"), str(pointers / "B"), "7", MODEL], repo, average_env)
+        average_s = time.perf_counter() - start
+        average_rss = rss_report(report)
+
+        rows = [
+            ("plain git checkout of the file (s)", f"{checkout_s:.3f}"),
+            ("git merge, one side per tensor (s)", f"{merge_s:.3f}"),
+            ("  merge / checkout", f"{merge_s / checkout_s:.3f}"),
+            ("  merged file exact (sha256)", str(exact)),
+            ("  driver peak RSS (MiB)", f"{one_sided_rss:.1f}"),
+            ("average merge driver, every tensor both sides (s)", f"{average_s:.3f}"),
+            ("  MB/s of checkpoint", f"{file_size / average_s / 1e6:.0f}"),
+            ("  driver peak RSS (MiB)", f"{average_rss:.1f}"),
+        ]
+        print(f"\n{args.size_mib} MiB fp32, {args.tensors} tensors")
+        for label, value in rows:
+            print(f"  {label:<52} {value}")
+        checks = [("merge / checkout", merge_s / checkout_s, TARGETS["merge_vs_checkout"], "<="),
+                  ("average MB/s", file_size / average_s / 1e6, TARGETS["average_mb_s"], ">="),
+                  ("one-sided driver RSS MiB", one_sided_rss, TARGETS["driver_rss_mib"], "<="),
+                  ("average driver RSS MiB", average_rss, TARGETS["driver_rss_mib"], "<=")]
+        print("\nTargets")
+        for label, value, target, op in checks:
+            ok = value <= target if op == "<=" else value >= target
+            print(f"  [{'PASS' if ok else 'FAIL'}] {label:<28} {value:.3f} ({op} {target})")
+        print(f"  [{'PASS' if exact else 'FAIL'}] merged file exact")
+        return 0
+    finally:
+        if args.keep:
+            print(f"[bench] kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
