@@ -114,3 +114,29 @@ def make_repo(path: Path, env: dict[str, str], track: str | None = "*.safetensor
 @pytest.fixture
 def repo(tmp_path: Path, git_env: dict[str, str]) -> Repo:
     return make_repo(tmp_path / "repo", git_env)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_tempdir(tmp_path_factory):
+    """The tests' temporary files (tempfile.*, and TMPDIR for git and gitmodel subprocesses)
+    go to a folder of this session under pytest's base temporary folder, not the system temp
+    folder. Whatever is left there at the end was not cleaned up by the test that made it:
+    the session fails naming it (the folder is removed either way)."""
+    import shutil
+    import tempfile
+    root = tmp_path_factory.mktemp("tempdir")
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = str(root)
+    os.environ["TMPDIR"] = str(root)
+    try:
+        yield root
+    finally:
+        tempfile.tempdir = saved[0]
+        if saved[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[1]
+        left = sorted(p.name for p in root.iterdir())
+        shutil.rmtree(root, ignore_errors=True)
+    assert not left, (f"the tests left {len(left)} temporary file(s) or folder(s) (e.g. "
+                      f"{', '.join(left[:5])}): use pytest's tmp_path or tempfile.TemporaryDirectory")
