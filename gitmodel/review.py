@@ -14,7 +14,7 @@ from gitmodel.formats import DTYPE_BITS
 from gitmodel.pointer import Pointer, TensorLine
 from gitmodel.stats import STATS_DTYPES, floats
 from gitmodel.store.objects import Store
-from gitmodel.stored import Fetch, Placed, StoredFile, locate_tensors
+from gitmodel.stored import Fetch, FileOnDisk, Placed, StoredFile, locate_tensors
 
 BLOCK_ELEMENTS = 1 << 20
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
@@ -133,10 +133,13 @@ def _describe(t: TensorLine) -> str:
 
 
 def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: Store | None,
-                  numbers: bool = True, fetch: Fetch | None = None) -> FileDiff:
+                  numbers: bool = True, fetch: Fetch | None = None,
+                  on_disk: dict[str, str] | None = None) -> FileDiff:
     """Compare two versions (None: the file does not exist on that side). With `fetch`,
     objects missing locally are fetched: the manifests, the chunks holding the format's
-    headers, then in one batch the chunks of the changed tensors only."""
+    headers, then in one batch the chunks of the changed tensors only. `on_disk` names files
+    to read a version from instead of the store ({content id: path}: a work-tree file whose
+    pointer was computed without storing it)."""
     result = FileDiff(path, old.format if old else None, new.format if new else None)
     old_tensors = {t.name: t for t in (old.tensors if old else ())}
     new_tensors = {t.name: t for t in (new.tensors if new else ())}
@@ -144,6 +147,9 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
     places: dict[str, dict[str, Placed]] = {}
 
     def placed(ptr: Pointer) -> tuple[StoredFile, dict[str, Placed]]:
+        if ptr.content not in files and on_disk and ptr.content in on_disk:
+            files[ptr.content] = FileOnDisk(on_disk[ptr.content])
+            places[ptr.content] = locate_tensors(files[ptr.content])
         if ptr.content not in files:
             manifest = bytes.fromhex(ptr.content)
             if fetch is not None and store.missing([manifest]):
@@ -184,8 +190,13 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
     for file in files.values():             # one fetch per version for all changed tensors
         file.prefetch([(p.offset, p.length) for _, f, p, _, _ in to_compare if f is file] +
                       [(p.offset, p.length) for _, _, _, f, p in to_compare if f is file])
-    for entry, old_file, a, new_file, b in to_compare:
-        entry.change = compare_tensor(old_file, a, new_file, b)
+    try:
+        for entry, old_file, a, new_file, b in to_compare:
+            entry.change = compare_tensor(old_file, a, new_file, b)
+    finally:
+        for file in files.values():
+            if isinstance(file, FileOnDisk):
+                file.close()
     old_metrics = dict(old.metrics if old else ())
     new_metrics = dict(new.metrics if new else ())
     for key in sorted(set(old_metrics) | set(new_metrics)):

@@ -148,6 +148,40 @@ class StoredFile:
         return step
 
 
+class FileOnDisk:
+    """A checkpoint read from a file on disk (a work-tree file nothing stored), with the face
+    of a StoredFile: random reads, and nothing to fetch."""
+
+    def __init__(self, path):
+        import os
+        self._fd = os.open(path, os.O_RDONLY)
+        self.size = os.fstat(self._fd).st_size
+        self.position = 0
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        import os
+        return os.pread(self._fd, max(0, min(n, self.size - offset)), offset)
+
+    read_span = read_at
+
+    def prefetch(self, ranges) -> None:
+        pass
+
+    def read(self, n: int) -> bytes:
+        data = self.read_at(self.position, n)
+        self.position += len(data)
+        return data
+
+    def skip(self, n: int) -> int:
+        step = max(0, min(n, self.size - self.position))
+        self.position += step
+        return step
+
+    def close(self) -> None:
+        import os
+        os.close(self._fd)
+
+
 @dataclass(frozen=True)
 class Placed:
     """Where one tensor's bytes are in a stored file."""

@@ -73,7 +73,7 @@ def test_both_sides_changed_is_a_conflict_keeping_ours(repo: Repo):
     ours = sha256(path)
     result = repo.git("merge", "theirs", check=False)
     assert result.returncode != 0
-    assert "both sides changed this checkpoint" in (result.stderr + result.stdout).decode()
+    assert "changed differently on each side" in (result.stderr + result.stdout).decode()
     assert "UU model.safetensors" in repo.status()
     assert sha256(path) == ours
     repo.git("checkout", "--theirs", "--", "model.safetensors")

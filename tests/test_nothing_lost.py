@@ -661,9 +661,6 @@ def test_8_full_disk_never_leaves_an_invisible_pack(tmp_path: Path, git_env, sma
     assert any(outcomes), f"no run ran out of space: {outcomes}"
 
 
-@pytest.mark.xfail(strict=True, reason="PackWriter.abort() closes the buffered temporary pack "
-                   "before unlinking it; on ENOSPC close() raises again (its flush fails), so the "
-                   "unlink never runs and a partial pack stays in .git/gitmodel/tmp/")
 def test_8_pack_write_cut_short_by_a_full_disk_leaves_nothing_in_tmp(tmp_path: Path, git_env,
                                                                        small_disk: Path):
     model = random_model(42, layers=4, width=160)

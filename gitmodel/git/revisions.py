@@ -183,5 +183,7 @@ def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool
         new = pointer_at(repository, new_side, path, store, path in tracked)
         if old is None and new is None:
             continue                                  # not a checkpoint
-        diffs.append(review.diff_pointers(path, old, new, store, numbers, fetch))
+        on_disk = {new.content: str(Path(repository.workdir) / path)} \
+            if new is not None and new_side is WORK_TREE else None
+        diffs.append(review.diff_pointers(path, old, new, store, numbers, fetch, on_disk))
     return diffs

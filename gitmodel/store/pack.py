@@ -120,10 +120,13 @@ class PackWriter:
 
     def abort(self) -> None:
         if self._file is not None:
-            self._file.close()
-            os.unlink(self._file.name)
-            self._file = None
-            self.pending = {}
+            file, self._file, self.pending = self._file, None, {}
+            try:
+                file.close()           # flushes: on a full disk that fails, but closes anyway
+            except OSError:
+                pass
+            finally:
+                Path(file.name).unlink(missing_ok=True)
 
     def _open(self) -> None:
         self._make_dir(self._tmp_dir)
@@ -146,8 +149,10 @@ class PackWriter:
         try:
             self._sink(path, file.fileno(), name, index, entries)   # locked meanwhile
         finally:
-            file.close()
-            path.unlink(missing_ok=True)
+            try:
+                file.close()
+            finally:
+                path.unlink(missing_ok=True)
         self.published.append((name, entries))
 
 
