@@ -74,7 +74,23 @@ def read_chunk(store: Store, cid: bytes, length: int) -> bytes:
 
 # ----------------------------------------------------------------------------- random access
 
-class StoredFile:
+class _Sequential:
+    """read() and skip() from read_at(): the file-like face a PeekableStream needs."""
+    size: int
+    position: int
+
+    def read(self, n: int) -> bytes:
+        data = self.read_at(self.position, n)
+        self.position += len(data)
+        return data
+
+    def skip(self, n: int) -> int:
+        step = max(0, min(n, self.size - self.position))
+        self.position += step
+        return step
+
+
+class StoredFile(_Sequential):
     """Random access to a checkpoint in the store: reads decode only the chunks they touch.
     Given `fetch`, chunks the store lacks are fetched first (from a remote), range by range."""
 
@@ -136,19 +152,8 @@ class StoredFile:
             i += 1
         return b"".join(parts)
 
-    # the file-like face a PeekableStream needs
-    def read(self, n: int) -> bytes:
-        data = self.read_at(self.position, n)
-        self.position += len(data)
-        return data
 
-    def skip(self, n: int) -> int:
-        step = max(0, min(n, self.size - self.position))
-        self.position += step
-        return step
-
-
-class FileOnDisk:
+class FileOnDisk(_Sequential):
     """A checkpoint read from a file on disk (a work-tree file nothing stored), with the face
     of a StoredFile: random reads, and nothing to fetch."""
 
@@ -166,16 +171,6 @@ class FileOnDisk:
 
     def prefetch(self, ranges) -> None:
         pass
-
-    def read(self, n: int) -> bytes:
-        data = self.read_at(self.position, n)
-        self.position += len(data)
-        return data
-
-    def skip(self, n: int) -> int:
-        step = max(0, min(n, self.size - self.position))
-        self.position += step
-        return step
 
     def close(self) -> None:
         import os

@@ -100,6 +100,15 @@ def git_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def user(tmp_path: Path, env: dict[str, str], name: str) -> dict[str, str]:
+    """An environment with its own HOME where only `gitmodel install --global` has run."""
+    home = tmp_path / f"home-{name}"
+    home.mkdir()
+    out = dict(env, HOME=str(home))
+    subprocess.run(["gitmodel", "install", "--global"], env=out, check=True, capture_output=True)
+    return out
+
+
 def make_repo(path: Path, env: dict[str, str], track: str | None = "*.safetensors") -> Repo:
     path.mkdir(parents=True, exist_ok=True)
     repo = Repo(path, env)

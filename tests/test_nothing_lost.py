@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN_DIR, Repo, make_repo, random_model, sha256, write_safetensors
+from conftest import BIN_DIR, Repo, make_repo, random_model, sha256, user, write_safetensors
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
           "AWS_DEFAULT_REGION": "us-east-1"}
@@ -31,15 +31,6 @@ POINTER = b"gitmodel pointer v1\n"
 
 def small(seed: int, layers: int = 2) -> dict:
     return random_model(seed, layers=layers, width=64)
-
-
-def user(tmp_path: Path, env: dict[str, str], name: str) -> dict[str, str]:
-    """An environment with its own HOME where only `gitmodel install --global` has run."""
-    home = tmp_path / f"home-{name}"
-    home.mkdir()
-    out = dict(env, HOME=str(home))
-    subprocess.run(["gitmodel", "install", "--global"], env=out, check=True, capture_output=True)
-    return out
 
 
 def bare(path: Path) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Repo, make_repo, random_model, sha256, write_safetensors
+from conftest import Repo, make_repo, random_model, sha256, user, write_safetensors
 from gitmodel import checkpoint, stored, sync
 from gitmodel.remote import transfer
 from gitmodel.remote.backend import RemoteError, RemoteSpec, open_backend
@@ -51,15 +51,6 @@ def s3(s3_server, request):
 def env(git_env) -> dict[str, str]:
     """git_env with S3 test credentials (the endpoint goes into each remote's options)."""
     return {**git_env, **S3_ENV}
-
-
-def user(tmp_path: Path, env: dict[str, str], name: str) -> dict[str, str]:
-    """An environment with its own HOME where `gitmodel install --global` has run."""
-    home = tmp_path / f"home-{name}"
-    home.mkdir()
-    out = dict(env, HOME=str(home))
-    subprocess.run(["gitmodel", "install", "--global"], env=out, check=True, capture_output=True)
-    return out
 
 
 def clone(url: Path | str, dest: Path, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
