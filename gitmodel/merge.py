@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterator
 
 import blake3
@@ -368,14 +369,37 @@ def _clean(blocks: Iterator[bytes], store: Store) -> Pointer:
     return checkpoint.clean_checkpoint(PeekableStream(_Stream(blocks)), store)
 
 
-def _tensor_blocks(d: Decision, sides: list[Side], base: Side | None, strategy: Strategy,
-                   length: int) -> Iterator[bytes]:
+Piece = Callable[[], bytes]       # one block of the result, computed on demand
+PIECE = 8 << 20                   # bytes copied per piece
+
+
+def _tensor_pieces(d: Decision, sides: list[Side], base: Side | None, strategy: Strategy,
+                   length: int) -> list[Piece]:
     if d.action == "compute":
-        yield from _computed(d.name, sides, base, strategy)
-        return
+        return _computed(d.name, sides, base, strategy)
     side = sides[d.source]
-    for start in range(0, length, 8 << 20):
-        yield side.tensor(d.name, start, min(8 << 20, length - start))
+    return [partial(side.tensor, d.name, start, min(PIECE, length - start))
+            for start in range(0, length, PIECE)]
+
+
+def _template_pieces(template: Side, start: int, end: int, patches: dict[int, bytes]) -> list[Piece]:
+    return [partial(_template_piece, template, at, min(at + PIECE, end), patches)
+            for at in range(start, end, PIECE)]
+
+
+def _template_piece(template: Side, start: int, end: int, patches: dict[int, bytes]) -> bytes:
+    block = bytearray(template.file.read_span(start, end - start))
+    for offset, value in patches.items():
+        if start <= offset < end:
+            block[offset - start:offset - start + 4] = value
+    return bytes(block)
+
+
+def _written(pieces: list[Piece], store: Store) -> Pointer:
+    """Clean the result, its pieces computed on the pool a few ahead of the cleaning (across
+    tensors, so small tensors do not stall it)."""
+    from gitmodel.remote.transfer import ordered
+    return _clean(ordered(checkpoint.pool(), lambda piece: piece(), pieces, window=8), store)
 
 
 def _rewrite(template: Side, kept: list[Decision], sides: list[Side], base: Side | None,
@@ -388,26 +412,15 @@ def _rewrite(template: Side, kept: list[Decision], sides: list[Side], base: Side
     _prefetch([d for _, d in replaced], sides, base, template, [p for p, _ in replaced])
     patches = _zip_patches(template, replaced, sides, base, strategy) \
         if template.pointer.format in ZIP_FORMATS else {}
-
-    def blocks() -> Iterator[bytes]:
-        at = 0
-        for place, d in replaced:
-            yield from _template_bytes(template, at, place.offset, patches)
-            yield from _tensor_blocks(d, sides, base, strategy, place.length)
-            at = place.offset + place.length
-        yield from _template_bytes(template, at, template.file.size, patches)
-    ptr = _clean(blocks(), store)
+    pieces, at = [], 0
+    for place, d in replaced:
+        pieces += _template_pieces(template, at, place.offset, patches)
+        pieces += _tensor_pieces(d, sides, base, strategy, place.length)
+        at = place.offset + place.length
+    pieces += _template_pieces(template, at, template.file.size, patches)
+    ptr = _written(pieces, store)
     _check_digests(ptr, kept, sides)
     return ptr
-
-
-def _template_bytes(template: Side, start: int, end: int, patches: dict[int, bytes]) -> Iterator[bytes]:
-    for at in range(start, end, 8 << 20):
-        block = bytearray(template.file.read_at(at, min(8 << 20, end - at)))
-        for offset, value in patches.items():
-            if at <= offset < at + len(block):
-                block[offset - at:offset - at + 4] = value
-        yield bytes(block)
 
 
 def _zip_patches(template: Side, replaced: list[tuple[Placed, Decision]], sides: list[Side],
@@ -429,15 +442,15 @@ def _zip_patches(template: Side, replaced: list[tuple[Placed, Decision]], sides:
         if not entry.stored:
             raise MergeError(f"{entry.name} in {template.label} is compressed; gitmodel rewrites "
                              "only stored entries")
-        crc, at = 0, entry.data_offset
+        pieces, at = [], entry.data_offset
         for place, d in inside:
-            for block in _template_bytes(template, at, place.offset, {}):
-                crc = zlib.crc32(block, crc)
-            for block in _tensor_blocks(d, sides, base, strategy, place.length):
-                crc = zlib.crc32(block, crc)
+            pieces += _template_pieces(template, at, place.offset, {})
+            pieces += _tensor_pieces(d, sides, base, strategy, place.length)
             at = place.offset + place.length
-        for block in _template_bytes(template, at, entry.data_offset + entry.size, {}):
-            crc = zlib.crc32(block, crc)
+        pieces += _template_pieces(template, at, entry.data_offset + entry.size, {})
+        crc = 0
+        for piece in pieces:
+            crc = zlib.crc32(piece(), crc)
         for offset in entry.crc_fields:
             patches[offset] = struct.pack("<I", crc)
     return patches
@@ -454,11 +467,10 @@ def _new_safetensors(kept: list[Decision], sides: list[Side], base: Side | None,
     head = safetensors.header([(t.name, t.dtype, t.shape, n) for t, n in zip(lines, lengths)], metadata)
     _prefetch(kept, sides, base)
 
-    def blocks() -> Iterator[bytes]:
-        yield head
-        for d, n in zip(kept, lengths):
-            yield from _tensor_blocks(d, sides, base, strategy, n)
-    ptr = _clean(blocks(), store)
+    pieces = [lambda: head]
+    for d, n in zip(kept, lengths):
+        pieces += _tensor_pieces(d, sides, base, strategy, n)
+    ptr = _written(pieces, store)
     _check_digests(ptr, kept, sides)
     return ptr
 
@@ -537,10 +549,8 @@ def _safetensors_metadata(side: Side) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- arithmetic
 
-def _computed(name: str, sides: list[Side], base: Side | None, strategy: Strategy) -> Iterator[bytes]:
-    """The merged tensor's bytes, block by block, arithmetic in float64 (blocks are computed
-    on the thread pool, a few ahead, and come out in order)."""
-    from gitmodel.remote.transfer import ordered
+def _computed(name: str, sides: list[Side], base: Side | None, strategy: Strategy) -> list[Piece]:
+    """The merged tensor's blocks, arithmetic in float64."""
     line = next(t for t in sides[0].pointer.tensors if t.name == name)
     dtype, count = line.dtype, math.prod(line.shape)
     width = DTYPE_BITS[dtype] // 8
@@ -554,7 +564,7 @@ def _computed(name: str, sides: list[Side], base: Side | None, strategy: Strateg
         xs = [read(side, i) for i, side in enumerate(sides)]
         b = read(base, "base") if strategy.name in NEEDS_BASE else None
         return _from_float64(_combine(strategy, name, xs, b, start, thresholds), dtype)
-    yield from ordered(checkpoint.pool(), block, range(0, count, BLOCK), window=3)
+    return [partial(block, start) for start in range(0, count, BLOCK)]
 
 
 def _combine(strategy: Strategy, name: str, xs: list, b, start: int, thresholds):

@@ -11,9 +11,11 @@ In one fresh repository:
   MB/s of checkpoint (target >= 300);
 * peak RSS of the driver in both (target <= 256 MiB), with scripts/rss_wrap.py.
 
-Usage: python scripts/bench_merge.py [--size-mib 1024] [--tensors 256] [--keep]
+Usage: python scripts/bench_merge.py [--size-mib 1024] [--tensors 256] [--runs 3] [--keep]
 Needs git, numpy and an installed gitmodel. Timings follow bench_foundation.py's method
-(dirty pages flushed and memory warmed before every timed command).
+(dirty pages flushed and memory warmed before every timed command); each timing is the median
+of --runs runs, and the average merge's packs are removed after each run so every run stores
+its result anew.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_foundation import (RSS_WRAP, make_env, run, safetensors_header, tensor_blocks,  # noqa: E402
-                              tensor_shapes, timed)
+                              tensor_shapes, timed, warm_memory)
 
 MODEL = "model.safetensors"
 TARGETS = {"merge_vs_checkout": 1.2, "average_mb_s": 300.0, "driver_rss_mib": 256.0}
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size-mib", type=int, default=1024)
     p.add_argument("--tensors", type=int, default=256)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--runs", type=int, default=3, help="repetitions of each timing (median)")
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="gitmodel-bench-merge-", dir="/tmp"))
     try:
@@ -106,16 +110,21 @@ def main(argv: list[str] | None = None) -> int:
         expected = write(work / "expected.safetensors", shapes, lambda i: 2 if i % 2 else 1)
         file_size = (repo / MODEL).stat().st_size
 
-        (repo / MODEL).unlink()
-        checkout_s = timed(["git", "checkout", "--", MODEL], repo, env)
-        # The index is written in the same second as the file, so git would re-clean the
-        # file to be sure it is unchanged before merging; a moment later it trusts the stat.
-        time.sleep(2)
-        run(["git", "update-index", "--refresh"], repo, env)
-        report.unlink(missing_ok=True)
-        merge_s = timed(["git", "merge", "-q", "--no-edit", "theirs"], repo, env)
-        one_sided_rss = rss_report(report)
-        exact = sha256(repo / MODEL) == expected
+        checkouts, merges, one_sided_rss = [], [], 0.0
+        for _ in range(args.runs):
+            (repo / MODEL).unlink()
+            checkouts.append(timed(["git", "checkout", "--", MODEL], repo, env))
+            # The index is written in the same second as the file, so git would re-clean the
+            # file to be sure it is unchanged before merging; a moment later it trusts the stat.
+            time.sleep(2)
+            run(["git", "update-index", "--refresh"], repo, env)
+            report.unlink(missing_ok=True)
+            merges.append(timed(["git", "merge", "-q", "--no-edit", "theirs"], repo, env))
+            one_sided_rss = max(one_sided_rss, rss_report(report))
+            exact = sha256(repo / MODEL) == expected
+            run(["git", "reset", "-q", "--hard", "HEAD~1"], repo, env)
+        checkout_s, merge_s = statistics.median(checkouts), statistics.median(merges)
+        run(["git", "merge", "-q", "--no-edit", "theirs"], repo, env)
 
         run(["git", "switch", "-q", "-c", "both-theirs", "HEAD~2"], repo, env)
         write(repo / MODEL, shapes, lambda i: 2)
@@ -128,17 +137,28 @@ def main(argv: list[str] | None = None) -> int:
         for name, rev in (("O", "HEAD~1"), ("A", "HEAD"), ("B", "both-theirs")):
             (pointers / name).write_bytes(subprocess.run(["git", "show", f"{rev}:{MODEL}"], cwd=repo, env=env,
                                                          capture_output=True, check=True).stdout)
-        report.unlink(missing_ok=True)
         average_env = dict(env, GITMODEL_MERGE_STRATEGY="average")
-        os.sync()
-        start = time.perf_counter()
-        run([sys.executable, "-S", str(RSS_WRAP), str(report), "gitmodel", "merge-driver",
-             str(pointers / "O"), str(pointers / "A"), str(pointers / "B"), "7", MODEL], repo, average_env)
-        average_s = time.perf_counter() - start
-        average_rss = rss_report(report)
+        packs = repo / ".git" / "gitmodel" / "packs"
+        averages, average_rss = [], 0.0
+        for _ in range(args.runs):
+            before = set(packs.iterdir())
+            (pointers / "A.run").write_bytes((pointers / "A").read_bytes())
+            report.unlink(missing_ok=True)
+            os.sync()
+            warm_memory()
+            start = time.perf_counter()
+            run([sys.executable, "-S", str(RSS_WRAP), str(report), "gitmodel", "merge-driver",
+                 str(pointers / "O"), str(pointers / "A.run"), str(pointers / "B"), "7", MODEL],
+                repo, average_env)
+            averages.append(time.perf_counter() - start)
+            average_rss = max(average_rss, rss_report(report))
+            for path in set(packs.iterdir()) - before:     # the next run stores the result anew
+                path.chmod(0o644)
+                path.unlink()
+        average_s = statistics.median(averages)
 
         rows = [
-            ("plain git checkout of the file (s)", f"{checkout_s:.3f}"),
+            ("plain git checkout of the file (s, median)", f"{checkout_s:.3f}"),
             ("git merge, one side per tensor (s)", f"{merge_s:.3f}"),
             ("  merge / checkout", f"{merge_s / checkout_s:.3f}"),
             ("  merged file exact (sha256)", str(exact)),

@@ -272,6 +272,16 @@ class Store:
         the first copy's error is raised."""
         first_error = None
         tried: set[Entry] = set()
+        if oid not in self._bad:                  # the common case: one lookup, one read
+            entry = self._index.get(oid)
+            if entry is not None:
+                tried.add(entry)
+                try:
+                    record = self._read_record(oid, entry)
+                    return entry, record, check_record(oid, entry, record)
+                except CorruptObject as err:
+                    self.mark_damaged(oid, entry.pack)
+                    first_error = err
         for attempt in range(2):
             copies = self._good_copies(oid)
             copies += [e for e in self._index.copies(oid) if e not in copies]   # known bad: last
