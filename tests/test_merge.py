@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import Repo, make_repo, random_model, write_safetensors
+from conftest import Repo, random_model, write_safetensors
 from gitmodel import checkpoint, merge, pointer
 from gitmodel.store.objects import Store
 

@@ -709,6 +709,76 @@ def test_8_killed_push_leaves_no_temporary_pack_on_a_folder_remote(tmp_path: Pat
     assert sha256(tmp_path / "reader/big.safetensors") == sha256(path)
 
 
+def _kill_when(process: subprocess.Popen, folder: Path) -> bool:
+    """kill -9 the process group once a file appears in `folder`; whether it was caught."""
+    while process.poll() is None:
+        try:
+            if any(folder.iterdir()):
+                os.killpg(process.pid, 9)
+                process.wait()
+                return True
+        except FileNotFoundError:
+            pass
+        time.sleep(0.005)
+    return False
+
+
+def _assert_recovers(repo: Repo) -> None:
+    """After a kill: no pack without its index, and the leftover in tmp/ (aged past its grace
+    period) is gone after the next command that writes."""
+    packs = repo.store / "packs"
+    stems = lambda ext: {p.stem for p in packs.glob(f"*.{ext}")} if packs.is_dir() else set()
+    assert stems("pack") <= stems("idx"), "a pack without its index"
+    old = time.time() - 60
+    for leftover in (repo.store / "tmp").iterdir():
+        os.utime(leftover, (old, old))
+
+
+def test_8_add_killed_mid_write_leaves_no_half_published_pack(tmp_path: Path, git_env):
+    repo = make_repo(tmp_path / "work", git_env)
+    path = write_safetensors(repo.path / "big.safetensors", random_model(44, layers=8, width=1024))
+    caught = False
+    for _ in range(5):
+        add = subprocess.Popen(["git", "add", "big.safetensors"], cwd=repo.path, env=repo.env,
+                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        caught = _kill_when(add, repo.store / "tmp")
+        if caught:
+            break
+        repo.git("rm", "-q", "--cached", "big.safetensors")
+        shutil.rmtree(repo.store)
+    if not caught:
+        pytest.skip("the add was never caught writing")
+    (repo.path / ".git" / "index.lock").unlink(missing_ok=True)
+    _assert_recovers(repo)
+    repo.git("add", "big.safetensors")
+    repo.git("commit", "-q", "-m", "big")
+    assert not list((repo.store / "tmp").iterdir()), "the dead writer's file was removed"
+    checkout_exact(repo, "big.safetensors", sha256(path))
+
+
+def test_8_fetch_killed_mid_write_keeps_what_arrived_and_finishes(tmp_path: Path, git_env):
+    store, hub = tmp_path / "store", bare(tmp_path / "hub.git")
+    repo = make_repo(tmp_path / "work", git_env)
+    repo.gitmodel("remote", "add", "origin", str(store))
+    repo.commit("remote", ".gitmodel")
+    path = write_safetensors(repo.path / "big.safetensors", random_model(45, layers=8, width=1024))
+    repo.commit("big")
+    repo.git("remote", "add", "origin", str(hub))
+    repo.git("push", "-q", "origin", "main")
+    reader = Repo(tmp_path / "reader", dict(user(tmp_path, git_env, "reader"), GITMODEL_SKIP_SMUDGE="1"))
+    clone(hub, reader.path, reader.env)
+    fetch = subprocess.Popen(["gitmodel", "fetch"], cwd=reader.path, env=reader.env,
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not _kill_when(fetch, reader.store / "tmp"):
+        pytest.skip("the fetch was never caught writing")
+    _assert_recovers(reader)
+    reader.gitmodel("fetch")
+    assert not list((reader.store / "tmp").iterdir())
+    reader.gitmodel("pull")
+    assert sha256(reader.path / "big.safetensors") == sha256(path)
+    assert "0 problem(s)" in reader.gitmodel("fsck").stdout
+
+
 # ----------------------------------------------------------------------------- 9: each file on its own
 
 def test_9_one_damaged_remote_object_fails_only_its_file(tmp_path: Path, git_env):
@@ -716,7 +786,7 @@ def test_9_one_damaged_remote_object_fails_only_its_file(tmp_path: Path, git_env
     repo = make_repo(tmp_path / "work", git_env)
     repo.gitmodel("remote", "add", "origin", str(store))
     repo.git("remote", "add", "origin", str(hub))
-    a = write_safetensors(repo.path / "a.safetensors", small(50))
+    write_safetensors(repo.path / "a.safetensors", small(50))
     repo.commit("a")
     repo.git("push", "-q", "origin", "main")
     a_packs = idx_names(store)

@@ -512,7 +512,7 @@ def test_pack_that_arrived_without_its_index_is_not_sent_again(tmp_path: Path, m
     folder = tmp_path / "remote"
     view = _view(folder, store)
     backend = view.backend.backend
-    real_put, real_index, sent_packs = backend.put_pack, backend.put_index, []
+    real_put, sent_packs = backend.put_pack, []
 
     def put_pack(path, name, **kwargs):
         sent_packs.append(name)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import Repo, random_model, sha256, write_safetensors
+from conftest import Repo, random_model, write_safetensors
 from gitmodel import checkpoint, pointer
 from gitmodel.remote.backend import RemoteSpec, open_backend
 from gitmodel.remote.view import RemoteView

@@ -104,11 +104,6 @@ def all_refs(repo: pygit2.Repository) -> list[str]:
             and name != "refs/stash"] or ["HEAD"]
 
 
-def remote_tracking(repo: pygit2.Repository, git_remote: str) -> list[str]:
-    prefix = f"refs/remotes/{git_remote}/"
-    return [name for name in repo.references if name.startswith(prefix)]
-
-
 def iter_work_tree_pointers(repo: pygit2.Repository) -> Iterator[tuple[str, Pointer]]:
     """(path, pointer) for index entries whose work-tree file is still exactly the pointer
     the index holds (a pointer file edited by hand is the user's change: left alone)."""

@@ -35,10 +35,6 @@ def run_git(*args: str, cwd: str | Path | None = None, input: bytes | None = Non
     return result
 
 
-def git_text(*args: str, cwd: str | Path | None = None) -> str:
-    return run_git(*args, cwd=cwd).stdout.decode(errors="surrogateescape").strip()
-
-
 def _rev_parse(*args: str, cwd: str | Path | None = None) -> list[str]:
     result = run_git("rev-parse", *args, cwd=cwd, check=False)
     if result.returncode != 0:

@@ -92,14 +92,6 @@ class Permissions:
             os.chmod(path, self.directory())
 
 
-def fsync_file(path: Path | str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_dir(path: Path | str) -> None:
     """Make renames and creations in a directory durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
