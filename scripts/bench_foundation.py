@@ -217,11 +217,12 @@ def tensor_blocks(index: int, shape: list[int], dtype: str, version: int):
 
 
 def write_checkpoint(path: Path, dtype: str, size_bytes: int, n_tensors: int,
-                     modified_every: int = 0) -> str:
+                     modified_every: int = 0, version_of: Callable[[int], int] | None = None) -> str:
     """Write a safetensors checkpoint tensor by tensor; return its sha256.
 
     With modified_every=k, tensors 0, k, 2k, ... get new random values
-    (version 1) while all others keep their original content (version 0).
+    (version 1) while all others keep their original content (version 0);
+    version_of(i), when given, chooses tensor i's content version instead.
     """
     shapes = tensor_shapes(size_bytes, n_tensors, DTYPE_BYTES[dtype])
     digest = hashlib.sha256()
@@ -231,7 +232,8 @@ def write_checkpoint(path: Path, dtype: str, size_bytes: int, n_tensors: int,
         fh.write(head)
         digest.update(head)
         for i, shape in enumerate(shapes):
-            version = 1 if modified_every and i % modified_every == 0 else 0
+            version = version_of(i) if version_of else \
+                (1 if modified_every and i % modified_every == 0 else 0)
             for chunk in tensor_blocks(i, shape, dtype, version):
                 fh.write(chunk)
                 digest.update(chunk)

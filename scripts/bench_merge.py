@@ -21,7 +21,6 @@ its result anew.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shlex
 import shutil
@@ -33,34 +32,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_foundation import (RSS_WRAP, make_env, run, safetensors_header, tensor_blocks,  # noqa: E402
-                              tensor_shapes, timed, warm_memory)
+from bench_foundation import (RSS_WRAP, make_env, run, sha256_file, timed,  # noqa: E402
+                              warm_memory, write_checkpoint)
 
 MODEL = "model.safetensors"
 TARGETS = {"merge_vs_checkout": 1.2, "average_mb_s": 300.0, "driver_rss_mib": 256.0}
-
-
-def write(path: Path, shapes: list[list[int]], version_of) -> str:
-    """A safetensors checkpoint whose tensor i has content version version_of(i); its sha256."""
-    digest = hashlib.sha256()
-    path.unlink(missing_ok=True)
-    with open(path, "wb") as out:
-        head = safetensors_header("F32", shapes)
-        out.write(head)
-        digest.update(head)
-        for i, shape in enumerate(shapes):
-            for block in tensor_blocks(i, shape, "F32", version_of(i)):
-                out.write(block)
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def commit(repo: Path, env: dict, message: str) -> None:
@@ -97,17 +73,18 @@ def main(argv: list[str] | None = None) -> int:
              " ".join([shlex.quote(sys.executable), "-S", shlex.quote(str(RSS_WRAP)),
                        shlex.quote(str(report)), "gitmodel merge-driver %O %A %B %L %P"])], repo, env)
         size = args.size_mib << 20
-        shapes = tensor_shapes(size, args.tensors, 4)
+        write = lambda path, version_of: write_checkpoint(path, "F32", size, args.tensors,
+                                                          version_of=version_of)
         print(f"[bench] writing three {args.size_mib} MiB checkpoints", file=sys.stderr)
-        write(repo / MODEL, shapes, lambda i: 0)
+        write(repo / MODEL, lambda i: 0)
         commit(repo, env, "base")
         run(["git", "switch", "-q", "-c", "theirs"], repo, env)
-        write(repo / MODEL, shapes, lambda i: 2 if i % 2 else 0)
+        write(repo / MODEL, lambda i: 2 if i % 2 else 0)
         commit(repo, env, "theirs: odd tensors")
         run(["git", "switch", "-q", "main"], repo, env)
-        write(repo / MODEL, shapes, lambda i: 1 if i % 2 == 0 else 0)
+        write(repo / MODEL, lambda i: 1 if i % 2 == 0 else 0)
         commit(repo, env, "main: even tensors")
-        expected = write(work / "expected.safetensors", shapes, lambda i: 2 if i % 2 else 1)
+        expected = write(work / "expected.safetensors", lambda i: 2 if i % 2 else 1)
         file_size = (repo / MODEL).stat().st_size
 
         checkouts, merges, one_sided_rss = [], [], 0.0
@@ -121,16 +98,16 @@ def main(argv: list[str] | None = None) -> int:
             report.unlink(missing_ok=True)
             merges.append(timed(["git", "merge", "-q", "--no-edit", "theirs"], repo, env))
             one_sided_rss = max(one_sided_rss, rss_report(report))
-            exact = sha256(repo / MODEL) == expected
+            exact = sha256_file(repo / MODEL) == expected
             run(["git", "reset", "-q", "--hard", "HEAD~1"], repo, env)
         checkout_s, merge_s = statistics.median(checkouts), statistics.median(merges)
         run(["git", "merge", "-q", "--no-edit", "theirs"], repo, env)
 
         run(["git", "switch", "-q", "-c", "both-theirs", "HEAD~2"], repo, env)
-        write(repo / MODEL, shapes, lambda i: 2)
+        write(repo / MODEL, lambda i: 2)
         commit(repo, env, "theirs: every tensor")
         run(["git", "switch", "-q", "-c", "both-ours", "HEAD~1"], repo, env)
-        write(repo / MODEL, shapes, lambda i: 1)
+        write(repo / MODEL, lambda i: 1)
         commit(repo, env, "ours: every tensor")
         pointers = work / "pointers"
         pointers.mkdir()

@@ -270,36 +270,36 @@ class Store:
         its check is remembered as damaged and another copy serves, if any pack holds one
         (looking again on disk, where a repair or a re-add may have put one); if none is good,
         the first copy's error is raised."""
-        first_error = None
+        errors: list[CorruptObject] = []
         tried: set[Entry] = set()
+
+        def attempt(entry: Entry):
+            tried.add(entry)
+            try:
+                record = self._read_record(oid, entry)
+                return entry, record, check_record(oid, entry, record)
+            except CorruptObject as err:
+                self.mark_damaged(oid, entry.pack)
+                errors.append(err)
+                return None
+
         if oid not in self._bad:                  # the common case: one lookup, one read
             entry = self._index.get(oid)
-            if entry is not None:
-                tried.add(entry)
-                try:
-                    record = self._read_record(oid, entry)
-                    return entry, record, check_record(oid, entry, record)
-                except CorruptObject as err:
-                    self.mark_damaged(oid, entry.pack)
-                    first_error = err
-        for attempt in range(2):
+            found = attempt(entry) if entry is not None else None
+            if found:
+                return found
+        for round in range(2):
             copies = self._good_copies(oid)
             copies += [e for e in self._index.copies(oid) if e not in copies]   # known bad: last
             for entry in copies:
-                if entry in tried:
-                    continue
-                tried.add(entry)
-                try:
-                    record = self._read_record(oid, entry)
-                    return entry, record, check_record(oid, entry, record)
-                except CorruptObject as err:
-                    self.mark_damaged(oid, entry.pack)
-                    first_error = first_error or err
-            if attempt == 0:
+                found = attempt(entry) if entry not in tried else None
+                if found:
+                    return found
+            if round == 0:
                 self.refresh()
-        if first_error is None:
+        if not errors:
             raise MissingObjects([oid])
-        raise first_error
+        raise errors[0]
 
     def read_copy(self, oid: bytes, entry: Entry) -> bytes:
         """The bytes of this one copy of the object, verified (for checking every copy)."""
