@@ -83,6 +83,7 @@ class Store:
         self._refreshing = threading.Lock()
         self.damaged_indexes: dict[str, str] = {}      # pack -> why its index is unusable
         self._bad: dict[bytes, set[str]] = {}          # object -> packs holding a bad copy
+        self._unadoptable: set[str] = set()            # packs without index that failed a rebuild
         if self.root.is_symlink() and not self.root.exists():
             raise StoreError(f"the store {self.root} is a symbolic link to "
                              f"{os.readlink(self.root)}, which does not exist (an unmounted disk?)",
@@ -131,7 +132,7 @@ class Store:
                     self.damaged_indexes[name] = str(err)
             self._index.add_indexes(fresh)
             self._loaded.update(name for name, _, _ in fresh)
-        for name in sorted(packs - indexed):
+        for name in sorted(packs - indexed - self._unadoptable):
             self._adopt_orphan(name)
 
     def reload(self) -> None:
@@ -151,17 +152,19 @@ class Store:
                 return                 # its publisher holds it until the index is in place
             index = rebuild_index(path)
         except (OSError, PackError, StoreError):
+            index = None
+        if index is None or index[0] != name:
+            self._unadoptable.add(name)           # once per process; fsck --repair sees to it
             return
-        if index is not None and index[0] == name:
-            try:
-                files.write_durably(self.pack_dir / f"{name}.idx", index[1],
-                                    self.permissions.file(), tmp_dir=self.tmp_dir if self.tmp_dir.is_dir() else None)
-            except OSError:
-                return
-            with self._refreshing:
-                if name not in self._loaded:
-                    self._index.add_indexes([(name, *verify_index(name, index[1]))])
-                    self._loaded.add(name)
+        try:
+            files.write_durably(self.pack_dir / f"{name}.idx", index[1], self.permissions.file(),
+                                tmp_dir=self.tmp_dir if self.tmp_dir.is_dir() else None)
+        except OSError:
+            return
+        with self._refreshing:
+            if name not in self._loaded:
+                self._index.add_indexes([(name, *verify_index(name, index[1]))])
+                self._loaded.add(name)
 
     def has(self, oid: bytes) -> bool:
         """Whether the store holds a copy of the object not known to be damaged."""
