@@ -89,6 +89,21 @@ def versions_exact(work: Repo, expected: dict[str, dict[str, str]]) -> None:
             assert sha256(work.path / name) == digest, f"{rev}:{name}"
 
 
+def commit_new_version(repo: Repo, seed: int, expected: dict[str, dict[str, str]]) -> None:
+    """Commit a new m.safetensors and record its sha256 under the new commit."""
+    path = write_safetensors(repo.path / "m.safetensors", small(seed, layers=5))
+    repo.commit(f"v{seed}")
+    expected[repo.out("rev-parse", "HEAD").strip()] = {"m.safetensors": sha256(path)}
+
+
+def read_back(tmp_path: Path, git_env: dict[str, str], hub: Path,
+              expected: dict[str, dict[str, str]]) -> None:
+    """A new user clones `hub`: every version checks out exact."""
+    reader = Repo(tmp_path / "reader", user(tmp_path, git_env, "reader"))
+    clone(hub, reader.path, reader.env)
+    versions_exact(reader, expected)
+
+
 def history_repo(tmp_path: Path, env: dict[str, str], store: Path, commits: int = 2,
                  git_remote: Path | None = None) -> tuple[Repo, dict[str, dict[str, str]]]:
     """A repository with a gitmodel remote `origin` at `store` (committed in .gitmodel) and
@@ -163,14 +178,10 @@ def test_2a_push_uploads_checkpoints_pushed_earlier_without_them(tmp_path: Path,
     repo, expected = history_repo(tmp_path, git_env, store, commits=2, git_remote=hub)
     Repo(repo.path, dict(git_env, GITMODEL_SKIP_PUSH="1")).git("push", "-q", "origin", "main")
     assert not idx_names(store)
-    path = write_safetensors(repo.path / "m.safetensors", small(150, layers=5))
-    repo.commit("v2")
-    expected[repo.out("rev-parse", "HEAD").strip()] = {"m.safetensors": sha256(path)}
+    commit_new_version(repo, 150, expected)
     repo.git("push", "-q", "origin", "main")
 
-    reader = Repo(tmp_path / "reader", user(tmp_path, git_env, "reader"))
-    clone(hub, reader.path, reader.env)
-    versions_exact(reader, expected)
+    read_back(tmp_path, git_env, hub, expected)
 
 
 def test_2b_push_refills_a_gitmodel_remote_recreated_empty(tmp_path: Path, git_env):
@@ -180,14 +191,10 @@ def test_2b_push_refills_a_gitmodel_remote_recreated_empty(tmp_path: Path, git_e
     assert idx_names(store)
     shutil.rmtree(store)
     store.mkdir()
-    path = write_safetensors(repo.path / "m.safetensors", small(151, layers=5))
-    repo.commit("v2")
-    expected[repo.out("rev-parse", "HEAD").strip()] = {"m.safetensors": sha256(path)}
+    commit_new_version(repo, 151, expected)
     repo.git("push", "-q", "origin", "main")
 
-    reader = Repo(tmp_path / "reader", user(tmp_path, git_env, "reader"))
-    clone(hub, reader.path, reader.env)
-    versions_exact(reader, expected)
+    read_back(tmp_path, git_env, hub, expected)
 
 
 def test_2b_push_refills_a_git_remote_recreated_empty(tmp_path: Path, git_env):
@@ -207,9 +214,7 @@ def test_2b_push_refills_a_git_remote_recreated_empty(tmp_path: Path, git_env):
     bare(hub)
     repo.git("push", "-q", "origin", "main")
 
-    reader = Repo(tmp_path / "reader", user(tmp_path, git_env, "reader"))
-    clone(hub, reader.path, reader.env)
-    versions_exact(reader, expected)
+    read_back(tmp_path, git_env, hub, expected)
 
 
 def test_2c_push_fills_a_newly_configured_gitmodel_remote(tmp_path: Path, git_env):
@@ -229,9 +234,7 @@ def test_2c_push_fills_a_newly_configured_gitmodel_remote(tmp_path: Path, git_en
 
     repo.gitmodel("remote", "add", "backup", str(second), "--local")
     repo.git("config", "gitmodel.remote", "backup")
-    path = write_safetensors(repo.path / "m.safetensors", small(152, layers=5))
-    repo.commit("v2")
-    expected[repo.out("rev-parse", "HEAD").strip()] = {"m.safetensors": sha256(path)}
+    commit_new_version(repo, 152, expected)
     repo.git("push", "-q", "origin", "main")
 
     reader = Repo(tmp_path / "reader", dict(user(tmp_path, git_env, "reader"), GITMODEL_REMOTE=str(second)))

@@ -78,7 +78,8 @@ def upload(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = 
            target: int = REMOTE_PACK_TARGET, force: bool = False) -> TransferStats:
     """Send the objects the remote lacks (with `force`, all of them). Raises MissingObjects if
     the local store lacks some, and CorruptObject rather than send a damaged one."""
-    view.refresh()
+    if view.listing is None:                  # a caller that just looked (push) saves a listing
+        view.refresh()
     wanted = [oid for oid in dict.fromkeys(oids) if force or oid not in view.entries]
     absent = store.missing(wanted)
     if absent:
