@@ -233,7 +233,7 @@ class Restore:
         self.manifest = store.read_manifest(oid)
         if self.manifest.size != ptr.size:
             raise PointerMismatch(ptr, self.manifest.size)
-        absent = store.missing(stored.needed([oid], lambda _: self.manifest).chunks)
+        absent = store.missing(store.with_bases(stored.needed([oid], lambda _: self.manifest).chunks))
         if absent:
             raise MissingObjects(absent)
 

@@ -127,6 +127,42 @@ def cmd_fsck(args) -> int:
     return 1 if problems else 0
 
 
+def _repack_arguments(p) -> None:
+    from gitmodel.repack import DEPTH
+    p.add_argument("--depth", type=int, default=DEPTH,
+                   help=f"longest chain of deltas (default {DEPTH}; 0 stores every version whole)")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+
+@command("repack", "store older versions of checkpoints as deltas against newer ones",
+         _repack_arguments)
+def cmd_repack(args) -> int:
+    report = _repack(_session(), args.depth, args.quiet)
+    _say(args, f"{report.encoded} chunk(s) re-encoded; {report.packs_before} pack(s), "
+               f"{_size(report.bytes_before)} became {report.packs_after}, {_size(report.bytes_after)}")
+    for why in report.damaged:
+        print(f"gitmodel: left a pack as it was, a record in it is damaged ({why}); "
+              "`gitmodel fsck --repair` repairs it", file=sys.stderr)
+    return 1 if report.damaged else 0
+
+
+def _repack(session, depth: int, quiet: bool):
+    from gitmodel import repack
+    from gitmodel.git import history, repo
+    histories = history.versions_by_path(repo.open_repository())
+    say = (lambda line: None) if quiet else (lambda line: print(f"gitmodel: repack: {line}", file=sys.stderr))
+    return repack.repack(session.store, histories.values(), depth, say)
+
+
+def _auto_repack(session, quiet: bool) -> None:
+    """Before a push: older versions become deltas, so the remote receives them small."""
+    from gitmodel.git import repo
+    from gitmodel.repack import DEPTH
+    if (repo.config_get("gitmodel.delta") or "true").lower() in ("false", "no", "off", "0"):
+        return
+    _repack(session, int(repo.config_get("gitmodel.deltaDepth") or DEPTH), quiet=True)
+
+
 # ----------------------------------------------------------------------------- remotes
 
 def _remote_arguments(p) -> None:
@@ -198,6 +234,7 @@ def cmd_push(args) -> int:
     repository = repo.open_repository()
     refs = history.all_refs(repository) if args.all else (args.refs or ["HEAD"])
     checkpoints: stored.Checkpoints = history.pointers_introduced(repository, refs)
+    _auto_repack(session, args.quiet)
     stats = sync.push(session.store, view, checkpoints, quiet=args.quiet)
     _say(args, f"{len(checkpoints)} checkpoint(s): uploaded {stats.objects} object(s), "
                f"{_size(stats.bytes)} in {stats.packs} pack(s) to {view}")
@@ -222,6 +259,7 @@ def cmd_pre_push(args) -> int:
               "origin <url>` (a folder or any fsspec URL), or push without them: "
               "GITMODEL_SKIP_PUSH=1 git push", file=sys.stderr)
         return 1
+    _auto_repack(session, quiet=True)
     stats = sync.push(session.store, view, checkpoints)
     _say(args, f"{len(checkpoints)} checkpoint(s) on {view}: uploaded {stats.objects} "
                f"object(s), {_size(stats.bytes)} in {stats.packs} pack(s)")

@@ -69,7 +69,7 @@ def fetch(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool 
     manifest_ids = stored.content_ids(checkpoints)
     result = FetchResult()
     absent = set(store.missing(manifest_ids))
-    if not absent and not store.missing(stored.needed(manifest_ids, store.read_manifest).chunks):
+    if not absent and not store.missing(store.with_bases(stored.needed(manifest_ids, store.read_manifest).chunks)):
         return result
     failed: dict[bytes, str] = {}
     remote = transfer.read_manifests(view, [m for m in manifest_ids if m in absent], failed)

@@ -127,3 +127,53 @@ def pointers_in_index(repo: pygit2.Repository) -> dict[str, str]:
     for entry in repo.index:
         _pointer(repo, entry.id, entry.path, found)
     return _result(found)
+
+
+def versions_by_path(repo: pygit2.Repository) -> dict[str, list[str]]:
+    """Each path's checkpoints, newest first: what the index holds, then the versions commits
+    reachable from any ref (remote-tracking ones too) introduced, newest commit first. What
+    the repack turns into deltas against newer versions."""
+    found: dict = {}
+    order: dict[str, list[str]] = {}
+
+    def seen(oid: pygit2.Oid, path: str) -> None:
+        _pointer(repo, oid, path, found)
+        item = found.get(oid)
+        if item is not None and item[1].content not in order.setdefault(path, []):
+            order[path].append(item[1].content)
+
+    for entry in repo.index:
+        seen(entry.id, entry.path)
+    tips = [ref.peel(pygit2.Commit).id for ref in (repo.references[name] for name in repo.references)
+            if ref.name != "refs/stash" and _peels_to_commit(ref)]
+    if not tips:
+        return {path: contents for path, contents in order.items() if contents}
+    walker = repo.walk(tips[0], pygit2.enums.SortMode.TIME)
+    for tip in tips[1:]:
+        walker.push(tip)
+    for commit in walker:
+        if not commit.parents:
+            for path, oid in _blobs(repo, commit.tree, ""):
+                seen(oid, path)
+            continue
+        for delta in repo.diff(commit.parents[0].tree, commit.tree).deltas:
+            if delta.status != pygit2.enums.DeltaStatus.DELETED and \
+                    delta.new_file.mode in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE):
+                seen(delta.new_file.id, delta.new_file.path)
+    return {path: contents for path, contents in order.items() if contents}
+
+
+def _peels_to_commit(ref) -> bool:
+    try:
+        ref.peel(pygit2.Commit)
+        return True
+    except (pygit2.InvalidSpecError, ValueError, KeyError):
+        return False
+
+
+def _blobs(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, pygit2.Oid]]:
+    for entry in tree:
+        if entry.type_str == "tree":
+            yield from _blobs(repo, repo[entry.id], f"{prefix}{entry.name}/")
+        elif entry.type_str == "blob":
+            yield prefix + entry.name, entry.id

@@ -106,7 +106,7 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
         entry, payload = manifests[manifest_id]
         chunks = [cid for cid, _ in Manifest.decode(codec.decode(entry.encoding, payload, entry.raw_length)).chunks]
         progress(f"verifying {path} on {view.name} ({len(chunks)} chunks)")
-        for _ in transfer.read_objects(view, chunks, failed):
+        for _ in transfer.read_objects(view, chunks, failed, bases=transfer.remote_bases(view, store)):
             pass
         if not failed:
             findings.checkpoints.append(CheckpointState(content, path, COMPLETE))

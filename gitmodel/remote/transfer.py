@@ -25,10 +25,13 @@ from typing import Callable, Iterable, Iterator
 from gitmodel.remote import progress
 from gitmodel.remote.backend import RemoteError, Retrying
 from gitmodel.remote.view import RemoteView
-from gitmodel.store import files
-from gitmodel.store.objects import (MANIFEST, CorruptObject, MissingObjects, Store, StoreVersionError,
-                                    check_record)
-from gitmodel.store.pack import PACK_MAGIC, Entry, PackError, PackWriter, decode_index, record_head
+from gitmodel.store import codec, files
+from gitmodel.store.codec import Bases
+from gitmodel.store.objects import (MANIFEST, MAX_CHAIN, CorruptObject, MissingBase, MissingObjects,
+                                    Store, StoreVersionError, check_record)
+from gitmodel.store.pack import (PACK_MAGIC, Entry, PackError, PackWriter, decode_index, record_head,
+                                 verify_index)
+from gitmodel.store.table import ObjectTable
 
 # S3 takes objects under 100 MiB in one PUT (s3fs switches to multipart at twice its 50 MiB
 # part size), so a 1 GiB checkpoint uploads in about a dozen packs of two requests each.
@@ -81,6 +84,9 @@ def upload(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = 
     if view.listing is None:                  # a caller that just looked (push) saves a listing
         view.refresh()
     wanted = [oid for oid in dict.fromkeys(oids) if force or oid not in view.entries]
+    # A remote never holds a delta without its base: bases go too (they are chunks, so they
+    # are uploaded before any manifest that needs them).
+    wanted = [oid for oid in store.with_bases(wanted) if force or oid not in view.entries]
     absent = store.missing(wanted)
     if absent:
         raise MissingObjects(absent)
@@ -193,11 +199,13 @@ def _coalesce(located: list[tuple[bytes, Entry]]) -> list[_Range]:
 
 
 def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, str],
-                 quiet: bool = True) -> Iterator[tuple[bytes, Entry, memoryview]]:
+                 quiet: bool = True, bases: Bases | None = None,
+                 deferred: list | None = None) -> Iterator[tuple[bytes, Entry, memoryview]]:
     """(oid, entry, payload) for each object, read from the remote and verified, chunks before
     manifests. Objects that cannot be had (absent, damaged in every copy, a read that failed)
     go into `failed` with the reason, and the rest still come: one bad object costs only what
-    needs it."""
+    needs it. Deltas are verified against `bases` (the local store's); one whose base is not
+    there yet goes, unverified, into `deferred` as (oid, entry, record, missing base ids)."""
     oids = list(dict.fromkeys(oids))
     absent = [oid for oid in oids if oid not in view.entries]
     if absent:
@@ -224,10 +232,17 @@ def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, st
                 at = entry.offset - r.start
                 record = data[at:at + record_head.size + entry.stored_length]
                 try:
-                    check_record(oid, entry, record)
+                    check_record(oid, entry, record, bases)
                 except CorruptObject as err:
-                    entry, record = _other_copy(view, oid, entry, err)
+                    if err.oid != oid:
+                        raise RemoteError(f"a base of {oid.hex()}: {err}") from None
+                    entry, record = _other_copy(view, oid, entry, err, bases)
                 out.append((oid, entry, record[record_head.size:], None))
+            except MissingBase as err:
+                if deferred is None:
+                    out.append((oid, entry, None, err.full()))
+                else:
+                    out.append((oid, entry, (bytes(record), err.oids), "deferred"))
             except (RemoteError, StoreVersionError) as err:
                 out.append((oid, entry, None, err.full()))
         return out
@@ -237,13 +252,16 @@ def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, st
         for records in ordered(pool, fetch, ranges, window=READS_IN_FLIGHT):
             for oid, entry, payload, error in records:
                 bar.update(record_head.size + entry.stored_length)
-                if error is not None:
+                if error == "deferred":
+                    deferred.append((oid, entry, *payload))
+                elif error is not None:
                     failed[oid] = error
                 else:
                     yield oid, entry, payload
 
 
-def _other_copy(view: RemoteView, oid: bytes, damaged: Entry, error: CorruptObject) -> tuple[Entry, memoryview]:
+def _other_copy(view: RemoteView, oid: bytes, damaged: Entry, error: CorruptObject,
+                bases: Bases | None) -> tuple[Entry, memoryview]:
     """A good copy, from another of the remote's packs, of an object whose record in
     `damaged.pack` failed its check (two clients that pushed at once may both have sent it)."""
     for entry in view.entries.copies(oid):
@@ -252,8 +270,8 @@ def _other_copy(view: RemoteView, oid: bytes, damaged: Entry, error: CorruptObje
         end = entry.offset + record_head.size + entry.stored_length
         try:
             record = memoryview(view.backend.read_range(entry.pack, entry.offset, end))
-            check_record(oid, entry, record)
-        except (CorruptObject, RemoteError, OSError):
+            check_record(oid, entry, record, bases)
+        except (CorruptObject, MissingObjects, RemoteError, OSError):
             continue
         return entry, record
     raise RemoteError(f"remote {view}: {error}; no other copy there is good",
@@ -263,9 +281,10 @@ def _other_copy(view: RemoteView, oid: bytes, damaged: Entry, error: CorruptObje
 
 def download(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = False,
              known: dict[bytes, tuple[Entry, bytes]] | None = None) -> TransferStats:
-    """Fetch into the store the given objects it lacks. `known`: objects already read from
-    the remote and verified (manifests), stored after the rest. Objects that could not be
-    fetched are in the result's `failed`; everything else is stored."""
+    """Fetch into the store the given objects it lacks, and the bases of the deltas among them.
+    `known`: objects already read from the remote and verified (manifests), stored after the
+    rest. Objects that could not be fetched are in the result's `failed`; everything else is
+    stored, chunks before the manifests that need them."""
     need = store.missing(list(dict.fromkeys(oids)))
     stats = TransferStats()
     if not need:
@@ -274,20 +293,82 @@ def download(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool 
     fetch = [oid for oid in need if oid not in known]
     if view.listing is None or any(oid not in view.entries for oid in fetch):
         view.refresh()
+    is_manifest = lambda oid: oid in view.entries and view.entries[oid].kind == MANIFEST
+    _download_chunks(store, view, [oid for oid in fetch if not is_manifest(oid)], stats, quiet)
+    manifests = [oid for oid in fetch if is_manifest(oid)]
     already = ((oid, *known[oid]) for oid in need if oid in known)
+    _store_all(store, itertools.chain(read_objects(view, manifests, stats.failed, quiet), already), stats)
+    return stats
+
+
+def _download_chunks(store: Store, view: RemoteView, oids: list[bytes], stats: TransferStats,
+                     quiet: bool, depth: int = 0) -> None:
+    """Fetch chunks; deltas whose bases the store lacks wait in memory while their bases are
+    fetched (recursively: a base may be a delta), then are verified and stored."""
+    deferred: list = []
+    _store_all(store, read_objects(view, oids, stats.failed, quiet, store.bases, deferred), stats)
+    if not deferred:
+        return
+    bases = [b for _, _, record, _ in deferred for b in codec.delta_bases(record[record_head.size:])]
+    if depth < MAX_CHAIN:
+        _download_chunks(store, view, store.missing(list(dict.fromkeys(bases))), stats, quiet, depth + 1)
+
+    def verified():
+        for oid, entry, record, _ in deferred:
+            try:
+                check_record(oid, entry, record, store.bases)
+            except (CorruptObject, MissingObjects) as err:
+                stats.failed[oid] = f"remote {view}: {err}"
+                continue
+            yield oid, entry, memoryview(record)[record_head.size:]
+    _store_all(store, verified(), stats)
+
+
+def _store_all(store: Store, records: Iterable[tuple[bytes, Entry, memoryview]], stats: TransferStats) -> None:
     writer = store.writer()
     try:
-        for oid, entry, payload in itertools.chain(read_objects(view, fetch, stats.failed, quiet), already):
+        for oid, entry, payload in records:
             writer.add(oid, entry.kind, entry.encoding, entry.raw_length, payload)
             stats.objects += 1
             stats.bytes += len(payload)
     finally:
         # Keep what arrived, even when interrupted: every record was verified, and chunks
-        # come before manifests, so a published manifest never lacks its chunks. A repeated
-        # fetch asks only for the rest.
+        # are published before manifests, so a published manifest never lacks its chunks.
+        # A repeated fetch asks only for the rest.
         store.publish(writer)
-    stats.packs = len(writer.published)
-    return stats
+    stats.packs += len(writer.published)
+
+
+def remote_bases(view: RemoteView, store: Store | None) -> Bases:
+    """Reads a delta's bases from the local store, or else from the remote (verified, and
+    recursively for bases that are deltas too), storing nothing: for checking a remote."""
+    return _bases_from(view.backend.read_range, lambda: view.entries, store)
+
+
+def _bases_from(read_range: Callable[[str, int, int], bytes], table: Callable[[], ObjectTable],
+                store: Store | None) -> Bases:
+    cache: dict[bytes, bytes] = {}
+
+    def one(oid: bytes) -> bytes:
+        if store is not None and store.has(oid):
+            return store.read(oid)
+        if oid not in cache:
+            entry = table().get(oid)
+            if entry is None:
+                raise MissingObjects([oid])
+            end = entry.offset + record_head.size + entry.stored_length
+            try:
+                record = read_range(entry.pack, entry.offset, end)
+            except (RemoteError, OSError) as err:
+                raise MissingObjects([oid], str(err)) from None
+            cache[oid] = bytes(check_record(oid, entry, record, bases))
+            if len(cache) > 64:
+                cache.pop(next(iter(cache)))
+        return cache[oid]
+
+    def bases(ids: list[bytes]) -> bytes:
+        return b"".join(one(oid) for oid in ids)
+    return bases
 
 
 def read_manifests(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, str]) -> dict[bytes, tuple[Entry, bytes]]:
@@ -334,6 +415,19 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
         dest.write_marker(MARKER.format(VERSION))
     needs: dict[str, set[bytes]] = {}              # pack -> objects its objects refer to
     tmp_dir.mkdir(parents=True, exist_ok=True)
+    source_table: list[ObjectTable] = []
+
+    def every_source_index() -> ObjectTable:       # read once, when the first delta needs it
+        if not source_table:
+            table = ObjectTable()
+            for name in sorted(have.published):
+                try:
+                    table.add_indexes([(name, *verify_index(name, indexes.get(name) or source.read_index(name)))])
+                except (PackError, FileNotFoundError):
+                    continue
+            source_table.append(table)
+        return source_table[0]
+    bases = _bases_from(source.read_range, every_source_index, None)
     with progress.bar(total, f"mirror to {dest.name}", quiet) as bar:
         for name in sorted(entries):
             path = tmp_dir / f"{name}.mirror"
@@ -342,7 +436,7 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
                     with source.open_pack(name) as src, open(path, "wb") as out:
                         files.lock(out.fileno())
                         size, needs[name] = _copy_verified(src, out, name, entries[name],
-                                                           references, bar.update)
+                                                           references, bar.update, bases)
                 except (CorruptObject, PackError, FileNotFoundError) as err:
                     raise RemoteError(f"remote {source}: {name}.pack is damaged or gone ({err}); "
                                       f"it was not copied to {dest}") from None
@@ -377,7 +471,7 @@ def _publication_order(entries: dict[str, dict[bytes, Entry]], needs: dict[str, 
 
 
 def _copy_verified(src, out, name: str, entries: dict[bytes, Entry], references: References,
-                   advance) -> tuple[int, set[bytes]]:
+                   advance, bases: Bases) -> tuple[int, set[bytes]]:
     """Stream a pack from src to out, checking that its records are exactly those its index
     lists, each intact. Returns the bytes copied and the ids its objects refer to."""
     def exact(n: int) -> bytes:
@@ -394,7 +488,12 @@ def _copy_verified(src, out, name: str, entries: dict[bytes, Entry], references:
         if entry.offset != position:
             raise PackError(f"{name}.idx places records in gaps or overlaps")
         record = exact(record_head.size + entry.stored_length)
-        data = check_record(oid, entry, record)
+        try:
+            data = check_record(oid, entry, record, bases)
+        except MissingObjects as err:
+            raise PackError(f"object {oid.hex()} in {name}.pack: {err}") from None
+        if entry.encoding == codec.DELTA:
+            cited.update(codec.delta_bases(record[record_head.size:]))
         try:
             cited.update(references(entry.kind, data))
         except ValueError as err:

@@ -1,5 +1,6 @@
-"""How one chunk's bytes are encoded inside a pack: RAW, ZSTD, or GROUPED (byte planes of
-fixed-width elements, each plane its own zstd frame or raw). Layout: docs/formats.md §3.
+"""How one chunk's bytes are encoded inside a pack: RAW, ZSTD, GROUPED (byte planes of
+fixed-width elements, each plane its own zstd frame or raw), or DELTA (the XOR with bytes of
+other chunks, its bases, encoded as one of the first three). Layout: docs/formats.md §3.
 
 Float bytes gain from Huffman-coded literals and hardly from matches, so planes use zstd's fast
 strategy with matching all but switched off; any zstd decoder reads these frames. Figures:
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from typing import Callable
 
 import zstandard
 
@@ -19,7 +21,12 @@ RAW, ZSTD, GROUPED, DELTA = 0, 1, 2, 3
 LEVEL = 1
 
 _plane_head = struct.Struct("<BI")
+_delta_skip = struct.Struct("<I")
+MAX_BASES = 255
 _local = threading.local()
+
+
+Bases = Callable[[list[bytes]], bytes]      # base chunk ids -> their bytes, concatenated
 
 
 class CodecError(GitmodelError, ValueError):
@@ -28,6 +35,10 @@ class CodecError(GitmodelError, ValueError):
 
 class UnknownEncoding(CodecError):
     """An encoding this version does not know: written by a newer gitmodel, not damage."""
+
+
+class NoBases(CodecError):
+    """A DELTA payload decoded without a way to read its bases (a caller's mistake)."""
 
 
 _PLANE_PARAMETERS = dict(strategy=zstandard.STRATEGY_FAST, min_match=7, hash_log=6,
@@ -172,8 +183,58 @@ def _join(planes: list, width: int, out: bytearray) -> None:
             elements[:, k] = np.frombuffer(plane, np.uint8)
 
 
-def decode(encoding: int, payload: bytes | memoryview, raw_length: int) -> bytes | bytearray | memoryview:
-    """The chunk's bytes. Raises CodecError on any inconsistency (never returns wrong-sized data)."""
+# ----------------------------------------------------------------------------- delta
+
+def encode_delta(data, base, base_ids: list[bytes], skip: int, width: int) -> bytes:
+    """The DELTA payload of `data` against `base[skip:skip + len(data)]`, where `base` is the
+    concatenated bytes of the chunks `base_ids`. The XOR keeps a float's sign, exponent and
+    high mantissa bits zero wherever the value moved little, so its byte planes compress."""
+    import numpy as np
+    if not 1 <= len(base_ids) <= MAX_BASES or skip + len(data) > len(base):
+        raise ValueError("delta base does not cover the chunk")
+    xor = np.bitwise_xor(np.frombuffer(data, np.uint8),
+                         np.frombuffer(base, np.uint8, count=len(data), offset=skip))
+    encoding, inner = encode(xor.data, width)
+    return b"".join([bytes([len(base_ids)]), *base_ids, _delta_skip.pack(skip), bytes([encoding]), inner])
+
+
+def delta_bases(payload: bytes | memoryview) -> list[bytes]:
+    """The ids of the chunks a DELTA payload is a difference from."""
+    return _parse_delta(payload)[0]
+
+
+def _parse_delta(payload) -> tuple[list[bytes], int, int, memoryview]:
+    payload = memoryview(payload)
+    count = payload[0] if len(payload) else 0
+    head = 1 + 32 * count + _delta_skip.size + 1
+    if count == 0 or len(payload) < head:
+        raise CodecError("truncated delta header")
+    ids = [bytes(payload[1 + 32 * i:33 + 32 * i]) for i in range(count)]
+    (skip,) = _delta_skip.unpack_from(payload, 1 + 32 * count)
+    return ids, skip, payload[head - 1], payload[head:]
+
+
+def _decode_delta(payload, raw_length: int, bases) -> bytearray:
+    import numpy as np
+    ids, skip, encoding, inner = _parse_delta(payload)
+    if encoding == DELTA:
+        raise CodecError("a delta of a delta payload")
+    if bases is None:
+        raise NoBases("a delta decoded without its bases")
+    xor = decode(encoding, inner, raw_length)
+    base = bases(ids)
+    if skip + raw_length > len(base):
+        raise CodecError(f"delta reaches past its bases ({skip} + {raw_length} > {len(base)})")
+    out = bytearray(xor)
+    view = np.frombuffer(out, np.uint8)
+    np.bitwise_xor(view, np.frombuffer(base, np.uint8, count=raw_length, offset=skip), out=view)
+    return out
+
+
+def decode(encoding: int, payload: bytes | memoryview, raw_length: int,
+           bases: Bases | None = None) -> bytes | bytearray | memoryview:
+    """The chunk's bytes. Raises CodecError on any inconsistency (never returns wrong-sized
+    data). `bases` gives the concatenated bytes of a DELTA's base chunks (verified)."""
     try:
         if encoding == RAW:
             data = payload
@@ -181,6 +242,8 @@ def decode(encoding: int, payload: bytes | memoryview, raw_length: int) -> bytes
             data = _decompress(payload, raw_length)
         elif encoding == GROUPED:
             data = _decode_grouped(payload, raw_length)
+        elif encoding == DELTA:
+            data = _decode_delta(payload, raw_length, bases)
         else:
             raise UnknownEncoding(f"unknown chunk encoding {encoding}")
     except zstandard.ZstdError as err:

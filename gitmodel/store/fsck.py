@@ -109,7 +109,7 @@ def repair(store: Store, report: FsckReport, log: Callable[[str], None] = lambda
     for pack in sorted(unindexed):
         path = store.pack_dir / f"{pack}.pack"
         try:
-            rebuilt = rebuild_index(path)
+            rebuilt = rebuild_index(path, store.bases)
         except (OSError, PackError):
             rebuilt = None
         if rebuilt is not None and rebuilt[0] == pack:
@@ -141,8 +141,8 @@ def _salvage(store: Store, pack: str, result: RepairReport, log: Callable[[str],
         with open(path, "rb") as f:
             for oid, entry, record in scan(f.read):
                 try:
-                    check_record(oid, entry, record)
-                except (CorruptObject, StoreVersionError):
+                    check_record(oid, entry, record, store.bases)
+                except (StoreError, StoreVersionError):
                     bad += 1
                     continue
                 writer.add(oid, entry.kind, entry.encoding, entry.raw_length, record[record_head.size:])

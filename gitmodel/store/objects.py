@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import blake3
@@ -23,6 +24,11 @@ from gitmodel.store.table import ObjectTable
 
 VERSION = 1
 MARKER = "gitmodel store {}\n"
+
+# Deltas refer to chunks of newer versions; longer chains than this are damage (or a cycle).
+MAX_CHAIN = 64
+# Decoded bases kept for the next delta (neighbouring chunks share their bases).
+BASE_CACHE_BYTES = 32 << 20
 
 REPAIR_HINT = "Run `gitmodel fsck` to see what is damaged and `gitmodel fsck --repair` to repair it"
 
@@ -44,6 +50,17 @@ class MissingObjects(StoreError):
     def __init__(self, oids: list[bytes], hint: str | None = None):
         self.oids = oids
         super().__init__(f"{len(oids)} object(s) missing, first {oids[0].hex()}", hint)
+
+
+class MissingBase(MissingObjects):
+    """A chunk stored as a delta whose base the store lacks: the chunk is not damaged."""
+
+    def __init__(self, oid: bytes, bases: list[bytes]):
+        self.oid = oid
+        super().__init__(bases, "Fetch it again (`gitmodel fetch`), or run `gitmodel fsck` to see "
+                         "what else depends on it")
+        self.args = (f"chunk {oid.hex()} is stored as a difference from chunk {bases[0].hex()}, "
+                     "which the store lacks",)
 
 
 class CorruptObject(StoreError):
@@ -84,6 +101,9 @@ class Store:
         self.damaged_indexes: dict[str, str] = {}      # pack -> why its index is unusable
         self._bad: dict[bytes, set[str]] = {}          # object -> packs holding a bad copy
         self._unadoptable: set[str] = set()            # packs without index that failed a rebuild
+        self._base_cache: OrderedDict[bytes, bytes] = OrderedDict()
+        self._base_cache_bytes = 0
+        self._chain = threading.local()
         if self.root.is_symlink() and not self.root.exists():
             raise StoreError(f"the store {self.root} is a symbolic link to "
                              f"{os.readlink(self.root)}, which does not exist (an unmounted disk?)",
@@ -150,7 +170,7 @@ class Store:
         try:
             if files.in_use(path):
                 return                 # its publisher holds it until the index is in place
-            index = rebuild_index(path)
+            index = rebuild_index(path, self.bases)
         except (OSError, PackError, StoreError):
             index = None
         if index is None or index[0] != name:
@@ -280,11 +300,14 @@ class Store:
             tried.add(entry)
             try:
                 record = self._read_record(oid, entry)
-                return entry, record, check_record(oid, entry, record)
+                return entry, record, check_record(oid, entry, record, self.bases)
             except CorruptObject as err:
-                self.mark_damaged(oid, entry.pack)
+                if err.oid == oid:             # else a base's fault: this copy may be fine
+                    self.mark_damaged(oid, entry.pack)
                 errors.append(err)
-                return None
+            except (MissingObjects, PackGone) as err:
+                errors.append(err)
+            return None
 
         if oid not in self._bad:                  # the common case: one lookup, one read
             entry = self._index.get(oid)
@@ -299,19 +322,83 @@ class Store:
                 if found:
                     return found
             if round == 0:
-                self.refresh()
-        if not errors:
+                if any(isinstance(e, PackGone) for e in errors):
+                    self.reload()              # a repack replaced packs since they were listed
+                else:
+                    self.refresh()
+        if not errors or all(isinstance(e, PackGone) for e in errors):
             raise MissingObjects([oid])
-        raise errors[0]
+        raise next(e for e in errors if not isinstance(e, PackGone))
 
     def read_copy(self, oid: bytes, entry: Entry) -> bytes:
         """The bytes of this one copy of the object, verified (for checking every copy)."""
-        return check_record(oid, entry, self._read_record(oid, entry))
+        return check_record(oid, entry, self._read_record(oid, entry), self.bases)
+
+    def bases(self, oids: list[bytes]) -> bytes:
+        """The concatenated bytes of a delta's base chunks, each verified (for check_record).
+        Raises MissingObjects when one is absent, CorruptObject naming it when it is bad."""
+        depth = getattr(self._chain, "depth", 0)
+        if depth >= MAX_CHAIN:
+            raise CorruptObject(oids[0], f"delta chain longer than {MAX_CHAIN} (a cycle?)")
+        self._chain.depth = depth + 1
+        try:
+            return b"".join(self._base(oid) for oid in oids)
+        finally:
+            self._chain.depth = depth
+
+    def _base(self, oid: bytes) -> bytes:
+        with self._lock:
+            data = self._base_cache.get(oid)
+            if data is not None:
+                self._base_cache.move_to_end(oid)
+                return data
+        data = bytes(self.read(oid))
+        with self._lock:
+            if oid not in self._base_cache:
+                self._base_cache[oid] = data
+                self._base_cache_bytes += len(data)
+                while self._base_cache_bytes > BASE_CACHE_BYTES:
+                    self._base_cache_bytes -= len(self._base_cache.popitem(last=False)[1])
+        return data
+
+    def delta_bases(self, oid: bytes) -> list[bytes]:
+        """The chunks the object's stored copy is a difference from (none unless a delta)."""
+        entry = self.locate(oid)
+        if entry is None or entry.encoding != codec.DELTA:
+            return []
+        fd = self._fd(entry.pack)
+        count = os.pread(fd, 1, entry.offset + record_head.size)
+        size = 1 + 32 * (count[0] if count else 0) + 5
+        payload = os.pread(fd, min(size, entry.stored_length), entry.offset + record_head.size)
+        try:
+            return codec.delta_bases(payload)
+        except codec.CodecError as err:
+            raise CorruptObject(oid, str(err)) from None
+
+    def with_bases(self, oids) -> list[bytes]:
+        """The objects and, transitively, the chunks their stored copies are deltas of (bases
+        after what needs them). Objects the store lacks have no bases listed."""
+        out = dict.fromkeys(oids)
+        todo = list(out)
+        while todo:
+            for base in self.delta_bases(todo.pop()):
+                if base not in out:
+                    out[base] = None
+                    todo.append(base)
+        return list(out)
+
+    def record(self, oid: bytes, entry: Entry) -> bytes:
+        """One copy's record as stored, unchecked (to copy it, or read what a delta cites)."""
+        return self._read_record(oid, entry)
 
     def _read_record(self, oid: bytes, entry: Entry) -> bytes:
         size = record_head.size + entry.stored_length
         try:
-            record = os.pread(self._fd(entry.pack), size, entry.offset)
+            fd = self._fd(entry.pack)
+        except FileNotFoundError:
+            raise PackGone(entry.pack) from None
+        try:
+            record = os.pread(fd, size, entry.offset)
         except OSError as err:
             raise CorruptObject(oid, f"cannot read {entry.pack}.pack: {err.strerror}") from None
         if len(record) != size:
@@ -344,9 +431,15 @@ class Store:
             self._fds.clear()
 
 
-def check_record(oid: bytes, entry: Entry, record: bytes | memoryview) -> bytes:
+class PackGone(StoreError):
+    """A pack listed when the store was opened was replaced since (by a repack)."""
+
+
+def check_record(oid: bytes, entry: Entry, record: bytes | memoryview,
+                 bases: codec.Bases | None = None) -> bytes:
     """The object's bytes from its stored record, after checking the record header against the
-    index entry and the decoded bytes against the id. Raises CorruptObject, or
+    index entry and the decoded bytes against the id. `bases` reads a delta's bases (e.g.
+    Store.bases). Raises CorruptObject, MissingObjects for a delta whose base is absent, or
     StoreVersionError for an encoding this version does not know."""
     if len(record) != record_head.size + entry.stored_length:
         raise CorruptObject(oid, f"record in {entry.pack}.pack has the wrong length")
@@ -354,7 +447,8 @@ def check_record(oid: bytes, entry: Entry, record: bytes | memoryview) -> bytes:
     if head != (oid, entry.kind, entry.encoding, entry.raw_length, entry.stored_length):
         raise CorruptObject(oid, f"record header in {entry.pack}.pack disagrees with its index")
     try:
-        data = codec.decode(entry.encoding, memoryview(record)[record_head.size:], entry.raw_length)
+        data = codec.decode(entry.encoding, memoryview(record)[record_head.size:], entry.raw_length,
+                            _bases_of(oid, bases))
     except codec.UnknownEncoding:
         raise StoreVersionError(f"object {oid.hex()} in {entry.pack}.pack",
                                 f"chunk encoding {entry.encoding}") from None
@@ -365,16 +459,30 @@ def check_record(oid: bytes, entry: Entry, record: bytes | memoryview) -> bytes:
     return data
 
 
-def rebuild_index(path: Path) -> tuple[str, bytes] | None:
-    """(pack name, index bytes) rebuilt by walking a pack's records, each verified; None if
-    any record is damaged or the pack is cut short (its good records can still be salvaged)."""
+def _bases_of(oid: bytes, bases: codec.Bases | None) -> codec.Bases:
+    def read(ids: list[bytes]) -> bytes:
+        if bases is None:
+            raise MissingBase(oid, ids)
+        try:
+            return bases(ids)
+        except MissingBase:
+            raise
+        except MissingObjects as err:
+            raise MissingBase(oid, err.oids) from None
+    return read
+
+
+def rebuild_index(path: Path, bases: codec.Bases | None = None) -> tuple[str, bytes] | None:
+    """(pack name, index bytes) rebuilt by walking a pack's records, each verified (deltas
+    against `bases`); None if any record is damaged or the pack is cut short (its good records
+    can still be salvaged)."""
     entries: dict[bytes, Entry] = {}
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         end = len(b"GMPACK01")
         for oid, entry, record in scan(f.read):
             try:
-                check_record(oid, entry, record)
+                check_record(oid, entry, record, bases)
             except CorruptObject:
                 return None
             entries.setdefault(oid, entry)
@@ -384,5 +492,5 @@ def rebuild_index(path: Path) -> tuple[str, bytes] | None:
     return encode_index(entries)
 
 
-__all__ = ["CHUNK", "MANIFEST", "CorruptObject", "check_record", "MissingObjects", "Store",
+__all__ = ["CHUNK", "MANIFEST", "CorruptObject", "check_record", "MissingBase", "MissingObjects", "Store",
            "StoreError", "StoreVersionError"]

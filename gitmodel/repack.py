@@ -1,0 +1,285 @@
+"""Repack: store older versions of a checkpoint as deltas against newer ones.
+
+`git add` stores every new chunk whole (byte planes, compressed), so adding never reads an
+earlier version. A repack then walks each path's versions from the newest back: a chunk of a
+tensor that also exists (same name, dtype and shape) in the next newer version is re-encoded
+as the XOR with the bytes at the same place in that version, when that is smaller. The newest
+version of every path stays whole, so a fresh clone of it fetches no deltas; a chain never
+grows past `depth` deltas, so an old version reads at most `depth` extra chunks per chunk.
+Reasons and figures: docs/design.md ("Deltas").
+
+Packs are immutable: the packs holding re-encoded chunks are rewritten whole into new packs
+(every other record copied as it is, each verified), published (fsynced), and only then are
+the old packs removed. Every object stays readable throughout; a reader that meets a removed
+pack reloads the pack list (Store.read_checked). One repack runs at a time per store.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from gitmodel import checkpoint, stored
+from gitmodel.errors import GitmodelError
+from gitmodel.formats import DTYPE_BITS
+from gitmodel.store import codec, files
+from gitmodel.store.objects import CHUNK, CorruptObject, MissingObjects, Store, StoreError, check_record
+from gitmodel.store.pack import Entry, record_head, scan
+
+DEPTH = 4               # deltas in a chain at most (reads of the oldest cost this many extra)
+WORTH = 0.9             # a delta replaces a whole chunk only below this fraction of its size
+
+
+class RepackError(GitmodelError):
+    pass
+
+
+@dataclass(frozen=True)
+class Delta:
+    bases: tuple[bytes, ...]     # chunks of the newer version covering this chunk's bytes
+    skip: int                    # where this chunk starts in the bases' concatenation
+    width: int                   # element width, for grouping the XOR's bytes
+
+
+@dataclass
+class Plan:
+    """For each chunk of the histories: a Delta to encode it as, or None to keep it whole."""
+    chunks: dict[bytes, Delta | None] = field(default_factory=dict)
+    depth: dict[bytes, int] = field(default_factory=dict)
+    width: dict[bytes, int] = field(default_factory=dict)   # element width of tensor chunks
+    skipped: list[str] = field(default_factory=list)     # versions not in the store, why
+
+
+@dataclass
+class RepackReport:
+    planned: int = 0             # chunks planned as deltas
+    encoded: int = 0             # chunks whose stored form changed
+    packs_before: int = 0        # packs rewritten
+    packs_after: int = 0         # packs written
+    bytes_before: int = 0        # size of the rewritten packs
+    bytes_after: int = 0         # size of the packs written
+    damaged: list[str] = field(default_factory=list)     # packs left alone: a record is bad
+    skipped: list[str] = field(default_factory=list)
+
+
+def plan(store: Store, histories: Iterable[list[str]], depth: int = DEPTH) -> Plan:
+    """Decide each chunk's encoding. `histories`: for each path, the content ids of its
+    versions, newest first. A chunk is decided at its newest appearance; every chunk of a
+    newest version is whole."""
+    histories = [h for h in histories if h]
+    result = Plan()
+    for history in histories:
+        try:
+            for cid, _ in store.read_manifest(bytes.fromhex(history[0])).chunks:
+                result.chunks[cid], result.depth[cid] = None, 0
+        except StoreError as err:
+            result.skipped.append(f"{history[0][:16]}: {err}")
+    for history in histories:
+        newer = _version(store, history[0], result)
+        for content in history[1:]:
+            older = _version(store, content, result)
+            if newer is not None and older is not None:
+                _plan_pair(newer, older, result, depth)
+            newer = older
+    return result
+
+
+def _version(store: Store, content: str, result: Plan):
+    try:
+        file = stored.StoredFile(store, content)
+        places = stored.locate_tensors(file)
+        for place in places.values():
+            for cid in stored.tensor_chunks(file, place):
+                result.width.setdefault(cid, _width(place))
+        return file, places
+    except (StoreError, ValueError) as err:
+        result.skipped.append(f"{content[:16]}: {err}")
+        return None
+
+
+def _plan_pair(newer, older, result: Plan, depth: int) -> None:
+    (new_file, new_places), (old_file, old_places) = newer, older
+    for name, place in old_places.items():
+        match = new_places.get(name)
+        if match is None or (match.tensor.dtype, match.tensor.shape, match.length) != \
+                (place.tensor.dtype, place.tensor.shape, place.length):
+            continue
+        width = _width(place)
+        base_spans = _spans(new_file, match)
+        for cid, start, length in _spans(old_file, place):
+            if cid in result.chunks:
+                continue                   # decided at a newer appearance
+            covering = [(b, s) for b, s, n in base_spans if s < start + length and start < s + n]
+            ids = tuple(b for b, _ in covering)
+            if not ids or len(ids) > codec.MAX_BASES or cid in ids:
+                result.chunks[cid], result.depth[cid] = None, 0
+                continue
+            level = 1 + max(result.depth.get(b, 0) for b in ids)
+            if level > depth:
+                result.chunks[cid], result.depth[cid] = None, 0
+            else:
+                result.chunks[cid] = Delta(ids, start - covering[0][1], width)
+                result.depth[cid] = level
+
+
+def _spans(file: stored.StoredFile, place: stored.Placed) -> list[tuple[bytes, int, int]]:
+    """(chunk id, start within the tensor, length) of a tensor's chunks."""
+    offsets = _chunk_offsets(file)
+    spans = []
+    for cid in stored.tensor_chunks(file, place):
+        start, length = offsets[cid]
+        spans.append((cid, start - place.offset, length))
+    return spans
+
+
+def _width(place: stored.Placed) -> int:
+    bits = DTYPE_BITS.get(place.tensor.dtype, 8)
+    return bits // 8 if bits % 8 == 0 and bits >= 16 else 1
+
+
+def _chunk_offsets(file: stored.StoredFile) -> dict[bytes, tuple[int, int]]:
+    offsets, at = {}, 0
+    for cid, length in file.chunks:
+        offsets.setdefault(cid, (at, length))
+        at += length
+    return offsets
+
+
+# ----------------------------------------------------------------------------- rewriting
+
+def repack(store: Store, histories: Iterable[list[str]], depth: int = DEPTH,
+           progress: Callable[[str], None] = lambda line: None) -> RepackReport:
+    """Re-encode the histories' chunks as the plan says, rewriting the packs that hold them."""
+    lock = _lock(store)
+    try:
+        store.reload()
+        decided = plan(store, histories, depth)
+        report = RepackReport(planned=sum(d is not None for d in decided.chunks.values()),
+                              skipped=decided.skipped)
+        changes = _changes(store, decided)
+        packs = sorted({e.pack for oid in changes for e in store._index.copies(oid)})
+        if not packs:
+            return report
+        progress(f"re-encoding {len(changes)} chunk(s) in {len(packs)} pack(s)")
+        writer = store.writer()
+        rewritten = []
+        try:
+            for i, pack in enumerate(packs, 1):
+                if _rewrite_pack(store, pack, decided, changes, writer, report):
+                    rewritten.append(pack)
+                progress(f"pack {i}/{len(packs)}")
+            store.publish(writer)          # fsynced and visible before any old pack goes
+        except BaseException:
+            writer.abort()
+            raise
+        for name, entries in writer.published:
+            report.packs_after += 1
+            report.bytes_after += (store.pack_dir / f"{name}.pack").stat().st_size
+        for pack in rewritten:
+            report.packs_before += 1
+            report.bytes_before += (store.pack_dir / f"{pack}.pack").stat().st_size
+            (store.pack_dir / f"{pack}.idx").unlink()       # invisible first, then gone
+            (store.pack_dir / f"{pack}.pack").unlink()
+        files.fsync_dir(store.pack_dir)
+        store.forget_damaged(set(rewritten))
+        store.reload()
+        return report
+    finally:
+        os.close(lock)
+
+
+def _lock(store: Store) -> int:
+    store._create()
+    fd = os.open(store.root / "repack.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RepackError("another repack of this store is running",
+                          "Nothing was changed. Wait for it to finish") from None
+    return fd
+
+
+def _changes(store: Store, decided: Plan) -> set[bytes]:
+    """Chunks whose stored copy is not what the plan wants: planned deltas stored whole (when
+    the delta is worth it) or against other bases, and planned whole chunks stored as deltas.
+    A delta nobody planned (its version left every history) keeps its base."""
+    changes, candidates = set(), []
+    for cid, delta in decided.chunks.items():
+        entry = store.locate(cid)
+        if entry is None:
+            continue
+        if delta is None:
+            if entry.encoding == codec.DELTA:
+                changes.add(cid)
+        elif entry.encoding == codec.DELTA:
+            if tuple(store.delta_bases(cid)) != delta.bases:
+                changes.add(cid)
+        else:
+            candidates.append((cid, entry))
+
+    def worth(batch):
+        return [cid for cid, entry in batch
+                if _encoded(store, cid, store.read(cid), decided.chunks[cid],
+                            decided.width.get(cid, 1))[0] == codec.DELTA]
+    from gitmodel.remote.transfer import ordered
+    batches = [candidates[i:i + 16] for i in range(0, len(candidates), 16)]
+    for found in ordered(checkpoint.pool(), worth, batches, window=4):
+        changes.update(found)
+    return changes
+
+
+def _rewrite_pack(store: Store, pack: str, decided: Plan, changes: set[bytes], writer,
+                  report: RepackReport) -> bool:
+    """Copy the pack's records into the writer, re-encoding those in `changes`; False (and the
+    pack is kept) if a record is damaged."""
+    path = store.pack_dir / f"{pack}.pack"
+    records = []
+    with open(path, "rb") as f:
+        for oid, entry, record in scan(f.read):
+            entry = Entry(pack, entry.offset, entry.stored_length, entry.raw_length, entry.kind,
+                          entry.encoding)
+            records.append((oid, entry, record))
+    batches = [records[i:i + 16] for i in range(0, len(records), 16)]
+
+    def encode(batch):
+        out = []
+        for oid, entry, record in batch:
+            try:
+                data = check_record(oid, entry, record, store.bases)
+            except (CorruptObject, MissingObjects) as err:
+                return None, f"{pack}: {err}"
+            if oid in changes and entry.kind == CHUNK:
+                out.append((oid, entry.kind, *_encoded(store, oid, data, decided.chunks.get(oid),
+                                                       decided.width.get(oid, 1)),
+                            entry.raw_length, True))
+            else:
+                out.append((oid, entry.kind, entry.encoding, record[record_head.size:],
+                            entry.raw_length, False))
+        return out, None
+
+    from gitmodel.remote.transfer import ordered
+    results = list(ordered(checkpoint.pool(), encode, batches, window=4))
+    bad = next((why for out, why in results if out is None), None)
+    if bad is not None:
+        report.damaged.append(bad)
+        return False
+    for out, _ in results:
+        for oid, kind, encoding, payload, raw_length, changed in out:
+            writer.add(oid, kind, encoding, raw_length, payload)
+            report.encoded += changed
+    return True
+
+
+def _encoded(store: Store, oid: bytes, data, delta: Delta | None, width: int) -> tuple[int, bytes]:
+    """The chunk's new (encoding, payload): the planned delta when it is worth it, else whole."""
+    whole = codec.encode(data, width)
+    if delta is None:
+        return whole
+    base = store.bases(list(delta.bases))
+    payload = codec.encode_delta(data, base, list(delta.bases), delta.skip, width)
+    if len(payload) < WORTH * len(whole[1]):
+        return codec.DELTA, payload
+    return whole

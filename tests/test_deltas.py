@@ -1,0 +1,237 @@
+"""Delta storage: older versions re-encoded against newer ones, through real git."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import blake3
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import Repo, make_repo, random_model, sha256, user, write_safetensors
+from gitmodel.store import codec
+from gitmodel.store.objects import MissingBase, Store
+from gitmodel.store.pack import decode_index
+
+MODEL = "model.safetensors"
+
+
+def fine_tune(model: dict[str, np.ndarray], seed: int, scale: float = 1e-3) -> dict[str, np.ndarray]:
+    """Every weight moves a little, as in a full fine-tune."""
+    rng = np.random.default_rng(seed)
+    return {k: (v + scale * np.abs(v).mean() * rng.standard_normal(v.shape)).astype(v.dtype)
+            for k, v in model.items()}
+
+
+def series(repo: Repo, versions: int, seed: int = 0) -> list[str]:
+    """Commit `versions` full fine-tunes of one model, oldest first; their sha256s."""
+    model, sums = random_model(seed, layers=4, width=384), []
+    for v in range(versions):
+        if v:
+            model = fine_tune(model, seed * 100 + v)
+        sums.append(sha256(write_safetensors(repo.path / MODEL, model, metadata={"step": str(v)})))
+        repo.commit(f"v{v}", MODEL)
+    return sums
+
+
+def encodings(store: Path) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for idx in (store / "packs").glob("*.idx"):
+        for entry in decode_index(idx.stem, idx.read_bytes()).values():
+            counts[entry.encoding] = counts.get(entry.encoding, 0) + 1
+    return counts
+
+
+def packs_size(store: Path) -> int:
+    return sum(p.stat().st_size for p in (store / "packs").glob("*.pack"))
+
+
+def assert_versions_exact(repo: Repo, sums: list[str]) -> None:
+    for back, digest in enumerate(reversed(sums)):
+        (repo.path / MODEL).unlink()
+        repo.git("checkout", f"HEAD~{back}", "--", MODEL)
+        assert sha256(repo.path / MODEL) == digest, f"HEAD~{back}"
+    repo.git("checkout", "HEAD", "--", MODEL)
+
+
+# ----------------------------------------------------------------------------- codec
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=0, max_size=3000), st.binary(min_size=1, max_size=3000),
+       st.integers(0, 3000), st.sampled_from([1, 2, 4, 8]))
+def test_delta_round_trip(data, base, skip, width):
+    base = base * (1 + (skip + len(data)) // len(base))
+    ids = [blake3.blake3(base).digest()]
+    payload = codec.encode_delta(data, base, ids, skip, width)
+    assert codec.delta_bases(payload) == ids
+    assert bytes(codec.decode(codec.DELTA, payload, len(data), lambda got: base if got == ids else b"")) == data
+
+
+def test_delta_refuses_bad_payloads():
+    base = bytes(range(256)) * 8
+    payload = codec.encode_delta(base[10:500], base, [b"\1" * 32], 10, 4)
+    with pytest.raises(codec.CodecError):          # bases shorter than skip + length
+        codec.decode(codec.DELTA, payload, 490, lambda ids: base[:100])
+    with pytest.raises(codec.CodecError):
+        codec.decode(codec.DELTA, payload[:20], 490, lambda ids: base)
+    with pytest.raises(codec.CodecError):          # no way to read bases: never a guess
+        codec.decode(codec.DELTA, payload, 490)
+    with pytest.raises(ValueError):
+        codec.encode_delta(base, base[:10], [b"\1" * 32], 0, 4)
+
+
+def test_xor_of_a_fine_tune_is_smaller_than_the_chunk():
+    rng = np.random.default_rng(1)
+    old = (0.02 * rng.standard_normal(1 << 16)).astype(np.float32)
+    new = (old + 2e-5 * rng.standard_normal(old.size)).astype(np.float32)
+    whole = codec.encode(old.tobytes(), 4)[1]
+    delta = codec.encode_delta(old.tobytes(), new.tobytes(), [b"\0" * 32], 0, 4)
+    assert len(delta) < 0.75 * len(whole), (len(delta), len(whole))
+
+
+# ----------------------------------------------------------------------------- through git
+
+def test_repack_stores_old_versions_as_deltas_and_every_version_checks_out(repo: Repo):
+    sums = series(repo, 5)
+    before = packs_size(repo.store)
+    assert codec.DELTA not in encodings(repo.store)
+    done = repo.gitmodel("repack")
+    assert "re-encoded" in done.stderr
+    after = packs_size(repo.store)
+    assert after < 0.75 * before, (after, before)
+    assert encodings(repo.store).get(codec.DELTA, 0) > 0
+    assert_versions_exact(repo, sums)
+    fsck = repo.gitmodel("fsck", "--all")
+    assert "5 complete" in fsck.stdout and "0 problem(s)" in fsck.stdout, fsck.stdout
+
+    # The newest version is whole: every chunk its manifest lists is stored without a delta.
+    store = Store(repo.store)
+    newest = repo.out("show", f"HEAD:{MODEL}").split("\n")[2].split()[1]
+    for cid, _ in store.read_manifest(bytes.fromhex(newest)).chunks:
+        assert store.locate(cid).encoding != codec.DELTA
+    store.close()
+
+    # A second repack finds nothing to do, and a new version makes the old tip a delta.
+    assert "0 chunk(s) re-encoded" in repo.gitmodel("repack").stderr
+    model = fine_tune(random_model(0, layers=4, width=384), 7)
+    sums.append(sha256(write_safetensors(repo.path / MODEL, model)))
+    repo.commit("v5", MODEL)
+    repo.gitmodel("repack")
+    assert_versions_exact(repo, sums)
+
+
+def test_chains_are_bounded_by_depth(repo: Repo):
+    series(repo, 6)
+    repo.gitmodel("repack", "--depth", "2")
+    store = Store(repo.store)
+    deepest = 0
+    for oid, entry in store.entries():
+        depth, at = 0, oid
+        while store.delta_bases(at):
+            depth, at = depth + 1, store.delta_bases(at)[0]
+        deepest = max(deepest, depth)
+    store.close()
+    assert deepest == 2
+
+
+def test_depth_zero_and_config_off_store_every_version_whole(repo: Repo):
+    sums = series(repo, 3)
+    repo.gitmodel("repack", "--depth", "0")
+    assert codec.DELTA not in encodings(repo.store)
+    repo.gitmodel("repack")
+    assert codec.DELTA in encodings(repo.store)
+    repo.gitmodel("repack", "--depth", "0")          # back: every chunk whole again
+    assert codec.DELTA not in encodings(repo.store)
+    assert_versions_exact(repo, sums)
+
+
+def test_push_carries_bases_and_an_old_version_checks_out_in_a_fresh_clone(tmp_path: Path, git_env):
+    repo = make_repo(tmp_path / "work", git_env)
+    remote_dir = tmp_path / "team-store"
+    repo.gitmodel("remote", "add", "origin", str(remote_dir))
+    repo.commit("remote", ".gitmodel")
+    sums = series(repo, 4)
+    bare = tmp_path / "shared.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    repo.git("remote", "add", "origin", str(bare))
+    repo.git("push", "-q", "origin", "main")             # the hook repacks, then uploads
+    assert codec.DELTA in encodings(remote_dir)
+    assert packs_size(remote_dir) <= packs_size(repo.store) + 4096     # what was repacked
+
+    other = user(tmp_path, git_env, "bob")
+    subprocess.run(["git", "clone", "-q", str(bare), str(tmp_path / "bob")], env=other, check=True)
+    bob = Repo(tmp_path / "bob", other)
+    assert sha256(bob.path / MODEL) == sums[-1]
+    # The clone fetched the newest version only: no delta, no older chunk.
+    assert codec.DELTA not in encodings(bob.store)
+    newest_only = packs_size(bob.store)
+    # The oldest version: its deltas arrive with every base they need, checked on arrival.
+    bob.git("checkout", "-q", "HEAD~3")
+    assert sha256(bob.path / MODEL) == sums[0]
+    assert packs_size(bob.store) > newest_only
+    assert "0 problem(s)" in bob.gitmodel("fsck", "--all").stdout
+    assert "complete" in repo.gitmodel("fsck", "--all", "--remote", "origin").stdout
+
+    # A mirror copies the deltas and their bases, each verified on the way.
+    copy = tmp_path / "copy-store"
+    repo.gitmodel("mirror", str(remote_dir), str(copy))
+    assert sorted(p.name for p in (copy / "packs").iterdir()) == \
+        sorted(p.name for p in (remote_dir / "packs").iterdir())
+
+
+def test_a_missing_base_is_a_clear_error_and_costs_only_what_needs_it(repo: Repo, tmp_path: Path):
+    sums = series(repo, 3)
+    write_safetensors(repo.path / "other.safetensors", random_model(5, layers=1, width=64))
+    other_sum = sha256(repo.path / "other.safetensors")
+    repo.commit("other", "other.safetensors")
+    repo.gitmodel("repack")
+    # Drop the packs that hold the newest version's chunks (the bases of every delta).
+    store = Store(repo.store)
+    newest = repo.out("show", f"HEAD:{MODEL}").split("\n")[2].split()[1]
+    chunk = store.read_manifest(bytes.fromhex(newest)).chunks[-1][0]
+    base_pack = store.locate(chunk).pack
+    store.close()
+    holding = {p.stem for p in (repo.store / "packs").glob("*.idx")
+               if chunk in decode_index(p.stem, p.read_bytes())}
+    assert holding == {base_pack}
+    for suffix in (".idx", ".pack"):
+        path = repo.store / "packs" / f"{base_pack}{suffix}"
+        os.chmod(path, 0o644)
+        path.rename(tmp_path / path.name)
+    (repo.path / MODEL).unlink()
+    failed = repo.git("checkout", "HEAD~1", "--", MODEL, check=False)
+    assert failed.returncode != 0
+    err = failed.stderr.decode()
+    assert "Traceback" not in err and "difference from chunk" in err or "missing" in err, err
+    assert not (repo.path / MODEL).exists() or sha256(repo.path / MODEL) != sums[1]
+    # Everything else still reads.
+    (repo.path / "other.safetensors").unlink()
+    repo.git("checkout", "HEAD", "--", "other.safetensors")
+    assert sha256(repo.path / "other.safetensors") == other_sum
+    fsck = repo.gitmodel("fsck", "--all", check=False)
+    assert fsck.returncode != 0 and "complete" in fsck.stdout
+
+
+def test_readers_survive_a_concurrent_repack(repo: Repo):
+    """A Store opened before a repack removes its packs still reads every object (it reloads
+    the pack list when a listed pack is gone)."""
+    series(repo, 3)
+    store = Store(repo.store)
+    oids = [oid for oid, _ in store.entries()]
+    repo.gitmodel("repack")
+    for oid in oids:
+        assert blake3.blake3(store.read(oid)).digest() == oid
+    store.close()
+
+
+def test_bf16_weights_saved_as_fp32_store_in_about_half(repo: Repo):
+    rng = np.random.default_rng(3)
+    weights = (0.02 * rng.standard_normal((1024, 1024))).astype(np.float32)
+    weights = (weights.view(np.uint32) & 0xFFFF0000).view(np.float32)     # bf16 values in fp32
+    path = write_safetensors(repo.path / MODEL, {"w": weights})
+    repo.commit("bf16 in fp32", MODEL)
+    assert packs_size(repo.store) <= 0.52 * path.stat().st_size
