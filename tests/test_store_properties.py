@@ -365,8 +365,10 @@ def test_codec_decode_specific_damage():
     for wrong in (0, len(data) - 1, len(data) + 1, len(data) + 4):
         with pytest.raises(codec.CodecError):
             codec.decode(encoding, payload, wrong)
-    with pytest.raises(codec.CodecError, match="unknown"):
-        codec.decode(codec.DELTA, payload, len(data))
+    with pytest.raises(codec.CodecError):                        # not a delta payload
+        codec.decode(codec.DELTA, payload, len(data), lambda ids: b"")
+    with pytest.raises(codec.UnknownEncoding):
+        codec.decode(4, payload, len(data))
     with pytest.raises(codec.CodecError):
         codec.decode(99, payload, len(data))
 

@@ -57,7 +57,7 @@ def check_store(store: Store, checkpoints: Checkpoints, view: RemoteView | None,
     lacking: dict[str, list[bytes]] = {}
     for content, path in checkpoints.items():
         need = stored.needed([bytes.fromhex(content)], store.read_manifest)
-        absent = store.missing(need.objects)
+        absent = store.missing(store.with_bases(need.objects))
         if not absent and not need.unreadable:
             findings.checkpoints.append(CheckpointState(content, path, COMPLETE))
         else:

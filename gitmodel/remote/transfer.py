@@ -294,24 +294,36 @@ def download(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool 
     if view.listing is None or any(oid not in view.entries for oid in fetch):
         view.refresh()
     is_manifest = lambda oid: oid in view.entries and view.entries[oid].kind == MANIFEST
-    _download_chunks(store, view, [oid for oid in fetch if not is_manifest(oid)], stats, quiet)
     manifests = [oid for oid in fetch if is_manifest(oid)]
     already = ((oid, *known[oid]) for oid in need if oid in known)
-    _store_all(store, itertools.chain(read_objects(view, manifests, stats.failed, quiet), already), stats)
+    writer = store.writer()
+    try:
+        _download_chunks(store, view, [oid for oid in fetch if not is_manifest(oid)], stats, quiet, writer)
+        _add_all(writer, itertools.chain(read_objects(view, manifests, stats.failed, quiet), already), stats)
+    finally:
+        # Keep what arrived, even when interrupted: every record was verified, and chunks
+        # come before manifests, so a published manifest never lacks its chunks. A repeated
+        # fetch asks only for the rest.
+        store.publish(writer)
+    stats.packs = len(writer.published)
     return stats
 
 
 def _download_chunks(store: Store, view: RemoteView, oids: list[bytes], stats: TransferStats,
-                     quiet: bool, depth: int = 0) -> None:
-    """Fetch chunks; deltas whose bases the store lacks wait in memory while their bases are
-    fetched (recursively: a base may be a delta), then are verified and stored."""
+                     quiet: bool, writer: PackWriter, depth: int = 0) -> None:
+    """Fetch chunks into the writer. Deltas whose bases the store lacks wait in memory while
+    what arrived is published and their bases are fetched (recursively: a base may be a delta
+    too); then they are verified and added."""
     deferred: list = []
-    _store_all(store, read_objects(view, oids, stats.failed, quiet, store.bases, deferred), stats)
+    _add_all(writer, read_objects(view, oids, stats.failed, quiet, store.bases, deferred), stats)
     if not deferred:
         return
     bases = [b for _, _, record, _ in deferred for b in codec.delta_bases(record[record_head.size:])]
+    store.publish(writer)
     if depth < MAX_CHAIN:
-        _download_chunks(store, view, store.missing(list(dict.fromkeys(bases))), stats, quiet, depth + 1)
+        _download_chunks(store, view, store.missing(list(dict.fromkeys(bases))), stats, quiet,
+                         writer, depth + 1)
+        store.publish(writer)
 
     def verified():
         for oid, entry, record, _ in deferred:
@@ -321,22 +333,14 @@ def _download_chunks(store: Store, view: RemoteView, oids: list[bytes], stats: T
                 stats.failed[oid] = f"remote {view}: {err}"
                 continue
             yield oid, entry, memoryview(record)[record_head.size:]
-    _store_all(store, verified(), stats)
+    _add_all(writer, verified(), stats)
 
 
-def _store_all(store: Store, records: Iterable[tuple[bytes, Entry, memoryview]], stats: TransferStats) -> None:
-    writer = store.writer()
-    try:
-        for oid, entry, payload in records:
-            writer.add(oid, entry.kind, entry.encoding, entry.raw_length, payload)
-            stats.objects += 1
-            stats.bytes += len(payload)
-    finally:
-        # Keep what arrived, even when interrupted: every record was verified, and chunks
-        # are published before manifests, so a published manifest never lacks its chunks.
-        # A repeated fetch asks only for the rest.
-        store.publish(writer)
-    stats.packs += len(writer.published)
+def _add_all(writer: PackWriter, records: Iterable[tuple[bytes, Entry, memoryview]], stats: TransferStats) -> None:
+    for oid, entry, payload in records:
+        writer.add(oid, entry.kind, entry.encoding, entry.raw_length, payload)
+        stats.objects += 1
+        stats.bytes += len(payload)
 
 
 def remote_bases(view: RemoteView, store: Store | None) -> Bases:

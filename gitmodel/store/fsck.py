@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from gitmodel.store import files
-from gitmodel.store.objects import (MANIFEST, CorruptObject, Store, StoreError, StoreVersionError,
-                                    check_record, rebuild_index)
+from gitmodel.store.objects import (MANIFEST, CorruptObject, MissingBase, Store, StoreError,
+                                    StoreVersionError, check_record, rebuild_index)
 from gitmodel.store.pack import PackError, record_head, scan
 
 DAMAGED_OBJECT = "damaged object"
@@ -23,6 +23,7 @@ DAMAGED_INDEX = "damaged index"
 PACK_WITHOUT_INDEX = "pack without index"
 INDEX_WITHOUT_PACK = "index without pack"
 LEFTOVER = "leftover temporary file"
+MISSING_BASE = "delta without its base"
 
 
 @dataclass
@@ -78,6 +79,13 @@ def check(store: Store, progress: Callable[[int, int], None] | None = None) -> F
             data = store.read_copy(oid, entry)     # each copy, not whichever read() picks
         except StoreVersionError as err:
             report.newer.append(str(err))
+            continue
+        except (MissingBase, CorruptObject) as err:
+            if isinstance(err, MissingBase) or err.oid != oid:     # the copy is fine, its base is not
+                report.problems.append(Problem(MISSING_BASE, entry.pack, str(err), oid))
+                continue
+            store.mark_damaged(oid, entry.pack)
+            report.problems.append(Problem(DAMAGED_OBJECT, entry.pack, str(err), oid))
             continue
         except StoreError as err:
             store.mark_damaged(oid, entry.pack)
