@@ -128,16 +128,18 @@ def cmd_fsck(args) -> int:
 
 
 def _repack_arguments(p) -> None:
-    from gitmodel.repack import DEPTH
-    p.add_argument("--depth", type=int, default=DEPTH,
-                   help=f"longest chain of deltas (default {DEPTH}; 0 stores every version whole)")
+    from gitmodel.repack import KEYFRAMES
+    p.add_argument("--keyframes", type=int, default=None, metavar="N",
+                   help=f"one version in N is stored whole, the others as deltas against it "
+                        f"(default: git config gitmodel.keyframes, else {KEYFRAMES}; 1 stores "
+                        "every version whole)")
     p.add_argument("-q", "--quiet", action="store_true")
 
 
 @command("repack", "store older versions of checkpoints as deltas against newer ones",
          _repack_arguments)
 def cmd_repack(args) -> int:
-    report = _repack(_session(), args.depth, args.quiet)
+    report = _repack(_session(), args.keyframes, args.quiet)
     _say(args, f"{report.encoded} chunk(s) re-encoded; {report.packs_before} pack(s), "
                f"{_size(report.bytes_before)} became {report.packs_after}, {_size(report.bytes_after)}")
     for why in report.damaged:
@@ -146,21 +148,32 @@ def cmd_repack(args) -> int:
     return 1 if report.damaged else 0
 
 
-def _repack(session, depth: int, quiet: bool):
+def _repack(session, keyframes: int | None, quiet: bool):
     from gitmodel import repack
+    from gitmodel.errors import GitmodelError
     from gitmodel.git import history, repo
-    histories = history.versions_by_path(repo.open_repository())
+    if keyframes is None:
+        setting = repo.config_get("gitmodel.keyframes")
+        try:
+            keyframes = int(setting) if setting else repack.KEYFRAMES
+        except ValueError:
+            raise GitmodelError(f"git config gitmodel.keyframes is {setting!r}, not a number",
+                                "Set it to a whole number (1 stores every version whole)") from None
+    if keyframes < 1:
+        raise GitmodelError(f"--keyframes must be at least 1, not {keyframes}")
+    repository = repo.open_repository()
+    histories = history.versions_by_path(repository)
     say = (lambda line: None) if quiet else (lambda line: print(f"gitmodel: repack: {line}", file=sys.stderr))
-    return repack.repack(session.store, histories.values(), depth, say)
+    return repack.repack(session.store, histories.values(), keyframes, say,
+                         whole=history.checked_out(repository))
 
 
 def _auto_repack(session, quiet: bool) -> None:
     """Before a push: older versions become deltas, so the remote receives them small."""
     from gitmodel.git import repo
-    from gitmodel.repack import DEPTH
     if (repo.config_get("gitmodel.delta") or "true").lower() in ("false", "no", "off", "0"):
         return
-    _repack(session, int(repo.config_get("gitmodel.deltaDepth") or DEPTH), quiet=True)
+    _repack(session, None, quiet=True)
 
 
 # ----------------------------------------------------------------------------- remotes

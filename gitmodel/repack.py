@@ -1,12 +1,13 @@
 """Repack: store older versions of a checkpoint as deltas against newer ones.
 
 `git add` stores every new chunk whole (byte planes, compressed), so adding never reads an
-earlier version. A repack then walks each path's versions from the newest back: a chunk of a
-tensor that also exists (same name, dtype and shape) in the next newer version is re-encoded
-as the XOR with the bytes at the same place in that version, when that is smaller. The newest
-version of every path stays whole, so a fresh clone of it fetches no deltas; a chain never
-grows past `depth` deltas, so an old version reads at most `depth` extra chunks per chunk.
-Reasons and figures: docs/design.md ("Deltas").
+earlier version. A repack then takes each path's versions, oldest first, in groups of
+`keyframes`: the last version of each group, and the newest version, are **keyframes** and
+stay whole; every other version is a delta against the keyframe that closes its group. A
+chunk of a tensor that exists with the same name, dtype, shape and length in that keyframe
+becomes the XOR with the bytes at the same place there, when that is smaller. So a fresh
+clone of the newest version fetches no deltas, and reading any version decodes at most one
+base per chunk. Reasons and figures: docs/design.md ("Deltas").
 
 Packs are immutable: the packs holding re-encoded chunks are rewritten whole into new packs
 (every other record copied as it is, each verified), published (fsynced), and only then are
@@ -28,7 +29,7 @@ from gitmodel.store import codec, files
 from gitmodel.store.objects import CHUNK, CorruptObject, MissingObjects, Store, StoreError, check_record
 from gitmodel.store.pack import Entry, record_head, scan
 
-DEPTH = 4               # deltas in a chain at most (reads of the oldest cost this many extra)
+KEYFRAMES = 8           # versions per group: one whole (the group's newest), the rest deltas
 WORTH = 0.9             # a delta replaces a whole chunk only below this fraction of its size
 
 
@@ -47,7 +48,6 @@ class Delta:
 class Plan:
     """For each chunk of the histories: a Delta to encode it as, or None to keep it whole."""
     chunks: dict[bytes, Delta | None] = field(default_factory=dict)
-    depth: dict[bytes, int] = field(default_factory=dict)
     width: dict[bytes, int] = field(default_factory=dict)   # element width of tensor chunks
     skipped: list[str] = field(default_factory=list)     # versions not in the store, why
 
@@ -64,25 +64,55 @@ class RepackReport:
     skipped: list[str] = field(default_factory=list)
 
 
-def plan(store: Store, histories: Iterable[list[str]], depth: int = DEPTH) -> Plan:
+def keyframe_of(index: int, count: int, keyframes: int) -> int:
+    """The position of the keyframe serving version `index` of `count` (oldest first): the
+    last of its group of `keyframes`, or the newest version. Positions count from the oldest
+    version, so a new version changes the plan only for the newest group."""
+    if keyframes <= 1:
+        return index
+    return min(index // keyframes * keyframes + keyframes - 1, count - 1)
+
+
+def plan(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRAMES,
+         whole: Iterable[str] = ()) -> Plan:
     """Decide each chunk's encoding. `histories`: for each path, the content ids of its
-    versions, newest first. A chunk is decided at its newest appearance; every chunk of a
-    newest version is whole."""
-    histories = [h for h in histories if h]
+    versions, newest first; `whole`: versions to keep whole besides the keyframes (what is
+    checked out). Every chunk of those is whole; other chunks are decided at their newest
+    appearance, against that version's keyframe."""
+    histories = [list(reversed(h)) for h in histories if h]      # oldest first from here
     result = Plan()
-    for history in histories:
+    for content in whole:
         try:
-            for cid, _ in store.read_manifest(bytes.fromhex(history[0])).chunks:
-                result.chunks[cid], result.depth[cid] = None, 0
+            for cid, _ in store.read_manifest(bytes.fromhex(content)).chunks:
+                result.chunks[cid] = None
         except StoreError as err:
-            result.skipped.append(f"{history[0][:16]}: {err}")
-    for history in histories:
-        newer = _version(store, history[0], result)
-        for content in history[1:]:
-            older = _version(store, content, result)
-            if newer is not None and older is not None:
-                _plan_pair(newer, older, result, depth)
-            newer = older
+            result.skipped.append(f"{content[:16]}: {err}")
+    opened: dict[str, tuple | None] = {}
+
+    def version(content: str):
+        if content not in opened:
+            opened[content] = _version(store, content, result)
+        return opened[content]
+
+    groups = []
+    for versions in histories:
+        count = len(versions)
+        for i in range(count - 1, -1, -1):
+            key = keyframe_of(i, count, keyframes)
+            if key == i:
+                try:
+                    for cid, _ in store.read_manifest(bytes.fromhex(versions[i])).chunks:
+                        result.chunks[cid] = None
+                except StoreError as err:
+                    result.skipped.append(f"{versions[i][:16]}: {err}")
+            else:
+                groups.append((versions[key], versions[i]))
+    for key, older in groups:                 # newest groups first: shared chunks get newer bases
+        base, this = version(key), version(older)
+        if base is not None and this is not None:
+            _plan_against(base, this, result)
+        if len(opened) > 4:                   # keep the open versions' tables bounded
+            opened.pop(next(iter(opened)))
     return result
 
 
@@ -99,29 +129,24 @@ def _version(store: Store, content: str, result: Plan):
         return None
 
 
-def _plan_pair(newer, older, result: Plan, depth: int) -> None:
-    (new_file, new_places), (old_file, old_places) = newer, older
+def _plan_against(keyframe, older, result: Plan) -> None:
+    (key_file, key_places), (old_file, old_places) = keyframe, older
     for name, place in old_places.items():
-        match = new_places.get(name)
+        match = key_places.get(name)
         if match is None or (match.tensor.dtype, match.tensor.shape, match.length) != \
                 (place.tensor.dtype, place.tensor.shape, place.length):
             continue
         width = _width(place)
-        base_spans = _spans(new_file, match)
+        base_spans = _spans(key_file, match)
         for cid, start, length in _spans(old_file, place):
             if cid in result.chunks:
-                continue                   # decided at a newer appearance
+                continue                   # a keyframe's, or decided at a newer appearance
             covering = [(b, s) for b, s, n in base_spans if s < start + length and start < s + n]
             ids = tuple(b for b, _ in covering)
-            if not ids or len(ids) > codec.MAX_BASES or cid in ids:
-                result.chunks[cid], result.depth[cid] = None, 0
-                continue
-            level = 1 + max(result.depth.get(b, 0) for b in ids)
-            if level > depth:
-                result.chunks[cid], result.depth[cid] = None, 0
-            else:
+            if ids and len(ids) <= codec.MAX_BASES and all(result.chunks.get(b, 0) is None for b in ids):
                 result.chunks[cid] = Delta(ids, start - covering[0][1], width)
-                result.depth[cid] = level
+            else:
+                result.chunks[cid] = None
 
 
 def _spans(file: stored.StoredFile, place: stored.Placed) -> list[tuple[bytes, int, int]]:
@@ -149,13 +174,13 @@ def _chunk_offsets(file: stored.StoredFile) -> dict[bytes, tuple[int, int]]:
 
 # ----------------------------------------------------------------------------- rewriting
 
-def repack(store: Store, histories: Iterable[list[str]], depth: int = DEPTH,
-           progress: Callable[[str], None] = lambda line: None) -> RepackReport:
+def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRAMES,
+           progress: Callable[[str], None] = lambda line: None, whole: Iterable[str] = ()) -> RepackReport:
     """Re-encode the histories' chunks as the plan says, rewriting the packs that hold them."""
     lock = _lock(store)
     try:
         store.reload()
-        decided = plan(store, histories, depth)
+        decided = plan(store, histories, keyframes, whole)
         report = RepackReport(planned=sum(d is not None for d in decided.chunks.values()),
                               skipped=decided.skipped)
         changes = _changes(store, decided)
@@ -278,7 +303,7 @@ def _encoded(store: Store, oid: bytes, data, delta: Delta | None, width: int) ->
     whole = codec.encode(data, width)
     if delta is None:
         return whole
-    base = store.bases(list(delta.bases))
+    base = b"".join(store.read(b) for b in delta.bases)      # checked: the delta is made once
     payload = codec.encode_delta(data, base, list(delta.bases), delta.skip, width)
     if len(payload) < WORTH * len(whole[1]):
         return codec.DELTA, payload

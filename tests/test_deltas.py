@@ -20,7 +20,7 @@ from gitmodel.store.pack import decode_index
 MODEL = "model.safetensors"
 
 
-def fine_tune(model: dict[str, np.ndarray], seed: int, scale: float = 1e-3) -> dict[str, np.ndarray]:
+def fine_tune(model: dict[str, np.ndarray], seed: int, scale: float = 2e-4) -> dict[str, np.ndarray]:
     """Every weight moves a little, as in a full fine-tune."""
     rng = np.random.default_rng(seed)
     return {k: (v + scale * np.abs(v).mean() * rng.standard_normal(v.shape)).astype(v.dtype)
@@ -68,16 +68,16 @@ def test_delta_round_trip(data, base, skip, width):
     ids = [blake3.blake3(base).digest()]
     payload = codec.encode_delta(data, base, ids, skip, width)
     assert codec.delta_bases(payload) == ids
-    assert bytes(codec.decode(codec.DELTA, payload, len(data), lambda got: base if got == ids else b"")) == data
+    assert bytes(codec.decode(codec.DELTA, payload, len(data), lambda got: [base] if got == ids else [])) == data
 
 
 def test_delta_refuses_bad_payloads():
     base = bytes(range(256)) * 8
     payload = codec.encode_delta(base[10:500], base, [b"\1" * 32], 10, 4)
     with pytest.raises(codec.CodecError):          # bases shorter than skip + length
-        codec.decode(codec.DELTA, payload, 490, lambda ids: base[:100])
+        codec.decode(codec.DELTA, payload, 490, lambda ids: [base[:100]])
     with pytest.raises(codec.CodecError):
-        codec.decode(codec.DELTA, payload[:20], 490, lambda ids: base)
+        codec.decode(codec.DELTA, payload[:20], 490, lambda ids: [base])
     with pytest.raises(codec.CodecError):          # no way to read bases: never a guess
         codec.decode(codec.DELTA, payload, 490)
     with pytest.raises(ValueError):
@@ -124,29 +124,56 @@ def test_repack_stores_old_versions_as_deltas_and_every_version_checks_out(repo:
     assert_versions_exact(repo, sums)
 
 
-def test_chains_are_bounded_by_depth(repo: Repo):
-    series(repo, 6)
-    repo.gitmodel("repack", "--depth", "2")
+def contents(repo: Repo) -> list[str]:
+    """The content ids of MODEL in HEAD's first-parent history, oldest first."""
+    revs = repo.out("rev-list", "--reverse", "HEAD", "--", MODEL).split()
+    return [repo.out("show", f"{rev}:{MODEL}").split("\n")[2].split()[1] for rev in revs]
+
+
+def stored_as(store: Store, content: str) -> dict[bytes, list[bytes]]:
+    """Each chunk of a version: the ids of its bases (empty when stored whole)."""
+    return {cid: store.delta_bases(cid) for cid, _ in store.read_manifest(bytes.fromhex(content)).chunks}
+
+
+def test_keyframes_every_n_versions_and_every_delta_one_step_from_whole(repo: Repo):
+    sums = series(repo, 7)
+    repo.gitmodel("repack", "--keyframes", "3")
+    versions = contents(repo)
     store = Store(repo.store)
-    deepest = 0
-    for oid, entry in store.entries():
-        depth, at = 0, oid
-        while store.delta_bases(at):
-            depth, at = depth + 1, store.delta_bases(at)[0]
-        deepest = max(deepest, depth)
+    whole = {i for i, c in enumerate(versions) if not any(stored_as(store, c).values())}
+    assert whole == {2, 5, 6}              # the last of each group of 3, and the newest
+    for i, content in enumerate(versions):
+        if i in whole:
+            continue
+        key = stored_as(store, versions[5 if i > 2 else 2])
+        for cid, bases in stored_as(store, content).items():
+            assert all(b in key and not store.delta_bases(b) for b in bases), (i, cid.hex())
     store.close()
-    assert deepest == 2
+    assert_versions_exact(repo, sums)
 
 
-def test_depth_zero_and_config_off_store_every_version_whole(repo: Repo):
+def test_one_keyframe_per_version_stores_every_version_whole(repo: Repo):
     sums = series(repo, 3)
-    repo.gitmodel("repack", "--depth", "0")
+    repo.gitmodel("repack", "--keyframes", "1")
     assert codec.DELTA not in encodings(repo.store)
     repo.gitmodel("repack")
     assert codec.DELTA in encodings(repo.store)
-    repo.gitmodel("repack", "--depth", "0")          # back: every chunk whole again
+    repo.git("config", "gitmodel.keyframes", "1")            # back: every chunk whole again
+    repo.gitmodel("repack")
     assert codec.DELTA not in encodings(repo.store)
     assert_versions_exact(repo, sums)
+    bad = repo.gitmodel("repack", "--keyframes", "0", check=False)
+    assert bad.returncode != 0 and "at least 1" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_what_is_checked_out_stays_whole(repo: Repo):
+    series(repo, 4)
+    repo.git("checkout", "-q", "HEAD~2")
+    repo.gitmodel("repack")
+    store = Store(repo.store)
+    here = repo.out("show", f"HEAD:{MODEL}").split("\n")[2].split()[1]
+    assert not any(stored_as(store, here).values())
+    store.close()
 
 
 def test_push_carries_bases_and_an_old_version_checks_out_in_a_fresh_clone(tmp_path: Path, git_env):

@@ -366,7 +366,7 @@ def test_codec_decode_specific_damage():
         with pytest.raises(codec.CodecError):
             codec.decode(encoding, payload, wrong)
     with pytest.raises(codec.CodecError):                        # not a delta payload
-        codec.decode(codec.DELTA, payload, len(data), lambda ids: b"")
+        codec.decode(codec.DELTA, payload, len(data), lambda ids: [b""])
     with pytest.raises(codec.UnknownEncoding):
         codec.decode(4, payload, len(data))
     with pytest.raises(codec.CodecError):

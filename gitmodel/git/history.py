@@ -131,8 +131,8 @@ def pointers_in_index(repo: pygit2.Repository) -> dict[str, str]:
 
 def versions_by_path(repo: pygit2.Repository) -> dict[str, list[str]]:
     """Each path's checkpoints, newest first: what the index holds, then the versions commits
-    reachable from any ref (remote-tracking ones too) introduced, newest commit first. What
-    the repack turns into deltas against newer versions."""
+    reachable from any ref (remote-tracking ones too) introduced, children before parents,
+    newer commits first. What the repack turns into deltas against newer versions."""
     found: dict = {}
     order: dict[str, list[str]] = {}
 
@@ -148,7 +148,7 @@ def versions_by_path(repo: pygit2.Repository) -> dict[str, list[str]]:
             if ref.name != "refs/stash" and _peels_to_commit(ref)]
     if not tips:
         return {path: contents for path, contents in order.items() if contents}
-    walker = repo.walk(tips[0], pygit2.enums.SortMode.TIME)
+    walker = repo.walk(tips[0], pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME)
     for tip in tips[1:]:
         walker.push(tip)
     for commit in walker:
@@ -161,6 +161,14 @@ def versions_by_path(repo: pygit2.Repository) -> dict[str, list[str]]:
                     delta.new_file.mode in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE):
                 seen(delta.new_file.id, delta.new_file.path)
     return {path: contents for path, contents in order.items() if contents}
+
+
+def checked_out(repo: pygit2.Repository) -> set[str]:
+    """The checkpoints HEAD's tree and the index hold (kept whole by a repack)."""
+    found = pointers_in_index(repo)
+    if not repo.head_is_unborn:
+        found.update(pointers_in_trees(repo, ["HEAD"]))
+    return set(found)
 
 
 def _peels_to_commit(ref) -> bool:

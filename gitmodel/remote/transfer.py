@@ -370,8 +370,8 @@ def _bases_from(read_range: Callable[[str, int, int], bytes], table: Callable[[]
                 cache.pop(next(iter(cache)))
         return cache[oid]
 
-    def bases(ids: list[bytes]) -> bytes:
-        return b"".join(one(oid) for oid in ids)
+    def bases(ids: list[bytes]) -> list[bytes]:
+        return [one(oid) for oid in ids]
     return bases
 
 

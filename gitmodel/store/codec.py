@@ -26,7 +26,7 @@ MAX_BASES = 255
 _local = threading.local()
 
 
-Bases = Callable[[list[bytes]], bytes]      # base chunk ids -> their bytes, concatenated
+Bases = Callable[[list[bytes]], list]        # base chunk ids -> each one's bytes
 
 
 class CodecError(GitmodelError, ValueError):
@@ -222,19 +222,24 @@ def _decode_delta(payload, raw_length: int, bases) -> bytearray:
     if bases is None:
         raise NoBases("a delta decoded without its bases")
     xor = decode(encoding, inner, raw_length)
-    base = bases(ids)
-    if skip + raw_length > len(base):
-        raise CodecError(f"delta reaches past its bases ({skip} + {raw_length} > {len(base)})")
-    out = bytearray(xor)
+    out = xor if isinstance(xor, bytearray) else bytearray(xor)
     view = np.frombuffer(out, np.uint8)
-    np.bitwise_xor(view, np.frombuffer(base, np.uint8, count=raw_length, offset=skip), out=view)
+    at = -skip                          # where the current base starts, relative to the chunk
+    for base in bases(ids):             # XOR each base's overlap in place: no concatenation
+        start, end = max(at, 0), min(at + len(base), raw_length)
+        if start < end:
+            piece = view[start:end]
+            np.bitwise_xor(piece, np.frombuffer(base, np.uint8, count=end - start, offset=start - at), out=piece)
+        at += len(base)
+    if at < raw_length:
+        raise CodecError(f"delta reaches past its bases ({skip} + {raw_length} > {at + skip})")
     return out
 
 
 def decode(encoding: int, payload: bytes | memoryview, raw_length: int,
            bases: Bases | None = None) -> bytes | bytearray | memoryview:
     """The chunk's bytes. Raises CodecError on any inconsistency (never returns wrong-sized
-    data). `bases` gives the concatenated bytes of a DELTA's base chunks (verified)."""
+    data). `bases` gives the bytes of a DELTA's base chunks."""
     try:
         if encoding == RAW:
             data = payload

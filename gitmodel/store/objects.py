@@ -29,6 +29,7 @@ MARKER = "gitmodel store {}\n"
 MAX_CHAIN = 64
 # Decoded bases kept for the next delta (neighbouring chunks share their bases).
 BASE_CACHE_BYTES = 32 << 20
+DELTA_HEAD_GUESS = 1 + 32 * 4 + 5       # a delta's header with up to 4 bases: one read
 
 REPAIR_HINT = "Run `gitmodel fsck` to see what is damaged and `gitmodel fsck --repair` to repair it"
 
@@ -300,7 +301,7 @@ class Store:
             tried.add(entry)
             try:
                 record = self._read_record(oid, entry)
-                return entry, record, check_record(oid, entry, record, self.bases)
+                return entry, record, self._check(oid, entry, record)
             except CorruptObject as err:
                 if err.oid == oid:             # else a base's fault: this copy may be fine
                     self.mark_damaged(oid, entry.pack)
@@ -332,27 +333,53 @@ class Store:
 
     def read_copy(self, oid: bytes, entry: Entry) -> bytes:
         """The bytes of this one copy of the object, verified (for checking every copy)."""
-        return check_record(oid, entry, self._read_record(oid, entry), self.bases)
+        return self._check(oid, entry, self._read_record(oid, entry))
 
-    def bases(self, oids: list[bytes]) -> bytes:
-        """The concatenated bytes of a delta's base chunks, each verified (for check_record).
-        Raises MissingObjects when one is absent, CorruptObject naming it when it is bad."""
+    def _check(self, oid: bytes, entry: Entry, record: bytes) -> bytes:
+        """check_record with this store's bases; a delta that fails its check has its bases
+        checked, so a bad base (not the delta) is named."""
+        try:
+            return check_record(oid, entry, record, self.bases)
+        except CorruptObject as err:
+            if err.oid == oid and entry.encoding == codec.DELTA:
+                try:
+                    ids = codec.delta_bases(memoryview(record)[record_head.size:])
+                except codec.CodecError:
+                    raise err from None
+                self.verify_bases(ids)
+            raise
+
+    def bases(self, oids: list[bytes]) -> list[bytes]:
+        """The bytes of a delta's base chunks, for check_record. Read without checking each
+        against its id: the delta's own check covers them (a wrong base gives a wrong
+        chunk), and `verify_bases` says which is to blame when that check fails. Raises
+        MissingObjects when one is absent."""
         depth = getattr(self._chain, "depth", 0)
         if depth >= MAX_CHAIN:
             raise CorruptObject(oids[0], f"delta chain longer than {MAX_CHAIN} (a cycle?)")
         self._chain.depth = depth + 1
         try:
-            return b"".join(self._base(oid) for oid in oids)
+            return [self._base(oid) for oid in oids]
         finally:
             self._chain.depth = depth
 
-    def _base(self, oid: bytes) -> bytes:
+    def verify_bases(self, oids: list[bytes]) -> None:
+        """Check a delta's bases against their ids (after the delta failed its check): raises
+        CorruptObject naming the first bad one, and forgets any cached copy."""
+        with self._lock:
+            for oid in oids:
+                if oid in self._base_cache:
+                    self._base_cache_bytes -= len(self._base_cache.pop(oid))
+        for oid in oids:
+            self.read(oid)
+
+    def _base(self, oid: bytes) -> bytes | bytearray:
         with self._lock:
             data = self._base_cache.get(oid)
             if data is not None:
                 self._base_cache.move_to_end(oid)
                 return data
-        data = bytes(self.read(oid))
+        data = self._read_unchecked(oid)
         with self._lock:
             if oid not in self._base_cache:
                 self._base_cache[oid] = data
@@ -361,15 +388,33 @@ class Store:
                     self._base_cache_bytes -= len(self._base_cache.popitem(last=False)[1])
         return data
 
+    def _read_unchecked(self, oid: bytes) -> bytes | bytearray:
+        """A good copy's bytes, decoded but not hashed (a base, checked through its delta)."""
+        for round in range(2):
+            for entry in self._good_copies(oid):
+                try:
+                    record = self._read_record(oid, entry)
+                    if record_head.unpack_from(record) != (oid, entry.kind, entry.encoding,
+                                                           entry.raw_length, entry.stored_length):
+                        continue
+                    return codec.decode(entry.encoding, memoryview(record)[record_head.size:],
+                                        entry.raw_length, self.bases)
+                except (CorruptObject, PackGone, codec.CodecError):
+                    continue
+            if round == 0:
+                self.refresh()
+        return bytes(self.read(oid))        # the checked path: its error says what is wrong
+
     def delta_bases(self, oid: bytes) -> list[bytes]:
         """The chunks the object's stored copy is a difference from (none unless a delta)."""
         entry = self.locate(oid)
         if entry is None or entry.encoding != codec.DELTA:
             return []
         fd = self._fd(entry.pack)
-        count = os.pread(fd, 1, entry.offset + record_head.size)
-        size = 1 + 32 * (count[0] if count else 0) + 5
-        payload = os.pread(fd, min(size, entry.stored_length), entry.offset + record_head.size)
+        at = entry.offset + record_head.size
+        payload = os.pread(fd, min(DELTA_HEAD_GUESS, entry.stored_length), at)
+        if payload and 1 + 32 * payload[0] + 5 > len(payload):        # many bases: read them all
+            payload = os.pread(fd, min(1 + 32 * payload[0] + 5, entry.stored_length), at)
         try:
             return codec.delta_bases(payload)
         except codec.CodecError as err:
