@@ -171,9 +171,13 @@ def _repack(session, keyframes: int | None, quiet: bool):
 def _auto_repack(session, quiet: bool) -> None:
     """Before a push: older versions become deltas, so the remote receives them small."""
     from gitmodel.git import repo
+    from gitmodel.errors import GitmodelError
     if (repo.config_get("gitmodel.delta") or "true").lower() in ("false", "no", "off", "0"):
         return
-    _repack(session, None, quiet=True)
+    try:
+        _repack(session, None, quiet=True)
+    except GitmodelError as err:        # the push is right without it, only larger
+        print(f"gitmodel: warning: not repacked before the push: {err.full()}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- remotes

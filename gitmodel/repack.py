@@ -41,7 +41,8 @@ class RepackError(GitmodelError):
 class Delta:
     bases: tuple[bytes, ...]     # chunks of the newer version covering this chunk's bytes
     skip: int                    # where this chunk starts in the bases' concatenation
-    width: int                   # element width, for grouping the XOR's bytes
+    width: int                   # element width: differences are taken element by element
+    lead: int                    # bytes before the chunk's first whole element
 
 
 @dataclass
@@ -144,7 +145,7 @@ def _plan_against(keyframe, older, result: Plan) -> None:
             covering = [(b, s) for b, s, n in base_spans if s < start + length and start < s + n]
             ids = tuple(b for b, _ in covering)
             if ids and len(ids) <= codec.MAX_BASES and all(result.chunks.get(b, 0) is None for b in ids):
-                result.chunks[cid] = Delta(ids, start - covering[0][1], width)
+                result.chunks[cid] = Delta(ids, start - covering[0][1], width, -start % width)
             else:
                 result.chunks[cid] = None
 
@@ -304,7 +305,7 @@ def _encoded(store: Store, oid: bytes, data, delta: Delta | None, width: int) ->
     if delta is None:
         return whole
     base = b"".join(store.read(b) for b in delta.bases)      # checked: the delta is made once
-    payload = codec.encode_delta(data, base, list(delta.bases), delta.skip, width)
+    payload = codec.encode_delta(data, base, list(delta.bases), delta.skip, width, delta.lead)
     if len(payload) < WORTH * len(whole[1]):
         return codec.DELTA, payload
     return whole

@@ -60,15 +60,26 @@ def assert_versions_exact(repo: Repo, sums: list[str]) -> None:
 
 # ----------------------------------------------------------------------------- codec
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(min_size=0, max_size=3000), st.binary(min_size=1, max_size=3000),
-       st.integers(0, 3000), st.sampled_from([1, 2, 4, 8]))
-def test_delta_round_trip(data, base, skip, width):
+       st.integers(0, 3000), st.sampled_from([1, 2, 3, 4, 8]), st.integers(0, 7),
+       st.integers(1, 3))
+def test_delta_round_trip(data, base, skip, width, lead, pieces):
     base = base * (1 + (skip + len(data)) // len(base))
-    ids = [blake3.blake3(base).digest()]
-    payload = codec.encode_delta(data, base, ids, skip, width)
+    cut = [len(base) * i // pieces for i in range(pieces + 1)]
+    parts = [base[a:b] for a, b in zip(cut, cut[1:])]          # bases of any lengths
+    ids = [blake3.blake3(part).digest() for part in parts]
+    payload = codec.encode_delta(data, base, ids, skip, width, lead)
     assert codec.delta_bases(payload) == ids
-    assert bytes(codec.decode(codec.DELTA, payload, len(data), lambda got: [base] if got == ids else [])) == data
+    assert bytes(codec.decode(codec.DELTA, payload, len(data), lambda got: parts if got == ids else [])) == data
+
+
+def test_a_small_move_is_a_small_difference_even_across_a_carry():
+    old = np.array([1.0, -2.5, 3.0e-3], np.float32)
+    new = np.nextafter(old, np.float32(np.inf))                  # 1 ULP each
+    payload = codec.encode_delta(new.tobytes(), old.tobytes(), [b"\0" * 32], 0, 4, 0)
+    inner = codec.decode(payload[-len(payload) + 1 + 32 + 6], payload[1 + 32 + 7:], 12)
+    assert np.frombuffer(bytes(inner), np.uint32).tolist() == [2, 1, 2]   # zigzag(+1), zigzag(-1)
 
 
 def test_delta_refuses_bad_payloads():
@@ -262,3 +273,47 @@ def test_bf16_weights_saved_as_fp32_store_in_about_half(repo: Repo):
     path = write_safetensors(repo.path / MODEL, {"w": weights})
     repo.commit("bf16 in fp32", MODEL)
     assert packs_size(repo.store) <= 0.52 * path.stat().st_size
+
+
+def test_a_damaged_base_is_named_and_the_deltas_are_not_blamed(repo: Repo):
+    series(repo, 3)
+    repo.gitmodel("repack")
+    store = Store(repo.store)
+    old = contents(repo)[0]
+    delta, bases = next((cid, b) for cid, b in stored_as(store, old).items() if b)
+    entry = store.locate(bases[0])
+    store.close()
+    pack = repo.store / "packs" / f"{entry.pack}.pack"
+    os.chmod(pack, 0o644)
+    with open(pack, "r+b") as f:                     # flip a byte inside the base's payload
+        at = entry.offset + 42 + entry.stored_length // 2
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    (repo.path / MODEL).unlink()
+    failed = repo.git("checkout", "HEAD~2", "--", MODEL, check=False)
+    err = failed.stderr.decode()
+    assert failed.returncode != 0 and bases[0].hex() in err and "Traceback" not in err, err
+    damaged = (repo.store / "damaged").read_text()
+    assert bases[0].hex() in damaged and delta.hex() not in damaged
+    fsck = repo.gitmodel("fsck", check=False)
+    assert fsck.returncode != 0 and bases[0].hex() in fsck.stdout
+
+
+def test_push_without_repack_when_turned_off_or_when_a_repack_holds_the_lock(tmp_path: Path, git_env):
+    import fcntl
+    repo = make_repo(tmp_path / "work", git_env)
+    series(repo, 3)
+    repo.git("config", "gitmodel.delta", "false")
+    repo.gitmodel("push", "--all", "-q", str(tmp_path / "plain"))
+    assert codec.DELTA not in encodings(tmp_path / "plain")
+    repo.git("config", "--unset", "gitmodel.delta")
+    with open(repo.store / "repack.lock", "a") as lock:      # another repack is running
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        done = repo.gitmodel("push", "--all", str(tmp_path / "busy"))
+    assert "not repacked" in done.stderr and "another repack" in done.stderr
+    assert codec.DELTA not in encodings(tmp_path / "busy")
+    repo.gitmodel("push", "--all", "-q", str(tmp_path / "small"))
+    assert codec.DELTA in encodings(tmp_path / "small")
+    assert packs_size(tmp_path / "small") < 0.8 * packs_size(tmp_path / "busy")

@@ -21,7 +21,7 @@ RAW, ZSTD, GROUPED, DELTA = 0, 1, 2, 3
 LEVEL = 1
 
 _plane_head = struct.Struct("<BI")
-_delta_skip = struct.Struct("<I")
+_delta_head = struct.Struct("<IBB")          # skip, element width, lead
 MAX_BASES = 255
 _local = threading.local()
 
@@ -185,17 +185,69 @@ def _join(planes: list, width: int, out: bytearray) -> None:
 
 # ----------------------------------------------------------------------------- delta
 
-def encode_delta(data, base, base_ids: list[bytes], skip: int, width: int) -> bytes:
-    """The DELTA payload of `data` against `base[skip:skip + len(data)]`, where `base` is the
-    concatenated bytes of the chunks `base_ids`. The XOR keeps a float's sign, exponent and
-    high mantissa bits zero wherever the value moved little, so its byte planes compress."""
-    import numpy as np
+def encode_delta(data, base, base_ids: list[bytes], skip: int, width: int, lead: int = 0) -> bytes:
+    """The DELTA payload of `data` against `ref = base[skip:skip + len(data)]`, where `base`
+    is the concatenated bytes of the chunks `base_ids`. For elements `width` bytes wide (2, 4
+    or 8) whose first whole one starts at byte `lead`, each element is stored as the zigzag of
+    its integer difference from ref's (a weight that moved a little differs in its low bits
+    only, even across a carry, where an XOR would flip a run of bits); bytes outside whole
+    elements, and everything for other widths, as the XOR. The result's byte planes compress."""
     if not 1 <= len(base_ids) <= MAX_BASES or skip + len(data) > len(base):
         raise ValueError("delta base does not cover the chunk")
-    xor = np.bitwise_xor(np.frombuffer(data, np.uint8),
-                         np.frombuffer(base, np.uint8, count=len(data), offset=skip))
-    encoding, inner = encode(xor.data, width)
-    return b"".join([bytes([len(base_ids)]), *base_ids, _delta_skip.pack(skip), bytes([encoding]), inner])
+    width, lead = (width, lead % width) if width in _WORDS else (1, 0)
+    out = bytearray(data)
+    _difference(out, memoryview(base)[skip:skip + len(data)], width, lead)
+    encoding, inner = encode(out, width)
+    return b"".join([bytes([len(base_ids)]), *base_ids, _delta_head.pack(skip, width, lead),
+                     bytes([encoding]), inner])
+
+
+def _split_elements(n: int, width: int, lead: int) -> tuple[int, int]:
+    """(first byte, count) of the whole elements of a chunk of n bytes."""
+    count = max(0, (n - lead) // width) if width > 1 else 0
+    return lead, count
+
+
+def _difference(out: bytearray, ref, width: int, lead: int) -> None:
+    """out := the delta of out against ref (in place)."""
+    import numpy as np
+    n = len(out)
+    at, count = _split_elements(n, width, lead)
+    view, reference = np.frombuffer(out, np.uint8), np.frombuffer(ref, np.uint8, count=n)
+    if not count:
+        np.bitwise_xor(view, reference, out=view)
+        return
+    end = at + count * width
+    np.bitwise_xor(view[:at], reference[:at], out=view[:at])
+    np.bitwise_xor(view[end:], reference[end:], out=view[end:])
+    kind = _WORDS[width]
+    target = np.frombuffer(out, kind, count=count, offset=at)
+    d = np.subtract(target, np.frombuffer(ref, kind, count=count, offset=at)).view(kind.replace("u", "i"))
+    target[:] = np.bitwise_xor(np.left_shift(d, 1), np.right_shift(d, 8 * width - 1)).view(kind)
+
+
+def _undo_difference(out: bytearray, ref, width: int, lead: int) -> None:
+    """out := the chunk, from its delta in out and ref (in place)."""
+    import numpy as np
+    n = len(out)
+    at, count = _split_elements(n, width, lead)
+    view = np.frombuffer(out, np.uint8)
+    reference = np.frombuffer(ref, np.uint8, count=n)
+    if not count:
+        np.bitwise_xor(view, reference, out=view)
+        return
+    np.bitwise_xor(view[:at], reference[:at], out=view[:at])
+    end = at + count * width
+    np.bitwise_xor(view[end:], reference[end:], out=view[end:])
+    kind = _WORDS[width]
+    z = np.frombuffer(out, kind, count=count, offset=at)
+    d = np.bitwise_xor(np.right_shift(z, 1), np.negative(np.bitwise_and(z, 1)))
+    np.add(d, np.frombuffer(ref, kind, count=count, offset=at), out=z)
+
+
+def delta_header_length(bases: int) -> int:
+    """Bytes of a DELTA payload before its inner payload, for a delta of `bases` bases."""
+    return 1 + 32 * bases + _delta_head.size + 1
 
 
 def delta_bases(payload: bytes | memoryview) -> list[bytes]:
@@ -203,36 +255,37 @@ def delta_bases(payload: bytes | memoryview) -> list[bytes]:
     return _parse_delta(payload)[0]
 
 
-def _parse_delta(payload) -> tuple[list[bytes], int, int, memoryview]:
+def _parse_delta(payload) -> tuple[list[bytes], int, int, int, int, memoryview]:
     payload = memoryview(payload)
     count = payload[0] if len(payload) else 0
-    head = 1 + 32 * count + _delta_skip.size + 1
+    head = delta_header_length(count)
     if count == 0 or len(payload) < head:
         raise CodecError("truncated delta header")
     ids = [bytes(payload[1 + 32 * i:33 + 32 * i]) for i in range(count)]
-    (skip,) = _delta_skip.unpack_from(payload, 1 + 32 * count)
-    return ids, skip, payload[head - 1], payload[head:]
+    skip, width, lead = _delta_head.unpack_from(payload, 1 + 32 * count)
+    if not (width == 1 and lead == 0 or width in _WORDS and lead < width):
+        raise CodecError(f"bad delta element width {width} or lead {lead}")
+    return ids, skip, width, lead, payload[head - 1], payload[head:]
 
 
 def _decode_delta(payload, raw_length: int, bases) -> bytearray:
-    import numpy as np
-    ids, skip, encoding, inner = _parse_delta(payload)
+    ids, skip, width, lead, encoding, inner = _parse_delta(payload)
     if encoding == DELTA:
         raise CodecError("a delta of a delta payload")
     if bases is None:
         raise NoBases("a delta decoded without its bases")
-    xor = decode(encoding, inner, raw_length)
-    out = xor if isinstance(xor, bytearray) else bytearray(xor)
-    view = np.frombuffer(out, np.uint8)
-    at = -skip                          # where the current base starts, relative to the chunk
-    for base in bases(ids):             # XOR each base's overlap in place: no concatenation
+    decoded = decode(encoding, inner, raw_length)
+    out = decoded if isinstance(decoded, bytearray) else bytearray(decoded)
+    pieces, at = [], -skip              # at: where the current base starts, relative to the chunk
+    for base in bases(ids):
         start, end = max(at, 0), min(at + len(base), raw_length)
         if start < end:
-            piece = view[start:end]
-            np.bitwise_xor(piece, np.frombuffer(base, np.uint8, count=end - start, offset=start - at), out=piece)
+            pieces.append(memoryview(base)[start - at:end - at])
         at += len(base)
     if at < raw_length:
         raise CodecError(f"delta reaches past its bases ({skip} + {raw_length} > {at + skip})")
+    ref = pieces[0] if len(pieces) == 1 else b"".join(pieces)    # one copy only when it spans two
+    _undo_difference(out, ref, width, lead)
     return out
 
 

@@ -29,7 +29,6 @@ MARKER = "gitmodel store {}\n"
 MAX_CHAIN = 64
 # Decoded bases kept for the next delta (neighbouring chunks share their bases).
 BASE_CACHE_BYTES = 32 << 20
-DELTA_HEAD_GUESS = 1 + 32 * 4 + 5       # a delta's header with up to 4 bases: one read
 
 REPAIR_HINT = "Run `gitmodel fsck` to see what is damaged and `gitmodel fsck --repair` to repair it"
 
@@ -412,9 +411,9 @@ class Store:
             return []
         fd = self._fd(entry.pack)
         at = entry.offset + record_head.size
-        payload = os.pread(fd, min(DELTA_HEAD_GUESS, entry.stored_length), at)
-        if payload and 1 + 32 * payload[0] + 5 > len(payload):        # many bases: read them all
-            payload = os.pread(fd, min(1 + 32 * payload[0] + 5, entry.stored_length), at)
+        payload = os.pread(fd, min(codec.delta_header_length(4), entry.stored_length), at)
+        if payload and codec.delta_header_length(payload[0]) > len(payload):   # more bases
+            payload = os.pread(fd, min(codec.delta_header_length(payload[0]), entry.stored_length), at)
         try:
             return codec.delta_bases(payload)
         except codec.CodecError as err:
