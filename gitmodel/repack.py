@@ -5,7 +5,7 @@ earlier version. A repack then takes each path's versions, oldest first, in grou
 `keyframes`: the last version of each group, and the newest version, are **keyframes** and
 stay whole; every other version is a delta against the keyframe that closes its group. A
 chunk of a tensor that exists with the same name, dtype, shape and length in that keyframe
-becomes the XOR with the bytes at the same place there, when that is smaller. So a fresh
+becomes its difference from the bytes at the same place there, when that is smaller. So a fresh
 clone of the newest version fetches no deltas, and reading any version decodes at most one
 base per chunk. Reasons and figures: docs/design.md ("Deltas").
 

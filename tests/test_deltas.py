@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import Repo, make_repo, random_model, sha256, user, write_safetensors
 from gitmodel.store import codec
-from gitmodel.store.objects import MissingBase, Store
+from gitmodel.store.objects import Store
 from gitmodel.store.pack import decode_index
 
 MODEL = "model.safetensors"
@@ -79,7 +79,9 @@ def test_a_small_move_is_a_small_difference_even_across_a_carry():
     new = np.nextafter(old, np.float32(np.inf))                  # 1 ULP each
     payload = codec.encode_delta(new.tobytes(), old.tobytes(), [b"\0" * 32], 0, 4, 0)
     inner = codec.decode(payload[-len(payload) + 1 + 32 + 6], payload[1 + 32 + 7:], 12)
-    assert np.frombuffer(bytes(inner), np.uint32).tolist() == [2, 1, 2]   # zigzag(+1), zigzag(-1)
+    # One ULP up: +1 for positive values, -1 for a negative one (its magnitude shrinks);
+    # zigzagged, 2 and 1.
+    assert np.frombuffer(bytes(inner), np.uint32).tolist() == [2, 1, 2]
 
 
 def test_delta_refuses_bad_payloads():

@@ -1,6 +1,7 @@
 """How one chunk's bytes are encoded inside a pack: RAW, ZSTD, GROUPED (byte planes of
-fixed-width elements, each plane its own zstd frame or raw), or DELTA (the XOR with bytes of
-other chunks, its bases, encoded as one of the first three). Layout: docs/formats.md §3.
+fixed-width elements, each plane its own zstd frame or raw), or DELTA (the difference from
+bytes of other chunks, its bases, encoded as one of the first three). Layout: docs/formats.md
+§3.
 
 Float bytes gain from Huffman-coded literals and hardly from matches, so planes use zstd's fast
 strategy with matching all but switched off; any zstd decoder reads these frames. Figures:
@@ -190,8 +191,9 @@ def encode_delta(data, base, base_ids: list[bytes], skip: int, width: int, lead:
     is the concatenated bytes of the chunks `base_ids`. For elements `width` bytes wide (2, 4
     or 8) whose first whole one starts at byte `lead`, each element is stored as the zigzag of
     its integer difference from ref's (a weight that moved a little differs in its low bits
-    only, even across a carry, where an XOR would flip a run of bits); bytes outside whole
-    elements, and everything for other widths, as the XOR. The result's byte planes compress."""
+    only, even across a carry, where an XOR would flip a run of bits; zigzag keeps the high
+    bytes zero when it moved down too); bytes outside whole elements, and everything for other
+    widths, as the XOR. Its byte planes compress."""
     if not 1 <= len(base_ids) <= MAX_BASES or skip + len(data) > len(base):
         raise ValueError("delta base does not cover the chunk")
     width, lead = (width, lead % width) if width in _WORDS else (1, 0)
@@ -220,10 +222,12 @@ def _difference(out: bytearray, ref, width: int, lead: int) -> None:
     end = at + count * width
     np.bitwise_xor(view[:at], reference[:at], out=view[:at])
     np.bitwise_xor(view[end:], reference[end:], out=view[end:])
-    kind = _WORDS[width]
-    target = np.frombuffer(out, kind, count=count, offset=at)
-    d = np.subtract(target, np.frombuffer(ref, kind, count=count, offset=at)).view(kind.replace("u", "i"))
-    target[:] = np.bitwise_xor(np.left_shift(d, 1), np.right_shift(d, 8 * width - 1)).view(kind)
+    target = np.frombuffer(out, _WORDS[width], count=count, offset=at)
+    np.subtract(target, np.frombuffer(ref, _WORDS[width], count=count, offset=at), out=target)
+    d = target.view(_WORDS[width].replace("u", "i"))       # zigzag: (d << 1) ^ (d >> (bits - 1))
+    sign = np.right_shift(d, 8 * width - 1)
+    np.left_shift(d, 1, out=d)
+    np.bitwise_xor(d, sign, out=d)
 
 
 def _undo_difference(out: bytearray, ref, width: int, lead: int) -> None:
@@ -239,10 +243,12 @@ def _undo_difference(out: bytearray, ref, width: int, lead: int) -> None:
     np.bitwise_xor(view[:at], reference[:at], out=view[:at])
     end = at + count * width
     np.bitwise_xor(view[end:], reference[end:], out=view[end:])
-    kind = _WORDS[width]
-    z = np.frombuffer(out, kind, count=count, offset=at)
-    d = np.bitwise_xor(np.right_shift(z, 1), np.negative(np.bitwise_and(z, 1)))
-    np.add(d, np.frombuffer(ref, kind, count=count, offset=at), out=z)
+    z = np.frombuffer(out, _WORDS[width], count=count, offset=at)
+    low = np.bitwise_and(z, z.dtype.type(1))               # unzigzag: (z >> 1) ^ -(z & 1)
+    np.right_shift(z, z.dtype.type(1), out=z)
+    np.negative(low, out=low)
+    np.bitwise_xor(z, low, out=z)
+    np.add(z, np.frombuffer(ref, _WORDS[width], count=count, offset=at), out=z)
 
 
 def delta_header_length(bases: int) -> int:
