@@ -17,7 +17,6 @@ pack reloads the pack list (Store.read_checked). One repack runs at a time per s
 
 from __future__ import annotations
 
-import fcntl
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -185,7 +184,7 @@ def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRA
         report = RepackReport(planned=sum(d is not None for d in decided.chunks.values()),
                               skipped=decided.skipped)
         changes = _changes(store, decided)
-        packs = sorted({e.pack for oid in changes for e in store._index.copies(oid)})
+        packs = sorted({e.pack for oid in changes for e in store.copies(oid)})
         if not packs:
             return report
         progress(f"re-encoding {len(changes)} chunk(s) in {len(packs)} pack(s)")
@@ -217,14 +216,10 @@ def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRA
 
 
 def _lock(store: Store) -> int:
-    store._create()
-    fd = os.open(store.root / "repack.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    fd = store.try_lock("repack.lock")
+    if fd is None:
         raise RepackError("another repack of this store is running",
-                          "Nothing was changed. Wait for it to finish") from None
+                          "Nothing was changed. Wait for it to finish")
     return fd
 
 

@@ -192,6 +192,23 @@ class Store:
             return oid in self._index
         return any(e.pack not in self._bad[oid] for e in self._index.copies(oid))
 
+    def copies(self, oid: bytes) -> list[Entry]:
+        """Every copy of the object, good or not."""
+        return self._index.copies(oid)
+
+    def try_lock(self, name: str) -> int | None:
+        """An exclusive flock on the store file `name` (created if needed), as an open
+        descriptor to close when done; None when another process holds it."""
+        import fcntl
+        self._create()
+        fd = os.open(self.root / name, os.O_RDWR | os.O_CREAT, self.permissions.file(0o644))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
     def locate(self, oid: bytes) -> Entry | None:
         copies = self._good_copies(oid)
         return copies[0] if copies else None
