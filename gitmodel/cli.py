@@ -163,9 +163,15 @@ def _repack(session, keyframes: int | None, quiet: bool):
         raise GitmodelError(f"--keyframes must be at least 1, not {keyframes}")
     repository = repo.open_repository()
     histories = history.versions_by_path(repository)
+    declared, problems = history.declared_bases(repository, histories)
     say = (lambda line: None) if quiet else (lambda line: print(f"gitmodel: repack: {line}", file=sys.stderr))
-    return repack.repack(session.store, histories.values(), keyframes, say,
-                         whole=history.checked_out(repository))
+    for problem in problems:
+        print(f"gitmodel: warning: {problem}; its versions are repacked as if it declared none",
+              file=sys.stderr)
+    own = {path: versions for path, versions in histories.items() if path not in declared}
+    based = [(histories[path], base) for path, base in declared.items()]
+    whole = history.checked_out(repository) - {c for path in declared for c in histories[path]}
+    return repack.repack(session.store, own.values(), keyframes, say, whole=whole, based=based)
 
 
 def _auto_repack(session, quiet: bool) -> None:

@@ -74,14 +74,16 @@ def keyframe_of(index: int, count: int, keyframes: int) -> int:
 
 
 def plan(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRAMES,
-         whole: Iterable[str] = ()) -> Plan:
+         whole: Iterable[str] = (), based: Iterable[tuple[list[str], str]] = ()) -> Plan:
     """Decide each chunk's encoding. `histories`: for each path, the content ids of its
     versions, newest first; `whole`: versions to keep whole besides the keyframes (what is
-    checked out). Every chunk of those is whole; other chunks are decided at their newest
-    appearance, against that version's keyframe."""
+    checked out); `based`: histories of paths with a declared base model, each with the
+    base's content id: every version of those is encoded against the base, which stays
+    whole. Other chunks are decided at their newest appearance, against their keyframe."""
     histories = [list(reversed(h)) for h in histories if h]      # oldest first from here
+    based = [(list(h), base) for h, base in based if h]
     result = Plan()
-    for content in whole:
+    for content in [*(base for _, base in based), *whole]:
         try:
             for cid, _ in store.read_manifest(bytes.fromhex(content)).chunks:
                 result.chunks[cid] = None
@@ -94,7 +96,7 @@ def plan(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRAME
             opened[content] = _version(store, content, result)
         return opened[content]
 
-    groups = []
+    groups = [(base, content) for history, base in based for content in history]
     for versions in histories:
         count = len(versions)
         for i in range(count - 1, -1, -1):
@@ -107,7 +109,7 @@ def plan(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRAME
                     result.skipped.append(f"{versions[i][:16]}: {err}")
             else:
                 groups.append((versions[key], versions[i]))
-    for key, older in groups:                 # newest groups first: shared chunks get newer bases
+    for key, older in groups:      # declared bases, then newest groups: shared chunks get newer bases
         base, this = version(key), version(older)
         if base is not None and this is not None:
             _plan_against(base, this, result)
@@ -175,12 +177,13 @@ def _chunk_offsets(file: stored.StoredFile) -> dict[bytes, tuple[int, int]]:
 # ----------------------------------------------------------------------------- rewriting
 
 def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRAMES,
-           progress: Callable[[str], None] = lambda line: None, whole: Iterable[str] = ()) -> RepackReport:
+           progress: Callable[[str], None] = lambda line: None, whole: Iterable[str] = (),
+           based: Iterable[tuple[list[str], str]] = ()) -> RepackReport:
     """Re-encode the histories' chunks as the plan says, rewriting the packs that hold them."""
     lock = _lock(store)
     try:
         store.reload()
-        decided = plan(store, histories, keyframes, whole)
+        decided = plan(store, histories, keyframes, whole, based)
         report = RepackReport(planned=sum(d is not None for d in decided.chunks.values()),
                               skipped=decided.skipped)
         changes = _changes(store, decided)

@@ -319,3 +319,34 @@ def test_push_without_repack_when_turned_off_or_when_a_repack_holds_the_lock(tmp
     repo.gitmodel("push", "--all", "-q", str(tmp_path / "small"))
     assert codec.DELTA in encodings(tmp_path / "small")
     assert packs_size(tmp_path / "small") < 0.8 * packs_size(tmp_path / "busy")
+
+
+def test_fine_tunes_of_a_declared_base_model_are_stored_against_it(repo: Repo):
+    base = random_model(3, layers=4, width=384)
+    write_safetensors(repo.path / "base.safetensors", base)
+    sums = {}
+    for name, seed in (("ft-a", 1), ("ft-b", 2)):
+        path = write_safetensors(repo.path / f"{name}.safetensors", fine_tune(base, seed))
+        sums[path.name] = sha256(path)
+    with open(repo.path / ".gitattributes", "a") as f:
+        f.write("ft-*.safetensors delta-base=base.safetensors\n")
+        f.write("lost.safetensors delta-base=nowhere.safetensors\n")
+    write_safetensors(repo.path / "lost.safetensors", fine_tune(base, 9))
+    repo.commit("base model and two fine-tunes")
+    before = packs_size(repo.store)
+    done = repo.gitmodel("repack")
+    assert "nowhere.safetensors is not a checkpoint" in done.stderr
+    store = Store(repo.store)
+    base_chunks = set(stored_as(store, repo.out("show", "HEAD:base.safetensors").split("\n")[2].split()[1]))
+    for name in sums:
+        content = repo.out("show", f"HEAD:{name}").split("\n")[2].split()[1]
+        chunks = stored_as(store, content)
+        deltas = [bases for bases in chunks.values() if bases]
+        assert len(deltas) > len(chunks) // 2, name
+        assert all(b in base_chunks for bases in deltas for b in bases)
+    store.close()
+    assert packs_size(repo.store) < 0.8 * before
+    for name, digest in sums.items():
+        (repo.path / name).unlink()
+        repo.git("checkout", "--", name)
+        assert sha256(repo.path / name) == digest

@@ -163,6 +163,42 @@ def versions_by_path(repo: pygit2.Repository) -> dict[str, list[str]]:
     return {path: contents for path, contents in order.items() if contents}
 
 
+def declared_bases(repo: pygit2.Repository, paths: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+    """For paths whose `delta-base` attribute names another tracked checkpoint (the base model
+    they were fine-tuned from), that checkpoint's content id as the index (else HEAD) holds it;
+    and why the others that declare one cannot use it."""
+    import os
+    from gitmodel.git.repo import run_git
+    paths = list(paths)
+    if not paths or repo.workdir is None:
+        return {}, []
+    listing = b"".join(os.fsencode(p) + b"\0" for p in paths)
+    fields = run_git("check-attr", "-z", "--stdin", "delta-base", cwd=repo.workdir,
+                     input=listing, check=False).stdout.split(b"\0")
+    wanted = {os.fsdecode(fields[i]): os.fsdecode(fields[i + 2]) for i in range(0, len(fields) - 2, 3)
+              if fields[i + 2] not in (b"unspecified", b"unset", b"set", b"")}
+    current = {}
+    if not repo.head_is_unborn:
+        for path, oid in _blobs(repo, repo.head.peel(pygit2.Commit).tree, ""):
+            current[path] = oid
+    for entry in repo.index:
+        current[entry.path] = entry.id
+    found, problems = {}, []
+    for path, base in wanted.items():
+        oid = current.get(base)
+        ptr = None
+        if oid is not None:
+            try:
+                ptr = pointer_blob(repo, oid, base)
+            except pointers.PointerError:
+                ptr = None
+        if ptr is None:
+            problems.append(f"{path}: its delta-base {base} is not a checkpoint in HEAD or the index")
+        elif base != path:
+            found[path] = ptr.content
+    return found, problems
+
+
 def checked_out(repo: pygit2.Repository) -> set[str]:
     """The checkpoints HEAD's tree and the index hold (kept whole by a repack)."""
     found = pointers_in_index(repo)
