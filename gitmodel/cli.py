@@ -517,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if paths:
         args.paths = paths
+    from gitmodel.scratch import keep_freed_memory
+    keep_freed_memory()
     try:
         return args.func(args)
     except KeyboardInterrupt:
