@@ -40,7 +40,7 @@ def pool() -> ThreadPoolExecutor:
     """A process-wide pool: zstandard and blake3 release the GIL, so threads use every core."""
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=int(os.environ.get("GMW", "0")) or max(2, os.cpu_count() or 2),
+        _pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
                                    thread_name_prefix="gitmodel")
     return _pool
 

@@ -205,7 +205,8 @@ def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRA
         for name, entries in writer.published:
             report.packs_after += 1
             report.bytes_after += (store.pack_dir / f"{name}.pack").stat().st_size
-        for pack in rewritten:
+        written = {name for name, _ in writer.published}
+        for pack in (p for p in rewritten if p not in written):   # never the same bytes twice
             report.packs_before += 1
             report.bytes_before += (store.pack_dir / f"{pack}.pack").stat().st_size
             (store.pack_dir / f"{pack}.idx").unlink()       # invisible first, then gone
@@ -226,37 +227,49 @@ def _lock(store: Store) -> int:
     return fd
 
 
-def _changes(store: Store, decided: Plan) -> set[bytes]:
+MEMO_BYTES = 256 << 20     # deltas computed while planning kept for the rewrite, at most
+
+
+def _changes(store: Store, decided: Plan) -> dict[bytes, tuple[int, bytes] | None]:
     """Chunks whose stored copy is not what the plan wants: planned deltas stored whole (when
     the delta is worth it) or against other bases, and planned whole chunks stored as deltas.
-    A delta nobody planned (its version left every history) keeps its base."""
-    changes, candidates = set(), []
+    A delta nobody planned (its version left every history) keeps its base. Each maps to its
+    new (encoding, payload) when that was computed to decide (up to MEMO_BYTES), else None."""
+    changes: dict[bytes, tuple[int, bytes] | None] = {}
+    candidates = []
     for cid, delta in decided.chunks.items():
         entry = store.locate(cid)
         if entry is None:
             continue
         if delta is None:
             if entry.encoding == codec.DELTA:
-                changes.add(cid)
+                changes[cid] = None
         elif entry.encoding == codec.DELTA:
             if tuple(store.delta_bases(cid)) != delta.bases:
-                changes.add(cid)
+                changes[cid] = None
         else:
-            candidates.append((cid, entry))
+            candidates.append(cid)
 
     def worth(batch):
-        return [cid for cid, entry in batch
-                if _encoded(store, cid, store.read(cid), decided.chunks[cid],
-                            decided.width.get(cid, 1))[0] == codec.DELTA]
+        found = []
+        for cid in batch:
+            encoded = _encoded(store, store.read(cid), decided.chunks[cid], decided.width.get(cid, 1))
+            if encoded[0] == codec.DELTA:
+                found.append((cid, encoded))
+        return found
     from gitmodel.remote.transfer import ordered
+    kept = 0
     batches = [candidates[i:i + 16] for i in range(0, len(candidates), 16)]
     for found in ordered(checkpoint.pool(), worth, batches, window=4):
-        changes.update(found)
+        for cid, encoded in found:
+            keep = kept + len(encoded[1]) <= MEMO_BYTES
+            changes[cid] = encoded if keep else None
+            kept += len(encoded[1]) if keep else 0
     return changes
 
 
-def _rewrite_pack(store: Store, pack: str, decided: Plan, changes: set[bytes], writer,
-                  report: RepackReport) -> bool:
+def _rewrite_pack(store: Store, pack: str, decided: Plan,
+                  changes: dict[bytes, tuple[int, bytes] | None], writer, report: RepackReport) -> bool:
     """Copy the pack's records into the writer, re-encoding those in `changes`; False (and the
     pack is kept) if a record is damaged."""
     path = store.pack_dir / f"{pack}.pack"
@@ -276,9 +289,9 @@ def _rewrite_pack(store: Store, pack: str, decided: Plan, changes: set[bytes], w
             except (CorruptObject, MissingObjects) as err:
                 return None, f"{pack}: {err}"
             if oid in changes and entry.kind == CHUNK:
-                out.append((oid, entry.kind, *_encoded(store, oid, data, decided.chunks.get(oid),
-                                                       decided.width.get(oid, 1)),
-                            entry.raw_length, True))
+                encoded = changes[oid] or _encoded(store, data, decided.chunks.get(oid),
+                                                   decided.width.get(oid, 1))
+                out.append((oid, entry.kind, *encoded, entry.raw_length, True))
             else:
                 out.append((oid, entry.kind, entry.encoding, record[record_head.size:],
                             entry.raw_length, False))
@@ -297,7 +310,7 @@ def _rewrite_pack(store: Store, pack: str, decided: Plan, changes: set[bytes], w
     return True
 
 
-def _encoded(store: Store, oid: bytes, data, delta: Delta | None, width: int) -> tuple[int, bytes]:
+def _encoded(store: Store, data, delta: Delta | None, width: int) -> tuple[int, bytes]:
     """The chunk's new (encoding, payload): the planned delta when it is worth it, else whole."""
     whole = codec.encode(data, width)
     if delta is None:
