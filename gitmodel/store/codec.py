@@ -271,12 +271,13 @@ def _decode_delta(payload, raw_length: int, bases) -> memoryview:
         raise CodecError("a delta of a delta payload")
     if bases is None:
         raise NoBases("a delta decoded without its bases")
-    decoded = decode(encoding, inner, raw_length)
-    if isinstance(decoded, memoryview) and not decoded.readonly:
-        out = decoded
+    # The differences are taken on whole elements: buffers where they start aligned make
+    # numpy's arithmetic three times faster than on unaligned words.
+    out = _uninitialised(raw_length, aligned_at=lead)
+    if encoding == GROUPED:
+        _decode_grouped(inner, raw_length, out)
     else:
-        out = _uninitialised(raw_length)
-        out[:] = decoded
+        out[:] = decode(encoding, inner, raw_length)
     pieces, at = [], -skip              # at: where the current base starts, relative to the chunk
     for base in bases(ids):
         start, end = max(at, 0), min(at + len(base), raw_length)
@@ -289,7 +290,7 @@ def _decode_delta(payload, raw_length: int, bases) -> memoryview:
         ref = pieces[0]
     else:                                   # spans bases: one copy, outside the GIL
         import numpy as np
-        ref, at = _uninitialised(raw_length), 0
+        ref, at = _uninitialised(raw_length, aligned_at=lead), 0
         target = np.frombuffer(ref, np.uint8)
         for piece in pieces:
             target[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
@@ -329,7 +330,7 @@ def _decompress(frame: bytes | memoryview, expected: int) -> bytes:
     return _decompressor().decompress(frame, max_output_size=expected)
 
 
-def _decode_grouped(payload: bytes | memoryview, raw_length: int) -> memoryview:
+def _decode_grouped(payload: bytes | memoryview, raw_length: int, out=None) -> memoryview:
     width = payload[0] if payload else 0
     if not 2 <= width <= 16:
         raise CodecError(f"bad byte-group width {width}")
@@ -350,15 +351,17 @@ def _decode_grouped(payload: bytes | memoryview, raw_length: int) -> memoryview:
     tail = payload[pos:]
     if len(tail) != raw_length - body:
         raise CodecError("byte-group tail of the wrong size")
-    out = _uninitialised(raw_length)
+    out = _uninitialised(raw_length) if out is None else out
     if plane_length:
         _join(planes, width, out)
     out[body:] = tail
     return out
 
 
-def _uninitialised(n: int) -> memoryview:
-    """A writable buffer of n bytes, not zeroed: bytearray(n) zeroes it while holding the GIL,
-    which serialises the threads decoding chunks."""
+def _uninitialised(n: int, aligned_at: int = 0) -> memoryview:
+    """A writable buffer of n bytes, not zeroed (bytearray(n) zeroes it while holding the GIL,
+    which serialises the threads decoding chunks), whose byte `aligned_at` is 8-byte aligned."""
     import numpy as np
-    return memoryview(np.empty(n, np.uint8))
+    block = np.empty(n + 8, np.uint8)
+    start = -(block.ctypes.data + aligned_at) % 8
+    return memoryview(block[start:start + n])
