@@ -97,7 +97,7 @@ def test_delta_refuses_bad_payloads():
         codec.encode_delta(base, base[:10], [b"\1" * 32], 0, 4)
 
 
-def test_xor_of_a_fine_tune_is_smaller_than_the_chunk():
+def test_the_difference_of_a_fine_tune_is_smaller_than_the_whole_chunk():
     rng = np.random.default_rng(1)
     old = (0.02 * rng.standard_normal(1 << 16)).astype(np.float32)
     new = (old + 2e-5 * rng.standard_normal(old.size)).astype(np.float32)
