@@ -360,8 +360,10 @@ def _decode_grouped(payload: bytes | memoryview, raw_length: int, out=None) -> m
 
 def _uninitialised(n: int, aligned_at: int = 0) -> memoryview:
     """A writable buffer of n bytes, not zeroed (bytearray(n) zeroes it while holding the GIL,
-    which serialises the threads decoding chunks), whose byte `aligned_at` is 8-byte aligned."""
+    which serialises the threads decoding chunks), whose byte `aligned_at` is 8-byte aligned
+    (numpy allocates its arrays aligned to at least 16 bytes)."""
     import numpy as np
-    block = np.empty(n + 8, np.uint8)
-    start = -(block.ctypes.data + aligned_at) % 8
-    return memoryview(block[start:start + n])
+    if not aligned_at % 8:
+        return memoryview(np.empty(n, np.uint8))
+    start = -aligned_at % 8
+    return memoryview(np.empty(n + start, np.uint8)[start:])

@@ -61,9 +61,8 @@ class _Run:
         return next(self.search.find(oid), -1)
 
     def entry(self, names: list[str], at: int) -> Entry:
-        row = self.entries[at]
-        return Entry(names[self.packs[at]], int(row["offset"]), int(row["stored"]), int(row["raw"]),
-                     int(row["kind"]), int(row["encoding"]))
+        _, offset, stored, raw, kind, encoding = self.entries[at].item()   # one conversion
+        return Entry(names[int(self.packs[at])], offset, stored, raw, kind, encoding)
 
 
 def _merge_newest(runs: list[_Run]) -> list[_Run]:
