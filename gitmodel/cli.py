@@ -128,11 +128,12 @@ def cmd_fsck(args) -> int:
 
 
 def _repack_arguments(p) -> None:
-    from gitmodel.repack import KEYFRAMES
+    # The default is repack.KEYFRAMES, not imported here: building the parser must stay cheap
+    # for every command (the filter starts with it).
     p.add_argument("--keyframes", type=int, default=None, metavar="N",
-                   help=f"one version in N is stored whole, the others as deltas against it "
-                        f"(default: git config gitmodel.keyframes, else {KEYFRAMES}; 1 stores "
-                        "every version whole)")
+                   help="one version in N is stored whole, the others as deltas against it "
+                        "(default: git config gitmodel.keyframes, else 8; 1 stores every "
+                        "version whole)")
     p.add_argument("-q", "--quiet", action="store_true")
 
 
