@@ -436,6 +436,28 @@ class Store:
         except codec.CodecError as err:
             raise CorruptObject(oid, str(err)) from None
 
+    def prefetch(self, oids) -> None:
+        """Ask the kernel to start reading these objects' records (a restore about to read
+        them one by one: a cold read then waits for one readahead, not for each record)."""
+        spans: dict[str, list[list[int]]] = {}
+        for oid in oids:
+            entry = self.locate(oid)
+            if entry is None:
+                continue
+            end = entry.offset + record_head.size + entry.stored_length
+            runs = spans.setdefault(entry.pack, [])
+            if runs and entry.offset - runs[-1][1] <= 1 << 20 and entry.offset >= runs[-1][0]:
+                runs[-1][1] = max(runs[-1][1], end)
+            else:
+                runs.append([entry.offset, end])
+        for pack, runs in spans.items():
+            try:
+                fd = self._fd(pack)
+                for start, end in runs:
+                    os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_WILLNEED)
+            except (OSError, AttributeError):
+                continue                  # only a hint
+
     def with_bases(self, oids) -> list[bytes]:
         """The objects and, transitively, the chunks their stored copies are deltas of (bases
         after what needs them). Objects the store lacks have no bases listed."""
