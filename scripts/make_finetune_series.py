@@ -46,7 +46,6 @@ Runs in about a minute on one core. Deterministic for a given torch build and --
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -57,6 +56,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_foundation import sha256_file  # noqa: E402
 
 # Fixtures are made offline: never let transformers or huggingface_hub reach the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -94,14 +96,6 @@ def minilm_dir() -> Path:
         if not (folder / name).is_file():
             raise SystemExit(f"{folder / name} not found in the {DIST} package")
     return folder
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(4 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def canonical_metadata(path: Path, order: list[str]) -> None:

@@ -96,3 +96,16 @@ def test_one_sided_change_merges_without_driver(repo: Repo):
     repo.git("merge", "-q", "--no-edit", "feature")
     assert sha256(path) == feature
     assert repo.status() == ""
+
+
+def test_building_the_command_line_imports_nothing_heavy():
+    """Every command, the filter included, builds the whole parser first: an import there
+    (a regression once put the repack module, numpy and the store in it, 0.1 s a command)
+    costs every git add and checkout."""
+    import subprocess
+    import sys
+    code = ("import sys; from gitmodel import cli; cli.build_parser(); "
+            "print(sorted(m for m in ('numpy', 'blake3', 'gitmodel.repack', 'gitmodel.checkpoint', "
+            "'gitmodel.store.objects') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
