@@ -12,6 +12,7 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Callable
 
 import blake3
 
@@ -29,6 +30,9 @@ MARKER = "gitmodel store {}\n"
 MAX_CHAIN = 64
 # Decoded bases kept for the next delta (neighbouring chunks share their bases).
 BASE_CACHE_BYTES = 32 << 20
+
+# Writers hold this shared, gc exclusive (store/gc.py).
+GC_LOCK = "gc.lock"
 
 REPAIR_HINT = "Run `gitmodel fsck` to see what is damaged and `gitmodel fsck --repair` to repair it"
 
@@ -104,6 +108,7 @@ class Store:
         self._base_cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._base_cache_bytes = 0
         self._chain = threading.local()
+        self._gc_lock: int | None = None     # held shared from the first writer, or by gc
         if self.root.is_symlink() and not self.root.exists():
             raise StoreError(f"the store {self.root} is a symbolic link to "
                              f"{os.readlink(self.root)}, which does not exist (an unmounted disk?)",
@@ -209,6 +214,55 @@ class Store:
             return None
         return fd
 
+    def _hold_writer_lock(self) -> None:
+        """Take the shared side of the gc lock, kept until close(): objects this process
+        stores (and what it decided not to store because the store had it) stay until the
+        process is done, which for git's filter is after git has written its index."""
+        if self._gc_lock is not None:
+            return
+        import fcntl
+        fd = os.open(self.root / GC_LOCK, os.O_RDWR | os.O_CREAT, self.permissions.file(0o644))
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                import sys
+                sys.stderr.write(f"gitmodel: waiting for a gc of {self.root} to finish\n")
+                sys.stderr.flush()
+                fcntl.flock(fd, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._gc_lock = fd
+
+    def lock_for_gc(self, wait: float, say: Callable[[str], None] = lambda line: None) -> None:
+        """Take the gc lock exclusively: no other process is writing, or will until close().
+        Waits up to `wait` seconds for writers (git commands, fetches) to finish."""
+        import fcntl
+        import time
+        if self._gc_lock is not None:
+            raise StoreError("this process has written to the store; gc needs a fresh one")
+        self._create()
+        fd = os.open(self.root / GC_LOCK, os.O_RDWR | os.O_CREAT, self.permissions.file(0o644))
+        deadline, told = time.monotonic() + wait, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise StoreError(f"other processes are writing to {self.root} (a git "
+                                     "command, fetch or repack) and did not finish within "
+                                     f"{wait:.0f} s",
+                                     "Nothing was removed. Run gc again when they are done "
+                                     "(--wait SECONDS waits longer)") from None
+                if not told:
+                    say("waiting for the processes writing to the store to finish")
+                    told = True
+                time.sleep(0.1)
+        self._gc_lock = fd
+
     def locate(self, oid: bytes) -> Entry | None:
         copies = self._good_copies(oid)
         return copies[0] if copies else None
@@ -285,6 +339,7 @@ class Store:
 
     def writer(self) -> PackWriter:
         self._create()
+        self._hold_writer_lock()
         if not self._swept:
             self._swept = True
             files.sweep(self.tmp_dir)
@@ -508,10 +563,18 @@ class Store:
         return fd
 
     def close(self) -> None:
+        """Close the pack files (reopened on the next read)."""
         with self._lock:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+
+    def release(self) -> None:
+        """Close the pack files and let go of the gc lock (writing takes it again)."""
+        self.close()
+        if self._gc_lock is not None:
+            os.close(self._gc_lock)
+            self._gc_lock = None
 
 
 class PackGone(StoreError):
