@@ -140,7 +140,8 @@ def _repack_arguments(p) -> None:
 @command("repack", "store older versions of checkpoints as deltas against newer ones",
          _repack_arguments)
 def cmd_repack(args) -> int:
-    report = _repack(_session(), args.keyframes, args.quiet)
+    from gitmodel.git import repacking
+    report = repacking.repack(_session(), args.keyframes, args.quiet)
     _say(args, f"{report.encoded} chunk(s) re-encoded; {report.packs_before} pack(s), "
                f"{_size(report.bytes_before)} became {report.packs_after}, {_size(report.bytes_after)}")
     for why in report.damaged:
@@ -149,42 +150,86 @@ def cmd_repack(args) -> int:
     return 1 if report.damaged else 0
 
 
-def _repack(session, keyframes: int | None, quiet: bool):
-    from gitmodel import repack
-    from gitmodel.errors import GitmodelError
-    from gitmodel.git import history, repo
-    if keyframes is None:
-        setting = repo.config_get("gitmodel.keyframes")
-        try:
-            keyframes = int(setting) if setting else repack.KEYFRAMES
-        except ValueError:
-            raise GitmodelError(f"git config gitmodel.keyframes is {setting!r}, not a number",
-                                "Set it to a whole number (1 stores every version whole)") from None
-    if keyframes < 1:
-        raise GitmodelError(f"--keyframes must be at least 1, not {keyframes}")
-    repository = repo.open_repository()
-    histories = history.versions_by_path(repository)
-    declared, problems = history.declared_bases(repository, histories)
-    say = (lambda line: None) if quiet else (lambda line: print(f"gitmodel: repack: {line}", file=sys.stderr))
-    for problem in problems:
-        print(f"gitmodel: warning: {problem}; its versions are repacked as if it declared none",
-              file=sys.stderr)
-    own = {path: versions for path, versions in histories.items() if path not in declared}
-    based = [(histories[path], base) for path, base in declared.items()]
-    whole = history.checked_out(repository) - {c for path in declared for c in histories[path]}
-    return repack.repack(session.store, own.values(), keyframes, say, whole=whole, based=based)
+def _gc_arguments(p) -> None:
+    p.add_argument("-n", "--dry-run", action="store_true",
+                   help="say what would be removed, remove nothing")
+    p.add_argument("--keep-recent", type=float, default=None, metavar="DAYS",
+                   help="keep everything stored in the last DAYS days, referenced or not "
+                        "(default: git config gitmodel.gc.keepRecent, else 1)")
+    p.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for processes writing to the store (default 60)")
+    p.add_argument("-q", "--quiet", action="store_true")
 
 
-def _auto_repack(session, quiet: bool) -> None:
-    """Before a push: older versions become deltas, so the remote receives them small."""
-    from gitmodel.git import repo
-    from gitmodel.errors import GitmodelError
-    if (repo.config_get("gitmodel.delta") or "true").lower() in ("false", "no", "off", "0"):
-        return
-    try:
-        _repack(session, None, quiet=True)
-    except GitmodelError as err:        # the push is right without it, only larger
-        print(f"gitmodel: warning: not repacked before the push: {err.full()}", file=sys.stderr)
+@command("gc", "remove stored objects no ref, reflog, index or worktree needs", _gc_arguments)
+def cmd_gc(args) -> int:
+    from gitmodel.git import gc
+    say = (lambda line: None) if args.quiet else (lambda line: print(f"gitmodel: gc: {line}", file=sys.stderr))
+    report = gc.collect_local(_session(), args.keep_recent, args.dry_run, args.wait, say)
+    would = "would be " if report.dry_run else ""
+    print(f"gitmodel: gc: {'dry run: ' if report.dry_run else ''}{report.count('remove')} "
+          f"pack(s) {would}removed, {report.count('rewrite')} {would}rewritten, "
+          f"{report.count('keep')} kept")
+    verb = "would remove" if report.dry_run else "removed"
+    print(f"gitmodel: gc: {verb} {report.objects_removed} object(s); packs "
+          f"{_size(report.bytes_before)} -> {_size(report.bytes_after)} "
+          f"({_size(report.reclaimed)} {'reclaimable' if report.dry_run else 'freed'})")
+    for why in report.damaged:
+        print(f"gitmodel: gc: left a pack as it was, a record in it is damaged ({why}); "
+              "`gitmodel fsck --repair` repairs it", file=sys.stderr)
+    return 1 if report.damaged else 0
+
+
+COMMANDS.append(("prune", "the same as gc (the name git-lfs uses)", _gc_arguments, cmd_gc))
+
+
+def _ls_files_arguments(p) -> None:
+    p.add_argument("rev", nargs="?", help="a commit (default: the index)")
+    p.add_argument("--json", action="store_true")
+
+
+@command("ls-files", "list tracked checkpoints: size, content id, work tree and store state",
+         _ls_files_arguments)
+def cmd_ls_files(args) -> int:
+    import json
+    from gitmodel.git import repo, state
+    listed = state.ls_files(repo.open_repository(), _session().store, args.rev)
+    if args.json:
+        print(json.dumps([item.as_dict() for item in listed], indent=1))
+        return 0
+    for item in listed:
+        print(f"{item.content[:12]}  {state.human(item.size):>10}  {item.work_tree:<7}  "
+              f"{item.store:<8}  {item.path}")
+    return 0
+
+
+@command("status", "checkpoints staged, modified and not yet pushed; the store's size",
+         lambda p: p.add_argument("--json", action="store_true"))
+def cmd_status(args) -> int:
+    import json
+    from gitmodel.git import state
+    found = state.status(_session())
+    if args.json:
+        print(json.dumps(found.as_dict(), indent=1))
+        return 0
+    human = state.human
+    sections = [("staged", [f"{s['path']}  {(s['old'] or 'new')[:12]} -> {(s['new'] or 'deleted')[:12]}"
+                            for s in found.staged]),
+                ("modified, not staged", found.modified),
+                ("in commits no remote-tracking ref has (not pushed)",
+                 [f"{u['path']}  {u['content'][:12]}" for u in found.unpushed]),
+                ("left as pointers in the work tree (`gitmodel pull` restores them)",
+                 found.pointers_in_work_tree)]
+    for title, lines in sections:
+        if lines:
+            print(f"{title}:")
+            for line in lines:
+                print(f"  {line}")
+    if not any(lines for _, lines in sections):
+        print("no checkpoint staged, modified or unpushed")
+    print(f"store: {human(found.store_bytes)}, {human(found.reclaimable_bytes)} reclaimable "
+          "by `gitmodel gc`")
+    return 0
 
 
 # ----------------------------------------------------------------------------- remotes
@@ -258,7 +303,8 @@ def cmd_push(args) -> int:
     repository = repo.open_repository()
     refs = history.all_refs(repository) if args.all else (args.refs or ["HEAD"])
     checkpoints: stored.Checkpoints = history.pointers_introduced(repository, refs)
-    _auto_repack(session, args.quiet)
+    from gitmodel.git import repacking
+    repacking.before_push(session)
     stats = sync.push(session.store, view, checkpoints, quiet=args.quiet)
     _say(args, f"{len(checkpoints)} checkpoint(s): uploaded {stats.objects} object(s), "
                f"{_size(stats.bytes)} in {stats.packs} pack(s) to {view}")
@@ -283,7 +329,8 @@ def cmd_pre_push(args) -> int:
               "origin <url>` (a folder or any fsspec URL), or push without them: "
               "GITMODEL_SKIP_PUSH=1 git push", file=sys.stderr)
         return 1
-    _auto_repack(session, quiet=True)
+    from gitmodel.git import repacking
+    repacking.before_push(session)
     stats = sync.push(session.store, view, checkpoints)
     _say(args, f"{len(checkpoints)} checkpoint(s) on {view}: uploaded {stats.objects} "
                f"object(s), {_size(stats.bytes)} in {stats.packs} pack(s)")

@@ -1,0 +1,59 @@
+"""`gitmodel gc`: the local store keeps what the repository's git still references.
+
+Order matters: the gc lock is taken first (waiting for writers), and only then are the live
+checkpoints listed, so everything a finished git command stored is in its index or refs by
+the time it is looked for. The rules and the contract with writers: docs/design.md
+("Garbage collection").
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from gitmodel.errors import GitmodelError
+from gitmodel.git import liveness, repacking, repo
+from gitmodel.store import gc
+
+DEFAULT_KEEP_RECENT_DAYS = 1.0
+DEFAULT_WAIT_SECONDS = 60.0
+
+
+def keep_recent_days(given: float | None, cwd=None) -> float:
+    """--keep-recent, else git config gitmodel.gc.keepRecent (days), else one day."""
+    if given is None:
+        setting = repo.config_get("gitmodel.gc.keepRecent", cwd=cwd)
+        if not setting:
+            return DEFAULT_KEEP_RECENT_DAYS
+        try:
+            given = float(setting)
+        except ValueError:
+            raise GitmodelError(f"git config gitmodel.gc.keepRecent is {setting!r}, not a number "
+                                "of days", "Set it to a number such as 1 or 0.5") from None
+    if given < 0:
+        raise GitmodelError(f"--keep-recent must be zero or more days, not {given}")
+    return given
+
+
+def collect_local(session, keep_recent: float | None = None, dry_run: bool = False,
+                  wait: float = DEFAULT_WAIT_SECONDS,
+                  say: Callable[[str], None] = lambda line: None) -> gc.GcReport:
+    days = keep_recent_days(keep_recent, session.cwd)
+    store = session.store
+    if not dry_run:
+        store.lock_for_gc(wait, say)
+    try:
+        recent = gc.recent_objects(store, days)        # before a repack gives them new packs
+        before = gc.store_bytes(store)
+        if not dry_run and repacking.deltas_enabled(session.cwd):
+            # Versions that survive get their deltas against surviving keyframes, so the
+            # keyframes of dropped versions stop being needed as bases.
+            repacking.repack(session, None, quiet=True)
+        found = liveness.live_checkpoints(session.cwd)
+        say(f"{len(found)} checkpoint(s) referenced by refs, reflogs, indexes and worktrees")
+        report = gc.collect(store, [bytes.fromhex(c) for c in found], recent, dry_run, say)
+        report.live_checkpoints = len(found)
+        report.bytes_before = before
+        return report
+    finally:
+        store.release()
+

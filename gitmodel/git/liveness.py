@@ -1,0 +1,78 @@
+"""Which checkpoints a repository still needs: the pointers in everything git itself keeps.
+
+Git's own reachability decides (`git rev-list --objects --all --reflog --indexed-objects`):
+every ref (branches, tags, remote-tracking refs, the stash, notes), every entry the reflogs
+still hold, and the HEAD and index (conflict stages included) of every worktree; plus the
+heads of an operation in progress (MERGE_HEAD, ...). Blobs small enough to be
+pointers are read; those that are pointers name the live checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gitmodel import pointer as pointers
+from gitmodel.errors import GitmodelError
+from gitmodel.git.repo import open_repository, run_git
+
+# What an operation in progress stands on. ORIG_HEAD is not among them: it is what a finished
+# reset or rebase left behind, and git's own gc does not keep it either.
+PENDING_HEADS = ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "REBASE_HEAD")
+
+
+class LivenessError(GitmodelError):
+    pass
+
+
+def live_checkpoints(cwd: Path | str | None = None, revs: list[str] | None = None) -> dict[str, str]:
+    """{content id (hex): a path it is found at} of every checkpoint git keeps, or with `revs`
+    only those the history of these revisions references (no reflogs, no index)."""
+    if revs is None:
+        args = ["--all", "--reflog", "--indexed-objects", *_pending_heads(cwd)]
+    else:
+        args = list(revs)
+    listing = run_git("rev-list", "--objects", f"--filter=blob:limit={pointers.MAX_POINTER_SIZE}", *args, "--",
+                      cwd=cwd, check=False)
+    if listing.returncode != 0:
+        raise LivenessError(f"git rev-list failed: {listing.stderr.decode(errors='replace').strip()}",
+                            "Nothing was removed. Check the repository with `git fsck`")
+    repository = open_repository(cwd)
+    found: dict[str, str] = {}
+    seen: set[bytes] = set()
+    import pygit2
+    for line in listing.stdout.splitlines():
+        oid_hex, _, path = line.partition(b" ")
+        if oid_hex in seen:
+            continue
+        seen.add(oid_hex)
+        try:
+            oid = pygit2.Oid(hex=oid_hex.decode())
+            kind, size = repository.odb.read_header(oid)
+        except (ValueError, KeyError):
+            continue
+        if kind != pygit2.GIT_OBJECT_BLOB or size > pointers.MAX_POINTER_SIZE:
+            continue
+        data = repository[oid].data
+        if not pointers.is_pointer_prefix(data[:len(pointers.MAGIC_PREFIX)]):
+            continue
+        try:
+            ptr = pointers.sniff(data)
+        except pointers.PointerError as err:
+            raise LivenessError(f"{os.fsdecode(path) or oid_hex.decode()} ({oid_hex.decode()}) is "
+                                f"a damaged pointer: {err}; the checkpoint it names is unknown",
+                                "Nothing was removed. Restore the pointer, or remove it from "
+                                "history, then gc") from None
+        if ptr is not None:
+            found.setdefault(ptr.content, os.fsdecode(path))
+    return found
+
+
+def _pending_heads(cwd: Path | str | None) -> list[str]:
+    """The pending-operation heads that exist in this worktree."""
+    names = []
+    for name in PENDING_HEADS:
+        result = run_git("rev-parse", "--verify", "-q", f"{name}^{{commit}}", cwd=cwd, check=False)
+        if result.returncode == 0:
+            names.append(result.stdout.decode().strip())
+    return names

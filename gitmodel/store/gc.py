@@ -1,0 +1,232 @@
+"""Garbage collection of a local store: remove the objects no live checkpoint needs.
+
+The caller names the live checkpoints (their manifest ids: git/liveness.py finds them in a
+repository). Live objects are those manifests, their chunks, everything stored in the grace period (whose
+manifests count as live too: a recent add may refer to old chunks it found already stored),
+and the bases of every copy of a live delta, transitively. Each pack is then kept, removed
+(nothing in it is live), or rewritten with only its live records (when a few percent of its
+bytes are garbage, or when it is one of several small packs). Rewritten records are verified; a pack with a damaged record is left as
+it is. New packs are published (fsynced) before any old pack is removed.
+
+Concurrency (docs/design.md "Garbage collection"): every process that writes to the store
+holds a shared flock on `gc.lock` from its first pack writer until it exits, so a git command
+that cleaned files has written its index before the lock is free; gc holds the exclusive
+lock throughout, after waiting for the writers. Readers take no lock: one that meets a
+removed pack reloads the pack list and finds the object's new copy.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from gitmodel.errors import GitmodelError
+from gitmodel.store import codec, files
+from gitmodel.store.objects import MANIFEST, CorruptObject, MissingObjects, Store, StoreError, check_record
+from gitmodel.store.pack import PACK_MAGIC, Entry, PackError, record_head, scan
+
+# A pack is rewritten once this fraction of its bytes is garbage: copying a pack's live records
+# costs little next to how rarely gc runs, and a store should end close to its live size.
+GARBAGE_TO_REWRITE = 0.05
+SMALL_PACK = 8 << 20         # packs below this size are merged into one when there are several
+DAY = 86400.0
+
+
+class GcError(GitmodelError):
+    pass
+
+
+@dataclass
+class PackFate:
+    name: str
+    size: int
+    live_bytes: int
+    action: str                  # "keep", "remove", "rewrite", "damaged"
+
+
+@dataclass
+class GcReport:
+    live_checkpoints: int = 0
+    live_objects: int = 0
+    packs: list[PackFate] = field(default_factory=list)
+    bytes_before: int = 0        # every pack's size
+    bytes_after: int = 0         # every pack's size afterwards (estimated in a dry run)
+    objects_removed: int = 0
+    damaged: list[str] = field(default_factory=list)       # packs left alone, why
+    dry_run: bool = False
+
+    def count(self, action: str) -> int:
+        return sum(1 for p in self.packs if p.action == action)
+
+    @property
+    def reclaimed(self) -> int:
+        return self.bytes_before - self.bytes_after
+
+
+def recent_objects(store: Store, days: float) -> set[bytes]:
+    """Objects with a copy in a pack written less than `days` ago (by the pack's mtime)."""
+    now, packs = time.time(), set()
+    for name in store.packs():
+        try:
+            if now - (store.pack_dir / f"{name}.pack").stat().st_mtime < days * DAY:
+                packs.add(name)
+        except FileNotFoundError:
+            continue
+    return {oid for oid, entry in store.entries() if entry.pack in packs}
+
+
+def live_objects(store: Store, manifests: Iterable[bytes], recent: set[bytes] = frozenset()) -> set[bytes]:
+    """The live manifests (given, plus the recent ones), their chunks, the recent objects,
+    and the bases of every stored copy of a live delta, transitively. A live manifest the
+    store holds but cannot read stops the collection: its chunks could not be told from
+    garbage."""
+    roots = set(manifests) | {oid for oid in recent if _is_manifest(store, oid)}
+    live: set[bytes] = set(recent)
+    for oid in roots:
+        if not store.copies(oid):
+            continue                    # not here: nothing of it to keep (a copy known to
+                                        # be damaged still counts: its chunks may be here)
+        live.add(oid)
+        try:
+            manifest = store.read_manifest(oid)
+        except (StoreError, ValueError) as err:
+            raise GcError(f"the checkpoint {oid.hex()[:16]} is live but its manifest cannot be "
+                          f"read ({err}); which chunks it needs is unknown",
+                          "Nothing was removed. Run `gitmodel fsck --repair` (or fetch the "
+                          "checkpoint again), then gc") from None
+        live.update(cid for cid, _ in manifest.chunks)
+    todo = list(live)
+    while todo:
+        oid = todo.pop()
+        for entry in store.copies(oid):
+            if entry.encoding != codec.DELTA:
+                continue
+            for base in _bases_of_copy(store, oid, entry):
+                if base not in live:
+                    live.add(base)
+                    todo.append(base)
+    return live
+
+
+def _is_manifest(store: Store, oid: bytes) -> bool:
+    return any(e.kind == MANIFEST for e in store.copies(oid))
+
+
+def _bases_of_copy(store: Store, oid: bytes, entry: Entry) -> list[bytes]:
+    record = store.record(oid, entry)
+    try:
+        return codec.delta_bases(memoryview(record)[record_head.size:])
+    except codec.CodecError as err:
+        raise CorruptObject(oid, str(err)) from None
+
+
+def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = frozenset(),
+            dry_run: bool = False, progress: Callable[[str], None] = lambda line: None) -> GcReport:
+    """Remove what the live `manifests` and the `recent` objects (see recent_objects) do not
+    need. The caller holds the store's gc lock (`Store.lock_for_gc`) and listed `manifests`
+    after taking it."""
+    store.reload()
+    sizes = {name: _size(store, name) for name in store.packs()}
+    live = live_objects(store, manifests, recent)
+    report = GcReport(dry_run=dry_run, live_objects=len(live), bytes_before=sum(sizes.values()))
+
+    live_bytes: dict[str, int] = dict.fromkeys(sizes, 0)
+    for oid, entry in store.entries():
+        if oid in live and entry.pack in live_bytes:
+            live_bytes[entry.pack] += record_head.size + entry.stored_length
+    small = [n for n in sizes if 0 < live_bytes[n] and sizes[n] < SMALL_PACK]
+    for name in sorted(sizes):
+        garbage = sizes[name] - len(PACK_MAGIC) - live_bytes[name]
+        if live_bytes[name] == 0:
+            action = "remove"
+        elif garbage > GARBAGE_TO_REWRITE * sizes[name] or (len(small) > 1 and name in small):
+            action = "rewrite"
+        else:
+            action = "keep"
+        report.packs.append(PackFate(name, sizes[name], live_bytes[name], action))
+
+    rewrite = [p.name for p in report.packs if p.action == "rewrite"]
+    remove = [p.name for p in report.packs if p.action == "remove"]
+    if dry_run:
+        report.bytes_after = sum(p.size if p.action == "keep" else
+                                 p.live_bytes if p.action == "rewrite" else 0 for p in report.packs)
+        report.objects_removed = _count_removed(store, live, set(remove) | set(rewrite))
+        return report
+
+    kept_packs = {p.name for p in report.packs if p.action == "keep"}
+    _rewrite(store, rewrite, live, kept_packs, report, progress)
+    gone = [p.name for p in report.packs if p.action in ("remove", "rewrite")]
+    report.objects_removed = _count_removed(store, live, set(gone))
+    for i, name in enumerate(gone, 1):
+        (store.pack_dir / f"{name}.idx").unlink(missing_ok=True)     # invisible first, then gone
+        (store.pack_dir / f"{name}.pack").unlink(missing_ok=True)
+        if i % 50 == 0:
+            progress(f"removed {i}/{len(gone)} pack(s)")
+    if gone:
+        files.fsync_dir(store.pack_dir)
+    store.forget_damaged(set(gone))
+    store.reload()
+    report.bytes_after = store_bytes(store)
+    return report
+
+
+def store_bytes(store: Store) -> int:
+    """The size of every pack the store lists."""
+    return sum(_size(store, name) for name in store.packs())
+
+
+def _size(store: Store, pack: str) -> int:
+    try:
+        return (store.pack_dir / f"{pack}.pack").stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _count_removed(store: Store, live: set[bytes], packs: set[str]) -> int:
+    """Objects whose every copy is in `packs` and that are not live."""
+    out = set()
+    for oid, entry in store.entries():
+        if entry.pack in packs and oid not in live:
+            if all(e.pack in packs for e in store.copies(oid)):
+                out.add(oid)
+    return len(out)
+
+
+def _rewrite(store: Store, packs: list[str], live: set[bytes], kept_packs: set[str],
+             report: GcReport, progress: Callable[[str], None]) -> None:
+    """Copy the live records of `packs` into new packs (each object once, and not when a kept
+    pack holds a good copy), verified. A pack with a damaged live record is kept as it is."""
+    if not packs:
+        return
+    have = {oid for oid, entry in store.entries() if entry.pack in kept_packs and oid in live
+            and entry.pack not in store.damaged().get(oid, ())}
+    writer = store.writer()
+    try:
+        for i, name in enumerate(packs, 1):
+            records = []
+            try:
+                with open(store.pack_dir / f"{name}.pack", "rb") as f:
+                    for oid, entry, record in scan(f.read):
+                        if oid not in live or oid in have:
+                            continue
+                        entry = Entry(name, entry.offset, entry.stored_length, entry.raw_length,
+                                      entry.kind, entry.encoding)
+                        check_record(oid, entry, record, store.bases)
+                        records.append((oid, entry, record))
+            except (CorruptObject, MissingObjects, PackError, OSError) as err:
+                report.damaged.append(f"{name}: {err}")
+                for fate in report.packs:
+                    if fate.name == name:
+                        fate.action = "damaged"
+                continue
+            for oid, entry, record in records:
+                writer.add(oid, entry.kind, entry.encoding, entry.raw_length,
+                           memoryview(record)[record_head.size:])
+                have.add(oid)
+            progress(f"rewrote {i}/{len(packs)} pack(s)")
+        store.publish(writer)              # fsynced and visible before any old pack goes
+    except BaseException:
+        writer.abort()
+        raise

@@ -1,0 +1,158 @@
+"""Benchmark `gitmodel gc`: does a store return to the size of what survives?
+
+One run:
+
+* repository (a): 10 versions of a 256 MiB fp32 safetensors checkpoint committed in order,
+  each a "training step" of the one before (every weight moves a little, so chunk dedup saves
+  nothing between versions); then the newest 5 are dropped from every ref and reflog
+  (`git reset --hard HEAD~5`, `git reflog expire --expire=now --all`) and
+  `gitmodel gc --keep-recent 0` runs (timed);
+* repository (b): the 5 surviving versions alone, committed in order into a fresh repository,
+  and `gitmodel gc --keep-recent 0` there too (which repacks them the same way: like for
+  like).
+
+It prints the store sizes and checks the target: (a) after gc <= 1.05x (b); every surviving
+version checks out sha256-exact after the gc.
+
+Run:  python scripts/bench_gc.py [--size-mib 256] [--versions 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_foundation import make_env, run, sha256_file  # noqa: E402
+
+TENSORS = 64
+TARGET = 1.05
+
+
+def write_versions(folder: Path, size: int, count: int) -> list[Path]:
+    """`count` safetensors files of `size` bytes of fp32, each version's weights the previous
+    ones plus noise of 1e-3 of their scale."""
+    rng = np.random.default_rng(20261130)
+    per = size // 4 // TENSORS
+    cols = 1024
+    rows = max(1, per // cols)
+    weights = [rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(0.02)
+               for _ in range(TENSORS)]
+    header = {f"layers.{i}.weight": {"dtype": "F32", "shape": [rows, cols],
+                                     "data_offsets": [i * rows * cols * 4, (i + 1) * rows * cols * 4]}
+              for i in range(TENSORS)}
+    import json
+    import struct
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    paths = []
+    for v in range(count):
+        if v:
+            for w in weights:
+                w += rng.standard_normal(w.shape, dtype=np.float32) * np.float32(2e-5)
+        path = folder / f"v{v}.safetensors"
+        with open(path, "wb") as f:
+            f.write(struct.pack("<Q", len(raw)) + raw)
+            for w in weights:
+                f.write(w.tobytes())
+        paths.append(path)
+    return paths
+
+
+def store_size(repo: Path) -> int:
+    packs = repo / ".git" / "gitmodel" / "packs"
+    return sum(p.stat().st_size for p in packs.glob("*.pack"))
+
+
+def new_repo(path: Path, env: dict) -> Path:
+    path.mkdir()
+    run(["git", "init", "-q", "-b", "main"], path, env)
+    run(["gitmodel", "install"], path, env)
+    run(["gitmodel", "track", "*.safetensors"], path, env)
+    run(["git", "add", ".gitattributes"], path, env)
+    run(["git", "commit", "-q", "-m", "track"], path, env)
+    return path
+
+
+def commit_versions(repo: Path, versions: list[Path], env: dict) -> list[float]:
+    times = []
+    for i, source in enumerate(versions):
+        target = repo / "model.safetensors"
+        target.unlink(missing_ok=True)
+        shutil.copyfile(source, target)
+        start = time.perf_counter()
+        run(["git", "add", "model.safetensors"], repo, env)
+        times.append(time.perf_counter() - start)
+        run(["git", "commit", "-q", "-m", f"v{i}"], repo, env)
+    return times
+
+
+def gc(repo: Path, env: dict) -> tuple[float, str]:
+    start = time.perf_counter()
+    out = subprocess.run(["gitmodel", "gc", "--keep-recent", "0"], cwd=repo, env=env,
+                         capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, out.stdout.strip()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--versions", type=int, default=10)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    keep = args.versions - args.versions // 2
+    work = Path(tempfile.mkdtemp(prefix="bench-gc-", dir=args.workdir))
+    try:
+        env = dict(make_env(work), GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.invalid",
+                   GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@example.invalid")
+        files = work / "versions"
+        files.mkdir()
+        versions = write_versions(files, args.size_mib << 20, args.versions)
+        sums = [sha256_file(p) for p in versions]
+        mib = versions[0].stat().st_size / (1 << 20)
+        print(f"{args.versions} versions of a {mib:.0f} MiB fp32 checkpoint; keeping the oldest {keep}")
+
+        a = new_repo(work / "a", env)
+        adds = commit_versions(a, versions, env)
+        full = store_size(a)
+        run(["git", "reset", "-q", "--hard", f"HEAD~{args.versions - keep}"], a, env)
+        run(["git", "reflog", "expire", "--expire=now", "--all"], a, env)
+        seconds, said = gc(a, env)
+        after = store_size(a)
+        exact = True
+        for back in range(keep):
+            (a / "model.safetensors").unlink()
+            run(["git", "checkout", f"HEAD~{back}", "--", "model.safetensors"], a, env)
+            exact &= sha256_file(a / "model.safetensors") == sums[keep - 1 - back]
+
+        b = new_repo(work / "b", env)
+        commit_versions(b, versions[:keep], env)
+        alone_added = store_size(b)
+        gc(b, env)
+        alone = store_size(b)
+
+        ratio = after / alone
+        print(f"adds: {min(adds):.2f}-{max(adds):.2f} s each")
+        print(f"(a) store with all {args.versions} versions: {full / (1 << 20):.1f} MiB")
+        print(f"(a) after dropping {args.versions - keep} and gc: {after / (1 << 20):.1f} MiB "
+              f"(gc took {seconds:.2f} s)")
+        print(f"    {said.splitlines()[-1] if said else ''}")
+        print(f"(b) the {keep} survivors alone: {alone_added / (1 << 20):.1f} MiB as added, "
+              f"{alone / (1 << 20):.1f} MiB after its own gc (repacked)")
+        print(f"(a) / (b): {ratio:.3f} (target <= {TARGET}); survivors sha256-exact: {exact}")
+        ok = ratio <= TARGET and exact
+        print("target met" if ok else "TARGET NOT MET")
+        return 0 if ok else 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

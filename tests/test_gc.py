@@ -1,0 +1,239 @@
+"""Garbage collection of the local store, through real git: what git keeps stays exact, what it
+dropped goes, and a gc racing adds loses nothing."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import Repo, make_repo, random_model, sha256, write_safetensors
+from test_deltas import MODEL, assert_versions_exact, fine_tune, packs_size, series
+
+
+def age_packs(store: Path, days: float = 2.0) -> None:
+    """Make every pack look written `days` ago (older than gc's default grace)."""
+    then = time.time() - days * 86400
+    for pack in (store / "packs").glob("pack-*"):
+        os.utime(pack, (then, then))
+
+
+def drop_newest(repo: Repo, count: int) -> None:
+    """Forget the newest `count` commits everywhere git keeps them."""
+    repo.git("reset", "-q", "--hard", f"HEAD~{count}")
+    repo.git("reflog", "expire", "--expire=now", "--all")
+
+
+def gc(repo: Repo, *args: str) -> subprocess.CompletedProcess:
+    return repo.gitmodel("gc", *args)
+
+
+@pytest.mark.parametrize("deltas", [False, True])
+def test_gc_returns_the_store_to_the_size_of_the_surviving_versions(tmp_path: Path, git_env, deltas):
+    repo = make_repo(tmp_path / "repo", git_env)
+    repo.git("config", "gitmodel.delta", "true" if deltas else "false")
+    sums = series(repo, 6)
+    if deltas:
+        repo.gitmodel("repack")
+    drop_newest(repo, 3)
+    before = packs_size(repo.store)
+    out = gc(repo, "--keep-recent", "0")
+    assert "removed" in out.stdout
+    assert_versions_exact(repo, sums[:3])
+
+    # The same three versions added to a fresh repository (and repacked alike).
+    alone = make_repo(tmp_path / "alone", git_env)
+    alone.git("config", "gitmodel.delta", "true" if deltas else "false")
+    for v, (digest, rev) in enumerate(zip(sums[:3], ["HEAD~2", "HEAD~1", "HEAD"])):
+        repo.git("checkout", rev, "--", MODEL)
+        (alone.path / MODEL).write_bytes((repo.path / MODEL).read_bytes())
+        alone.commit(f"v{v}", MODEL)
+    repo.git("checkout", "HEAD", "--", MODEL)
+    if deltas:
+        alone.gitmodel("repack")
+    after, reference = packs_size(repo.store), packs_size(alone.store)
+    assert after < before * 0.6
+    assert after <= reference * 1.05, (after, reference)
+    assert "0 problem(s)" in repo.gitmodel("fsck", "--all").stdout
+
+
+def test_gc_keeps_what_was_stored_recently_and_dry_run_removes_nothing(repo: Repo):
+    write_safetensors(repo.path / MODEL, random_model(1))
+    repo.commit("v0", MODEL)
+    write_safetensors(repo.path / MODEL, random_model(2))
+    repo.git("add", MODEL)                        # stored, then dropped: garbage, but recent
+    repo.git("reset", "-q", "--hard")
+    size = packs_size(repo.store)
+
+    assert "removed 0 object(s)" in gc(repo).stdout      # inside the grace period
+    size = packs_size(repo.store)                 # (its small packs merged into one)
+
+    age_packs(repo.store)
+    dry = gc(repo, "--dry-run")
+    assert "would remove" in dry.stdout and packs_size(repo.store) == size
+    reclaimable = float(re.search(r"\(([\d.]+) MiB reclaimable\)", dry.stdout).group(1))
+    assert reclaimable > 1.0
+
+    gc(repo)
+    freed = (size - packs_size(repo.store)) / (1 << 20)
+    assert abs(freed - reclaimable) < 0.2, (freed, reclaimable)
+    repo.git("checkout", "--", MODEL)
+    assert sha256(repo.path / MODEL) == sha256(write_safetensors(repo.path / "x.bin", random_model(1)))
+
+
+def test_gc_keeps_stash_index_reflog_worktrees_and_other_branches(repo: Repo):
+    models = {name: random_model(seed) for seed, name in enumerate(
+        ["committed", "stashed", "staged", "reflog", "worktree", "branch"], start=10)}
+    digests = {}
+
+    def put(name: str, path: Path) -> None:
+        digests[name] = sha256(write_safetensors(path / MODEL, models[name]))
+
+    put("reflog", repo.path)
+    repo.commit("reflog", MODEL)                  # kept only by the reflog after the reset
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    repo.git("checkout", "-q", "-b", "side")
+    put("branch", repo.path)
+    repo.commit("branch", MODEL)
+    repo.git("checkout", "-q", "main")
+    put("committed", repo.path)
+    repo.commit("committed", MODEL)
+    put("stashed", repo.path)
+    repo.git("stash", "-q")
+    repo.git("worktree", "add", "-q", "-b", "wt", str(repo.path.parent / "wt"))
+    put("worktree", repo.path.parent / "wt")
+    Repo(repo.path.parent / "wt", repo.env).git("add", MODEL)     # the other worktree's index
+    write_safetensors(repo.path / "staged.safetensors", models["staged"])
+    digests["staged"] = sha256(repo.path / "staged.safetensors")
+    repo.git("add", "staged.safetensors")
+    write_safetensors(repo.path / "dropped.safetensors", random_model(99))
+    repo.git("add", "dropped.safetensors")        # the only garbage
+    repo.git("rm", "-q", "--cached", "dropped.safetensors")
+    (repo.path / "dropped.safetensors").unlink()
+    age_packs(repo.store)
+
+    out = gc(repo)
+    removed = int(re.search(r"removed (\d+) object", out.stdout).group(1))
+    assert removed > 0                            # the dropped file's chunks went
+
+    repo.git("rm", "-q", "--cached", "staged.safetensors")
+    (repo.path / "staged.safetensors").unlink()
+    repo.git("stash", "pop", "-q")
+    assert sha256(repo.path / MODEL) == digests["stashed"]
+    repo.git("reset", "-q", "--hard")
+    assert sha256(repo.path / MODEL) == digests["committed"]
+    repo.git("checkout", "-q", "side", "--", MODEL)
+    assert sha256(repo.path / MODEL) == digests["branch"]
+    reflog = repo.out("reflog", "--format=%H %s").splitlines()
+    lost = next(line.split()[0] for line in reflog if line.endswith(" reflog"))
+    repo.git("checkout", "-q", lost, "--", MODEL)
+    assert sha256(repo.path / MODEL) == digests["reflog"]
+    wt = Repo(repo.path.parent / "wt", repo.env)
+    (wt.path / MODEL).unlink()
+    wt.git("checkout", "--", MODEL)
+    assert sha256(wt.path / MODEL) == digests["worktree"]
+
+
+def test_gc_racing_twenty_concurrent_adds_loses_nothing(repo: Repo):
+    """The dangerous case: adds whose chunks the store already holds as garbage (so they store
+    nothing new for them) while gc, with no grace period, removes garbage in a loop."""
+    base = random_model(5, layers=6, width=256)
+    write_safetensors(repo.path / MODEL, base)
+    repo.git("add", MODEL)
+    repo.git("reset", "-q", "--hard")             # base's chunks: garbage from here
+    workers = []
+    for i in range(20):
+        path = repo.path.parent / f"w{i}"
+        repo.git("worktree", "add", "-q", "-b", f"w{i}", str(path))
+        model = dict(base)
+        model[f"layers.{i % 6}.bias"] = model[f"layers.{i % 6}.bias"] + np.float32(i + 1)
+        write_safetensors(path / MODEL, model)
+        workers.append((Repo(path, repo.env), sha256(path / MODEL)))
+
+    stop = time.monotonic() + 120
+    collector = subprocess.Popen(
+        ["bash", "-c", "while [ ! -e ../stop-gc ]; do gitmodel gc -q --keep-recent 0 --wait 120 || exit 1; done"],
+        cwd=repo.path, env=repo.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # Staggered, so that gc runs between adds as well as while they run.
+        script = f"git add {MODEL} && git commit -q -m add"
+        adds = [subprocess.Popen(["bash", "-c", f"sleep {0.25 * i}; {script}"], cwd=w.path,
+                                 env=repo.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                for i, (w, _) in enumerate(workers)]
+        for add in adds:
+            add.wait(timeout=max(1, stop - time.monotonic()))
+            assert add.returncode == 0, add.stderr.read().decode()
+    finally:
+        (repo.path.parent / "stop-gc").touch()
+        collector.wait(timeout=120)
+    runs = collector.stdout.read().decode().count("object(s); packs")
+    assert collector.returncode == 0, collector.stderr.read().decode()
+    assert runs >= 3, runs
+    gc(repo, "--keep-recent", "0")
+    for w, digest in workers:
+        (w.path / MODEL).unlink()
+        w.git("checkout", "--", MODEL)
+        assert sha256(w.path / MODEL) == digest, w.path.name
+    assert "0 problem(s)" in repo.gitmodel("fsck", "--all").stdout
+
+
+def test_gc_keeps_the_bases_of_deltas_it_does_not_re_encode(tmp_path: Path, git_env):
+    """With deltas off, a version dropped from history still serves as the base of older ones."""
+    repo = make_repo(tmp_path / "repo", git_env)
+    sums = series(repo, 3)
+    repo.gitmodel("repack")                       # v0, v1: deltas against v2
+    repo.git("config", "gitmodel.delta", "false")
+    drop_newest(repo, 1)
+    gc(repo, "--keep-recent", "0")
+    assert_versions_exact(repo, sums[:2])
+
+
+def test_gc_refuses_when_a_live_checkpoint_cannot_be_read(repo: Repo):
+    write_safetensors(repo.path / MODEL, random_model(1))
+    repo.commit("v0", MODEL)
+    pointer = repo.out("cat-file", "-p", f"HEAD:{MODEL}")
+    content = next(line.split()[1] for line in pointer.splitlines() if line.startswith("content "))
+    from gitmodel.store.objects import Store
+    store = Store(repo.store)
+    entry = store.locate(bytes.fromhex(content))
+    store.close()
+    pack = repo.store / "packs" / f"{entry.pack}.pack"
+    os.chmod(pack, 0o644)
+    data = bytearray(pack.read_bytes())
+    data[entry.offset + 60] ^= 0xFF               # inside the manifest's record
+    pack.write_bytes(bytes(data))
+    age_packs(repo.store)
+    size = packs_size(repo.store)
+    result = repo.gitmodel("gc", "--keep-recent", "0", check=False)
+    assert result.returncode == 1
+    assert "cannot be read" in result.stderr and "Nothing was removed" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert packs_size(repo.store) == size
+
+
+def test_a_git_add_waits_for_a_running_gc_and_says_so(repo: Repo):
+    import fcntl
+    write_safetensors(repo.path / MODEL, random_model(3))
+    repo.commit("v0", MODEL)                      # the store and its gc.lock exist
+    fd = os.open(repo.store / "gc.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)                # as gc holds it
+    try:
+        digest = sha256(write_safetensors(repo.path / MODEL, random_model(4)))
+        add = subprocess.Popen(["git", "add", MODEL], cwd=repo.path, env=repo.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.5)
+        assert add.poll() is None, "the add went on while gc held the store"
+    finally:
+        os.close(fd)
+    assert add.wait(timeout=60) == 0
+    assert "waiting for a gc" in add.stderr.read().decode()
+    (repo.path / MODEL).unlink()
+    repo.git("checkout", "--", MODEL)             # from the index: what the add stored
+    assert sha256(repo.path / MODEL) == digest
+    repo.commit("v1", MODEL)
+    assert "0 problem(s)" in repo.gitmodel("fsck").stdout
