@@ -153,7 +153,7 @@ def versions_by_path(repo: pygit2.Repository) -> dict[str, list[str]]:
         walker.push(tip)
     for commit in walker:
         if not commit.parents:
-            for path, oid in _blobs(repo, commit.tree, ""):
+            for path, oid in tree_blobs(repo, commit.tree, ""):
                 seen(oid, path)
             continue
         for delta in repo.diff(commit.parents[0].tree, commit.tree).deltas:
@@ -179,7 +179,7 @@ def declared_bases(repo: pygit2.Repository, paths: Iterable[str]) -> tuple[dict[
               if fields[i + 2] not in (b"unspecified", b"unset", b"set", b"")}
     current = {}
     if not repo.head_is_unborn:
-        for path, oid in _blobs(repo, repo.head.peel(pygit2.Commit).tree, ""):
+        for path, oid in tree_blobs(repo, repo.head.peel(pygit2.Commit).tree, ""):
             current[path] = oid
     for entry in repo.index:
         current[entry.path] = entry.id
@@ -215,9 +215,11 @@ def _peels_to_commit(ref) -> bool:
         return False
 
 
-def _blobs(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, pygit2.Oid]]:
+def tree_blobs(repo: pygit2.Repository, tree: pygit2.Tree,
+               prefix: str = "") -> Iterator[tuple[str, pygit2.Oid]]:
+    """(path, blob id) of every file in a tree, recursively."""
     for entry in tree:
         if entry.type_str == "tree":
-            yield from _blobs(repo, repo[entry.id], f"{prefix}{entry.name}/")
+            yield from tree_blobs(repo, repo[entry.id], f"{prefix}{entry.name}/")
         elif entry.type_str == "blob":
             yield prefix + entry.name, entry.id

@@ -1,0 +1,142 @@
+"""What `gitmodel ls-files` and `gitmodel status` report: each tracked checkpoint, where its
+bytes are (work tree, local store), and what is staged, modified or not yet pushed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gitmodel import pointer as pointers, stored
+from gitmodel.git import history, revisions
+from gitmodel.git.repo import commit, open_repository, pointer_blob
+from gitmodel.store.objects import Store, StoreError
+
+# Where a checkpoint's bytes are.
+FILE, POINTER, ABSENT = "file", "pointer", "absent"           # in the work tree
+COMPLETE, PARTIAL, MISSING = "complete", "partial", "missing"  # in the local store
+
+
+@dataclass
+class Listed:
+    path: str
+    size: int
+    content: str
+    work_tree: str          # FILE (the bytes), POINTER (left as a pointer) or ABSENT
+    store: str              # COMPLETE, PARTIAL (some chunks missing) or MISSING
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def ls_files(repository, store: Store, rev: str | None = None) -> list[Listed]:
+    """The checkpoints of a revision's tree, or (no `rev`) of the index, by path."""
+    found = []
+    for path, oid in _blobs(repository, rev):
+        ptr = pointer_blob(repository, oid, path)
+        if ptr is None:
+            continue
+        found.append(Listed(path, ptr.size, ptr.content, _work_tree(repository, path),
+                            store_state(store, ptr.content)))
+    return sorted(found, key=lambda item: item.path)
+
+
+def _blobs(repository, rev: str | None):
+    if rev is None:
+        return [(entry.path, entry.id) for entry in repository.index]
+    found = commit(repository, rev)
+    if found is None:
+        raise revisions.RevisionError(f"unknown revision {rev!r}")
+    return list(history.tree_blobs(repository, found.tree, ""))
+
+
+def _work_tree(repository, path: str) -> str:
+    file = Path(repository.workdir) / path
+    try:
+        if file.is_symlink() or not file.is_file():
+            return ABSENT
+        return POINTER if pointers.sniff_file(file) is not None else FILE
+    except (OSError, pointers.PointerError):
+        return FILE
+
+
+def store_state(store: Store, content: str) -> str:
+    """Whether the store holds the checkpoint: its manifest and every chunk (and base)."""
+    oid = bytes.fromhex(content)
+    if store.missing([oid]):
+        return MISSING
+    try:
+        need = stored.needed([oid], store.read_manifest)
+    except StoreError:
+        return PARTIAL
+    if need.unreadable or store.missing(store.with_bases(need.chunks)):
+        return PARTIAL
+    return COMPLETE
+
+
+@dataclass
+class Status:
+    staged: list[dict] = field(default_factory=list)       # path, old, new (content ids or None)
+    modified: list[str] = field(default_factory=list)      # work tree differs from the index
+    unpushed: list[dict] = field(default_factory=list)     # path, content: in no remote-tracking ref
+    store_bytes: int = 0
+    reclaimable_bytes: int = 0
+    pointers_in_work_tree: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def status(session) -> Status:
+    from gitmodel.git import gc as git_gc
+    from gitmodel.store import gc
+    repository = open_repository(session.cwd)
+    result = Status()
+    index = {item.path: item for item in ls_files(repository, session.store)}
+    head = {} if repository.head_is_unborn else \
+        {item.path: item.content for item in _pointers_at(repository, "HEAD")}
+    for path in sorted(set(index) | set(head)):
+        new = index[path].content if path in index else None
+        if head.get(path) != new:
+            result.staged.append({"path": path, "old": head.get(path), "new": new})
+    workdir = Path(repository.workdir)
+    if index:
+        tracked = revisions.tracked_paths(workdir, sorted(index))
+        result.modified = [p for p in revisions.changed_paths(workdir, [], False, sorted(index))
+                           if p in tracked]
+    result.pointers_in_work_tree = [p for p, item in index.items() if item.work_tree == POINTER]
+    local = [name for name in repository.references if name.startswith("refs/heads/")]
+    pushed = [name for name in repository.references if name.startswith("refs/remotes/")]
+    if pushed or local:
+        introduced = history.pointers_introduced(repository, local, pushed)
+        result.unpushed = [{"path": path, "content": content}
+                           for content, path in sorted(introduced.items(), key=lambda kv: kv[1])]
+    store = session.store
+    result.store_bytes = gc.store_bytes(store)
+    live = [bytes.fromhex(c) for c in _live(session)]
+    recent = gc.recent_objects(store, git_gc.keep_recent_days(None, session.cwd))
+    estimate = gc.collect(store, live, recent, dry_run=True)
+    result.reclaimable_bytes = estimate.reclaimed
+    return result
+
+
+def _pointers_at(repository, rev: str) -> list[Listed]:
+    found = []
+    for path, oid in _blobs(repository, rev):
+        ptr = pointer_blob(repository, oid, path)
+        if ptr is not None:
+            found.append(Listed(path, ptr.size, ptr.content, "", ""))
+    return found
+
+
+def _live(session) -> dict[str, str]:
+    from gitmodel.git import liveness
+    return liveness.live_checkpoints(session.cwd)
+
+
+def human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+

@@ -1,0 +1,96 @@
+"""`gitmodel ls-files` and `gitmodel status`, through real git and a folder remote."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from conftest import Repo, make_repo, random_model, user, write_safetensors
+from test_gc import age_packs
+
+MODEL = "model.safetensors"
+
+
+def small(seed: int) -> dict:
+    return random_model(seed, layers=2, width=64)
+
+
+def test_ls_files_says_where_each_checkpoint_is(tmp_path: Path, git_env):
+    env = user(tmp_path, git_env, "ann")
+    work = make_repo(tmp_path / "ann", env)
+    write_safetensors(work.path / MODEL, small(1))
+    write_safetensors(work.path / "b.safetensors", small(2))
+    work.commit("two", MODEL, "b.safetensors")
+    work.gitmodel("remote", "add", "origin", str(tmp_path / "store"))
+    work.commit("remote", ".gitmodel")
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "hub.git")], check=True)
+    work.git("remote", "add", "origin", str(tmp_path / "hub.git"))
+    work.git("push", "-q", "origin", "main")
+
+    listed = json.loads(work.gitmodel("ls-files", "--json").stdout)
+    assert [item["path"] for item in listed] == ["b.safetensors", MODEL]
+    mine = listed[1]
+    pointer = work.out("cat-file", "-p", f"HEAD:{MODEL}")
+    assert f"content {mine['content']}" in pointer
+    assert mine["size"] == (work.path / MODEL).stat().st_size
+    assert (mine["work_tree"], mine["store"]) == ("file", "complete")
+    text = work.gitmodel("ls-files").stdout.splitlines()
+    assert text[1].split() == [mine["content"][:12], *_human(mine["size"]), "file", "complete", MODEL]
+
+    # A clone that left pointers: the work tree and its store have nothing yet.
+    clone_env = dict(env, GITMODEL_SKIP_SMUDGE="1")
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(tmp_path / "bob")],
+                   env=clone_env, check=True, capture_output=True)
+    bob = Repo(tmp_path / "bob", env)
+    states = {i["path"]: (i["work_tree"], i["store"]) for i in json.loads(bob.gitmodel("ls-files", "--json").stdout)}
+    assert states == {MODEL: ("pointer", "missing"), "b.safetensors": ("pointer", "missing")}
+    bob.gitmodel("pull")
+    states = {i["path"]: (i["work_tree"], i["store"]) for i in json.loads(bob.gitmodel("ls-files", "--json").stdout)}
+    assert states == {MODEL: ("file", "complete"), "b.safetensors": ("file", "complete")}
+
+    # A revision: what its tree held.
+    write_safetensors(work.path / MODEL, small(3))
+    work.commit("v2", MODEL)
+    old = json.loads(work.gitmodel("ls-files", "HEAD~2", "--json").stdout)
+    assert {i["path"]: i["content"] for i in old}[MODEL] == mine["content"]
+    assert "unknown revision" in work.gitmodel("ls-files", "nope", check=False).stderr
+
+
+def _human(size: int) -> list[str]:
+    return [f"{size / 1024:.1f}", "KiB"] if size < 1 << 20 else [f"{size / (1 << 20):.1f}", "MiB"]
+
+
+def test_status_reports_staged_modified_unpushed_and_reclaimable(tmp_path: Path, git_env):
+    repo = make_repo(tmp_path / "repo", git_env)
+    write_safetensors(repo.path / MODEL, small(1))
+    repo.commit("v1", MODEL)
+    first = json.loads(repo.gitmodel("status", "--json").stdout)
+    assert first["staged"] == [] and first["modified"] == []
+    assert [u["path"] for u in first["unpushed"]] == [MODEL]          # no remote yet
+    assert first["store_bytes"] > 0 and first["reclaimable_bytes"] == 0
+
+    write_safetensors(repo.path / MODEL, small(2))
+    assert json.loads(repo.gitmodel("status", "--json").stdout)["modified"] == [MODEL]
+    repo.git("add", MODEL)
+    staged = json.loads(repo.gitmodel("status", "--json").stdout)
+    assert [s["path"] for s in staged["staged"]] == [MODEL] and staged["modified"] == []
+    assert staged["staged"][0]["old"] == first["unpushed"][0]["content"]
+    text = repo.gitmodel("status").stdout
+    assert "staged:" in text and MODEL in text and "reclaimable" in text
+
+    repo.git("reset", "-q", "--hard")                # the staged version becomes garbage
+    age_packs(repo.store)
+    after = json.loads(repo.gitmodel("status", "--json").stdout)
+    assert after["staged"] == [] and after["reclaimable_bytes"] > 10_000
+    freed_before = after["store_bytes"]
+    repo.gitmodel("gc")
+    assert json.loads(repo.gitmodel("status", "--json").stdout)["store_bytes"] <= \
+        freed_before - after["reclaimable_bytes"] + 64
+
+    hub = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
+    repo.git("remote", "add", "origin", str(hub))
+    repo.git("push", "-q", "origin", "main")
+    assert json.loads(repo.gitmodel("status", "--json").stdout)["unpushed"] == []
+    assert "no checkpoint staged, modified or unpushed" in repo.gitmodel("status").stdout
