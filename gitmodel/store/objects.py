@@ -217,11 +217,12 @@ class Store:
     def _hold_writer_lock(self) -> None:
         """Take the shared side of the gc lock, kept until close(): objects this process
         stores (and what it decided not to store because the store had it) stay until the
-        process is done, which for git's filter is after git has written its index."""
+        process is done, which for git's filter is after git has written its index. Opened
+        read-only: flock needs no write access, so users sharing a store can all take it."""
         if self._gc_lock is not None:
             return
         import fcntl
-        fd = os.open(self.root / GC_LOCK, os.O_RDWR | os.O_CREAT, self.permissions.file(0o644))
+        fd = os.open(self.root / GC_LOCK, os.O_RDONLY | os.O_CREAT, self.permissions.file(0o644))
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -243,7 +244,7 @@ class Store:
         if self._gc_lock is not None:
             raise StoreError("this process has written to the store; gc needs a fresh one")
         self._create()
-        fd = os.open(self.root / GC_LOCK, os.O_RDWR | os.O_CREAT, self.permissions.file(0o644))
+        fd = os.open(self.root / GC_LOCK, os.O_RDONLY | os.O_CREAT, self.permissions.file(0o644))
         deadline, told = time.monotonic() + wait, False
         while True:
             try:
