@@ -32,15 +32,15 @@ def live_checkpoints(cwd: Path | str | None = None, revs: list[str] | None = Non
         args = ["--all", "--reflog", "--indexed-objects", *_pending_heads(cwd)]
     else:
         args = list(revs)
-    listing = run_git("rev-list", "--objects", f"--filter=blob:limit={pointers.MAX_POINTER_SIZE}", *args, "--",
-                      cwd=cwd, check=False)
+    import pygit2
+    limit = f"--filter=blob:limit={pointers.MAX_POINTER_SIZE}"     # larger blobs are not pointers
+    listing = run_git("rev-list", "--objects", limit, *args, "--", cwd=cwd, check=False)
     if listing.returncode != 0:
         raise LivenessError(f"git rev-list failed: {listing.stderr.decode(errors='replace').strip()}",
                             "Nothing was removed. Check the repository with `git fsck`")
     repository = open_repository(cwd)
     found: dict[str, str] = {}
     seen: set[bytes] = set()
-    import pygit2
     for line in listing.stdout.splitlines():
         oid_hex, _, path = line.partition(b" ")
         if oid_hex in seen:

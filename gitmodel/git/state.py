@@ -30,23 +30,24 @@ class Listed:
 
 def ls_files(repository, store: Store, rev: str | None = None) -> list[Listed]:
     """The checkpoints of a revision's tree, or (no `rev`) of the index, by path."""
-    found = []
-    for path, oid in _blobs(repository, rev):
-        ptr = pointer_blob(repository, oid, path)
-        if ptr is None:
-            continue
-        found.append(Listed(path, ptr.size, ptr.content, _work_tree(repository, path),
-                            store_state(store, ptr.content)))
-    return sorted(found, key=lambda item: item.path)
+    return sorted((Listed(path, ptr.size, ptr.content, _work_tree(repository, path),
+                          store_state(store, ptr.content)) for path, ptr in _pointers(repository, rev)),
+                  key=lambda item: item.path)
 
 
-def _blobs(repository, rev: str | None):
+def _pointers(repository, rev: str | None):
+    """(path, pointer) of the checkpoints in a revision's tree, or (no `rev`) the index."""
     if rev is None:
-        return [(entry.path, entry.id) for entry in repository.index]
-    found = commit(repository, rev)
-    if found is None:
-        raise revisions.RevisionError(f"unknown revision {rev!r}")
-    return list(history.tree_blobs(repository, found.tree, ""))
+        blobs = [(entry.path, entry.id) for entry in repository.index]
+    else:
+        found = commit(repository, rev)
+        if found is None:
+            raise revisions.RevisionError(f"unknown revision {rev!r}")
+        blobs = history.tree_blobs(repository, found.tree)
+    for path, oid in blobs:
+        ptr = pointer_blob(repository, oid, path)
+        if ptr is not None:
+            yield path, ptr
 
 
 def _work_tree(repository, path: str) -> str:
@@ -87,13 +88,13 @@ class Status:
 
 
 def status(session) -> Status:
-    from gitmodel.git import gc as git_gc
+    from gitmodel.git import gc as git_gc, liveness
     from gitmodel.store import gc
     repository = open_repository(session.cwd)
     result = Status()
     index = {item.path: item for item in ls_files(repository, session.store)}
     head = {} if repository.head_is_unborn else \
-        {item.path: item.content for item in _pointers_at(repository, "HEAD")}
+        {path: ptr.content for path, ptr in _pointers(repository, "HEAD")}
     for path in sorted(set(index) | set(head)):
         new = index[path].content if path in index else None
         if head.get(path) != new:
@@ -112,25 +113,11 @@ def status(session) -> Status:
                            for content, path in sorted(introduced.items(), key=lambda kv: kv[1])]
     store = session.store
     result.store_bytes = gc.store_bytes(store)
-    live = [bytes.fromhex(c) for c in _live(session)]
+    live = [bytes.fromhex(c) for c in liveness.live_checkpoints(session.cwd)]
     recent = gc.recent_objects(store, git_gc.keep_recent_days(None, session.cwd))
     estimate = gc.collect(store, live, recent, dry_run=True)
     result.reclaimable_bytes = estimate.reclaimed
     return result
-
-
-def _pointers_at(repository, rev: str) -> list[Listed]:
-    found = []
-    for path, oid in _blobs(repository, rev):
-        ptr = pointer_blob(repository, oid, path)
-        if ptr is not None:
-            found.append(Listed(path, ptr.size, ptr.content, "", ""))
-    return found
-
-
-def _live(session) -> dict[str, str]:
-    from gitmodel.git import liveness
-    return liveness.live_checkpoints(session.cwd)
 
 
 def human(n: int) -> str:
