@@ -235,6 +235,14 @@ class Store:
             os.close(fd)
             raise
         self._gc_lock = fd
+        # A gc that ran since the table was read may have removed packs it lists: objects it
+        # finds there must not count as stored (an add would then not store them again).
+        try:
+            listed = {n[:-4] for n in os.listdir(self.pack_dir) if n.endswith(".idx")}
+        except FileNotFoundError:
+            listed = set()
+        if self._loaded - listed:
+            self.reload()
 
     def lock_for_gc(self, wait: float, say: Callable[[str], None] = lambda line: None) -> None:
         """Take the gc lock exclusively: no other process is writing, or will until close().
