@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 from gitmodel import checkpoint, stored
 from gitmodel.errors import GitmodelError
 from gitmodel.formats import DTYPE_BITS
-from gitmodel.store import codec, files
+from gitmodel.store import codec
 from gitmodel.store.objects import CHUNK, CorruptObject, MissingObjects, Store, StoreError, check_record
 from gitmodel.store.pack import Entry, record_head, scan
 
@@ -206,14 +206,11 @@ def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRA
             report.packs_after += 1
             report.bytes_after += (store.pack_dir / f"{name}.pack").stat().st_size
         written = {name for name, _ in writer.published}
-        for pack in (p for p in rewritten if p not in written):   # never the same bytes twice
+        old = [p for p in rewritten if p not in written]       # never the same bytes twice
+        for pack in old:
             report.packs_before += 1
             report.bytes_before += (store.pack_dir / f"{pack}.pack").stat().st_size
-            (store.pack_dir / f"{pack}.idx").unlink()       # invisible first, then gone
-            (store.pack_dir / f"{pack}.pack").unlink()
-        files.fsync_dir(store.pack_dir)
-        store.forget_damaged(set(rewritten))
-        store.reload()
+        store.remove_packs(old)
         return report
     finally:
         os.close(lock)

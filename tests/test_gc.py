@@ -237,3 +237,27 @@ def test_a_git_add_waits_for_a_running_gc_and_says_so(repo: Repo):
     assert sha256(repo.path / MODEL) == digest
     repo.commit("v1", MODEL)
     assert "0 problem(s)" in repo.gitmodel("fsck").stdout
+
+
+def test_a_writer_opened_before_a_gc_does_not_count_removed_objects_as_stored(repo: Repo):
+    """A filter process reads the store's table when it opens the store, and may wait for the
+    gc lock meanwhile; what gc removed must then count as absent, or its add would not store
+    those chunks again (the CI failure of the race test above)."""
+    from gitmodel.store.objects import Store
+    write_safetensors(repo.path / MODEL, random_model(1))
+    repo.commit("v0", MODEL)
+    write_safetensors(repo.path / MODEL, random_model(2))
+    repo.git("add", MODEL)
+    repo.git("reset", "-q", "--hard")             # the second version: garbage
+    early = Store(repo.store)                     # its table read before the gc
+    before = {oid: entry.pack for oid, entry in early.entries()}
+    gc(repo, "--keep-recent", "0")
+    after = Store(repo.store)
+    removed = [oid for oid in before if not after.has(oid)]
+    after.release()
+    assert removed
+    try:
+        early.writer().abort()                    # takes the writers' lock, as an add does
+        assert not any(early.has(oid) for oid in removed)
+    finally:
+        early.release()

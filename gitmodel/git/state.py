@@ -92,7 +92,7 @@ def status(session) -> Status:
     from gitmodel.store import gc
     repository = open_repository(session.cwd)
     result = Status()
-    index = {item.path: item for item in ls_files(repository, session.store)}
+    index = dict(_pointers(repository, None))
     head = {} if repository.head_is_unborn else \
         {path: ptr.content for path, ptr in _pointers(repository, "HEAD")}
     for path in sorted(set(index) | set(head)):
@@ -104,7 +104,7 @@ def status(session) -> Status:
         tracked = revisions.tracked_paths(workdir, sorted(index))
         result.modified = [p for p in revisions.changed_paths(workdir, [], False, sorted(index))
                            if p in tracked]
-    result.pointers_in_work_tree = [p for p, item in index.items() if item.work_tree == POINTER]
+    result.pointers_in_work_tree = [p for p in sorted(index) if _work_tree(repository, p) == POINTER]
     local = [name for name in repository.references if name.startswith("refs/heads/")]
     pushed = [name for name in repository.references if name.startswith("refs/remotes/")]
     if pushed or local:

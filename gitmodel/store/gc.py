@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from gitmodel.errors import GitmodelError
-from gitmodel.store import codec, files
+from gitmodel.store import codec
 from gitmodel.store.objects import MANIFEST, CorruptObject, MissingObjects, Store, StoreError, check_record
 from gitmodel.store.pack import PACK_MAGIC, Entry, PackError, record_head, scan
 
@@ -156,18 +156,12 @@ def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = froze
         return report
 
     kept_packs = {p.name for p in report.packs if p.action == "keep"}
-    _rewrite(store, rewrite, live, kept_packs, report, progress)
-    gone = [p.name for p in report.packs if p.action in ("remove", "rewrite")]
-    report.objects_removed = _count_removed(store, live, set(gone))
-    for i, name in enumerate(gone, 1):
-        (store.pack_dir / f"{name}.idx").unlink(missing_ok=True)     # invisible first, then gone
-        (store.pack_dir / f"{name}.pack").unlink(missing_ok=True)
-        if i % 50 == 0:
-            progress(f"removed {i}/{len(gone)} pack(s)")
-    if gone:
-        files.fsync_dir(store.pack_dir)
-    store.forget_damaged(set(gone))
-    store.reload()
+    written = _rewrite(store, rewrite, live, kept_packs, report, progress)
+    # A rewrite that kept every record of a pack gives a pack of the same name: keep it.
+    gone = {p.name for p in report.packs if p.action in ("remove", "rewrite")} - written
+    report.objects_removed = _count_removed(store, live, gone)
+    store.remove_packs(gone)
+    progress(f"removed {len(gone)} pack(s)")
     report.bytes_after = store_bytes(store)
     return report
 
@@ -195,11 +189,12 @@ def _count_removed(store: Store, live: set[bytes], packs: set[str]) -> int:
 
 
 def _rewrite(store: Store, packs: list[str], live: set[bytes], kept_packs: set[str],
-             report: GcReport, progress: Callable[[str], None]) -> None:
+             report: GcReport, progress: Callable[[str], None]) -> set[str]:
     """Copy the live records of `packs` into new packs (each object once, and not when a kept
-    pack holds a good copy), verified. A pack with a damaged live record is kept as it is."""
+    pack holds a good copy), verified; returns the names of the packs written. A pack with a
+    damaged live record is kept as it is."""
     if not packs:
-        return
+        return set()
     have = {oid for oid, entry in store.entries() if entry.pack in kept_packs and oid in live
             and entry.pack not in store.damaged().get(oid, ())}
     writer = store.writer()
@@ -230,3 +225,4 @@ def _rewrite(store: Store, packs: list[str], live: set[bytes], kept_packs: set[s
     except BaseException:
         writer.abort()
         raise
+    return {name for name, _ in writer.published}

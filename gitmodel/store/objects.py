@@ -12,7 +12,7 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import blake3
 
@@ -338,6 +338,20 @@ class Store:
                 files.write_durably(self.root / "damaged", lines.encode(), 0o644)
             else:
                 (self.root / "damaged").unlink(missing_ok=True)
+
+    def remove_packs(self, names: Iterable[str]) -> None:
+        """Remove packs whose objects are garbage or have copies in packs already published:
+        each index first (the pack turns invisible), then the pack; then the directory is
+        fsynced, what was remembered about their damaged copies dropped, and the table read
+        again. A reader that listed one of them reloads (PackGone)."""
+        names = set(names)
+        for name in sorted(names):
+            (self.pack_dir / f"{name}.idx").unlink(missing_ok=True)
+            (self.pack_dir / f"{name}.pack").unlink(missing_ok=True)
+        if names:
+            files.fsync_dir(self.pack_dir)
+            self.forget_damaged(names)
+        self.reload()
 
     def _good_copies(self, oid: bytes) -> list[Entry]:
         copies = self._index.copies(oid)
