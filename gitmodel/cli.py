@@ -158,6 +158,11 @@ def _gc_arguments(p) -> None:
                         "(default: git config gitmodel.gc.keepRecent, else 1)")
     p.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
                    help="how long to wait for processes writing to the store (default 60)")
+    p.add_argument("--remote", metavar="NAME",
+                   help="collect the gitmodel remote of git remote NAME instead: live is what "
+                        "its branches and tags reference (or --ref)")
+    p.add_argument("--ref", action="append", metavar="REV",
+                   help="with --remote: a commit whose history stays (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true")
 
 
@@ -165,7 +170,15 @@ def _gc_arguments(p) -> None:
 def cmd_gc(args) -> int:
     from gitmodel.git import gc
     say = (lambda line: None) if args.quiet else (lambda line: print(f"gitmodel: gc: {line}", file=sys.stderr))
-    report = gc.collect_local(_session(), args.keep_recent, args.dry_run, args.wait, say)
+    if args.remote:
+        report = gc.collect_remote(_session(), args.remote, args.ref, args.keep_recent,
+                                   args.dry_run, say)
+    elif args.ref:
+        from gitmodel.errors import GitmodelError
+        raise GitmodelError("--ref goes with --remote", "Locally, git's refs, reflogs and "
+                            "indexes decide what stays")
+    else:
+        report = gc.collect_local(_session(), args.keep_recent, args.dry_run, args.wait, say)
     would = "would be " if report.dry_run else ""
     print(f"gitmodel: gc: {'dry run: ' if report.dry_run else ''}{report.count('remove')} "
           f"pack(s) {would}removed, {report.count('rewrite')} {would}rewritten, "
@@ -318,7 +331,9 @@ def cmd_pre_push(args) -> int:
     from gitmodel.git import history, repo
     if os.environ.get("GITMODEL_SKIP_PUSH", "") not in ("", "0"):
         return 0
-    checkpoints = history.pointers_for_push(repo.open_repository(), sys.stdin.read().splitlines())
+    lines = sys.stdin.read().splitlines()
+    repository = repo.open_repository()
+    checkpoints = history.pointers_for_push(repository, lines)
     if not checkpoints:
         return 0
     session = _session()
@@ -331,7 +346,8 @@ def cmd_pre_push(args) -> int:
         return 1
     from gitmodel.git import repacking
     repacking.before_push(session)
-    stats = sync.push(session.store, view, checkpoints)
+    stats = sync.push(session.store, view, checkpoints,
+                      pin=history.pointers_new_to_remote(repository, lines))
     _say(args, f"{len(checkpoints)} checkpoint(s) on {view}: uploaded {stats.objects} "
                f"object(s), {_size(stats.bytes)} in {stats.packs} pack(s)")
     return 0

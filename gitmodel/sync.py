@@ -4,7 +4,9 @@ has), so a push that succeeds has put every checkpoint it was given on the remot
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from gitmodel import stored
 from gitmodel.remote import transfer
@@ -26,11 +28,15 @@ def _paths(checkpoints: Checkpoints, manifest_ids) -> str:
 
 
 def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool = False,
-         force: bool = False) -> TransferStats:
+         force: bool = False, pin: Iterable[str] | None = None) -> TransferStats:
     """Upload every object these checkpoints need that the remote's indexes do not list
     (whatever git believes the remote has); with `force`, every one of them again, in new
     packs (to repair a remote whose copies are damaged). A checkpoint the local store lacks is
-    fine if the remote holds its manifest: chunks always arrive there before their manifest."""
+    fine if the remote holds its manifest: chunks always arrive there before their manifest.
+
+    Checkpoints in `pin` (default: all) whose manifests the remote holds only in packs older
+    than PIN_AGE have their manifests sent again: a remote gc running meanwhile then sees a
+    recent pack naming them, and keeps their chunks (remote/collect.py)."""
     view.refresh()
     manifest_ids = stored.content_ids(checkpoints)
     absent = [m for m in store.missing(manifest_ids) if force or m not in view.entries]
@@ -47,7 +53,9 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
                           "Nothing was uploaded. `gitmodel fsck` shows the damage; add the "
                           "files again or fetch them from a remote that has them")
     try:
-        return transfer.upload(store, view, need.objects, quiet=quiet, force=force)
+        return transfer.upload(store, view, need.objects, quiet=quiet, force=force,
+                               again=_to_pin(store, view, manifest_ids if pin is None else
+                                             stored.content_ids(pin)))
     except (MissingObjects, CorruptObject) as err:
         oids = err.oids if isinstance(err, MissingObjects) else [err.oid]
         users = {m for oid in oids for m in need.needed_by.get(oid, [oid])}
@@ -55,6 +63,20 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
                           "Nothing damaged was uploaded. Add the files again from a good copy "
                           "(that stores good chunks), or fetch them from a remote that has them; "
                           "`gitmodel fsck` lists what is damaged") from None
+
+
+PIN_AGE = 3600.0      # seconds; far below a remote gc's grace period (a day by default)
+
+
+def _to_pin(store: Store, view: RemoteView, manifest_ids: list[bytes]) -> list[bytes]:
+    """The manifests (held locally) whose every copy on the remote is older than PIN_AGE."""
+    old_before = time.time() - PIN_AGE
+    mtimes = view.listing.mtimes if view.listing is not None else {}
+
+    def old(oid: bytes) -> bool:
+        copies = view.entries.copies(oid)
+        return bool(copies) and all((mtimes.get(e.pack) or 0) < old_before for e in copies)
+    return [oid for oid in manifest_ids if old(oid) and store.has(oid)]
 
 
 @dataclass

@@ -60,3 +60,51 @@ def collect_local(session, keep_recent: float | None = None, dry_run: bool = Fal
     finally:
         store.release()
 
+
+
+def collect_remote(session, name: str, refs: list[str] | None = None,
+                   keep_recent: float | None = None, dry_run: bool = False,
+                   say: Callable[[str], None] = lambda line: None) -> gc.GcReport:
+    """gc of the gitmodel remote that goes with git remote `name`: live is what the history
+    of `refs` (default: the branches and tags the git remote has now) references."""
+    from gitmodel.remote import collect
+    days = keep_recent_days(keep_recent, session.cwd)
+    url = repo.run_git("remote", "get-url", name, cwd=session.cwd, check=False)
+    if url.returncode != 0:
+        raise GitmodelError(f"{name!r} is not a git remote of this repository",
+                            "Nothing was removed. `git remote -v` lists them")
+    view = session.view_for_push(name, url.stdout.decode().strip())
+    if view is None:
+        raise GitmodelError(f"git remote {name} has no gitmodel remote",
+                            "Nothing was removed. `gitmodel remote list` shows what is configured")
+    tips = refs if refs else remote_tips(session.cwd, name)
+    found = liveness.live_checkpoints(session.cwd, tips)
+    say(f"{len(found)} checkpoint(s) referenced by {len(tips)} ref(s) of {name}")
+    report = collect.collect(view, session.store, [bytes.fromhex(c) for c in found], days,
+                             dry_run, say)
+    report.live_checkpoints = len(found)
+    return report
+
+
+def remote_tips(cwd, name: str) -> list[str]:
+    """The commits the git remote's branches and tags point at now, all present here."""
+    listed = repo.run_git("ls-remote", "--heads", "--tags", name, cwd=cwd, check=False)
+    if listed.returncode != 0:
+        raise GitmodelError(f"git ls-remote {name} failed: "
+                            f"{listed.stderr.decode(errors='replace').strip()}",
+                            "Nothing was removed. Check that the git remote is reachable")
+    tips = {}
+    for line in listed.stdout.decode().splitlines():
+        sha, _, ref = line.partition("\t")
+        tips[ref.removesuffix("^{}")] = sha       # a tag's peeled line comes after it
+    if not tips:
+        raise GitmodelError(f"git remote {name} has no branches or tags, so nothing says which "
+                            "checkpoints on its gitmodel remote are live",
+                            "Nothing was removed. Name the commits to keep with --ref")
+    absent = [ref for ref, sha in tips.items()
+              if repo.run_git("cat-file", "-e", f"{sha}^{{commit}}", cwd=cwd, check=False).returncode]
+    if absent:
+        raise GitmodelError(f"git remote {name} has commits this clone lacks ({absent[0]}"
+                            f"{f' and {len(absent) - 1} more' if len(absent) > 1 else ''})",
+                            f"Nothing was removed. Run `git fetch {name}` first, then gc again")
+    return sorted(set(tips.values()))

@@ -99,6 +99,15 @@ def pointers_for_push(repo: pygit2.Repository, lines: Iterable[str]) -> dict[str
     return pointers_introduced(repo, tips)
 
 
+def pointers_new_to_remote(repo: pygit2.Repository, lines: Iterable[str]) -> dict[str, str]:
+    """The checkpoints a push's commits introduce that the remote's refs (as pre-push gives
+    them) do not have in their history: what a remote gc could not yet know is live."""
+    parts = [line.split() for line in lines]
+    tips = [p[1] for p in parts if len(p) == 4 and p[1].strip("0")]
+    known = [p[3] for p in parts if len(p) == 4 and p[3].strip("0")]
+    return pointers_introduced(repo, tips, known)
+
+
 def all_refs(repo: pygit2.Repository) -> list[str]:
     return [name for name in repo.references if not name.startswith("refs/remotes/")
             and name != "refs/stash"] or ["HEAD"]

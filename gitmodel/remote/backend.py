@@ -42,6 +42,7 @@ class RemoteSpec:
 class Listing:
     published: set[str] = field(default_factory=set)         # packs whose index is there
     sizes: dict[str, int | None] = field(default_factory=dict)  # every pack file, and its size
+    mtimes: dict[str, float | None] = field(default_factory=dict)  # and when it was written
     temporaries: list[str] = field(default_factory=list)     # files of interrupted uploads
     exists: bool = True                                       # False: no packs folder at all
 
@@ -158,6 +159,7 @@ class FsspecBackend:
                 listing.published.add(stem)
             elif PACK_NAME.fullmatch(stem) and ext == "pack":
                 listing.sizes[stem] = entry.get("size")
+                listing.mtimes[stem] = _mtime(entry)
             elif TEMPORARY.fullmatch(base):
                 listing.temporaries.append(base)
         return listing
@@ -252,6 +254,23 @@ class FsspecBackend:
 
 
 # ----------------------------------------------------------------------------- retries
+
+def _mtime(entry: dict) -> float | None:
+    """When a listed file was written, as a POSIX time: folders give `mtime`, object stores
+    a datetime (`LastModified` on S3) or a string."""
+    value = entry.get("mtime", entry.get("LastModified", entry.get("last_modified")))
+    if isinstance(value, (int, float)):
+        return float(value)
+    if hasattr(value, "timestamp"):
+        return value.timestamp()
+    if isinstance(value, str):
+        from datetime import datetime
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
 
 def _seconds(variable: str, default: float) -> float:
     try:

@@ -78,15 +78,19 @@ def ordered(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window: int
 # ----------------------------------------------------------------------------- upload
 
 def upload(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = False,
-           target: int = REMOTE_PACK_TARGET, force: bool = False) -> TransferStats:
-    """Send the objects the remote lacks (with `force`, all of them). Raises MissingObjects if
-    the local store lacks some, and CorruptObject rather than send a damaged one."""
+           target: int = REMOTE_PACK_TARGET, force: bool = False,
+           again: Iterable[bytes] = ()) -> TransferStats:
+    """Send the objects the remote lacks (with `force`, all of them), and those in `again`
+    whatever the remote has. Raises MissingObjects if the local store lacks some, and
+    CorruptObject rather than send a damaged one."""
     if view.listing is None:                  # a caller that just looked (push) saves a listing
         view.refresh()
-    wanted = [oid for oid in dict.fromkeys(oids) if force or oid not in view.entries]
+    again = set(again)
+    force_one = lambda oid: force or oid in again      # noqa: E731
+    wanted = [oid for oid in dict.fromkeys([*oids, *again]) if force_one(oid) or oid not in view.entries]
     # A remote never holds a delta without its base: bases go too (they are chunks, so they
     # are uploaded before any manifest that needs them).
-    wanted = [oid for oid in store.with_bases(wanted) if force or oid not in view.entries]
+    wanted = [oid for oid in store.with_bases(wanted) if force_one(oid) or oid not in view.entries]
     absent = store.missing(wanted)
     if absent:
         raise MissingObjects(absent)
@@ -106,21 +110,28 @@ def upload(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = 
             out.append((oid, entry, record))
         return out
 
-    with progress.bar(total, f"push to {view.name}", quiet) as bar, \
-            _Uploader(view, bar) as uploader, ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(2) as pool:
+        records = ((oid, entry, memoryview(record)[record_head.size:])
+                   for batch in ordered(pool, read, batches, window=4) for oid, entry, record in batch)
+        stats.packs = len(send_records(store, view, records, total, f"push to {view.name}", quiet, target))
+    return stats
+
+
+def send_records(store: Store, view: RemoteView, records: Iterable[tuple[bytes, Entry, bytes | memoryview]],
+                 total: int, label: str, quiet: bool = False, target: int = REMOTE_PACK_TARGET) -> list[str]:
+    """Write (oid, entry, payload) records, chunks before manifests, into new packs uploaded
+    to the remote (temporary files in the store's tmp/); the names of the packs uploaded."""
+    with progress.bar(total, label, quiet) as bar, _Uploader(view, bar) as uploader:
         writer = PackWriter(store.tmp_dir, uploader.send, target, make_dir=store.permissions.make_dir)
         try:
-            for records in ordered(pool, read, batches, window=4):
-                for oid, entry, record in records:
-                    writer.add(oid, entry.kind, entry.encoding, entry.raw_length,
-                               memoryview(record)[record_head.size:])
+            for oid, entry, payload in records:
+                writer.add(oid, entry.kind, entry.encoding, entry.raw_length, payload)
             writer.finish()
             uploader.wait()
         except BaseException:
             writer.abort()
             raise
-    stats.packs = len(writer.published)
-    return stats
+    return [name for name, _ in writer.published]
 
 
 class _Uploader:

@@ -122,6 +122,34 @@ def _bases_of_copy(store: Store, oid: bytes, entry: Entry) -> list[bytes]:
         raise CorruptObject(oid, str(err)) from None
 
 
+def decide(sizes: dict[str, int], live: set[bytes], entries: Iterable[tuple[bytes, Entry]]) -> list[PackFate]:
+    """Each pack's fate, from its size and the live records among `entries` (every object's
+    copies, by pack): removed when nothing in it is live, rewritten when more than
+    GARBAGE_TO_REWRITE of it is garbage or it is one of several small packs, else kept."""
+    live_bytes: dict[str, int] = dict.fromkeys(sizes, 0)
+    for oid, entry in entries:
+        if oid in live and entry.pack in live_bytes:
+            live_bytes[entry.pack] += record_head.size + entry.stored_length
+    small = [n for n in sizes if 0 < live_bytes[n] and sizes[n] < SMALL_PACK]
+    fates = []
+    for name in sorted(sizes):
+        garbage = sizes[name] - len(PACK_MAGIC) - live_bytes[name]
+        if live_bytes[name] == 0:
+            action = "remove"
+        elif garbage > GARBAGE_TO_REWRITE * sizes[name] or (len(small) > 1 and name in small):
+            action = "rewrite"
+        else:
+            action = "keep"
+        fates.append(PackFate(name, sizes[name], live_bytes[name], action))
+    return fates
+
+
+def estimate_after(fates: list[PackFate]) -> int:
+    """The packs' size once the fates are carried out (rewritten packs: their live records)."""
+    return sum(p.size if p.action == "keep" else p.live_bytes if p.action == "rewrite" else 0
+               for p in fates)
+
+
 def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = frozenset(),
             dry_run: bool = False, progress: Callable[[str], None] = lambda line: None) -> GcReport:
     """Remove what the live `manifests` and the `recent` objects (see recent_objects) do not
@@ -132,26 +160,12 @@ def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = froze
     live = live_objects(store, manifests, recent)
     report = GcReport(dry_run=dry_run, live_objects=len(live), bytes_before=sum(sizes.values()))
 
-    live_bytes: dict[str, int] = dict.fromkeys(sizes, 0)
-    for oid, entry in store.entries():
-        if oid in live and entry.pack in live_bytes:
-            live_bytes[entry.pack] += record_head.size + entry.stored_length
-    small = [n for n in sizes if 0 < live_bytes[n] and sizes[n] < SMALL_PACK]
-    for name in sorted(sizes):
-        garbage = sizes[name] - len(PACK_MAGIC) - live_bytes[name]
-        if live_bytes[name] == 0:
-            action = "remove"
-        elif garbage > GARBAGE_TO_REWRITE * sizes[name] or (len(small) > 1 and name in small):
-            action = "rewrite"
-        else:
-            action = "keep"
-        report.packs.append(PackFate(name, sizes[name], live_bytes[name], action))
+    report.packs = decide(sizes, live, store.entries())
 
     rewrite = [p.name for p in report.packs if p.action == "rewrite"]
     remove = [p.name for p in report.packs if p.action == "remove"]
     if dry_run:
-        report.bytes_after = sum(p.size if p.action == "keep" else
-                                 p.live_bytes if p.action == "rewrite" else 0 for p in report.packs)
+        report.bytes_after = estimate_after(report.packs)
         report.objects_removed = _count_removed(store, live, set(remove) | set(rewrite))
         return report
 
