@@ -144,3 +144,45 @@ def test_remote_gc_refuses_when_the_remote_has_commits_this_clone_lacks(tmp_path
     repo.git("fetch", "-q", "origin")
     out = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
     assert "removed 0 object(s)" in out.stdout           # both versions are live
+
+
+def test_remote_gc_lets_a_dropped_keyframe_go(tmp_path: Path, git_env):
+    """Versions pushed as deltas against the newest version, which is then dropped: the
+    rewrite sends the local store's copies (re-encoded by the push's repack against the
+    newest survivor), so the remote ends the size of the survivors pushed alone."""
+    from test_deltas import series
+    store = tmp_path / "store"
+    repo = team(tmp_path, git_env, str(store), None)
+    sums = series(repo, 6)
+    repo.git("push", "-q", "origin", "main")            # v0-v4 pushed as deltas against v5
+    repo.git("reset", "-q", "--hard", "HEAD~2")
+    repo.git("push", "-q", "-f", "origin", "main")      # its repack: v0-v2 against v3 locally
+    before = remote_bytes(str(store), None)
+    out = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
+    assert "from the local store" in out.stderr
+    after = remote_bytes(str(store), None)
+
+    alone = make_repo(tmp_path / "alone", git_env)
+    alone.gitmodel("remote", "add", "origin", str(tmp_path / "alone-store"))
+    alone.commit("remote", ".gitmodel")
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "alone.git")], check=True)
+    alone.git("remote", "add", "origin", str(tmp_path / "alone.git"))
+    for back in (3, 2, 1, 0):
+        repo.git("checkout", f"HEAD~{back}", "--", MODEL)
+        (alone.path / MODEL).write_bytes((repo.path / MODEL).read_bytes())
+        alone.commit(f"v{3 - back}", MODEL)
+    repo.git("checkout", "HEAD", "--", MODEL)
+    alone.git("push", "-q", "origin", "main")
+    reference = remote_bytes(str(tmp_path / "alone-store"), None)
+    assert after < before and after <= reference * 1.05, (before, after, reference)
+
+    clone = Repo(tmp_path / "clone", git_env)
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(clone.path)], env=git_env,
+                   check=True, capture_output=True)
+    clone.gitmodel("install")
+    for back, digest in enumerate(reversed(sums[:4])):
+        clone.git("checkout", "-q", f"main~{back}")
+        (clone.path / MODEL).unlink()
+        clone.git("checkout", "--", MODEL)
+        assert sha256(clone.path / MODEL) == digest, back
+    assert "0 problem(s)" in clone.gitmodel("fsck", "--remote", "origin", "--all").stdout

@@ -20,69 +20,155 @@ from gitmodel.remote.view import RemoteView
 from gitmodel.store import codec
 from gitmodel.store.gc import DAY, GcError, GcReport, decide, estimate_after
 from gitmodel.store.manifest import Manifest
-from gitmodel.store.objects import MANIFEST, CorruptObject, Store, StoreError
+from gitmodel.store.objects import CHUNK, MANIFEST, CorruptObject, Store, StoreError
 from gitmodel.store.pack import Entry, record_head
 
-READS_IN_FLIGHT = 8
+HEADER_READS_IN_FLIGHT = 32     # delta headers: tiny reads, bound by latency, not bandwidth
 
 
 def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_days: float,
             dry_run: bool = False, progress: Callable[[str], None] = lambda line: None) -> GcReport:
     """Remove from the remote what the live `manifests` and its recent packs do not need.
-    `store` serves manifests it holds (the rest are read from the remote) and temporary files."""
+    `store` serves manifests and re-encoded copies it holds, and temporary files."""
     view.refresh()
     listing = view.listing
     now = time.time()
     sizes = {name: listing.sizes.get(name) or 0 for name in view.packs}
     recent = {name for name in view.packs
               if (listing.mtimes.get(name) or now) > now - grace_days * DAY}
-    live = _live(view, store, set(manifests), recent, progress)
-    report = GcReport(dry_run=dry_run, live_objects=len(live), bytes_before=sum(sizes.values()))
-    report.packs = decide(sizes, live, view.entries.items())
-    for fate in report.packs:
-        if fate.name in recent and fate.action != "keep":
-            fate.action = "keep"                  # another client's push may rely on it
-    report.objects_removed = _removed(view, live, {p.name for p in report.packs if p.action != "keep"})
+    plan = _Plan(view, store, sizes, recent)
+    plan.settle(set(manifests), progress)
+    report = GcReport(dry_run=dry_run, live_objects=len(plan.live), bytes_before=sum(sizes.values()),
+                      packs=plan.fates)
+    leaving = plan.leaving()
     if dry_run:
+        report.objects_removed = _removed(view, plan.live, leaving)
         report.bytes_after = estimate_after(report.packs)
         return report
 
-    rewrite = [p.name for p in report.packs if p.action == "rewrite"]
-    written = _rewrite(view, store, rewrite, live, report, progress)
-    gone = {p.name for p in report.packs if p.action in ("remove", "rewrite")} - written
-    gone -= _needed_by_new_packs(view, store, set(sizes) | written, gone, progress)
+    written, failed = _rewrite(view, store, plan, progress)
+    if failed:                            # keep everything: what stays may need what failed
+        report.damaged.extend(failed)
+        gone: set[str] = set()
+    else:
+        gone = leaving - written
+        gone -= _needed_by_new_packs(view, store, plan, set(sizes) | written, gone, progress)
+    report.objects_removed = _removed(view, plan.live, gone)
     for name in sorted(gone):
         view.backend.remove_pack(name)
     progress(f"removed {len(gone)} pack(s)")
     view.refresh()
-    kept = {p.name for p in report.packs if p.name not in gone}
     for fate in report.packs:
-        if fate.name in kept and fate.action in ("remove", "rewrite"):
-            fate.action = "keep"
+        if fate.name not in gone and fate.action in ("remove", "rewrite"):
+            fate.action = "damaged" if failed else "keep"
     report.bytes_after = sum(view.listing.sizes.get(name) or 0 for name in view.packs)
     return report
 
 
-def _live(view: RemoteView, store: Store, roots: set[bytes], recent: set[str],
-          progress: Callable[[str], None]) -> set[bytes]:
-    """Live objects on the remote: the roots' and recent manifests' chunks, everything in a
-    recent pack, and the bases of every remote copy of a live delta, transitively."""
-    live = {oid for oid, entry in view.entries.items() if entry.pack in recent}
-    roots = {oid for oid in roots if oid in view.entries}
-    roots |= {oid for oid in live if view.entries.get(oid).kind == MANIFEST}
-    live |= roots
-    for oid, manifest in _manifests(view, store, roots).items():
-        live.update(cid for cid, _ in manifest.chunks)
-    progress(f"{len(roots)} live checkpoint(s) on the remote")
-    todo = [oid for oid in live if oid in view.entries]
-    while todo:
-        deltas = [(oid, e) for oid in todo for e in view.entries.copies(oid) if e.encoding == codec.DELTA]
-        todo = []
-        for base in _bases(view, deltas):
-            if base not in live:
-                live.add(base)
-                todo.append(base)
-    return live
+class _Plan:
+    """Which remote objects are live, and which packs go.
+
+    A rewritten pack's live records can be copied from the remote as they are, or sent from
+    the local store, whose copies a repack may have re-encoded (deltas against a newer
+    keyframe than the remote's). Sending the local copy is what lets a dropped keyframe go:
+    the remote's old deltas needed it as their base, the local ones do not. Which records
+    are rewritten depends on what is live, and what is live on which copies survive, so the
+    plan is settled by iteration: from the conservative closure (the bases of every remote
+    copy), until the set of packs that go stops changing; failing that, the conservative
+    closure is used."""
+
+    def __init__(self, view: RemoteView, store: Store, sizes: dict[str, int], recent: set[str]):
+        self.view, self.store, self.sizes, self.recent = view, store, sizes, recent
+        self.live: set[bytes] = set()
+        self.local: set[bytes] = set()          # live objects the rewrite sends from the store
+        self.fates: list = []
+        self._heads: dict[tuple[str, int], list[bytes]] = {}     # remote delta copy -> bases
+
+    def settle(self, roots: set[bytes], progress: Callable[[str], None]) -> None:
+        seed = self._seed(roots, progress)
+        conservative = self._closure(seed, set(), set())
+        live, fates = conservative, self._decide(conservative)
+        for _ in range(4):
+            leaving = _leaving(fates)
+            local = {oid for oid in live if self.store.has(oid)
+                     and all(e.pack in leaving for e in self.view.entries.copies(oid))}
+            settled = self._closure(seed, leaving, local)
+            settled_fates = self._decide(settled)
+            if _leaving(settled_fates) == leaving:
+                self.live, self.fates, self.local = settled, settled_fates, local & settled
+                return
+            live, fates = settled, settled_fates
+        self.live, self.fates, self.local = conservative, self._decide(conservative), set()
+
+    def leaving(self) -> set[str]:
+        return _leaving(self.fates)
+
+    def _seed(self, roots: set[bytes], progress: Callable[[str], None]) -> set[bytes]:
+        """Everything in a recent pack, the live and the recent manifests, their chunks."""
+        entries = self.view.entries
+        seed = {oid for oid, entry in entries.items() if entry.pack in self.recent}
+        roots = {oid for oid in roots if oid in entries}
+        roots |= {oid for oid in seed if entries.get(oid).kind == MANIFEST}
+        seed |= roots
+        for manifest in _manifests(self.view, self.store, roots).values():
+            seed.update(cid for cid, _ in manifest.chunks)
+        progress(f"{len(roots)} live checkpoint(s) on the remote")
+        return seed
+
+    def _decide(self, live: set[bytes]) -> list:
+        fates = decide(self.sizes, live, self.view.entries.items())
+        for fate in fates:
+            if fate.name in self.recent:
+                fate.action = "keep"              # another client's push may rely on it
+        return fates
+
+    def _closure(self, seed: set[bytes], leaving: set[str], local: set[bytes]) -> set[bytes]:
+        """`seed` and, transitively, the bases its objects need: for an object sent from the
+        store (in `local`, or absent from the remote), the store's copy's bases and those of
+        its remote copies that stay; for any other, those of every remote copy."""
+        entries = self.view.entries
+        live, todo = set(seed), list(seed)
+        while todo:
+            copies = {oid: [e for e in entries.copies(oid) if e.encoding == codec.DELTA and
+                            not (self._from_store(oid, local) and e.pack in leaving)] for oid in todo}
+            self._read_heads([(oid, e) for oid, es in copies.items() for e in es])
+            found = []
+            for oid, es in copies.items():
+                found += [b for e in es for b in self._heads[(e.pack, e.offset)]]
+                if self._from_store(oid, local):
+                    found += self.store.delta_bases(oid)
+            todo = [b for b in dict.fromkeys(found) if b not in live]
+            live.update(todo)
+        return live
+
+    def _from_store(self, oid: bytes, local: set[bytes]) -> bool:
+        return oid in local or (oid not in self.view.entries and self.store.has(oid))
+
+    def remote_bases(self, deltas: list[tuple[bytes, Entry]]) -> set[bytes]:
+        """The bases these remote delta copies name."""
+        self._read_heads(deltas)
+        return {base for _, e in deltas for base in self._heads[(e.pack, e.offset)]}
+
+    def _read_heads(self, deltas: list[tuple[bytes, Entry]]) -> None:
+        """Read the headers of these remote delta copies (their bases), each once."""
+        wanted = [(oid, e) for oid, e in deltas if (e.pack, e.offset) not in self._heads]
+
+        def head(item: tuple[bytes, Entry]) -> list[bytes]:
+            oid, entry = item
+            start = entry.offset + record_head.size
+            length = min(codec.delta_header_length(codec.MAX_BASES), entry.stored_length)
+            data = self.view.backend.read_range(entry.pack, start, start + length)
+            try:
+                return codec.delta_bases(data)
+            except codec.CodecError as err:
+                raise CorruptObject(oid, f"on remote {self.view}: {err}") from None
+        with ThreadPoolExecutor(HEADER_READS_IN_FLIGHT) as pool:
+            for (oid, entry), bases in zip(wanted, pool.map(head, wanted)):
+                self._heads[(entry.pack, entry.offset)] = bases
+
+
+def _leaving(fates: list) -> set[str]:
+    return {fate.name for fate in fates if fate.action in ("remove", "rewrite")}
 
 
 def _manifests(view: RemoteView, store: Store, oids: set[bytes]) -> dict[bytes, Manifest]:
@@ -108,55 +194,57 @@ def _manifests(view: RemoteView, store: Store, oids: set[bytes]) -> dict[bytes, 
     return found
 
 
-def _bases(view: RemoteView, deltas: list[tuple[bytes, Entry]]) -> set[bytes]:
-    """The bases the remote copies of these deltas name (their headers, read from the remote)."""
-    def head(item: tuple[bytes, Entry]) -> list[bytes]:
-        oid, entry = item
-        start = entry.offset + record_head.size
-        length = min(codec.delta_header_length(codec.MAX_BASES), entry.stored_length)
-        data = view.backend.read_range(entry.pack, start, start + length)
-        try:
-            return codec.delta_bases(data)
-        except codec.CodecError as err:
-            raise CorruptObject(oid, f"on remote {view}: {err}") from None
-    with ThreadPoolExecutor(READS_IN_FLIGHT) as pool:
-        return {base for bases in pool.map(head, deltas) for base in bases}
-
-
 def _removed(view: RemoteView, live: set[bytes], packs: set[str]) -> int:
     """Objects whose every remote copy is in `packs` and that are not live."""
     return len({oid for oid, entry in view.entries.items() if entry.pack in packs and oid not in live
                 and all(e.pack in packs for e in view.entries.copies(oid))})
 
 
-def _rewrite(view: RemoteView, store: Store, packs: list[str], live: set[bytes],
-             report: GcReport, progress: Callable[[str], None]) -> set[str]:
-    """Upload the live records of `packs` in new packs (each object once, and not when a pack
-    that stays holds it), read back from the remote and verified; returns the packs written.
-    A pack one of whose live records cannot be read is kept."""
-    if not packs:
-        return set()
-    staying = {p.name for p in report.packs if p.action == "keep"}
-    doomed = set(packs)
-    wanted = sorted({oid for oid, entry in view.entries.items() if entry.pack in doomed and oid in live
-                     and not any(e.pack in staying for e in view.entries.copies(oid))})
+def _rewrite(view: RemoteView, store: Store, plan: _Plan,
+             progress: Callable[[str], None]) -> tuple[set[str], list[str]]:
+    """Upload the live records of the packs that go, each object once, and none a staying
+    pack holds: the store's copy where the plan says so, else the remote's, read back and
+    verified. Returns the packs written, and what could not be copied (then nothing goes)."""
+    entries, leaving = view.entries, plan.leaving()
+    staying = set(plan.sizes) - leaving
+    wanted = sorted(oid for oid in plan.live
+                    if not any(e.pack in staying for e in entries.copies(oid))
+                    and (oid in entries or store.has(oid)))
+    if not wanted:
+        return set(), []
+    local = [oid for oid in wanted if oid in plan.local or oid not in entries]
+    remote = [oid for oid in wanted if oid not in plan.local and oid in entries]
     failed: dict[bytes, str] = {}
-    records = transfer.read_objects(view, wanted, failed, bases=transfer.remote_bases(view, store))
-    total = sum(record_head.size + view.entries.get(oid).stored_length for oid in wanted)
-    written = transfer.send_records(store, view, records, total, f"gc of {view.name}", quiet=True)
-    for oid, why in failed.items():
-        for entry in view.entries.copies(oid):
-            if entry.pack in doomed:
-                report.damaged.append(f"{entry.pack}: {why}")
-                for fate in report.packs:
-                    if fate.name == entry.pack:
-                        fate.action = "damaged"
-    progress(f"rewrote {len(packs)} pack(s) into {len(written)}")
-    return set(written)
+
+    def from_store(kind: int):
+        for oid in local:
+            if store.locate(oid).kind != kind:
+                continue
+            try:
+                entry, record, _ = store.read_checked(oid)
+            except StoreError as err:
+                failed[oid] = err.full()
+                continue
+            payload = memoryview(record)[record_head.size:]
+            if entry.encoding == codec.DELTA and not set(codec.delta_bases(payload)) <= plan.live:
+                failed[oid] = "the store's copy is a delta against another base than planned"
+                continue
+            yield oid, entry, payload
+
+    def records():
+        yield from from_store(CHUNK)
+        yield from transfer.read_objects(view, remote, failed, bases=transfer.remote_bases(view, store))
+        yield from from_store(MANIFEST)
+
+    total = sum(record_head.size + (entries.get(oid) or store.locate(oid)).stored_length for oid in wanted)
+    written = transfer.send_records(store, view, records(), total, f"gc of {view.name}", quiet=True)
+    progress(f"rewrote {len(leaving)} pack(s) into {len(written)} ({len(local)} record(s) "
+             "from the local store)")
+    return set(written), [f"{oid.hex()}: {why}" for oid, why in failed.items()]
 
 
-def _needed_by_new_packs(view: RemoteView, store: Store, known: set[str], gone: set[str],
-                         progress: Callable[[str], None]) -> set[str]:
+def _needed_by_new_packs(view: RemoteView, store: Store, plan: _Plan, known: set[str],
+                         gone: set[str], progress: Callable[[str], None]) -> set[str]:
     """Packs among `gone` that packs published since the collection began need (a push that
     ran meanwhile): list the remote again and keep whatever their manifests refer to."""
     view.refresh()
@@ -168,6 +256,6 @@ def _needed_by_new_packs(view: RemoteView, store: Store, known: set[str], gone: 
     needed = {oid for oid, entry in view.entries.items() if entry.pack in fresh}
     for manifest in _manifests(view, store, roots).values():
         needed.update(cid for cid, _ in manifest.chunks)
-    deltas = [(oid, e) for oid in needed for e in view.entries.copies(oid) if e.encoding == codec.DELTA]
-    needed |= _bases(view, deltas)
+    needed |= plan.remote_bases([(oid, e) for oid in needed for e in view.entries.copies(oid)
+                                 if e.encoding == codec.DELTA])
     return {e.pack for oid in needed for e in view.entries.copies(oid) if e.pack in gone}
