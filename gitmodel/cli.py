@@ -374,16 +374,27 @@ def cmd_fetch(args) -> int:
                     p.add_argument("-q", "--quiet", action="store_true")))
 def cmd_pull(args) -> int:
     from gitmodel import sync
+    from gitmodel.errors import GitmodelError
     from gitmodel.git import history, repo, worktree
     session = _session(args)
     view = session.view()
-    left = dict(history.iter_work_tree_pointers(repo.open_repository()))
-    stats = sync.fetch_all(session.store, view, {p.content: path for path, p in left.items()},
-                           quiet=args.quiet)
-    _say(args, f"fetched {stats.objects} object(s), {_size(stats.bytes)} from {view}")
-    if left:
-        worktree.restore(sorted(left))
-        _say(args, f"restored {len(left)} file(s) in the work tree")
+    repository = repo.open_repository()
+    left = dict(history.iter_work_tree_pointers(repository))
+    result = sync.fetch(session.store, view, {p.content: path for path, p in left.items()},
+                        quiet=args.quiet)
+    _say(args, f"fetched {result.stats.objects} object(s), {_size(result.stats.bytes)} from {view}")
+    complete = {path: p for path, p in left.items() if p.content not in result.failed}
+    if complete:
+        say = (lambda line: None) if args.quiet else (lambda line: _say(args, line))
+        written = worktree.materialize(session.store, repository, complete, say)
+        _say(args, f"restored {len(written)} file(s) in the work tree")
+    if result.failed:
+        missing = sorted(path for path, p in left.items() if p.content in result.failed)
+        why = result.failed[left[missing[0]].content]
+        raise GitmodelError(f"{len(missing)} file(s) could not be fetched completely and stay "
+                            f"pointers: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} "
+                            f"({why})", "Everything that arrived is kept; once the remote has "
+                            "them (push from a clone that does), `gitmodel pull` again")
     return 0
 
 

@@ -28,3 +28,90 @@ def restore(paths: list[str], cwd: Path | None = None) -> None:
         raise RestoreError("git checkout could not restore some files (see above)",
                            "They are safe in git and in the store; once the cause is fixed, "
                            "`git checkout -- PATH` (or `git reset --hard`) writes them")
+
+
+# ----------------------------------------------------------------------------- streaming
+
+PARALLEL_FILES = 2
+
+
+def materialize(store, repository, pointers: dict, say=lambda line: None) -> list[str]:
+    """Write each work-tree file left as a pointer (`pointers`: path -> Pointer, each the
+    pointer the index holds) straight from the store, not through git, whose filter protocol
+    holds a whole file in memory: memory stays at a few chunk batches whatever the file's
+    size. Then the index entries get the new files' stat data, so git sees them clean without
+    running the clean filter over every byte again. Returns the paths written; raises
+    RestoreError after writing the rest if some could not be."""
+    from concurrent.futures import ThreadPoolExecutor
+    from gitmodel import checkpoint
+    top = Path(repository.workdir)
+    failed: dict[str, str] = {}
+
+    def write(path: str) -> str | None:
+        try:
+            restore = checkpoint.Restore(pointers[path], store)
+            target = top / path
+            tmp = target.with_name(f".{target.name}.gitmodel-tmp")
+            with open(tmp, "wb") as out:
+                restore.write_to(lambda *buffers: out.writelines(buffers))
+            os.chmod(tmp, os.stat(target).st_mode & 0o7777)
+            os.replace(tmp, target)
+            say(f"restored {path} ({pointers[path].size / (1 << 20):.1f} MiB)")
+            return path
+        except (GitmodelError, OSError) as err:
+            failed[path] = err.full() if isinstance(err, GitmodelError) else str(err)
+            Path(top / path).with_name(f".{Path(path).name}.gitmodel-tmp").unlink(missing_ok=True)
+            return None
+
+    with ThreadPoolExecutor(PARALLEL_FILES) as pool:
+        written = [p for p in pool.map(write, sorted(pointers)) if p is not None]
+    if written:
+        _refresh_index(repository, written)
+    if failed:
+        path, why = next(iter(failed.items()))
+        raise RestoreError(f"{len(failed)} file(s) could not be restored (first: {path}: {why})",
+                           "They stay pointers in the work tree, safe in git; once the cause is "
+                           "fixed, `gitmodel pull` again")
+    return written
+
+
+def _refresh_index(repository, paths: list[str]) -> None:
+    """Give the index entries of freshly written files their stat data, keeping their blob
+    ids: each file's pointer is a pure function of bytes the store just verified, so it is
+    the blob the index holds. Git has no command that records stat data without hashing
+    (`git update-index --refresh` would run the clean filter, which git feeds the whole file
+    from memory), so the entries are written with libgit2's index_add through pygit2's C
+    bindings. Where that is not possible, git refreshes them itself."""
+    import time
+    newest = max(os.stat(Path(repository.workdir) / p).st_mtime for p in paths)
+    while time.time() < int(newest) + 1:      # a file as new as the index is "racily clean"
+        time.sleep(0.05)                      # to git, which would hash it again
+    try:
+        _write_stat_data(repository, paths)
+    except Exception as err:                  # an index libgit2 cannot write (split index...)
+        listing = b"".join(os.fsencode(p) + b"\0" for p in paths)
+        result = repo.run_git("update-index", "-q", "--refresh", "-z", "--stdin",
+                              cwd=repository.workdir, input=listing, check=False)
+        if result.returncode not in (0, 1):
+            raise RestoreError(f"could not update the index after restoring files ({err})",
+                               "The files are right; `git status` re-reads them") from None
+
+
+def _write_stat_data(repository, paths: list[str]) -> None:
+    from pygit2 import IndexEntry
+    from pygit2.ffi import C, ffi
+    index = repository.index
+    index.read()
+    for path in paths:
+        entry = index[path]
+        st = os.stat(Path(repository.workdir) / path)
+        centry, keep = IndexEntry(path, entry.id, entry.mode)._to_c()
+        centry.ctime.seconds, centry.ctime.nanoseconds = divmod(st.st_ctime_ns, 10**9)
+        centry.mtime.seconds, centry.mtime.nanoseconds = divmod(st.st_mtime_ns, 10**9)
+        centry.dev, centry.ino = st.st_dev & 0xFFFFFFFF, st.st_ino & 0xFFFFFFFF
+        centry.uid, centry.gid = st.st_uid, st.st_gid
+        centry.file_size = st.st_size & 0xFFFFFFFF
+        if C.git_index_add(index._index, centry) != 0:
+            raise OSError(f"libgit2 could not update the index entry of {path}")
+        del keep
+    index.write()

@@ -1,0 +1,75 @@
+"""`gitmodel pull`: files left as pointers are written from the store, not through git's filter,
+and the index ends clean without the clean filter reading them again."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from conftest import Repo, make_repo, random_model, sha256, write_safetensors
+
+NO_FILTER = ["-c", "filter.gitmodel.process=false", "-c", "filter.gitmodel.clean=false",
+             "-c", "filter.gitmodel.required=true"]
+
+
+def published(tmp_path: Path, env: dict, files: int) -> tuple[Path, dict[str, str]]:
+    work = make_repo(tmp_path / "work", env)
+    work.gitmodel("remote", "add", "origin", str(tmp_path / "store"))
+    work.commit("remote", ".gitmodel")
+    hub = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
+    work.git("remote", "add", "origin", str(hub))
+    sums = {}
+    for i in range(files):                           # one push each: each its own packs
+        name = f"m{i}.safetensors"
+        sums[name] = sha256(write_safetensors(work.path / name, random_model(i, layers=3, width=256)))
+        work.commit(name, name)
+        work.git("push", "-q", "origin", "main")
+    return hub, sums
+
+
+def pointer_clone(hub: Path, dest: Path, env: dict) -> Repo:
+    subprocess.run(["git", "clone", "-q", str(hub), str(dest)], env=dict(env, GITMODEL_SKIP_SMUDGE="1"),
+                   check=True, capture_output=True)
+    clone = Repo(dest, env)
+    clone.gitmodel("install")
+    return clone
+
+
+def test_pull_writes_files_from_the_store_and_leaves_the_index_clean(tmp_path: Path, git_env):
+    hub, sums = published(tmp_path, git_env, 3)
+    clone = pointer_clone(hub, tmp_path / "clone", git_env)
+    assert all((clone.path / n).read_bytes().startswith(b"gitmodel pointer") for n in sums)
+    out = clone.gitmodel("pull")
+    assert "restored 3 file(s)" in out.stderr
+    for name, digest in sums.items():
+        assert sha256(clone.path / name) == digest
+    # Clean in git's eyes without running the clean filter (it would fail here).
+    strict = clone.git(*NO_FILTER, "status", "--porcelain")
+    assert strict.stdout == b""
+    clone.git(*NO_FILTER, "diff", "--quiet")
+    (clone.path / "m0.safetensors").touch()          # the check can fail: a stat change re-cleans
+    assert clone.git(*NO_FILTER, "status", "--porcelain", check=False).returncode != 0
+    assert clone.status() == ""
+    assert not list(clone.path.glob(".*gitmodel-tmp"))
+
+
+def test_pull_restores_what_it_can_and_names_what_it_cannot(tmp_path: Path, git_env):
+    hub, sums = published(tmp_path, git_env, 2)
+    clone = pointer_clone(hub, tmp_path / "clone", git_env)
+    store = tmp_path / "store"
+    work = Repo(tmp_path / "work", git_env)
+    m1 = work.out("cat-file", "-p", "HEAD:m1.safetensors").split("content ")[1].split()[0]
+    from gitmodel.store.objects import Store
+    remote = Store(store)
+    doomed = {e.pack for e in remote.copies(bytes.fromhex(m1))}
+    remote.release()
+    for pack in doomed:                              # the remote loses m1's manifest
+        for ext in ("pack", "idx"):
+            (store / "packs" / f"{pack}.{ext}").unlink()
+    result = clone.gitmodel("pull", check=False)
+    assert result.returncode == 1
+    assert "m1.safetensors" in result.stderr and "Traceback" not in result.stderr
+    assert sha256(clone.path / "m0.safetensors") == sums["m0.safetensors"]
+    assert clone.git(*NO_FILTER, "status", "--porcelain", "m0.safetensors").stdout == b""
+    assert (clone.path / "m1.safetensors").read_bytes().startswith(b"gitmodel pointer")
