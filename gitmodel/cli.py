@@ -245,6 +245,42 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _migrate_arguments(p) -> None:
+    p.add_argument("--rewrite", action="store_true",
+                   help="rewrite history (git filter-branch): every commit's git-lfs files "
+                        "become gitmodel pointers; prints the old -> new commit map")
+    p.add_argument("--ref", action="append", metavar="REF",
+                   help="with --rewrite: a branch or tag to rewrite (repeatable; default all)")
+    p.add_argument("-m", "--message", default="Store checkpoints with gitmodel instead of git-lfs",
+                   help="the message of the converting commit (without --rewrite)")
+    p.add_argument("--index-filter", action="store_true", help=argparse.SUPPRESS)
+
+
+@command("migrate", "convert files stored with git-lfs: in a new commit, or --rewrite history",
+         _migrate_arguments)
+def cmd_migrate(args) -> int:
+    from gitmodel.git import install, migrate
+    session = _session()
+    if args.index_filter:                 # run by git filter-branch, once per commit
+        migrate.index_filter(session.store)
+        return 0
+    if not install.installed():
+        install.install_hook(install.install("local"))
+        print("gitmodel was not installed here: installed it for this repository")
+    say = lambda line: print(f"gitmodel: migrate: {line}", file=sys.stderr)    # noqa: E731
+    if args.rewrite:
+        pairs = migrate.migrate_history(session, args.ref or [], say)
+        for old, new in pairs:
+            print(f"{old} {new}")
+        say(f"rewrote {len(pairs)} commit(s); the old refs are under refs/original/ "
+            "(`git update-ref -d` them once you are sure), then push with --force")
+        return 0
+    paths, commit = migrate.migrate_head(session, args.message, say)
+    say(f"{len(paths)} file(s) now stored with gitmodel, in commit {commit[:12]}; older "
+        "commits still need git-lfs (`gitmodel migrate --rewrite` converts them too)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- remotes
 
 def _remote_arguments(p) -> None:

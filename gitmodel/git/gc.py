@@ -79,6 +79,13 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
                             "Nothing was removed. `gitmodel remote list` shows what is configured")
     tips = refs if refs else remote_tips(session.cwd, name)
     found = liveness.live_checkpoints(session.cwd, tips)
+    if not dry_run and repacking.deltas_enabled(session.cwd):
+        # The rewrite sends the local store's copies: re-encoded against surviving keyframes
+        # first, they let the remote's dropped keyframes go.
+        try:
+            repacking.repack(session, None, quiet=True)
+        except GitmodelError as err:
+            say(f"warning: not repacked first: {err.full()}")
     say(f"{len(found)} checkpoint(s) referenced by {len(tips)} ref(s) of {name}")
     report = collect.collect(view, session.store, [bytes.fromhex(c) for c in found], days,
                              dry_run, say)

@@ -83,10 +83,14 @@ class _Plan:
         self.local: set[bytes] = set()          # live objects the rewrite sends from the store
         self.fates: list = []
         self._heads: dict[tuple[str, int], list[bytes]] = {}     # remote delta copy -> bases
+        self._lean: set[bytes] = set()
 
     def settle(self, roots: set[bytes], progress: Callable[[str], None]) -> None:
         seed = self._seed(roots, progress)
         conservative = self._closure(seed, set(), set())
+        # What would be live if every record the store has were sent from it: a remote delta
+        # whose base is not in there is worth re-sending, even from a pack without garbage.
+        self._lean = self._closure(seed, set(self.sizes), {o for o in conservative if self.store.has(o)})
         live, fates = conservative, self._decide(conservative)
         for _ in range(4):
             leaving = _leaving(fates)
@@ -117,9 +121,15 @@ class _Plan:
 
     def _decide(self, live: set[bytes]) -> list:
         fates = decide(self.sizes, live, self.view.entries.items())
+        stale = {e.pack for oid, e in self.view.entries.items()
+                 if e.encoding == codec.DELTA and oid in live and self.store.has(oid)
+                 and (e.pack, e.offset) in self._heads
+                 and not set(self._heads[(e.pack, e.offset)]) <= self._lean}
         for fate in fates:
             if fate.name in self.recent:
                 fate.action = "keep"              # another client's push may rely on it
+            elif fate.action == "keep" and fate.name in stale:
+                fate.action = "rewrite"           # its deltas hold a base nothing else needs
         return fates
 
     def _closure(self, seed: set[bytes], leaving: set[str], local: set[bytes]) -> set[bytes]:

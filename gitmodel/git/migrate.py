@@ -1,0 +1,231 @@
+"""`gitmodel migrate`: from git-lfs to gitmodel, reading the objects git-lfs keeps locally.
+
+Without `--rewrite`, one new commit converts the current files: `.gitattributes` lines that
+route files through git-lfs route them through gitmodel instead, and each file git-lfs
+stored is added again (its bytes from the work tree, or from `.git/lfs/objects` where the
+work tree holds an LFS pointer), so the commit holds gitmodel pointers. History is untouched:
+older commits still need git-lfs to check out.
+
+With `--rewrite`, every commit is rewritten by git's own `git filter-branch --index-filter`:
+in each commit's tree, LFS pointers become the gitmodel pointers of the same bytes and
+`.gitattributes` files are converted. Each LFS object is cleaned once (a map from LFS object
+to pointer blob is kept under the store while the rewrite runs). The old-to-new commit map
+is printed; the old refs stay under refs/original/ as filter-branch leaves them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from gitmodel import checkpoint
+from gitmodel.errors import GitmodelError
+from gitmodel.git import repo
+
+LFS_SPEC = b"version https://git-lfs.github.com/spec/v1\n"
+_LFS_OID = re.compile(rb"^oid sha256:([0-9a-f]{64})$", re.M)
+_LFS_SIZE = re.compile(rb"^size (\d+)$", re.M)
+
+
+class MigrateError(GitmodelError):
+    pass
+
+
+def lfs_pointer(data: bytes) -> tuple[str, int] | None:
+    """(sha256 hex, size) of a git-lfs pointer's object, or None if `data` is not one."""
+    if not data.startswith(LFS_SPEC) or len(data) > 1024:
+        return None
+    oid, size = _LFS_OID.search(data), _LFS_SIZE.search(data)
+    return (oid.group(1).decode(), int(size.group(1))) if oid and size else None
+
+
+def lfs_object(common_dir: Path, oid: str) -> Path:
+    return common_dir / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
+
+
+def convert_attributes(text: str) -> str:
+    """`.gitattributes` with git-lfs's filter, diff and merge drivers replaced by gitmodel's."""
+    def line(text_line: str) -> str:
+        fields = text_line.split()
+        if not fields or fields[0].startswith("#") or "filter=lfs" not in fields[1:]:
+            return text_line
+        out = [fields[0]] + [{"filter=lfs": "filter=gitmodel", "diff=lfs": "diff=gitmodel",
+                              "merge=lfs": "merge=gitmodel"}.get(f, f) for f in fields[1:]]
+        return " ".join(out)
+    return "\n".join(line(t) for t in text.split("\n"))
+
+
+def _check_sha256(path: Path, oid: str) -> None:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            digest.update(block)
+    if digest.hexdigest() != oid:
+        raise MigrateError(f"the git-lfs object {path} does not match its id {oid[:16]}…",
+                           "Nothing was rewritten. `git lfs fsck` checks git-lfs's objects")
+
+
+def _verified_copy(source: Path, target: Path, oid: str) -> None:
+    """Copy an LFS object, checking its sha256 (the id git-lfs gave it) on the way."""
+    digest = hashlib.sha256()
+    tmp = target.with_name(f".{target.name}.gitmodel-tmp")
+    with open(source, "rb") as src, open(tmp, "wb") as dst:
+        while block := src.read(8 << 20):
+            digest.update(block)
+            dst.write(block)
+    if digest.hexdigest() != oid:
+        tmp.unlink()
+        raise MigrateError(f"the git-lfs object {source} does not match its id {oid[:16]}…",
+                           "Nothing was converted. `git lfs fsck` checks git-lfs's objects")
+    os.replace(tmp, target)
+
+
+# ----------------------------------------------------------------------------- the current files
+
+def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str], str]:
+    """Convert the current files in a new commit; returns (paths converted, the commit)."""
+    top = repo.toplevel(session.cwd)
+    common = session.locations[0]
+    if repo.run_git("diff", "--cached", "--quiet", cwd=top, check=False).returncode != 0:
+        raise MigrateError("the index has staged changes",
+                           "Nothing was converted. Commit or unstage them first")
+    listing = repo.run_git("ls-files", "-s", "-z", cwd=top).stdout.split(b"\0")
+    converted, attributes = [], []
+    for item in filter(None, listing):
+        meta, _, path = item.partition(b"\t")
+        mode, blob, _stage = meta.split()
+        name = os.fsdecode(path)
+        if name == ".gitattributes" or name.endswith("/.gitattributes"):
+            attributes.append(name)
+            continue
+        if mode not in (b"100644", b"100755"):
+            continue
+        found = lfs_pointer(repo.run_git("cat-file", "blob", blob.decode(), cwd=top).stdout) \
+            if int(repo.run_git("cat-file", "-s", blob.decode(), cwd=top).stdout) <= 1024 else None
+        if found is None:
+            continue
+        oid, size = found
+        target = top / name
+        if not target.is_file() or lfs_pointer(target.read_bytes()[:1025]) is not None:
+            source = lfs_object(common, oid)
+            if not source.is_file():
+                raise MigrateError(f"{name}: git-lfs's object {oid[:16]}… is not in "
+                                   f"{common / 'lfs' / 'objects'}",
+                                   "Nothing was converted. Run `git lfs fetch` (or `git lfs "
+                                   "pull`), then migrate again")
+            _verified_copy(source, target, oid)
+        elif target.stat().st_size != size:
+            raise MigrateError(f"{name} differs from what git-lfs committed",
+                               "Nothing was converted. Commit or restore it first")
+        converted.append(name)
+    changed = []
+    for name in attributes:
+        path = top / name
+        text = path.read_text(encoding="utf-8")
+        new = convert_attributes(text)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            changed.append(name)
+    if not converted and not changed:
+        raise MigrateError("no file here is stored with git-lfs", "Nothing was converted")
+    say(f"converting {len(converted)} file(s) and {len(changed)} .gitattributes file(s)")
+    repo.run_git("add", "--", *changed, cwd=top)
+    if converted:
+        paths = b"".join(os.fsencode(p) + b"\0" for p in converted)
+        repo.run_git("add", "--renormalize", "--pathspec-from-file=-", "--pathspec-file-nul",
+                     cwd=top, input=paths, capture=False)
+    repo.run_git("commit", "-q", "-m", message, cwd=top)
+    head = repo.run_git("rev-parse", "HEAD", cwd=top).stdout.decode().strip()
+    return converted, head
+
+
+# ----------------------------------------------------------------------------- history
+
+def migrate_history(session, refs: list[str], say=lambda line: None) -> list[tuple[str, str]]:
+    """Rewrite `refs` (default: every branch and tag) with git filter-branch; returns the
+    (old, new) commit pairs."""
+    top = repo.toplevel(session.cwd)
+    status = repo.run_git("status", "--porcelain", "--untracked-files=no", cwd=top).stdout
+    if status.strip():
+        raise MigrateError("the work tree has changes", "Nothing was rewritten. Commit or stash them first")
+    refs = refs or ["--branches", "--tags"]
+    old = _commits(top, refs)
+    if not old:
+        raise MigrateError("nothing to rewrite", "Name the branches to rewrite")
+    store_root = session.store.root
+    session.store._create()
+    map_dir = store_root / "migrate-map"
+    map_dir.mkdir(exist_ok=True)
+    env = dict(os.environ, FILTER_BRANCH_SQUELCH_WARNING="1", GITMODEL_MIGRATE_MAP=str(map_dir))
+    index_filter = f"{_quote(sys.executable)} -m gitmodel migrate --index-filter"
+    say(f"rewriting {len(old)} commit(s) with git filter-branch")
+    result = subprocess.run(["git", "filter-branch", "--index-filter", index_filter,
+                             "--tag-name-filter", "cat", "--", *refs], cwd=top, env=env,
+                            capture_output=True, text=True)
+    shutil.rmtree(map_dir, ignore_errors=True)
+    if result.returncode != 0:
+        raise MigrateError(f"git filter-branch failed: {result.stderr.strip()[-500:]}",
+                           "Nothing was rewritten (filter-branch moves refs only at the end)")
+    new = _commits(top, refs)
+    if len(new) != len(old):
+        raise MigrateError("the rewritten history has a different shape", "Compare with refs/original/")
+    repo.run_git("reset", "-q", "--hard", cwd=top)        # the work tree: gitmodel's view
+    return list(zip(old, new))
+
+
+def _quote(text: str) -> str:
+    import shlex
+    return shlex.quote(text)
+
+
+def _commits(top: Path, refs: list[str]) -> list[str]:
+    out = repo.run_git("rev-list", "--topo-order", "--reverse", *refs, cwd=top).stdout.decode()
+    return out.split()
+
+
+def index_filter(store) -> None:
+    """Inside filter-branch, for one commit: convert its index (GIT_INDEX_FILE)."""
+    map_dir = Path(os.environ["GITMODEL_MIGRATE_MAP"])
+    common = Path(repo.run_git("rev-parse", "--path-format=absolute", "--git-common-dir").stdout.decode().strip())
+    listing = repo.run_git("ls-files", "-s", "-z").stdout.split(b"\0")
+    updates = []
+    for item in filter(None, listing):
+        meta, _, path = item.partition(b"\t")
+        mode, blob, stage = meta.split()
+        name = os.fsdecode(path)
+        cached = map_dir / blob.decode()
+        if cached.is_file():
+            new = cached.read_text().strip()
+        elif name == ".gitattributes" or name.endswith("/.gitattributes"):
+            text = repo.run_git("cat-file", "blob", blob.decode()).stdout.decode("utf-8")
+            converted = convert_attributes(text)
+            new = _write_blob(converted.encode()) if converted != text else blob.decode()
+            cached.write_text(new)
+        else:
+            size = int(repo.run_git("cat-file", "-s", blob.decode()).stdout)
+            found = lfs_pointer(repo.run_git("cat-file", "blob", blob.decode()).stdout) if size <= 1024 else None
+            if found is None:
+                new = blob.decode()
+            else:
+                source = lfs_object(common, found[0])
+                if not source.is_file():
+                    raise MigrateError(f"{name}: git-lfs's object {found[0][:16]}… is not here",
+                                       "Run `git lfs fetch --all`, then migrate again")
+                _check_sha256(source, found[0])
+                with open(source, "rb") as f:
+                    pointer_text = checkpoint.clean(f, store)
+                new = _write_blob(pointer_text)
+            cached.write_text(new)
+        if new != blob.decode():
+            updates.append(f"{mode.decode()} {new} {stage.decode()}\t".encode() + path + b"\0")
+    if updates:
+        repo.run_git("update-index", "-z", "--index-info", input=b"".join(updates))
+
+
+def _write_blob(data: bytes) -> str:
+    return repo.run_git("hash-object", "-w", "--no-filters", "--stdin", input=data).stdout.decode().strip()
