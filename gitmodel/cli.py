@@ -231,6 +231,8 @@ def cmd_status(args) -> int:
                 ("modified, not staged", found.modified),
                 ("in commits no remote-tracking ref has (not pushed)",
                  [f"{u['path']}  {u['content'][:12]}" for u in found.unpushed]),
+                (f"not on the gitmodel remote {found.remote} (`gitmodel push` uploads them)",
+                 [f"{u['path']}  {u['content'][:12]}" for u in found.not_on_remote]),
                 ("left as pointers in the work tree (`gitmodel pull` restores them)",
                  found.pointers_in_work_tree)]
     for title, lines in sections:
@@ -240,6 +242,8 @@ def cmd_status(args) -> int:
                 print(f"  {line}")
     if not any(lines for _, lines in sections):
         print("no checkpoint staged, modified or unpushed")
+    if found.remote_error:
+        print(f"the gitmodel remote could not be asked: {found.remote_error}")
     print(f"store: {human(found.store_bytes)}, {human(found.reclaimable_bytes)} reclaimable "
           "by `gitmodel gc`")
     return 0

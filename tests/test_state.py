@@ -91,6 +91,13 @@ def test_status_reports_staged_modified_unpushed_and_reclaimable(tmp_path: Path,
     hub = tmp_path / "hub.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
     repo.git("remote", "add", "origin", str(hub))
+    repo.gitmodel("remote", "add", "team", str(tmp_path / "team-store"), "--local")
+    lacking = json.loads(repo.gitmodel("status", "--json").stdout)
+    assert [u["path"] for u in lacking["not_on_remote"]] == [MODEL]      # nothing uploaded yet
+    assert "not on the gitmodel remote team" in repo.gitmodel("status").stdout
+    repo.gitmodel("push", "team", "main")
+    assert json.loads(repo.gitmodel("status", "--json").stdout)["not_on_remote"] == []
     repo.git("push", "-q", "origin", "main")
-    assert json.loads(repo.gitmodel("status", "--json").stdout)["unpushed"] == []
+    done = json.loads(repo.gitmodel("status", "--json").stdout)
+    assert done["unpushed"] == [] and done["not_on_remote"] == [] and done["remote"] == "team"
     assert "no checkpoint staged, modified or unpushed" in repo.gitmodel("status").stdout

@@ -79,6 +79,9 @@ class Status:
     staged: list[dict] = field(default_factory=list)       # path, old, new (content ids or None)
     modified: list[str] = field(default_factory=list)      # work tree differs from the index
     unpushed: list[dict] = field(default_factory=list)     # path, content: in no remote-tracking ref
+    remote: str | None = None                               # the default gitmodel remote
+    not_on_remote: list[dict] = field(default_factory=list)  # path, content: it lacks the manifest
+    remote_error: str | None = None                         # why it could not be asked
     store_bytes: int = 0
     reclaimable_bytes: int = 0
     pointers_in_work_tree: list[str] = field(default_factory=list)
@@ -111,6 +114,8 @@ def status(session) -> Status:
         introduced = history.pointers_introduced(repository, local, pushed)
         result.unpushed = [{"path": path, "content": content}
                            for content, path in sorted(introduced.items(), key=lambda kv: kv[1])]
+    if local:
+        _compare_with_remote(session, repository, local, result)
     store = session.store
     result.store_bytes = gc.store_bytes(store)
     live = [bytes.fromhex(c) for c in liveness.live_checkpoints(session.cwd)]
@@ -118,6 +123,25 @@ def status(session) -> Status:
     estimate = gc.collect(store, live, recent, dry_run=True)
     result.reclaimable_bytes = estimate.reclaimed
     return result
+
+
+def _compare_with_remote(session, repository, branches: list[str], result: Status) -> None:
+    """The checkpoints of the local branches' history that the default gitmodel remote lacks
+    (from its indexes: one listing, and the indexes not seen before)."""
+    from gitmodel.errors import GitmodelError
+    try:
+        view = session.default_view()
+        if view is None:
+            return
+        result.remote = view.name
+        view.refresh()
+    except (GitmodelError, OSError) as err:
+        result.remote_error = err.full() if isinstance(err, GitmodelError) else str(err)
+        return
+    found = history.pointers_introduced(repository, branches)
+    result.not_on_remote = [{"path": path, "content": content}
+                            for content, path in sorted(found.items(), key=lambda kv: kv[1])
+                            if bytes.fromhex(content) not in view.entries]
 
 
 def human(n: int) -> str:
