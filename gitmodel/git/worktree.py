@@ -84,8 +84,10 @@ def _refresh_index(repository, paths: list[str]) -> None:
     bindings. Where that is not possible, git refreshes them itself."""
     import time
     newest = max(os.stat(Path(repository.workdir) / p).st_mtime for p in paths)
-    while time.time() < int(newest) + 1:      # a file as new as the index is "racily clean"
-        time.sleep(0.05)                      # to git, which would hash it again
+    # A file as new as the index is "racily clean" to git, which would hash it again; git may
+    # compare whole seconds, and file times come from a clock that lags by a tick.
+    while time.time() < int(newest) + 1.1:
+        time.sleep(0.05)
     try:
         _write_stat_data(repository, paths)
     except Exception as err:                  # an index libgit2 cannot write (split index...)
