@@ -467,27 +467,39 @@ def cmd_mirror(args) -> int:
 
 # ----------------------------------------------------------------------------- review
 
+SORT_KEYS = ("change", "order", "name", "max-abs", "changed", "cosine")   # summary.SORT_KEYS,
+                                           # spelled out: the parser must not import numpy
+
+
 def _diff_arguments(p) -> None:
     p.add_argument("revs", nargs="*", metavar="REV", help="0, 1 or 2 revisions, as for git diff")
     p.add_argument("--cached", "--staged", action="store_true", help="compare the index")
     p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
-    p.add_argument("--all-tensors", action="store_true", help="list unchanged tensors too")
+    p.add_argument("--sort", choices=SORT_KEYS, default="change",
+                   help="order of the tensor table (default: largest relative change first)")
+    p.add_argument("--all", "--all-tensors", dest="all_tensors", action="store_true",
+                   help="list unchanged tensors and parameters too")
     p.add_argument("--no-numbers", dest="numbers", action="store_false",
-                   help="compare digests only; read no tensor data")
+                   help="compare digests and the pointers' statistics only; read no tensor data")
+    p.add_argument("--plot", metavar="PNG", help="also draw where the model moved (matplotlib)")
     p.set_defaults(paths=[])
 
 
 @command("diff", "compare checkpoints tensor by tensor (git diff's revisions)", _diff_arguments)
 def cmd_diff(args) -> int:
-    from gitmodel import report
+    from gitmodel import plots, report
     from gitmodel.git import revisions
-    diffs = revisions.diff(_session(), args.revs, args.cached, args.paths, args.numbers)
+    review = revisions.diff(_session(), args.revs, args.cached, args.paths, args.numbers)
     if args.format == "json":
-        print(report.to_json(diffs))
+        print(report.to_json(review, args.sort))
     elif args.format == "markdown":
-        print(report.markdown(diffs, args.all_tensors))
-    elif diffs:
-        print(report.text(diffs, colour=sys.stdout.isatty(), all_tensors=args.all_tensors), end="")
+        print(report.markdown(review, args.all_tensors, args.sort))
+    elif review.files or review.numbers:
+        print(report.text(review, colour=sys.stdout.isatty(), all_tensors=args.all_tensors,
+                          sort=args.sort), end="")
+    if args.plot:
+        plots.save(plots.changes_by_layer(review.files), Path(args.plot))
+        print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -504,23 +516,24 @@ def cmd_show(args) -> int:
     return 0
 
 
-@command("log", "versions of a checkpoint across commits, with their metrics",
+@command("log", "versions of a checkpoint across commits, with their metrics and parameters",
          lambda p: (p.add_argument("path"),
                     p.add_argument("--rev", default="HEAD", help="start from this revision"),
                     p.add_argument("-n", "--max-count", type=int, default=None),
-                    p.add_argument("--plot", metavar="PNG", help="also plot the metrics (matplotlib)")))
+                    p.add_argument("--plot", metavar="PNG",
+                                   help="also plot each metric and parameter over commits (matplotlib)")))
 def cmd_log(args) -> int:
     from gitmodel import plots, report
     from gitmodel.git import repo, revisions
-    versions = list(revisions.history_of(repo.open_repository(), revisions.from_cwd(args.path),
-                                         args.rev, args.max_count))
+    versions = revisions.versions_of(repo.open_repository(), revisions.from_cwd(args.path),
+                                     args.rev, args.max_count)
     if not versions:
         print(f"gitmodel: no versions of {args.path} as a tracked checkpoint", file=sys.stderr)
         return 1
     for line in report.log_lines(versions):
         print(line)
     if args.plot:
-        plots.metrics_over_commits(versions[::-1], Path(args.plot), args.path)
+        plots.save(plots.numbers_over_commits(versions[::-1], args.path), Path(args.plot))
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 

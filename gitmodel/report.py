@@ -1,19 +1,39 @@
-"""Rendering checkpoint diffs: a terminal table, Markdown for pull-request comments, JSON."""
+"""Rendering a review: a terminal report, Markdown for pull-request comments, JSON.
+
+Every report reads top-down in the same order (docs/review.md): per checkpoint, one paragraph
+(alarms, counts, metrics, modules, largest changes), the metrics and the changed parameters,
+then every changed tensor in the order the reviewer chose (collapsed in Markdown)."""
 
 from __future__ import annotations
 
 import json
 import math
+import textwrap
+from dataclasses import asdict
 
+from gitmodel.metrics import METRIC, NumberDiff
+from gitmodel.modules import layer_span, place
 from gitmodel.pointer import format_number
-from gitmodel.review import FileDiff, TensorDiff
+from gitmodel.review import FileDiff, Review, TensorDiff
+from gitmodel.summary import Summary, sorted_tensors, summarize
 
 _COLOURS = {"added": "32", "removed": "31", "changed": "33"}
+NAMES_PER_ALARM = 3
+METRICS_IN_SUMMARY = 3
+WRAP = 100
+
+SORT_TITLES = {"change": "largest ‖Δ‖/‖W‖ first", "order": "in file order", "name": "by name",
+               "max-abs": "largest max|Δ| first", "changed": "most elements changed first",
+               "cosine": "least similar first"}
 
 
-def _num(value: float | None, kind: str) -> str:
+# ----------------------------------------------------------------------------- cells
+
+def _num(value: float | None, kind: str = "g") -> str:
     if value is None:
         return "–"
+    if value == math.inf and kind == "g":
+        return "from 0"                      # ‖Δ‖/‖W‖ of a tensor that was all zeros
     if kind == "pct":
         return f"{value * 100:.3g}%"
     if kind == "cos":
@@ -21,65 +41,190 @@ def _num(value: float | None, kind: str) -> str:
     return f"{value:.3g}"
 
 
-def _change_cells(t: TensorDiff) -> list[str]:
-    c = t.change
-    if c is None:
-        return [t.note or "", "", "", "", ""]
-    return [_num(c.relative_l2, "g"), _num(c.max_abs, "g"), _num(c.cosine, "cos"),
-            _num(c.changed_fraction, "pct"), str(c.new_nonfinite or 0)]
+def _count(n: int) -> str:
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return str(n)
+
+
+def _relative(t: TensorDiff) -> str:
+    value = t.relative
+    return "–" if value is None else ("≥" if t.estimated else "") + _num(value)
 
 
 HEAD = ["tensor", "status", "dtype/shape", "‖Δ‖/‖W‖", "max|Δ|", "cosine", "changed", "new NaN/Inf"]
 
 
-def _rows(diff: FileDiff, all_tensors: bool) -> list[list[str]]:
-    rows = []
-    for t in diff.tensors:
-        if t.status == "unchanged" and not all_tensors:
+def _tensor_row(t: TensorDiff) -> list[str]:
+    shape = str(t.new or t.old or "")
+    if t.status == "changed" and str(t.old) != str(t.new):
+        shape = f"{t.old} → {t.new}"
+    c = t.change
+    if c is None:
+        cells = [_relative(t) if t.relative is not None else (t.note or ""), "", "", "",
+                 str(t.new_nonfinite) if t.new_nonfinite else ""]
+    else:
+        cells = [_relative(t), _num(c.max_abs), _num(c.cosine, "cos"),
+                 _num(c.changed_fraction, "pct"), str(c.new_nonfinite or 0)]
+    return [t.name, t.status, shape, *cells]
+
+
+def _tensor_rows(diff: FileDiff, all_tensors: bool, sort: str) -> list[list[str]]:
+    shown = [t for t in diff.tensors if all_tensors or t.status != "unchanged"]
+    return [_tensor_row(t) for t in sorted_tensors(shown, sort)]
+
+
+def _change(n: NumberDiff) -> str:
+    if n.old is None or n.new is None or not n.changed:
+        return "–" if n.old is None or n.new is None else "0"
+    change = format_number(n.new - n.old)
+    change = change if change.startswith("-") else "+" + change
+    if n.old and math.isfinite(n.old) and math.isfinite(n.new):
+        change += f" ({(n.new - n.old) / abs(n.old) * 100:+.3g}%)"
+    return change
+
+
+def _value(v: float | None) -> str:
+    return "–" if v is None else format_number(v)
+
+
+def _number_tables(numbers: list[NumberDiff], all_params: bool) -> list[tuple[list[str], list[list[str]], str]]:
+    """(head, rows, note below) for the metrics table and the parameters table."""
+    sources = len({n.source for n in numbers}) > 1
+    tables = []
+    metrics = [n for n in numbers if n.kind == METRIC]
+    if metrics:
+        rows = [[n.key, _value(n.old), _value(n.new), _change(n), n.verdict()] for n in metrics]
+        head = ["Metric", "Old", "New", "Change", ""]
+        if not any(r[-1] for r in rows):
+            head, rows = head[:-1], [r[:-1] for r in rows]
+        if sources:
+            head, rows = head + ["Source"], [r + [n.source] for r, n in zip(rows, metrics)]
+        tables.append((head, rows, ""))
+    params = [n for n in numbers if n.kind != METRIC]
+    shown = [n for n in params if all_params or n.changed]
+    if shown:
+        head = ["Parameter", "Old", "New"] + (["Source"] if sources else [])
+        rows = [[n.key, _value(n.old), _value(n.new)] + ([n.source] if sources else []) for n in shown]
+        hidden = len(params) - len(shown)
+        tables.append((head, rows, f"{hidden} parameter{'s' if hidden != 1 else ''} unchanged."
+                       if hidden else ""))
+    elif params:
+        tables.append(([], [], f"{len(params)} parameter{'s' if len(params) != 1 else ''}, none changed."))
+    return tables
+
+
+# ----------------------------------------------------------------------------- the paragraph
+
+def _names(items: list, code: bool, render) -> str:
+    shown = [render(x, code) for x in items[:NAMES_PER_ALARM]]
+    if len(items) > NAMES_PER_ALARM:
+        shown.append(f"{len(items) - NAMES_PER_ALARM} more")
+    return ", ".join(shown)
+
+
+def _q(name: str, code: bool) -> str:
+    return f"`{name}`" if code else name
+
+
+def _b(text: str, md: bool) -> str:
+    return f"**{text}**" if md else text
+
+
+def paragraph(s: Summary, md: bool) -> str:
+    """The opening paragraph of one checkpoint's review."""
+    sentences = []
+    kinds = {"nonfinite": "new NaN/Inf", "norm": "norm jumped", "dtype/shape": "dtype or shape changed"}
+    alarms = []
+    for kind, label in kinds.items():
+        found = [a for a in s.alarms if a.kind == kind]
+        if kind == "dtype/shape" and len(found) > NAMES_PER_ALARM:     # a cast: say it once
+            changes = {}
+            for a in found:
+                changes[a.change] = changes.get(a.change, 0) + 1
+            alarms.append(f"{_b(label, md)}: " + ", ".join(f"{c} in {n} tensor{'s' if n != 1 else ''}"
+                                                          for c, n in changes.items()))
+        elif found:
+            alarms.append(f"{_b(label, md)} in " + _names(found, md, lambda a, c: f"{_q(a.tensor, c)} ({a.detail})"))
+    if alarms:
+        sentences.append(("⚠ " if md else "WARNING: ") + "; ".join(alarms) + ".")
+
+    c = s.counts
+    total = c["changed"] + c["unchanged"] + c["added"]
+    head = f"{c['changed']} of {total} tensors changed" if total else "no tensors"
+    rest = [f"{c['added']} added" if c["added"] else "", f"{c['removed']} removed" if c["removed"] else ""]
+    rest = [r for r in rest if r] or ["none added or removed"]
+    weights = f" ({_count(s.elements_changed)} of {_count(s.elements_total)} weights)" if s.elements_total else ""
+    sentences.append(f"{_b(head, md)}{weights}, {', '.join(rest)}.")
+
+    moved = [m for m in s.metrics if m.changed]
+    if moved:
+        better = sum(m.verdict() == "better" for m in moved)
+        worse = sum(m.verdict() == "worse" for m in moved)
+        tally = ", ".join(x for x in (f"{better} better" if better else "", f"{worse} worse" if worse else "") if x)
+        items = [f"{m.key} {_value(m.old)} → {_value(m.new)}" + (f" ({m.verdict()})" if m.verdict() else "")
+                 for m in moved[:METRICS_IN_SUMMARY]]
+        if len(moved) > METRICS_IN_SUMMARY:
+            items.append(f"{len(moved) - METRICS_IN_SUMMARY} more")
+        sentences.append(f"{_b('Metrics', md)}" + (f" ({tally})" if tally else "") + ": " + ", ".join(items) + ".")
+    elif s.metrics:
+        sentences.append(f"{_b('Metrics', md)}: unchanged.")
+
+    estimated = any(t.estimated for t in s.top) or any(g.largest is not None and g.largest.estimated for g in s.groups)
+    mark = "≥" if estimated else ""
+    changed, unchanged = [], []
+    quiet_stacks = {g.stack for g in s.groups if g.stack is not None} - \
+        {g.stack for g in s.groups if g.stack is not None and g.changed}
+    for g in s.groups:
+        if not g.changed:
+            if g.stack is None:
+                unchanged.append(g.label)
+            elif g.stack not in quiet_stacks:
+                unchanged.append(f"{g.stack or 'layers'} {g.block}")
+            elif f"{g.stack or 'layers'} {layer_span(sorted(g.layers))}" not in unchanged:
+                unchanged.append(f"{g.stack or 'layers'} {layer_span(sorted(g.layers))}")
             continue
-        shape = t.new or t.old or ""
-        if t.status == "changed" and t.old != t.new:
-            shape = f"{t.old} → {t.new}"
-        rows.append([t.name, t.status, shape, *_change_cells(t)])
-    return rows
+        detail = f"{g.changed}/{g.total}"
+        if g.stack is not None and g.changed_layers != g.layers:
+            detail += f" in {_layer_words(g.changed_layers)}"
+        detail += "".join(f", {n} {what}" for n, what in ((g.added, "added"), (g.removed, "removed")) if n)
+        largest = g.largest
+        if largest is not None and largest.relative == math.inf:
+            detail += f", {_q(largest.name, md)} was all zeros"
+        elif largest is not None and largest.relative is not None:
+            where = place(largest.name).layer
+            detail += f", up to {mark}{_num(largest.relative)}"
+            if where is not None and len(g.changed_layers) > 1:
+                detail += f" in layer {where}"
+        item = f"{g.label if g.stack is None else g.block} ({detail})"
+        if g.stack is not None and changed and changed[-1][0] == g.stack:
+            changed[-1][1].append(item)
+        else:
+            changed.append((g.stack, [item], g))
+    changed = [", ".join(items) if stack is None else
+               f"{stack or 'layers'} {layer_span(sorted(g.layers))}: " + ", ".join(items)
+               for stack, items, g in changed]
+    if changed:
+        sentences.append(f"{_b('Changed', md)}: " + "; ".join(changed) + "."
+                         + (" Unchanged: " + ", ".join(unchanged) + "." if unchanged else ""))
+    if s.top:
+        sentences.append(f"{_b('Largest', md)} ‖Δ‖/‖W‖: " +
+                         ", ".join(f"{_q(t.name, md)} " + ("(was all zeros)" if t.relative == math.inf
+                                                            else f"{mark}{_num(t.relative)}")
+                                   for t in s.top) + ".")
+    if estimated:
+        sentences.append("(≥: lower bounds from the pointers' norms; tensor data was not compared.)")
+    return " ".join(sentences)
 
 
-def _summary(diff: FileDiff) -> str:
-    parts = [f"{diff.count(s)} {s}" for s in ("changed", "added", "removed", "unchanged")]
-    fmt = diff.new_format or diff.old_format
-    if diff.old_format and diff.new_format and diff.old_format != diff.new_format:
-        fmt = f"{diff.old_format} → {diff.new_format}"
-    return f"{fmt}; tensors: " + ", ".join(parts)
+def _layer_words(layers: set[int]) -> str:
+    return ("layer " if len(layers) == 1 else "layers ") + layer_span(sorted(layers))
 
 
-def _metric_rows(diff: FileDiff) -> list[list[str]]:
-    rows = []
-    for key, old, new in diff.metrics:
-        change = "–"
-        if old is not None and new is not None:
-            change = format_number(new - old)
-            if not change.startswith("-"):
-                change = "+" + change
-        rows.append([key, "–" if old is None else format_number(old),
-                     "–" if new is None else format_number(new), change])
-    return rows
+# ----------------------------------------------------------------------------- text
 
-
-def text(diffs: list[FileDiff], colour: bool = False, all_tensors: bool = False) -> str:
-    out = []
-    for diff in diffs:
-        out.append(f"{diff.path}: {_summary(diff)}" + (" (identical)" if diff.note == "identical" else ""))
-        rows = _rows(diff, all_tensors)
-        if rows:
-            out += _table(HEAD, rows, colour)
-        metrics = _metric_rows(diff)
-        if metrics:
-            out += _table(["metric", "old", "new", "change"], metrics, False)
-        out.append("")
-    return "\n".join(out)
-
-
-def _table(head: list[str], rows: list[list[str]], colour: bool) -> list[str]:
+def _table(head: list[str], rows: list[list[str]], colour: bool = False) -> list[str]:
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     out = ["  " + line(head)]
@@ -89,6 +234,46 @@ def _table(head: list[str], rows: list[list[str]], colour: bool) -> list[str]:
         out.append(f"\x1b[{code}m{rendered}\x1b[0m" if code else rendered)
     return out
 
+
+def _sections(review: Review) -> list[tuple[FileDiff | None, list[NumberDiff]]]:
+    """(checkpoint, numbers shown with it): the metrics files' numbers go with the one
+    checkpoint compared, or form their own section first when there are several or none."""
+    if len(review.files) == 1:
+        return [(review.files[0], review.files[0].numbers + review.numbers)]
+    out = [(None, review.numbers)] if any(n.changed for n in review.numbers) else []
+    return out + [(d, d.numbers) for d in review.files]
+
+
+def _title(diff: FileDiff) -> str:
+    fmt = diff.new_format or diff.old_format
+    if diff.old_format and diff.new_format and diff.old_format != diff.new_format:
+        fmt = f"{diff.old_format} → {diff.new_format}"
+    return fmt + (", identical" if diff.note == "identical" else "")
+
+
+def text(review: Review, colour: bool = False, all_tensors: bool = False, sort: str = "change") -> str:
+    out = []
+    for diff, numbers in _sections(review):
+        out.append(f"{diff.path} ({_title(diff)})" if diff else "metrics and params files")
+        if diff is not None:
+            out += textwrap.wrap(paragraph(summarize(diff, numbers), md=False), WRAP,
+                                 initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False)
+        for head, rows, note in _number_tables(numbers, all_tensors):
+            if rows:
+                out.append("")
+                out += _table(head, rows)
+            if note:
+                out.append(f"  {note}")
+        if diff is not None:
+            rows = _tensor_rows(diff, all_tensors, sort)
+            if rows:
+                out.append("")
+                out += _table(HEAD, rows, colour)
+        out.append("")
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- Markdown
 
 def _md_escape(cell: str) -> str:
     return cell.replace("|", "\\|").replace("\n", " ")
@@ -100,47 +285,84 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def markdown(diffs: list[FileDiff], all_tensors: bool = False) -> str:
+def markdown(review: Review, all_tensors: bool = False, sort: str = "change") -> str:
     out = ["## Model changes", ""]
-    for diff in diffs:
-        out.append(f"### `{diff.path}`")
-        out.append("")
-        out.append(_summary(diff) + (" (identical)" if diff.note == "identical" else ""))
-        out.append("")
-        rows = _rows(diff, all_tensors)
+    for diff, numbers in _sections(review):
+        out += [f"### `{diff.path}` ({_title(diff)})" if diff else "### Metrics and params files", ""]
+        if diff is not None:
+            out += [paragraph(summarize(diff, numbers), md=True), ""]
+        for head, rows, note in _number_tables(numbers, all_tensors):
+            if rows:
+                out += _md_table(head, rows) + [""]
+            if note:
+                out += [f"_{note}_", ""]
+        if diff is None:
+            continue
+        rows = _tensor_rows(diff, all_tensors, sort)
         if rows:
+            what = "tensors" if all_tensors else "changed, added and removed tensors"
+            out += [f"<details><summary>All {len(rows)} {what}, {SORT_TITLES[sort]}</summary>", ""]
             out += _md_table(HEAD, [[f"`{r[0]}`", *r[1:]] for r in rows])
-            out.append("")
-        metrics = _metric_rows(diff)
-        if metrics:
-            out += _md_table(["Metric", "Old", "New", "Change"], metrics)
-            out.append("")
+            out += ["", "</details>", ""]
     return "\n".join(out)
 
 
-def to_json(diffs: list[FileDiff]) -> str:
+# ----------------------------------------------------------------------------- JSON
+
+def to_json(review: Review, sort: str = "change") -> str:
     """JSON with non-finite numbers as null (JSON has no NaN or Infinity)."""
     def clean(value):
         if isinstance(value, float) and not math.isfinite(value):
             return None
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, (list, tuple, set)):
             return [clean(v) for v in value]
         return value
-    return json.dumps(clean([d.to_json() for d in diffs]), indent=2)
 
+    checkpoints = []
+    for diff in review.files:
+        s = summarize(diff)
+        ordered = FileDiff(diff.path, diff.old_format, diff.new_format,
+                           sorted_tensors(diff.tensors, sort), diff.numbers, diff.note)
+        data = ordered.to_json()
+        data["summary"] = {
+            "counts": s.counts, "elements_changed": s.elements_changed,
+            "elements_total": s.elements_total, "alarms": [asdict(a) for a in s.alarms],
+            "modules": [{"label": g.label, "stack": g.stack, "block": g.block, "changed": g.changed,
+                         "total": g.total, "changed_layers": sorted(g.changed_layers),
+                         "largest": g.largest.name if g.largest else None,
+                         "largest_relative": g.largest.relative if g.largest else None}
+                        for g in s.groups],
+            "top": [t.name for t in s.top]}
+        checkpoints.append(data)
+    numbers = [dict(asdict(n), verdict=n.verdict()) for n in review.numbers]
+    return json.dumps(clean({"checkpoints": checkpoints, "numbers": numbers}), indent=2)
+
+
+# ----------------------------------------------------------------------------- log
 
 def log_lines(versions: list) -> list[str]:
-    """`gitmodel log`: one line per (commit, pointer), newest first."""
+    """`gitmodel log`: per version (newest first) a line with the commit, size, tensors and
+    how many changed since the version before, then its metrics and its parameters."""
     import datetime
     lines = []
-    for commit, ptr in versions:
+    for i, version in enumerate(versions):
+        commit, ptr = version.commit, version.pointer
+        older = versions[i + 1].pointer if i + 1 < len(versions) else None
         when = datetime.datetime.fromtimestamp(commit.commit_time, datetime.timezone.utc)
-        metrics = "  ".join(f"{k}={format_number(v)}" for k, v in ptr.metrics)
-        params = sum(ptr.params().values())
         subject = commit.message.splitlines()[0] if commit.message else ""
-        lines.append(f"{str(commit.id)[:10]}  {when:%Y-%m-%d %H:%M}  {ptr.size:>12} B  "
-                     f"{len(ptr.tensors):>5} tensors  {params:>12} params  {metrics}".rstrip()
-                     + f"  {subject}")
+        if older is None:
+            moved = "first version"
+        else:
+            before = {t.name: t.digest for t in older.tensors}
+            moved = f"{sum(before.get(t.name) != t.digest for t in ptr.tensors)} changed"
+        lines.append(f"{str(commit.id)[:10]}  {when:%Y-%m-%d %H:%M}  {_count(ptr.size)}B  "
+                     f"{len(ptr.tensors)} tensors ({moved})  {subject}".rstrip())
+        metrics = [(k, v) for k, (v, kind) in version.numbers.items() if kind == METRIC]
+        params = [(k, v) for k, (v, kind) in version.numbers.items() if kind != METRIC]
+        if metrics:
+            lines.append("    metrics  " + "  ".join(f"{k}={format_number(v)}" for k, v in metrics))
+        if params:
+            lines.append("    params   " + "  ".join(f"{k}={format_number(v)}" for k, v in params))
     return lines

@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from gitmodel import metrics
 from gitmodel.formats import DTYPE_BITS
+from gitmodel.metrics import NumberDiff, Rules
 from gitmodel.pointer import Pointer, TensorLine
 from gitmodel.stats import STATS_DTYPES, floats
 from gitmodel.store.objects import Store
@@ -69,17 +71,17 @@ class Change:
 
 
 def compare_tensor(old: StoredFile, a: Placed, new: StoredFile, b: Placed) -> Change:
+    """The change between two versions of a tensor of the same shape; the dtypes may differ
+    (a cast to bf16 shows its rounding error)."""
     import numpy as np
-    dtype = a.tensor.dtype
-    width = DTYPE_BITS[dtype] // 8
-    count = a.length // width
+    wa, wb = DTYPE_BITS[a.tensor.dtype] // 8, DTYPE_BITS[b.tensor.dtype] // 8
+    count = a.length // wa
     delta2 = old2 = new2 = dot = 0.0
     max_abs, changed, nonfinite = 0.0, 0, 0
-    step = BLOCK_ELEMENTS * width
-    for start in range(0, count * width, step):
-        n = min(step, count * width - start)
-        x = _as_float(old.read_at(a.offset + start, n), dtype)
-        y = _as_float(new.read_at(b.offset + start, n), dtype)
+    for start in range(0, count, BLOCK_ELEMENTS):
+        n = min(BLOCK_ELEMENTS, count - start)
+        x = _as_float(old.read_at(a.offset + start * wa, n * wa), a.tensor.dtype)
+        y = _as_float(new.read_at(b.offset + start * wb, n * wb), b.tensor.dtype)
         finite = np.isfinite(x) & np.isfinite(y)
         nonfinite += int(np.count_nonzero(np.isfinite(x) & ~np.isfinite(y)))
         changed += int(np.count_nonzero((x != y) & ~(np.isnan(x) & np.isnan(y))))
@@ -103,13 +105,55 @@ def compare_tensor(old: StoredFile, a: Placed, new: StoredFile, b: Placed) -> Ch
 # ----------------------------------------------------------------------------- files
 
 @dataclass
+class Side:
+    """What a version's pointer line says of a tensor, without reading its data."""
+    dtype: str
+    shape: tuple[int, ...]
+    norm: float | None = None            # None: no statistics for this dtype
+    nonfinite: int = 0                   # NaN and ±Inf elements
+
+    def __str__(self) -> str:
+        return f"{self.dtype} [{','.join(map(str, self.shape))}]"
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
 class TensorDiff:
     name: str
     status: str                          # added, removed, changed, unchanged
-    old: str | None = None               # "DTYPE [shape]"
-    new: str | None = None
+    old: Side | None = None
+    new: Side | None = None
     change: Change | None = None
     note: str = ""                       # e.g. why no numbers
+    order: int = 0                       # position in the file (the new version's, else the old)
+
+    @property
+    def relative(self) -> float | None:
+        """‖Δ‖/‖W‖ when the data was compared; else its lower bound from the pointers'
+        norms, |‖W'‖ - ‖W‖| / ‖W‖ (see `estimated`)."""
+        if self.change is not None and self.change.relative_l2 is not None:
+            return self.change.relative_l2
+        if self.status == "changed" and self.old and self.new and self.old.norm and \
+                self.new.norm is not None:
+            return abs(self.new.norm - self.old.norm) / self.old.norm
+        return None
+
+    @property
+    def estimated(self) -> bool:
+        return self.status == "changed" and (self.change is None or self.change.relative_l2 is None)
+
+    @property
+    def new_nonfinite(self) -> int:
+        """Elements NaN or ±Inf in the new version that were not: counted in the data when
+        it was read, else the growth of the pointers' nan= and inf= counts."""
+        if self.change is not None and self.change.new_nonfinite is not None:
+            return self.change.new_nonfinite
+        if self.new is None:
+            return 0
+        return max(0, self.new.nonfinite - (self.old.nonfinite if self.old else 0))
 
 
 @dataclass
@@ -118,23 +162,48 @@ class FileDiff:
     old_format: str | None
     new_format: str | None
     tensors: list[TensorDiff] = field(default_factory=list)
-    metrics: list[tuple[str, float | None, float | None]] = field(default_factory=list)
+    numbers: list[NumberDiff] = field(default_factory=list)   # metrics and parameters
     note: str = ""
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.tensors if t.status == status)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        for t, row in zip(self.tensors, out["tensors"]):
+            row["relative"], row["estimated"] = t.relative, t.estimated
+        for n, row in zip(self.numbers, out["numbers"]):
+            row["verdict"] = n.verdict()
+        return out
 
 
-def _describe(t: TensorLine) -> str:
-    return f"{t.dtype} [{','.join(map(str, t.shape))}]"
+@dataclass
+class Review:
+    """A `gitmodel diff`: the checkpoints that differ, and the numbers of the metrics and
+    params files `.gitmodel` names (which belong to the run, not to one checkpoint)."""
+    files: list[FileDiff]
+    numbers: list[NumberDiff] = field(default_factory=list)
+
+
+@dataclass
+class Version:
+    """One version of a checkpoint in `gitmodel log`: its commit, its pointer and its numbers
+    ({key: (value, METRIC or PARAM)}, the checkpoint's own and its metrics files')."""
+    commit: object
+    pointer: Pointer
+    numbers: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+
+def _side(t: TensorLine) -> Side:
+    stats = dict(f.split("=", 1) for f in t.stats)
+    norm = float(stats["norm"]) if "norm" in stats else None
+    nonfinite = sum(int(stats.get(k, 0)) for k in ("nan", "inf"))
+    return Side(t.dtype, t.shape, norm, nonfinite)
 
 
 def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: Store | None,
                   numbers: bool = True, fetch: Fetch | None = None,
-                  on_disk: dict[str, str] | None = None) -> FileDiff:
+                  on_disk: dict[str, str] | None = None, rules: Rules = Rules()) -> FileDiff:
     """Compare two versions (None: the file does not exist on that side). With `fetch`,
     objects missing locally are fetched: the manifests, the chunks holding the format's
     headers, then in one batch the chunks of the changed tensors only. `on_disk` names files
@@ -160,30 +229,27 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
 
     to_compare: list[tuple[TensorDiff, StoredFile, Placed, StoredFile, Placed]] = []
 
-    for name, t in old_tensors.items():
-        if name not in new_tensors:
-            result.tensors.append(TensorDiff(name, "removed", old=_describe(t)))
-    for name, t in new_tensors.items():
+    for order, (name, t) in enumerate(new_tensors.items()):
         before = old_tensors.get(name)
         if before is None:
-            result.tensors.append(TensorDiff(name, "added", new=_describe(t)))
+            result.tensors.append(TensorDiff(name, "added", new=_side(t), order=order))
             continue
         entry = TensorDiff(name, "unchanged" if before.digest == t.digest else "changed",
-                           old=_describe(before), new=_describe(t))
+                           old=_side(before), new=_side(t), order=order)
         result.tensors.append(entry)
         if entry.status == "unchanged" or not numbers:
             continue
-        if (before.dtype, before.shape) != (t.dtype, t.shape):
-            entry.note = "dtype or shape changed"
-        elif t.dtype not in NUMERIC_DTYPES:
-            entry.note = f"no numbers for {t.dtype}"
+        if before.shape != t.shape:
+            entry.note = "shape changed"
+        elif t.dtype not in NUMERIC_DTYPES or before.dtype not in NUMERIC_DTYPES:
+            entry.note = f"no numbers for {t.dtype if t.dtype not in NUMERIC_DTYPES else before.dtype}"
         elif store is None:
             entry.note = "store unavailable"
         else:
             old_file, old_places = placed(old)
             new_file, new_places = placed(new)
             a, b = old_places.get(name), new_places.get(name)
-            if a is None or b is None or a.length != b.length:
+            if a is None or b is None or a.length * DTYPE_BITS[t.dtype] != b.length * DTYPE_BITS[before.dtype]:
                 entry.note = "tensor not located in the file"
             else:
                 to_compare.append((entry, old_file, a, new_file, b))
@@ -197,10 +263,11 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
         for file in files.values():
             if isinstance(file, FileOnDisk):
                 file.close()
-    old_metrics = dict(old.metrics if old else ())
-    new_metrics = dict(new.metrics if new else ())
-    for key in sorted(set(old_metrics) | set(new_metrics)):
-        result.metrics.append((key, old_metrics.get(key), new_metrics.get(key)))
+    # Removed tensors go where they stood in the old file, after the new file's tensors.
+    for order, (name, t) in enumerate(old_tensors.items()):
+        if name not in new_tensors:
+            result.tensors.append(TensorDiff(name, "removed", old=_side(t), order=len(new_tensors) + order))
+    result.numbers = metrics.compare(metrics.from_pointer(old), metrics.from_pointer(new), path, rules)
     if old and new and old.content == new.content:
         result.note = "identical"
     return result

@@ -110,7 +110,7 @@ def test_conflict_keeps_ours_and_both_abort_and_resolve_finish_it(repo: Repo):
     assert repo.status().startswith("UU m.safetensors")
     assert (repo.path / "m.safetensors").read_bytes() == ours_file, "the work tree keeps ours"
     diff = repo.gitmodel("diff", "--format", "json")
-    entries = json.loads(diff.stdout)
+    entries = json.loads(diff.stdout)["checkpoints"]
     assert entries[0]["path"] == "m.safetensors (unmerged: ours → theirs)"
     changed = {t["name"] for t in entries[0]["tensors"] if t["status"] == "changed"}
     assert changed == {"layers.1.weight", "layers.3.bias"}

@@ -615,7 +615,7 @@ def test_diff_does_not_store_untracked_files(repo: Repo):
     (repo.path / "notes.txt").write_text("v2\n" * 100000)
     before = sum(p.stat().st_size for p in repo.store.rglob("*") if p.is_file())
     out = json.loads(repo.gitmodel("diff", "--format", "json").stdout)
-    assert out == []
+    assert out == {"checkpoints": [], "numbers": []}
     after = sum(p.stat().st_size for p in repo.store.rglob("*") if p.is_file())
     assert after == before
 
@@ -701,7 +701,7 @@ def test_diff_in_a_pointer_only_clone_fetches_only_changed_tensors(tmp_path: Pat
     clone(bare, tmp_path / "lee", other)
     lee = Repo(tmp_path / "lee", other)
     out = json.loads(lee.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)
-    changed = [t for t in out[0]["tensors"] if t["status"] == "changed"]
+    changed = [t for t in out["checkpoints"][0]["tensors"] if t["status"] == "changed"]
     assert [t["name"] for t in changed] == ["layers.4.weight"]
     assert changed[0]["change"]["relative_l2"] == pytest.approx(0.5, rel=1e-6)
     fetched = sum(p.stat().st_size for p in (lee.store / "packs").glob("*.pack"))

@@ -39,7 +39,7 @@ def bf16(a: np.ndarray) -> np.ndarray:
 
 def test_gitmodel_diff_numbers(repo: Repo):
     v1, v2 = two_versions(repo)
-    out = json.loads(repo.gitmodel("diff", "--format", "json").stdout)      # index vs work tree
+    out = json.loads(repo.gitmodel("diff", "--format", "json").stdout)["checkpoints"]   # index vs work tree
     assert [d["path"] for d in out] == ["m.safetensors"]
     tensors = {t["name"]: t for t in out[0]["tensors"]}
     assert tensors["layers.0.bias"]["status"] == "removed"
@@ -68,7 +68,8 @@ def test_gitmodel_diff_numbers(repo: Repo):
     # The same comparison between commits, as text and as Markdown.
     repo.commit("v2")
     text = repo.gitmodel("diff", "HEAD~1", "HEAD").stdout
-    assert "tensors: 4 changed, 1 added, 1 removed" in text
+    words = " ".join(text.split())                      # the paragraph is wrapped
+    assert "4 of 9 tensors changed" in words and "1 added, 1 removed" in words
     assert "embed.weight" not in text, "unchanged tensors are not listed"
     md = repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "markdown", "--", "m.safetensors").stdout
     assert "| `layers.1.weight` | changed | F32 [256,256] | 0.01 |" in md
@@ -102,19 +103,24 @@ def test_diff_reads_only_changed_tensors(tmp_path: Path, repo: Repo, monkeypatch
     assert reads and not untouched & set(reads), "an unchanged tensor's chunks were read"
 
 
-def test_metrics_table_and_json_without_nan():
+def test_metrics_and_parameters_tables_and_json_without_nan():
     a = Pointer(10, "a" * 64, "pytorch", (TensorLine("w", "F32", (2,), "0" * 16),),
                 metrics=(("epoch", 3.0), ("val_loss", 0.5)))
     b = Pointer(10, "b" * 64, "pytorch", (TensorLine("w", "F32", (2,), "1" * 16),),
                 metrics=(("epoch", 4.0), ("val_loss", 0.4125), ("step", 1200.0)))
     diff = review.diff_pointers("ckpt.pt", a, b, store=None)
     assert diff.tensors[0].note == "store unavailable"
-    md = report.markdown([diff])
-    assert "| Metric | Old | New | Change |" in md
-    assert "| epoch | 3 | 4 | +1 |" in md and "| val_loss | 0.5 | 0.4125 | -0.0875 |" in md
-    assert "| step | – | 1200 | – |" in md
+    md = report.markdown(review.Review([diff]))
+    assert "| Metric | Old | New | Change |  |" in md
+    assert "| val_loss | 0.5 | 0.4125 | -0.0875 (-17.5%) | better |" in md
+    assert "| Parameter | Old | New |" in md
+    assert "| epoch | 3 | 4 |" in md and "| step | – | 1200 |" in md
+    assert md.index("| Metric |") < md.index("| Parameter |") < md.index("<details>")
     diff.tensors[0].change = review.Change(relative_l2=math.inf, max_abs=math.nan)
-    assert json.loads(report.to_json([diff]))[0]["tensors"][0]["change"]["relative_l2"] is None
+    out = json.loads(report.to_json(review.Review([diff])))["checkpoints"][0]
+    assert out["tensors"][0]["change"]["relative_l2"] is None
+    assert {n["key"]: (n["kind"], n["verdict"]) for n in out["numbers"]} == {
+        "val_loss": ("metric", "better"), "epoch": ("param", ""), "step": ("param", "")}
 
 
 def test_git_diff_shows_only_pointer_lines_of_changed_tensors(repo: Repo):
@@ -171,7 +177,9 @@ def test_log_lists_metrics_and_plots_them(tmp_path: Path, git_env):
     shutil.copy(data / "dedup_v1.pt", repo.path / "ckpt.pt")
     repo.commit("another run")
     log = repo.gitmodel("log", "ckpt.pt", "--plot", str(tmp_path / "m.png")).stdout.splitlines()
-    assert len(log) == 2 and "epoch=7" in log[1] and "val_loss=0.123" in log[1]
+    first = next(i for i, line in enumerate(log) if line.endswith("epoch 7"))
+    assert log[first + 1].split()[0] == "metrics" and "val_loss=0.123" in log[first + 1].split()
+    assert log[first + 2].split()[:1] == ["params"] and "epoch=7" in log[first + 2]
     png = (tmp_path / "m.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
 

@@ -39,23 +39,26 @@ class ConfigError(GitmodelError, ValueError):
     pass
 
 
-def _git_config(args: list[str], cwd: Path | None) -> list[tuple[str, str]]:
-    return repo.config_entries(r"^gitmodel\.", *args, cwd=cwd)
-
-
-def _sources(cwd: Path | None) -> list[tuple[str, list[tuple[str, str]]]]:
-    """(label, entries) from lowest to highest precedence."""
+def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.") -> list[tuple[str, list[tuple[str, str]]]]:
+    """(label, entries whose key matches `pattern`) from lowest to highest precedence."""
     sources = []
     try:
         top = repo.toplevel(cwd)
     except repo.NotARepository:
         top = None
     if top is not None and (top / CONFIG_FILE).is_file():
-        sources.append((CONFIG_FILE, _git_config(["-f", str(top / CONFIG_FILE)], cwd)))
+        sources.append((CONFIG_FILE, repo.config_entries(pattern, "-f", str(top / CONFIG_FILE), cwd=cwd)))
     elif top is not None:
-        sources.append((f"HEAD:{CONFIG_FILE}", _git_config(["--blob", f"HEAD:{CONFIG_FILE}"], cwd)))
-    sources.append(("git config", _git_config([], cwd)))
+        sources.append((f"HEAD:{CONFIG_FILE}",
+                        repo.config_entries(pattern, "--blob", f"HEAD:{CONFIG_FILE}", cwd=cwd)))
+    sources.append(("git config", repo.config_entries(pattern, cwd=cwd)))
     return sources
+
+
+def settings(section: str, cwd: Path | None = None) -> list[tuple[str, str]]:
+    """Every (key, value) of a section of gitmodel's settings (`.gitmodel`, then git config),
+    keys lower-cased as git gives them, in order of rising precedence."""
+    return [entry for _, entries in _sources(cwd, rf"^{re.escape(section)}\.") for entry in entries]
 
 
 def parse_option(text: str) -> tuple[list[str], object]:

@@ -156,14 +156,17 @@ def history_of(repo: pygit2.Repository, path: str, rev: str = "HEAD", limit: int
             return
 
 
-def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool = True) -> list:
-    """`gitmodel diff`: a FileDiff for each checkpoint that differs between the two sides git
-    diff would compare for these arguments."""
+def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool = True):
+    """`gitmodel diff`: a Review of each checkpoint that differs between the two sides git
+    diff would compare for these arguments, with the numbers of the metrics and params files
+    `.gitmodel` names."""
     from gitmodel import review
+    from gitmodel.git import metrics_files
     repository = open_repository()
     for rev in revs:
         check_revision(repository, rev)
     old_side, new_side = sides(revs, cached)
+    chosen = metrics_files.settings()
     store = session.store
     fetch = session.fetcher() if numbers else None
     changed = changed_paths(Path.cwd(), revs, cached, paths)
@@ -177,7 +180,7 @@ def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool
             new = pointer_blob(repository, theirs.id, path) if theirs is not None else None
             if old is not None or new is not None:
                 diffs.append(review.diff_pointers(f"{path} (unmerged: ours → theirs)", old, new,
-                                                  store, numbers, fetch))
+                                                  store, numbers, fetch, rules=chosen.rules))
             continue
         old = pointer_at(repository, old_side, path, store, path in tracked)
         new = pointer_at(repository, new_side, path, store, path in tracked)
@@ -185,5 +188,17 @@ def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool
             continue                                  # not a checkpoint
         on_disk = {new.content: str(Path(repository.workdir) / path)} \
             if new is not None and new_side is WORK_TREE else None
-        diffs.append(review.diff_pointers(path, old, new, store, numbers, fetch, on_disk))
-    return diffs
+        diffs.append(review.diff_pointers(path, old, new, store, numbers, fetch, on_disk, chosen.rules))
+    shared = metrics_files.compare(repository, old_side, new_side, chosen)
+    if not diffs and not any(n.changed for n in shared):
+        shared = []
+    return review.Review(diffs, shared)
+
+
+def versions_of(repository: pygit2.Repository, path: str, rev: str = "HEAD", limit: int | None = None):
+    """`gitmodel log`: a review.Version for each version of `path`, newest first."""
+    from gitmodel import review
+    from gitmodel.git import metrics_files
+    chosen = metrics_files.settings()
+    return [review.Version(found, ptr, metrics_files.of_version(repository, found, ptr, chosen))
+            for found, ptr in history_of(repository, path, rev, limit)]

