@@ -73,7 +73,7 @@ def changes_by_layer(files: list):
     columns: layers; colour: ‖Δ‖/‖W‖ on a log scale, grey where unchanged), and bars for the
     tensors outside the layers. Several checkpoints are drawn one under the other."""
     plt = _pyplot()
-    from matplotlib import colors, gridspec
+    from matplotlib import colors, gridspec, patheffects, ticker
     import numpy as np
 
     panels = []               # (kind, path, payload, height in rows)
@@ -90,12 +90,17 @@ def changes_by_layer(files: list):
     if not panels:
         raise GitmodelError("nothing to plot: no checkpoint changed")
 
-    values = [t.relative for d in files for t in d.tensors
-              if t.status == "changed" and t.relative is not None and t.relative > 0]
-    top = max(values, default=1.0)
-    low = max(min(values, default=top / 10), top / 1e4)
-    if low >= top:
-        low = top / 10
+    def scale(tensors) -> tuple[float, float]:
+        values = [t.relative for t in tensors if t.status == "changed" and t.relative is not None
+                  and 0 < t.relative < math.inf]
+        top = max(values, default=1.0)
+        low = max(min(values, default=top / 10), top / 1e4)
+        return (top / 10 if low >= top else low), top
+
+    # The heatmaps' colours span the changes inside the layers only: one outlier outside them
+    # (a new head) would otherwise wash the layers out; bars show their own lengths.
+    low, top = scale([t for d in files for t in d.tensors if place(t.name).layer is not None])
+    bar_low, bar_top = scale([t for d in files for t in d.tensors if place(t.name).layer is None])
     norm = colors.LogNorm(vmin=low, vmax=top)
     cmap = plt.get_cmap("YlOrRd").with_extremes(bad=UNCHANGED)
     estimated = any(t.estimated for d in files for t in d.tensors if t.status == "changed")
@@ -119,8 +124,8 @@ def changes_by_layer(files: list):
                 value, marker = _cell(found)
                 data[r, c], present[r, c] = value, True
                 if marker:
-                    ax.text(c, r, marker, ha="center", va="center", fontsize=8, fontweight="bold",
-                            color="#0050d0" if marker == "!" else "black")
+                    ax.text(c, r, marker, ha="center", va="center", fontsize=9, fontweight="bold",
+                            color="white", path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
             shown = np.ma.masked_invalid(np.where(data > 0, data, np.where(np.isnan(data), np.nan, low)))
             image = ax.imshow(shown, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
             if not present.all():        # a role a layer lacks stays white, not "unchanged"
@@ -135,20 +140,21 @@ def changes_by_layer(files: list):
         else:
             names = [t.name for t in payload][::-1]
             widths = [(t.relative or 0.0) for t in payload][::-1]
-            bar_colours = [cmap(norm(max(w, low))) if w > 0 else UNCHANGED for w in widths]
-            ax.barh(range(len(names)), [max(w, low) for w in widths], color=bar_colours,
-                    edgecolor="#888888", linewidth=0.4)
+            widths = [w if 0 < w < math.inf else bar_low for w in widths]   # "from 0": drawn short
+            ax.barh(range(len(names)), widths, color="#d9822b", edgecolor="#7a4a1c", linewidth=0.4)
             ax.set_xscale("log")
-            ax.set_xlim(low / 2, top * 2)
+            ax.set_xlim(bar_low / 2, bar_top * 2)
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             ax.set_yticks(range(len(names)), [_bar_label(t) for t in payload][::-1], fontsize=7)
             ax.set_xlabel(measure, fontsize=8)
             ax.set_title(f"{diff.path}: tensors outside the layers", fontsize=9, loc="left")
         ax.tick_params(length=2, labelsize=7)
     if image is not None:
         bar = fig.colorbar(image, cax=fig.add_subplot(grid[:, 1]))
-        bar.set_label(f"{measure}, log scale (grey: unchanged; ! new NaN/Inf, + added, − removed, "
-                      "≠ dtype or shape changed)", fontsize=7)
+        bar.set_label(f"{measure}, log scale", fontsize=8)
         bar.ax.tick_params(labelsize=7)
+        fig.text(0.27, 0.004, "grey: unchanged   white: no such tensor   ! new NaN/Inf   + added   "
+                 "− removed   ≠ dtype or shape changed", fontsize=7, color="#444444")
     tall = fig.get_size_inches()[1]
     fig.subplots_adjust(left=0.27, right=0.93, top=1 - 0.3 / tall, bottom=0.55 / tall)
     return fig
@@ -160,6 +166,8 @@ def _bar_label(t) -> str:
         mark = " (dtype/shape)"
     if t.new_nonfinite:
         mark += " (new NaN/Inf)"
+    if t.relative == math.inf:
+        mark += " (was all zeros)"
     return t.name + mark
 
 

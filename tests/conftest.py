@@ -48,6 +48,36 @@ def random_model(seed: int = 0, layers: int = 4, width: int = 256, dtype=np.floa
     return {k: (v * 0.02).astype(dtype) for k, v in model.items()}
 
 
+def eighty_layers(changed: bool, d: int = 8, f: int = 16) -> dict[str, np.ndarray]:
+    """A Llama-shaped checkpoint: 80 layers of 10 small tensors (803 in all). The changed
+    version moves later layers more and MLP more than attention, leaves k_proj of every
+    seventh layer alone, puts a NaN in layer 77 and triples the head."""
+    rng = np.random.default_rng(1)
+    roles = {"self_attn.q_proj.weight": (d, d), "self_attn.k_proj.weight": (d, d),
+             "self_attn.v_proj.weight": (d, d), "self_attn.o_proj.weight": (d, d),
+             "self_attn.q_proj.bias": (d,), "mlp.gate_proj.weight": (f, d), "mlp.up_proj.weight": (f, d),
+             "mlp.down_proj.weight": (d, f), "input_layernorm.weight": (d,),
+             "post_attention_layernorm.weight": (d,)}
+    model = {"model.embed_tokens.weight": rng.standard_normal((32, d)).astype(np.float32)}
+    for i in range(80):
+        for role, shape in roles.items():
+            model[f"model.layers.{i}.{role}"] = rng.standard_normal(shape).astype(np.float32)
+    model["model.norm.weight"] = np.ones(d, np.float32)
+    model["lm_head.weight"] = rng.standard_normal((32, d)).astype(np.float32)
+    if changed:
+        moved = np.random.default_rng(2)
+        for name in model:
+            if ".layers." in name:
+                i = int(name.split(".")[2])
+                if i % 7 == 3 and "k_proj" in name:
+                    continue
+                scale = np.float32(0.001 * (1 + i / 10) * (2 if "mlp" in name else 1))
+                model[name] = model[name] + scale * moved.standard_normal(model[name].shape).astype(np.float32)
+        model["model.layers.77.mlp.down_proj.weight"][0, 0] = np.nan
+        model["lm_head.weight"] = model["lm_head.weight"] * np.float32(3)
+    return model
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
