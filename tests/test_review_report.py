@@ -386,3 +386,13 @@ def test_report_layout_is_pinned(repo: Repo):
             (GOLDEN / name).write_text(text)
     for name, text in got.items():
         assert text == (GOLDEN / name).read_text(), f"{name} differs from tests/data/golden/review/{name}"
+
+
+def test_plots_say_why_they_cannot_draw(repo: Repo, tmp_path: Path):
+    write_safetensors(repo.path / "m.safetensors", {"w": np.ones(4, np.float32)})
+    repo.commit("v1")
+    log = repo.gitmodel("log", "m.safetensors", "--plot", str(tmp_path / "n.png"), check=False)
+    assert log.returncode == 1 and "no metrics or parameters recorded in the versions of m.safetensors" in log.stderr
+    assert "Traceback" not in log.stderr and not (tmp_path / "n.png").exists()
+    same = repo.gitmodel("diff", "HEAD", "HEAD", "--plot", str(tmp_path / "d.png"), check=False)
+    assert same.returncode == 1 and "nothing to plot: no checkpoint changed" in same.stderr
