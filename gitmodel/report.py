@@ -133,89 +133,112 @@ def _b(text: str, md: bool) -> str:
 
 
 def paragraph(s: Summary, md: bool) -> str:
-    """The opening paragraph of one checkpoint's review."""
-    sentences = []
+    """The opening paragraph of one checkpoint's review: alarms, counts, metrics, modules,
+    largest changes (docs/review.md §2)."""
+    estimated = any(t.estimated for t in s.top) or \
+        any(g.largest is not None and g.largest.estimated for g in s.groups)
+    mark = "≥" if estimated else ""
+    sentences = [_alarms(s, md), _counts(s, md), _metrics(s, md), _modules(s, md, mark),
+                 _largest(s, md, mark),
+                 "(≥: lower bounds from the pointers' norms; tensor data was not compared.)" if estimated else ""]
+    return " ".join(x for x in sentences if x)
+
+
+def _alarms(s: Summary, md: bool) -> str:
     kinds = {"nonfinite": "new NaN/Inf", "norm": "norm jumped", "dtype/shape": "dtype or shape changed"}
     alarms = []
     for kind, label in kinds.items():
         found = [a for a in s.alarms if a.kind == kind]
         if kind == "dtype/shape" and len(found) > NAMES_PER_ALARM:     # a cast: say it once
-            changes = {}
+            changes: dict[str, int] = {}
             for a in found:
                 changes[a.change] = changes.get(a.change, 0) + 1
             alarms.append(f"{_b(label, md)}: " + ", ".join(f"{c} in {n} tensor{'s' if n != 1 else ''}"
                                                           for c, n in changes.items()))
         elif found:
-            alarms.append(f"{_b(label, md)} in " + _names(found, md, lambda a, c: f"{_q(a.tensor, c)} ({a.detail})"))
-    if alarms:
-        sentences.append(("⚠ " if md else "WARNING: ") + "; ".join(alarms) + ".")
+            alarms.append(f"{_b(label, md)} in " +
+                          _names(found, md, lambda a, c: f"{_q(a.tensor, c)} ({a.detail})"))
+    return ("⚠ " if md else "WARNING: ") + "; ".join(alarms) + "." if alarms else ""
 
+
+def _counts(s: Summary, md: bool) -> str:
     c = s.counts
     total = c["changed"] + c["unchanged"] + c["added"]
     head = f"{c['changed']} of {total} tensors changed" if total else "no tensors"
     rest = [f"{c['added']} added" if c["added"] else "", f"{c['removed']} removed" if c["removed"] else ""]
     rest = [r for r in rest if r] or ["none added or removed"]
     weights = f" ({_count(s.elements_changed)} of {_count(s.elements_total)} weights)" if s.elements_total else ""
-    sentences.append(f"{_b(head, md)}{weights}, {', '.join(rest)}.")
+    return f"{_b(head, md)}{weights}, {', '.join(rest)}."
 
+
+def _metrics(s: Summary, md: bool) -> str:
     moved = [m for m in s.metrics if m.changed]
-    if moved:
-        better = sum(m.verdict() == "better" for m in moved)
-        worse = sum(m.verdict() == "worse" for m in moved)
-        tally = ", ".join(x for x in (f"{better} better" if better else "", f"{worse} worse" if worse else "") if x)
-        items = [f"{m.key} {_value(m.old)} → {_value(m.new)}" + (f" ({m.verdict()})" if m.verdict() else "")
-                 for m in moved[:METRICS_IN_SUMMARY]]
-        if len(moved) > METRICS_IN_SUMMARY:
-            items.append(f"{len(moved) - METRICS_IN_SUMMARY} more")
-        sentences.append(f"{_b('Metrics', md)}" + (f" ({tally})" if tally else "") + ": " + ", ".join(items) + ".")
-    elif s.metrics:
-        sentences.append(f"{_b('Metrics', md)}: unchanged.")
+    if not moved:
+        return f"{_b('Metrics', md)}: unchanged." if s.metrics else ""
+    verdicts = [m.verdict() for m in moved]
+    tally = ", ".join(f"{verdicts.count(v)} {v}" for v in ("better", "worse") if v in verdicts)
+    items = [f"{m.key} {_value(m.old)} → {_value(m.new)}" + (f" ({m.verdict()})" if m.verdict() else "")
+             for m in moved[:METRICS_IN_SUMMARY]]
+    if len(moved) > METRICS_IN_SUMMARY:
+        items.append(f"{len(moved) - METRICS_IN_SUMMARY} more")
+    return f"{_b('Metrics', md)}" + (f" ({tally})" if tally else "") + ": " + ", ".join(items) + "."
 
-    estimated = any(t.estimated for t in s.top) or any(g.largest is not None and g.largest.estimated for g in s.groups)
-    mark = "≥" if estimated else ""
-    changed, unchanged = [], []
-    quiet_stacks = {g.stack for g in s.groups if g.stack is not None} - \
-        {g.stack for g in s.groups if g.stack is not None and g.changed}
+
+def _modules(s: Summary, md: bool, mark: str) -> str:
+    """Changed groups, those of one stack of layers together; then the unchanged ones (a
+    stack with nothing changed named once)."""
+    stacks: dict[str | None, list] = {}
+    for g in s.groups:
+        if g.stack is not None:
+            stacks.setdefault(g.stack, []).append(g)
+    span = {stack: f"{stack or 'layers'} {layer_span(sorted(set().union(*(g.layers for g in gs))))}"
+            for stack, gs in stacks.items()}
+    changed: list[tuple[str | None, list[str]]] = []
+    unchanged: list[str] = []
     for g in s.groups:
         if not g.changed:
             if g.stack is None:
                 unchanged.append(g.label)
-            elif g.stack not in quiet_stacks:
+            elif any(other.changed for other in stacks[g.stack]):
                 unchanged.append(f"{g.stack or 'layers'} {g.block}")
-            elif f"{g.stack or 'layers'} {layer_span(sorted(g.layers))}" not in unchanged:
-                unchanged.append(f"{g.stack or 'layers'} {layer_span(sorted(g.layers))}")
+            elif span[g.stack] not in unchanged:
+                unchanged.append(span[g.stack])
             continue
-        detail = f"{g.changed}/{g.total}"
-        if g.stack is not None and g.changed_layers != g.layers:
-            detail += f" in {_layer_words(g.changed_layers)}"
-        detail += "".join(f", {n} {what}" for n, what in ((g.added, "added"), (g.removed, "removed")) if n)
-        largest = g.largest
-        if largest is not None and largest.relative == math.inf:
-            detail += f", {_q(largest.name, md)} was all zeros"
-        elif largest is not None and largest.relative is not None:
-            where = place(largest.name).layer
-            detail += f", up to {mark}{_num(largest.relative)}"
-            if where is not None and len(g.changed_layers) > 1:
-                detail += f" in layer {where}"
-        item = f"{g.label if g.stack is None else g.block} ({detail})"
+        item = f"{g.label if g.stack is None else g.block} ({_group_detail(g, md, mark)})"
         if g.stack is not None and changed and changed[-1][0] == g.stack:
             changed[-1][1].append(item)
         else:
-            changed.append((g.stack, [item], g))
-    changed = [", ".join(items) if stack is None else
-               f"{stack or 'layers'} {layer_span(sorted(g.layers))}: " + ", ".join(items)
-               for stack, items, g in changed]
-    if changed:
-        sentences.append(f"{_b('Changed', md)}: " + "; ".join(changed) + "."
-                         + (" Unchanged: " + ", ".join(unchanged) + "." if unchanged else ""))
-    if s.top:
-        sentences.append(f"{_b('Largest', md)} ‖Δ‖/‖W‖: " +
-                         ", ".join(f"{_q(t.name, md)} " + ("(was all zeros)" if t.relative == math.inf
-                                                            else f"{mark}{_num(t.relative)}")
-                                   for t in s.top) + ".")
-    if estimated:
-        sentences.append("(≥: lower bounds from the pointers' norms; tensor data was not compared.)")
-    return " ".join(sentences)
+            changed.append((g.stack, [item]))
+    if not changed:
+        return ""
+    parts = [", ".join(items) if stack is None else f"{span[stack]}: " + ", ".join(items)
+             for stack, items in changed]
+    return f"{_b('Changed', md)}: " + "; ".join(parts) + "." + \
+        (" Unchanged: " + ", ".join(unchanged) + "." if unchanged else "")
+
+
+def _group_detail(g, md: bool, mark: str) -> str:
+    detail = f"{g.changed}/{g.total}"
+    if g.stack is not None and g.changed_layers != g.layers:
+        detail += f" in {_layer_words(g.changed_layers)}"
+    detail += "".join(f", {n} {what}" for n, what in ((g.added, "added"), (g.removed, "removed")) if n)
+    largest = g.largest
+    if largest is not None and largest.relative == math.inf:
+        detail += f", {_q(largest.name, md)} was all zeros"
+    elif largest is not None and largest.relative is not None:
+        detail += f", up to {mark}{_num(largest.relative)}"
+        layer = place(largest.name).layer
+        if layer is not None and len(g.changed_layers) > 1:
+            detail += f" in layer {layer}"
+    return detail
+
+
+def _largest(s: Summary, md: bool, mark: str) -> str:
+    if not s.top:
+        return ""
+    return f"{_b('Largest', md)} ‖Δ‖/‖W‖: " + ", ".join(
+        f"{_q(t.name, md)} " + ("(was all zeros)" if t.relative == math.inf else f"{mark}{_num(t.relative)}")
+        for t in s.top) + "."
 
 
 def _layer_words(layers: set[int]) -> str:
