@@ -13,6 +13,7 @@ file, so its pointer is always what `git add` of the merged file would give.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from functools import partial
@@ -145,6 +146,7 @@ class Side:
         self._store, self._fetch = store, fetch
         self._file: StoredFile | None = None
         self._placed: dict[str, Placed] | None = None
+        self._offsets: list[int] | None = None
 
     @property
     def file(self) -> StoredFile:
@@ -176,6 +178,31 @@ class Side:
         """Bytes of a tensor (already fetched); safe to call from several threads."""
         p = self.placed[name]
         return self.file.read_span(p.offset + start, n)
+
+    def tensor_into(self, name: str, start: int, out) -> None:
+        """Bytes [start, start + len(out)) of a tensor (already fetched) into `out`, a uint8
+        array: each chunk read (decoded and verified) and copied in by numpy, which lets go of
+        the GIL for the copy where joining bytes would hold it. Safe to call from several
+        threads."""
+        import numpy as np
+        p = self.placed[name]
+        offset, end = p.offset + start, p.offset + start + len(out)
+        if start < 0 or start + len(out) > p.length or end > self.file.size:
+            raise MergeError(f"read past the end of {name} in {self.label}")
+        chunks, starts = self.file.chunks, self._chunk_starts()
+        i, at = bisect.bisect_right(starts, offset) - 1, 0
+        while offset < end:
+            cid, length = chunks[i]
+            first = offset - starts[i]
+            take = min(length - first, end - offset)
+            data = stored.read_chunk(self._store, cid, length)
+            out[at:at + take] = np.frombuffer(data, np.uint8, count=take, offset=first)
+            at, offset, i = at + take, offset + take, i + 1
+
+    def _chunk_starts(self) -> list[int]:
+        if self._offsets is None:
+            self._offsets = _starts(self.file.chunks)
+        return self._offsets
 
 
 def _masked_outside(side: Side) -> bytes:
@@ -329,7 +356,6 @@ def _starts(chunks: list[tuple[bytes, int]]) -> list[int]:
 
 def _run(starts: list[int], offset: int, length: int) -> tuple[int | None, int | None]:
     """The chunk indexes [first, last) covering exactly [offset, offset + length), or None."""
-    import bisect
     first = bisect.bisect_left(starts, offset)
     last = bisect.bisect_left(starts, offset + length)
     if first >= len(starts) or starts[first] != offset or last >= len(starts) \
@@ -341,21 +367,26 @@ def _run(starts: list[int], offset: int, length: int) -> tuple[int | None, int |
 # ----------------------------------------------------------------------------- writing out
 
 class _Stream:
-    """A file-like object reading from a generator of byte blocks."""
+    """A file-like object reading from a generator of byte blocks (bytes-like or uint8
+    arrays). Copies are numpy's, made without holding the GIL, so the pool's threads computing
+    the next blocks run meanwhile."""
 
     def __init__(self, blocks: Iterator[bytes]):
-        self._blocks, self._pending = blocks, memoryview(b"")
+        import numpy as np
+        self._blocks, self._pending = blocks, np.empty(0, np.uint8)
 
     def readinto(self, view) -> int:
+        import numpy as np
+        target = np.frombuffer(view, np.uint8)
         filled = 0
-        while filled < len(view):
-            if not self._pending:
+        while filled < len(target):
+            if not len(self._pending):
                 block = next(self._blocks, None)
                 if block is None:
                     break
-                self._pending = memoryview(block).cast("B")
-            take = min(len(self._pending), len(view) - filled)
-            view[filled:filled + take] = self._pending[:take]
+                self._pending = np.frombuffer(block, np.uint8)
+            take = min(len(self._pending), len(target) - filled)
+            target[filled:filled + take] = self._pending[:take]
             self._pending = self._pending[take:]
             filled += take
         return filled
@@ -395,11 +426,26 @@ def _template_piece(template: Side, start: int, end: int, patches: dict[int, byt
     return bytes(block)
 
 
+SWITCH_INTERVAL = 0.001           # seconds; the interpreter's default is 0.005
+
+
 def _written(pieces: list[Piece], store: Store) -> Pointer:
     """Clean the result, its pieces computed on the pool a few ahead of the cleaning (across
-    tensors, so small tensors do not stall it)."""
+    tensors, so small tensors do not stall it).
+
+    Meanwhile the interpreter passes the GIL on every millisecond rather than every five: the
+    three threads spend most of their time in numpy, zstd, blake3 and writes, which let go of
+    the GIL, and each one coming back from such a call otherwise waits up to a whole switch
+    interval for a thread running Python to give it up (1 GiB average merge: ~1.65 cores busy
+    and 2.9 s by default, ~1.75 and 2.7 s so)."""
+    import sys
     from gitmodel.remote.transfer import ordered
-    return _clean(ordered(checkpoint.pool(), lambda piece: piece(), pieces, window=8), store)
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, SWITCH_INTERVAL))
+    try:
+        return _clean(ordered(checkpoint.pool(), lambda piece: piece(), pieces, window=8), store)
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def _rewrite(template: Side, kept: list[Decision], sides: list[Side], base: Side | None,
@@ -557,14 +603,95 @@ def _computed(name: str, sides: list[Side], base: Side | None, strategy: Strateg
     thresholds = _thresholds(name, sides, base, strategy, count, width) \
         if strategy.name == "ties" else None
 
-    def block(start: int) -> bytes:
+    def block(start: int):
         n = min(BLOCK, count - start)
-        read = lambda side, slot: _as_float64(side.tensor(name, start * width, n * width), dtype,
-                                              scratch(f"merge.{slot}", n, "f8"))
-        xs = [read(side, i) for i, side in enumerate(sides)]
-        b = read(base, "base") if strategy.name in NEEDS_BASE else None
+
+        def raw(side: Side, slot) -> object:          # the block's bytes, in a scratch array
+            out = scratch(f"merge.raw.{slot}", n * width, "u1")
+            side.tensor_into(name, start * width, out)
+            return out
+        raws = [raw(side, i) for i, side in enumerate(sides)]
+        if strategy.name == "average" and dtype in _NATIVE:
+            out = _average(raws, [strategy.weight(i) for i in range(len(raws))], dtype, n)
+            if out is not None:
+                return out
+        read = lambda data, slot: _as_float64(data, dtype, scratch(f"merge.{slot}", n, "f8"))
+        xs = [read(data, i) for i, data in enumerate(raws)]
+        b = read(raw(base, "base"), "base") if strategy.name in NEEDS_BASE else None
         return _from_float64(_combine(strategy, name, xs, b, start, thresholds), dtype)
     return [partial(block, start) for start in range(0, count, BLOCK)]
+
+
+_NATIVE = {"F64": "<f8", "F32": "<f4", "F16": "<f2"}     # dtypes numpy has
+
+
+def _average(raws: list, weights: list[float], dtype: str, n: int):
+    """`average` of one block of F64, F32 or F16 values, as _combine's float64 arithmetic
+    gives it, bit for bit, in fewer passes: two float32 inputs of weight 1 in float32
+    arithmetic (_midpoint32), others with the widening and the rounding done by the ufuncs'
+    casts on the way in and out instead of separate passes over float64 copies. None for a
+    block with a NaN in it: which NaN payload comes out depends on the order of the operands,
+    and numpy's loops do not keep it alike (their in-place add takes the first operand's NaN
+    in its vector body, the second's in its scalar tail), so such a block goes the float64
+    way of _combine itself, as does a total weight of 0 or not finite."""
+    import numpy as np
+    total = sum(weights)
+    if not (math.isfinite(total) and total != 0) or not n:
+        return None
+    xs = [np.frombuffer(data, _NATIVE[dtype], count=n) for data in raws]
+    if dtype == "F32" and len(xs) == 2 and weights[0] == weights[1] == 1:
+        out = _midpoint32(xs[0], xs[1])
+        return out.view(np.uint8) if out is not None else None
+    acc = scratch("merge.sum", n, "f8")
+    with np.errstate(invalid="ignore"):          # inf - inf: a NaN, sent the float64 way
+        if weights[0] != 1:
+            np.multiply(xs[0], weights[0], out=acc, dtype=np.float64)
+            rest = 1
+        elif len(xs) > 1 and weights[1] == 1:
+            np.add(xs[0], xs[1], out=acc, dtype=np.float64)
+            rest = 2
+        else:
+            np.copyto(acc, xs[0])
+            rest = 1
+        for x, w in zip(xs[rest:], weights[rest:]):
+            if w != 1:
+                term = scratch("merge.term", n, "f8")
+                np.multiply(x, w, out=term, dtype=np.float64)
+                np.add(acc, term, out=acc)
+            else:
+                np.add(acc, x, out=acc, dtype=np.float64)
+    if np.isnan(np.minimum.reduce(acc)):
+        return None
+    out = np.empty(n, _NATIVE[dtype])
+    with np.errstate(over="ignore"):             # beyond the range: ±inf, as IEEE rounding
+        np.divide(acc, total, out=out, dtype=np.float64, casting="same_kind")
+    return out.view(np.uint8)
+
+
+def _midpoint32(a, b):
+    """(a + b) / 2 of two float32 arrays in float32 arithmetic, bit for bit what widening to
+    float64, adding, halving and rounding once to float32 gives; None unless every result is
+    finite (an infinite input, a sum that overflows float32, or a NaN: the float64 way then).
+
+    Why: every float32 is a multiple of 2⁻¹⁴⁹ with a 24-bit significand. The float64 route
+    gives RN₃₂(RN₆₄(a + b) / 2) = RN₃₂(RN₆₄((a + b) / 2)), halving being exact in float64.
+    Where |a + b| >= 2⁻¹²⁵, rounding the sum of two 24-bit numbers to 53 bits and then to 24
+    equals rounding it once to 24 (double rounding is innocuous for a sum when 53 >= 2·24 + 2,
+    Figueroa 1995); below, a + b is a float32 itself (at most 24 significant bits), so RN₆₄
+    is exact. Either way it is RN₃₂((a + b) / 2), the correctly rounded mean. This route
+    takes s = RN₃₂(a + b), then RN₃₂(s / 2): if a + b is exact that is RN₃₂((a + b) / 2),
+    subnormal results included; if not, |a + b| >= 2⁻¹²⁵ (below, every multiple of 2⁻¹⁴⁹ is
+    a float32), so s / 2 is a normal number: halving is exact and commutes with the
+    rounding. Signed zeros come out alike (the same IEEE operations); a sum that overflows
+    is infinite here and not there, hence the check, which costs two reductions."""
+    import numpy as np
+    out = np.empty(len(a), np.float32)
+    with np.errstate(all="ignore"):
+        np.add(a, b, out=out)
+        np.multiply(out, np.float32(0.5), out=out)
+    if len(out) and not (np.isfinite(np.minimum.reduce(out)) and np.isfinite(np.maximum.reduce(out))):
+        return None
+    return out
 
 
 def _combine(strategy: Strategy, name: str, xs: list, b, start: int, thresholds):
