@@ -105,8 +105,9 @@ def _number_tables(numbers: list[NumberDiff], all_params: bool) -> list[tuple[li
     params = [n for n in numbers if n.kind != METRIC]
     shown = [n for n in params if all_params or n.changed]
     if shown:
-        head = ["Parameter", "Old", "New"] + (["Source"] if sources else [])
-        rows = [[n.key, _value(n.old), _value(n.new)] + ([n.source] if sources else []) for n in shown]
+        head = ["Parameter", "Old", "New", "Change"] + (["Source"] if sources else [])
+        rows = [[n.key, _value(n.old), _value(n.new), _change(n)] + ([n.source] if sources else [])
+                for n in shown]
         hidden = len(params) - len(shown)
         tables.append((head, rows, f"{hidden} parameter{'s' if hidden != 1 else ''} unchanged."
                        if hidden else ""))

@@ -113,8 +113,8 @@ def test_metrics_and_parameters_tables_and_json_without_nan():
     md = report.markdown(review.Review([diff]))
     assert "| Metric | Old | New | Change |  |" in md
     assert "| val_loss | 0.5 | 0.4125 | -0.0875 (-17.5%) | better |" in md
-    assert "| Parameter | Old | New |" in md
-    assert "| epoch | 3 | 4 |" in md and "| step | – | 1200 |" in md
+    assert "| Parameter | Old | New | Change |" in md
+    assert "| epoch | 3 | 4 | +1 (+33.3%) |" in md and "| step | – | 1200 | – |" in md
     assert md.index("| Metric |") < md.index("| Parameter |") < md.index("<details>")
     diff.tensors[0].change = review.Change(relative_l2=math.inf, max_abs=math.nan)
     out = json.loads(report.to_json(review.Review([diff])))["checkpoints"][0]

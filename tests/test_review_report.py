@@ -42,6 +42,16 @@ def test_rules_from_gitmodel_override_the_default():
     assert rules.kind("val_loss") == METRIC              # no pattern: the default rule
 
 
+def test_numbers_from_gguf_keys_and_onnx_properties():
+    from gitmodel import pointer
+    gguf = metrics.from_pointer(pointer.parse((DATA / "golden" / "aligned64.gguf.pointer").read_bytes()))
+    assert gguf["general.some_ratio"] == 0.25 and gguf["general.file_type"] == 1.0
+    assert "general.architecture" not in gguf and "general.sampling.flag" not in gguf
+    onnx = metrics.from_pointer(pointer.parse((DATA / "golden" / "mlp.onnx.pointer").read_bytes()))
+    assert onnx == {"ir_version": 14.0, "producer_version": 1.0}
+    assert {metrics.default_kind(k) for k in (*gguf, *onnx)} == {PARAM}
+
+
 def test_numbers_from_pointer_metadata_and_scalars():
     from gitmodel.pointer import Pointer
     ptr = Pointer(1, "a" * 64, "safetensors", metadata=(
@@ -156,7 +166,7 @@ def test_eighty_layers_fit_one_screen(eighty: Repo):
     assert "Unchanged: embeddings, final norm." in opening
     assert "**Largest** ‖Δ‖/‖W‖: `lm_head.weight` 2," in opening
     assert "| accuracy | 0.412 | 0.447 | +0.035 (+8.5%) | better |" in screen
-    assert "| step | 1000 | 2000 |" in screen and "_1 parameter unchanged._" in screen
+    assert "| step | 1000 | 2000 | +1000 (+100%) |" in screen and "_1 parameter unchanged._" in screen
     assert "<summary>All 790 changed, added and removed tensors, largest ‖Δ‖/‖W‖ first</summary>" in md
 
 
@@ -270,7 +280,7 @@ def test_metrics_from_metadata_scalars_and_files_in_diff_and_log(tmp_path: Path,
     md = repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "markdown").stdout
     assert "| Metric | Old | New | Change |  | Source |" in md
     assert "| test.acc | 0.5 | 0.75 | +0.25 (+50%) | better | eval/metrics.json |" in md
-    assert "| train.lr | 0.001 | 0.0005 | params.yaml |" in md
+    assert "| train.lr | 0.001 | 0.0005 | -0.0005 (-50%) | params.yaml |" in md
     assert "**Metrics** (3 better)" in md
 
     log = repo.gitmodel("log", "m.safetensors").stdout.splitlines()
