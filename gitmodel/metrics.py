@@ -134,15 +134,16 @@ def from_pointer(ptr: Pointer | None) -> dict[str, float]:
 def from_document(data: bytes, name: str) -> dict[str, float]:
     """The numbers of a metrics or params file: JSON, or YAML (by its extension), nested keys
     joined with dots."""
+    is_yaml = name.lower().endswith((".yaml", ".yml"))
     try:
-        if name.lower().endswith((".yaml", ".yml")):
+        if is_yaml:
             import yaml
             value = yaml.safe_load(data)
         else:
             value = json.loads(data)
     except Exception as err:        # noqa: BLE001 - any parse error becomes the user's message
-        raise MetricsFileError(f"{name} does not parse as {'YAML' if name.lower().endswith(('.yaml', '.yml')) else 'JSON'}: "
-                               f"{str(err).splitlines()[0] if str(err) else type(err).__name__}",
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MetricsFileError(f"{name} does not parse as {'YAML' if is_yaml else 'JSON'}: {reason}",
                                f"fix {name} or remove it from the [review] section of .gitmodel") from None
     found: dict[str, float] = {}
     _flatten(value, "", found)

@@ -101,9 +101,10 @@ def summarize(diff: FileDiff, numbers: list[NumberDiff] | None = None, top: int 
             alarms.append(Alarm("nonfinite", t.name, f"{t.new_nonfinite:,} "
                                 f"element{'s' if t.new_nonfinite != 1 else ''}"))
     for t in touched:
-        if t.status == "changed" and t.old and t.new and (t.old.dtype, t.old.shape) != (t.new.dtype, t.new.shape):
-            what = f"{t.old.dtype} → {t.new.dtype}" if t.old.shape == t.new.shape else f"{t.old} → {t.new}"
-            alarms.append(Alarm("dtype/shape", t.name, f"{t.old} → {t.new}", what))
+        if t.status != "changed" or not (t.old and t.new) or str(t.old) == str(t.new):
+            continue
+        what = f"{t.old.dtype} → {t.new.dtype}" if t.old.shape == t.new.shape else f"{t.old} → {t.new}"
+        alarms.append(Alarm("dtype/shape", t.name, f"{t.old} → {t.new}", what))
     for t in touched:
         if t.status == "changed" and t.old and t.new and t.old.norm and t.new.norm is not None:
             ratio = t.new.norm / t.old.norm
