@@ -406,3 +406,21 @@ def test_plots_say_why_they_cannot_draw(repo: Repo, tmp_path: Path):
     assert "Traceback" not in log.stderr and not (tmp_path / "n.png").exists()
     same = repo.gitmodel("diff", "HEAD", "HEAD", "--plot", str(tmp_path / "d.png"), check=False)
     assert same.returncode == 1 and "nothing to plot: no checkpoint changed" in same.stderr
+
+
+def test_a_cast_is_compared_value_by_value_and_said_once(repo: Repo):
+    rng = np.random.default_rng(4)
+    v1 = {f"layers.{i}.weight": rng.standard_normal(300).astype(np.float32) for i in range(5)}
+    write_safetensors(repo.path / "m.safetensors", v1)
+    repo.commit("fp32")
+    v2 = {k: (v.view(np.uint32) >> 16).astype(np.uint16) for k, v in v1.items()}    # bf16, truncated
+    write_safetensors(repo.path / "m.safetensors", v2, dtypes={k: "BF16" for k in v2})
+    repo.commit("bf16")
+    out = json.loads(repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)["checkpoints"][0]
+    for t in out["tensors"]:
+        old = v1[t["name"]].astype(np.float64)
+        new = (v2[t["name"]].astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        assert t["change"]["relative_l2"] == pytest.approx(np.linalg.norm(new - old) / np.linalg.norm(old), rel=1e-9)
+        assert t["change"]["max_abs"] == pytest.approx(np.abs(new - old).max(), rel=1e-12)
+    md = repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "markdown").stdout
+    assert "⚠ **dtype or shape changed**: F32 → BF16 in 5 tensors." in md
