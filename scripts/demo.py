@@ -80,6 +80,8 @@ def main() -> int:
         run("git", "commit", "-q", "-am", "v2: retrain layer 3", cwd=repo)
         print("\n# the diff of a commit names exactly the tensors that changed:")
         run("git", "diff", "HEAD~1", "HEAD", cwd=repo)
+        print("\n# gitmodel diff says where and how much (add --format markdown for a pull request):")
+        run("gitmodel", "diff", "HEAD~1", "HEAD", cwd=repo)
 
         run("git", "checkout", "-q", "HEAD~1", cwd=repo)
         assert hashlib.sha256(model.read_bytes()).hexdigest() == v1
