@@ -22,9 +22,8 @@ import pygit2
 from gitmodel import metrics
 from gitmodel.git import remotes
 from gitmodel.git.repo import commit as find_commit
+from gitmodel.git.revisions import INDEX      # a side: a revision, INDEX, or None (work tree)
 from gitmodel.metrics import METRIC, PARAM, NumberDiff, Rules
-
-INDEX = ":index"            # as revisions.INDEX; None is the work tree
 
 
 @dataclass(frozen=True)
