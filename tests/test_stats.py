@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from conftest import write_safetensors
 from gitmodel import checkpoint, pointer
@@ -65,6 +65,9 @@ def _expected(values: np.ndarray) -> dict[str, float]:
 def _close(got: dict, want: dict, scale: float) -> None:
     assert got.keys() == want.keys()
     for key, value in want.items():
+        if key == "zeros":      # a percentage to 3 significant digits: within half the last one
+            assert abs(got[key] - value) <= 0.5 * 10 ** (math.floor(math.log10(value)) - 2) * 1.0001, key
+            continue
         # 4 significant digits on the line; mean may cancel to a tiny value: absolute slack
         assert got[key] == pytest.approx(value, rel=2e-3, abs=1e-6 * scale), key
 
@@ -96,6 +99,7 @@ def _make(dtype: str, count: int, seed: int, kind: str) -> tuple[np.ndarray, np.
 
 @SETTINGS
 @given(tensors=st.lists(arrays, min_size=1, max_size=4), read_seed=st.integers(0, 1000))
+@example(tensors=[("F32", 152, 152, "zeros")], read_seed=0)     # zeros=21.1% for 21.05%: CI once
 def test_statistics_match_numpy_and_do_not_depend_on_reads(tmp_path_factory, tensors, read_seed):
     tmp = tmp_path_factory.mktemp("stats")
     model, dtypes, truth = {}, {}, {}
