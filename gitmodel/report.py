@@ -205,14 +205,17 @@ def _modules(s: Summary, md: bool, mark: str) -> str:
             elif span[g.stack] not in unchanged:
                 unchanged.append(span[g.stack])
             continue
-        item = f"{g.label if g.stack is None else g.block} ({_group_detail(g, md, mark)})"
+        alone = g.stack is not None and g.block == "other" and len(stacks[g.stack]) == 1
+        item = f"{g.label if g.stack is None else g.block} ({_group_detail(g, md, mark)})" if not alone \
+            else f"({_group_detail(g, md, mark)})"      # plain layers: their names say no more
         if g.stack is not None and changed and changed[-1][0] == g.stack:
             changed[-1][1].append(item)
         else:
             changed.append((g.stack, [item]))
     if not changed:
         return ""
-    parts = [", ".join(items) if stack is None else f"{span[stack]}: " + ", ".join(items)
+    parts = [", ".join(items) if stack is None else
+             f"{span[stack]}{' ' if items[0].startswith('(') else ': '}" + ", ".join(items)
              for stack, items in changed]
     return f"{_b('Changed', md)}: " + "; ".join(parts) + "." + \
         (" Unchanged: " + ", ".join(unchanged) + "." if unchanged else "")

@@ -424,3 +424,15 @@ def test_a_cast_is_compared_value_by_value_and_said_once(repo: Repo):
         assert t["change"]["max_abs"] == pytest.approx(np.abs(new - old).max(), rel=1e-12)
     md = repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "markdown").stdout
     assert "⚠ **dtype or shape changed**: F32 → BF16 in 5 tensors." in md
+
+
+def test_plain_layers_are_named_by_their_stack_alone(repo: Repo):
+    from conftest import random_model
+    model = random_model(0, layers=4)
+    write_safetensors(repo.path / "m.safetensors", model)
+    repo.commit("v1")
+    model["layers.2.weight"] = model["layers.2.weight"] * np.float32(1.5)
+    write_safetensors(repo.path / "m.safetensors", model)
+    repo.commit("v2")
+    words = " ".join(repo.gitmodel("diff", "HEAD~1", "HEAD").stdout.split())
+    assert "Changed: layers 0–3 (1/8 in layer 2, up to 0.5)." in words
