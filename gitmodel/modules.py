@@ -41,28 +41,26 @@ def place(name: str) -> Place:
     return Place(None, None, name, _top_block(parts))
 
 
-def _layer_block(parts: list[str]) -> str:
-    words = [p.lower() for p in parts[:-1]] or [p.lower() for p in parts]
-    if any(_NORM.search(w) for w in words):
-        return NORM
-    if any(_ATTENTION.search(w) for w in words):
-        return ATTENTION
-    if any(_MLP.search(w) for w in words):
-        return MLP
-    if words and words[0] == "output":         # BERT: layer.N.output.dense is the MLP's down projection
-        return MLP
+# The first rule with a pattern some word of the name matches gives the block.
+_IN_LAYER = ((NORM, _NORM), (ATTENTION, _ATTENTION), (MLP, _MLP),
+             (MLP, re.compile(r"^output$")))       # BERT: layer.N.output.dense, the MLP's down projection
+_OUTSIDE = ((EMBEDDINGS, _EMBEDDINGS), (NORM, _NORM), (HEAD, _HEAD))
+
+
+def _block(parts: list[str], rules: tuple) -> str:
+    words = [p.lower() for p in parts[:-1]] or [p.lower() for p in parts]   # not weight/bias
+    for block, pattern in rules:
+        if any(pattern.search(w) for w in words):
+            return block
     return OTHER
+
+
+def _layer_block(parts: list[str]) -> str:
+    return _block(parts, _IN_LAYER)
 
 
 def _top_block(parts: list[str]) -> str:
-    words = [p.lower() for p in parts[:-1]] or [p.lower() for p in parts]
-    if any(_EMBEDDINGS.search(w) for w in words):
-        return EMBEDDINGS
-    if any(_NORM.search(w) for w in words):
-        return NORM
-    if any(_HEAD.search(w) for w in words):
-        return HEAD
-    return OTHER
+    return _block(parts, _OUTSIDE)
 
 
 def layer_span(layers: list[int]) -> str:

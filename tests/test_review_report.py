@@ -436,3 +436,8 @@ def test_plain_layers_are_named_by_their_stack_alone(repo: Repo):
     repo.commit("v2")
     words = " ".join(repo.gitmodel("diff", "HEAD~1", "HEAD").stdout.split())
     assert "Changed: layers 0–3 (1/8 in layer 2, up to 0.5)." in words
+
+
+def test_the_command_line_offers_the_sort_keys_summary_knows():
+    from gitmodel import cli
+    assert cli.SORT_KEYS == summary.SORT_KEYS     # spelled out in cli so the parser needs no numpy
