@@ -181,9 +181,9 @@ class Side:
 
     def tensor_into(self, name: str, start: int, out) -> None:
         """Bytes [start, start + len(out)) of a tensor (already fetched) into `out`, a uint8
-        array: each chunk read (decoded and verified) and copied in by numpy, which lets go of
-        the GIL for the copy where joining bytes would hold it. Safe to call from several
-        threads."""
+        array: each whole chunk decoded and verified in place, the partial ones at the ends
+        copied in by numpy, which lets go of the GIL for the copy where joining bytes would
+        hold it. Safe to call from several threads."""
         import numpy as np
         p = self.placed[name]
         offset, end = p.offset + start, p.offset + start + len(out)
@@ -195,8 +195,11 @@ class Side:
             cid, length = chunks[i]
             first = offset - starts[i]
             take = min(length - first, end - offset)
-            data = stored.read_chunk(self._store, cid, length)
-            out[at:at + take] = np.frombuffer(data, np.uint8, count=take, offset=first)
+            if take == length:                   # a whole chunk: decoded straight into place
+                stored.read_chunk(self._store, cid, length, out[at:at + take])
+            else:
+                data = stored.read_chunk(self._store, cid, length)
+                out[at:at + take] = np.frombuffer(data, np.uint8, count=take, offset=first)
             at, offset, i = at + take, offset + take, i + 1
 
     def _chunk_starts(self) -> list[int]:

@@ -72,6 +72,10 @@ def test_delta_round_trip(data, base, skip, width, lead, pieces):
     payload = codec.encode_delta(data, base, ids, skip, width, lead)
     assert codec.delta_bases(payload) == ids
     assert bytes(codec.decode(codec.DELTA, payload, len(data), lambda got: parts if got == ids else [])) == data
+    for start in range(3):                 # into a caller's buffer, whatever its alignment
+        out = np.full(len(data) + start, 0xA5, np.uint8)[start:]
+        assert codec.decode(codec.DELTA, payload, len(data), lambda got: parts, out=out) is out
+        assert out.tobytes() == data
 
 
 def test_a_small_move_is_a_small_difference_even_across_a_carry():

@@ -199,7 +199,7 @@ def test_cutter_small_and_empty_inputs():
 
 # ----------------------------------------------------------------------------- codec
 
-WIDTHS = [1, 2, 3, 4, 8, 16]      # 2, 4, 8: word shifts; 3, 16: the strided path
+WIDTHS = [1, 2, 3, 4, 8, 16]
 
 
 def _check_round_trip(data: bytes, width: int) -> tuple[int, bytes]:
@@ -211,6 +211,10 @@ def _check_round_trip(data: bytes, width: int) -> tuple[int, bytes]:
         assert len(payload) < len(data), "a non-RAW encoding must be smaller"
     assert codec.decode(encoding, payload, len(data)) == data
     assert codec.decode(encoding, memoryview(payload), len(data)) == data      # as Store.read does
+    for start in (0, 3):                   # decoded into a caller's buffer, aligned or not
+        out = np.full(len(data) + start, 0xA5, np.uint8)[start:]
+        assert codec.decode(encoding, payload, len(data), out=out) is out
+        assert out.tobytes() == data
     return encoding, payload
 
 
@@ -914,6 +918,10 @@ def test_a_damaged_copy_is_passed_over_for_a_good_one(tmp_path: Path):
         path.write_bytes(bytes(data))
 
     damage(copies[0])
+    out = np.zeros(len(x), np.uint8)           # decoding into a buffer: the bad copy's bytes
+    assert Store(tmp_path).read(oid, out) is out and out.tobytes() == x   # are overwritten
+    wrong = np.zeros(len(x) - 1, np.uint8)     # a buffer of another length is not used
+    assert Store(tmp_path).read(oid, wrong) == x and not wrong.any()
     fresh = Store(tmp_path)
     assert fresh.read(oid) == x
     entry, record, data = fresh.read_checked(oid)

@@ -142,25 +142,19 @@ def _encode_grouped(data, width: int, phase: int, skip: frozenset, trials) -> tu
     return (GROUPED, payload) if len(payload) < len(data) else (RAW, bytes(data))
 
 
-_WORDS = {2: "<u2", 4: "<u4", 8: "<u8"}      # widths split and joined as little-endian words
+_WORDS = {2: "<u2", 4: "<u4", 8: "<u8"}      # widths whose deltas are integer differences
 
 
 def _split(data, width: int, body: int):
     """The byte planes of data[:body] as the rows of a (width, body // width) array in a
-    per-thread scratch buffer. For 2, 4 and 8 bytes, plane k of the little-endian words is
-    (word >> 8k) cast to a byte, which numpy vectorises; other widths take a strided copy
-    (both much faster than bytes slicing with a step)."""
+    per-thread scratch buffer: one strided copy. (Shifting little-endian words, one plane at a
+    time, is faster per byte, but its seven calls let go of the GIL and take it back seven
+    times a chunk; with the pool's threads contending for it, the single call costs less
+    overall: docs/benchmarks.md.)"""
     import numpy as np
     n = body // width
     planes = scratch("codec.planes", body, "u1").reshape(width, n)
-    if width in _WORDS:
-        words = np.frombuffer(data, _WORDS[width], count=n)
-        shifted = scratch(f"codec.words{width}", n, _WORDS[width])
-        for k in range(width):
-            np.copyto(planes[k], np.right_shift(words, 8 * k, out=shifted) if k else words,
-                      casting="unsafe")
-    else:
-        np.copyto(planes, np.frombuffer(data, np.uint8, count=body).reshape(n, width).T)
+    np.copyto(planes, np.frombuffer(data, np.uint8, count=body).reshape(n, width).T)
     return planes
 
 
@@ -265,7 +259,7 @@ def _parse_delta(payload) -> tuple[list[bytes], int, int, int, int, memoryview]:
     return ids, skip, width, lead, payload[head - 1], payload[head:]
 
 
-def _decode_delta(payload, raw_length: int, bases) -> memoryview:
+def _decode_delta(payload, raw_length: int, bases, out=None) -> memoryview:
     ids, skip, width, lead, encoding, inner = _parse_delta(payload)
     if encoding == DELTA:
         raise CodecError("a delta of a delta payload")
@@ -273,11 +267,9 @@ def _decode_delta(payload, raw_length: int, bases) -> memoryview:
         raise NoBases("a delta decoded without its bases")
     # The differences are taken on whole elements: buffers where they start aligned make
     # numpy's arithmetic three times faster than on unaligned words.
-    out = _uninitialised(raw_length, aligned_at=lead)
-    if encoding == GROUPED:
-        _decode_grouped(inner, raw_length, out)
-    else:
-        out[:] = decode(encoding, inner, raw_length)
+    if out is None or (_address(out) + lead) % 8:      # else decode aligned, then copy
+        out = _uninitialised(raw_length, aligned_at=lead)
+    decode(encoding, inner, raw_length, out=out)
     pieces, at = [], -skip              # at: where the current base starts, relative to the chunk
     for base in bases(ids):
         start, end = max(at, 0), min(at + len(base), raw_length)
@@ -300,25 +292,38 @@ def _decode_delta(payload, raw_length: int, bases) -> memoryview:
 
 
 def decode(encoding: int, payload: bytes | memoryview, raw_length: int,
-           bases: Bases | None = None) -> bytes | bytearray | memoryview:
+           bases: Bases | None = None, out=None) -> bytes | bytearray | memoryview:
     """The chunk's bytes. Raises CodecError on any inconsistency (never returns wrong-sized
-    data). `bases` gives the bytes of a DELTA's base chunks."""
+    data). `bases` gives the bytes of a DELTA's base chunks. With `out`, a writable buffer of
+    raw_length bytes, the bytes are decoded into it (planes interleaved straight into place)
+    and `out` is returned."""
+    if out is not None and len(out) != raw_length:
+        raise ValueError("decode: the output buffer is not the chunk's length")
     try:
         if encoding == RAW:
             data = payload
         elif encoding == ZSTD:
             data = _decompress(payload, raw_length)
         elif encoding == GROUPED:
-            data = _decode_grouped(payload, raw_length)
+            data = _decode_grouped(payload, raw_length, out)
         elif encoding == DELTA:
-            data = _decode_delta(payload, raw_length, bases)
+            data = _decode_delta(payload, raw_length, bases, out)
         else:
             raise UnknownEncoding(f"unknown chunk encoding {encoding}")
     except zstandard.ZstdError as err:
         raise CodecError(f"zstd: {err}") from None
     if len(data) != raw_length:
         raise CodecError(f"decoded {len(data)} bytes, expected {raw_length}")
+    if out is not None and data is not out:
+        _copy(out, data)
+        return out
     return data
+
+
+def _copy(out, data) -> None:
+    """out[:] = data, by numpy, which lets go of the GIL for the copy."""
+    import numpy as np
+    np.copyto(np.frombuffer(out, np.uint8), np.frombuffer(data, np.uint8))
 
 
 def _decompress(frame: bytes | memoryview, expected: int) -> bytes:
@@ -354,8 +359,14 @@ def _decode_grouped(payload: bytes | memoryview, raw_length: int, out=None) -> m
     out = _uninitialised(raw_length) if out is None else out
     if plane_length:
         _join(planes, width, out)
-    out[body:] = tail
+    if len(tail):
+        memoryview(out).cast("B")[body:] = tail
     return out
+
+
+def _address(buffer) -> int:
+    import numpy as np
+    return np.frombuffer(buffer, np.uint8).ctypes.data
 
 
 def _uninitialised(n: int, aligned_at: int = 0) -> memoryview:

@@ -379,12 +379,14 @@ class Store:
 
     # ----- reading -----
 
-    def read(self, oid: bytes) -> bytes:
-        """The object's bytes, verified against its id."""
-        return self.read_checked(oid)[2]
+    def read(self, oid: bytes, out=None) -> bytes:
+        """The object's bytes, verified against its id; with `out` (a writable buffer of the
+        object's length), decoded into it and returned as it."""
+        return self.read_checked(oid, out)[2]
 
-    def read_checked(self, oid: bytes) -> tuple[Entry, bytes, bytes]:
-        """(index entry, record as stored, bytes) of the object, verified. A copy that fails
+    def read_checked(self, oid: bytes, out=None) -> tuple[Entry, bytes, bytes]:
+        """(index entry, record as stored, bytes) of the object, verified (decoded into `out`
+        if given, which holds garbage if no copy is good). A copy that fails
         its check is remembered as damaged and another copy serves, if any pack holds one
         (looking again on disk, where a repair or a re-add may have put one); if none is good,
         the first copy's error is raised."""
@@ -395,7 +397,7 @@ class Store:
             tried.add(entry)
             try:
                 record = self._read_record(oid, entry)
-                return entry, record, self._check(oid, entry, record)
+                return entry, record, self._check(oid, entry, record, out)
             except CorruptObject as err:
                 if err.oid == oid:             # else a base's fault: this copy may be fine
                     self.mark_damaged(oid, entry.pack)
@@ -429,11 +431,11 @@ class Store:
         """The bytes of this one copy of the object, verified (for checking every copy)."""
         return self._check(oid, entry, self._read_record(oid, entry))
 
-    def _check(self, oid: bytes, entry: Entry, record: bytes) -> bytes:
+    def _check(self, oid: bytes, entry: Entry, record: bytes, out=None) -> bytes:
         """check_record with this store's bases; a delta that fails its check has its bases
         checked, so a bad base (not the delta) is named."""
         try:
-            return check_record(oid, entry, record, self.bases)
+            return check_record(oid, entry, record, self.bases, out)
         except CorruptObject as err:
             if err.oid == oid and entry.encoding == codec.DELTA:
                 try:
@@ -605,19 +607,21 @@ class PackGone(StoreError):
 
 
 def check_record(oid: bytes, entry: Entry, record: bytes | memoryview,
-                 bases: codec.Bases | None = None) -> bytes:
+                 bases: codec.Bases | None = None, out=None) -> bytes:
     """The object's bytes from its stored record, after checking the record header against the
     index entry and the decoded bytes against the id. `bases` reads a delta's bases (e.g.
-    Store.bases). Raises CorruptObject, MissingObjects for a delta whose base is absent, or
+    Store.bases); `out`, if given, receives the bytes (codec.decode). Raises CorruptObject, MissingObjects for a delta whose base is absent, or
     StoreVersionError for an encoding this version does not know."""
     if len(record) != record_head.size + entry.stored_length:
         raise CorruptObject(oid, f"record in {entry.pack}.pack has the wrong length")
     head = record_head.unpack_from(record)
     if head != (oid, entry.kind, entry.encoding, entry.raw_length, entry.stored_length):
         raise CorruptObject(oid, f"record header in {entry.pack}.pack disagrees with its index")
+    if out is not None and len(out) != entry.raw_length:
+        out = None                       # a caller told the wrong length: its own check says so
     try:
         data = codec.decode(entry.encoding, memoryview(record)[record_head.size:], entry.raw_length,
-                            _bases_of(oid, bases))
+                            _bases_of(oid, bases), out)
     except codec.UnknownEncoding:
         raise StoreVersionError(f"object {oid.hex()} in {entry.pack}.pack",
                                 f"chunk encoding {entry.encoding}") from None
