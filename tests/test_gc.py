@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import Repo, make_repo, random_model, sha256, write_safetensors
-from test_deltas import MODEL, assert_versions_exact, fine_tune, packs_size, series
+from test_deltas import MODEL, assert_versions_exact, packs_size, series
 
 
 def age_packs(store: Path, days: float = 2.0) -> None:

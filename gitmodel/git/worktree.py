@@ -101,7 +101,7 @@ def _refresh_index(repository, paths: list[str]) -> None:
 
 def _write_stat_data(repository, paths: list[str]) -> None:
     from pygit2 import IndexEntry
-    from pygit2.ffi import C, ffi
+    from pygit2.ffi import C
     index = repository.index
     index.read()
     for path in paths:

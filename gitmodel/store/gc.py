@@ -17,7 +17,6 @@ removed pack reloads the pack list and finds the object's new copy.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
