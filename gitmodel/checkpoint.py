@@ -142,7 +142,8 @@ def _prepare(chunks: list, width: int, has: Callable[[bytes], bool] | None, dtyp
     nothing is written), and summarise the values of a float tensor's chunks (`offset`: the
     first chunk's position in its tensor)."""
     ids = [blake3.blake3(chunk).digest() for chunk in chunks]
-    encoded = codec.encode_batch(chunks, width, [has is not None and not has(oid) for oid in ids])
+    encoded = codec.encode_batch(chunks, width, [has is not None and not has(oid) for oid in ids],
+                                 parts=True)        # written before the chunks' buffer is reused
     partials = chunk_partials(chunks, dtype, offset, ids, cache) if dtype else [None] * len(chunks)
     return [(oid, len(chunk), enc, part) for oid, chunk, enc, part in zip(ids, chunks, encoded, partials)]
 

@@ -83,9 +83,13 @@ PROBE_EVERY = 8
 INCOMPRESSIBLE = 0.98
 
 
-def encode_batch(chunks: list, width: int, wanted: list[bool] | None = None) -> list:
+def encode_batch(chunks: list, width: int, wanted: list[bool] | None = None,
+                 parts: bool = False) -> list:
     """Encode consecutive chunks of one run of `width`-byte elements; returns (encoding,
     payload) for each chunk whose `wanted` flag is set (default all), None for the others.
+    With `parts`, a payload may be a list of buffers to be written one after the other
+    (PackWriter.add takes it as it is), some of them views of the chunk: the chunk's memory
+    must stay as it is until they are written. That spares copying each payload whole.
 
     Float mantissa bytes are mostly noise: zstd on them costs time and saves nothing (for
     typical fp32 weights three of four planes). Every
@@ -96,17 +100,18 @@ def encode_batch(chunks: list, width: int, wanted: list[bool] | None = None) -> 
     length, e.g. embedding rows. Deterministic for a given batch."""
     wanted = wanted if wanted is not None else [True] * len(chunks)
     if width <= 1:
-        return [_encode_plain(c) if w else None for c, w in zip(chunks, wanted)]
+        return [_encode_plain(c, parts) if w else None for c, w in zip(chunks, wanted)]
     done, skip, offset, encoded = 0, frozenset(), 0, []
     for chunk, want in zip(chunks, wanted):
         result = None
         if want:
             data = chunk
             if len(data) < 2 * width:
-                result = _encode_plain(data)
+                result = _encode_plain(data, parts)
             else:
                 trials = [[0, 0] for _ in range(width)] if done % PROBE_EVERY == 0 else None
-                result = _encode_grouped(data, width, offset % width, skip if trials is None else frozenset(), trials)
+                result = _encode_grouped(data, width, offset % width, skip if trials is None else frozenset(),
+                                         trials, parts)
                 if trials is not None:       # per element byte: raw size, packed size
                     skip = frozenset(j for j, (raw, packed) in enumerate(trials)
                                      if packed >= INCOMPRESSIBLE * raw)
@@ -116,16 +121,17 @@ def encode_batch(chunks: list, width: int, wanted: list[bool] | None = None) -> 
     return encoded
 
 
-def _encode_plain(data) -> tuple[int, bytes]:
+def _encode_plain(data, parts: bool = False) -> tuple[int, bytes]:
     packed = _compressor().compress(data)
     if len(packed) < len(data):
         return ZSTD, packed
-    return RAW, bytes(data)
+    return RAW, [data] if parts else bytes(data)
 
 
-def _encode_grouped(data, width: int, phase: int, skip: frozenset, trials) -> tuple[int, bytes]:
+def _encode_grouped(data, width: int, phase: int, skip: frozenset, trials,
+                    parts: bool = False) -> tuple[int, bytes]:
     body = len(data) - len(data) % width
-    planes = _split(data, width, body)
+    planes = _split(data, width, body, fresh=parts)   # parts keep raw planes: not the scratch
     heads, stored_planes = [bytes([width])], []
     compress = _plane_compressor().compress
     for k in range(width):
@@ -138,22 +144,24 @@ def _encode_grouped(data, width: int, phase: int, skip: frozenset, trials) -> tu
         mode, stored = (1, packed) if packed is not None and len(packed) < len(plane) else (0, plane)
         heads.append(_plane_head.pack(mode, len(stored)))
         stored_planes.append(stored)
-    payload = b"".join(heads + stored_planes + [data[body:]])
-    return (GROUPED, payload) if len(payload) < len(data) else (RAW, bytes(data))
+    pieces = [b"".join(heads), *stored_planes, bytes(data[body:])]
+    if sum(map(len, pieces)) >= len(data):
+        return RAW, [data] if parts else bytes(data)
+    return GROUPED, pieces if parts else b"".join(pieces)
 
 
 _WORDS = {2: "<u2", 4: "<u4", 8: "<u8"}      # widths whose deltas are integer differences
 
 
-def _split(data, width: int, body: int):
+def _split(data, width: int, body: int, fresh: bool = False):
     """The byte planes of data[:body] as the rows of a (width, body // width) array in a
-    per-thread scratch buffer: one strided copy. (Shifting little-endian words, one plane at a
+    per-thread scratch buffer (a new array if `fresh`): one strided copy. (Shifting little-endian words, one plane at a
     time, is faster per byte, but its seven calls let go of the GIL and take it back seven
     times a chunk; with the pool's threads contending for it, the single call costs less
     overall: docs/benchmarks.md.)"""
     import numpy as np
     n = body // width
-    planes = scratch("codec.planes", body, "u1").reshape(width, n)
+    planes = (np.empty(body, np.uint8) if fresh else scratch("codec.planes", body, "u1")).reshape(width, n)
     np.copyto(planes, np.frombuffer(data, np.uint8, count=body).reshape(n, width).T)
     return planes
 
