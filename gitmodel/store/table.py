@@ -13,6 +13,7 @@ need no lock.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from typing import Iterator
 
@@ -34,14 +35,21 @@ class IdSearch:
         self.order = np.argsort(prefixes, kind="stable").astype(np.uint32)  # sorted runs: linear
         self.prefixes = prefixes[self.order]
         self._rows, self._at = rows, at
+        # Lookups run once per chunk read or written, holding the GIL: bisecting memoryviews
+        # of the same arrays gives plain ints, a third faster than numpy's scalars.
+        self._sorted = memoryview(self.prefixes)
+        self._rows_of = memoryview(self.order)
+        self._bytes = memoryview(np.ascontiguousarray(rows).reshape(-1))
+        self._width = rows.shape[1]
 
     def find(self, oid: bytes) -> Iterator[int]:
         """The rows holding `oid`."""
-        key = np.uint64(int.from_bytes(oid[:8], "big"))
-        i = int(self.prefixes.searchsorted(key))
-        while i < len(self.prefixes) and self.prefixes[i] == key:
-            row = int(self.order[i])
-            if self._rows[row, self._at:self._at + 32].tobytes() == oid:
+        key = int.from_bytes(oid[:8], "big")
+        prefixes, i = self._sorted, bisect.bisect_left(self._sorted, key)
+        while i < len(prefixes) and prefixes[i] == key:
+            row = self._rows_of[i]
+            at = row * self._width + self._at
+            if self._bytes[at:at + 32] == oid:
                 yield row
             i += 1
 
