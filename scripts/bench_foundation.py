@@ -93,7 +93,9 @@ def log(msg: str) -> None:
 
 
 def make_env(workdir: Path) -> dict[str, str]:
-    """Environment for every git call: gitmodel on PATH, isolated config."""
+    """Environment for every git call: gitmodel on PATH, isolated config; gitmodel's modules
+    byte-compiled (compile_bytecode)."""
+    compile_bytecode()
     env = dict(os.environ)
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
@@ -103,6 +105,16 @@ def make_env(workdir: Path) -> dict[str, str]:
     env["GIT_CONFIG_NOSYSTEM"] = "1"
     env["GIT_TERMINAL_PROMPT"] = "0"
     return env
+
+
+def compile_bytecode() -> None:
+    """Byte-compile gitmodel's modules, as `pip install` does for a regular install. An
+    editable install (a checkout's) in an environment with PYTHONDONTWRITEBYTECODE=1 (this
+    machine's) would otherwise compile every module again in each process git starts, a
+    cost no installed gitmodel pays (docs/benchmarks.md)."""
+    import compileall
+    import gitmodel
+    compileall.compile_dir(Path(gitmodel.__file__).parent, quiet=1)
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
