@@ -121,7 +121,7 @@ def encode_batch(chunks: list, width: int, wanted: list[bool] | None = None,
     return encoded
 
 
-def _encode_plain(data, parts: bool = False) -> tuple[int, bytes]:
+def _encode_plain(data, parts: bool = False) -> tuple[int, bytes | list]:
     packed = _compressor().compress(data)
     if len(packed) < len(data):
         return ZSTD, packed
@@ -129,7 +129,7 @@ def _encode_plain(data, parts: bool = False) -> tuple[int, bytes]:
 
 
 def _encode_grouped(data, width: int, phase: int, skip: frozenset, trials,
-                    parts: bool = False) -> tuple[int, bytes]:
+                    parts: bool = False) -> tuple[int, bytes | list]:
     body = len(data) - len(data) % width
     planes = _split(data, width, body, fresh=parts)   # parts keep raw planes: not the scratch
     heads, stored_planes = [bytes([width])], []
@@ -155,10 +155,10 @@ _WORDS = {2: "<u2", 4: "<u4", 8: "<u8"}      # widths whose deltas are integer d
 
 def _split(data, width: int, body: int, fresh: bool = False):
     """The byte planes of data[:body] as the rows of a (width, body // width) array in a
-    per-thread scratch buffer (a new array if `fresh`): one strided copy. (Shifting little-endian words, one plane at a
-    time, is faster per byte, but its seven calls let go of the GIL and take it back seven
-    times a chunk; with the pool's threads contending for it, the single call costs less
-    overall: docs/benchmarks.md.)"""
+    per-thread scratch buffer (a new array if `fresh`), by one strided copy. Shifting
+    little-endian words a plane at a time is faster per byte, but for fp32 its seven numpy
+    calls let go of the GIL and take it back seven times a chunk; with the pool's threads
+    contending for it, the single call costs less in all (docs/benchmarks.md)."""
     import numpy as np
     n = body // width
     planes = (np.empty(body, np.uint8) if fresh else scratch("codec.planes", body, "u1")).reshape(width, n)
