@@ -97,7 +97,7 @@ def test_diff_reads_only_changed_tensors(tmp_path: Path, repo: Repo, monkeypatch
         offset += length
     assert len(untouched) >= 6          # enough unchanged chunks for the check to mean something
     reads, real = [], Store.read
-    monkeypatch.setattr(Store, "read", lambda self, oid: reads.append(oid) or real(self, oid))
+    monkeypatch.setattr(Store, "read", lambda self, oid, *out: reads.append(oid) or real(self, oid, *out))
     diff = review.diff_pointers("m.safetensors", old, new, store)
     assert sum(t.change is not None for t in diff.tensors) == 4
     assert reads and not untouched & set(reads), "an unchanged tensor's chunks were read"
