@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from conftest import Repo, random_model, sha256, write_safetensors
+from conftest import BIN_DIR, Repo, random_model, sha256, write_safetensors
 from gitmodel.git.attributes import DEFAULT_PATTERNS
-from gitmodel.git.install import SETTINGS
+from gitmodel.git.install import settings
+
+
+def _script_python() -> str:
+    """The interpreter the `gitmodel` console script runs, which `gitmodel install` records:
+    the venv's `python` or `python3`, whichever the installing pip ran as."""
+    first = (Path(BIN_DIR) / "gitmodel").read_text(errors="replace").split("\n", 1)[0]
+    return first[2:].strip() if first.startswith("#!") else sys.executable
+
+
+SETTINGS = settings(_script_python())
 
 
 def config(repo: Repo, *args: str) -> str:
