@@ -610,8 +610,9 @@ def check_record(oid: bytes, entry: Entry, record: bytes | memoryview,
                  bases: codec.Bases | None = None, out=None) -> bytes:
     """The object's bytes from its stored record, after checking the record header against the
     index entry and the decoded bytes against the id. `bases` reads a delta's bases (e.g.
-    Store.bases); `out`, if given, receives the bytes (codec.decode). Raises CorruptObject, MissingObjects for a delta whose base is absent, or
-    StoreVersionError for an encoding this version does not know."""
+    Store.bases); `out`, if given, receives the bytes (codec.decode). Raises CorruptObject,
+    MissingObjects for a delta whose base is absent, or StoreVersionError for an encoding
+    this version does not know."""
     if len(record) != record_head.size + entry.stored_length:
         raise CorruptObject(oid, f"record in {entry.pack}.pack has the wrong length")
     head = record_head.unpack_from(record)

@@ -36,13 +36,12 @@ class IdSearch:
         prefixes = np.ascontiguousarray(rows[:, at:at + 8]).view(">u8").ravel().astype(np.uint64)
         self.order = np.argsort(prefixes, kind="stable").astype(np.uint32)  # sorted runs: linear
         self.prefixes = prefixes[self.order]
-        self._rows, self._at = rows, at
         # Lookups run once per chunk read or written, holding the GIL: bisecting memoryviews
         # of the same arrays gives plain ints, a third faster than numpy's scalars.
         self._sorted = memoryview(self.prefixes)
         self._rows_of = memoryview(self.order)
-        self._bytes = memoryview(np.ascontiguousarray(rows).reshape(-1))
-        self._width = rows.shape[1]
+        self.row_bytes = memoryview(np.ascontiguousarray(rows).reshape(-1))   # rows, flat
+        self._width, self._at = rows.shape[1], at
 
     def find(self, oid: bytes) -> Iterator[int]:
         """The rows holding `oid`."""
@@ -51,7 +50,7 @@ class IdSearch:
         while i < len(prefixes) and prefixes[i] == key:
             row = self._rows_of[i]
             at = row * self._width + self._at
-            if self._bytes[at:at + 32] == oid:
+            if self.row_bytes[at:at + 32] == oid:
                 yield row
             i += 1
 
@@ -64,11 +63,9 @@ class _Run:
 
     def __init__(self, entries: np.ndarray, packs: np.ndarray):
         self.entries, self.packs = entries, packs
-        rows = entries.view(np.uint8).reshape(len(entries), ENTRY.itemsize)
-        self.search = IdSearch(rows, 0)
+        self.search = IdSearch(entries.view(np.uint8).reshape(len(entries), ENTRY.itemsize), 0)
         # Entries are built per chunk read, holding the GIL: struct and memoryviews give
         # plain ints several times faster than numpy's record scalars.
-        self._rows = memoryview(np.ascontiguousarray(rows).reshape(-1))
         self._packs = memoryview(np.ascontiguousarray(packs, np.uint32))
 
     def find(self, oid: bytes) -> int:
@@ -76,7 +73,8 @@ class _Run:
         return next(self.search.find(oid), -1)
 
     def entry(self, names: list[str], at: int) -> Entry:
-        offset, stored, raw, kind, encoding = _ENTRY_FIELDS.unpack_from(self._rows, at * ENTRY.itemsize + 32)
+        fields = _ENTRY_FIELDS.unpack_from(self.search.row_bytes, at * ENTRY.itemsize + 32)
+        offset, stored, raw, kind, encoding = fields
         return Entry(names[self._packs[at]], offset, stored, raw, kind, encoding)
 
 
