@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import Repo, random_model, write_safetensors
+from conftest import Repo, make_repo, random_model, user, write_safetensors
 from gitmodel import checkpoint, merge, pointer
 from gitmodel.store.objects import Store
 
@@ -156,6 +156,45 @@ def test_strategy_from_attributes_environment_and_config(repo: Repo):
     repo.git("merge", "--no-edit", "theirs")
     merged, _ = read_safetensors(repo.path / "m.safetensors")
     assert np.array_equal(merged["layers.0.weight"], ours["layers.0.weight"])
+
+
+def test_a_merge_fetches_from_the_remote_only_what_the_store_lacks(tmp_path: Path, git_env):
+    """A clone holds only what its checkout needed: an `average` merge fetches theirs' and
+    the base's chunks from the gitmodel remote. A merge that needs nothing from the remote
+    never opens it, so a remote whose backend is not even installed does not stop it."""
+    ann = make_repo(tmp_path / "ann", user(tmp_path, git_env, "ann"))
+    ann.gitmodel("remote", "add", "origin", str(tmp_path / "team-store"))
+    ann.commit("remote", ".gitmodel")
+    base = random_model(11, layers=2)
+    ours = {**base, "layers.0.weight": base["layers.0.weight"] * np.float32(2)}
+    theirs = {**base, "layers.0.weight": base["layers.0.weight"] * np.float32(4),
+              "layers.1.weight": base["layers.1.weight"] + np.float32(1)}
+    diverge(ann, "m.safetensors", st_write, base, ours, theirs)
+    hub = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True, env=ann.env)
+    ann.git("remote", "add", "origin", str(hub))
+    ann.git("push", "-q", "origin", "main", "theirs")
+
+    bob = Repo(tmp_path / "bob", user(tmp_path, git_env, "bob"))
+    subprocess.run(["git", "clone", "-q", str(hub), str(bob.path)], check=True, env=bob.env,
+                   capture_output=True)
+    theirs_file = bytes.fromhex(pointer.parse(bob.git("show", "origin/theirs:m.safetensors").stdout).content)
+    assert Store(bob.store).missing([theirs_file]), "the clone already holds theirs"
+    averaging = Repo(bob.path, dict(bob.env, GITMODEL_MERGE_STRATEGY="average"))
+    averaging.git("merge", "--no-edit", "origin/theirs")
+    merged, _ = read_safetensors(bob.path / "m.safetensors")
+    assert np.array_equal(merged["layers.0.weight"], base["layers.0.weight"] * np.float32(3))
+    assert np.array_equal(merged["layers.1.weight"], theirs["layers.1.weight"])
+    assert bob.status() == ""
+
+    if __import__("importlib").util.find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed: a gs:// remote would open")
+    ann.gitmodel("remote", "add", "origin", "gs://no-such-bucket/store")   # cannot be opened here
+    assert "pip install 'gitmodel[gcs]'" in ann.gitmodel("fetch", check=False).stderr
+    Repo(ann.path, averaging.env | {"HOME": ann.env["HOME"]}).git("merge", "--no-edit", "theirs")
+    merged, _ = read_safetensors(ann.path / "m.safetensors")       # every chunk was local
+    assert np.array_equal(merged["layers.0.weight"], base["layers.0.weight"] * np.float32(3))
+    assert np.array_equal(merged["layers.1.weight"], theirs["layers.1.weight"])
 
 
 def test_what_cannot_be_placed_is_a_conflict(repo: Repo):

@@ -89,14 +89,16 @@ class Session:
         spec = remotes.for_git_remote(git_remote, git_url, self.cwd)
         return self.view(spec) if spec is not None else None
 
-    def fetcher(self) -> Fetch | None:
-        """A function fetching objects from the default remote into the store (None when no
-        remote is configured); the remote is contacted on first use."""
-        view = self.default_view()
-        if view is None:
-            return None
-
+    def fetcher(self) -> Fetch:
+        """A function fetching objects from the default remote into the store. The remote is
+        found and opened on first use, so work that finds everything in the store neither pays
+        for opening it (an S3 client's imports take ~0.4 s) nor fails when it cannot be opened.
+        With no remote configured it fetches nothing: the read that follows names what is
+        missing."""
         def fetch(oids: list[bytes]) -> None:
+            view = self.default_view()
+            if view is None:
+                return
             from gitmodel.remote import transfer
             stats = transfer.download(self.store, view, oids, quiet=True)
             if stats.failed:

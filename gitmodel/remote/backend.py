@@ -102,6 +102,11 @@ def _s3_options(options: dict) -> dict:
     return options
 
 
+# The package extra that installs each protocol's fsspec backend (pyproject.toml).
+_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure",
+           "abfss": "azure", "ssh": "ssh", "sftp": "ssh"}
+
+
 class FsspecBackend:
     """A remote on any fsspec filesystem, under a root path. Calls on asynchronous filesystems
     (S3, GCS, Azure, SSH) take a deadline, past which the request is cancelled."""
@@ -116,8 +121,9 @@ class FsspecBackend:
                 options = _s3_options(options)
             self.fs, root = fsspec.core.url_to_fs(spec.url, **options)
         except ImportError as err:
-            raise RemoteError(f"remote {self}: {err}", "Install the fsspec backend for this URL, "
-                              "e.g. `pip install 'gitmodel[s3]'`") from None
+            extra = _EXTRAS.get(protocol)
+            raise RemoteError(f"remote {self}: {err}", "Install the fsspec backend for this URL"
+                              + (f": `pip install 'gitmodel[{extra}]'`" if extra else "")) from None
         except (ValueError, TypeError) as err:
             raise RemoteError(f"remote {self}: {err}") from None
         if hasattr(self.fs, "retries"):
