@@ -157,6 +157,15 @@ def test_strategy_from_attributes_environment_and_config(repo: Repo):
     merged, _ = read_safetensors(repo.path / "m.safetensors")
     assert np.array_equal(merged["layers.0.weight"], ours["layers.0.weight"])
 
+    repo.git("reset", "-q", "--hard", "HEAD~1")          # a parameter from config too; last wins
+    repo.git("config", "gitmodel.merge.strategy", "average")
+    repo.git("config", "--add", "gitmodel.merge.weights", "1,1")
+    repo.git("config", "--add", "gitmodel.merge.weights", "3,1")
+    repo.git("merge", "--no-edit", "theirs")
+    merged, _ = read_safetensors(repo.path / "m.safetensors")
+    want = (3 * ours["layers.0.weight"].astype(np.float64) + theirs["layers.0.weight"]) / 4
+    assert np.array_equal(merged["layers.0.weight"], want.astype(np.float32))
+
 
 def test_a_merge_fetches_from_the_remote_only_what_the_store_lacks(tmp_path: Path, git_env):
     """A clone holds only what its checkout needed: an `average` merge fetches theirs' and

@@ -31,6 +31,14 @@ def strategy_for(path: str, cwd: Path | None = None, **given) -> merge.Strategy:
     GITMODEL_MERGE_DENSITY, ...), else the path's `merge-strategy` attribute (and
     `merge-density`, ...), else git config gitmodel.merge.strategy (...), else conflict."""
     attributes = _attributes(path, cwd)
+    configured: dict[str, str] | None = None
+
+    def config(suffix: str) -> str | None:       # one `git config` for every key, if any is asked
+        nonlocal configured
+        if configured is None:                   # the last value of a key wins, as in git
+            configured = dict(repo.config_entries(r"^gitmodel\.merge\.", cwd=cwd))
+        return configured.get(f"gitmodel.merge.{suffix}")
+
     values = {}
     for suffix, field, parse in _PARAMETERS:
         if given.get(field) is not None:
@@ -38,7 +46,7 @@ def strategy_for(path: str, cwd: Path | None = None, **given) -> merge.Strategy:
             continue
         text = (os.environ.get(f"GITMODEL_MERGE_{suffix.upper()}")
                 or attributes.get(f"merge-{suffix}")
-                or repo.config_get(f"gitmodel.merge.{suffix}", cwd=cwd))
+                or config(suffix))
         if text:
             try:
                 values[field] = parse(text)
