@@ -629,16 +629,20 @@ def cmd_merge_driver(args) -> int:
 
 # ----------------------------------------------------------------------------- main
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with `command`, one of COMMANDS, only that command's parser (git
+    starts the filter and the merge driver once per command or file: building all of them
+    would cost each start ~8 ms)."""
     from gitmodel import __version__
     import gitmodel
     parser = argparse.ArgumentParser(prog="gitmodel", description=gitmodel.__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"gitmodel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help, arguments, run in COMMANDS:
-        p = sub.add_parser(name, help=help)
-        arguments(p)
-        p.set_defaults(func=run)
+        if command in (None, name):
+            p = sub.add_parser(name, help=help)
+            arguments(p)
+            p.set_defaults(func=run)
     return parser
 
 
@@ -648,7 +652,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["diff"] and "--" in argv:          # gitmodel diff [REV...] -- PATH...
         cut = argv.index("--")
         argv, paths = argv[:cut], argv[cut + 1:]
-    args = build_parser().parse_args(argv)
+    command = argv[0] if argv and any(argv[0] == name for name, *_ in COMMANDS) else None
+    args = build_parser(command).parse_args(argv)
     if paths:
         args.paths = paths
     from gitmodel.scratch import keep_freed_memory
