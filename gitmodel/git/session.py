@@ -95,8 +95,12 @@ class Session:
         for opening it (an S3 client's imports take ~0.4 s) nor fails when it cannot be opened.
         With no remote configured it fetches nothing: the read that follows names what is
         missing."""
+        looked_up: list[RemoteView | None] = []          # the remote, once found (None: none)
+
         def fetch(oids: list[bytes]) -> None:
-            view = self.default_view()
+            if not looked_up:
+                looked_up.append(self.default_view())
+            view = looked_up[0]
             if view is None:
                 return
             from gitmodel.remote import transfer
