@@ -4,6 +4,7 @@ format written back loadable by its own library, and merges outside git."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import math
@@ -196,11 +197,11 @@ def test_a_merge_fetches_from_the_remote_only_what_the_store_lacks(tmp_path: Pat
     assert np.array_equal(merged["layers.1.weight"], theirs["layers.1.weight"])
     assert bob.status() == ""
 
-    if __import__("importlib").util.find_spec("gcsfs") is not None:
+    if importlib.util.find_spec("gcsfs") is not None:
         pytest.skip("gcsfs is installed: a gs:// remote would open")
     ann.gitmodel("remote", "add", "origin", "gs://no-such-bucket/store")   # cannot be opened here
     assert "pip install 'gitmodel[gcs]'" in ann.gitmodel("fetch", check=False).stderr
-    Repo(ann.path, averaging.env | {"HOME": ann.env["HOME"]}).git("merge", "--no-edit", "theirs")
+    Repo(ann.path, dict(ann.env, GITMODEL_MERGE_STRATEGY="average")).git("merge", "--no-edit", "theirs")
     merged, _ = read_safetensors(ann.path / "m.safetensors")       # every chunk was local
     assert np.array_equal(merged["layers.0.weight"], base["layers.0.weight"] * np.float32(3))
     assert np.array_equal(merged["layers.1.weight"], theirs["layers.1.weight"])
