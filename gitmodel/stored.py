@@ -67,7 +67,7 @@ def content_ids(checkpoints: Iterable[str]) -> list[bytes]:
 def read_chunk(store: Store, cid: bytes, length: int, out=None) -> bytes:
     """A chunk's bytes, verified, and of the length its manifest gives (decoded into `out`,
     `length` bytes, if given)."""
-    data = store.read(cid) if out is None else store.read(cid, out)
+    data = store.read(cid, out)
     if len(data) != length:           # a manifest that lies about a chunk's length
         raise CorruptObject(cid, f"manifest says {length} bytes, chunk has {len(data)}")
     return data
