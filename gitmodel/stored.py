@@ -73,6 +73,16 @@ def read_chunk(store: Store, cid: bytes, length: int, out=None) -> bytes:
     return data
 
 
+def read_run(store: Store, chunks: list[tuple[bytes, int]]) -> list:
+    """The bytes of consecutive chunks of a file, (id, length) each, verified and of the
+    lengths the manifest gives (Store.read_run)."""
+    data = store.read_run(chunks)
+    for (cid, length), got in zip(chunks, data):
+        if len(got) != length:
+            raise CorruptObject(cid, f"manifest says {length} bytes, chunk has {len(got)}")
+    return data
+
+
 # ----------------------------------------------------------------------------- random access
 
 class _Sequential:

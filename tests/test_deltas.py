@@ -78,6 +78,34 @@ def test_delta_round_trip(data, base, skip, width, lead, pieces):
         assert out.tobytes() == data
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(1, 900), min_size=1, max_size=8), st.sampled_from([1, 2, 4, 8]),
+       st.lists(st.sampled_from([1, 2, 4, 8]), min_size=8, max_size=8), st.integers(0, 7),
+       st.integers(0, 8), st.integers(0, 2**32 - 1))
+def test_chunks_decoded_side_by_side_undo_together(lengths, width, widths, grid, shift, seed):
+    """Consecutive chunks of one file (any cuts, any element grid, every third of another
+    width), each a delta against a moved copy of the file, decoded into one buffer and undone
+    by one call, give the file."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, sum(lengths), dtype=np.uint8).tobytes()
+    moved = np.frombuffer(data, np.uint8) ^ rng.integers(0, 4, len(data), dtype=np.uint8)
+    base = bytes(shift) + moved.tobytes()                       # the file sits at `shift` in it
+    ids = [blake3.blake3(base).digest()]
+    out = np.full(len(data) + 1, 0xA5, np.uint8)[1:]             # odd alignment on purpose
+    ref = np.full(len(data), 0x5A, np.uint8)
+    pieces, start = [], 0
+    for i, n in enumerate(lengths):
+        w = widths[i] if i % 3 == 2 else width
+        lead = (grid - start) % w
+        payload = codec.encode_delta(data[start:start + n], base, ids, shift + start, w, lead)
+        got = codec.decode_differences(payload, n, lambda _: [base], memoryview(out)[start:start + n],
+                                       memoryview(ref)[start:start + n])
+        pieces.append((start, n, *got))
+        start += n
+    codec.undo_differences(memoryview(out), memoryview(ref), pieces)
+    assert out.tobytes() == data
+
+
 def test_a_small_move_is_a_small_difference_even_across_a_carry():
     old = np.array([1.0, -2.5, 3.0e-3], np.float32)
     new = np.nextafter(old, np.float32(np.inf))                  # 1 ULP each
@@ -305,6 +333,38 @@ def test_a_damaged_base_is_named_and_the_deltas_are_not_blamed(repo: Repo):
     assert bases[0].hex() in damaged and delta.hex() not in damaged
     fsck = repo.gitmodel("fsck", check=False)
     assert fsck.returncode != 0 and bases[0].hex() in fsck.stdout
+
+
+def test_a_damaged_delta_is_named_and_a_good_copy_from_the_remote_repairs_it(tmp_path: Path, git_env):
+    """Deltas decoded side by side (Store.read_run): one damaged among them fails the checkout
+    naming it, nothing partial is left, and once fsck --repair fetched a good copy the same
+    checkout is exact (the damaged copy, remembered, is passed over)."""
+    repo = make_repo(tmp_path / "work", git_env)
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "team-store"))
+    sums = series(repo, 3)
+    repo.gitmodel("push")                                   # repacks, then uploads
+    store = Store(repo.store)
+    delta = sorted(cid for cid, bases in stored_as(store, contents(repo)[0]).items() if bases)[3]
+    entry = store.locate(delta)
+    store.close()
+    pack = repo.store / "packs" / f"{entry.pack}.pack"
+    os.chmod(pack, 0o644)
+    with open(pack, "r+b") as f:                            # the last byte of its payload
+        at = entry.offset + 42 + entry.stored_length - 1
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    (repo.path / MODEL).unlink()
+    offline = Repo(repo.path, dict(git_env, GITMODEL_REMOTE=str(tmp_path / "nowhere")))
+    failed = offline.git("checkout", "HEAD~2", "--", MODEL, check=False)
+    err = failed.stderr.decode()
+    assert failed.returncode != 0 and delta.hex() in err and "Traceback" not in err, err
+    assert not (repo.path / MODEL).exists()
+    assert delta.hex() in (repo.store / "damaged").read_text()
+    repo.gitmodel("fsck", "--repair")
+    repo.git("checkout", "HEAD~2", "--", MODEL)
+    assert sha256(repo.path / MODEL) == sums[0]
 
 
 def test_push_without_repack_when_turned_off_or_when_a_repack_holds_the_lock(tmp_path: Path, git_env):

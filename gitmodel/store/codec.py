@@ -236,12 +236,66 @@ def _undo_difference(out, ref, width: int, lead: int) -> None:
     np.bitwise_xor(view[:at], reference[:at], out=view[:at])
     end = at + count * width
     np.bitwise_xor(view[end:], reference[end:], out=view[end:])
+    _unzigzag_add(out, ref, width, at, count)
+
+
+def _unzigzag_add(out, ref, width: int, at: int, count: int) -> None:
+    """The `count` words of `width` bytes at byte `at` of out := ref's plus the zigzag-decoded
+    difference in out's: (z >> 1) ^ -(z & 1)."""
+    import numpy as np
     z = np.frombuffer(out, _WORDS[width], count=count, offset=at)
-    low = np.bitwise_and(z, z.dtype.type(1))               # unzigzag: (z >> 1) ^ -(z & 1)
+    low = np.bitwise_and(z, z.dtype.type(1))
     np.right_shift(z, z.dtype.type(1), out=z)
     np.negative(low, out=low)
     np.bitwise_xor(z, low, out=z)
     np.add(z, np.frombuffer(ref, _WORDS[width], count=count, offset=at), out=z)
+
+
+def undo_differences(out, ref, pieces: list[tuple[int, int, int, int]]) -> None:
+    """Undo the deltas of chunks decoded side by side (decode_differences): `out` holds each
+    chunk's differences at its place, `ref` what each was taken against at the same place, and
+    `pieces` gives (start, length, width, lead) per chunk, in order of start. Adjacent chunks
+    whose elements continue one grid are undone by one pass of word arithmetic, not a pass
+    each: a chunk's pass is a few short numpy calls, and two threads making many short calls
+    spend more time handing the GIL to each other than computing (docs/benchmarks.md). The
+    bytes outside each chunk's own whole elements (XORed, see encode_delta) are set aside
+    before that pass and put back XORed after it."""
+    stretches: list[_Stretch] = []
+    for start, length, width, lead in pieces:
+        first, count = _split_elements(length, width, lead)
+        if not count:
+            _undo_difference(memoryview(out)[start:start + length],
+                             memoryview(ref)[start:start + length], width, lead)
+            continue
+        begin, end = start + first, start + first + count * width
+        last = stretches[-1] if stretches else None
+        if last and last.end == start and last.width == width and (begin - last.begin) % width == 0:
+            last.loose.append((last.elements_end, begin))
+        else:
+            last = _Stretch(width, begin)
+            stretches.append(last)
+            last.loose.append((start, begin))
+        last.end, last.elements_end = start + length, end
+    whole = memoryview(out)
+    for stretch in stretches:
+        loose = [(a, b) for a, b in stretch.loose + [(stretch.elements_end, stretch.end)] if b > a]
+        kept = [bytes(whole[a:b]) for a, b in loose]
+        _unzigzag_add(out, ref, stretch.width, stretch.begin,
+                      (stretch.elements_end - stretch.begin) // stretch.width)
+        for (a, b), data in zip(loose, kept):
+            mixed = int.from_bytes(data, "little") ^ int.from_bytes(memoryview(ref)[a:b], "little")
+            whole[a:b] = mixed.to_bytes(b - a, "little")
+
+
+class _Stretch:
+    """Adjacent delta chunks on one grid of elements: their whole elements run from `begin` to
+    `elements_end`; `loose` are the byte ranges between them that are not (element bytes
+    split between two chunks, each XORed with its own chunk)."""
+    __slots__ = ("width", "begin", "end", "elements_end", "loose")
+
+    def __init__(self, width: int, begin: int):
+        self.width, self.begin, self.end, self.elements_end = width, begin, begin, begin
+        self.loose: list[tuple[int, int]] = []
 
 
 def delta_header_length(bases: int) -> int:
@@ -252,6 +306,12 @@ def delta_header_length(bases: int) -> int:
 def delta_bases(payload: bytes | memoryview) -> list[bytes]:
     """The ids of the chunks a DELTA payload is a difference from."""
     return _parse_delta(payload)[0]
+
+
+def delta_elements(payload: bytes | memoryview) -> tuple[int, int]:
+    """(width, lead) of a DELTA payload: its chunk's element width and where the chunk's first
+    whole element starts."""
+    return _parse_delta(payload)[2:4]
 
 
 def _parse_delta(payload) -> tuple[list[bytes], int, int, int, int, memoryview]:
@@ -268,15 +328,33 @@ def _parse_delta(payload) -> tuple[list[bytes], int, int, int, int, memoryview]:
 
 
 def _decode_delta(payload, raw_length: int, bases, out=None) -> memoryview:
-    ids, skip, width, lead, encoding, inner = _parse_delta(payload)
+    parsed = _parse_delta(payload)
+    lead = parsed[3]
+    # The differences are taken on whole elements: buffers where they start aligned make
+    # numpy's arithmetic three times faster than on unaligned words.
+    if out is None or (_address(out) + lead) % 8:      # else decode aligned, then copy
+        out = uninitialised(raw_length, aligned_at=lead)
+    width, lead, ref = _differences(parsed, raw_length, bases, out)
+    _undo_difference(out, ref, width, lead)
+    return out
+
+
+def decode_differences(payload, raw_length: int, bases: Bases | None, out, ref) -> tuple[int, int]:
+    """The first half of decoding a DELTA payload, for undo_differences to finish: the chunk's
+    differences into `out` and the bytes of its bases they were taken against into `ref` (both
+    writable, raw_length bytes). Returns the chunk's (width, lead)."""
+    width, lead, _ = _differences(_parse_delta(payload), raw_length, bases, out, ref)
+    return width, lead
+
+
+def _differences(parsed, raw_length: int, bases, out, ref=None) -> tuple[int, int, memoryview]:
+    """(width, lead, reference) after decoding the differences into out. The reference is
+    copied into `ref` if given; if not, it is a view of the base when one base covers it."""
+    ids, skip, width, lead, encoding, inner = parsed
     if encoding == DELTA:
         raise CodecError("a delta of a delta payload")
     if bases is None:
         raise NoBases("a delta decoded without its bases")
-    # The differences are taken on whole elements: buffers where they start aligned make
-    # numpy's arithmetic three times faster than on unaligned words.
-    if out is None or (_address(out) + lead) % 8:      # else decode aligned, then copy
-        out = _uninitialised(raw_length, aligned_at=lead)
     decode(encoding, inner, raw_length, out=out)
     pieces, at = [], -skip              # at: where the current base starts, relative to the chunk
     for base in bases(ids):
@@ -286,17 +364,15 @@ def _decode_delta(payload, raw_length: int, bases, out=None) -> memoryview:
         at += len(base)
     if at < raw_length:
         raise CodecError(f"delta reaches past its bases ({skip} + {raw_length} > {at + skip})")
-    if len(pieces) == 1:
-        ref = pieces[0]
-    else:                                   # spans bases: one copy, outside the GIL
-        import numpy as np
-        ref, at = _uninitialised(raw_length, aligned_at=lead), 0
-        target = np.frombuffer(ref, np.uint8)
-        for piece in pieces:
-            target[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
-            at += len(piece)
-    _undo_difference(out, ref, width, lead)
-    return out
+    if ref is None and len(pieces) == 1:
+        return width, lead, pieces[0]
+    import numpy as np                  # the pieces side by side: copies outside the GIL
+    ref = uninitialised(raw_length, aligned_at=lead) if ref is None else ref
+    target, at = np.frombuffer(ref, np.uint8), 0
+    for piece in pieces:
+        target[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
+        at += len(piece)
+    return width, lead, ref
 
 
 def decode(encoding: int, payload: bytes | memoryview, raw_length: int,
@@ -364,7 +440,7 @@ def _decode_grouped(payload: bytes | memoryview, raw_length: int, out=None) -> m
     tail = payload[pos:]
     if len(tail) != raw_length - body:
         raise CodecError("byte-group tail of the wrong size")
-    out = _uninitialised(raw_length) if out is None else out
+    out = uninitialised(raw_length) if out is None else out
     if plane_length:
         _join(planes, width, out)
     if len(tail):
@@ -377,7 +453,7 @@ def _address(buffer) -> int:
     return np.frombuffer(buffer, np.uint8).ctypes.data
 
 
-def _uninitialised(n: int, aligned_at: int = 0) -> memoryview:
+def uninitialised(n: int, aligned_at: int = 0) -> memoryview:
     """A writable buffer of n bytes, not zeroed (bytearray(n) zeroes it while holding the GIL,
     which serialises the threads decoding chunks), whose byte `aligned_at` is 8-byte aligned
     (numpy allocates its arrays aligned to at least 16 bytes)."""

@@ -273,6 +273,8 @@ class Store:
         self._gc_lock = fd
 
     def locate(self, oid: bytes) -> Entry | None:
+        if oid not in self._bad:                # the common case: the first copy, one lookup
+            return self._index.get(oid)
         copies = self._good_copies(oid)
         return copies[0] if copies else None
 
@@ -427,6 +429,56 @@ class Store:
             raise MissingObjects([oid])
         raise next(e for e in errors if not isinstance(e, PackGone))
 
+    def read_run(self, chunks: list[tuple[bytes, int]]) -> list:
+        """The bytes of consecutive chunks of one file, (id, length) each, every one verified.
+        Chunks stored as deltas are decoded side by side into one buffer and their differences
+        undone together (codec.undo_differences), which spares the many short steps of
+        undoing each alone. Anything out of the ordinary on that path (a copy known bad, a
+        record that does not parse, a result that fails its check) sends the chunk through
+        `read`, whose repairs and errors then apply. A chunk's length is checked by the caller
+        (a manifest that lies about it)."""
+        plan, size = [], 0             # (id, length, start, delta payload or None, its lead)
+        for oid, length in chunks:
+            payload, lead = self._delta_payload(oid, length)
+            plan.append((oid, length, size, payload, lead))
+            size += length
+        first = next((start + lead for _, _, start, payload, lead in plan if payload is not None), None)
+        if first is None:                                    # no deltas: as `read` has it
+            return [self.read(oid) for oid, _, _, _, _ in plan]
+        out = codec.uninitialised(size, aligned_at=first)    # word arithmetic runs aligned
+        ref = codec.uninitialised(size, aligned_at=first)
+        pieces, decoded = [], []
+        for i, (oid, length, start, payload, _) in enumerate(plan):
+            if payload is None:
+                continue
+            try:
+                width, lead = codec.decode_differences(payload, length, self.bases,
+                                                       out[start:start + length], ref[start:start + length])
+            except (StoreError, codec.CodecError):
+                continue                                     # read alone below
+            pieces.append((start, length, width, lead))
+            decoded.append(i)
+        codec.undo_differences(out, ref, pieces)
+        good = {i for i, (start, length, _, _) in zip(decoded, pieces)
+                if blake3.blake3(out[start:start + length]).digest() == plan[i][0]}
+        return [out[start:start + length] if i in good else self.read(oid, out[start:start + length])
+                for i, (oid, length, start, _, _) in enumerate(plan)]
+
+    def _delta_payload(self, oid: bytes, length: int) -> tuple[memoryview | None, int]:
+        """(payload, lead) of the object's first copy if it is a delta of `length` bytes whose
+        record reads and whose header agrees with the index; (None, 0) otherwise."""
+        entry = self._index.get(oid) if oid not in self._bad else None
+        if entry is None or entry.encoding != codec.DELTA or entry.raw_length != length:
+            return None, 0
+        try:
+            record = self._read_record(oid, entry)
+            if not _header_agrees(oid, entry, record):
+                return None, 0
+            payload = memoryview(record)[record_head.size:]
+            return payload, codec.delta_elements(payload)[1]
+        except (StoreError, codec.CodecError):
+            return None, 0
+
     def read_copy(self, oid: bytes, entry: Entry) -> bytes:
         """The bytes of this one copy of the object, verified (for checking every copy)."""
         return self._check(oid, entry, self._read_record(oid, entry))
@@ -490,8 +542,7 @@ class Store:
             for entry in self._good_copies(oid):
                 try:
                     record = self._read_record(oid, entry)
-                    if record_head.unpack_from(record) != (oid, entry.kind, entry.encoding,
-                                                           entry.raw_length, entry.stored_length):
+                    if not _header_agrees(oid, entry, record):
                         continue
                     return codec.decode(entry.encoding, memoryview(record)[record_head.size:],
                                         entry.raw_length, self.bases)
@@ -615,8 +666,7 @@ def check_record(oid: bytes, entry: Entry, record: bytes | memoryview,
     this version does not know."""
     if len(record) != record_head.size + entry.stored_length:
         raise CorruptObject(oid, f"record in {entry.pack}.pack has the wrong length")
-    head = record_head.unpack_from(record)
-    if head != (oid, entry.kind, entry.encoding, entry.raw_length, entry.stored_length):
+    if not _header_agrees(oid, entry, record):
         raise CorruptObject(oid, f"record header in {entry.pack}.pack disagrees with its index")
     if out is not None and len(out) != entry.raw_length:
         out = None                       # a caller told the wrong length: its own check says so
@@ -631,6 +681,12 @@ def check_record(oid: bytes, entry: Entry, record: bytes | memoryview,
     if blake3.blake3(data).digest() != oid:
         raise CorruptObject(oid, "content does not match its id")
     return data
+
+
+def _header_agrees(oid: bytes, entry: Entry, record: bytes | memoryview) -> bool:
+    """Whether a record (of the entry's length) starts with the header its index entry implies."""
+    return record_head.unpack_from(record) == (oid, entry.kind, entry.encoding, entry.raw_length,
+                                               entry.stored_length)
 
 
 def _bases_of(oid: bytes, bases: codec.Bases | None) -> codec.Bases:
