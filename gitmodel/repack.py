@@ -286,8 +286,8 @@ def _rewrite_pack(store: Store, pack: str, decided: Plan,
             except (CorruptObject, MissingObjects) as err:
                 return None, f"{pack}: {err}"
             if oid in changes and entry.kind == CHUNK:
-                encoded = changes[oid] or _encoded(store, data, decided.chunks.get(oid),
-                                                   decided.width.get(oid, 1))
+                width = decided.width.get(oid) or _stored_width(entry, record)
+                encoded = changes[oid] or _encoded(store, data, decided.chunks.get(oid), width)
                 out.append((oid, entry.kind, *encoded, entry.raw_length, True))
             else:
                 out.append((oid, entry.kind, entry.encoding, record[record_head.size:],
@@ -305,6 +305,17 @@ def _rewrite_pack(store: Store, pack: str, decided: Plan,
             writer.add(oid, kind, encoding, raw_length, payload)
             report.encoded += changed
     return True
+
+
+def _stored_width(entry: Entry, record: bytes) -> int:
+    """The element width a delta records of its chunk (a version not opened by the plan, e.g.
+    a keyframe now, still gets its byte planes when stored whole again); 1 for others."""
+    if entry.encoding != codec.DELTA:
+        return 1
+    try:
+        return codec.delta_elements(memoryview(record)[record_head.size:])[0]
+    except codec.CodecError:
+        return 1
 
 
 def _encoded(store: Store, data, delta: Delta | None, width: int) -> tuple[int, bytes]:

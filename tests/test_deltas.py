@@ -200,12 +200,13 @@ def test_keyframes_every_n_versions_and_every_delta_one_step_from_whole(repo: Re
 def test_one_keyframe_per_version_stores_every_version_whole(repo: Repo):
     sums = series(repo, 3)
     repo.gitmodel("repack", "--keyframes", "1")
-    assert codec.DELTA not in encodings(repo.store)
+    added = encodings(repo.store)
+    assert codec.DELTA not in added
     repo.gitmodel("repack")
     assert codec.DELTA in encodings(repo.store)
-    repo.git("config", "gitmodel.keyframes", "1")            # back: every chunk whole again
-    repo.gitmodel("repack")
-    assert codec.DELTA not in encodings(repo.store)
+    repo.git("config", "gitmodel.keyframes", "1")            # back: every chunk whole again,
+    repo.gitmodel("repack")                                  # encoded as when it was added
+    assert encodings(repo.store) == added
     assert_versions_exact(repo, sums)
     bad = repo.gitmodel("repack", "--keyframes", "0", check=False)
     assert bad.returncode != 0 and "at least 1" in bad.stderr and "Traceback" not in bad.stderr
