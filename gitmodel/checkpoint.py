@@ -235,11 +235,7 @@ class Restore:
         self.manifest = store.read_manifest(oid)
         if self.manifest.size != ptr.size:
             raise PointerMismatch(ptr, self.manifest.size)
-        chunks = stored.needed([oid], lambda _: self.manifest).chunks
-        store.prefetch(chunks)                 # the reads below then find them in memory
-        closure = store.with_bases(chunks)
-        store.prefetch(closure[len(chunks):])  # the bases deltas need
-        absent = store.missing(closure)
+        absent = store.prepare_reads(stored.needed([oid], lambda _: self.manifest).chunks)
         if absent:
             raise MissingObjects(absent)
 

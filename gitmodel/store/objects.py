@@ -557,6 +557,9 @@ class Store:
         entry = self.locate(oid)
         if entry is None or entry.encoding != codec.DELTA:
             return []
+        return self._delta_bases_of(oid, entry)
+
+    def _delta_bases_of(self, oid: bytes, entry: Entry) -> list[bytes]:
         fd = self._fd(entry.pack)
         at = entry.offset + record_head.size
         payload = os.pread(fd, min(codec.delta_header_length(4), entry.stored_length), at)
@@ -567,14 +570,45 @@ class Store:
         except codec.CodecError as err:
             raise CorruptObject(oid, str(err)) from None
 
+    def prepare_reads(self, oids) -> list[bytes]:
+        """Before reading these objects one by one: ask the kernel to read ahead their records
+        and, level by level, those of the bases their deltas need, then return every one of
+        them the store has no good copy of (looking again on disk first). What `prefetch`,
+        `with_bases` and `missing` do together, with one lookup per object."""
+        absent = self._prepare_reads(oids)
+        if absent:
+            self.refresh()
+            absent = self._prepare_reads(absent)
+        return absent
+
+    def _prepare_reads(self, oids) -> list[bytes]:
+        level, seen, absent = list(dict.fromkeys(oids)), set(oids), []
+        while level:
+            found = []
+            for oid in level:
+                entry = self.locate(oid)
+                if entry is None:
+                    absent.append(oid)
+                else:
+                    found.append((oid, entry))
+            self._advise(entry for _, entry in found)
+            level = []
+            for oid, entry in found:
+                if entry.encoding == codec.DELTA:
+                    for base in self._delta_bases_of(oid, entry):
+                        if base not in seen:
+                            seen.add(base)
+                            level.append(base)
+        return absent
+
     def prefetch(self, oids) -> None:
         """Ask the kernel to start reading these objects' records (a restore about to read
         them one by one: a cold read then waits for one readahead, not for each record)."""
+        self._advise(entry for entry in map(self.locate, oids) if entry is not None)
+
+    def _advise(self, entries: Iterable[Entry]) -> None:
         spans: dict[str, list[list[int]]] = {}
-        for oid in oids:
-            entry = self.locate(oid)
-            if entry is None:
-                continue
+        for entry in entries:
             end = entry.offset + record_head.size + entry.stored_length
             runs = spans.setdefault(entry.pack, [])
             if runs and entry.offset - runs[-1][1] <= 1 << 20 and entry.offset >= runs[-1][0]:
