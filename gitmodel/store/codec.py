@@ -288,9 +288,10 @@ def undo_differences(out, ref, pieces: list[tuple[int, int, int, int]]) -> None:
 
 
 class _Stretch:
-    """Adjacent delta chunks on one grid of elements: their whole elements run from `begin` to
-    `elements_end`; `loose` are the byte ranges between them that are not (element bytes
-    split between two chunks, each XORed with its own chunk)."""
+    """Adjacent delta chunks on one grid of elements, from the first one's first whole element
+    (`begin`) to the last one's last (`elements_end`) and its end (`end`). `loose`: the byte
+    ranges in it outside their own chunk's whole elements (the parts of an element split
+    between two chunks, each XORed), and the first chunk's bytes before `begin`."""
     __slots__ = ("width", "begin", "end", "elements_end", "loose")
 
     def __init__(self, width: int, begin: int):

@@ -582,7 +582,8 @@ class Store:
         return absent
 
     def _prepare_reads(self, oids) -> list[bytes]:
-        level, seen, absent = list(dict.fromkeys(oids)), set(oids), []
+        level, absent = list(dict.fromkeys(oids)), []
+        seen = set(level)
         while level:
             found = []
             for oid in level:
