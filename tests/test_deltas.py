@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import Repo, make_repo, random_model, sha256, user, write_safetensors
+from gitmodel import stored
 from gitmodel.store import codec
-from gitmodel.store.objects import Store
+from gitmodel.store.objects import CorruptObject, Store
 from gitmodel.store.pack import decode_index
 
 MODEL = "model.safetensors"
@@ -78,14 +79,15 @@ def test_delta_round_trip(data, base, skip, width, lead, pieces):
         assert out.tobytes() == data
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(1, 900), min_size=1, max_size=8), st.sampled_from([1, 2, 4, 8]),
        st.lists(st.sampled_from([1, 2, 4, 8]), min_size=8, max_size=8), st.integers(0, 7),
-       st.integers(0, 8), st.integers(0, 2**32 - 1))
-def test_chunks_decoded_side_by_side_undo_together(lengths, width, widths, grid, shift, seed):
-    """Consecutive chunks of one file (any cuts, any element grid, every third of another
-    width), each a delta against a moved copy of the file, decoded into one buffer and undone
-    by one call, give the file."""
+       st.lists(st.integers(0, 7), min_size=8, max_size=8), st.integers(0, 8),
+       st.integers(0, 2**32 - 1))
+def test_chunks_decoded_side_by_side_undo_together(lengths, width, widths, grid, leads, shift, seed):
+    """Consecutive chunks of one file (any cuts, every third of another width, every fourth on
+    a grid of its own), each a delta against a moved copy of the file, decoded into one
+    buffer and undone by one call, give the file."""
     rng = np.random.default_rng(seed)
     data = rng.integers(0, 256, sum(lengths), dtype=np.uint8).tobytes()
     moved = np.frombuffer(data, np.uint8) ^ rng.integers(0, 4, len(data), dtype=np.uint8)
@@ -96,7 +98,7 @@ def test_chunks_decoded_side_by_side_undo_together(lengths, width, widths, grid,
     pieces, start = [], 0
     for i, n in enumerate(lengths):
         w = widths[i] if i % 3 == 2 else width
-        lead = (grid - start) % w
+        lead = (grid - start) % w if i % 4 != 3 else leads[i] % w   # another tensor's grid
         payload = codec.encode_delta(data[start:start + n], base, ids, shift + start, w, lead)
         got = codec.decode_differences(payload, n, lambda _: [base], memoryview(out)[start:start + n],
                                        memoryview(ref)[start:start + n])
@@ -366,6 +368,23 @@ def test_a_damaged_delta_is_named_and_a_good_copy_from_the_remote_repairs_it(tmp
     repo.gitmodel("fsck", "--repair")
     repo.git("checkout", "HEAD~2", "--", MODEL)
     assert sha256(repo.path / MODEL) == sums[0]
+
+
+def test_a_run_read_with_a_length_the_index_disagrees_with_is_refused_not_allocated(repo: Repo):
+    """A manifest that lies about a chunk's length (here by 2**40 bytes, next to a delta whose
+    run would be decoded side by side) gets the store's error naming the chunk, as a chunk
+    read alone does, not an attempt to allocate the lie."""
+    series(repo, 3)
+    repo.gitmodel("repack")
+    store = Store(repo.store)
+    chunks = store.read_manifest(bytes.fromhex(contents(repo)[0])).chunks
+    first = next(i for i, (cid, _) in enumerate(chunks[:-1]) if store.delta_bases(cid))
+    (delta, length), (liar, _) = chunks[first], chunks[first + 1]
+    with pytest.raises(CorruptObject, match="manifest says") as raised:
+        stored.read_run(store, [(delta, length), (liar, 2**40)])
+    assert raised.value.oid == liar
+    assert [bytes(b) for b in stored.read_run(store, chunks[first:first + 2])] == \
+        [bytes(store.read(cid)) for cid, _ in chunks[first:first + 2]]
 
 
 def test_push_without_repack_when_turned_off_or_when_a_repack_holds_the_lock(tmp_path: Path, git_env):

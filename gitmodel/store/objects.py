@@ -435,11 +435,15 @@ class Store:
         undone together (codec.undo_differences), which spares the many short steps of
         undoing each alone. Anything out of the ordinary on that path (a copy known bad, a
         record that does not parse, a result that fails its check) sends the chunk through
-        `read`, whose repairs and errors then apply. A chunk's length is checked by the caller
-        (a manifest that lies about it)."""
+        `read`, whose repairs and errors then apply. So does the whole run if a chunk's length
+        is not the one the index has (a manifest that lies about it: the caller's check says
+        so) or the chunk has a copy known bad."""
         plan, size = [], 0             # (id, length, start, delta payload or None, its lead)
         for oid, length in chunks:
-            payload, lead = self._delta_payload(oid, length)
+            entry = self._index.get(oid) if oid not in self._bad else None
+            if entry is None or entry.raw_length != length:
+                return [self.read(oid) for oid, _ in chunks]
+            payload, lead = self._delta_payload(oid, entry)
             plan.append((oid, length, size, payload, lead))
             size += length
         first = next((start + lead for _, _, start, payload, lead in plan if payload is not None), None)
@@ -464,11 +468,10 @@ class Store:
         return [out[start:start + length] if i in good else self.read(oid, out[start:start + length])
                 for i, (oid, length, start, _, _) in enumerate(plan)]
 
-    def _delta_payload(self, oid: bytes, length: int) -> tuple[memoryview | None, int]:
-        """(payload, lead) of the object's first copy if it is a delta of `length` bytes whose
-        record reads and whose header agrees with the index; (None, 0) otherwise."""
-        entry = self._index.get(oid) if oid not in self._bad else None
-        if entry is None or entry.encoding != codec.DELTA or entry.raw_length != length:
+    def _delta_payload(self, oid: bytes, entry: Entry) -> tuple[memoryview | None, int]:
+        """(payload, lead) of this copy if it is a delta whose record reads and whose header
+        agrees with the index; (None, 0) otherwise."""
+        if entry.encoding != codec.DELTA:
             return None, 0
         try:
             record = self._read_record(oid, entry)
