@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import Repo, make_repo, random_model, sha256, user, write_safetensors
-from gitmodel import stored
+from gitmodel import checkpoint, pointer, stored
 from gitmodel.store import codec
 from gitmodel.store.objects import CorruptObject, Store
 from gitmodel.store.pack import decode_index
@@ -177,6 +178,15 @@ def contents(repo: Repo) -> list[str]:
     return [repo.out("show", f"{rev}:{MODEL}").split("\n")[2].split()[1] for rev in revs]
 
 
+def pointer_of(repo: Repo, content: str) -> pointer.Pointer:
+    """The pointer of the version of MODEL whose content id is `content`."""
+    for rev in repo.out("rev-list", "HEAD", "--", MODEL).split():
+        text = repo.out("show", f"{rev}:{MODEL}")
+        if content in text:
+            return pointer.parse(text.encode())
+    raise KeyError(content)
+
+
 def stored_as(store: Store, content: str) -> dict[bytes, list[bytes]]:
     """Each chunk of a version: the ids of its bases (empty when stored whole)."""
     return {cid: store.delta_bases(cid) for cid, _ in store.read_manifest(bytes.fromhex(content)).chunks}
@@ -301,6 +311,21 @@ def test_readers_survive_a_concurrent_repack(repo: Repo):
     for oid in oids:
         assert blake3.blake3(store.read(oid)).digest() == oid
     store.close()
+    # A checkout too: planned and read by a Store that listed the packs of deltas a repack
+    # back to whole then removed.
+    sums = {}
+    for content in contents(repo):
+        digest = hashlib.sha256()
+        checkpoint.Restore(pointer_of(repo, content), store).write_to(lambda *parts: digest.update(b"".join(parts)))
+        sums[content] = digest.digest()
+    store.close()
+    stale = Store(repo.store)
+    repo.gitmodel("repack", "--keyframes", "1")
+    for content in contents(repo):
+        digest = hashlib.sha256()
+        checkpoint.Restore(pointer_of(repo, content), stale).write_to(lambda *parts: digest.update(b"".join(parts)))
+        assert digest.digest() == sums[content]
+    stale.close()
 
 
 def test_bf16_weights_saved_as_fp32_store_in_about_half(repo: Repo):
