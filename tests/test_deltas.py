@@ -321,6 +321,10 @@ def test_readers_survive_a_concurrent_repack(repo: Repo):
     store.close()
     stale = Store(repo.store)
     repo.gitmodel("repack", "--keyframes", "1")
+    fresh = Store(repo.store)
+    chunks = [cid for cid, _ in fresh.read_manifest(bytes.fromhex(contents(repo)[0])).chunks]
+    fresh.close()
+    assert stale.prepare_reads(chunks) == []          # its packs of deltas are gone: it reloads
     for content in contents(repo):
         digest = hashlib.sha256()
         checkpoint.Restore(pointer_of(repo, content), stale).write_to(lambda *parts: digest.update(b"".join(parts)))

@@ -578,7 +578,12 @@ class Store:
         and, level by level, those of the bases their deltas need, then return every one of
         them the store has no good copy of (looking again on disk first). What `prefetch`,
         `with_bases` and `missing` do together, with one lookup per object."""
-        absent = self._prepare_reads(oids)
+        oids = list(oids)
+        try:
+            absent = self._prepare_reads(oids)
+        except FileNotFoundError:        # a repack removed a listed pack: list them again
+            self.reload()
+            absent = self._prepare_reads(oids)
         if absent:
             self.refresh()
             absent = self._prepare_reads(absent)
