@@ -67,19 +67,18 @@ def content_ids(checkpoints: Iterable[str]) -> list[bytes]:
 def read_chunk(store: Store, cid: bytes, length: int, out=None) -> bytes:
     """A chunk's bytes, verified, and of the length its manifest gives (decoded into `out`,
     `length` bytes, if given)."""
-    data = store.read(cid, out)
-    if len(data) != length:           # a manifest that lies about a chunk's length
-        raise CorruptObject(cid, f"manifest says {length} bytes, chunk has {len(data)}")
-    return data
+    return _of_length(cid, length, store.read(cid, out))
 
 
 def read_run(store: Store, chunks: list[tuple[bytes, int]]) -> list:
     """The bytes of consecutive chunks of a file, (id, length) each, verified and of the
     lengths the manifest gives (Store.read_run)."""
-    data = store.read_run(chunks)
-    for (cid, length), got in zip(chunks, data):
-        if len(got) != length:
-            raise CorruptObject(cid, f"manifest says {length} bytes, chunk has {len(got)}")
+    return [_of_length(cid, length, data) for (cid, length), data in zip(chunks, store.read_run(chunks))]
+
+
+def _of_length(cid: bytes, length: int, data):
+    if len(data) != length:           # a manifest that lies about a chunk's length
+        raise CorruptObject(cid, f"manifest says {length} bytes, chunk has {len(data)}")
     return data
 
 

@@ -223,22 +223,6 @@ def _difference(out: bytearray, ref, width: int, lead: int) -> None:
     np.bitwise_xor(d, sign, out=d)
 
 
-def _undo_difference(out, ref, width: int, lead: int) -> None:
-    """out := the chunk, from its delta in out and ref (in place)."""
-    import numpy as np
-    n = len(out)
-    at, count = _split_elements(n, width, lead)
-    view = np.frombuffer(out, np.uint8)
-    reference = np.frombuffer(ref, np.uint8, count=n)
-    if not count:
-        np.bitwise_xor(view, reference, out=view)
-        return
-    np.bitwise_xor(view[:at], reference[:at], out=view[:at])
-    end = at + count * width
-    np.bitwise_xor(view[end:], reference[end:], out=view[end:])
-    _unzigzag_add(out, ref, width, at, count)
-
-
 def _unzigzag_add(out, ref, width: int, at: int, count: int) -> None:
     """The `count` words of `width` bytes at byte `at` of out := ref's plus the zigzag-decoded
     difference in out's: (z >> 1) ^ -(z & 1)."""
@@ -260,12 +244,13 @@ def undo_differences(out, ref, pieces: list[tuple[int, int, int, int]]) -> None:
     spend more time handing the GIL to each other than computing (docs/benchmarks.md). The
     bytes outside each chunk's own whole elements (XORed, see encode_delta) are set aside
     before that pass and put back XORed after it."""
+    import numpy as np
     stretches: list[_Stretch] = []
     for start, length, width, lead in pieces:
         first, count = _split_elements(length, width, lead)
-        if not count:
-            _undo_difference(memoryview(out)[start:start + length],
-                             memoryview(ref)[start:start + length], width, lead)
+        if not count:                                  # no whole element: XORed throughout
+            piece = np.frombuffer(out, np.uint8, count=length, offset=start)
+            np.bitwise_xor(piece, np.frombuffer(ref, np.uint8, count=length, offset=start), out=piece)
             continue
         begin, end = start + first, start + first + count * width
         last = stretches[-1] if stretches else None
@@ -336,7 +321,7 @@ def _decode_delta(payload, raw_length: int, bases, out=None) -> memoryview:
     if out is None or (_address(out) + lead) % 8:      # else decode aligned, then copy
         out = uninitialised(raw_length, aligned_at=lead)
     width, lead, ref = _differences(parsed, raw_length, bases, out)
-    _undo_difference(out, ref, width, lead)
+    undo_differences(out, ref, [(0, raw_length, width, lead)])
     return out
 
 
