@@ -17,6 +17,7 @@ import zstandard
 
 from gitmodel.errors import GitmodelError
 from gitmodel.scratch import scratch
+from gitmodel.store import planes
 
 RAW, ZSTD, GROUPED, DELTA = 0, 1, 2, 3
 LEVEL = 1
@@ -131,11 +132,11 @@ def _encode_plain(data, parts: bool = False) -> tuple[int, bytes | list]:
 def _encode_grouped(data, width: int, phase: int, skip: frozenset, trials,
                     parts: bool = False) -> tuple[int, bytes | list]:
     body = len(data) - len(data) % width
-    planes = _split(data, width, body, fresh=parts)   # parts keep raw planes: not the scratch
+    rows = _split(data, width, body, fresh=parts)     # parts keep raw planes: not the scratch
     heads, stored_planes = [bytes([width])], []
     compress = _plane_compressor().compress
     for k in range(width):
-        plane = planes[k]
+        plane = rows[k]
         position = (phase + k) % width
         packed = None if position in skip else compress(plane)
         if trials is not None:
@@ -150,31 +151,13 @@ def _encode_grouped(data, width: int, phase: int, skip: frozenset, trials,
     return GROUPED, pieces if parts else b"".join(pieces)
 
 
-_WORDS = {2: "<u2", 4: "<u4", 8: "<u8"}      # widths whose deltas are integer differences
-
-
 def _split(data, width: int, body: int, fresh: bool = False):
     """The byte planes of data[:body] as the rows of a (width, body // width) array in a
-    per-thread scratch buffer (a new array if `fresh`), by one strided copy. Shifting
-    little-endian words a plane at a time is faster per byte, but for fp32 its seven numpy
-    calls let go of the GIL and take it back seven times a chunk; with the pool's threads
-    contending for it, the single call costs less in all (docs/benchmarks.md)."""
+    per-thread scratch buffer (a new array if `fresh`)."""
     import numpy as np
     n = body // width
-    planes = (np.empty(body, np.uint8) if fresh else scratch("codec.planes", body, "u1")).reshape(width, n)
-    np.copyto(planes, np.frombuffer(data, np.uint8, count=body).reshape(n, width).T)
-    return planes
-
-
-def _join(planes: list, width: int, out) -> None:
-    """Interleave the planes (each `len(out) // width` bytes) into the start of `out`: one
-    strided copy per plane, which numpy does without holding the GIL (so threads decoding
-    chunks run at once) and, at chunk sizes, faster than assembling words by shifts."""
-    import numpy as np
-    n = len(planes[0])
-    elements = np.frombuffer(out, np.uint8, count=n * width).reshape(n, width)
-    for k, plane in enumerate(planes):
-        elements[:, k] = np.frombuffer(plane, np.uint8)
+    out = np.empty((width, n), np.uint8) if fresh else scratch("codec.planes", body, "u1").reshape(width, n)
+    return planes.split(data, width, out)
 
 
 # ----------------------------------------------------------------------------- delta
@@ -189,7 +172,7 @@ def encode_delta(data, base, base_ids: list[bytes], skip: int, width: int, lead:
     widths, as the XOR. Its byte planes compress."""
     if not 1 <= len(base_ids) <= MAX_BASES or skip + len(data) > len(base):
         raise ValueError("delta base does not cover the chunk")
-    width, lead = (width, lead % width) if width in _WORDS else (1, 0)
+    width, lead = (width, lead % width) if width in planes.WORDS else (1, 0)
     out = bytearray(data)
     _difference(out, memoryview(base)[skip:skip + len(data)], width, lead)
     encoding, inner = encode(out, width)
@@ -215,24 +198,7 @@ def _difference(out: bytearray, ref, width: int, lead: int) -> None:
     end = at + count * width
     np.bitwise_xor(view[:at], reference[:at], out=view[:at])
     np.bitwise_xor(view[end:], reference[end:], out=view[end:])
-    target = np.frombuffer(out, _WORDS[width], count=count, offset=at)
-    np.subtract(target, np.frombuffer(ref, _WORDS[width], count=count, offset=at), out=target)
-    d = target.view(_WORDS[width].replace("u", "i"))       # zigzag: (d << 1) ^ (d >> (bits - 1))
-    sign = np.right_shift(d, 8 * width - 1)
-    np.left_shift(d, 1, out=d)
-    np.bitwise_xor(d, sign, out=d)
-
-
-def _unzigzag_add(out, ref, width: int, at: int, count: int) -> None:
-    """The `count` words of `width` bytes at byte `at` of out := ref's plus the zigzag-decoded
-    difference in out's: (z >> 1) ^ -(z & 1)."""
-    import numpy as np
-    z = np.frombuffer(out, _WORDS[width], count=count, offset=at)
-    low = np.bitwise_and(z, z.dtype.type(1))
-    np.right_shift(z, z.dtype.type(1), out=z)
-    np.negative(low, out=low)
-    np.bitwise_xor(z, low, out=z)
-    np.add(z, np.frombuffer(ref, _WORDS[width], count=count, offset=at), out=z)
+    planes.zigzag_subtract(out, ref, width, at, count)
 
 
 def undo_differences(out, ref, pieces: list[tuple[int, int, int, int]]) -> None:
@@ -265,8 +231,8 @@ def undo_differences(out, ref, pieces: list[tuple[int, int, int, int]]) -> None:
     for stretch in stretches:
         loose = [(a, b) for a, b in stretch.loose + [(stretch.elements_end, stretch.end)] if b > a]
         kept = [bytes(whole[a:b]) for a, b in loose]
-        _unzigzag_add(out, ref, stretch.width, stretch.begin,
-                      (stretch.elements_end - stretch.begin) // stretch.width)
+        planes.unzigzag_add(out, ref, stretch.width, stretch.begin,
+                            (stretch.elements_end - stretch.begin) // stretch.width)
         for (a, b), data in zip(loose, kept):
             mixed = int.from_bytes(data, "little") ^ int.from_bytes(memoryview(ref)[a:b], "little")
             whole[a:b] = mixed.to_bytes(b - a, "little")
@@ -308,7 +274,7 @@ def _parse_delta(payload) -> tuple[list[bytes], int, int, int, int, memoryview]:
         raise CodecError("truncated delta header")
     ids = [bytes(payload[1 + 32 * i:33 + 32 * i]) for i in range(count)]
     skip, width, lead = _delta_head.unpack_from(payload, 1 + 32 * count)
-    if not (width == 1 and lead == 0 or width in _WORDS and lead < width):
+    if not (width == 1 and lead == 0 or width in planes.WORDS and lead < width):
         raise CodecError(f"bad delta element width {width} or lead {lead}")
     return ids, skip, width, lead, payload[head - 1], payload[head:]
 
@@ -414,7 +380,7 @@ def _decode_grouped(payload: bytes | memoryview, raw_length: int, out=None) -> m
     pos = 1 + width * _plane_head.size
     if pos > len(payload):
         raise CodecError("truncated byte-group header")
-    planes = []
+    decoded = []
     for k in range(width):
         mode, stored = _plane_head.unpack_from(payload, 1 + k * _plane_head.size)
         chunk = payload[pos:pos + stored]
@@ -422,13 +388,13 @@ def _decode_grouped(payload: bytes | memoryview, raw_length: int, out=None) -> m
         plane = _decompress(chunk, plane_length) if mode else chunk
         if len(plane) != plane_length or mode > 1:
             raise CodecError("byte-group plane of the wrong size")
-        planes.append(plane)
+        decoded.append(plane)
     tail = payload[pos:]
     if len(tail) != raw_length - body:
         raise CodecError("byte-group tail of the wrong size")
     out = uninitialised(raw_length) if out is None else out
     if plane_length:
-        _join(planes, width, out)
+        planes.join(decoded, out)
     if len(tail):
         memoryview(out).cast("B")[body:] = tail
     return out
