@@ -318,11 +318,10 @@ def _differences(parsed, raw_length: int, bases, out, ref=None) -> tuple[int, in
         raise CodecError(f"delta reaches past its bases ({skip} + {raw_length} > {at + skip})")
     if ref is None and len(pieces) == 1:
         return width, lead, pieces[0]
-    import numpy as np                  # the pieces side by side: copies outside the GIL
     ref = uninitialised(raw_length, aligned_at=lead) if ref is None else ref
-    target, at = np.frombuffer(ref, np.uint8), 0
+    target, at = memoryview(ref).cast("B"), 0
     for piece in pieces:
-        target[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
+        target[at:at + len(piece)] = piece
         at += len(piece)
     return width, lead, ref
 
