@@ -28,8 +28,9 @@ MARKER = "gitmodel store {}\n"
 
 # Deltas refer to chunks of newer versions; longer chains than this are damage (or a cycle).
 MAX_CHAIN = 64
-# Decoded bases kept for the next delta (neighbouring chunks share their bases).
-BASE_CACHE_BYTES = 32 << 20
+# Decoded bases kept for the next delta: neighbouring chunks share their bases, so what the
+# batches in flight need is enough; more is memory touched for nothing (page faults).
+BASE_CACHE_BYTES = 8 << 20
 
 # Writers hold this shared, gc exclusive (store/gc.py).
 GC_LOCK = "gc.lock"
