@@ -2,6 +2,7 @@
 bytes for any input, and clear errors for buffers that do not fit."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -112,6 +113,36 @@ def test_small_moves_make_small_zigzag_words():
 def test_buffers_that_do_not_fit_are_refused(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@needs_native
+def test_plane_lengths_whose_total_overflows_are_refused():
+    # Planes claiming 2**60 + 1 bytes each: 16 of them make 2**64 + 16, which wraps to 16 in
+    # a signed 64-bit size. The check must refuse them before anything is read; the memory
+    # behind the claimed length does not exist, so reading it would crash the test.
+    import ctypes
+    out = bytearray(16)
+    address = ctypes.addressof((ctypes.c_char * 16).from_buffer(out))
+    claimed = (ctypes.c_char * (2**60 + 1)).from_address(address + 4096)
+    with pytest.raises(ValueError, match="shorter"):
+        native.join([claimed] * 16, out)
+
+
+@needs_native
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="buffer exports written in Python need 3.12")
+def test_a_list_of_planes_changed_while_it_is_read():
+    # A plane whose export empties the list: join must go on with the items it was given (the
+    # list read in place would have its remaining items freed under it).
+    planes = []
+
+    class Clearing:
+        def __buffer__(self, flags):
+            planes.clear()
+            return memoryview(b"ab")
+    planes.extend([Clearing(), b"cd", b"ef"])
+    out = bytearray(6)
+    native.join(planes, out)
+    assert bytes(out) == b"acebdf"
 
 
 @needs_native

@@ -15,7 +15,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#if defined(_MSC_VER)               /* every Windows target is little-endian */
+#define restrict __restrict
+#elif !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gitmodel's plane kernels assume a little-endian machine"
 #endif
 
@@ -27,19 +29,20 @@ static int overlap(const Py_buffer *a, const Py_buffer *b) {
 }
 
 /* Borrow equal-length planes from a sequence; 0 on success, with *width set (release them
- * after). */
+ * after). A tuple of the items, not the list itself: a plane's buffer export may run Python
+ * code that changes the list while it is being read. */
 static int borrow_planes(PyObject *sequence, Py_buffer *views, Py_ssize_t *width) {
-    PyObject *items = PySequence_Fast(sequence, "planes: expected a sequence of buffers");
+    PyObject *items = PySequence_Tuple(sequence);
     if (items == NULL)
         return -1;
-    Py_ssize_t w = PySequence_Fast_GET_SIZE(items), k;
+    Py_ssize_t w = PyTuple_GET_SIZE(items), k;
     if (w < 2 || w > MAX_WIDTH) {
         Py_DECREF(items);
         PyErr_Format(PyExc_ValueError, "planes: %zd planes, expected 2 to %d", w, MAX_WIDTH);
         return -1;
     }
     for (k = 0; k < w; k++) {
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(items, k), &views[k], PyBUF_SIMPLE) < 0)
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(items, k), &views[k], PyBUF_SIMPLE) < 0)
             break;
         if (views[k].len != views[0].len) {
             PyBuffer_Release(&views[k]);
@@ -130,7 +133,8 @@ static PyObject *join(PyObject *Py_UNUSED(module), PyObject *args) {
         release_all(planes, width);
         return NULL;
     }
-    const char *problem = out.len < n * width ? "join: output shorter than the planes" : NULL;
+    const char *problem = n > PY_SSIZE_T_MAX / width || out.len < n * width
+                          ? "join: output shorter than the planes" : NULL;
     for (k = 0; k < width && problem == NULL; k++)
         if (overlap(&out, &planes[k]))
             problem = "join: output overlaps a plane";
