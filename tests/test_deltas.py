@@ -332,6 +332,22 @@ def test_readers_survive_a_concurrent_repack(repo: Repo):
     stale.close()
 
 
+def test_bases_asked_of_a_store_whose_packs_a_repack_removed(repo: Repo):
+    """What push, fetch and status ask (`delta_bases`, `with_bases`) is answered from the packs
+    as they are now, not a FileNotFoundError for a pack a repack removed since they were
+    listed."""
+    series(repo, 3)
+    repo.gitmodel("repack")
+    stale = Store(repo.store)
+    deltas = [oid for oid, entry in stale.entries() if entry.encoding == codec.DELTA]
+    assert deltas and all(stale.delta_bases(oid) for oid in deltas[:1])
+    stale.close()                                  # no pack open: the next read opens them
+    repo.gitmodel("repack", "--keyframes", "1")    # every delta whole again, in new packs
+    assert [stale.delta_bases(oid) for oid in deltas] == [[] for _ in deltas]
+    assert set(stale.with_bases(deltas)) == set(deltas)
+    stale.close()
+
+
 def test_bf16_weights_saved_as_fp32_store_in_about_half(repo: Repo):
     rng = np.random.default_rng(3)
     weights = (0.02 * rng.standard_normal((1024, 1024))).astype(np.float32)

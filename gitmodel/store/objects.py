@@ -558,6 +558,13 @@ class Store:
 
     def delta_bases(self, oid: bytes) -> list[bytes]:
         """The chunks the object's stored copy is a difference from (none unless a delta)."""
+        try:
+            return self._delta_bases(oid)
+        except FileNotFoundError:        # a repack removed a listed pack: list them again
+            self.reload()
+            return self._delta_bases(oid)
+
+    def _delta_bases(self, oid: bytes) -> list[bytes]:
         entry = self.locate(oid)
         if entry is None or entry.encoding != codec.DELTA:
             return []
