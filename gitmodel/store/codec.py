@@ -206,8 +206,9 @@ def undo_differences(out, ref, pieces: list[tuple[int, int, int, int]]) -> None:
     chunk's differences at its place, `ref` what each was taken against at the same place, and
     `pieces` gives (start, length, width, lead) per chunk, in order of start. Adjacent chunks
     whose elements continue one grid are undone by one pass of word arithmetic, not a pass
-    each: a chunk's pass is a few short numpy calls, and two threads making many short calls
-    spend more time handing the GIL to each other than computing (docs/benchmarks.md). The
+    each: every pass is a trip away from the GIL (five in numpy, one compiled), and two
+    threads making many short trips spend more time handing the GIL to each other than
+    computing (docs/benchmarks.md). The
     bytes outside each chunk's own whole elements (XORed, see encode_delta) are set aside
     before that pass and put back XORed after it."""
     import numpy as np
