@@ -28,19 +28,19 @@ def compiled() -> bool:
 
 
 def split(data, width: int, out):
-    """The byte planes of the first len(out) bytes of data, into `out` (a (width, n) uint8
-    array: plane k is row k, holding byte k of each element)."""
-    import numpy as np
-    n = out.shape[1]
+    """The byte planes of the first `out.size` bytes of data, into `out` (a C-contiguous
+    (width, n) uint8 array: row k holds byte k of each element); returns `out`."""
     if _native is not None:
         _native.split(data, width, out)
-    else:                  # one strided copy: one trip away from the GIL (docs/design.md)
+    else:                  # one strided copy: one trip away from the GIL
+        import numpy as np
+        n = out.shape[1]
         np.copyto(out, np.frombuffer(data, np.uint8, count=n * width).reshape(n, width).T)
     return out
 
 
 def join(planes: list, out) -> None:
-    """Interleave the planes (each `len(out) // len(planes)` bytes) into the start of out."""
+    """Interleave the planes (n bytes each) into the first n * len(planes) bytes of out."""
     if _native is not None:
         _native.join(planes, out)
         return
