@@ -65,6 +65,25 @@ static void release_all(Py_buffer *views, Py_ssize_t n) {
         PyBuffer_Release(&views[k]);
 }
 
+/* The output (writable) and input buffers of split and unzigzag_add; 0 on success. */
+static int borrow_pair(PyObject *target, Py_buffer *out, PyObject *source, Py_buffer *in) {
+    if (PyObject_GetBuffer(target, out, PyBUF_WRITABLE) < 0)
+        return -1;
+    if (PyObject_GetBuffer(source, in, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(out);
+        return -1;
+    }
+    return 0;
+}
+
+/* Let go of both buffers and raise ValueError(problem); NULL, to return. */
+static PyObject *refuse_pair(const char *problem, Py_buffer *out, Py_buffer *in) {
+    PyBuffer_Release(out);
+    PyBuffer_Release(in);
+    PyErr_SetString(PyExc_ValueError, problem);
+    return NULL;
+}
+
 static void join_loop(uint8_t *restrict out, const uint8_t *const *planes, Py_ssize_t width,
                       Py_ssize_t n) {
     if (width == 4) {          /* fp32: assemble each word, one store (compilers vectorise) */
@@ -165,22 +184,14 @@ static PyObject *split(PyObject *Py_UNUSED(module), PyObject *args) {
         PyErr_Format(PyExc_ValueError, "split: width %zd, expected 2 to %d", width, MAX_WIDTH);
         return NULL;
     }
-    if (PyObject_GetBuffer(target, &out, PyBUF_WRITABLE) < 0)
+    if (borrow_pair(target, &out, source, &data) < 0)
         return NULL;
-    if (PyObject_GetBuffer(source, &data, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&out);
-        return NULL;
-    }
     n = out.len / width;
     const char *problem = out.len % width ? "split: output not a whole number of planes"
                           : data.len < out.len ? "split: data shorter than the planes"
                           : overlap(&data, &out) ? "split: output overlaps the data" : NULL;
-    if (problem != NULL) {
-        PyBuffer_Release(&data);
-        PyBuffer_Release(&out);
-        PyErr_SetString(PyExc_ValueError, problem);
-        return NULL;
-    }
+    if (problem != NULL)
+        return refuse_pair(problem, &out, &data);
     uint8_t *planes[MAX_WIDTH];
     for (Py_ssize_t k = 0; k < width; k++)
         planes[k] = (uint8_t *)out.buf + k * n;
@@ -217,24 +228,13 @@ static PyObject *unzigzag_add(PyObject *Py_UNUSED(module), PyObject *args) {
         PyErr_Format(PyExc_ValueError, "unzigzag_add: width %zd, expected 2, 4 or 8", width);
         return NULL;
     }
-    if (PyObject_GetBuffer(target, &out, PyBUF_WRITABLE) < 0)
+    if (borrow_pair(target, &out, source, &ref) < 0)
         return NULL;
-    if (PyObject_GetBuffer(source, &ref, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&out);
-        return NULL;
-    }
-    const char *problem = NULL;
     if (at < 0 || count < 0 || count > (PY_SSIZE_T_MAX - at) / width
         || at + count * width > out.len || at + count * width > ref.len)
-        problem = "unzigzag_add: words outside the buffers";
-    else if (overlap(&out, &ref))
-        problem = "unzigzag_add: output overlaps the reference";
-    if (problem != NULL) {
-        PyBuffer_Release(&out);
-        PyBuffer_Release(&ref);
-        PyErr_SetString(PyExc_ValueError, problem);
-        return NULL;
-    }
+        return refuse_pair("unzigzag_add: words outside the buffers", &out, &ref);
+    if (overlap(&out, &ref))
+        return refuse_pair("unzigzag_add: output overlaps the reference", &out, &ref);
     uint8_t *o = (uint8_t *)out.buf + at;
     const uint8_t *r = (const uint8_t *)ref.buf + at;
     Py_BEGIN_ALLOW_THREADS
