@@ -1020,3 +1020,47 @@ def test_object_table_leaves_a_large_old_run_alone():
     assert t._runs[0] is base
     assert all(oid in t for entries in small for oid in entries) and all(oid in t for oid in list(big)[:50])
     assert len(t) == 5000 + len(small)
+
+
+def test_removing_a_pack_while_another_process_adopts_it_leaves_no_index_behind(tmp_path, monkeypatch):
+    """Regression (CI, gc racing adds): remove_packs unlinks a pack's index, then the pack. A
+    store opened in between saw a pack without an index, took it for one a crash had left,
+    indexed it again, and the index outlived the pack: later stores listed objects that were
+    gone (an add would not store them again) and gc failed on the missing file."""
+    store = Store(tmp_path)
+    kept = _put(store, [(b"kept object" * 10, 1)])
+    doomed = _put(store, [(b"removed object" * 10, 1)])
+    name = store.locate(doomed[0]).pack
+    adopters = []
+    unlink = Path.unlink
+
+    def unlink_then_open_a_store(path, missing_ok=False):
+        unlink(path, missing_ok=missing_ok)
+        if path.name == f"{name}.idx":       # the moment between the index and the pack
+            adopters.append(Store(tmp_path))
+
+    monkeypatch.setattr(Path, "unlink", unlink_then_open_a_store)
+    store.remove_packs([name])
+    monkeypatch.undo()
+    assert len(adopters) == 1 and not adopters[0].has(doomed[0])
+    assert sorted(p.name for p in (tmp_path / "packs").iterdir()) == \
+        sorted(f"{store.locate(kept[0]).pack}.{ext}" for ext in ("idx", "pack"))
+    fresh = Store(tmp_path)
+    assert not fresh.has(doomed[0]) and fresh.read(kept[0]) == b"kept object" * 10
+    for s in (store, fresh, *adopters):
+        s.close()
+
+
+def test_an_index_whose_pack_is_gone_is_not_trusted_to_hold_objects(tmp_path):
+    """An add asks the store which chunks it already holds; an index left without its pack
+    must not answer for them, or the add would not store them and they would be lost."""
+    store = Store(tmp_path)
+    (oid,) = _put(store, [(b"lost object" * 10, 1)])
+    (pack,) = (tmp_path / "packs").glob("*.pack")
+    store.close()
+    pack.unlink()
+    fresh = Store(tmp_path)
+    assert not fresh.has(oid) and fresh.missing([oid]) == [oid]
+    (again,) = _put(fresh, [(b"lost object" * 10, 1)])
+    assert again == oid and fresh.read(oid) == b"lost object" * 10
+    fresh.close()

@@ -154,6 +154,24 @@ def in_use(path: Path) -> bool:
         os.close(fd)
 
 
+def claim(path: Path) -> int | None:
+    """Take the lock of `path` without waiting, as an open descriptor to close when done; None
+    when a writer or a remover holds it, or the file is gone (also when it went while the lock
+    was being taken: the lock must be the one of the file that still has this name)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino:
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
 def remove_if_dead(path: Path, grace: float = GRACE) -> bool:
     """Remove a temporary file nobody holds a lock on and nobody wrote to for `grace`
     seconds; True if it was removed."""

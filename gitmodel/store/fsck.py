@@ -116,16 +116,23 @@ def repair(store: Store, report: FsckReport, log: Callable[[str], None] = lambda
     unindexed = {p.name for p in report.of(DAMAGED_INDEX) + report.of(PACK_WITHOUT_INDEX)}
     for pack in sorted(unindexed):
         path = store.pack_dir / f"{pack}.pack"
+        held = files.claim(path)           # as Store does when it adopts a pack (see there)
+        if held is None:
+            log(f"{pack}: left alone, another process is publishing or removing it")
+            continue
         try:
-            rebuilt = rebuild_index(path, store.bases)
-        except (OSError, PackError):
-            rebuilt = None
-        if rebuilt is not None and rebuilt[0] == pack:
-            files.write_durably(store.pack_dir / f"{pack}.idx", rebuilt[1], store.permissions.file())
-            result.rebuilt.append(pack)
-            log(f"rebuilt the index of {pack} from its pack")
-        else:
-            damaged_packs.add(pack)
+            try:
+                rebuilt = rebuild_index(path, store.bases)
+            except (OSError, PackError):
+                rebuilt = None
+            if rebuilt is not None and rebuilt[0] == pack:
+                files.write_durably(store.pack_dir / f"{pack}.idx", rebuilt[1], store.permissions.file())
+                result.rebuilt.append(pack)
+                log(f"rebuilt the index of {pack} from its pack")
+            else:
+                damaged_packs.add(pack)
+        finally:
+            os.close(held)
     for pack in sorted(damaged_packs):
         _salvage(store, pack, result, log)
     for problem in report.of(INDEX_WITHOUT_PACK):

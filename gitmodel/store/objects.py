@@ -150,7 +150,9 @@ class Store:
         packs = {n[:-5] for n in names if n.startswith("pack-") and n.endswith(".pack")}
         with self._refreshing:              # threads refreshing at once add each pack once
             fresh = []
-            for name in sorted(indexed - self._loaded):
+            # An index without its pack lists objects that are not here: trusting it would let
+            # an add skip storing them. (A pack published meanwhile is picked up next time.)
+            for name in sorted((indexed & packs) - self._loaded):
                 try:
                     fresh.append((name, *verify_index(name, (self.pack_dir / f"{name}.idx").read_bytes())))
                     self.damaged_indexes.pop(name, None)
@@ -171,22 +173,30 @@ class Store:
 
     def _adopt_orphan(self, name: str) -> None:
         """Index a pack that a crash left without its index, if it is whole and its records
-        give exactly the index its name commits to; otherwise leave it to fsck."""
-        path = self.pack_dir / f"{name}.pack"
-        try:
-            if files.in_use(path):
-                return                 # its publisher holds it until the index is in place
-            index = rebuild_index(path, self.bases)
-        except (OSError, PackError, StoreError):
-            index = None
-        if index is None or index[0] != name:
-            self._unadoptable.add(name)           # once per process; fsck --repair sees to it
+        give exactly the index its name commits to; otherwise leave it to fsck. Done holding
+        the pack's lock: its publisher holds that until the index is in place, and a removal
+        from before its index goes until the pack is gone, so neither is taken for a crash."""
+        path, index_path = self.pack_dir / f"{name}.pack", self.pack_dir / f"{name}.idx"
+        held = files.claim(path)
+        if held is None:
             return
         try:
-            files.write_durably(self.pack_dir / f"{name}.idx", index[1], self.permissions.file(),
-                                tmp_dir=self.tmp_dir if self.tmp_dir.is_dir() else None)
-        except OSError:
-            return
+            if index_path.exists():
+                return                 # published or adopted meanwhile: the next refresh loads it
+            try:
+                index = rebuild_index(path, self.bases)
+            except (OSError, PackError, StoreError):
+                index = None
+            if index is None or index[0] != name:
+                self._unadoptable.add(name)       # once per process; fsck --repair sees to it
+                return
+            try:
+                files.write_durably(index_path, index[1], self.permissions.file(),
+                                    tmp_dir=self.tmp_dir if self.tmp_dir.is_dir() else None)
+            except OSError:
+                return
+        finally:
+            os.close(held)
         with self._refreshing:
             if name not in self._loaded:
                 self._index.add_indexes([(name, *verify_index(name, index[1]))])
@@ -349,12 +359,29 @@ class Store:
         again. A reader that listed one of them reloads (PackGone)."""
         names = set(names)
         for name in sorted(names):
-            (self.pack_dir / f"{name}.idx").unlink(missing_ok=True)
-            (self.pack_dir / f"{name}.pack").unlink(missing_ok=True)
+            self._remove_pack(name)
         if names:
             files.fsync_dir(self.pack_dir)
             self.forget_damaged(names)
         self.reload()
+
+    def _remove_pack(self, name: str) -> None:
+        """Index, then pack, holding the pack's lock throughout: a process that meets the pack
+        without its index meanwhile leaves it alone instead of indexing it again (which would
+        leave an index listing objects that are gone)."""
+        pack = self.pack_dir / f"{name}.pack"
+        try:
+            held = os.open(pack, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            held = None
+        try:
+            if held is not None:
+                files.lock(held)           # waits for an adoption under way to finish
+            (self.pack_dir / f"{name}.idx").unlink(missing_ok=True)
+            pack.unlink(missing_ok=True)
+        finally:
+            if held is not None:
+                os.close(held)
 
     def _good_copies(self, oid: bytes) -> list[Entry]:
         copies = self._index.copies(oid)
