@@ -141,6 +141,24 @@ def test_the_difference_of_a_fine_tune_is_smaller_than_the_whole_chunk():
     assert len(delta) < 0.75 * len(whole), (len(delta), len(whole))
 
 
+def test_sparse_planes_of_a_difference_are_packed_harder_and_read_back():
+    """Weights that barely moved (most of an embedding) leave planes of differences that are
+    mostly zeros: a delta packs those with the lazy search (codec.SPARSE), smaller than the
+    fast pass `git add` uses, and any zstd decoder reads them."""
+    rng = np.random.default_rng(2)
+    old = (0.05 * rng.standard_normal(48_000)).astype(np.float32)
+    new = old.copy()
+    moved = rng.random(old.size) < 0.3
+    new[moved] = np.nextafter(new[moved], np.float32(1))           # one ULP, a third of them
+    differences = bytearray(new.tobytes())
+    codec._difference(differences, old.tobytes(), 4, 0)
+    fast, thorough = codec.encode(differences, 4)[1], codec.encode(differences, 4, thorough=True)[1]
+    assert len(thorough) < len(fast), (len(thorough), len(fast))
+    payload = codec.encode_delta(new.tobytes(), old.tobytes(), [b"\0" * 32], 0, 4)
+    assert payload.endswith(thorough)
+    assert bytes(codec.decode(codec.DELTA, payload, new.nbytes, lambda ids: [old.tobytes()])) == new.tobytes()
+
+
 # ----------------------------------------------------------------------------- through git
 
 def test_repack_stores_old_versions_as_deltas_and_every_version_checks_out(repo: Repo):

@@ -56,6 +56,25 @@ def _compressor() -> zstandard.ZstdCompressor:
         return _local.compressor
 
 
+# Planes of differences that the fast pass packs below SPARSE of their size are mostly runs
+# of zeros: the fast pass codes them as many short matches, slow to decode. A lazy search
+# finds longer ones: a fifth smaller, and a third faster to decode, for five times the
+# compression time, spent by a repack, never by `git add` (docs/benchmarks.md).
+SPARSE = 0.3
+_SPARSE_PARAMETERS = dict(strategy=zstandard.STRATEGY_LAZY, min_match=6, hash_log=14,
+                          chain_log=14, search_log=4, target_length=64, window_log=16,
+                          write_checksum=0)
+
+
+def _sparse_compressor() -> zstandard.ZstdCompressor:
+    try:
+        return _local.sparse_compressor
+    except AttributeError:
+        params = zstandard.ZstdCompressionParameters(**_SPARSE_PARAMETERS)
+        _local.sparse_compressor = zstandard.ZstdCompressor(compression_params=params)
+        return _local.sparse_compressor
+
+
 def _plane_compressor() -> zstandard.ZstdCompressor:
     try:
         return _local.plane_compressor
@@ -73,9 +92,10 @@ def _decompressor() -> zstandard.ZstdDecompressor:
         return _local.decompressor
 
 
-def encode(data: bytes | memoryview, width: int = 1) -> tuple[int, bytes]:
-    """(encoding, payload) for a chunk whose elements are `width` bytes wide (1: unknown)."""
-    return encode_batch([data], width)[0]
+def encode(data: bytes | memoryview, width: int = 1, thorough: bool = False) -> tuple[int, bytes]:
+    """(encoding, payload) for a chunk whose elements are `width` bytes wide (1: unknown);
+    `thorough` packs sparse planes harder (see SPARSE)."""
+    return encode_batch([data], width, thorough=thorough)[0]
 
 
 # Every PROBE_EVERY-th chunk of a batch tries zstd on all its planes; until the next probe,
@@ -85,7 +105,7 @@ INCOMPRESSIBLE = 0.98
 
 
 def encode_batch(chunks: list, width: int, wanted: list[bool] | None = None,
-                 parts: bool = False) -> list:
+                 parts: bool = False, thorough: bool = False) -> list:
     """Encode consecutive chunks of one run of `width`-byte elements; returns (encoding,
     payload) for each chunk whose `wanted` flag is set (default all), None for the others.
     With `parts`, a payload may be a list of buffers to be written one after the other
@@ -112,7 +132,7 @@ def encode_batch(chunks: list, width: int, wanted: list[bool] | None = None,
             else:
                 trials = [[0, 0] for _ in range(width)] if done % PROBE_EVERY == 0 else None
                 result = _encode_grouped(data, width, offset % width, skip if trials is None else frozenset(),
-                                         trials, parts)
+                                         trials, parts, thorough)
                 if trials is not None:       # per element byte: raw size, packed size
                     skip = frozenset(j for j, (raw, packed) in enumerate(trials)
                                      if packed >= INCOMPRESSIBLE * raw)
@@ -130,7 +150,7 @@ def _encode_plain(data, parts: bool = False) -> tuple[int, bytes | list]:
 
 
 def _encode_grouped(data, width: int, phase: int, skip: frozenset, trials,
-                    parts: bool = False) -> tuple[int, bytes | list]:
+                    parts: bool = False, thorough: bool = False) -> tuple[int, bytes | list]:
     body = len(data) - len(data) % width
     rows = _split(data, width, body, fresh=parts)     # parts keep raw planes: not the scratch
     heads, stored_planes = [bytes([width])], []
@@ -139,6 +159,8 @@ def _encode_grouped(data, width: int, phase: int, skip: frozenset, trials,
         plane = rows[k]
         position = (phase + k) % width
         packed = None if position in skip else compress(plane)
+        if thorough and packed is not None and len(packed) < SPARSE * len(plane):
+            packed = min(packed, _sparse_compressor().compress(plane), key=len)
         if trials is not None:
             trials[position][0] += len(plane)
             trials[position][1] += len(packed)
@@ -175,7 +197,7 @@ def encode_delta(data, base, base_ids: list[bytes], skip: int, width: int, lead:
     width, lead = (width, lead % width) if width in planes.WORDS else (1, 0)
     out = bytearray(data)
     _difference(out, memoryview(base)[skip:skip + len(data)], width, lead)
-    encoding, inner = encode(out, width)
+    encoding, inner = encode(out, width, thorough=True)
     return b"".join([bytes([len(base_ids)]), *base_ids, _delta_head.pack(skip, width, lead),
                      bytes([encoding]), inner])
 
