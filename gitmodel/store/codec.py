@@ -58,7 +58,7 @@ def _compressor() -> zstandard.ZstdCompressor:
 
 # Planes of differences that the fast pass packs below SPARSE of their size are mostly runs
 # of zeros: the fast pass codes them as many short matches, slow to decode. A lazy search
-# finds longer ones: a fifth smaller, and a third faster to decode, for five times the
+# finds longer ones: a seventh smaller, and a third faster to decode, for five times the
 # compression time, spent by a repack, never by `git add` (docs/benchmarks.md).
 SPARSE = 0.3
 _SPARSE_PARAMETERS = dict(strategy=zstandard.STRATEGY_LAZY, min_match=6, hash_log=14,
