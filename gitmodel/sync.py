@@ -53,9 +53,11 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
                           "Nothing was uploaded. `gitmodel fsck` shows the damage; add the "
                           "files again or fetch them from a remote that has them")
     try:
-        return transfer.upload(store, view, need.objects, quiet=quiet, force=force,
-                               again=_to_pin(store, view, manifest_ids if pin is None else
-                                             stored.content_ids(pin)))
+        stats = transfer.upload(store, view, need.objects, quiet=quiet, force=force,
+                                again=_to_pin(store, view, manifest_ids if pin is None else
+                                              stored.content_ids(pin)))
+        _check_arrived(store, view, need.objects, stats, quiet)
+        return stats
     except (MissingObjects, CorruptObject) as err:
         oids = err.oids if isinstance(err, MissingObjects) else [err.oid]
         users = {m for oid in oids for m in need.needed_by.get(oid, [oid])}
@@ -63,6 +65,26 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
                           "Nothing damaged was uploaded. Add the files again from a good copy "
                           "(that stores good chunks), or fetch them from a remote that has them; "
                           "`gitmodel fsck` lists what is damaged") from None
+
+
+def _check_arrived(store: Store, view: RemoteView, oids: list[bytes], stats: TransferStats,
+                   quiet: bool) -> None:
+    """Look at the remote again: what the push relied on finding there (objects it did not
+    send) may have gone meanwhile, taken by a remote gc that listed the remote before the
+    push's pinned manifests arrived. Send what is missing now, once; if it goes again, fail
+    rather than let git record a push the remote cannot serve."""
+    for attempt in range(2):
+        view.refresh()
+        gone = [oid for oid in oids if oid not in view.entries]
+        if not gone:
+            return
+        if attempt == 0:
+            again = transfer.upload(store, view, gone, quiet=quiet)
+            stats.objects, stats.bytes = stats.objects + again.objects, stats.bytes + again.bytes
+            stats.packs += again.packs
+    raise NotPushable(f"{len(gone)} object(s) this push needs on remote {view} went missing from it "
+                      "while it ran, twice (a gc of the remote running at the same time?)",
+                      "The push did not complete and git was not told it had. Run it again")
 
 
 PIN_AGE = 3600.0      # seconds; far below a remote gc's grace period (a day by default)

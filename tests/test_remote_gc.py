@@ -186,3 +186,149 @@ def test_remote_gc_lets_a_dropped_keyframe_go(tmp_path: Path, git_env):
         clone.git("checkout", "--", MODEL)
         assert sha256(clone.path / MODEL) == digest, back
     assert "0 problem(s)" in clone.gitmodel("fsck", "--remote", "origin", "--all").stdout
+
+
+# ----------------------------------------------------------------------------- races, in one process
+
+def _stored_checkpoint(store, n: int) -> bytes:
+    """n random chunks and the manifest listing them, stored; the manifest's id."""
+    import blake3
+
+    from gitmodel.store import codec
+    from gitmodel.store.manifest import Manifest
+    from gitmodel.store.objects import CHUNK, MANIFEST
+    writer, chunks = store.writer(), []
+    for _ in range(n):
+        data = os.urandom(4000)
+        oid = blake3.blake3(data).digest()
+        encoding, payload = codec.encode(data)
+        writer.add(oid, CHUNK, encoding, len(data), payload)
+        chunks.append((oid, len(data)))
+    manifest = Manifest(4000 * n, chunks).encode()
+    mid = blake3.blake3(manifest).digest()
+    encoding, payload = codec.encode(manifest)
+    writer.add(mid, MANIFEST, encoding, len(manifest), payload)
+    store.publish(writer)
+    return mid
+
+
+def _remote_view(url: str, root: Path):
+    from gitmodel.remote.backend import RemoteSpec, open_backend
+    from gitmodel.remote.view import RemoteView
+    return RemoteView(open_backend(RemoteSpec(url, url)), root)
+
+
+def _on_remote(url: str, root: Path, store, mid: bytes) -> tuple[bool, int, int]:
+    """(manifest listed, chunks listed, chunks) as a fresh client sees the remote."""
+    view = _remote_view(url, root).refresh()
+    chunks = store.read_manifest(mid).chunks
+    return mid in view.entries, sum(cid in view.entries for cid, _ in chunks), len(chunks)
+
+
+def test_a_remote_gc_during_a_push_does_not_take_what_the_push_relies_on(tmp_path: Path, monkeypatch):
+    """Regression (a review of the remote protocol): a checkpoint the remote holds only in old
+    packs, named by no remote ref, is pushed again with a new one. The push sends none of its
+    chunks (the remote lists them) and re-sends its manifest so that a gc sees it. A gc whose
+    last look at the remote came before that manifest arrived removed the old packs, and the
+    push succeeded with the checkpoint's chunks gone from the remote."""
+    from gitmodel import sync
+    from gitmodel.remote import collect, transfer
+    from gitmodel.store.objects import Store
+    url = str(tmp_path / "remote")
+    store = Store(tmp_path / "local")
+    old = _stored_checkpoint(store, 3)
+    sync.push(store, _remote_view(url, store.root), {old.hex(): "old.bin"})
+    age(Path(url))
+    new = _stored_checkpoint(store, 2)
+    put, collected = transfer._Uploader._put, []
+
+    def gc_before_the_first_upload(self, path, name, index):
+        if not collected:             # another clone's remote gc: no ref names either checkpoint
+            other = Store(tmp_path / "other")
+            collected.append(collect.collect(_remote_view(url, other.root), other, [], grace_days=1.0))
+        return put(self, path, name, index)
+
+    monkeypatch.setattr(transfer._Uploader, "_put", gc_before_the_first_upload)
+    sync.push(store, _remote_view(url, store.root), {old.hex(): "old.bin", new.hex(): "new.bin"})
+    monkeypatch.undo()
+    assert collected and collected[0].count("remove") > 0       # the gc did remove old packs
+    for mid in (old, new):
+        listed, present, total = _on_remote(url, tmp_path / "client", store, mid)
+        assert listed and present == total, (mid == old, present, total)
+
+
+def test_an_index_on_a_remote_whose_pack_is_gone_is_not_trusted(tmp_path: Path, monkeypatch):
+    """Regression, the remote's side of the race CI found locally: a remote gc removes a pack's
+    index, then the pack. A mirror run in between found the pack file there, whole, so sent
+    only the index; the gc then removed the pack. Clients believed the objects were on the
+    remote: pushes skipped them and fetches failed."""
+    from gitmodel import stored, sync
+    from gitmodel.remote import collect, transfer
+    from gitmodel.remote.backend import FsspecBackend, RemoteSpec, open_backend
+    from gitmodel.store.objects import Store
+    source, dest = str(tmp_path / "source"), str(tmp_path / "dest")
+    store = Store(tmp_path / "local")
+    mid = _stored_checkpoint(store, 3)
+    for url in (source, dest):
+        sync.push(store, _remote_view(url, store.root), {mid.hex(): "m.bin"})
+    age(Path(dest))
+    remove = FsspecBackend.remove_pack
+
+    def mirror_between_the_two_deletions(self, pack, timeout=None):
+        self._call("rm_file", self._path(pack, "idx"))
+        transfer.mirror(open_backend(RemoteSpec(source, source)), open_backend(RemoteSpec(dest, dest)),
+                        tmp_path / "tmp", stored.references, quiet=True)
+        self._call("rm_file", self._path(pack, "pack"))
+
+    monkeypatch.setattr(FsspecBackend, "remove_pack", mirror_between_the_two_deletions)
+    other = Store(tmp_path / "other")
+    collect.collect(_remote_view(dest, other.root), other, [], grace_days=1.0)   # nothing is live
+    monkeypatch.undo()
+    assert _on_remote(dest, tmp_path / "client", store, mid) == (False, 0, 3)
+    assert sync.push(store, _remote_view(dest, store.root), {mid.hex(): "m.bin"}).objects == 4
+    assert _on_remote(dest, tmp_path / "client", store, mid) == (True, 3, 3)
+    fresh = Store(tmp_path / "fresh")
+    assert not sync.fetch(fresh, _remote_view(dest, fresh.root), {mid.hex(): "m.bin"}).failed
+    assert fresh.read(mid) == store.read(mid)
+    # The index left without its pack goes with the next gc.
+    collect.collect(_remote_view(dest, other.root), other, [mid], grace_days=1.0)
+    names = {p.name for p in (Path(dest) / "packs").iterdir()}
+    assert {n.rsplit(".", 1)[0] for n in names if n.endswith(".idx")} == \
+        {n.rsplit(".", 1)[0] for n in names if n.endswith(".pack")}
+
+
+def test_a_mirror_whose_copy_a_gc_removes_meanwhile_fails(tmp_path: Path, monkeypatch):
+    """A mirror sends only the index of a pack whose file it finds whole at the destination (a
+    mirror interrupted before). If a gc of the destination removes that file meanwhile, the
+    mirror says so instead of exiting 0 with the pack missing."""
+    import shutil
+
+    from gitmodel import stored, sync
+    from gitmodel.remote import transfer
+    from gitmodel.remote.backend import FsspecBackend, RemoteError, RemoteSpec, open_backend
+    from gitmodel.store.objects import Store
+    source, dest = tmp_path / "source", tmp_path / "dest"
+    store = Store(tmp_path / "local")
+    mid = _stored_checkpoint(store, 2)
+    sync.push(store, _remote_view(str(source), store.root), {mid.hex(): "m.bin"})
+    (dest / "packs").mkdir(parents=True)
+    shutil.copy(source / "config", dest / "config")
+    for pack in (source / "packs").glob("*.pack"):
+        shutil.copy(pack, dest / "packs" / pack.name)           # files arrived, indexes did not
+    put_index = FsspecBackend.put_index
+
+    def then_a_gc_removes_the_pack(self, pack, data, timeout=None):
+        put_index(self, pack, data, timeout)
+        if self.url == str(dest):
+            (dest / "packs" / f"{pack}.pack").unlink()
+
+    monkeypatch.setattr(FsspecBackend, "put_index", then_a_gc_removes_the_pack)
+    with pytest.raises(RemoteError, match="removed from it while the mirror ran"):
+        transfer.mirror(open_backend(RemoteSpec(str(source), str(source))),
+                        open_backend(RemoteSpec(str(dest), str(dest))), tmp_path / "tmp",
+                        stored.references, quiet=True)
+    monkeypatch.undo()
+    transfer.mirror(open_backend(RemoteSpec(str(source), str(source))),
+                    open_backend(RemoteSpec(str(dest), str(dest))), tmp_path / "tmp",
+                    stored.references, quiet=True)                 # run again: whole
+    assert _on_remote(str(dest), tmp_path / "client", store, mid) == (True, 2, 2)

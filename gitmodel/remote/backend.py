@@ -40,7 +40,8 @@ class RemoteSpec:
 
 @dataclass
 class Listing:
-    published: set[str] = field(default_factory=set)         # packs whose index is there
+    published: set[str] = field(default_factory=set)         # packs whose index and file are there
+    orphan_indexes: set[str] = field(default_factory=set)    # indexes whose pack file is not
     sizes: dict[str, int | None] = field(default_factory=dict)  # every pack file, and its size
     mtimes: dict[str, float | None] = field(default_factory=dict)  # and when it was written
     temporaries: list[str] = field(default_factory=list)     # files of interrupted uploads
@@ -168,6 +169,11 @@ class FsspecBackend:
                 listing.mtimes[stem] = _mtime(entry)
             elif TEMPORARY.fullmatch(base):
                 listing.temporaries.append(base)
+        # An index is published after its pack and removed before it, so one without its pack
+        # is what a removal racing a writer that found the pack there left: what it lists is
+        # not on the remote, and trusting it would let a push skip sending it.
+        listing.orphan_indexes = listing.published - set(listing.sizes)
+        listing.published -= listing.orphan_indexes
         return listing
 
     def read_marker(self, timeout: float | None = None) -> str | None:

@@ -57,6 +57,10 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
     for name in sorted(gone):
         view.backend.remove_pack(name)
     progress(f"removed {len(gone)} pack(s)")
+    for name in sorted(listing.orphan_indexes):       # list nothing: their packs are gone
+        view.backend.remove_pack(name)
+    if listing.orphan_indexes:
+        progress(f"removed {len(listing.orphan_indexes)} index(es) left without their pack")
     view.refresh()
     for fate in report.packs:
         if fate.name not in gone and fate.action in ("remove", "rewrite"):

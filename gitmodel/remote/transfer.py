@@ -101,7 +101,11 @@ def upload(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = 
     if not located:
         return stats
     view.create()
-    batches = [[oid for _, oid in located[i:i + 64]] for i in range(0, len(located), 64)]
+    # Manifests sent again to pin them (sync.push) go first, in a pack of their own: a remote
+    # gc that lists the remote from then on keeps what they need, which the rest of this
+    # upload relies on. Their chunks are on the remote already (that is why they are pinned).
+    pinned = [(entry, oid) for entry, oid in located if oid in again and entry.kind == MANIFEST]
+    rest = [(entry, oid) for entry, oid in located if not (oid in again and entry.kind == MANIFEST)]
 
     def read(batch: list[bytes]) -> list:
         out = []
@@ -111,9 +115,13 @@ def upload(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = 
         return out
 
     with ThreadPoolExecutor(2) as pool:
-        records = ((oid, entry, memoryview(record)[record_head.size:])
-                   for batch in ordered(pool, read, batches, window=4) for oid, entry, record in batch)
-        stats.packs = len(send_records(store, view, records, total, f"push to {view.name}", quiet, target))
+        for group in (g for g in (pinned, rest) if g):
+            batches = [[oid for _, oid in group[i:i + 64]] for i in range(0, len(group), 64)]
+            records = ((oid, entry, memoryview(record)[record_head.size:])
+                       for batch in ordered(pool, read, batches, window=4) for oid, entry, record in batch)
+            size = sum(record_head.size + entry.stored_length for entry, _ in group)
+            stats.packs += len(send_records(store, view, records, size, f"push to {view.name}",
+                                            quiet or group is pinned, target))
     return stats
 
 
@@ -463,6 +471,12 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
     for name in _publication_order(entries, needs):
         dest.put_index(name, indexes[name])
         log(f"copied {name} ({len(entries[name])} objects)")
+    # A pack file found whole at the destination was not sent again; a gc of the destination
+    # may have removed it since, leaving the index just sent without it.
+    lost = sorted(set(entries) - dest.list_packs().published)
+    if lost:
+        raise RemoteError(f"{len(lost)} pack(s) copied to {dest} were removed from it while the "
+                          f"mirror ran (e.g. {lost[0]}; a gc of {dest}?)", "Run the mirror again")
     return stats
 
 
