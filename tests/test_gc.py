@@ -261,3 +261,34 @@ def test_a_writer_opened_before_a_gc_does_not_count_removed_objects_as_stored(re
         assert not any(early.has(oid) for oid in removed)
     finally:
         early.release()
+
+
+def test_gc_refuses_while_a_pack_has_no_usable_index(repo: Repo):
+    """A pack whose index is damaged (or that another process is indexing) hides which
+    checkpoints it holds: the chunks of a live checkpoint whose manifest is in it would look
+    like garbage. gc stops and names the repair instead of removing anything."""
+    model = random_model(4)
+    repo.git("checkout", "-q", "-b", "side")
+    write_safetensors(repo.path / MODEL, model, metadata={"run": "old"})
+    repo.commit("old", MODEL)                     # its chunks: in the packs of this commit
+    repo.git("checkout", "-q", "main")
+    write_safetensors(repo.path / MODEL, model, metadata={"run": "new"})   # the same chunks
+    before = set((repo.store / "packs").glob("*.idx"))
+    repo.commit("new", MODEL)
+    (index,) = set((repo.store / "packs").glob("*.idx")) - before      # the new manifest's
+    repo.git("branch", "-q", "-D", "side")        # `old` is garbage; its chunks are not
+    drop_newest(repo, 0)
+    os.chmod(index, 0o644)
+    index.write_bytes(index.read_bytes()[:-7])                          # damaged
+    age_packs(repo.store)
+    size = packs_size(repo.store)
+    result = repo.gitmodel("gc", "--keep-recent", "0", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "fsck --repair" in result.stderr and "Nothing was removed" in result.stderr
+    assert packs_size(repo.store) == size
+    repo.gitmodel("fsck", "--repair")
+    gc(repo, "--keep-recent", "0")
+    (repo.path / MODEL).unlink()
+    repo.git("checkout", "--", MODEL)
+    assert sha256(repo.path / MODEL) == sha256(write_safetensors(repo.path.parent / "expected", model,
+                                                                 metadata={"run": "new"}))

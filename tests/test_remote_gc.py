@@ -332,3 +332,25 @@ def test_a_mirror_whose_copy_a_gc_removes_meanwhile_fails(tmp_path: Path, monkey
                     open_backend(RemoteSpec(str(dest), str(dest))), tmp_path / "tmp",
                     stored.references, quiet=True)                 # run again: whole
     assert _on_remote(str(dest), tmp_path / "client", store, mid) == (True, 2, 2)
+
+
+def test_a_remote_gc_refuses_while_an_index_on_the_remote_is_damaged(tmp_path: Path):
+    """The chunks of a live checkpoint whose manifest sits in a pack with a damaged index
+    would look like garbage: the remote gc stops and says what to do."""
+    from gitmodel import sync
+    from gitmodel.remote import collect
+    from gitmodel.store.gc import GcError
+    from gitmodel.store.objects import Store
+    url = tmp_path / "remote"
+    store = Store(tmp_path / "local")
+    kept, dropped = _stored_checkpoint(store, 2), _stored_checkpoint(store, 2)
+    for mid in (kept, dropped):
+        sync.push(store, _remote_view(str(url), store.root), {mid.hex(): "m.bin"})
+    index = sorted((url / "packs").glob("*.idx"))[0]
+    index.write_bytes(index.read_bytes()[:-3])
+    age(url)
+    before = sorted(p.name for p in (url / "packs").iterdir())
+    with pytest.raises(GcError, match="damaged") as err:
+        collect.collect(_remote_view(str(url), tmp_path / "other"), store, [kept], grace_days=1.0)
+    assert "Nothing was removed" in err.value.hint
+    assert sorted(p.name for p in (url / "packs").iterdir()) == before

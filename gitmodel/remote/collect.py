@@ -32,6 +32,14 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
     `store` serves manifests and re-encoded copies it holds, and temporary files."""
     view.refresh()
     listing = view.listing
+    if view.damaged:               # what their packs hold is unknown: it may be what keeps others
+        name, why = sorted(view.damaged.items())[0]
+        raise GcError(f"{len(view.damaged)} pack index(es) on remote {view} are damaged (e.g. "
+                      f"{name}: {why}), so which checkpoints their packs hold is unknown and "
+                      "nothing can be told garbage",
+                      "Nothing was removed. Delete that index from the remote (its pack then "
+                      "counts as absent), run `gitmodel fsck --remote NAME --repair` to upload "
+                      "again what the checkpoints need, then gc")
     now = time.time()
     sizes = {name: listing.sizes.get(name) or 0 for name in view.packs}
     recent = {name for name in view.packs

@@ -17,6 +17,7 @@ removed pack reloads the pack list and finds the object's new copy.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -155,6 +156,7 @@ def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = froze
     need. The caller holds the store's gc lock (`Store.lock_for_gc`) and listed `manifests`
     after taking it."""
     store.reload()
+    _refuse_unindexed(store)
     sizes = {name: _size(store, name) for name in store.packs()}
     live = live_objects(store, manifests, recent)
     report = GcReport(dry_run=dry_run, live_objects=len(live), bytes_before=sum(sizes.values()))
@@ -177,6 +179,21 @@ def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = froze
     progress(f"removed {len(gone)} pack(s)")
     report.bytes_after = store_bytes(store)
     return report
+
+
+def _refuse_unindexed(store: Store) -> None:
+    """A pack without a usable index hides which checkpoints it holds: the chunks of a live
+    one whose manifest is there would look like garbage elsewhere."""
+    try:
+        on_disk = {n[:-5] for n in os.listdir(store.pack_dir) if n.startswith("pack-") and n.endswith(".pack")}
+    except FileNotFoundError:
+        return
+    hidden = sorted(on_disk - set(store.packs()))
+    if hidden:
+        why = store.damaged_indexes.get(hidden[0], "no index (a crash, or another process indexing it)")
+        raise GcError(f"{len(hidden)} pack(s) have no usable index (e.g. {hidden[0]}: {why}), so "
+                      "which checkpoints they hold is unknown and nothing can be told garbage",
+                      "Nothing was removed. Run `gitmodel fsck --repair`, then gc again")
 
 
 def store_bytes(store: Store) -> int:
