@@ -182,6 +182,7 @@ def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRA
     """Re-encode the histories' chunks as the plan says, rewriting the packs that hold them."""
     lock = _lock(store)
     try:
+        store.hold_writer_lock()    # from before planning: a gc waits rather than remove its packs
         store.reload()
         decided = plan(store, histories, keyframes, whole, based)
         report = RepackReport(planned=sum(d is not None for d in decided.chunks.values()),

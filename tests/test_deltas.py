@@ -497,3 +497,36 @@ def test_fine_tunes_of_a_declared_base_model_are_stored_against_it(repo: Repo):
         (repo.path / name).unlink()
         repo.git("checkout", "--", name)
         assert sha256(repo.path / name) == digest
+
+
+def test_a_gc_waits_for_a_repack_that_is_still_planning(repo: Repo, monkeypatch):
+    """Regression (a review): a repack planned (minutes on a large model) before it took the
+    writers' side of the gc lock, so a gc starting meanwhile removed or rewrote the packs the
+    plan named, and the repack, run by every push, failed on a missing file. The repack now
+    holds that lock from the start: the gc waits for it."""
+    from gitmodel import repack
+    from gitmodel.git import repacking
+    from gitmodel.git.session import Session
+    from gitmodel.store import gc
+    from gitmodel.store.objects import StoreError
+    sums = series(repo, 3)
+    plan, gc_outcome = repack.plan, []
+
+    def a_gc_meanwhile(*args, **kwargs):
+        other = Store(repo.store)
+        try:
+            other.lock_for_gc(0.5)
+            gc.collect(other, [], set())     # nothing named live: every pack would go
+            gc_outcome.append("collected")
+        except StoreError:
+            gc_outcome.append("waited")
+        finally:
+            other.release()
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(repack, "plan", a_gc_meanwhile)
+    session = Session(repo.path)
+    report = repacking.repack(session, None, quiet=True)
+    session.store.release()
+    assert gc_outcome == ["waited"] and report.encoded > 0
+    assert_versions_exact(repo, sums)

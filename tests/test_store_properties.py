@@ -1064,3 +1064,73 @@ def test_an_index_whose_pack_is_gone_is_not_trusted_to_hold_objects(tmp_path):
     (again,) = _put(fresh, [(b"lost object" * 10, 1)])
     assert again == oid and fresh.read(oid) == b"lost object" * 10
     fresh.close()
+
+
+def test_a_reload_on_another_thread_does_not_close_a_pack_being_read(tmp_path, monkeypatch):
+    """Regression (a review): a pool thread that met a removed pack reloads the pack list, and
+    reload closed every pack file, including one another thread had just been handed and was
+    about to read. That read failed (or, the descriptor reused, read another file), a good
+    copy was marked damaged for good, and later checkouts took the object for missing."""
+    store = Store(tmp_path)
+    (oid,) = _put(store, [(b"an object read while the store reloads" * 50, 1)])
+    store.release()
+    reader = Store(tmp_path)
+    pread, interrupted = os.pread, []
+
+    def reload_then_read(fd, n, offset):
+        if not interrupted:                  # between handing out the descriptor and reading it
+            interrupted.append(reader.reload())
+            interrupted.append(os.open(tmp_path / "config", os.O_RDONLY))   # takes a free number
+        return pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", reload_then_read)
+    assert reader.read(oid) == b"an object read while the store reloads" * 50
+    monkeypatch.undo()
+    os.close(interrupted[1])
+    assert not (tmp_path / "damaged").exists() and Store(tmp_path).has(oid)
+    reader.close()
+
+
+def test_fsck_does_not_call_a_pack_removed_while_it_runs_damaged(tmp_path, monkeypatch):
+    """Regression (a review): a repack or gc in another process removed a pack after fsck had
+    listed it; fsck reported its objects as damaged and remembered them so."""
+    store = Store(tmp_path)
+    data = b"an object a repack moves" * 40
+    (oid,) = _put(store, [(data, 1)])
+    old = store.locate(oid).pack
+    store.release()
+    checker = Store(tmp_path)
+    entries = Store.entries
+
+    def a_repack_meanwhile(self):
+        listed = entries(self)
+        if self is checker:
+            other = Store(tmp_path)
+            _put(other, [(data, 1), (b"another" * 30, 1)])      # the object's new copy
+            other.remove_packs([old])
+            other.release()
+        return listed
+
+    monkeypatch.setattr(Store, "entries", a_repack_meanwhile)
+    report = fsck_check(checker)
+    monkeypatch.undo()
+    assert report.problems == [] and not (tmp_path / "damaged").exists()
+    assert Store(tmp_path).read(oid) == data
+    checker.close()
+
+
+def test_removing_packs_keeps_what_other_processes_found_damaged(tmp_path):
+    """Regression (a review): remove_packs (every gc, and the repack before each push) wrote
+    `damaged` back from what its own process had read when it opened the store, erasing the
+    copies other processes had found bad since: an add would then trust a bad copy again
+    instead of storing a good one."""
+    store = Store(tmp_path)
+    (bad,) = _put(store, [(b"a copy found bad" * 30, 1)])
+    (gone,) = _put(store, [(b"garbage" * 30, 1)])
+    store.release()
+    remover, reader = Store(tmp_path), Store(tmp_path)
+    reader.mark_damaged(bad, reader.locate(bad).pack)        # after the remover opened the store
+    remover.remove_packs([remover.locate(gone).pack])
+    assert not Store(tmp_path).has(bad)
+    for s in (remover, reader):
+        s.close()

@@ -304,7 +304,11 @@ def download(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool 
     `known`: objects already read from the remote and verified (manifests), stored after the
     rest. Objects that could not be fetched are in the result's `failed`; everything else is
     stored, chunks before the manifests that need them."""
-    need = store.missing(list(dict.fromkeys(oids)))
+    oids = list(dict.fromkeys(oids))
+    if not oids:
+        return TransferStats()
+    store.hold_writer_lock()     # before deciding what is here: a gc then cannot take it away
+    need = store.missing(oids)
     stats = TransferStats()
     if not need:
         return stats

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from gitmodel.store import files
-from gitmodel.store.objects import (MANIFEST, CorruptObject, MissingBase, Store, StoreError,
+from gitmodel.store.objects import (MANIFEST, CorruptObject, MissingBase, PackGone, Store, StoreError,
                                     StoreVersionError, check_record, rebuild_index)
 from gitmodel.store.pack import PackError, record_head, scan
 
@@ -80,6 +80,8 @@ def check(store: Store, progress: Callable[[int, int], None] | None = None) -> F
         except StoreVersionError as err:
             report.newer.append(str(err))
             continue
+        except PackGone:
+            continue                            # removed since listed (a gc or repack): not damage
         except (MissingBase, CorruptObject) as err:
             if isinstance(err, MissingBase) or err.oid != oid:     # the copy is fine, its base is not
                 report.problems.append(Problem(MISSING_BASE, entry.pack, str(err), oid))

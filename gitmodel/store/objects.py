@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -34,6 +35,7 @@ BASE_CACHE_BYTES = 8 << 20
 
 # Writers hold this shared, gc exclusive (store/gc.py).
 GC_LOCK = "gc.lock"
+RETIRED_FOR = 60.0        # seconds a reload keeps the pack files it let go of open (see there)
 
 REPAIR_HINT = "Run `gitmodel fsck` to see what is damaged and `gitmodel fsck --repair` to repair it"
 
@@ -100,6 +102,7 @@ class Store:
         self._index = ObjectTable()
         self._loaded: set[str] = set()
         self._fds: dict[str, int] = {}
+        self._retired: list[tuple[float, list[int]]] = []     # (when, pack files let go of)
         self._lock = threading.Lock()
         self._swept = False
         self._refreshing = threading.Lock()
@@ -168,8 +171,22 @@ class Store:
         with self._refreshing:
             self._index, self._loaded = ObjectTable(), set()
             self.damaged_indexes = {}
-        self.close()
+        self._retire_fds()
         self.refresh()
+
+    def _retire_fds(self) -> None:
+        """Stop using the open pack files without closing them yet: another thread may have
+        just been handed one to read, and a closed descriptor's number is soon another file's.
+        They are closed by close(), or by a later reload once RETIRED_FOR seconds old."""
+        import time
+        now = time.monotonic()
+        with self._lock:
+            old = [fds for when, fds in self._retired if now - when > RETIRED_FOR]
+            self._retired = [(when, fds) for when, fds in self._retired if now - when <= RETIRED_FOR]
+            self._retired.append((now, list(self._fds.values())))
+            self._fds = {}
+        for fd in (fd for fds in old for fd in fds):
+            os.close(fd)
 
     def _adopt_orphan(self, name: str) -> None:
         """Index a pack that a crash left without its index, if it is whole and its records
@@ -225,14 +242,15 @@ class Store:
             return None
         return fd
 
-    def _hold_writer_lock(self) -> None:
-        """Take the shared side of the gc lock, kept until close(): objects this process
+    def hold_writer_lock(self) -> None:
+        """Take the shared side of the gc lock, kept until release(): objects this process
         stores (and what it decided not to store because the store had it) stay until the
         process is done, which for git's filter is after git has written its index. Opened
         read-only: flock needs no write access, so users sharing a store can all take it."""
         if self._gc_lock is not None:
             return
         import fcntl
+        self._create()
         fd = os.open(self.root / GC_LOCK, os.O_RDONLY | os.O_CREAT, self.permissions.file(0o644))
         try:
             try:
@@ -327,11 +345,12 @@ class Store:
                 return
             self._bad.setdefault(oid, set()).add(pack)
             try:
-                fd = os.open(self.root / "damaged", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-                try:
-                    os.write(fd, f"{oid.hex()} {pack}\n".encode())
-                finally:
-                    os.close(fd)
+                with self._damaged_lock():
+                    fd = os.open(self.root / "damaged", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                    try:
+                        os.write(fd, f"{oid.hex()} {pack}\n".encode())
+                    finally:
+                        os.close(fd)
             except OSError:
                 pass                       # still known to this process; fsck finds it again
 
@@ -341,7 +360,8 @@ class Store:
 
     def forget_damaged(self, packs: set[str]) -> None:
         """Drop what was remembered about copies in these packs (they are gone)."""
-        with self._lock:
+        with self._lock, self._damaged_lock():
+            self._load_bad()                 # with what other processes found since it was read
             for oid in list(self._bad):
                 self._bad[oid] -= packs
                 if not self._bad[oid]:
@@ -351,6 +371,18 @@ class Store:
                 files.write_durably(self.root / "damaged", lines.encode(), 0o644)
             else:
                 (self.root / "damaged").unlink(missing_ok=True)
+
+    @contextmanager
+    def _damaged_lock(self):
+        """`damaged` is appended to by any process and rewritten by the one removing packs:
+        both hold this lock, so no line appended meanwhile is lost to the rewrite."""
+        import fcntl
+        fd = os.open(self.root / "damaged.lock", os.O_RDONLY | os.O_CREAT, self.permissions.file(0o644))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def remove_packs(self, names: Iterable[str]) -> None:
         """Remove packs whose objects are garbage or have copies in packs already published:
@@ -392,7 +424,7 @@ class Store:
 
     def writer(self) -> PackWriter:
         self._create()
-        self._hold_writer_lock()
+        self.hold_writer_lock()
         if not self._swept:
             self._swept = True
             files.sweep(self.tmp_dir)
@@ -719,9 +751,10 @@ class Store:
     def close(self) -> None:
         """Close the pack files (reopened on the next read)."""
         with self._lock:
-            for fd in self._fds.values():
+            for fd in [*self._fds.values(), *(fd for _, fds in self._retired for fd in fds)]:
                 os.close(fd)
             self._fds.clear()
+            self._retired.clear()
 
     def release(self) -> None:
         """Close the pack files and let go of the gc lock (writing takes it again)."""
