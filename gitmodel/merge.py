@@ -337,11 +337,13 @@ def _splice(template: Side, kept: list[Decision], sides: list[Side], store: Stor
     out += chunks[at:]
     manifest = Manifest(template.file.size, out).encode()
     oid = blake3.blake3(manifest).digest()
-    if not store.has(oid):
-        writer = store.writer()
-        encoding, payload = codec.encode(manifest)
-        writer.add(oid, MANIFEST, encoding, len(manifest), payload)
-        store.publish(writer)
+    # Stored even when the store has it: the driver exits before git writes the index that
+    # names the result, and meanwhile only gc's grace period for recent packs keeps it. An
+    # old copy (from a merge done and undone long ago) is not recent.
+    writer = store.writer()
+    encoding, payload = codec.encode(manifest)
+    writer.add(oid, MANIFEST, encoding, len(manifest), payload)
+    store.publish(writer)
     lines = {d.name: _line(sides, d) for d in kept}
     tensors = tuple(lines[t.name] for t in template.pointer.tensors)
     ptr = template.pointer

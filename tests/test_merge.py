@@ -568,3 +568,28 @@ def test_fast_average_is_the_documented_float64_arithmetic_bit_for_bit(dtype, we
         fast = merge._average(raws, list(weights), dtype, n)
     if fast is not None:
         assert bytes(fast) == expected
+
+
+def test_a_spliced_result_is_stored_anew_so_the_grace_period_covers_it(tmp_path: Path):
+    """The driver exits before git writes the index naming its result, and only gc's grace
+    period for recent packs covers that moment. A result the store held already, in an old
+    pack (the same merge done and undone long ago), is stored again in a new one."""
+    import os
+    import time
+    store = Store(tmp_path / "store")
+    base = random_model(1, layers=2, width=64)
+    ours = dict(base, **{"layers.0.bias": base["layers.0.bias"] + 1})
+    theirs = dict(base, **{"layers.1.bias": base["layers.1.bias"] + 1})
+    ptrs = [_store_pointer(store, m, tmp_path) for m in (base, ours, theirs)]
+    first = merge.merge(ptrs[0], ptrs[1:], ["ours", "theirs"], store, merge.Strategy("conflict"))
+    assert first.how == "splice"
+    then = time.time() - 30 * 86400
+    for pack in (tmp_path / "store" / "packs").iterdir():
+        os.utime(pack, (then, then))                   # the whole store: a month old
+    store = Store(tmp_path / "store")
+    again = merge.merge(ptrs[0], ptrs[1:], ["ours", "theirs"], store, merge.Strategy("conflict"))
+    assert again.pointer == first.pointer
+    oid = bytes.fromhex(again.pointer.content)
+    ages = [time.time() - (tmp_path / "store" / "packs" / f"{e.pack}.pack").stat().st_mtime
+            for e in Store(tmp_path / "store").copies(oid)]
+    assert min(ages) < 3600, ages
