@@ -1066,25 +1066,34 @@ def test_an_index_whose_pack_is_gone_is_not_trusted_to_hold_objects(tmp_path):
     fresh.close()
 
 
-def test_a_reload_on_another_thread_does_not_close_a_pack_being_read(tmp_path, monkeypatch):
+@pytest.mark.parametrize("removed", [False, True])
+def test_a_reload_on_another_thread_does_not_close_a_pack_being_read(tmp_path, monkeypatch, removed):
     """Regression (a review): a pool thread that met a removed pack reloads the pack list, and
     reload closed every pack file, including one another thread had just been handed and was
     about to read. That read failed (or, the descriptor reused, read another file), a good
-    copy was marked damaged for good, and later checkouts took the object for missing."""
+    copy was marked damaged for good, and later checkouts took the object for missing. Also
+    when the pack being read is the one removed (its object copied to a new pack first)."""
     store = Store(tmp_path)
-    (oid,) = _put(store, [(b"an object read while the store reloads" * 50, 1)])
+    data = b"an object read while the store reloads" * 50
+    (oid,) = _put(store, [(data, 1)])
     store.release()
     reader = Store(tmp_path)
     pread, interrupted = os.pread, []
 
     def reload_then_read(fd, n, offset):
         if not interrupted:                  # between handing out the descriptor and reading it
+            if removed:                      # a repack in another process
+                other = Store(tmp_path)
+                old = other.locate(oid).pack
+                _put(other, [(data, 1), (b"and another" * 20, 1)])
+                other.remove_packs([old])
+                other.release()
             interrupted.append(reader.reload())
             interrupted.append(os.open(tmp_path / "config", os.O_RDONLY))   # takes a free number
         return pread(fd, n, offset)
 
     monkeypatch.setattr(os, "pread", reload_then_read)
-    assert reader.read(oid) == b"an object read while the store reloads" * 50
+    assert reader.read(oid) == data
     monkeypatch.undo()
     os.close(interrupted[1])
     assert not (tmp_path / "damaged").exists() and Store(tmp_path).has(oid)

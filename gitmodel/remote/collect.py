@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
 from gitmodel.remote import transfer
-from gitmodel.remote.view import RemoteView
+from gitmodel.remote.view import VANISHED, RemoteView
 from gitmodel.store import codec
 from gitmodel.store.gc import DAY, GcError, GcReport, decide, estimate_after
 from gitmodel.store.manifest import Manifest
@@ -32,9 +32,10 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
     `store` serves manifests and re-encoded copies it holds, and temporary files."""
     view.refresh()
     listing = view.listing
-    if view.damaged:               # what their packs hold is unknown: it may be what keeps others
-        name, why = sorted(view.damaged.items())[0]
-        raise GcError(f"{len(view.damaged)} pack index(es) on remote {view} are damaged (e.g. "
+    damaged = {name: why for name, why in view.damaged.items() if why != VANISHED}
+    if damaged:                    # what their packs hold is unknown: it may be what keeps others
+        name, why = sorted(damaged.items())[0]
+        raise GcError(f"{len(damaged)} pack index(es) on remote {view} are damaged (e.g. "
                       f"{name}: {why}), so which checkpoints their packs hold is unknown and "
                       "nothing can be told garbage",
                       "Nothing was removed. Delete that index from the remote (its pack then "
@@ -65,10 +66,6 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
     for name in sorted(gone):
         view.backend.remove_pack(name)
     progress(f"removed {len(gone)} pack(s)")
-    for name in sorted(listing.orphan_indexes):       # list nothing: their packs are gone
-        view.backend.remove_pack(name)
-    if listing.orphan_indexes:
-        progress(f"removed {len(listing.orphan_indexes)} index(es) left without their pack")
     view.refresh()
     for fate in report.packs:
         if fate.name not in gone and fate.action in ("remove", "rewrite"):

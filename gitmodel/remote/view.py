@@ -22,6 +22,9 @@ from gitmodel.store.table import ObjectTable
 PARALLEL = 8
 
 
+VANISHED = "its index vanished while listing"   # removed meanwhile (a gc): not damage
+
+
 class RemoteView:
     def __init__(self, backend: Retrying, store_root: Path,
                  permissions: files.Permissions | None = None):
@@ -93,7 +96,7 @@ class RemoteView:
             verify_index(name, data)
             return data
         except FileNotFoundError:
-            return "its index vanished while listing"
+            return VANISHED
         except PackError as err:
             return str(err)
 

@@ -156,7 +156,8 @@ def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = froze
     need. The caller holds the store's gc lock (`Store.lock_for_gc`) and listed `manifests`
     after taking it."""
     store.reload()
-    _refuse_unindexed(store)
+    if not dry_run:                # a dry run (and `gitmodel status`) estimates, under no lock
+        _refuse_unindexed(store)
     sizes = {name: _size(store, name) for name in store.packs()}
     live = live_objects(store, manifests, recent)
     report = GcReport(dry_run=dry_run, live_objects=len(live), bytes_before=sum(sizes.values()))

@@ -175,16 +175,18 @@ class Store:
         self.refresh()
 
     def _retire_fds(self) -> None:
-        """Stop using the open pack files without closing them yet: another thread may have
-        just been handed one to read, and a closed descriptor's number is soon another file's.
-        They are closed by close(), or by a later reload once RETIRED_FOR seconds old."""
+        """Stop using the open files of packs removed since they were opened, without closing
+        them yet: another thread may have just been handed one to read, and a closed
+        descriptor's number is soon another file's. They are closed by close(), or by a later
+        reload once RETIRED_FOR seconds old. Packs still there keep their descriptors."""
         import time
         now = time.monotonic()
         with self._lock:
             old = [fds for when, fds in self._retired if now - when > RETIRED_FOR]
             self._retired = [(when, fds) for when, fds in self._retired if now - when <= RETIRED_FOR]
-            self._retired.append((now, list(self._fds.values())))
-            self._fds = {}
+            gone = {pack: fd for pack, fd in self._fds.items() if os.fstat(fd).st_nlink == 0}
+            self._retired.append((now, list(gone.values())))
+            self._fds = {pack: fd for pack, fd in self._fds.items() if pack not in gone}
         for fd in (fd for fds in old for fd in fds):
             os.close(fd)
 
