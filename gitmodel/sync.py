@@ -4,6 +4,7 @@ has), so a push that succeeds has put every checkpoint it was given on the remot
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -69,12 +70,14 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
 
 def _check_arrived(store: Store, view: RemoteView, oids: list[bytes], stats: TransferStats,
                    quiet: bool) -> None:
-    """Look at the remote again: what the push relied on finding there (objects it did not
-    send) may have gone meanwhile, taken by a remote gc that listed the remote before the
-    push's pinned manifests arrived. Send what is missing now, once; if it goes again, fail
-    rather than let git record a push the remote cannot serve."""
+    """Look at the remote again, once no gc is removing packs from it: what the push relied
+    on finding there (objects it did not send) may have gone meanwhile, taken by a remote gc
+    that listed the remote before the push's pinned manifests arrived. Send what is missing
+    now, once; if it goes again, fail rather than let git record a push the remote cannot
+    serve."""
+    say = (lambda line: None) if quiet else (lambda line: print(f"gitmodel: {line}", file=sys.stderr))
     for attempt in range(2):
-        view.refresh()
+        view.refresh(transfer.settled_listing(view.backend, say))
         gone = [oid for oid in oids if oid not in view.entries]
         if not gone:
             return

@@ -272,7 +272,9 @@ def test_an_index_on_a_remote_whose_pack_is_gone_is_not_trusted(tmp_path: Path, 
     for url in (source, dest):
         sync.push(store, _remote_view(url, store.root), {mid.hex(): "m.bin"})
     age(Path(dest))
-    remove = FsspecBackend.remove_pack
+    # The mirror runs inside the gc's removal here, so it must not wait for that gc to end
+    # (apart, it would, and then find the pack gone: the test below).
+    monkeypatch.setattr(transfer, "GC_NOTE_STALE", 0.0)
 
     def mirror_between_the_two_deletions(self, pack, timeout=None):
         self._call("rm_file", self._path(pack, "idx"))
@@ -354,3 +356,55 @@ def test_a_remote_gc_refuses_while_an_index_on_the_remote_is_damaged(tmp_path: P
         collect.collect(_remote_view(str(url), tmp_path / "other"), store, [kept], grace_days=1.0)
     assert "Nothing was removed" in err.value.hint
     assert sorted(p.name for p in (url / "packs").iterdir()) == before
+
+
+def test_a_push_that_finishes_while_a_remote_gc_removes_packs_waits_and_checks(tmp_path: Path, monkeypatch):
+    """Regression (a review of the fix above): the push's last look could come while a gc that
+    had listed the remote before the pins arrived was still removing packs, and find them
+    there still. The gc now leaves a note while it removes; the push waits for it to go,
+    then checks, and sends again what was taken."""
+    import threading
+
+    from gitmodel import sync
+    from gitmodel.remote import collect, transfer
+    from gitmodel.remote.backend import FsspecBackend
+    from gitmodel.store.objects import Store
+    monkeypatch.setattr(transfer, "GC_POLL", 0.05)
+    url = str(tmp_path / "remote")
+    store = Store(tmp_path / "local")
+    old = [_stored_checkpoint(store, 3), _stored_checkpoint(store, 3)]
+    for mid in old:                                     # two old packs, named by no ref
+        sync.push(store, _remote_view(url, store.root), {mid.hex(): "old.bin"})
+    age(Path(url))
+    removing, checking, errors = threading.Event(), threading.Event(), []
+    remove, check = FsspecBackend.remove_pack, sync._check_arrived
+
+    def remove_once_the_push_is_checking(self, pack, timeout=None):
+        removing.set()
+        checking.wait(20)                               # the push's last look happens now
+        time.sleep(0.2)
+        return remove(self, pack, timeout)
+
+    def checking_now(*args, **kwargs):
+        checking.set()
+        return check(*args, **kwargs)
+
+    def remote_gc():
+        try:
+            other = Store(tmp_path / "other")
+            collect.collect(_remote_view(url, other.root), other, [], grace_days=1.0)
+        except BaseException as err:                    # reported below
+            errors.append(err)
+
+    monkeypatch.setattr(FsspecBackend, "remove_pack", remove_once_the_push_is_checking)
+    monkeypatch.setattr(sync, "_check_arrived", checking_now)
+    gc_thread = threading.Thread(target=remote_gc)
+    gc_thread.start()
+    assert removing.wait(20)                            # the gc has looked for the last time
+    sync.push(store, _remote_view(url, store.root), {m.hex(): "old.bin" for m in old})
+    gc_thread.join(30)
+    monkeypatch.undo()
+    assert not errors and not gc_thread.is_alive()
+    for mid in old:
+        listed, present, total = _on_remote(url, tmp_path / "client", store, mid)
+        assert listed and present == total, (present, total)

@@ -22,6 +22,7 @@ from gitmodel.errors import GitmodelError
 
 PACK_NAME = re.compile(r"pack-[0-9a-f]{64}")
 TEMPORARY = re.compile(r"(pack-[0-9a-f]{64})\.(pack|idx)\.tmp-.+")
+COLLECTING = re.compile(r"gc-[0-9a-f]{16}\.running")     # a gc removing packs (remote/collect.py)
 MARKER_FILE = "config"
 
 
@@ -42,6 +43,7 @@ class RemoteSpec:
 class Listing:
     published: set[str] = field(default_factory=set)         # packs whose index and file are there
     orphan_indexes: set[str] = field(default_factory=set)    # indexes whose pack file is not
+    collecting: dict[str, float | None] = field(default_factory=dict)   # gcs at work, since when
     sizes: dict[str, int | None] = field(default_factory=dict)  # every pack file, and its size
     mtimes: dict[str, float | None] = field(default_factory=dict)  # and when it was written
     temporaries: list[str] = field(default_factory=list)     # files of interrupted uploads
@@ -65,6 +67,8 @@ class Backend(Protocol):
     def put_index(self, pack: str, data: bytes, timeout: float | None = None) -> None: ...
     def remove_pack(self, pack: str, timeout: float | None = None) -> None: ...
     def sweep(self, listing: Listing, timeout: float | None = None) -> int: ...
+    def put_note(self, name: str, data: bytes, timeout: float | None = None) -> None: ...
+    def remove_note(self, name: str, timeout: float | None = None) -> None: ...
     def is_permanent(self, err: BaseException) -> bool: ...
 
 
@@ -169,6 +173,8 @@ class FsspecBackend:
                 listing.mtimes[stem] = _mtime(entry)
             elif TEMPORARY.fullmatch(base):
                 listing.temporaries.append(base)
+            elif COLLECTING.fullmatch(base):
+                listing.collecting[base] = _mtime(entry)
         # An index is published after its pack and removed before it, so one without its pack
         # is what a removal racing a writer that found the pack there left: what it lists is
         # not on the remote, and trusting it would let a push skip sending it.
@@ -218,6 +224,20 @@ class FsspecBackend:
                 self._call("rm_file", self._path(pack, ext), timeout=timeout)
             except FileNotFoundError:
                 pass
+
+    def put_note(self, name: str, data: bytes, timeout: float | None = None) -> None:
+        """A small file beside the packs (a gc's note that it is at work)."""
+        self._make_dir()
+        if self.local:
+            self._write_local(f"{self.pack_dir}/{name}", [data])
+        else:
+            self._call("pipe_file", f"{self.pack_dir}/{name}", data, timeout=timeout)
+
+    def remove_note(self, name: str, timeout: float | None = None) -> None:
+        try:
+            self._call("rm_file", f"{self.pack_dir}/{name}", timeout=timeout)
+        except FileNotFoundError:
+            pass
 
     def sweep(self, listing: Listing, timeout: float | None = None) -> int:
         """Remove what killed uploads left (folders only: an object store shows an object
@@ -379,6 +399,12 @@ class Retrying:
 
     def sweep(self, listing: Listing) -> int:
         return self.call("removing leftovers of interrupted uploads", self.backend.sweep, listing)
+
+    def put_note(self, name: str, data: bytes) -> None:
+        self.call(f"writing {name}", self.backend.put_note, name, data)
+
+    def remove_note(self, name: str) -> None:
+        self.call(f"removing {name}", self.backend.remove_note, name)
 
 
 # ----------------------------------------------------------------------------- factory

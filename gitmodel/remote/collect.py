@@ -11,6 +11,8 @@ back and verified, uploaded in new packs, and only then are the old packs remove
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
@@ -61,10 +63,21 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
         gone: set[str] = set()
     else:
         gone = leaving - written
-        gone -= _needed_by_new_packs(view, store, plan, set(sizes) | written, gone, progress)
-    report.objects_removed = _removed(view, plan.live, gone)
-    for name in sorted(gone):
-        view.backend.remove_pack(name)
+    # From its last look at the remote until its last removal, gc leaves a note beside the
+    # packs: a push that finishes meanwhile waits for it to go, then checks that what it relied
+    # on is still there (sync.push), since a pack it published after that look is not seen.
+    note = f"gc-{os.urandom(8).hex()}.running" if gone else None
+    if note:
+        view.backend.put_note(note, f"{socket.gethostname()} {os.getpid()}\n".encode())
+    try:
+        if gone:
+            gone -= _needed_by_new_packs(view, store, plan, set(sizes) | written, gone, progress)
+        report.objects_removed = _removed(view, plan.live, gone)
+        for name in sorted(gone):
+            view.backend.remove_pack(name)
+    finally:
+        if note:
+            view.backend.remove_note(note)
     progress(f"removed {len(gone)} pack(s)")
     view.refresh()
     for fate in report.packs:

@@ -60,6 +60,28 @@ class TransferStats:
     failed: dict[bytes, str] = field(default_factory=dict)   # objects not moved, and why
 
 
+GC_NOTE_STALE = 900.0   # seconds: a gc's note older than this is from a gc that died
+GC_POLL = 1.0
+
+
+def settled_listing(backend: Retrying, say: Callable[[str], None] = lambda line: None):
+    """The remote's listing once no gc is removing packs from it: gcs at work (their notes,
+    remote/collect.py) are waited for, up to GC_NOTE_STALE seconds in all."""
+    import time
+    start, told = time.monotonic(), False
+    while True:
+        listing = backend.list_packs()
+        now = time.time()
+        busy = [name for name, when in listing.collecting.items()
+                if when is None or now - when < GC_NOTE_STALE]
+        if not busy or time.monotonic() - start > GC_NOTE_STALE:
+            return listing
+        if not told:
+            say(f"waiting for a gc of remote {backend} to finish removing packs")
+            told = True
+        time.sleep(GC_POLL)
+
+
 def ordered(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window: int) -> Iterator:
     """fn over items on the pool, results in order, at most `window` pending at a time."""
     queue: deque[Future] = deque()
@@ -477,7 +499,7 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
         log(f"copied {name} ({len(entries[name])} objects)")
     # A pack file found whole at the destination was not sent again; a gc of the destination
     # may have removed it since, leaving the index just sent without it.
-    lost = sorted(set(entries) - dest.list_packs().published)
+    lost = sorted(set(entries) - settled_listing(dest, log).published)
     if lost:
         raise RemoteError(f"{len(lost)} pack(s) copied to {dest} were removed from it while the "
                           f"mirror ran (e.g. {lost[0]}; a gc of {dest}?)", "Run the mirror again")

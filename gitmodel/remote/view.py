@@ -45,11 +45,12 @@ class RemoteView:
     def name(self) -> str:
         return self.backend.name
 
-    def refresh(self) -> "RemoteView":
+    def refresh(self, listing: Listing | None = None) -> "RemoteView":
+        """Read the listing (or take one just made) and the indexes not yet cached."""
         if not self._checked_version:
             check_version(self.backend.read_marker(), f"remote {self}")
             self._checked_version = True
-        listing = self.backend.list_packs()
+        listing = listing or self.backend.list_packs()
         if listing.temporaries:
             self.backend.sweep(listing)
         names = listing.published
