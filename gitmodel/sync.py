@@ -53,11 +53,13 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
                           f"damaged: {next(iter(need.unreadable.values()))}",
                           "Nothing was uploaded. `gitmodel fsck` shows the damage; add the "
                           "files again or fetch them from a remote that has them")
+    relied = [] if force else [oid for oid in need.objects if oid in view.entries]   # not sent
     try:
         stats = transfer.upload(store, view, need.objects, quiet=quiet, force=force,
                                 again=_to_pin(store, view, manifest_ids if pin is None else
                                               stored.content_ids(pin)))
-        _check_arrived(store, view, need.objects, stats, quiet)
+        if relied:
+            _check_arrived(store, view, relied, stats, quiet)
         return stats
     except (MissingObjects, CorruptObject) as err:
         oids = err.oids if isinstance(err, MissingObjects) else [err.oid]
