@@ -53,13 +53,16 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
                           f"damaged: {next(iter(need.unreadable.values()))}",
                           "Nothing was uploaded. `gitmodel fsck` shows the damage; add the "
                           "files again or fetch them from a remote that has them")
-    relied = [] if force else [oid for oid in need.objects if oid in view.entries]   # not sent
+    # What must be on the remote when the push is done: the checkpoints' objects, the bases of
+    # the deltas it sends (found there, so not sent), and the checkpoints only the remote has.
+    sent = [oid for oid in need.objects if oid not in view.entries]
+    check = list(dict.fromkeys([*need.objects, *store.with_bases(sent),
+                                *(m for m in manifest_ids if not store.has(m))]))
     try:
         stats = transfer.upload(store, view, need.objects, quiet=quiet, force=force,
                                 again=_to_pin(store, view, manifest_ids if pin is None else
                                               stored.content_ids(pin)))
-        if relied:
-            _check_arrived(store, view, relied, stats, quiet)
+        _check_arrived(store, view, check, stats, quiet)
         return stats
     except (MissingObjects, CorruptObject) as err:
         oids = err.oids if isinstance(err, MissingObjects) else [err.oid]
@@ -72,11 +75,11 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
 
 def _check_arrived(store: Store, view: RemoteView, oids: list[bytes], stats: TransferStats,
                    quiet: bool) -> None:
-    """Look at the remote again, once no gc is removing packs from it: what the push relied
-    on finding there (objects it did not send) may have gone meanwhile, taken by a remote gc
-    that listed the remote before the push's pinned manifests arrived. Send what is missing
-    now, once; if it goes again, fail rather than let git record a push the remote cannot
-    serve."""
+    """Look at the remote again, once no gc is removing packs from it: what the push needs
+    there (objects it found there and did not send, or a pack it found whole and sent only
+    the index of) may have gone meanwhile, taken by a remote gc that listed the remote before
+    the push's pinned manifests arrived. Send what is missing now, once; if it goes again,
+    fail rather than let git record a push the remote cannot serve."""
     say = (lambda line: None) if quiet else (lambda line: print(f"gitmodel: {line}", file=sys.stderr))
     for attempt in range(2):
         view.refresh(transfer.settled_listing(view.backend, say))

@@ -408,3 +408,77 @@ def test_a_push_that_finishes_while_a_remote_gc_removes_packs_waits_and_checks(t
     for mid in old:
         listed, present, total = _on_remote(url, tmp_path / "client", store, mid)
         assert listed and present == total, (present, total)
+
+
+def test_a_pin_is_sent_again_even_when_the_remote_holds_its_old_pack(tmp_path: Path):
+    """Regression (a review): pinning the same manifest again builds the same pack, whose old
+    copy the push found there whole and did not send again, so it stayed old: a gc protects
+    only recent packs, and the pin pinned nothing."""
+    from gitmodel import sync
+    from gitmodel.store.objects import Store
+    url = tmp_path / "remote"
+    store = Store(tmp_path / "local")
+    mid = _stored_checkpoint(store, 2)
+    for _ in range(3):                    # pushed, then pinned twice, the store old each time
+        sync.push(store, _remote_view(str(url), store.root), {mid.hex(): "m.bin"})
+        age(url)
+        sync.PIN_AGE, pin_age = 0.0, sync.PIN_AGE
+        try:
+            sync.push(store, _remote_view(str(url), store.root), {mid.hex(): "m.bin"})
+        finally:
+            sync.PIN_AGE = pin_age
+        view = _remote_view(str(url), tmp_path / "client").refresh()
+        newest = max(view.listing.mtimes[e.pack] for e in view.entries.copies(mid))
+        assert time.time() - newest < 600
+        age(url)
+
+
+def test_a_push_in_the_moment_a_gc_removes_the_same_pack_sends_it_again(tmp_path: Path, monkeypatch):
+    """Regression (a review): a push that lists the remote between a gc's removal of a pack's
+    index and of its file sends the same objects, builds the same pack, and may find its
+    file there: it sent the index alone, and the gc then removed the file. The push's last
+    look, after the gc, sees the pack gone and sends it again."""
+    import threading
+
+    from gitmodel import sync
+    from gitmodel.remote import collect, transfer
+    from gitmodel.remote.backend import FsspecBackend
+    from gitmodel.store.objects import Store
+    monkeypatch.setattr(transfer, "GC_POLL", 0.05)
+    monkeypatch.setattr(transfer, "RECENT_PACK", 10 * 86400.0)   # the old file counts as whole
+    url = str(tmp_path / "remote")
+    store = Store(tmp_path / "local")
+    mid = _stored_checkpoint(store, 3)
+    sync.push(store, _remote_view(url, store.root), {mid.hex(): "m.bin"})
+    age(Path(url))
+    window, checking, errors = threading.Event(), threading.Event(), []
+    check = sync._check_arrived
+
+    def index_then_wait_then_file(self, pack, timeout=None):
+        self._call("rm_file", self._path(pack, "idx"))
+        window.set()
+        checking.wait(20)
+        time.sleep(0.2)
+        self._call("rm_file", self._path(pack, "pack"))
+
+    def checking_now(*args, **kwargs):
+        checking.set()
+        return check(*args, **kwargs)
+
+    def remote_gc():
+        try:
+            other = Store(tmp_path / "other")
+            collect.collect(_remote_view(url, other.root), other, [], grace_days=1.0)
+        except BaseException as err:                    # reported below
+            errors.append(err)
+
+    monkeypatch.setattr(FsspecBackend, "remove_pack", index_then_wait_then_file)
+    monkeypatch.setattr(sync, "_check_arrived", checking_now)
+    gc_thread = threading.Thread(target=remote_gc)
+    gc_thread.start()
+    assert window.wait(20)
+    sync.push(store, _remote_view(url, store.root), {mid.hex(): "m.bin"})
+    gc_thread.join(30)
+    monkeypatch.undo()
+    assert not errors and not gc_thread.is_alive()
+    assert _on_remote(url, tmp_path / "client", store, mid) == (True, 3, 3)

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
 from gitmodel.remote import transfer
+from gitmodel.remote.backend import RemoteError
 from gitmodel.remote.view import VANISHED, RemoteView
 from gitmodel.store import codec
 from gitmodel.store.gc import DAY, GcError, GcReport, decide, estimate_after
@@ -67,17 +68,26 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
     # packs: a push that finishes meanwhile waits for it to go, then checks that what it relied
     # on is still there (sync.push), since a pack it published after that look is not seen.
     note = f"gc-{os.urandom(8).hex()}.running" if gone else None
-    if note:
-        view.backend.put_note(note, f"{socket.gethostname()} {os.getpid()}\n".encode())
     try:
-        if gone:
+        if note:
+            for stale in _stale_notes(listing):       # left by gcs that died
+                view.backend.remove_note(stale)
+            view.backend.put_note(note, f"{socket.gethostname()} {os.getpid()}\n".encode())
             gone -= _needed_by_new_packs(view, store, plan, set(sizes) | written, gone, progress)
         report.objects_removed = _removed(view, plan.live, gone)
+        written_at = time.monotonic()
         for name in sorted(gone):
+            if time.monotonic() - written_at > transfer.GC_NOTE_STALE / 3:   # still at work
+                view.backend.put_note(note, f"{socket.gethostname()} {os.getpid()}\n".encode())
+                written_at = time.monotonic()
             view.backend.remove_pack(name)
     finally:
         if note:
-            view.backend.remove_note(note)
+            try:
+                view.backend.remove_note(note)
+            except RemoteError as err:
+                progress(f"warning: could not remove {note} ({err}); pushes to this remote wait "
+                         f"for it up to {transfer.GC_NOTE_STALE / 60:.0f} minutes")
     progress(f"removed {len(gone)} pack(s)")
     view.refresh()
     for fate in report.packs:
@@ -273,6 +283,12 @@ def _rewrite(view: RemoteView, store: Store, plan: _Plan,
     progress(f"rewrote {len(leaving)} pack(s) into {len(written)} ({len(local)} record(s) "
              "from the local store)")
     return set(written), [f"{oid.hex()}: {why}" for oid, why in failed.items()]
+
+
+def _stale_notes(listing) -> list[str]:
+    now = time.time()
+    return [name for name, when in listing.collecting.items()
+            if when is not None and now - when > transfer.GC_NOTE_STALE]
 
 
 def _needed_by_new_packs(view: RemoteView, store: Store, plan: _Plan, known: set[str],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -62,19 +63,23 @@ class TransferStats:
 
 GC_NOTE_STALE = 900.0   # seconds: a gc's note older than this is from a gc that died
 GC_POLL = 1.0
+RECENT_PACK = 3600.0    # seconds: a pack this young is safe from a remote gc's grace (a day)
 
 
 def settled_listing(backend: Retrying, say: Callable[[str], None] = lambda line: None):
     """The remote's listing once no gc is removing packs from it: gcs at work (their notes,
     remote/collect.py) are waited for, up to GC_NOTE_STALE seconds in all."""
-    import time
     start, told = time.monotonic(), False
     while True:
         listing = backend.list_packs()
         now = time.time()
         busy = [name for name, when in listing.collecting.items()
                 if when is None or now - when < GC_NOTE_STALE]
-        if not busy or time.monotonic() - start > GC_NOTE_STALE:
+        if not busy:
+            return listing
+        if time.monotonic() - start > GC_NOTE_STALE:
+            say(f"a gc of remote {backend} has been removing packs for {GC_NOTE_STALE:.0f} s "
+                f"({busy[0]}); going on without it")
             return listing
         if not told:
             say(f"waiting for a gc of remote {backend} to finish removing packs")
@@ -187,7 +192,12 @@ class _Uploader:
         try:
             size = path.stat().st_size
             listing = self._view.listing
-            if listing is None or listing.sizes.get(name) != size:   # else: arrived whole before
+            # A pack that arrived whole before (an interrupted upload) is not sent again, if
+            # recent: an old one may be garbage to a remote gc, which protects only recent
+            # packs and what they need (a pin that kept its old copy would pin nothing).
+            arrived = listing is not None and listing.sizes.get(name) == size and \
+                (listing.mtimes.get(name) or 0) > time.time() - RECENT_PACK
+            if not arrived:
                 self._view.backend.put_pack(path, name)
             self._view.backend.put_index(name, index)
             self._view.add(name, index)
