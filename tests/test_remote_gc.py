@@ -358,11 +358,12 @@ def test_a_remote_gc_refuses_while_an_index_on_the_remote_is_damaged(tmp_path: P
     assert sorted(p.name for p in (url / "packs").iterdir()) == before
 
 
-def test_a_push_that_finishes_while_a_remote_gc_removes_packs_waits_and_checks(tmp_path: Path, monkeypatch):
-    """Regression (a review of the fix above): the push's last look could come while a gc that
-    had listed the remote before the pins arrived was still removing packs, and find them
-    there still. The gc now leaves a note while it removes; the push waits for it to go,
-    then checks, and sends again what was taken."""
+def _push_while_a_remote_gc_removes(tmp_path: Path, monkeypatch, url: str, store, checkpoints: dict,
+                                    removal) -> None:
+    """A remote gc (nothing named live) on a thread, each of whose pack removals is
+    `removal(backend, pack, pause)`; `pause()` lets the push run until its last check.
+    The push starts at the first pause, when the gc has looked at the remote for the last
+    time; the gc goes on while the push checks."""
     import threading
 
     from gitmodel import sync
@@ -370,20 +371,13 @@ def test_a_push_that_finishes_while_a_remote_gc_removes_packs_waits_and_checks(t
     from gitmodel.remote.backend import FsspecBackend
     from gitmodel.store.objects import Store
     monkeypatch.setattr(transfer, "GC_POLL", 0.05)
-    url = str(tmp_path / "remote")
-    store = Store(tmp_path / "local")
-    old = [_stored_checkpoint(store, 3), _stored_checkpoint(store, 3)]
-    for mid in old:                                     # two old packs, named by no ref
-        sync.push(store, _remote_view(url, store.root), {mid.hex(): "old.bin"})
-    age(Path(url))
-    removing, checking, errors = threading.Event(), threading.Event(), []
-    remove, check = FsspecBackend.remove_pack, sync._check_arrived
+    paused, checking, errors = threading.Event(), threading.Event(), []
+    check = sync._check_arrived
 
-    def remove_once_the_push_is_checking(self, pack, timeout=None):
-        removing.set()
+    def pause():
+        paused.set()
         checking.wait(20)                               # the push's last look happens now
         time.sleep(0.2)
-        return remove(self, pack, timeout)
 
     def checking_now(*args, **kwargs):
         checking.set()
@@ -396,21 +390,45 @@ def test_a_push_that_finishes_while_a_remote_gc_removes_packs_waits_and_checks(t
         except BaseException as err:                    # reported below
             errors.append(err)
 
-    monkeypatch.setattr(FsspecBackend, "remove_pack", remove_once_the_push_is_checking)
+    monkeypatch.setattr(FsspecBackend, "remove_pack", lambda self, pack, timeout=None: removal(self, pack, pause))
     monkeypatch.setattr(sync, "_check_arrived", checking_now)
     gc_thread = threading.Thread(target=remote_gc)
     gc_thread.start()
-    assert removing.wait(20)                            # the gc has looked for the last time
-    sync.push(store, _remote_view(url, store.root), {m.hex(): "old.bin" for m in old})
+    assert paused.wait(20)
+    sync.push(store, _remote_view(url, store.root), checkpoints)
     gc_thread.join(30)
     monkeypatch.undo()
     assert not errors and not gc_thread.is_alive()
+
+
+def test_a_push_that_finishes_while_a_remote_gc_removes_packs_waits_and_checks(tmp_path: Path, monkeypatch):
+    """Regression (a review of the fix above): the push's last look could come while a gc that
+    had listed the remote before the pins arrived was still removing packs, and find them
+    there still. The gc now leaves a note while it removes; the push waits for it to go,
+    then checks, and sends again what was taken."""
+    from gitmodel import sync
+    from gitmodel.remote.backend import FsspecBackend
+    from gitmodel.store.objects import Store
+    url = str(tmp_path / "remote")
+    store = Store(tmp_path / "local")
+    old = [_stored_checkpoint(store, 3), _stored_checkpoint(store, 3)]
+    for mid in old:                                     # two old packs, named by no ref
+        sync.push(store, _remote_view(url, store.root), {mid.hex(): "old.bin"})
+    age(Path(url))
+    remove = FsspecBackend.remove_pack
+
+    def pause_then_remove(backend, pack, pause):
+        pause()
+        remove(backend, pack)
+
+    _push_while_a_remote_gc_removes(tmp_path, monkeypatch, url, store,
+                                    {m.hex(): "old.bin" for m in old}, pause_then_remove)
     for mid in old:
         listed, present, total = _on_remote(url, tmp_path / "client", store, mid)
         assert listed and present == total, (present, total)
 
 
-def test_a_pin_is_sent_again_even_when_the_remote_holds_its_old_pack(tmp_path: Path):
+def test_a_pin_is_sent_again_even_when_the_remote_holds_its_old_pack(tmp_path: Path, monkeypatch):
     """Regression (a review): pinning the same manifest again builds the same pack, whose old
     copy the push found there whole and did not send again, so it stayed old: a gc protects
     only recent packs, and the pin pinned nothing."""
@@ -422,11 +440,9 @@ def test_a_pin_is_sent_again_even_when_the_remote_holds_its_old_pack(tmp_path: P
     for _ in range(3):                    # pushed, then pinned twice, the store old each time
         sync.push(store, _remote_view(str(url), store.root), {mid.hex(): "m.bin"})
         age(url)
-        sync.PIN_AGE, pin_age = 0.0, sync.PIN_AGE
-        try:
+        with monkeypatch.context() as patch:
+            patch.setattr(sync, "PIN_AGE", 0.0)         # the manifest counts as old: pinned
             sync.push(store, _remote_view(str(url), store.root), {mid.hex(): "m.bin"})
-        finally:
-            sync.PIN_AGE = pin_age
         view = _remote_view(str(url), tmp_path / "client").refresh()
         newest = max(view.listing.mtimes[e.pack] for e in view.entries.copies(mid))
         assert time.time() - newest < 600
@@ -438,47 +454,21 @@ def test_a_push_in_the_moment_a_gc_removes_the_same_pack_sends_it_again(tmp_path
     index and of its file sends the same objects, builds the same pack, and may find its
     file there: it sent the index alone, and the gc then removed the file. The push's last
     look, after the gc, sees the pack gone and sends it again."""
-    import threading
-
     from gitmodel import sync
-    from gitmodel.remote import collect, transfer
-    from gitmodel.remote.backend import FsspecBackend
+    from gitmodel.remote import transfer
     from gitmodel.store.objects import Store
-    monkeypatch.setattr(transfer, "GC_POLL", 0.05)
     monkeypatch.setattr(transfer, "RECENT_PACK", 10 * 86400.0)   # the old file counts as whole
     url = str(tmp_path / "remote")
     store = Store(tmp_path / "local")
     mid = _stored_checkpoint(store, 3)
     sync.push(store, _remote_view(url, store.root), {mid.hex(): "m.bin"})
     age(Path(url))
-    window, checking, errors = threading.Event(), threading.Event(), []
-    check = sync._check_arrived
 
-    def index_then_wait_then_file(self, pack, timeout=None):
-        self._call("rm_file", self._path(pack, "idx"))
-        window.set()
-        checking.wait(20)
-        time.sleep(0.2)
-        self._call("rm_file", self._path(pack, "pack"))
+    def index_then_pause_then_file(backend, pack, pause):
+        backend._call("rm_file", backend._path(pack, "idx"))
+        pause()
+        backend._call("rm_file", backend._path(pack, "pack"))
 
-    def checking_now(*args, **kwargs):
-        checking.set()
-        return check(*args, **kwargs)
-
-    def remote_gc():
-        try:
-            other = Store(tmp_path / "other")
-            collect.collect(_remote_view(url, other.root), other, [], grace_days=1.0)
-        except BaseException as err:                    # reported below
-            errors.append(err)
-
-    monkeypatch.setattr(FsspecBackend, "remove_pack", index_then_wait_then_file)
-    monkeypatch.setattr(sync, "_check_arrived", checking_now)
-    gc_thread = threading.Thread(target=remote_gc)
-    gc_thread.start()
-    assert window.wait(20)
-    sync.push(store, _remote_view(url, store.root), {mid.hex(): "m.bin"})
-    gc_thread.join(30)
-    monkeypatch.undo()
-    assert not errors and not gc_thread.is_alive()
+    _push_while_a_remote_gc_removes(tmp_path, monkeypatch, url, store, {mid.hex(): "m.bin"},
+                                    index_then_pause_then_file)
     assert _on_remote(url, tmp_path / "client", store, mid) == (True, 3, 3)

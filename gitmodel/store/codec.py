@@ -47,13 +47,21 @@ _PLANE_PARAMETERS = dict(strategy=zstandard.STRATEGY_FAST, min_match=7, hash_log
                         window_log=16, search_log=1, write_checksum=0)
 
 
+def _per_thread(name: str, make: Callable[[], object]):
+    """This thread's zstandard object `name`: they are not safe to share between threads."""
+    made = getattr(_local, name, None)
+    if made is None:
+        made = make()
+        setattr(_local, name, made)
+    return made
+
+
 def _compressor() -> zstandard.ZstdCompressor:
-    # zstandard objects are not safe to share between threads: one per thread.
-    try:
-        return _local.compressor
-    except AttributeError:
-        _local.compressor = zstandard.ZstdCompressor(level=LEVEL, write_checksum=False)
-        return _local.compressor
+    return _per_thread("compressor", _make_compressor)
+
+
+def _make_compressor() -> zstandard.ZstdCompressor:
+    return zstandard.ZstdCompressor(level=LEVEL, write_checksum=False)
 
 
 # Planes of differences that the fast pass packs below SPARSE of their size are mostly runs
@@ -66,30 +74,24 @@ _SPARSE_PARAMETERS = dict(strategy=zstandard.STRATEGY_LAZY, min_match=6, hash_lo
                           write_checksum=0)
 
 
+def _with(parameters: dict) -> Callable[[], zstandard.ZstdCompressor]:
+    return lambda: zstandard.ZstdCompressor(
+        compression_params=zstandard.ZstdCompressionParameters(**parameters))
+
+
+_make_sparse, _make_plane = _with(_SPARSE_PARAMETERS), _with(_PLANE_PARAMETERS)
+
+
 def _sparse_compressor() -> zstandard.ZstdCompressor:
-    try:
-        return _local.sparse_compressor
-    except AttributeError:
-        params = zstandard.ZstdCompressionParameters(**_SPARSE_PARAMETERS)
-        _local.sparse_compressor = zstandard.ZstdCompressor(compression_params=params)
-        return _local.sparse_compressor
+    return _per_thread("sparse_compressor", _make_sparse)
 
 
 def _plane_compressor() -> zstandard.ZstdCompressor:
-    try:
-        return _local.plane_compressor
-    except AttributeError:
-        params = zstandard.ZstdCompressionParameters(**_PLANE_PARAMETERS)
-        _local.plane_compressor = zstandard.ZstdCompressor(compression_params=params)
-        return _local.plane_compressor
+    return _per_thread("plane_compressor", _make_plane)
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
-    try:
-        return _local.decompressor
-    except AttributeError:
-        _local.decompressor = zstandard.ZstdDecompressor()
-        return _local.decompressor
+    return _per_thread("decompressor", zstandard.ZstdDecompressor)
 
 
 def encode(data: bytes | memoryview, width: int = 1, thorough: bool = False) -> tuple[int, bytes]:
