@@ -583,9 +583,6 @@ def cmd_merge(args) -> int:
 
 @command("filter-process", "(git) long-running clean/smudge filter")
 def cmd_filter_process(args) -> int:
-    # numpy's OpenBLAS keeps a thread per core that spins between calls; the filter never
-    # calls BLAS. Must precede numpy's import.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from gitmodel.git import filter as filter_process
     filter_process.serve(_session())
     # Git waits for its filter to exit before it does, and the interpreter's own teardown
@@ -656,7 +653,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(command).parse_args(argv)
     if paths:
         args.paths = paths
+    from gitmodel.process import quiet_blas
     from gitmodel.scratch import keep_freed_memory
+    quiet_blas()
     keep_freed_memory()
     try:
         return args.func(args)

@@ -120,3 +120,22 @@ def test_building_the_command_line_imports_nothing_heavy():
             "'gitmodel.store.objects') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_commands_start_no_blas_threads_and_pass_the_setting_on_to_nothing(tmp_path: Path):
+    """gitmodel never calls BLAS; OpenBLAS's spinning threads only took cores from it. What
+    git and the user's hooks get is the environment gitmodel was given."""
+    import os
+    import subprocess
+    code = ("import os; from gitmodel import process; process.quiet_blas(); import numpy; "
+            "from gitmodel.git.repo import run_git; "
+            "print(len(os.listdir('/proc/self/task'))); "
+            "print(run_git('-c', 'alias.show-env=!echo ${OPENBLAS_NUM_THREADS-unset}', 'show-env', "
+            "cwd=os.getcwd()).stdout.decode().strip())")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path, env=env)
+    assert out.stdout.split() == ["1", "unset"]
+    given = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           cwd=tmp_path, env=dict(env, OPENBLAS_NUM_THREADS="3"))
+    assert given.stdout.split()[1] == "3"

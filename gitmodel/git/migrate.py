@@ -26,6 +26,7 @@ from pathlib import Path
 from gitmodel import checkpoint
 from gitmodel.errors import GitmodelError
 from gitmodel.git import repo
+from gitmodel.process import child_environment
 
 LFS_SPEC = b"version https://git-lfs.github.com/spec/v1\n"
 _LFS_OID = re.compile(rb"^oid sha256:([0-9a-f]{64})$", re.M)
@@ -161,7 +162,7 @@ def migrate_history(session, refs: list[str], say=lambda line: None) -> list[tup
     session.store._create()
     map_dir = store_root / "migrate-map"
     map_dir.mkdir(exist_ok=True)
-    env = dict(os.environ, FILTER_BRANCH_SQUELCH_WARNING="1", GITMODEL_MIGRATE_MAP=str(map_dir))
+    env = child_environment(FILTER_BRANCH_SQUELCH_WARNING="1", GITMODEL_MIGRATE_MAP=str(map_dir))
     index_filter = f"{_quote(sys.executable)} -m gitmodel migrate --index-filter"
     say(f"rewriting {len(old)} commit(s) with git filter-branch")
     result = subprocess.run(["git", "filter-branch", "--index-filter", index_filter,

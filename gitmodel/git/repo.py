@@ -3,12 +3,12 @@ its store, and reading commits and pointer blobs in-process (pygit2)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 from gitmodel import pointer as pointers
 from gitmodel.errors import GitmodelError
+from gitmodel.process import child_environment
 
 
 class NotARepository(GitmodelError):
@@ -25,7 +25,8 @@ def run_git(*args: str, cwd: str | Path | None = None, input: bytes | None = Non
     """Run `git ARGS`; stdout and stderr as bytes. With `check`, a failure raises GitError
     carrying git's own message."""
     try:
-        result = subprocess.run(["git", *args], cwd=cwd, input=input, env=env,
+        result = subprocess.run(["git", *args], cwd=cwd, input=input,
+                                env=child_environment() if env is None else env,
                                 capture_output=capture)
     except OSError as err:
         raise GitError(f"cannot run git: {err.strerror}") from None
@@ -134,6 +135,6 @@ def pointer_blob(repository, oid, path: str = "") -> pointers.Pointer | None:
 
 def without_skip_smudge() -> dict[str, str]:
     """This process's environment for a git command that must restore files."""
-    env = dict(os.environ)
+    env = child_environment()
     env.pop("GITMODEL_SKIP_SMUDGE", None)
     return env

@@ -12,6 +12,7 @@ from gitmodel.errors import GitmodelError
 from gitmodel import checkpoint, pointer as pointers
 from gitmodel.git.repo import commit, open_repository, pointer_blob, prefix, run_git
 from gitmodel.pointer import Pointer
+from gitmodel.process import child_environment
 from gitmodel.store.objects import Store
 
 WORK_TREE, INDEX = None, ":index"      # the two sides that are not revisions
@@ -97,7 +98,7 @@ def changed_paths(workdir: Path, revs: list[str], cached: bool, paths: list[str]
     """What `git diff --name-only` lists for these arguments (git applies its own stat cache
     and runs the clean filter where a work-tree file changed)."""
     args = ["diff", "--name-only", "-z", "--no-renames"] + (["--cached"] if cached else [])
-    env = dict(os.environ, GITMODEL_NO_STORE="1")       # git cleans changed files: store nothing
+    env = child_environment(GITMODEL_NO_STORE="1")       # git cleans changed files: store nothing
     result = run_git(*args, *revs, "--", *paths, cwd=workdir, env=env, check=False)
     if result.returncode != 0:
         raise RevisionError(result.stderr.decode(errors="replace").strip())

@@ -1,0 +1,25 @@
+"""Settings a gitmodel command makes for its own process, once, at start; and the
+environment the commands it runs get, which is the one it was given."""
+
+from __future__ import annotations
+
+import os
+
+_OURS: set[str] = set()            # variables this process set for itself
+
+
+def quiet_blas() -> None:
+    """Importing numpy starts OpenBLAS's threads, one per core, which spin for ~0.1 s of CPU
+    waiting for work. gitmodel never calls BLAS, and on a small machine those threads take a
+    core from its own (figures: docs/benchmarks.md). Must run before numpy's import."""
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+        _OURS.add("OPENBLAS_NUM_THREADS")
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """The environment for a command this process runs (git, and through it the user's hooks):
+    the one this process was given, plus `extra`."""
+    env = {key: value for key, value in os.environ.items() if key not in _OURS}
+    env.update(extra)
+    return env
