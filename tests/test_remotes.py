@@ -762,3 +762,30 @@ def test_fetch_reads_each_manifest_once(tmp_path: Path, monkeypatch):
         covering = [r for r in reads if r[0] == entry.pack and r[1] <= entry.offset < r[2]]
         assert len(covering) == 1, "each manifest is read from the remote once"
         assert _restore(fresh, m) == files[manifests.index(m)]
+
+
+def test_a_sweep_while_a_mirror_uploads_a_pack_leaves_the_copy_alone(tmp_path: Path):
+    """A mirror copies each pack to a temporary file, verifying it, then uploads that file. A
+    sweep of the temporary folder (another command opening the store) took the file for a
+    dead leftover once its writer had closed it, and an upload that started, or retried,
+    after it found nothing to send."""
+    from gitmodel.store import files
+    store = Store(tmp_path / "local")
+    with open(write_safetensors(tmp_path / "m.safetensors", random_model(41, layers=4)), "rb") as f:
+        checkpoint.clean(f, store)
+    source = open_backend(RemoteSpec("local", str(store.root)))
+    dest = open_backend(RemoteSpec("copy", str(tmp_path / "copy")))
+    swept = []
+    real = dest.backend.put_pack
+
+    def sweep_then_put(path, pack, **kw):
+        swept.append(files.sweep(tmp_path / "tmp", grace=0))
+        return real(path, pack, **kw)
+
+    dest.backend.put_pack = sweep_then_put
+    transfer.mirror(source, dest, tmp_path / "tmp", stored.references)
+    assert swept and not any(swept)
+    copied = sorted(p.name for p in (tmp_path / "copy/packs").iterdir())
+    assert copied == sorted(p.name for p in store.pack_dir.iterdir())
+    for name in copied:
+        assert (tmp_path / "copy/packs" / name).read_bytes() == (store.pack_dir / name).read_bytes()

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyfastcdc import FastCDC
 
-from gitmodel.store import chunker, codec, table
+from gitmodel.store import chunker, codec, files, table
 from gitmodel.store.chunker import MAX_SIZE, MIN_SIZE, BufferPool, Cutter, cut_all
 from gitmodel.store.fsck import check as fsck_check
 from gitmodel.store.manifest import MAGIC as MANIFEST_MAGIC
@@ -1143,3 +1143,27 @@ def test_removing_packs_keeps_what_other_processes_found_damaged(tmp_path):
     assert not Store(tmp_path).has(bad)
     for s in (remover, reader):
         s.close()
+
+
+def test_a_sweep_while_a_pack_is_published_leaves_its_index_alone(tmp_path, monkeypatch):
+    """A pack's index waits under a temporary name until the pack is renamed into place. A
+    sweep of `tmp/` in that moment (another process's, or `fsck --repair`'s, which does not
+    wait) took the index for a dead leftover when its writer was slow, and the add failed."""
+    store = Store(tmp_path)
+    replace = os.replace
+    swept = []
+
+    def sweep_then_replace(source, destination):
+        if str(destination).endswith(".pack"):           # the index is written, not yet renamed
+            swept.append(files.sweep(store.tmp_dir, grace=0))
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", sweep_then_replace)
+    (oid,) = _put(store, [(b"published object" * 10, 1)])
+    monkeypatch.undo()
+    assert swept == [0]
+    fresh = Store(tmp_path)
+    assert fresh.read(oid) == b"published object" * 10
+    assert sorted(p.suffix for p in (tmp_path / "packs").iterdir()) == [".idx", ".pack"]
+    store.close()
+    fresh.close()

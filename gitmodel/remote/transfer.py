@@ -501,7 +501,9 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
                                       f"it was not copied to {dest}") from None
                 stats.bytes += size
                 if there.sizes.get(name) != size:
-                    dest.put_pack(path, name)
+                    with open(path, "rb") as held:     # locked, or a sweep may take it mid-upload
+                        files.lock(held.fileno())
+                        dest.put_pack(path, name)
             finally:
                 path.unlink(missing_ok=True)
     for name in _publication_order(entries, needs):

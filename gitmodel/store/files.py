@@ -8,6 +8,8 @@ import fcntl
 import os
 import stat
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # A temporary file is dead once nobody holds its lock and nothing wrote to it for this long
@@ -104,16 +106,26 @@ def fsync_dir(path: Path | str) -> None:
 def write_synced(path: Path, data: bytes, mode: int = 0o444) -> None:
     """Create `path` holding `data`, on disk (fsynced) when this returns; a failure (a full
     disk) leaves no file behind."""
+    with written(path, data, mode):
+        pass
+
+
+@contextmanager
+def written(path: Path, data: bytes, mode: int = 0o444) -> Iterator[None]:
+    """`write_synced`, the file locked (see `lock`) until the block ends: a temporary file
+    to be renamed in the block, which a sweep must leave alone however slow its writer."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
+            lock(fd)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
+            os.chmod(path, mode)
+            yield
         finally:
             os.close(fd)
-        os.chmod(path, mode)
     except BaseException:
         Path(path).unlink(missing_ok=True)
         raise
@@ -124,12 +136,8 @@ def write_durably(path: Path, data: bytes, mode: int = 0o444, tmp_dir: Path | No
     name (in `tmp_dir`, else beside `path`), renamed, then the directory fsynced. A crash
     leaves the old state or the new one."""
     tmp = (tmp_dir or path.parent) / f".tmp-{os.getpid()}-{time.monotonic_ns()}-{path.name}"
-    write_synced(tmp, data, mode)
-    try:
+    with written(tmp, data, mode):
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     fsync_dir(path.parent)
 
 

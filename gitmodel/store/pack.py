@@ -180,13 +180,10 @@ def publish_into(pack_dir: Path, permissions: files.Permissions | None = None) -
         os.fsync(fd)
         os.chmod(path, permissions.file())
         index_tmp = Path(f"{path}.idx")
-        try:
-            files.write_synced(index_tmp, index, permissions.file())
+        with files.written(index_tmp, index, permissions.file()):   # unlinked if this fails
             permissions.make_dir(pack_dir)
             os.replace(path, pack_dir / f"{name}.pack")
             os.replace(index_tmp, pack_dir / f"{name}.idx")
-        finally:
-            index_tmp.unlink(missing_ok=True)
         files.fsync_dir(pack_dir)
     return publish
 
