@@ -1051,6 +1051,30 @@ def test_12_group_shared_repository_gets_group_modes(tmp_path: Path, git_env):
     checkout_exact(work, "m.safetensors", sha256(path))
 
 
+def test_12_group_shared_store_lock_files_open_to_the_group_whatever_the_umask(tmp_path: Path, git_env):
+    """Every writer opens `gc.lock` (gc and repack too, `damaged.lock` and `repack.lock`): in
+    a group-shared store another member must be able to, or their add fails. Created under
+    the process's umask, a user with umask 077 locked the group out."""
+    work = Repo(tmp_path / "w", git_env)
+    work.path.mkdir()
+    work.git("init", "-q", "--shared=group", "-b", "main")
+    work.gitmodel("install")
+    work.gitmodel("track", "*.safetensors")
+    mask = os.umask(0o077)
+    try:
+        write_safetensors(work.path / "m.safetensors", small(82))
+        work.commit("m")
+        work.gitmodel("repack")
+        work.gitmodel("gc")
+    finally:
+        os.umask(mask)
+    locks = sorted(work.store.glob("*.lock"))
+    assert "gc.lock" in [p.name for p in locks]
+    for path in locks:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o060 == 0o060, f"{path.name}: {oct(mode)}"
+
+
 def test_12_default_pack_modes_follow_the_umask(repo: Repo):
     write_safetensors(repo.path / "m.safetensors", small(81))
     repo.commit("m")

@@ -231,12 +231,27 @@ class Store:
         """Every copy of the object, good or not."""
         return self._index.copies(oid)
 
+    def _lock_file(self, name: str) -> int:
+        """The store's lock file `name`, opened read-only: flock needs no more."""
+        return self._shared_file(name, os.O_RDONLY)
+
+    def _shared_file(self, name: str, flags: int) -> int:
+        """The store's file `name` that every process opens (created if needed). Its mode is
+        the store's, not the umask's: in a group-shared store every member must open it."""
+        fd = os.open(self.root / name, flags | os.O_CREAT, self.permissions.file(0o644))
+        if self.permissions.shared:
+            try:
+                os.fchmod(fd, self.permissions.file(0o644))
+            except OSError:
+                pass                  # another member's file: its creator set the mode
+        return fd
+
     def try_lock(self, name: str) -> int | None:
         """An exclusive flock on the store file `name` (created if needed), as an open
         descriptor to close when done; None when another process holds it."""
         import fcntl
         self._create()
-        fd = os.open(self.root / name, os.O_RDWR | os.O_CREAT, self.permissions.file(0o644))
+        fd = self._lock_file(name)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -253,7 +268,7 @@ class Store:
             return
         import fcntl
         self._create()
-        fd = os.open(self.root / GC_LOCK, os.O_RDONLY | os.O_CREAT, self.permissions.file(0o644))
+        fd = self._lock_file(GC_LOCK)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -283,7 +298,7 @@ class Store:
         if self._gc_lock is not None:
             raise StoreError("this process has written to the store; gc needs a fresh one")
         self._create()
-        fd = os.open(self.root / GC_LOCK, os.O_RDONLY | os.O_CREAT, self.permissions.file(0o644))
+        fd = self._lock_file(GC_LOCK)
         deadline, told = time.monotonic() + wait, False
         while True:
             try:
@@ -348,7 +363,7 @@ class Store:
             self._bad.setdefault(oid, set()).add(pack)
             try:
                 with self._damaged_lock():
-                    fd = os.open(self.root / "damaged", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                    fd = self._shared_file("damaged", os.O_WRONLY | os.O_APPEND)
                     try:
                         os.write(fd, f"{oid.hex()} {pack}\n".encode())
                     finally:
@@ -370,7 +385,7 @@ class Store:
                     del self._bad[oid]
             lines = "".join(f"{oid.hex()} {pack}\n" for oid, ps in self._bad.items() for pack in sorted(ps))
             if lines:
-                files.write_durably(self.root / "damaged", lines.encode(), 0o644)
+                files.write_durably(self.root / "damaged", lines.encode(), self.permissions.file(0o644))
             else:
                 (self.root / "damaged").unlink(missing_ok=True)
 
@@ -379,7 +394,7 @@ class Store:
         """`damaged` is appended to by any process and rewritten by the one removing packs:
         both hold this lock, so no line appended meanwhile is lost to the rewrite."""
         import fcntl
-        fd = os.open(self.root / "damaged.lock", os.O_RDONLY | os.O_CREAT, self.permissions.file(0o644))
+        fd = self._lock_file("damaged.lock")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
