@@ -532,6 +532,14 @@ def test_6_fsck_remote_checks_the_remote(tmp_path: Path, git_env):
     bad = repo.gitmodel("fsck", "--remote", "origin", check=False)
     no_traceback(bad)
     assert bad.returncode == 1 and "damaged" in bad.stdout and "m.safetensors" in bad.stdout, bad.stdout
+    every = repo.gitmodel("fsck", "--remote", "origin", "--all", check=False)
+    assert "`gitmodel fsck --remote origin --all --repair` uploads them" in every.stdout, every.stdout
+    # The repair it suggests repairs: the rebuilt pack has the damaged one's name and size, and
+    # was taken for a copy that had arrived whole and left as it was.
+    repaired = repo.gitmodel("fsck", "--remote", "origin", "--repair", check=False)
+    assert repaired.returncode == 0 and "0 problem(s)" in repaired.stdout, repaired.stdout + repaired.stderr
+    again = repo.gitmodel("fsck", "--remote", "origin", check=False)
+    assert again.returncode == 0 and "1 complete" in again.stdout and "damaged" not in again.stdout, again.stdout
 
 
 # ----------------------------------------------------------------------------- 7: durability

@@ -88,9 +88,11 @@ def check_store(store: Store, checkpoints: Checkpoints, view: RemoteView | None,
 
 
 def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
-                 progress: Callable[[str], None] = lambda line: None) -> Findings:
+                 progress: Callable[[str], None] = lambda line: None,
+                 all_history: bool = False) -> Findings:
     """Each needed checkpoint's state on the remote: every object present in a verified index,
-    then read and verified (nothing is stored)."""
+    then read and verified (nothing is stored). `all_history`: the checkpoints are those of
+    every commit (`fsck --all`), which the repair it suggests must cover too."""
     findings = Findings()
     view.refresh()
     for name, why in sorted(view.damaged.items()):
@@ -118,7 +120,7 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
         detail = f"{len(failed)} object(s) unusable there, first {oid.hex()}: {why}"
         if fetchable_here:
             detail += (f"; the local store has good copies: `gitmodel fsck --remote {view.name} "
-                       "--repair` uploads them")
+                       f"{'--all ' if all_history else ''}--repair` uploads them")
         findings.checkpoints.append(CheckpointState(content, path, state, detail))
     return findings
 
@@ -133,7 +135,7 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
     scope = "every commit of every branch and tag, and the index" if all_history else "HEAD and the index"
     checkpoints = needed_checkpoints(repo.open_repository(), all_history)
     if remote is not None:
-        return _fsck_remote(session, remote, checkpoints, scope, repair, say)
+        return _fsck_remote(session, remote, checkpoints, scope, repair, say, all_history)
     from gitmodel.store import fsck as store_fsck
     store = session.store
     report = store_fsck.check(store)
@@ -177,9 +179,9 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
 
 
 def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repair: bool,
-                 say: Callable[[str], None]) -> int:
+                 say: Callable[[str], None], all_history: bool) -> int:
     view = session.view(name)
-    findings = check_remote(view, checkpoints, session.store, lambda line: None)
+    findings = check_remote(view, checkpoints, session.store, all_history=all_history)
     for problem in findings.problems:
         say(f"problem: remote {view.name}: {problem}")
     if repair:
@@ -189,7 +191,8 @@ def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repai
             stats = sync.push(session.store, view, broken, force=True)
             say(f"repair: uploaded {stats.objects} object(s) of {len(broken)} checkpoint(s) "
                 f"to {view} from the local store")
-            findings.checkpoints = check_remote(view, checkpoints, session.store).checkpoints
+            findings.checkpoints = check_remote(view, checkpoints, session.store,
+                                                all_history=all_history).checkpoints
     _say_findings(findings, scope, say, where=f"remote {view.name}")
     problems = len(findings.problems) + findings.count(DAMAGED) + findings.count(LOST)
     say(f"{problems} problem(s).")

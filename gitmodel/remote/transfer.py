@@ -148,15 +148,18 @@ def upload(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = 
                        for batch in ordered(pool, read, batches, window=4) for oid, entry, record in batch)
             size = sum(record_head.size + entry.stored_length for entry, _ in group)
             stats.packs += len(send_records(store, view, records, size, f"push to {view.name}",
-                                            quiet or group is pinned, target))
+                                            quiet or group is pinned, target, resend=force))
     return stats
 
 
 def send_records(store: Store, view: RemoteView, records: Iterable[tuple[bytes, Entry, bytes | memoryview]],
-                 total: int, label: str, quiet: bool = False, target: int = REMOTE_PACK_TARGET) -> list[str]:
+                 total: int, label: str, quiet: bool = False, target: int = REMOTE_PACK_TARGET,
+                 resend: bool = False) -> list[str]:
     """Write (oid, entry, payload) records, chunks before manifests, into new packs uploaded
-    to the remote (temporary files in the store's tmp/); the names of the packs uploaded."""
-    with progress.bar(total, label, quiet) as bar, _Uploader(view, bar) as uploader:
+    to the remote (temporary files in the store's tmp/); the names of the packs uploaded.
+    With `resend`, a pack of the same name found there is replaced whatever its size (a
+    repair: the pack rebuilt from good copies is named like the damaged one)."""
+    with progress.bar(total, label, quiet) as bar, _Uploader(view, bar, resend) as uploader:
         writer = PackWriter(store.tmp_dir, uploader.send, target, make_dir=store.permissions.make_dir)
         try:
             for oid, entry, payload in records:
@@ -172,8 +175,8 @@ def send_records(store: Store, view: RemoteView, records: Iterable[tuple[bytes, 
 class _Uploader:
     """PackWriter sink that uploads finished packs in the background, a few at a time."""
 
-    def __init__(self, view: RemoteView, bar):
-        self._view, self._bar = view, bar
+    def __init__(self, view: RemoteView, bar, resend: bool = False):
+        self._view, self._bar, self._resend = view, bar, resend
         self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="gitmodel-upload")
         self._pending: deque[Future] = deque()
         self._files: dict[Path, int] = {}       # packs handed over and not yet sent: their lock
@@ -195,7 +198,7 @@ class _Uploader:
             # A pack that arrived whole before (an interrupted upload) is not sent again, if
             # recent: an old one may be garbage to a remote gc, which protects only recent
             # packs and what they need (a pin that kept its old copy would pin nothing).
-            arrived = listing is not None and listing.sizes.get(name) == size and \
+            arrived = not self._resend and listing is not None and listing.sizes.get(name) == size and \
                 (listing.mtimes.get(name) or 0) > time.time() - RECENT_PACK
             if not arrived:
                 self._view.backend.put_pack(path, name)
