@@ -268,11 +268,17 @@ def cmd_migrate(args) -> int:
     if args.index_filter:                 # run by git filter-branch, once per commit
         migrate.index_filter(session.store)
         return 0
-    if not install.installed():
-        install.install_hook(install.install("local"))
-        print("gitmodel: gitmodel was not installed here: installed it for this repository",
-              file=sys.stderr)
     say = lambda line: print(f"gitmodel: migrate: {line}", file=sys.stderr)    # noqa: E731
+    report = install.Report()
+    if not install.installed():
+        report = install.install("local")
+        say("gitmodel was not installed here: installed it for this repository")
+    install.install_hook(report)           # git-lfs's hook is chained: pushes upload checkpoints
+    for item in report.changed:
+        if item.startswith("hook "):
+            say(f"installed {item}")
+    for item in report.kept:
+        say(f"left as it is: {item}")
     if args.rewrite:
         pairs = migrate.migrate_history(session, args.ref or [], say)
         for old, new in pairs:

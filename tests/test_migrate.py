@@ -77,6 +77,28 @@ def test_migrate_rewrite_converts_every_commit_and_prints_the_map(tmp_path: Path
     assert repo.status() == ""
 
 
+def test_migrate_with_a_global_install_leaves_a_hook_that_pushes_checkpoints(tmp_path: Path, git_env):
+    """git-lfs left its pre-push hook; with gitmodel installed globally, migrate installed no
+    hook of its own, and the first `git push` exited 0 with no checkpoint uploaded."""
+    from conftest import user
+    env = user(tmp_path, git_env, "ann")
+    repo, sums = lfs_repo(tmp_path / "repo", env)
+    repo.gitmodel("migrate", "--rewrite")
+    hooks = repo.path / ".git/hooks"
+    assert "gitmodel pre-push hook" in (hooks / "pre-push").read_text()
+    assert "git lfs pre-push" in (hooks / "pre-push.before-gitmodel").read_text()
+    store = tmp_path / "store"
+    repo.gitmodel("remote", "add", "origin", str(store))
+    repo.commit("remote", ".gitmodel")
+    hub = tmp_path / "hub.git"
+    repo.git("init", "-q", "--bare", str(hub))
+    repo.git("remote", "add", "origin", str(hub))
+    repo.git("push", "-q", "origin", "main")
+    assert list((store / "packs").glob("*.idx")), "git push uploaded nothing"
+    Repo(tmp_path, user(tmp_path, git_env, "bob")).git("clone", "-q", "-b", "main", str(hub), "other")
+    assert sha256(tmp_path / "other" / MODEL) == sums[-1]
+
+
 def test_migrate_without_the_lfs_objects_says_what_to_run_and_changes_nothing(tmp_path: Path, git_env):
     repo, _ = lfs_repo(tmp_path / "repo", git_env)
     (repo.path / MODEL).write_bytes(repo.git("cat-file", "blob", f"HEAD:{MODEL}").stdout)

@@ -147,6 +147,34 @@ def test_1_git_init_with_only_a_global_install_pushes_its_checkpoints(tmp_path: 
     assert sha256(tmp_path / "bob/m.safetensors") == sha256(path)
 
 
+def test_1_a_global_install_chains_the_pre_push_hook_a_repository_already_has(tmp_path: Path, git_env):
+    """With only a global install, the filter gives each repository its hook; one that had
+    a pre-push hook of its own (a tool's, git-lfs's) was left with it alone, and `git push`
+    exited 0 having uploaded no checkpoint."""
+    env = user(tmp_path, git_env, "ann")
+    work = Repo(tmp_path / "ann", env)
+    work.path.mkdir()
+    work.git("init", "-q", "-b", "main")
+    hook = work.path / ".git/hooks/pre-push"
+    hook.write_text("#!/bin/sh\necho ran >> \"$(dirname \"$0\")/../own-hook-ran\"\n")
+    hook.chmod(0o755)
+    work.gitmodel("track", "*.safetensors")
+    path = write_safetensors(work.path / "m.safetensors", small(2))
+    added = work.git("add", ".gitattributes", "m.safetensors")
+    assert "pre-push.before-gitmodel" in added.stderr.decode(), added.stderr
+    work.git("commit", "-q", "-m", "m")
+    store = tmp_path / "team-store"
+    work.gitmodel("remote", "add", "origin", str(store))
+    work.commit("remote", ".gitmodel")
+    hub = bare(tmp_path / "hub.git")
+    work.git("remote", "add", "origin", str(hub))
+    work.git("push", "-q", "origin", "main")
+    assert idx_names(store), "git push uploaded nothing"
+    assert (work.path / ".git/own-hook-ran").read_text() == "ran\n", "the repository's own hook ran too"
+    clone(hub, tmp_path / "bob", user(tmp_path, git_env, "bob"))
+    assert sha256(tmp_path / "bob/m.safetensors") == sha256(path)
+
+
 def test_1_clone_made_before_any_checkpoint_pushes_its_first_one(tmp_path: Path, git_env):
     ann = Repo(tmp_path / "ann", user(tmp_path, git_env, "ann"))
     ann.path.mkdir()

@@ -120,7 +120,7 @@ def _is_ours(path: Path) -> bool:
         return False
 
 
-def install_hook(report: Report, cwd: Path | None = None, chain: bool = True) -> None:
+def install_hook(report: Report, cwd: Path | None = None) -> None:
     """Write the pre-push hook. One that is already there (not ours) is kept and chained:
     renamed to pre-push.before-gitmodel, which our hook runs first. With core.hooksPath set
     (hooks shared by many repositories, often managed by a tool) nothing is written: the
@@ -137,7 +137,7 @@ def install_hook(report: Report, cwd: Path | None = None, chain: bool = True) ->
     if path.exists() and path.read_text(errors="replace") == source:
         return
     if path.exists() and not _is_ours(path):
-        if not chain or chained.exists():
+        if chained.exists():
             report.kept.append(f"hook {path}")
             return
         path.rename(chained)
@@ -152,17 +152,28 @@ def install_hook(report: Report, cwd: Path | None = None, chain: bool = True) ->
 
 
 def ensure_hook(common: Path, hooks: Path, cwd: Path | None = None) -> str | None:
-    """Install the hook where a repository has none (a `git init`, or a clone, made with only a
-    global install): called by the filter, so every repository it works in pushes its
-    checkpoints. Returns a warning when pushes cannot be covered (a shared hooks folder
-    whose pre-push hook does not call gitmodel)."""
+    """Give a repository made with only a global install (a `git init`, a clone) the hook:
+    called by the filter, so every repository it works in pushes its checkpoints. A pre-push
+    hook of the repository's own that does not call gitmodel (a tool's, git-lfs's) is chained
+    as `gitmodel install` chains it. Returns what to tell the user: that, or a warning when
+    pushes cannot be covered (a shared hooks folder whose pre-push hook does not call
+    gitmodel)."""
     try:
-        if hooks == common / "hooks":
-            if not (hooks / HOOK).exists():
-                install_hook(Report(), cwd, chain=False)
-            return None
         hook = hooks / HOOK
-        if "gitmodel" not in (hook.read_text(errors="replace") if hook.exists() else ""):
+        text = hook.read_text(errors="replace") if hook.exists() else ""
+        if hooks == common / "hooks":
+            if "gitmodel" not in text:
+                report = Report()
+                install_hook(report, cwd)
+                if report.kept:
+                    return (f"warning: {hook} does not call gitmodel and {HOOK}{CHAINED_SUFFIX} "
+                            "is taken: `git push` will not upload checkpoints. Add `gitmodel "
+                            "pre-push \"$@\"` (with the same standard input) to it")
+                if text:
+                    return (f"installed gitmodel's pre-push hook in {hooks}; the one that was "
+                            f"there runs first, from {HOOK}{CHAINED_SUFFIX}")
+            return None
+        if "gitmodel" not in text:
             return (f"warning: git runs hooks from {hooks} (core.hooksPath), whose pre-push hook "
                     "does not call gitmodel: `git push` will not upload checkpoints. Add "
                     "`gitmodel pre-push \"$@\"` (with the same standard input) to it, or run "
