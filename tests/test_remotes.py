@@ -433,6 +433,24 @@ def test_s3_remote_down_fails_clearly_and_writes_nothing(tmp_path: Path, env, s3
     assert not (tmp_path / "ivy/model0.safetensors").exists()
 
 
+def test_s3_push_to_a_bucket_that_does_not_exist_fails_and_creates_none(tmp_path: Path, env, s3):
+    """A typo in the bucket's name: the push created a bucket of that name and exited 0."""
+    import s3fs
+    url, options = s3
+    repo = make_repo(tmp_path / "w", env)
+    missing = url.replace("s3://b-", "s3://typo-", 1)
+    repo.gitmodel("remote", "add", "origin", f"{missing}/models", f"--option=endpoint_url={options['endpoint_url']}")
+    write_safetensors(repo.path / "m.safetensors", random_model(3, layers=2))
+    repo.commit("m", "m.safetensors", ".gitmodel")
+    done = repo.gitmodel("push", check=False)
+    assert done.returncode != 0, done.stderr
+    assert "Traceback" not in done.stderr and missing.removeprefix("s3://") in done.stderr, done.stderr
+    assert "bucket must exist" in done.stderr, done.stderr
+    fs = s3fs.S3FileSystem(endpoint_url=options["endpoint_url"], key="testing", secret="testing",
+                           skip_instance_cache=True)
+    assert not fs.exists(missing.removeprefix("s3://")), "the push created the bucket"
+
+
 def test_transient_errors_are_retried(tmp_path: Path, monkeypatch):
     store, manifests, files = _store_with(tmp_path, [50])
     folder = tmp_path / "remote"

@@ -81,6 +81,10 @@ _PERMANENT = (PermissionError, IsADirectoryError, NotADirectoryError, ValueError
 _PERMANENT_NAMES = {"NoCredentialsError", "PartialCredentialsError", "ParamValidationError",
                     "SSLError", "NoRegionError", "InvalidRegionError"}
 
+# Object stores have no folders to make, and their makedirs creates the bucket: a typo in its
+# name would get a bucket of its own, and the push would succeed there. Their owners make them.
+OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "oss"}
+
 # Per-request bounds (socket inactivity, not transfer time) for S3; see docs/design.md.
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 15
@@ -137,6 +141,7 @@ class FsspecBackend:
         self.pack_dir = f"{self.root}/packs"
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self.local = "file" in protocols or "local" in protocols
+        self._buckets = bool(OBJECT_STORES.intersection(protocols))
         from fsspec.asyn import AsyncFileSystem
         self._async = isinstance(self.fs, AsyncFileSystem)
         self._made_dir = False
@@ -259,8 +264,8 @@ class FsspecBackend:
             from gitmodel.store import files
             self._permissions = files.Permissions.inherit(Path(self.pack_dir))
             self._permissions.make_dir(Path(self.pack_dir))
-        else:
-            self.fs.makedirs(self.pack_dir, exist_ok=True)   # object stores ignore it
+        elif not self._buckets:
+            self.fs.makedirs(self.pack_dir, exist_ok=True)
         self._made_dir = True
 
     def _write_local(self, remote: str, blocks) -> None:
@@ -375,7 +380,7 @@ class Retrying:
         return self.call("reading its version marker", self.backend.read_marker)
 
     def write_marker(self, text: str) -> None:
-        self.call("writing its version marker", self.backend.write_marker, text)
+        self._write("writing its version marker", self.backend.write_marker, text)
 
     def read_index(self, pack: str) -> bytes:
         return self.call(f"reading {pack}.idx", self.backend.read_index, pack)
@@ -388,11 +393,11 @@ class Retrying:
         return self.call(f"opening {pack}.pack", self.backend.open_pack, pack)
 
     def put_pack(self, path: Path, pack: str) -> None:
-        self.call(f"uploading {pack}.pack", self.backend.put_pack, path, pack,
-                  size=path.stat().st_size)
+        self._write(f"uploading {pack}.pack", self.backend.put_pack, path, pack,
+                    size=path.stat().st_size)
 
     def put_index(self, pack: str, data: bytes) -> None:
-        self.call(f"uploading {pack}.idx", self.backend.put_index, pack, data, size=len(data))
+        self._write(f"uploading {pack}.idx", self.backend.put_index, pack, data, size=len(data))
 
     def remove_pack(self, pack: str) -> None:
         self.call(f"removing {pack}", self.backend.remove_pack, pack)
@@ -401,7 +406,17 @@ class Retrying:
         return self.call("removing leftovers of interrupted uploads", self.backend.sweep, listing)
 
     def put_note(self, name: str, data: bytes) -> None:
-        self.call(f"writing {name}", self.backend.put_note, name, data)
+        self._write(f"writing {name}", self.backend.put_note, name, data)
+
+    def _write(self, what: str, fn: Callable, *args, **kwargs) -> None:
+        """`call` for a write, where "not found" is not an answer but a remote that is not
+        there: a bucket that does not exist (gitmodel makes folders, not buckets)."""
+        try:
+            self.call(what, fn, *args, **kwargs)
+        except FileNotFoundError as err:
+            raise RemoteError(f"remote {self}: {what} failed: {err.strerror or err}",
+                              "Nothing was uploaded there. Check its URL (`gitmodel remote "
+                              "list`); a bucket must exist: its owner creates it") from None
 
     def remove_note(self, name: str) -> None:
         self.call(f"removing {name}", self.backend.remove_note, name)
