@@ -206,6 +206,34 @@ def test_hook_chains_an_existing_pre_push_hook(tmp_path: Path, env):
     assert not (repo.path / ".git/hooks/pre-push.before-gitmodel").exists()
 
 
+def test_a_clone_checks_out_commits_made_before_the_remote_was_committed(tmp_path: Path, env):
+    """The remote is named in the committed `.gitmodel`, read from the work tree or HEAD. A
+    checkout from one commit older than that file to another had neither, so the clone looked
+    in the wrong place and failed, leaving the file deleted."""
+    repo = make_repo(tmp_path / "w", env)
+    sums = []
+    for seed in (1, 2):
+        sums.append(sha256(write_safetensors(repo.path / "m.safetensors", random_model(seed, layers=3))))
+        repo.commit(f"v{seed}", "m.safetensors")
+    store = tmp_path / "team-store"
+    repo.gitmodel("remote", "add", "origin", str(store))
+    repo.commit("remote", ".gitmodel")
+    hub = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
+    repo.git("remote", "add", "origin", str(hub))
+    repo.git("push", "-q", "origin", "main")
+    assert list(store.glob("packs/*.idx"))
+
+    reader = user(tmp_path, env, "reader")
+    clone(hub, tmp_path / "r", reader)
+    r = Repo(tmp_path / "r", reader)
+    r.git("checkout", "-q", "HEAD~1")
+    assert sha256(r.path / "m.safetensors") == sums[1]
+    r.git("checkout", "-q", "HEAD~1")
+    assert sha256(r.path / "m.safetensors") == sums[0]
+    assert r.status() == ""
+
+
 def test_remote_add_list_remove_and_precedence(tmp_path: Path, env):
     repo = make_repo(tmp_path / "w", env)
     repo.gitmodel("remote", "add", "team", "s3://bucket/models", "--option", "endpoint_url=http://h:1",

@@ -3,7 +3,8 @@
 Remotes are named in git-config syntax, in three places, highest precedence first:
   1. the environment: GITMODEL_REMOTE=<name or URL> overrides the choice of remote;
   2. git config (`git config gitmodel.<name>.url ...`, local, global or system);
-  3. the committed `.gitmodel` file at the top of the work tree (or in HEAD if absent there):
+  3. the committed `.gitmodel` file at the top of the work tree (or in HEAD if absent there,
+     or at the newest branch tip if HEAD predates it):
         [gitmodel]
             remote = origin                 # the default remote's name
         [gitmodel "origin"]
@@ -49,10 +50,27 @@ def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.") -> list[tuple[str,
     if top is not None and (top / CONFIG_FILE).is_file():
         sources.append((CONFIG_FILE, repo.config_entries(pattern, "-f", str(top / CONFIG_FILE), cwd=cwd)))
     elif top is not None:
-        sources.append((f"HEAD:{CONFIG_FILE}",
-                        repo.config_entries(pattern, "--blob", f"HEAD:{CONFIG_FILE}", cwd=cwd)))
+        blob = _committed(cwd)
+        if blob is not None:
+            sources.append((blob, repo.config_entries(pattern, "--blob", blob, cwd=cwd)))
     sources.append(("git config", repo.config_entries(pattern, cwd=cwd)))
     return sources
+
+
+def _committed(cwd: Path | None) -> str | None:
+    """`REV:.gitmodel` for the work tree that has none: HEAD's; if HEAD has none either (a
+    checkout of a commit older than the file), the newest among the branch tips' (a clone's
+    `origin/main` names the remote its old commits were pushed to)."""
+    if repo.run_git("rev-parse", "-q", "--verify", f"HEAD:{CONFIG_FILE}", cwd=cwd, check=False).returncode == 0:
+        return f"HEAD:{CONFIG_FILE}"
+    refs = repo.run_git("for-each-ref", "--sort=-committerdate", "--format=%(refname)",
+                        "refs/remotes", "refs/heads", cwd=cwd, check=False).stdout.decode().split()
+    if not refs:
+        return None
+    asked = "".join(f"{ref}:{CONFIG_FILE}\n" for ref in refs).encode()
+    found = repo.run_git("cat-file", "--batch-check=%(objecttype)", cwd=cwd, input=asked,
+                         check=False).stdout.decode().splitlines()
+    return next((f"{ref}:{CONFIG_FILE}" for ref, kind in zip(refs, found) if kind == "blob"), None)
 
 
 def settings(section: str, cwd: Path | None = None) -> list[tuple[str, str]]:
