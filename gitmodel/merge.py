@@ -208,21 +208,28 @@ class Side:
         return self._offsets
 
 
+# An entry torch.save fills with a random number at every save: a mark of the save, not of
+# the layout (a merge keeps ours').
+_PER_SAVE = "/.data/serialization_id"
+
+
 def _masked_outside(side: Side) -> bytes:
-    """The bytes outside tensor data of a zip archive, checksum and time fields zeroed."""
+    """The bytes outside tensor data of a zip archive, checksum and time fields zeroed, and
+    the data of entries that every save writes anew (_PER_SAVE)."""
     from gitmodel.formats import zip as zipfile
     try:
-        fields = [at for e in zipfile.entries(side.file.read_at, side.file.size)
-                  for at in e.crc_fields + e.stamp_fields]
+        found = zipfile.entries(side.file.read_at, side.file.size)
     except zipfile.ZipError:
-        fields = []
+        found = []
+    fields = [(at, 4) for e in found for at in e.crc_fields + e.stamp_fields]
+    fields += [(e.data_offset, e.size) for e in found if e.name.endswith(_PER_SAVE) and e.stored]
     out, at = bytearray(), 0
     places = sorted(side.placed.values(), key=lambda p: p.offset)
     for start, end in [(p.offset, p.offset + p.length) for p in places] + [(side.file.size, side.file.size)]:
         piece = bytearray(side.file.read_at(at, start - at))
-        for offset in fields:
+        for offset, length in fields:
             if at <= offset < start:
-                piece[offset - at:offset - at + 4] = bytes(4)
+                piece[offset - at:offset - at + length] = bytes(length)
         out += piece
         at = end
     return bytes(out)

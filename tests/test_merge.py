@@ -410,7 +410,9 @@ def test_npz_merge_rewrites_zip_checksums(repo: Repo):
 
 def test_torch_zip_merge_rewrites_zip_checksums(repo: Repo, tmp_path: Path):
     """torch.save archives (data descriptors after each storage, as torch writes them),
-    modified with zipfile writing to a stream it cannot seek (so it writes descriptors too)."""
+    modified with zipfile writing to a stream it cannot seek (so it writes descriptors too).
+    Each with its own `.data/serialization_id`, as every torch.save writes a random one: taken
+    for a change of layout, it made every merge of torch checkpoints a conflict."""
     repo.gitmodel("track", "*.pt")
     source = Path(__file__).parent / "data" / "torch" / "mlp_fp32.pt"
 
@@ -425,12 +427,14 @@ def test_torch_zip_merge_rewrites_zip_checksums(repo: Repo, tmp_path: Path):
             self.buffer += data
             return len(data)
 
-    def variant(change: dict[int, float]) -> bytes:
+    def variant(change: dict[int, float], save: int) -> bytes:
         out = Unseekable()
         with zipfile.ZipFile(source) as z, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as w:
             storages = [i for i in z.infolist() if "/data/" in i.filename and not i.filename.endswith("pkl")]
             for info in z.infolist():
                 data = z.read(info)
+                if info.filename.endswith("/.data/serialization_id"):
+                    data = str(10 ** 39 + save).encode()
                 if info in storages and storages.index(info) in change:
                     data = (np.frombuffer(data, np.float32) * np.float32(change[storages.index(info)])).tobytes()
                 w.writestr(info, data)
@@ -439,7 +443,7 @@ def test_torch_zip_merge_rewrites_zip_checksums(repo: Repo, tmp_path: Path):
             assert all(i.flag_bits & 0x08 for i in z.infolist()), "descriptors after the data"
         return data
 
-    versions = {"base": variant({}), "ours": variant({0: 2.0}), "theirs": variant({1: 3.0})}
+    versions = {"base": variant({}, 0), "ours": variant({0: 2.0}, 1), "theirs": variant({1: 3.0}, 2)}
     diverge(repo, "m.pt", lambda path, data: path.write_bytes(data["raw"]),
             {"raw": versions["base"]}, {"raw": versions["ours"]}, {"raw": versions["theirs"]})
     result = repo.git("merge", "--no-edit", "theirs")
@@ -452,6 +456,8 @@ def test_torch_zip_merge_rewrites_zip_checksums(repo: Repo, tmp_path: Path):
             assert z.read(storages[0]) == o.read(storages[0])
             assert z.read(storages[1]) == t.read(storages[1])
             assert z.read(storages[2]) == o.read(storages[2])
+            ids = [i.filename for i in z.infolist() if i.filename.endswith("serialization_id")]
+            assert ids and z.read(ids[0]) == o.read(ids[0]), "ours' save keeps its id"
     assert repo.status() == ""
 
 
