@@ -58,6 +58,20 @@ class Strategy:
                              f"Use one of: {', '.join(STRATEGIES)}")
         if not 0 < self.density <= 1:
             raise MergeError(f"density {self.density} is not in (0, 1]")
+        if not math.isfinite(self.scale):
+            raise MergeError(f"merge scale {self.scale} is not a finite number")
+        if self.weights is not None and not all(map(math.isfinite, self.weights)):
+            raise MergeError(f"merge weights {','.join(map(str, self.weights))} are not all finite numbers")
+
+    def check(self, inputs: int) -> None:
+        """Raise MergeError unless the weights fit `inputs` inputs."""
+        if self.weights is None:
+            return
+        if len(self.weights) != inputs:
+            raise MergeError(f"{len(self.weights)} merge weight(s) for {inputs} inputs",
+                             "Give one weight per input, in their order (ours first)")
+        if self.name == "average" and sum(self.weights) == 0:
+            raise MergeError("the merge weights of an average add up to 0")
 
     def weight(self, i: int) -> float:
         return self.weights[i] if self.weights else 1.0
@@ -241,6 +255,7 @@ def merge(base: Pointer | None, inputs: list[Pointer], labels: list[str], store:
           strategy: Strategy, fetch: stored.Fetch | None = None) -> Result:
     """Merge `inputs` (ours first, theirs last in a git merge) against `base`; store the result
     and return its pointer, or the conflicts (nothing stored for the result then)."""
+    strategy.check(len(inputs))
     decisions = decide(base, inputs, strategy)
     result = Result(None, decisions=decisions)
     sides = [Side(label, ptr, store, fetch) for label, ptr in zip(labels, inputs)]

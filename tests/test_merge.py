@@ -539,6 +539,39 @@ def test_merge_files_outside_git(tmp_path: Path, git_env):
     assert not list(Path(__import__("tempfile").gettempdir()).glob("gitmodel-merge-*"))
 
 
+@pytest.mark.parametrize("args, said", [
+    (["--strategy", "average", "--weights", "2"], "1 merge weight(s) for 2 inputs"),
+    (["--strategy", "average", "--weights", "1,2,3"], "3 merge weight(s) for 2 inputs"),
+    (["--strategy", "average", "--weights", "1,-1"], "add up to 0"),
+    (["--strategy", "ties", "--weights", "nan,1"], "not all finite"),
+    (["--strategy", "task-arithmetic", "--scale", "inf"], "not a finite number"),
+    (["--strategy", "dare", "--scale", "1e400"], "not a finite number"),
+])
+def test_merge_parameters_that_would_write_nan_or_inf_or_fail_are_refused(tmp_path: Path, git_env, args, said):
+    """Weights and scales that are not finite, that do not fit the inputs, or an average
+    whose weights add up to 0: the merge wrote NaN or Inf and succeeded, or stopped with an
+    internal error."""
+    base = random_model(9, layers=1)
+    paths = [write_safetensors(tmp_path / f"m{i}.safetensors",
+                               {k: v + np.float32(0.01 * i) for k, v in base.items()}) for i in range(3)]
+    out = tmp_path / "out.safetensors"
+    done = Repo(tmp_path, git_env).gitmodel("merge", *map(str, paths), "-o", str(out), *args, check=False)
+    assert done.returncode == 1 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not out.exists()
+
+
+def test_a_git_merge_with_weights_that_do_not_fit_is_a_conflict_that_says_why(repo: Repo):
+    base = random_model(1)
+    ours, theirs = dict(base), dict(base)
+    ours["layers.1.weight"] = base["layers.1.weight"] * np.float32(0.5)
+    theirs["layers.1.weight"] = base["layers.1.weight"] * np.float32(1.5)
+    diverge(repo, "m.safetensors", st_write, base, ours, theirs)
+    repo.env = dict(repo.env, GITMODEL_MERGE_STRATEGY="average", GITMODEL_MERGE_WEIGHTS="2")
+    done = repo.git("merge", "--no-edit", "theirs", check=False)
+    assert done.returncode != 0 and b"1 merge weight(s) for 2 inputs" in done.stderr, done.stderr
+    assert b"Traceback" not in done.stderr and b"internal error" not in done.stderr
+
+
 _WIDTH = {"F64": 8, "F32": 4, "F16": 2}
 _SPECIAL = {"F64": np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.7976931348623157e308, 5e-324, -5e-324,
                              2.2250738585072014e-308, 1.0], "<f8"),
