@@ -569,6 +569,9 @@ def cmd_merge(args) -> int:
     given = dict(name=args.strategy, weights=weights, scale=args.scale, density=args.density,
                  seed=args.seed)
     if args.resolve:
+        if args.inputs or args.output is not None:
+            print("gitmodel: merge --resolve takes one PATH and no inputs or -o", file=sys.stderr)
+            return 2
         path = revisions.from_cwd(args.resolve)
         result = merge.resolve(path, merge.strategy_for(path, **given))
         merge.report(result, path)

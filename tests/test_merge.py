@@ -132,6 +132,29 @@ def test_conflict_keeps_ours_and_both_abort_and_resolve_finish_it(repo: Repo):
     assert np.array_equal(merged["embed.weight"], base["embed.weight"])
 
 
+@pytest.mark.parametrize("given", ["m.safetensors", "../models/m.safetensors", "absolute"])
+def test_resolve_takes_paths_as_git_does(repo: Repo, given: str):
+    """From a subfolder, a path relative to it (and an absolute one) names the checkpoint:
+    it was looked up relative to the subfolder twice, and an absolute path reached git."""
+    base = random_model(1)
+    ours, theirs = dict(base), dict(base)
+    ours["layers.1.weight"] = base["layers.1.weight"] * np.float32(0.5)
+    theirs["layers.1.weight"] = base["layers.1.weight"] * np.float32(1.5)
+    (repo.path / "models").mkdir()
+    diverge(repo, "models/m.safetensors", st_write, base, ours, theirs)
+    assert repo.git("merge", "--no-edit", "theirs", check=False).returncode == 1
+    inside = Repo(repo.path / "models", repo.env)
+    path = str(repo.path / "models/m.safetensors") if given == "absolute" else given
+    done = inside.gitmodel("merge", "--resolve", path, "--strategy", "theirs", check=False)
+    assert done.returncode == 0, done.stderr
+    assert "staged the merged models/m.safetensors" in done.stderr
+    merged, _ = read_safetensors(repo.path / "models/m.safetensors")
+    assert np.array_equal(merged["layers.1.weight"], theirs["layers.1.weight"])
+    assert repo.status().strip() == "M  models/m.safetensors"
+    extra = inside.gitmodel("merge", "--resolve", "m.safetensors", "other.safetensors", check=False)
+    assert extra.returncode == 2 and "--resolve takes one PATH" in extra.stderr, extra.stderr
+
+
 def test_strategy_from_attributes_environment_and_config(repo: Repo):
     base = random_model(2, layers=2)
     ours = {**base, "layers.0.weight": base["layers.0.weight"] * np.float32(2)}

@@ -136,8 +136,10 @@ def stages(path: str, cwd: Path | None = None) -> dict[int, tuple[str, str]]:
 
 
 def resolve(path: str, strategy: merge.Strategy, cwd: Path | None = None) -> merge.Result:
-    """Merge a conflicted checkpoint with `strategy`, stage the result and write it to the work
-    tree. Nothing is staged if it still conflicts."""
+    """Merge a conflicted checkpoint (`path` from the top of the work tree) with `strategy`,
+    stage the result and write it to the work tree. Nothing is staged if it still conflicts."""
+    top = repo.toplevel(cwd)
+    cwd = top                                    # git reads `path` from where it runs
     found = stages(path, cwd)
     if 2 not in found or 3 not in found:
         raise merge.MergeError(f"{path} is not a conflicted checkpoint (no ours and theirs in the "
@@ -157,7 +159,6 @@ def resolve(path: str, strategy: merge.Strategy, cwd: Path | None = None) -> mer
     blob = repo.run_git("hash-object", "-w", "--no-filters", "--stdin", cwd=cwd,
                         input=result.pointer.render()).stdout.decode().strip()
     repo.run_git("update-index", "--cacheinfo", f"{found[2][0]},{blob},{path}", cwd=cwd)
-    top = repo.toplevel(cwd)
     (top / path).unlink(missing_ok=True)
     repo.run_git("checkout", "--", path, cwd=top, env=repo.without_skip_smudge(), capture=False)
     return result

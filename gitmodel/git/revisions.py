@@ -10,7 +10,7 @@ import pygit2
 
 from gitmodel.errors import GitmodelError
 from gitmodel import checkpoint, pointer as pointers
-from gitmodel.git.repo import commit, open_repository, pointer_blob, prefix, run_git
+from gitmodel.git.repo import commit, open_repository, pointer_blob, prefix, run_git, toplevel
 from gitmodel.pointer import Pointer
 from gitmodel.process import child_environment
 from gitmodel.store.objects import Store
@@ -69,9 +69,14 @@ def unmerged(repo: pygit2.Repository) -> dict[str, tuple]:
 
 
 def from_cwd(path: str, cwd: Path | None = None) -> str:
-    """A path given relative to the current directory, made relative to the top of the work
-    tree (what git objects and the index use)."""
-    joined = posixpath.normpath(posixpath.join(prefix(cwd), path))
+    """A path given relative to the current directory (or absolute), made relative to the top
+    of the work tree (what git objects and the index use)."""
+    if os.path.isabs(path):
+        top = os.path.realpath(toplevel(cwd))
+        path = os.path.relpath(os.path.realpath(path), top)
+        joined = posixpath.normpath(path.replace(os.sep, "/"))
+    else:
+        joined = posixpath.normpath(posixpath.join(prefix(cwd), path))
     if joined == ".." or joined.startswith("../"):
         raise RevisionError(f"{path} is outside the repository")
     return joined
