@@ -584,7 +584,7 @@ def cmd_merge(args) -> int:
         return 2
     base, inputs = (None, args.inputs) if args.no_base else (args.inputs[0], args.inputs[1:])
     result = merge.merge_files(inputs, base, args.output, merge.strategy_for("", **given))
-    merge.report(result, str(args.output))
+    merge.report(result, str(args.output), in_git=False)
     return 0 if result.pointer is not None else 1
 
 

@@ -256,6 +256,9 @@ def merge(base: Pointer | None, inputs: list[Pointer], labels: list[str], store:
     """Merge `inputs` (ours first, theirs last in a git merge) against `base`; store the result
     and return its pointer, or the conflicts (nothing stored for the result then)."""
     strategy.check(len(inputs))
+    unreadable = _unmergeable(inputs, labels)
+    if unreadable:
+        return Result(None, [Conflict("(format)", unreadable)])
     decisions = decide(base, inputs, strategy)
     result = Result(None, decisions=decisions)
     sides = [Side(label, ptr, store, fetch) for label, ptr in zip(labels, inputs)]
@@ -290,6 +293,22 @@ def merge(base: Pointer | None, inputs: list[Pointer], labels: list[str], store:
     result.conflicts.append(Conflict("(layout)", f"the merged tensors do not fit either side's {fmt} "
                                      "file, and gitmodel writes new headers only for safetensors"))
     return result
+
+
+def _unmergeable(inputs: list[Pointer], labels: list[str]) -> str:
+    """Why these inputs cannot be merged tensor by tensor ("" if they can): one is not a
+    checkpoint gitmodel reads (a file of no known format, or one whose layout its bytes belie:
+    truncated, damaged), or they are not all of one format. A conflict whatever the strategy:
+    taking one side whole would drop the other's changes unseen."""
+    for label, ptr in zip(labels, inputs):
+        if ptr.format == "opaque":
+            return (f"{label} is not a checkpoint gitmodel can read tensor by tensor (no known "
+                    "format, or a truncated or damaged file)")
+    formats = dict.fromkeys(ptr.format for ptr in inputs)
+    if len(formats) > 1:
+        return (", ".join(f"{label} is {ptr.format}" for label, ptr in zip(labels, inputs)) +
+                ": a merge tensor by tensor needs one format")
+    return ""
 
 
 def _template(base: Side | None, sides: list[Side], strategy: Strategy) -> tuple[Side | None, str]:

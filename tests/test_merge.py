@@ -595,6 +595,44 @@ def test_a_git_merge_with_weights_that_do_not_fit_is_a_conflict_that_says_why(re
     assert b"Traceback" not in done.stderr and b"internal error" not in done.stderr
 
 
+@pytest.mark.parametrize("theirs", ["text", "truncated", "npz"])
+def test_inputs_that_are_not_one_readable_format_are_a_conflict_and_nothing_is_written(
+        tmp_path: Path, git_env, theirs: str):
+    """A text file merged as a checkpoint with no tensors (and written out as the result), a
+    truncated one stopping the merge with an internal error, a file of another format taken
+    whole: each is a conflict that says which input and why."""
+    model = random_model(10, layers=1)
+    base = write_safetensors(tmp_path / "base.safetensors", model)
+    ours = write_safetensors(tmp_path / "ours.safetensors", {k: v + np.float32(1) for k, v in model.items()})
+    other = tmp_path / "theirs.bin"
+    if theirs == "text":
+        other.write_text("hello\n")
+    elif theirs == "truncated":
+        other.write_bytes(base.read_bytes()[:9000])
+    else:
+        with open(other, "wb") as f:
+            np.savez(f, **model)
+    out = tmp_path / "out.safetensors"
+    done = Repo(tmp_path, git_env).gitmodel("merge", str(base), str(ours), str(other), "-o", str(out),
+                                          "--strategy", "theirs", check=False)
+    assert done.returncode == 1 and "theirs.bin is" in done.stderr and "(format):" in done.stderr, done.stderr
+    assert "nothing was written" in done.stderr and "--resolve" not in done.stderr, done.stderr
+    assert "internal error" not in done.stderr and not out.exists()
+
+
+def test_a_tracked_file_that_is_no_checkpoint_changed_on_both_sides_is_a_conflict(repo: Repo):
+    repo.gitmodel("track", "*.bin")
+    diverge(repo, "notes.bin", lambda path, text: path.write_text(text["t"]),
+            {"t": "base\n"}, {"t": "ours\n"}, {"t": "theirs\n"})
+    done = repo.git("merge", "--no-edit", "theirs", check=False)
+    err = done.stderr.decode()
+    assert done.returncode == 1 and "(format): ours is not a checkpoint" in err, err
+    assert "git checkout --ours -- notes.bin" in err
+    assert (repo.path / "notes.bin").read_text() == "ours\n"
+    repo.git("merge", "--abort")
+    assert repo.status() == ""
+
+
 _WIDTH = {"F64": 8, "F32": 4, "F16": 2}
 _SPECIAL = {"F64": np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.7976931348623157e308, 5e-324, -5e-324,
                              2.2250738585072014e-308, 1.0], "<f8"),

@@ -11,6 +11,7 @@ comes from the environment, .gitattributes or git config (docs/merge.md).
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -74,18 +75,28 @@ def _pointer_of(data: bytes, what: str) -> Pointer | None:
         raise merge.MergeError(f"{what} is a damaged pointer: {err}") from None
 
 
-def report(result: merge.Result, path: str, out=sys.stderr) -> None:
-    """Say what a merge did, or which tensors conflict and how far each side moved them."""
+def report(result: merge.Result, path: str, out=sys.stderr, in_git: bool = True) -> None:
+    """Say what a merge did, or which tensors conflict and how far each side moved them (and,
+    `in_git`, how to finish the git merge; else that nothing was written)."""
     if result.conflicts:
-        print(f"gitmodel: {path}: {len(result.conflicts)} tensor(s) conflict:", file=out)
+        print(f"gitmodel: {path}: {len(result.conflicts)} conflict(s):", file=out)
         for c in result.conflicts:
             moved = ", ".join(f"{label} moved it {change:.3g}" if change is not None else f"{label}: –"
                               for label, change in zip(("ours", "theirs"), c.changes))
             print(f"  {c.name}: {c.reason}" + (f" (relative L2 against the base: {moved})" if moved else ""),
                   file=out)
-        print(f"gitmodel: the work tree keeps ours; finish with `gitmodel merge --resolve {path} "
-              "--strategy ours|theirs|average|task-arithmetic|ties|dare`, or `git merge --abort`",
-              file=out)
+        unreadable = any(c.name == "(format)" for c in result.conflicts)
+        if not in_git:
+            print(f"gitmodel: nothing was written to {path}" + ("" if unreadable else
+                  "; choose how to merge what several inputs changed with --strategy "
+                  "ours|theirs|average|task-arithmetic|ties|dare"), file=out)
+        elif unreadable:
+            print(f"gitmodel: the work tree keeps ours; keep a side with `git checkout --ours -- "
+                  f"{shlex.quote(path)}` (or --theirs) and `git add`, or `git merge --abort`", file=out)
+        else:
+            print(f"gitmodel: the work tree keeps ours; finish with `gitmodel merge --resolve "
+                  f"{shlex.quote(path)} --strategy ours|theirs|average|task-arithmetic|ties|dare`, "
+                  "or `git merge --abort`", file=out)
         return
     counts: dict[str, int] = {}
     for d in result.decisions:
