@@ -22,6 +22,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 import blake3
 
 from gitmodel import formats, pointer as pointers, stored
+from gitmodel.errors import GitmodelError
 from gitmodel.formats import PeekableStream, Segment
 from gitmodel.pointer import Pointer, TensorLine
 from gitmodel.stats import STATS_DTYPES, StatsCache, TensorStats, chunk_partials
@@ -58,14 +59,33 @@ def clean(stream: BinaryIO, store: Store, write: bool = True) -> bytes:
     head = source.peek(len(pointers.MAGIC_PREFIX))
     if not head:
         return b""
-    if pointers.is_pointer_prefix(head):
+    if pointers.is_pointer_prefix(head) or head.startswith(b"<<<<<<< "):
         text = source.peek(pointers.MAX_POINTER_SIZE + 1)
         try:
             if pointers.sniff(text) is not None:
                 return text
         except pointers.PointerError:
             pass                     # a file that merely starts like a pointer: store it
+        if _conflicted_pointers(text):
+            raise ConflictedPointers("the file holds the pointers of a merge left unfinished, "
+                                     "between conflict markers (git merged their text: an "
+                                     "octopus merge calls no merge driver), not a checkpoint",
+                                     "Finish it with `gitmodel merge --resolve PATH --strategy "
+                                     "S`, or keep a side: `git checkout --ours -- PATH` (or "
+                                     "--theirs)")
     return clean_checkpoint(source, store, write).render()
+
+
+def _conflicted_pointers(text: bytes) -> bool:
+    """Whether `text` is pointer text that git merged line by line, with conflict markers."""
+    lines = text.split(b"\n")
+    starts = lambda mark: any(line.startswith(mark) for line in lines)     # noqa: E731
+    return (pointers.MAGIC_PREFIX in text[:4096] and starts(b"<<<<<<< ") and b"=======" in lines
+            and starts(b">>>>>>> "))
+
+
+class ConflictedPointers(GitmodelError):
+    """A work-tree file that is two pointers between git's conflict markers."""
 
 
 def clean_checkpoint(source: PeekableStream, store: Store, write: bool = True) -> Pointer:

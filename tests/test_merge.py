@@ -633,6 +633,25 @@ def test_a_tracked_file_that_is_no_checkpoint_changed_on_both_sides_is_a_conflic
     assert repo.status() == ""
 
 
+def test_an_octopus_merge_leaves_pointers_between_markers_that_git_add_refuses(repo: Repo):
+    """git's octopus strategy calls no merge driver: it merged the pointers' text, and `git add`
+    stored the result, markers and all, as a checkpoint of no known format."""
+    base = random_model(1)
+    write_safetensors(repo.path / "m.safetensors", base)
+    repo.commit("base")
+    for branch, name in (("f1", "layers.0.weight"), ("f2", "layers.1.weight")):
+        repo.git("switch", "-q", "-c", branch, "main")
+        write_safetensors(repo.path / "m.safetensors", dict(base, **{name: base[name] * np.float32(2)}))
+        repo.commit(branch)
+    repo.git("switch", "-q", "main")
+    assert repo.git("merge", "-q", "--no-edit", "f1", "f2", check=False).returncode != 0
+    assert b"\n<<<<<<< " in (repo.path / "m.safetensors").read_bytes()
+    added = repo.git("add", "m.safetensors", check=False)
+    err = added.stderr.decode()
+    assert added.returncode != 0 and "m.safetensors" in err and "gitmodel merge --resolve" in err, err
+    assert repo.git("ls-files", "-u", "m.safetensors").stdout, "still a conflict in the index"
+
+
 _WIDTH = {"F64": 8, "F32": 4, "F16": 2}
 _SPECIAL = {"F64": np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.7976931348623157e308, 5e-324, -5e-324,
                              2.2250738585072014e-308, 1.0], "<f8"),
