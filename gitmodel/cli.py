@@ -244,6 +244,9 @@ def cmd_status(args) -> int:
         print("no checkpoint staged, modified or unpushed")
     if found.remote_error:
         print(f"the gitmodel remote could not be asked: {found.remote_error}")
+    if found.store_error:
+        print(f"store: {human(found.store_bytes)}; damaged: {found.store_error}")
+        return 0
     print(f"store: {human(found.store_bytes)}, {human(found.reclaimable_bytes)} reclaimable "
           "by `gitmodel gc`")
     return 0

@@ -101,3 +101,23 @@ def test_status_reports_staged_modified_unpushed_and_reclaimable(tmp_path: Path,
     done = json.loads(repo.gitmodel("status", "--json").stdout)
     assert done["unpushed"] == [] and done["not_on_remote"] == [] and done["remote"] == "team"
     assert "no checkpoint staged, modified or unpushed" in repo.gitmodel("status").stdout
+
+
+def test_status_of_a_store_with_a_damaged_live_manifest_still_reports(tmp_path: Path, git_env):
+    """gc's estimate stops at a live manifest it cannot read; status stopped with it and showed
+    nothing else."""
+    repo = make_repo(tmp_path / "repo", git_env)
+    write_safetensors(repo.path / MODEL, small(1))
+    repo.commit("v1", MODEL)
+    write_safetensors(repo.path / MODEL, small(2))
+    repo.commit("v2", MODEL)
+    write_safetensors(repo.path / MODEL, small(3))
+    newest = max((repo.store / "packs").glob("*.pack"), key=lambda p: p.stat().st_mtime)
+    newest.chmod(0o644)
+    with open(newest, "r+b") as f:
+        f.truncate(newest.stat().st_size // 2)
+    done = repo.gitmodel("status", check=False)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"modified, not staged:\n  {MODEL}" in done.stdout, done.stdout
+    assert "damaged:" in done.stdout and "fsck" in done.stdout, done.stdout
+    assert json.loads(repo.gitmodel("status", "--json").stdout)["store_error"]

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gitmodel import pointer as pointers, stored
+from gitmodel.errors import GitmodelError
 from gitmodel.git import history, revisions
 from gitmodel.git.repo import commit, open_repository, pointer_blob
 from gitmodel.store.objects import Store, StoreError
@@ -84,6 +85,7 @@ class Status:
     remote_error: str | None = None                         # why it could not be asked
     store_bytes: int = 0
     reclaimable_bytes: int = 0
+    store_error: str | None = None                          # why gc could not estimate it
     pointers_in_work_tree: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -120,15 +122,16 @@ def status(session) -> Status:
     result.store_bytes = gc.store_bytes(store)
     live = [bytes.fromhex(c) for c in liveness.live_checkpoints(session.cwd)]
     recent = gc.recent_objects(store, git_gc.keep_recent_days(None, session.cwd))
-    estimate = gc.collect(store, live, recent, dry_run=True)
-    result.reclaimable_bytes = estimate.reclaimed
+    try:
+        result.reclaimable_bytes = gc.collect(store, live, recent, dry_run=True).reclaimed
+    except GitmodelError as err:                  # damage gc will not work around: say so
+        result.store_error = err.full()
     return result
 
 
 def _compare_with_remote(session, repository, branches: list[str], result: Status) -> None:
     """The checkpoints of the local branches' history that the default gitmodel remote lacks
     (from its indexes: one listing, and the indexes not seen before)."""
-    from gitmodel.errors import GitmodelError
     try:
         view = session.default_view()
         if view is None:
