@@ -410,6 +410,10 @@ def _damaged_checkout(tmp_path: Path, git_env, remote: bool = False) -> tuple[Re
     offline = Repo(repo.path, dict(git_env, GITMODEL_REMOTE=str(tmp_path / "nowhere")))
     failed = offline.git("checkout", "--", "m.safetensors", check=False)
     assert failed.returncode != 0 and not path.exists()
+    if not remote:                             # no remote at all: the store's own account
+        again = repo.git("checkout", "--", "m.safetensors", check=False)     # known damaged now
+        said = again.stderr.decode()
+        assert again.returncode != 0 and "missing from" not in said and "damaged in the local store" in said, said
     return repo, path, digest
 
 

@@ -236,7 +236,12 @@ def missing_message(err: MissingObjects, store: Store, view=None) -> str:
              "and no gitmodel remote is configured (`gitmodel remote add`)")
     damaged = (f" ({len(store.damaged_indexes)} pack index(es) here are damaged: `gitmodel fsck "
                "--repair` rebuilds them)") if store.damaged_indexes else ""
-    return (f"{len(err.oids)} object(s) of this checkpoint are missing from the local store "
+    bad = store.damaged()
+    spoiled = sum(oid in bad for oid in err.oids)
+    state = ("are missing from" if not spoiled else
+             "are damaged in" if spoiled == len(err.oids) else
+             f"are missing from or damaged ({spoiled} of them: their copies failed their check) in")
+    return (f"{len(err.oids)} object(s) of this checkpoint {state} the local store "
             f"{store.root} (first: {err.oids[0].hex()}) {where}{damaged}. {NOTHING_WRITTEN}. "
             "Fetch it from a remote that has it (`gitmodel fetch REMOTE`), or add the file again "
             f"from a good copy; `gitmodel fsck` checks the store. {RETRY}")
