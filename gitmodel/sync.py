@@ -69,7 +69,8 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
         users = {m for oid in oids for m in need.needed_by.get(oid, [oid])}
         raise NotPushable(f"{_paths(checkpoints, users) or 'a checkpoint'} cannot be pushed: {err}",
                           "Nothing damaged was uploaded. Add the files again from a good copy "
-                          "(that stores good chunks), or fetch them from a remote that has them; "
+                          "(that stores good chunks; `git add --renormalize PATH` when the work "
+                          "tree holds them), or fetch them from a remote that has them; "
                           "`gitmodel fsck` lists what is damaged") from None
 
 

@@ -244,7 +244,8 @@ def missing_message(err: MissingObjects, store: Store, view=None) -> str:
     return (f"{len(err.oids)} object(s) of this checkpoint {state} the local store "
             f"{store.root} (first: {err.oids[0].hex()}) {where}{damaged}. {NOTHING_WRITTEN}. "
             "Fetch it from a remote that has it (`gitmodel fetch REMOTE`), or add the file again "
-            f"from a good copy; `gitmodel fsck` checks the store. {RETRY}")
+            "from a good copy (`git add --renormalize PATH`); `gitmodel fsck` checks the store. "
+            f"{RETRY}")
 
 
 def serve(session: Session) -> None:

@@ -149,6 +149,9 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
         fixed = store_fsck.repair(store, report, lambda line: say(f"repair: {line}"))
         for name in fixed.removed:
             say(f"repair: removed {name}")
+        if not all_history:
+            say("repair: older commits may have needed what was set aside: `gitmodel fsck --all` "
+                "checks them")
         report = store_fsck.check(store)
     view, remote_error = None, ""
     try:
@@ -170,7 +173,8 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
         say("`gitmodel fetch` (or `gitmodel fsck --repair`) brings the fetchable ones")
     if lost:
         say("to repair a damaged or lost checkpoint, add the file again from a good copy (that "
-            "stores good objects), or fetch it from a remote that has it"
+            "stores good objects; `git add --renormalize PATH` when the work tree holds it, "
+            "which a plain `git add` skips as unchanged), or fetch it from a remote that has it"
             + ("; `gitmodel fsck --repair` also moves damaged packs aside, keeping their good "
                "objects" if findings.count(DAMAGED) else ""))
     problems = len(report.problems) + lost

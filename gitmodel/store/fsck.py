@@ -70,7 +70,8 @@ def check(store: Store, progress: Callable[[int, int], None] | None = None) -> F
         for path in sorted(store.tmp_dir.iterdir()):
             if path.is_file() and not files.in_use(path):
                 report.problems.append(Problem(LEFTOVER, f"tmp/{path.name}",
-                                               f"{path.stat().st_size} bytes nobody is writing"))
+                                               f"{path.stat().st_size} bytes nobody is writing "
+                                               "(`gitmodel fsck --repair` removes it)"))
     entries = store.entries()
     for done, (oid, entry) in enumerate(entries, start=1):
         if f"{entry.pack}.pack" not in names:

@@ -94,8 +94,9 @@ def live_objects(store: Store, manifests: Iterable[bytes], recent: set[bytes] = 
         except (StoreError, ValueError) as err:
             raise GcError(f"the checkpoint {oid.hex()[:16]} is live but its manifest cannot be "
                           f"read ({err}); which chunks it needs is unknown",
-                          "Nothing was removed. Run `gitmodel fsck --repair` (or fetch the "
-                          "checkpoint again), then gc") from None
+                          "Nothing was removed. Store a good copy first: add the file again "
+                          "(`git add --renormalize PATH` if the work tree holds it) or fetch "
+                          "it (`gitmodel fetch`); then gc") from None
         live.update(cid for cid, _ in manifest.chunks)
     todo = list(live)
     while todo:
