@@ -232,7 +232,11 @@ def cmd_status(args) -> int:
                 ("in commits no remote-tracking ref has (not pushed)",
                  [f"{u['path']}  {u['content'][:12]}" for u in found.unpushed]),
                 (f"not on the gitmodel remote {found.remote} (`gitmodel push` uploads them)",
-                 [f"{u['path']}  {u['content'][:12]}" for u in found.not_on_remote]),
+                 [f"{u['path']}  {u['content'][:12]}" for u in found.not_on_remote if u["in_local_store"]]),
+                (f"on neither the gitmodel remote {found.remote} nor here (committed elsewhere and "
+                 "never uploaded? where they were committed, `gitmodel push` uploads them)",
+                 [f"{u['path']}  {u['content'][:12]}" for u in found.not_on_remote
+                  if not u["in_local_store"]]),
                 ("left as pointers in the work tree (`gitmodel pull` restores them)",
                  found.pointers_in_work_tree)]
     for title, lines in sections:
@@ -245,7 +249,8 @@ def cmd_status(args) -> int:
     if found.remote_error:
         print(f"the gitmodel remote could not be asked: {found.remote_error}")
     if found.store_error:
-        print(f"store: {human(found.store_bytes)}; damaged: {found.store_error}")
+        print(f"store: {human(found.store_bytes)}; damaged (`gitmodel fsck` says where): "
+              f"{found.store_error}")
         return 0
     print(f"store: {human(found.store_bytes)}, {human(found.reclaimable_bytes)} reclaimable "
           "by `gitmodel gc`")

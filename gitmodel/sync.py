@@ -25,7 +25,9 @@ class NotPushable(RemoteError):
 
 
 def _paths(checkpoints: Checkpoints, manifest_ids) -> str:
-    return ", ".join(checkpoints.get(m.hex(), m.hex()[:16]) for m in list(manifest_ids)[:3])
+    """The first few as `path (content id)`: versions of one path differ by the id only."""
+    return ", ".join(f"{checkpoints[m.hex()]} ({m.hex()[:12]})" if m.hex() in checkpoints else m.hex()[:16]
+                     for m in list(manifest_ids)[:3])
 
 
 def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool = False,

@@ -94,6 +94,7 @@ def test_status_reports_staged_modified_unpushed_and_reclaimable(tmp_path: Path,
     repo.gitmodel("remote", "add", "team", str(tmp_path / "team-store"), "--local")
     lacking = json.loads(repo.gitmodel("status", "--json").stdout)
     assert [u["path"] for u in lacking["not_on_remote"]] == [MODEL]      # nothing uploaded yet
+    assert lacking["not_on_remote"][0]["in_local_store"]
     assert "not on the gitmodel remote team" in repo.gitmodel("status").stdout
     repo.gitmodel("push", "team", "main")
     assert json.loads(repo.gitmodel("status", "--json").stdout)["not_on_remote"] == []
@@ -119,5 +120,27 @@ def test_status_of_a_store_with_a_damaged_live_manifest_still_reports(tmp_path: 
     done = repo.gitmodel("status", check=False)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert f"modified, not staged:\n  {MODEL}" in done.stdout, done.stdout
-    assert "damaged:" in done.stdout and "fsck" in done.stdout, done.stdout
+    assert "damaged (`gitmodel fsck` says where)" in done.stdout, done.stdout
     assert json.loads(repo.gitmodel("status", "--json").stdout)["store_error"]
+
+
+def test_status_in_a_clone_tells_checkpoints_it_cannot_push_from_those_it_can(tmp_path: Path, git_env):
+    """A checkpoint pushed without its data (GITMODEL_SKIP_PUSH) is on neither the remote nor
+    in a clone: status told the clone that `gitmodel push` uploads it."""
+    repo = make_repo(tmp_path / "repo", git_env)
+    repo.gitmodel("remote", "add", "team", str(tmp_path / "team-store"))
+    write_safetensors(repo.path / MODEL, small(1))
+    repo.commit("v1", MODEL, ".gitmodel")
+    hub = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
+    repo.git("remote", "add", "origin", str(hub))
+    repo.env = dict(repo.env, GITMODEL_SKIP_PUSH="1")
+    repo.git("push", "-q", "origin", "main")
+    reader = dict(git_env, GITMODEL_SKIP_SMUDGE="1")
+    subprocess.run(["git", "clone", "-q", str(hub), str(tmp_path / "clone")], env=reader, check=True)
+    clone = Repo(tmp_path / "clone", reader)
+    clone.gitmodel("install")
+    found = json.loads(clone.gitmodel("status", "--json").stdout)
+    assert [(u["path"], u["in_local_store"]) for u in found["not_on_remote"]] == [(MODEL, False)]
+    text = clone.gitmodel("status").stdout
+    assert "on neither the gitmodel remote team nor here" in text and "(`gitmodel push` uploads them)" not in text, text

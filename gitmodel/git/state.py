@@ -81,7 +81,7 @@ class Status:
     modified: list[str] = field(default_factory=list)      # work tree differs from the index
     unpushed: list[dict] = field(default_factory=list)     # path, content: in no remote-tracking ref
     remote: str | None = None                               # the default gitmodel remote
-    not_on_remote: list[dict] = field(default_factory=list)  # path, content: it lacks the manifest
+    not_on_remote: list[dict] = field(default_factory=list)  # path, content, in_local_store
     remote_error: str | None = None                         # why it could not be asked
     store_bytes: int = 0
     reclaimable_bytes: int = 0
@@ -142,9 +142,12 @@ def _compare_with_remote(session, repository, branches: list[str], result: Statu
         result.remote_error = err.full() if isinstance(err, GitmodelError) else str(err)
         return
     found = history.pointers_introduced(repository, branches)
-    result.not_on_remote = [{"path": path, "content": content}
-                            for content, path in sorted(found.items(), key=lambda kv: kv[1])
-                            if bytes.fromhex(content) not in view.entries]
+    lacking = [(content, path) for content, path in sorted(found.items(), key=lambda kv: kv[1])
+               if bytes.fromhex(content) not in view.entries]
+    absent = set(session.store.missing([bytes.fromhex(c) for c, _ in lacking]))
+    result.not_on_remote = [{"path": path, "content": content,
+                             "in_local_store": bytes.fromhex(content) not in absent}
+                            for content, path in lacking]
 
 
 def human(n: int) -> str:
