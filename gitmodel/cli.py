@@ -181,8 +181,8 @@ def cmd_gc(args) -> int:
         report = gc.collect_local(_session(), args.keep_recent, args.dry_run, args.wait, say)
     would = "would be " if report.dry_run else ""
     print(f"gitmodel: gc: {'dry run: ' if report.dry_run else ''}{report.count('remove')} "
-          f"pack(s) {would}removed, {report.count('rewrite')} {would}rewritten, "
-          f"{report.count('keep')} kept")
+          f"pack(s) {would}removed (nothing in them needed), {report.count('rewrite')} "
+          f"{would}rewritten with only what is needed, {report.count('keep')} kept")
     verb = "would remove" if report.dry_run else "removed"
     print(f"gitmodel: gc: {verb} {report.objects_removed} object(s); packs "
           f"{_size(report.bytes_before)} -> {_size(report.bytes_after)} "

@@ -88,7 +88,7 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
             except RemoteError as err:
                 progress(f"warning: could not remove {note} ({err}); pushes to this remote wait "
                          f"for it up to {transfer.GC_NOTE_STALE / 60:.0f} minutes")
-    progress(f"removed {len(gone)} pack(s)")
+    progress(f"deleted {len(gone)} pack file(s): emptied, or replaced by their rewrite")
     view.refresh()
     for fate in report.packs:
         if fate.name not in gone and fate.action in ("remove", "rewrite"):

@@ -178,7 +178,7 @@ def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = froze
     gone = {p.name for p in report.packs if p.action in ("remove", "rewrite")} - written
     report.objects_removed = _count_removed(store, live, gone)
     store.remove_packs(gone)
-    progress(f"removed {len(gone)} pack(s)")
+    progress(f"deleted {len(gone)} pack file(s): emptied, or replaced by their rewrite")
     report.bytes_after = store_bytes(store)
     return report
 
