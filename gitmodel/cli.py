@@ -293,6 +293,8 @@ def cmd_migrate(args) -> int:
             print(f"{old} {new}")
         say(f"rewrote {len(pairs)} commit(s); the old refs are under refs/original/ "
             "(`git update-ref -d` them once you are sure), then push with --force")
+        say("git-lfs's own objects, settings and hook stay until you remove them: `git lfs "
+            "uninstall --local`, and `.git/lfs` once nothing old needs it")
         return 0
     paths, commit = migrate.migrate_head(session, args.message, say)
     say(f"{len(paths)} file(s) now stored with gitmodel, in commit {commit[:12]}; older "
