@@ -129,16 +129,19 @@ def decide(base: Pointer | None, inputs: list[Pointer | None], strategy: Strateg
     return decisions
 
 
+REMOVED_AND_CHANGED = "removed on one side and changed on another"
+
+
 def _by_strategy(name: str, b, vs: list, strategy: Strategy) -> Decision:
     s = strategy.name
     if s in ("ours", "theirs"):
         i = 0 if s == "ours" else len(vs) - 1
         return Decision(name, "take" if vs[i] else "remove", i if vs[i] else None, f"strategy {s}")
-    if s == "conflict":
-        return Decision(name, "conflict", reason="changed differently on each side")
     present = [v for v in vs if v is not None]
     if len(present) < len(vs):
-        return Decision(name, "conflict", reason="removed on one side and changed on another")
+        return Decision(name, "conflict", reason=REMOVED_AND_CHANGED)
+    if s == "conflict":
+        return Decision(name, "conflict", reason="changed differently on each side")
     if len({(v[0], v[1]) for v in present}) > 1:
         return Decision(name, "conflict", reason="dtype or shape differs between the sides")
     dtype, shape = present[0][0], present[0][1]
@@ -624,7 +627,7 @@ def _merged_metadata(base: Side | None, sides: list[Side], strategy: Strategy) -
         else:
             i = len(vs) - 1 if strategy.name == "theirs" else 0
             value = vs[i]
-            notes.append(f"metadata {key!r} changed differently: kept {sides[i].label}'s")
+            notes.append(f"metadata {key!r} changed differently: kept the value of {sides[i].label}")
         if value is not None:
             out[key] = value
     return out, notes

@@ -244,7 +244,37 @@ def test_what_cannot_be_placed_is_a_conflict(repo: Repo):
     assert result.returncode == 1
     assert "steps: I64 tensors are never merged arithmetically" in err
     assert "layers.1.bias: removed on one side and changed on another" in err
+    assert "--strategy ours|theirs`" in err, "arithmetic cannot settle these: it is not offered"
     env.git("merge", "--abort")
+    plain = repo.git("merge", "--no-edit", "theirs", check=False).stderr.decode()
+    assert "layers.1.bias: removed on one side and changed on another" in plain, plain
+    repo.git("merge", "--abort")
+
+
+def test_what_merge_cannot_start_on_says_why(repo: Repo, tmp_path: Path):
+    """A modify/delete conflict, a revision that does not exist, an output folder that does
+    not: each named for what it is."""
+    base = random_model(5, layers=1)
+    write_safetensors(repo.path / "m.safetensors", base)
+    repo.commit("base")
+    repo.git("switch", "-q", "-c", "theirs")
+    repo.git("rm", "-q", "m.safetensors")
+    repo.git("commit", "-q", "-m", "deleted")
+    repo.git("switch", "-q", "main")
+    write_safetensors(repo.path / "m.safetensors", {k: v * np.float32(2) for k, v in base.items()})
+    repo.commit("changed")
+    assert repo.git("merge", "--no-edit", "theirs", check=False).returncode != 0
+    done = repo.gitmodel("merge", "--resolve", "m.safetensors", "--strategy", "ours", check=False)
+    assert done.returncode == 1 and "deleted on one side and changed on the other" in done.stderr
+    assert "git rm m.safetensors" in done.stderr
+    repo.git("merge", "--abort")
+    missing = repo.gitmodel("merge", "nosuch:m.safetensors", "HEAD:m.safetensors", "HEAD~1:m.safetensors",
+                            "-o", str(tmp_path / "o.safetensors"), check=False)
+    assert missing.returncode == 1 and "no revision 'nosuch'" in missing.stderr, missing.stderr
+    nowhere = repo.gitmodel("merge", "HEAD~1:m.safetensors", "HEAD:m.safetensors", "HEAD:m.safetensors",
+                            "-o", str(tmp_path / "nodir" / "o.safetensors"), check=False)
+    assert nowhere.returncode == 1 and "there is no folder" in nowhere.stderr, nowhere.stderr
+    assert "gitmodel-tmp" not in nowhere.stderr
 
 
 def test_added_tensors_and_metadata_get_a_new_safetensors_header(repo: Repo):

@@ -94,9 +94,11 @@ def report(result: merge.Result, path: str, out=sys.stderr, in_git: bool = True)
             print(f"gitmodel: the work tree keeps ours; keep a side with `git checkout --ours -- "
                   f"{shlex.quote(path)}` (or --theirs) and `git add`, or `git merge --abort`", file=out)
         else:
+            arithmetic = all(c.reason == "changed differently on each side" or c.name == "(metadata)"
+                             for c in result.conflicts)
+            choices = "ours|theirs|average|task-arithmetic|ties|dare" if arithmetic else "ours|theirs"
             print(f"gitmodel: the work tree keeps ours; finish with `gitmodel merge --resolve "
-                  f"{shlex.quote(path)} --strategy ours|theirs|average|task-arithmetic|ties|dare`, "
-                  "or `git merge --abort`", file=out)
+                  f"{shlex.quote(path)} --strategy {choices}`, or `git merge --abort`", file=out)
         return
     counts: dict[str, int] = {}
     for d in result.decisions:
@@ -152,6 +154,11 @@ def resolve(path: str, strategy: merge.Strategy, cwd: Path | None = None) -> mer
     top = repo.toplevel(cwd)
     cwd = top                                    # git reads `path` from where it runs
     found = stages(path, cwd)
+    if found and (2 in found) != (3 in found):
+        raise merge.MergeError(f"{path} was deleted on one side and changed on the other: there "
+                               "is nothing to merge tensor by tensor",
+                               f"Keep it with `git add {shlex.quote(path)}`, or delete it with "
+                               f"`git rm {shlex.quote(path)}`")
     if 2 not in found or 3 not in found:
         raise merge.MergeError(f"{path} is not a conflicted checkpoint (no ours and theirs in the "
                                "index)", "`git status` lists the conflicted paths")
@@ -193,7 +200,10 @@ def merge_files(specs: list[str], base_spec: str | None, output: Path, strategy:
             if ":" in spec and not Path(spec).exists():
                 from gitmodel.git import revisions
                 side, path = revisions.split_spec(spec)
-                ptr = revisions.pointer_at(repo.open_repository(), side, path, store)
+                repository = repo.open_repository()
+                if side not in (revisions.WORK_TREE, revisions.INDEX) and repo.commit(repository, side) is None:
+                    raise merge.MergeError(f"{spec}: this repository has no revision {side!r}")
+                ptr = revisions.pointer_at(repository, side, path, store)
                 if ptr is None:
                     raise merge.MergeError(f"{spec} is not a tracked checkpoint")
                 return ptr
@@ -206,6 +216,8 @@ def merge_files(specs: list[str], base_spec: str | None, output: Path, strategy:
                 raise merge.MergeError(f"{spec} is empty")
             return pointers.parse(text)
 
+        if not output.parent.is_dir():
+            raise merge.MergeError(f"cannot write {output}: there is no folder {output.parent}")
         base = load(base_spec) if base_spec else None
         inputs = [load(spec) for spec in specs]
         result = merge.merge(base, inputs, [Path(s).name for s in specs], store, strategy, fetch)
