@@ -307,6 +307,9 @@ def _unmergeable(inputs: list[Pointer], labels: list[str]) -> str:
         if ptr.format == "opaque":
             return (f"{label} is not a checkpoint gitmodel can read tensor by tensor (no known "
                     "format, or a truncated or damaged file)")
+        if not ptr.tensors:
+            return (f"{label} has no tensors gitmodel can read in place ({ptr.format}; a "
+                    "compressed archive?)")
     formats = dict.fromkeys(ptr.format for ptr in inputs)
     if len(formats) > 1:
         return (", ".join(f"{label} is {ptr.format}" for label, ptr in zip(labels, inputs)) +

@@ -625,7 +625,7 @@ def test_a_git_merge_with_weights_that_do_not_fit_is_a_conflict_that_says_why(re
     assert b"Traceback" not in done.stderr and b"internal error" not in done.stderr
 
 
-@pytest.mark.parametrize("theirs", ["text", "truncated", "npz"])
+@pytest.mark.parametrize("theirs", ["text", "truncated", "npz", "compressed npz"])
 def test_inputs_that_are_not_one_readable_format_are_a_conflict_and_nothing_is_written(
         tmp_path: Path, git_env, theirs: str):
     """A text file merged as a checkpoint with no tensors (and written out as the result), a
@@ -639,13 +639,21 @@ def test_inputs_that_are_not_one_readable_format_are_a_conflict_and_nothing_is_w
         other.write_text("hello\n")
     elif theirs == "truncated":
         other.write_bytes(base.read_bytes()[:9000])
-    else:
+    elif theirs == "npz":
         with open(other, "wb") as f:
             np.savez(f, **model)
+    else:
+        for path in (base, ours):                        # all three compressed archives
+            arrays, _ = read_safetensors(path)
+            with open(path, "wb") as f:
+                np.savez_compressed(f, **arrays)
+        with open(other, "wb") as f:
+            np.savez_compressed(f, **{k: v * np.float32(2) for k, v in model.items()})
     out = tmp_path / "out.safetensors"
     done = Repo(tmp_path, git_env).gitmodel("merge", str(base), str(ours), str(other), "-o", str(out),
                                           "--strategy", "theirs", check=False)
-    assert done.returncode == 1 and "theirs.bin is" in done.stderr and "(format):" in done.stderr, done.stderr
+    named = "ours.safetensors has no tensors" if theirs == "compressed npz" else "theirs.bin is"
+    assert done.returncode == 1 and named in done.stderr and "(format):" in done.stderr, done.stderr
     assert "nothing was written" in done.stderr and "--resolve" not in done.stderr, done.stderr
     assert "internal error" not in done.stderr and not out.exists()
 
