@@ -48,7 +48,14 @@ def _count(n: int) -> str:
     return str(n)
 
 
+def _unbounded(t: TensorDiff) -> bool:
+    """Whether every element that changed went to or from NaN or ±Inf: no finite size."""
+    return t.change is not None and t.change.unbounded > 0 and t.change.relative_l2 == math.inf
+
+
 def _relative(t: TensorDiff) -> str:
+    if _unbounded(t):
+        return "NaN/Inf"
     value = t.relative
     return "–" if value is None else ("≥" if t.estimated else "") + _num(value)
 
@@ -64,6 +71,8 @@ def _tensor_row(t: TensorDiff) -> list[str]:
     if c is None:
         cells = [_relative(t) if t.relative is not None else (t.note or ""), "", "", "",
                  str(t.new_nonfinite) if t.new_nonfinite else ""]
+    elif _unbounded(t):
+        cells = ["NaN/Inf", "NaN/Inf", "–", _num(c.changed_fraction, "pct"), str(c.new_nonfinite or 0)]
     else:
         cells = [_relative(t), _num(c.max_abs), _num(c.cosine, "cos"),
                  _num(c.changed_fraction, "pct"), str(c.new_nonfinite or 0)]
@@ -227,7 +236,9 @@ def _group_detail(g, md: bool, mark: str) -> str:
         detail += f" in {_layer_words(g.changed_layers)}"
     detail += "".join(f", {n} {what}" for n, what in ((g.added, "added"), (g.removed, "removed")) if n)
     largest = g.largest
-    if largest is not None and largest.relative == math.inf:
+    if largest is not None and _unbounded(largest):
+        detail += f", {_q(largest.name, md)} to or from NaN/Inf"
+    elif largest is not None and largest.relative == math.inf:
         detail += f", {_q(largest.name, md)} was all zeros"
     elif largest is not None and largest.relative is not None:
         detail += f", up to {mark}{_num(largest.relative)}"
@@ -241,7 +252,8 @@ def _largest(s: Summary, md: bool, mark: str) -> str:
     if not s.top:
         return ""
     return f"{_b('Largest', md)} ‖Δ‖/‖W‖: " + ", ".join(
-        f"{_q(t.name, md)} " + ("(was all zeros)" if t.relative == math.inf else f"{mark}{_num(t.relative)}")
+        f"{_q(t.name, md)} " + ("(to or from NaN/Inf)" if _unbounded(t) else
+                                "(was all zeros)" if t.relative == math.inf else f"{mark}{_num(t.relative)}")
         for t in s.top) + "."
 
 

@@ -68,6 +68,8 @@ class Change:
     cosine: float | None = None          # cos(W, W')
     changed_fraction: float | None = None
     new_nonfinite: int | None = None     # elements finite in W, NaN or ±Inf in W'
+    unbounded: int = 0                   # elements that changed to or from NaN or ±Inf (not
+                                         # in the sizes above; ∞ when no other changed)
 
 
 def compare_tensor(old: StoredFile, a: Placed, new: StoredFile, b: Placed) -> Change:
@@ -77,14 +79,16 @@ def compare_tensor(old: StoredFile, a: Placed, new: StoredFile, b: Placed) -> Ch
     wa, wb = DTYPE_BITS[a.tensor.dtype] // 8, DTYPE_BITS[b.tensor.dtype] // 8
     count = a.length // wa
     delta2 = old2 = new2 = dot = 0.0
-    max_abs, changed, nonfinite = 0.0, 0, 0
+    max_abs, changed, nonfinite, unbounded = 0.0, 0, 0, 0
     for start in range(0, count, BLOCK_ELEMENTS):
         n = min(BLOCK_ELEMENTS, count - start)
         x = _as_float(old.read_at(a.offset + start * wa, n * wa), a.tensor.dtype)
         y = _as_float(new.read_at(b.offset + start * wb, n * wb), b.tensor.dtype)
         finite = np.isfinite(x) & np.isfinite(y)
         nonfinite += int(np.count_nonzero(np.isfinite(x) & ~np.isfinite(y)))
-        changed += int(np.count_nonzero((x != y) & ~(np.isnan(x) & np.isnan(y))))
+        moved = (x != y) & ~(np.isnan(x) & np.isnan(y))
+        changed += int(np.count_nonzero(moved))
+        unbounded += int(np.count_nonzero(moved & ~finite))     # to or from NaN or ±Inf
         x, y = x[finite], y[finite]
         d = y - x
         delta2 += float(d @ d)
@@ -93,6 +97,8 @@ def compare_tensor(old: StoredFile, a: Placed, new: StoredFile, b: Placed) -> Ch
         dot += float(x @ y)
         if d.size:
             max_abs = max(max_abs, float(np.abs(d).max()))
+    if unbounded and not delta2:   # every change is to or from NaN or ±Inf: no finite size
+        return Change(math.inf, math.inf, None, changed / count, nonfinite, unbounded)
     return Change(
         relative_l2=math.sqrt(delta2) / math.sqrt(old2) if old2 else (0.0 if not delta2 else math.inf),
         max_abs=max_abs,

@@ -51,8 +51,13 @@ def test_gitmodel_diff_numbers(repo: Repo):
         finite = np.isfinite(old) & np.isfinite(new)
         d = (new - old)[finite]
         assert tensors[name]["status"] == "changed"
-        assert got["relative_l2"] == pytest.approx(np.linalg.norm(d) / np.linalg.norm(old[finite]), rel=1e-9)
-        assert got["max_abs"] == pytest.approx(np.abs(d).max(), rel=1e-12)
+        unbounded = int(np.count_nonzero((old != new) & ~finite & ~(np.isnan(old) & np.isnan(new))))
+        assert got["unbounded"] == unbounded
+        if unbounded and not np.any(d):    # only to or from NaN or ±Inf: no finite size
+            assert got["relative_l2"] is None and got["max_abs"] is None and got["cosine"] is None
+        else:
+            assert got["relative_l2"] == pytest.approx(np.linalg.norm(d) / np.linalg.norm(old[finite]), rel=1e-9)
+            assert got["max_abs"] == pytest.approx(np.abs(d).max(), rel=1e-12)
         assert got["changed_fraction"] == pytest.approx(np.count_nonzero(old != new) / old.size)
         assert got["new_nonfinite"] == int(np.count_nonzero(np.isfinite(old) & ~np.isfinite(new)))
 
@@ -61,7 +66,7 @@ def test_gitmodel_diff_numbers(repo: Repo):
     expect("layers.2.bias", f64(v1["layers.2.bias"]), f64(v2["layers.2.bias"]))
     expect("half", f64(v1["half"]), f64(v2["half"]))
     expect("bf", bf16(v1["bf"]), bf16(v2["bf"]))
-    assert tensors["half"]["change"]["new_nonfinite"] == 1
+    assert tensors["half"]["change"]["new_nonfinite"] == 1 and tensors["half"]["change"]["unbounded"] == 1
     assert tensors["layers.1.weight"]["change"]["relative_l2"] == pytest.approx(0.01, rel=1e-6)
     assert tensors["layers.1.weight"]["change"]["cosine"] == pytest.approx(1.0, abs=1e-12)
 
@@ -195,3 +200,25 @@ def test_show_and_log_take_paths_from_the_current_directory(repo: Repo):
     assert len(sub.gitmodel("log", "m.safetensors").stdout.splitlines()) == 1
     outside = sub.gitmodel("log", "../../x.safetensors", check=False)
     assert outside.returncode == 1 and "outside the repository" in outside.stderr
+
+
+def test_changes_to_or_from_nan_or_inf_are_not_reported_as_no_change(repo: Repo):
+    """Where every change is to or from NaN or ±Inf, the sizes over finite elements were 0 and
+    the cosine 1: a tensor that changed read as one that did not."""
+    v1 = {"inf": np.array([np.inf, -np.inf, 0], np.float32), "allnan": np.full(4, np.nan, np.float32),
+          "w": np.ones(8, np.float32)}
+    write_safetensors(repo.path / "n.safetensors", v1)
+    repo.commit("v1")
+    v2 = {"inf": np.array([np.inf, 5, 0], np.float32), "allnan": np.ones(4, np.float32),
+          "w": np.full(8, np.inf, np.float32)}
+    write_safetensors(repo.path / "n.safetensors", v2)
+    repo.commit("v2")
+    out = json.loads(repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)["checkpoints"]
+    tensors = {t["name"]: t for t in out[0]["tensors"]}
+    for name in v1:
+        change = tensors[name]["change"]
+        assert tensors[name]["status"] == "changed" and change["unbounded"] > 0, name
+        assert change["relative_l2"] is None and change["cosine"] is None, name   # ∞: null in JSON
+    rows = {line.split()[0]: line for line in repo.gitmodel("diff", "HEAD~1", "HEAD").stdout.splitlines()
+            if line.split() and line.split()[0] in v1}
+    assert all("NaN/Inf" in row and "1.000000" not in row for row in rows.values()), rows
