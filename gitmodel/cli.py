@@ -229,6 +229,8 @@ def cmd_status(args) -> int:
     sections = [("staged", [f"{s['path']}  {(s['old'] or 'new')[:12]} -> {(s['new'] or 'deleted')[:12]}"
                             for s in found.staged]),
                 ("modified, not staged", found.modified),
+                ("unmerged (`gitmodel merge --resolve PATH --strategy S` finishes each)",
+                 found.unmerged),
                 ("in commits no remote-tracking ref has (not pushed)",
                  [f"{u['path']}  {u['content'][:12]}" for u in found.unpushed]),
                 (f"not on the gitmodel remote {found.remote} (`gitmodel push` uploads them)",

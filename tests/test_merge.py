@@ -688,6 +688,9 @@ def test_an_octopus_merge_leaves_pointers_between_markers_that_git_add_refuses(r
     err = added.stderr.decode()
     assert added.returncode != 0 and "m.safetensors" in err and "gitmodel merge --resolve" in err, err
     assert repo.git("ls-files", "-u", "m.safetensors").stdout, "still a conflict in the index"
+    status = repo.gitmodel("status", check=False)                # does not clean unmerged paths
+    assert status.returncode == 0 and "unmerged" in status.stdout and "m.safetensors" in status.stdout, \
+        status.stdout + status.stderr
 
 
 _WIDTH = {"F64": 8, "F32": 4, "F16": 2}

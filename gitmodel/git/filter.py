@@ -101,6 +101,9 @@ class FilterServer:
     def _clean(self, path: str, content: ContentReader, headers: dict) -> None:
         try:
             result = checkpoint.clean(content, self.store, write=not self._no_store)
+        except checkpoint.ConflictedPointers as err:
+            content.drain()
+            return self._fail(path, f"{err.full()}. Nothing was stored")
         except (GitmodelError, OSError, ValueError) as err:
             content.drain()
             detail = err.full() if isinstance(err, GitmodelError) else f"{err}"

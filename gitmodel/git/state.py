@@ -79,6 +79,7 @@ def store_state(store: Store, content: str) -> str:
 class Status:
     staged: list[dict] = field(default_factory=list)       # path, old, new (content ids or None)
     modified: list[str] = field(default_factory=list)      # work tree differs from the index
+    unmerged: list[str] = field(default_factory=list)      # conflicted in a merge in progress
     unpushed: list[dict] = field(default_factory=list)     # path, content: in no remote-tracking ref
     remote: str | None = None                               # the default gitmodel remote
     not_on_remote: list[dict] = field(default_factory=list)  # path, content, in_local_store
@@ -105,10 +106,11 @@ def status(session) -> Status:
         if head.get(path) != new:
             result.staged.append({"path": path, "old": head.get(path), "new": new})
     workdir = Path(repository.workdir)
-    if index:
-        tracked = revisions.tracked_paths(workdir, sorted(index))
-        result.modified = [p for p in revisions.changed_paths(workdir, [], False, sorted(index))
-                           if p in tracked]
+    result.unmerged = sorted(revisions.unmerged(repository))
+    merged = [p for p in sorted(index) if p not in result.unmerged]   # the others git cannot clean
+    if merged:
+        tracked = revisions.tracked_paths(workdir, merged)
+        result.modified = [p for p in revisions.changed_paths(workdir, [], False, merged) if p in tracked]
     result.pointers_in_work_tree = [p for p in sorted(index) if _work_tree(repository, p) == POINTER]
     local = [name for name in repository.references if name.startswith("refs/heads/")]
     pushed = [name for name in repository.references if name.startswith("refs/remotes/")]
