@@ -139,3 +139,26 @@ def test_commands_start_no_blas_threads_and_pass_the_setting_on_to_nothing(tmp_p
     given = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            cwd=tmp_path, env=dict(env, OPENBLAS_NUM_THREADS="3"))
     assert given.stdout.split()[1] == "3"
+
+
+def test_a_filter_meeting_another_one_chaining_the_hook_leaves_it_to_finish(tmp_path: Path, git_env, monkeypatch):
+    """Two filters chaining a repository's own hook at once: the chained copy is made by a
+    link, which fails if the name is taken, so neither renames a hook over the other's copy;
+    the one that finds the link already made (the same file) leaves the rest to the other,
+    without warning."""
+    import os
+    from gitmodel.git import install
+    repo = Repo(tmp_path, git_env)
+    repo.git("init", "-q")
+    hooks = tmp_path / ".git/hooks"
+    hooks.mkdir(exist_ok=True)
+    own = "#!/bin/sh\necho the repository's own hook\n"
+    (hooks / "pre-push").write_text(own)
+    os.link(hooks / "pre-push", hooks / "pre-push.before-gitmodel")     # the other one's first step
+    monkeypatch.setenv("HOME", git_env["HOME"])
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    assert install.ensure_hook(tmp_path / ".git", hooks, cwd=tmp_path) is None
+    assert (hooks / "pre-push.before-gitmodel").read_text() == own
+    install.install_hook(install.Report(), cwd=tmp_path)             # a later run finds it chained
+    assert (hooks / "pre-push.before-gitmodel").read_text() == own
+    assert not [p for p in os.listdir(hooks) if "gitmodel-tmp" in p]

@@ -12,6 +12,7 @@ values. Both are idempotent.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
@@ -137,15 +138,19 @@ def install_hook(report: Report, cwd: Path | None = None) -> None:
     if path.exists() and path.read_text(errors="replace") == source:
         return
     if path.exists() and not _is_ours(path):
-        if chained.exists():
-            report.kept.append(f"hook {path}")
+        # Chained by a link, which fails if the name is taken, then replaced: two filters
+        # doing this at once never move one's hook over the other's.
+        try:
+            os.link(path, chained)
+        except FileExistsError:
+            if not chained.samefile(path):      # else another process is chaining it now
+                report.kept.append(f"hook {path}")
             return
-        path.rename(chained)
         report.changed.append(f"hook {path} (the existing one now runs from {chained.name})")
     else:
         report.changed.append(f"hook {path}")
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{HOOK}.gitmodel-tmp")
+    tmp = path.with_name(f".{HOOK}.gitmodel-tmp-{os.getpid()}")
     tmp.write_text(source)
     tmp.chmod(0o755)
     tmp.replace(path)
@@ -161,19 +166,22 @@ def ensure_hook(common: Path, hooks: Path, cwd: Path | None = None) -> str | Non
     try:
         hook = hooks / HOOK
         text = hook.read_text(errors="replace") if hook.exists() else ""
+        calls = HOOK_MARK in text or "gitmodel pre-push" in text
         if hooks == common / "hooks":
-            if "gitmodel" not in text:
+            if not calls:
                 report = Report()
                 install_hook(report, cwd)
+                if report.kept and report.kept[0].startswith("core.hooksPath"):
+                    return f"warning: {report.kept[0]}"
                 if report.kept:
                     return (f"warning: {hook} does not call gitmodel and {HOOK}{CHAINED_SUFFIX} "
                             "is taken: `git push` will not upload checkpoints. Add `gitmodel "
                             "pre-push \"$@\"` (with the same standard input) to it")
-                if text:
+                if text and report.changed:
                     return (f"installed gitmodel's pre-push hook in {hooks}; the one that was "
                             f"there runs first, from {HOOK}{CHAINED_SUFFIX}")
             return None
-        if "gitmodel" not in text:
+        if not calls:
             return (f"warning: git runs hooks from {hooks} (core.hooksPath), whose pre-push hook "
                     "does not call gitmodel: `git push` will not upload checkpoints. Add "
                     "`gitmodel pre-push \"$@\"` (with the same standard input) to it, or run "
