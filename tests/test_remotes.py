@@ -227,6 +227,12 @@ def test_a_clone_checks_out_commits_made_before_the_remote_was_committed(tmp_pat
     reader = user(tmp_path, env, "reader")
     clone(hub, tmp_path / "r", reader)
     r = Repo(tmp_path / "r", reader)
+    # A newer branch not built on these commits (a fork's) names another remote: not theirs.
+    r.git("switch", "-q", "--orphan", "fork")
+    (r.path / ".gitmodel").write_text(f'[gitmodel "elsewhere"]\n\turl = {tmp_path / "elsewhere"}\n')
+    r.git("add", ".gitmodel")
+    r.git("commit", "-q", "-m", "fork")
+    r.git("switch", "-q", "main")
     r.git("checkout", "-q", "HEAD~1")
     assert sha256(r.path / "m.safetensors") == sums[1]
     r.git("checkout", "-q", "HEAD~1")

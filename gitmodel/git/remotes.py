@@ -4,7 +4,7 @@ Remotes are named in git-config syntax, in three places, highest precedence firs
   1. the environment: GITMODEL_REMOTE=<name or URL> overrides the choice of remote;
   2. git config (`git config gitmodel.<name>.url ...`, local, global or system);
   3. the committed `.gitmodel` file at the top of the work tree (or in HEAD if absent there,
-     or at the newest branch tip if HEAD predates it):
+     or at the newest branch built on HEAD if HEAD predates it):
         [gitmodel]
             remote = origin                 # the default remote's name
         [gitmodel "origin"]
@@ -50,27 +50,49 @@ def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.") -> list[tuple[str,
     if top is not None and (top / CONFIG_FILE).is_file():
         sources.append((CONFIG_FILE, repo.config_entries(pattern, "-f", str(top / CONFIG_FILE), cwd=cwd)))
     elif top is not None:
-        blob = _committed(cwd)
-        if blob is not None:
-            sources.append((blob, repo.config_entries(pattern, "--blob", blob, cwd=cwd)))
+        found = _blob_entries(f"HEAD:{CONFIG_FILE}", pattern, cwd)
+        if found is None:
+            blob = _descendants_file(top)
+            found = _blob_entries(blob, pattern, cwd) if blob else None
+            label = blob
+        else:
+            label = f"HEAD:{CONFIG_FILE}"
+        if found is not None:
+            sources.append((label, found))
     sources.append(("git config", repo.config_entries(pattern, cwd=cwd)))
     return sources
 
 
-def _committed(cwd: Path | None) -> str | None:
-    """`REV:.gitmodel` for the work tree that has none: HEAD's; if HEAD has none either (a
-    checkout of a commit older than the file), the newest among the branch tips' (a clone's
-    `origin/main` names the remote its old commits were pushed to)."""
-    if repo.run_git("rev-parse", "-q", "--verify", f"HEAD:{CONFIG_FILE}", cwd=cwd, check=False).returncode == 0:
-        return f"HEAD:{CONFIG_FILE}"
-    refs = repo.run_git("for-each-ref", "--sort=-committerdate", "--format=%(refname)",
-                        "refs/remotes", "refs/heads", cwd=cwd, check=False).stdout.decode().split()
-    if not refs:
+def _blob_entries(blob: str, pattern: str, cwd: Path | None) -> list[tuple[str, str]] | None:
+    """The entries of the committed file `REV:PATH`; None when that revision has no such file
+    (`git config --blob` does not tell that from a file without such keys)."""
+    if repo.run_git("rev-parse", "-q", "--verify", blob, cwd=cwd, check=False).returncode != 0:
         return None
-    asked = "".join(f"{ref}:{CONFIG_FILE}\n" for ref in refs).encode()
-    found = repo.run_git("cat-file", "--batch-check=%(objecttype)", cwd=cwd, input=asked,
-                         check=False).stdout.decode().splitlines()
-    return next((f"{ref}:{CONFIG_FILE}" for ref, kind in zip(refs, found) if kind == "blob"), None)
+    return repo.config_entries(pattern, "--blob", blob, cwd=cwd)
+
+
+_DESCENDANTS: dict[str, str | None] = {}       # per process: the answer does not change within it
+
+
+def _descendants_file(top: Path) -> str | None:
+    """`REF:.gitmodel` for a checkout of a commit older than the file (HEAD has none): from
+    the newest branch that contains HEAD, local branches first, then remote-tracking ones (a
+    clone's `origin/main` names the remote its old commits were pushed to). Only branches
+    built on HEAD count: an unrelated one (a fork's) says nothing of where HEAD's data is."""
+    key = str(top)
+    if key not in _DESCENDANTS:
+        _DESCENDANTS[key] = None
+        for namespace in ("refs/heads", "refs/remotes"):
+            refs = repo.run_git("for-each-ref", "--contains", "HEAD", "--sort=-committerdate",
+                                "--format=%(refname)", namespace, cwd=top, check=False).stdout.decode().split()
+            asked = "".join(f"{ref}:{CONFIG_FILE}\n" for ref in refs).encode()
+            kinds = repo.run_git("cat-file", "--batch-check=%(objecttype)", cwd=top, input=asked,
+                                 check=False).stdout.decode().splitlines() if refs else []
+            found = next((f"{ref}:{CONFIG_FILE}" for ref, kind in zip(refs, kinds) if kind == "blob"), None)
+            if found:
+                _DESCENDANTS[key] = found
+                break
+    return _DESCENDANTS[key]
 
 
 def settings(section: str, cwd: Path | None = None) -> list[tuple[str, str]]:
