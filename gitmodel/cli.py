@@ -576,7 +576,7 @@ def _merge_arguments(p) -> None:
 @command("merge", "merge checkpoints tensor by tensor: finish a conflicted merge, or merge files",
          _merge_arguments)
 def cmd_merge(args) -> int:
-    from gitmodel.git import merge, revisions
+    from gitmodel.git import merge, repo, revisions
     weights = tuple(float(w) for w in args.weights.split(",")) if args.weights else None
     given = dict(name=args.strategy, weights=weights, scale=args.scale, density=args.density,
                  seed=args.seed)
@@ -584,8 +584,8 @@ def cmd_merge(args) -> int:
         if args.inputs or args.output is not None:
             print("gitmodel: merge --resolve takes one PATH and no inputs or -o", file=sys.stderr)
             return 2
-        path = revisions.from_cwd(args.resolve)
-        result = merge.resolve(path, merge.strategy_for(path, **given))
+        path = revisions.from_cwd(args.resolve)                # from the top, as git's index has it
+        result = merge.resolve(path, merge.strategy_for(path, repo.toplevel(), **given))
         merge.report(result, path)
         if result.pointer is not None:
             print(f"gitmodel: staged the merged {path}", file=sys.stderr)
