@@ -64,8 +64,9 @@ class Strategy:
             raise MergeError(f"merge weights {','.join(map(str, self.weights))} are not all finite numbers")
 
     def check(self, inputs: int) -> None:
-        """Raise MergeError unless the weights fit `inputs` inputs."""
-        if self.weights is None:
+        """Raise MergeError unless the weights fit `inputs` inputs (for strategies that use
+        them)."""
+        if self.weights is None or self.name not in ARITHMETIC:
             return
         if len(self.weights) != inputs:
             raise MergeError(f"{len(self.weights)} merge weight(s) for {inputs} inputs",
@@ -130,6 +131,7 @@ def decide(base: Pointer | None, inputs: list[Pointer | None], strategy: Strateg
 
 
 REMOVED_AND_CHANGED = "removed on one side and changed on another"
+CHANGED_BOTH = "changed differently on each side"      # the one conflict arithmetic settles
 
 
 def _by_strategy(name: str, b, vs: list, strategy: Strategy) -> Decision:
@@ -140,13 +142,13 @@ def _by_strategy(name: str, b, vs: list, strategy: Strategy) -> Decision:
     present = [v for v in vs if v is not None]
     if len(present) < len(vs):
         return Decision(name, "conflict", reason=REMOVED_AND_CHANGED)
-    if s == "conflict":
-        return Decision(name, "conflict", reason="changed differently on each side")
     if len({(v[0], v[1]) for v in present}) > 1:
         return Decision(name, "conflict", reason="dtype or shape differs between the sides")
     dtype, shape = present[0][0], present[0][1]
     if dtype not in FLOATS:
         return Decision(name, "conflict", reason=f"{dtype} tensors are never merged arithmetically")
+    if s == "conflict":
+        return Decision(name, "conflict", reason=CHANGED_BOTH)
     if s in NEEDS_BASE and (b is None or (b[0], b[1]) != (dtype, shape)):
         return Decision(name, "conflict", reason=f"{s} needs the tensor in the common ancestor "
                         "with the same dtype and shape")
@@ -259,7 +261,7 @@ def merge(base: Pointer | None, inputs: list[Pointer], labels: list[str], store:
     """Merge `inputs` (ours first, theirs last in a git merge) against `base`; store the result
     and return its pointer, or the conflicts (nothing stored for the result then)."""
     strategy.check(len(inputs))
-    unreadable = _unmergeable(inputs, labels)
+    unreadable = _unmergeable(inputs, labels, strategy)
     if unreadable:
         return Result(None, [Conflict("(format)", unreadable)])
     decisions = decide(base, inputs, strategy)
@@ -298,18 +300,21 @@ def merge(base: Pointer | None, inputs: list[Pointer], labels: list[str], store:
     return result
 
 
-def _unmergeable(inputs: list[Pointer], labels: list[str]) -> str:
+def _unmergeable(inputs: list[Pointer], labels: list[str], strategy: Strategy) -> str:
     """Why these inputs cannot be merged tensor by tensor ("" if they can): one is not a
     checkpoint gitmodel reads (a file of no known format, or one whose layout its bytes belie:
-    truncated, damaged), or they are not all of one format. A conflict whatever the strategy:
-    taking one side whole would drop the other's changes unseen."""
+    truncated, damaged; a compressed npz), or they are not all of one format. A conflict
+    whatever the strategy, as taking one side whole would drop the other's changes unseen;
+    except `ours` or `theirs` between files that are all of no known format, which is what
+    those strategies mean for a file with no tensors."""
+    if strategy.name in ("ours", "theirs") and all(p.format == "opaque" for p in inputs):
+        return ""
     for label, ptr in zip(labels, inputs):
         if ptr.format == "opaque":
             return (f"{label} is not a checkpoint gitmodel can read tensor by tensor (no known "
                     "format, or a truncated or damaged file)")
-        if not ptr.tensors:
-            return (f"{label} has no tensors gitmodel can read in place ({ptr.format}; a "
-                    "compressed archive?)")
+        if not ptr.tensors and ptr.format == "npz":
+            return f"{label} has no arrays gitmodel can read in place (a compressed npz?)"
     formats = dict.fromkeys(ptr.format for ptr in inputs)
     if len(formats) > 1:
         return (", ".join(f"{label} is {ptr.format}" for label, ptr in zip(labels, inputs)) +

@@ -250,6 +250,8 @@ def test_what_cannot_be_placed_is_a_conflict(repo: Repo):
     env.git("merge", "--abort")
     plain = repo.git("merge", "--no-edit", "theirs", check=False).stderr.decode()
     assert "layers.1.bias: removed on one side and changed on another" in plain, plain
+    assert "steps: I64 tensors are never merged arithmetically" in plain, plain
+    assert "--strategy ours|theirs`" in plain, "the default driver offers only what can settle them"
     repo.git("merge", "--abort")
 
 
@@ -654,7 +656,7 @@ def test_inputs_that_are_not_one_readable_format_are_a_conflict_and_nothing_is_w
     out = tmp_path / "out.safetensors"
     done = Repo(tmp_path, git_env).gitmodel("merge", str(base), str(ours), str(other), "-o", str(out),
                                           "--strategy", "theirs", check=False)
-    named = "ours.safetensors has no tensors" if theirs == "compressed npz" else "theirs.bin is"
+    named = "ours.safetensors has no arrays" if theirs == "compressed npz" else "theirs.bin is"
     assert done.returncode == 1 and named in done.stderr and "(format):" in done.stderr, done.stderr
     assert "nothing was written" in done.stderr and "--resolve" not in done.stderr, done.stderr
     assert "internal error" not in done.stderr and not out.exists()
@@ -671,6 +673,9 @@ def test_a_tracked_file_that_is_no_checkpoint_changed_on_both_sides_is_a_conflic
     assert (repo.path / "notes.bin").read_text() == "ours\n"
     repo.git("merge", "--abort")
     assert repo.status() == ""
+    repo.env = dict(repo.env, GITMODEL_MERGE_STRATEGY="theirs")     # chosen: that side whole
+    repo.git("merge", "--no-edit", "theirs")
+    assert (repo.path / "notes.bin").read_text() == "theirs\n" and repo.status() == ""
 
 
 def test_an_octopus_merge_leaves_pointers_between_markers_that_git_add_refuses(repo: Repo):

@@ -94,7 +94,7 @@ def report(result: merge.Result, path: str, out=sys.stderr, in_git: bool = True)
             print(f"gitmodel: the work tree keeps ours; keep a side with `git checkout --ours -- "
                   f"{shlex.quote(path)}` (or --theirs) and `git add`, or `git merge --abort`", file=out)
         else:
-            arithmetic = all(c.reason == "changed differently on each side" or c.name == "(metadata)"
+            arithmetic = all(c.reason == merge.CHANGED_BOTH or c.name == "(metadata)"
                              for c in result.conflicts)
             choices = "ours|theirs|average|task-arithmetic|ties|dare" if arithmetic else "ours|theirs"
             print(f"gitmodel: the work tree keeps ours; finish with `gitmodel merge --resolve "
