@@ -141,7 +141,7 @@ class FsspecBackend:
         self.pack_dir = f"{self.root}/packs"
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self.local = "file" in protocols or "local" in protocols
-        self._buckets = bool(OBJECT_STORES.intersection(protocols))
+        self.buckets = bool(OBJECT_STORES.intersection(protocols))
         from fsspec.asyn import AsyncFileSystem
         self._async = isinstance(self.fs, AsyncFileSystem)
         self._made_dir = False
@@ -264,7 +264,7 @@ class FsspecBackend:
             from gitmodel.store import files
             self._permissions = files.Permissions.inherit(Path(self.pack_dir))
             self._permissions.make_dir(Path(self.pack_dir))
-        elif not self._buckets:
+        elif not self.buckets:
             self.fs.makedirs(self.pack_dir, exist_ok=True)
         self._made_dir = True
 
@@ -414,9 +414,10 @@ class Retrying:
         try:
             self.call(what, fn, *args, **kwargs)
         except FileNotFoundError as err:
+            hint = "; a bucket must exist: its owner creates it" if getattr(self.backend, "buckets", False) else ""
             raise RemoteError(f"remote {self}: {what} failed: {err.strerror or err}",
                               "Nothing was uploaded there. Check its URL (`gitmodel remote "
-                              "list`); a bucket must exist: its owner creates it") from None
+                              f"list`){hint}") from None
 
     def remove_note(self, name: str) -> None:
         self.call(f"removing {name}", self.backend.remove_note, name)

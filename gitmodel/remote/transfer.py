@@ -494,18 +494,17 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
         for name in sorted(entries):
             path = tmp_dir / f"{name}.mirror"
             try:
-                try:
-                    with source.open_pack(name) as src, open(path, "wb") as out:
-                        files.lock(out.fileno())
+                with source.open_pack(name) as src, open(path, "wb") as out:
+                    files.lock(out.fileno())       # held until uploaded: a sweep leaves it alone
+                    try:
                         size, needs[name] = _copy_verified(src, out, name, entries[name],
                                                            references, bar.update, bases)
-                except (CorruptObject, PackError, FileNotFoundError) as err:
-                    raise RemoteError(f"remote {source}: {name}.pack is damaged or gone ({err}); "
-                                      f"it was not copied to {dest}") from None
-                stats.bytes += size
-                if there.sizes.get(name) != size:
-                    with open(path, "rb") as held:     # locked, or a sweep may take it mid-upload
-                        files.lock(held.fileno())
+                    except (CorruptObject, PackError, FileNotFoundError) as err:
+                        raise RemoteError(f"remote {source}: {name}.pack is damaged or gone ({err}); "
+                                          f"it was not copied to {dest}") from None
+                    out.flush()
+                    stats.bytes += size
+                    if there.sizes.get(name) != size:
                         dest.put_pack(path, name)
             finally:
                 path.unlink(missing_ok=True)

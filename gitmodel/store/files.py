@@ -148,11 +148,14 @@ def lock(fd: int) -> None:
 
 def in_use(path: Path) -> bool:
     """Whether a live writer holds the file's lock (the lock follows the file when it is
-    renamed)."""
+    renamed). A file this process may not open (another member's, in a group-shared store,
+    while it is still private to its writer) counts as in use: its lock cannot be asked."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
+    except FileNotFoundError:
         return False
+    except OSError:
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
