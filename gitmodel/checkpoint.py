@@ -77,11 +77,17 @@ def clean(stream: BinaryIO, store: Store, write: bool = True) -> bytes:
 
 
 def _conflicted_pointers(text: bytes) -> bool:
-    """Whether `text` is pointer text that git merged line by line, with conflict markers."""
-    lines = text.split(b"\n")
-    starts = lambda mark: any(line.startswith(mark) for line in lines)     # noqa: E731
-    return (pointers.MAGIC_PREFIX in text[:4096] and starts(b"<<<<<<< ") and b"=======" in lines
-            and starts(b">>>>>>> "))
+    """Whether `text` is pointer text that git merged line by line, with conflict markers
+    (of any length: the `conflict-marker-size` attribute sets it)."""
+    if pointers.MAGIC_PREFIX not in text[:4096]:
+        return False
+    seen = set()
+    for line in text.split(b"\n"):
+        for mark in b"<=>":
+            run = len(line) - len(line.lstrip(bytes([mark])))
+            if run >= 7:
+                seen.add(mark)
+    return seen == set(b"<=>")
 
 
 class ConflictedPointers(GitmodelError):

@@ -234,7 +234,8 @@ def cmd_status(args) -> int:
                 ("in commits no remote-tracking ref has (not pushed)",
                  [f"{u['path']}  {u['content'][:12]}" for u in found.unpushed]),
                 (f"not on the gitmodel remote {found.remote} (`gitmodel push` uploads them)",
-                 [f"{u['path']}  {u['content'][:12]}" for u in found.not_on_remote if u["in_local_store"]]),
+                 [f"{u['path']}  {u['content'][:12]}" for u in found.not_on_remote
+                  if u["in_local_store"]]),
                 (f"on neither the gitmodel remote {found.remote} nor here (committed elsewhere and "
                  "never uploaded? where they were committed, `gitmodel push` uploads them)",
                  [f"{u['path']}  {u['content'][:12]}" for u in found.not_on_remote
@@ -671,12 +672,12 @@ def main(argv: list[str] | None = None) -> int:
         cut = argv.index("--")
         argv, paths = argv[:cut], argv[cut + 1:]
     command = argv[0] if argv and any(argv[0] == name for name, *_ in COMMANDS) else None
+    from gitmodel.process import quiet_blas
+    quiet_blas()                           # before anything imports numpy
     args = build_parser(command).parse_args(argv)
     if paths:
         args.paths = paths
-    from gitmodel.process import quiet_blas
     from gitmodel.scratch import keep_freed_memory
-    quiet_blas()
     keep_freed_memory()
     try:
         return args.func(args)

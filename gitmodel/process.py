@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-_OURS: set[str] = set()            # variables this process set for itself
+_SET_HERE: set[str] = set()            # variables this process set for itself
 
 
 def quiet_blas() -> None:
@@ -14,12 +14,12 @@ def quiet_blas() -> None:
     core from its own (figures: docs/benchmarks.md). Must run before numpy's import."""
     if "OPENBLAS_NUM_THREADS" not in os.environ:
         os.environ["OPENBLAS_NUM_THREADS"] = "1"
-        _OURS.add("OPENBLAS_NUM_THREADS")
+        _SET_HERE.add("OPENBLAS_NUM_THREADS")
 
 
 def child_environment(**extra: str) -> dict[str, str]:
     """The environment for a command this process runs (git, and through it the user's hooks):
     the one this process was given, plus `extra`."""
-    env = {key: value for key, value in os.environ.items() if key not in _OURS}
+    env = {key: value for key, value in os.environ.items() if key not in _SET_HERE}
     env.update(extra)
     return env
