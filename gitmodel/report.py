@@ -6,6 +6,7 @@ then every changed tensor in the order the reviewer chose (collapsed in Markdown
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import textwrap
@@ -287,7 +288,24 @@ def _title(diff: FileDiff) -> str:
     fmt = diff.new_format or diff.old_format
     if diff.old_format and diff.new_format and diff.old_format != diff.new_format:
         fmt = f"{diff.old_format} → {diff.new_format}"
-    return fmt + (", identical" if diff.note == "identical" else "")
+    state = ", new file" if diff.old_format is None else ", deleted" if diff.new_format is None else ""
+    return fmt + state + (", identical" if diff.note == "identical" else "")
+
+
+def _opening(diff: FileDiff, numbers: list[NumberDiff], md: bool) -> str:
+    """The paragraph; for a file with no tensors gitmodel reads (no known format, a compressed
+    archive), what happened to its bytes, which is all a review can say of it."""
+    if diff.tensors:
+        return paragraph(summarize(diff, numbers), md)
+    if diff.old_size is None:
+        said = f"New file of {diff.new_size or 0:,} bytes"
+    elif diff.new_size is None:
+        said = f"Deleted: it had {diff.old_size:,} bytes"
+    elif diff.note == "identical":
+        said = "Content unchanged"
+    else:
+        said = f"Content changed ({diff.old_size:,} → {diff.new_size:,} bytes)"
+    return _b(said, md) + "; no tensors gitmodel can read in it, so no numbers."
 
 
 def text(review: Review, colour: bool = False, all_tensors: bool = False, sort: str = "change") -> str:
@@ -295,7 +313,7 @@ def text(review: Review, colour: bool = False, all_tensors: bool = False, sort: 
     for diff, numbers in _sections(review):
         out.append(f"{diff.path} ({_title(diff)})" if diff else "metrics and params files")
         if diff is not None:
-            out += textwrap.wrap(paragraph(summarize(diff, numbers), md=False), WRAP,
+            out += textwrap.wrap(_opening(diff, numbers, md=False), WRAP,
                                  initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False)
         for head, rows, note in _number_tables(numbers, all_tensors):
             if rows:
@@ -329,7 +347,7 @@ def markdown(review: Review, all_tensors: bool = False, sort: str = "change") ->
     for diff, numbers in _sections(review):
         out += [f"### `{diff.path}` ({_title(diff)})" if diff else "### Metrics and params files", ""]
         if diff is not None:
-            out += [paragraph(summarize(diff, numbers), md=True), ""]
+            out += [_opening(diff, numbers, md=True), ""]
         for head, rows, note in _number_tables(numbers, all_tensors):
             if rows:
                 out += _md_table(head, rows) + [""]
@@ -362,8 +380,7 @@ def to_json(review: Review, sort: str = "change") -> str:
     checkpoints = []
     for diff in review.files:
         s = summarize(diff)
-        ordered = FileDiff(diff.path, diff.old_format, diff.new_format,
-                           sorted_tensors(diff.tensors, sort), diff.numbers, diff.note)
+        ordered = dataclasses.replace(diff, tensors=sorted_tensors(diff.tensors, sort))
         data = ordered.to_json()
         data["summary"] = {
             "counts": s.counts, "elements_changed": s.elements_changed,

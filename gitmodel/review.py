@@ -170,6 +170,8 @@ class FileDiff:
     tensors: list[TensorDiff] = field(default_factory=list)
     numbers: list[NumberDiff] = field(default_factory=list)   # metrics and parameters
     note: str = ""
+    old_size: int | None = None          # bytes of each version (None: no such version)
+    new_size: int | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.tensors if t.status == status)
@@ -215,7 +217,8 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
     headers, then in one batch the chunks of the changed tensors only. `on_disk` names files
     to read a version from instead of the store ({content id: path}: a work-tree file whose
     pointer was computed without storing it)."""
-    result = FileDiff(path, old.format if old else None, new.format if new else None)
+    result = FileDiff(path, old.format if old else None, new.format if new else None,
+                      old_size=old.size if old else None, new_size=new.size if new else None)
     old_tensors = {t.name: t for t in (old.tensors if old else ())}
     new_tensors = {t.name: t for t in (new.tensors if new else ())}
     files: dict[str, StoredFile] = {}

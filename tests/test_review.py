@@ -222,3 +222,28 @@ def test_changes_to_or_from_nan_or_inf_are_not_reported_as_no_change(repo: Repo)
     rows = {line.split()[0]: line for line in repo.gitmodel("diff", "HEAD~1", "HEAD").stdout.splitlines()
             if line.split() and line.split()[0] in v1}
     assert all("NaN/Inf" in row and "1.000000" not in row for row in rows.values()), rows
+
+
+def test_files_without_readable_tensors_say_what_happened_to_their_bytes(repo: Repo):
+    """A compressed npz that gained an Inf, a file of no known format deleted, another added:
+    each was reported as "no tensors, none added or removed"."""
+    repo.gitmodel("track", "*.npz", "*.pt")
+    with open(repo.path / "c.npz", "wb") as f:
+        np.savez_compressed(f, x=np.zeros((32, 32)))
+    (repo.path / "r.pt").write_bytes(b"\x01" * 5000)
+    repo.commit("a", "c.npz", "r.pt", ".gitattributes")
+    x = np.zeros((32, 32))
+    x[3, 3] = np.inf
+    with open(repo.path / "c.npz", "wb") as f:
+        np.savez_compressed(f, x=x)
+    repo.git("rm", "-q", "r.pt")
+    (repo.path / "new.pt").write_bytes(b"\x02" * 4000)
+    repo.commit("b", "c.npz", "new.pt")
+    text = " ".join(repo.gitmodel("diff", "HEAD~1", "HEAD").stdout.split())
+    assert "no tensors, none added or removed" not in text, text
+    assert "c.npz (npz) Content changed (" in text and "r.pt (opaque, deleted) Deleted: it had 5,000 bytes" in text, text
+    assert "new.pt (opaque, new file) New file of 4,000 bytes" in text, text
+    md = repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "markdown").stdout
+    assert "**Content changed (" in md
+    data = json.loads(repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)["checkpoints"]
+    assert {d["path"]: (d["old_size"], d["new_size"]) for d in data}["r.pt"] == (5000, None)
