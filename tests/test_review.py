@@ -80,6 +80,11 @@ def test_gitmodel_diff_numbers(repo: Repo):
     assert "| `layers.1.weight` | changed | F32 [256,256] | 0.01 |" in md
     assert "| max\\|Δ\\| |" in md and "|---|---|" in md
     assert repo.gitmodel("diff", "HEAD", "HEAD").stdout == ""
+    assert repo.gitmodel("diff", "HEAD~1..HEAD").stdout == text        # git's range forms
+    repo.git("switch", "-q", "-c", "side", "HEAD~1")
+    assert repo.gitmodel("diff", "side...main").stdout == text         # a pull request's change
+    assert repo.gitmodel("diff", "main...side").stdout == ""
+    repo.git("switch", "-q", "main")
 
 
 def test_diff_reads_only_changed_tensors(tmp_path: Path, repo: Repo, monkeypatch):

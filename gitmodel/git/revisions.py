@@ -99,6 +99,23 @@ def check_revision(repo: pygit2.Repository, rev: str) -> None:
         raise RevisionError(f"unknown revision {rev!r}")
 
 
+def expand_range(repo: pygit2.Repository, revs: list[str]) -> list[str]:
+    """`A..B` as `A B`, and `A...B` as the merge base of A and B, then B (what `git diff`
+    makes of them: a pull request's change is `main...HEAD`); an empty end is HEAD."""
+    if len(revs) != 1 or ".." not in revs[0]:
+        return revs
+    three = "..." in revs[0]
+    a, b = (end or "HEAD" for end in revs[0].split("..." if three else "..", 1))
+    if not three:
+        return [a, b]
+    for rev in (a, b):
+        check_revision(repo, rev)
+    base = repo.merge_base(commit(repo, a).id, commit(repo, b).id)
+    if base is None:
+        raise RevisionError(f"{a} and {b} have no common ancestor")
+    return [str(base), b]
+
+
 def changed_paths(workdir: Path, revs: list[str], cached: bool, paths: list[str]) -> list[str]:
     """What `git diff --name-only` lists for these arguments (git applies its own stat cache
     and runs the clean filter where a work-tree file changed)."""
@@ -169,6 +186,7 @@ def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool
     from gitmodel import review
     from gitmodel.git import metrics_files
     repository = open_repository()
+    revs = expand_range(repository, revs)
     for rev in revs:
         check_revision(repository, rev)
     old_side, new_side = sides(revs, cached)
