@@ -508,6 +508,8 @@ def _diff_arguments(p) -> None:
 def cmd_diff(args) -> int:
     from gitmodel import plots, report
     from gitmodel.git import revisions
+    if args.plot:
+        plots.check_path(Path(args.plot))
     review = revisions.diff(_session(), args.revs, args.cached, args.paths, args.numbers)
     if args.format == "json":
         print(report.to_json(review, args.sort))
@@ -544,6 +546,8 @@ def cmd_show(args) -> int:
 def cmd_log(args) -> int:
     from gitmodel import plots, report
     from gitmodel.git import repo, revisions
+    if args.plot:
+        plots.check_path(Path(args.plot))
     versions = revisions.versions_of(repo.open_repository(), revisions.from_cwd(args.path),
                                      args.rev, args.max_count)
     if not versions:

@@ -27,6 +27,21 @@ def _pyplot():
     return plt
 
 
+# What matplotlib writes, by file name suffix.
+IMAGE_SUFFIXES = {".png", ".svg", ".svgz", ".pdf", ".jpg", ".jpeg", ".tif", ".tiff", ".webp",
+                  ".eps", ".ps", ".pgf", ".raw", ".rgba"}
+
+
+def check_path(out: Path) -> None:
+    """Raise GitmodelError unless `out` names an image matplotlib can write (checked before the
+    work it would show)."""
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise GitmodelError(f"--plot {out}: the name must end in an image format "
+                            f"({', '.join(sorted(IMAGE_SUFFIXES))})", "Nothing was written")
+    if not out.parent.is_dir():
+        raise GitmodelError(f"--plot {out}: there is no folder {out.parent}", "Nothing was written")
+
+
 def save(fig, out: Path) -> None:
     fig.savefig(out, dpi=110)
     _pyplot().close(fig)

@@ -252,3 +252,13 @@ def test_files_without_readable_tensors_say_what_happened_to_their_bytes(repo: R
     assert "**Content changed (" in md
     data = json.loads(repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)["checkpoints"]
     assert {d["path"]: (d["old_size"], d["new_size"]) for d in data}["r.pt"] == (5000, None)
+
+
+def test_plot_names_that_matplotlib_cannot_write_are_refused_first(repo: Repo):
+    two_versions(repo)
+    repo.commit("v2")
+    for name in ("out.txt", "nodir/out.png"):
+        done = repo.gitmodel("diff", "HEAD~1", "HEAD", "--plot", name, check=False)
+        assert done.returncode == 1 and "internal error" not in done.stderr and "--plot" in done.stderr, done.stderr
+        assert done.stdout == "", "refused before the report"
+    assert repo.gitmodel("log", "m.safetensors", "--plot", "x.txt", check=False).returncode == 1
