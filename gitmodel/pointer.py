@@ -62,13 +62,13 @@ class Pointer:
                          + ", ".join(f"{dtype} {n}" for dtype, n in counts.items()) + ")")
         if self.metadata:
             lines += ["", "[metadata]"]
-            lines += [f"{_quote(k)} {_quote_value(v)}" for k, v in self.metadata]
+            lines += [f"{quote_name(k)} {_quote_value(v)}" for k, v in self.metadata]
         if self.metrics:
             lines += ["", "[metrics]"]
-            lines += [f"{_quote(k)} {format_number(v)}" for k, v in self.metrics]
+            lines += [f"{quote_name(k)} {format_number(v)}" for k, v in self.metrics]
         if self.tensors:
             lines += ["", "[tensors]"]
-            lines += [" ".join((_quote(t.name), t.dtype, _shape(t.shape), t.digest) + t.stats)
+            lines += [" ".join((quote_name(t.name), t.dtype, _shape(t.shape), t.digest) + t.stats)
                       for t in self.tensors]
         return ("\n".join(lines) + "\n").encode("utf-8")
 
@@ -165,7 +165,9 @@ def parse(data: bytes) -> Pointer:
     return Pointer(int(size), content, fmt, tuple(tensors), tuple(metadata), tuple(metrics))
 
 
-def _quote(name: str) -> str:
+def quote_name(name: str) -> str:
+    """A tensor name as the pointer writes it: as it is, or JSON-quoted if it is empty, has
+    spaces or control characters, or starts like a quote (docs/formats.md)."""
     plain = name and name.isprintable() and not any(c.isspace() for c in name) \
         and name[0] not in '"['
     return name if plain else json.dumps(name)

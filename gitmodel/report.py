@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import textwrap
 from dataclasses import asdict
 
 from gitmodel.metrics import METRIC, NumberDiff
 from gitmodel.modules import layer_span, place
-from gitmodel.pointer import format_number
+from gitmodel.pointer import format_number, quote_name
 from gitmodel.review import FileDiff, Review, TensorDiff
 from gitmodel.summary import Summary, sorted_tensors, summarize
 
@@ -77,7 +78,7 @@ def _tensor_row(t: TensorDiff) -> list[str]:
     else:
         cells = [_relative(t), _num(c.max_abs), _num(c.cosine, "cos"),
                  _num(c.changed_fraction, "pct"), str(c.new_nonfinite or 0)]
-    return [t.name, t.status, shape, *cells]
+    return [quote_name(t.name), t.status, shape, *cells]
 
 
 def _tensor_rows(diff: FileDiff, all_tensors: bool, sort: str) -> list[list[str]]:
@@ -136,7 +137,15 @@ def _names(items: list, code: bool, render) -> str:
 
 
 def _q(name: str, code: bool) -> str:
-    return f"`{name}`" if code else name
+    """A tensor name in prose: quoted as the pointer quotes it (no raw newlines or tabs), as
+    Markdown code if `code`."""
+    return _code(quote_name(name)) if code else quote_name(name)
+
+
+def _code(text: str) -> str:
+    """A Markdown code span wide enough for the backticks `text` holds."""
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
 
 
 def _b(text: str, md: bool) -> str:
@@ -359,7 +368,7 @@ def markdown(review: Review, all_tensors: bool = False, sort: str = "change") ->
         if rows:
             what = "tensors" if all_tensors else "changed, added and removed tensors"
             out += [f"<details><summary>All {len(rows)} {what}, {SORT_TITLES[sort]}</summary>", ""]
-            out += _md_table(HEAD, [[f"`{r[0]}`", *r[1:]] for r in rows])
+            out += _md_table(HEAD, [[_code(r[0]), *r[1:]] for r in rows])
             out += ["", "</details>", ""]
     return "\n".join(out)
 

@@ -262,3 +262,18 @@ def test_plot_names_that_matplotlib_cannot_write_are_refused_first(repo: Repo):
         assert done.returncode == 1 and "internal error" not in done.stderr and "--plot" in done.stderr, done.stderr
         assert done.stdout == "", "refused before the report"
     assert repo.gitmodel("log", "m.safetensors", "--plot", "x.txt", check=False).returncode == 1
+
+
+def test_tensor_names_with_control_characters_cannot_forge_report_lines(repo: Repo):
+    """A newline in a tensor's name split its table row (and could print a fake WARNING line),
+    a tab broke the columns, a backtick broke Markdown's code span."""
+    names = ["", "tab\tname", "n\nWARNING: fake", "x`y"]
+    write_safetensors(repo.path / "u.safetensors", {n: np.ones(i + 1, np.float32) for i, n in enumerate(names)})
+    repo.commit("a")
+    write_safetensors(repo.path / "u.safetensors", {n: np.full(i + 1, 2, np.float32) for i, n in enumerate(names)})
+    repo.commit("b")
+    text = repo.gitmodel("diff", "HEAD~1", "HEAD").stdout
+    assert not any(line.startswith("WARNING: fake") for line in text.splitlines()), text
+    assert "\t" not in text and '"n\\nWARNING: fake"' in text and '"tab\\tname"' in text, text
+    md = repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "markdown").stdout
+    assert "`` x`y ``" in md, md
