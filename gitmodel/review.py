@@ -209,6 +209,18 @@ def _side(t: TensorLine) -> Side:
     return Side(t.dtype, t.shape, norm, nonfinite)
 
 
+def _by_occurrence(tensors) -> tuple[dict[tuple[str, int], TensorLine], set[str]]:
+    """{(name, occurrence): line}, and the names that occur more than once (a torch state
+    dict with `a.b` and `a` → `b`, an npz with two entries of one name): the k-th of a name
+    is compared with the k-th."""
+    out, seen = {}, {}
+    for t in tensors:
+        k = seen.get(t.name, 0)
+        seen[t.name] = k + 1
+        out[(t.name, k)] = t
+    return out, {name for name, n in seen.items() if n > 1}
+
+
 def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: Store | None,
                   numbers: bool = True, fetch: Fetch | None = None,
                   on_disk: dict[str, str] | None = None, rules: Rules = Rules()) -> FileDiff:
@@ -219,8 +231,9 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
     pointer was computed without storing it)."""
     result = FileDiff(path, old.format if old else None, new.format if new else None,
                       old_size=old.size if old else None, new_size=new.size if new else None)
-    old_tensors = {t.name: t for t in (old.tensors if old else ())}
-    new_tensors = {t.name: t for t in (new.tensors if new else ())}
+    old_tensors, old_repeated = _by_occurrence(old.tensors if old else ())
+    new_tensors, new_repeated = _by_occurrence(new.tensors if new else ())
+    repeated = old_repeated | new_repeated
     files: dict[str, StoredFile] = {}
     places: dict[str, dict[str, Placed]] = {}
 
@@ -238,8 +251,9 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
 
     to_compare: list[tuple[TensorDiff, StoredFile, Placed, StoredFile, Placed]] = []
 
-    for order, (name, t) in enumerate(new_tensors.items()):
-        before = old_tensors.get(name)
+    for order, (key, t) in enumerate(new_tensors.items()):
+        name = key[0]
+        before = old_tensors.get(key)
         if before is None:
             result.tensors.append(TensorDiff(name, "added", new=_side(t), order=order))
             continue
@@ -248,7 +262,9 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
         result.tensors.append(entry)
         if entry.status == "unchanged" or not numbers:
             continue
-        if before.shape != t.shape:
+        if name in repeated:               # which bytes are which cannot be told by name
+            entry.note = "name repeated in the file: no numbers"
+        elif before.shape != t.shape:
             entry.note = "shape changed"
         elif t.dtype not in NUMERIC_DTYPES or before.dtype not in NUMERIC_DTYPES:
             entry.note = f"no numbers for {t.dtype if t.dtype not in NUMERIC_DTYPES else before.dtype}"
@@ -273,9 +289,9 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
             if isinstance(file, FileOnDisk):
                 file.close()
     # Removed tensors go where they stood in the old file, after the new file's tensors.
-    for order, (name, t) in enumerate(old_tensors.items()):
-        if name not in new_tensors:
-            result.tensors.append(TensorDiff(name, "removed", old=_side(t), order=len(new_tensors) + order))
+    for order, (key, t) in enumerate(old_tensors.items()):
+        if key not in new_tensors:
+            result.tensors.append(TensorDiff(key[0], "removed", old=_side(t), order=len(new_tensors) + order))
     result.numbers = metrics.compare(metrics.from_pointer(old), metrics.from_pointer(new), path, rules)
     if old and new and old.content == new.content:
         result.note = "identical"

@@ -277,3 +277,29 @@ def test_tensor_names_with_control_characters_cannot_forge_report_lines(repo: Re
     assert "\t" not in text and '"n\\nWARNING: fake"' in text and '"tab\\tname"' in text, text
     md = repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "markdown").stdout
     assert "`` x`y ``" in md, md
+
+
+def test_a_name_that_occurs_twice_is_compared_occurrence_by_occurrence(repo: Repo):
+    """An npz with two entries of one name: the diff matched the wrong pair and reported the
+    changed one as moved by 0."""
+    import io
+    import warnings
+    import zipfile
+    repo.gitmodel("track", "*.npz")
+
+    def write(second: float) -> None:
+        with zipfile.ZipFile(repo.path / "d.npz", "w") as z, warnings.catch_warnings():
+            warnings.simplefilter("ignore")                  # zipfile warns of the duplicate
+            for value in (1.0, second):
+                buffer = io.BytesIO()
+                np.save(buffer, np.full(16, value, np.float32))
+                z.writestr("w.npy", buffer.getvalue())
+
+    write(2.0)
+    repo.commit("a", "d.npz", ".gitattributes")
+    write(3.0)
+    repo.commit("b", "d.npz")
+    data = json.loads(repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)["checkpoints"][0]
+    assert sorted((t["name"], t["status"]) for t in data["tensors"]) == [("w", "changed"), ("w", "unchanged")]
+    changed = next(t for t in data["tensors"] if t["status"] == "changed")
+    assert changed["change"] is None and "repeated" in changed["note"]
