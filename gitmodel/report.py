@@ -155,12 +155,13 @@ def _b(text: str, md: bool) -> str:
 def paragraph(s: Summary, md: bool) -> str:
     """The opening paragraph of one checkpoint's review: alarms, counts, metrics, modules,
     largest changes (docs/review.md §2)."""
-    estimated = any(t.estimated for t in s.top) or \
-        any(g.largest is not None and g.largest.estimated for g in s.groups)
+    bound = lambda t: t is not None and t.estimated and t.relative is not None    # noqa: E731
+    estimated = any(map(bound, s.top)) or any(bound(g.largest) for g in s.groups)
     mark = "≥" if estimated else ""
     sentences = [_alarms(s, md), _counts(s, md), _metrics(s, md), _modules(s, md, mark),
                  _largest(s, md, mark),
-                 "(≥: lower bounds from the pointers' norms; tensor data was not compared.)" if estimated else ""]
+                 "(≥: lower bounds from the pointers' norms, where tensor data could not be "
+                 "compared.)" if estimated else ""]
     return " ".join(x for x in sentences if x)
 
 
