@@ -529,7 +529,10 @@ def cmd_diff(args) -> int:
 def cmd_show(args) -> int:
     from gitmodel.git import repo, revisions
     side, path = revisions.split_spec(args.spec)
-    ptr = revisions.pointer_at(repo.open_repository(), side, path, _session().store)
+    repository = repo.open_repository()
+    if side not in (revisions.WORK_TREE, revisions.INDEX):
+        revisions.check_revision(repository, side)
+    ptr = revisions.pointer_at(repository, side, path, _session().store)
     if ptr is None:
         print(f"gitmodel: {args.spec} is not a tracked checkpoint", file=sys.stderr)
         return 1

@@ -303,3 +303,8 @@ def test_a_name_that_occurs_twice_is_compared_occurrence_by_occurrence(repo: Rep
     assert sorted((t["name"], t["status"]) for t in data["tensors"]) == [("w", "changed"), ("w", "unchanged")]
     changed = next(t for t in data["tensors"] if t["status"] == "changed")
     assert changed["change"] is None and "repeated" in changed["note"]
+
+
+def test_show_of_a_revision_that_does_not_exist_says_so(repo: Repo):
+    done = repo.gitmodel("show", "nosuch:m.safetensors", check=False)
+    assert done.returncode == 1 and "unknown revision 'nosuch'" in done.stderr, done.stderr
