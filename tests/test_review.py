@@ -308,3 +308,23 @@ def test_a_name_that_occurs_twice_is_compared_occurrence_by_occurrence(repo: Rep
 def test_show_of_a_revision_that_does_not_exist_says_so(repo: Repo):
     done = repo.gitmodel("show", "nosuch:m.safetensors", check=False)
     assert done.returncode == 1 and "unknown revision 'nosuch'" in done.stderr, done.stderr
+
+
+def test_a_renamed_checkpoint_is_compared_with_its_old_self(repo: Repo):
+    """`git mv`: every tensor was reported removed from the old path and added at the new."""
+    model = random_model(3, layers=2)
+    write_safetensors(repo.path / "a.safetensors", model)
+    repo.commit("a")
+    (repo.path / "sub dir").mkdir()
+    repo.git("mv", "a.safetensors", "sub dir/zé ro.safetensors")
+    repo.git("commit", "-q", "-m", "moved")
+    text = " ".join(repo.gitmodel("diff", "HEAD~1", "HEAD").stdout.split())
+    assert "a.safetensors → sub dir/zé ro.safetensors (safetensors, identical)" in text, text
+    assert "0 of 5 tensors changed" in text and "none added or removed" in text, text
+    model["layers.1.weight"] = model["layers.1.weight"] * np.float32(2)
+    write_safetensors(repo.path / "sub dir/zé ro.safetensors", model)
+    repo.git("mv", "sub dir/zé ro.safetensors", "b.safetensors")
+    repo.git("add", "b.safetensors")                     # moved and changed
+    data = json.loads(repo.gitmodel("diff", "--cached", "--format", "json").stdout)["checkpoints"]
+    assert [d["path"] for d in data] == ["sub dir/zé ro.safetensors → b.safetensors"], data
+    assert [t["name"] for t in data[0]["tensors"] if t["status"] != "unchanged"] == ["layers.1.weight"]

@@ -127,6 +127,28 @@ def changed_paths(workdir: Path, revs: list[str], cached: bool, paths: list[str]
     return [os.fsdecode(p) for p in result.stdout.split(b"\0") if p]
 
 
+def changes(workdir: Path, revs: list[str], cached: bool, paths: list[str]) -> list[tuple[str, str]]:
+    """(old path, new path) of what `git diff -M` lists for these arguments: the same path
+    twice, or a rename (git's own detection, on the pointers' text: a checkpoint moved as it
+    was is a rename)."""
+    args = ["diff", "--name-status", "-z", "-M"] + (["--cached"] if cached else [])
+    env = child_environment(GITMODEL_NO_STORE="1")       # git cleans changed files: store nothing
+    result = run_git(*args, *revs, "--", *paths, cwd=workdir, env=env, check=False)
+    if result.returncode != 0:
+        raise RevisionError(result.stderr.decode(errors="replace").strip())
+    fields = [os.fsdecode(f) for f in result.stdout.split(b"\0")]
+    out, i = [], 0
+    while i < len(fields) and fields[i]:
+        status = fields[i]
+        if status[:1] in ("R", "C"):
+            out.append((fields[i + 1], fields[i + 2]) if status[:1] == "R" else (fields[i + 2], fields[i + 2]))
+            i += 3
+        else:
+            out.append((fields[i + 1], fields[i + 1]))
+            i += 2
+    return out
+
+
 def tracked_paths(workdir: Path, paths: list[str]) -> set[str]:
     """The paths whose `filter` attribute is gitmodel (one `git check-attr` for all)."""
     if not paths:
@@ -193,11 +215,18 @@ def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool
     chosen = metrics_files.settings()
     store = session.store
     fetch = session.fetcher() if numbers else None
-    changed = changed_paths(Path.cwd(), revs, cached, paths)
-    tracked = tracked_paths(Path(repository.workdir), changed)
+    pairs = changes(Path.cwd(), revs, cached, paths)
+    tracked = tracked_paths(Path(repository.workdir), list(dict.fromkeys(p for pair in pairs for p in pair)))
     conflicted = unmerged(repository) if not revs else {}
     diffs = []
-    for path in dict.fromkeys(changed):
+    for was, path in dict.fromkeys(pairs):
+        if was != path:                        # renamed: the old path's version against the new's
+            old = pointer_at(repository, old_side, was, store, was in tracked)
+            new = pointer_at(repository, new_side, path, store, path in tracked)
+            if old is not None or new is not None:
+                diffs.append(review.diff_pointers(f"{was} → {path}", old, new, store, numbers, fetch,
+                                                  _on_disk(repository, new, new_side, path), chosen.rules))
+            continue
         if path in conflicted:                 # a merge in progress: ours against theirs
             _, ours, theirs = conflicted[path]
             old = pointer_blob(repository, ours.id, path) if ours is not None else None
@@ -210,13 +239,19 @@ def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool
         new = pointer_at(repository, new_side, path, store, path in tracked)
         if old is None and new is None:
             continue                                  # not a checkpoint
-        on_disk = {new.content: str(Path(repository.workdir) / path)} \
-            if new is not None and new_side is WORK_TREE else None
-        diffs.append(review.diff_pointers(path, old, new, store, numbers, fetch, on_disk, chosen.rules))
+        diffs.append(review.diff_pointers(path, old, new, store, numbers, fetch,
+                                          _on_disk(repository, new, new_side, path), chosen.rules))
     shared = metrics_files.compare(repository, old_side, new_side, chosen)
     if not diffs and not any(n.changed for n in shared):
         shared = []
     return review.Review(diffs, shared)
+
+
+def _on_disk(repository, new: Pointer | None, new_side, path: str) -> dict[str, str] | None:
+    """The work-tree file to read the new version from (its pointer was computed, not stored)."""
+    if new is None or new_side is not WORK_TREE:
+        return None
+    return {new.content: str(Path(repository.workdir) / path)}
 
 
 def versions_of(repository: pygit2.Repository, path: str, rev: str = "HEAD", limit: int | None = None):
