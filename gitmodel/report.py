@@ -6,12 +6,11 @@ then every changed tensor in the order the reviewer chose (collapsed in Markdown
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
 import textwrap
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from gitmodel.metrics import METRIC, NumberDiff
 from gitmodel.modules import layer_span, place
@@ -390,7 +389,7 @@ def to_json(review: Review, sort: str = "change") -> str:
     checkpoints = []
     for diff in review.files:
         s = summarize(diff)
-        ordered = dataclasses.replace(diff, tensors=sorted_tensors(diff.tensors, sort))
+        ordered = replace(diff, tensors=sorted_tensors(diff.tensors, sort))
         data = ordered.to_json()
         data["summary"] = {
             "counts": s.counts, "elements_changed": s.elements_changed,

@@ -134,6 +134,12 @@ def test_1_git_init_with_only_a_global_install_pushes_its_checkpoints(tmp_path: 
     work.git("add", ".gitattributes", "m.safetensors")
     assert (work.path / ".git/hooks/pre-push").is_file(), "the first clean installs the hook"
     work.git("commit", "-q", "-m", "m")
+    _push_then_clone(tmp_path, git_env, work, path)
+
+
+def _push_then_clone(tmp_path: Path, git_env, work: Repo, path: Path) -> None:
+    """Name a team store, `git push` to a bare hub, and check that the push uploaded the
+    checkpoint and that another user's clone holds its exact bytes."""
     store = tmp_path / "team-store"
     work.gitmodel("remote", "add", "origin", str(store))
     work.commit("remote", ".gitmodel")
@@ -141,9 +147,7 @@ def test_1_git_init_with_only_a_global_install_pushes_its_checkpoints(tmp_path: 
     work.git("remote", "add", "origin", str(hub))
     work.git("push", "-q", "origin", "main")
     assert idx_names(store), "git push uploaded nothing"
-
-    bob = user(tmp_path, git_env, "bob")
-    clone(hub, tmp_path / "bob", bob)
+    clone(hub, tmp_path / "bob", user(tmp_path, git_env, "bob"))
     assert sha256(tmp_path / "bob/m.safetensors") == sha256(path)
 
 
@@ -163,16 +167,8 @@ def test_1_a_global_install_chains_the_pre_push_hook_a_repository_already_has(tm
     added = work.git("add", ".gitattributes", "m.safetensors")
     assert "pre-push.before-gitmodel" in added.stderr.decode(), added.stderr
     work.git("commit", "-q", "-m", "m")
-    store = tmp_path / "team-store"
-    work.gitmodel("remote", "add", "origin", str(store))
-    work.commit("remote", ".gitmodel")
-    hub = bare(tmp_path / "hub.git")
-    work.git("remote", "add", "origin", str(hub))
-    work.git("push", "-q", "origin", "main")
-    assert idx_names(store), "git push uploaded nothing"
+    _push_then_clone(tmp_path, git_env, work, path)
     assert (work.path / ".git/own-hook-ran").read_text() == "ran\n", "the repository's own hook ran too"
-    clone(hub, tmp_path / "bob", user(tmp_path, git_env, "bob"))
-    assert sha256(tmp_path / "bob/m.safetensors") == sha256(path)
 
 
 def test_1_clone_made_before_any_checkpoint_pushes_its_first_one(tmp_path: Path, git_env):
