@@ -407,21 +407,41 @@ def to_json(review: Review, sort: str = "change") -> str:
 
 # ----------------------------------------------------------------------------- log
 
+def _tensor_counts(old, new) -> str:
+    """Counts such as "2 changed, 1 added" between two versions; names are paired by
+    occurrence, as in a diff."""
+    def keyed(ptr):
+        seen: dict[str, int] = {}
+        out = {}
+        for t in ptr.tensors:
+            seen[t.name] = seen.get(t.name, 0) + 1
+            out[(t.name, seen[t.name])] = t.digest
+        return out
+    before, after = keyed(old), keyed(new)
+    changed = sum(key in before and before[key] != digest for key, digest in after.items())
+    added = sum(key not in before for key in after)
+    removed = sum(key not in after for key in before)
+    parts = [f"{changed} changed"] + [f"{n} {what}" for n, what in ((added, "added"), (removed, "removed")) if n]
+    return ", ".join(parts)
+
+
 def log_lines(versions: list) -> list[str]:
     """`gitmodel log`: per version (newest first) a line with the commit, size, tensors and
-    how many changed since the version before, then its metrics and its parameters."""
+    how many changed, were added and were removed since the version before (and the path it
+    was renamed from), then its metrics and its parameters."""
     import datetime
     lines = []
     for i, version in enumerate(versions):
         commit, ptr = version.commit, version.pointer
-        older = versions[i + 1].pointer if i + 1 < len(versions) else None
+        older = versions[i + 1] if i + 1 < len(versions) else None
         when = datetime.datetime.fromtimestamp(commit.commit_time, datetime.timezone.utc)
         subject = commit.message.splitlines()[0] if commit.message else ""
         if older is None:
             moved = "first version"
         else:
-            before = {t.name: t.digest for t in older.tensors}
-            moved = f"{sum(before.get(t.name) != t.digest for t in ptr.tensors)} changed"
+            moved = _tensor_counts(older.pointer, ptr)
+            if older.path != version.path:
+                moved = f"renamed from {older.path}; {moved}"
         lines.append(f"{str(commit.id)[:10]}  {when:%Y-%m-%d %H:%M}  {_count(ptr.size)}B  "
                      f"{len(ptr.tensors)} tensors ({moved})  {subject}".rstrip())
         metrics = [(k, v) for k, (v, kind) in version.numbers.items() if kind == METRIC]

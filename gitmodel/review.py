@@ -195,11 +195,13 @@ class Review:
 
 @dataclass
 class Version:
-    """One version of a checkpoint in `gitmodel log`: its commit, its pointer and its numbers
-    ({key: (value, METRIC or PARAM)}, the checkpoint's own and its metrics files')."""
+    """One version of a checkpoint in `gitmodel log`: its commit, its pointer, its numbers
+    ({key: (value, METRIC or PARAM)}, the checkpoint's own and its metrics files') and its
+    path at that commit (older versions of a renamed file have the old one)."""
     commit: object
     pointer: Pointer
     numbers: dict[str, tuple[float, str]] = field(default_factory=dict)
+    path: str | None = None
 
 
 def _side(t: TensorLine) -> Side:

@@ -152,10 +152,26 @@ def test_show_and_log(repo: Repo):
     assert "layers.0.bias" not in repo.gitmodel("show", "m.safetensors").stdout
     log = repo.gitmodel("log", "m.safetensors").stdout.splitlines()
     assert len(log) == 2 and log[0].endswith("v2") and log[1].endswith("v1")
+    assert "(4 changed, 1 added, 1 removed)" in log[0] and "(first version)" in log[1]
     missing = repo.gitmodel("show", "HEAD:nope.safetensors", check=False)
     assert missing.returncode == 1 and "not a tracked checkpoint" in missing.stderr
     bad = repo.gitmodel("diff", "nosuchrev", check=False)
     assert bad.returncode == 1 and "unknown revision 'nosuchrev'" in bad.stderr
+
+
+def test_log_follows_a_renamed_checkpoint(repo: Repo):
+    _, v2 = two_versions(repo)
+    repo.commit("v2")
+    repo.git("mv", "m.safetensors", "n.safetensors")
+    repo.commit("moved")                                  # the same bytes: not a new version
+    repo.git("mv", "n.safetensors", "o.safetensors")
+    v2["head"] *= 2
+    write_safetensors(repo.path / "o.safetensors", v2, dtypes={"bf": "BF16"})
+    repo.commit("moved and changed")
+    log = [line for line in repo.gitmodel("log", "o.safetensors").stdout.splitlines() if line[0] != " "]
+    assert [line.split("  ")[-1] for line in log] == ["moved and changed", "v2", "v1"]
+    assert "(renamed from m.safetensors; 1 changed)" in log[0]      # where v2 was
+    assert "(4 changed, 1 added, 1 removed)" in log[1]
 
 
 def test_ten_thousand_tensors_keep_a_small_pointer_and_a_fast_diff(repo: Repo):

@@ -172,33 +172,48 @@ def sides(revs: list[str], cached: bool) -> tuple[str | None, str | None]:
 
 
 def history_of(repo: pygit2.Repository, path: str, rev: str = "HEAD", limit: int | None = None):
-    """(commit, pointer) for each commit reachable from `rev` that changed `path`'s
-    checkpoint, newest first (first-parent view of each commit)."""
+    """(commit, path, pointer) for each commit reachable from `rev` that changed `path`'s
+    checkpoint, newest first (first-parent view of each commit). Like `git log --follow`, a
+    commit that renamed the file (git's rename detection on the pointers) continues the
+    history under the old path."""
     start = commit(repo, rev)
     if start is None:
         raise RevisionError(f"unknown revision {rev!r}")
 
-    def blob_id(commit):
+    def blob_id(commit, name):
         try:
-            return commit.tree[path].id
+            return commit.tree[name].id
         except KeyError:
             return None
 
     count = 0
     for found in repo.walk(start.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME):
-        current = blob_id(found)
+        current = blob_id(found, path)
         if current is None:
             continue
         parents = found.parents
-        if parents and any(blob_id(p) == current for p in parents):
+        if parents and any(blob_id(p, path) == current for p in parents):
             continue
+        introduced = parents and all(blob_id(p, path) is None for p in parents)
+        was = _renamed_from(repo, parents[0], found, path) if introduced else None
         ptr = pointer_blob(repo, current, path)
-        if ptr is None:
-            continue
-        yield found, ptr
-        count += 1
-        if limit is not None and count >= limit:
-            return
+        if ptr is not None and (was is None or blob_id(parents[0], was) != current):
+            yield found, path, ptr
+            count += 1
+            if limit is not None and count >= limit:
+                return
+        if was is not None:
+            path = was
+
+
+def _renamed_from(repo: pygit2.Repository, parent, found, path: str) -> str | None:
+    """The path `path` had in `parent`, when `found` renamed it there."""
+    changes = repo.diff(parent.tree, found.tree)
+    changes.find_similar()
+    for delta in changes.deltas:
+        if delta.status == pygit2.enums.DeltaStatus.RENAMED and delta.new_file.path == path:
+            return delta.old_file.path
+    return None
 
 
 def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool = True):
@@ -259,5 +274,5 @@ def versions_of(repository: pygit2.Repository, path: str, rev: str = "HEAD", lim
     from gitmodel import review
     from gitmodel.git import metrics_files
     chosen = metrics_files.settings()
-    return [review.Version(found, ptr, metrics_files.of_version(repository, found, ptr, chosen))
-            for found, ptr in history_of(repository, path, rev, limit)]
+    return [review.Version(found, ptr, metrics_files.of_version(repository, found, ptr, chosen), at)
+            for found, at, ptr in history_of(repository, path, rev, limit)]
