@@ -52,8 +52,12 @@ def test_ls_files_says_where_each_checkpoint_is(tmp_path: Path, git_env):
     # A revision: what its tree held.
     write_safetensors(work.path / MODEL, small(3))
     work.commit("v2", MODEL)
-    old = json.loads(work.gitmodel("ls-files", "HEAD~2", "--json").stdout)
-    assert {i["path"]: i["content"] for i in old}[MODEL] == mine["content"]
+    old = {i["path"]: i for i in json.loads(work.gitmodel("ls-files", "HEAD~2", "--json").stdout)}
+    assert old[MODEL]["content"] == mine["content"]
+    assert (old[MODEL]["work_tree"], old["b.safetensors"]["work_tree"]) == ("modified", "file")
+    write_safetensors(work.path / "b.safetensors", small(4))          # not staged
+    now = {i["path"]: i["work_tree"] for i in json.loads(work.gitmodel("ls-files", "--json").stdout)}
+    assert now == {MODEL: "file", "b.safetensors": "modified"}
     assert "unknown revision" in work.gitmodel("ls-files", "nope", check=False).stderr
 
 

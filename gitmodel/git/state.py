@@ -13,7 +13,7 @@ from gitmodel.git.repo import commit, open_repository, pointer_blob
 from gitmodel.store.objects import Store, StoreError
 
 # Where a checkpoint's bytes are.
-FILE, POINTER, ABSENT = "file", "pointer", "absent"           # in the work tree
+FILE, MODIFIED, POINTER, ABSENT = "file", "modified", "pointer", "absent"  # in the work tree
 COMPLETE, PARTIAL, MISSING = "complete", "partial", "missing"  # in the local store
 
 
@@ -22,7 +22,8 @@ class Listed:
     path: str
     size: int
     content: str
-    work_tree: str          # FILE (the bytes), POINTER (left as a pointer) or ABSENT
+    work_tree: str          # FILE (its bytes), MODIFIED (another version's), POINTER (left as a
+                            # pointer) or ABSENT
     store: str              # COMPLETE, PARTIAL (some chunks missing) or MISSING
 
     def as_dict(self) -> dict:
@@ -31,8 +32,10 @@ class Listed:
 
 def ls_files(repository, store: Store, rev: str | None = None) -> list[Listed]:
     """The checkpoints of a revision's tree, or (no `rev`) of the index, by path."""
-    return sorted((Listed(path, ptr.size, ptr.content, _work_tree(repository, path),
-                          store_state(store, ptr.content)) for path, ptr in _pointers(repository, rev)),
+    found = list(_pointers(repository, rev))
+    differ = set(revisions.changed_paths(Path(repository.workdir), [rev] if rev else [], False, [])) if found else set()
+    return sorted((Listed(path, ptr.size, ptr.content, _work_tree(repository, path, path in differ),
+                          store_state(store, ptr.content)) for path, ptr in found),
                   key=lambda item: item.path)
 
 
@@ -51,12 +54,14 @@ def _pointers(repository, rev: str | None):
             yield path, ptr
 
 
-def _work_tree(repository, path: str) -> str:
+def _work_tree(repository, path: str, differs: bool) -> str:
     file = Path(repository.workdir) / path
     try:
         if file.is_symlink() or not file.is_file():
             return ABSENT
-        return POINTER if pointers.sniff_file(file) is not None else FILE
+        if pointers.sniff_file(file) is not None:
+            return POINTER
+        return MODIFIED if differs else FILE
     except (OSError, pointers.PointerError):
         return FILE
 
@@ -111,7 +116,7 @@ def status(session) -> Status:
     if merged:
         tracked = revisions.tracked_paths(workdir, merged)
         result.modified = [p for p in revisions.changed_paths(workdir, [], False, merged) if p in tracked]
-    result.pointers_in_work_tree = [p for p in sorted(index) if _work_tree(repository, p) == POINTER]
+    result.pointers_in_work_tree = [p for p in sorted(index) if _work_tree(repository, p, False) == POINTER]
     local = [name for name in repository.references if name.startswith("refs/heads/")]
     pushed = [name for name in repository.references if name.startswith("refs/remotes/")]
     if pushed or local:
