@@ -5,7 +5,9 @@ earlier version. A repack then takes each path's versions, oldest first, in grou
 `keyframes`: the last version of each group, and the newest version, are **keyframes** and
 stay whole; every other version is a delta against the keyframe that closes its group. A
 chunk of a tensor that exists with the same name, dtype, shape and length in that keyframe
-becomes its difference from the bytes at the same place there, when that is smaller. So a fresh
+becomes its difference from the bytes at the same place there, when that is smaller. A tensor
+the keyframe holds otherwise (a bf16 export as the newest version) is kept whole in the newest
+version of the group that has it, and that one is the base for the older ones. So a fresh
 clone of the newest version fetches no deltas, and reading any version decodes at most one
 base per chunk. Reasons and figures: docs/design.md ("Deltas").
 
@@ -96,8 +98,9 @@ def plan(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRAME
             opened[content] = _version(store, content, result)
         return opened[content]
 
-    groups = [(base, content) for history, base in based for content in history]
-    for versions in histories:
+    groups = [(("based", j), base, content) for j, (history, base) in enumerate(based)
+              for content in history]
+    for h, versions in enumerate(histories):
         count = len(versions)
         for i in range(count - 1, -1, -1):
             key = keyframe_of(i, count, keyframes)
@@ -108,11 +111,12 @@ def plan(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRAME
                 except StoreError as err:
                     result.skipped.append(f"{versions[i][:16]}: {err}")
             else:
-                groups.append((versions[key], versions[i]))
-    for key, older in groups:      # declared bases, then newest groups: shared chunks get newer bases
+                groups.append(((h, key), versions[key], versions[i]))
+    stand_ins: dict[tuple, dict] = {}
+    for group, key, older in groups:    # declared bases, then newest groups: shared chunks get newer bases
         base, this = version(key), version(older)
         if base is not None and this is not None:
-            _plan_against(base, this, result)
+            _plan_against(base, this, result, stand_ins.setdefault(group, {}))
         if len(opened) > 4:                   # keep the open versions' tables bounded
             opened.pop(next(iter(opened)))
     return result
@@ -131,15 +135,24 @@ def _version(store: Store, content: str, result: Plan):
         return None
 
 
-def _plan_against(keyframe, older, result: Plan) -> None:
+def _plan_against(keyframe, older, result: Plan, stand_ins: dict) -> None:
+    """Decide the chunks of `older`'s tensors against the same tensors in `keyframe`. A tensor
+    the keyframe lacks or holds with another dtype, shape or length (a version exported in
+    bf16, a resized vocabulary) is stored whole in the newest version of the group that has
+    it, and that version's tensor is the base of the older ones: `stand_ins` maps such names
+    to (file, place), filled newest first."""
     (key_file, key_places), (old_file, old_places) = keyframe, older
     for name, place in old_places.items():
-        match = key_places.get(name)
-        if match is None or (match.tensor.dtype, match.tensor.shape, match.length) != \
-                (place.tensor.dtype, place.tensor.shape, place.length):
+        base_file, match = key_file, key_places.get(name)
+        if not _same_shape(match, place):
+            base_file, match = stand_ins.get(name, (None, None))
+        if not _same_shape(match, place):
+            stand_ins[name] = (old_file, place)
+            for cid, _, _ in _spans(old_file, place):
+                result.chunks.setdefault(cid, None)
             continue
         width = _width(place)
-        base_spans = _spans(key_file, match)
+        base_spans = _spans(base_file, match)
         for cid, start, length in _spans(old_file, place):
             if cid in result.chunks:
                 continue                   # a keyframe's, or decided at a newer appearance
@@ -149,6 +162,11 @@ def _plan_against(keyframe, older, result: Plan) -> None:
                 result.chunks[cid] = Delta(ids, start - covering[0][1], width, -start % width)
             else:
                 result.chunks[cid] = None
+
+
+def _same_shape(match: stored.Placed | None, place: stored.Placed) -> bool:
+    return match is not None and (match.tensor.dtype, match.tensor.shape, match.length) == \
+        (place.tensor.dtype, place.tensor.shape, place.length)
 
 
 def _spans(file: stored.StoredFile, place: stored.Placed) -> list[tuple[bytes, int, int]]:

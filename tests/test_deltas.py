@@ -227,6 +227,23 @@ def test_keyframes_every_n_versions_and_every_delta_one_step_from_whole(repo: Re
     assert_versions_exact(repo, sums)
 
 
+def test_a_newest_version_in_another_dtype_leaves_the_older_ones_deltas_of_each_other(repo: Repo):
+    sums = series(repo, 3)
+    model = fine_tune(random_model(0, layers=4, width=384), 5)
+    exported = {k: (v.view(np.uint32) >> 16).astype(np.uint16) for k, v in model.items()}
+    sums.append(sha256(write_safetensors(repo.path / MODEL, exported, dtypes=dict.fromkeys(model, "BF16"))))
+    repo.commit("bf16 export", MODEL)
+    repo.gitmodel("repack")
+    versions = contents(repo)
+    store = Store(repo.store)
+    as_stored = [stored_as(store, c) for c in versions]
+    assert [any(s.values()) for s in as_stored] == [True, True, False, False]
+    for older in as_stored[:2]:          # against v2, the newest fp32 version: one step from whole
+        assert all(b in as_stored[2] for bases in older.values() for b in bases)
+    store.close()
+    assert_versions_exact(repo, sums)
+
+
 def test_one_keyframe_per_version_stores_every_version_whole(repo: Repo):
     sums = series(repo, 3)
     repo.gitmodel("repack", "--keyframes", "1")
