@@ -352,7 +352,8 @@ class TensorStats:
         out = []
         if t.count:
             mean = t.total / t.count
-            std = math.sqrt(max(0.0, t.squares / t.count - mean * mean))
+            variance = t.squares / t.count - mean * mean
+            std = math.nan if math.isnan(variance) else math.sqrt(max(0.0, variance))   # NaN: overflowed
             out += [f"norm={math.sqrt(t.squares):.4g}", f"mean={mean:.4g}", f"std={std:.4g}",
                     f"min={t.low:.4g}", f"max={t.high:.4g}"]
         if t.zeros:

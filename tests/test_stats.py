@@ -130,6 +130,44 @@ def test_partials_add_up():
     assert (total.low, total.high) == (x.min(), x.max())
 
 
+def _spec_sum(a: list[float]) -> float:
+    """A partial's sum as docs/formats.md §1 defines it: a[0] + P(a[1:]), P numpy's pairwise
+    summation."""
+    def pairwise(lo: int, n: int) -> float:
+        if n < 8:
+            total = 0.0
+            for k in range(lo, lo + n):
+                total += a[k]
+            return total
+        if n <= 128:
+            r = a[lo:lo + 8]
+            for i in range(8, n - n % 8, 8):
+                r = [r[j] + a[lo + i + j] for j in range(8)]
+            total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+            for k in range(lo + n - n % 8, lo + n):
+                total += a[k]
+            return total
+        half = n // 2 - n // 2 % 8
+        return pairwise(lo, half) + pairwise(lo + half, n - half)
+    return a[0] + pairwise(1, len(a) - 1) if a else 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 20_000), st.integers(0, 2**32 - 1), st.sampled_from(["F64", "F32", "BF16"]))
+def test_sums_are_the_ones_the_format_spec_defines(count, seed, dtype):
+    stored, wide = _make(dtype, count, seed, "normal")
+    part = summarize(stored.tobytes(), dtype)
+    assert part.total == _spec_sum(wide.tolist())
+    assert part.squares == _spec_sum((wide * wide).tolist())
+
+
+def test_std_of_sums_that_overflow_is_nan_not_zero():
+    stats = TensorStats("F64")
+    stats.add(b"", summarize(np.array([1e300, -1e300, 1e300]).tobytes(), "F64"), b"")
+    fields = dict(f.split("=") for f in stats.fields())
+    assert fields["std"] == "nan" and fields["norm"] == "inf"
+
+
 def test_element_cut_by_chunk_edges_is_counted_once():
     stats = TensorStats("F32")
     element = np.float32(0.5).tobytes()
