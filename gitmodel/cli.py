@@ -78,7 +78,9 @@ def cmd_uninstall(args) -> int:
 def cmd_track(args) -> int:
     from gitmodel.git import attributes, install, repo
     path = repo.toplevel() / ".gitattributes"
-    patterns = list(args.patterns) + (list(attributes.DEFAULT_PATTERNS) if args.defaults else [])
+    here = repo.prefix().rstrip("/")          # patterns given in a subfolder mean files there
+    patterns = [attributes.from_directory(p, here) for p in args.patterns] + \
+        (list(attributes.DEFAULT_PATTERNS) if args.defaults else [])
     if not patterns:
         for pattern in attributes.tracked(path):
             print(pattern)
@@ -100,12 +102,13 @@ def cmd_track(args) -> int:
          lambda p: p.add_argument("patterns", nargs="+", metavar="PATTERN"))
 def cmd_untrack(args) -> int:
     from gitmodel.git import attributes, repo
-    removed = attributes.untrack(repo.toplevel() / ".gitattributes", args.patterns)
+    patterns = [attributes.from_directory(p, repo.prefix().rstrip("/")) for p in args.patterns]
+    removed = attributes.untrack(repo.toplevel() / ".gitattributes", patterns)
     for pattern in removed:
         print(f"untracked {pattern}")
-    for pattern in set(args.patterns) - set(removed):
+    for pattern in set(patterns) - set(removed):
         print(f"not tracked: {pattern}", file=sys.stderr)
-    return 0 if len(removed) == len(set(args.patterns)) else 1
+    return 0 if len(removed) == len(set(patterns)) else 1
 
 
 # ----------------------------------------------------------------------------- checking

@@ -71,6 +71,25 @@ def test_track_lists_adds_defaults_and_untracks(repo: Repo):
     assert repo.gitmodel("track", "bad pattern", check=False).returncode == 1
 
 
+def test_track_from_a_subfolder_means_the_files_there(repo: Repo):
+    (repo.path / "exp/run1/deep").mkdir(parents=True)
+    sub = Repo(repo.path / "exp", repo.env)
+    for pattern, shown in [("run1/*.pt", "exp/run1/*.pt"), ("*.ckpt", "exp/**/*.ckpt"),
+                           ("./top.bin", "exp/top.bin")]:
+        assert sub.gitmodel("track", pattern).stdout.splitlines() == [f"tracking {shown}"]
+    assert Repo(repo.path, repo.env).gitmodel("track", "./w.bin").stdout.strip() == "tracking /w.bin"
+    routed = {path: repo.out("check-attr", "filter", "--", path).split(": ")[-1].strip()
+              for path in ("exp/run1/a.pt", "exp/a.pt", "exp/run1/deep/b.ckpt", "exp/b.ckpt", "b.ckpt",
+                           "exp/top.bin", "exp/run1/top.bin", "w.bin", "exp/w.bin")}
+    assert routed == {"exp/run1/a.pt": "gitmodel", "exp/a.pt": "unspecified",
+                      "exp/run1/deep/b.ckpt": "gitmodel", "exp/b.ckpt": "gitmodel", "b.ckpt": "unspecified",
+                      "exp/top.bin": "gitmodel", "exp/run1/top.bin": "unspecified",
+                      "w.bin": "gitmodel", "exp/w.bin": "unspecified"}
+    assert sub.gitmodel("untrack", "run1/*.pt").stdout.strip() == "untracked exp/run1/*.pt"
+    outside = sub.gitmodel("track", "../../x.pt", check=False)
+    assert outside.returncode == 1 and "outside the repository" in outside.stderr
+
+
 def test_both_sides_changed_is_a_conflict_keeping_ours(repo: Repo):
     path = repo.path / "model.safetensors"
     write_safetensors(path, random_model(0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 from gitmodel.errors import GitmodelError
@@ -13,6 +14,25 @@ DEFAULT_PATTERNS = ("*.safetensors", "*.pt", "*.pth", "*.bin", "*.ckpt", "*.npy"
 
 class PatternError(GitmodelError, ValueError):
     pass
+
+
+def from_directory(pattern: str, prefix: str) -> str:
+    """A pattern given in the directory `prefix` (relative to the top, "" at the top), as a
+    line of the top-level .gitattributes must say it to match the same files: `./` and a
+    leading `/` anchor it here, a pattern with a slash is relative to here, and one without
+    (`*.pt`) matches at any depth below here, as it would in a .gitattributes of this
+    directory."""
+    here = pattern.startswith(("./", "/", "../"))
+    rest = pattern
+    while rest.startswith("./"):
+        rest = rest[2:]
+    rest = rest.lstrip("/")
+    if not here and "/" not in rest.rstrip("/"):
+        return f"{prefix}/**/{rest}" if prefix else rest
+    joined = posixpath.normpath(posixpath.join(prefix, rest)) + ("/" if rest.endswith("/") else "")
+    if joined.startswith("../") or joined in ("..", "."):
+        raise PatternError(f"cannot track {pattern!r}: it is outside the repository")
+    return joined if "/" in joined.rstrip("/") else "/" + joined
 
 
 def _lines(path: Path) -> list[str]:
