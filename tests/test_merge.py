@@ -132,6 +132,34 @@ def test_conflict_keeps_ours_and_both_abort_and_resolve_finish_it(repo: Repo):
     assert np.array_equal(merged["embed.weight"], base["embed.weight"])
 
 
+def test_a_dash_named_checkpoint_merges_in_a_work_tree_with_a_gitmodel_folder(repo: Repo):
+    """The driver took a path starting with - for an option; and `python -m gitmodel`, run at
+    the top of a work tree (or in a bare repository, whose store folder is gitmodel/), ran
+    the folder named gitmodel there instead of the package."""
+    (repo.path / "gitmodel").mkdir()
+    (repo.path / "gitmodel/__init__.py").write_text("raise SystemExit('not the package')\n")
+    base = random_model(1)
+    ours, theirs = dict(base), dict(base)
+    ours["layers.1.weight"] = base["layers.1.weight"] * np.float32(0.5)
+    theirs["layers.2.bias"] = base["layers.2.bias"] + np.float32(1)
+    diverge(repo, "-m.safetensors", st_write, base, ours, theirs)
+    merged = repo.git("merge", "--no-edit", "theirs")
+    assert b"merged tensor by tensor" in merged.stderr
+    tensors, _ = read_safetensors(repo.path / "-m.safetensors")
+    assert np.array_equal(tensors["layers.1.weight"], ours["layers.1.weight"])
+    assert np.array_equal(tensors["layers.2.bias"], theirs["layers.2.bias"])
+
+    repo.git("switch", "-q", "-c", "other", "HEAD~1")
+    st_write(repo.path / "-m.safetensors", dict(base, **{"layers.1.weight": base["layers.1.weight"] * 2}))
+    repo.commit("other")
+    conflict = repo.git("cherry-pick", "main~1", check=False).stderr.decode()
+    hint = conflict[conflict.index("finish with"):]
+    assert "--resolve=-m.safetensors" in hint
+    assert "abandon it: `git merge --abort`, `git cherry-pick --abort`" in hint
+    resolved = repo.gitmodel("merge", "--resolve=-m.safetensors", "--strategy", "theirs")
+    assert "staged the merged -m.safetensors" in resolved.stderr
+
+
 @pytest.mark.parametrize("given", ["m.safetensors", "../models/m.safetensors", "absolute"])
 def test_resolve_takes_paths_as_git_does(repo: Repo, given: str):
     """From a subfolder, a path relative to it (and an absolute one) names the checkpoint:

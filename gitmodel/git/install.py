@@ -32,7 +32,9 @@ def command(args: str, python: str | None = None) -> str:
     """A shell command running `gitmodel ARGS` with the recorded interpreter."""
     python = shlex.quote(python or sys.executable)
     gone = shlex.quote(GONE.format(python=python.strip("'")))
-    return (f"if [ -x {python} ]; then exec {python} -m gitmodel {args}; "
+    # -P: the current directory (git runs filters at the top of the work tree, or in a bare
+    # repository, whose store folder is named gitmodel) must not shadow the package.
+    return (f"if [ -x {python} ]; then exec {python} -P -m gitmodel {args}; "
             f"elif command -v gitmodel >/dev/null 2>&1; then exec gitmodel {args}; "
             f"else echo {gone} >&2; exit 127; fi")
 
@@ -45,14 +47,14 @@ def settings(python: str | None = None) -> dict[str, str]:
         "filter.gitmodel.required": "true",
         "diff.gitmodel.xfuncname": XFUNCNAME,
         "merge.gitmodel.name": "gitmodel checkpoint merge",
-        "merge.gitmodel.driver": command("merge-driver %O %A %B %L %P", python),
+        "merge.gitmodel.driver": command("merge-driver %O %A %B %L -- %P", python),  # %P may start with -
     }
 
 
 SETTINGS = settings()
 
 # Values gitmodel wrote with another interpreter, or before interpreters were recorded.
-_OURS = re.compile(r"^(if \[ -x \S+ \]; then exec \S+ -m gitmodel .*|gitmodel [a-z-]+( .*)?)$")
+_OURS = re.compile(r"^(if \[ -x \S+ \]; then exec \S+ (-P )?-m gitmodel .*|gitmodel [a-z-]+( .*)?)$")
 
 
 def _ours(key: str, value: str) -> bool:

@@ -92,13 +92,14 @@ def report(result: merge.Result, path: str, out=sys.stderr, in_git: bool = True)
                   "ours|theirs|average|task-arithmetic|ties|dare"), file=out)
         elif unreadable:
             print(f"gitmodel: the work tree keeps ours; keep a side with `git checkout --ours -- "
-                  f"{shlex.quote(path)}` (or --theirs) and `git add`, or `git merge --abort`", file=out)
+                  f"{shlex.quote(path)}` (or --theirs) and `git add`, or {_undo()}", file=out)
         else:
             arithmetic = all(c.reason == merge.CHANGED_BOTH or c.name == "(metadata)"
                              for c in result.conflicts)
             choices = "ours|theirs|average|task-arithmetic|ties|dare" if arithmetic else "ours|theirs"
-            print(f"gitmodel: the work tree keeps ours; finish with `gitmodel merge --resolve "
-                  f"{shlex.quote(path)} --strategy {choices}`, or `git merge --abort`", file=out)
+            named = f"={shlex.quote(path)}" if path.startswith("-") else f" {shlex.quote(path)}"
+            print(f"gitmodel: the work tree keeps ours; finish with `gitmodel merge --resolve"
+                  f"{named} --strategy {choices}`, or {_undo()}", file=out)
         return
     counts: dict[str, int] = {}
     for d in result.decisions:
@@ -109,6 +110,24 @@ def report(result: merge.Result, path: str, out=sys.stderr, in_git: bool = True)
     print(f"gitmodel: {path}: merged tensor by tensor ({summary}; {result.how})", file=out)
     for note in result.notes:
         print(f"gitmodel: {path}: {note}", file=out)
+
+
+def _undo() -> str:
+    """How to abandon the operation that ran the driver (git does not tell a driver which)."""
+    try:
+        git_dir = Path(repo.run_git("rev-parse", "--absolute-git-dir").stdout.decode().strip())
+        if (git_dir / "rebase-merge").is_dir() or (git_dir / "rebase-apply").is_dir():
+            return "`git rebase --abort`"
+        for head, command in (("MERGE_HEAD", "merge"), ("CHERRY_PICK_HEAD", "cherry-pick"),
+                              ("REVERT_HEAD", "revert")):      # an operation stopped earlier
+            if (git_dir / head).exists():
+                return f"`git {command} --abort`"
+    except (OSError, GitmodelError):
+        pass
+    if os.environ.get("GIT_REFLOG_ACTION", "").startswith(("merge", "pull")):
+        return "`git merge --abort`"
+    return ("abandon it: `git merge --abort`, `git cherry-pick --abort` or `git revert --abort` "
+            "(after `git stash pop`: `git reset --merge`; the stash is kept)")
 
 
 def driver(base_file: Path, ours_file: Path, theirs_file: Path, path: str) -> int:
@@ -126,8 +145,8 @@ def driver(base_file: Path, ours_file: Path, theirs_file: Path, path: str) -> in
         result = merge.merge(base, [ours, theirs], ["ours", "theirs"], session.store,
                              strategy_for(path), session.fetcher())
     except GitmodelError as err:
-        print(f"gitmodel: {path}: cannot merge: {err.full()}. The work tree keeps ours; "
-              "`git merge --abort` undoes the merge", file=sys.stderr)
+        print(f"gitmodel: {path}: cannot merge: {err.full()}. The work tree keeps ours; to undo, "
+              f"{_undo()}", file=sys.stderr)
         return 1
     report(result, path)
     if result.pointer is None:

@@ -163,7 +163,7 @@ def migrate_history(session, refs: list[str], say=lambda line: None) -> list[tup
     map_dir = store_root / "migrate-map"
     map_dir.mkdir(exist_ok=True)
     env = child_environment(FILTER_BRANCH_SQUELCH_WARNING="1", GITMODEL_MIGRATE_MAP=str(map_dir))
-    index_filter = f"{_quote(sys.executable)} -m gitmodel migrate --index-filter"
+    index_filter = f"{_quote(sys.executable)} -P -m gitmodel migrate --index-filter"
     say(f"rewriting {len(old)} commit(s) with git filter-branch")
     result = subprocess.run(["git", "filter-branch", "--index-filter", index_filter,
                              "--tag-name-filter", "cat", "--", *refs], cwd=top, env=env,
