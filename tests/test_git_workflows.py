@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -233,3 +234,34 @@ def test_two_worktrees_adding_at_once(repo: Repo, tmp_path: Path):
     assert (sha256(pa), sha256(pb)) == digests
     fsck = repo.gitmodel("fsck")
     assert "0 problem(s)" in fsck.stdout
+
+
+def test_push_status_and_reviews_with_a_submodule_and_a_sparse_index(repo: Repo, tmp_path: Path):
+    """A submodule's index entry names a commit of another repository, and libgit2 cannot
+    read a sparse index: either made every push fail with an internal error."""
+    (tmp_path / "sub").mkdir()
+    sub = Repo(tmp_path / "sub", repo.env)
+    sub.git("init", "-q", "-b", "main")
+    sub.git("commit", "-q", "--allow-empty", "-m", "sub")
+    repo.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub.path), "lib")
+    (repo.path / "models").mkdir()
+    write_safetensors(repo.path / "models/m.safetensors", random_model(1, layers=2))
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "store"))
+    repo.commit("v1")
+    repo.git("sparse-checkout", "set", "--cone", "--sparse-index", "models")
+    newest = sha256(write_safetensors(repo.path / "models/m.safetensors", random_model(2, layers=2)))
+    repo.commit("v2")
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "hub.git")], check=True)
+    pushed = repo.git("push", "-q", str(tmp_path / "hub.git"), "main")
+    assert b"uploaded" in pushed.stderr
+    status = json.loads(repo.gitmodel("status", "--json").stdout)
+    assert status["staged"] == [] and status["modified"] == []
+    listed = json.loads(repo.gitmodel("ls-files", "--json").stdout)
+    assert [(i["path"], i["work_tree"]) for i in listed] == [("models/m.safetensors", "file")]
+    assert "models/m.safetensors" in repo.gitmodel("diff", "HEAD~1", "HEAD").stdout
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(clone)], env=repo.env,
+                   check=True, capture_output=True)
+    Repo(clone, repo.env).gitmodel("install")
+    Repo(clone, repo.env).gitmodel("pull")
+    assert sha256(clone / "models/m.safetensors") == newest

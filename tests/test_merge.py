@@ -117,6 +117,8 @@ def test_conflict_keeps_ours_and_both_abort_and_resolve_finish_it(repo: Repo):
     changed = {t["name"] for t in entries[0]["tensors"] if t["status"] == "changed"}
     assert changed == {"layers.1.weight", "layers.3.bias"}
     assert repo.gitmodel("diff", "--cached", "--no-numbers").returncode == 0
+    status = json.loads(repo.gitmodel("status", "--json").stdout)
+    assert status["unmerged"] == ["m.safetensors"] and status["staged"] == []
 
     repo.git("merge", "--abort")
     assert repo.status() == "" and (repo.path / "m.safetensors").read_bytes() == ours_file

@@ -16,7 +16,7 @@ import pygit2
 
 from gitmodel import pointer as pointers
 from gitmodel.errors import GitmodelError
-from gitmodel.git.repo import commit as _commit, pointer_blob
+from gitmodel.git.repo import commit as _commit, index_entries, pointer_blob
 from gitmodel.pointer import Pointer
 
 
@@ -117,7 +117,9 @@ def iter_work_tree_pointers(repo: pygit2.Repository) -> Iterator[tuple[str, Poin
     """(path, pointer) for index entries whose work-tree file is still exactly the pointer
     the index holds (a pointer file edited by hand is the user's change: left alone)."""
     root = Path(repo.workdir)
-    for entry in repo.index:
+    for entry in index_entries(repo):
+        if not entry.is_file:
+            continue
         path = root / entry.path
         try:
             if path.is_symlink() or not path.is_file():
@@ -133,8 +135,9 @@ def iter_work_tree_pointers(repo: pygit2.Repository) -> Iterator[tuple[str, Poin
 def pointers_in_index(repo: pygit2.Repository) -> dict[str, str]:
     """Every checkpoint the index holds (what the next commit would reference)."""
     found: dict = {}
-    for entry in repo.index:
-        _pointer(repo, entry.id, entry.path, found)
+    for entry in index_entries(repo):
+        if entry.is_file:
+            _pointer(repo, entry.id, entry.path, found)
     return _result(found)
 
 
@@ -151,8 +154,9 @@ def versions_by_path(repo: pygit2.Repository) -> dict[str, list[str]]:
         if item is not None and item[1].content not in order.setdefault(path, []):
             order[path].append(item[1].content)
 
-    for entry in repo.index:
-        seen(entry.id, entry.path)
+    for entry in index_entries(repo):
+        if entry.is_file:
+            seen(entry.id, entry.path)
     tips = [ref.peel(pygit2.Commit).id for ref in (repo.references[name] for name in repo.references)
             if ref.name != "refs/stash" and _peels_to_commit(ref)]
     if not tips:
@@ -190,8 +194,9 @@ def declared_bases(repo: pygit2.Repository, paths: Iterable[str]) -> tuple[dict[
     if not repo.head_is_unborn:
         for path, oid in tree_blobs(repo, repo.head.peel(pygit2.Commit).tree, ""):
             current[path] = oid
-    for entry in repo.index:
-        current[entry.path] = entry.id
+    for entry in index_entries(repo):
+        if entry.is_file and entry.stage in (0, 2):          # during a conflict: ours
+            current[entry.path] = entry.id
     found, problems = {}, []
     for path, base in wanted.items():
         oid = current.get(base)

@@ -3,8 +3,10 @@ its store, and reading commits and pointer blobs in-process (pygit2)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 from gitmodel import pointer as pointers
 from gitmodel.errors import GitmodelError
@@ -109,6 +111,36 @@ def open_repository(cwd: Path | str | None = None):
     if path is None:
         raise NotARepository("not inside a git repository")
     return pygit2.Repository(path)
+
+
+class IndexEntry(NamedTuple):
+    path: str
+    id: object               # pygit2.Oid
+    mode: int
+    stage: int               # 0, or 1-3 (base, ours, theirs) during a conflict
+
+    @property
+    def is_file(self) -> bool:
+        return self.mode in (0o100644, 0o100755)     # not a submodule (gitlink) or a symlink
+
+
+def index_entries(repository, path: str | None = None) -> list[IndexEntry]:
+    """The index's entries (only `path`'s, when given), read by git itself: libgit2 cannot
+    read every index git writes (a sparse index), and a submodule's entry names a commit of
+    another repository."""
+    import pygit2
+    if repository.workdir is None:
+        return []                                        # a bare repository: no index
+    only = ["--", path] if path is not None else []
+    out = run_git("--literal-pathspecs", "ls-files", "-s", "-z", *only, cwd=repository.workdir).stdout
+    entries = []
+    for record in out.split(b"\0"):
+        if record:
+            head, path = record.split(b"\t", 1)
+            mode, oid, stage = head.split()
+            entries.append(IndexEntry(os.fsdecode(path), pygit2.Oid(hex=oid.decode()),
+                                      int(mode, 8), int(stage)))
+    return entries
 
 
 def commit(repository, rev: str):

@@ -10,7 +10,8 @@ import pygit2
 
 from gitmodel.errors import GitmodelError
 from gitmodel import checkpoint, pointer as pointers
-from gitmodel.git.repo import commit, open_repository, pointer_blob, prefix, run_git, toplevel
+from gitmodel.git.repo import (commit, index_entries, open_repository, pointer_blob, prefix, run_git,
+                               toplevel)
 from gitmodel.pointer import Pointer
 from gitmodel.process import child_environment
 from gitmodel.store.objects import Store
@@ -28,7 +29,7 @@ def pointer_at(repo: pygit2.Repository, side: str | None, path: str, store: Stor
     `tracked` by gitmodel, gets its pointer computed, storing nothing, unless it is a pointer
     already). None if absent or not a checkpoint."""
     if side is INDEX:
-        entry = _index_entry(repo, path)
+        entry = index_entry(repo, path)
         return pointer_blob(repo, entry.id, path) if entry is not None else None
     if side is WORK_TREE:
         file = Path(repo.workdir) / path
@@ -48,24 +49,19 @@ def pointer_at(repo: pygit2.Repository, side: str | None, path: str, store: Stor
     return pointer_blob(repo, oid, path) if oid is not None else None
 
 
-def _index_entry(repo: pygit2.Repository, path: str):
+def index_entry(repo: pygit2.Repository, path: str):
     """The index entry of `path`; during a merge conflict, ours (stage 2)."""
-    try:
-        return repo.index[path]
-    except KeyError:
-        return unmerged(repo).get(path, (None, None, None))[1]
+    found = {entry.stage: entry for entry in index_entries(repo, path) if entry.path == path}
+    return found.get(0, found.get(2))
 
 
 def unmerged(repo: pygit2.Repository) -> dict[str, tuple]:
     """{path: (base, ours, theirs) index entries, None where absent} of conflicted paths."""
-    conflicts = repo.index.conflicts
-    if conflicts is None:
-        return {}
-    found = {}
-    for entries in conflicts:
-        path = next(e.path for e in entries if e is not None)
-        found[path] = tuple(entries)
-    return found
+    found: dict[str, list] = {}
+    for entry in index_entries(repo):
+        if entry.stage:
+            found.setdefault(entry.path, [None, None, None])[entry.stage - 1] = entry
+    return {path: tuple(entries) for path, entries in found.items()}
 
 
 def from_cwd(path: str, cwd: Path | None = None) -> str:

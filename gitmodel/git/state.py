@@ -9,7 +9,7 @@ from pathlib import Path
 from gitmodel import pointer as pointers, stored
 from gitmodel.errors import GitmodelError
 from gitmodel.git import history, revisions
-from gitmodel.git.repo import commit, open_repository, pointer_blob
+from gitmodel.git.repo import commit, index_entries, open_repository, pointer_blob
 from gitmodel.store.objects import Store, StoreError
 
 # Where a checkpoint's bytes are.
@@ -42,7 +42,7 @@ def ls_files(repository, store: Store, rev: str | None = None) -> list[Listed]:
 def _pointers(repository, rev: str | None):
     """(path, pointer) of the checkpoints in a revision's tree, or (no `rev`) the index."""
     if rev is None:
-        blobs = [(entry.path, entry.id) for entry in repository.index]
+        blobs = [(entry.path, entry.id) for entry in index_entries(repository) if entry.is_file]
     else:
         found = commit(repository, rev)
         if found is None:
@@ -106,12 +106,12 @@ def status(session) -> Status:
     index = dict(_pointers(repository, None))
     head = {} if repository.head_is_unborn else \
         {path: ptr.content for path, ptr in _pointers(repository, "HEAD")}
-    for path in sorted(set(index) | set(head)):
+    result.unmerged = sorted(revisions.unmerged(repository))
+    for path in sorted((set(index) | set(head)) - set(result.unmerged)):
         new = index[path].content if path in index else None
         if head.get(path) != new:
             result.staged.append({"path": path, "old": head.get(path), "new": new})
     workdir = Path(repository.workdir)
-    result.unmerged = sorted(revisions.unmerged(repository))
     merged = [p for p in sorted(index) if p not in result.unmerged]   # the others git cannot clean
     if merged:
         tracked = revisions.tracked_paths(workdir, merged)
