@@ -331,8 +331,9 @@ def cmd_remote(args) -> int:
     from gitmodel.git import remotes
     if args.action == "add":
         note = remotes.check_url(args.url)
-        where = remotes.add(args.name, args.url, args.option or [], local=args.local)
-        print(f"remote {args.name} -> {args.url} (in {where}"
+        url = remotes.from_here(args.url)        # a folder kept relative to the top
+        where = remotes.add(args.name, url, args.option or [], local=args.local)
+        print(f"remote {args.name} -> {url} (in {where}"
               f"{'; commit it to share it' if where == remotes.CONFIG_FILE else ''})")
         if note:
             print(f"note: {note}")

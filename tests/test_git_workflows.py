@@ -265,3 +265,32 @@ def test_push_status_and_reviews_with_a_submodule_and_a_sparse_index(repo: Repo,
     Repo(clone, repo.env).gitmodel("install")
     Repo(clone, repo.env).gitmodel("pull")
     assert sha256(clone / "models/m.safetensors") == newest
+
+
+def test_a_git_dir_kept_apart_from_the_work_tree(repo: Repo, tmp_path: Path):
+    """GIT_DIR/GIT_WORK_TREE (`git --git-dir X --work-tree Y`, as dotfiles set-ups use) and a
+    `--separate-git-dir` clone: gitmodel said "not inside a git repository", or took the git
+    directory's parent for the work tree and restored nothing."""
+    write_safetensors(repo.path / "m.safetensors", random_model(3, layers=2))
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "store"))
+    repo.commit("m")
+    digest = sha256(repo.path / "m.safetensors")
+    (repo.path / ".git").rename(tmp_path / "apart.git")
+    env = dict(repo.env, GIT_DIR=str(tmp_path / "apart.git"), GIT_WORK_TREE=str(repo.path))
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "hub.git")], check=True)
+    pushed = subprocess.run(["git", "push", "-q", str(tmp_path / "hub.git"), "main"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True)
+    assert pushed.returncode == 0 and "uploaded" in pushed.stderr, pushed.stderr
+    status = subprocess.run(["gitmodel", "status", "--json"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True)
+    assert status.returncode == 0 and json.loads(status.stdout)["modified"] == [], status.stderr
+
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", f"--separate-git-dir={tmp_path / 'sep.git'}",
+                    str(tmp_path / "hub.git"), str(work)], env=dict(repo.env, GITMODEL_SKIP_SMUDGE="1"),
+                   check=True, capture_output=True)
+    Repo(work, repo.env).gitmodel("install")
+    assert "fetched" in Repo(work, repo.env).gitmodel("pull").stderr
+    assert sha256(work / "m.safetensors") == digest
+    listed = json.loads(Repo(work, repo.env).gitmodel("ls-files", "--json").stdout)
+    assert [(i["work_tree"], i["store"]) for i in listed] == [("file", "complete")]

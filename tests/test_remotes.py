@@ -684,6 +684,22 @@ def test_remote_names_paths_and_relative_urls(tmp_path: Path, env):
     sub = Repo(repo.path / "sub", env)
     sub.gitmodel("push")
     assert list((tmp_path / "team-store" / "packs").glob("*.idx")), "relative to the work tree's top"
+    # Given from a subfolder, a relative folder means the one the user named: kept relative to the top.
+    (repo.path / "sub/mystore").mkdir()
+    added = sub.gitmodel("remote", "add", "here", "./mystore")
+    assert "remote here -> sub/mystore" in added.stdout
+    sub.gitmodel("push", "here")
+    assert list((repo.path / "sub/mystore/packs").glob("*.idx"))
+    assert not (repo.path / "mystore").exists()
+
+    # A bare repository reads the remote from HEAD's .gitmodel: what it holds is not "lost".
+    repo.commit("remote", ".gitmodel")
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo.path), str(tmp_path / "hub.git")], check=True)
+    hub = Repo(tmp_path / "hub.git", env)
+    listed = json.loads(hub.gitmodel("ls-files", "main", "--json").stdout)
+    assert [(i["path"], i["work_tree"], i["store"]) for i in listed] == [("m.safetensors", "absent", "missing")]
+    fsck = hub.gitmodel("fsck", check=False)
+    assert "1 fetchable" in fsck.stdout and "remote origin has them" in fsck.stdout, fsck.stdout
 
 
 def test_shared_hooks_path_is_left_alone(tmp_path: Path, env):

@@ -49,9 +49,9 @@ def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.") -> list[tuple[str,
         top = None
     if top is not None and (top / CONFIG_FILE).is_file():
         sources.append((CONFIG_FILE, repo.config_entries(pattern, "-f", str(top / CONFIG_FILE), cwd=cwd)))
-    elif top is not None:
+    else:                                  # a bare repository (top None) reads HEAD's
         found = _blob_entries(f"HEAD:{CONFIG_FILE}", pattern, cwd)
-        if found is None:
+        if found is None and top is not None:
             blob = _descendants_file(top)
             found = _blob_entries(blob, pattern, cwd) if blob else None
             label = blob
@@ -257,6 +257,15 @@ def check_url(url: str) -> str | None:
         raise ConfigError(f"{url}: fsspec knows no protocol {protocol!r} (known: s3, gs, az, "
                           "ssh, memory, file, and others fsspec lists)")
     return None
+
+
+def from_here(url: str, cwd: Path | None = None) -> str:
+    """A folder given relative to the current directory, as the configuration keeps it:
+    relative to the top of the work tree (so the file reads the same from anywhere)."""
+    if _URL_LIKE.match(url) or os.path.isabs(os.path.expanduser(url)):
+        return url
+    top = repo.toplevel(cwd)
+    return os.path.relpath(os.path.abspath(os.path.join(cwd or os.getcwd(), url)), top)
 
 
 def add(name: str, url: str, options: list[str], local: bool = False, cwd: Path | None = None) -> str:

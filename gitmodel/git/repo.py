@@ -106,11 +106,19 @@ def config_entries(pattern: str, *where: str, cwd: str | Path | None = None) -> 
 # ----------------------------------------------------------------------------- objects
 
 def open_repository(cwd: Path | str | None = None):
+    """The repository git itself would use here: found by git, so GIT_DIR, GIT_WORK_TREE
+    (`git --git-dir X --work-tree Y`, which hooks inherit as variables), core.worktree and a
+    `.git` file (`--separate-git-dir`) count, as libgit2's own discovery does not make them."""
     import pygit2
-    path = pygit2.discover_repository(str(cwd or "."))
-    if path is None:
-        raise NotARepository("not inside a git repository")
-    return pygit2.Repository(path)
+    found = run_git("rev-parse", "--absolute-git-dir", "--show-toplevel", cwd=cwd, check=False)
+    lines = found.stdout.decode(errors="surrogateescape").splitlines()
+    if found.returncode != 0:                          # no work tree: a bare repository?
+        lines = _rev_parse("--absolute-git-dir", cwd=cwd)
+    repository = pygit2.Repository(lines[0])
+    if len(lines) > 1 and (repository.workdir is None or
+                           os.path.realpath(repository.workdir) != os.path.realpath(lines[1])):
+        repository.workdir = lines[1]
+    return repository
 
 
 class IndexEntry(NamedTuple):

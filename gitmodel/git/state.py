@@ -33,7 +33,9 @@ class Listed:
 def ls_files(repository, store: Store, rev: str | None = None) -> list[Listed]:
     """The checkpoints of a revision's tree, or (no `rev`) of the index, by path."""
     found = list(_pointers(repository, rev))
-    differ = set(revisions.changed_paths(Path(repository.workdir), [rev] if rev else [], False, [])) if found else set()
+    bare = repository.workdir is None
+    differ = set() if bare or not found else \
+        set(revisions.changed_paths(Path(repository.workdir), [rev] if rev else [], False, []))
     return sorted((Listed(path, ptr.size, ptr.content, _work_tree(repository, path, path in differ),
                           store_state(store, ptr.content)) for path, ptr in found),
                   key=lambda item: item.path)
@@ -55,6 +57,8 @@ def _pointers(repository, rev: str | None):
 
 
 def _work_tree(repository, path: str, differs: bool) -> str:
+    if repository.workdir is None:
+        return ABSENT                                    # a bare repository
     file = Path(repository.workdir) / path
     try:
         if file.is_symlink() or not file.is_file():
