@@ -294,3 +294,30 @@ def test_a_git_dir_kept_apart_from_the_work_tree(repo: Repo, tmp_path: Path):
     assert sha256(work / "m.safetensors") == digest
     listed = json.loads(Repo(work, repo.env).gitmodel("ls-files", "--json").stdout)
     assert [(i["work_tree"], i["store"]) for i in listed] == [("file", "complete")]
+
+
+def test_a_partial_clone_pushes_and_reviews_without_every_old_blob(repo: Repo, tmp_path: Path):
+    """`git clone --filter=blob:none` leaves old pointer blobs on the server: every push,
+    log and status failed with an internal error on the first one."""
+    for seed in range(3):
+        write_safetensors(repo.path / "m.safetensors", random_model(seed, layers=1, width=64))
+        if not seed:
+            repo.gitmodel("remote", "add", "origin", str(tmp_path / "store"))
+        repo.commit(f"v{seed}")
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "hub.git")], check=True)
+    subprocess.run(["git", "-C", str(tmp_path / "hub.git"), "config", "uploadpack.allowFilter", "true"], check=True)
+    repo.git("push", "-q", str(tmp_path / "hub.git"), "main")
+    work = tmp_path / "partial"
+    subprocess.run(["git", "clone", "-q", "--filter=blob:none", f"file://{tmp_path / 'hub.git'}", str(work)],
+                   env=dict(repo.env, GITMODEL_SKIP_SMUDGE="1"), check=True, capture_output=True)
+    clone = Repo(work, repo.env)
+    clone.gitmodel("install")
+    clone.gitmodel("pull")
+    newest = sha256(write_safetensors(work / "m.safetensors", random_model(9, layers=1, width=64)))
+    clone.commit("v3")
+    assert b"uploaded" in clone.git("push", "-q", "origin", "main").stderr
+    assert json.loads(clone.gitmodel("status", "--json").stdout)["unpushed"] == []
+    log = clone.gitmodel("log", "m.safetensors").stdout                # fetches the old pointers
+    assert [line.split("  ")[-1] for line in log.splitlines() if line[0] != " "] == ["v3", "v2", "v1", "v0"]
+    assert "m.safetensors" in clone.gitmodel("diff", "HEAD~3", "HEAD").stdout
+    assert sha256(work / "m.safetensors") == newest

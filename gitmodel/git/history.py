@@ -27,7 +27,7 @@ class HistoryError(GitmodelError):
 def _pointer(repo: pygit2.Repository, oid: pygit2.Oid, path: str, found: dict) -> None:
     if oid not in found:
         try:
-            ptr = pointer_blob(repo, oid, path)
+            ptr = pointer_blob(repo, oid, path, fetch=False)
         except pointers.PointerError as err:
             raise HistoryError(str(err), "Restore the pointer from another commit, or add the "
                                "checkpoint again") from None

@@ -21,7 +21,7 @@ import pygit2
 
 from gitmodel import metrics
 from gitmodel.git import remotes
-from gitmodel.git.repo import commit as find_commit
+from gitmodel.git.repo import blob_data, commit as find_commit
 from gitmodel.git.revisions import INDEX, index_entry   # a side: a revision, INDEX, or None (work tree)
 from gitmodel.metrics import METRIC, PARAM, NumberDiff, Rules
 
@@ -52,9 +52,9 @@ def _bytes_at(repository: pygit2.Repository, side, path: str) -> bytes | None:
             return file.read_bytes() if file.is_file() else None
         if side == INDEX:
             entry = index_entry(repository, path)
-            return repository[entry.id].data if entry is not None else None
+            return blob_data(repository, entry.id) if entry is not None else None
         found = find_commit(repository, side) if isinstance(side, str) else side
-        return found.tree[path].data if found is not None else None
+        return blob_data(repository, found.tree[path].id) if found is not None else None
     except (KeyError, OSError):
         return None
 

@@ -160,17 +160,52 @@ def commit(repository, rev: str):
         return None
 
 
-def pointer_blob(repository, oid, path: str = "") -> pointers.Pointer | None:
+def pointer_blob(repository, oid, path: str = "", fetch: bool = True) -> pointers.Pointer | None:
     """The pointer a blob holds, or None when it is not a pointer. A blob that starts like a
-    pointer but does not parse raises PointerError naming `path`."""
+    pointer but does not parse raises PointerError naming `path`. In a partial clone, a blob
+    git has not fetched yet is fetched by git (`fetch`), or taken for no pointer: walks of the
+    whole history (push, status, repack) must not download every old blob, and this clone
+    cannot have made a checkpoint whose pointer it never held."""
     import pygit2
-    kind, size = repository.odb.read_header(oid)
+    try:
+        kind, size = repository.odb.read_header(oid)
+    except KeyError:
+        data = blob_data(repository, oid, fetch)
+        kind, size = (pygit2.GIT_OBJECT_BLOB, len(data)) if data is not None else (None, 0)
+    else:
+        data = None
     if kind != pygit2.GIT_OBJECT_BLOB or size > pointers.MAX_POINTER_SIZE:
         return None
     try:
-        return pointers.sniff(repository[oid].data)
+        return pointers.sniff(repository[oid].data if data is None else data)
     except pointers.PointerError as err:
         raise pointers.PointerError(f"{path or 'blob'} ({oid}) is a damaged pointer: {err}") from None
+
+
+def blob_data(repository, oid, fetch: bool = True) -> bytes | None:
+    """A blob's bytes. In a partial clone one that is not here yet is fetched by git from
+    the promisor remote (`fetch`), or None; elsewhere a missing blob is damage."""
+    try:
+        return repository[oid].data
+    except KeyError:
+        if not partial_clone(repository):
+            raise GitError(f"the repository lacks object {oid}: `git fsck` says more") from None
+    if not fetch:
+        return None
+    found = run_git("cat-file", "blob", str(oid), cwd=repository.workdir or repository.path, check=False)
+    if found.returncode != 0:
+        raise GitError(f"git could not fetch object {oid} of this partial clone: "
+                       f"{found.stderr.decode(errors='replace').strip()}")
+    return found.stdout
+
+
+def partial_clone(repository) -> bool:
+    """Whether objects may be missing on purpose (`git clone --filter`: a promisor remote)."""
+    config = repository.config
+    if "extensions.partialclone" in config:
+        return True
+    return any(entry.name.startswith("remote.") and entry.name.endswith(".promisor") and
+               entry.value.lower() in ("true", "yes", "on", "1") for entry in config)
 
 
 def without_skip_smudge() -> dict[str, str]:
