@@ -155,6 +155,38 @@ def tensor_digest(chunk_ids: list[bytes]) -> str:
     return blake3.blake3(b"".join(chunk_ids)).hexdigest()[:pointers.DIGEST_CHARS]
 
 
+def pointer_mismatch(ptr: Pointer, store: Store) -> str | None:
+    """What in a pointer is not what its `content` line names; None when all agrees, or when
+    the store lacks what it would take to tell. A pointer is a pure function of the file's
+    bytes, so a difference means its lines come from two versions (`git add -p` staged some
+    hunks of a pointer's change and not others) or were edited by hand. Reads the format's
+    headers only."""
+    try:
+        file = stored.StoredFile(store, ptr.content)
+        if file.size != ptr.size:
+            return f"its size line says {ptr.size} bytes, the checkpoint it names has {file.size}"
+        if ptr.format == "opaque":
+            return None
+        stream = PeekableStream(file)
+        table = []
+        for segment in formats.detect(stream).segments:
+            if segment.tensor is not None:
+                t = segment.tensor
+                table.append((t.name, t.dtype, tuple(t.shape),
+                              tensor_digest(file.chunks_in(stream.position, segment.length))))
+            if stream.skip(segment.length) < segment.length:
+                return None                           # a truncated file: its pointer is opaque
+    except (GitmodelError, ValueError, OSError):
+        return None
+    listed = [(t.name, t.dtype, tuple(t.shape), t.digest) for t in ptr.tensors]
+    if listed == table:
+        return None
+    first = next((a[0] for a, b in zip(listed, table) if a != b), None) or \
+        (listed[len(table)][0] if len(listed) > len(table) else table[len(listed)][0])
+    return (f"its tensor table is not that of the checkpoint its content line names (first "
+            f"difference: {pointers.quote_name(first)})")
+
+
 _UNTIL_EOF = 1 << 63
 
 

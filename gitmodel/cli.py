@@ -231,6 +231,9 @@ def cmd_status(args) -> int:
     human = state.human
     sections = [("staged", [f"{s['path']}  {(s['old'] or 'new')[:12]} -> {(s['new'] or 'deleted')[:12]}"
                             for s in found.staged]),
+                ("staged pointers that do not describe one checkpoint (`git add -p` took part of "
+                 "a change? `git add --renormalize PATH` stages it whole)",
+                 [f"{m['path']}: {m['why']}" for m in found.mixed]),
                 ("modified, not staged", found.modified),
                 ("unmerged (`gitmodel merge --resolve PATH --strategy S` finishes each)",
                  found.unmerged),
@@ -391,7 +394,7 @@ def cmd_push(args) -> int:
 @command("pre-push", "(git hook) upload checkpoints for a push",
          lambda p: (p.add_argument("name"), p.add_argument("url"), p.set_defaults(quiet=False)))
 def cmd_pre_push(args) -> int:
-    from gitmodel import sync
+    from gitmodel import checkpoint, sync
     from gitmodel.git import history, repo
     if os.environ.get("GITMODEL_SKIP_PUSH", "") not in ("", "0"):
         return 0
@@ -408,10 +411,22 @@ def cmd_pre_push(args) -> int:
               "origin <url>` (a folder or any fsspec URL), or push without them: "
               "GITMODEL_SKIP_PUSH=1 git push", file=sys.stderr)
         return 1
+    new = history.pointers_new_to_remote(repository, lines)
+    mixed = [(path, why) for path, ptr in new
+             if (why := checkpoint.pointer_mismatch(ptr, session.store)) is not None]
+    if mixed:
+        for path, why in mixed:
+            print(f"gitmodel: {path}: the committed pointer does not describe one checkpoint: "
+                  f"{why}", file=sys.stderr)
+        print("gitmodel: nothing was pushed. Its lines come from two versions (`git add -p` "
+              "staged part of a checkpoint's change) or were edited. Stage the file whole "
+              "(`git add --renormalize PATH`), `git commit --amend` (or rebase to the commit), "
+              "and push again", file=sys.stderr)
+        return 1
     from gitmodel.git import repacking
     repacking.before_push(session)
     stats = sync.push(session.store, view, checkpoints,
-                      pin=history.pointers_new_to_remote(repository, lines))
+                      pin={ptr.content: path for path, ptr in new})
     _say(args, f"{len(checkpoints)} checkpoint(s) on {view}: uploaded {stats.objects} "
                f"object(s), {_size(stats.bytes)} in {stats.packs} pack(s)")
     return 0

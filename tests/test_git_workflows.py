@@ -321,3 +321,30 @@ def test_a_partial_clone_pushes_and_reviews_without_every_old_blob(repo: Repo, t
     assert [line.split("  ")[-1] for line in log.splitlines() if line[0] != " "] == ["v3", "v2", "v1", "v0"]
     assert "m.safetensors" in clone.gitmodel("diff", "HEAD~3", "HEAD").stdout
     assert sha256(work / "m.safetensors") == newest
+
+
+def test_a_pointer_staged_in_part_by_add_p_is_named_and_never_pushed(repo: Repo, tmp_path: Path):
+    """`git add -p` applies hunks of the pointer text: staging some and not others made a
+    pointer whose content line and tensor table come from two versions, and every review of
+    that commit described weights that are not the ones stored."""
+    model = random_model(4, layers=6)
+    write_safetensors(repo.path / "m.safetensors", model)
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "store"))
+    repo.commit("v1")
+    model["layers.5.bias"] = model["layers.5.bias"] + np.float32(1)
+    write_safetensors(repo.path / "m.safetensors", model)
+    subprocess.run(["git", "add", "-p", "m.safetensors"], cwd=repo.path, env=repo.env, input=b"n\ny\n",
+                   check=True, capture_output=True)
+    staged = repo.out("show", ":m.safetensors")
+    assert staged != repo.out("show", "HEAD:m.safetensors"), "git staged part of the change"
+    mixed = json.loads(repo.gitmodel("status", "--json").stdout)["mixed"]
+    assert [m["path"] for m in mixed] == ["m.safetensors"] and "layers.5.bias" in mixed[0]["why"]
+    repo.git("commit", "-q", "-m", "partial")
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "hub.git")], check=True)
+    refused = repo.git("push", "-q", str(tmp_path / "hub.git"), "main", check=False)
+    assert refused.returncode != 0 and b"does not describe one checkpoint" in refused.stderr
+    assert b"nothing was pushed" in refused.stderr and not (tmp_path / "store").exists()
+    repo.git("add", "--renormalize", "m.safetensors")
+    repo.git("commit", "-q", "--amend", "--no-edit")
+    assert json.loads(repo.gitmodel("status", "--json").stdout)["mixed"] == []
+    assert b"uploaded" in repo.git("push", "-q", str(tmp_path / "hub.git"), "main").stderr

@@ -66,6 +66,16 @@ def pointers_introduced(repo: pygit2.Repository, tips: Iterable[str],
                         known: Iterable[str] = ()) -> dict[str, str]:
     """Checkpoints added or changed by commits reachable from `tips` but not from `known`
     (revisions the other side has; ones unknown here are ignored)."""
+    return _result(_introduced(repo, tips, known))
+
+
+def pointer_texts_introduced(repo: pygit2.Repository, tips: Iterable[str],
+                             known: Iterable[str] = ()) -> list[tuple[str, Pointer]]:
+    """(path, pointer) of each pointer blob those commits add or change."""
+    return [item for item in _introduced(repo, tips, known).values() if item is not None]
+
+
+def _introduced(repo: pygit2.Repository, tips: Iterable[str], known: Iterable[str]) -> dict:
     tip_commits = [c for c in (_commit(repo, rev) for rev in tips) if c is not None]
     if not tip_commits:
         return {}
@@ -86,7 +96,7 @@ def pointers_introduced(repo: pygit2.Repository, tips: Iterable[str],
             if delta.status != pygit2.enums.DeltaStatus.DELETED and \
                     delta.new_file.mode in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE):
                 _pointer(repo, delta.new_file.id, delta.new_file.path, found)
-    return _result(found)
+    return found
 
 
 def pointers_for_push(repo: pygit2.Repository, lines: Iterable[str]) -> dict[str, str]:
@@ -99,13 +109,14 @@ def pointers_for_push(repo: pygit2.Repository, lines: Iterable[str]) -> dict[str
     return pointers_introduced(repo, tips)
 
 
-def pointers_new_to_remote(repo: pygit2.Repository, lines: Iterable[str]) -> dict[str, str]:
-    """The checkpoints a push's commits introduce that the remote's refs (as pre-push gives
-    them) do not have in their history: what a remote gc could not yet know is live."""
+def pointers_new_to_remote(repo: pygit2.Repository, lines: Iterable[str]) -> list[tuple[str, Pointer]]:
+    """(path, pointer) of what a push's commits introduce that the remote's refs (as
+    pre-push gives them) do not have in their history: what a remote gc could not yet know
+    is live, and what this push shares for the first time."""
     parts = [line.split() for line in lines]
     tips = [p[1] for p in parts if len(p) == 4 and p[1].strip("0")]
     known = [p[3] for p in parts if len(p) == 4 and p[3].strip("0")]
-    return pointers_introduced(repo, tips, known)
+    return pointer_texts_introduced(repo, tips, known)
 
 
 def all_refs(repo: pygit2.Repository) -> list[str]:

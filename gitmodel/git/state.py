@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gitmodel import pointer as pointers, stored
+from gitmodel import checkpoint, pointer as pointers, stored
 from gitmodel.errors import GitmodelError
 from gitmodel.git import history, revisions
 from gitmodel.git.repo import commit, index_entries, open_repository, pointer_blob
@@ -89,6 +89,7 @@ class Status:
     staged: list[dict] = field(default_factory=list)       # path, old, new (content ids or None)
     modified: list[str] = field(default_factory=list)      # work tree differs from the index
     unmerged: list[str] = field(default_factory=list)      # conflicted in a merge in progress
+    mixed: list[dict] = field(default_factory=list)        # path, why: a staged pointer of two versions
     unpushed: list[dict] = field(default_factory=list)     # path, content: in no remote-tracking ref
     remote: str | None = None                               # the default gitmodel remote
     not_on_remote: list[dict] = field(default_factory=list)  # path, content, in_local_store
@@ -115,6 +116,10 @@ def status(session) -> Status:
         new = index[path].content if path in index else None
         if head.get(path) != new:
             result.staged.append({"path": path, "old": head.get(path), "new": new})
+    for path in sorted(set(index) - set(result.unmerged)):
+        why = checkpoint.pointer_mismatch(index[path], session.store)
+        if why is not None:
+            result.mixed.append({"path": path, "why": why})
     workdir = Path(repository.workdir)
     merged = [p for p in sorted(index) if p not in result.unmerged]   # the others git cannot clean
     if merged:
