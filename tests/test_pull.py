@@ -51,7 +51,7 @@ def test_pull_writes_files_from_the_store_and_leaves_the_index_clean(tmp_path: P
     (clone.path / "m0.safetensors").touch()          # the check can fail: a stat change re-cleans
     assert clone.git(*NO_FILTER, "status", "--porcelain", check=False).returncode != 0
     assert clone.status() == ""
-    assert not list(clone.path.glob(".*gitmodel-tmp"))
+    assert not list(clone.path.glob(".gitmodel-*.tmp"))
 
 
 def test_pull_restores_what_it_can_and_names_what_it_cannot(tmp_path: Path, git_env):
@@ -73,3 +73,39 @@ def test_pull_restores_what_it_can_and_names_what_it_cannot(tmp_path: Path, git_
     assert sha256(clone.path / "m0.safetensors") == sums["m0.safetensors"]
     assert clone.git(*NO_FILTER, "status", "--porcelain", "m0.safetensors").stdout == b""
     assert (clone.path / "m1.safetensors").read_bytes().startswith(b"gitmodel pointer")
+
+
+def test_each_pull_writes_its_own_temporary_file_and_sweeps_dead_ones(tmp_path: Path, git_env):
+    """Two pulls of one file wrote into one temporary file (`.NAME.gitmodel-tmp`): one
+    truncated what the other was writing, and a file with a hole of zeros was renamed into
+    place and reported restored. The name was also too long for a 242-byte file name."""
+    import os
+    import time
+    from gitmodel.store import files
+    work = make_repo(tmp_path / "work", git_env)
+    work.gitmodel("remote", "add", "origin", str(tmp_path / "store"))
+    long_name = "m" * 238 + ".safetensors"                         # 250 bytes
+    digest = sha256(write_safetensors(work.path / long_name, random_model(1, layers=2)))
+    work.commit("long")
+    hub = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
+    work.git("push", "-q", str(hub), "main")
+    clone = pointer_clone(hub, tmp_path / "clone", git_env)
+    dead = clone.path / ".gitmodel-deadbeef.tmp"                   # a killed pull's leftover
+    dead.write_bytes(b"\0" * 100)
+    os.utime(dead, (time.time() - 60, time.time() - 60))
+    with files.replacing(clone.path / "notes.txt") as live:        # a pull still writing
+        live.write(b"half")
+        os.utime(live.name, (time.time() - 60, time.time() - 60))
+        clone.gitmodel("pull")
+        assert Path(live.name).exists() and not dead.exists()
+    assert sha256(clone.path / long_name) == digest
+    assert (clone.path / "notes.txt").read_bytes() == b"half"
+
+    # Two writers of one file never share a temporary file; each rename is whole.
+    target = tmp_path / "target"
+    with files.replacing(target) as first, files.replacing(target) as second:
+        assert first.name != second.name
+        first.write(b"a" * 1000)
+        second.write(b"b" * 10)
+    assert target.read_bytes() == b"a" * 1000 and not list(tmp_path.glob(".gitmodel-*.tmp"))  # renamed last

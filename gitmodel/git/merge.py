@@ -19,6 +19,7 @@ from gitmodel import merge, pointer as pointers
 from gitmodel.errors import GitmodelError
 from gitmodel.git import repo
 from gitmodel.git.session import Session
+from gitmodel.store import files
 from gitmodel.pointer import Pointer
 
 # (attribute / config / environment suffix, Strategy field, parser)
@@ -241,13 +242,8 @@ def merge_files(specs: list[str], base_spec: str | None, output: Path, strategy:
         inputs = [load(spec) for spec in specs]
         result = merge.merge(base, inputs, [Path(s).name for s in specs], store, strategy, fetch)
         if result.pointer is not None:
-            tmp = output.with_name(f".{output.name}.gitmodel-tmp")
-            try:
-                with open(tmp, "wb") as out:
-                    checkpoint.smudge(result.pointer, store, out)
-                os.replace(tmp, output)
-            finally:
-                tmp.unlink(missing_ok=True)
+            with files.replacing(output) as out:
+                checkpoint.smudge(result.pointer, store, out)
         return result
     finally:
         if workspace is not None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from gitmodel import checkpoint
 from gitmodel.errors import GitmodelError
+from gitmodel.store import files
 from gitmodel.git import repo
 from gitmodel.process import child_environment
 
@@ -74,16 +75,13 @@ def _check_sha256(path: Path, oid: str) -> None:
 def _verified_copy(source: Path, target: Path, oid: str) -> None:
     """Copy an LFS object, checking its sha256 (the id git-lfs gave it) on the way."""
     digest = hashlib.sha256()
-    tmp = target.with_name(f".{target.name}.gitmodel-tmp")
-    with open(source, "rb") as src, open(tmp, "wb") as dst:
+    with open(source, "rb") as src, files.replacing(target) as dst:
         while block := src.read(8 << 20):
             digest.update(block)
             dst.write(block)
-    if digest.hexdigest() != oid:
-        tmp.unlink()
-        raise MigrateError(f"the git-lfs object {source} does not match its id {oid[:16]}…",
-                           "Nothing was converted. `git lfs fsck` checks git-lfs's objects")
-    os.replace(tmp, target)
+        if digest.hexdigest() != oid:           # raising here leaves the target as it was
+            raise MigrateError(f"the git-lfs object {source} does not match its id {oid[:16]}…",
+                               "Nothing was converted. `git lfs fsck` checks git-lfs's objects")
 
 
 # ----------------------------------------------------------------------------- the current files

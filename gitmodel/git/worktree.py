@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gitmodel.errors import GitmodelError
 from gitmodel.git import repo
+from gitmodel.store import files
 
 
 class RestoreError(GitmodelError):
@@ -50,19 +51,15 @@ def materialize(store, repository, pointers: dict, say=lambda line: None) -> lis
     def write(path: str) -> str | None:
         try:
             restore = checkpoint.Restore(pointers[path], store)
-            target = top / path
-            tmp = target.with_name(f".{target.name}.gitmodel-tmp")
-            with open(tmp, "wb") as out:
+            with files.replacing(top / path) as out:
                 restore.write_to(lambda *buffers: out.writelines(buffers))
-            os.chmod(tmp, os.stat(target).st_mode & 0o7777)
-            os.replace(tmp, target)
             say(f"restored {path} ({pointers[path].size / (1 << 20):.1f} MiB)")
             return path
         except (GitmodelError, OSError) as err:
             failed[path] = err.full() if isinstance(err, GitmodelError) else str(err)
-            Path(top / path).with_name(f".{Path(path).name}.gitmodel-tmp").unlink(missing_ok=True)
             return None
 
+    files.sweep_beside([top / path for path in pointers])     # a killed pull's leftovers
     with ThreadPoolExecutor(PARALLEL_FILES) as pool:
         written = [p for p in pool.map(write, sorted(pointers)) if p is not None]
     if written:

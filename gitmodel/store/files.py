@@ -141,6 +141,50 @@ def write_durably(path: Path, data: bytes, mode: int = 0o444, tmp_dir: Path | No
     fsync_dir(path.parent)
 
 
+TEMP_PREFIX, TEMP_SUFFIX = ".gitmodel-", ".tmp"
+
+
+@contextmanager
+def replacing(target: Path, mode: int | None = None) -> Iterator:
+    """A binary file to write `target`'s new bytes into, renamed over `target` when the block
+    ends without error and removed when it raises. Its name is this writer's own (two
+    commands restoring one file at once must never write into one temporary file) and short
+    (a name near the 255-byte limit leaves no room for a suffix); it is locked while written,
+    so `sweep_beside` can tell a killed writer's leftover from a live one. `mode`: the new
+    file's permissions (default: `target`'s, else what the umask allows)."""
+    import tempfile
+    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent)
+    try:
+        lock(fd)
+        with open(name, "wb") as out:
+            yield out
+        if mode is None:
+            try:
+                mode = stat.S_IMODE(os.stat(target).st_mode)
+            except FileNotFoundError:
+                mode = 0o666 & ~_umask()
+        os.chmod(name, mode)
+        os.replace(name, target)              # still locked: the lock goes with the file
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+
+
+def sweep_beside(targets: list[Path], grace: float = GRACE) -> int:
+    """Remove what killed `replacing` writers left in the folders of these files."""
+    removed = 0
+    for folder in {t.parent for t in targets}:
+        try:
+            names = [p for p in folder.iterdir()
+                     if p.name.startswith(TEMP_PREFIX) and p.name.endswith(TEMP_SUFFIX)]
+        except OSError:
+            continue
+        removed += sum(remove_if_dead(p, grace) for p in names)
+    return removed
+
+
 def lock(fd: int) -> None:
     """Mark a temporary file as in use for as long as `fd` stays open."""
     fcntl.flock(fd, fcntl.LOCK_EX)
