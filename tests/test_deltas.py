@@ -392,6 +392,30 @@ def test_bf16_weights_saved_as_fp32_store_in_about_half(repo: Repo):
     assert packs_size(repo.store) <= 0.52 * path.stat().st_size
 
 
+def test_a_repacked_pack_that_lost_its_index_is_indexed_again(repo: Repo):
+    """One pack can hold a delta before its base (gc joins a repack's packs in order).
+    Rebuilding a lost index (a crash between the pack's rename and its index's, a deleted
+    file) checked each delta before its base was known: the pack could never be indexed
+    again, and gc stopped for good."""
+    from gitmodel.store.objects import rebuild_index
+    sums = series(repo, 3)
+    repo.gitmodel("repack")
+    repo.gitmodel("gc")                          # one pack: deltas first, their bases after
+    assert codec.DELTA in encodings(repo.store)
+    for index in sorted((repo.store / "packs").glob("*.idx")):
+        data = index.read_bytes()
+        index.unlink()
+        store = Store(repo.store)                             # the other packs' indexes
+        assert rebuild_index(index.with_suffix(".pack"), store.bases) == (index.stem, data)
+        store.close()
+    for index in (repo.store / "packs").glob("*.idx"):
+        index.unlink()
+    assert_versions_exact(repo, sums)                 # every pack adopted again
+    assert codec.DELTA in encodings(repo.store)
+    fsck = repo.gitmodel("fsck", "--all")
+    assert "3 complete" in fsck.stdout and "0 problem(s)" in fsck.stdout, fsck.stdout
+
+
 def test_a_damaged_base_is_named_and_the_deltas_are_not_blamed(repo: Repo):
     series(repo, 3)
     repo.gitmodel("repack")

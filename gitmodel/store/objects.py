@@ -832,21 +832,47 @@ def _bases_of(oid: bytes, bases: codec.Bases | None) -> codec.Bases:
 
 def rebuild_index(path: Path, bases: codec.Bases | None = None) -> tuple[str, bytes] | None:
     """(pack name, index bytes) rebuilt by walking a pack's records, each verified (deltas
-    against `bases`); None if any record is damaged or the pack is cut short (its good records
-    can still be salvaged)."""
+    against `bases`, or against whole chunks of this same pack, where a delta may come before
+    its base); None if any record is damaged or the pack is cut short (its good records can
+    still be salvaged)."""
     entries: dict[bytes, Entry] = {}
+    deltas: list[tuple[bytes, Entry]] = []
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         end = len(b"GMPACK01")
         for oid, entry, record in scan(f.read):
-            try:
-                check_record(oid, entry, record, bases)
-            except CorruptObject:
-                return None
+            if entry.encoding == codec.DELTA:
+                deltas.append((oid, entry))         # checked once every record is known
+            else:
+                try:
+                    check_record(oid, entry, record, bases)
+                except CorruptObject:
+                    return None
             entries.setdefault(oid, entry)
             end = entry.offset + len(record)
-    if end != size:
-        return None
+        if end != size:
+            return None
+
+        def record_of(entry: Entry) -> bytes:
+            return os.pread(f.fileno(), record_head.size + entry.stored_length, entry.offset)
+
+        def here_or_elsewhere(ids: list[bytes]) -> list:
+            out = []
+            for cid in ids:
+                own = entries.get(cid)
+                if own is not None and own.encoding != codec.DELTA:
+                    out.append(check_record(cid, own, record_of(own)))
+                elif bases is not None:
+                    out.extend(bases([cid]))
+                else:
+                    raise MissingObjects([cid])
+            return out
+
+        for oid, entry in deltas:
+            try:
+                check_record(oid, entry, record_of(entry), here_or_elsewhere)
+            except CorruptObject:
+                return None
     return encode_index(entries)
 
 
