@@ -109,3 +109,31 @@ def test_migrate_without_the_lfs_objects_says_what_to_run_and_changes_nothing(tm
     assert "Traceback" not in result.stderr
     assert repo.out("rev-parse", "HEAD").strip() == before
     assert "filter=lfs" in (repo.path / ".gitattributes").read_text()
+
+
+def test_migrate_refuses_an_unstaged_edit_of_the_same_size(tmp_path: Path, git_env):
+    """The edit would have gone into the conversion commit: only the size was compared."""
+    repo, sums = lfs_repo(tmp_path / "repo", git_env)
+    edited = sha256(write_safetensors(repo.path / MODEL, random_model(7, layers=3, width=128)))
+    assert edited != sums[-1]
+    before = repo.out("rev-parse", "HEAD").strip()
+    result = repo.gitmodel("migrate", check=False)
+    assert result.returncode == 1 and "differs from what git-lfs committed" in result.stderr
+    assert repo.out("rev-parse", "HEAD").strip() == before and sha256(repo.path / MODEL) == edited
+
+
+def test_migrate_that_cannot_commit_leaves_git_lfs_as_it_was(tmp_path: Path, git_env):
+    """A failing `git add` or commit (a full disk, a hook) left .gitattributes converted and
+    staged with the files still git-lfs's, and a second migrate refused to run."""
+    repo, sums = lfs_repo(tmp_path / "repo", git_env)
+    attributes = (repo.path / ".gitattributes").read_text()
+    hook = repo.path / ".git/hooks/pre-commit"
+    hook.write_text("#!/bin/sh\necho 'no commits today' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    result = repo.gitmodel("migrate", check=False)
+    assert result.returncode == 1 and "Nothing was converted" in result.stderr
+    assert (repo.path / ".gitattributes").read_text() == attributes
+    assert repo.out("diff", "--cached", "--name-only") == ""
+    hook.unlink()
+    assert "1 file(s) now stored with gitmodel" in repo.gitmodel("migrate").stderr
+    assert sha256(repo.path / MODEL) == sums[-1]

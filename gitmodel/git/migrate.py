@@ -62,12 +62,16 @@ def convert_attributes(text: str) -> str:
     return "\n".join(line(t) for t in text.split("\n"))
 
 
-def _check_sha256(path: Path, oid: str) -> None:
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(8 << 20):
             digest.update(block)
-    if digest.hexdigest() != oid:
+    return digest.hexdigest()
+
+
+def _check_sha256(path: Path, oid: str) -> None:
+    if _sha256(path) != oid:
         raise MigrateError(f"the git-lfs object {path} does not match its id {oid[:16]}…",
                            "Nothing was rewritten. `git lfs fsck` checks git-lfs's objects")
 
@@ -118,27 +122,35 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
                                    "Nothing was converted. Run `git lfs fetch` (or `git lfs "
                                    "pull`), then migrate again")
             _verified_copy(source, target, oid)
-        elif target.stat().st_size != size:
+        elif target.stat().st_size != size or _sha256(target) != oid:   # an edit not yet staged
             raise MigrateError(f"{name} differs from what git-lfs committed",
                                "Nothing was converted. Commit or restore it first")
         converted.append(name)
-    changed = []
+    changed: dict[str, str] = {}                     # name -> its text before
     for name in attributes:
         path = top / name
         text = path.read_text(encoding="utf-8")
         new = convert_attributes(text)
         if new != text:
             path.write_text(new, encoding="utf-8")
-            changed.append(name)
+            changed[name] = text
     if not converted and not changed:
         raise MigrateError("no file here is stored with git-lfs", "Nothing was converted")
     say(f"converting {len(converted)} file(s) and {len(changed)} .gitattributes file(s)")
-    repo.run_git("add", "--", *changed, cwd=top)
-    if converted:
-        paths = b"".join(os.fsencode(p) + b"\0" for p in converted)
-        repo.run_git("add", "--renormalize", "--pathspec-from-file=-", "--pathspec-file-nul",
-                     cwd=top, input=paths, capture=False)
-    repo.run_git("commit", "-q", "-m", message, cwd=top)
+    try:
+        repo.run_git("add", "--", *changed, cwd=top)
+        if converted:
+            paths = b"".join(os.fsencode(p) + b"\0" for p in converted)
+            repo.run_git("add", "--renormalize", "--pathspec-from-file=-", "--pathspec-file-nul",
+                         cwd=top, input=paths, capture=False)
+        repo.run_git("commit", "-q", "-m", message, cwd=top)
+    except GitmodelError as err:          # a full disk...: back to git-lfs's attributes and index
+        for name, text in changed.items():
+            (top / name).write_text(text, encoding="utf-8")
+        repo.run_git("reset", "-q", "--", *changed, *converted, cwd=top, check=False)
+        raise MigrateError(f"{err}", "Nothing was converted: .gitattributes and the index are "
+                           "as they were, and the work tree holds the files' bytes. Fix the "
+                           "cause (space, permissions), then migrate again") from None
     head = repo.run_git("rev-parse", "HEAD", cwd=top).stdout.decode().strip()
     return converted, head
 
