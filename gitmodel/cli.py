@@ -718,8 +718,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gitmodel: error: {err.full()}", file=sys.stderr)
             return 1
         if isinstance(err, OSError):
+            import errno
             where = f" ({err.filename})" if err.filename else ""
             print(f"gitmodel: error: {err.strerror or err}{where}", file=sys.stderr)
+            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+                print("gitmodel: a write failed on this machine's disk; nothing half-written is "
+                      "used (files count once written whole and renamed). Free space (or make "
+                      "the folder writable), then run the command again", file=sys.stderr)
             return 1
         if os.environ.get("GITMODEL_DEBUG"):
             raise

@@ -857,3 +857,36 @@ def test_a_sweep_while_a_mirror_uploads_a_pack_leaves_the_copy_alone(tmp_path: P
     assert copied == sorted(p.name for p in store.pack_dir.iterdir())
     for name in copied:
         assert (tmp_path / "copy/packs" / name).read_bytes() == (store.pack_dir / name).read_bytes()
+
+
+def test_a_full_folder_remote_is_said_at_once_not_retried(tmp_path: Path, monkeypatch):
+    """A full (or read-only) remote was retried for minutes as if the network were down, and
+    the advice was to check the network."""
+    import errno
+    store, manifests, _ = _store_with(tmp_path, [50])
+    view = _view(tmp_path / "remote", store)
+    calls = []
+
+    def full(*args, **kwargs):
+        calls.append(args)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(view.backend.backend, "_write_local", full)
+    monkeypatch.setenv("GITMODEL_REMOTE_TIMEOUT", "60")
+    with pytest.raises(RemoteError) as raised:
+        transfer.upload(store, view, _objects(store, manifests))
+    assert len(calls) == 1 and "No space left on device" in str(raised.value)
+    assert "Free space on the remote" in raised.value.full()
+
+
+def test_a_full_local_disk_is_named_with_what_to_do(tmp_path: Path, env):
+    """A write to this machine's disk that failed said only "File too large"."""
+    repo = make_repo(tmp_path / "w", env)
+    write_safetensors(repo.path / "m.safetensors", random_model(2))
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "store"))
+    repo.commit("m")
+    result = subprocess.run(["bash", "-c", "ulimit -f 200 && exec gitmodel push"], cwd=repo.path,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "File too large" in result.stderr, result.stderr
+    assert "nothing half-written is used" in result.stderr and "Traceback" not in result.stderr
+    assert repo.gitmodel("push").returncode == 0                  # room again: it completes

@@ -81,6 +81,9 @@ _PERMANENT = (PermissionError, IsADirectoryError, NotADirectoryError, ValueError
 _PERMANENT_NAMES = {"NoCredentialsError", "PartialCredentialsError", "ParamValidationError",
                     "SSLError", "NoRegionError", "InvalidRegionError"}
 
+# A full or read-only remote does not heal by waiting: not retried, and said as such.
+_FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
 # Object stores have no folders to make, and their makedirs creates the bucket: a typo in its
 # name would get a bucket of its own, and the push would succeed there. Their owners make them.
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "oss"}
@@ -253,7 +256,8 @@ class FsspecBackend:
         return sum(files.remove_if_dead(Path(self.pack_dir) / name) for name in listing.temporaries)
 
     def is_permanent(self, err: BaseException) -> bool:
-        if isinstance(err, OSError) and err.errno in (errno.EINVAL, errno.EACCES, errno.EPERM):
+        if isinstance(err, OSError) and err.errno in (errno.EINVAL, errno.EACCES, errno.EPERM,
+                                                      *_FULL_OR_READ_ONLY):
             return True
         return isinstance(err, _PERMANENT) or type(err).__name__ in _PERMANENT_NAMES
 
@@ -359,7 +363,11 @@ class Retrying:
                 reason = f"{type(err).__name__}: {err}" if str(err) else \
                     f"{type(err).__name__} (no answer within {remaining:.0f} s)"
                 if self.backend.is_permanent(err):
-                    raise RemoteError(f"remote {self}: {what} failed: {reason}") from None
+                    full = isinstance(err, OSError) and err.errno in _FULL_OR_READ_ONLY
+                    raise RemoteError(f"remote {self}: {what} failed: {reason}",
+                                      "Nothing was changed for what could not be transferred. "
+                                      "Free space on the remote (or make it writable), then "
+                                      "run the command again" if full else None) from None
                 wait = self.backoff * 2 ** (attempt - 1)
                 elapsed = time.monotonic() - start
                 if elapsed + wait >= budget:
