@@ -746,6 +746,49 @@ def test_mirror_publishes_an_index_after_the_packs_its_manifests_need(tmp_path: 
                 assert chunks <= seen, f"{name} was visible before the chunks it needs"
 
 
+def test_mirror_copies_what_is_whole_names_what_is_not_and_replaces_a_cut_copy(tmp_path: Path):
+    """One damaged pack on the source stopped the mirror before any other was copied; a pack
+    cut short at the destination was taken as copied for good (exit 0)."""
+    from gitmodel.store.pack import decode_index
+    store = Store(tmp_path / "local")
+    model = random_model(41, layers=8)
+    for step in range(4):                             # four packs, later manifests citing earlier chunks
+        model[f"layers.{step}.weight"] = model[f"layers.{step}.weight"] + 1
+        with open(write_safetensors(tmp_path / f"v{step}.safetensors", model), "rb") as f:
+            checkpoint.clean(f, store)
+    packs = sorted((store.root / "packs").glob("*.pack"))
+    newest = max(packs, key=lambda p: p.stat().st_mtime_ns)       # the last add's pack
+    whole = newest.read_bytes()
+    newest.chmod(0o644)
+    newest.write_bytes(whole[:len(whole) // 2])
+    source = open_backend(RemoteSpec("local", str(store.root)))
+    dest = open_backend(RemoteSpec("copy", str(tmp_path / "copy")))
+    with pytest.raises(RemoteError, match="1 pack\\(s\\) are damaged or gone") as raised:
+        transfer.mirror(source, dest, tmp_path / "tmp", stored.references)
+    assert "The other 3 pack(s) were copied" in raised.value.full()
+    copied = sorted((tmp_path / "copy/packs").glob("*.idx"))
+    assert len(copied) == 3 and newest.stem not in {i.stem for i in copied}
+
+    newest.write_bytes(whole)                          # repaired: the mirror completes
+    transfer.mirror(source, dest, tmp_path / "tmp", stored.references)
+    cut = tmp_path / "copy/packs" / newest.name
+    cut.chmod(0o644)
+    cut.write_bytes(whole[:100])                       # the destination's copy cut short
+    stats = transfer.mirror(source, dest, tmp_path / "tmp", stored.references)
+    assert stats.packs == 1 and cut.read_bytes() == whole
+    assert decode_index(newest.stem, (tmp_path / "copy/packs" / f"{newest.stem}.idx").read_bytes())
+
+    # The first add's pack holds chunks every later manifest cites: the later packs are copied
+    # but stay invisible, so the destination shows no checkpoint it cannot give whole.
+    oldest = min(packs, key=lambda p: p.stat().st_mtime_ns)
+    oldest.chmod(0o644)
+    oldest.write_bytes(oldest.read_bytes()[:200])
+    other = open_backend(RemoteSpec("other", str(tmp_path / "other")))
+    with pytest.raises(RemoteError, match="3 pack\\(s\\) that need them were copied but not published"):
+        transfer.mirror(source, other, tmp_path / "tmp", stored.references)
+    assert not list((tmp_path / "other/packs").glob("*.idx"))
+
+
 def test_permission_errors_name_the_remote(tmp_path: Path, monkeypatch):
     remote = open_backend(RemoteSpec(str(tmp_path / "locked"), str(tmp_path / "locked")))
 

@@ -461,7 +461,12 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
     there = dest.list_packs()
     if there.temporaries:
         dest.sweep(there)
-    wanted = sorted(have.published - there.published)
+    # A pack the destination holds at another size than the source's was cut short (or is
+    # not the same file): sent again. Same-size damage is fsck --remote's to find.
+    wanted = sorted((have.published - there.published) |
+                    {name for name in have.published & there.published
+                     if have.sizes.get(name) is not None and there.sizes.get(name) is not None
+                     and have.sizes[name] != there.sizes[name]})
     indexes = {}
     for name in wanted:
         try:
@@ -490,6 +495,7 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
             source_table.append(table)
         return source_table[0]
     bases = _bases_from(source.read_range, every_source_index, None)
+    damaged: dict[str, str] = {}
     with progress.bar(total, f"mirror to {dest.name}", quiet) as bar:
         for name in sorted(entries):
             path = tmp_dir / f"{name}.mirror"
@@ -500,23 +506,39 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
                         size, needs[name] = _copy_verified(src, out, name, entries[name],
                                                            references, bar.update, bases)
                     except (CorruptObject, PackError, FileNotFoundError) as err:
-                        raise RemoteError(f"remote {source}: {name}.pack is damaged or gone ({err}); "
-                                          f"it was not copied to {dest}") from None
+                        damaged[name] = str(err)   # the others are still copied
+                        log(f"not copying {name}: it is damaged or gone on {source} ({err})")
+                        continue
                     out.flush()
                     stats.bytes += size
                     if there.sizes.get(name) != size:
                         dest.put_pack(path, name)
             finally:
                 path.unlink(missing_ok=True)
-    for name in _publication_order(entries, needs):
+    # A copied pack whose objects cite objects only a damaged pack holds stays invisible: the
+    # destination shows no checkpoint it cannot give whole.
+    lacking = {oid for name in damaged for oid in entries[name]} - \
+        {oid for name in entries if name not in damaged for oid in entries[name]}
+    withheld = {name for name in entries if name not in damaged and needs.get(name, set()) & lacking}
+    for name in _publication_order({n: e for n, e in entries.items() if n not in damaged and
+                                    n not in withheld}, needs):
         dest.put_index(name, indexes[name])
         log(f"copied {name} ({len(entries[name])} objects)")
     # A pack file found whole at the destination was not sent again; a gc of the destination
     # may have removed it since, leaving the index just sent without it.
-    lost = sorted(set(entries) - settled_listing(dest, log).published)
+    lost = sorted(set(entries) - set(damaged) - withheld - settled_listing(dest, log).published)
     if lost:
         raise RemoteError(f"{len(lost)} pack(s) copied to {dest} were removed from it while the "
                           f"mirror ran (e.g. {lost[0]}; a gc of {dest}?)", "Run the mirror again")
+    if damaged:
+        first = next(iter(damaged))
+        raise RemoteError(f"remote {source}: {len(damaged)} pack(s) are damaged or gone and were "
+                          f"not copied to {dest} (first: {first}.pack: {damaged[first]})"
+                          + (f"; {len(withheld)} pack(s) that need them were copied but not "
+                             "published" if withheld else ""),
+                          f"The other {len(entries) - len(damaged) - len(withheld)} pack(s) were "
+                          f"copied. Repair {source} (`gitmodel fsck --remote {source.name} "
+                          "--repair` from a clone that has the files), then mirror again")
     return stats
 
 
