@@ -153,13 +153,20 @@ def cmd_repack(args) -> int:
     return 1 if report.damaged else 0
 
 
+def _not_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:                                 # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of 0 or more")
+    return value
+
+
 def _gc_arguments(p) -> None:
     p.add_argument("-n", "--dry-run", action="store_true",
                    help="say what would be removed, remove nothing")
-    p.add_argument("--keep-recent", type=float, default=None, metavar="DAYS",
+    p.add_argument("--keep-recent", type=_not_negative, default=None, metavar="DAYS",
                    help="keep everything stored in the last DAYS days, referenced or not "
                         "(default: git config gitmodel.gc.keepRecent, else 1)")
-    p.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+    p.add_argument("--wait", type=_not_negative, default=60.0, metavar="SECONDS",
                    help="how long to wait for processes writing to the store (default 60)")
     p.add_argument("--remote", metavar="NAME",
                    help="collect the gitmodel remote of git remote NAME instead: live is what "
@@ -343,8 +350,10 @@ def cmd_remote(args) -> int:
         return 0
     if args.action == "remove":
         if not remotes.remove(args.name, local=args.local):
+            other = "" if args.local or args.name not in remotes.configured()[0] else \
+                " (it is in .git/config: `gitmodel remote remove --local " + args.name + "`)"
             print(f"gitmodel: no remote {args.name!r} in "
-                  f"{'.git/config' if args.local else remotes.CONFIG_FILE}", file=sys.stderr)
+                  f"{'.git/config' if args.local else remotes.CONFIG_FILE}{other}", file=sys.stderr)
             return 1
         print(f"removed remote {args.name}")
         return 0

@@ -292,3 +292,27 @@ def test_gc_refuses_while_a_pack_has_no_usable_index(repo: Repo):
     repo.git("checkout", "--", MODEL)
     assert sha256(repo.path / MODEL) == sha256(write_safetensors(repo.path.parent / "expected", model,
                                                                  metadata={"run": "new"}))
+
+
+def test_gc_options_refs_and_leftovers_say_what_is_wrong(repo: Repo, tmp_path: Path):
+    """`--keep-recent nan` behaved as 0 and `--wait -5` was taken; a misspelt `--ref` said to
+    check the repository with git fsck; a `--local` remote could not be removed without being
+    told so; a killed writer's temporary file in the store survived every gc."""
+    write_safetensors(repo.path / MODEL, random_model(5, layers=1))
+    repo.commit("v1")
+    for option, value in (("--keep-recent", "nan"), ("--keep-recent", "-1"), ("--wait", "-5")):
+        refused = repo.gitmodel("gc", option, value, check=False)
+        assert refused.returncode == 2 and "is not a number of 0 or more" in refused.stderr
+    repo.gitmodel("remote", "add", "--local", "backup", str(tmp_path / "backup"))
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "hub.git")], check=True)
+    repo.git("remote", "add", "backup", str(tmp_path / "hub.git"))
+    typo = repo.gitmodel("gc", "--remote", "backup", "--ref", "mian", check=False)
+    assert typo.returncode == 1 and "unknown revision 'mian'" in typo.stderr and "fsck" not in typo.stderr
+    kept = repo.gitmodel("remote", "remove", "backup", check=False)
+    assert kept.returncode == 1 and "gitmodel remote remove --local backup" in kept.stderr
+    dead = repo.store / "tmp" / "pack-leftover.tmp"
+    dead.parent.mkdir(exist_ok=True)
+    dead.write_bytes(b"\0" * 1000)
+    os.utime(dead, (time.time() - 60, time.time() - 60))
+    swept = repo.gitmodel("gc")
+    assert not dead.exists() and "removed 1 temporary file(s)" in swept.stderr

@@ -9,6 +9,7 @@ byte to damage).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import stat
@@ -427,6 +428,22 @@ def test_5_adding_a_good_copy_again_repairs(tmp_path: Path, git_env):
     repo.gitmodel("fsck", "--repair")
     assert repo.gitmodel("fsck", check=False).returncode == 0
     checkout_exact(repo, "m.safetensors", digest)
+
+
+def test_5_repairing_a_pack_cut_short_counts_what_the_cut_lost(tmp_path: Path, git_env):
+    """The records past the cut were counted neither good nor damaged ("22 good, 0 damaged"
+    for a pack whose index lists 39)."""
+    from gitmodel.store.pack import decode_index
+    repo, b_pack, _ = _two_packs(tmp_path, git_env)
+    listed = len(decode_index(b_pack, (repo.store / "packs" / f"{b_pack}.idx").read_bytes()))
+    pack = writable(repo.store / "packs" / f"{b_pack}.pack")
+    pack.write_bytes(pack.read_bytes()[:pack.stat().st_size // 2])
+    repaired = repo.gitmodel("fsck", "--repair", check=False)
+    no_traceback(repaired)
+    said = next(line for line in (repaired.stdout + repaired.stderr).splitlines()
+                if "good object(s) copied" in line)
+    good, lost = (int(n) for n in re.findall(r"(\d+) (?:good|damaged)", said))
+    assert good + lost == listed and 0 < lost < listed, said
 
 
 def test_5_new_version_sharing_a_damaged_chunk_checks_out(tmp_path: Path, git_env):

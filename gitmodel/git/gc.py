@@ -12,7 +12,7 @@ from typing import Callable
 
 from gitmodel.errors import GitmodelError
 from gitmodel.git import liveness, repacking, repo
-from gitmodel.store import gc
+from gitmodel.store import files, gc
 
 DEFAULT_KEEP_RECENT_DAYS = 1.0
 DEFAULT_WAIT_SECONDS = 60.0
@@ -29,7 +29,7 @@ def keep_recent_days(given: float | None, cwd=None) -> float:
         except ValueError:
             raise GitmodelError(f"git config gitmodel.gc.keepRecent is {setting!r}, not a number "
                                 "of days", "Set it to a number such as 1 or 0.5") from None
-    if given < 0:
+    if not given >= 0:                                 # also refuses nan
         raise GitmodelError(f"--keep-recent must be zero or more days, not {given}")
     return given
 
@@ -42,6 +42,10 @@ def collect_local(session, keep_recent: float | None = None, dry_run: bool = Fal
     if not dry_run:
         store.lock_for_gc(wait, say)
     try:
+        if not dry_run and store.tmp_dir.is_dir():
+            swept = files.sweep(store.tmp_dir)         # what killed writers left (nobody's lock)
+            if swept:
+                say(f"removed {swept} temporary file(s) a killed command left")
         recent = gc.recent_objects(store, days)        # before a repack gives them new packs
         before = gc.store_bytes(store)
         if not dry_run and repacking.deltas_enabled(session.cwd):

@@ -32,6 +32,10 @@ def live_checkpoints(cwd: Path | str | None = None, revs: list[str] | None = Non
         args = ["--all", "--reflog", "--indexed-objects", *_pending_heads(cwd)]
     else:
         args = list(revs)
+        for rev in args:
+            if run_git("rev-parse", "-q", "--verify", f"{rev}^{{commit}}", cwd=cwd, check=False).returncode:
+                raise LivenessError(f"unknown revision {rev!r}", "Nothing was removed. Name a "
+                                    "commit, branch or tag this repository has")
     import pygit2
     limit = f"--filter=blob:limit={pointers.MAX_POINTER_SIZE}"     # larger blobs are not pointers
     listing = run_git("rev-list", "--objects", limit, *args, "--", cwd=cwd, check=False)

@@ -154,6 +154,7 @@ def _salvage(store: Store, pack: str, result: RepairReport, log: Callable[[str],
     """Copy the pack's good records into a new pack, then move the pack and its index aside."""
     path = store.pack_dir / f"{pack}.pack"
     kept = bad = 0
+    listed = {oid for oid, entry in store.entries() if entry.pack == pack}   # as its index says
     writer = store.writer()
     try:
         with open(path, "rb") as f:
@@ -172,7 +173,8 @@ def _salvage(store: Store, pack: str, result: RepairReport, log: Callable[[str],
     _quarantine(store, f"{pack}.pack", result)
     _quarantine(store, f"{pack}.idx", result)
     result.salvaged.append(pack)
-    log(f"{pack}: {kept} good object(s) copied into a new pack, {bad} damaged; "
+    lost = max(bad, len(listed) - kept)       # records past a cut are neither good nor read
+    log(f"{pack}: {kept} good object(s) copied into a new pack, {lost} damaged or cut off; "
         "the old pack is in quarantine/")
 
 
