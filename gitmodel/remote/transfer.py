@@ -82,7 +82,11 @@ def settled_listing(backend: Retrying, say: Callable[[str], None] = lambda line:
                 f"({busy[0]}); going on without it")
             return listing
         if not told:
-            say(f"waiting for a gc of remote {backend} to finish removing packs")
+            began = listing.collecting.get(busy[0])
+            left = GC_NOTE_STALE - (now - began) if began is not None else GC_NOTE_STALE
+            say(f"waiting for a gc of remote {backend} to finish removing packs (its note "
+                f"{busy[0]}: at most {left / 60:.0f} more minute(s); a gc that was killed "
+                "holds it that long, or until its note is deleted)")
             told = True
         time.sleep(GC_POLL)
 
