@@ -350,8 +350,10 @@ def cmd_remote(args) -> int:
         return 0
     if args.action == "remove":
         if not remotes.remove(args.name, local=args.local):
-            other = "" if args.local or args.name not in remotes.configured()[0] else \
-                " (it is in .git/config: `gitmodel remote remove --local " + args.name + "`)"
+            from gitmodel.git import repo
+            local = not args.local and repo.config_get(f"gitmodel.{args.name}.url", scope="local")
+            other = f" (it is in .git/config: `gitmodel remote remove --local {args.name}`)" \
+                if local else ""
             print(f"gitmodel: no remote {args.name!r} in "
                   f"{'.git/config' if args.local else remotes.CONFIG_FILE}{other}", file=sys.stderr)
             return 1

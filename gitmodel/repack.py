@@ -112,11 +112,13 @@ def plan(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRAME
                     result.skipped.append(f"{versions[i][:16]}: {err}")
             else:
                 groups.append(((h, key), versions[key], versions[i]))
-    stand_ins: dict[tuple, dict] = {}
+    current, stand_ins = None, {}
     for group, key, older in groups:    # declared bases, then newest groups: shared chunks get newer bases
+        if group != current:            # a group's versions come together: the last one's go
+            current, stand_ins = group, {}
         base, this = version(key), version(older)
         if base is not None and this is not None:
-            _plan_against(base, this, result, stand_ins.setdefault(group, {}))
+            _plan_against(base, this, result, stand_ins)
         if len(opened) > 4:                   # keep the open versions' tables bounded
             opened.pop(next(iter(opened)))
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -299,11 +300,17 @@ def test_a_git_dir_kept_apart_from_the_work_tree(repo: Repo, tmp_path: Path):
 def test_a_partial_clone_pushes_and_reviews_without_every_old_blob(repo: Repo, tmp_path: Path):
     """`git clone --filter=blob:none` leaves old pointer blobs on the server: every push,
     log and status failed with an internal error on the first one."""
+    model = random_model(0, layers=3, width=64)
     for seed in range(3):
-        write_safetensors(repo.path / "m.safetensors", random_model(seed, layers=1, width=64))
+        model["layers.0.bias"] = model["layers.0.bias"] + np.float32(1)
+        write_safetensors(repo.path / "m.safetensors", model)
         if not seed:
             repo.gitmodel("remote", "add", "origin", str(tmp_path / "store"))
         repo.commit(f"v{seed}")
+    repo.git("mv", "m.safetensors", "n.safetensors")              # moved and changed a little
+    model["layers.1.bias"] = model["layers.1.bias"] + np.float32(1)
+    write_safetensors(repo.path / "n.safetensors", model)
+    repo.commit("v3")
     subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "hub.git")], check=True)
     subprocess.run(["git", "-C", str(tmp_path / "hub.git"), "config", "uploadpack.allowFilter", "true"], check=True)
     repo.git("push", "-q", str(tmp_path / "hub.git"), "main")
@@ -313,14 +320,20 @@ def test_a_partial_clone_pushes_and_reviews_without_every_old_blob(repo: Repo, t
     clone = Repo(work, repo.env)
     clone.gitmodel("install")
     clone.gitmodel("pull")
-    newest = sha256(write_safetensors(work / "m.safetensors", random_model(9, layers=1, width=64)))
-    clone.commit("v3")
+    newest = sha256(write_safetensors(work / "n.safetensors", random_model(9, layers=1, width=64)))
+    clone.commit("v4")
     assert b"uploaded" in clone.git("push", "-q", "origin", "main").stderr
     assert json.loads(clone.gitmodel("status", "--json").stdout)["unpushed"] == []
-    log = clone.gitmodel("log", "m.safetensors").stdout                # fetches the old pointers
-    assert [line.split("  ")[-1] for line in log.splitlines() if line[0] != " "] == ["v3", "v2", "v1", "v0"]
-    assert "m.safetensors" in clone.gitmodel("diff", "HEAD~3", "HEAD").stdout
-    assert sha256(work / "m.safetensors") == newest
+    fetched = clone.gitmodel("fetch", "origin", "HEAD~4").stderr     # its pointer is fetched too
+    assert "1 checkpoint(s): fetched" in fetched and " 0 object(s)" not in fetched, fetched
+    fsck = clone.gitmodel("fsck", "--all").stdout
+    assert re.search(r"(\d+) complete, (\d+) fetchable", fsck).groups() == ("3", "2"), fsck
+    log = clone.gitmodel("log", "n.safetensors").stdout                # fetches the old pointers
+    lines = [line for line in log.splitlines() if line[0] != " "]
+    assert [line.split("  ")[-1] for line in lines] == ["v4", "v3", "v2", "v1", "v0"]
+    assert "renamed from m.safetensors" in lines[1]
+    assert "n.safetensors" in clone.gitmodel("diff", "HEAD~3", "HEAD").stdout
+    assert sha256(work / "n.safetensors") == newest
 
 
 def test_a_pointer_staged_in_part_by_add_p_is_named_and_never_pushed(repo: Repo, tmp_path: Path):

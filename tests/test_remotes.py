@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import Repo, make_repo, random_model, sha256, user, write_safetensors
@@ -370,7 +372,7 @@ def test_corrupt_remote_pack_costs_only_its_damaged_objects(tmp_path: Path):
     assert len(missing) == 1, "only the damaged object is not stored"
     with pytest.raises(MissingObjects):
         checkpoint.Restore(checkpoint.pointers.Pointer(len(files[0]), manifests[0].hex()), fresh)
-    with pytest.raises(RemoteError, match="is damaged"):
+    with pytest.raises(RemoteError, match="are damaged or gone"):
         transfer.mirror(open_backend(RemoteSpec("r", str(folder))),
                         open_backend(RemoteSpec("c", str(tmp_path / "copy"))), tmp_path / "tmp",
                         stored.references)
@@ -789,6 +791,26 @@ def test_mirror_copies_what_is_whole_names_what_is_not_and_replaces_a_cut_copy(t
     assert not list((tmp_path / "other/packs").glob("*.idx"))
 
 
+def test_mirror_withholds_what_needs_a_withheld_pack(tmp_path: Path):
+    """v1 cites v0's chunks, v2 only v1's: with v0's pack damaged, v1's pack stays
+    unpublished, and so must v2's, or v2 shows at the destination without its chunks."""
+    rng = np.random.default_rng(3)
+    a, b, c = (rng.standard_normal(50_000).astype(np.float32) for _ in range(3))
+    store = Store(tmp_path / "local")
+    for i, tensors in enumerate([{"a": a}, {"a": a, "b": b}, {"b": b, "c": c}]):
+        time.sleep(0.01)
+        with open(write_safetensors(tmp_path / f"v{i}.safetensors", tensors), "rb") as f:
+            checkpoint.clean(f, store)
+    first = min((store.root / "packs").glob("*.pack"), key=lambda p: p.stat().st_mtime_ns)
+    first.chmod(0o644)
+    first.write_bytes(first.read_bytes()[:100])
+    source = open_backend(RemoteSpec("local", str(store.root)))
+    dest = open_backend(RemoteSpec("copy", str(tmp_path / "copy")))
+    with pytest.raises(RemoteError, match="2 pack\\(s\\) that need them were copied but not published"):
+        transfer.mirror(source, dest, tmp_path / "tmp", stored.references)
+    assert not list((tmp_path / "copy/packs").glob("*.idx"))
+
+
 def test_permission_errors_name_the_remote(tmp_path: Path, monkeypatch):
     remote = open_backend(RemoteSpec(str(tmp_path / "locked"), str(tmp_path / "locked")))
 
@@ -923,7 +945,8 @@ def test_a_full_folder_remote_is_said_at_once_not_retried(tmp_path: Path, monkey
 
 
 def test_a_full_local_disk_is_named_with_what_to_do(tmp_path: Path, env):
-    """A write to this machine's disk that failed said only "File too large"."""
+    """A write to this machine's disk that failed said only "File too large". (The push
+    builds its upload pack in the store's tmp/ first: that write is the one the limit stops.)"""
     repo = make_repo(tmp_path / "w", env)
     write_safetensors(repo.path / "m.safetensors", random_model(2))
     repo.gitmodel("remote", "add", "origin", str(tmp_path / "store"))

@@ -16,7 +16,7 @@ import pygit2
 
 from gitmodel import pointer as pointers
 from gitmodel.errors import GitmodelError
-from gitmodel.git.repo import commit as _commit, index_entries, pointer_blob
+from gitmodel.git.repo import commit as _commit, index_entries, pointer_blob, prefetch_pointers
 from gitmodel.pointer import Pointer
 
 
@@ -34,12 +34,14 @@ def _pointer(repo: pygit2.Repository, oid: pygit2.Oid, path: str, found: dict) -
         found[oid] = (path, ptr) if ptr is not None else None
 
 
-def _walk_tree(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str, found: dict) -> None:
-    for entry in tree:
-        if entry.type_str == "tree":
-            _walk_tree(repo, repo[entry.id], f"{prefix}{entry.name}/", found)
-        elif entry.type_str == "blob":
-            _pointer(repo, entry.id, prefix + entry.name, found)
+def _read(repo: pygit2.Repository, blobs: list[tuple[str, pygit2.Oid]], found: dict,
+          fetch: bool) -> None:
+    """The pointers among these blobs into `found`. In a partial clone, blobs not fetched yet
+    are fetched first (`fetch`, in one batch: the tracked paths' only) or skipped."""
+    if fetch:
+        prefetch_pointers(repo, blobs)
+    for path, oid in blobs:
+        _pointer(repo, oid, path, found)
 
 
 def _result(found: dict) -> dict[str, str]:
@@ -51,22 +53,24 @@ def _result(found: dict) -> dict[str, str]:
     return out
 
 
-def pointers_in_trees(repo: pygit2.Repository, revs: Iterable[str]) -> dict[str, str]:
+def pointers_in_trees(repo: pygit2.Repository, revs: Iterable[str], fetch: bool = True) -> dict[str, str]:
     """Every checkpoint in the trees of these revisions."""
     found: dict = {}
     for rev in revs:
         commit = _commit(repo, rev)
         if commit is None:
             raise HistoryError(f"unknown revision {rev!r}")
-        _walk_tree(repo, commit.tree, "", found)
+        _read(repo, list(tree_blobs(repo, commit.tree)), found, fetch)
     return _result(found)
 
 
 def pointers_introduced(repo: pygit2.Repository, tips: Iterable[str],
-                        known: Iterable[str] = ()) -> dict[str, str]:
+                        known: Iterable[str] = (), fetch: bool = False) -> dict[str, str]:
     """Checkpoints added or changed by commits reachable from `tips` but not from `known`
-    (revisions the other side has; ones unknown here are ignored)."""
-    return _result(_introduced(repo, tips, known))
+    (revisions the other side has; ones unknown here are ignored). In a partial clone,
+    pointer blobs it never fetched are fetched (`fetch`) or skipped: a push need not ask for
+    them, as this clone cannot have made a checkpoint whose pointer it never held."""
+    return _result(_introduced(repo, tips, known, fetch))
 
 
 def pointer_texts_introduced(repo: pygit2.Repository, tips: Iterable[str],
@@ -75,7 +79,8 @@ def pointer_texts_introduced(repo: pygit2.Repository, tips: Iterable[str],
     return [item for item in _introduced(repo, tips, known).values() if item is not None]
 
 
-def _introduced(repo: pygit2.Repository, tips: Iterable[str], known: Iterable[str]) -> dict:
+def _introduced(repo: pygit2.Repository, tips: Iterable[str], known: Iterable[str],
+                fetch: bool = False) -> dict:
     tip_commits = [c for c in (_commit(repo, rev) for rev in tips) if c is not None]
     if not tip_commits:
         return {}
@@ -86,16 +91,18 @@ def _introduced(repo: pygit2.Repository, tips: Iterable[str], known: Iterable[st
         commit = _commit(repo, rev)
         if commit is not None:
             walker.hide(commit.id)
-    found: dict = {}
+    blobs = []
     for commit in walker:
         if not commit.parents:
-            _walk_tree(repo, commit.tree, "", found)
+            blobs += tree_blobs(repo, commit.tree)
             continue
         diff = repo.diff(commit.parents[0].tree, commit.tree)
         for delta in diff.deltas:
             if delta.status != pygit2.enums.DeltaStatus.DELETED and \
                     delta.new_file.mode in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE):
-                _pointer(repo, delta.new_file.id, delta.new_file.path, found)
+                blobs.append((delta.new_file.path, delta.new_file.id))
+    found: dict = {}
+    _read(repo, blobs, found, fetch)
     return found
 
 

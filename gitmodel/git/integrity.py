@@ -41,7 +41,7 @@ class Findings:
 
 def needed_checkpoints(repository, all_history: bool = False) -> Checkpoints:
     if all_history:
-        found = history.pointers_introduced(repository, history.all_refs(repository))
+        found = history.pointers_introduced(repository, history.all_refs(repository), fetch=True)
     else:
         found = history.pointers_in_trees(repository, ["HEAD"]) if not repository.head_is_unborn else {}
     for content, path in history.pointers_in_index(repository).items():

@@ -117,6 +117,8 @@ def _undo() -> str:
     """How to abandon the operation that ran the driver (git does not tell a driver which)."""
     try:
         git_dir = Path(repo.run_git("rev-parse", "--absolute-git-dir").stdout.decode().strip())
+        if (git_dir / "rebase-apply" / "applying").exists():
+            return "`git am --abort`"                    # git am keeps its state there too
         if (git_dir / "rebase-merge").is_dir() or (git_dir / "rebase-apply").is_dir():
             return "`git rebase --abort`"
         for head, command in (("MERGE_HEAD", "merge"), ("CHERRY_PICK_HEAD", "cherry-pick"),

@@ -147,10 +147,13 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
     except GitmodelError as err:          # a full disk...: back to git-lfs's attributes and index
         for name, text in changed.items():
             (top / name).write_text(text, encoding="utf-8")
-        repo.run_git("reset", "-q", "--", *changed, *converted, cwd=top, check=False)
-        raise MigrateError(f"{err}", "Nothing was converted: .gitattributes and the index are "
-                           "as they were, and the work tree holds the files' bytes. Fix the "
-                           "cause (space, permissions), then migrate again") from None
+        listing = b"".join(os.fsencode(p) + b"\0" for p in [*changed, *converted])
+        undone = repo.run_git("reset", "-q", "--pathspec-from-file=-", "--pathspec-file-nul",
+                              cwd=top, input=listing, check=False).returncode == 0
+        raise MigrateError(f"{err}", "Nothing was converted: .gitattributes " + (
+            "and the index are as they were" if undone else "is as it was, but the index could "
+            "not be put back (`git reset` does it)") + ", and the work tree holds the files' "
+            "bytes. Fix the cause (space, permissions), then migrate again") from None
     head = repo.run_git("rev-parse", "HEAD", cwd=top).stdout.decode().strip()
     return converted, head
 

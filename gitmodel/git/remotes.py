@@ -264,7 +264,10 @@ def from_here(url: str, cwd: Path | None = None) -> str:
     relative to the top of the work tree (so the file reads the same from anywhere)."""
     if _URL_LIKE.match(url) or os.path.isabs(os.path.expanduser(url)):
         return url
-    top = repo.toplevel(cwd)
+    try:
+        top = repo.toplevel(cwd)
+    except repo.NotARepository:             # a bare repository: kept as given
+        return url
     return os.path.relpath(os.path.abspath(os.path.join(cwd or os.getcwd(), url)), top)
 
 

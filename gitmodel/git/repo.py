@@ -132,15 +132,30 @@ class IndexEntry(NamedTuple):
         return self.mode in (0o100644, 0o100755)     # not a submodule (gitlink) or a symlink
 
 
+_INDEX_READ: dict[str, tuple[tuple, list]] = {}     # git dir -> (the index file's stat, entries)
+
+
 def index_entries(repository, path: str | None = None) -> list[IndexEntry]:
     """The index's entries (only `path`'s, when given), read by git itself: libgit2 cannot
     read every index git writes (a sparse index), and a submodule's entry names a commit of
-    another repository."""
-    import pygit2
+    another repository. Read once while the index file stays as it is."""
     if repository.workdir is None:
         return []                                        # a bare repository: no index
-    only = ["--", path] if path is not None else []
-    out = run_git("--literal-pathspecs", "ls-files", "-s", "-z", *only, cwd=repository.workdir).stdout
+    try:
+        st = os.stat(os.path.join(repository.path, "index"))
+        key = (st.st_mtime_ns, st.st_size, st.st_ino) if "GIT_INDEX_FILE" not in os.environ else None
+    except OSError:
+        key = None
+    cached = _INDEX_READ.get(repository.path)
+    if key is None or cached is None or cached[0] != key:
+        cached = (key, _read_index(repository))
+        _INDEX_READ[repository.path] = cached
+    return cached[1] if path is None else [e for e in cached[1] if e.path == path]
+
+
+def _read_index(repository) -> list[IndexEntry]:
+    import pygit2
+    out = run_git("ls-files", "-s", "-z", cwd=repository.workdir).stdout
     entries = []
     for record in out.split(b"\0"):
         if record:
@@ -201,11 +216,43 @@ def blob_data(repository, oid, fetch: bool = True) -> bytes | None:
 
 def partial_clone(repository) -> bool:
     """Whether objects may be missing on purpose (`git clone --filter`: a promisor remote)."""
+    return _promisor(repository) is not None
+
+
+def _promisor(repository) -> str | None:
     config = repository.config
     if "extensions.partialclone" in config:
-        return True
-    return any(entry.name.startswith("remote.") and entry.name.endswith(".promisor") and
-               entry.value.lower() in ("true", "yes", "on", "1") for entry in config)
+        return config["extensions.partialclone"]
+    for entry in config:
+        if entry.name.startswith("remote.") and entry.name.endswith(".promisor") and \
+                entry.value.lower() in ("true", "yes", "on", "1"):
+            return entry.name[len("remote."):-len(".promisor")]
+    return None
+
+
+def prefetch_pointers(repository, blobs: list[tuple[str, object]]) -> None:
+    """In a partial clone, fetch in one request the blobs (path, id) at paths gitmodel tracks
+    that git has not fetched yet: what one lazy fetch per blob would do, in one round trip
+    (other paths' blobs, source files or raw data, stay on the server)."""
+    remote = _promisor(repository) if blobs else None
+    if remote is None:
+        return
+    missing = {path: oid for path, oid in blobs if oid not in repository}
+    if not missing or repository.workdir is None:
+        return
+    listing = b"".join(os.fsencode(p) + b"\0" for p in missing)
+    fields = run_git("check-attr", "-z", "--stdin", "filter", cwd=repository.workdir,
+                     input=listing, check=False).stdout.split(b"\0")
+    tracked = {os.fsdecode(fields[i]) for i in range(0, len(fields) - 2, 3) if fields[i + 2] == b"gitmodel"}
+    wanted = sorted({str(missing[p]) for p in tracked})
+    if not wanted:
+        return
+    done = run_git("-c", "fetch.negotiationAlgorithm=noop", "fetch", remote, "--no-tags",
+                   "--no-write-fetch-head", "--recurse-submodules=no", "--filter=blob:none",
+                   "--stdin", cwd=repository.workdir, input="\n".join(wanted).encode(), check=False)
+    if done.returncode != 0:
+        raise GitError(f"git could not fetch {len(wanted)} pointer(s) of this partial clone from "
+                       f"{remote}: {done.stderr.decode(errors='replace').strip()}")
 
 
 def without_skip_smudge() -> dict[str, str]:

@@ -107,19 +107,24 @@ def status(session) -> Status:
     from gitmodel.git import gc as git_gc, liveness
     from gitmodel.store import gc
     repository = open_repository(session.cwd)
+    if repository.workdir is None:
+        raise GitmodelError("gitmodel status needs a work tree, and this is a bare repository",
+                            "`gitmodel ls-files REV` lists a revision's checkpoints, "
+                            "`gitmodel fsck` checks what HEAD needs")
     result = Status()
     index = dict(_pointers(repository, None))
-    head = {} if repository.head_is_unborn else \
-        {path: ptr.content for path, ptr in _pointers(repository, "HEAD")}
+    head_pointers = {} if repository.head_is_unborn else dict(_pointers(repository, "HEAD"))
+    head = {path: ptr.content for path, ptr in head_pointers.items()}
     result.unmerged = sorted(revisions.unmerged(repository))
     for path in sorted((set(index) | set(head)) - set(result.unmerged)):
         new = index[path].content if path in index else None
         if head.get(path) != new:
             result.staged.append({"path": path, "old": head.get(path), "new": new})
-    for path in sorted(set(index) - set(result.unmerged)):
-        why = checkpoint.pointer_mismatch(index[path], session.store)
-        if why is not None:
-            result.mixed.append({"path": path, "why": why})
+    for path in sorted(set(index) - set(result.unmerged)):   # pointers staged, even in part
+        if index[path] != head_pointers.get(path):            # (committed: the pre-push hook's)
+            why = checkpoint.pointer_mismatch(index[path], session.store)
+            if why is not None:
+                result.mixed.append({"path": path, "why": why})
     workdir = Path(repository.workdir)
     merged = [p for p in sorted(index) if p not in result.unmerged]   # the others git cannot clean
     if merged:

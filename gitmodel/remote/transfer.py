@@ -82,10 +82,11 @@ def settled_listing(backend: Retrying, say: Callable[[str], None] = lambda line:
                 f"({busy[0]}); going on without it")
             return listing
         if not told:
-            began = listing.collecting.get(busy[0])
-            left = GC_NOTE_STALE - (now - began) if began is not None else GC_NOTE_STALE
+            newest = max(busy, key=lambda name: listing.collecting.get(name) or now)
+            began = listing.collecting.get(newest)
+            left = max(60.0, GC_NOTE_STALE - (now - began) if began is not None else GC_NOTE_STALE)
             say(f"waiting for a gc of remote {backend} to finish removing packs (its note "
-                f"{busy[0]}: at most {left / 60:.0f} more minute(s); a gc that was killed "
+                f"{newest}: at most {left / 60:.0f} more minute(s); a gc that was killed "
                 "holds it that long, or until its note is deleted)")
             told = True
         time.sleep(GC_POLL)
@@ -521,9 +522,15 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
                 path.unlink(missing_ok=True)
     # A copied pack whose objects cite objects only a damaged pack holds stays invisible: the
     # destination shows no checkpoint it cannot give whole.
-    lacking = {oid for name in damaged for oid in entries[name]} - \
-        {oid for name in entries if name not in damaged for oid in entries[name]}
-    withheld = {name for name in entries if name not in damaged and needs.get(name, set()) & lacking}
+    withheld: set[str] = set()
+    while True:                  # a withheld pack's objects are lacking too: until nothing moves
+        gone = set(damaged) | withheld
+        lacking = {oid for name in gone for oid in entries[name]} - \
+            {oid for name in entries if name not in gone for oid in entries[name]}
+        more = {name for name in entries if name not in gone and needs.get(name, set()) & lacking}
+        if not more:
+            break
+        withheld |= more
     for name in _publication_order({n: e for n, e in entries.items() if n not in damaged and
                                     n not in withheld}, needs):
         dest.put_index(name, indexes[name])

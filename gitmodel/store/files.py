@@ -162,7 +162,7 @@ def replacing(target: Path, mode: int | None = None) -> Iterator:
             try:
                 mode = stat.S_IMODE(os.stat(target).st_mode)
             except FileNotFoundError:
-                mode = 0o666 & ~_umask()
+                mode = 0o666 & ~_UMASK              # _umask() would change it for every thread
         os.chmod(name, mode)
         os.replace(name, target)              # still locked: the lock goes with the file
     except BaseException:

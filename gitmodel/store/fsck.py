@@ -128,6 +128,9 @@ def repair(store: Store, report: FsckReport, log: Callable[[str], None] = lambda
                 rebuilt = rebuild_index(path, store.bases)
             except (OSError, PackError):
                 rebuilt = None
+            except MissingBase as err:             # intact, but unverifiable yet: keep it whole
+                log(f"{pack}: left without an index: {err.full()}")
+                continue
             if rebuilt is not None and rebuilt[0] == pack:
                 files.write_durably(store.pack_dir / f"{pack}.idx", rebuilt[1], store.permissions.file())
                 result.rebuilt.append(pack)

@@ -856,12 +856,20 @@ def rebuild_index(path: Path, bases: codec.Bases | None = None) -> tuple[str, by
         def record_of(entry: Entry) -> bytes:
             return os.pread(f.fileno(), record_head.size + entry.stored_length, entry.offset)
 
+        resolving: list[bytes] = []          # the chain being followed: a cycle is damage
+
         def here_or_elsewhere(ids: list[bytes]) -> list:
             out = []
             for cid in ids:
                 own = entries.get(cid)
-                if own is not None and own.encoding != codec.DELTA:
-                    out.append(check_record(cid, own, record_of(own)))
+                if own is not None and (cid in resolving or len(resolving) > MAX_CHAIN):
+                    raise CorruptObject(cid, "a cycle of deltas")
+                if own is not None:
+                    resolving.append(cid)
+                    try:
+                        out.append(check_record(cid, own, record_of(own), here_or_elsewhere))
+                    finally:
+                        resolving.pop()
                 elif bases is not None:
                     out.extend(bases([cid]))
                 else:
