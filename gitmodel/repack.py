@@ -121,7 +121,19 @@ def plan(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRAME
             _plan_against(base, this, result, stand_ins)
         if len(opened) > 4:                   # keep the open versions' tables bounded
             opened.pop(next(iter(opened)))
+    _keep_bases_whole(store, result)
     return result
+
+
+def _keep_bases_whole(store: Store, result: Plan) -> None:
+    """A delta this plan leaves as it is (its version left every history: a reflog's, a
+    stash's) keeps its bases, and they stay whole, or become whole if an older repack chained
+    them: planned as deltas themselves, they would make chains that grow with every repack."""
+    for oid, entry in store.entries():
+        if entry.encoding == codec.DELTA and oid not in result.chunks:
+            for base in store.delta_bases(oid):
+                if result.chunks.get(base, 0) is not None:
+                    result.chunks[base] = None
 
 
 def _version(store: Store, content: str, result: Plan):

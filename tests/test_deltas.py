@@ -417,8 +417,10 @@ def test_a_repacked_pack_that_lost_its_index_is_indexed_again(repo: Repo):
 
 
 def test_a_damaged_base_is_named_and_the_deltas_are_not_blamed(repo: Repo):
-    series(repo, 3)
+    sums = series(repo, 3)
+    newest = (repo.path / MODEL).read_bytes()
     repo.gitmodel("repack")
+    repo.gitmodel("gc")                              # deltas and their bases in one pack
     store = Store(repo.store)
     old = contents(repo)[0]
     delta, bases = next((cid, b) for cid, b in stored_as(store, old).items() if b)
@@ -440,6 +442,44 @@ def test_a_damaged_base_is_named_and_the_deltas_are_not_blamed(repo: Repo):
     assert bases[0].hex() in damaged and delta.hex() not in damaged
     fsck = repo.gitmodel("fsck", check=False)
     assert fsck.returncode != 0 and bases[0].hex() in fsck.stdout
+
+    # The repair sets the damaged base aside but keeps the intact deltas that need it (it
+    # dropped them: adding the good version again could not bring the old one back).
+    repo.gitmodel("fsck", "--repair", check=False)
+    store = Store(repo.store)
+    assert store.delta_bases(delta) == bases
+    store.close()
+    (repo.path / MODEL).write_bytes(newest)
+    repo.git("add", "--renormalize", MODEL)          # a good copy of the base
+    (repo.path / MODEL).unlink()
+    repo.git("checkout", "HEAD~2", "--", MODEL)
+    assert sha256(repo.path / MODEL) == sums[0]
+
+
+def test_versions_that_leave_history_never_chain_their_bases(repo: Repo):
+    """A version kept only by the reflog stays a delta against its keyframe; the next repack
+    made that keyframe a delta too, and so on: chains grew a link per squashed commit until
+    reads gave up (64 links), after hours, retrying every level."""
+    model = random_model(0, layers=4, width=384)
+    sums = [sha256(write_safetensors(repo.path / MODEL, model))]
+    repo.commit("v0", MODEL)
+    for n in range(1, 5):
+        model = fine_tune(model, n)
+        sums.append(sha256(write_safetensors(repo.path / MODEL, model)))
+        repo.commit(f"v{n}", MODEL)
+        repo.gitmodel("repack")
+        repo.git("reset", "-q", "--soft", "HEAD~2")
+        repo.git("commit", "-q", "-m", f"squash {n}")
+    store = Store(repo.store)
+    deltas = [oid for oid, entry in store.entries() if entry.encoding == codec.DELTA]
+    assert deltas and not any(store.delta_bases(b) for d in deltas for b in store.delta_bases(d))
+    store.close()
+    kept = {}                                        # every version the reflog keeps reads back
+    for rev in repo.out("rev-list", "--reflog", "HEAD").split():
+        shown = repo.git("cat-file", "--filters", f"{rev}:{MODEL}", check=False)
+        if shown.returncode == 0:                    # (the first commit has no checkpoint)
+            kept[hashlib.sha256(shown.stdout).hexdigest()] = rev
+    assert set(sums) <= set(kept)
 
 
 def test_a_damaged_delta_is_named_and_a_good_copy_from_the_remote_repairs_it(tmp_path: Path, git_env):
@@ -571,3 +611,30 @@ def test_a_gc_waits_for_a_repack_that_is_still_planning(repo: Repo, monkeypatch)
     session.store.release()
     assert gc_outcome == ["waited"] and report.encoded > 0
     assert_versions_exact(repo, sums)
+
+
+def test_a_chain_past_the_limit_fails_at_once_naming_it(tmp_path: Path):
+    """Past 64 links a read gave up, then tried again through every other path at every
+    level: the work doubled per link, and a checkout ran for hours."""
+    import time
+    from gitmodel.store.objects import CHUNK, ChainTooLong
+    store = Store(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    data = rng.bytes(4096)
+    writer = store.writer()
+    previous = blake3.blake3(data).digest()
+    encoding, payload = codec.encode(data)
+    writer.add(previous, CHUNK, encoding, len(data), payload)
+    for link in range(70):                            # each a delta of the one before
+        changed = bytearray(data)
+        changed[link] ^= 1
+        oid = blake3.blake3(bytes(changed)).digest()
+        writer.add(oid, CHUNK, codec.DELTA, len(changed),
+                   codec.encode_delta(bytes(changed), data, [previous], 0, 1))
+        data, previous = bytes(changed), oid
+    store.publish(writer)
+    started = time.monotonic()
+    with pytest.raises(ChainTooLong, match="chain more than 64 deep"):
+        store.read(previous)
+    assert time.monotonic() - started < 5
+    store.close()

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from gitmodel.store import files
+from gitmodel.store import codec, files
 from gitmodel.store.objects import (MANIFEST, CorruptObject, MissingBase, PackGone, Store, StoreError,
                                     StoreVersionError, check_record, rebuild_index)
 from gitmodel.store.pack import PackError, record_head, scan
@@ -164,9 +164,10 @@ def _salvage(store: Store, pack: str, result: RepairReport, log: Callable[[str],
             for oid, entry, record in scan(f.read):
                 try:
                     check_record(oid, entry, record, store.bases)
-                except (StoreError, StoreVersionError):
-                    bad += 1
-                    continue
+                except (StoreError, StoreVersionError) as err:
+                    if not _base_at_fault(store, err, entry, record):
+                        bad += 1
+                        continue                   # else intact: kept for when its base is good
                 writer.add(oid, entry.kind, entry.encoding, entry.raw_length, record[record_head.size:])
                 kept += 1
         store.publish(writer)              # fsynced and visible before the old pack moves
@@ -179,6 +180,24 @@ def _salvage(store: Store, pack: str, result: RepairReport, log: Callable[[str],
     lost = max(bad, len(listed) - kept)       # records past a cut are neither good nor read
     log(f"{pack}: {kept} good object(s) copied into a new pack, {lost} damaged or cut off; "
         "the old pack is in quarantine/")
+
+
+def _base_at_fault(store: Store, err: Exception, entry, record: bytes) -> bool:
+    """Whether a delta failed its check because of a base (absent, or failing its own check),
+    not because of its own bytes."""
+    if isinstance(err, MissingBase):
+        return True
+    if not isinstance(err, CorruptObject) or entry.encoding != codec.DELTA:
+        return False
+    try:
+        ids = codec.delta_bases(memoryview(record)[record_head.size:])
+    except codec.CodecError:
+        return False
+    try:
+        store.verify_bases(ids)
+    except StoreError:
+        return True
+    return False
 
 
 def _quarantine(store: Store, name: str, result: RepairReport) -> None:

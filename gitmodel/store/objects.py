@@ -76,6 +76,15 @@ class CorruptObject(StoreError):
         super().__init__(f"object {oid.hex()} is corrupt: {why}", REPAIR_HINT)
 
 
+class ChainTooLong(CorruptObject):
+    """A delta whose bases are deltas, MAX_CHAIN deep: given up at once, not retried through
+    every other path (each level doubling the work), and no copy is blamed for it."""
+
+    def __init__(self, oid: bytes):
+        super().__init__(oid, f"its deltas chain more than {MAX_CHAIN} deep (a cycle, or chains "
+                              "an older gitmodel's repack could leave)")
+
+
 def check_version(text: str | None, what: str) -> None:
     """Refuse a store or remote whose version marker this gitmodel does not know. No marker:
     a store from before markers existed, which is version 1."""
@@ -477,6 +486,8 @@ class Store:
             try:
                 record = self._read_record(oid, entry)
                 return entry, record, self._check(oid, entry, record, out)
+            except ChainTooLong:
+                raise
             except CorruptObject as err:
                 if err.oid == oid:             # else a base's fault: this copy may be fine
                     self.mark_damaged(oid, entry.pack)
@@ -568,6 +579,8 @@ class Store:
         checked, so a bad base (not the delta) is named."""
         try:
             return check_record(oid, entry, record, self.bases, out)
+        except ChainTooLong:
+            raise
         except CorruptObject as err:
             if err.oid == oid and entry.encoding == codec.DELTA:
                 try:
@@ -584,7 +597,7 @@ class Store:
         MissingObjects when one is absent."""
         depth = getattr(self._chain, "depth", 0)
         if depth >= MAX_CHAIN:
-            raise CorruptObject(oids[0], f"delta chain longer than {MAX_CHAIN} (a cycle?)")
+            raise ChainTooLong(oids[0])
         self._chain.depth = depth + 1
         try:
             return [self._base(oid) for oid in oids]
@@ -626,6 +639,8 @@ class Store:
                         continue
                     return codec.decode(entry.encoding, memoryview(record)[record_head.size:],
                                         entry.raw_length, self.bases)
+                except ChainTooLong:
+                    raise
                 except (CorruptObject, PackGone, codec.CodecError):
                     continue
             if round == 0:
