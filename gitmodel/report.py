@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 from gitmodel.metrics import METRIC, NumberDiff
 from gitmodel.modules import layer_span, place
 from gitmodel.pointer import format_number, quote_name
-from gitmodel.review import FileDiff, Review, TensorDiff
+from gitmodel.review import FileDiff, Review, TensorDiff, by_occurrence
 from gitmodel.summary import Summary, sorted_tensors, summarize
 
 _COLOURS = {"added": "32", "removed": "31", "changed": "33"}
@@ -410,15 +410,8 @@ def to_json(review: Review, sort: str = "change") -> str:
 def _tensor_counts(old, new) -> str:
     """Counts such as "2 changed, 1 added" between two versions; names are paired by
     occurrence, as in a diff."""
-    def keyed(ptr):
-        seen: dict[str, int] = {}
-        out = {}
-        for t in ptr.tensors:
-            seen[t.name] = seen.get(t.name, 0) + 1
-            out[(t.name, seen[t.name])] = t.digest
-        return out
-    before, after = keyed(old), keyed(new)
-    changed = sum(key in before and before[key] != digest for key, digest in after.items())
+    before, after = by_occurrence(old.tensors)[0], by_occurrence(new.tensors)[0]
+    changed = sum(key in before and before[key].digest != t.digest for key, t in after.items())
     added = sum(key not in before for key in after)
     removed = sum(key not in after for key in before)
     parts = [f"{changed} changed"] + [f"{n} {what}" for n, what in ((added, "added"), (removed, "removed")) if n]

@@ -211,7 +211,7 @@ def _side(t: TensorLine) -> Side:
     return Side(t.dtype, t.shape, norm, nonfinite)
 
 
-def _by_occurrence(tensors) -> tuple[dict[tuple[str, int], TensorLine], set[str]]:
+def by_occurrence(tensors) -> tuple[dict[tuple[str, int], TensorLine], set[str]]:
     """{(name, occurrence): line}, and the names that occur more than once (a torch state
     dict with `a.b` and `a` → `b`, an npz with two entries of one name): the k-th of a name
     is compared with the k-th."""
@@ -233,8 +233,8 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
     pointer was computed without storing it)."""
     result = FileDiff(path, old.format if old else None, new.format if new else None,
                       old_size=old.size if old else None, new_size=new.size if new else None)
-    old_tensors, old_repeated = _by_occurrence(old.tensors if old else ())
-    new_tensors, new_repeated = _by_occurrence(new.tensors if new else ())
+    old_tensors, old_repeated = by_occurrence(old.tensors if old else ())
+    new_tensors, new_repeated = by_occurrence(new.tensors if new else ())
     repeated = old_repeated | new_repeated
     files: dict[str, StoredFile] = {}
     places: dict[str, dict[str, Placed]] = {}

@@ -205,17 +205,11 @@ def history_of(repo: pygit2.Repository, path: str, rev: str = "HEAD", limit: int
 def _renamed_from(repo: pygit2.Repository, parent, found, path: str) -> str | None:
     """The path `path` had in `parent`, when `found` renamed it there: git's own rename
     detection (libgit2's would need blob contents a partial clone does not have)."""
-    fields = run_git("diff", "--name-status", "-z", "-M", str(parent.id), str(found.id), "--",
-                     cwd=repo.workdir or repo.path, check=False).stdout.split(b"\0")
-    i = 0
-    while i < len(fields) and fields[i]:
-        if fields[i][:1] in (b"R", b"C"):
-            if fields[i][:1] == b"R" and os.fsdecode(fields[i + 2]) == path:
-                return os.fsdecode(fields[i + 1])
-            i += 3
-        else:
-            i += 2
-    return None
+    try:
+        pairs = changes(Path(repo.workdir or repo.path), [str(parent.id), str(found.id)], False, [])
+    except RevisionError:
+        return None
+    return next((was for was, now in pairs if now == path and was != path), None)
 
 
 def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool = True):
