@@ -57,8 +57,8 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
                           "files again or fetch them from a remote that has them")
     # What must be on the remote when the push is done: the checkpoints' objects, the bases of
     # the deltas it sends (found there, so not sent), and the checkpoints only the remote has.
-    sent = [oid for oid in need.objects if oid not in view.entries]
-    check = list(dict.fromkeys([*need.objects, *store.with_bases(sent),
+    sent, _ = transfer.to_send(store, view, [oid for oid in need.objects if oid not in view.entries])
+    check = list(dict.fromkeys([*need.objects, *sent,
                                 *(m for m in manifest_ids if not store.has(m))]))
     try:
         stats = transfer.upload(store, view, need.objects, quiet=quiet, force=force,
@@ -138,7 +138,9 @@ def fetch(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool 
         return store.read_manifest(oid)
 
     need = stored.needed(manifest_ids, read_manifest)
-    result.stats = transfer.download(store, view, need.objects, quiet=quiet, known=remote)
+    # The bases of deltas held here, too: their pack may be the one that went missing.
+    result.stats = transfer.download(store, view, store.with_bases(need.objects), quiet=quiet,
+                                     known=remote)
     failed.update(result.stats.failed)
     for oid, why in {**need.unreadable, **failed}.items():
         for manifest in need.needed_by.get(oid, [oid] if oid in need.manifests else []):

@@ -108,17 +108,24 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
         entry, payload = manifests[manifest_id]
         chunks = [cid for cid, _ in Manifest.decode(codec.decode(entry.encoding, payload, entry.raw_length)).chunks]
         progress(f"verifying {path} on {view.name} ({len(chunks)} chunks)")
-        for _ in transfer.read_objects(view, chunks, failed, bases=transfer.remote_bases(view, store)):
+        # Bases come from the remote alone: a delta there is of no use without its base there.
+        orphans: list = []
+        for _ in transfer.read_objects(view, chunks, failed, bases=transfer.remote_bases(view, None),
+                                       deferred=orphans):
             pass
-        if not failed:
+        if not failed and not orphans:
             findings.checkpoints.append(CheckpointState(content, path, COMPLETE))
             continue
         absent = [oid for oid in failed if oid not in view.entries]
-        state = LOST if absent else DAMAGED
-        oid, why = next(iter(failed.items()))
-        fetchable_here = not store.missing(list(failed))
-        detail = f"{len(failed)} object(s) unusable there, first {oid.hex()}: {why}"
-        if fetchable_here:
+        state = LOST if absent or orphans else DAMAGED
+        if failed:
+            oid, why = next(iter(failed.items()))
+            detail = f"{len(failed)} object(s) unusable there, first {oid.hex()}: {why}"
+        else:
+            oid, _, _, bases = orphans[0]
+            detail = (f"{len(orphans)} chunk(s) there are stored as differences from chunks it "
+                      f"lacks, first {oid.hex()} from {bases[0].hex()}")
+        if not store.missing([*failed, *(oid for oid, *_ in orphans)]):
             detail += (f"; the local store has good copies: `gitmodel fsck --remote {view.name} "
                        f"{'--all ' if all_history else ''}--repair` uploads them")
         findings.checkpoints.append(CheckpointState(content, path, state, detail))
