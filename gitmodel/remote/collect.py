@@ -42,7 +42,7 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
                       f"{name}: {why}), so which checkpoints their packs hold is unknown and "
                       "nothing can be told garbage",
                       "Nothing was removed. Delete that index from the remote (its pack then "
-                      "counts as absent), run `gitmodel fsck --remote NAME --repair` to upload "
+                      "counts as absent), run `gitmodel fsck --remote NAME --all --repair` to upload "
                       "again what the checkpoints need, then gc")
     now = time.time()
     sizes = {name: listing.sizes.get(name) or 0 for name in view.packs}

@@ -14,6 +14,7 @@ a repeated transfer skips whatever already arrived.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
@@ -120,9 +121,7 @@ def upload(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = 
     again = set(again)
     force_one = lambda oid: force or oid in again      # noqa: E731
     wanted = [oid for oid in dict.fromkeys([*oids, *again]) if force_one(oid) or oid not in view.entries]
-    # A remote never holds a delta without its base: bases go too (they are chunks, so they
-    # are uploaded before any manifest that needs them).
-    wanted = [oid for oid in store.with_bases(wanted) if force_one(oid) or oid not in view.entries]
+    wanted, whole = to_send(store, view, wanted, force_one)
     absent = store.missing(wanted)
     if absent:
         raise MissingObjects(absent)
@@ -142,19 +141,45 @@ def upload(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = 
     def read(batch: list[bytes]) -> list:
         out = []
         for oid in batch:
-            entry, record, _ = store.read_checked(oid)     # never spread a damaged object
-            out.append((oid, entry, record))
+            entry, record, data = store.read_checked(oid)     # never spread a damaged object
+            payload = memoryview(record)[record_head.size:]
+            if oid in whole:
+                encoding, payload = codec.encode(data, codec.delta_elements(payload)[0])
+                entry = dataclasses.replace(entry, encoding=encoding, stored_length=len(payload))
+            out.append((oid, entry, payload))
         return out
 
     with ThreadPoolExecutor(2) as pool:
         for group in (g for g in (pinned, rest) if g):
             batches = [[oid for _, oid in group[i:i + 64]] for i in range(0, len(group), 64)]
-            records = ((oid, entry, memoryview(record)[record_head.size:])
-                       for batch in ordered(pool, read, batches, window=4) for oid, entry, record in batch)
+            records = (item for batch in ordered(pool, read, batches, window=4) for item in batch)
             size = sum(record_head.size + entry.stored_length for entry, _ in group)
             stats.packs += len(send_records(store, view, records, size, f"push to {view.name}",
                                             quiet or group is pinned, target, resend=force))
     return stats
+
+
+def to_send(store: Store, view: RemoteView, oids: list[bytes],
+            force_one: Callable[[bytes], bool] = lambda oid: False) -> tuple[list[bytes], set[bytes]]:
+    """What an upload of these objects sends, and which of its deltas go whole. A remote never
+    holds a delta without its base, so bases go too (chunks, so before any manifest). But a
+    delta whose base is neither sent nor on the remote goes whole instead: that base is a
+    version this upload does not carry (the newest of another branch, which a repack made the
+    keyframe), whose weights must not leave with it."""
+    sending = set(oids)
+    out, whole = dict.fromkeys(oids), set()
+    todo = list(out)
+    while todo:
+        oid = todo.pop()
+        bases = store.delta_bases(oid) if store.has(oid) else []
+        if any(base not in sending and base not in view.entries for base in bases):
+            whole.add(oid)
+            continue
+        for base in bases:
+            if base not in out:
+                out[base] = None
+                todo.append(base)
+    return [oid for oid in out if force_one(oid) or oid not in view.entries], whole
 
 
 def send_records(store: Store, view: RemoteView, records: Iterable[tuple[bytes, Entry, bytes | memoryview]],
@@ -549,7 +574,7 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
                              "published" if withheld else ""),
                           f"The other {len(entries) - len(damaged) - len(withheld)} pack(s) were "
                           f"copied. Repair {source} (`gitmodel fsck --remote {source.name} "
-                          "--repair` from a clone that has the files), then mirror again")
+                          "--all --repair` from a clone that has the files), then mirror again")
     return stats
 
 
