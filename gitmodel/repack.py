@@ -266,7 +266,7 @@ def _changes(store: Store, decided: Plan) -> dict[bytes, tuple[int, bytes] | Non
     A delta nobody planned (its version left every history) keeps its base. Each maps to its
     new (encoding, payload) when that was computed to decide (up to MEMO_BYTES), else None."""
     changes: dict[bytes, tuple[int, bytes] | None] = {}
-    candidates = []
+    candidates, rebased = [], []
     for cid, delta in decided.chunks.items():
         entry = store.locate(cid)
         if entry is None:
@@ -276,25 +276,43 @@ def _changes(store: Store, decided: Plan) -> dict[bytes, tuple[int, bytes] | Non
                 changes[cid] = None
         elif entry.encoding == codec.DELTA:
             if tuple(store.delta_bases(cid)) != delta.bases:
-                changes[cid] = None
+                rebased.append(cid)
         else:
             candidates.append(cid)
-
-    def worth(batch):
-        found = []
-        for cid in batch:
-            encoded = _encoded(store, store.read(cid), decided.chunks[cid], decided.width.get(cid, 1))
-            if encoded[0] == codec.DELTA:
-                found.append((cid, encoded))
-        return found
     from gitmodel.remote.transfer import ordered
     kept = 0
-    batches = [candidates[i:i + 16] for i in range(0, len(candidates), 16)]
-    for found in ordered(checkpoint.pool(), worth, batches, window=4):
-        for cid, encoded in found:
-            keep = kept + len(encoded[1]) <= MEMO_BYTES
-            changes[cid] = encoded if keep else None
-            kept += len(encoded[1]) if keep else 0
+
+    def decide(cids: list[bytes], worth) -> None:
+        nonlocal kept
+        batches = [cids[i:i + 16] for i in range(0, len(cids), 16)]
+        for found in ordered(checkpoint.pool(), worth, batches, window=4):
+            for cid, encoded in found:
+                keep = encoded is not None and kept + len(encoded[1]) <= MEMO_BYTES
+                changes[cid] = encoded if keep else None
+                kept += len(encoded[1]) if keep else 0
+
+    def planned(cid: bytes):
+        return _encoded(store, store.read(cid), decided.chunks[cid], decided.width.get(cid, 1))
+
+    # Whole chunks planned as deltas change only if the delta is worth it.
+    decide(candidates, lambda batch: [(cid, e) for cid in batch
+                                      if (e := planned(cid))[0] == codec.DELTA])
+    # A delta planned against other bases (a newer keyframe) keeps its stored form if its
+    # bases stay whole and the planned one is no smaller: against a keyframe of another model
+    # (training started again), it would be stored whole.
+    def rebase(batch):
+        found = []
+        for cid in batch:
+            bases = store.delta_bases(cid)
+            if any(base in changes or store.locate(base) is None or
+                   store.locate(base).encoding == codec.DELTA for base in bases):
+                found.append((cid, None))
+                continue
+            encoded = planned(cid)
+            if encoded[0] == codec.DELTA and len(encoded[1]) < store.locate(cid).stored_length:
+                found.append((cid, encoded))
+        return found
+    decide(rebased, rebase)
     return changes
 
 

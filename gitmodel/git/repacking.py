@@ -12,7 +12,7 @@ from gitmodel.git import history, repo
 
 def deltas_enabled(cwd=None) -> bool:
     """Whether pushes and gc repack first (`git config gitmodel.delta`, default true)."""
-    return (repo.config_get("gitmodel.delta", cwd=cwd) or "true").lower() not in ("false", "no", "off", "0")
+    return repo.config_bool("gitmodel.delta", True, cwd=cwd)
 
 
 def keyframes_setting(given: int | None, cwd=None) -> int:

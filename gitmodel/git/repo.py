@@ -82,6 +82,18 @@ def config_get(key: str, scope: str | None = None, cwd: str | Path | None = None
     return result.stdout.decode(errors="replace").rstrip("\n") if result.returncode == 0 else None
 
 
+def config_bool(key: str, default: bool, cwd: str | Path | None = None) -> bool:
+    """A boolean key as git reads one (true/yes/on/1, false/no/off/0, ...); a value git cannot
+    read as a boolean is an error naming it, never taken for either."""
+    result = run_git("config", "--type=bool", "--get", key, cwd=cwd, check=False)
+    if result.returncode == 1:
+        return default
+    if result.returncode != 0:
+        raise GitmodelError(f"git config {key}: {result.stderr.decode(errors='replace').strip()}",
+                            f"Set it to true or false: `git config {key} false`")
+    return result.stdout.strip() == b"true"
+
+
 def config_edit(*args: str, scope: str | None = None, cwd: str | Path | None = None,
                 file: str | Path | None = None, check: bool = True) -> bool:
     """`git config [--scope | -f file] ARGS...`; True when git succeeded."""
