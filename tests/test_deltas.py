@@ -43,8 +43,15 @@ def series(repo: Repo, versions: int, seed: int = 0) -> list[str]:
 def encodings(store: Path) -> dict[int, int]:
     counts: dict[int, int] = {}
     for idx in (store / "packs").glob("*.idx"):
-        for entry in decode_index(idx.stem, idx.read_bytes()).values():
-            counts[entry.encoding] = counts.get(entry.encoding, 0) + 1
+        for encoding, n in encodings_of(idx).items():
+            counts[encoding] = counts.get(encoding, 0) + n
+    return counts
+
+
+def encodings_of(idx: Path) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for entry in decode_index(idx.stem, idx.read_bytes()).values():
+        counts[entry.encoding] = counts.get(entry.encoding, 0) + 1
     return counts
 
 
@@ -535,7 +542,11 @@ def test_push_without_repack_when_turned_off_or_when_a_repack_holds_the_lock(tmp
     import fcntl
     repo = make_repo(tmp_path / "work", git_env)
     series(repo, 3)
-    repo.git("config", "gitmodel.delta", "false")
+    repo.git("config", "gitmodel.delta", "maybe")                # was taken for true
+    typo = repo.gitmodel("push", "--all", "-q", str(tmp_path / "plain"), check=False)
+    assert typo.returncode != 0 and "bad boolean config value 'maybe'" in typo.stderr, typo.stderr
+    assert "Traceback" not in typo.stderr and not (tmp_path / "plain").exists()
+    repo.git("config", "gitmodel.delta", "off")
     repo.gitmodel("push", "--all", "-q", str(tmp_path / "plain"))
     assert codec.DELTA not in encodings(tmp_path / "plain")
     repo.git("config", "--unset", "gitmodel.delta")
@@ -638,3 +649,103 @@ def test_a_chain_past_the_limit_fails_at_once_naming_it(tmp_path: Path):
         store.read(previous)
     assert time.monotonic() - started < 5
     store.close()
+
+
+def test_fsck_of_a_remote_that_holds_deltas_without_their_bases_finds_them_lost(tmp_path: Path, git_env):
+    """fsck --remote decoded the remote's deltas against the local store's bases, so a remote
+    that had lost the bases was reported complete. It now takes bases from the remote only."""
+    repo = make_repo(tmp_path / "work", git_env)
+    remote_dir = tmp_path / "team-store"
+    repo.gitmodel("remote", "add", "origin", str(remote_dir))
+    series(repo, 3)
+    repo.gitmodel("repack")
+    repo.gitmodel("mirror", str(repo.store), str(remote_dir))
+    store = Store(repo.store)
+    newest = contents(repo)[-1]
+    base_pack = store.locate(store.read_manifest(bytes.fromhex(newest)).chunks[0][0]).pack
+    store.close()
+    for suffix in (".idx", ".pack"):            # the remote loses the newest version's pack
+        (remote_dir / "packs" / f"{base_pack}{suffix}").unlink()
+    broken = repo.gitmodel("fsck", "--remote", "origin", "--all", check=False)
+    assert broken.returncode != 0 and "0 complete, 3 lost" in broken.stdout, broken.stdout
+    assert "stored as differences from chunks it lacks" in broken.stdout, broken.stdout
+    repo.gitmodel("fsck", "--remote", "origin", "--all", "--repair")
+    fixed = repo.gitmodel("fsck", "--remote", "origin", "--all")
+    assert "3 complete" in fixed.stdout and "0 problem(s)" in fixed.stdout, fixed.stdout
+
+
+def test_a_base_lost_here_is_fetched_from_the_remote_that_has_it(tmp_path: Path, git_env):
+    """With the local pack of a delta's base gone, a checkout said the remote lacked it and
+    `gitmodel fetch` fetched nothing: only the checkpoints' own chunks were asked for."""
+    repo = make_repo(tmp_path / "work", git_env)
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "team-store"))
+    sums = series(repo, 3)
+    repo.gitmodel("push")                                   # repacks, then uploads
+    store = Store(repo.store)
+    base_pack = store.locate(store.read_manifest(bytes.fromhex(contents(repo)[-1])).chunks[0][0]).pack
+    store.close()
+    for suffix in (".idx", ".pack"):
+        (repo.store / "packs" / f"{base_pack}{suffix}").unlink()
+    (repo.path / MODEL).unlink()
+    repo.git("checkout", "HEAD~1", "--", MODEL)             # the smudge fetches the bases
+    assert sha256(repo.path / MODEL) == sums[1]
+    fetched = [idx for idx in (repo.store / "packs").glob("*.idx")
+               if codec.DELTA not in encodings_of(idx)]
+    for idx in fetched:                                     # and once more, by hand
+        idx.unlink()
+        idx.with_suffix(".pack").unlink()
+    assert "missing" in repo.gitmodel("fsck", "--all", check=False).stdout
+    repo.gitmodel("fetch", "--all")
+    assert "0 problem(s)" in repo.gitmodel("fsck", "--all").stdout
+    assert_versions_exact(repo, sums)
+
+
+def test_a_push_carries_no_weights_of_a_branch_it_does_not_push(tmp_path: Path, git_env):
+    """The repack keeps the checked-out version whole and makes main's versions deltas of it:
+    working on a private branch, a push of main uploaded the private version as their base.
+    Those deltas now go whole."""
+    repo = make_repo(tmp_path / "work", git_env)
+    remote_dir = tmp_path / "team-store"
+    repo.gitmodel("remote", "add", "origin", str(remote_dir))
+    repo.commit("remote", ".gitmodel")
+    sums = series(repo, 2)
+    repo.git("checkout", "-q", "-b", "private")
+    model = fine_tune(random_model(0, layers=4, width=384), 7)
+    write_safetensors(repo.path / MODEL, model)
+    repo.commit("private run", MODEL)
+    private, main = contents(repo)[-1], contents(repo)[-2]
+    repo.gitmodel("repack")
+    store = Store(repo.store)
+    private_chunks = {cid for cid, _ in store.read_manifest(bytes.fromhex(private)).chunks}
+    assert any(set(bases) & private_chunks for bases in stored_as(store, main).values())
+    store.close()
+    bare = tmp_path / "shared.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    repo.git("remote", "add", "origin", str(bare))
+    repo.git("push", "-q", "origin", "main")                  # from the private branch
+    on_remote = {oid for idx in (remote_dir / "packs").glob("*.idx")
+                 for oid in decode_index(idx.stem, idx.read_bytes())}
+    assert not on_remote & private_chunks
+    other = user(tmp_path, git_env, "bob")
+    subprocess.run(["git", "clone", "-q", str(bare), str(tmp_path / "bob")], env=other, check=True)
+    bob = Repo(tmp_path / "bob", other)
+    assert sha256(bob.path / MODEL) == sums[-1]
+    bob.git("checkout", "-q", "HEAD~1")
+    assert sha256(bob.path / MODEL) == sums[0]
+    assert "0 problem(s)" in bob.gitmodel("fsck", "--remote", "origin", "--all").stdout
+
+
+def test_a_new_model_at_the_same_path_leaves_the_older_deltas_as_they_are(repo: Repo):
+    """Training started again from scratch at the same path: the older versions' deltas were
+    planned against the new model's keyframe, were not worth it there, and were stored whole
+    again (a gc then reported negative bytes freed). They now keep their stored form."""
+    sums = series(repo, 3)
+    repo.gitmodel("repack")
+    deltas, size = encodings(repo.store)[codec.DELTA], packs_size(repo.store)
+    sums += series(repo, 2, seed=1)                   # another model, fine-tuned once
+    added = packs_size(repo.store) - size
+    done = repo.gitmodel("gc")
+    assert encodings(repo.store)[codec.DELTA] >= deltas
+    assert packs_size(repo.store) <= size + added and "-" not in done.stdout.split("(")[-1], done.stdout
+    assert_versions_exact(repo, sums)
+    assert "0 problem(s)" in repo.gitmodel("fsck", "--all").stdout
