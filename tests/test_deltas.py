@@ -341,6 +341,9 @@ def test_a_missing_base_is_a_clear_error_and_costs_only_what_needs_it(repo: Repo
     assert sha256(repo.path / "other.safetensors") == other_sum
     fsck = repo.gitmodel("fsck", "--all", check=False)
     assert fsck.returncode != 0 and "complete" in fsck.stdout
+    # One problem per delta whose base went: a few are shown, the rest counted.
+    assert fsck.stdout.count("problem: delta without its base") == 5, fsck.stdout
+    assert 'more of the kind "delta without its base"' in fsck.stdout, fsck.stdout
 
 
 def test_readers_survive_a_concurrent_repack(repo: Repo):

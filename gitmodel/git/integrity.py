@@ -148,8 +148,7 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
     report = store_fsck.check(store)
     say(f"store {store.root}: {report.objects} objects ({report.manifests} files, {report.bytes} "
         f"bytes) verified in {len(store.packs())} packs")
-    for problem in report.problems:
-        say(f"problem: {problem}")
+    _say_problems(report.problems, say)
     for line in report.newer[:3]:
         say(f"note: {line}")
     if repair and report.problems:
@@ -187,6 +186,20 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
     problems = len(report.problems) + lost
     say(f"{problems} problem(s).")
     return problems
+
+
+SHOWN_PER_KIND = 5     # a lost pack of bases makes one problem per delta: the rest are counted
+
+
+def _say_problems(problems: list, say: Callable[[str], None]) -> None:
+    shown: dict[str, int] = {}
+    for problem in problems:
+        shown[problem.kind] = shown.get(problem.kind, 0) + 1
+        if shown[problem.kind] <= SHOWN_PER_KIND:
+            say(f"problem: {problem}")
+    for kind, count in shown.items():
+        if count > SHOWN_PER_KIND:
+            say(f"problem: {count - SHOWN_PER_KIND} more of the kind \"{kind}\"")
 
 
 def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repair: bool,
