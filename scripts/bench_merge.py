@@ -11,7 +11,9 @@ In one fresh repository:
 * branches that rewrite every tensor on both sides: the driver alone with
   GITMODEL_MERGE_STRATEGY=average, run as git runs it (pointer files in, pointer out), in
   MB/s of checkpoint (target >= 300);
-* peak RSS of the driver in both (target <= 256 MiB), with scripts/rss_wrap.py.
+* peak RSS of the driver in both (target <= 256 MiB), with scripts/rss_wrap.py, in one more
+  run of each: the timed runs use the driver as `gitmodel install` configures it, so the
+  wrapper's own start-up is not counted as the merge's.
 
 Usage: python scripts/bench_merge.py [--size-mib 1024] [--tensors 256] [--runs 3] [--keep]
 Needs git, numpy and an installed gitmodel. Timings follow bench_foundation.py's method
@@ -70,10 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         run(["gitmodel", "track", "*.safetensors"], repo, env)
         run(["git", "add", ".gitattributes"], repo, env)
         report = work / "driver.rss"
-        # The driver as git runs it (gitmodel is on PATH in this environment), under rss_wrap.
-        run(["git", "config", "merge.gitmodel.driver",
-             " ".join([shlex.quote(sys.executable), "-S", shlex.quote(str(RSS_WRAP)),
-                       shlex.quote(str(report)), "gitmodel merge-driver %O %A %B %L %P"])], repo, env)
+        installed = subprocess.run(["git", "config", "merge.gitmodel.driver"], cwd=repo, env=env,
+                                   capture_output=True, text=True, check=True).stdout.strip()
+        # The same driver under rss_wrap, for a merge of its own after the timed ones: the
+        # wrapper's own start-up is the measurement's, not the merge's.
+        wrapped = " ".join([shlex.quote(sys.executable), "-S", shlex.quote(str(RSS_WRAP)),
+                            shlex.quote(str(report)), installed])
         size = args.size_mib << 20
         write = lambda path, version_of: write_checkpoint(path, "F32", size, args.tensors,
                                                           version_of=version_of)
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         expected = write(work / "expected.safetensors", lambda i: 2 if i % 2 else 1)
         file_size = (repo / MODEL).stat().st_size
 
-        checkouts, replacing, merges, one_sided_rss = [], [], [], 0.0
+        checkouts, replacing, merges = [], [], []
         for _ in range(args.runs):
             (repo / MODEL).unlink()
             checkouts.append(timed(["git", "checkout", "--", MODEL], repo, env))
@@ -99,14 +103,16 @@ def main(argv: list[str] | None = None) -> int:
             # file to be sure it is unchanged before merging; a moment later it trusts the stat.
             time.sleep(2)
             run(["git", "update-index", "--refresh"], repo, env)
-            report.unlink(missing_ok=True)
             merges.append(timed(["git", "merge", "-q", "--no-edit", "theirs"], repo, env))
-            one_sided_rss = max(one_sided_rss, rss_report(report))
             exact = sha256_file(repo / MODEL) == expected
             run(["git", "reset", "-q", "--hard", "HEAD~1"], repo, env)
         checkout_s, merge_s = statistics.median(replacing), statistics.median(merges)
         missing_s = statistics.median(checkouts)
+        run(["git", "config", "merge.gitmodel.driver", wrapped], repo, env)
+        report.unlink(missing_ok=True)
         run(["git", "merge", "-q", "--no-edit", "theirs"], repo, env)
+        one_sided_rss = rss_report(report)
+        run(["git", "config", "merge.gitmodel.driver", installed], repo, env)
 
         run(["git", "switch", "-q", "-c", "both-theirs", "HEAD~2"], repo, env)
         write(repo / MODEL, lambda i: 2)
@@ -121,19 +127,23 @@ def main(argv: list[str] | None = None) -> int:
                                                          capture_output=True, check=True).stdout)
         average_env = dict(env, GITMODEL_MERGE_STRATEGY="average")
         packs = repo / ".git" / "gitmodel" / "packs"
-        averages, average_rss = [], 0.0
-        for _ in range(args.runs):
+        averages, average_rss = [], float("nan")
+        for _ in range(args.runs + 1):
             before = set(packs.iterdir())
             (pointers / "A.run").write_bytes((pointers / "A").read_bytes())
             report.unlink(missing_ok=True)
             os.sync()
             warm_memory()
             start = time.perf_counter()
-            run([sys.executable, "-S", str(RSS_WRAP), str(report), "gitmodel", "merge-driver",
-                 str(pointers / "O"), str(pointers / "A.run"), str(pointers / "B"), "7", MODEL],
+            driver = [sys.executable, "-P", "-m", "gitmodel", "merge-driver", str(pointers / "O"),
+                      str(pointers / "A.run"), str(pointers / "B"), "7", "--", MODEL]
+            measuring = len(averages) == args.runs     # one more run, under rss_wrap
+            run([sys.executable, "-S", str(RSS_WRAP), str(report), *driver] if measuring else driver,
                 repo, average_env)
-            averages.append(time.perf_counter() - start)
-            average_rss = max(average_rss, rss_report(report))
+            if measuring:
+                average_rss = rss_report(report)
+            else:
+                averages.append(time.perf_counter() - start)
             for path in set(packs.iterdir()) - before:     # the next run stores the result anew
                 path.chmod(0o644)
                 path.unlink()
