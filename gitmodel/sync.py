@@ -56,9 +56,10 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
                           "Nothing was uploaded. `gitmodel fsck` shows the damage; add the "
                           "files again or fetch them from a remote that has them")
     # What must be on the remote when the push is done: the checkpoints' objects, the bases of
-    # the deltas it sends (found there, so not sent), and the checkpoints only the remote has.
-    sent, _ = transfer.to_send(store, view, [oid for oid in need.objects if oid not in view.entries])
-    check = list(dict.fromkeys([*need.objects, *sent,
+    # the deltas it sends (those found there are not sent), and the checkpoints only the
+    # remote has.
+    closure, _ = transfer.to_send(store, view, [oid for oid in need.objects if oid not in view.entries])
+    check = list(dict.fromkeys([*need.objects, *closure,
                                 *(m for m in manifest_ids if not store.has(m))]))
     try:
         stats = transfer.upload(store, view, need.objects, quiet=quiet, force=force,
@@ -142,10 +143,27 @@ def fetch(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool 
     result.stats = transfer.download(store, view, store.with_bases(need.objects), quiet=quiet,
                                      known=remote)
     failed.update(result.stats.failed)
-    for oid, why in {**need.unreadable, **failed}.items():
+    for oid, why in {**need.unreadable, **failed, **_without_bases(store, need.objects, failed)}.items():
         for manifest in need.needed_by.get(oid, [oid] if oid in need.manifests else []):
             result.failed.setdefault(manifest.hex(), why)
     return result
+
+
+def _without_bases(store: Store, oids: list[bytes], failed: dict[bytes, str]) -> dict[bytes, str]:
+    """Those of these objects stored here as deltas whose bases are still missing (their pack
+    was lost, and the fetch could not bring them), with why: the checkpoints needing them are
+    not complete, though each of their own objects is here."""
+    lacking = set(store.missing(store.with_bases(oids)))
+    if not lacking:
+        return {}
+    out = {}
+    for oid in oids:
+        gone = [b for b in store.with_bases([oid])[1:] if b in lacking]
+        if gone:
+            out[oid] = (f"chunk {oid.hex()} is stored here as a difference from chunk "
+                        f"{gone[0].hex()}, which the store lacks and the fetch could not bring"
+                        + (f" ({failed[gone[0]]})" if gone[0] in failed else ""))
+    return out
 
 
 def fetch_all(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool = False) -> TransferStats:

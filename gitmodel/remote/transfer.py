@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -121,14 +122,16 @@ def upload(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = 
     again = set(again)
     force_one = lambda oid: force or oid in again      # noqa: E731
     wanted = [oid for oid in dict.fromkeys([*oids, *again]) if force_one(oid) or oid not in view.entries]
-    wanted, whole = to_send(store, view, wanted, force_one)
+    closure, whole = to_send(store, view, wanted)
+    wanted = [oid for oid in closure if force_one(oid) or oid not in view.entries]
     absent = store.missing(wanted)
     if absent:
         raise MissingObjects(absent)
     located = sorted(((store.locate(oid), oid) for oid in wanted),
                      key=lambda item: (item[0].kind == MANIFEST, item[0].pack, item[0].offset))
-    total = sum(record_head.size + entry.stored_length for entry, _ in located)
-    stats = TransferStats(objects=len(located), bytes=total)
+    # Sizes for progress: a delta going whole is counted at its raw length until it is encoded.
+    size = lambda entry, oid: record_head.size + (entry.raw_length if oid in whole else entry.stored_length)  # noqa: E731
+    stats = TransferStats(objects=len(located))
     if not located:
         return stats
     view.create()
@@ -153,19 +156,26 @@ def upload(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = 
         for group in (g for g in (pinned, rest) if g):
             batches = [[oid for _, oid in group[i:i + 64]] for i in range(0, len(group), 64)]
             records = (item for batch in ordered(pool, read, batches, window=4) for item in batch)
-            size = sum(record_head.size + entry.stored_length for entry, _ in group)
-            stats.packs += len(send_records(store, view, records, size, f"push to {view.name}",
+            stats.packs += len(send_records(store, view, _counted(records, stats),
+                                            sum(size(e, oid) for e, oid in group), f"push to {view.name}",
                                             quiet or group is pinned, target, resend=force))
     return stats
 
 
-def to_send(store: Store, view: RemoteView, oids: list[bytes],
-            force_one: Callable[[bytes], bool] = lambda oid: False) -> tuple[list[bytes], set[bytes]]:
-    """What an upload of these objects sends, and which of its deltas go whole. A remote never
-    holds a delta without its base, so bases go too (chunks, so before any manifest). But a
-    delta whose base is neither sent nor on the remote goes whole instead: that base is a
-    version this upload does not carry (the newest of another branch, which a repack made the
-    keyframe), whose weights must not leave with it."""
+def _counted(records: Iterable[tuple[bytes, Entry, bytes | memoryview]], stats: TransferStats):
+    for oid, entry, payload in records:
+        stats.bytes += record_head.size + len(payload)
+        yield oid, entry, payload
+
+
+def to_send(store: Store, view: RemoteView, oids: list[bytes]) -> tuple[list[bytes], set[bytes]]:
+    """What must be on the remote once these objects are sent: them and the bases of their
+    deltas (a remote never holds a delta without its base; bases are chunks, so they go before
+    any manifest), and which of the deltas go whole. A delta whose base is neither among these
+    nor on the remote goes whole: that base is a version this upload does not carry (the
+    checked-out version of an unpushed branch, which the repack kept whole), whose weights
+    must not leave with it. Bases the remote has are listed too: the caller checks they are
+    still there once it is done."""
     sending = set(oids)
     out, whole = dict.fromkeys(oids), set()
     todo = list(out)
@@ -179,7 +189,7 @@ def to_send(store: Store, view: RemoteView, oids: list[bytes],
             if base not in out:
                 out[base] = None
                 todo.append(base)
-    return [oid for oid in out if force_one(oid) or oid not in view.entries], whole
+    return list(out), whole
 
 
 def send_records(store: Store, view: RemoteView, records: Iterable[tuple[bytes, Entry, bytes | memoryview]],
@@ -440,11 +450,14 @@ def remote_bases(view: RemoteView, store: Store | None) -> Bases:
 def _bases_from(read_range: Callable[[str, int, int], bytes], table: Callable[[], ObjectTable],
                 store: Store | None) -> Bases:
     cache: dict[bytes, bytes] = {}
+    lock = threading.Lock()                 # the reading threads share the cache
 
     def one(oid: bytes) -> bytes:
         if store is not None and store.has(oid):
             return store.read(oid)
-        if oid not in cache:
+        with lock:
+            data = cache.get(oid)
+        if data is None:
             entry = table().get(oid)
             if entry is None:
                 raise MissingObjects([oid])
@@ -453,10 +466,12 @@ def _bases_from(read_range: Callable[[str, int, int], bytes], table: Callable[[]
                 record = read_range(entry.pack, entry.offset, end)
             except (RemoteError, OSError) as err:
                 raise MissingObjects([oid], str(err)) from None
-            cache[oid] = bytes(check_record(oid, entry, record, bases))
-            if len(cache) > 64:
-                cache.pop(next(iter(cache)))
-        return cache[oid]
+            data = bytes(check_record(oid, entry, record, bases))
+            with lock:
+                cache[oid] = data
+                while len(cache) > 64:
+                    cache.pop(next(iter(cache)))
+        return data
 
     def bases(ids: list[bytes]) -> list[bytes]:
         return [one(oid) for oid in ids]
