@@ -91,12 +91,19 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
                  progress: Callable[[str], None] = lambda line: None,
                  all_history: bool = False) -> Findings:
     """Each needed checkpoint's state on the remote: every object present in a verified index,
-    then read and verified (nothing is stored). `all_history`: the checkpoints are those of
-    every commit (`fsck --all`), which the repair it suggests must cover too."""
+    then read and verified (nothing is stored), and so are the bases of its deltas there: a
+    delta is of no use without its base on the same remote. Each object is read once, however
+    many checkpoints need it. `all_history`: the checkpoints are those of every commit
+    (`fsck --all`), which the repair it suggests must cover too."""
     findings = Findings()
     view.refresh()
     for name, why in sorted(view.damaged.items()):
         findings.problems.append(f"damaged index {name}: {why}")
+    # Deltas decode against the local store's copy of a base when it has one (no second read
+    # of the remote); the remote's copy is checked on its own, as an object the delta needs.
+    bases = transfer.remote_bases(view, store)
+    unusable: dict[bytes, str | None] = {}       # object -> why it cannot be used there, or None
+    based_on: dict[bytes, list[bytes]] = {}      # a delta there -> its bases
     for content, path in checkpoints.items():
         manifest_id = bytes.fromhex(content)
         failed: dict[bytes, str] = {}
@@ -108,28 +115,53 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
         entry, payload = manifests[manifest_id]
         chunks = [cid for cid, _ in Manifest.decode(codec.decode(entry.encoding, payload, entry.raw_length)).chunks]
         progress(f"verifying {path} on {view.name} ({len(chunks)} chunks)")
-        # Bases come from the remote alone: a delta there is of no use without its base there.
-        orphans: list = []
-        for _ in transfer.read_objects(view, chunks, failed, bases=transfer.remote_bases(view, None),
-                                       deferred=orphans):
-            pass
-        if not failed and not orphans:
+        needed = _verify_there(view, chunks, bases, unusable, based_on)
+        bad = {oid: unusable[oid] for oid in needed if unusable[oid] is not None}
+        if not bad:
             findings.checkpoints.append(CheckpointState(content, path, COMPLETE))
             continue
-        absent = [oid for oid in failed if oid not in view.entries]
-        state = LOST if absent or orphans else DAMAGED
-        if failed:
-            oid, why = next(iter(failed.items()))
-            detail = f"{len(failed)} object(s) unusable there, first {oid.hex()}: {why}"
-        else:
-            oid, _, _, bases = orphans[0]
+        absent = [oid for oid in bad if oid not in view.entries]
+        state = LOST if absent else DAMAGED
+        orphans = [oid for oid in needed if any(b in absent for b in based_on.get(oid, ()))]
+        if orphans:
+            base = next(b for b in based_on[orphans[0]] if b in absent)
             detail = (f"{len(orphans)} chunk(s) there are stored as differences from chunks it "
-                      f"lacks, first {oid.hex()} from {bases[0].hex()}")
-        if not store.missing([*failed, *(oid for oid, *_ in orphans)]):
+                      f"lacks, first {orphans[0].hex()} from {base.hex()}")
+        else:
+            oid, why = next(iter(bad.items()))
+            detail = f"{len(bad)} object(s) unusable there, first {oid.hex()}: {why}"
+        if not store.missing(store.with_bases(list(bad))):
             detail += (f"; the local store has good copies: `gitmodel fsck --remote {view.name} "
                        f"{'--all ' if all_history else ''}--repair` uploads them")
         findings.checkpoints.append(CheckpointState(content, path, state, detail))
     return findings
+
+
+def _verify_there(view: RemoteView, chunks: list[bytes], bases, unusable: dict, based_on: dict) -> list[bytes]:
+    """Read and check these chunks on the remote, and the bases of the deltas among them, each
+    object once (`unusable` remembers); every object they need there."""
+    needed = dict.fromkeys(chunks)
+    todo = [oid for oid in needed if oid not in unusable]
+    while todo:
+        failed: dict[bytes, str] = {}
+        orphans: list = []          # deltas whose bases neither store nor remote has
+        for oid, entry, payload in transfer.read_objects(view, todo, failed, bases=bases, deferred=orphans):
+            unusable[oid] = None
+            if entry.encoding == codec.DELTA:
+                based_on[oid] = codec.delta_bases(payload)
+        for oid, _, _, missing in orphans:
+            based_on[oid] = missing
+            failed[oid] = (f"stored there as a difference from chunk {missing[0].hex()}, which "
+                           + ("could not be read there" if missing[0] in view.entries else "it lacks"))
+        unusable.update(failed)
+        todo = []
+        for oid in list(needed):
+            for base in based_on.get(oid, ()):
+                if base not in needed:
+                    needed[base] = None
+                    if base not in unusable:
+                        todo.append(base)
+    return list(needed)
 
 
 # ----------------------------------------------------------------------------- gitmodel fsck
