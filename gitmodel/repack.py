@@ -298,14 +298,20 @@ def _changes(store: Store, decided: Plan) -> dict[bytes, tuple[int, bytes] | Non
     decide(candidates, lambda batch: [(cid, e) for cid in batch
                                       if (e := planned(cid))[0] == codec.DELTA])
     # A delta planned against other bases (a newer keyframe) keeps its stored form if its
-    # bases stay whole and the planned one is no smaller: against a keyframe of another model
-    # (training started again), it would be stored whole.
+    # bases are chunks of versions in the histories that stay whole, and the planned delta is
+    # no smaller: against a keyframe of another model (training started again), it would be
+    # stored whole. Bases of versions no history holds any more must not be kept alive.
+    def stays_whole(base: bytes) -> bool:
+        if base not in decided.chunks:
+            return False
+        entry = store.locate(base)
+        return entry is not None and (decided.chunks[base] is None or
+                                      (base not in changes and entry.encoding != codec.DELTA))
+
     def rebase(batch):
         found = []
         for cid in batch:
-            bases = store.delta_bases(cid)
-            if any(base in changes or store.locate(base) is None or
-                   store.locate(base).encoding == codec.DELTA for base in bases):
+            if not all(stays_whole(base) for base in store.delta_bases(cid)):
                 found.append((cid, None))
                 continue
             encoded = planned(cid)

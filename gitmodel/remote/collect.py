@@ -122,11 +122,11 @@ class _Plan:
         conservative = self._closure(seed, set(), set())
         # What would be live if every record the store has were sent from it: a remote delta
         # whose base is not in there is worth re-sending, even from a pack without garbage.
-        self._lean = self._closure(seed, set(self.sizes), {o for o in conservative if self.store.has(o)})
+        self._lean = self._closure(seed, set(self.sizes), {o for o in conservative if self._sendable(o)})
         live, fates = conservative, self._decide(conservative)
         for _ in range(4):
             leaving = _leaving(fates)
-            local = {oid for oid in live if self.store.has(oid)
+            local = {oid for oid in live if self._sendable(oid)
                      and all(e.pack in leaving for e in self.view.entries.copies(oid))}
             settled = self._closure(seed, leaving, local)
             settled_fates = self._decide(settled)
@@ -182,6 +182,12 @@ class _Plan:
             todo = [b for b in dict.fromkeys(found) if b not in live]
             live.update(todo)
         return live
+
+    def _sendable(self, oid: bytes) -> bool:
+        """Whether the store's copy may replace the remote's: one whose bases the remote holds.
+        A local delta against a version the remote never received (an unpushed branch's,
+        kept whole by the repack) would carry that version's weights there."""
+        return self.store.has(oid) and all(b in self.view.entries for b in self.store.delta_bases(oid))
 
     def _from_store(self, oid: bytes, local: set[bytes]) -> bool:
         return oid in local or (oid not in self.view.entries and self.store.has(oid))
