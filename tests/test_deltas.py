@@ -672,6 +672,14 @@ def test_fsck_of_a_remote_that_holds_deltas_without_their_bases_finds_them_lost(
     broken = repo.gitmodel("fsck", "--remote", "origin", "--all", check=False)
     assert broken.returncode != 0 and "0 complete, 3 lost" in broken.stdout, broken.stdout
     assert "stored as differences from chunks it lacks" in broken.stdout, broken.stdout
+    # With the bases lost here too, a fetch cannot complete those versions, and says so (it
+    # exited 0: a base it could not bring belonged to no checkpoint it fetched).
+    for suffix in (".idx", ".pack"):
+        (repo.store / "packs" / f"{base_pack}{suffix}").rename(tmp_path / f"{base_pack}{suffix}")
+    fetched = repo.gitmodel("fetch", "origin", "HEAD~1", "HEAD~2", check=False)
+    assert fetched.returncode != 0 and "the fetch could not bring" in fetched.stderr, fetched.stderr
+    for suffix in (".idx", ".pack"):
+        (tmp_path / f"{base_pack}{suffix}").rename(repo.store / "packs" / f"{base_pack}{suffix}")
     repo.gitmodel("fsck", "--remote", "origin", "--all", "--repair")
     fixed = repo.gitmodel("fsck", "--remote", "origin", "--all")
     assert "3 complete" in fixed.stdout and "0 problem(s)" in fixed.stdout, fixed.stdout
@@ -725,7 +733,10 @@ def test_a_push_carries_no_weights_of_a_branch_it_does_not_push(tmp_path: Path, 
     bare = tmp_path / "shared.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
     repo.git("remote", "add", "origin", str(bare))
-    repo.git("push", "-q", "origin", "main")                  # from the private branch
+    pushed = repo.gitmodel("push", "origin", "main").stderr     # from the private branch
+    said = float(pushed.split(" MiB in ")[0].rsplit(" ", 1)[1])   # what went whole counts whole
+    assert abs(said - packs_size(remote_dir) / 2**20) < 0.1, (pushed, packs_size(remote_dir))
+    repo.git("push", "-q", "origin", "main")
     on_remote = {oid for idx in (remote_dir / "packs").glob("*.idx")
                  for oid in decode_index(idx.stem, idx.read_bytes())}
     assert not on_remote & private_chunks
@@ -752,3 +763,117 @@ def test_a_new_model_at_the_same_path_leaves_the_older_deltas_as_they_are(repo: 
     assert packs_size(repo.store) <= size + added and "-" not in done.stdout.split("(")[-1], done.stdout
     assert_versions_exact(repo, sums)
     assert "0 problem(s)" in repo.gitmodel("fsck", "--all").stdout
+
+
+def test_a_push_checks_that_the_bases_it_found_on_the_remote_are_still_there(tmp_path: Path, git_env,
+                                                                              monkeypatch):
+    """A push does not send the bases of its deltas that the remote lists, and looks again once
+    done: a remote gc may have removed them meanwhile. The bases found there had dropped out of
+    that last look, and such a push exited 0 with its deltas' bases gone."""
+    from gitmodel import cli
+    from gitmodel.remote import transfer
+    repo = make_repo(tmp_path / "work", git_env)
+    remote_dir = tmp_path / "team-store"
+    repo.gitmodel("remote", "add", "origin", str(remote_dir))
+    repo.commit("remote", ".gitmodel")
+    model = random_model(0, layers=4, width=384)
+    write_safetensors(repo.path / MODEL, model)
+    repo.commit("m1", MODEL)
+    repo.git("checkout", "-q", "-b", "x")
+    write_safetensors(repo.path / MODEL, fine_tune(model, 5))
+    repo.commit("x2", MODEL)
+    repo.git("checkout", "-q", "main")
+    write_safetensors(repo.path / MODEL, fine_tune(model, 6))
+    repo.commit("m2", MODEL)
+    repo.gitmodel("push", "-q", "origin", "main")             # x2 becomes a delta of m2
+    store = Store(repo.store)
+    x2 = repo.out("show", f"x:{MODEL}").split("\n")[2].split()[1]
+    bases = {b for bs in stored_as(store, x2).values() for b in bs}
+    store.close()
+    assert bases
+    upload, removed = transfer.upload, []
+
+    def a_remote_gc_first(store, view, oids, **kwargs):
+        if not removed:              # a remote gc that listed before this push removes m2's pack
+            for idx in list((remote_dir / "packs").glob("*.idx")):
+                if bases & set(decode_index(idx.stem, idx.read_bytes())):
+                    removed.append(idx.stem)
+                    idx.unlink()
+                    idx.with_suffix(".pack").unlink()
+        return upload(store, view, oids, **kwargs)
+
+    monkeypatch.setattr(transfer, "upload", a_remote_gc_first)
+    for key, value in git_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(repo.path)
+    assert cli.main(["push", "-q", "origin", "x"]) == 0
+    assert removed
+    on_remote = {oid for idx in (remote_dir / "packs").glob("*.idx")
+                 for oid in decode_index(idx.stem, idx.read_bytes())}
+    assert bases <= on_remote
+
+
+def test_a_dropped_version_that_was_a_keyframe_is_freed_by_gc(repo: Repo):
+    """The rule that keeps a delta whose keyframe changed must not keep one against a version
+    no history holds: its chunks stayed in the store forever (gc reported negative bytes)."""
+    v1 = random_model(0, layers=4, width=384)
+    sums = [sha256(write_safetensors(repo.path / MODEL, v1))]
+    repo.commit("v1", MODEL)
+    sums.append(sha256(write_safetensors(repo.path / MODEL, fine_tune(v1, 2, scale=5e-3))))
+    repo.commit("v2", MODEL)
+    write_safetensors(repo.path / MODEL, fine_tune(v1, 3))
+    repo.commit("v3", MODEL)
+    repo.gitmodel("repack")                          # v1 a delta against v3
+    store = Store(repo.store)
+    v1_id, v2_id, v3_id = contents(repo)
+    chunks = lambda content: {cid for cid, _ in store.read_manifest(bytes.fromhex(content)).chunks}  # noqa: E731
+    v3 = chunks(v3_id) - chunks(v1_id) - chunks(v2_id)
+    assert any(set(bases) & v3 for bases in stored_as(store, v1_id).values())
+    store.close()
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    repo.git("reflog", "expire", "--expire=now", "--all")
+    done = repo.gitmodel("gc", "--keep-recent", "0")
+    assert "-" not in done.stdout.split("(")[-1], done.stdout
+    store = Store(repo.store)
+    assert not any(store.has(cid) for cid in v3)
+    store.close()
+    assert_versions_exact(repo, sums)
+
+
+def test_a_remote_gc_sends_no_weights_of_a_branch_never_pushed(tmp_path: Path, git_env):
+    """A remote gc rewriting packs sends the local store's copy of a record where that lets a
+    dropped keyframe go; a local delta against an unpushed branch's version took that
+    version's weights to the remote with it."""
+    repo = make_repo(tmp_path / "work", git_env)
+    remote_dir = tmp_path / "team-store"
+    repo.gitmodel("remote", "add", "origin", str(remote_dir))
+    repo.commit("remote", ".gitmodel")
+    bare = tmp_path / "shared.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    repo.git("remote", "add", "origin", str(bare))
+    model = random_model(0, layers=4, width=384)
+    write_safetensors(repo.path / MODEL, model)
+    repo.commit("m0", MODEL)
+    repo.git("push", "-q", "origin", "main")
+    model = fine_tune(model, 1)
+    write_safetensors(repo.path / MODEL, model)
+    repo.commit("m1", MODEL)
+    repo.git("checkout", "-q", "-b", "private")
+    write_safetensors(repo.path / MODEL, fine_tune(model, 7))
+    repo.commit("private run", MODEL)
+    store = Store(repo.store)
+    private = {cid for cid, _ in store.read_manifest(bytes.fromhex(contents(repo)[-1])).chunks}
+    store.close()
+    repo.git("push", "-q", "origin", "main")
+
+    def on_remote() -> set[bytes]:
+        return {oid for idx in (remote_dir / "packs").glob("*.idx")
+                for oid in decode_index(idx.stem, idx.read_bytes())}
+    shared = private & on_remote()                  # the header chunk, say
+    done = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
+    assert "rewrote" in done.stderr, done.stderr    # the case: packs rewritten from the store
+    assert private & on_remote() == shared
+    other = user(tmp_path, git_env, "bob")
+    subprocess.run(["git", "clone", "-q", str(bare), str(tmp_path / "bob")], env=other, check=True)
+    bob = Repo(tmp_path / "bob", other)
+    assert "0 problem(s)" in bob.gitmodel("fsck", "--remote", "origin", "--all").stdout
