@@ -140,6 +140,10 @@ def test_remote_gc_refuses_when_the_remote_has_commits_this_clone_lacks(tmp_path
     result = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0", check=False)
     assert result.returncode == 1 and "git fetch origin" in result.stderr
     assert "Traceback" not in result.stderr
+    # --ref adds to the remote's refs: it replaced them, and this clone's stale main made the
+    # remote's newer checkpoint garbage (removed, exit 0).
+    named = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0", "--ref", "main", check=False)
+    assert named.returncode == 1 and "git fetch origin" in named.stderr, named.stdout
     assert remote_bytes(str(store), None) == size
     repo.git("fetch", "-q", "origin")
     out = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")

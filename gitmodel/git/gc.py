@@ -70,7 +70,8 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
                    keep_recent: float | None = None, dry_run: bool = False,
                    say: Callable[[str], None] = lambda line: None) -> gc.GcReport:
     """gc of the gitmodel remote that goes with git remote `name`: live is what the history
-    of `refs` (default: the branches and tags the git remote has now) references."""
+    of the branches and tags the git remote has now references, and that of `refs` too (the
+    only live commits when the git remote has no branch or tag)."""
     from gitmodel.remote import collect
     days = keep_recent_days(keep_recent, session.cwd)
     url = repo.run_git("remote", "get-url", name, cwd=session.cwd, check=False)
@@ -81,7 +82,10 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
     if view is None:
         raise GitmodelError(f"git remote {name} has no gitmodel remote",
                             "Nothing was removed. `gitmodel remote list` shows what is configured")
-    tips = refs if refs else remote_tips(session.cwd, name)
+    # --ref adds to what the git remote's refs keep, never replaces it: a commit named from a
+    # clone whose branches are behind the remote's would otherwise make their newer
+    # checkpoints garbage.
+    tips = remote_tips(session.cwd, name, none_is_fine=bool(refs)) + list(refs or [])
     found = liveness.live_checkpoints(session.cwd, tips)
     if not dry_run and repacking.deltas_enabled(session.cwd):
         # The rewrite sends the local store's copies: re-encoded against surviving keyframes
@@ -97,8 +101,9 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
     return report
 
 
-def remote_tips(cwd, name: str) -> list[str]:
-    """The commits the git remote's branches and tags point at now, all present here."""
+def remote_tips(cwd, name: str, none_is_fine: bool = False) -> list[str]:
+    """The commits the git remote's branches and tags point at now, all present here (an
+    error if it has none, unless `none_is_fine`)."""
     listed = repo.run_git("ls-remote", "--heads", "--tags", name, cwd=cwd, check=False)
     if listed.returncode != 0:
         raise GitmodelError(f"git ls-remote {name} failed: "
@@ -108,7 +113,7 @@ def remote_tips(cwd, name: str) -> list[str]:
     for line in listed.stdout.decode().splitlines():
         sha, _, ref = line.partition("\t")
         tips[ref.removesuffix("^{}")] = sha       # a tag's peeled line comes after it
-    if not tips:
+    if not tips and not none_is_fine:
         raise GitmodelError(f"git remote {name} has no branches or tags, so nothing says which "
                             "checkpoints on its gitmodel remote are live",
                             "Nothing was removed. Name the commits to keep with --ref")
