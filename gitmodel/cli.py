@@ -194,9 +194,11 @@ def cmd_gc(args) -> int:
           f"pack(s) {would}removed (nothing in them needed), {report.count('rewrite')} "
           f"{would}rewritten with only what is needed, {report.count('keep')} kept")
     verb = "would remove" if report.dry_run else "removed"
+    change = (f"{_size(report.reclaimed)} {'reclaimable' if report.dry_run else 'freed'}"
+              if report.reclaimed >= 0 else f"{_size(-report.reclaimed)} more: rewritten packs "
+              "hold whole what was a delta against what went")
     print(f"gitmodel: gc: {verb} {report.objects_removed} object(s); packs "
-          f"{_size(report.bytes_before)} -> {_size(report.bytes_after)} "
-          f"({_size(report.reclaimed)} {'reclaimable' if report.dry_run else 'freed'})")
+          f"{_size(report.bytes_before)} -> {_size(report.bytes_after)} ({change})")
     for why in report.damaged:
         print(f"gitmodel: gc: left a pack as it was, a record in it is damaged ({why}); "
               "`gitmodel fsck --repair` repairs it", file=sys.stderr)

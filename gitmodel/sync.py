@@ -47,7 +47,9 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
         raise NotPushable(f"{len(absent)} checkpoint(s) to push are in neither the local store nor "
                           f"remote {view} (e.g. {_paths(checkpoints, absent)})",
                           "Nothing was uploaded. Fetch them from where they were committed "
-                          "(`gitmodel fetch REMOTE`), or add the files again")
+                          "(`gitmodel fsck --all --repair` fetches every commit's from the "
+                          "configured remote; `gitmodel fetch REMOTE $(git rev-list REV)` "
+                          "those of one history), or add the files again")
     here = [m for m in manifest_ids if store.has(m)]
     need = stored.needed(here, store.read_manifest)
     if need.unreadable:

@@ -550,8 +550,13 @@ def test_push_without_repack_when_turned_off_or_when_a_repack_holds_the_lock(tmp
     assert typo.returncode != 0 and "bad boolean config value 'maybe'" in typo.stderr, typo.stderr
     assert "Traceback" not in typo.stderr and not (tmp_path / "plain").exists()
     repo.git("config", "gitmodel.delta", "off")
+    dead = repo.store / "tmp" / "pack-killed.upload"      # what a push killed with -9 left
+    dead.parent.mkdir(exist_ok=True)
+    dead.write_bytes(b"\0" * 1000)
+    os.utime(dead, (0, 0))
     repo.gitmodel("push", "--all", "-q", str(tmp_path / "plain"))
     assert codec.DELTA not in encodings(tmp_path / "plain")
+    assert not dead.exists()                              # a push with nothing to repack too
     repo.git("config", "--unset", "gitmodel.delta")
     with open(repo.store / "repack.lock", "a") as lock:      # another repack is running
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
@@ -877,3 +882,32 @@ def test_a_remote_gc_sends_no_weights_of_a_branch_never_pushed(tmp_path: Path, g
     subprocess.run(["git", "clone", "-q", str(bare), str(tmp_path / "bob")], env=other, check=True)
     bob = Repo(tmp_path / "bob", other)
     assert "0 problem(s)" in bob.gitmodel("fsck", "--remote", "origin", "--all").stdout
+
+
+def test_a_clone_pushing_its_history_to_a_new_remote_is_told_a_command_that_fetches_it(tmp_path: Path,
+                                                                                       git_env):
+    """A clone holds the newest checkpoints only; pushing the whole history to a new remote
+    needs the older ones, and the error named `gitmodel fetch REMOTE`, which fetches tips."""
+    repo = make_repo(tmp_path / "work", git_env)
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "team-store"))
+    repo.commit("remote", ".gitmodel")
+    sums = series(repo, 2)
+    bare = tmp_path / "shared.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    repo.git("remote", "add", "origin", str(bare))
+    repo.git("push", "-q", "origin", "main")
+    other = user(tmp_path, git_env, "bob")
+    subprocess.run(["git", "clone", "-q", str(bare), str(tmp_path / "bob")], env=other, check=True)
+    bob = Repo(tmp_path / "bob", other)
+    bob.gitmodel("remote", "add", "--local", "backup", str(tmp_path / "backup-store"))
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "backup.git")], check=True)
+    bob.git("remote", "add", "backup", str(tmp_path / "backup.git"))
+    refused = bob.git("push", "-q", "backup", "main", check=False)
+    assert refused.returncode != 0 and "`gitmodel fsck --all --repair`" in refused.stderr.decode()
+    bob.gitmodel("fsck", "--all", "--repair")
+    bob.git("push", "-q", "backup", "main")
+    carol = user(tmp_path, git_env, "carol")
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "backup.git"), str(tmp_path / "carol")],
+                   env=dict(carol, GITMODEL_REMOTE=str(tmp_path / "backup-store")), check=True)
+    car = Repo(tmp_path / "carol", dict(carol, GITMODEL_REMOTE=str(tmp_path / "backup-store")))
+    assert_versions_exact(car, sums)

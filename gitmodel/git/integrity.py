@@ -208,7 +208,8 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
     _say_findings(findings, scope, say)
     lost = findings.count(DAMAGED) + findings.count(LOST)
     if findings.count(FETCHABLE) and not repair:
-        say("`gitmodel fetch` (or `gitmodel fsck --repair`) brings the fetchable ones")
+        say("`gitmodel fsck --all --repair` brings the fetchable ones" if all_history else
+            "`gitmodel fetch` (or `gitmodel fsck --repair`) brings the fetchable ones")
     if lost:
         say("to repair a damaged or lost checkpoint, add the file again from a good copy (that "
             "stores good objects; `git add --renormalize PATH` when the work tree holds it, "

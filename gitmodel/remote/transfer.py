@@ -199,6 +199,7 @@ def send_records(store: Store, view: RemoteView, records: Iterable[tuple[bytes, 
     to the remote (temporary files in the store's tmp/); the names of the packs uploaded.
     With `resend`, a pack of the same name found there is replaced whatever its size (a
     repair: the pack rebuilt from good copies is named like the damaged one)."""
+    store.sweep_tmp()
     with progress.bar(total, label, quiet) as bar, _Uploader(view, bar, resend) as uploader:
         writer = PackWriter(store.tmp_dir, uploader.send, target, make_dir=store.permissions.make_dir)
         try:

@@ -451,11 +451,16 @@ class Store:
     def writer(self) -> PackWriter:
         self._create()
         self.hold_writer_lock()
+        self.sweep_tmp()
+        return PackWriter(self.tmp_dir, publish_into(self.pack_dir, self.permissions),
+                          make_dir=self.permissions.make_dir)
+
+    def sweep_tmp(self) -> None:
+        """Once per process, before writing there: remove what killed writers left in tmp/
+        (packs being written, packs being uploaded)."""
         if not self._swept:
             self._swept = True
             files.sweep(self.tmp_dir)
-        return PackWriter(self.tmp_dir, publish_into(self.pack_dir, self.permissions),
-                          make_dir=self.permissions.make_dir)
 
     def publish(self, writer: PackWriter) -> None:
         """Finish the writer's packs and make their objects visible to this Store."""
