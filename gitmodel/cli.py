@@ -195,8 +195,8 @@ def cmd_gc(args) -> int:
           f"{would}rewritten with only what is needed, {report.count('keep')} kept")
     verb = "would remove" if report.dry_run else "removed"
     change = (f"{_size(report.reclaimed)} {'reclaimable' if report.dry_run else 'freed'}"
-              if report.reclaimed >= 0 else f"{_size(-report.reclaimed)} more: rewritten packs "
-              "hold whole what was a delta against what went")
+              if report.reclaimed >= 0 else f"{_size(-report.reclaimed)} more: what was stored "
+              "again, whole or against other bases, takes more room than what went")
     print(f"gitmodel: gc: {verb} {report.objects_removed} object(s); packs "
           f"{_size(report.bytes_before)} -> {_size(report.bytes_after)} ({change})")
     for why in report.damaged:
