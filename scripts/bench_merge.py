@@ -74,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         report = work / "driver.rss"
         installed = subprocess.run(["git", "config", "merge.gitmodel.driver"], cwd=repo, env=env,
                                    capture_output=True, text=True, check=True).stdout.strip()
-        # The same driver under rss_wrap, for a merge of its own after the timed ones: the
+        # The command it runs, under rss_wrap, for a merge of its own after the timed ones: the
         # wrapper's own start-up is the measurement's, not the merge's.
         wrapped = " ".join([shlex.quote(sys.executable), "-S", shlex.quote(str(RSS_WRAP)),
-                            shlex.quote(str(report)), installed])
+                            shlex.quote(str(report)), shlex.quote(sys.executable),
+                            "-P -m gitmodel merge-driver %O %A %B %L -- %P"])
         size = args.size_mib << 20
         write = lambda path, version_of: write_checkpoint(path, "F32", size, args.tensors,
                                                           version_of=version_of)
