@@ -52,6 +52,8 @@ class Plan:
     chunks: dict[bytes, Delta | None] = field(default_factory=dict)
     width: dict[bytes, int] = field(default_factory=dict)   # element width of tensor chunks
     skipped: list[str] = field(default_factory=list)     # versions not in the store, why
+    outside: set[bytes] = field(default_factory=set)     # in `chunks` only as bases of deltas
+                                                         # of versions no history holds
 
 
 @dataclass
@@ -132,6 +134,8 @@ def _keep_bases_whole(store: Store, result: Plan) -> None:
     for oid, entry in store.entries():
         if entry.encoding == codec.DELTA and oid not in result.chunks:
             for base in store.delta_bases(oid):
+                if base not in result.chunks:
+                    result.outside.add(base)
                 if result.chunks.get(base, 0) is not None:
                     result.chunks[base] = None
 
@@ -302,7 +306,7 @@ def _changes(store: Store, decided: Plan) -> dict[bytes, tuple[int, bytes] | Non
     # no smaller: against a keyframe of another model (training started again), it would be
     # stored whole. Bases of versions no history holds any more must not be kept alive.
     def stays_whole(base: bytes) -> bool:
-        if base not in decided.chunks:
+        if base not in decided.chunks or base in decided.outside:
             return False
         entry = store.locate(base)
         return entry is not None and (decided.chunks[base] is None or

@@ -93,8 +93,9 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
     """Each needed checkpoint's state on the remote: every object present in a verified index,
     then read and verified (nothing is stored), and so are the bases of its deltas there: a
     delta is of no use without its base on the same remote. Each object is read once, however
-    many checkpoints need it. `all_history`: the checkpoints are those of every commit
-    (`fsck --all`), which the repair it suggests must cover too."""
+    many checkpoints need it, where the local store holds the bases (else a base is read again
+    for deltas far apart, past a small cache). `all_history`: the checkpoints are those of
+    every commit (`fsck --all`), which the repair it suggests must cover too."""
     findings = Findings()
     view.refresh()
     for name, why in sorted(view.damaged.items()):

@@ -455,7 +455,10 @@ def _bases_from(read_range: Callable[[str, int, int], bytes], table: Callable[[]
 
     def one(oid: bytes) -> bytes:
         if store is not None and store.has(oid):
-            return store.read(oid)
+            try:
+                return store.read(oid)
+            except (CorruptObject, MissingObjects):
+                pass                          # the remote's copy may be good: it is what counts
         with lock:
             data = cache.get(oid)
         if data is None:
