@@ -150,6 +150,18 @@ def make_repo(path: Path, env: dict[str, str], track: str | None = "*.safetensor
     return repo
 
 
+def team(tmp_path: Path, env: dict, url: str, options: dict | None = None) -> Repo:
+    """A repository whose commits name gitmodel remote `origin` at `url` (fsspec `options`),
+    with a bare git remote `origin` beside it at tmp_path/hub.git."""
+    repo = make_repo(tmp_path / "work", env)
+    args = [f"--option=endpoint_url={options['endpoint_url']}"] if options else []
+    repo.gitmodel("remote", "add", "origin", url, *args)
+    repo.commit("remote", ".gitmodel")
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "hub.git")], check=True)
+    repo.git("remote", "add", "origin", str(tmp_path / "hub.git"))
+    return repo
+
+
 @pytest.fixture
 def repo(tmp_path: Path, git_env: dict[str, str]) -> Repo:
     return make_repo(tmp_path / "repo", git_env)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import Repo, make_repo, random_model, sha256, user, write_safetensors
+from conftest import Repo, make_repo, random_model, sha256, team, user, write_safetensors
 from gitmodel import checkpoint, pointer, stored
 from gitmodel.store import codec
 from gitmodel.store.objects import CorruptObject, Store
@@ -720,10 +720,9 @@ def test_a_push_carries_no_weights_of_a_branch_it_does_not_push(tmp_path: Path, 
     """The repack keeps the checked-out version whole and makes main's versions deltas of it:
     working on a private branch, a push of main uploaded the private version as their base.
     Those deltas now go whole."""
-    repo = make_repo(tmp_path / "work", git_env)
     remote_dir = tmp_path / "team-store"
-    repo.gitmodel("remote", "add", "origin", str(remote_dir))
-    repo.commit("remote", ".gitmodel")
+    repo = team(tmp_path, git_env, str(remote_dir))
+    bare = tmp_path / "hub.git"
     sums = series(repo, 2)
     repo.git("checkout", "-q", "-b", "private")
     model = fine_tune(random_model(0, layers=4, width=384), 7)
@@ -735,9 +734,6 @@ def test_a_push_carries_no_weights_of_a_branch_it_does_not_push(tmp_path: Path, 
     private_chunks = {cid for cid, _ in store.read_manifest(bytes.fromhex(private)).chunks}
     assert any(set(bases) & private_chunks for bases in stored_as(store, main).values())
     store.close()
-    bare = tmp_path / "shared.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-    repo.git("remote", "add", "origin", str(bare))
     pushed = repo.gitmodel("push", "origin", "main").stderr     # from the private branch
     said = float(pushed.split(" MiB in ")[0].rsplit(" ", 1)[1])   # what went whole counts whole
     assert abs(said - packs_size(remote_dir) / 2**20) < 0.1, (pushed, packs_size(remote_dir))
@@ -851,13 +847,9 @@ def test_a_remote_gc_sends_no_weights_of_a_branch_never_pushed(tmp_path: Path, g
     """A remote gc rewriting packs sends the local store's copy of a record where that lets a
     dropped keyframe go; a local delta against an unpushed branch's version took that
     version's weights to the remote with it."""
-    repo = make_repo(tmp_path / "work", git_env)
     remote_dir = tmp_path / "team-store"
-    repo.gitmodel("remote", "add", "origin", str(remote_dir))
-    repo.commit("remote", ".gitmodel")
-    bare = tmp_path / "shared.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-    repo.git("remote", "add", "origin", str(bare))
+    repo = team(tmp_path, git_env, str(remote_dir))
+    bare = tmp_path / "hub.git"
     model = random_model(0, layers=4, width=384)
     write_safetensors(repo.path / MODEL, model)
     repo.commit("m0", MODEL)
@@ -890,13 +882,9 @@ def test_a_clone_pushing_its_history_to_a_new_remote_is_told_a_command_that_fetc
                                                                                        git_env):
     """A clone holds the newest checkpoints only; pushing the whole history to a new remote
     needs the older ones, and the error named `gitmodel fetch REMOTE`, which fetches tips."""
-    repo = make_repo(tmp_path / "work", git_env)
-    repo.gitmodel("remote", "add", "origin", str(tmp_path / "team-store"))
-    repo.commit("remote", ".gitmodel")
+    repo = team(tmp_path, git_env, str(tmp_path / "team-store"))
+    bare = tmp_path / "hub.git"
     sums = series(repo, 2)
-    bare = tmp_path / "shared.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-    repo.git("remote", "add", "origin", str(bare))
     repo.git("push", "-q", "origin", "main")
     other = user(tmp_path, git_env, "bob")
     subprocess.run(["git", "clone", "-q", str(bare), str(tmp_path / "bob")], env=other, check=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Repo, make_repo, random_model, sha256, write_safetensors
+from conftest import Repo, make_repo, random_model, sha256, team, write_safetensors
 from test_remotes import S3_ENV, s3, s3_server  # noqa: F401  (fixtures)
 
 MODEL = "model.safetensors"
@@ -23,16 +23,6 @@ def remote_bytes(url: str, options: dict | None) -> int:
     fs.invalidate_cache()
     return sum(info["size"] for info in fs.ls(f"{path}/packs", detail=True)
                if info["name"].endswith(".pack"))
-
-
-def team(tmp_path: Path, env: dict, url: str, options: dict | None) -> Repo:
-    repo = make_repo(tmp_path / "work", env)
-    args = [f"--option=endpoint_url={options['endpoint_url']}"] if options else []
-    repo.gitmodel("remote", "add", "origin", url, *args)
-    repo.commit("remote", ".gitmodel")
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "hub.git")], check=True)
-    repo.git("remote", "add", "origin", str(tmp_path / "hub.git"))
-    return repo
 
 
 @pytest.mark.parametrize("where", ["folder", "s3"])
