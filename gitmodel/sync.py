@@ -145,7 +145,10 @@ def fetch(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool 
     result.stats = transfer.download(store, view, store.with_bases(need.objects), quiet=quiet,
                                      known=remote)
     failed.update(result.stats.failed)
-    for oid, why in {**need.unreadable, **failed, **_without_bases(store, need.objects, failed)}.items():
+    stranded = _without_bases(store, need.objects, failed)
+    if stranded:
+        stranded = _fetch_instead(store, view, stranded, result.stats, failed, quiet)
+    for oid, why in {**need.unreadable, **failed, **stranded}.items():
         for manifest in need.needed_by.get(oid, [oid] if oid in need.manifests else []):
             result.failed.setdefault(manifest.hex(), why)
     return result
@@ -166,6 +169,28 @@ def _without_bases(store: Store, oids: list[bytes], failed: dict[bytes, str]) ->
                         f"{gone[0].hex()}, which the store lacks and the fetch could not bring"
                         + (f" ({failed[gone[0]]})" if gone[0] in failed else ""))
     return out
+
+
+def _fetch_instead(store: Store, view: RemoteView, stranded: dict[bytes, str], stats: TransferStats,
+                   failed: dict[bytes, str], quiet: bool) -> dict[bytes, str]:
+    """Deltas here whose bases are lost here and on the remote (a push sends a delta whole when
+    the remote lacks its base): where the remote holds the object itself whole, that copy is
+    fetched and the one here set aside as damaged, never to be read again. Returns those
+    still stranded."""
+    wanted = [oid for oid in stranded
+              if (entry := view.entries.get(oid)) is not None and entry.encoding != codec.DELTA]
+    if not wanted:
+        return stranded
+    for oid in wanted:
+        entry = store.locate(oid)
+        if entry is not None:
+            store.mark_damaged(oid, entry.pack)
+    more = transfer.download(store, view, store.with_bases(wanted), quiet=quiet)
+    stats.objects, stats.bytes, stats.packs = (stats.objects + more.objects, stats.bytes + more.bytes,
+                                               stats.packs + more.packs)
+    stats.failed.update(more.failed)
+    failed.update(more.failed)
+    return _without_bases(store, list(stranded), failed)
 
 
 def fetch_all(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool = False) -> TransferStats:

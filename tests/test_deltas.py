@@ -750,6 +750,54 @@ def test_a_push_carries_no_weights_of_a_branch_it_does_not_push(tmp_path: Path, 
     assert "0 problem(s)" in bob.gitmodel("fsck", "--remote", "origin", "--all").stdout
 
 
+def test_a_delta_whose_base_is_lost_here_is_fetched_whole_from_a_remote_that_has_it(tmp_path: Path, git_env):
+    """main's versions are stored here as deltas of a private branch's version, and went whole
+    to the remote. With the private version's pack lost here, a fetch asked the remote for
+    the bases (which it never had) and failed, though it holds main's chunks themselves: it
+    now fetches those, and sets aside the deltas that cannot be read any more."""
+    remote_dir = tmp_path / "team-store"
+    repo = team(tmp_path, git_env, str(remote_dir))
+    sums = series(repo, 2)
+    repo.git("checkout", "-q", "-b", "private")
+    write_safetensors(repo.path / MODEL, fine_tune(random_model(0, layers=4, width=384), 7))
+    repo.commit("private run", MODEL)
+    repo.gitmodel("push", "origin", "main")         # repacks: main's versions are deltas
+    store = Store(repo.store)
+    private = {cid for cid, _ in store.read_manifest(bytes.fromhex(contents(repo)[-1])).chunks}
+    lost = {store.locate(cid).pack for cid in private}
+    deltas = stored_as(store, contents(repo)[-2])
+    assert any(set(bases) & private for bases in deltas.values())
+    assert not lost & {store.locate(cid).pack for cid in deltas}
+    store.close()
+    repo.git("checkout", "-q", "main")
+    for pack in lost:                               # the private version's packs are gone
+        for suffix in (".idx", ".pack"):
+            (repo.store / "packs" / f"{pack}{suffix}").unlink()
+    (repo.path / MODEL).unlink()                    # (git would clean it, storing the bases)
+    fetched = repo.gitmodel("fetch", "origin", "main", "main~1", check=False)
+    assert fetched.returncode == 0, fetched.stderr
+    for rev, expected in (("main", sums[1]), ("main~1", sums[0])):
+        (repo.path / MODEL).unlink(missing_ok=True)
+        repo.git("checkout", rev, "--", MODEL)
+        assert sha256(repo.path / MODEL) == expected
+    checked = repo.gitmodel("fsck", "--remote", "origin", check=False).stdout
+    assert "2 complete" in checked and "0 problem(s)" in checked, checked
+    here = repo.gitmodel("fsck").stdout              # what the fetch replaced is not a problem
+    assert "0 problem(s)" in here and "deltas of chunks lost here, not needed" in here, here
+    repo.git("branch", "-q", "-D", "private")        # its version is lost: let it go
+    repo.gitmodel("gc", "--keep-recent", "0")
+    after = repo.gitmodel("fsck").stdout
+    assert "0 problem(s)" in after and "not needed" not in after, after
+    store = Store(repo.store)                        # the set-aside copies are gone
+    assert all(len(store.copies(cid)) == 1 for v in contents(repo)
+               for cid, _ in store.read_manifest(bytes.fromhex(v)).chunks)
+    store.close()
+    for rev, expected in (("main", sums[1]), ("main~1", sums[0])):
+        (repo.path / MODEL).unlink(missing_ok=True)
+        repo.git("checkout", rev, "--", MODEL)
+        assert sha256(repo.path / MODEL) == expected
+
+
 def test_a_new_model_at_the_same_path_leaves_the_older_deltas_as_they_are(repo: Repo):
     """Training started again from scratch at the same path: the older versions' deltas were
     planned against the new model's keyframe, were not worth it there, and were stored whole

@@ -184,6 +184,9 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
     _say_problems(report.problems, say)
     for line in report.newer[:3]:
         say(f"note: {line}")
+    if report.set_aside:
+        say(f"note: {report.set_aside} stored copies are deltas of chunks lost here, not needed: a "
+            "fetch brought their objects whole (`gitmodel gc` removes them)")
     if repair and report.problems:
         fixed = store_fsck.repair(store, report, lambda line: say(f"repair: {line}"))
         for name in fixed.removed:

@@ -44,6 +44,7 @@ class FsckReport:
     bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
     newer: list[str] = field(default_factory=list)      # objects in encodings of a newer gitmodel
+    set_aside: int = 0      # deltas of lost chunks whose object a fetch brought whole: not needed
 
     def of(self, kind: str) -> list[Problem]:
         return [p for p in self.problems if p.kind == kind]
@@ -85,7 +86,10 @@ def check(store: Store, progress: Callable[[int, int], None] | None = None) -> F
             continue                            # removed since listed (a gc or repack): not damage
         except (MissingBase, CorruptObject) as err:
             if isinstance(err, MissingBase) or err.oid != oid:     # the copy is fine, its base is not
-                report.problems.append(Problem(MISSING_BASE, entry.pack, str(err), oid))
+                if entry.pack in store.damaged().get(oid, ()) and store.has(oid):
+                    report.set_aside += 1               # a fetch replaced it: gc removes it
+                else:
+                    report.problems.append(Problem(MISSING_BASE, entry.pack, str(err), oid))
                 continue
             store.mark_damaged(oid, entry.pack)
             report.problems.append(Problem(DAMAGED_OBJECT, entry.pack, str(err), oid))

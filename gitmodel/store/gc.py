@@ -98,17 +98,23 @@ def live_objects(store: Store, manifests: Iterable[bytes], recent: set[bytes] = 
                           "(`git add --renormalize PATH` if the work tree holds it) or fetch "
                           "it (`gitmodel fetch`); then gc") from None
         live.update(cid for cid, _ in manifest.chunks)
-    todo = list(live)
+    todo, aside = list(live), set_aside(store)
     while todo:
         oid = todo.pop()
         for entry in store.copies(oid):
-            if entry.encoding != codec.DELTA:
+            if entry.encoding != codec.DELTA or (oid, entry.pack) in aside:
                 continue
             for base in _bases_of_copy(store, oid, entry):
                 if base not in live:
                     live.add(base)
                     todo.append(base)
     return live
+
+
+def set_aside(store: Store) -> set[tuple[bytes, str]]:
+    """Copies known to be bad (damaged, or deltas whose bases are lost) of objects that have a
+    good copy: garbage, as the objects are not (object, pack) each."""
+    return {(oid, pack) for oid, packs in store.damaged().items() if store.has(oid) for pack in packs}
 
 
 def _is_manifest(store: Store, oid: bytes) -> bool:
@@ -123,13 +129,15 @@ def _bases_of_copy(store: Store, oid: bytes, entry: Entry) -> list[bytes]:
         raise CorruptObject(oid, str(err)) from None
 
 
-def decide(sizes: dict[str, int], live: set[bytes], entries: Iterable[tuple[bytes, Entry]]) -> list[PackFate]:
+def decide(sizes: dict[str, int], live: set[bytes], entries: Iterable[tuple[bytes, Entry]],
+           aside: set[tuple[bytes, str]] = frozenset()) -> list[PackFate]:
     """Each pack's fate, from its size and the live records among `entries` (every object's
-    copies, by pack): removed when nothing in it is live, rewritten when more than
-    GARBAGE_TO_REWRITE of it is garbage or it is one of several small packs, else kept."""
+    copies, by pack; those `aside` are garbage): removed when nothing in it is live, rewritten
+    when more than GARBAGE_TO_REWRITE of it is garbage or it is one of several small packs,
+    else kept."""
     live_bytes: dict[str, int] = dict.fromkeys(sizes, 0)
     for oid, entry in entries:
-        if oid in live and entry.pack in live_bytes:
+        if oid in live and entry.pack in live_bytes and (oid, entry.pack) not in aside:
             live_bytes[entry.pack] += record_head.size + entry.stored_length
     small = [n for n in sizes if 0 < live_bytes[n] and sizes[n] < SMALL_PACK]
     fates = []
@@ -163,7 +171,8 @@ def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = froze
     live = live_objects(store, manifests, recent)
     report = GcReport(dry_run=dry_run, live_objects=len(live), bytes_before=sum(sizes.values()))
 
-    report.packs = decide(sizes, live, store.entries())
+    aside = set_aside(store)
+    report.packs = decide(sizes, live, store.entries(), aside)
 
     rewrite = [p.name for p in report.packs if p.action == "rewrite"]
     remove = [p.name for p in report.packs if p.action == "remove"]
@@ -173,7 +182,7 @@ def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = froze
         return report
 
     kept_packs = {p.name for p in report.packs if p.action == "keep"}
-    written = _rewrite(store, rewrite, live, kept_packs, report, progress)
+    written = _rewrite(store, rewrite, live, kept_packs, report, progress, aside)
     # A rewrite that kept every record of a pack gives a pack of the same name: keep it.
     gone = {p.name for p in report.packs if p.action in ("remove", "rewrite")} - written
     report.objects_removed = _count_removed(store, live, gone)
@@ -221,10 +230,11 @@ def _count_removed(store: Store, live: set[bytes], packs: set[str]) -> int:
 
 
 def _rewrite(store: Store, packs: list[str], live: set[bytes], kept_packs: set[str],
-             report: GcReport, progress: Callable[[str], None]) -> set[str]:
+             report: GcReport, progress: Callable[[str], None],
+             aside: set[tuple[bytes, str]] = frozenset()) -> set[str]:
     """Copy the live records of `packs` into new packs (each object once, and not when a kept
-    pack holds a good copy), verified; returns the names of the packs written. A pack with a
-    damaged live record is kept as it is."""
+    pack holds a good copy, nor the copies `aside`), verified; returns the names of the packs
+    written. A pack with a damaged live record is kept as it is."""
     if not packs:
         return set()
     have = {oid for oid, entry in store.entries() if entry.pack in kept_packs and oid in live
@@ -236,7 +246,7 @@ def _rewrite(store: Store, packs: list[str], live: set[bytes], kept_packs: set[s
             try:
                 with open(store.pack_dir / f"{name}.pack", "rb") as f:
                     for oid, entry, record in scan(f.read):
-                        if oid not in live or oid in have:
+                        if oid not in live or oid in have or (oid, name) in aside:
                             continue
                         entry = Entry(name, entry.offset, entry.stored_length, entry.raw_length,
                                       entry.kind, entry.encoding)
