@@ -73,6 +73,10 @@ class Strategy:
                              "Give one weight per input, in their order (ours first)")
         if self.name == "average" and sum(self.weights) == 0:
             raise MergeError("the merge weights of an average add up to 0")
+        if not math.isfinite(sum(map(abs, self.weights))):       # each finite, the sum not
+            raise MergeError(f"the merge weights {','.join(map(str, self.weights))} add up to more "
+                             "than a float64 holds", "Scale them down (an average depends only "
+                             "on their ratios)")
 
     def weight(self, i: int) -> float:
         return self.weights[i] if self.weights else 1.0

@@ -630,6 +630,7 @@ def test_merge_files_outside_git(tmp_path: Path, git_env):
     (["--strategy", "average", "--weights", "2"], "1 merge weight(s) for 2 inputs"),
     (["--strategy", "average", "--weights", "1,2,3"], "3 merge weight(s) for 2 inputs"),
     (["--strategy", "average", "--weights", "1,-1"], "add up to 0"),
+    (["--strategy", "average", "--weights", "1e308,1e308"], "add up to more than a float64 holds"),
     (["--strategy", "ties", "--weights", "nan,1"], "not all finite"),
     (["--strategy", "task-arithmetic", "--scale", "inf"], "not a finite number"),
     (["--strategy", "dare", "--scale", "1e400"], "not a finite number"),
