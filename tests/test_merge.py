@@ -95,6 +95,47 @@ def test_disjoint_fine_tunes_of_real_minilm_merge_without_conflict(repo: Repo):
     assert (repo.path / "m.safetensors").read_bytes()[:8 + n] == head_ours
 
 
+def test_a_base_committed_before_the_path_was_tracked_is_read_as_a_checkpoint(tmp_path: Path, git_env):
+    """The base was committed as raw bytes, then the path tracked and both sides re-added: the
+    driver took the base for absent, and every tensor either side changed was a conflict
+    ("changed differently on each side"). It now stores the base's bytes and merges against
+    them; `merge --resolve` reads a raw stage the same way."""
+    repo = make_repo(tmp_path / "r", git_env, track=None)
+    base = random_model(4, layers=2)
+    st_write(repo.path / "m.safetensors", base)
+    repo.commit("raw weights in git")
+    repo.gitmodel("track", "*.safetensors")
+    repo.commit("track", ".gitattributes")
+    ours, theirs = dict(base), dict(base)
+    ours["layers.0.weight"] = base["layers.0.weight"] * np.float32(0.5)
+    theirs["layers.1.weight"] = base["layers.1.weight"] + np.float32(1)
+    theirs["layers.0.bias"] = base["layers.0.bias"] * np.float32(3)
+    for branch, model in (("theirs", theirs), ("main", ours)):
+        repo.git("switch", "-q", "-c", branch) if branch == "theirs" else repo.git("switch", "-q", "main")
+        st_write(repo.path / "m.safetensors", model)
+        repo.git("add", "--renormalize", "m.safetensors")
+        repo.git("commit", "-q", "-m", branch)
+    repo.git("merge", "-q", "--no-edit", "theirs")
+    merged, _ = read_safetensors(repo.path / "m.safetensors")
+    assert repo.status() == ""
+    for name in base:
+        want = ours[name] if name == "layers.0.weight" else theirs[name]
+        assert np.array_equal(merged[name], want), name
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    ours["layers.0.bias"] = base["layers.0.bias"] * np.float32(5)        # now both sides
+    st_write(repo.path / "m.safetensors", ours)
+    repo.git("commit", "-q", "-am", "ours again")
+    conflict = repo.git("merge", "--no-edit", "theirs", check=False)
+    assert conflict.returncode == 1 and b"layers.0.bias: changed differently" in conflict.stderr
+    assert b"layers.0.weight" not in conflict.stderr, conflict.stderr
+    repo.gitmodel("merge", "--resolve", "m.safetensors", "--strategy", "theirs")
+    repo.git("commit", "-q", "--no-edit")
+    merged, _ = read_safetensors(repo.path / "m.safetensors")
+    assert np.array_equal(merged["layers.0.bias"], theirs["layers.0.bias"])
+    assert np.array_equal(merged["layers.0.weight"], ours["layers.0.weight"])
+    assert np.array_equal(merged["layers.1.weight"], theirs["layers.1.weight"])
+
+
 def test_conflict_keeps_ours_and_both_abort_and_resolve_finish_it(repo: Repo):
     base = random_model(1)
     ours, theirs = dict(base), dict(base)

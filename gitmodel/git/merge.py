@@ -14,6 +14,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 from gitmodel import merge, pointer as pointers
 from gitmodel.errors import GitmodelError
@@ -74,6 +75,19 @@ def _pointer_of(data: bytes, what: str) -> Pointer | None:
         return pointers.sniff(data)
     except pointers.PointerError as err:
         raise merge.MergeError(f"{what} is a damaged pointer: {err}") from None
+
+
+def _pointer_in(file: BinaryIO, what: str, session: Session) -> Pointer | None:
+    """The pointer a side's file holds. A file that is no pointer (a version committed before
+    its path was tracked) is stored as a clean would store it, read as it streams, and its
+    pointer is the side's. None for an empty file (absent on that side)."""
+    head = file.read(pointers.MAX_POINTER_SIZE + 1)
+    ptr = _pointer_of(head, what)
+    if ptr is None and head:
+        from gitmodel import checkpoint
+        file.seek(0)
+        ptr = pointers.sniff(checkpoint.clean(file, session.store))
+    return ptr
 
 
 def report(result: merge.Result, path: str, out=sys.stderr, in_git: bool = True) -> None:
@@ -137,14 +151,16 @@ def driver(base_file: Path, ours_file: Path, theirs_file: Path, path: str) -> in
     """git's merge driver: 0 with the merged pointer in `ours_file`, 1 for a conflict (ours
     left as it is)."""
     try:
-        base = _pointer_of(base_file.read_bytes(), f"{path} (base)") if base_file.stat().st_size else None
-        ours = _pointer_of(ours_file.read_bytes(), f"{path} (ours)")
-        theirs = _pointer_of(theirs_file.read_bytes(), f"{path} (theirs)")
-        if ours is None or theirs is None:
-            print(f"gitmodel: {path}: one side is not a gitmodel pointer (committed before it was "
-                  "tracked?); keep one with `git checkout --ours/--theirs -- PATH`", file=sys.stderr)
-            return 1
         session = Session()
+        sides = []
+        for file, side in ((base_file, "base"), (ours_file, "ours"), (theirs_file, "theirs")):
+            with open(file, "rb") as f:
+                sides.append(_pointer_in(f, f"{path} ({side})", session))
+        base, ours, theirs = sides
+        if ours is None or theirs is None:
+            print(f"gitmodel: {path}: one side is an empty file; keep one with `git checkout "
+                  "--ours/--theirs -- PATH`", file=sys.stderr)
+            return 1
         result = merge.merge(base, [ours, theirs], ["ours", "theirs"], session.store,
                              strategy_for(path), session.fetcher())
     except GitmodelError as err:
@@ -184,14 +200,19 @@ def resolve(path: str, strategy: merge.Strategy, cwd: Path | None = None) -> mer
     if 2 not in found or 3 not in found:
         raise merge.MergeError(f"{path} is not a conflicted checkpoint (no ours and theirs in the "
                                "index)", "`git status` lists the conflicted paths")
-    read = lambda stage: _pointer_of(repo.run_git("cat-file", "blob", found[stage][1], cwd=cwd).stdout,
-                                     f"{path} (stage {stage})")
+    session = Session(cwd)
+
+    def read(stage: int) -> Pointer | None:
+        import tempfile
+        with tempfile.TemporaryFile(dir=session.store.tmp_dir) as f:
+            repo.write_blob(found[stage][1], f, cwd)
+            f.seek(0)
+            return _pointer_in(f, f"{path} (stage {stage})", session)
     base = read(1) if 1 in found else None
     ours, theirs = read(2), read(3)
     if ours is None or theirs is None:
-        raise merge.MergeError(f"{path}: a side is not a gitmodel pointer",
+        raise merge.MergeError(f"{path}: a side is an empty file",
                                "Keep one with `git checkout --ours/--theirs -- PATH`")
-    session = Session(cwd)
     result = merge.merge(base, [ours, theirs], ["ours", "theirs"], session.store, strategy,
                          session.fetcher())
     if result.pointer is None:

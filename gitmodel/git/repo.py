@@ -38,6 +38,18 @@ def run_git(*args: str, cwd: str | Path | None = None, input: bytes | None = Non
     return result
 
 
+def write_blob(blob: str, target, cwd: str | Path | None = None) -> None:
+    """Write a blob's bytes as git stores them into the open binary file `target`, streamed
+    (a raw checkpoint may not fit in memory)."""
+    try:
+        result = subprocess.run(["git", "cat-file", "blob", blob], cwd=cwd, stdout=target,
+                                stderr=subprocess.PIPE, env=child_environment())
+    except OSError as err:
+        raise GitError(f"cannot run git: {err.strerror}") from None
+    if result.returncode != 0:
+        raise GitError(f"git cat-file failed: {result.stderr.decode(errors='replace').strip()}")
+
+
 def _rev_parse(*args: str, cwd: str | Path | None = None) -> list[str]:
     result = run_git("rev-parse", *args, cwd=cwd, check=False)
     if result.returncode != 0:
