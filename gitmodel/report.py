@@ -184,10 +184,14 @@ def _alarms(s: Summary, md: bool) -> str:
 def _counts(s: Summary, md: bool) -> str:
     c = s.counts
     total = c["changed"] + c["unchanged"] + c["added"]
+    if total and c["added"] == total:                  # a new file: nothing to compare with
+        weights = f" ({_count(s.elements_total)} weights)" if s.elements_total else ""
+        return f"{_b(f'{total} tensors, all new', md)}{weights}."
     head = f"{c['changed']} of {total} tensors changed" if total else "no tensors"
     rest = [f"{c['added']} added" if c["added"] else "", f"{c['removed']} removed" if c["removed"] else ""]
     rest = [r for r in rest if r] or ["none added or removed"]
-    weights = f" ({_count(s.elements_changed)} of {_count(s.elements_total)} weights)" if s.elements_total else ""
+    touched = "weights changed or new" if c["added"] else "weights"
+    weights = f" ({_count(s.elements_changed)} of {_count(s.elements_total)} {touched})" if s.elements_total else ""
     return f"{_b(head, md)}{weights}, {', '.join(rest)}."
 
 

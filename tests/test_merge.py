@@ -228,6 +228,21 @@ def test_resolve_takes_paths_as_git_does(repo: Repo, given: str):
     assert extra.returncode == 2 and "--resolve takes one PATH" in extra.stderr, extra.stderr
 
 
+@pytest.mark.parametrize("attribute", ["merge-strategy", "merge-strategy="])
+def test_a_strategy_attribute_without_a_value_is_an_error_not_ignored(repo: Repo, attribute: str):
+    """`merge-strategy` alone (or with nothing after `=`) fell back to `conflict` silently."""
+    base = random_model(2, layers=1)
+    ours = {**base, "layers.0.weight": base["layers.0.weight"] * np.float32(2)}
+    theirs = {**base, "layers.0.weight": base["layers.0.weight"] * np.float32(4)}
+    diverge(repo, "m.safetensors", st_write, base, ours, theirs)
+    (repo.path / ".gitattributes").write_text(
+        f"*.safetensors filter=gitmodel diff=gitmodel merge=gitmodel -text {attribute}\n")
+    repo.commit("a strategy without a value", ".gitattributes")
+    done = repo.git("merge", "--no-edit", "theirs", check=False)
+    assert done.returncode == 1, done.stderr
+    assert b"the merge-strategy attribute of m.safetensors has no value" in done.stderr, done.stderr
+
+
 def test_strategy_from_attributes_environment_and_config(repo: Repo):
     base = random_model(2, layers=2)
     ours = {**base, "layers.0.weight": base["layers.0.weight"] * np.float32(2)}

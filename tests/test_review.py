@@ -344,3 +344,17 @@ def test_a_renamed_checkpoint_is_compared_with_its_old_self(repo: Repo):
     data = json.loads(repo.gitmodel("diff", "--cached", "--format", "json").stdout)["checkpoints"]
     assert [d["path"] for d in data] == ["sub dir/zé ro.safetensors → b.safetensors"], data
     assert [t["name"] for t in data[0]["tensors"] if t["status"] != "unchanged"] == ["layers.1.weight"]
+
+
+def test_a_new_file_is_summarised_as_new_not_as_none_changed(repo: Repo):
+    """A new checkpoint (a commit adding it, or ours deleted it in a conflicted merge) read
+    "0 of 5 tensors changed (… of … weights), 5 added": none changed, yet every weight."""
+    write_safetensors(repo.path / "a.safetensors", random_model(3, layers=2))
+    repo.commit("a")
+    text = " ".join(repo.gitmodel("diff", "HEAD~1", "HEAD").stdout.split())
+    assert "5 tensors, all new (" in text and "0 of 5" not in text, text
+    model = random_model(3, layers=2)
+    model["extra"] = np.ones(4, np.float32)
+    write_safetensors(repo.path / "a.safetensors", model)
+    text = " ".join(repo.gitmodel("diff").stdout.split())
+    assert "0 of 6 tensors changed" in text and "weights changed or new), 1 added" in text, text

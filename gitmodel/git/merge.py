@@ -47,9 +47,12 @@ def strategy_for(path: str, cwd: Path | None = None, **given) -> merge.Strategy:
         if given.get(field) is not None:
             values[field] = given[field]
             continue
-        text = (os.environ.get(f"GITMODEL_MERGE_{suffix.upper()}")
-                or attributes.get(f"merge-{suffix}")
-                or config(suffix))
+        text = os.environ.get(f"GITMODEL_MERGE_{suffix.upper()}")
+        if not text and attributes.get(f"merge-{suffix}") == "":
+            raise merge.MergeError(f"the merge-{suffix} attribute of {path} has no value",
+                                   f"Give it one in .gitattributes (merge-{suffix}=VALUE), or "
+                                   f"unset it (-merge-{suffix})")
+        text = text or attributes.get(f"merge-{suffix}") or config(suffix)
         if text:
             try:
                 values[field] = parse(text)
@@ -65,8 +68,8 @@ def _attributes(path: str, cwd: Path | None) -> dict[str, str]:
     found = {}
     for i in range(0, len(fields) - 2, 3):
         value = fields[i + 2].decode(errors="replace")
-        if value not in ("unspecified", "unset", "set"):
-            found[fields[i + 1].decode()] = value
+        if value not in ("unspecified", "unset"):
+            found[fields[i + 1].decode()] = "" if value == "set" else value   # "": no value
     return found
 
 
