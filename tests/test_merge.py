@@ -361,6 +361,14 @@ def test_what_merge_cannot_start_on_says_why(repo: Repo, tmp_path: Path):
     missing = repo.gitmodel("merge", "nosuch:m.safetensors", "HEAD:m.safetensors", "HEAD~1:m.safetensors",
                             "-o", str(tmp_path / "o.safetensors"), check=False)
     assert missing.returncode == 1 and "no revision 'nosuch'" in missing.stderr, missing.stderr
+    absent = repo.gitmodel("merge", "HEAD:nope.safetensors", "HEAD:m.safetensors", "HEAD~1:m.safetensors",
+                           "-o", str(tmp_path / "o.safetensors"), check=False)
+    assert absent.returncode == 1 and "HEAD has no file nope.safetensors" in absent.stderr, absent.stderr
+    (tmp_path / "junk.bin").write_bytes(bytes(range(256)) * 5)
+    junk = [str(tmp_path / "junk.bin")] * 3
+    opaque = repo.gitmodel("merge", *junk, "-o", str(tmp_path / "junk.out"), "--strategy", "ours")
+    assert "it holds no tensors" in opaque.stderr and "(;" not in opaque.stderr, opaque.stderr
+    assert (tmp_path / "junk.out").read_bytes() == (tmp_path / "junk.bin").read_bytes()
     nowhere = repo.gitmodel("merge", "HEAD~1:m.safetensors", "HEAD:m.safetensors", "HEAD:m.safetensors",
                             "-o", str(tmp_path / "nodir" / "o.safetensors"), check=False)
     assert nowhere.returncode == 1 and "there is no folder" in nowhere.stderr, nowhere.stderr

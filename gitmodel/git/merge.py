@@ -125,7 +125,8 @@ def report(result: merge.Result, path: str, out=sys.stderr, in_git: bool = True)
                "remove": "removed"}[d.action]
         counts[key] = counts.get(key, 0) + 1
     summary = ", ".join(f"{n} {what}" for what, n in counts.items())
-    print(f"gitmodel: {path}: merged tensor by tensor ({summary}; {result.how})", file=out)
+    print(f"gitmodel: {path}: merged tensor by tensor ({summary}; {result.how})" if summary else
+          f"gitmodel: {path}: merged; it holds no tensors ({result.how})", file=out)
     for note in result.notes:
         print(f"gitmodel: {path}: {note}", file=out)
 
@@ -251,7 +252,13 @@ def merge_files(specs: list[str], base_spec: str | None, output: Path, strategy:
                     raise merge.MergeError(f"{spec}: this repository has no revision {side!r}")
                 ptr = revisions.pointer_at(repository, side, path, store)
                 if ptr is None:
-                    raise merge.MergeError(f"{spec} is not a tracked checkpoint")
+                    at = "" if side is revisions.INDEX else side
+                    if repo.run_git("cat-file", "-e", f"{at}:{path}", check=False).returncode:
+                        where = "the index" if side is revisions.INDEX else side
+                        raise merge.MergeError(f"{spec}: {where} has no file {path}")
+                    raise merge.MergeError(f"{spec} is not a tracked checkpoint (committed before "
+                                           "its path was tracked?)", "Give the file itself instead: "
+                                           f"`git show {spec} > FILE`")
                 return ptr
             try:
                 with open(spec, "rb") as f:
