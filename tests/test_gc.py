@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -84,6 +85,36 @@ def test_gc_keeps_what_was_stored_recently_and_dry_run_removes_nothing(repo: Rep
     assert abs(freed - reclaimable) < 0.2, (freed, reclaimable)
     repo.git("checkout", "--", MODEL)
     assert sha256(repo.path / MODEL) == sha256(write_safetensors(repo.path / "x.bin", random_model(1)))
+
+
+def test_what_is_stored_while_gc_waits_for_writers_is_recent(repo: Repo, tmp_path: Path):
+    """gc decided what was stored recently from the packs it listed before waiting for the
+    processes writing: a checkpoint a script stored meanwhile (`git hash-object -w`, to
+    commit later) was removed as garbage, and the sizes it reported were off by its pack."""
+    write_safetensors(repo.path / MODEL, random_model(1))
+    repo.commit("v0", MODEL)
+    age_packs(repo.store)
+    holder = subprocess.Popen(                       # a git command still writing
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+         "fcntl.flock(fd, fcntl.LOCK_SH); print('held', flush=True); sys.stdin.read()",
+         str(repo.store / "gc.lock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    waiting = subprocess.Popen(["gitmodel", "gc"], cwd=repo.path, env=repo.env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert "waiting for the processes writing" in waiting.stderr.readline()
+        model = write_safetensors(tmp_path / "v1.safetensors", random_model(2))
+        blob = repo.git("hash-object", "-w", "--path", MODEL, str(model)).stdout.decode().strip()
+    finally:
+        holder.stdin.close()
+        holder.wait()
+        out, err = waiting.communicate()
+    assert waiting.returncode == 0, err
+    assert "removed 0 object(s)" in out and "more:" not in out, out
+    repo.git("update-index", "--cacheinfo", f"100644,{blob},{MODEL}")
+    repo.git("commit", "-q", "-m", "v1 from a script")
+    repo.git("checkout", "--", MODEL)
+    assert sha256(repo.path / MODEL) == sha256(model)
 
 
 def test_gc_keeps_stash_index_reflog_worktrees_and_other_branches(repo: Repo):

@@ -326,6 +326,9 @@ class Store:
                     told = True
                 time.sleep(0.1)
         self._gc_lock = fd
+        # What the writers published before letting go: listed now, or a gc that waited would
+        # take their packs for ones it never heard of (neither recent nor referenced).
+        self.reload()
 
     def locate(self, oid: bytes) -> Entry | None:
         if oid not in self._bad:                # the common case: the first copy, one lookup
