@@ -346,6 +346,33 @@ def test_a_missing_base_is_a_clear_error_and_costs_only_what_needs_it(repo: Repo
     assert 'more of the kind "delta without its base"' in fsck.stdout, fsck.stdout
 
 
+def test_fsck_names_the_deltas_of_a_damaged_base_as_such(repo: Repo):
+    """A byte flipped in a keyframe: fsck said "delta without its base: … object B is
+    corrupt" once per delta, naming the base each time and calling it absent."""
+    series(repo, 3)
+    repo.gitmodel("repack")
+    store = Store(repo.store)
+    newest = store.read_manifest(bytes.fromhex(contents(repo)[-1])).chunks
+    deltas = stored_as(store, contents(repo)[0])
+    base = next(b for bases in deltas.values() for b in bases)
+    entry = store.locate(base)
+    store.close()
+    pack = repo.store / "packs" / f"{entry.pack}.pack"
+    os.chmod(pack, 0o644)
+    with open(pack, "r+b") as f:                     # the base's record, past its header
+        f.seek(entry.offset + entry.stored_length // 2 + 40)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    out = repo.gitmodel("fsck", "--all", check=False).stdout
+    assert f"damaged object: {entry.pack}" in out, out
+    assert "delta without its base" not in out, out
+    dependent = [oid for oid, bases in deltas.items() if base in bases]
+    assert dependent and f"chunk {dependent[0].hex()} is stored as a difference from chunk {base.hex()}, " \
+        "whose copy here is damaged" in out, out
+    assert base in {cid for cid, _ in newest}
+
+
 def test_readers_survive_a_concurrent_repack(repo: Repo):
     """A Store opened before a repack removes its packs still reads every object (it reloads
     the pack list when a listed pack is gone)."""

@@ -24,6 +24,7 @@ PACK_WITHOUT_INDEX = "pack without index"
 INDEX_WITHOUT_PACK = "index without pack"
 LEFTOVER = "leftover temporary file"
 MISSING_BASE = "delta without its base"
+DAMAGED_BASE = "delta of a damaged chunk"
 
 
 @dataclass
@@ -88,8 +89,12 @@ def check(store: Store, progress: Callable[[int, int], None] | None = None) -> F
             if isinstance(err, MissingBase) or err.oid != oid:     # the copy is fine, its base is not
                 if entry.pack in store.damaged().get(oid, ()) and store.has(oid):
                     report.set_aside += 1               # a fetch replaced it: gc removes it
-                else:
+                elif isinstance(err, MissingBase):
                     report.problems.append(Problem(MISSING_BASE, entry.pack, str(err), oid))
+                else:                                   # err names the base, not this delta
+                    report.problems.append(Problem(
+                        DAMAGED_BASE, entry.pack, f"chunk {oid.hex()} is stored as a difference "
+                        f"from chunk {err.oid.hex()}, whose copy here is damaged", oid))
                 continue
             store.mark_damaged(oid, entry.pack)
             report.problems.append(Problem(DAMAGED_OBJECT, entry.pack, str(err), oid))
