@@ -95,6 +95,10 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
         except GitmodelError as err:
             say(f"warning: not repacked first: {err.full()}")
     say(f"{len(found)} checkpoint(s) referenced by {len(tips)} ref(s) of {name}")
+    if days == 0 and not dry_run:
+        say(f"warning: --keep-recent 0: a push to {name} running now loses the checkpoints it "
+            "uploaded (no ref of the remote names them before it ends); run this only when no "
+            "one else pushes")
     report = collect.collect(view, session.store, [bytes.fromhex(c) for c in found], days,
                              dry_run, say)
     report.live_checkpoints = len(found)
