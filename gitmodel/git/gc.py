@@ -16,6 +16,7 @@ from gitmodel.store import files, gc
 
 DEFAULT_KEEP_RECENT_DAYS = 1.0
 DEFAULT_WAIT_SECONDS = 60.0
+MIB = 1 << 20
 
 
 def keep_recent_days(given: float | None, cwd=None) -> float:
@@ -52,7 +53,10 @@ def collect_local(session, keep_recent: float | None = None, dry_run: bool = Fal
             # Versions that survive get their deltas against surviving keyframes, so the
             # keyframes of dropped versions stop being needed as bases.
             try:
-                repacking.repack(session, None, quiet=True)
+                done = repacking.repack(session, None, quiet=True)
+                if done.encoded:                # else its freed bytes would look unexplained
+                    say(f"repacked first: {done.encoded} chunk(s) re-encoded, "
+                        f"{done.bytes_before / MIB:.1f} MiB became {done.bytes_after / MIB:.1f} MiB")
             except GitmodelError as err:        # collecting is right without it, only larger
                 say(f"warning: not repacked first: {err.full()}")
         found = liveness.live_checkpoints(session.cwd)
