@@ -75,8 +75,8 @@ class Strategy:
             raise MergeError("the merge weights of an average add up to 0")
         if not math.isfinite(sum(map(abs, self.weights))):       # each finite, the sum not
             raise MergeError(f"the merge weights {','.join(map(str, self.weights))} add up to more "
-                             "than a float64 holds", "Scale them down (an average depends only "
-                             "on their ratios)")
+                             "than a float64 holds", "Give smaller weights (an average's result "
+                             "depends only on their ratios)")
 
     def weight(self, i: int) -> float:
         return self.weights[i] if self.weights else 1.0

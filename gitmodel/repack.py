@@ -28,6 +28,7 @@ from gitmodel.errors import GitmodelError
 from gitmodel.formats import DTYPE_BITS
 from gitmodel.store import codec
 from gitmodel.store.objects import CHUNK, CorruptObject, MissingObjects, Store, StoreError, check_record
+from gitmodel.store.gc import set_aside
 from gitmodel.store.pack import Entry, record_head, scan
 
 KEYFRAMES = 8           # versions per group: one whole (the group's newest), the rest deltas
@@ -230,9 +231,10 @@ def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRA
         progress(f"re-encoding {len(changes)} chunk(s) in {len(packs)} pack(s)")
         writer = store.writer()
         rewritten = []
+        aside = set_aside(store)           # copied as they are, they could close a cycle
         try:
             for i, pack in enumerate(packs, 1):
-                if _rewrite_pack(store, pack, decided, changes, writer, report):
+                if _rewrite_pack(store, pack, decided, changes, writer, report, aside):
                     rewritten.append(pack)
                 progress(f"pack {i}/{len(packs)}")
             store.publish(writer)          # fsynced and visible before any old pack goes
@@ -327,13 +329,16 @@ def _changes(store: Store, decided: Plan) -> dict[bytes, tuple[int, bytes] | Non
 
 
 def _rewrite_pack(store: Store, pack: str, decided: Plan,
-                  changes: dict[bytes, tuple[int, bytes] | None], writer, report: RepackReport) -> bool:
-    """Copy the pack's records into the writer, re-encoding those in `changes`; False (and the
-    pack is kept) if a record is damaged."""
+                  changes: dict[bytes, tuple[int, bytes] | None], writer, report: RepackReport,
+                  aside: set[tuple[bytes, str]] = frozenset()) -> bool:
+    """Copy the pack's records into the writer, re-encoding those in `changes` and leaving out
+    those `aside` (gc.set_aside); False (and the pack is kept) if a record is damaged."""
     path = store.pack_dir / f"{pack}.pack"
     records = []
     with open(path, "rb") as f:
         for oid, entry, record in scan(f.read):
+            if (oid, pack) in aside:
+                continue
             entry = Entry(pack, entry.offset, entry.stored_length, entry.raw_length, entry.kind,
                           entry.encoding)
             records.append((oid, entry, record))

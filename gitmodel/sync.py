@@ -167,7 +167,8 @@ def _without_bases(store: Store, oids: list[bytes], failed: dict[bytes, str]) ->
         if gone:
             out[oid] = (f"chunk {oid.hex()} is stored here as a difference from chunk "
                         f"{gone[0].hex()}, which the store lacks and the fetch could not bring"
-                        + (f" ({failed[gone[0]]})" if gone[0] in failed else ""))
+                        + (f" ({failed[gone[0]]})" if gone[0] in failed else "")
+                        + (f"; nor the chunk itself ({failed[oid]})" if oid in failed else ""))
     return out
 
 
@@ -175,21 +176,23 @@ def _fetch_instead(store: Store, view: RemoteView, stranded: dict[bytes, str], s
                    failed: dict[bytes, str], quiet: bool) -> dict[bytes, str]:
     """Deltas here whose bases are lost here and on the remote (a push sends a delta whole when
     the remote lacks its base): where the remote holds the object itself whole, that copy is
-    fetched and the one here set aside as damaged, never to be read again. Returns those
-    still stranded."""
+    fetched beside the one here, and once it is stored (verified), the one here is marked
+    damaged, never to be read again (gc removes it). Returns those still stranded."""
     wanted = [oid for oid in stranded
               if (entry := view.entries.get(oid)) is not None and entry.encoding != codec.DELTA]
     if not wanted:
         return stranded
-    for oid in wanted:
-        entry = store.locate(oid)
-        if entry is not None:
-            store.mark_damaged(oid, entry.pack)
-    more = transfer.download(store, view, store.with_bases(wanted), quiet=quiet)
+    before = {oid: {entry.pack for entry in store.copies(oid)} for oid in wanted}
+    more = transfer.download(store, view, wanted, quiet=quiet, again=frozenset(wanted))
     stats.objects, stats.bytes, stats.packs = (stats.objects + more.objects, stats.bytes + more.bytes,
                                                stats.packs + more.packs)
     stats.failed.update(more.failed)
     failed.update(more.failed)
+    store.refresh()
+    for oid in wanted:
+        if oid not in more.failed and {e.pack for e in store.copies(oid)} - before[oid]:
+            for pack in before[oid]:
+                store.mark_damaged(oid, pack)
     return _without_bases(store, list(stranded), failed)
 
 

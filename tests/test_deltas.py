@@ -777,40 +777,60 @@ def test_a_push_carries_no_weights_of_a_branch_it_does_not_push(tmp_path: Path, 
     assert "0 problem(s)" in bob.gitmodel("fsck", "--remote", "origin", "--all").stdout
 
 
-def test_a_delta_whose_base_is_lost_here_is_fetched_whole_from_a_remote_that_has_it(tmp_path: Path, git_env):
-    """main's versions are stored here as deltas of a private branch's version, and went whole
-    to the remote. With the private version's pack lost here, a fetch asked the remote for
-    the bases (which it never had) and failed, though it holds main's chunks themselves: it
-    now fetches those, and sets aside the deltas that cannot be read any more."""
+def stranded(tmp_path: Path, git_env) -> tuple[Repo, list[str], Path, list[bytes]]:
+    """main's two versions stored here as deltas of a private branch's version, and pushed
+    (they go whole); then the private version's pack moved to tmp_path/aside. Returns the
+    repository, the three versions' sha256 (private last), the remote folder and main's
+    chunks left without their bases."""
     remote_dir = tmp_path / "team-store"
     repo = team(tmp_path, git_env, str(remote_dir))
     sums = series(repo, 2)
     repo.git("checkout", "-q", "-b", "private")
     write_safetensors(repo.path / MODEL, fine_tune(random_model(0, layers=4, width=384), 7))
     repo.commit("private run", MODEL)
+    sums.append(sha256(repo.path / MODEL))
     repo.gitmodel("push", "origin", "main")         # repacks: main's versions are deltas
     store = Store(repo.store)
     private = {cid for cid, _ in store.read_manifest(bytes.fromhex(contents(repo)[-1])).chunks}
     lost = {store.locate(cid).pack for cid in private}
-    deltas = stored_as(store, contents(repo)[-2])
-    assert any(set(bases) & private for bases in deltas.values())
-    assert not lost & {store.locate(cid).pack for cid in deltas}
+    deltas = {**stored_as(store, contents(repo)[-2]), **stored_as(store, contents(repo)[-3])}
+    victims = [cid for cid, bases in deltas.items() if set(bases) & private]
+    assert victims and not lost & {store.locate(cid).pack for cid in deltas}
     store.close()
     repo.git("checkout", "-q", "main")
+    (tmp_path / "aside").mkdir()
     for pack in lost:                               # the private version's packs are gone
         for suffix in (".idx", ".pack"):
-            (repo.store / "packs" / f"{pack}{suffix}").unlink()
+            (repo.store / "packs" / f"{pack}{suffix}").rename(tmp_path / "aside" / f"{pack}{suffix}")
     (repo.path / MODEL).unlink()                    # (git would clean it, storing the bases)
-    fetched = repo.gitmodel("fetch", "origin", "main", "main~1", check=False)
-    assert fetched.returncode == 0, fetched.stderr
-    for rev, expected in (("main", sums[1]), ("main~1", sums[0])):
+    return repo, sums, remote_dir, victims
+
+
+def restore_aside(repo: Repo, tmp_path: Path) -> None:
+    for path in (tmp_path / "aside").iterdir():
+        path.rename(repo.store / "packs" / path.name)
+
+
+def assert_checkouts(repo: Repo, sums: list[str]) -> None:
+    for rev, expected in zip(("main~1", "main", "private"), sums):
         (repo.path / MODEL).unlink(missing_ok=True)
         repo.git("checkout", rev, "--", MODEL)
-        assert sha256(repo.path / MODEL) == expected
+        assert sha256(repo.path / MODEL) == expected, rev
+
+
+def test_a_delta_whose_base_is_lost_here_is_fetched_whole_from_a_remote_that_has_it(tmp_path: Path, git_env):
+    """main's versions are stored here as deltas of a private branch's version, and went whole
+    to the remote. With the private version's pack lost here, a fetch asked the remote for
+    the bases (which it never had) and failed, though it holds main's chunks themselves: it
+    now fetches those, and sets aside the deltas that cannot be read any more."""
+    repo, sums, _, _ = stranded(tmp_path, git_env)
+    fetched = repo.gitmodel("fetch", "origin", "main", "main~1", check=False)
+    assert fetched.returncode == 0, fetched.stderr
+    assert_checkouts(repo, sums[:2])
     checked = repo.gitmodel("fsck", "--remote", "origin", check=False).stdout
-    assert "2 complete" in checked and "0 problem(s)" in checked, checked
+    assert "1 complete" in checked and "0 problem(s)" in checked, checked
     here = repo.gitmodel("fsck").stdout              # what the fetch replaced is not a problem
-    assert "0 problem(s)" in here and "deltas of chunks lost here, not needed" in here, here
+    assert "0 problem(s)" in here and "cannot be read and are not needed" in here, here
     repo.git("branch", "-q", "-D", "private")        # its version is lost: let it go
     repo.gitmodel("gc", "--keep-recent", "0")
     after = repo.gitmodel("fsck").stdout
@@ -819,10 +839,51 @@ def test_a_delta_whose_base_is_lost_here_is_fetched_whole_from_a_remote_that_has
     assert all(len(store.copies(cid)) == 1 for v in contents(repo)
                for cid, _ in store.read_manifest(bytes.fromhex(v)).chunks)
     store.close()
-    for rev, expected in (("main", sums[1]), ("main~1", sums[0])):
-        (repo.path / MODEL).unlink(missing_ok=True)
-        repo.git("checkout", rev, "--", MODEL)
-        assert sha256(repo.path / MODEL) == expected
+    assert_checkouts(repo, sums[:2])
+
+
+@pytest.mark.parametrize("then", ["repack", "gc"])
+def test_the_lost_base_restored_after_a_fetch_leaves_every_version_readable(tmp_path: Path, git_env, then):
+    """The review of the fix above: its first version marked the deltas here damaged before
+    fetching their whole copies; when that fetch failed (the remote's copies bad), the marks
+    stayed. Restoring the lost pack then did not make them readable, and a repack or gc
+    copied a marked delta as it was while making its own base a delta of it: a cycle, every
+    version unreadable, exit 0. Now nothing is marked unless its replacement is stored; and a
+    version whose base came back after a fetch that worked stays readable too."""
+    repo, sums, remote_dir, victims = stranded(tmp_path, git_env)
+    for idx in remote_dir.rglob("*.idx"):            # the remote's whole copies are damaged
+        entries = decode_index(idx.stem, idx.read_bytes())
+        pack = idx.with_suffix(".pack")
+        os.chmod(pack, 0o644)
+        with open(pack, "r+b") as f:
+            for oid in victims:
+                if oid in entries:
+                    f.seek(entries[oid].offset + 40 + entries[oid].stored_length // 2)
+                    byte = f.read(1)
+                    f.seek(-1, os.SEEK_CUR)
+                    f.write(bytes([byte[0] ^ 0xFF]))
+    failed = repo.gitmodel("fetch", "origin", "main", "main~1", check=False)
+    assert failed.returncode != 0 and "nor the chunk itself" in failed.stderr, failed.stderr
+    assert "corrupt" in failed.stderr, failed.stderr
+    assert not (repo.store / "damaged").exists() or not (repo.store / "damaged").read_text().strip()
+    restore_aside(repo, tmp_path)                    # the remedy failures.md names
+    assert_checkouts(repo, sums)
+    repo.gitmodel(then, *(["--keep-recent", "0"] if then == "gc" else []))
+    assert_checkouts(repo, sums)
+    assert "0 problem(s)" in repo.gitmodel("fsck", "--all").stdout
+
+
+def test_a_fetched_whole_copy_then_the_lost_base_restored_and_repacked(tmp_path: Path, git_env):
+    repo, sums, _, _ = stranded(tmp_path, git_env)
+    repo.gitmodel("fetch", "origin", "main", "main~1")
+    restore_aside(repo, tmp_path)
+    checked = repo.gitmodel("fsck").stdout             # the copies set aside read well again
+    assert "once found unreadable read well again" in checked and "0 problem(s)" in checked, checked
+    assert not (repo.store / "damaged").exists()
+    for command in (["repack"], ["gc", "--keep-recent", "0"]):
+        repo.gitmodel(*command)
+        assert_checkouts(repo, sums)
+    assert "0 problem(s)" in repo.gitmodel("fsck", "--all").stdout
 
 
 def test_a_new_model_at_the_same_path_leaves_the_older_deltas_as_they_are(repo: Repo):

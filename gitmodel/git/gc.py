@@ -12,6 +12,7 @@ from typing import Callable
 
 from gitmodel.errors import GitmodelError
 from gitmodel.git import liveness, repacking, repo
+from gitmodel.remote.transfer import RECENT_PACK
 from gitmodel.store import files, gc
 
 DEFAULT_KEEP_RECENT_DAYS = 1.0
@@ -91,6 +92,10 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
     # checkpoints garbage.
     tips = remote_tips(session.cwd, name, none_is_fine=bool(refs)) + list(refs or [])
     found = liveness.live_checkpoints(session.cwd, tips)
+    if days * 86400 < RECENT_PACK and not dry_run:
+        say(f"warning: --keep-recent {days:g} (under an hour): a push to {name} running now loses the "
+            "checkpoints it uploaded (no ref of the remote names them before it ends); run this "
+            "only when no one else pushes")
     if not dry_run and repacking.deltas_enabled(session.cwd):
         # The rewrite sends the local store's copies: re-encoded against surviving keyframes
         # first, they let the remote's dropped keyframes go.
@@ -99,10 +104,6 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
         except GitmodelError as err:
             say(f"warning: not repacked first: {err.full()}")
     say(f"{len(found)} checkpoint(s) referenced by {len(tips)} ref(s) of {name}")
-    if days == 0 and not dry_run:
-        say(f"warning: --keep-recent 0: a push to {name} running now loses the checkpoints it "
-            "uploaded (no ref of the remote names them before it ends); run this only when no "
-            "one else pushes")
     report = collect.collect(view, session.store, [bytes.fromhex(c) for c in found], days,
                              dry_run, say)
     report.live_checkpoints = len(found)

@@ -185,8 +185,12 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
     for line in report.newer[:3]:
         say(f"note: {line}")
     if report.set_aside:
-        say(f"note: {report.set_aside} stored copies are deltas of chunks lost here, not needed: a "
-            "fetch brought their objects whole (`gitmodel gc` removes them)")
+        say(f"note: {report.set_aside} stored copies cannot be read and are not needed: they are "
+            "differences from chunks lost or damaged here, and other copies of their objects are "
+            "good (`gitmodel gc` removes them)")
+    if report.unmarked:
+        say(f"note: {len(report.unmarked)} stored copies once found unreadable read well again "
+            "(their bases are back)")
     if repair and report.problems:
         fixed = store_fsck.repair(store, report, lambda line: say(f"repair: {line}"))
         for name in fixed.removed:

@@ -208,6 +208,7 @@ def resolve(path: str, strategy: merge.Strategy, cwd: Path | None = None) -> mer
 
     def read(stage: int) -> Pointer | None:
         import tempfile
+        os.makedirs(session.store.tmp_dir, exist_ok=True)       # a raw side may be large
         with tempfile.TemporaryFile(dir=session.store.tmp_dir) as f:
             repo.write_blob(found[stage][1], f, cwd)
             f.seek(0)

@@ -375,16 +375,19 @@ def _other_copy(view: RemoteView, oid: bytes, damaged: Entry, error: CorruptObje
 
 
 def download(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = False,
-             known: dict[bytes, tuple[Entry, bytes]] | None = None) -> TransferStats:
-    """Fetch into the store the given objects it lacks, and the bases of the deltas among them.
-    `known`: objects already read from the remote and verified (manifests), stored after the
-    rest. Objects that could not be fetched are in the result's `failed`; everything else is
-    stored, chunks before the manifests that need them."""
+             known: dict[bytes, tuple[Entry, bytes]] | None = None,
+             again: frozenset[bytes] = frozenset()) -> TransferStats:
+    """Fetch into the store the given objects it lacks (and those in `again`, though it has
+    them), and the bases of the deltas among them. `known`: objects already read from the
+    remote and verified (manifests), stored after the rest. Objects that could not be fetched
+    are in the result's `failed`; everything else is stored, chunks before the manifests that
+    need them."""
     oids = list(dict.fromkeys(oids))
     if not oids:
         return TransferStats()
     store.hold_writer_lock()     # before deciding what is here: a gc then cannot take it away
     need = store.missing(oids)
+    need += [oid for oid in oids if oid in again and oid not in need]
     stats = TransferStats()
     if not need:
         return stats

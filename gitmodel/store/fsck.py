@@ -45,7 +45,8 @@ class FsckReport:
     bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
     newer: list[str] = field(default_factory=list)      # objects in encodings of a newer gitmodel
-    set_aside: int = 0      # deltas of lost chunks whose object a fetch brought whole: not needed
+    set_aside: int = 0      # copies whose bases fail them, of objects with a good copy: not needed
+    unmarked: set[tuple[bytes, str]] = field(default_factory=set)   # marked damaged, read well
 
     def of(self, kind: str) -> list[Problem]:
         return [p for p in self.problems if p.kind == kind]
@@ -75,6 +76,9 @@ def check(store: Store, progress: Callable[[int, int], None] | None = None) -> F
                                                f"{path.stat().st_size} bytes nobody is writing "
                                                "(`gitmodel fsck --repair` removes it)"))
     entries = store.entries()
+    marked = store.damaged()
+    good: set[bytes] = set()                          # objects with a copy that reads well
+    failed_by_base: list[tuple[bytes, str, Problem]] = []
     for done, (oid, entry) in enumerate(entries, start=1):
         if f"{entry.pack}.pack" not in names:
             continue                            # reported above, as an index without a pack
@@ -87,14 +91,10 @@ def check(store: Store, progress: Callable[[int, int], None] | None = None) -> F
             continue                            # removed since listed (a gc or repack): not damage
         except (MissingBase, CorruptObject) as err:
             if isinstance(err, MissingBase) or err.oid != oid:     # the copy is fine, its base is not
-                if entry.pack in store.damaged().get(oid, ()) and store.has(oid):
-                    report.set_aside += 1               # a fetch replaced it: gc removes it
-                elif isinstance(err, MissingBase):
-                    report.problems.append(Problem(MISSING_BASE, entry.pack, str(err), oid))
-                else:                                   # err names the base, not this delta
-                    report.problems.append(Problem(
-                        DAMAGED_BASE, entry.pack, f"chunk {oid.hex()} is stored as a difference "
-                        f"from chunk {err.oid.hex()}, whose copy here is damaged", oid))
+                failed_by_base.append((oid, entry.pack, Problem(MISSING_BASE, entry.pack, str(err), oid)
+                                       if isinstance(err, MissingBase) else Problem(
+                    DAMAGED_BASE, entry.pack, f"chunk {oid.hex()} is stored as a difference "
+                    f"from chunk {err.oid.hex()}, whose copy here is damaged", oid)))
                 continue
             store.mark_damaged(oid, entry.pack)
             report.problems.append(Problem(DAMAGED_OBJECT, entry.pack, str(err), oid))
@@ -103,11 +103,22 @@ def check(store: Store, progress: Callable[[int, int], None] | None = None) -> F
             store.mark_damaged(oid, entry.pack)
             report.problems.append(Problem(DAMAGED_OBJECT, entry.pack, str(err), oid))
             continue
+        good.add(oid)
+        if entry.pack in marked.get(oid, ()):
+            report.unmarked.add((oid, entry.pack))   # marked, but it reads: its base is back
         report.objects += 1
         report.bytes += len(data)
         report.manifests += entry.kind == MANIFEST
         if progress:
             progress(done, len(entries))
+    if report.unmarked:
+        store.forget_damaged(copies=report.unmarked)
+    for oid, pack, problem in failed_by_base:
+        if oid in good:                 # another copy serves: this one is set aside for gc
+            store.mark_damaged(oid, pack)
+            report.set_aside += 1
+        else:
+            report.problems.append(problem)
     return report
 
 

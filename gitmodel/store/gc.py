@@ -24,7 +24,8 @@ from typing import Callable, Iterable
 
 from gitmodel.errors import GitmodelError
 from gitmodel.store import codec
-from gitmodel.store.objects import MANIFEST, CorruptObject, MissingObjects, Store, StoreError, check_record
+from gitmodel.store.objects import (MANIFEST, CorruptObject, MissingObjects, Store, StoreError,
+                                    StoreVersionError, check_record)
 from gitmodel.store.pack import PACK_MAGIC, Entry, PackError, record_head, scan
 
 # A pack is rewritten once this fraction of its bytes is garbage: copying a pack's live records
@@ -112,9 +113,21 @@ def live_objects(store: Store, manifests: Iterable[bytes], recent: set[bytes] = 
 
 
 def set_aside(store: Store) -> set[tuple[bytes, str]]:
-    """Copies known to be bad (damaged, or deltas whose bases are lost) of objects that have a
-    good copy: garbage, as the objects are not (object, pack) each."""
-    return {(oid, pack) for oid, packs in store.damaged().items() if store.has(oid) for pack in packs}
+    """Copies marked damaged (bad, or deltas whose bases are lost) of objects with another copy
+    that reads well now: garbage, though their objects are not. (object, pack) each."""
+    out = set()
+    for oid, packs in store.damaged().items():
+        if any(_reads(store, oid, e) for e in store.copies(oid) if e.pack not in packs):
+            out.update((oid, pack) for pack in packs)
+    return out
+
+
+def _reads(store: Store, oid: bytes, entry: Entry) -> bool:
+    try:
+        store.read_copy(oid, entry)
+        return True
+    except (StoreError, StoreVersionError, OSError):
+        return False
 
 
 def _is_manifest(store: Store, oid: bytes) -> bool:

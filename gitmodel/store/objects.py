@@ -387,12 +387,15 @@ class Store:
         """Objects with a copy found bad, and the packs holding those copies."""
         return {oid: set(packs) for oid, packs in self._bad.items()}
 
-    def forget_damaged(self, packs: set[str]) -> None:
-        """Drop what was remembered about copies in these packs (they are gone)."""
+    def forget_damaged(self, packs: set[str] = frozenset(),
+                       copies: set[tuple[bytes, str]] = frozenset()) -> None:
+        """Drop what was remembered about copies in these packs (they are gone), and about
+        these (object, pack) copies (they read well again: their base is back)."""
         with self._lock, self._damaged_lock():
             self._load_bad()                 # with what other processes found since it was read
             for oid in list(self._bad):
-                self._bad[oid] -= packs
+                self._bad[oid] = {pack for pack in self._bad[oid]
+                                  if pack not in packs and (oid, pack) not in copies}
                 if not self._bad[oid]:
                     del self._bad[oid]
             lines = "".join(f"{oid.hex()} {pack}\n" for oid, ps in self._bad.items() for pack in sorted(ps))
