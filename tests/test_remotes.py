@@ -242,6 +242,42 @@ def test_a_clone_checks_out_commits_made_before_the_remote_was_committed(tmp_pat
     assert r.status() == ""
 
 
+def test_a_clone_checks_out_a_branch_forked_before_the_remote_was_committed(tmp_path: Path, env):
+    """`.gitmodel` committed on main after a branch forked (as after `migrate --rewrite` and
+    `remote add`): in a clone, on that branch, no commit had the file and no branch built on
+    HEAD did, so every checkout from there looked in the wrong place and failed."""
+    repo = make_repo(tmp_path / "w", env)
+    sums = {}
+    write_safetensors(repo.path / "m.safetensors", random_model(1, layers=2))
+    repo.commit("v0", "m.safetensors")
+    sums["main~2"] = sha256(repo.path / "m.safetensors")
+    repo.git("switch", "-q", "-c", "feature")
+    write_safetensors(repo.path / "m.safetensors", random_model(5, layers=2))
+    repo.commit("f1", "m.safetensors")
+    sums["feature"] = sha256(repo.path / "m.safetensors")
+    repo.git("switch", "-q", "main")
+    write_safetensors(repo.path / "m.safetensors", random_model(2, layers=2))
+    repo.commit("v1", "m.safetensors")
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "team-store"))
+    repo.commit("remote", ".gitmodel")
+    hub = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
+    repo.git("remote", "add", "origin", str(hub))
+    repo.git("push", "-q", "origin", "main", "feature")
+
+    reader = user(tmp_path, env, "reader")
+    clone(hub, tmp_path / "r", reader)
+    r = Repo(tmp_path / "r", reader)
+    r.git("checkout", "-q", "feature")
+    assert sha256(r.path / "m.safetensors") == sums["feature"]
+    r.git("checkout", "-q", "main~2")                   # from the branch without the file
+    assert sha256(r.path / "m.safetensors") == sums["main~2"]
+    r.git("checkout", "-q", "feature")
+    (r.path / "m.safetensors").unlink()
+    r.git("checkout", "-q", "--", "m.safetensors")
+    assert sha256(r.path / "m.safetensors") == sums["feature"]
+
+
 def test_remote_add_list_remove_and_precedence(tmp_path: Path, env):
     repo = make_repo(tmp_path / "w", env)
     repo.gitmodel("remote", "add", "team", "s3://bucket/models", "--option", "endpoint_url=http://h:1",

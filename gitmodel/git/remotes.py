@@ -4,7 +4,8 @@ Remotes are named in git-config syntax, in three places, highest precedence firs
   1. the environment: GITMODEL_REMOTE=<name or URL> overrides the choice of remote;
   2. git config (`git config gitmodel.<name>.url ...`, local, global or system);
   3. the committed `.gitmodel` file at the top of the work tree (or in HEAD if absent there,
-     or at the newest branch built on HEAD if HEAD predates it):
+     or at the newest branch built on HEAD if HEAD predates it, or at the newest branch that
+     shares history with HEAD if HEAD's branch forked before it):
         [gitmodel]
             remote = origin                 # the default remote's name
         [gitmodel "origin"]
@@ -75,24 +76,37 @@ _DESCENDANTS: dict[str, str | None] = {}       # per process: the answer does no
 
 
 def _descendants_file(top: Path) -> str | None:
-    """`REF:.gitmodel` for a checkout of a commit older than the file (HEAD has none): from
-    the newest branch that contains HEAD, local branches first, then remote-tracking ones (a
-    clone's `origin/main` names the remote its old commits were pushed to). Only branches
-    built on HEAD count: an unrelated one (a fork's) says nothing of where HEAD's data is."""
+    """`REF:.gitmodel` for a checkout of a commit without the file (HEAD has none): from the
+    newest branch that contains HEAD, local branches first, then remote-tracking ones (a
+    clone's `origin/main` names the remote its old commits were pushed to); else from the
+    newest branch that shares history with HEAD (a branch forked before the file was
+    committed, whose pushes went where the file says). An unrelated branch (a fork's) says
+    nothing of where HEAD's data is."""
     key = str(top)
     if key not in _DESCENDANTS:
         _DESCENDANTS[key] = None
         for namespace in ("refs/heads", "refs/remotes"):
-            refs = repo.run_git("for-each-ref", "--contains", "HEAD", "--sort=-committerdate",
-                                "--format=%(refname)", namespace, cwd=top, check=False).stdout.decode().split()
-            asked = "".join(f"{ref}:{CONFIG_FILE}\n" for ref in refs).encode()
-            kinds = repo.run_git("cat-file", "--batch-check=%(objecttype)", cwd=top, input=asked,
-                                 check=False).stdout.decode().splitlines() if refs else []
-            found = next((f"{ref}:{CONFIG_FILE}" for ref, kind in zip(refs, kinds) if kind == "blob"), None)
+            found = _with_file(top, "--contains", "HEAD", namespace)
             if found:
-                _DESCENDANTS[key] = found
+                _DESCENDANTS[key] = f"{found[0]}:{CONFIG_FILE}"
+                return _DESCENDANTS[key]
+        for ref in _with_file(top, "refs/heads", "refs/remotes"):
+            if repo.run_git("merge-base", "HEAD", ref, cwd=top, check=False).returncode == 0:
+                _DESCENDANTS[key] = f"{ref}:{CONFIG_FILE}"
                 break
     return _DESCENDANTS[key]
+
+
+def _with_file(top: Path, *selection: str) -> list[str]:
+    """The refs `git for-each-ref SELECTION` lists, newest first, whose commit has the file."""
+    refs = repo.run_git("for-each-ref", "--sort=-committerdate", "--format=%(refname)", *selection,
+                        cwd=top, check=False).stdout.decode().split()
+    if not refs:
+        return []
+    asked = "".join(f"{ref}:{CONFIG_FILE}\n" for ref in refs).encode()
+    kinds = repo.run_git("cat-file", "--batch-check=%(objecttype)", cwd=top, input=asked,
+                         check=False).stdout.decode().splitlines()
+    return [ref for ref, kind in zip(refs, kinds) if kind == "blob"]
 
 
 def settings(section: str, cwd: Path | None = None) -> list[tuple[str, str]]:
