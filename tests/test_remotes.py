@@ -553,6 +553,30 @@ def test_transient_errors_are_retried(tmp_path: Path, monkeypatch):
         view.backend.read_index("pack-" + "0" * 64)
 
 
+def test_an_upload_refused_at_once_is_retried_for_the_timeout_not_its_size(tmp_path: Path, monkeypatch):
+    """An upload's attempts get a second per 256 KiB to move their data, and that allowance
+    stretched the retries too: with GITMODEL_REMOTE_TIMEOUT=8 a 96 MiB pack whose server
+    refused every connection was retried for 260 s, the waits growing to 128 s."""
+    store, manifests, _ = _store_with(tmp_path, [30])
+    monkeypatch.setenv("GITMODEL_REMOTE_TIMEOUT", "1")
+    monkeypatch.setenv("GITMODEL_RETRY_BACKOFF", "0.05")
+    view = _view(tmp_path / "remote", store)
+    waits = []
+    monkeypatch.setattr(view.backend, "_say", waits.append)
+
+    def refused(*args, **kwargs):
+        raise ConnectionRefusedError("connection refused")
+
+    big = tmp_path / "big.pack"
+    big.write_bytes(bytes(8 << 20))                  # 32 s of allowance at 256 KiB/s
+    monkeypatch.setattr(view.backend.backend, "put_pack", refused)
+    started = time.monotonic()
+    with pytest.raises(RemoteError, match="failed after"):
+        view.backend.put_pack(big, "pack-" + "0" * 64)
+    assert time.monotonic() - started < 3, waits
+    assert all(float(w.rsplit("retrying in ", 1)[1].split()[0]) <= 1.0 for w in waits), waits
+
+
 def test_push_all_and_push_mirror(tmp_path: Path, env):
     repo = make_repo(tmp_path / "w", env)
     write_safetensors(repo.path / "a.safetensors", random_model(60))

@@ -322,11 +322,13 @@ def _seconds(variable: str, default: float) -> float:
 
 class Retrying:
     """Any backend with retries: transient errors are retried with exponential backoff (saying
-    so on stderr), each attempt cancelled at the deadline, until GITMODEL_REMOTE_TIMEOUT
-    seconds (default 60; uploads also get a second per MIN_UPLOAD_RATE bytes) have passed
-    since the first attempt; then the call fails with a RemoteError naming the remote. Once one
-    call has given up, the remote counts as unreachable and later calls fail at once (a
-    checkout of many files waits for one timeout, not one per file)."""
+    so on stderr, each wait at most a quarter of the timeout), until GITMODEL_REMOTE_TIMEOUT
+    seconds (default 60) have passed since the first attempt, or since the end of an upload
+    attempt that ran longer than that (it was moving data); then the call fails with a
+    RemoteError naming the remote. Each attempt is cancelled after the timeout, an upload's
+    after a second more per MIN_UPLOAD_RATE bytes. Once one call has given up, the remote
+    counts as unreachable and later calls fail at once (a checkout of many files waits for
+    one timeout, not one per file)."""
 
     MIN_UPLOAD_RATE = 256 << 10       # bytes per second an upload is given time for
 
@@ -347,33 +349,35 @@ class Retrying:
     def call(self, what: str, fn: Callable, *args, size: int = 0, **kwargs):
         if self._unreachable is not None:
             raise self._unreachable
-        budget = self.timeout + size / self.MIN_UPLOAD_RATE
-        start = time.monotonic()
+        per_attempt = self.timeout + size / self.MIN_UPLOAD_RATE
+        start = window = time.monotonic()   # retries stop self.timeout after `window`
         attempt = 0
         while True:
             attempt += 1
-            remaining = budget - (time.monotonic() - start)
+            began = time.monotonic()
             try:
-                return fn(*args, timeout=remaining, **kwargs)
+                return fn(*args, timeout=per_attempt, **kwargs)
             except FileNotFoundError:
                 raise                             # callers expect it (an empty remote, ...)
             except GitmodelError:
                 raise
             except Exception as err:
+                now = time.monotonic()
                 reason = f"{type(err).__name__}: {err}" if str(err) else \
-                    f"{type(err).__name__} (no answer within {remaining:.0f} s)"
+                    f"{type(err).__name__} (no answer within {now - began:.0f} s)"
                 if self.backend.is_permanent(err):
                     full = isinstance(err, OSError) and err.errno in _FULL_OR_READ_ONLY
                     raise RemoteError(f"remote {self}: {what} failed: {reason}",
                                       "Nothing was changed for what could not be transferred. "
                                       "Free space on the remote (or make it writable), then "
                                       "run the command again" if full else None) from None
-                wait = self.backoff * 2 ** (attempt - 1)
-                elapsed = time.monotonic() - start
-                if elapsed + wait >= budget:
+                if size and now - began > self.timeout:
+                    window = now                  # a long upload failed: a new window for it
+                wait = min(self.backoff * 2 ** (attempt - 1), max(1.0, self.timeout / 4))
+                if now + wait - window >= self.timeout:
                     self._unreachable = RemoteError(
                         f"remote {self}: {what} failed after {attempt} attempt(s) in "
-                        f"{elapsed:.0f} s: {reason}",
+                        f"{now - start:.0f} s: {reason}",
                         "Nothing was changed for what could not be transferred. Check the URL, "
                         "the network and credentials; GITMODEL_REMOTE_TIMEOUT sets how long to "
                         "keep trying")
