@@ -33,6 +33,18 @@ def test_missing_chunks_fail_checkout_with_clear_error(repo: Repo):
     assert not path.exists(), "nothing may be written when chunks are missing"
 
 
+def test_fsck_that_cannot_ask_the_remote_about_a_missing_checkpoint_fails(repo: Repo):
+    """HEAD's checkpoint missing here and the remote unreachable: fsck said `1 unknown`, then
+    `0 problem(s)` and exited 0, which scripts read as all well."""
+    _committed_model(repo)
+    for pack in repo.store.rglob("pack-*"):
+        pack.unlink()
+    repo.git("config", "gitmodel.origin.url", "nosuchprotocol://bucket/models")
+    fsck = repo.gitmodel("fsck", check=False)
+    assert fsck.returncode == 1 and "1 unknown" in fsck.stdout, fsck.stdout
+    assert "1 problem(s)" in fsck.stdout and "make the remote reachable" in fsck.stdout, fsck.stdout
+
+
 def _flip_chunk_byte(repo: Repo) -> None:
     """Damage one byte inside a chunk payload (not a record header or the manifest)."""
     from gitmodel.store.objects import Store

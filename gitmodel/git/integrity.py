@@ -224,7 +224,10 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
             "which a plain `git add` skips as unchanged), or fetch it from a remote that has it"
             + ("; `gitmodel fsck --repair` also moves damaged packs aside, keeping their good "
                "objects" if findings.count(DAMAGED) else ""))
-    problems = len(report.problems) + lost
+    if findings.count(UNKNOWN):
+        say("whether the remote has the unknown ones could not be checked: make the remote "
+            "reachable (its URL, credentials, network), then run fsck again")
+    problems = len(report.problems) + lost + findings.count(UNKNOWN)
     say(f"{problems} problem(s).")
     return problems
 
