@@ -22,6 +22,10 @@ _COLOURS = {"added": "32", "removed": "31", "changed": "33"}
 NAMES_PER_ALARM = 3
 METRICS_IN_SUMMARY = 3
 WRAP = 100
+NAME_WIDTH = 80              # longer tensor names are shown with their middle elided
+# A Markdown review is posted as one pull-request comment, and GitHub takes up to 65,536
+# characters: the tensor tables stop short of that, saying how many rows they leave out.
+MARKDOWN_BUDGET = 60_000
 
 SORT_TITLES = {"change": "largest ‖Δ‖/‖W‖ first", "order": "in file order", "name": "by name",
                "max-abs": "largest max|Δ| first", "changed": "most elements changed first",
@@ -77,7 +81,18 @@ def _tensor_row(t: TensorDiff) -> list[str]:
     else:
         cells = [_relative(t), _num(c.max_abs), _num(c.cosine, "cos"),
                  _num(c.changed_fraction, "pct"), str(c.new_nonfinite or 0)]
-    return [quote_name(t.name), t.status, shape, *cells]
+    return [_shown(t.name), t.status, shape, *cells]
+
+
+def _shown(name: str) -> str:
+    """A tensor name as reports show it: quoted as the pointer quotes it, its middle elided
+    past NAME_WIDTH characters (one long name would widen every row of a table). The JSON
+    report keeps every name whole."""
+    quoted = quote_name(name)
+    if len(quoted) <= NAME_WIDTH:
+        return quoted
+    keep = (NAME_WIDTH - 1) // 2
+    return f"{quoted[:keep]}…{quoted[-keep:]}"
 
 
 def _tensor_rows(diff: FileDiff, all_tensors: bool, sort: str) -> list[list[str]]:
@@ -138,7 +153,7 @@ def _names(items: list, code: bool, render) -> str:
 def _q(name: str, code: bool) -> str:
     """A tensor name in prose: quoted as the pointer quotes it (no raw newlines or tabs), as
     Markdown code if `code`."""
-    return _code(quote_name(name)) if code else quote_name(name)
+    return _code(_shown(name)) if code else _shown(name)
 
 
 def _code(text: str) -> str:
@@ -371,8 +386,20 @@ def markdown(review: Review, all_tensors: bool = False, sort: str = "change") ->
         rows = _tensor_rows(diff, all_tensors, sort)
         if rows:
             what = "tensors" if all_tensors else "changed, added and removed tensors"
-            out += [f"<details><summary>All {len(rows)} {what}, {SORT_TITLES[sort]}</summary>", ""]
-            out += _md_table(HEAD, [[_code(r[0]), *r[1:]] for r in rows])
+            table = _md_table(HEAD, [[_code(r[0]), *r[1:]] for r in rows])
+            room = MARKDOWN_BUDGET - sum(len(line) + 1 for line in out)
+            shown, used = 2, sum(len(line) + 1 for line in table[:2])      # the head and rule
+            while shown < len(table) and used + len(table[shown]) + 1 <= room:
+                used += len(table[shown]) + 1
+                shown += 1
+            left = len(table) - shown
+            title = f"All {len(rows)} {what}" if not left else \
+                f"The first {len(rows) - left} of {len(rows)} {what}"
+            out += [f"<details><summary>{title}, {SORT_TITLES[sort]}</summary>", ""]
+            out += table[:shown] if shown > 2 else []
+            if left:
+                out += ["", f"_{left} more not shown: a pull-request comment holds 65,536 "
+                        "characters. `gitmodel diff --format json` lists every tensor._"]
             out += ["", "</details>", ""]
     return "\n".join(out)
 

@@ -441,3 +441,27 @@ def test_plain_layers_are_named_by_their_stack_alone(repo: Repo):
 def test_the_command_line_offers_the_sort_keys_summary_knows():
     from gitmodel import cli
     assert cli.SORT_KEYS == summary.SORT_KEYS     # spelled out in cli so the parser needs no numpy
+
+
+def test_reports_of_thousands_of_tensors_and_long_names_stay_bounded(repo: Repo):
+    """3,000 changed tensors gave a 306,126-character Markdown review (a pull-request comment
+    holds 65,536), and one 600-character name padded every row of the text table to 678
+    columns. Markdown tables now stop within the budget, saying how many rows they leave
+    out, and long names are shown with their middle elided; JSON keeps everything."""
+    rng = np.random.default_rng(3)
+    long_name = "encoder." + "very_long_module_name." * 27 + "weight"
+    v1 = {f"blocks.{i}.weight": rng.standard_normal(4).astype(np.float32) for i in range(3000)}
+    v1[long_name] = rng.standard_normal(4).astype(np.float32)
+    write_safetensors(repo.path / "m.safetensors", v1)
+    repo.commit("v1")
+    write_safetensors(repo.path / "m.safetensors", {k: v * np.float32(1.5) for k, v in v1.items()})
+    md = repo.gitmodel("diff", "--format", "markdown").stdout
+    assert len(md) <= 65_536 and "3001 changed, added and removed tensors" in md, len(md)
+    left = int(md.split("_", 1)[1].split(" more not shown")[0]) if "more not shown" in md else 0
+    shown = md.count("\n| `")
+    assert left > 0 and shown + left == 3001, (shown, left)
+    text = repo.gitmodel("diff").stdout
+    assert max(map(len, text.splitlines())) < 200
+    assert text.count("\n") > 3001 and long_name not in text and long_name[:39] in text
+    data = json.loads(repo.gitmodel("diff", "--format", "json").stdout)["checkpoints"][0]
+    assert len(data["tensors"]) == 3001 and long_name in {t["name"] for t in data["tensors"]}
