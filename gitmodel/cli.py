@@ -244,6 +244,8 @@ def cmd_status(args) -> int:
                  "a change? `git add --renormalize PATH` stages it whole)",
                  [f"{m['path']}: {m['why']}" for m in found.mixed]),
                 ("modified, not staged", found.modified),
+                ("deleted, not staged", found.deleted),
+                ("untracked (`git add` stores them with gitmodel)", found.untracked),
                 ("unmerged (`gitmodel merge --resolve PATH --strategy S` finishes each)",
                  found.unmerged),
                 ("in commits no remote-tracking ref has (not pushed)",

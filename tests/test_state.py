@@ -74,6 +74,15 @@ def test_status_reports_staged_modified_unpushed_and_reclaimable(tmp_path: Path,
     assert [u["path"] for u in first["unpushed"]] == [MODEL]          # no remote yet
     assert first["store_bytes"] > 0 and first["reclaimable_bytes"] == 0
 
+    (repo.path / MODEL).unlink()                     # said as git says it: deleted, not modified
+    (repo.path / "sub").mkdir()
+    write_safetensors(repo.path / "sub" / "new.safetensors", small(3))
+    gone = json.loads(repo.gitmodel("status", "--json").stdout)
+    assert gone["modified"] == [] and gone["deleted"] == [MODEL], gone
+    assert gone["untracked"] == ["sub/new.safetensors"], gone
+    text = repo.gitmodel("status").stdout
+    assert "deleted, not staged:\n  model.safetensors" in text and "untracked (`git add`" in text, text
+    (repo.path / "sub" / "new.safetensors").unlink()
     write_safetensors(repo.path / MODEL, small(2))
     assert json.loads(repo.gitmodel("status", "--json").stdout)["modified"] == [MODEL]
     repo.git("add", MODEL)

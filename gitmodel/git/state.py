@@ -3,13 +3,14 @@ bytes are (work tree, local store), and what is staged, modified or not yet push
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gitmodel import checkpoint, pointer as pointers, stored
 from gitmodel.errors import GitmodelError
 from gitmodel.git import history, revisions
-from gitmodel.git.repo import commit, index_entries, open_repository, pointer_blob
+from gitmodel.git.repo import commit, index_entries, open_repository, pointer_blob, run_git
 from gitmodel.store.objects import Store, StoreError
 
 # Where a checkpoint's bytes are.
@@ -88,6 +89,8 @@ def store_state(store: Store, content: str) -> str:
 class Status:
     staged: list[dict] = field(default_factory=list)       # path, old, new (content ids or None)
     modified: list[str] = field(default_factory=list)      # work tree differs from the index
+    deleted: list[str] = field(default_factory=list)       # in the index, not in the work tree
+    untracked: list[str] = field(default_factory=list)     # new files gitmodel would store
     unmerged: list[str] = field(default_factory=list)      # conflicted in a merge in progress
     mixed: list[dict] = field(default_factory=list)        # path, why: a staged pointer of two versions
     unpushed: list[dict] = field(default_factory=list)     # path, content: in no remote-tracking ref
@@ -129,7 +132,13 @@ def status(session) -> Status:
     merged = [p for p in sorted(index) if p not in result.unmerged]   # the others git cannot clean
     if merged:
         tracked = revisions.tracked_paths(workdir, merged)
-        result.modified = [p for p in revisions.changed_paths(workdir, [], False, merged) if p in tracked]
+        changed = [p for p in revisions.changed_paths(workdir, [], False, merged) if p in tracked]
+        result.deleted = [p for p in changed if not (workdir / p).exists()]
+        result.modified = [p for p in changed if p not in result.deleted]
+    others = [os.fsdecode(p) for p in run_git("ls-files", "-z", "--others", "--exclude-standard",
+                                              cwd=workdir).stdout.split(b"\0") if p]
+    if others:
+        result.untracked = sorted(revisions.tracked_paths(workdir, others))
     result.pointers_in_work_tree = [p for p in sorted(index) if _work_tree(repository, p, False) == POINTER]
     local = [name for name in repository.references if name.startswith("refs/heads/")]
     pushed = [name for name in repository.references if name.startswith("refs/remotes/")]
