@@ -78,11 +78,12 @@ def recent_objects(store: Store, days: float) -> set[bytes]:
     return {oid for oid, entry in store.entries() if entry.pack in packs}
 
 
-def live_objects(store: Store, manifests: Iterable[bytes], recent: set[bytes] = frozenset()) -> set[bytes]:
+def live_objects(store: Store, manifests: Iterable[bytes], recent: set[bytes] = frozenset(),
+                 aside: set[tuple[bytes, str]] | None = None) -> set[bytes]:
     """The live manifests (given, plus the recent ones), their chunks, the recent objects,
-    and the bases of every stored copy of a live delta, transitively. A live manifest the
-    store holds but cannot read stops the collection: its chunks could not be told from
-    garbage."""
+    and the bases of every stored copy of a live delta (but the copies `aside`, see
+    set_aside), transitively. A live manifest the store holds but cannot read stops the
+    collection: its chunks could not be told from garbage."""
     roots = set(manifests) | {oid for oid in recent if _is_manifest(store, oid)}
     live: set[bytes] = set(recent)
     for oid in roots:
@@ -99,7 +100,8 @@ def live_objects(store: Store, manifests: Iterable[bytes], recent: set[bytes] = 
                           "(`git add --renormalize PATH` if the work tree holds it) or fetch "
                           "it (`gitmodel fetch`); then gc") from None
         live.update(cid for cid, _ in manifest.chunks)
-    todo, aside = list(live), set_aside(store)
+    todo = list(live)
+    aside = set_aside(store) if aside is None else aside
     while todo:
         oid = todo.pop()
         for entry in store.copies(oid):
@@ -181,10 +183,10 @@ def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = froze
     if not dry_run:                # a dry run (and `gitmodel status`) estimates, under no lock
         _refuse_unindexed(store)
     sizes = {name: _size(store, name) for name in store.packs()}
-    live = live_objects(store, manifests, recent)
+    aside = set_aside(store)
+    live = live_objects(store, manifests, recent, aside)
     report = GcReport(dry_run=dry_run, live_objects=len(live), bytes_before=sum(sizes.values()))
 
-    aside = set_aside(store)
     report.packs = decide(sizes, live, store.entries(), aside)
 
     rewrite = [p.name for p in report.packs if p.action == "rewrite"]
