@@ -351,6 +351,10 @@ def cmd_remote(args) -> int:
               f"{'; commit it to share it' if where == remotes.CONFIG_FILE else ''})")
         if note:
             print(f"note: {note}")
+        for key in remotes.unknown_options(url, args.option or []):
+            print(f"note: {url.split('://')[0] if '://' in url else 'a folder'} takes no option "
+                  f"named {key!r} that its fsspec filesystem declares; it is passed on as given "
+                  "(misspelt?)")
         return 0
     if args.action == "remove":
         if not remotes.remove(args.name, local=args.local):

@@ -284,6 +284,10 @@ def test_remote_add_list_remove_and_precedence(tmp_path: Path, env):
                   "--option", "client_kwargs.region_name=eu-west-1", "--option", "anon=false")
     text = (repo.path / ".gitmodel").read_text()
     assert '[gitmodel "team"]' in text and "remote = team" in text
+    typo = repo.gitmodel("remote", "add", "typo", "s3://bucket/x", "--option", "endpoint_ur=http://h:1",
+                         "--option", "anon=true", "--local")
+    assert "no option named 'endpoint_ur'" in typo.stdout and "'anon'" not in typo.stdout, typo.stdout
+    repo.gitmodel("remote", "remove", "--local", "typo")
     listed = repo.gitmodel("remote", "list").stdout
     assert "* team\ts3://bucket/models\t(.gitmodel)" in listed
     from gitmodel.git import remotes

@@ -273,6 +273,24 @@ def check_url(url: str) -> str | None:
     return None
 
 
+def unknown_options(url: str, options: list[str]) -> list[str]:
+    """The keys of `options` that the URL's fsspec filesystem names nowhere in its
+    constructors: fsspec passes any key on, so a misspelt one would go unnoticed. Empty when
+    the filesystem cannot be imported (its package is not installed here)."""
+    import inspect
+    import fsspec
+    protocol = url.split("://", 1)[0] if _URL_LIKE.match(url) else "file"
+    try:
+        cls = fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError):
+        return []
+    named = {name for klass in cls.__mro__ if "__init__" in vars(klass)
+             for name, parameter in inspect.signature(klass.__init__).parameters.items()
+             if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)}
+    keys = [parse_option(text)[0][0] for text in options]
+    return [key for key in dict.fromkeys(keys) if key not in named]
+
+
 def from_here(url: str, cwd: Path | None = None) -> str:
     """A folder given relative to the current directory, as the configuration keeps it:
     relative to the top of the work tree (so the file reads the same from anywhere)."""
