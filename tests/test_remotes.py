@@ -278,6 +278,32 @@ def test_a_clone_checks_out_a_branch_forked_before_the_remote_was_committed(tmp_
     assert sha256(r.path / "m.safetensors") == sums["feature"]
 
 
+def test_a_forks_checkpoints_never_go_to_its_upstreams_store(tmp_path: Path, env):
+    """A review of the fallback above, whose first version read any branch sharing history
+    with HEAD: a team's fork of a public repository (forked before upstream committed a
+    `.gitmodel`, its own store the embedded default) fetched upstream to follow its fixes,
+    and its next push uploaded the team's weights to upstream's bucket, exit 0. Only a branch
+    of HEAD's own git remote is read, and a push never reads one."""
+    up = make_repo(tmp_path / "upstream", env)
+    (up.path / "README").write_text("public model\n")
+    up.commit("A", "README")
+    subprocess.run(["git", "clone", "-q", "--bare", str(up.path), str(tmp_path / "team.git")],
+                   check=True, env=env)
+    up.gitmodel("remote", "add", "origin", str(tmp_path / "upstream-bucket"))
+    up.commit("their remote", ".gitmodel")
+    clone(tmp_path / "team.git", tmp_path / "team", env)
+    t = Repo(tmp_path / "team", env)
+    t.gitmodel("install")
+    write_safetensors(t.path / "m.safetensors", random_model(3, layers=2))
+    t.commit("our private weights", "m.safetensors")
+    t.git("remote", "add", "upstream", str(up.path))
+    t.git("fetch", "-q", "upstream")
+    assert "upstream-bucket" not in t.gitmodel("remote", "list").stdout
+    t.git("push", "-q", "origin", "main")
+    assert not (tmp_path / "upstream-bucket").exists()
+    assert list((tmp_path / "team.git" / "gitmodel").rglob("*.idx"))
+
+
 def test_remote_add_list_remove_and_precedence(tmp_path: Path, env):
     repo = make_repo(tmp_path / "w", env)
     repo.gitmodel("remote", "add", "team", "s3://bucket/models", "--option", "endpoint_url=http://h:1",

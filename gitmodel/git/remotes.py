@@ -4,8 +4,9 @@ Remotes are named in git-config syntax, in three places, highest precedence firs
   1. the environment: GITMODEL_REMOTE=<name or URL> overrides the choice of remote;
   2. git config (`git config gitmodel.<name>.url ...`, local, global or system);
   3. the committed `.gitmodel` file at the top of the work tree (or in HEAD if absent there,
-     or at the newest branch built on HEAD if HEAD predates it, or at the newest branch that
-     shares history with HEAD if HEAD's branch forked before it):
+     or at the newest branch built on HEAD if HEAD predates it; for reading, not pushing, at
+     the newest branch of HEAD's git remote that shares history with HEAD if HEAD's branch
+     forked before it):
         [gitmodel]
             remote = origin                 # the default remote's name
         [gitmodel "origin"]
@@ -41,8 +42,10 @@ class ConfigError(GitmodelError, ValueError):
     pass
 
 
-def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.") -> list[tuple[str, list[tuple[str, str]]]]:
-    """(label, entries whose key matches `pattern`) from lowest to highest precedence."""
+def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.",
+             reading: bool = True) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(label, entries whose key matches `pattern`) from lowest to highest precedence; not
+    `reading` (a push), without the file of a branch merely sharing history with HEAD."""
     sources = []
     try:
         top = repo.toplevel(cwd)
@@ -53,7 +56,7 @@ def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.") -> list[tuple[str,
     else:                                  # a bare repository (top None) reads HEAD's
         found = _blob_entries(f"HEAD:{CONFIG_FILE}", pattern, cwd)
         if found is None and top is not None:
-            blob = _descendants_file(top)
+            blob = _descendants_file(top, reading)
             found = _blob_entries(blob, pattern, cwd) if blob else None
             label = blob
         else:
@@ -72,17 +75,19 @@ def _blob_entries(blob: str, pattern: str, cwd: Path | None) -> list[tuple[str, 
     return repo.config_entries(pattern, "--blob", blob, cwd=cwd)
 
 
-_DESCENDANTS: dict[str, str | None] = {}       # per process: the answer does not change within it
+_DESCENDANTS: dict[tuple[str, bool], str | None] = {}    # per process: fixed within it
 
 
-def _descendants_file(top: Path) -> str | None:
+def _descendants_file(top: Path, shared: bool = True) -> str | None:
     """`REF:.gitmodel` for a checkout of a commit without the file (HEAD has none): from the
     newest branch that contains HEAD, local branches first, then remote-tracking ones (a
-    clone's `origin/main` names the remote its old commits were pushed to); else from the
-    newest branch that shares history with HEAD (a branch forked before the file was
-    committed, whose pushes went where the file says). An unrelated branch (a fork's) says
-    nothing of where HEAD's data is."""
-    key = str(top)
+    clone's `origin/main` names the remote its old commits were pushed to). With `shared`
+    (reading, not pushing), else from the newest branch of HEAD's own git remote (the one
+    its branch tracks, else origin) that shares history with HEAD: a branch forked before
+    the file was committed reads its data where the file says. Never a branch of another git
+    remote, which may share history and name a store that is not this team's (a fork's
+    upstream), nor an unrelated one."""
+    key = (str(top), shared)
     if key not in _DESCENDANTS:
         _DESCENDANTS[key] = None
         for namespace in ("refs/heads", "refs/remotes"):
@@ -90,10 +95,14 @@ def _descendants_file(top: Path) -> str | None:
             if found:
                 _DESCENDANTS[key] = f"{found[0]}:{CONFIG_FILE}"
                 return _DESCENDANTS[key]
-        for ref in _with_file(top, "refs/heads", "refs/remotes"):
-            if repo.run_git("merge-base", "HEAD", ref, cwd=top, check=False).returncode == 0:
-                _DESCENDANTS[key] = f"{ref}:{CONFIG_FILE}"
-                break
+        if shared:
+            branch = repo.run_git("symbolic-ref", "-q", "--short", "HEAD", cwd=top, check=False)
+            tracked = repo.config_get(f"branch.{branch.stdout.decode().strip()}.remote", cwd=top) \
+                if branch.returncode == 0 else None
+            for ref in _with_file(top, f"refs/remotes/{(tracked or 'origin').strip()}"):
+                if repo.run_git("merge-base", "HEAD", ref, cwd=top, check=False).returncode == 0:
+                    _DESCENDANTS[key] = f"{ref}:{CONFIG_FILE}"
+                    break
     return _DESCENDANTS[key]
 
 
@@ -147,11 +156,11 @@ def _absolute(url: str, cwd: Path | None) -> str:
         return url
 
 
-def configured(cwd: Path | None = None) -> tuple[dict[str, RemoteSpec], str | None]:
-    """Every named remote and the default remote's name, all sources merged."""
+def configured(cwd: Path | None = None, reading: bool = True) -> tuple[dict[str, RemoteSpec], str | None]:
+    """Every named remote and the default remote's name, all sources merged (see _sources)."""
     remotes: dict[str, RemoteSpec] = {}
     default = None
-    for label, entries in _sources(cwd):
+    for label, entries in _sources(cwd, reading=reading):
         option_lists: dict[str, list[str]] = {}
         for key, value in entries:
             parts = key.split(".")
@@ -211,7 +220,7 @@ def for_git_remote(git_name: str, git_url: str, cwd: Path | None = None) -> Remo
     gitmodel remote of the same name, the configured default, or the embedded default."""
     if os.environ.get("GITMODEL_REMOTE"):
         return resolve(None, cwd)
-    remotes, default = configured(cwd)
+    remotes, default = configured(cwd, reading=False)
     if git_name in remotes:
         return remotes[git_name]
     return _default(remotes, default) or embedded_default(git_url, cwd, git_name)
