@@ -606,6 +606,22 @@ def test_an_upload_refused_at_once_is_retried_for_the_timeout_not_its_size(tmp_p
     assert time.monotonic() - started < 3, waits
     assert all(float(w.rsplit("retrying in ", 1)[1].split()[0]) <= 1.0 for w in waits), waits
 
+    # A server that hangs: every attempt runs until it is cancelled. A review caught the first
+    # version of this fix retrying it forever (each long attempt opened a new window).
+    def hung(*args, timeout=None, **kwargs):
+        time.sleep(timeout)
+        raise TimeoutError()
+
+    monkeypatch.setenv("GITMODEL_REMOTE_TIMEOUT", "2")
+    view = _view(tmp_path / "remote", store)
+    monkeypatch.setattr(view.backend.backend, "put_pack", hung)
+    small = tmp_path / "small.pack"
+    small.write_bytes(bytes(64 << 10))               # 0.25 s of allowance
+    started = time.monotonic()
+    with pytest.raises(RemoteError, match="failed after"):
+        view.backend.put_pack(small, "pack-" + "1" * 64)
+    assert time.monotonic() - started < 2.25 + 0.5
+
 
 def test_push_all_and_push_mirror(tmp_path: Path, env):
     repo = make_repo(tmp_path / "w", env)

@@ -322,13 +322,15 @@ def _seconds(variable: str, default: float) -> float:
 
 class Retrying:
     """Any backend with retries: transient errors are retried with exponential backoff (saying
-    so on stderr, each wait at most a quarter of the timeout), until GITMODEL_REMOTE_TIMEOUT
-    seconds (default 60) have passed since the first attempt, or since the end of an upload
-    attempt that ran longer than that (it was moving data); then the call fails with a
-    RemoteError naming the remote. Each attempt is cancelled after the timeout, an upload's
-    after a second more per MIN_UPLOAD_RATE bytes. Once one call has given up, the remote
-    counts as unreachable and later calls fail at once (a checkout of many files waits for
-    one timeout, not one per file)."""
+    so on stderr, each wait at most a quarter of the timeout). A call gives up, failing with a
+    RemoteError naming the remote, once GITMODEL_REMOTE_TIMEOUT seconds (default 60) have
+    passed since its first attempt, or since the end of an attempt that ran longer than that
+    (it may have been moving data: a transfer of `size` bytes gets a second more per
+    MIN_UPLOAD_RATE bytes); and in any case once the timeout plus that allowance has passed
+    since the first attempt, so a server that hangs cannot keep it going. Each attempt is
+    cancelled at the time left. Once one call has given up, the remote counts as unreachable
+    and later calls fail at once (a checkout of many files waits for one timeout, not one per
+    file)."""
 
     MIN_UPLOAD_RATE = 256 << 10       # bytes per second an upload is given time for
 
@@ -349,14 +351,14 @@ class Retrying:
     def call(self, what: str, fn: Callable, *args, size: int = 0, **kwargs):
         if self._unreachable is not None:
             raise self._unreachable
-        per_attempt = self.timeout + size / self.MIN_UPLOAD_RATE
         start = window = time.monotonic()   # retries stop self.timeout after `window`
+        deadline = start + self.timeout + size / self.MIN_UPLOAD_RATE
         attempt = 0
         while True:
             attempt += 1
             began = time.monotonic()
             try:
-                return fn(*args, timeout=per_attempt, **kwargs)
+                return fn(*args, timeout=deadline - began, **kwargs)
             except FileNotFoundError:
                 raise                             # callers expect it (an empty remote, ...)
             except GitmodelError:
@@ -374,7 +376,7 @@ class Retrying:
                 if size and now - began > self.timeout:
                     window = now                  # a long upload failed: a new window for it
                 wait = min(self.backoff * 2 ** (attempt - 1), max(1.0, self.timeout / 4))
-                if now + wait - window >= self.timeout:
+                if now + wait - window >= self.timeout or now + wait >= deadline:
                     self._unreachable = RemoteError(
                         f"remote {self}: {what} failed after {attempt} attempt(s) in "
                         f"{now - start:.0f} s: {reason}",
