@@ -371,36 +371,52 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def markdown(review: Review, all_tensors: bool = False, sort: str = "change") -> str:
-    out = ["## Model changes", ""]
+    """The review in Markdown, within MARKDOWN_BUDGET characters: the checkpoints' headings,
+    paragraphs and number tables first (those that do not fit are left out, counted), then
+    the tensor tables take the room left, in order, each saying how many rows it leaves out."""
+    sections = []                        # (lines before the tensor table, table, title words)
     for diff, numbers in _sections(review):
-        out += [f"### `{diff.path}` ({_title(diff)})" if diff else "### Metrics and params files", ""]
+        lines = [f"### `{diff.path}` ({_title(diff)})" if diff else "### Metrics and params files", ""]
         if diff is not None:
-            out += [_opening(diff, numbers, md=True), ""]
+            lines += [_opening(diff, numbers, md=True), ""]
         for head, rows, note in _number_tables(numbers, all_tensors):
             if rows:
-                out += _md_table(head, rows) + [""]
+                lines += _md_table(head, rows) + [""]
             if note:
-                out += [f"_{note}_", ""]
-        if diff is None:
+                lines += [f"_{note}_", ""]
+        rows = _tensor_rows(diff, all_tensors, sort) if diff is not None else []
+        table = _md_table(HEAD, [[_code(r[0]), *r[1:]] for r in rows]) if rows else []
+        what = "tensors" if all_tensors else "changed, added and removed tensors"
+        sections.append((lines, table, what))
+    size = lambda lines: sum(len(line) + 1 for line in lines)     # noqa: E731
+    wrapper = 400                        # a table's <details> lines and its note, at most
+    out, room, kept = ["## Model changes", ""], MARKDOWN_BUDGET - 200, []
+    room -= size(out)
+    for lines, table, what in sections:
+        need = size(lines) + (wrapper + size(table[:2]) if table else 0)
+        if need > room:
+            break
+        room -= need
+        kept.append((lines, table, what))
+    for lines, table, what in kept:
+        out += lines
+        if not table:
             continue
-        rows = _tensor_rows(diff, all_tensors, sort)
-        if rows:
-            what = "tensors" if all_tensors else "changed, added and removed tensors"
-            table = _md_table(HEAD, [[_code(r[0]), *r[1:]] for r in rows])
-            room = MARKDOWN_BUDGET - sum(len(line) + 1 for line in out)
-            shown, used = 2, sum(len(line) + 1 for line in table[:2])      # the head and rule
-            while shown < len(table) and used + len(table[shown]) + 1 <= room:
-                used += len(table[shown]) + 1
-                shown += 1
-            left = len(table) - shown
-            title = f"All {len(rows)} {what}" if not left else \
-                f"The first {len(rows) - left} of {len(rows)} {what}"
-            out += [f"<details><summary>{title}, {SORT_TITLES[sort]}</summary>", ""]
-            out += table[:shown] if shown > 2 else []
-            if left:
-                out += ["", f"_{left} more not shown: a pull-request comment holds 65,536 "
-                        "characters. `gitmodel diff --format json` lists every tensor._"]
-            out += ["", "</details>", ""]
+        shown = 2                        # the head and the rule, counted above
+        while shown < len(table) and len(table[shown]) + 1 <= room:
+            room -= len(table[shown]) + 1
+            shown += 1
+        total, left = len(table) - 2, len(table) - shown
+        title = f"All {total} {what}" if not left else f"The first {total - left} of {total} {what}"
+        out += [f"<details><summary>{title}, {SORT_TITLES[sort]}</summary>", ""]
+        out += table[:shown] if shown > 2 else []
+        if left:
+            out += ["", f"_{left} more not shown: a pull-request comment holds 65,536 "
+                    "characters. `gitmodel diff --format json` lists every tensor._"]
+        out += ["", "</details>", ""]
+    if len(kept) < len(sections):
+        out += [f"_{len(sections) - len(kept)} more checkpoint(s) not shown: a pull-request "
+                "comment holds 65,536 characters. `gitmodel diff --format json` lists them._", ""]
     return "\n".join(out)
 
 

@@ -469,3 +469,23 @@ def test_reports_of_thousands_of_tensors_and_long_names_stay_bounded(repo: Repo)
     assert text.count("\n") > 3001 and long_name not in text and long_name[:39] in text
     data = json.loads(repo.gitmodel("diff", "--format", "json").stdout)["checkpoints"][0]
     assert len(data["tensors"]) == 3001 and long_name in {t["name"] for t in data["tensors"]}
+
+
+def test_a_review_of_many_shards_fits_one_comment(repo: Repo):
+    """A review of the previous bound: 30 shards of 300 changed tensors came to 77,676
+    characters, each shard's heading and paragraph counted nowhere. The headings and
+    paragraphs come first, within the budget; then the tables take what is left."""
+    from safetensors.numpy import load_file
+    rng = np.random.default_rng(3)
+    paths = [repo.path / f"model-{s:05d}-of-00030.safetensors" for s in range(30)]
+    for s, path in enumerate(paths):
+        write_safetensors(path, {f"model.layers.{s}.block_{i}.self_attn.q_proj.weight":
+                                 rng.standard_normal(4).astype(np.float32) for i in range(300)})
+    repo.commit("v1")
+    for path in paths:
+        write_safetensors(path, {k: v * np.float32(1.5) for k, v in load_file(path).items()})
+    md = repo.gitmodel("diff", "--format", "markdown").stdout
+    assert len(md) <= 65_536, len(md)
+    shown = md.count("\n### `model-")
+    assert shown == 30 or f"_{30 - shown} more checkpoint(s) not shown" in md, md[-500:]
+    assert shown >= 10 and "more not shown" in md
