@@ -112,7 +112,10 @@ def check(store: Store, progress: Callable[[int, int], None] | None = None) -> F
         if progress:
             progress(done, len(entries))
     if report.unmarked:
-        store.forget_damaged(copies=report.unmarked)
+        try:
+            store.forget_damaged(copies=report.unmarked)
+        except OSError:
+            pass                        # a read-only store: the marks only cost reads
     for oid, pack, problem in failed_by_base:
         if oid in good:                 # another copy serves: this one is set aside for gc
             store.mark_damaged(oid, pack)

@@ -114,12 +114,18 @@ def live_objects(store: Store, manifests: Iterable[bytes], recent: set[bytes] = 
     return live
 
 
-def set_aside(store: Store) -> set[tuple[bytes, str]]:
+def set_aside(store: Store, verify: bool = True) -> set[tuple[bytes, str]]:
     """Copies marked damaged (bad, or deltas whose bases are lost) of objects with another copy
-    that reads well now: garbage, though their objects are not. (object, pack) each."""
+    that reads well now: garbage, though their objects are not. (object, pack) each. Without
+    `verify` (an estimate, as `gitmodel status` makes), another copy whose bases are all here
+    counts as reading well, unread: a store repaired by a fetch can have a model's worth of
+    marked copies, and status would decode all of them every time."""
     out = set()
     for oid, packs in store.damaged().items():
-        if any(_reads(store, oid, e) for e in store.copies(oid) if e.pack not in packs):
+        others = [e for e in store.copies(oid) if e.pack not in packs]
+        good = any(_reads(store, oid, e) for e in others) if verify else \
+            bool(others) and not store.missing(store.with_bases([oid])[1:])
+        if good:
             out.update((oid, pack) for pack in packs)
     return out
 
@@ -183,7 +189,7 @@ def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = froze
     if not dry_run:                # a dry run (and `gitmodel status`) estimates, under no lock
         _refuse_unindexed(store)
     sizes = {name: _size(store, name) for name in store.packs()}
-    aside = set_aside(store)
+    aside = set_aside(store, verify=not dry_run)
     live = live_objects(store, manifests, recent, aside)
     report = GcReport(dry_run=dry_run, live_objects=len(live), bytes_before=sum(sizes.values()))
 
