@@ -394,7 +394,7 @@ def cmd_push(args) -> int:
     from gitmodel import stored, sync
     from gitmodel.git import history, repo
     session = _session(args)
-    view = session.view()
+    view = session.view(upload=True)
     if args.mirror:
         stats = _mirror(session.store.root, view.backend, session.store.tmp_dir, args)
         _say(args, f"mirrored {stats.packs} pack(s), {_size(stats.bytes)} to {view}")
@@ -425,10 +425,11 @@ def cmd_pre_push(args) -> int:
     session = _session()
     view = session.view_for_push(args.name, args.url)
     if view is None:
+        from gitmodel.git import remotes
         print(f"gitmodel: this push carries {len(checkpoints)} checkpoint(s) but no gitmodel "
-              "remote is configured, so nobody could check them out. Run `gitmodel remote add "
-              "origin <url>` (a folder or any fsspec URL), or push without them: "
-              "GITMODEL_SKIP_PUSH=1 git push", file=sys.stderr)
+              f"remote is configured{remotes.upload_hint()}, so nobody could check them out. "
+              "Run `gitmodel remote add origin <url>` (a folder or any fsspec URL), or push "
+              "without them: GITMODEL_SKIP_PUSH=1 git push", file=sys.stderr)
         return 1
     new = history.pointers_new_to_remote(repository, lines)
     mixed = [(path, why) for path, ptr in new
@@ -514,7 +515,7 @@ def cmd_mirror(args) -> int:
     import tempfile
     from gitmodel.git import remotes
     from gitmodel.remote.backend import open_backend
-    source, dest = remotes.resolve(args.source), remotes.resolve(args.dest)
+    source, dest = remotes.resolve(args.source), remotes.resolve(args.dest, reading=False)
     with tempfile.TemporaryDirectory(prefix="gitmodel-mirror-") as tmp:
         stats = _mirror(open_backend(source), open_backend(dest), Path(tmp), args)
     _say(args, f"mirrored {stats.packs} pack(s), {stats.objects} object(s), "

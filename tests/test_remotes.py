@@ -302,6 +302,49 @@ def test_a_forks_checkpoints_never_go_to_its_upstreams_store(tmp_path: Path, env
     t.git("push", "-q", "origin", "main")
     assert not (tmp_path / "upstream-bucket").exists()
     assert list((tmp_path / "team.git" / "gitmodel").rglob("*.idx"))
+    # A second review: detached at the shared commit (upstream's branch contains it), with the
+    # branch tracking upstream (a triangular setup), `gitmodel push`, and a repair by
+    # `fsck --remote --repair`: each found upstream's file and uploaded there, exit 0.
+    write_safetensors(t.path / "m.safetensors", random_model(4, layers=2))
+    t.commit("more private weights", "m.safetensors")
+    t.git("checkout", "-q", "main~2")
+    t.git("push", "-q", "origin", "main")
+    t.git("checkout", "-q", "main")
+    t.git("branch", "-q", "-u", "upstream/main")
+    t.gitmodel("push", check=False)
+    t.gitmodel("fsck", "--remote", "origin", "--repair", check=False)
+    assert not (tmp_path / "upstream-bucket").exists()
+    assert len(list((tmp_path / "team.git" / "gitmodel").rglob("*.idx"))) >= 2
+
+
+def test_a_branch_tracking_a_local_branch_finds_the_remote_through_it(tmp_path: Path, env):
+    """`git worktree add --track -b mine ../wt feature`: `mine` tracks the local `feature`
+    (`branch.mine.remote = .`), and the fallback looked for `refs/remotes/.`, found nothing,
+    and read from the git remote's folder."""
+    repo = make_repo(tmp_path / "w", env)
+    write_safetensors(repo.path / "m.safetensors", random_model(1, layers=2))
+    repo.commit("v0", "m.safetensors")
+    repo.git("switch", "-q", "-c", "feature")
+    write_safetensors(repo.path / "m.safetensors", random_model(5, layers=2))
+    repo.commit("f1", "m.safetensors")
+    digest = sha256(repo.path / "m.safetensors")
+    repo.git("switch", "-q", "main")
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "team-store"))
+    repo.commit("remote", ".gitmodel")
+    hub = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
+    repo.git("remote", "add", "origin", str(hub))
+    repo.git("push", "-q", "origin", "main", "feature")
+    reader = user(tmp_path, env, "reader")
+    clone(hub, tmp_path / "r", reader)
+    r = Repo(tmp_path / "r", reader)
+    r.git("branch", "-q", "--track", "feature", "origin/feature")
+    r.git("worktree", "add", "-q", "--track", "-b", "mine", str(tmp_path / "wt"), "feature")
+    wt = Repo(tmp_path / "wt", reader)
+    assert "team-store" in wt.gitmodel("remote", "list").stdout
+    (wt.path / "m.safetensors").unlink()
+    wt.git("checkout", "--", "m.safetensors")
+    assert sha256(wt.path / "m.safetensors") == digest
 
 
 def test_remote_add_list_remove_and_precedence(tmp_path: Path, env):

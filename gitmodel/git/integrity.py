@@ -248,7 +248,7 @@ def _say_problems(problems: list, say: Callable[[str], None]) -> None:
 
 def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repair: bool,
                  say: Callable[[str], None], all_history: bool) -> int:
-    view = session.view(name)
+    view = session.view(name, upload=repair)          # a repair uploads: see Session.spec
     findings = check_remote(view, checkpoints, session.store, all_history=all_history)
     for problem in findings.problems:
         say(f"problem: remote {view.name}: {problem}")

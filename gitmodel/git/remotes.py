@@ -3,10 +3,10 @@
 Remotes are named in git-config syntax, in three places, highest precedence first:
   1. the environment: GITMODEL_REMOTE=<name or URL> overrides the choice of remote;
   2. git config (`git config gitmodel.<name>.url ...`, local, global or system);
-  3. the committed `.gitmodel` file at the top of the work tree (or in HEAD if absent there,
-     or at the newest branch built on HEAD if HEAD predates it; for reading, not pushing, at
-     the newest branch of HEAD's git remote that shares history with HEAD if HEAD's branch
-     forked before it):
+  3. the committed `.gitmodel` file at the top of the work tree (or in HEAD if absent there;
+     for reading, never for an upload, at the newest branch built on HEAD if HEAD predates
+     it, or at the newest branch of HEAD's git remote that shares history with HEAD if
+     HEAD's branch forked before it):
         [gitmodel]
             remote = origin                 # the default remote's name
         [gitmodel "origin"]
@@ -44,8 +44,10 @@ class ConfigError(GitmodelError, ValueError):
 
 def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.",
              reading: bool = True) -> list[tuple[str, list[tuple[str, str]]]]:
-    """(label, entries whose key matches `pattern`) from lowest to highest precedence; not
-    `reading` (a push), without the file of a branch merely sharing history with HEAD."""
+    """(label, entries whose key matches `pattern`) from lowest to highest precedence. Not
+    `reading` (anything that uploads), never another ref's file: a store named there may be
+    another team's (a fork's upstream), and a wrong store to read from fails at worst, while
+    an upload there would leave this team's store without the checkpoints, exit 0."""
     sources = []
     try:
         top = repo.toplevel(cwd)
@@ -55,8 +57,8 @@ def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.",
         sources.append((CONFIG_FILE, repo.config_entries(pattern, "-f", str(top / CONFIG_FILE), cwd=cwd)))
     else:                                  # a bare repository (top None) reads HEAD's
         found = _blob_entries(f"HEAD:{CONFIG_FILE}", pattern, cwd)
-        if found is None and top is not None:
-            blob = _descendants_file(top, reading)
+        if found is None and top is not None and reading:
+            blob = _descendants_file(top)
             found = _blob_entries(blob, pattern, cwd) if blob else None
             label = blob
         else:
@@ -75,19 +77,19 @@ def _blob_entries(blob: str, pattern: str, cwd: Path | None) -> list[tuple[str, 
     return repo.config_entries(pattern, "--blob", blob, cwd=cwd)
 
 
-_DESCENDANTS: dict[tuple[str, bool], str | None] = {}    # per process: fixed within it
+_DESCENDANTS: dict[str, str | None] = {}       # per process: the answer does not change within it
 
 
-def _descendants_file(top: Path, shared: bool = True) -> str | None:
-    """`REF:.gitmodel` for a checkout of a commit without the file (HEAD has none): from the
-    newest branch that contains HEAD, local branches first, then remote-tracking ones (a
-    clone's `origin/main` names the remote its old commits were pushed to). With `shared`
-    (reading, not pushing), else from the newest branch of HEAD's own git remote (the one
-    its branch tracks, else origin) that shares history with HEAD: a branch forked before
-    the file was committed reads its data where the file says. Never a branch of another git
-    remote, which may share history and name a store that is not this team's (a fork's
-    upstream), nor an unrelated one."""
-    key = (str(top), shared)
+def _descendants_file(top: Path) -> str | None:
+    """`REF:.gitmodel` to read a commit without the file (HEAD has none): from the newest
+    branch that contains HEAD, local branches first, then remote-tracking ones (a clone's
+    `origin/main` names the remote its old commits were pushed to); else from the newest
+    remote-tracking branch of the git remote HEAD's branch comes from (its own upstream
+    followed through local branches, else origin) that shares history with HEAD: a branch
+    forked before the file was committed reads its data where the file says. Never a branch
+    of another git remote that merely shares history (a fork's upstream), nor an unrelated
+    one. Only for reading (see _sources)."""
+    key = str(top)
     if key not in _DESCENDANTS:
         _DESCENDANTS[key] = None
         for namespace in ("refs/heads", "refs/remotes"):
@@ -95,15 +97,27 @@ def _descendants_file(top: Path, shared: bool = True) -> str | None:
             if found:
                 _DESCENDANTS[key] = f"{found[0]}:{CONFIG_FILE}"
                 return _DESCENDANTS[key]
-        if shared:
-            branch = repo.run_git("symbolic-ref", "-q", "--short", "HEAD", cwd=top, check=False)
-            tracked = repo.config_get(f"branch.{branch.stdout.decode().strip()}.remote", cwd=top) \
-                if branch.returncode == 0 else None
-            for ref in _with_file(top, f"refs/remotes/{(tracked or 'origin').strip()}"):
-                if repo.run_git("merge-base", "HEAD", ref, cwd=top, check=False).returncode == 0:
-                    _DESCENDANTS[key] = f"{ref}:{CONFIG_FILE}"
-                    break
+        for ref in _with_file(top, f"refs/remotes/{_home_remote(top)}"):
+            if repo.run_git("merge-base", "HEAD", ref, cwd=top, check=False).returncode == 0:
+                _DESCENDANTS[key] = f"{ref}:{CONFIG_FILE}"
+                break
     return _DESCENDANTS[key]
+
+
+def _home_remote(top: Path) -> str:
+    """The git remote HEAD's branch comes from: its upstream's remote, followed through local
+    branches it tracks (`branch.X.remote = .`); origin when there is none (detached HEAD)."""
+    branch = repo.run_git("symbolic-ref", "-q", "--short", "HEAD", cwd=top, check=False)
+    name = branch.stdout.decode().strip() if branch.returncode == 0 else None
+    for _ in range(8):                  # a chain of local branches, bounded
+        if not name:
+            break
+        remote = repo.config_get(f"branch.{name}.remote", cwd=top)
+        if remote != ".":
+            return remote or "origin"
+        merge = repo.config_get(f"branch.{name}.merge", cwd=top) or ""
+        name = merge.removeprefix("refs/heads/")
+    return "origin"
 
 
 def _with_file(top: Path, *selection: str) -> list[str]:
@@ -195,12 +209,13 @@ def listing(cwd: Path | None = None) -> list[str]:
     return lines
 
 
-def resolve(name_or_url: str | None = None, cwd: Path | None = None) -> RemoteSpec | None:
+def resolve(name_or_url: str | None = None, cwd: Path | None = None,
+            reading: bool = True) -> RemoteSpec | None:
     """The remote a gitmodel command uses: the one named (a configured name, a URL or folder
     path, or a git remote with an embedded default), else GITMODEL_REMOTE, else the configured
     default, else origin's embedded default. None when nothing is configured."""
     choice = name_or_url or os.environ.get("GITMODEL_REMOTE")
-    remotes, default = configured(cwd)
+    remotes, default = configured(cwd, reading)
     if choice:
         if choice in remotes:
             return remotes[choice]
@@ -213,6 +228,19 @@ def resolve(name_or_url: str | None = None, cwd: Path | None = None) -> RemoteSp
                               "../ or ~)")
         return spec
     return _default(remotes, default) or _embedded_default("origin", cwd)
+
+
+def upload_hint(cwd: Path | None = None) -> str:
+    """Why an upload found no remote where a read finds one (another ref's `.gitmodel`), and
+    what to do; empty otherwise."""
+    found = configured(cwd)[0]
+    if not found or configured(cwd, reading=False)[0]:
+        return ""
+    source = next(iter(found.values())).source
+    return (f"; this commit has no {CONFIG_FILE} ({source} names a remote, but an upload takes "
+            f"its remote only from the work tree's {CONFIG_FILE}, HEAD's or git config: another "
+            "branch's may name another team's store). Check out a branch that has the file, or "
+            "name the remote in git config (`gitmodel remote add --local NAME URL`)")
 
 
 def for_git_remote(git_name: str, git_url: str, cwd: Path | None = None) -> RemoteSpec | None:

@@ -19,8 +19,8 @@ if TYPE_CHECKING:           # imported when used: the filter starts without them
 
 
 class NoRemote(GitmodelError):
-    def __init__(self):
-        super().__init__("no gitmodel remote is configured",
+    def __init__(self, why: str = ""):
+        super().__init__(f"no gitmodel remote is configured{why}",
                          "Run `gitmodel remote add origin <url>` (a folder path or any fsspec "
                          "URL such as s3://bucket/prefix)")
 
@@ -59,19 +59,22 @@ class Session:
 
     # ----- remotes -----
 
-    def spec(self, name: str | None = None) -> RemoteSpec:
+    def spec(self, name: str | None = None, upload: bool = False) -> RemoteSpec:
+        """The remote named (default: the configured one); to `upload` to, found from this
+        branch's own configuration only (remotes._sources says why)."""
         from gitmodel.git import remotes
-        spec = remotes.resolve(name or self.remote_name, self.cwd)
+        spec = remotes.resolve(name or self.remote_name, self.cwd, reading=not upload)
         if spec is None:
-            raise NoRemote()
+            raise NoRemote(remotes.upload_hint(self.cwd) if upload else "")
         return spec
 
-    def view(self, spec: RemoteSpec | str | None = None) -> RemoteView:
-        """The view of a remote (by spec, name or URL; default: the configured one)."""
+    def view(self, spec: RemoteSpec | str | None = None, upload: bool = False) -> RemoteView:
+        """The view of a remote (by spec, name or URL; default: the configured one; see spec
+        for `upload`)."""
         from gitmodel.remote.backend import RemoteSpec, open_backend
         from gitmodel.remote.view import RemoteView
         if not isinstance(spec, RemoteSpec):
-            spec = self.spec(spec)
+            spec = self.spec(spec, upload)
         if spec.url not in self._views:
             self._views[spec.url] = RemoteView(open_backend(spec), self.store.root,
                                                self.store.permissions)
