@@ -395,7 +395,7 @@ def markdown(review: Review, all_tensors: bool = False, sort: str = "change") ->
     for lines, table, what in sections:
         need = size(lines) + (wrapper + size(table[:2]) if table else 0)
         if need > room:
-            break
+            continue                     # one that fits may follow
         room -= need
         kept.append((lines, table, what))
     for lines, table, what in kept:
@@ -415,7 +415,7 @@ def markdown(review: Review, all_tensors: bool = False, sort: str = "change") ->
                     "characters. `gitmodel diff --format json` lists every tensor._"]
         out += ["", "</details>", ""]
     if len(kept) < len(sections):
-        out += [f"_{len(sections) - len(kept)} more checkpoint(s) not shown: a pull-request "
+        out += [f"_{len(sections) - len(kept)} more section(s) not shown: a pull-request "
                 "comment holds 65,536 characters. `gitmodel diff --format json` lists them._", ""]
     return "\n".join(out)
 

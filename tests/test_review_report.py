@@ -487,5 +487,5 @@ def test_a_review_of_many_shards_fits_one_comment(repo: Repo):
     md = repo.gitmodel("diff", "--format", "markdown").stdout
     assert len(md) <= 65_536, len(md)
     shown = md.count("\n### `model-")
-    assert shown == 30 or f"_{30 - shown} more checkpoint(s) not shown" in md, md[-500:]
+    assert shown == 30 or f"_{30 - shown} more section(s) not shown" in md, md[-500:]
     assert shown >= 10 and "more not shown" in md

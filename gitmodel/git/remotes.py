@@ -310,13 +310,19 @@ def check_url(url: str) -> str | None:
     return None
 
 
+# Filesystems whose constructors name every option they use (the rest they keep unused).
+_DECLARING = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "file", "local", "sftp", "ssh"}
+
+
 def unknown_options(url: str, options: list[str]) -> list[str]:
     """The keys of `options` that the URL's fsspec filesystem names nowhere in its
     constructors: fsspec passes any key on, so a misspelt one would go unnoticed. Empty when
     the filesystem cannot be imported (its package is not installed here)."""
     import inspect
     import fsspec
-    protocol = url.split("://", 1)[0] if _URL_LIKE.match(url) else "file"
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    if protocol not in _DECLARING:
+        return []                      # chained URLs, and filesystems that pass keys on (http)
     try:
         cls = fsspec.get_filesystem_class(protocol)
     except (ImportError, ValueError):
