@@ -247,7 +247,7 @@ def for_git_remote(git_name: str, git_url: str, cwd: Path | None = None) -> Remo
     """The remote that goes with a git remote (for the pre-push hook): GITMODEL_REMOTE, a
     gitmodel remote of the same name, the configured default, or the embedded default."""
     if os.environ.get("GITMODEL_REMOTE"):
-        return resolve(None, cwd)
+        return resolve(None, cwd, reading=False)
     remotes, default = configured(cwd, reading=False)
     if git_name in remotes:
         return remotes[git_name]
