@@ -242,10 +242,10 @@ def test_a_clone_checks_out_commits_made_before_the_remote_was_committed(tmp_pat
     assert r.status() == ""
 
 
-def test_a_clone_checks_out_a_branch_forked_before_the_remote_was_committed(tmp_path: Path, env):
-    """`.gitmodel` committed on main after a branch forked (as after `migrate --rewrite` and
-    `remote add`): in a clone, on that branch, no commit had the file and no branch built on
-    HEAD did, so every checkout from there looked in the wrong place and failed."""
+def forked_before_the_remote(tmp_path: Path, env) -> tuple[Repo, dict[str, str]]:
+    """A branch `feature` forked from main before main committed `.gitmodel` (naming
+    tmp_path/team-store), both pushed to tmp_path/hub.git; returns a reader's clone of the
+    hub and the sha256 of main~2 (the fork point) and of feature."""
     repo = make_repo(tmp_path / "w", env)
     sums = {}
     write_safetensors(repo.path / "m.safetensors", random_model(1, layers=2))
@@ -264,10 +264,16 @@ def test_a_clone_checks_out_a_branch_forked_before_the_remote_was_committed(tmp_
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
     repo.git("remote", "add", "origin", str(hub))
     repo.git("push", "-q", "origin", "main", "feature")
-
     reader = user(tmp_path, env, "reader")
     clone(hub, tmp_path / "r", reader)
-    r = Repo(tmp_path / "r", reader)
+    return Repo(tmp_path / "r", reader), sums
+
+
+def test_a_clone_checks_out_a_branch_forked_before_the_remote_was_committed(tmp_path: Path, env):
+    """`.gitmodel` committed on main after a branch forked (as after `migrate --rewrite` and
+    `remote add`): in a clone, on that branch, no commit had the file and no branch built on
+    HEAD did, so every checkout from there looked in the wrong place and failed."""
+    r, sums = forked_before_the_remote(tmp_path, env)
     r.git("checkout", "-q", "feature")
     assert sha256(r.path / "m.safetensors") == sums["feature"]
     r.git("checkout", "-q", "main~2")                   # from the branch without the file
@@ -321,30 +327,14 @@ def test_a_branch_tracking_a_local_branch_finds_the_remote_through_it(tmp_path: 
     """`git worktree add --track -b mine ../wt feature`: `mine` tracks the local `feature`
     (`branch.mine.remote = .`), and the fallback looked for `refs/remotes/.`, found nothing,
     and read from the git remote's folder."""
-    repo = make_repo(tmp_path / "w", env)
-    write_safetensors(repo.path / "m.safetensors", random_model(1, layers=2))
-    repo.commit("v0", "m.safetensors")
-    repo.git("switch", "-q", "-c", "feature")
-    write_safetensors(repo.path / "m.safetensors", random_model(5, layers=2))
-    repo.commit("f1", "m.safetensors")
-    digest = sha256(repo.path / "m.safetensors")
-    repo.git("switch", "-q", "main")
-    repo.gitmodel("remote", "add", "origin", str(tmp_path / "team-store"))
-    repo.commit("remote", ".gitmodel")
-    hub = tmp_path / "hub.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
-    repo.git("remote", "add", "origin", str(hub))
-    repo.git("push", "-q", "origin", "main", "feature")
-    reader = user(tmp_path, env, "reader")
-    clone(hub, tmp_path / "r", reader)
-    r = Repo(tmp_path / "r", reader)
+    r, sums = forked_before_the_remote(tmp_path, env)
     r.git("branch", "-q", "--track", "feature", "origin/feature")
     r.git("worktree", "add", "-q", "--track", "-b", "mine", str(tmp_path / "wt"), "feature")
-    wt = Repo(tmp_path / "wt", reader)
+    wt = Repo(tmp_path / "wt", r.env)
     assert "team-store" in wt.gitmodel("remote", "list").stdout
     (wt.path / "m.safetensors").unlink()
     wt.git("checkout", "--", "m.safetensors")
-    assert sha256(wt.path / "m.safetensors") == digest
+    assert sha256(wt.path / "m.safetensors") == sums["feature"]
 
 
 def test_remote_add_list_remove_and_precedence(tmp_path: Path, env):

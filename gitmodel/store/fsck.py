@@ -90,14 +90,15 @@ def check(store: Store, progress: Callable[[int, int], None] | None = None) -> F
         except PackGone:
             continue                            # removed since listed (a gc or repack): not damage
         except (MissingBase, CorruptObject) as err:
-            if isinstance(err, MissingBase) or err.oid != oid:     # the copy is fine, its base is not
-                failed_by_base.append((oid, entry.pack, Problem(MISSING_BASE, entry.pack, str(err), oid)
-                                       if isinstance(err, MissingBase) else Problem(
-                    DAMAGED_BASE, entry.pack, f"chunk {oid.hex()} is stored as a difference "
-                    f"from chunk {err.oid.hex()}, whose copy here is damaged", oid)))
-                continue
-            store.mark_damaged(oid, entry.pack)
-            report.problems.append(Problem(DAMAGED_OBJECT, entry.pack, str(err), oid))
+            if isinstance(err, MissingBase):            # the copy is fine, its base is not
+                failed_by_base.append((oid, entry.pack, Problem(MISSING_BASE, entry.pack, str(err), oid)))
+            elif err.oid != oid:                         # the same: err names the base
+                failed_by_base.append((oid, entry.pack, Problem(
+                    DAMAGED_BASE, entry.pack, f"chunk {oid.hex()} is stored as a difference from "
+                    f"chunk {err.oid.hex()}, whose copy here is damaged", oid)))
+            else:
+                store.mark_damaged(oid, entry.pack)
+                report.problems.append(Problem(DAMAGED_OBJECT, entry.pack, str(err), oid))
             continue
         except StoreError as err:
             store.mark_damaged(oid, entry.pack)
