@@ -67,7 +67,13 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
         stats = transfer.upload(store, view, need.objects, quiet=quiet, force=force,
                                 again=_to_pin(store, view, manifest_ids if pin is None else
                                               stored.content_ids(pin)))
+        # From the end of the pre-push hook until git updates the remote's refs, no ref names
+        # these checkpoints: the note does. A gc that lists the remote after it is written keeps
+        # them; one that listed before is still removing when the check below starts (and it
+        # waits), or is done: either way the check sees what it took.
+        note = _announce(view, manifest_ids)
         _check_arrived(store, view, check, stats, quiet)
+        _announce(view, manifest_ids, note)                 # the hour counts from now
         return stats
     except (MissingObjects, CorruptObject) as err:
         oids = err.oids if isinstance(err, MissingObjects) else [err.oid]
@@ -101,6 +107,20 @@ def _check_arrived(store: Store, view: RemoteView, oids: list[bytes], stats: Tra
                       "The push did not complete and git was not told it had. Run it again")
 
 
+def _announce(view: RemoteView, manifest_ids: list[bytes], note: str | None = None) -> str | None:
+    """Write this push's note (again); the first time, remove earlier pushes' notes that protect
+    nothing any more, if this client may (credentials that only add leave them to a gc)."""
+    if not manifest_ids:
+        return None
+    if note is None:
+        for void in transfer.void_push_notes(view.listing):
+            try:
+                view.backend.remove_note(void)
+            except RemoteError:
+                break
+    return transfer.announce_push(view.backend, manifest_ids, note)
+
+
 PIN_AGE = 3600.0      # seconds; far below a remote gc's grace period (a day by default)
 
 
@@ -126,9 +146,9 @@ def fetch(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool 
     on its own: `failed` names those left incomplete, with the reason; all else is stored."""
     manifest_ids = stored.content_ids(checkpoints)
     result = FetchResult()
-    absent = set(store.missing(manifest_ids))
-    if not absent and not store.missing(store.with_bases(stored.needed(manifest_ids, store.read_manifest).chunks)):
+    if complete(store, checkpoints):
         return result
+    absent = set(store.missing(manifest_ids))
     failed: dict[bytes, str] = {}
     remote = transfer.read_manifests(view, [m for m in manifest_ids if m in absent], failed)
 
@@ -152,6 +172,13 @@ def fetch(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool 
         for manifest in need.needed_by.get(oid, [oid] if oid in need.manifests else []):
             result.failed.setdefault(manifest.hex(), why)
     return result
+
+
+def complete(store: Store, checkpoints: Checkpoints) -> bool:
+    """Whether the store holds everything these checkpoints need (nothing to fetch)."""
+    manifest_ids = stored.content_ids(checkpoints)
+    return not store.missing(manifest_ids) and \
+        not store.missing(store.with_bases(stored.needed(manifest_ids, store.read_manifest).chunks))
 
 
 def _without_bases(store: Store, oids: list[bytes], failed: dict[bytes, str]) -> dict[bytes, str]:

@@ -12,7 +12,6 @@ from typing import Callable
 
 from gitmodel.errors import GitmodelError
 from gitmodel.git import liveness, repacking, repo
-from gitmodel.remote.transfer import RECENT_PACK
 from gitmodel.store import files, gc
 
 DEFAULT_KEEP_RECENT_DAYS = 1.0
@@ -90,12 +89,14 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
     # --ref adds to what the git remote's refs keep, never replaces it: a commit named from a
     # clone whose branches are behind the remote's would otherwise make their newer
     # checkpoints garbage.
+    shallow = repo.run_git("rev-parse", "--is-shallow-repository", cwd=session.cwd, check=False)
+    if shallow.stdout.strip() == b"true":        # the history behind its tips is not here
+        raise GitmodelError(f"this clone is shallow, so it cannot tell which checkpoints the "
+                            f"history of {name}'s branches and tags references",
+                            f"Nothing was removed. Run `git fetch --unshallow {name}` first, "
+                            "or gc from a full clone")
     tips = remote_tips(session.cwd, name, none_is_fine=bool(refs)) + list(refs or [])
     found = liveness.live_checkpoints(session.cwd, tips)
-    if days * 86400 < RECENT_PACK and not dry_run:
-        say(f"warning: --keep-recent {days:g} (under an hour): a push to {name} running now loses the "
-            "checkpoints it uploaded (no ref of the remote names them before it ends); run this "
-            "only when no one else pushes")
     if not dry_run and repacking.deltas_enabled(session.cwd):
         # The rewrite sends the local store's copies: re-encoded against surviving keyframes
         # first, they let the remote's dropped keyframes go.

@@ -23,6 +23,7 @@ from gitmodel.errors import GitmodelError
 PACK_NAME = re.compile(r"pack-[0-9a-f]{64}")
 TEMPORARY = re.compile(r"(pack-[0-9a-f]{64})\.(pack|idx)\.tmp-.+")
 COLLECTING = re.compile(r"gc-[0-9a-f]{16}\.running")     # a gc removing packs (remote/collect.py)
+PUSHING = re.compile(r"push-[0-9a-f]{16}\.pending")      # a push's checkpoints (sync.push)
 MARKER_FILE = "config"
 
 
@@ -44,6 +45,7 @@ class Listing:
     published: set[str] = field(default_factory=set)         # packs whose index and file are there
     orphan_indexes: set[str] = field(default_factory=set)    # indexes whose pack file is not
     collecting: dict[str, float | None] = field(default_factory=dict)   # gcs at work, since when
+    pushing: dict[str, float | None] = field(default_factory=dict)   # pushes' notes, written when
     sizes: dict[str, int | None] = field(default_factory=dict)  # every pack file, and its size
     mtimes: dict[str, float | None] = field(default_factory=dict)  # and when it was written
     temporaries: list[str] = field(default_factory=list)     # files of interrupted uploads
@@ -68,6 +70,7 @@ class Backend(Protocol):
     def remove_pack(self, pack: str, timeout: float | None = None) -> None: ...
     def sweep(self, listing: Listing, timeout: float | None = None) -> int: ...
     def put_note(self, name: str, data: bytes, timeout: float | None = None) -> None: ...
+    def read_note(self, name: str, timeout: float | None = None) -> bytes: ...
     def remove_note(self, name: str, timeout: float | None = None) -> None: ...
     def is_permanent(self, err: BaseException) -> bool: ...
 
@@ -183,6 +186,8 @@ class FsspecBackend:
                 listing.temporaries.append(base)
             elif COLLECTING.fullmatch(base):
                 listing.collecting[base] = _mtime(entry)
+            elif PUSHING.fullmatch(base):
+                listing.pushing[base] = _mtime(entry)
         # An index is published after its pack and removed before it, so one without its pack
         # is what a removal racing a writer that found the pack there left: what it lists is
         # not on the remote, and trusting it would let a push skip sending it.
@@ -234,12 +239,15 @@ class FsspecBackend:
                 pass
 
     def put_note(self, name: str, data: bytes, timeout: float | None = None) -> None:
-        """A small file beside the packs (a gc's note that it is at work)."""
+        """A small file beside the packs (a gc's note that it is at work, a push's)."""
         self._make_dir()
         if self.local:
             self._write_local(f"{self.pack_dir}/{name}", [data])
         else:
             self._call("pipe_file", f"{self.pack_dir}/{name}", data, timeout=timeout)
+
+    def read_note(self, name: str, timeout: float | None = None) -> bytes:
+        return self._call("cat_file", f"{self.pack_dir}/{name}", timeout=timeout)
 
     def remove_note(self, name: str, timeout: float | None = None) -> None:
         try:
@@ -432,6 +440,9 @@ class Retrying:
             raise RemoteError(f"remote {self}: {what} failed: {err.strerror or err}",
                               "Nothing was uploaded there. Check its URL (`gitmodel remote "
                               f"list`){hint}") from None
+
+    def read_note(self, name: str) -> bytes:
+        return self.call(f"reading {name}", self.backend.read_note, name)
 
     def remove_note(self, name: str) -> None:
         self.call(f"removing {name}", self.backend.remove_note, name)

@@ -1,11 +1,13 @@
 """Garbage collection of a remote: remove the packs (or the records) no live checkpoint needs.
 
 The same rules as the local store's (store/gc.py), with what a remote allows: there is no
-lock, so concurrent pushes are protected by time instead. Packs written within the grace
-period are left alone and their manifests count as live; a push that relies on a manifest
-the remote holds only in an old pack sends it again (sync.push), so a checkpoint being pushed
-is always named by a recent pack. Before removing anything the remote is listed again, and a
-pack that appeared meanwhile protects whatever its manifests need. Rewritten records are read
+lock, so concurrent pushes are protected by time and notes instead. Packs written within the
+grace period are left alone and their manifests count as live; a push that relies on a
+manifest the remote holds only in an old pack sends it again (sync.push), so a checkpoint
+being pushed is always named by a recent pack; and the checkpoints a push's note names stay
+live for an hour after it ends, until git has updated the refs that name them, whatever the
+grace. Before removing anything the remote is listed again, and a pack that appeared
+meanwhile, or a push's note, protects whatever its manifests need. Rewritten records are read
 back and verified, uploaded in new packs, and only then are the old packs removed.
 """
 
@@ -48,8 +50,12 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
     sizes = {name: listing.sizes.get(name) or 0 for name in view.packs}
     recent = {name for name in view.packs
               if (listing.mtimes.get(name) or now) > now - grace_days * DAY}
+    pushed = transfer.pushed_checkpoints(view.backend, listing)
+    if pushed:
+        progress(f"{len(pushed)} checkpoint(s) kept that pushes of the last hour sent or relied on "
+                 "(their refs may not have arrived yet; a push's note protects them for an hour)")
     plan = _Plan(view, store, sizes, recent)
-    plan.settle(set(manifests), progress)
+    plan.settle(set(manifests) | pushed, progress)
     report = GcReport(dry_run=dry_run, live_objects=len(plan.live), bytes_before=sum(sizes.values()),
                       packs=plan.fates)
     leaving = plan.leaving()
@@ -70,8 +76,8 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
     note = f"gc-{os.urandom(8).hex()}.running" if gone else None
     try:
         if note:
-            for stale in _stale_notes(listing):       # left by gcs that died
-                view.backend.remove_note(stale)
+            for stale in _stale_notes(listing) + transfer.void_push_notes(listing):
+                view.backend.remove_note(stale)       # left by gcs that died, or expired
             view.backend.put_note(note, f"{socket.gethostname()} {os.getpid()}\n".encode())
             gone -= _needed_by_new_packs(view, store, plan, set(sizes) | written, gone, progress)
         report.objects_removed = _removed(view, plan.live, gone)
@@ -300,16 +306,21 @@ def _stale_notes(listing) -> list[str]:
 def _needed_by_new_packs(view: RemoteView, store: Store, plan: _Plan, known: set[str],
                          gone: set[str], progress: Callable[[str], None]) -> set[str]:
     """Packs among `gone` that packs published since the collection began need (a push that
-    ran meanwhile): list the remote again and keep whatever their manifests refer to."""
+    ran meanwhile), or that pushes' notes name: list the remote again and keep whatever their
+    manifests refer to."""
     view.refresh()
     fresh = view.packs - known
-    if not fresh:
-        return set()
-    progress(f"{len(fresh)} pack(s) appeared meanwhile; keeping what they need")
+    pushed = transfer.pushed_checkpoints(view.backend, view.listing)
+    if fresh:
+        progress(f"{len(fresh)} pack(s) appeared meanwhile; keeping what they need")
     roots = {oid for oid, entry in view.entries.items() if entry.pack in fresh and entry.kind == MANIFEST}
+    roots |= {oid for oid in pushed if oid in view.entries}
     needed = {oid for oid, entry in view.entries.items() if entry.pack in fresh}
     for manifest in _manifests(view, store, roots).values():
         needed.update(cid for cid, _ in manifest.chunks)
+    needed |= roots
     needed |= plan.remote_bases([(oid, e) for oid in needed for e in view.entries.copies(oid)
                                  if e.encoding == codec.DELTA])
-    return {e.pack for oid in needed for e in view.entries.copies(oid) if e.pack in gone}
+    # A pack goes if every object it holds that is needed has a copy elsewhere (a rewrite's).
+    return {e.pack for oid in needed if all(e.pack in gone for e in view.entries.copies(oid))
+            for e in view.entries.copies(oid)}

@@ -94,6 +94,49 @@ def settled_listing(backend: Retrying, say: Callable[[str], None] = lambda line:
         time.sleep(GC_POLL)
 
 
+# A push's note (`packs/push-<16 hex>.pending`) names the checkpoints it put on the remote. The
+# pre-push hook ends before git updates the remote's refs (after sending git's own objects),
+# so for a while no ref a gc reads names what the push uploaded or relied on: a gc keeps what
+# a note names until the note is PUSH_NOTE_AGE old (sync.push writes it before its last check
+# of the remote and again when done).
+PUSH_NOTE_AGE = 3600.0
+
+
+def announce_push(backend: Retrying, manifest_ids: list[bytes], name: str | None = None) -> str:
+    """Write the note of a push of these checkpoints (again, if `name` is given)."""
+    name = name or f"push-{os.urandom(8).hex()}.pending"
+    backend.put_note(name, "".join(f"{oid.hex()}\n" for oid in manifest_ids).encode())
+    return name
+
+
+def void_push_notes(listing) -> list[str]:
+    now = time.time()
+    return [name for name, when in listing.pushing.items()
+            if when is not None and now - when > PUSH_NOTE_AGE]
+
+
+def pushed_checkpoints(backend: Retrying, listing) -> set[bytes]:
+    """The checkpoints that pushes' notes younger than PUSH_NOTE_AGE name."""
+    now = time.time()
+    live = [name for name, when in listing.pushing.items() if when is None or now - when <= PUSH_NOTE_AGE]
+
+    def read(name: str) -> bytes:
+        try:
+            return backend.read_note(name)
+        except FileNotFoundError:                 # void, and removed meanwhile
+            return b""
+    found: set[bytes] = set()
+    with ThreadPoolExecutor(READS_IN_FLIGHT) as pool:
+        for text in pool.map(read, sorted(live)):
+            for line in text.split():
+                if len(line) == 64:
+                    try:
+                        found.add(bytes.fromhex(line.decode("ascii")))
+                    except ValueError:
+                        pass
+    return found
+
+
 def ordered(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window: int) -> Iterator:
     """fn over items on the pool, results in order, at most `window` pending at a time."""
     queue: deque[Future] = deque()
