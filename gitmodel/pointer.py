@@ -112,7 +112,10 @@ def parse(data: bytes) -> Pointer:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise PointerError("not UTF-8") from None
-    lines = text.split("\n")
+    # git converts the pointer's line ends to CRLF before the smudge filter sees it when a later
+    # .gitattributes line turns text conversion on for the path (`* text=auto` with
+    # core.autocrlf, or eol=crlf); the pointer never holds a carriage return of its own.
+    lines = text.replace("\r\n", "\n").split("\n")
     if lines[0] != MAGIC:
         if lines[0].startswith(MAGIC_PREFIX.decode()):
             raise PointerError(f"unsupported pointer version {lines[0][len(MAGIC_PREFIX):]!r}; "

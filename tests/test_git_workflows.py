@@ -139,6 +139,44 @@ def test_pointer_cleans_to_itself(repo: Repo):
     assert repo.git("show", ":model.safetensors").stdout == pointer
 
 
+def test_checkouts_where_a_later_attribute_line_turns_line_end_conversion_on(repo: Repo, tmp_path: Path):
+    """Regression (an exploratory run): `* text=auto` appended after the tracked pattern
+    overrides its `-text`, and with core.autocrlf (Git for Windows' default) or eol=crlf git
+    hands the smudge filter the pointer with CRLF line ends. Every checkout failed ('unsupported
+    pointer version', upgrade gitmodel), GITMODEL_SKIP_SMUDGE=1 too, and so did clones."""
+    path = write_safetensors(repo.path / "model.safetensors", random_model(4))
+    original = sha256(path)
+    repo.commit("v1")
+    with open(repo.path / ".gitattributes", "a") as f:
+        f.write("* text=auto\n")
+    repo.commit("normalize line endings", ".gitattributes")
+    pointer = repo.git("show", "HEAD:model.safetensors").stdout
+    for setting in (["core.autocrlf", "true"], ["core.eol", "crlf"]):
+        repo.git("config", *setting)
+        path.unlink()
+        repo.git("checkout", "--", "model.safetensors")
+        assert sha256(path) == original, setting
+        assert_clean(repo)
+        path.unlink()
+        skipped = subprocess.run(["git", "checkout", "--", "model.safetensors"], cwd=repo.path,
+                                 env={**repo.env, "GITMODEL_SKIP_SMUDGE": "1"}, capture_output=True)
+        assert skipped.returncode == 0, skipped.stderr
+        assert path.read_bytes() == pointer.replace(b"\n", b"\r\n")
+        repo.git("add", "model.safetensors")                 # the pointer file, added again
+        assert repo.git("show", ":model.safetensors").stdout == pointer
+        repo.git("checkout", "--", "model.safetensors")
+        repo.git("config", "--unset", setting[0])
+    path.unlink()
+    repo.git("checkout", "--", "model.safetensors")
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(repo.path), str(tmp_path / "c")],
+                   env=repo.env, check=True)
+    copy = Repo(tmp_path / "c", repo.env)
+    copy.gitmodel("install")
+    copy.git("config", "core.autocrlf", "true")
+    copy.git("reset", "-q", "--hard")
+    assert sha256(copy.path / "model.safetensors") == original
+
+
 def test_file_committed_before_tracking_passes_through(tmp_path: Path, git_env):
     repo = make_repo(tmp_path / "r", git_env, track=None)
     raw = write_safetensors(repo.path / "model.safetensors", random_model(9, layers=1, width=64))

@@ -120,6 +120,8 @@ class FilterServer:
         data = content.read(pointers.MAX_POINTER_SIZE + 1)
         if not data and path in self._delayed:          # git asking again after the batch
             return self._restore(path, self._delayed.pop(path))
+        if os.environ.get("GITMODEL_SKIP_SMUDGE", "") not in ("", "0"):
+            return self._pass_through(path, data, content, quiet=True)
         try:
             ptr = pointers.sniff(data)
         except pointers.PointerError as err:
@@ -127,8 +129,6 @@ class FilterServer:
                               "pointer from another commit, or add the checkpoint again")
         if ptr is None:
             return self._pass_through(path, data, content)
-        if os.environ.get("GITMODEL_SKIP_SMUDGE", "") not in ("", "0"):
-            return self._pass_through(path, data, content, quiet=True)
         try:
             restore = checkpoint.Restore(ptr, self.store)
         except MissingObjects as err:
