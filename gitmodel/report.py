@@ -371,41 +371,60 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def markdown(review: Review, all_tensors: bool = False, sort: str = "change") -> str:
-    """The review in Markdown, within MARKDOWN_BUDGET characters: the checkpoints' headings,
-    paragraphs and number tables first (those that do not fit are left out, counted), then
-    the tensor tables take the room left, in order, each saying how many rows it leaves out."""
-    sections = []                        # (lines before the tensor table, table, title words)
+    """The review in Markdown, within MARKDOWN_BUDGET characters: the checkpoints' headings and
+    paragraphs first (those that do not fit are left out, counted), then the metric and
+    parameter tables (in half the room left, if there are tensor tables), then the tensor
+    tables take the room left, in order; a table cut short says how many rows it leaves out."""
+    sections = []                # (heading and paragraph, number tables, tensor table, title words)
     for diff, numbers in _sections(review):
-        lines = [f"### `{diff.path}` ({_title(diff)})" if diff else "### Metrics and params files", ""]
+        head = [f"### `{diff.path}` ({_title(diff)})" if diff else "### Metrics and params files", ""]
         if diff is not None:
-            lines += [_opening(diff, numbers, md=True), ""]
-        for head, rows, note in _number_tables(numbers, all_tensors):
-            if rows:
-                lines += _md_table(head, rows) + [""]
-            if note:
-                lines += [f"_{note}_", ""]
+            head += [_opening(diff, numbers, md=True), ""]
+        tables = [(_md_table(columns, rows) if rows else [], note)
+                  for columns, rows, note in _number_tables(numbers, all_tensors)]
         rows = _tensor_rows(diff, all_tensors, sort) if diff is not None else []
         table = _md_table(HEAD, [[_code(r[0]), *r[1:]] for r in rows]) if rows else []
         what = "tensors" if all_tensors else "changed, added and removed tensors"
-        sections.append((lines, table, what))
+        sections.append((head, tables, table, what))
     size = lambda lines: sum(len(line) + 1 for line in lines)     # noqa: E731
-    wrapper = 400                        # a table's <details> lines and its note, at most
-    out, room, kept = ["## Model changes", ""], MARKDOWN_BUDGET - 200, []
-    room -= size(out)
-    for lines, table, what in sections:
-        need = size(lines) + (wrapper + size(table[:2]) if table else 0)
-        if need > room:
-            continue                     # one that fits may follow
-        room -= need
-        kept.append((lines, table, what))
-    for lines, table, what in kept:
-        out += lines
-        if not table:
-            continue
+    cut_note = 200                       # a cut table's note, at most
+    wrapper = 200 + cut_note             # a tensor table's <details> lines and its note
+    out = ["## Model changes", ""]
+    room = MARKDOWN_BUDGET - 200 - size(out)
+    kept = []
+    for section in sections:             # headings, paragraphs and every table's head first
+        head, tables, table, _ = section
+        need = size(head) + sum(size(t[:2]) + len(note) + 8 + (cut_note if t else 0) for t, note in tables) \
+            + (wrapper + size(table[:2]) if table else 0)
+        if need <= room:                 # one that fits may follow one that does not
+            room -= need
+            kept.append(section)
+
+    def rows_that_fit(table: list[str], spare: int = 0) -> int:
+        """Rows of `table` that fit in the room left but `spare`; the room they take."""
+        nonlocal room
         shown = 2                        # the head and the rule, counted above
-        while shown < len(table) and len(table[shown]) + 1 <= room:
+        while shown < len(table) and len(table[shown]) + 1 <= room - spare:
             room -= len(table[shown]) + 1
             shown += 1
+        return shown
+    # Metric and parameter tables may take half the room: the tensors' rows need the rest.
+    spare = room // 2 if any(table for _, _, table, _ in kept) else 0
+    numbers_shown = [[rows_that_fit(t, spare) for t, _ in tables] for _, tables, _, _ in kept]
+    for (head, tables, table, what), shown_rows in zip(kept, numbers_shown):
+        out += head
+        for (number_table, note), shown in zip(tables, shown_rows):
+            if number_table:
+                out += number_table[:shown] + [""]
+                if shown < len(number_table):
+                    out += [f"_{len(number_table) - shown} more row(s) not shown: a pull-request "
+                            "comment holds 65,536 characters. `gitmodel diff --format json` "
+                            "lists them._", ""]
+            if note:
+                out += [f"_{note}_", ""]
+        if not table:
+            continue
+        shown = rows_that_fit(table)
         total, left = len(table) - 2, len(table) - shown
         title = f"All {total} {what}" if not left else f"The first {total - left} of {total} {what}"
         out += [f"<details><summary>{title}, {SORT_TITLES[sort]}</summary>", ""]

@@ -489,3 +489,26 @@ def test_a_review_of_many_shards_fits_one_comment(repo: Repo):
     shown = md.count("\n### `model-")
     assert shown == 30 or f"_{30 - shown} more section(s) not shown" in md, md[-500:]
     assert shown >= 10 and "more not shown" in md
+
+
+def test_a_review_whose_metrics_table_alone_is_too_long_still_shows_its_summary(repo: Repo):
+    """Regression (a review of the bound above): a metrics file of 480 long nested keys made
+    one section's number tables longer than the whole budget, and the section was left out
+    whole: the comment was a heading and "1 more section(s) not shown". Headings and
+    paragraphs come first; number tables are cut by rows like tensor tables."""
+    (repo.path / ".gitmodel").write_text("[review]\n\tmetrics-file = eval.json\n")
+    rng = np.random.default_rng(4)
+    model = {f"layer{i}.weight": rng.standard_normal(16).astype(np.float32) for i in range(3)}
+    for version in (1, 2):
+        (repo.path / "eval.json").write_text(json.dumps({"eval": {
+            f"task_{i:03d}_" + "long_benchmark_subset_name_" * 6: {"accuracy": 0.5 + version * i / 1e4}
+            for i in range(480)}}))
+        write_safetensors(repo.path / "m.safetensors", {k: v * np.float32(version) for k, v in model.items()})
+        if version == 1:
+            repo.commit("v1")
+    md = repo.gitmodel("diff", "--format", "markdown").stdout
+    assert len(md) <= 65_536, len(md)
+    assert "### `m.safetensors`" in md and "more section(s) not shown" not in md
+    assert "| `layer0.weight` |" in md or "| `layer1.weight` |" in md, md[-2000:]
+    metric_rows = md.count("| eval.task_")
+    assert 50 < metric_rows < 480 and f"_{480 - metric_rows} more row(s) not shown" in md, metric_rows
