@@ -92,8 +92,9 @@ def test_folder_remote_push_clone_checkout(tmp_path: Path, env):
     store_url = str(tmp_path / "team-store")
     repo, bare, sums = publish(tmp_path, env, store_url, files=2)
     assert (repo.path / ".gitmodel").read_text().count(store_url) == 1
-    packs = sorted(p.name for p in Path(store_url, "packs").iterdir())
-    assert packs and all(p.endswith((".pack", ".idx")) for p in packs)
+    files = sorted(p.name for p in Path(store_url, "packs").iterdir())
+    assert files and all(p.endswith((".pack", ".idx", ".pending")) for p in files)
+    assert sum(p.startswith("push-") for p in files) == 1    # the push's note (formats.md §5)
 
     other = user(tmp_path, env, "bob")
     clone(bare, tmp_path / "bob", other)
@@ -284,6 +285,26 @@ def test_a_clone_checks_out_a_branch_forked_before_the_remote_was_committed(tmp_
     assert sha256(r.path / "m.safetensors") == sums["feature"]
 
 
+def test_a_push_from_a_branch_forked_before_the_remote_goes_where_its_readers_look(tmp_path: Path, env):
+    """Regression (a review of the two fixes around this one): on a branch forked before
+    `.gitmodel`, reads found the team's store through origin/main's file, while a push, which
+    read no other ref's file, took the embedded default of the local git remote (the hub's own
+    store): exit 0, and a teammate's clone of the branch could not check it out. A push reads
+    the file of a branch of the git remote it goes to, where that remote's readers find it."""
+    r, _ = forked_before_the_remote(tmp_path, env)
+    r.git("checkout", "-q", "feature")
+    digest = sha256(write_safetensors(r.path / "m.safetensors", random_model(9, layers=2)))
+    r.commit("more work", "m.safetensors")
+    r.git("push", "-q", "origin", "feature")
+    assert not (tmp_path / "hub.git" / "gitmodel").exists()
+    assert "0 problem(s)" in r.gitmodel("fsck", "--remote", "origin").stdout
+    other = user(tmp_path, env, "other")
+    clone(tmp_path / "hub.git", tmp_path / "b", other)
+    b = Repo(tmp_path / "b", other)
+    b.git("checkout", "-q", "feature")
+    assert sha256(b.path / "m.safetensors") == digest
+
+
 def test_a_forks_checkpoints_never_go_to_its_upstreams_store(tmp_path: Path, env):
     """A review of the fallback above, whose first version read any branch sharing history
     with HEAD: a team's fork of a public repository (forked before upstream committed a
@@ -346,6 +367,11 @@ def test_remote_add_list_remove_and_precedence(tmp_path: Path, env):
     typo = repo.gitmodel("remote", "add", "typo", "s3://bucket/x", "--option", "endpoint_ur=http://h:1",
                          "--option", "anon=true", "--local")
     assert "no option named 'endpoint_ur'" in typo.stdout and "'anon'" not in typo.stdout, typo.stdout
+    # Keys s3fs hands on to botocore, and fsspec's own, are no typos (a review).
+    passed = repo.gitmodel("remote", "add", "passed", "s3://bucket/y", "--option", "profile=dev",
+                           "--option", "skip_instance_cache=true", "--local")
+    assert "no option named" not in passed.stdout, passed.stdout
+    repo.gitmodel("remote", "remove", "--local", "passed")
     repo.gitmodel("remote", "remove", "--local", "typo")
     listed = repo.gitmodel("remote", "list").stdout
     assert "* team\ts3://bucket/models\t(.gitmodel)" in listed
@@ -1095,3 +1121,58 @@ def test_a_full_local_disk_is_named_with_what_to_do(tmp_path: Path, env):
     assert result.returncode == 1 and "File too large" in result.stderr, result.stderr
     assert "nothing half-written is used" in result.stderr and "Traceback" not in result.stderr
     assert repo.gitmodel("push").returncode == 0                  # room again: it completes
+
+
+def test_a_push_of_a_misspelt_revision_fails(tmp_path: Path, env):
+    """Regression (an exploratory run): `gitmodel push origin mian` said "0 checkpoint(s):
+    uploaded 0 object(s)" and exited 0 (`fetch` refused the same revision)."""
+    repo = make_repo(tmp_path / "w", env)
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "store"))
+    write_safetensors(repo.path / "m.safetensors", random_model(1, layers=1))
+    repo.commit("v1", "m.safetensors", ".gitmodel")
+    result = repo.gitmodel("push", "origin", "mian", check=False)
+    assert result.returncode == 1 and "unknown revision 'mian'" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "store").exists()
+    assert "1 checkpoint(s)" in repo.gitmodel("push", "origin", "main").stdout
+
+
+def test_a_relative_folder_remote_means_the_same_folder_in_every_linked_worktree(tmp_path: Path, env):
+    """Regression (an exploratory run): `.gitmodel` naming `../store` was read relative to the
+    top of whichever worktree a command ran in, so a push from a linked worktree at another
+    depth went to a second store, exit 0, and clones could not check out what it pushed."""
+    repo = make_repo(tmp_path / "w", env)
+    repo.gitmodel("remote", "add", "origin", "../store")
+    write_safetensors(repo.path / "m.safetensors", random_model(1, layers=1))
+    repo.commit("v1", "m.safetensors", ".gitmodel")
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "hub.git")], check=True)
+    repo.git("remote", "add", "origin", str(tmp_path / "hub.git"))
+    repo.git("push", "-q", "-u", "origin", "main")
+    repo.git("worktree", "add", "-q", "-b", "feature", str(tmp_path / "trees" / "feature"))
+    tree = Repo(tmp_path / "trees" / "feature", env)
+    assert str(tmp_path / "store") in tree.gitmodel("remote", "list").stdout
+    digest = sha256(write_safetensors(tree.path / "m.safetensors", random_model(2, layers=1)))
+    tree.commit("v2", "m.safetensors")
+    tree.git("push", "-q", "origin", "feature")
+    assert not (tmp_path / "trees" / "store").exists()
+    clone(tmp_path / "hub.git", tmp_path / "c", env)
+    c = Repo(tmp_path / "c", env)
+    c.gitmodel("install")
+    c.git("checkout", "-q", "feature")
+    assert sha256(c.path / "m.safetensors") == digest
+
+
+def test_gitmodel_push_to_a_git_repositorys_folder_uses_the_store_inside_it(tmp_path: Path, env):
+    """Regression (an exploratory run): `gitmodel push /path/to/repo.git` read git's own
+    `config` as the store's version marker (and failed), and `gitmodel push /path/to/clone`
+    wrote `config` and `packs/` into that clone's work tree, exit 0. A git repository's folder
+    means the store inside it, as `git push FOLDER` does."""
+    repo = make_repo(tmp_path / "w", env)
+    write_safetensors(repo.path / "m.safetensors", random_model(1, layers=1))
+    repo.commit("v1", "m.safetensors")
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "b.git")], check=True)
+    subprocess.run(["git", "init", "-q", str(tmp_path / "other")], check=True)
+    repo.gitmodel("push", str(tmp_path / "b.git"))
+    assert list((tmp_path / "b.git" / "gitmodel" / "packs").glob("*.idx"))
+    repo.gitmodel("push", "../other")
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == [".git"]
+    assert list((tmp_path / "other" / ".git" / "gitmodel" / "packs").glob("*.idx"))

@@ -4,9 +4,9 @@ Remotes are named in git-config syntax, in three places, highest precedence firs
   1. the environment: GITMODEL_REMOTE=<name or URL> overrides the choice of remote;
   2. git config (`git config gitmodel.<name>.url ...`, local, global or system);
   3. the committed `.gitmodel` file at the top of the work tree (or in HEAD if absent there;
-     for reading, never for an upload, at the newest branch built on HEAD if HEAD predates
-     it, or at the newest branch of HEAD's git remote that shares history with HEAD if
-     HEAD's branch forked before it):
+     else at the newest branch built on HEAD if HEAD predates it, or at the newest branch of
+     HEAD's git remote that shares history with HEAD if HEAD's branch forked before it; for
+     an upload, only branches of the git remote it goes to):
         [gitmodel]
             remote = origin                 # the default remote's name
         [gitmodel "origin"]
@@ -42,12 +42,13 @@ class ConfigError(GitmodelError, ValueError):
     pass
 
 
-def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.",
-             reading: bool = True) -> list[tuple[str, list[tuple[str, str]]]]:
+def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.", reading: bool = True,
+             to: str | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
     """(label, entries whose key matches `pattern`) from lowest to highest precedence. Not
-    `reading` (anything that uploads), never another ref's file: a store named there may be
-    another team's (a fork's upstream), and a wrong store to read from fails at worst, while
-    an upload there would leave this team's store without the checkpoints, exit 0."""
+    `reading` (anything that uploads, to git remote `to`: default HEAD's), only the file of a
+    branch of that git remote, where its readers find it: another ref's may name another
+    team's store (a fork's upstream), and a wrong store to read from fails at worst, while an
+    upload there would leave this team's store without the checkpoints, exit 0."""
     sources = []
     try:
         top = repo.toplevel(cwd)
@@ -57,8 +58,8 @@ def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.",
         sources.append((CONFIG_FILE, repo.config_entries(pattern, "-f", str(top / CONFIG_FILE), cwd=cwd)))
     else:                                  # a bare repository (top None) reads HEAD's
         found = _blob_entries(f"HEAD:{CONFIG_FILE}", pattern, cwd)
-        if found is None and top is not None and reading:
-            blob = _descendants_file(top)
+        if found is None and top is not None:
+            blob = _descendants_file(top, None if reading else to or _home_remote(top))
             found = _blob_entries(blob, pattern, cwd) if blob else None
             label = blob
         else:
@@ -77,10 +78,10 @@ def _blob_entries(blob: str, pattern: str, cwd: Path | None) -> list[tuple[str, 
     return repo.config_entries(pattern, "--blob", blob, cwd=cwd)
 
 
-_DESCENDANTS: dict[str, str | None] = {}       # per process: the answer does not change within it
+_DESCENDANTS: dict[tuple[str, str | None], str | None] = {}   # per process: the answers do not change
 
 
-def _descendants_file(top: Path) -> str | None:
+def _descendants_file(top: Path, remote: str | None = None) -> str | None:
     """`REF:.gitmodel` to read a commit without the file (HEAD has none): from the newest
     branch that contains HEAD, local branches first, then remote-tracking ones (a clone's
     `origin/main` names the remote its old commits were pushed to); else from the newest
@@ -88,16 +89,18 @@ def _descendants_file(top: Path) -> str | None:
     followed through local branches, else origin) that shares history with HEAD: a branch
     forked before the file was committed reads its data where the file says. Never a branch
     of another git remote that merely shares history (a fork's upstream), nor an unrelated
-    one. Only for reading (see _sources)."""
-    key = str(top)
+    one. With `remote`, for an upload to that git remote: only its remote-tracking branches
+    (those containing HEAD, else those sharing history), where its readers find the file."""
+    key = (str(top), remote)
     if key not in _DESCENDANTS:
         _DESCENDANTS[key] = None
-        for namespace in ("refs/heads", "refs/remotes"):
+        namespaces = (f"refs/remotes/{remote}",) if remote else ("refs/heads", "refs/remotes")
+        for namespace in namespaces:
             found = _with_file(top, "--contains", "HEAD", namespace)
             if found:
                 _DESCENDANTS[key] = f"{found[0]}:{CONFIG_FILE}"
                 return _DESCENDANTS[key]
-        for ref in _with_file(top, f"refs/remotes/{_home_remote(top)}"):
+        for ref in _with_file(top, f"refs/remotes/{remote or _home_remote(top)}"):
             if repo.run_git("merge-base", "HEAD", ref, cwd=top, check=False).returncode == 0:
                 _DESCENDANTS[key] = f"{ref}:{CONFIG_FILE}"
                 break
@@ -160,21 +163,22 @@ def _set_option(options: dict, text: str) -> None:
 
 
 def _absolute(url: str, cwd: Path | None) -> str:
-    """A folder URL written relative (`../models`) means relative to the top of the work
-    tree, wherever a command runs from."""
+    """A folder URL written relative (`../models`) means relative to the top of the main work
+    tree, wherever a command runs from: every linked worktree of a clone uses the same store."""
     if _URL_LIKE.match(url) or os.path.isabs(os.path.expanduser(url)):
         return os.path.expanduser(url)
     try:
-        return str((repo.toplevel(cwd) / url).resolve())
+        return str((repo.main_toplevel(cwd) / url).resolve())
     except repo.NotARepository:
         return url
 
 
-def configured(cwd: Path | None = None, reading: bool = True) -> tuple[dict[str, RemoteSpec], str | None]:
+def configured(cwd: Path | None = None, reading: bool = True,
+               to: str | None = None) -> tuple[dict[str, RemoteSpec], str | None]:
     """Every named remote and the default remote's name, all sources merged (see _sources)."""
     remotes: dict[str, RemoteSpec] = {}
     default = None
-    for label, entries in _sources(cwd, reading=reading):
+    for label, entries in _sources(cwd, reading=reading, to=to):
         option_lists: dict[str, list[str]] = {}
         for key, value in entries:
             parts = key.split(".")
@@ -220,7 +224,10 @@ def resolve(name_or_url: str | None = None, cwd: Path | None = None,
         if choice in remotes:
             return remotes[choice]
         if _URL_LIKE.match(choice) or choice.startswith(("/", "./", "../", "~")):
-            return RemoteSpec(choice, os.path.expanduser(choice), source="command line")
+            given = os.path.expanduser(choice)
+            here = given if _URL_LIKE.match(given) else str(Path(cwd or ".", given).resolve())
+            # A git repository's folder means the store inside it, as for `git push FOLDER`.
+            return embedded_default(here, cwd) or RemoteSpec(choice, given, source="command line")
         spec = _embedded_default(choice, cwd)
         if spec is None:
             raise ConfigError(f"no gitmodel remote named {choice!r}; `gitmodel remote list` "
@@ -238,9 +245,10 @@ def upload_hint(cwd: Path | None = None) -> str:
         return ""
     source = next(iter(found.values())).source
     return (f"; this commit has no {CONFIG_FILE} ({source} names a remote, but an upload takes "
-            f"its remote only from the work tree's {CONFIG_FILE}, HEAD's or git config: another "
-            "branch's may name another team's store). Check out a branch that has the file, or "
-            "name the remote in git config (`gitmodel remote add --local NAME URL`)")
+            f"its remote only from the work tree's {CONFIG_FILE}, HEAD's, a branch of the git "
+            "remote it goes to, or git config: another remote's branch may name another team's "
+            "store). Check out a branch that has the file, or name the remote in git config "
+            "(`gitmodel remote add --local NAME URL`)")
 
 
 def for_git_remote(git_name: str, git_url: str, cwd: Path | None = None) -> RemoteSpec | None:
@@ -248,7 +256,7 @@ def for_git_remote(git_name: str, git_url: str, cwd: Path | None = None) -> Remo
     gitmodel remote of the same name, the configured default, or the embedded default."""
     if os.environ.get("GITMODEL_REMOTE"):
         return resolve(None, cwd, reading=False)
-    remotes, default = configured(cwd, reading=False)
+    remotes, default = configured(cwd, reading=False, to=git_name)
     if git_name in remotes:
         return remotes[git_name]
     return _default(remotes, default) or embedded_default(git_url, cwd, git_name)
@@ -312,6 +320,11 @@ def check_url(url: str) -> str | None:
 
 # Filesystems whose constructors name every option they use (the rest they keep unused).
 _DECLARING = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "file", "local", "sftp", "ssh"}
+# Options named in no constructor: fsspec's own, for any filesystem, and what s3fs hands on to
+# its botocore session (`profile`) or looks up among the rest (`region_name`).
+_FSSPEC_OPTIONS = {"skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths"}
+_PASSED_ON = {"s3": {"profile", "session_vars", "event_hooks", "include_builtin_handlers", "region_name"}}
+_PASSED_ON["s3a"] = _PASSED_ON["s3"]
 
 
 def unknown_options(url: str, options: list[str]) -> list[str]:
@@ -331,7 +344,8 @@ def unknown_options(url: str, options: list[str]) -> list[str]:
              for name, parameter in inspect.signature(klass.__init__).parameters.items()
              if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)}
     keys = [parse_option(text)[0][0] for text in options]
-    return [key for key in dict.fromkeys(keys) if key not in named]
+    known = named | _FSSPEC_OPTIONS | _PASSED_ON.get(protocol, set())
+    return [key for key in dict.fromkeys(keys) if key not in known]
 
 
 def from_here(url: str, cwd: Path | None = None) -> str:

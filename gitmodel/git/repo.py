@@ -61,6 +61,16 @@ def toplevel(cwd: str | Path | None = None) -> Path:
     return Path(_rev_parse("--show-toplevel", cwd=cwd)[0])
 
 
+def main_toplevel(cwd: str | Path | None = None) -> Path:
+    """The top of the repository's main work tree, from any of its linked worktrees (the one
+    it runs in when the main one is bare)."""
+    listed = run_git("worktree", "list", "--porcelain", cwd=cwd, check=False).stdout.decode()
+    first = listed.split("\n\n", 1)[0].splitlines()
+    if first and first[0].startswith("worktree ") and "bare" not in first[1:]:
+        return Path(first[0][len("worktree "):])
+    return toplevel(cwd)
+
+
 def common_dir(cwd: str | Path | None = None) -> Path:
     """The git directory shared by every worktree of the repository."""
     return Path(_rev_parse("--path-format=absolute", "--git-common-dir", cwd=cwd)[0])
