@@ -45,7 +45,7 @@ def _scope_arguments(p) -> None:
 def cmd_install(args) -> int:
     from gitmodel.git import install, repo
     if not args.global_:
-        repo.toplevel()                       # fails clearly outside a repository
+        repo.common_dir()                     # fails clearly outside a repository (bare is fine)
     report = install.install("global" if args.global_ else "local", force=args.force)
     if not args.global_:
         install.install_hook(report)
@@ -400,6 +400,12 @@ def cmd_push(args) -> int:
         _say(args, f"mirrored {stats.packs} pack(s), {_size(stats.bytes)} to {view}")
         return 0
     repository = repo.open_repository()
+    unknown = [rev for rev in args.refs or [] if repo.commit(repository, rev) is None]
+    if unknown:
+        from gitmodel.errors import GitmodelError
+        raise GitmodelError(f"unknown revision {unknown[0]!r}",
+                            "Nothing was uploaded. `git branch -a` and `git log` show what "
+                            "there is (a shallow clone lacks the commits behind its tips)")
     refs = history.all_refs(repository) if args.all else (args.refs or ["HEAD"])
     checkpoints: stored.Checkpoints = history.pointers_introduced(repository, refs)
     from gitmodel.git import repacking
@@ -476,12 +482,15 @@ def cmd_pull(args) -> int:
     from gitmodel.errors import GitmodelError
     from gitmodel.git import history, repo, worktree
     session = _session(args)
-    view = session.view()
     repository = repo.open_repository()
     left = dict(history.iter_work_tree_pointers(repository))
-    result = sync.fetch(session.store, view, {p.content: path for path, p in left.items()},
-                        quiet=args.quiet)
-    _say(args, f"fetched {result.stats.objects} object(s), {_size(result.stats.bytes)} from {view}")
+    wanted = {p.content: path for path, p in left.items()}
+    if sync.complete(session.store, wanted):          # no remote needed
+        result = sync.FetchResult()
+    else:
+        view = session.view()
+        result = sync.fetch(session.store, view, wanted, quiet=args.quiet)
+        _say(args, f"fetched {result.stats.objects} object(s), {_size(result.stats.bytes)} from {view}")
     complete = {path: p for path, p in left.items() if p.content not in result.failed}
     if complete:
         say = (lambda line: None) if args.quiet else (lambda line: _say(args, line))

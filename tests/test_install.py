@@ -181,3 +181,32 @@ def test_a_filter_meeting_another_one_chaining_the_hook_leaves_it_to_finish(tmp_
     install.install_hook(install.Report(), cwd=tmp_path)             # a later run finds it chained
     assert (hooks / "pre-push.before-gitmodel").read_text() == own
     assert not [p for p in os.listdir(hooks) if "gitmodel-tmp" in p]
+
+
+def test_moving_a_repository_with_a_bare_mirror_carries_its_checkpoints(tmp_path: Path, git_env):
+    """Regression (an exploratory run): `gitmodel install` refused a bare repository ("not
+    inside a git repository"), so `git clone --mirror` + `git push --mirror` to a new server
+    ran no hook: exit 0 with no weights there, and clones of the new server failed. In the
+    bare mirror it installs, and its push fails until the mirror holds the checkpoints."""
+    import subprocess
+    from conftest import make_repo
+    work = make_repo(tmp_path / "w", git_env)
+    digest = sha256(write_safetensors(work.path / "m.safetensors", random_model(1, layers=1)))
+    work.commit("v1", "m.safetensors")
+    for name in ("old.git", "new.git"):
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / name)], check=True)
+    work.git("push", "-q", str(tmp_path / "old.git"), "main")
+    subprocess.run(["git", "clone", "-q", "--mirror", str(tmp_path / "old.git"), str(tmp_path / "mirror.git")],
+                   env=git_env, check=True)
+    mirror = Repo(tmp_path / "mirror.git", git_env)
+    assert "gitmodel installed" in mirror.gitmodel("install").stdout
+    refused = mirror.git("push", "--mirror", str(tmp_path / "new.git"), check=False)
+    assert refused.returncode != 0 and b"in neither the local store nor remote" in refused.stderr
+    mirror.gitmodel("fsck", "--all", "--repair")               # fetches them from old.git's store
+    mirror.git("push", "-q", "--mirror", str(tmp_path / "new.git"))
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(tmp_path / "new.git"), str(tmp_path / "c")],
+                   env=git_env, check=True)
+    clone = Repo(tmp_path / "c", git_env)
+    clone.gitmodel("install")
+    clone.git("reset", "-q", "--hard")
+    assert sha256(clone.path / "m.safetensors") == digest

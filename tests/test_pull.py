@@ -109,3 +109,29 @@ def test_each_pull_writes_its_own_temporary_file_and_sweeps_dead_ones(tmp_path: 
         first.write(b"a" * 1000)
         second.write(b"b" * 10)
     assert target.read_bytes() == b"a" * 1000 and not list(tmp_path.glob(".gitmodel-*.tmp"))  # renamed last
+
+
+def test_status_offers_pull_only_for_the_pointers_pull_restores(tmp_path: Path, git_env):
+    """Regression (an exploratory run): with another version's pointer in the work tree
+    (`GITMODEL_SKIP_SMUDGE=1 git restore --source=HEAD~1`), status said `gitmodel pull`
+    restores it; pull leaves a pointer that is not the index's alone (a change of the user's),
+    exit 0, and restored nothing. Status lists it as modified instead."""
+    repo = make_repo(tmp_path / "w", git_env)
+    for seed in (1, 2):
+        write_safetensors(repo.path / "m.safetensors", random_model(seed, layers=1))
+        repo.commit(f"v{seed}", "m.safetensors")
+    subprocess.run(["git", "restore", "--source=HEAD~1", "m.safetensors"], cwd=repo.path,
+                   env=dict(git_env, GITMODEL_SKIP_SMUDGE="1"), check=True)
+    out = repo.gitmodel("status").stdout
+    assert "left as pointers" not in out and "modified, not staged:\n  m.safetensors" in out, out
+    repo.git("checkout", "--", "m.safetensors")
+    subprocess.run(["git", "checkout", "--", "m.safetensors"], cwd=repo.path,
+                   env=dict(git_env, GITMODEL_SKIP_SMUDGE="1"), check=True)
+    (repo.path / "m.safetensors").unlink()
+    subprocess.run(["git", "checkout", "--", "m.safetensors"], cwd=repo.path,
+                   env=dict(git_env, GITMODEL_SKIP_SMUDGE="1"), check=True)
+    assert "left as pointers in the work tree (`gitmodel pull` restores them):\n  m.safetensors" in \
+        repo.gitmodel("status").stdout
+    digest = sha256(write_safetensors(tmp_path / "v2.safetensors", random_model(2, layers=1)))
+    assert "restored 1 file(s)" in repo.gitmodel("pull").stderr      # no remote: all is here
+    assert sha256(repo.path / "m.safetensors") == digest

@@ -139,7 +139,10 @@ def status(session) -> Status:
                                               cwd=workdir).stdout.split(b"\0") if p]
     if others:
         result.untracked = sorted(revisions.tracked_paths(workdir, others))
-    result.pointers_in_work_tree = [p for p in sorted(index) if _work_tree(repository, p, False) == POINTER]
+    # Those `gitmodel pull` restores: a pointer file that is not the index's is a change
+    # (listed as modified), left alone.
+    result.pointers_in_work_tree = sorted(path for path, _ in history.iter_work_tree_pointers(repository)
+                                          if path in index)
     local = [name for name in repository.references if name.startswith("refs/heads/")]
     pushed = [name for name in repository.references if name.startswith("refs/remotes/")]
     if pushed or local:
