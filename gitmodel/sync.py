@@ -72,8 +72,9 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
         # them; one that listed before is still removing when the check below starts (and it
         # waits), or is done: either way the check sees what it took.
         note = _announce(view, manifest_ids)
-        _check_arrived(store, view, check, stats, quiet)
+        _check_arrived(store, view, check, stats, quiet, note)
         _announce(view, manifest_ids, note)                 # the hour counts from now
+        _sweep_push_notes(view, note)
         return stats
     except (MissingObjects, CorruptObject) as err:
         oids = err.oids if isinstance(err, MissingObjects) else [err.oid]
@@ -86,7 +87,7 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
 
 
 def _check_arrived(store: Store, view: RemoteView, oids: list[bytes], stats: TransferStats,
-                   quiet: bool) -> None:
+                   quiet: bool, note: str | None = None) -> None:
     """Look at the remote again, once no gc is removing packs from it: what the push needs
     there (objects it found there and did not send, or a pack it found whole and sent only
     the index of) may have gone meanwhile, taken by a remote gc that listed the remote before
@@ -94,7 +95,7 @@ def _check_arrived(store: Store, view: RemoteView, oids: list[bytes], stats: Tra
     fail rather than let git record a push the remote cannot serve."""
     say = (lambda line: None) if quiet else (lambda line: print(f"gitmodel: {line}", file=sys.stderr))
     for attempt in range(2):
-        view.refresh(transfer.settled_listing(view.backend, say))
+        view.refresh(transfer.settled_listing(view.backend, say, note))
         gone = [oid for oid in oids if oid not in view.entries]
         if not gone:
             return
@@ -108,17 +109,20 @@ def _check_arrived(store: Store, view: RemoteView, oids: list[bytes], stats: Tra
 
 
 def _announce(view: RemoteView, manifest_ids: list[bytes], note: str | None = None) -> str | None:
-    """Write this push's note (again); the first time, remove earlier pushes' notes that protect
-    nothing any more, if this client may (credentials that only add leave them to a gc)."""
-    if not manifest_ids:
-        return None
-    if note is None:
-        for void in transfer.void_push_notes(view.listing):
-            try:
-                view.backend.remove_note(void)
-            except RemoteError:
-                break
-    return transfer.announce_push(view.backend, manifest_ids, note)
+    """Write this push's note (again, given its name)."""
+    return transfer.announce_push(view.backend, manifest_ids, note) if manifest_ids else None
+
+
+def _sweep_push_notes(view: RemoteView, note: str | None) -> None:
+    """Remove pushes' notes a day old on the remote's clock (this push's note, as the last
+    listing shows it, tells the time there), if this client may: credentials that only add
+    leave them to a gc."""
+    now = view.listing.pushing.get(note) if note and view.listing is not None else None
+    for void in transfer.void_push_notes(view.listing, now, transfer.PUSH_NOTE_SWEEP):
+        try:
+            view.backend.remove_note(void)
+        except RemoteError:
+            return
 
 
 PIN_AGE = 3600.0      # seconds; far below a remote gc's grace period (a day by default)

@@ -162,6 +162,13 @@ def test_checkouts_where_a_later_attribute_line_turns_line_end_conversion_on(rep
                                  env={**repo.env, "GITMODEL_SKIP_SMUDGE": "1"}, capture_output=True)
         assert skipped.returncode == 0, skipped.stderr
         assert path.read_bytes() == pointer.replace(b"\n", b"\r\n")
+        assert "left as pointers in the work tree" in repo.gitmodel("status").stdout
+        assert "restored 1 file(s)" in repo.gitmodel("pull").stderr   # (it skipped the file)
+        assert sha256(path) == original
+        assert_clean(repo)
+        path.unlink()
+        subprocess.run(["git", "checkout", "--", "model.safetensors"], cwd=repo.path,
+                       env={**repo.env, "GITMODEL_SKIP_SMUDGE": "1"}, check=True)
         repo.git("add", "model.safetensors")                 # the pointer file, added again
         assert repo.git("show", ":model.safetensors").stdout == pointer
         repo.git("checkout", "--", "model.safetensors")

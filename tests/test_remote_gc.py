@@ -138,7 +138,7 @@ def test_a_remote_gc_keeping_nothing_recent_spares_a_push_whose_ref_has_not_arri
 
 def test_pushes_notes_expire_after_an_hour_and_are_removed(tmp_path: Path, git_env):
     """A checkpoint a push sent and no ref names is garbage once the push's note is an hour
-    old; the gc removes it and the expired notes, and so does the next push (the notes)."""
+    old; the gc removes it and the expired notes; a push removes notes a day old."""
     store = tmp_path / "store"
     repo = team(tmp_path, git_env, str(store), None)
     write_safetensors(repo.path / MODEL, random_model(1))
@@ -167,11 +167,16 @@ def test_pushes_notes_expire_after_an_hour_and_are_removed(tmp_path: Path, git_e
     first = push_notes(str(store), None)
     assert len(first) == 1
     age(store, days=1 / 24 + 0.001)
-    write_safetensors(repo.path / MODEL, random_model(4))
+    write_safetensors(repo.path / MODEL, random_model(5))
     repo.commit("v4", MODEL)
     repo.git("push", "-q", "origin", "main")
+    assert len(push_notes(str(store), None)) == 2       # a push leaves notes under a day old
+    age(store, days=1.01)
+    write_safetensors(repo.path / MODEL, random_model(4))
+    repo.commit("v5", MODEL)
+    repo.git("push", "-q", "origin", "main")
     notes = push_notes(str(store), None)
-    assert len(notes) == 1 and notes != first
+    assert len(notes) == 1 and notes[0] not in first
 
 
 def test_a_push_relying_on_old_objects_is_protected_from_a_concurrent_remote_gc(tmp_path: Path, git_env):
@@ -598,3 +603,58 @@ def test_a_remote_gc_from_a_shallow_clone_refuses(tmp_path: Path, git_env):
     assert "removed 0 object(s)" in ci.gitmodel("gc", "--remote", "origin").stdout
     ci.git("checkout", "-q", "HEAD~2")
     assert sha256(ci.path / MODEL) == sums[0]
+
+
+def test_pushes_notes_are_aged_on_the_remotes_clock(tmp_path: Path, monkeypatch):
+    """Regression (a review of the notes): a client whose clock ran two hours fast took every
+    note on the remote for an hour old: its push removed them, and its gc ignored them, so a
+    checkpoint another push had just sent (its ref not yet updated) was removed, exit 0. Ages
+    are now read against a file just written on the remote, and a push removes only notes a
+    day old."""
+    from gitmodel import sync
+    from gitmodel.remote import collect
+    from gitmodel.store.objects import Store
+    url = str(tmp_path / "remote")
+    store = Store(tmp_path / "local")
+    first, second = _stored_checkpoint(store, 3), _stored_checkpoint(store, 3)
+    sync.push(store, _remote_view(url, store.root), {first.hex(): "a.bin"})
+    age(Path(url), days=2 / 24)                 # its pack and note: written two hours ago
+    notes = sorted((Path(url) / "packs").glob("push-*"))
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 2 * 3600)
+    sync.push(store, _remote_view(url, store.root), {second.hex(): "b.bin"})
+    assert all(note.exists() for note in notes)      # not a day old: kept
+    for note in notes:                               # and the first push's note is recent
+        os.utime(note, (real() - 60, real() - 60))
+    other = Store(tmp_path / "other")
+    collect.collect(_remote_view(url, other.root), other, [], grace_days=0.0)
+    monkeypatch.undo()
+    for mid in (first, second):
+        listed, present, total = _on_remote(url, tmp_path / "client", store, mid)
+        assert listed and present == total, mid == first
+    # Two hours later on the remote's clock both notes are void: the gc takes both.
+    age(Path(url), days=2 / 24)
+    report = collect.collect(_remote_view(url, other.root), other, [], grace_days=0.0)
+    assert report.objects_removed == 8
+    assert not list((Path(url) / "packs").glob("push-*"))
+
+
+def test_a_remote_gc_honours_the_notes_of_pushes_since_an_hour_before_it_read_the_refs(tmp_path: Path):
+    """Regression (a review of the notes): a gc that read the remote's refs, then spent more
+    than an hour (a repack) before listing the remote, took a note written just after it read
+    the refs for void, though the refs it read did not name that push's checkpoint."""
+    from gitmodel import sync
+    from gitmodel.remote import collect
+    from gitmodel.store.objects import Store
+    url = str(tmp_path / "remote")
+    store = Store(tmp_path / "local")
+    mid = _stored_checkpoint(store, 3)
+    sync.push(store, _remote_view(url, store.root), {mid.hex(): "a.bin"})
+    age(Path(url), days=1.5 / 24)                # the push ended 90 minutes ago ...
+    other = Store(tmp_path / "other")
+    kept = collect.collect(_remote_view(url, other.root), other, [], grace_days=0.0,
+                           refs_read=time.monotonic() - 2 * 3600)   # ... after the refs were read
+    assert kept.objects_removed == 0
+    assert _on_remote(url, tmp_path / "client", store, mid) == (True, 3, 3)
+    gone = collect.collect(_remote_view(url, other.root), other, [], grace_days=0.0)
+    assert gone.objects_removed == 4

@@ -8,6 +8,7 @@ the time it is looked for. The rules and the contract with writers: docs/design.
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from gitmodel.errors import GitmodelError
@@ -95,6 +96,7 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
                             f"history of {name}'s branches and tags references",
                             f"Nothing was removed. Run `git fetch --unshallow {name}` first, "
                             "or gc from a full clone")
+    refs_read = time.monotonic()          # pushes' notes since an hour before this count
     tips = remote_tips(session.cwd, name, none_is_fine=bool(refs)) + list(refs or [])
     found = liveness.live_checkpoints(session.cwd, tips)
     if not dry_run and repacking.deltas_enabled(session.cwd):
@@ -106,7 +108,7 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
             say(f"warning: not repacked first: {err.full()}")
     say(f"{len(found)} checkpoint(s) referenced by {len(tips)} ref(s) of {name}")
     report = collect.collect(view, session.store, [bytes.fromhex(c) for c in found], days,
-                             dry_run, say)
+                             dry_run, say, refs_read)
     report.live_checkpoints = len(found)
     return report
 

@@ -143,7 +143,8 @@ def iter_work_tree_pointers(repo: pygit2.Repository) -> Iterator[tuple[str, Poin
             if path.is_symlink() or not path.is_file():
                 continue
             ptr = pointers.sniff_file(path)
-            if ptr is None or pygit2.hash(path.read_bytes()) != entry.id:
+            # git may have written it with CRLF line ends (text conversion on for the path)
+            if ptr is None or pygit2.hash(path.read_bytes().replace(b"\r\n", b"\n")) != entry.id:
                 continue
             yield entry.path, ptr
         except (OSError, pointers.PointerError):

@@ -32,10 +32,22 @@ HEADER_READS_IN_FLIGHT = 32     # delta headers: tiny reads, bound by latency, n
 
 
 def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_days: float,
-            dry_run: bool = False, progress: Callable[[str], None] = lambda line: None) -> GcReport:
+            dry_run: bool = False, progress: Callable[[str], None] = lambda line: None,
+            refs_read: float | None = None) -> GcReport:
     """Remove from the remote what the live `manifests` and its recent packs do not need.
-    `store` serves manifests and re-encoded copies it holds, and temporary files."""
-    view.refresh()
+    `store` serves manifests and re-encoded copies it holds, and temporary files.
+    `refs_read`: when (time.monotonic()) the refs naming `manifests` were read: pushes'
+    notes written since an hour before then are honoured."""
+    refs_read = time.monotonic() if refs_read is None else refs_read
+
+    def notes_kept() -> float:                 # how old a push's note may be, and protect
+        return transfer.PUSH_NOTE_AGE + (time.monotonic() - refs_read)
+    if dry_run:                                # writes nothing: this machine's clock
+        view.refresh()
+        remote_now = time.time()
+    else:
+        remote_now, first = transfer.remote_clock(view.backend)
+        view.refresh(first)
     listing = view.listing
     damaged = {name: why for name, why in view.damaged.items() if why != VANISHED}
     if damaged:                    # what their packs hold is unknown: it may be what keeps others
@@ -46,11 +58,11 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
                       "Nothing was removed. Delete that index from the remote (its pack then "
                       "counts as absent), run `gitmodel fsck --remote NAME --all --repair` to upload "
                       "again what the checkpoints need, then gc")
-    now = time.time()
+    now = remote_now if remote_now is not None else time.time()
     sizes = {name: listing.sizes.get(name) or 0 for name in view.packs}
     recent = {name for name in view.packs
               if (listing.mtimes.get(name) or now) > now - grace_days * DAY}
-    pushed = transfer.pushed_checkpoints(view.backend, listing)
+    pushed = transfer.pushed_checkpoints(view.backend, listing, remote_now, notes_kept())
     if pushed:
         progress(f"{len(pushed)} checkpoint(s) kept that pushes of the last hour sent or relied on "
                  "(their refs may not have arrived yet; a push's note protects them for an hour)")
@@ -76,10 +88,11 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
     note = f"gc-{os.urandom(8).hex()}.running" if gone else None
     try:
         if note:
-            for stale in _stale_notes(listing) + transfer.void_push_notes(listing):
+            for stale in _stale_notes(listing, now) + transfer.void_push_notes(listing, remote_now, notes_kept()):
                 view.backend.remove_note(stale)       # left by gcs that died, or expired
             view.backend.put_note(note, f"{socket.gethostname()} {os.getpid()}\n".encode())
-            gone -= _needed_by_new_packs(view, store, plan, set(sizes) | written, gone, progress)
+            gone -= _needed_by_new_packs(view, store, plan, set(sizes) | written, gone, progress,
+                                         note, notes_kept())
         report.objects_removed = _removed(view, plan.live, gone)
         written_at = time.monotonic()
         for name in sorted(gone):
@@ -297,20 +310,21 @@ def _rewrite(view: RemoteView, store: Store, plan: _Plan,
     return set(written), [f"{oid.hex()}: {why}" for oid, why in failed.items()]
 
 
-def _stale_notes(listing) -> list[str]:
-    now = time.time()
+def _stale_notes(listing, now: float) -> list[str]:
     return [name for name, when in listing.collecting.items()
             if when is not None and now - when > transfer.GC_NOTE_STALE]
 
 
 def _needed_by_new_packs(view: RemoteView, store: Store, plan: _Plan, known: set[str],
-                         gone: set[str], progress: Callable[[str], None]) -> set[str]:
+                         gone: set[str], progress: Callable[[str], None], note: str,
+                         notes_kept: float) -> set[str]:
     """Packs among `gone` that packs published since the collection began need (a push that
     ran meanwhile), or that pushes' notes name: list the remote again and keep whatever their
-    manifests refer to."""
+    manifests refer to. `note`: the gc's own, just written (its time is the remote's now)."""
     view.refresh()
     fresh = view.packs - known
-    pushed = transfer.pushed_checkpoints(view.backend, view.listing)
+    pushed = transfer.pushed_checkpoints(view.backend, view.listing, view.listing.collecting.get(note),
+                                         notes_kept)
     if fresh:
         progress(f"{len(fresh)} pack(s) appeared meanwhile; keeping what they need")
     roots = {oid for oid, entry in view.entries.items() if entry.pack in fresh and entry.kind == MANIFEST}

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from gitmodel.remote import progress
-from gitmodel.remote.backend import RemoteError, Retrying
+from gitmodel.remote.backend import Listing, RemoteError, Retrying
 from gitmodel.remote.view import RemoteView
 from gitmodel.store import codec, files
 from gitmodel.store.codec import Bases
@@ -68,13 +68,18 @@ GC_POLL = 1.0
 RECENT_PACK = 3600.0    # seconds: a pack this young is safe from a remote gc's grace (a day)
 
 
-def settled_listing(backend: Retrying, say: Callable[[str], None] = lambda line: None):
+def settled_listing(backend: Retrying, say: Callable[[str], None] = lambda line: None,
+                    clock: str | None = None):
     """The remote's listing once no gc is removing packs from it: gcs at work (their notes,
-    remote/collect.py) are waited for, up to GC_NOTE_STALE seconds in all."""
-    start, told = time.monotonic(), False
+    remote/collect.py) are waited for, up to GC_NOTE_STALE seconds in all. `clock`: a push's
+    note just written, whose time there tells the remote's clock (else this machine's)."""
+    start, told, offset = time.monotonic(), False, None
     while True:
         listing = backend.list_packs()
-        now = time.time()
+        if offset is None:
+            written = listing.pushing.get(clock) if clock else None
+            offset = written - time.time() if written is not None else 0.0
+        now = time.time() + offset
         busy = [name for name, when in listing.collecting.items()
                 if when is None or now - when < GC_NOTE_STALE]
         if not busy:
@@ -97,9 +102,12 @@ def settled_listing(backend: Retrying, say: Callable[[str], None] = lambda line:
 # A push's note (`packs/push-<16 hex>.pending`) names the checkpoints it put on the remote. The
 # pre-push hook ends before git updates the remote's refs (after sending git's own objects),
 # so for a while no ref a gc reads names what the push uploaded or relied on: a gc keeps what
-# a note names until the note is PUSH_NOTE_AGE old (sync.push writes it before its last check
-# of the remote and again when done).
+# a note names until the note is PUSH_NOTE_AGE old, and more if the gc read the refs longer
+# ago (sync.push writes it before its last check of the remote and again when done). Ages
+# are on the remote's clock (the mtime of a file just written there): a client whose clock
+# runs fast must not take live notes for old ones.
 PUSH_NOTE_AGE = 3600.0
+PUSH_NOTE_SWEEP = 86400.0       # a push removes notes this old: far past any gc's use of them
 
 
 def announce_push(backend: Retrying, manifest_ids: list[bytes], name: str | None = None) -> str:
@@ -109,16 +117,30 @@ def announce_push(backend: Retrying, manifest_ids: list[bytes], name: str | None
     return name
 
 
-def void_push_notes(listing) -> list[str]:
-    now = time.time()
-    return [name for name, when in listing.pushing.items()
-            if when is not None and now - when > PUSH_NOTE_AGE]
+def remote_clock(backend: Retrying) -> tuple[float | None, Listing]:
+    """The remote's time now (None if it keeps no times), from an empty note written there,
+    and the listing that showed it."""
+    probe = announce_push(backend, [])
+    try:
+        listing = backend.list_packs()
+    finally:
+        backend.remove_note(probe)
+    now = listing.pushing.pop(probe, None)
+    return now, listing
 
 
-def pushed_checkpoints(backend: Retrying, listing) -> set[bytes]:
-    """The checkpoints that pushes' notes younger than PUSH_NOTE_AGE name."""
-    now = time.time()
-    live = [name for name, when in listing.pushing.items() if when is None or now - when <= PUSH_NOTE_AGE]
+def void_push_notes(listing, now: float | None, older: float = PUSH_NOTE_AGE) -> list[str]:
+    """Notes written more than `older` seconds before `now` (the remote's time; None: none)."""
+    if now is None:
+        return []
+    return [name for name, when in listing.pushing.items() if when is not None and now - when > older]
+
+
+def pushed_checkpoints(backend: Retrying, listing, now: float | None, older: float = PUSH_NOTE_AGE) -> set[bytes]:
+    """The checkpoints that notes written at most `older` seconds before `now` name (every
+    note's, when the remote keeps no times)."""
+    void = set(void_push_notes(listing, now, older))
+    live = [name for name in listing.pushing if name not in void]
 
     def read(name: str) -> bytes:
         try:
