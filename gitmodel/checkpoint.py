@@ -60,7 +60,7 @@ def clean(stream: BinaryIO, store: Store, write: bool = True) -> bytes:
     if not head:
         return b""
     if pointers.is_pointer_prefix(head) or head.startswith(b"<<<<<<< "):
-        text = source.peek(pointers.MAX_POINTER_SIZE + 1)
+        text = pointers.without_crlf(source.peek(pointers.MAX_POINTER_SIZE + 1))
         try:
             if pointers.sniff(text) is not None:
                 return text

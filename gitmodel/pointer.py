@@ -96,6 +96,13 @@ def sniff(data: bytes) -> Pointer | None:
     return parse(data)
 
 
+def without_crlf(data: bytes) -> bytes:
+    """Pointer text as committed, from text git may have given CRLF line ends (a later
+    .gitattributes line turning text conversion on for the path: `* text=auto` with
+    core.autocrlf, or eol=crlf). A pointer holds no carriage return of its own."""
+    return data.replace(b"\r\n", b"\n") if is_pointer_prefix(data) and b"\r\n" in data else data
+
+
 def sniff_file(path) -> Pointer | None:
     """`sniff` of a file's bytes, reading a large file only as far as its first bytes."""
     with open(path, "rb") as f:
@@ -112,10 +119,7 @@ def parse(data: bytes) -> Pointer:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise PointerError("not UTF-8") from None
-    # git converts the pointer's line ends to CRLF before the smudge filter sees it when a later
-    # .gitattributes line turns text conversion on for the path (`* text=auto` with
-    # core.autocrlf, or eol=crlf); the pointer never holds a carriage return of its own.
-    lines = text.replace("\r\n", "\n").split("\n")
+    lines = text.split("\n")
     if lines[0] != MAGIC:
         if lines[0].startswith(MAGIC_PREFIX.decode()):
             raise PointerError(f"unsupported pointer version {lines[0][len(MAGIC_PREFIX):]!r}; "

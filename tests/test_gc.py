@@ -342,7 +342,7 @@ def test_gc_options_refs_and_leftovers_say_what_is_wrong(repo: Repo, tmp_path: P
         refused = repo.gitmodel("gc", option, value, check=False)
         assert refused.returncode == 2 and "is not a number of 0 or more" in refused.stderr
     repo.gitmodel("remote", "add", "--local", "backup", str(tmp_path / "backup"))
-    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "hub.git")], check=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "hub.git")], check=True)
     repo.git("remote", "add", "backup", str(tmp_path / "hub.git"))
     typo = repo.gitmodel("gc", "--remote", "backup", "--ref", "mian", check=False)
     assert typo.returncode == 1 and "unknown revision 'mian'" in typo.stderr and "fsck" not in typo.stderr

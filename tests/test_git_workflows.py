@@ -297,7 +297,7 @@ def test_push_status_and_reviews_with_a_submodule_and_a_sparse_index(repo: Repo,
     repo.git("sparse-checkout", "set", "--cone", "--sparse-index", "models")
     newest = sha256(write_safetensors(repo.path / "models/m.safetensors", random_model(2, layers=2)))
     repo.commit("v2")
-    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "hub.git")], check=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "hub.git")], check=True)
     pushed = repo.git("push", "-q", str(tmp_path / "hub.git"), "main")
     assert b"uploaded" in pushed.stderr
     status = json.loads(repo.gitmodel("status", "--json").stdout)
@@ -323,7 +323,7 @@ def test_a_git_dir_kept_apart_from_the_work_tree(repo: Repo, tmp_path: Path):
     digest = sha256(repo.path / "m.safetensors")
     (repo.path / ".git").rename(tmp_path / "apart.git")
     env = dict(repo.env, GIT_DIR=str(tmp_path / "apart.git"), GIT_WORK_TREE=str(repo.path))
-    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "hub.git")], check=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "hub.git")], check=True)
     pushed = subprocess.run(["git", "push", "-q", str(tmp_path / "hub.git"), "main"], cwd=tmp_path,
                             env=env, capture_output=True, text=True)
     assert pushed.returncode == 0 and "uploaded" in pushed.stderr, pushed.stderr
@@ -356,7 +356,7 @@ def test_a_partial_clone_pushes_and_reviews_without_every_old_blob(repo: Repo, t
     model["layers.1.bias"] = model["layers.1.bias"] + np.float32(1)
     write_safetensors(repo.path / "n.safetensors", model)
     repo.commit("v3")
-    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "hub.git")], check=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "hub.git")], check=True)
     subprocess.run(["git", "-C", str(tmp_path / "hub.git"), "config", "uploadpack.allowFilter", "true"], check=True)
     repo.git("push", "-q", str(tmp_path / "hub.git"), "main")
     work = tmp_path / "partial"
@@ -398,7 +398,7 @@ def test_a_pointer_staged_in_part_by_add_p_is_named_and_never_pushed(repo: Repo,
     mixed = json.loads(repo.gitmodel("status", "--json").stdout)["mixed"]
     assert [m["path"] for m in mixed] == ["m.safetensors"] and "layers.5.bias" in mixed[0]["why"]
     repo.git("commit", "-q", "-m", "partial")
-    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "hub.git")], check=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "hub.git")], check=True)
     refused = repo.git("push", "-q", str(tmp_path / "hub.git"), "main", check=False)
     assert refused.returncode != 0 and b"does not describe one checkpoint" in refused.stderr
     assert b"nothing was pushed" in refused.stderr and not (tmp_path / "store").exists()

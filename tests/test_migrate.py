@@ -91,7 +91,7 @@ def test_migrate_with_a_global_install_leaves_a_hook_that_pushes_checkpoints(tmp
     repo.gitmodel("remote", "add", "origin", str(store))
     repo.commit("remote", ".gitmodel")
     hub = tmp_path / "hub.git"
-    repo.git("init", "-q", "--bare", str(hub))
+    repo.git("init", "-q", "--bare", "-b", "main", str(hub))
     repo.git("remote", "add", "origin", str(hub))
     repo.git("push", "-q", "origin", "main")
     assert list((store / "packs").glob("*.idx")), "git push uploaded nothing"

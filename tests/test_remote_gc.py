@@ -138,7 +138,7 @@ def test_a_remote_gc_keeping_nothing_recent_spares_a_push_whose_ref_has_not_arri
 
 def test_pushes_notes_expire_after_an_hour_and_are_removed(tmp_path: Path, git_env):
     """A checkpoint a push sent and no ref names is garbage once the push's note is an hour
-    old; the gc removes it and the expired notes; a push removes notes a day old."""
+    old; gc and push remove notes a day old."""
     store = tmp_path / "store"
     repo = team(tmp_path, git_env, str(store), None)
     write_safetensors(repo.path / MODEL, random_model(1))
@@ -158,6 +158,9 @@ def test_pushes_notes_expire_after_an_hour_and_are_removed(tmp_path: Path, git_e
     out = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
     assert re.search(r"removed [1-9]\d* object", out.stdout), out.stdout
     assert remote_bytes(str(store), None) < size * 0.7
+    assert len(push_notes(str(store), None)) == 2     # another gc may still honour them
+    age(store, days=1.01)
+    repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
     assert push_notes(str(store), None) == []
 
     repo.git("checkout", "-q", "main")
@@ -632,10 +635,14 @@ def test_pushes_notes_are_aged_on_the_remotes_clock(tmp_path: Path, monkeypatch)
     for mid in (first, second):
         listed, present, total = _on_remote(url, tmp_path / "client", store, mid)
         assert listed and present == total, mid == first
-    # Two hours later on the remote's clock both notes are void: the gc takes both.
+    # Two hours later on the remote's clock both notes are void: the gc takes both
+    # checkpoints, and removes the notes once they are a day old.
     age(Path(url), days=2 / 24)
     report = collect.collect(_remote_view(url, other.root), other, [], grace_days=0.0)
     assert report.objects_removed == 8
+    assert len(list((Path(url) / "packs").glob("push-*"))) == 2
+    age(Path(url), days=1.01)
+    collect.collect(_remote_view(url, other.root), other, [], grace_days=0.0)
     assert not list((Path(url) / "packs").glob("push-*"))
 
 
@@ -658,3 +665,72 @@ def test_a_remote_gc_honours_the_notes_of_pushes_since_an_hour_before_it_read_th
     assert _on_remote(url, tmp_path / "client", store, mid) == (True, 3, 3)
     gone = collect.collect(_remote_view(url, other.root), other, [], grace_days=0.0)
     assert gone.objects_removed == 4
+
+
+def test_a_second_remote_gc_leaves_the_notes_a_first_one_still_honours(tmp_path: Path):
+    """Regression (a review): gc B removed a 90-minute-old note, void by its own fresh refs,
+    that gc A, which had read the refs two hours before, still needed: A then removed the
+    push's checkpoint. A gc removes only notes a day old, as a push does."""
+    from gitmodel import sync
+    from gitmodel.remote import collect
+    from gitmodel.store.objects import Store
+    url = str(tmp_path / "remote")
+    store = Store(tmp_path / "local")
+    garbage, mid = _stored_checkpoint(store, 2), _stored_checkpoint(store, 3)
+    for one in (garbage, mid):
+        sync.push(store, _remote_view(url, store.root), {one.hex(): "m.bin"})
+    age(Path(url), days=1.5 / 24)
+    other = Store(tmp_path / "other")
+    # B's refs name mid; garbage's note is void for B, which removes garbage
+    b = collect.collect(_remote_view(url, other.root), other, [mid], grace_days=0.0)
+    assert b.objects_removed == 3
+    assert len(list((Path(url) / "packs").glob("push-*"))) == 2      # neither is a day old
+    a = collect.collect(_remote_view(url, other.root), other, [], grace_days=0.0,
+                        refs_read=time.monotonic() - 2 * 3600)
+    assert a.objects_removed == 0
+    assert _on_remote(url, tmp_path / "client", store, mid) == (True, 3, 3)
+
+
+def test_a_remote_gc_with_credentials_that_cannot_delete_or_write(tmp_path: Path, monkeypatch):
+    """Regression (a review): the gc's clock probe (an empty note) made every gc fail when the
+    credentials could write but not delete, leaving a probe each time, and when they could
+    not write, though such a gc had nothing to remove."""
+    from gitmodel import sync
+    from gitmodel.remote import collect
+    from gitmodel.remote.backend import FsspecBackend
+    from gitmodel.store.objects import Store
+    url = str(tmp_path / "remote")
+    store = Store(tmp_path / "local")
+    mid = _stored_checkpoint(store, 3)
+    sync.push(store, _remote_view(url, store.root), {mid.hex(): "m.bin"})
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    other = Store(tmp_path / "other")
+    monkeypatch.setattr(FsspecBackend, "remove_note", refused)
+    assert collect.collect(_remote_view(url, other.root), other, [mid], grace_days=0.0).objects_removed == 0
+    monkeypatch.setattr(FsspecBackend, "put_note", refused)
+    assert collect.collect(_remote_view(url, other.root), other, [mid], grace_days=0.0).objects_removed == 0
+    monkeypatch.undo()
+    assert _on_remote(url, tmp_path / "client", store, mid) == (True, 3, 3)
+
+
+def test_waiting_for_a_remote_gc_reads_the_remotes_clock(tmp_path: Path, monkeypatch):
+    """Regression (a review): a client whose clock ran 20 minutes fast took a running gc's
+    note for a dead gc's and went on (a mirror then checked for its packs before the gc
+    removed them). The wait reads the time of a note of its own there."""
+    import threading
+
+    from gitmodel.remote import transfer
+    from gitmodel.remote.backend import RemoteSpec, open_backend
+    url = str(tmp_path / "remote")
+    backend = open_backend(RemoteSpec(url, url))
+    backend.put_note("gc-0123456789abcdef.running", b"host 1\n")
+    probe = transfer.announce_push(backend, [])
+    monkeypatch.setattr(transfer, "GC_POLL", 0.05)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 20 * 60)
+    threading.Timer(0.5, lambda: backend.remove_note("gc-0123456789abcdef.running")).start()
+    start = time.monotonic()
+    transfer.settled_listing(backend, clock=probe)
+    assert time.monotonic() - start >= 0.4

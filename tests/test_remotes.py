@@ -167,7 +167,7 @@ def test_push_without_a_remote_refuses_to_push_pointers(tmp_path: Path, env):
     write_safetensors(repo.path / "m.safetensors", random_model(4))
     repo.commit("m")
     bare = tmp_path / "elsewhere.git"
-    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
     # A transport URL, not a folder path: no embedded default applies.
     repo.git("config", "protocol.ext.allow", "always")
     repo.git("remote", "add", "origin", f"ext::git %s {bare}")
@@ -195,7 +195,7 @@ def test_hook_chains_an_existing_pre_push_hook(tmp_path: Path, env):
     write_safetensors(repo.path / "m.safetensors", random_model(5))
     repo.commit("m")
     bare = tmp_path / "b.git"
-    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
     repo.git("remote", "add", "origin", str(bare))
     repo.git("push", "-q", "origin", "main")
     seen = (repo.path / ".git/seen").read_text()
@@ -1133,7 +1133,7 @@ def test_a_push_of_a_misspelt_revision_fails(tmp_path: Path, env):
     result = repo.gitmodel("push", "origin", "mian", check=False)
     assert result.returncode == 1 and "unknown revision 'mian'" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "store").exists()
-    assert "1 checkpoint(s)" in repo.gitmodel("push", "origin", "main").stdout
+    assert "1 checkpoint(s)" in repo.gitmodel("push", "origin", "main").stderr
 
 
 def test_a_relative_folder_remote_means_the_same_folder_in_every_linked_worktree(tmp_path: Path, env):
@@ -1169,7 +1169,7 @@ def test_gitmodel_push_to_a_git_repositorys_folder_uses_the_store_inside_it(tmp_
     repo = make_repo(tmp_path / "w", env)
     write_safetensors(repo.path / "m.safetensors", random_model(1, layers=1))
     repo.commit("v1", "m.safetensors")
-    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "b.git")], check=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "b.git")], check=True)
     subprocess.run(["git", "init", "-q", str(tmp_path / "other")], check=True)
     repo.gitmodel("push", str(tmp_path / "b.git"))
     assert list((tmp_path / "b.git" / "gitmodel" / "packs").glob("*.idx"))

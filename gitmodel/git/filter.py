@@ -123,7 +123,7 @@ class FilterServer:
         if os.environ.get("GITMODEL_SKIP_SMUDGE", "") not in ("", "0"):
             return self._pass_through(path, data, content, quiet=True)
         try:
-            ptr = pointers.sniff(data)
+            ptr = pointers.sniff(pointers.without_crlf(data))
         except pointers.PointerError as err:
             return self._fail(path, f"damaged pointer ({err}). {NOTHING_WRITTEN}; restore the "
                               "pointer from another commit, or add the checkpoint again")

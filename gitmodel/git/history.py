@@ -142,9 +142,12 @@ def iter_work_tree_pointers(repo: pygit2.Repository) -> Iterator[tuple[str, Poin
         try:
             if path.is_symlink() or not path.is_file():
                 continue
-            ptr = pointers.sniff_file(path)
-            # git may have written it with CRLF line ends (text conversion on for the path)
-            if ptr is None or pygit2.hash(path.read_bytes().replace(b"\r\n", b"\n")) != entry.id:
+            with open(path, "rb") as f:
+                if not pointers.is_pointer_prefix(f.read(len(pointers.MAGIC_PREFIX))):
+                    continue
+                f.seek(0)
+                text = pointers.without_crlf(f.read(pointers.MAX_POINTER_SIZE + 1))
+            if pygit2.hash(text) != entry.id or (ptr := pointers.sniff(text)) is None:
                 continue
             yield entry.path, ptr
         except (OSError, pointers.PointerError):

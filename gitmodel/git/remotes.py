@@ -45,10 +45,11 @@ class ConfigError(GitmodelError, ValueError):
 def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.", reading: bool = True,
              to: str | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
     """(label, entries whose key matches `pattern`) from lowest to highest precedence. Not
-    `reading` (anything that uploads, to git remote `to`: default HEAD's), only the file of a
-    branch of that git remote, where its readers find it: another ref's may name another
-    team's store (a fork's upstream), and a wrong store to read from fails at worst, while an
-    upload there would leave this team's store without the checkpoints, exit 0."""
+    `reading` (anything that uploads), only the file of a branch of the git remote `to` it
+    goes to, where its readers find it (none if it goes to no git remote): another ref's may
+    name another team's store (a fork's upstream), and a wrong store to read from fails at
+    worst, while an upload there would leave this team's store without the checkpoints,
+    exit 0."""
     sources = []
     try:
         top = repo.toplevel(cwd)
@@ -58,8 +59,8 @@ def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.", reading: bool = Tr
         sources.append((CONFIG_FILE, repo.config_entries(pattern, "-f", str(top / CONFIG_FILE), cwd=cwd)))
     else:                                  # a bare repository (top None) reads HEAD's
         found = _blob_entries(f"HEAD:{CONFIG_FILE}", pattern, cwd)
-        if found is None and top is not None:
-            blob = _descendants_file(top, None if reading else to or _home_remote(top))
+        if found is None and top is not None and (reading or to):
+            blob = _descendants_file(top, None if reading else to)
             found = _blob_entries(blob, pattern, cwd) if blob else None
             label = blob
         else:
@@ -219,7 +220,10 @@ def resolve(name_or_url: str | None = None, cwd: Path | None = None,
     path, or a git remote with an embedded default), else GITMODEL_REMOTE, else the configured
     default, else origin's embedded default. None when nothing is configured."""
     choice = name_or_url or os.environ.get("GITMODEL_REMOTE")
-    remotes, default = configured(cwd, reading)
+    # An upload to a git remote's gitmodel remote (`gitmodel push origin`) may read the file
+    # of that git remote's branches.
+    to = choice if choice and not reading and repo.config_get(f"remote.{choice}.url", cwd=cwd) else None
+    remotes, default = configured(cwd, reading, to)
     if choice:
         if choice in remotes:
             return remotes[choice]

@@ -42,7 +42,7 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
 
     def notes_kept() -> float:                 # how old a push's note may be, and protect
         return transfer.PUSH_NOTE_AGE + (time.monotonic() - refs_read)
-    if dry_run:                                # writes nothing: this machine's clock
+    if dry_run:                 # writes nothing: ages by this machine's clock, an estimate
         view.refresh()
         remote_now = time.time()
     else:
@@ -88,8 +88,8 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
     note = f"gc-{os.urandom(8).hex()}.running" if gone else None
     try:
         if note:
-            for stale in _stale_notes(listing, now) + transfer.void_push_notes(listing, remote_now, notes_kept()):
-                view.backend.remove_note(stale)       # left by gcs that died, or expired
+            for stale in _stale_notes(listing, now):     # left by gcs that died
+                view.backend.remove_note(stale)
             view.backend.put_note(note, f"{socket.gethostname()} {os.getpid()}\n".encode())
             gone -= _needed_by_new_packs(view, store, plan, set(sizes) | written, gone, progress,
                                          note, notes_kept())
@@ -108,6 +108,10 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
                 progress(f"warning: could not remove {note} ({err}); pushes to this remote wait "
                          f"for it up to {transfer.GC_NOTE_STALE / 60:.0f} minutes")
     progress(f"deleted {len(gone)} pack file(s): emptied, or replaced by their rewrite")
+    # Pushes' notes a day old (not younger ones: another gc that read its refs earlier may
+    # still honour them), where this client may.
+    for void in transfer.void_push_notes(listing, remote_now, transfer.PUSH_NOTE_SWEEP):
+        transfer.remove_quietly(view.backend, void)
     view.refresh()
     for fate in report.packs:
         if fate.name not in gone and fate.action in ("remove", "rewrite"):
@@ -321,6 +325,10 @@ def _needed_by_new_packs(view: RemoteView, store: Store, plan: _Plan, known: set
     """Packs among `gone` that packs published since the collection began need (a push that
     ran meanwhile), or that pushes' notes name: list the remote again and keep whatever their
     manifests refer to. `note`: the gc's own, just written (its time is the remote's now)."""
+    if notes_kept > transfer.PUSH_NOTE_SWEEP - transfer.PUSH_NOTE_AGE:
+        raise GcError(f"this gc read the refs of the git remote {notes_kept / 3600:.0f} hours ago: "
+                      "pushes' notes it would need may have been removed since",
+                      "Nothing was removed. Run the gc again")
     view.refresh()
     fresh = view.packs - known
     pushed = transfer.pushed_checkpoints(view.backend, view.listing, view.listing.collecting.get(note),
@@ -333,8 +341,11 @@ def _needed_by_new_packs(view: RemoteView, store: Store, plan: _Plan, known: set
     for manifest in _manifests(view, store, roots).values():
         needed.update(cid for cid, _ in manifest.chunks)
     needed |= roots
-    needed |= plan.remote_bases([(oid, e) for oid in needed for e in view.entries.copies(oid)
-                                 if e.encoding == codec.DELTA])
+    todo = set(needed)
+    while todo:                                  # the bases of every copy, transitively
+        todo = plan.remote_bases([(oid, e) for oid in todo for e in view.entries.copies(oid)
+                                  if e.encoding == codec.DELTA]) - needed
+        needed |= todo
     # A pack goes if every object it holds that is needed has a copy elsewhere (a rewrite's).
     return {e.pack for oid in needed if all(e.pack in gone for e in view.entries.copies(oid))
             for e in view.entries.copies(oid)}

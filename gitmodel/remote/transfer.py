@@ -118,15 +118,26 @@ def announce_push(backend: Retrying, manifest_ids: list[bytes], name: str | None
 
 
 def remote_clock(backend: Retrying) -> tuple[float | None, Listing]:
-    """The remote's time now (None if it keeps no times), from an empty note written there,
-    and the listing that showed it."""
-    probe = announce_push(backend, [])
+    """The remote's time now, from an empty note written there, and the listing that showed
+    it; None when the remote keeps no times or this client may not write there (a gc that
+    cannot write removes nothing: it only reports)."""
+    try:
+        probe = announce_push(backend, [])
+    except RemoteError:
+        return None, backend.list_packs()
     try:
         listing = backend.list_packs()
     finally:
-        backend.remove_note(probe)
-    now = listing.pushing.pop(probe, None)
-    return now, listing
+        remove_quietly(backend, probe)
+    return listing.pushing.pop(probe, None), listing
+
+
+def remove_quietly(backend: Retrying, note: str) -> None:
+    """Remove a note nothing relies on, if this client may (an empty one is void anyway)."""
+    try:
+        backend.remove_note(note)
+    except RemoteError:
+        pass
 
 
 def void_push_notes(listing, now: float | None, older: float = PUSH_NOTE_AGE) -> list[str]:
@@ -649,7 +660,12 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
         log(f"copied {name} ({len(entries[name])} objects)")
     # A pack file found whole at the destination was not sent again; a gc of the destination
     # may have removed it since, leaving the index just sent without it.
-    lost = sorted(set(entries) - set(damaged) - withheld - settled_listing(dest, log).published)
+    probe = announce_push(dest, [])                    # its time there tells the remote's clock
+    try:
+        there = settled_listing(dest, log, probe)
+    finally:
+        remove_quietly(dest, probe)
+    lost = sorted(set(entries) - set(damaged) - withheld - there.published)
     if lost:
         raise RemoteError(f"{len(lost)} pack(s) copied to {dest} were removed from it while the "
                           f"mirror ran (e.g. {lost[0]}; a gc of {dest}?)", "Run the mirror again")
