@@ -21,8 +21,8 @@ def scratch(name: str, size: int, dtype):
     return array[:size]
 
 
-# glibc's malloc, M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (see mallopt(3)).
-_MMAP_THRESHOLD, _TRIM_THRESHOLD = -3, -1
+# glibc's malloc, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD and M_ARENA_MAX (see mallopt(3)).
+_MMAP_THRESHOLD, _TRIM_THRESHOLD, _ARENA_MAX = -3, -1, -8
 
 
 def keep_freed_memory() -> None:
@@ -30,7 +30,8 @@ def keep_freed_memory() -> None:
     fresh buffer; by default glibc maps and unmaps blocks that size on every use, and the page
     faults, taken under one process-wide lock, serialise the threads restoring a file. With
     blocks under 16 MiB kept in the heap and up to 64 MiB of free heap kept, buffers are
-    reused: a 90 MB checkout decodes about 1.5x faster. No-op where glibc is absent."""
+    reused: a 90 MB checkout decodes about 1.5x faster. Two arenas at most. No-op where glibc
+    is absent."""
     try:
         import ctypes
         mallopt = ctypes.CDLL(None).mallopt
@@ -38,3 +39,6 @@ def keep_freed_memory() -> None:
         return
     mallopt(_MMAP_THRESHOLD, 16 << 20)
     mallopt(_TRIM_THRESHOLD, 64 << 20)
+    # Each thread that allocates gets an arena of its own (up to eight per core), and each
+    # keeps what it frees: a clone's eight fetch threads reading 8 MiB ranges kept ~100 MiB.
+    mallopt(_ARENA_MAX, 2)
