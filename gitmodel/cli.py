@@ -93,8 +93,12 @@ def cmd_track(args) -> int:
               "(`gitmodel install --global` covers all your repositories)")
     for pattern in attributes.track(path, patterns):
         print(f"tracking {pattern}")
-    print("files committed before they were tracked stay in git as they are: "
-          "`git add --renormalize .` stores them with gitmodel", file=sys.stderr)
+    from gitmodel.git import revisions
+    raw = revisions.raw_in_index(repo.open_repository(), repo.toplevel())
+    if raw:
+        print(f"{len(raw)} file(s) committed before they were tracked stay in git as they are "
+              f"({', '.join(raw[:3])}{' …' if len(raw) > 3 else ''}): `git add --renormalize .` "
+              "stores them with gitmodel", file=sys.stderr)
     return 0
 
 
@@ -224,7 +228,7 @@ def cmd_ls_files(args) -> int:
         return 0
     for item in listed:
         print(f"{item.content[:12]}  {state.human(item.size):>10}  {item.work_tree:<7}  "
-              f"{item.store:<8}  {item.path}")
+              f"{item.store:<8}  {item.path}{f'  ({item.stage})' if item.stage else ''}")
     return 0
 
 

@@ -195,6 +195,11 @@ def test_file_committed_before_tracking_passes_through(tmp_path: Path, git_env):
     result = repo.git("checkout", "--", "model.safetensors")
     assert raw.read_bytes() == original
     assert b"not a gitmodel pointer" in result.stderr
+    # track names the files that stay raw (it said so after every track, files or not)
+    hint = repo.gitmodel("track", "*.npz").stderr
+    assert "1 file(s) committed before they were tracked" in hint and "model.safetensors" in hint
+    repo.git("add", "--renormalize", ".")
+    assert "committed before" not in repo.gitmodel("track", "*.gguf").stderr
 
 
 def test_dedup_when_ten_percent_of_tensors_change(repo: Repo):

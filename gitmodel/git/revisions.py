@@ -156,6 +156,22 @@ def tracked_paths(workdir: Path, paths: list[str]) -> set[str]:
             if fields[i + 2] == b"gitmodel"}
 
 
+def raw_in_index(repo: pygit2.Repository, workdir: Path) -> list[str]:
+    """Tracked paths whose staged blob is the file itself, not a pointer (committed before
+    the path was tracked): `git add --renormalize` stores them. Reads the headers of large
+    blobs only, and skips blobs a partial clone has not fetched."""
+    entries = {e.path: e.id for e in index_entries(repo) if e.is_file}
+    raw = []
+    for path in sorted(tracked_paths(workdir, list(entries))):
+        try:
+            _, size = repo.odb.read_header(entries[path])
+        except KeyError:
+            continue
+        if size > pointers.MAX_POINTER_SIZE or not pointers.is_pointer_prefix(repo[entries[path]].data[:64]):
+            raw.append(path)
+    return raw
+
+
 def sides(revs: list[str], cached: bool) -> tuple[str | None, str | None]:
     """(old, new) sides with git diff's meaning of 0, 1 or 2 revisions and --cached."""
     if len(revs) > 2:

@@ -26,35 +26,41 @@ class Listed:
     work_tree: str          # FILE (its bytes), MODIFIED (another version's), POINTER (left as a
                             # pointer) or ABSENT
     store: str              # COMPLETE, PARTIAL (some chunks missing) or MISSING
+    stage: str = ""         # in a conflict: base, ours or theirs (the index's stages 1-3)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def ls_files(repository, store: Store, rev: str | None = None) -> list[Listed]:
-    """The checkpoints of a revision's tree, or (no `rev`) of the index, by path."""
-    found = list(_pointers(repository, rev))
+    """The checkpoints of a revision's tree, or (no `rev`) of the index, by path (a
+    conflicted path's base, ours and theirs in that order)."""
+    found = list(_pointers(repository, rev, stages=True))
     bare = repository.workdir is None
     differ = set() if bare or not found else \
         set(revisions.changed_paths(Path(repository.workdir), [rev] if rev else [], False, []))
     return sorted((Listed(path, ptr.size, ptr.content, _work_tree(repository, path, path in differ),
-                          store_state(store, ptr.content)) for path, ptr in found),
-                  key=lambda item: item.path)
+                          store_state(store, ptr.content), STAGES[stage]) for path, ptr, stage in found),
+                  key=lambda item: (item.path, list(STAGES.values()).index(item.stage)))
 
 
-def _pointers(repository, rev: str | None):
-    """(path, pointer) of the checkpoints in a revision's tree, or (no `rev`) the index."""
+STAGES = {0: "", 1: "base", 2: "ours", 3: "theirs"}
+
+
+def _pointers(repository, rev: str | None, stages: bool = False):
+    """(path, pointer) of the checkpoints in a revision's tree, or (no `rev`) the index;
+    with `stages`, (path, pointer, index stage)."""
     if rev is None:
-        blobs = [(entry.path, entry.id) for entry in index_entries(repository) if entry.is_file]
+        blobs = [(entry.path, entry.id, entry.stage) for entry in index_entries(repository) if entry.is_file]
     else:
         found = commit(repository, rev)
         if found is None:
             raise revisions.RevisionError(f"unknown revision {rev!r}")
-        blobs = history.tree_blobs(repository, found.tree)
-    for path, oid in blobs:
+        blobs = [(path, oid, 0) for path, oid in history.tree_blobs(repository, found.tree)]
+    for path, oid, stage in blobs:
         ptr = pointer_blob(repository, oid, path)
         if ptr is not None:
-            yield path, ptr
+            yield (path, ptr, stage) if stages else (path, ptr)
 
 
 def _work_tree(repository, path: str, differs: bool) -> str:
