@@ -201,10 +201,13 @@ def _prepare(chunks: list, width: int, has: Callable[[bytes], bool] | None, dtyp
     nothing is written), and summarise the values of a float tensor's chunks (`offset`: the
     first chunk's position in its tensor)."""
     ids = [blake3.blake3(chunk).digest() for chunk in chunks]
-    encoded = codec.encode_batch(chunks, width, [has is not None and not has(oid) for oid in ids],
-                                 parts=True)        # written before the chunks' buffer is reused
     partials = chunk_partials(chunks, dtype, offset, ids, cache) if dtype else [None] * len(chunks)
-    return [(oid, len(chunk), enc, part) for oid, chunk, enc, part in zip(ids, chunks, encoded, partials)]
+    lengths = [len(chunk) for chunk in chunks]
+    # Last: the encoding moves raw planes into the chunks' memory (written before the
+    # buffer is reused)
+    encoded = codec.encode_batch(chunks, width, [has is not None and not has(oid) for oid in ids],
+                                 parts=True, in_place=True)
+    return list(zip(ids, lengths, encoded, partials))
 
 
 class _ChunkSink:

@@ -864,6 +864,23 @@ def test_encode_batch_round_trips_whatever_is_skipped(parts, width, st_data):
         assert bytes(codec.decode(encoding, payload, len(part))) == part
 
 
+@SETTINGS
+@given(chunks=st.lists(st.binary(min_size=0, max_size=3000), min_size=1, max_size=20),
+       width=st.sampled_from([2, 4, 8]))
+def test_encode_batch_in_place_gives_the_same_payloads(chunks, width):
+    """The clean's encoding moves raw planes into the chunk's own memory (`in_place`): the
+    payloads are those of the plain encoding, byte for byte."""
+    chunks = [bytes(x if j % width == 0 else 0 for j, x in enumerate(c)) if i % 2 else c
+              for i, c in enumerate(chunks)]      # planes of zeros beside noise, and all noise
+    plain = codec.encode_batch(chunks, width)
+    buffers = [bytearray(c) for c in chunks]
+    moved = codec.encode_batch([memoryview(b) for b in buffers], width, parts=True, in_place=True)
+    for chunk, (encoding, payload), (moved_encoding, pieces) in zip(chunks, plain, moved):
+        joined = b"".join(bytes(p) for p in pieces)
+        assert (moved_encoding, joined) == (encoding, payload)
+        assert bytes(codec.decode(moved_encoding, joined, len(chunk))) == chunk
+
+
 def test_encode_batch_reprobes_planes_that_become_compressible():
     """Random floats first (every plane noise), then small integers as float32 (mantissa
     bytes zero): the later chunks must still get their zero planes compressed."""

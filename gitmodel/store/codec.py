@@ -107,12 +107,16 @@ INCOMPRESSIBLE = 0.98
 
 
 def encode_batch(chunks: list, width: int, wanted: list[bool] | None = None,
-                 parts: bool = False, thorough: bool = False) -> list:
+                 parts: bool = False, thorough: bool = False, in_place: bool = False) -> list:
     """Encode consecutive chunks of one run of `width`-byte elements; returns (encoding,
     payload) for each chunk whose `wanted` flag is set (default all), None for the others.
     With `parts`, a payload may be a list of buffers to be written one after the other
     (PackWriter.add takes it as it is), some of them views of the chunk: the chunk's memory
-    must stay as it is until they are written. That spares copying each payload whole.
+    must stay as it is until they are written. That spares copying each payload whole. With
+    `in_place` too, the chunks are writable and their bytes no longer needed as they are: the
+    planes stored raw are moved into the chunk's own memory, which the payload then views,
+    instead of being held in fresh arrays until written (most of an fp32 chunk: that memory
+    grew with the tensors' size).
 
     Float mantissa bytes are mostly noise: zstd on them costs time and saves nothing (for
     typical fp32 weights three of four planes). Every
@@ -134,7 +138,7 @@ def encode_batch(chunks: list, width: int, wanted: list[bool] | None = None,
             else:
                 trials = [[0, 0] for _ in range(width)] if done % PROBE_EVERY == 0 else None
                 result = _encode_grouped(data, width, offset % width, skip if trials is None else frozenset(),
-                                         trials, parts, thorough)
+                                         trials, parts, thorough, in_place)
                 if trials is not None:       # per element byte: raw size, packed size
                     skip = frozenset(j for j, (raw, packed) in enumerate(trials)
                                      if packed >= INCOMPRESSIBLE * raw)
@@ -151,11 +155,11 @@ def _encode_plain(data, parts: bool = False) -> tuple[int, bytes | list]:
     return RAW, [data] if parts else bytes(data)
 
 
-def _encode_grouped(data, width: int, phase: int, skip: frozenset, trials,
-                    parts: bool = False, thorough: bool = False) -> tuple[int, bytes | list]:
+def _encode_grouped(data, width: int, phase: int, skip: frozenset, trials, parts: bool = False,
+                    thorough: bool = False, in_place: bool = False) -> tuple[int, bytes | list]:
     body = len(data) - len(data) % width
-    rows = _split(data, width, body, fresh=parts)     # parts keep raw planes: not the scratch
-    heads, stored_planes = [bytes([width])], []
+    rows = _split(data, width, body, fresh=parts and not in_place)  # parts keep raw planes
+    heads, stored_planes, raw = [bytes([width])], [], []
     compress = _plane_compressor().compress
     for k in range(width):
         plane = rows[k]
@@ -169,9 +173,17 @@ def _encode_grouped(data, width: int, phase: int, skip: frozenset, trials,
         mode, stored = (1, packed) if packed is not None and len(packed) < len(plane) else (0, plane)
         heads.append(_plane_head.pack(mode, len(stored)))
         stored_planes.append(stored)
+        raw.append(mode == 0)
     pieces = [b"".join(heads), *stored_planes, bytes(data[body:])]
     if sum(map(len, pieces)) >= len(data):
         return RAW, [data] if parts else bytes(data)
+    if parts and in_place:             # the raw planes (at most `body` bytes) into data's memory
+        view, at = memoryview(data).cast("B"), 0
+        for k in (k for k, is_raw in enumerate(raw) if is_raw):
+            size = len(stored_planes[k])
+            view[at:at + size] = stored_planes[k]
+            pieces[1 + k] = view[at:at + size]
+            at += size
     return GROUPED, pieces if parts else b"".join(pieces)
 
 
