@@ -109,7 +109,7 @@ def sniff_file(path) -> Pointer | None:
         if not is_pointer_prefix(f.read(len(MAGIC_PREFIX))):
             return None
         f.seek(0)
-        return sniff(f.read(MAX_POINTER_SIZE + 1))
+        return sniff(without_crlf(f.read(MAX_POINTER_SIZE + 1)))
 
 
 def parse(data: bytes) -> Pointer:

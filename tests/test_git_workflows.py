@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -163,6 +164,10 @@ def test_checkouts_where_a_later_attribute_line_turns_line_end_conversion_on(rep
         assert skipped.returncode == 0, skipped.stderr
         assert path.read_bytes() == pointer.replace(b"\n", b"\r\n")
         assert "left as pointers in the work tree" in repo.gitmodel("status").stdout
+        assert " pointer " in repo.gitmodel("ls-files").stdout          # (a review: it said file)
+        one_shot = subprocess.run(["gitmodel", "smudge", "--", "model.safetensors"], cwd=repo.path,
+                                  env=repo.env, input=path.read_bytes(), capture_output=True)
+        assert one_shot.returncode == 0 and hashlib.sha256(one_shot.stdout).hexdigest() == original
         assert "restored 1 file(s)" in repo.gitmodel("pull").stderr   # (it skipped the file)
         assert sha256(path) == original
         assert_clean(repo)

@@ -200,6 +200,8 @@ def test_moving_a_repository_with_a_bare_mirror_carries_its_checkpoints(tmp_path
                    env=git_env, check=True)
     mirror = Repo(tmp_path / "mirror.git", git_env)
     assert "gitmodel installed" in mirror.gitmodel("install").stdout
+    pull = mirror.gitmodel("pull", check=False)                 # (a review: an internal error)
+    assert pull.returncode == 1 and "bare repository" in pull.stderr and "Traceback" not in pull.stderr
     refused = mirror.git("push", "--mirror", str(tmp_path / "new.git"), check=False)
     assert refused.returncode != 0 and b"in neither the local store nor remote" in refused.stderr
     mirror.gitmodel("fsck", "--all", "--repair")               # fetches them from old.git's store

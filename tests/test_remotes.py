@@ -1159,6 +1159,11 @@ def test_a_relative_folder_remote_means_the_same_folder_in_every_linked_worktree
     c.gitmodel("install")
     c.git("checkout", "-q", "feature")
     assert sha256(c.path / "m.safetensors") == digest
+    # `remote add` from the linked worktree keeps the folder meant (a review: it was written
+    # relative to the worktree and read relative to the main one)
+    (tmp_path / "trees" / "mine").mkdir()
+    tree.gitmodel("remote", "add", "--local", "mine", "../mine")
+    assert f"{tmp_path / 'trees' / 'mine'}\t" in tree.gitmodel("remote", "list").stdout
 
 
 def test_gitmodel_push_to_a_git_repositorys_folder_uses_the_store_inside_it(tmp_path: Path, env):
@@ -1176,3 +1181,57 @@ def test_gitmodel_push_to_a_git_repositorys_folder_uses_the_store_inside_it(tmp_
     repo.gitmodel("push", "../other")
     assert sorted(p.name for p in (tmp_path / "other").iterdir()) == [".git"]
     assert list((tmp_path / "other" / ".git" / "gitmodel" / "packs").glob("*.idx"))
+
+
+def test_a_configured_folder_that_is_a_git_repository_means_the_store_inside_it(tmp_path: Path, env):
+    """Regression (a review): `gitmodel push ../E` used E's own store (.git/gitmodel), while a
+    remote configured with the same folder wrote config and packs/ into E's work tree (and
+    one naming a bare repository read git's config as the store's marker)."""
+    repo = make_repo(tmp_path / "w", env)
+    write_safetensors(repo.path / "m.safetensors", random_model(1, layers=1))
+    repo.commit("v1", "m.safetensors")
+    subprocess.run(["git", "init", "-q", str(tmp_path / "E")], check=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "D.git")], check=True)
+    repo.gitmodel("remote", "add", "--local", "peer", "../E")
+    repo.gitmodel("remote", "add", "--local", "team", str(tmp_path / "D.git"))
+    repo.gitmodel("push", "peer")
+    repo.gitmodel("push", "team")
+    assert sorted(p.name for p in (tmp_path / "E").iterdir()) == [".git"]
+    assert list((tmp_path / "E" / ".git" / "gitmodel" / "packs").glob("*.idx"))
+    assert list((tmp_path / "D.git" / "gitmodel" / "packs").glob("*.idx"))
+    assert f"{tmp_path / 'E' / '.git' / 'gitmodel'}" in repo.gitmodel("remote", "list").stdout
+
+
+def test_a_push_to_a_fork_reads_the_file_of_the_branch_its_readers_use(tmp_path: Path, env):
+    """Regression (a review): a push from a branch without `.gitmodel` took the file of the
+    newest branch of the git remote it went to; in a team's fork, a newer branch copied from
+    the public upstream named upstream's store, and the push uploaded the team's weights
+    there, exit 0. Only the branch HEAD tracks, else the remote's default branch, counts."""
+    up = make_repo(tmp_path / "up", env)
+    (up.path / "README").write_text("public\n")
+    up.commit("base", "README")
+    up.gitmodel("remote", "add", "pub", str(tmp_path / "upstore"))
+    up.commit("their store", ".gitmodel")
+    subprocess.run(["git", "clone", "-q", "--bare", str(up.path), str(tmp_path / "fork.git")], check=True, env=env)
+    clone(tmp_path / "fork.git", tmp_path / "team", env)
+    team = Repo(tmp_path / "team", env)
+    team.gitmodel("install")
+    team.gitmodel("remote", "remove", "pub")
+    team.gitmodel("remote", "add", "team", str(tmp_path / "teamstore"))
+    team.commit("our store", ".gitmodel")
+    team.git("push", "-q", "origin", "main")
+    team.git("checkout", "-q", "-b", "sync", "main~1")               # upstream's file, newer
+    team.git("commit", "-q", "--allow-empty", "-m", "sync", "--date", "2030-01-01T00:00:00")
+    subprocess.run(["git", "commit", "-q", "--amend", "--allow-empty", "--no-edit"], cwd=team.path,
+                   env={**env, "GIT_COMMITTER_DATE": "2030-01-01T00:00:00"}, check=True)
+    team.git("push", "-q", "origin", "sync")
+    clone(tmp_path / "fork.git", tmp_path / "dev", env)
+    dev = Repo(tmp_path / "dev", env)
+    dev.gitmodel("install")
+    dev.git("checkout", "-q", "-b", "feat", "main~2")                # before either file
+    write_safetensors(dev.path / "m.safetensors", random_model(3, layers=1))
+    dev.gitmodel("track", "*.safetensors")
+    dev.commit("weights", ".gitattributes", "m.safetensors")
+    dev.git("push", "-q", "origin", "feat")
+    assert not (tmp_path / "upstore").exists()
+    assert list((tmp_path / "teamstore" / "packs").glob("*.idx"))

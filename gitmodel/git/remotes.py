@@ -90,22 +90,38 @@ def _descendants_file(top: Path, remote: str | None = None) -> str | None:
     followed through local branches, else origin) that shares history with HEAD: a branch
     forked before the file was committed reads its data where the file says. Never a branch
     of another git remote that merely shares history (a fork's upstream), nor an unrelated
-    one. With `remote`, for an upload to that git remote: only its remote-tracking branches
-    (those containing HEAD, else those sharing history), where its readers find the file."""
+    one. With `remote`, for an upload to that git remote: only the branch of it HEAD's branch
+    tracks, else its default branch (`refs/remotes/REMOTE/HEAD`), sharing history with HEAD:
+    where its readers find the file (not a newer branch of it that may carry another team's,
+    a fork's copy of its upstream's)."""
     key = (str(top), remote)
     if key not in _DESCENDANTS:
         _DESCENDANTS[key] = None
-        namespaces = (f"refs/remotes/{remote}",) if remote else ("refs/heads", "refs/remotes")
-        for namespace in namespaces:
+        if remote:
+            candidates = [ref for ref in (_resolved(top, "@{upstream}"), _resolved(top, f"refs/remotes/{remote}/HEAD"))
+                          if ref and ref.startswith(f"refs/remotes/{remote}/")]
+            for ref in dict.fromkeys(candidates):
+                if repo.run_git("cat-file", "-e", f"{ref}:{CONFIG_FILE}", cwd=top, check=False).returncode == 0 \
+                        and repo.run_git("merge-base", "HEAD", ref, cwd=top, check=False).returncode == 0:
+                    _DESCENDANTS[key] = f"{ref}:{CONFIG_FILE}"
+                    break
+            return _DESCENDANTS[key]
+        for namespace in ("refs/heads", "refs/remotes"):
             found = _with_file(top, "--contains", "HEAD", namespace)
             if found:
                 _DESCENDANTS[key] = f"{found[0]}:{CONFIG_FILE}"
                 return _DESCENDANTS[key]
-        for ref in _with_file(top, f"refs/remotes/{remote or _home_remote(top)}"):
+        for ref in _with_file(top, f"refs/remotes/{_home_remote(top)}"):
             if repo.run_git("merge-base", "HEAD", ref, cwd=top, check=False).returncode == 0:
                 _DESCENDANTS[key] = f"{ref}:{CONFIG_FILE}"
                 break
     return _DESCENDANTS[key]
+
+
+def _resolved(top: Path, name: str) -> str | None:
+    """The full ref name `name` stands for (a symbolic ref or @{upstream}), or None."""
+    found = repo.run_git("rev-parse", "--symbolic-full-name", name, cwd=top, check=False)
+    return found.stdout.decode().strip() or None if found.returncode == 0 else None
 
 
 def _home_remote(top: Path) -> str:
@@ -165,13 +181,17 @@ def _set_option(options: dict, text: str) -> None:
 
 def _absolute(url: str, cwd: Path | None) -> str:
     """A folder URL written relative (`../models`) means relative to the top of the main work
-    tree, wherever a command runs from: every linked worktree of a clone uses the same store."""
+    tree, wherever a command runs from: every linked worktree of a clone uses the same store.
+    A git repository's folder means the store inside it, as for `git push FOLDER`."""
     if _URL_LIKE.match(url) or os.path.isabs(os.path.expanduser(url)):
-        return os.path.expanduser(url)
-    try:
-        return str((repo.main_toplevel(cwd) / url).resolve())
-    except repo.NotARepository:
-        return url
+        found = os.path.expanduser(url)
+    else:
+        try:
+            found = str((repo.main_toplevel(cwd) / url).resolve())
+        except repo.NotARepository:
+            return url
+    embedded = embedded_default(found, cwd)
+    return embedded.url if embedded is not None else found
 
 
 def configured(cwd: Path | None = None, reading: bool = True,
@@ -324,10 +344,10 @@ def check_url(url: str) -> str | None:
 
 # Filesystems whose constructors name every option they use (the rest they keep unused).
 _DECLARING = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "file", "local", "sftp", "ssh"}
-# Options named in no constructor: fsspec's own, for any filesystem, and what s3fs hands on to
-# its botocore session (`profile`) or looks up among the rest (`region_name`).
+# Options named in no constructor: fsspec's own, for any filesystem, and the one the s3 backend
+# hands on to its botocore session (backend._s3_options).
 _FSSPEC_OPTIONS = {"skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths"}
-_PASSED_ON = {"s3": {"profile", "session_vars", "event_hooks", "include_builtin_handlers", "region_name"}}
+_PASSED_ON = {"s3": {"profile"}}
 _PASSED_ON["s3a"] = _PASSED_ON["s3"]
 
 
@@ -354,11 +374,12 @@ def unknown_options(url: str, options: list[str]) -> list[str]:
 
 def from_here(url: str, cwd: Path | None = None) -> str:
     """A folder given relative to the current directory, as the configuration keeps it:
-    relative to the top of the work tree (so the file reads the same from anywhere)."""
+    relative to the top of the main work tree (so the file reads the same from anywhere, and
+    from every linked worktree: _absolute)."""
     if _URL_LIKE.match(url) or os.path.isabs(os.path.expanduser(url)):
         return url
     try:
-        top = repo.toplevel(cwd)
+        top = repo.main_toplevel(cwd)
     except repo.NotARepository:             # a bare repository: kept as given
         return url
     return os.path.relpath(os.path.abspath(os.path.join(cwd or os.getcwd(), url)), top)
