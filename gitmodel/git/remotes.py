@@ -6,7 +6,8 @@ Remotes are named in git-config syntax, in three places, highest precedence firs
   3. the committed `.gitmodel` file at the top of the work tree (or in HEAD if absent there;
      else at the newest branch built on HEAD if HEAD predates it, or at the newest branch of
      HEAD's git remote that shares history with HEAD if HEAD's branch forked before it; for
-     an upload, only branches of the git remote it goes to):
+     an upload, only the branch HEAD tracks on the git remote it goes to, else that remote's
+     default branch):
         [gitmodel]
             remote = origin                 # the default remote's name
         [gitmodel "origin"]
