@@ -119,10 +119,7 @@ def _sweep_push_notes(view: RemoteView, note: str | None) -> None:
     leave them to a gc."""
     now = view.listing.pushing.get(note) if note and view.listing is not None else None
     for void in transfer.void_push_notes(view.listing, now, transfer.PUSH_NOTE_SWEEP):
-        try:
-            view.backend.remove_note(void)
-        except RemoteError:
-            return
+        transfer.remove_quietly(view.backend, void)
 
 
 PIN_AGE = 3600.0      # seconds; far below a remote gc's grace period (a day by default)

@@ -46,8 +46,8 @@ class ConfigError(GitmodelError, ValueError):
 def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.", reading: bool = True,
              to: str | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
     """(label, entries whose key matches `pattern`) from lowest to highest precedence. Not
-    `reading` (anything that uploads), only the file of a branch of the git remote `to` it
-    goes to, where its readers find it (none if it goes to no git remote): another ref's may
+    `reading` (anything that uploads), only the file of the branch of the git remote `to` it
+    goes to that its readers find (_descendants_file; none without `to`): another ref's may
     name another team's store (a fork's upstream), and a wrong store to read from fails at
     worst, while an upload there would leave this team's store without the checkpoints,
     exit 0."""
@@ -122,7 +122,7 @@ def _descendants_file(top: Path, remote: str | None = None) -> str | None:
 def _resolved(top: Path, name: str) -> str | None:
     """The full ref name `name` stands for (a symbolic ref or @{upstream}), or None."""
     found = repo.run_git("rev-parse", "--symbolic-full-name", name, cwd=top, check=False)
-    return found.stdout.decode().strip() or None if found.returncode == 0 else None
+    return (found.stdout.decode().strip() or None) if found.returncode == 0 else None
 
 
 def _home_remote(top: Path) -> str:
