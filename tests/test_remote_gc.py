@@ -102,6 +102,17 @@ def pre_push(repo: Repo, branch: str, hub: Path, env: dict) -> None:
     assert hook.returncode == 0, hook.stderr
 
 
+def assert_branch_checks_out(tmp_path: Path, env: dict, branch: str, digest: str) -> None:
+    """A fresh clone of tmp_path/hub.git on `branch` checks MODEL out with sha256 `digest`."""
+    clone = Repo(tmp_path / "clone", env)
+    subprocess.run(["git", "clone", "-q", "-b", branch, str(tmp_path / "hub.git"), str(clone.path)],
+                   env=env, check=True, capture_output=True)
+    clone.gitmodel("install")
+    (clone.path / MODEL).unlink()
+    clone.git("checkout", "--", MODEL)
+    assert sha256(clone.path / MODEL) == digest
+
+
 @pytest.mark.parametrize("where", ["folder", "s3"])
 def test_a_remote_gc_keeping_nothing_recent_spares_a_push_whose_ref_has_not_arrived(
         tmp_path: Path, git_env, request, where):
@@ -126,14 +137,7 @@ def test_a_remote_gc_keeping_nothing_recent_spares_a_push_whose_ref_has_not_arri
     out = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
     assert "kept that pushes of the last hour sent or relied on" in out.stdout + out.stderr
     repo.git("push", "-q", "origin", "exp")             # the ref arrives
-
-    clone = Repo(tmp_path / "clone", env)
-    subprocess.run(["git", "clone", "-q", "-b", "exp", str(tmp_path / "hub.git"), str(clone.path)],
-                   env=env, check=True, capture_output=True)
-    clone.gitmodel("install")
-    (clone.path / MODEL).unlink()
-    clone.git("checkout", "--", MODEL)
-    assert sha256(clone.path / MODEL) == digest
+    assert_branch_checks_out(tmp_path, env, "exp", digest)
 
 
 def test_pushes_notes_expire_after_an_hour_and_are_removed(tmp_path: Path, git_env):
@@ -203,23 +207,13 @@ def test_a_push_relying_on_old_objects_is_protected_from_a_concurrent_remote_gc(
     assert re.search(r"would remove [1-9]\d* object", dry.stdout)
 
     # The pre-push of `git push origin exp` runs (its ref update has not happened yet) ...
-    hook = subprocess.run(["gitmodel", "pre-push", "origin", str(tmp_path / "hub.git")],
-                          input=f"refs/heads/exp {repo.out('rev-parse', 'exp').strip()} "
-                                f"refs/heads/exp {'0' * 40}\n",
-                          cwd=repo.path, env=git_env, capture_output=True, text=True)
-    assert hook.returncode == 0, hook.stderr
+    pre_push(repo, "exp", tmp_path / "hub.git", git_env)
     # ... a gc with the default grace period runs meanwhile ...
     out = repo.gitmodel("gc", "--remote", "origin")
     assert "removed 0 object(s)" in out.stdout
     # ... and the ref arrives: the checkpoint is whole on the remote.
     repo.git("push", "-q", "origin", "exp")
-    clone = Repo(tmp_path / "clone", git_env)
-    subprocess.run(["git", "clone", "-q", "-b", "exp", str(tmp_path / "hub.git"), str(clone.path)],
-                   env=git_env, check=True, capture_output=True)
-    clone.gitmodel("install")
-    (clone.path / MODEL).unlink()
-    clone.git("checkout", "--", MODEL)
-    assert sha256(clone.path / MODEL) == digest
+    assert_branch_checks_out(tmp_path, git_env, "exp", digest)
 
 
 def test_remote_gc_refuses_when_the_remote_has_commits_this_clone_lacks(tmp_path: Path, git_env):
