@@ -8,6 +8,7 @@ byte to damage).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -265,6 +266,47 @@ def test_2c_push_fills_a_newly_configured_gitmodel_remote(tmp_path: Path, git_en
     reader = Repo(tmp_path / "reader", dict(user(tmp_path, git_env, "reader"), GITMODEL_REMOTE=str(second)))
     clone(hub, reader.path, reader.env)
     versions_exact(reader, expected)
+
+
+def test_2d_a_tag_naming_a_file_or_a_tree_carries_its_checkpoint(tmp_path: Path, git_env):
+    """`git tag best side:m.safetensors` (a blob) and `git tag snap side~1^{tree}`, pushed
+    without the branch they came from: the push uploads their checkpoints, a clone restores
+    both through the filter, `gitmodel fetch --all` takes them in, and a remote gc keeps them."""
+    store, hub = tmp_path / "store", bare(tmp_path / "hub.git")
+    repo, expected = history_repo(tmp_path, git_env, store, commits=1, git_remote=hub)
+    repo.git("switch", "-q", "-c", "side")
+    sums = {}
+    for seed, tag in ((160, "snap"), (161, "best")):
+        path = write_safetensors(repo.path / "m.safetensors", small(seed, layers=4))
+        repo.commit(f"v{seed}")
+        sums[tag] = sha256(path)
+    repo.git("tag", "-a", "-m", "best so far", "best", "side:m.safetensors")
+    repo.git("tag", "snap", "side~1^{tree}")
+    repo.git("switch", "-q", "main")
+    repo.git("push", "-q", "origin", "main", "best", "snap")      # never `side` itself
+
+    def restores(clone: Repo) -> None:
+        for rev, tag in (("best^{}", "best"), ("snap:m.safetensors", "snap")):
+            out = clone.git("cat-file", "--filters", "--path=m.safetensors", rev).stdout
+            assert hashlib.sha256(out).hexdigest() == sums[tag], rev
+
+    reader = Repo(tmp_path / "reader", user(tmp_path, git_env, "reader"))
+    clone(hub, reader.path, reader.env)
+    restores(reader)
+    assert "0 problem(s)" in reader.gitmodel("fsck", "--remote", "origin", "--all").stdout
+
+    fetcher = Repo(tmp_path / "fetcher", reader.env)
+    clone(hub, fetcher.path, fetcher.env)
+    shutil.rmtree(fetcher.store / "packs")
+    fetcher.gitmodel("fetch", "--all")
+    Repo(fetcher.path, dict(fetcher.env, GITMODEL_REMOTE=str(tmp_path / "nowhere"))).git(
+        "cat-file", "--filters", "--path=m.safetensors", "best^{}")   # from its store alone
+
+    repo.git("branch", "-q", "-D", "side")
+    repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
+    late = Repo(tmp_path / "late", reader.env)
+    clone(hub, late.path, late.env)
+    restores(late)
 
 
 # ----------------------------------------------------------------------------- 3: install and track
@@ -585,6 +627,30 @@ def test_6_fsck_remote_checks_the_remote(tmp_path: Path, git_env):
     assert repaired.returncode == 0 and "0 problem(s)" in repaired.stdout, repaired.stdout + repaired.stderr
     again = repo.gitmodel("fsck", "--remote", "origin", check=False)
     assert again.returncode == 0 and "1 complete" in again.stdout and "damaged" not in again.stdout, again.stdout
+
+
+def test_6_fsck_remote_says_how_to_upload_a_branch_never_pushed(tmp_path: Path, git_env):
+    """`fsck --remote --all` counts a local branch's checkpoints the remote never received:
+    it says the local store has them and which command uploads them, and that command does."""
+    store = tmp_path / "store"
+    repo, _ = history_repo(tmp_path, git_env, store, commits=1)
+    repo.gitmodel("push")
+    repo.git("switch", "-q", "-c", "experiment")
+    path = write_safetensors(repo.path / "m.safetensors", small(170, layers=3))
+    repo.commit("experiment")
+    every = repo.gitmodel("fsck", "--remote", "origin", "--all", check=False)
+    assert every.returncode == 1, every.stdout + every.stderr
+    assert "never pushed there" in every.stdout and "the local store has it: `gitmodel fsck " \
+           "--remote origin --all --repair` (or a push) uploads it" in every.stdout, every.stdout
+    repaired = repo.gitmodel("fsck", "--remote", "origin", "--all", "--repair", check=False)
+    assert repaired.returncode == 0 and "0 problem(s)" in repaired.stdout, repaired.stdout
+    reader = Repo(tmp_path / "reader", dict(git_env, GITMODEL_REMOTE=str(store)))
+    reader.path.mkdir()
+    reader.git("init", "-q", "-b", "main")
+    reader.gitmodel("install")
+    reader.git("fetch", "-q", str(repo.path), "experiment")
+    reader.git("checkout", "-q", "FETCH_HEAD")
+    assert sha256(reader.path / "m.safetensors") == sha256(path)
 
 
 # ----------------------------------------------------------------------------- 7: durability

@@ -129,8 +129,8 @@ def remote_tips(cwd, name: str, none_is_fine: bool = False) -> list[str]:
         raise GitmodelError(f"git remote {name} has no branches or tags, so nothing says which "
                             "checkpoints on its gitmodel remote are live",
                             "Nothing was removed. Name the commits to keep with --ref")
-    absent = [ref for ref, sha in tips.items()
-              if repo.run_git("cat-file", "-e", f"{sha}^{{commit}}", cwd=cwd, check=False).returncode]
+    absent = [ref for ref, sha in tips.items()             # a tag may name a tree or a file
+              if repo.run_git("cat-file", "-e", sha, cwd=cwd, check=False).returncode]
     if absent:
         raise GitmodelError(f"git remote {name} has commits this clone lacks ({absent[0]}"
                             f"{f' and {len(absent) - 1} more' if len(absent) > 1 else ''})",

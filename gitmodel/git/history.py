@@ -54,14 +54,32 @@ def _result(found: dict) -> dict[str, str]:
 
 
 def pointers_in_trees(repo: pygit2.Repository, revs: Iterable[str], fetch: bool = True) -> dict[str, str]:
-    """Every checkpoint in the trees of these revisions."""
+    """Every checkpoint in the trees of these revisions (or the tree or file a revision that
+    is no commit names)."""
     found: dict = {}
     for rev in revs:
-        commit = _commit(repo, rev)
-        if commit is None:
+        files = files_named(repo, rev)
+        if files is None:
             raise HistoryError(f"unknown revision {rev!r}")
-        _read(repo, list(tree_blobs(repo, commit.tree)), found, fetch)
+        _read(repo, files, found, fetch)
     return _result(found)
+
+
+def files_named(repo: pygit2.Repository, rev: str) -> list[tuple[str, pygit2.Oid]] | None:
+    """(path, blob id) of the files a revision names: a commit's or a tree's, or the blob
+    itself (a tag may point at any of them: `git tag best HEAD:model.safetensors`, whose path
+    is then the revision); None for an unknown revision."""
+    try:
+        obj = repo.revparse_single(rev)
+        while obj.type == pygit2.GIT_OBJECT_TAG:
+            obj = obj.peel(None)
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+    if obj.type == pygit2.GIT_OBJECT_COMMIT:
+        obj = obj.tree
+    if obj.type == pygit2.GIT_OBJECT_TREE:
+        return list(tree_blobs(repo, obj))
+    return [(rev, obj.id)] if obj.type == pygit2.GIT_OBJECT_BLOB else []
 
 
 def pointers_introduced(repo: pygit2.Repository, tips: Iterable[str],
@@ -81,9 +99,15 @@ def pointer_texts_introduced(repo: pygit2.Repository, tips: Iterable[str],
 
 def _introduced(repo: pygit2.Repository, tips: Iterable[str], known: Iterable[str],
                 fetch: bool = False) -> dict:
-    tip_commits = [c for c in (_commit(repo, rev) for rev in tips) if c is not None]
+    tip_commits, found = [], {}
+    for rev in tips:
+        commit = _commit(repo, rev)
+        if commit is not None:
+            tip_commits.append(commit)
+        else:                           # a tag of a tree or a file: all of it, as a root commit
+            _read(repo, files_named(repo, rev) or [], found, fetch)
     if not tip_commits:
-        return {}
+        return found
     walker = repo.walk(tip_commits[0].id, pygit2.enums.SortMode.TOPOLOGICAL)
     for commit in tip_commits[1:]:
         walker.push(commit.id)
@@ -101,7 +125,6 @@ def _introduced(repo: pygit2.Repository, tips: Iterable[str], known: Iterable[st
             if delta.status != pygit2.enums.DeltaStatus.DELETED and \
                     delta.new_file.mode in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE):
                 blobs.append((delta.new_file.path, delta.new_file.id))
-    found: dict = {}
     _read(repo, blobs, found, fetch)
     return found
 
@@ -247,7 +270,7 @@ def _peels_to_commit(ref) -> bool:
     try:
         ref.peel(pygit2.Commit)
         return True
-    except (pygit2.InvalidSpecError, ValueError, KeyError):
+    except (pygit2.InvalidSpecError, pygit2.GitError, ValueError, KeyError):   # a tag of a tree or blob
         return False
 
 

@@ -111,7 +111,11 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
         manifests = transfer.read_manifests(view, [manifest_id], failed)
         if manifest_id not in manifests:
             state = LOST if manifest_id not in view.entries else DAMAGED
-            findings.checkpoints.append(CheckpointState(content, path, state, failed.get(manifest_id, "")))
+            detail = failed.get(manifest_id, "") or "not on the remote"
+            if _held_here(store, manifest_id):      # e.g. a branch never pushed
+                detail += (f"; the local store has it: `gitmodel fsck --remote {view.name} "
+                           f"{'--all ' if all_history else ''}--repair` (or a push) uploads it")
+            findings.checkpoints.append(CheckpointState(content, path, state, detail))
             continue
         entry, payload = manifests[manifest_id]
         chunks = [cid for cid, _ in Manifest.decode(codec.decode(entry.encoding, payload, entry.raw_length)).chunks]
@@ -136,6 +140,12 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
                        f"{'--all ' if all_history else ''}--repair` uploads them")
         findings.checkpoints.append(CheckpointState(content, path, state, detail))
     return findings
+
+
+def _held_here(store: Store, manifest_id: bytes) -> bool:
+    """Whether the local store holds every object of a checkpoint."""
+    need = stored.needed([manifest_id], store.read_manifest)
+    return not need.unreadable and not store.missing(store.with_bases(need.objects))
 
 
 def _verify_there(view: RemoteView, chunks: list[bytes], bases, unusable: dict, based_on: dict) -> list[bytes]:

@@ -33,7 +33,7 @@ def live_checkpoints(cwd: Path | str | None = None, revs: list[str] | None = Non
     else:
         args = list(revs)
         for rev in args:
-            if run_git("rev-parse", "-q", "--verify", f"{rev}^{{commit}}", cwd=cwd, check=False).returncode:
+            if run_git("rev-parse", "-q", "--verify", f"{rev}^{{object}}", cwd=cwd, check=False).returncode:
                 raise LivenessError(f"unknown revision {rev!r}", "Nothing was removed. Name a "
                                     "commit, branch or tag this repository has")
     import pygit2
