@@ -404,7 +404,7 @@ def cmd_push(args) -> int:
         _say(args, f"mirrored {stats.packs} pack(s), {_size(stats.bytes)} to {view}")
         return 0
     repository = repo.open_repository()
-    unknown = [rev for rev in args.refs or [] if repo.commit(repository, rev) is None]
+    unknown = [rev for rev in args.refs or [] if history.files_named(repository, rev) is None]
     if unknown:
         from gitmodel.errors import GitmodelError
         raise GitmodelError(f"unknown revision {unknown[0]!r}",

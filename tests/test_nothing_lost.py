@@ -284,6 +284,8 @@ def test_2d_a_tag_naming_a_file_or_a_tree_carries_its_checkpoint(tmp_path: Path,
     repo.git("tag", "snap", "side~1^{tree}")
     repo.git("switch", "-q", "main")
     repo.git("push", "-q", "origin", "main", "best", "snap")      # never `side` itself
+    named = repo.gitmodel("push", "origin", "best")
+    assert "1 checkpoint(s): uploaded 0 object(s)" in named.stdout + named.stderr
 
     def restores(clone: Repo) -> None:
         for rev, tag in (("best^{}", "best"), ("snap:m.safetensors", "snap")):
