@@ -358,3 +358,37 @@ def test_a_new_file_is_summarised_as_new_not_as_none_changed(repo: Repo):
     write_safetensors(repo.path / "a.safetensors", model)
     text = " ".join(repo.gitmodel("diff").stdout.split())
     assert "0 of 6 tensors changed" in text and "weights changed or new), 1 added" in text, text
+
+
+def test_a_file_committed_before_it_was_tracked_is_compared_with_its_raw_bytes(tmp_path: Path, git_env):
+    """A checkpoint committed raw, then tracked and renormalized: the review called it a new
+    file (all tensors added). Its raw version in git is read instead: identical, then the
+    numbers of a later change against it; the diffs store nothing."""
+    repo = Repo(tmp_path / "raw", git_env)
+    repo.path.mkdir()
+    repo.git("init", "-q", "-b", "main")
+    model = random_model(4, layers=2)
+    write_safetensors(repo.path / "m.safetensors", model)
+    repo.commit("raw")
+    repo.gitmodel("install")
+    repo.gitmodel("track", "*.safetensors")
+    repo.git("add", ".gitattributes")
+    repo.git("add", "--renormalize", ".")
+
+    def diff(*args: str) -> str:
+        packs = sorted((repo.store / "packs").iterdir())
+        out = repo.gitmodel("diff", *args).stdout
+        assert sorted((repo.store / "packs").iterdir()) == packs
+        return out
+
+    text = " ".join(diff("--cached").split())
+    assert "m.safetensors (safetensors, identical)" in text and "0 of 5 tensors changed" in text, text
+    repo.git("commit", "-q", "-m", "tracked")
+    model["layers.0.bias"] = model["layers.0.bias"] + np.float32(1)
+    write_safetensors(repo.path / "m.safetensors", model)
+    repo.commit("changed")
+    checkpoints = json.loads(diff("HEAD~2", "HEAD", "--format", "json"))["checkpoints"]
+    assert [d["path"] for d in checkpoints] == ["m.safetensors"], checkpoints
+    changed = [t for t in checkpoints[0]["tensors"] if t["status"] != "unchanged"]
+    assert [t["name"] for t in changed] == ["layers.0.bias"], changed
+    assert changed[0]["change"]["max_abs"] == pytest.approx(1.0, abs=1e-6), changed[0]   # both read

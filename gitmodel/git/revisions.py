@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import posixpath
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pygit2
@@ -28,9 +30,6 @@ def pointer_at(repo: pygit2.Repository, side: str | None, path: str, store: Stor
     """The pointer of `path` on one side: a revision, INDEX, or WORK_TREE (whose file, if
     `tracked` by gitmodel, gets its pointer computed, storing nothing, unless it is a pointer
     already). None if absent or not a checkpoint."""
-    if side is INDEX:
-        entry = index_entry(repo, path)
-        return pointer_blob(repo, entry.id, path) if entry is not None else None
     if side is WORK_TREE:
         file = Path(repo.workdir) / path
         if not file.is_file():
@@ -41,12 +40,43 @@ def pointer_at(repo: pygit2.Repository, side: str | None, path: str, store: Stor
         with open(file, "rb") as f:
             text = checkpoint.clean(f, store, write=False)
         return pointers.parse(text) if text else None
+    oid = _blob_at(repo, side, path)
+    return pointer_blob(repo, oid, path) if oid is not None else None
+
+
+def _blob_at(repo: pygit2.Repository, side: str, path: str) -> pygit2.Oid | None:
+    """The blob of `path` at a revision or in the index (during a conflict: ours)."""
+    if side is INDEX:
+        entry = index_entry(repo, path)
+        return entry.id if entry is not None else None
     found = commit(repo, side)
     try:
-        oid = found.tree[path].id if found is not None else None
+        return found.tree[path].id if found is not None else None
     except KeyError:
         return None
-    return pointer_blob(repo, oid, path) if oid is not None else None
+
+
+def committed_raw(repo: pygit2.Repository, side: str | None, path: str, store: Store,
+                  folder: Path, copies: dict[str, str]) -> Pointer | None:
+    """The pointer of a tracked file that git holds as it is, not as a pointer (committed
+    before it was tracked), computed without storing it from a copy of its bytes written into
+    `folder` and named in `copies` ({content id: file}) for reading its tensors. None if the
+    side has no such file."""
+    oid = _blob_at(repo, side, path) if side is not WORK_TREE else None
+    if oid is None or pointer_blob(repo, oid, path) is not None:
+        return None
+    copy = folder / f"{len(copies)}-{oid}"
+    with open(copy, "w+b") as f:            # streamed: the file may be larger than memory
+        result = subprocess.run(["git", "cat-file", "blob", str(oid)], cwd=repo.workdir, stdout=f,
+                                stderr=subprocess.PIPE, env=child_environment())
+        if result.returncode != 0:
+            return None
+        f.seek(0)
+        text = checkpoint.clean(f, store, write=False)
+    ptr = pointers.parse(text) if text else None
+    if ptr is not None:
+        copies.setdefault(ptr.content, str(copy))
+    return ptr
 
 
 def index_entry(repo: pygit2.Repository, path: str):
@@ -246,28 +276,33 @@ def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool
     tracked = tracked_paths(Path(repository.workdir), list(dict.fromkeys(p for pair in pairs for p in pair)))
     conflicted = unmerged(repository) if not revs else {}
     diffs = []
-    for was, path in dict.fromkeys(pairs):
-        if was != path:                        # renamed: the old path's version against the new's
-            old = pointer_at(repository, old_side, was, store, was in tracked)
-            new = pointer_at(repository, new_side, path, store, path in tracked)
-            if old is not None or new is not None:
-                diffs.append(review.diff_pointers(f"{was} → {path}", old, new, store, numbers, fetch,
-                                                  _on_disk(repository, new, new_side, path), chosen.rules))
-            continue
-        if path in conflicted:                 # a merge in progress: ours against theirs
-            _, ours, theirs = conflicted[path]
-            old = pointer_blob(repository, ours.id, path) if ours is not None else None
-            new = pointer_blob(repository, theirs.id, path) if theirs is not None else None
-            if old is not None or new is not None:
-                diffs.append(review.diff_pointers(f"{path} (unmerged: ours → theirs)", old, new,
-                                                  store, numbers, fetch, rules=chosen.rules))
-            continue
-        old = pointer_at(repository, old_side, path, store, path in tracked)
-        new = pointer_at(repository, new_side, path, store, path in tracked)
-        if old is None and new is None:
-            continue                                  # not a checkpoint
-        diffs.append(review.diff_pointers(path, old, new, store, numbers, fetch,
-                                          _on_disk(repository, new, new_side, path), chosen.rules))
+    with tempfile.TemporaryDirectory(prefix="gitmodel-diff-") as folder:
+        copies: dict[str, str] = {}          # files committed raw: {content id: a copy}
+
+        def version(side, name: str) -> Pointer | None:
+            found = pointer_at(repository, side, name, store, name in tracked)
+            if found is None and name in tracked:
+                found = committed_raw(repository, side, name, store, Path(folder), copies)
+            return found
+
+        def on_disk(new: Pointer | None, path: str) -> dict[str, str] | None:
+            return {**copies, **(_on_disk(repository, new, new_side, path) or {})} or None
+
+        for was, path in dict.fromkeys(pairs):
+            if path in conflicted and was == path:      # a merge in progress: ours against theirs
+                _, ours, theirs = conflicted[path]
+                old = pointer_blob(repository, ours.id, path) if ours is not None else None
+                new = pointer_blob(repository, theirs.id, path) if theirs is not None else None
+                if old is not None or new is not None:
+                    diffs.append(review.diff_pointers(f"{path} (unmerged: ours → theirs)", old, new,
+                                                      store, numbers, fetch, rules=chosen.rules))
+                continue
+            old, new = version(old_side, was), version(new_side, path)
+            if old is None and new is None:
+                continue                                  # not a checkpoint
+            label = path if was == path else f"{was} → {path}"    # renamed: old path's against new's
+            diffs.append(review.diff_pointers(label, old, new, store, numbers, fetch,
+                                              on_disk(new, path), chosen.rules))
     shared = metrics_files.compare(repository, old_side, new_side, chosen)
     if not diffs and not any(n.changed for n in shared):
         shared = []
