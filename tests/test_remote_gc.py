@@ -728,3 +728,83 @@ def test_waiting_for_a_remote_gc_reads_the_remotes_clock(tmp_path: Path, monkeyp
     start = time.monotonic()
     transfer.settled_listing(backend, clock=probe)
     assert time.monotonic() - start >= 0.4
+
+
+def test_a_remote_gc_whose_packs_another_gc_removes_meanwhile_begins_again(tmp_path: Path, monkeypatch):
+    """Two remote gcs at once (an exploration, 10 of 45 runs): the later one read a live
+    manifest from a pack the other had just rewritten and removed, and said the checkpoint's
+    manifest could not be read (exit 1, "fsck says what is damaged": nothing was damaged).
+    It now lists the remote again and finishes; both checkpoints stay whole there."""
+    from gitmodel import sync
+    from gitmodel.remote import collect, transfer
+    from gitmodel.store.objects import Store
+    url = str(tmp_path / "remote")
+    store = Store(tmp_path / "local")
+    live, dead = _stored_checkpoint(store, 3), _stored_checkpoint(store, 2)
+    sync.push(store, _remote_view(url, store.root), {live.hex(): "live.bin", dead.hex(): "dead.bin"})
+    age(Path(url))                           # one pack, half garbage: a gc rewrites it
+    read_manifests, first = transfer.read_manifests, []
+    lines: list[str] = []
+
+    def after_another_gc(view, oids, failed):
+        if not first:
+            first.append(True)
+            other = Store(tmp_path / "a")
+            report = collect.collect(_remote_view(url, other.root), other, [live], grace_days=0.0)
+            first.append(report)
+        return read_manifests(view, oids, failed)
+
+    monkeypatch.setattr(transfer, "read_manifests", after_another_gc)
+    later = Store(tmp_path / "b")
+    report = collect.collect(_remote_view(url, later.root), later, [live], grace_days=0.0,
+                             progress=lines.append)
+    monkeypatch.undo()
+    assert first[1].count("rewrite") == 1 and not first[1].damaged      # the other gc's work
+    assert any("another gc of this remote removed them; listing it again" in line for line in lines), lines
+    assert not report.damaged, report.damaged
+    assert _on_remote(url, tmp_path / "client", store, live) == (True, 3, 3)
+    assert _on_remote(url, tmp_path / "client", store, dead)[:2] == (False, 0)
+
+
+def test_a_mirror_whose_source_a_gc_rewrites_meanwhile_says_so_and_finishes_when_run_again(
+        tmp_path: Path, monkeypatch):
+    """A pack the source's gc removed between the mirror's listing and its copy ended the
+    mirror with a bare "No such file or directory" and no index published at the
+    destination. The mirror now copies the rest, publishes what is whole, says a gc removed
+    packs meanwhile, and a second run completes the copy."""
+    from gitmodel import stored, sync
+    from gitmodel.remote import collect, transfer
+    from gitmodel.remote.backend import FsspecBackend, RemoteError, RemoteSpec, open_backend
+    from gitmodel.store.objects import Store
+    source, dest = tmp_path / "source", tmp_path / "dest"
+    store = Store(tmp_path / "local")
+    kept = _stored_checkpoint(store, 2)
+    sync.push(store, _remote_view(str(source), store.root), {kept.hex(): "kept.bin"})
+    live, dead = _stored_checkpoint(store, 3), _stored_checkpoint(store, 2)
+    sync.push(store, _remote_view(str(source), store.root), {live.hex(): "live.bin", dead.hex(): "dead.bin"})
+    age(source)
+    open_pack, gcs = FsspecBackend.open_pack, []
+
+    def a_gc_first(self, pack, timeout=None):
+        if self.url == str(source) and not gcs:
+            other = Store(tmp_path / "other")
+            gcs.append(collect.collect(_remote_view(str(source), other.root), other, [kept, live],
+                                       grace_days=0.0))
+        return open_pack(self, pack, timeout)
+
+    monkeypatch.setattr(FsspecBackend, "open_pack", a_gc_first)
+    with pytest.raises(RemoteError, match="removed from it while the mirror ran") as raised:
+        transfer.mirror(open_backend(RemoteSpec(str(source), str(source))),
+                        open_backend(RemoteSpec(str(dest), str(dest))), tmp_path / "tmp",
+                        stored.references, quiet=True)
+    monkeypatch.undo()
+    assert "run the mirror again" in raised.value.full()
+    assert gcs and gcs[0].count("rewrite") >= 1
+    for mid, chunks in ((kept, 2), (live, 3)):         # each whole at the destination, or absent
+        listed, present, _ = _on_remote(str(dest), tmp_path / "client", store, mid)
+        assert not listed or present == chunks
+    transfer.mirror(open_backend(RemoteSpec(str(source), str(source))),
+                    open_backend(RemoteSpec(str(dest), str(dest))), tmp_path / "tmp",
+                    stored.references, quiet=True)
+    for mid, chunks in ((kept, 2), (live, 3)):
+        assert _on_remote(str(dest), tmp_path / "client2", store, mid) == (True, chunks, chunks)

@@ -29,6 +29,11 @@ from gitmodel.store.objects import CHUNK, MANIFEST, CorruptObject, Store, StoreE
 from gitmodel.store.pack import Entry, record_head
 
 HEADER_READS_IN_FLIGHT = 32     # delta headers: tiny reads, bound by latency, not bandwidth
+ATTEMPTS = 3                    # collections begun anew when packs vanish under one
+
+
+class _RemoteChanged(Exception):
+    """Packs this collection read from were removed meanwhile (another gc's work)."""
 
 
 def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_days: float,
@@ -37,8 +42,42 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
     """Remove from the remote what the live `manifests` and its recent packs do not need.
     `store` serves manifests and re-encoded copies it holds, and temporary files.
     `refs_read`: when (time.monotonic()) the refs naming `manifests` were read: pushes'
-    notes written since an hour before then are honoured."""
+    notes written since an hour before then are honoured.
+
+    Two gcs of one remote may overlap: one that finds packs it read from removed before it
+    removed anything (the other gc rewrote them) begins again from a fresh listing, rather
+    than taking the vanished records for damage. What it uploaded by then are extra copies
+    of live records, which a later gc folds."""
     refs_read = time.monotonic() if refs_read is None else refs_read
+    manifests = list(manifests)
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _collect_once(view, store, manifests, grace_days, dry_run, progress, refs_read)
+        except _RemoteChanged as err:
+            progress(f"{err}: another gc of this remote removed them; listing it again "
+                     f"({attempt} of {ATTEMPTS})")
+    raise GcError(f"packs of remote {view} kept vanishing while this gc read them: other gcs "
+                  "of it are running", "Nothing was removed by this gc; run it again once they "
+                  "have finished")
+
+
+def _vanished(view: RemoteView, read: Iterable[str]) -> set[str]:
+    """Packs among `read` that the remote no longer lists."""
+    try:
+        listed = view.backend.list_packs()
+    except RemoteError:
+        return set()
+    return set(read) - listed.published if listed.exists else set()
+
+
+def _unless_vanished(view: RemoteView, read: Iterable[str]) -> None:
+    gone = _vanished(view, read)
+    if gone:
+        raise _RemoteChanged(f"{len(gone)} pack(s) it read from vanished (e.g. {sorted(gone)[0]})")
+
+
+def _collect_once(view: RemoteView, store: Store, manifests: list[bytes], grace_days: float,
+                  dry_run: bool, progress: Callable[[str], None], refs_read: float) -> GcReport:
 
     def notes_kept() -> float:                 # how old a push's note may be, and protect
         return transfer.PUSH_NOTE_AGE + (time.monotonic() - refs_read)
@@ -67,7 +106,11 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
         progress(f"{len(pushed)} checkpoint(s) kept that pushes of the last hour sent or relied on "
                  "(their refs may not have arrived yet; a push's note protects them for an hour)")
     plan = _Plan(view, store, sizes, recent)
-    plan.settle(set(manifests) | pushed, progress)
+    try:
+        plan.settle(set(manifests) | pushed, progress)
+    except (GcError, RemoteError, StoreError, OSError):
+        _unless_vanished(view, sizes)
+        raise
     report = GcReport(dry_run=dry_run, live_objects=len(plan.live), bytes_before=sum(sizes.values()),
                       packs=plan.fates)
     leaving = plan.leaving()
@@ -78,6 +121,7 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
 
     written, failed = _rewrite(view, store, plan, progress)
     if failed:                            # keep everything: what stays may need what failed
+        _unless_vanished(view, sizes)
         report.damaged.extend(failed)
         gone: set[str] = set()
     else:
@@ -91,8 +135,12 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
             for stale in _stale_notes(listing, now):     # left by gcs that died
                 view.backend.remove_note(stale)
             view.backend.put_note(note, f"{socket.gethostname()} {os.getpid()}\n".encode())
-            gone -= _needed_by_new_packs(view, store, plan, set(sizes) | written, gone, progress,
-                                         note, notes_kept())
+            try:
+                gone -= _needed_by_new_packs(view, store, plan, set(sizes) | written, gone,
+                                             progress, note, notes_kept())
+            except (GcError, RemoteError, StoreError, OSError):
+                _unless_vanished(view, set(sizes) | written)
+                raise
         report.objects_removed = _removed(view, plan.live, gone)
         written_at = time.monotonic()
         for name in sorted(gone):

@@ -641,6 +641,9 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
                     stats.bytes += size
                     if there.sizes.get(name) != size:
                         dest.put_pack(path, name)
+            except FileNotFoundError as err:       # removed since the listing (a gc)
+                damaged[name] = str(err)
+                log(f"not copying {name}: it is gone from {source}")
             finally:
                 path.unlink(missing_ok=True)
     # A copied pack whose objects cite objects only a damaged pack holds stays invisible: the
@@ -669,6 +672,14 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
     if lost:
         raise RemoteError(f"{len(lost)} pack(s) copied to {dest} were removed from it while the "
                           f"mirror ran (e.g. {lost[0]}; a gc of {dest}?)", "Run the mirror again")
+    vanished = {name for name in damaged if name not in source.list_packs().published}
+    if vanished:
+        raise RemoteError(f"{len(vanished)} pack(s) of {source} were removed from it while the "
+                          f"mirror ran (e.g. {sorted(vanished)[0]}; a gc of {source} rewrites "
+                          "packs into new ones)" + (f", and {len(damaged) - len(vanished)} more "
+                                                    "are damaged" if len(damaged) > len(vanished) else ""),
+                          f"What was copied is kept ({dest} shows only whole checkpoints); run "
+                          "the mirror again to copy the rest")
     if damaged:
         first = next(iter(damaged))
         raise RemoteError(f"remote {source}: {len(damaged)} pack(s) are damaged or gone and were "
