@@ -1235,3 +1235,25 @@ def test_a_push_to_a_fork_reads_the_file_of_the_branch_its_readers_use(tmp_path:
     dev.git("push", "-q", "origin", "feat")
     assert not (tmp_path / "upstore").exists()
     assert list((tmp_path / "teamstore" / "packs").glob("*.idx"))
+
+
+def test_a_remote_that_is_the_repositorys_own_store_is_refused(tmp_path: Path, env):
+    """Regression (an exploratory run): `gitmodel remote add origin "$URL"` with URL unset
+    named ".", the repository's own folder, whose store is its own: `git push` said "1
+    checkpoint(s) on origin: uploaded 0 object(s)" and exited 0, and every clone failed."""
+    repo = make_repo(tmp_path / "w", env)
+    empty = repo.gitmodel("remote", "add", "origin", "", check=False)
+    assert empty.returncode != 0 and "an empty URL names no remote" in empty.stderr, empty.stderr
+    hub = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
+    repo.git("remote", "add", "origin", str(hub))
+    for url in (".", str(repo.path), str(repo.store)):
+        repo.gitmodel("remote", "add", "origin", url)
+        write_safetensors(repo.path / "m.safetensors", random_model(len(url), layers=1))
+        repo.commit(url, "m.safetensors", ".gitmodel")
+        for push in (["git", "push", "-q", "origin", "main"], ["gitmodel", "push"]):
+            result = subprocess.run(push, cwd=repo.path, env=repo.env, capture_output=True, text=True)
+            assert result.returncode != 0, (url, push, result.stderr)
+            assert "is this repository's own store" in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr
+    assert not (hub / "gitmodel").exists()

@@ -329,6 +329,8 @@ def _edit_target(local: bool, cwd: Path | None) -> dict:
 
 def check_url(url: str) -> str | None:
     """Refuse a URL no backend can open; returns a note for a folder that does not exist yet."""
+    if not url.strip():
+        raise ConfigError("an empty URL names no remote (an unset shell variable?)")
     if not _URL_LIKE.match(url):
         folder = Path(os.path.expanduser(url))
         if not folder.parent.is_dir():

@@ -76,8 +76,14 @@ class Session:
         if not isinstance(spec, RemoteSpec):
             spec = self.spec(spec, upload)
         if spec.url not in self._views:
-            self._views[spec.url] = RemoteView(open_backend(spec), self.store.root,
-                                               self.store.permissions)
+            backend = open_backend(spec)
+            if _same_folder(backend, self.store.root):
+                raise GitmodelError(f"remote {spec.name} ({spec.url}) is this repository's own "
+                                    f"store ({self.store.root}): nothing sent there would leave "
+                                    "this machine", "Nothing was sent. Name another folder or "
+                                    "URL: `gitmodel remote add NAME URL` (an empty URL, such as "
+                                    "an unset shell variable, names the current folder)")
+            self._views[spec.url] = RemoteView(backend, self.store.root, self.store.permissions)
         return self._views[spec.url]
 
     def default_view(self) -> RemoteView | None:
@@ -111,3 +117,14 @@ class Session:
             if stats.failed:
                 raise GitmodelError(next(iter(stats.failed.values())))
         return fetch
+
+
+def _same_folder(backend, root: Path) -> bool:
+    """Whether a remote is the folder `root` itself."""
+    inner = getattr(backend, "backend", backend)
+    if not getattr(inner, "local", False):
+        return False
+    try:
+        return Path(inner.root).resolve() == root.resolve()
+    except (OSError, RuntimeError):
+        return False
