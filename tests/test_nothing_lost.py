@@ -1205,3 +1205,21 @@ def test_12_default_pack_modes_follow_the_umask(repo: Repo):
     assert files
     for f in files:
         assert stat.S_IMODE(f.stat().st_mode) == 0o444 & ~mask, f"{f.name}: {oct(f.stat().st_mode)}"
+
+
+def test_11_fsck_repair_says_when_the_remotes_only_copy_is_damaged(tmp_path: Path, git_env):
+    """Regression (an exploratory run): in a clone without the file, with the remote's only
+    copy of a chunk damaged, `fsck --all --repair` fetched what it could, still called the
+    checkpoint "fetchable" and said "0 problem(s)", exit 0, every time it was run."""
+    repo, store, reader = _pointer_clone(tmp_path, git_env)
+    _, oid = flip_byte(store)
+    repaired = reader.gitmodel("fsck", "--all", "--repair", check=False)
+    no_traceback(repaired)
+    assert repaired.returncode == 1, repaired.stdout + repaired.stderr
+    assert "1 damaged" in repaired.stdout and "fetching it failed" in repaired.stdout, repaired.stdout
+    assert oid.hex() in repaired.stdout, repaired.stdout
+    assert "0 problem(s)" not in repaired.stdout
+    # The repair the remote's own check suggests, from the clone that has the file, repairs.
+    repo.gitmodel("fsck", "--remote", "origin", "--repair")
+    again = reader.gitmodel("fsck", "--all", "--repair", check=False)
+    assert again.returncode == 0 and "1 complete" in again.stdout, again.stdout

@@ -223,6 +223,10 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
             say(f"repair: fetched {result.stats.objects} object(s) of {len(fetchable)} "
                 f"checkpoint(s) from {view}")
             findings = check_store(store, checkpoints, view, remote_error)
+            for c in findings.checkpoints:          # listed there, but not to be had
+                if c.state == FETCHABLE and c.content in result.failed:
+                    c.state = DAMAGED
+                    c.detail = f"{c.detail}, but fetching it failed: {result.failed[c.content]}"
     _say_findings(findings, scope, say)
     lost = findings.count(DAMAGED) + findings.count(LOST)
     if findings.count(FETCHABLE) and not repair:
