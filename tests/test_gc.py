@@ -324,6 +324,11 @@ def test_gc_refuses_while_a_pack_has_no_usable_index(repo: Repo):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "fsck --repair" in result.stderr and "Nothing was removed" in result.stderr
     assert packs_size(repo.store) == size
+    # The dry run and status say the same (they promised MiB the gc then refused to free).
+    dry = repo.gitmodel("gc", "--keep-recent", "0", "--dry-run", check=False)
+    assert dry.returncode == 1 and "no usable index" in dry.stderr, dry.stdout + dry.stderr
+    status = repo.gitmodel("status").stdout
+    assert "no usable index" in status and "MiB reclaimable" not in status, status
     repo.gitmodel("fsck", "--repair")
     gc(repo, "--keep-recent", "0")
     (repo.path / MODEL).unlink()

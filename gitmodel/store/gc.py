@@ -186,8 +186,9 @@ def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = froze
     need. The caller holds the store's gc lock (`Store.lock_for_gc`) and listed `manifests`
     after taking it."""
     store.reload()
-    if not dry_run:                # a dry run (and `gitmodel status`) estimates, under no lock
-        _refuse_unindexed(store)
+    # A dry run (and `gitmodel status`) estimates under no lock, where a pack may be between
+    # its file's publication and its index's (an add at work); a damaged index is no moment.
+    _refuse_unindexed(store, only_damaged=dry_run)
     sizes = {name: _size(store, name) for name in store.packs()}
     aside = set_aside(store, verify=not dry_run)
     live = live_objects(store, manifests, recent, aside)
@@ -213,14 +214,15 @@ def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = froze
     return report
 
 
-def _refuse_unindexed(store: Store) -> None:
+def _refuse_unindexed(store: Store, only_damaged: bool = False) -> None:
     """A pack without a usable index hides which checkpoints it holds: the chunks of a live
     one whose manifest is there would look like garbage elsewhere."""
     try:
         on_disk = {n[:-5] for n in os.listdir(store.pack_dir) if n.startswith("pack-") and n.endswith(".pack")}
     except FileNotFoundError:
         return
-    hidden = sorted(on_disk - set(store.packs()))
+    hidden = sorted(name for name in on_disk - set(store.packs())
+                    if not only_damaged or name in store.damaged_indexes)
     if hidden:
         why = store.damaged_indexes.get(hidden[0], "no index (a crash, or another process indexing it)")
         raise GcError(f"{len(hidden)} pack(s) have no usable index (e.g. {hidden[0]}: {why}), so "
