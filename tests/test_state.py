@@ -157,3 +157,26 @@ def test_status_in_a_clone_tells_checkpoints_it_cannot_push_from_those_it_can(tm
     assert [(u["path"], u["in_local_store"]) for u in found["not_on_remote"]] == [(MODEL, False)]
     text = clone.gitmodel("status").stdout
     assert "on neither the gitmodel remote team nor here" in text and "(`gitmodel push` uploads them)" not in text, text
+
+
+def test_status_sees_a_remote_that_lost_the_chunks_of_a_manifest_it_lists(tmp_path: Path, git_env):
+    """Regression (an exploratory run): with a remote pack of chunks gone, status said
+    "no checkpoint … unpushed" because the remote still listed each checkpoint's manifest."""
+    repo = make_repo(tmp_path / "repo", git_env)
+    store = tmp_path / "team-store"
+    repo.gitmodel("remote", "add", "team", str(store))
+    model = small(2)
+    write_safetensors(repo.path / MODEL, model, metadata={"step": "1"})
+    repo.commit("v1", MODEL, ".gitmodel")
+    repo.gitmodel("push")
+    first = set((store / "packs").glob("pack-*"))
+    write_safetensors(repo.path / MODEL, model, metadata={"step": "2"})     # the same chunks
+    repo.commit("v2", MODEL)
+    repo.gitmodel("push")                      # sends the new manifest only
+    for path in first:                         # the remote loses v1's pack: its chunks
+        path.chmod(0o644)
+        path.unlink()
+    found = json.loads(repo.gitmodel("status", "--json").stdout)
+    assert len(found["not_on_remote"]) == 2 and all(u["in_local_store"] for u in found["not_on_remote"]), found
+    repo.gitmodel("push", "--all")
+    assert json.loads(repo.gitmodel("status", "--json").stdout)["not_on_remote"] == []

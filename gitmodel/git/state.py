@@ -182,11 +182,24 @@ def _compare_with_remote(session, repository, branches: list[str], result: Statu
         return
     found = history.pointers_introduced(repository, branches)
     lacking = [(content, path) for content, path in sorted(found.items(), key=lambda kv: kv[1])
-               if bytes.fromhex(content) not in view.entries]
+               if not _all_there(session.store, view, bytes.fromhex(content))]
     absent = set(session.store.missing([bytes.fromhex(c) for c, _ in lacking]))
     result.not_on_remote = [{"path": path, "content": content,
                              "in_local_store": bytes.fromhex(content) not in absent}
                             for content, path in lacking]
+
+
+def _all_there(store, view, manifest_id: bytes) -> bool:
+    """Whether the remote's indexes list a checkpoint's manifest and, where the local store
+    holds the manifest to tell them, every chunk of it (a remote that lost a pack of chunks
+    still lists the manifest)."""
+    if manifest_id not in view.entries:
+        return False
+    try:
+        chunks = store.read_manifest(manifest_id).chunks
+    except (GitmodelError, ValueError):
+        return True                      # not here to tell (a clone without it): as listed
+    return all(cid in view.entries for cid, _ in chunks)
 
 
 def human(n: int) -> str:
