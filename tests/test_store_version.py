@@ -13,7 +13,7 @@ from conftest import Repo, random_model, write_safetensors
 from gitmodel import checkpoint, pointer
 from gitmodel.remote.backend import RemoteSpec, open_backend
 from gitmodel.remote.view import RemoteView
-from gitmodel.store.objects import CorruptObject, Store, StoreVersionError
+from gitmodel.store.objects import CorruptObject, Store, StoreError, StoreVersionError
 from gitmodel.store.pack import PackWriter, publish_into
 
 
@@ -99,3 +99,23 @@ def test_show_and_diff_of_a_work_tree_file_store_nothing(repo: Repo):
     diffed = repo.gitmodel("diff", "--no-numbers").stdout
     assert "m.safetensors" in diffed and "changed" in diffed
     assert _tree(repo.store) == before, "read-only commands wrote to the store"
+
+
+@pytest.mark.parametrize("marker", ["", "\x00\x00garbled"])
+def test_an_empty_or_garbled_marker_names_the_repair_that_works(tmp_path: Path, marker: str):
+    """Regression (an exploratory run): an emptied marker (a crash) made every command say
+    "if a newer gitmodel wrote it, upgrade gitmodel", which cannot help. The error names the
+    line to write back, and writing it makes the store readable again, nothing lost."""
+    store = Store(tmp_path)
+    text = checkpoint.clean(io.BytesIO(os.urandom(5000)), store)
+    expected = b"".join(_restore(store, text))
+    (tmp_path / "config").chmod(0o644)
+    (tmp_path / "config").write_text(marker)
+    with pytest.raises(StoreError) as err:
+        Store(tmp_path)
+    message = err.value.full()
+    assert "upgrade" not in message and "a crash or a disk fault" in message, message
+    line = message.split("printf '")[1].split("\\n'")[0]
+    assert f"> {tmp_path / 'config'}" in message, message
+    (tmp_path / "config").write_text(line + "\n")               # the repair it names
+    assert b"".join(_restore(Store(tmp_path), text)) == expected

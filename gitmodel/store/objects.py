@@ -85,9 +85,11 @@ class ChainTooLong(CorruptObject):
                               "an older gitmodel's repack could leave)")
 
 
-def check_version(text: str | None, what: str) -> None:
+def check_version(text: str | None, what: str, path: str = "") -> None:
     """Refuse a store or remote whose version marker this gitmodel does not know. No marker:
-    a store from before markers existed, which is version 1."""
+    a store from before markers existed, which is version 1. `path`: the marker's, to name
+    in the repair of one that is empty or garbled (every version writes `gitmodel store N`,
+    so such a marker is damage, not a newer gitmodel's)."""
     if text is None:
         return
     words = text.split()
@@ -95,8 +97,13 @@ def check_version(text: str | None, what: str) -> None:
         return
     if len(words) == 3 and words[:2] == ["gitmodel", "store"] and words[2].isdigit():
         raise StoreVersionError(what, f"store version {words[2]}")
-    raise StoreError(f"{what} has an unreadable version marker {text.strip()[:60]!r}",
-                     "Nothing was changed. If a newer gitmodel wrote it, upgrade gitmodel")
+    marker = path or "its `config` file"
+    raise StoreError(f"{what} has an {'empty' if not text.strip() else 'unreadable'} version "
+                     f"marker {text.strip()[:60]!r} (a crash or a disk fault: every gitmodel "
+                     f"writes `{MARKER.format(VERSION).strip()}` or a later number there)",
+                     f"Nothing was changed. Unless a newer gitmodel has used this store, write "
+                     f"that line back (`printf '{MARKER.format(VERSION).strip()}\\n' > {marker}`), "
+                     "then `gitmodel fsck --all` checks every pack")
 
 
 class Store:
@@ -127,7 +134,7 @@ class Store:
                              f"{os.readlink(self.root)}, which does not exist (an unmounted disk?)",
                              "Nothing was read or written. Make the link's target available, or "
                              "remove the link to start an empty store")
-        check_version(self._read_marker(), f"the store {self.root}")
+        check_version(self._read_marker(), f"the store {self.root}", str(self.root / "config"))
         self._load_bad()
         self.refresh()
 
