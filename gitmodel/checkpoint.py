@@ -49,9 +49,12 @@ def pool() -> ThreadPoolExecutor:
 
 # ----------------------------------------------------------------------------- clean
 
-def clean(stream: BinaryIO, store: Store, write: bool = True) -> bytes:
+def clean(stream: BinaryIO, store: Store, write: bool = True,
+          notice: Callable[[str], None] | None = None) -> bytes:
     """Store the stream's bytes and return the pointer text git should keep; with `write`
     False, only compute the pointer (for commands that must not write, such as show).
+    `notice` hears of a file stored as opaque bytes though a format reader claimed it (it
+    ends inside what its header announces: cut short by a full disk or a copy interrupted).
 
     An empty file stays empty, and a pointer cleans to itself (so re-adding a file that was
     left as a pointer never stores the pointer as if it were a checkpoint)."""
@@ -73,7 +76,8 @@ def clean(stream: BinaryIO, store: Store, write: bool = True) -> bytes:
                                      "Finish it with `gitmodel merge --resolve PATH --strategy "
                                      "S`, or keep a side: `git checkout --ours -- PATH` (or "
                                      "--theirs)")
-    return clean_checkpoint(source, store, write).render()
+    ptr = clean_checkpoint(source, store, write, notice)
+    return ptr.render()
 
 
 def _conflicted_pointers(text: bytes) -> bool:
@@ -94,8 +98,10 @@ class ConflictedPointers(GitmodelError):
     """A work-tree file that is two pointers between git's conflict markers."""
 
 
-def clean_checkpoint(source: PeekableStream, store: Store, write: bool = True) -> Pointer:
-    """Store the checkpoint's bytes (unless not `write`); return its pointer."""
+def clean_checkpoint(source: PeekableStream, store: Store, write: bool = True,
+                     notice: Callable[[str], None] | None = None) -> Pointer:
+    """Store the checkpoint's bytes (unless not `write`); return its pointer (see clean for
+    `notice`)."""
     layout = formats.detect(source)
     buffers = BufferPool()
     sink = _ChunkSink(store, buffers, write)
@@ -126,6 +132,10 @@ def clean_checkpoint(source: PeekableStream, store: Store, write: bool = True) -
         sink.abort()
         raise
     if not complete:
+        if notice is not None:
+            notice(f"it ends inside the {layout.format} data its header announces ({source.position} "
+                   "bytes: cut short by a full disk or an interrupted copy?); stored byte for byte "
+                   "as opaque data, so its pointer has no tensor table")
         return Pointer(source.position, content.hex(), "opaque")
     lines = tuple(TensorLine(t.name, t.dtype, t.shape, tensor_digest(chunk_ids[a:b]),
                              summary.fields() if summary else ())

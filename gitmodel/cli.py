@@ -682,7 +682,10 @@ def cmd_filter_process(args) -> int:
 def cmd_clean(args) -> int:
     """For tools that do not speak the process protocol."""
     from gitmodel import checkpoint
-    sys.stdout.buffer.write(checkpoint.clean(sys.stdin.buffer, _session().store))
+    path = args.path or "stdin"
+    sys.stdout.buffer.write(checkpoint.clean(
+        sys.stdin.buffer, _session().store,
+        notice=lambda what: print(f"gitmodel: warning: {path}: {what}", file=sys.stderr)))
     return 0
 
 

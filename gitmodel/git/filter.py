@@ -100,7 +100,8 @@ class FilterServer:
 
     def _clean(self, path: str, content: ContentReader, headers: dict) -> None:
         try:
-            result = checkpoint.clean(content, self.store, write=not self._no_store)
+            result = checkpoint.clean(content, self.store, write=not self._no_store,
+                                      notice=lambda what: warn(f"warning: {path}: {what}"))
         except checkpoint.ConflictedPointers as err:
             content.drain()
             return self._fail(path, f"{err.full()}. Nothing was stored")
