@@ -75,6 +75,26 @@ def test_migrate_rewrite_converts_every_commit_and_prints_the_map(tmp_path: Path
         assert restored(repo, f"main~{back}") == digest
     repo.git("checkout", "-q", "main")
     assert repo.status() == ""
+    # Again (an exploratory run: git's own "Force overwriting the backup with -f", an option
+    # gitmodel has not, which would drop the only copy of the history before the first run).
+    again = repo.gitmodel("migrate", "--rewrite", check=False)
+    assert again.returncode != 0 and "refs/original/" in again.stderr, again.stderr
+    assert "git update-ref -d refs/original/refs/heads/main" in again.stderr, again.stderr
+    assert repo.out("rev-parse", "refs/original/refs/heads/main").strip() == old[-1]
+
+
+def test_migrate_rewrite_runs_again_after_one_killed_midway(tmp_path: Path, git_env):
+    """A rewrite killed while filter-branch worked left its scratch folder (.git-rewrite) and
+    the next run failed with git's "... already exists, please remove it". The scratch
+    folder is gitmodel's own now, under the store's tmp/, and a run clears what a killed one
+    left there."""
+    repo, sums = lfs_repo(tmp_path / "repo", git_env, versions=2)
+    for leftover in (repo.path / ".git-rewrite" / "t", repo.store / "tmp" / "filter-branch" / "t"):
+        leftover.mkdir(parents=True)            # as a killed run leaves them
+    repo.gitmodel("migrate", "--rewrite")
+    for back, digest in enumerate(reversed(sums)):
+        assert restored(repo, f"main~{back}") == digest
+    assert not (repo.store / "tmp" / "filter-branch").exists()
 
 
 def test_migrate_with_a_global_install_leaves_a_hook_that_pushes_checkpoints(tmp_path: Path, git_env):

@@ -167,6 +167,13 @@ def migrate_history(session, refs: list[str], say=lambda line: None) -> list[tup
     status = repo.run_git("status", "--porcelain", "--untracked-files=no", cwd=top).stdout
     if status.strip():
         raise MigrateError("the work tree has changes", "Nothing was rewritten. Commit or stash them first")
+    backup = repo.run_git("for-each-ref", "--format=%(refname)", "refs/original/", cwd=top).stdout.decode().split()
+    if backup:            # filter-branch would want -f, which drops the history before the first rewrite
+        raise MigrateError(f"an earlier rewrite's backup of the history is in refs/original/ "
+                           f"({len(backup)} ref(s), e.g. {backup[0]})",
+                           "Nothing was rewritten. Once the migrated history is checked (and "
+                           "pushed), delete the backup: `git update-ref -d REF` for each, e.g. "
+                           f"`git update-ref -d {backup[0]}`, then run again")
     refs = refs or ["--branches", "--tags"]
     old = _commits(top, refs)
     if not old:
@@ -175,13 +182,18 @@ def migrate_history(session, refs: list[str], say=lambda line: None) -> list[tup
     session.store._create()
     map_dir = store_root / "migrate-map"
     map_dir.mkdir(exist_ok=True)
+    # filter-branch's scratch folder, ours rather than .git-rewrite in the work tree: what a
+    # killed run leaves is cleared here (filter-branch refuses to start over it).
+    scratch = session.store.tmp_dir / "filter-branch"
+    shutil.rmtree(scratch, ignore_errors=True)
     env = child_environment(FILTER_BRANCH_SQUELCH_WARNING="1", GITMODEL_MIGRATE_MAP=str(map_dir))
     index_filter = f"{_quote(sys.executable)} -P -m gitmodel migrate --index-filter"
     say(f"rewriting {len(old)} commit(s) with git filter-branch")
-    result = subprocess.run(["git", "filter-branch", "--index-filter", index_filter,
-                             "--tag-name-filter", "cat", "--", *refs], cwd=top, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(["git", "filter-branch", "-d", str(scratch), "--index-filter",
+                             index_filter, "--tag-name-filter", "cat", "--", *refs], cwd=top,
+                            env=env, capture_output=True, text=True)
     shutil.rmtree(map_dir, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     if result.returncode != 0:
         raise MigrateError(f"git filter-branch failed: {result.stderr.strip()[-500:]}",
                            "Nothing was rewritten (filter-branch moves refs only at the end)")
