@@ -232,6 +232,11 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
     if findings.count(FETCHABLE) and not repair:
         say("`gitmodel fsck --all --repair` brings the fetchable ones" if all_history else
             "`gitmodel fetch` (or `gitmodel fsck --repair`) brings the fetchable ones")
+    unindexed = [p for p in report.problems if p.kind in (store_fsck.DAMAGED_INDEX,
+                                                        store_fsck.PACK_WITHOUT_INDEX)]
+    if lost and unindexed and not repair:
+        say(f"{len(unindexed)} pack(s) here have no usable index, and may hold what is missing: "
+            "`gitmodel fsck --repair` indexes them again first")
     if lost:
         say("to repair a damaged or lost checkpoint, add the file again from a good copy (that "
             "stores good objects; `git add --renormalize PATH` when the work tree holds it, "
