@@ -3,6 +3,7 @@ dropped goes, and a gc racing adds loses nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -329,6 +330,8 @@ def test_gc_refuses_while_a_pack_has_no_usable_index(repo: Repo):
     assert dry.returncode == 1 and "no usable index" in dry.stderr, dry.stdout + dry.stderr
     status = repo.gitmodel("status").stdout
     assert "no usable index" in status and "MiB reclaimable" not in status, status
+    on_disk = sum(p.stat().st_size for p in (repo.store / "packs").glob("*.pack"))
+    assert json.loads(repo.gitmodel("status", "--json").stdout)["store_bytes"] == on_disk
     repo.gitmodel("fsck", "--repair")
     gc(repo, "--keep-recent", "0")
     (repo.path / MODEL).unlink()

@@ -270,8 +270,13 @@ def _refuse_unindexed(store: Store, only_damaged: bool = False) -> None:
 
 
 def store_bytes(store: Store) -> int:
-    """The size of every pack the store lists."""
-    return sum(_size(store, name) for name in store.packs())
+    """The size of every pack file on disk (listed or not: one whose index is damaged still
+    takes its room)."""
+    try:
+        names = [n[:-5] for n in os.listdir(store.pack_dir) if n.startswith("pack-") and n.endswith(".pack")]
+    except FileNotFoundError:
+        return 0
+    return sum(_size(store, name) for name in names)
 
 
 def _size(store: Store, pack: str) -> int:
