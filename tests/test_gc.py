@@ -362,28 +362,3 @@ def test_gc_options_refs_and_leftovers_say_what_is_wrong(repo: Repo, tmp_path: P
     os.utime(dead, (time.time() - 60, time.time() - 60))
     swept = repo.gitmodel("gc")
     assert not dead.exists() and "removed 1 temporary file(s)" in swept.stderr
-
-
-def test_gc_folds_the_copies_an_interrupted_repack_leaves(repo: Repo):
-    """Regression (an exploratory run): a repack stopped after publishing its new packs and
-    before removing the old (Ctrl-C, a full disk) left every re-encoded chunk stored twice,
-    whole and as a delta; repack and gc then freed nothing ("0 B reclaimable"): each pack
-    held a live copy. gc now counts each live object once, in its smallest good copy, and
-    rewrites the packs whose other copies make them mostly garbage."""
-    sums = series(repo, 4)
-    age_packs(repo.store)
-    old = {p: p.read_bytes() for p in (repo.store / "packs").glob("pack-*")}
-    repo.gitmodel("repack")
-    repacked = packs_size(repo.store)
-    for path, data in old.items():                 # the old packs, back as if never removed
-        if not path.exists():
-            path.write_bytes(data)
-    age_packs(repo.store)
-    assert packs_size(repo.store) > 1.4 * repacked
-    status = repo.gitmodel("status").stdout
-    assert "0 B reclaimable" not in status, status
-    gc(repo, "--keep-recent", "0")
-    assert packs_size(repo.store) < 1.05 * repacked, (packs_size(repo.store), repacked)
-    assert_versions_exact(repo, sums)
-    fsck = repo.gitmodel("fsck", "--all")
-    assert "4 complete" in fsck.stdout and "0 problem(s)" in fsck.stdout, fsck.stdout

@@ -130,38 +130,6 @@ def set_aside(store: Store, verify: bool = True) -> set[tuple[bytes, str]]:
     return out
 
 
-def one_copy_each(store: Store, live: set[bytes], entries: list[tuple[bytes, Entry]],
-                  aside: set[tuple[bytes, str]], verify: bool = True) -> dict[bytes, Entry]:
-    """For each live object stored more than once (a repack interrupted after publishing its
-    packs leaves each re-encoded chunk whole and as a delta), the one copy to keep: the
-    smallest that reads well (`verify`: read and checked; else, as for set_aside, one whose
-    bases are all here). Objects with one copy, or none that reads, are not in it."""
-    copies: dict[bytes, list[Entry]] = {}
-    for oid, entry in entries:
-        if oid in live and (oid, entry.pack) not in aside:
-            copies.setdefault(oid, []).append(entry)
-    damaged = store.damaged()
-    chosen = {}
-    for oid, found in copies.items():
-        if len(found) < 2:
-            continue
-        for entry in sorted(found, key=lambda e: (e.stored_length, e.pack)):
-            if entry.pack in damaged.get(oid, ()):
-                continue
-            if _reads(store, oid, entry) if verify else _bases_here(store, oid, entry):
-                chosen[oid] = entry
-                break
-    return chosen
-
-
-def _bases_here(store: Store, oid: bytes, entry: Entry) -> bool:
-    try:
-        bases = _bases_of_copy(store, oid, entry) if entry.encoding == codec.DELTA else []
-    except (StoreError, OSError):
-        return False
-    return not store.missing(store.with_bases(bases)) if bases else True
-
-
 def _reads(store: Store, oid: bytes, entry: Entry) -> bool:
     try:
         store.read_copy(oid, entry)
@@ -183,19 +151,14 @@ def _bases_of_copy(store: Store, oid: bytes, entry: Entry) -> list[bytes]:
 
 
 def decide(sizes: dict[str, int], live: set[bytes], entries: Iterable[tuple[bytes, Entry]],
-           aside: set[tuple[bytes, str]] = frozenset(),
-           kept_copy: dict[bytes, Entry] | None = None) -> list[PackFate]:
+           aside: set[tuple[bytes, str]] = frozenset()) -> list[PackFate]:
     """Each pack's fate, from its size and the live records among `entries` (every object's
     copies, by pack; those `aside` are garbage): removed when nothing in it is live, rewritten
     when more than GARBAGE_TO_REWRITE of it is garbage or it is one of several small packs,
-    else kept. An object in `kept_copy` is live in that copy's pack only (see one_copy_each):
-    its other copies are garbage, which a rewrite drops (it copies no record a kept pack
-    holds)."""
-    kept_copy = kept_copy or {}
+    else kept."""
     live_bytes: dict[str, int] = dict.fromkeys(sizes, 0)
     for oid, entry in entries:
-        if oid in live and entry.pack in live_bytes and (oid, entry.pack) not in aside \
-                and kept_copy.get(oid, entry) == entry:
+        if oid in live and entry.pack in live_bytes and (oid, entry.pack) not in aside:
             live_bytes[entry.pack] += record_head.size + entry.stored_length
     small = [n for n in sizes if 0 < live_bytes[n] and sizes[n] < SMALL_PACK]
     fates = []
@@ -231,9 +194,7 @@ def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = froze
     live = live_objects(store, manifests, recent, aside)
     report = GcReport(dry_run=dry_run, live_objects=len(live), bytes_before=sum(sizes.values()))
 
-    entries = store.entries()
-    report.packs = decide(sizes, live, entries, aside,
-                          one_copy_each(store, live, entries, aside, verify=not dry_run))
+    report.packs = decide(sizes, live, store.entries(), aside)
 
     rewrite = [p.name for p in report.packs if p.action == "rewrite"]
     remove = [p.name for p in report.packs if p.action == "remove"]
