@@ -628,7 +628,13 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
         for name in sorted(entries):
             path = tmp_dir / f"{name}.mirror"
             try:
-                with source.open_pack(name) as src, open(path, "wb") as out:
+                src = source.open_pack(name)
+            except FileNotFoundError as err:       # removed since the listing (a gc)
+                damaged[name] = str(err)
+                log(f"not copying {name}: it is gone from {source}")
+                continue
+            try:
+                with src, open(path, "wb") as out:
                     files.lock(out.fileno())       # held until uploaded: a sweep leaves it alone
                     try:
                         size, needs[name] = _copy_verified(src, out, name, entries[name],
@@ -641,9 +647,6 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
                     stats.bytes += size
                     if there.sizes.get(name) != size:
                         dest.put_pack(path, name)
-            except FileNotFoundError as err:       # removed since the listing (a gc)
-                damaged[name] = str(err)
-                log(f"not copying {name}: it is gone from {source}")
             finally:
                 path.unlink(missing_ok=True)
     # A copied pack whose objects cite objects only a damaged pack holds stays invisible: the

@@ -97,7 +97,8 @@ def check_version(text: str | None, what: str, path: str = "") -> None:
         return
     if len(words) == 3 and words[:2] == ["gitmodel", "store"] and words[2].isdigit():
         raise StoreVersionError(what, f"store version {words[2]}")
-    marker = path or "its `config` file"
+    import shlex
+    marker = shlex.quote(path) if path else "its `config` file"
     raise StoreError(f"{what} has an {'empty' if not text.strip() else 'unreadable'} version "
                      f"marker {text.strip()[:60]!r} (a crash or a disk fault: every gitmodel "
                      f"writes `{MARKER.format(VERSION).strip()}` or a later number there)",
