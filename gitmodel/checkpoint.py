@@ -76,8 +76,7 @@ def clean(stream: BinaryIO, store: Store, write: bool = True,
                                      "Finish it with `gitmodel merge --resolve PATH --strategy "
                                      "S`, or keep a side: `git checkout --ours -- PATH` (or "
                                      "--theirs)")
-    ptr = clean_checkpoint(source, store, write, notice)
-    return ptr.render()
+    return clean_checkpoint(source, store, write, notice).render()
 
 
 def _conflicted_pointers(text: bytes) -> bool:

@@ -65,7 +65,7 @@ def committed_raw(repo: pygit2.Repository, side: str | None, path: str, store: S
     oid = _blob_at(repo, side, path) if side is not WORK_TREE else None
     if oid is None or pointer_blob(repo, oid, path) is not None:
         return None
-    copy = folder / f"{len(copies)}-{oid}"
+    copy = folder / str(oid)                # one copy per blob, whatever side names it
     with open(copy, "w+b") as f:            # streamed: the file may be larger than memory
         result = subprocess.run(["git", "cat-file", "blob", str(oid)], cwd=repo.workdir, stdout=f,
                                 stderr=subprocess.PIPE, env=child_environment())

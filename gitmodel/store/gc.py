@@ -217,11 +217,7 @@ def collect(store: Store, manifests: Iterable[bytes], recent: set[bytes] = froze
 def _refuse_unindexed(store: Store, only_damaged: bool = False) -> None:
     """A pack without a usable index hides which checkpoints it holds: the chunks of a live
     one whose manifest is there would look like garbage elsewhere."""
-    try:
-        on_disk = {n[:-5] for n in os.listdir(store.pack_dir) if n.startswith("pack-") and n.endswith(".pack")}
-    except FileNotFoundError:
-        return
-    hidden = sorted(name for name in on_disk - set(store.packs())
+    hidden = sorted(name for name in _pack_files(store) - set(store.packs())
                     if not only_damaged or name in store.damaged_indexes)
     if hidden:
         why = store.damaged_indexes.get(hidden[0], "no index (a crash, or another process indexing it)")
@@ -233,11 +229,15 @@ def _refuse_unindexed(store: Store, only_damaged: bool = False) -> None:
 def store_bytes(store: Store) -> int:
     """The size of every pack file on disk (listed or not: one whose index is damaged still
     takes its room)."""
+    return sum(_size(store, name) for name in _pack_files(store))
+
+
+def _pack_files(store: Store) -> set[str]:
+    """The packs whose files are on disk, indexed or not."""
     try:
-        names = [n[:-5] for n in os.listdir(store.pack_dir) if n.startswith("pack-") and n.endswith(".pack")]
+        return {n[:-5] for n in os.listdir(store.pack_dir) if n.startswith("pack-") and n.endswith(".pack")}
     except FileNotFoundError:
-        return 0
-    return sum(_size(store, name) for name in names)
+        return set()
 
 
 def _size(store: Store, pack: str) -> int:
