@@ -134,7 +134,7 @@ def _keep_bases_whole(store: Store, result: Plan) -> None:
     them: planned as deltas themselves, they would make chains that grow with every repack."""
     for oid, entry in store.entries():
         if entry.encoding == codec.DELTA and oid not in result.chunks:
-            for base in store.delta_bases(oid):
+            for base in store.copy_bases(oid, entry):
                 if base not in result.chunks:
                     result.outside.add(base)
                 if result.chunks.get(base, 0) is not None:
@@ -273,17 +273,19 @@ def _changes(store: Store, decided: Plan) -> dict[bytes, tuple[int, bytes] | Non
     new (encoding, payload) when that was computed to decide (up to MEMO_BYTES), else None."""
     changes: dict[bytes, tuple[int, bytes] | None] = {}
     candidates, rebased = [], []
+    # Every copy counts, not just the one reads find first: a repack cut short leaves chunks
+    # both whole and as deltas, and a copy left as it was could close a cycle of deltas.
+    forms = {cid: _forms(store, cid) for cid in decided.chunks}
     for cid, delta in decided.chunks.items():
-        entry = store.locate(cid)
-        if entry is None:
+        stored = forms[cid]
+        if not stored:
             continue
         if delta is None:
-            if entry.encoding == codec.DELTA:
+            if any(stored):
                 changes[cid] = None
-        elif entry.encoding == codec.DELTA:
-            if tuple(store.delta_bases(cid)) != delta.bases:
-                rebased.append(cid)
-        else:
+        elif any(bases != delta.bases for bases in stored if bases):
+            rebased.append(cid)
+        elif not all(stored):
             candidates.append(cid)
     from gitmodel.remote.transfer import ordered
     kept = 0
@@ -308,16 +310,15 @@ def _changes(store: Store, decided: Plan) -> dict[bytes, tuple[int, bytes] | Non
     # no smaller: against a keyframe of another model (training started again), it would be
     # stored whole. Bases of versions no history holds any more must not be kept alive.
     def stays_whole(base: bytes) -> bool:
-        if base not in decided.chunks or base in decided.outside:
+        if base not in decided.chunks or base in decided.outside or not forms[base]:
             return False
-        entry = store.locate(base)
-        return entry is not None and (decided.chunks[base] is None or
-                                      (base not in changes and entry.encoding != codec.DELTA))
+        return decided.chunks[base] is None or (base not in changes and not any(forms[base]))
 
     def rebase(batch):
         found = []
         for cid in batch:
-            if not all(stays_whole(base) for base in store.delta_bases(cid)):
+            stored = [bases for bases in forms[cid] if bases]
+            if len(set(stored)) > 1 or not all(stays_whole(b) for bases in stored for b in bases):
                 found.append((cid, None))
                 continue
             encoded = planned(cid)
@@ -326,6 +327,19 @@ def _changes(store: Store, decided: Plan) -> dict[bytes, tuple[int, bytes] | Non
         return found
     decide(rebased, rebase)
     return changes
+
+
+def _forms(store: Store, cid: bytes) -> list[tuple[bytes, ...] | None]:
+    """How each copy of the chunk is stored: its bases if a delta, None if whole; a copy
+    whose header does not read counts as a delta of no chunk, to be changed (the rewrite then
+    finds the damage and leaves its pack as it is)."""
+    forms = []
+    for entry in store.copies(cid):
+        try:
+            forms.append(tuple(store.copy_bases(cid, entry)) or None)
+        except (StoreError, OSError):
+            forms.append((b"",))
+    return forms
 
 
 def _rewrite_pack(store: Store, pack: str, decided: Plan,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -883,6 +884,50 @@ def test_a_fetched_whole_copy_then_the_lost_base_restored_and_repacked(tmp_path:
     for command in (["repack"], ["gc", "--keep-recent", "0"]):
         repo.gitmodel(*command)
         assert_checkouts(repo, sums)
+    assert "0 problem(s)" in repo.gitmodel("fsck", "--all").stdout
+
+
+def repack_cut_short(repo: Repo) -> None:
+    """A repack killed after publishing its packs and before removing the ones it replaced."""
+    packs, aside = repo.store / "packs", repo.path.parent / "packs-before"
+    shutil.copytree(packs, aside)
+    repo.gitmodel("repack")
+    for old in aside.iterdir():
+        if not (packs / old.name).exists():
+            shutil.copy2(old, packs / old.name)
+    shutil.rmtree(aside)
+
+
+def bases_without_a_whole_copy(store: Store) -> list[str]:
+    """Delta copies with a base stored only as deltas (every base is whole by design)."""
+    found = []
+    for oid, entry in store.entries():
+        for base in store.copy_bases(oid, entry):
+            if all(e.encoding == codec.DELTA for e in store.copies(base)):
+                found.append(f"{oid.hex()[:12]} in {entry.pack}: base {base.hex()[:12]}")
+    return found
+
+
+@pytest.mark.parametrize("versions", [3, 7])
+def test_a_repack_cut_short_then_a_revert_and_a_repack_leave_every_version_readable(repo: Repo, versions):
+    """The cut-short repack left chunks both whole and as deltas of the newest version; after
+    a revert the next repack made that version's chunks deltas of the reverted-to one, read
+    only the first copy of each chunk to see what was to change, and left the other copies
+    as they were: chunks stored as deltas of each other, every checkout failing ("chain
+    more than 64 deep") while fsck found nothing wrong; a gc then dropped whole copies for
+    the deltas. Reads take a base's whole copy first, repack changes every copy, gc keeps
+    whole copies of bases."""
+    sums = series(repo, versions)
+    repack_cut_short(repo)
+    repo.git("revert", "--no-edit", "HEAD")
+    sums.append(sums[-2])
+    repo.gitmodel("repack")
+    store = Store(repo.store)
+    assert bases_without_a_whole_copy(store) == []
+    store.close()
+    assert_versions_exact(repo, sums)
+    repo.gitmodel("gc", "--keep-recent", "0")
+    assert_versions_exact(repo, sums)
     assert "0 problem(s)" in repo.gitmodel("fsck", "--all").stdout
 
 

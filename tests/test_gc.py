@@ -232,6 +232,54 @@ def test_gc_keeps_the_bases_of_deltas_it_does_not_re_encode(tmp_path: Path, git_
     assert_versions_exact(repo, sums[:2])
 
 
+def test_gc_keeps_a_whole_copy_of_every_base_a_kept_delta_needs(tmp_path: Path):
+    """A repack cut short, then a revert and a second repack, left two chunks stored whole in
+    one pack and as deltas of each other in two others. gc kept a copy of each (the deltas,
+    in packs it kept) and dropped the whole copies from the pack it rewrote: a cycle of
+    deltas, both chunks lost, exit 0."""
+    import blake3
+    from gitmodel.store import codec
+    from gitmodel.store.gc import collect
+    from gitmodel.store.manifest import Manifest
+    from gitmodel.store.objects import CHUNK, MANIFEST, Store
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(1 << 14).astype(np.float32)
+    y = (x + np.float32(1e-4) * rng.standard_normal(x.size).astype(np.float32)).tobytes()
+    x = x.tobytes()
+    ids = {data: blake3.blake3(data).digest() for data in (x, y)}
+    fillers = [rng.bytes(9 << 20) for _ in range(2)]       # big enough to keep their packs
+    chunks = [(blake3.blake3(d).digest(), len(d)) for d in (x, y, *fillers)]
+    manifest = Manifest(sum(n for _, n in chunks), chunks).encode()
+    root = blake3.blake3(manifest).digest()
+    store = Store(tmp_path / "store")
+
+    def pack(*records):
+        writer = store.writer()
+        for oid, kind, (encoding, payload), length in records:
+            writer.add(oid, kind, encoding, length, payload)
+        store.publish(writer)
+
+    def whole(data, kind=CHUNK):
+        return blake3.blake3(data).digest(), kind, codec.encode(data, 4), len(data)
+
+    def delta(data, base):
+        return ids[data], CHUNK, (codec.DELTA, codec.encode_delta(data, base, [ids[base]], 0, 4)), len(data)
+
+    garbage = rng.bytes(1 << 20)
+    pack(whole(x), whole(y), whole(garbage), whole(manifest, MANIFEST))    # rewritten by gc
+    pack(delta(x, y), whole(fillers[0]))
+    pack(delta(y, x), whole(fillers[1]))
+    report = collect(store, [root])
+    assert report.count("rewrite") == 1 and report.count("keep") == 2, report.packs
+    store.close()
+    store = Store(tmp_path / "store")
+    for data in (x, y, *fillers):
+        assert store.read(blake3.blake3(data).digest()) == data
+    assert not store.has(blake3.blake3(garbage).digest())
+    store.close()
+
+
 def test_gc_refuses_when_a_live_checkpoint_cannot_be_read(repo: Repo):
     write_safetensors(repo.path / MODEL, random_model(1))
     repo.commit("v0", MODEL)

@@ -260,13 +260,35 @@ def _count_removed(store: Store, live: set[bytes], packs: set[str]) -> int:
 def _rewrite(store: Store, packs: list[str], live: set[bytes], kept_packs: set[str],
              report: GcReport, progress: Callable[[str], None],
              aside: set[tuple[bytes, str]] = frozenset()) -> set[str]:
-    """Copy the live records of `packs` into new packs (each object once, and not when a kept
-    pack holds a good copy, nor the copies `aside`), verified; returns the names of the packs
-    written. A pack with a damaged live record is kept as it is."""
+    """Copy the live records of `packs` into new packs, verified, leaving out the copies
+    `aside` and a copy another one makes redundant; returns the names of the packs written.
+    A pack with a damaged live record is kept as it is.
+
+    A whole copy is redundant only next to another whole copy, kept or written; a delta, next
+    to any copy. A delta's bases are read from whole copies, so every whole copy a kept delta
+    may need survives: keeping a delta instead could leave two chunks only as deltas of each
+    other (a repack cut short stores chunks both ways). A kept pack's copy is read before it
+    stands in for the one left out."""
     if not packs:
         return set()
-    have = {oid for oid, entry in store.entries() if entry.pack in kept_packs and oid in live
-            and entry.pack not in store.damaged().get(oid, ())}
+    kept: dict[bytes, list[Entry]] = {}
+    for oid, entry in store.entries():
+        if entry.pack in kept_packs and oid in live and entry.pack not in store.damaged().get(oid, ()):
+            kept.setdefault(oid, []).append(entry)
+    have_whole: set[bytes] = set()          # objects with a whole copy, kept or written
+    have_any: set[bytes] = set()
+
+    def redundant(oid: bytes, encoding: int) -> bool:
+        have = have_any if encoding == codec.DELTA else have_whole
+        if oid in have:
+            return True
+        for entry in kept.pop(oid, ()):        # read once, when first it matters
+            if _reads(store, oid, entry):
+                have_any.add(oid)
+                if entry.encoding != codec.DELTA:
+                    have_whole.add(oid)
+        return oid in have
+
     writer = store.writer()
     try:
         for i, name in enumerate(packs, 1):
@@ -274,7 +296,7 @@ def _rewrite(store: Store, packs: list[str], live: set[bytes], kept_packs: set[s
             try:
                 with open(store.pack_dir / f"{name}.pack", "rb") as f:
                     for oid, entry, record in scan(f.read):
-                        if oid not in live or oid in have or (oid, name) in aside:
+                        if oid not in live or (oid, name) in aside or redundant(oid, entry.encoding):
                             continue
                         entry = Entry(name, entry.offset, entry.stored_length, entry.raw_length,
                                       entry.kind, entry.encoding)
@@ -289,7 +311,9 @@ def _rewrite(store: Store, packs: list[str], live: set[bytes], kept_packs: set[s
             for oid, entry, record in records:
                 writer.add(oid, entry.kind, entry.encoding, entry.raw_length,
                            memoryview(record)[record_head.size:])
-                have.add(oid)
+                have_any.add(oid)
+                if entry.encoding != codec.DELTA:
+                    have_whole.add(oid)
             progress(f"rewrote {i}/{len(packs)} pack(s)")
         store.publish(writer)              # fsynced and visible before any old pack goes
     except BaseException:

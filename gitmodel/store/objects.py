@@ -649,9 +649,12 @@ class Store:
         return data
 
     def _read_unchecked(self, oid: bytes) -> bytes | bytearray:
-        """A good copy's bytes, decoded but not hashed (a base, checked through its delta)."""
+        """A good copy's bytes, decoded but not hashed (a base, checked through its delta).
+        Whole copies first: a base is whole by design (docs/design.md "Deltas"), and a
+        repack cut short leaves chunks stored both whole and as deltas, which must not lead
+        a read round a cycle while a whole copy sits unread."""
         for round in range(2):
-            for entry in self._good_copies(oid):
+            for entry in sorted(self._good_copies(oid), key=lambda e: e.encoding == codec.DELTA):
                 try:
                     record = self._read_record(oid, entry)
                     if not _header_agrees(oid, entry, record):
@@ -679,6 +682,11 @@ class Store:
         if entry is None or entry.encoding != codec.DELTA:
             return []
         return self._delta_bases_of(oid, entry)
+
+    def copy_bases(self, oid: bytes, entry: Entry) -> list[bytes]:
+        """The bases of this one copy of the object (none if it is whole): an object can be
+        stored in several packs, not always encoded alike (a repack cut short)."""
+        return self._delta_bases_of(oid, entry) if entry.encoding == codec.DELTA else []
 
     def _delta_bases_of(self, oid: bytes, entry: Entry) -> list[bytes]:
         fd = self._fd(entry.pack)
