@@ -232,9 +232,10 @@ def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRA
         writer = store.writer()
         rewritten = []
         aside = set_aside(store)           # copied as they are, they could close a cycle
+        written = _Written()
         try:
             for i, pack in enumerate(packs, 1):
-                if _rewrite_pack(store, pack, decided, changes, writer, report, aside):
+                if _rewrite_pack(store, pack, decided, changes, writer, report, aside, written):
                     rewritten.append(pack)
                 progress(f"pack {i}/{len(packs)}")
             store.publish(writer)          # fsynced and visible before any old pack goes
@@ -342,11 +343,31 @@ def _forms(store: Store, cid: bytes) -> list[tuple[bytes, ...] | None]:
     return forms
 
 
+class _Written:
+    """The objects a repack has written so far, to write each once: a repack cut short left
+    the chunks it re-encoded in both the old packs and the new ones. A whole copy stands in
+    for any other; a delta only for another delta (a base must keep a whole copy)."""
+
+    def __init__(self):
+        self.whole: set[bytes] = set()
+        self.any: set[bytes] = set()
+
+    def redundant(self, oid: bytes, encoding: int) -> bool:
+        return oid in (self.any if encoding == codec.DELTA else self.whole)
+
+    def add(self, oid: bytes, encoding: int) -> None:
+        self.any.add(oid)
+        if encoding != codec.DELTA:
+            self.whole.add(oid)
+
+
 def _rewrite_pack(store: Store, pack: str, decided: Plan,
                   changes: dict[bytes, tuple[int, bytes] | None], writer, report: RepackReport,
-                  aside: set[tuple[bytes, str]] = frozenset()) -> bool:
+                  aside: set[tuple[bytes, str]] = frozenset(), written: _Written | None = None) -> bool:
     """Copy the pack's records into the writer, re-encoding those in `changes` and leaving out
-    those `aside` (gc.set_aside); False (and the pack is kept) if a record is damaged."""
+    those `aside` (gc.set_aside) and those `written` makes redundant; False (and the pack is
+    kept) if a record is damaged."""
+    written = _Written() if written is None else written
     path = store.pack_dir / f"{pack}.pack"
     records = []
     with open(path, "rb") as f:
@@ -382,7 +403,10 @@ def _rewrite_pack(store: Store, pack: str, decided: Plan,
         return False
     for out, _ in results:
         for oid, kind, encoding, payload, raw_length, changed in out:
+            if written.redundant(oid, encoding):
+                continue
             writer.add(oid, kind, encoding, raw_length, payload)
+            written.add(oid, encoding)
             report.encoded += changed
     return True
 

@@ -908,6 +908,32 @@ def bases_without_a_whole_copy(store: Store) -> list[str]:
     return found
 
 
+def test_the_next_repack_frees_the_copies_a_repack_cut_short_left_twice(repo: Repo, monkeypatch):
+    sums = series(repo, 5)
+    repack_cut_short(repo)
+    store = Store(repo.store)
+    twice = sum(len(store.copies(oid)) > 1 for oid, _ in store.entries())
+    store.close()
+    assert twice > 100                        # the re-encoded chunks, whole and as deltas
+    from gitmodel import repack
+    small_packs = Store.writer
+
+    def writer(self):                         # copies of one object fall in different packs
+        made = small_packs(self)
+        made._target = 1 << 20
+        return made
+    monkeypatch.setattr(Store, "writer", writer)
+    store = Store(repo.store)
+    repack.repack(store, [list(reversed(contents(repo)))])
+    store.close()
+    store = Store(repo.store)
+    assert len(store.packs()) > 3
+    assert [oid.hex() for oid, _ in store.entries() if len(store.copies(oid)) > 1] == []
+    assert bases_without_a_whole_copy(store) == []
+    store.close()
+    assert_versions_exact(repo, sums)
+
+
 @pytest.mark.parametrize("versions", [3, 7])
 def test_a_repack_cut_short_then_a_revert_and_a_repack_leave_every_version_readable(repo: Repo, versions):
     """The cut-short repack left chunks both whole and as deltas of the newest version; after

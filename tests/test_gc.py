@@ -280,6 +280,50 @@ def test_gc_keeps_a_whole_copy_of_every_base_a_kept_delta_needs(tmp_path: Path):
     store.close()
 
 
+def test_gc_rewriting_a_delta_then_a_whole_copy_into_one_pack_keeps_both(tmp_path: Path):
+    """The same copies in small packs, all rewritten into one, the deltas' pack first: the
+    pack writer kept the delta copy it met first and dropped the whole copy after it."""
+    import blake3
+    from gitmodel.store import codec
+    from gitmodel.store.gc import collect
+    from gitmodel.store.manifest import Manifest
+    from gitmodel.store.objects import CHUNK, MANIFEST, Store
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(1 << 14).astype(np.float32)
+    y = (x + np.float32(1e-4) * rng.standard_normal(x.size).astype(np.float32)).tobytes()
+    x = x.tobytes()
+    ids = {data: blake3.blake3(data).digest() for data in (x, y)}
+    manifest = Manifest(len(x) + len(y), [(ids[x], len(x)), (ids[y], len(y))]).encode()
+    root = blake3.blake3(manifest).digest()
+    for attempt in range(64):                 # pack names are hashes: find an order
+        store = Store(tmp_path / f"store{attempt}")
+        writer = store.writer()
+        for data, base in ((x, y), (y, x)):   # deltas of each other
+            writer.add(ids[data], CHUNK, codec.DELTA, len(data),
+                       codec.encode_delta(data, base, [ids[base]], 0, 4))
+        garbage = bytes([attempt]) * 64
+        writer.add(blake3.blake3(garbage).digest(), CHUNK, codec.RAW, len(garbage), garbage)
+        store.publish(writer)
+        deltas = store.packs()[0]
+        writer = store.writer()
+        for data, kind, width in ((x, CHUNK, 4), (y, CHUNK, 4), (manifest, MANIFEST, 1)):
+            encoding, payload = codec.encode(data, width)
+            writer.add(blake3.blake3(data).digest(), kind, encoding, len(data), payload)
+        store.publish(writer)
+        if store.packs()[0] == deltas:
+            break
+        store.close()
+    else:
+        pytest.fail("no order found")
+    report = collect(store, [root])
+    assert report.count("rewrite") == 2, report.packs
+    store.close()
+    store = Store(tmp_path / f"store{attempt}")
+    assert store.read(ids[x]) == x and store.read(ids[y]) == y
+    store.close()
+
+
 def test_gc_refuses_when_a_live_checkpoint_cannot_be_read(repo: Repo):
     write_safetensors(repo.path / MODEL, random_model(1))
     repo.commit("v0", MODEL)

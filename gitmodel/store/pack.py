@@ -14,6 +14,7 @@ import blake3
 
 from gitmodel.errors import GitmodelError
 from gitmodel.store import files
+from gitmodel.store.codec import DELTA
 
 PACK_MAGIC = b"GMPACK01"
 INDEX_MAGIC = b"GMIDX001"
@@ -85,7 +86,9 @@ PackSink = Callable[[Path, int, str, bytes, dict[bytes, Entry]], None]
 class PackWriter:
     """Appends records to temporary packs; each pack that reaches the target size, and the
     last one on `finish`, goes to `sink` (which publishes it). A temporary pack is locked
-    while it is written, so a sweep can tell it from one a killed process left."""
+    while it is written, so a sweep can tell it from one a killed process left. An object
+    added twice is written once per pack, unless the first copy is a delta and the second
+    whole: a delta's base must keep a whole copy (codec.DELTA's bases are read from one)."""
 
     def __init__(self, tmp_dir: Path, sink: PackSink, target: int = PACK_TARGET,
                  make_dir: Callable[[Path], None] | None = None):
@@ -98,8 +101,11 @@ class PackWriter:
     def add(self, oid: bytes, kind: int, encoding: int, raw_length: int, payload) -> None:
         """Append a record; `payload` is bytes-like, or a list of bytes-like parts (written
         as they are, never joined in memory)."""
-        if oid in self.pending:
-            return
+        held = self.pending.get(oid)
+        if held is not None:
+            if held.encoding != DELTA or encoding == DELTA:
+                return
+            self._publish()           # a whole copy after a delta: keep both, in two packs
         if self._file is None:
             self._open()
         offset = self._size
