@@ -957,6 +957,76 @@ def test_a_repack_cut_short_then_a_revert_and_a_repack_leave_every_version_reada
     assert "0 problem(s)" in repo.gitmodel("fsck", "--all").stdout
 
 
+def test_a_push_never_sends_chunks_as_deltas_of_each_other(tmp_path: Path, git_env):
+    """After a repack cut short, a revert and a second one cut short, the store held chunks
+    whole and as deltas of each other; reads took the whole copies, but a push (without a
+    repack: gitmodel.delta false) sent the first copy of each, the deltas: a remote with a
+    cycle, fsck --remote content, every clone failing. Pushes send whole copies first."""
+    repo = team(tmp_path, git_env, str(tmp_path / "team-store"))
+    sums = series(repo, 3, seed=10)
+    repack_cut_short(repo)
+    repo.git("revert", "--no-edit", "HEAD")
+    sums.append(sums[-2])
+    repack_cut_short(repo)
+    repo.git("config", "gitmodel.delta", "false")
+    store = Store(repo.store)
+    first = {oid: store.locate(oid) for oid, _ in store.entries()}
+    cycle = [oid for oid, entry in first.items() if entry.encoding == codec.DELTA and
+             any(oid in store.copy_bases(b, first[b]) for b in store.copy_bases(oid, entry))]
+    store.close()
+    assert cycle, "the first copies of some chunks are deltas of each other"
+    repo.git("push", "-q", "origin", "main")
+    assert "0 problem(s)" in repo.gitmodel("fsck", "--all", "--remote", "origin").stdout
+    other = user(tmp_path, git_env, "bob")
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(tmp_path / "bob")],
+                   env=other, check=True)
+    assert_versions_exact(Repo(tmp_path / "bob", other), sums)
+
+
+def test_fsck_of_a_remote_finds_chunks_stored_there_as_deltas_of_each_other(tmp_path: Path, git_env):
+    """Such a remote (an older gitmodel's push) passed `fsck --remote`: each delta was
+    checked against the local store's copy of its base. It is damaged now, and the repair it
+    names uploads whole copies, which readers there take first."""
+    from gitmodel.remote import transfer
+    from gitmodel.remote.backend import RemoteSpec, open_backend
+    from gitmodel.remote.view import RemoteView
+    from gitmodel.store.objects import CHUNK
+    from gitmodel.store.pack import Entry, record_head
+
+    remote_dir = tmp_path / "team-store"
+    repo = team(tmp_path, git_env, str(remote_dir))
+    sums = series(repo, 1)
+    store = Store(repo.store)
+    manifest = bytes.fromhex(contents(repo)[-1])
+    chunks = dict(store.read_manifest(manifest).chunks)
+    y, x, w = sorted(chunks, key=chunks.get)[-3:]        # len(x) <= len(y) + len(w), len(y) <= len(x)
+    data = {oid: bytes(store.read(oid)) for oid in (x, y, w)}
+    deltas = {x: codec.encode_delta(data[x], data[y] + data[w], [y, w], 0, 4),
+              y: codec.encode_delta(data[y], data[x], [x], 0, 4)}
+    view = RemoteView(open_backend(RemoteSpec(str(remote_dir), str(remote_dir))), repo.store).refresh()
+    view.create()
+
+    def records():
+        for oid in [*chunks, manifest]:
+            entry, record, _ = store.read_checked(oid)
+            if oid in deltas:
+                yield oid, Entry("", 0, len(deltas[oid]), len(data[oid]), CHUNK, codec.DELTA), deltas[oid]
+            else:
+                yield oid, entry, memoryview(record)[record_head.size:]
+    transfer.send_records(store, view, records(), 1, "test", quiet=True)
+    store.close()
+    repo.git("push", "-q", "origin", "main")
+    checked = repo.gitmodel("fsck", "--remote", "origin", check=False)
+    assert checked.returncode != 0 and "a cycle of deltas" in checked.stdout, checked.stdout
+    assert "fsck --remote origin --repair" in checked.stdout, checked.stdout
+    repo.gitmodel("fsck", "--remote", "origin", "--repair")
+    assert "0 problem(s)" in repo.gitmodel("fsck", "--remote", "origin").stdout
+    other = user(tmp_path, git_env, "bob")
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(tmp_path / "bob")],
+                   env=other, check=True)
+    assert sha256(tmp_path / "bob" / MODEL) == sums[0]
+
+
 def test_a_new_model_at_the_same_path_leaves_the_older_deltas_as_they_are(repo: Repo):
     """Training started again from scratch at the same path: the older versions' deltas were
     planned against the new model's keyframe, were not worth it there, and were stored whole

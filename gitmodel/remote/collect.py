@@ -249,7 +249,7 @@ class _Plan:
             for oid, es in copies.items():
                 found += [b for e in es for b in self._heads[(e.pack, e.offset)]]
                 if self._from_store(oid, local):
-                    found += self.store.delta_bases(oid)
+                    found += self.store.bases_to_send(oid)
             todo = [b for b in dict.fromkeys(found) if b not in live]
             live.update(todo)
         return live
@@ -258,7 +258,7 @@ class _Plan:
         """Whether the store's copy may replace the remote's: one whose bases the remote holds.
         A local delta against a version the remote never received (an unpushed branch's,
         kept whole by the repack) would carry that version's weights there."""
-        return self.store.has(oid) and all(b in self.view.entries for b in self.store.delta_bases(oid))
+        return self.store.has(oid) and all(b in self.view.entries for b in self.store.bases_to_send(oid))
 
     def _from_store(self, oid: bytes, local: set[bytes]) -> bool:
         return oid in local or (oid not in self.view.entries and self.store.has(oid))
@@ -340,7 +340,7 @@ def _rewrite(view: RemoteView, store: Store, plan: _Plan,
             if store.locate(oid).kind != kind:
                 continue
             try:
-                entry, record, _ = store.read_checked(oid)
+                entry, record, _ = store.read_checked(oid, whole=True)    # as _Plan saw it
             except StoreError as err:
                 failed[oid] = err.full()
                 continue

@@ -217,12 +217,16 @@ def upload(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = 
     pinned = [(entry, oid) for entry, oid in located if oid in again and entry.kind == MANIFEST]
     rest = [(entry, oid) for entry, oid in located if not (oid in again and entry.kind == MANIFEST)]
 
+    sent = set(closure)
+
     def read(batch: list[bytes]) -> list:
         out = []
         for oid in batch:
-            entry, record, data = store.read_checked(oid)     # never spread a damaged object
+            entry, record, data = store.read_checked(oid, whole=True)   # never spread a damaged object
             payload = memoryview(record)[record_head.size:]
-            if oid in whole:
+            if entry.encoding == codec.DELTA and not all(b in sent for b in codec.delta_bases(payload)):
+                whole.add(oid)               # a copy other than to_send's (that one was bad)
+            if oid in whole and entry.encoding == codec.DELTA:
                 encoding, payload = codec.encode(data, codec.delta_elements(payload)[0])
                 entry = dataclasses.replace(entry, encoding=encoding, stored_length=len(payload))
             out.append((oid, entry, payload))
@@ -250,15 +254,23 @@ def to_send(store: Store, view: RemoteView, oids: list[bytes]) -> tuple[list[byt
     any manifest), and which of the deltas go whole. A delta whose base is neither among these
     nor on the remote goes whole: that base is a version this upload does not carry (the
     checked-out version of an unpushed branch, which the repack kept whole), whose weights
-    must not leave with it. Bases the remote has are listed too: the caller checks they are
+    must not leave with it. So does a delta whose base the remote holds only as a delta: a
+    base is whole by design. An object is sent from a whole copy if the store has one
+    (Store.locate_whole). Bases the remote has are listed too: the caller checks they are
     still there once it is done."""
     sending = set(oids)
     out, whole = dict.fromkeys(oids), set()
     todo = list(out)
+
+    def usable(base: bytes) -> bool:
+        if base in sending:
+            return True
+        there = view.entries.copies(base)
+        return bool(there) and any(e.encoding != codec.DELTA for e in there)
     while todo:
         oid = todo.pop()
-        bases = store.delta_bases(oid) if store.has(oid) else []
-        if any(base not in sending and base not in view.entries for base in bases):
+        bases = store.bases_to_send(oid)
+        if not all(usable(base) for base in bases):
             whole.add(oid)
             continue
         for base in bases:
@@ -369,6 +381,16 @@ def _coalesce(located: list[tuple[bytes, Entry]]) -> list[_Range]:
     return ranges
 
 
+def whole_first(table: ObjectTable, oid: bytes) -> Entry:
+    """The remote copy to read: a whole one if there is one (bases are whole by design; a
+    remote can hold an object twice, e.g. after an older gitmodel pushed a store that a
+    repack cut short had left so)."""
+    entry = table[oid]
+    if entry.encoding != codec.DELTA:
+        return entry
+    return next((e for e in table.copies(oid) if e.encoding != codec.DELTA), entry)
+
+
 def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, str],
                  quiet: bool = True, bases: Bases | None = None,
                  deferred: list | None = None) -> Iterator[tuple[bytes, Entry, memoryview]]:
@@ -382,7 +404,7 @@ def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, st
     if absent:
         reason = view.describe_missing(len(absent), absent[0])
         failed.update(dict.fromkeys(absent, reason))
-    located = [(oid, view.entries[oid]) for oid in oids if oid in view.entries]
+    located = [(oid, whole_first(view.entries, oid)) for oid in oids if oid in view.entries]
     chunks = [item for item in located if item[1].kind != MANIFEST]
     manifests = [item for item in located if item[1].kind == MANIFEST]
     ranges = _coalesce(chunks) + _coalesce(manifests)

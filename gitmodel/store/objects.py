@@ -344,6 +344,20 @@ class Store:
         copies = self._good_copies(oid)
         return copies[0] if copies else None
 
+    def locate_whole(self, oid: bytes) -> Entry | None:
+        """A good copy, a whole one if there is one: what is sent to a remote. Bases are whole
+        by design; a repack cut short leaves chunks both whole and as deltas, whose delta
+        copies, sent, could be deltas of each other there."""
+        entry = self.locate(oid)
+        if entry is None or entry.encoding != codec.DELTA:
+            return entry
+        return next((e for e in self._good_copies(oid) if e.encoding != codec.DELTA), entry)
+
+    def bases_to_send(self, oid: bytes) -> list[bytes]:
+        """The bases of the copy sent to a remote (locate_whole's): none if whole or absent."""
+        entry = self.locate_whole(oid)
+        return self.copy_bases(oid, entry) if entry is not None else []
+
     def missing(self, oids) -> list[bytes]:
         """The given ids the store has no good copy of, looking again on disk first."""
         absent = [oid for oid in oids if not self.has(oid)]
@@ -491,12 +505,13 @@ class Store:
         object's length), decoded into it and returned as it."""
         return self.read_checked(oid, out)[2]
 
-    def read_checked(self, oid: bytes, out=None) -> tuple[Entry, bytes, bytes]:
+    def read_checked(self, oid: bytes, out=None, whole: bool = False) -> tuple[Entry, bytes, bytes]:
         """(index entry, record as stored, bytes) of the object, verified (decoded into `out`
         if given, which holds garbage if no copy is good). A copy that fails
         its check is remembered as damaged and another copy serves, if any pack holds one
         (looking again on disk, where a repair or a re-add may have put one); if none is good,
-        the first copy's error is raised."""
+        the first copy's error is raised. With `whole`, whole copies are tried first
+        (locate_whole)."""
         errors: list[CorruptObject] = []
         tried: set[Entry] = set()
 
@@ -516,12 +531,14 @@ class Store:
             return None
 
         if oid not in self._bad:                  # the common case: one lookup, one read
-            entry = self._index.get(oid)
+            entry = self.locate_whole(oid) if whole else self._index.get(oid)
             found = attempt(entry) if entry is not None else None
             if found:
                 return found
         for round in range(2):
             copies = self._good_copies(oid)
+            if whole:
+                copies.sort(key=lambda e: e.encoding == codec.DELTA)
             copies += [e for e in self._index.copies(oid) if e not in copies]   # known bad: last
             for entry in copies:
                 found = attempt(entry) if entry not in tried else None
