@@ -139,8 +139,32 @@ def clean_checkpoint(source: PeekableStream, store: Store, write: bool = True,
     lines = tuple(TensorLine(t.name, t.dtype, t.shape, tensor_digest(chunk_ids[a:b]),
                              summary.fields() if summary else ())
                   for t, a, b, summary in tensors)
-    return Pointer(source.position, content.hex(), layout.format, lines,
-                   _bounded(sorted(layout.metadata.items())), _bounded(sorted(layout.metrics.items())))
+    found = Pointer(source.position, content.hex(), layout.format, lines,
+                    _bounded(sorted(layout.metadata.items())), _bounded(sorted(layout.metrics.items())))
+    why = _unreadable(found)
+    if why is None:
+        return found
+    # Committed, it would not be taken for a pointer (a checkout would write its text, a gc
+    # would not see the checkpoint as live): the same chunks, described as opaque data.
+    if notice is not None:
+        notice(f"its {layout.format} header describes the tensors so that the pointer {why}; "
+               "stored byte for byte as opaque data, so its pointer has no tensor table")
+    return Pointer(source.position, content.hex(), "opaque")
+
+
+def _unreadable(found: Pointer) -> str | None:
+    """Why the pointer's text would not read back as it, if it would not."""
+    text = found.render()
+    if len(text) > pointers.MAX_POINTER_SIZE:
+        return (f"would take {len(text) / 2**20:.0f} MiB (a pointer is at most "
+                f"{pointers.MAX_POINTER_SIZE >> 20} MiB: very long tensor names, or very many tensors)")
+    try:
+        again = pointers.parse(text)
+    except pointers.PointerError as err:
+        return f"would not read back ({err}: e.g. a dimension of more than 20 digits)"
+    if again.render() != text:
+        return "would read back otherwise"
+    return None
 
 
 MAX_SUMMARY_ITEMS = 200          # metadata entries and metrics shown, each

@@ -151,6 +151,31 @@ def test_truncated_safetensors_round_trips_as_opaque(repo: Repo):
     assert cut.read_bytes() == data[: len(data) // 2]
 
 
+def test_a_checkpoint_whose_pointer_would_be_too_large_is_stored_as_opaque(repo: Repo):
+    """Tensor names of 1 MiB each (an exploration's file, valid safetensors) made a pointer of
+    70 MiB, past the 64 MiB that is ever taken for one: git add and commit exited 0, checkout
+    then wrote the pointer's text into the work tree, and gc removed the checkpoint's only
+    copy, seeing no pointer that named it."""
+    import json
+    import struct
+    header = json.dumps({f"{i:03d}" + "x" * (1 << 20): {"dtype": "U8", "shape": [1],
+                                                        "data_offsets": [i, i + 1]}
+                         for i in range(66)}).encode()
+    path = repo.path / "long.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(range(66)))
+    digest = sha256(path)
+    added = repo.git("add", "long.safetensors").stderr.decode()
+    assert "warning: long.safetensors:" in added and "at most 64 MiB" in added, added
+    repo.commit("long names")
+    committed = repo.git("show", "HEAD:long.safetensors").stdout
+    assert pointer.parse(committed).format == "opaque"
+    repo.gitmodel("gc", "--keep-recent", "0")
+    path.unlink()
+    repo.git("checkout", "--", "long.safetensors")
+    assert sha256(path) == digest
+    assert "1 complete" in repo.gitmodel("fsck").stdout
+
+
 def test_smudge_of_big_non_pointer_streams_back(repo: Repo):
     """A 20 MB raw blob under a tracked path comes back unchanged through the spool."""
     blob = np.random.default_rng(6).bytes(20_000_000)

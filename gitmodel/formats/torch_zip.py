@@ -299,7 +299,7 @@ def _is_int(x: object) -> bool:
 
 
 def _ints(x: object) -> bool:
-    return type(x) is tuple and all(type(d) is int and d >= 0 for d in x)
+    return type(x) is tuple and all(type(d) is int and 0 <= d < 1 << 63 for d in x)
 
 
 class _Machine:
