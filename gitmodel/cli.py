@@ -630,18 +630,26 @@ def _merge_arguments(p) -> None:
     p.add_argument("--strategy", choices=("conflict", "ours", "theirs", "average",
                                           "task-arithmetic", "ties", "dare"),
                    help="for tensors changed differently (default: as configured, else conflict)")
-    p.add_argument("--weights", help="one weight per input, comma-separated (default all 1)")
+    p.add_argument("--weights", type=_weights,
+                   help="one weight per input, comma-separated (default all 1)")
     p.add_argument("--scale", type=float, help="λ of task-arithmetic, ties and dare (default 1)")
     p.add_argument("--density", type=float, help="fraction kept by ties and dare (default 0.5)")
     p.add_argument("--seed", type=int, help="dare's random drops (default 0)")
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not numbers separated by commas "
+                                         "(e.g. 0.3,0.7)") from None
 
 
 @command("merge", "merge checkpoints tensor by tensor: finish a conflicted merge, or merge files",
          _merge_arguments)
 def cmd_merge(args) -> int:
     from gitmodel.git import merge, repo, revisions
-    weights = tuple(float(w) for w in args.weights.split(",")) if args.weights else None
-    given = dict(name=args.strategy, weights=weights, scale=args.scale, density=args.density,
+    given = dict(name=args.strategy, weights=args.weights, scale=args.scale, density=args.density,
                  seed=args.seed)
     if args.resolve:
         if args.inputs or args.output is not None:

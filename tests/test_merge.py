@@ -202,9 +202,57 @@ def test_a_dash_named_checkpoint_merges_in_a_work_tree_with_a_gitmodel_folder(re
     conflict = repo.git("cherry-pick", "main~1", check=False).stderr.decode()
     hint = conflict[conflict.index("finish with"):]
     assert "--resolve=-m.safetensors" in hint
-    assert "abandon it: `git merge --abort`, `git cherry-pick --abort`" in hint
+    assert "if git left this conflict in the work tree" in conflict     # a cherry-pick: git does not say
+    assert "`git merge --abort`, `git cherry-pick --abort`" in hint
     resolved = repo.gitmodel("merge", "--resolve=-m.safetensors", "--strategy", "theirs")
     assert "staged the merged -m.safetensors" in resolved.stderr
+
+
+def test_a_criss_cross_merge_of_two_resolutions_is_a_conflict(repo: Repo):
+    """Alice and Bob each merged the other's branch, each keeping their own version of a
+    tensor. Merging the two has two merge bases, which git first merged into a virtual one
+    with the driver: its conflict left ours as that base, so the real merge saw only theirs
+    change and took it, exit 0: Alice's resolution lost without a word."""
+    base = random_model(1)
+    alice = dict(base, **{"layers.1.weight": base["layers.1.weight"] * np.float32(0.5)})
+    bob = dict(base, **{"layers.1.weight": base["layers.1.weight"] * np.float32(1.5)})
+    diverge(repo, "m.safetensors", st_write, base, alice, bob)
+    repo.git("branch", "-q", "alice")
+    for mine, other in (("alice", "theirs~0"), ("theirs", "alice~1")):
+        repo.git("switch", "-q", mine)
+        assert repo.git("merge", "--no-edit", other, check=False).returncode == 1
+        repo.gitmodel("merge", "--resolve", "m.safetensors", "--strategy", "ours")
+        repo.git("commit", "-q", "--no-edit")
+    assert len(repo.out("merge-base", "--all", "alice", "theirs").split()) == 2
+    repo.git("switch", "-q", "alice")
+    kept = (repo.path / "m.safetensors").read_bytes()
+    merged = repo.git("merge", "--no-edit", "theirs", check=False)
+    assert merged.returncode == 1, merged.stderr.decode()
+    assert repo.status().startswith("UU m.safetensors")
+    assert (repo.path / "m.safetensors").read_bytes() == kept
+
+
+def test_resolve_takes_its_path_literally(repo: Repo):
+    """`--resolve 'ckpt[x].safetensors'` went to git as a pattern that matches
+    ckptx.safetensors too, and staged that file's merge under the name asked for, exit 0."""
+    base = random_model(1)
+    for name, scale in (("ckpt[x].safetensors", 0.5), ("ckptx.safetensors", 3.0)):
+        st_write(repo.path / name, base)
+    repo.commit("base")
+    repo.git("switch", "-q", "-c", "theirs")
+    for name, scale in (("ckpt[x].safetensors", 0.5), ("ckptx.safetensors", 3.0)):
+        st_write(repo.path / name, dict(base, **{"layers.1.weight": base["layers.1.weight"] * np.float32(scale)}))
+    repo.commit("theirs")
+    repo.git("switch", "-q", "main")
+    for name in ("ckpt[x].safetensors", "ckptx.safetensors"):
+        st_write(repo.path / name, dict(base, **{"layers.1.weight": base["layers.1.weight"] * np.float32(2)}))
+    repo.commit("ours")
+    assert repo.git("merge", "--no-edit", "theirs", check=False).returncode == 1
+    repo.gitmodel("merge", "--resolve", "ckpt[x].safetensors", "--strategy", "theirs")
+    merged, _ = read_safetensors(repo.path / "ckpt[x].safetensors")
+    assert np.array_equal(merged["layers.1.weight"], base["layers.1.weight"] * np.float32(0.5))
+    assert repo.out("show", ":ckpt[x].safetensors") == repo.out("show", "theirs:ckpt[x].safetensors")
+    assert "UU ckptx.safetensors" in repo.status()
 
 
 @pytest.mark.parametrize("given", ["m.safetensors", "../models/m.safetensors", "absolute"])
@@ -561,6 +609,24 @@ def test_npz_merge_rewrites_zip_checksums(repo: Repo):
     loaded = np.load(repo.path / "m.npz")
     assert np.array_equal(loaded["a"], ours["a"]) and np.array_equal(loaded["b"], theirs["b"])
     assert repo.status() == ""
+
+
+def test_a_layout_conflict_names_a_way_out_that_works(repo: Repo):
+    """Each side added another array to an npz: the driver suggested `--resolve --strategy
+    ours|theirs`, which met the same layout conflict every time."""
+    repo.gitmodel("track", "*.npz")
+    base = {"a": np.arange(5000, dtype=np.float32)}
+    diverge(repo, "m.npz", _npz_write, base, {**base, "c": np.ones(100, np.float32)},
+             {**base, "d": np.zeros(100, np.float32)})
+    said = repo.git("merge", "--no-edit", "theirs", check=False).stderr.decode()
+    assert "(layout)" in said and "--strategy" not in said, said
+    assert "keep a side with `git checkout --ours -- m.npz` (or --theirs) and `git add`" in said, said
+    repo.git("checkout", "--theirs", "--", "m.npz")
+    repo.git("add", "m.npz")
+    repo.git("commit", "-q", "--no-edit")
+    assert sorted(np.load(repo.path / "m.npz").files) == ["a", "d"]
+    weights = repo.gitmodel("merge", "a", "b", "c", "-o", "d", "--weights", "O.3", check=False)
+    assert weights.returncode == 2 and "'O.3' is not numbers separated by commas" in weights.stderr
 
 
 def test_torch_zip_merge_rewrites_zip_checksums(repo: Repo, tmp_path: Path):

@@ -48,6 +48,11 @@ def settings(python: str | None = None) -> dict[str, str]:
         "diff.gitmodel.xfuncname": XFUNCNAME,
         "merge.gitmodel.name": "gitmodel checkpoint merge",
         "merge.gitmodel.driver": command("merge-driver %O %A %B %L -- %P", python),  # %P may start with -
+        # A merge with several merge bases first merges the bases into a virtual one, with
+        # this driver unless told otherwise; a conflict there leaves ours, which the real
+        # merge would then take for the base, taking theirs silently. Git's binary driver
+        # makes the virtual base the bases' own ancestor instead.
+        "merge.gitmodel.recursive": "binary",
     }
 
 

@@ -103,21 +103,30 @@ def report(result: merge.Result, path: str, out=sys.stderr, in_git: bool = True)
                               for label, change in zip(("ours", "theirs"), c.changes))
             print(f"  {c.name}: {c.reason}" + (f" (relative L2 against the base: {moved})" if moved else ""),
                   file=out)
-        unreadable = any(c.name == "(format)" for c in result.conflicts)
+        # The file as a whole (unreadable, or a layout no strategy can merge): keep a side.
+        whole = any(c.name in ("(format)", "(layout)") for c in result.conflicts)
         if not in_git:
-            print(f"gitmodel: nothing was written to {path}" + ("" if unreadable else
+            print(f"gitmodel: nothing was written to {path}" + ("" if whole else
                   "; choose how to merge what several inputs changed with --strategy "
                   "ours|theirs|average|task-arithmetic|ties|dare"), file=out)
-        elif unreadable:
-            print(f"gitmodel: the work tree keeps ours; keep a side with `git checkout --ours -- "
-                  f"{shlex.quote(path)}` (or --theirs) and `git add`, or {_undo()}", file=out)
+            return
+        quoted = shlex.quote(path)
+        if whole:
+            finish = f"keep a side with `git checkout --ours -- {quoted}` (or --theirs) and `git add`"
         else:
             arithmetic = all(c.reason == merge.CHANGED_BOTH or c.name == "(metadata)"
                              for c in result.conflicts)
             choices = "ours|theirs|average|task-arithmetic|ties|dare" if arithmetic else "ours|theirs"
-            named = f"={shlex.quote(path)}" if path.startswith("-") else f" {shlex.quote(path)}"
-            print(f"gitmodel: the work tree keeps ours; finish with `gitmodel merge --resolve"
-                  f"{named} --strategy {choices}`, or {_undo()}", file=out)
+            named = f"={quoted}" if path.startswith("-") else f" {quoted}"
+            finish = f"finish with `gitmodel merge --resolve{named} --strategy {choices}`"
+        operation = _operation()
+        if operation is None:          # git does not tell a driver what runs it (merge-tree?)
+            print(f"gitmodel: if git left this conflict in the work tree (it keeps ours), {finish}, "
+                  f"or abandon what stopped: its --abort ({_ABORTS}); `git merge-tree` changes "
+                  "nothing", file=out)
+        else:
+            print(f"gitmodel: the work tree keeps ours; {finish}, or `{operation} --abort`",
+                  file=out)
         return
     counts: dict[str, int] = {}
     for d in result.decisions:
@@ -131,24 +140,34 @@ def report(result: merge.Result, path: str, out=sys.stderr, in_git: bool = True)
         print(f"gitmodel: {path}: {note}", file=out)
 
 
-def _undo() -> str:
-    """How to abandon the operation that ran the driver (git does not tell a driver which)."""
+_ABORTS = ("`git merge --abort`, `git cherry-pick --abort` or `git revert --abort`; after "
+           "`git stash pop`: `git reset --merge`, the stash is kept")
+
+
+def _operation() -> str | None:
+    """The git command whose --abort abandons the operation that ran the driver, if it can
+    be told (git does not tell a driver which)."""
     try:
         git_dir = Path(repo.run_git("rev-parse", "--absolute-git-dir").stdout.decode().strip())
         if (git_dir / "rebase-apply" / "applying").exists():
-            return "`git am --abort`"                    # git am keeps its state there too
+            return "git am"                              # git am keeps its state there too
         if (git_dir / "rebase-merge").is_dir() or (git_dir / "rebase-apply").is_dir():
-            return "`git rebase --abort`"
+            return "git rebase"
         for head, command in (("MERGE_HEAD", "merge"), ("CHERRY_PICK_HEAD", "cherry-pick"),
                               ("REVERT_HEAD", "revert")):      # an operation stopped earlier
             if (git_dir / head).exists():
-                return f"`git {command} --abort`"
+                return f"git {command}"
     except (OSError, GitmodelError):
         pass
     if os.environ.get("GIT_REFLOG_ACTION", "").startswith(("merge", "pull")):
-        return "`git merge --abort`"
-    return ("abandon it: `git merge --abort`, `git cherry-pick --abort` or `git revert --abort` "
-            "(after `git stash pop`: `git reset --merge`; the stash is kept)")
+        return "git merge"
+    return None
+
+
+def _undo() -> str:
+    """How to abandon the operation that ran the driver."""
+    operation = _operation()
+    return f"`{operation} --abort`" if operation else f"abandon it: {_ABORTS}"
 
 
 def driver(base_file: Path, ours_file: Path, theirs_file: Path, path: str) -> int:
@@ -180,7 +199,7 @@ def driver(base_file: Path, ours_file: Path, theirs_file: Path, path: str) -> in
 
 def stages(path: str, cwd: Path | None = None) -> dict[int, tuple[str, str]]:
     """The conflicted index entries of `path`: {stage: (mode, blob id)} (1 base, 2 ours, 3 theirs)."""
-    out = repo.run_git("ls-files", "-u", "-z", "--", path, cwd=cwd).stdout
+    out = repo.run_git("--literal-pathspecs", "ls-files", "-u", "-z", "--", path, cwd=cwd).stdout
     found = {}
     for record in out.split(b"\0"):
         if record:
@@ -226,7 +245,8 @@ def resolve(path: str, strategy: merge.Strategy, cwd: Path | None = None) -> mer
                         input=result.pointer.render()).stdout.decode().strip()
     repo.run_git("update-index", "--cacheinfo", f"{found[2][0]},{blob},{path}", cwd=cwd)
     (top / path).unlink(missing_ok=True)
-    repo.run_git("checkout", "--", path, cwd=top, env=repo.without_skip_smudge(), capture=False)
+    repo.run_git("--literal-pathspecs", "checkout", "--", path, cwd=top, env=repo.without_skip_smudge(),
+                 capture=False)
     return result
 
 

@@ -138,11 +138,11 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
         raise MigrateError("no file here is stored with git-lfs", "Nothing was converted")
     say(f"converting {len(converted)} file(s) and {len(changed)} .gitattributes file(s)")
     try:
-        repo.run_git("add", "--", *changed, cwd=top)
+        repo.run_git("--literal-pathspecs", "add", "--", *changed, cwd=top)
         if converted:
             paths = b"".join(os.fsencode(p) + b"\0" for p in converted)
-            repo.run_git("add", "--renormalize", "--pathspec-from-file=-", "--pathspec-file-nul",
-                         cwd=top, input=paths, capture=False)
+            repo.run_git("--literal-pathspecs", "add", "--renormalize", "--pathspec-from-file=-",
+                         "--pathspec-file-nul", cwd=top, input=paths, capture=False)
         repo.run_git("commit", "-q", "-m", message, cwd=top)
     except GitmodelError as err:          # a full disk...: back to git-lfs's attributes and index
         for name, text in changed.items():
