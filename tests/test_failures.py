@@ -176,6 +176,20 @@ def test_a_checkpoint_whose_pointer_would_be_too_large_is_stored_as_opaque(repo:
     assert "1 complete" in repo.gitmodel("fsck").stdout
 
 
+def test_a_failed_clean_with_the_filter_optional_says_the_raw_file_goes_in(repo: Repo):
+    """With filter.gitmodel.required false, git stores a file whose clean failed as it is;
+    the error said "Nothing was committed"."""
+    write_safetensors(repo.path / "first.safetensors", random_model(1))
+    repo.commit("first", "first.safetensors")                     # the store exists
+    write_safetensors(repo.path / "m.safetensors", random_model(2))
+    (repo.store / "config").write_text("gitmodel store 99\n")      # the clean cannot store
+    said = repo.git("add", "m.safetensors", check=False).stderr.decode()
+    assert "Nothing was committed" in said, said
+    repo.git("config", "filter.gitmodel.required", "false")
+    said = repo.git("add", "m.safetensors").stderr.decode()
+    assert "filter.gitmodel.required is false" in said and "Nothing was committed" not in said, said
+
+
 def test_smudge_of_big_non_pointer_streams_back(repo: Repo):
     """A 20 MB raw blob under a tracked path comes back unchanged through the spool."""
     blob = np.random.default_rng(6).bytes(20_000_000)

@@ -37,6 +37,21 @@ def warn(message: str) -> None:
     sys.stderr.flush()
 
 
+
+def _after_failed_clean() -> str:
+    """What git does with a file the clean failed on: refuses it, unless told the filter is
+    optional, when it stores the file's own bytes."""
+    from gitmodel.git import repo
+    try:
+        required = repo.config_bool("filter.gitmodel.required", True)
+    except GitmodelError:
+        required = True
+    if required:
+        return "Nothing was committed; git keeps the file as it is in the work tree"
+    return ("filter.gitmodel.required is false, so git stores the file's own bytes instead: "
+            "the raw file would be committed. Set it back with `gitmodel install` and `git add` "
+            "the file again once the cause is fixed")
+
 class FilterServer:
     def __init__(self, stdin: BinaryIO, stdout: BinaryIO, session: Session):
         self._in = PacketReader(stdin)
@@ -108,8 +123,7 @@ class FilterServer:
         except (GitmodelError, OSError, ValueError) as err:
             content.drain()
             detail = err.full() if isinstance(err, GitmodelError) else f"{err}"
-            return self._fail(path, f"could not store the file: {detail}. Nothing was committed; "
-                              "git keeps the file as it is in the work tree")
+            return self._fail(path, f"could not store the file: {detail}. {_after_failed_clean()}")
         content.drain()
         self._out.text("status=success")
         self._out.flush()
