@@ -1027,6 +1027,59 @@ def test_fsck_of_a_remote_finds_chunks_stored_there_as_deltas_of_each_other(tmp_
     assert sha256(tmp_path / "bob" / MODEL) == sums[0]
 
 
+def test_a_remote_gc_keeps_whole_copies_beside_chunks_stored_there_as_deltas_of_each_other(
+        tmp_path: Path, git_env):
+    """The repair above leaves whole copies in a pack of their own beside the deltas. A remote
+    gc rewriting that pack left the whole copies out, since a pack it kept held a copy
+    (the deltas): the remote back to chunks stored only as deltas of each other, exit 0."""
+    from gitmodel.remote import transfer
+    from gitmodel.remote.backend import RemoteSpec, open_backend
+    from gitmodel.remote.view import RemoteView
+    from gitmodel.store.objects import CHUNK
+    from gitmodel.store.pack import Entry, record_head
+
+    remote_dir = tmp_path / "team-store"
+    repo = team(tmp_path, git_env, str(remote_dir))
+    digest = sha256(write_safetensors(repo.path / MODEL, random_model(3, layers=12, width=512)))
+    repo.commit("big", MODEL)
+    store = Store(repo.store)
+    manifest = bytes.fromhex(contents(repo)[-1])
+    chunks = dict(store.read_manifest(manifest).chunks)
+    y, x, w = sorted(chunks, key=chunks.get)[-3:]
+    data = {oid: bytes(store.read(oid)) for oid in (x, y, w)}
+    deltas = {x: codec.encode_delta(data[x], data[y] + data[w], [y, w], 0, 4),
+              y: codec.encode_delta(data[y], data[x], [x], 0, 4)}
+    view = RemoteView(open_backend(RemoteSpec(str(remote_dir), str(remote_dir))), repo.store).refresh()
+    view.create()
+
+    def records():                             # an older gitmodel's push: > 8 MiB, all live
+        for oid in [*chunks, manifest]:
+            entry, record, _ = store.read_checked(oid)
+            if oid in deltas:
+                yield oid, Entry("", 0, len(deltas[oid]), len(data[oid]), CHUNK, codec.DELTA), deltas[oid]
+            else:
+                yield oid, entry, memoryview(record)[record_head.size:]
+    transfer.send_records(store, view, records(), 1, "test", quiet=True)
+    garbage = np.random.default_rng(0).bytes(1 << 20)
+
+    def repair():                              # whole copies, in a pack that is mostly garbage
+        for oid in (x, y):
+            yield oid, Entry("", 0, 0, len(data[oid]), CHUNK, codec.RAW), data[oid]
+        yield blake3.blake3(garbage).digest(), Entry("", 0, 0, len(garbage), CHUNK, codec.RAW), garbage
+    transfer.send_records(store, view, repair(), 1, "test", quiet=True)
+    store.close()
+    repo.git("push", "-q", "origin", "main")
+    assert "0 problem(s)" in repo.gitmodel("fsck", "--remote", "origin").stdout
+    done = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
+    checked = repo.gitmodel("fsck", "--remote", "origin", check=False).stdout
+    assert "0 problem(s)" in checked, checked
+    other = user(tmp_path, git_env, "bob")
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(tmp_path / "bob")],
+                   env=other, check=True)
+    assert sha256(tmp_path / "bob" / MODEL) == digest
+    assert "rewrote 1 pack(s) into 1" in done.stderr, done.stderr     # the garbage went
+
+
 def test_a_new_model_at_the_same_path_leaves_the_older_deltas_as_they_are(repo: Repo):
     """Training started again from scratch at the same path: the older versions' deltas were
     planned against the new model's keyframe, were not worth it there, and were stored whole

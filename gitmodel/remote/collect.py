@@ -326,13 +326,21 @@ def _rewrite(view: RemoteView, store: Store, plan: _Plan,
     verified. Returns the packs written, and what could not be copied (then nothing goes)."""
     entries, leaving = view.entries, plan.leaving()
     staying = set(plan.sizes) - leaving
-    wanted = sorted(oid for oid in plan.live
-                    if not any(e.pack in staying for e in entries.copies(oid))
-                    and (oid in entries or store.has(oid)))
+
+    def kept(oid: bytes) -> bool:
+        """Whether a staying pack holds a copy that stands in for the leaving ones: a delta
+        does not stand in for a whole copy (a base must keep one, and a remote written by an
+        older gitmodel may hold chunks as deltas of each other beside whole copies)."""
+        copies = entries.copies(oid)
+        there = [e for e in copies if e.pack in staying]
+        return bool(there) and (any(e.encoding != codec.DELTA for e in there) or
+                                all(e.encoding == codec.DELTA for e in copies))
+    wanted = sorted(oid for oid in plan.live if not kept(oid) and (oid in entries or store.has(oid)))
     if not wanted:
         return set(), []
-    local = [oid for oid in wanted if oid in plan.local or oid not in entries]
-    remote = [oid for oid in wanted if oid not in plan.local and oid in entries]
+    whole_there = {oid for oid in wanted if any(e.pack in staying for e in entries.copies(oid))}
+    local = [oid for oid in wanted if (oid in plan.local or oid not in entries) and oid not in whole_there]
+    remote = sorted(set(wanted) - set(local))
     failed: dict[bytes, str] = {}
 
     def from_store(kind: int):
