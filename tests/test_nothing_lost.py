@@ -1150,6 +1150,8 @@ def test_11_failed_clone_checkout_names_the_fix(tmp_path: Path, git_env):
     assert done.returncode != 0
     assert "m.safetensors" in done.stderr
     assert "git reset --hard" in done.stderr or "gitmodel pull" in done.stderr, done.stderr
+    # ... and how to run git commands meanwhile (a merge's abort needs ours' data too)
+    assert "`GITMODEL_SKIP_SMUDGE=1` before a git command" in done.stderr, done.stderr
 
 
 # ----------------------------------------------------------------------------- 12: shared repositories

@@ -29,7 +29,8 @@ CAPABILITIES = ("clean", "smudge", "delay")
 NO_STORE = "GITMODEL_NO_STORE"
 NOTHING_WRITTEN = "Nothing was written for this file"
 RETRY = ("Once that is fixed, `git checkout -- PATH` writes it (after a clone or checkout that "
-         "stopped here: `git reset --hard`)")
+         "stopped here: `git reset --hard`); meanwhile `GITMODEL_SKIP_SMUDGE=1` before a git "
+         "command (a `git merge --abort`, say) leaves pointers in the work tree instead")
 
 
 def warn(message: str) -> None:
