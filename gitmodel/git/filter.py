@@ -38,7 +38,6 @@ def warn(message: str) -> None:
     sys.stderr.flush()
 
 
-
 def _after_failed_clean() -> str:
     """What git does with a file the clean failed on: refuses it, unless told the filter is
     optional, when it stores the file's own bytes."""
@@ -52,6 +51,7 @@ def _after_failed_clean() -> str:
     return ("filter.gitmodel.required is false, so git stores the file's own bytes instead: "
             "the raw file would be committed. Set it back with `gitmodel install` and `git add` "
             "the file again once the cause is fixed")
+
 
 class FilterServer:
     def __init__(self, stdin: BinaryIO, stdout: BinaryIO, session: Session):
