@@ -155,6 +155,10 @@ def test_show_and_log(repo: Repo):
     assert "(4 changed, 1 added, 1 removed)" in log[0] and "(first version)" in log[1]
     missing = repo.gitmodel("show", "HEAD:nope.safetensors", check=False)
     assert missing.returncode == 1 and "not a tracked checkpoint" in missing.stderr
+    # A link in the work tree is no checkpoint (git keeps the link): show followed it anywhere.
+    (repo.path / "link.safetensors").symlink_to(repo.path / "m.safetensors")
+    linked = repo.gitmodel("show", "link.safetensors", check=False)
+    assert linked.returncode == 1 and "not a tracked checkpoint" in linked.stderr, linked.stdout
     bad = repo.gitmodel("diff", "nosuchrev", check=False)
     assert bad.returncode == 1 and "unknown revision 'nosuchrev'" in bad.stderr
 

@@ -32,7 +32,7 @@ def pointer_at(repo: pygit2.Repository, side: str | None, path: str, store: Stor
     already). None if absent or not a checkpoint."""
     if side is WORK_TREE:
         file = Path(repo.workdir) / path
-        if not file.is_file():
+        if file.is_symlink() or not file.is_file():     # git keeps a link as a link, never cleaned
             return None
         ptr = pointers.sniff_file(file)
         if ptr is not None or not tracked:
