@@ -46,6 +46,11 @@ def cmd_install(args) -> int:
     from gitmodel.git import install, repo
     if not args.global_:
         repo.common_dir()                     # fails clearly outside a repository (bare is fine)
+    elif not os.environ.get("HOME"):
+        from gitmodel.errors import GitmodelError
+        raise GitmodelError("--global needs a home folder for git's global configuration, and "
+                            "HOME is not set", "Set HOME (e.g. `export HOME=~`), or run "
+                            "`gitmodel install` inside each repository instead")
     report = install.install("global" if args.global_ else "local", force=args.force)
     if not args.global_:
         install.install_hook(report)

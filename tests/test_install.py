@@ -49,8 +49,12 @@ def test_global_install_writes_user_config(tmp_path: Path, git_env):
     repo.gitmodel("install", "--global")
     text = (Path(git_env["HOME"]) / ".gitconfig").read_text()
     assert '[filter "gitmodel"]' in text and "required = true" in text
+    assert "recursive = binary" in text          # criss-cross merges: docs/merge.md
     repo.gitmodel("uninstall", "--global")
     assert "gitmodel" not in (Path(git_env["HOME"]) / ".gitconfig").read_text()
+    homeless = Repo(tmp_path, {k: v for k, v in git_env.items() if k != "HOME"})
+    said = homeless.gitmodel("install", "--global", check=False)
+    assert said.returncode == 1 and "HOME is not set" in said.stderr and "Traceback" not in said.stderr
 
 
 def test_install_outside_a_repository_fails_clearly(tmp_path: Path, git_env):
