@@ -206,9 +206,17 @@ class Version:
 
 def _side(t: TensorLine) -> Side:
     stats = dict(f.split("=", 1) for f in t.stats)
-    norm = float(stats["norm"]) if "norm" in stats else None
-    nonfinite = sum(int(stats.get(k, 0)) for k in ("nan", "inf"))
-    return Side(t.dtype, t.shape, norm, nonfinite)
+    nonfinite = sum(_number(stats.get(k, "0"), int) or 0 for k in ("nan", "inf"))
+    return Side(t.dtype, t.shape, _number(stats.get("norm"), float), nonfinite)
+
+
+def _number(text: str | None, kind):
+    """A statistic as a number; None when absent or not one (a pointer edited by hand: the
+    parser keeps fields as they are, so that such a pointer still checks out)."""
+    try:
+        return kind(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def by_occurrence(tensors) -> tuple[dict[tuple[str, int], TensorLine], set[str]]:

@@ -1080,6 +1080,56 @@ def test_a_remote_gc_keeps_whole_copies_beside_chunks_stored_there_as_deltas_of_
     assert "rewrote 1 pack(s) into 1" in done.stderr, done.stderr     # the garbage went
 
 
+def test_a_remote_gc_sends_no_local_delta_against_a_base_the_remote_holds_only_as_a_delta(
+        tmp_path: Path, git_env):
+    """A review's case: the store holds x as a delta of y; the remote (an older layout) holds
+    y as a delta of x in a pack that stays and x whole in one a gc rewrites. The gc sent the
+    store's x, since y is on the remote: x and y deltas of each other there, exit 0."""
+    from gitmodel.remote import transfer
+    from gitmodel.remote.backend import RemoteSpec, open_backend
+    from gitmodel.remote.view import RemoteView
+    from gitmodel.store.objects import CHUNK
+    from gitmodel.store.pack import Entry, record_head
+
+    remote_dir = tmp_path / "team-store"
+    repo = team(tmp_path, git_env, str(remote_dir))
+    series(repo, 3)
+    repo.gitmodel("repack")                   # here v0's chunks are deltas of v2's
+    store = Store(repo.store)
+    x, e = next((o, e) for o, e in store.entries() if e.encoding == codec.DELTA
+                and len(store.copy_bases(o, e)) == 1
+                and store.locate(store.copy_bases(o, e)[0]).raw_length <= e.raw_length)
+    y = store.copy_bases(x, e)[0]
+    data = {o: bytes(store.read(o)) for o in (x, y)}
+    view = RemoteView(open_backend(RemoteSpec(str(remote_dir), str(remote_dir))), repo.store).refresh()
+    view.create()
+
+    def older():              # everything whole but y, a delta of x; x in a pack of its own
+        for oid in dict.fromkeys(o for o, _ in store.entries()):
+            if oid == y:
+                delta = codec.encode_delta(data[y], data[x], [x], 0, 4)
+                yield oid, Entry("", 0, len(delta), len(data[y]), CHUNK, codec.DELTA), delta
+            elif oid != x:
+                entry, record, raw = store.read_checked(oid)
+                encoding, payload = codec.encode(raw) if entry.encoding == codec.DELTA else \
+                    (entry.encoding, memoryview(record)[record_head.size:])
+                yield oid, Entry("", 0, len(payload), entry.raw_length, entry.kind, encoding), payload
+    transfer.send_records(store, view, older(), 1, "test", quiet=True)
+    view.refresh()
+    encoding, payload = codec.encode(data[x])
+    transfer.send_records(store, view, [(x, Entry("", 0, len(payload), len(data[x]), CHUNK, encoding), payload)],
+                          1, "test", quiet=True)
+    store.close()
+    repo.git("push", "-q", "origin", "main")
+    assert "0 problem(s)" in repo.gitmodel("fsck", "--all", "--remote", "origin").stdout
+    write_safetensors(repo.path / "small.safetensors", random_model(2, layers=1, width=8))
+    repo.commit("small", "small.safetensors")
+    repo.git("push", "-q", "origin", "main")
+    repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
+    checked = repo.gitmodel("fsck", "--all", "--remote", "origin", check=False).stdout
+    assert "0 problem(s)" in checked, checked
+
+
 def test_a_new_model_at_the_same_path_leaves_the_older_deltas_as_they_are(repo: Repo):
     """Training started again from scratch at the same path: the older versions' deltas were
     planned against the new model's keyframe, were not worth it there, and were stored whole

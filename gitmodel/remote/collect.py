@@ -255,10 +255,16 @@ class _Plan:
         return live
 
     def _sendable(self, oid: bytes) -> bool:
-        """Whether the store's copy may replace the remote's: one whose bases the remote holds.
-        A local delta against a version the remote never received (an unpushed branch's,
-        kept whole by the repack) would carry that version's weights there."""
-        return self.store.has(oid) and all(b in self.view.entries for b in self.store.bases_to_send(oid))
+        """Whether the store's copy may replace the remote's: one whose bases the remote holds
+        whole. A local delta against a version the remote never received (an unpushed
+        branch's, kept whole by the repack) would carry that version's weights there; one
+        against a base the remote holds only as a delta could make the two deltas of each
+        other there (a remote an older gitmodel wrote)."""
+        if not self.store.has(oid):
+            return False
+        entries = self.view.entries
+        return all(any(e.encoding != codec.DELTA for e in entries.copies(b))
+                   for b in self.store.bases_to_send(oid))
 
     def _from_store(self, oid: bytes, local: set[bytes]) -> bool:
         return oid in local or (oid not in self.view.entries and self.store.has(oid))
