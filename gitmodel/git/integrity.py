@@ -178,7 +178,8 @@ def _verify_there(view: RemoteView, chunks: list[bytes], bases, unusable: dict, 
     for oid in needed:
         if unusable.get(oid) is None and _goes_round(oid, based_on, ends):
             unusable[oid] = ("stored there as a difference from chunks that are, in turn, "
-                             "differences from it (a cycle of deltas, none stored whole)")
+                             "differences from it (a cycle of deltas, none stored whole) or "
+                             f"from a chain of more than {MAX_CHAIN}")
     return list(needed)
 
 
