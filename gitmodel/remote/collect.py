@@ -191,6 +191,7 @@ class _Plan:
     def settle(self, roots: set[bytes], progress: Callable[[str], None]) -> None:
         seed = self._seed(roots, progress)
         conservative = self._closure(seed, set(), set())
+        self._read_base_heads(conservative)
         # What would be live if every record the store has were sent from it: a remote delta
         # whose base is not in there is worth re-sending, even from a pack without garbage.
         self._lean = self._closure(seed, set(self.sizes), {o for o in conservative if self._sendable(o)})
@@ -255,16 +256,39 @@ class _Plan:
         return live
 
     def _sendable(self, oid: bytes) -> bool:
-        """Whether the store's copy may replace the remote's: one whose bases the remote holds
-        whole. A local delta against a version the remote never received (an unpushed
-        branch's, kept whole by the repack) would carry that version's weights there; one
-        against a base the remote holds only as a delta could make the two deltas of each
-        other there (a remote an older gitmodel wrote)."""
+        """Whether the store's copy may replace the remote's: one whose bases the remote holds.
+        A local delta against a version the remote never received (an unpushed branch's,
+        kept whole by the repack) would carry that version's weights there; one against a
+        base the remote holds only as deltas of this very object would make the two deltas
+        of each other there (a remote an older gitmodel wrote)."""
         if not self.store.has(oid):
             return False
-        entries = self.view.entries
-        return all(any(e.encoding != codec.DELTA for e in entries.copies(b))
-                   for b in self.store.bases_to_send(oid))
+        for base in self.store.bases_to_send(oid):
+            copies = self._only_deltas(base)
+            if copies is None:
+                return False
+            self._read_heads([(base, e) for e in copies])      # read in settle, once
+            if any(oid in self._heads[(e.pack, e.offset)] for e in copies):
+                return False
+        return True
+
+    def _only_deltas(self, oid: bytes) -> list[Entry] | None:
+        """The remote's copies of the object if all are deltas; [] if one is whole; None if
+        the remote has none."""
+        copies = self.view.entries.copies(oid)
+        if not copies:
+            return None
+        return [] if any(e.encoding != codec.DELTA for e in copies) else copies
+
+    def _read_base_heads(self, oids: set[bytes]) -> None:
+        """Read at once the headers _sendable asks of: the remote's delta copies of the bases
+        the store's copies of `oids` name, where the remote holds such a base only so."""
+        wanted = []
+        for oid in oids:
+            if self.store.has(oid):
+                for base in self.store.bases_to_send(oid):
+                    wanted += [(base, e) for e in self._only_deltas(base) or ()]
+        self._read_heads(wanted)
 
     def _from_store(self, oid: bytes, local: set[bytes]) -> bool:
         return oid in local or (oid not in self.view.entries and self.store.has(oid))
@@ -277,6 +301,8 @@ class _Plan:
     def _read_heads(self, deltas: list[tuple[bytes, Entry]]) -> None:
         """Read the headers of these remote delta copies (their bases), each once."""
         wanted = [(oid, e) for oid, e in deltas if (e.pack, e.offset) not in self._heads]
+        if not wanted:
+            return
 
         def head(item: tuple[bytes, Entry]) -> list[bytes]:
             oid, entry = item
