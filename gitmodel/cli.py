@@ -267,7 +267,9 @@ def cmd_status(args) -> int:
                  [f"{u['path']}  {u['content'][:12]}" for u in found.not_on_remote
                   if not u["in_local_store"]]),
                 ("left as pointers in the work tree (`gitmodel pull` restores them)",
-                 found.pointers_in_work_tree)]
+                 found.pointers_in_work_tree),
+                ("tracked but stored in git as they are, not with gitmodel (`git add "
+                 "--renormalize PATH` stores them with it)", found.raw)]
     for title, lines in sections:
         if lines:
             print(f"{title}:")

@@ -188,6 +188,12 @@ def test_a_failed_clean_with_the_filter_optional_says_the_raw_file_goes_in(repo:
     repo.git("config", "filter.gitmodel.required", "false")
     said = repo.git("add", "m.safetensors").stderr.decode()
     assert "filter.gitmodel.required is false" in said and "Nothing was committed" not in said, said
+    (repo.store / "config").write_text("gitmodel store 1\n")
+    status = repo.gitmodel("status").stdout         # and status says what is in the index
+    assert "tracked but stored in git as they are" in status and "  m.safetensors" in status, status
+    repo.git("config", "filter.gitmodel.required", "true")
+    repo.git("add", "--renormalize", "m.safetensors")
+    assert "stored in git as they are" not in repo.gitmodel("status").stdout
 
 
 def test_smudge_of_big_non_pointer_streams_back(repo: Repo):

@@ -107,6 +107,7 @@ class Status:
     reclaimable_bytes: int = 0
     store_error: str | None = None                          # why gc could not estimate it
     pointers_in_work_tree: list[str] = field(default_factory=list)
+    raw: list[str] = field(default_factory=list)           # tracked, staged as the file itself
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -149,6 +150,9 @@ def status(session) -> Status:
     # (listed as modified), left alone.
     result.pointers_in_work_tree = sorted(path for path, _ in history.iter_work_tree_pointers(repository)
                                           if path in index)
+    # Committed before the path was tracked, or with filter.gitmodel.required false after a
+    # failed clean: git holds the whole file, not a pointer.
+    result.raw = [p for p in revisions.raw_in_index(repository, workdir) if p not in result.unmerged]
     local = [name for name in repository.references if name.startswith("refs/heads/")]
     pushed = [name for name in repository.references if name.startswith("refs/remotes/")]
     if pushed or local:
