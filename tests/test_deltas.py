@@ -983,19 +983,17 @@ def test_a_push_never_sends_chunks_as_deltas_of_each_other(tmp_path: Path, git_e
     assert_versions_exact(Repo(tmp_path / "bob", other), sums)
 
 
-def test_fsck_of_a_remote_finds_chunks_stored_there_as_deltas_of_each_other(tmp_path: Path, git_env):
-    """Such a remote (an older gitmodel's push) passed `fsck --remote`: each delta was
-    checked against the local store's copy of its base. It is damaged now, and the repair it
-    names uploads whole copies, which readers there take first."""
+def upload_with_a_cycle(repo: Repo, remote_dir: Path):
+    """Upload the newest version of MODEL to the folder remote as an older gitmodel's push
+    could leave it: two of its chunks, x and y, stored only as deltas of each other, the rest
+    as the store has them. Returns the store (open), the remote's view and {x: bytes, y:
+    bytes}."""
     from gitmodel.remote import transfer
     from gitmodel.remote.backend import RemoteSpec, open_backend
     from gitmodel.remote.view import RemoteView
     from gitmodel.store.objects import CHUNK
     from gitmodel.store.pack import Entry, record_head
 
-    remote_dir = tmp_path / "team-store"
-    repo = team(tmp_path, git_env, str(remote_dir))
-    sums = series(repo, 1)
     store = Store(repo.store)
     manifest = bytes.fromhex(contents(repo)[-1])
     chunks = dict(store.read_manifest(manifest).chunks)
@@ -1014,6 +1012,16 @@ def test_fsck_of_a_remote_finds_chunks_stored_there_as_deltas_of_each_other(tmp_
             else:
                 yield oid, entry, memoryview(record)[record_head.size:]
     transfer.send_records(store, view, records(), 1, "test", quiet=True)
+    return store, view, {x: data[x], y: data[y]}
+
+
+def test_fsck_of_a_remote_finds_chunks_stored_there_as_deltas_of_each_other(tmp_path: Path, git_env):
+    """Such a remote (an older gitmodel's push) passed `fsck --remote`: each delta was
+    checked against the local store's copy of its base. It is damaged now, and the repair it
+    names uploads whole copies, which readers there take first."""
+    repo = team(tmp_path, git_env, str(tmp_path / "team-store"))
+    sums = series(repo, 1)
+    store, view, _ = upload_with_a_cycle(repo, tmp_path / "team-store")
     store.close()
     repo.git("push", "-q", "origin", "main")
     checked = repo.gitmodel("fsck", "--remote", "origin", check=False)
@@ -1033,38 +1041,18 @@ def test_a_remote_gc_keeps_whole_copies_beside_chunks_stored_there_as_deltas_of_
     gc rewriting that pack left the whole copies out, since a pack it kept held a copy
     (the deltas): the remote back to chunks stored only as deltas of each other, exit 0."""
     from gitmodel.remote import transfer
-    from gitmodel.remote.backend import RemoteSpec, open_backend
-    from gitmodel.remote.view import RemoteView
     from gitmodel.store.objects import CHUNK
-    from gitmodel.store.pack import Entry, record_head
+    from gitmodel.store.pack import Entry
 
-    remote_dir = tmp_path / "team-store"
-    repo = team(tmp_path, git_env, str(remote_dir))
+    repo = team(tmp_path, git_env, str(tmp_path / "team-store"))
     digest = sha256(write_safetensors(repo.path / MODEL, random_model(3, layers=12, width=512)))
     repo.commit("big", MODEL)
-    store = Store(repo.store)
-    manifest = bytes.fromhex(contents(repo)[-1])
-    chunks = dict(store.read_manifest(manifest).chunks)
-    y, x, w = sorted(chunks, key=chunks.get)[-3:]
-    data = {oid: bytes(store.read(oid)) for oid in (x, y, w)}
-    deltas = {x: codec.encode_delta(data[x], data[y] + data[w], [y, w], 0, 4),
-              y: codec.encode_delta(data[y], data[x], [x], 0, 4)}
-    view = RemoteView(open_backend(RemoteSpec(str(remote_dir), str(remote_dir))), repo.store).refresh()
-    view.create()
-
-    def records():                             # an older gitmodel's push: > 8 MiB, all live
-        for oid in [*chunks, manifest]:
-            entry, record, _ = store.read_checked(oid)
-            if oid in deltas:
-                yield oid, Entry("", 0, len(deltas[oid]), len(data[oid]), CHUNK, codec.DELTA), deltas[oid]
-            else:
-                yield oid, entry, memoryview(record)[record_head.size:]
-    transfer.send_records(store, view, records(), 1, "test", quiet=True)
+    store, view, cycle = upload_with_a_cycle(repo, tmp_path / "team-store")   # > 8 MiB, all live
     garbage = np.random.default_rng(0).bytes(1 << 20)
 
     def repair():                              # whole copies, in a pack that is mostly garbage
-        for oid in (x, y):
-            yield oid, Entry("", 0, 0, len(data[oid]), CHUNK, codec.RAW), data[oid]
+        for oid, data in cycle.items():
+            yield oid, Entry("", 0, 0, len(data), CHUNK, codec.RAW), data
         yield blake3.blake3(garbage).digest(), Entry("", 0, 0, len(garbage), CHUNK, codec.RAW), garbage
     transfer.send_records(store, view, repair(), 1, "test", quiet=True)
     store.close()
