@@ -28,7 +28,7 @@ from gitmodel.errors import GitmodelError
 from gitmodel.formats import DTYPE_BITS
 from gitmodel.store import codec
 from gitmodel.store.objects import CHUNK, CorruptObject, MissingObjects, Store, StoreError, check_record
-from gitmodel.store.gc import set_aside
+from gitmodel.store.gc import Written, set_aside
 from gitmodel.store.pack import Entry, record_head, scan
 
 KEYFRAMES = 8           # versions per group: one whole (the group's newest), the rest deltas
@@ -232,7 +232,7 @@ def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRA
         writer = store.writer()
         rewritten = []
         aside = set_aside(store)           # copied as they are, they could close a cycle
-        written = _Written()
+        written = Written()
         try:
             for i, pack in enumerate(packs, 1):
                 if _rewrite_pack(store, pack, decided, changes, writer, report, aside, written):
@@ -343,31 +343,13 @@ def _forms(store: Store, cid: bytes) -> list[tuple[bytes, ...] | None]:
     return forms
 
 
-class _Written:
-    """The objects a repack has written so far, to write each once: a repack cut short left
-    the chunks it re-encoded in both the old packs and the new ones. A whole copy stands in
-    for any other; a delta only for another delta (a base must keep a whole copy)."""
-
-    def __init__(self):
-        self.whole: set[bytes] = set()
-        self.any: set[bytes] = set()
-
-    def redundant(self, oid: bytes, encoding: int) -> bool:
-        return oid in (self.any if encoding == codec.DELTA else self.whole)
-
-    def add(self, oid: bytes, encoding: int) -> None:
-        self.any.add(oid)
-        if encoding != codec.DELTA:
-            self.whole.add(oid)
-
-
 def _rewrite_pack(store: Store, pack: str, decided: Plan,
                   changes: dict[bytes, tuple[int, bytes] | None], writer, report: RepackReport,
-                  aside: set[tuple[bytes, str]] = frozenset(), written: _Written | None = None) -> bool:
+                  aside: set[tuple[bytes, str]] = frozenset(), written: Written | None = None) -> bool:
     """Copy the pack's records into the writer, re-encoding those in `changes` and leaving out
     those `aside` (gc.set_aside) and those `written` makes redundant; False (and the pack is
     kept) if a record is damaged."""
-    written = _Written() if written is None else written
+    written = Written() if written is None else written
     path = store.pack_dir / f"{pack}.pack"
     records = []
     with open(path, "rb") as f:

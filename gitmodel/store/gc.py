@@ -257,6 +257,24 @@ def _count_removed(store: Store, live: set[bytes], packs: set[str]) -> int:
     return len(out)
 
 
+class Written:
+    """The objects a rewrite of packs has written, to write each once: a whole copy stands in
+    for any other, a delta only for another delta (a delta's bases are read from whole
+    copies, which must survive)."""
+
+    def __init__(self):
+        self.whole: set[bytes] = set()
+        self.any: set[bytes] = set()
+
+    def redundant(self, oid: bytes, encoding: int) -> bool:
+        return oid in (self.any if encoding == codec.DELTA else self.whole)
+
+    def add(self, oid: bytes, encoding: int) -> None:
+        self.any.add(oid)
+        if encoding != codec.DELTA:
+            self.whole.add(oid)
+
+
 def _rewrite(store: Store, packs: list[str], live: set[bytes], kept_packs: set[str],
              report: GcReport, progress: Callable[[str], None],
              aside: set[tuple[bytes, str]] = frozenset()) -> set[str]:
@@ -275,19 +293,15 @@ def _rewrite(store: Store, packs: list[str], live: set[bytes], kept_packs: set[s
     for oid, entry in store.entries():
         if entry.pack in kept_packs and oid in live and entry.pack not in store.damaged().get(oid, ()):
             kept.setdefault(oid, []).append(entry)
-    have_whole: set[bytes] = set()          # objects with a whole copy, kept or written
-    have_any: set[bytes] = set()
+    written = Written()                     # kept copies that read well count as written
 
     def redundant(oid: bytes, encoding: int) -> bool:
-        have = have_any if encoding == codec.DELTA else have_whole
-        if oid in have:
+        if written.redundant(oid, encoding):
             return True
         for entry in kept.pop(oid, ()):        # read once, when first it matters
             if _reads(store, oid, entry):
-                have_any.add(oid)
-                if entry.encoding != codec.DELTA:
-                    have_whole.add(oid)
-        return oid in have
+                written.add(oid, entry.encoding)
+        return written.redundant(oid, encoding)
 
     writer = store.writer()
     try:
@@ -311,9 +325,7 @@ def _rewrite(store: Store, packs: list[str], live: set[bytes], kept_packs: set[s
             for oid, entry, record in records:
                 writer.add(oid, entry.kind, entry.encoding, entry.raw_length,
                            memoryview(record)[record_head.size:])
-                have_any.add(oid)
-                if entry.encoding != codec.DELTA:
-                    have_whole.add(oid)
+                written.add(oid, entry.encoding)
             progress(f"rewrote {i}/{len(packs)} pack(s)")
         store.publish(writer)              # fsynced and visible before any old pack goes
     except BaseException:
