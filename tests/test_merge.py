@@ -162,8 +162,10 @@ def test_conflict_keeps_ours_and_both_abort_and_resolve_finish_it(repo: Repo):
     assert status["unmerged"] == ["m.safetensors"] and status["staged"] == []
     listed = repo.gitmodel("ls-files").stdout.splitlines()      # the three rows said which is which
     assert [line.rsplit("  ", 1)[-1] for line in listed] == ["(base)", "(ours)", "(theirs)"], listed
-    assert [i["stage"] for i in json.loads(repo.gitmodel("ls-files", "--json").stdout)] == \
-        ["base", "ours", "theirs"]
+    rows = json.loads(repo.gitmodel("ls-files", "--json").stdout)
+    assert [i["stage"] for i in rows] == ["base", "ours", "theirs"]
+    # The work tree holds ours byte for byte (git calls the path changed whatever it holds)
+    assert [i["work_tree"] for i in rows] == ["modified", "file", "modified"], rows
 
     repo.git("merge", "--abort")
     assert repo.status() == "" and (repo.path / "m.safetensors").read_bytes() == ours_file

@@ -39,9 +39,26 @@ def ls_files(repository, store: Store, rev: str | None = None) -> list[Listed]:
     bare = repository.workdir is None
     differ = set() if bare or not found else \
         set(revisions.changed_paths(Path(repository.workdir), [rev] if rev else [], False, []))
-    return sorted((Listed(path, ptr.size, ptr.content, _work_tree(repository, path, path in differ),
+    held = _work_tree_contents(repository, store, {path for path, _, stage in found if stage})
+    return sorted((Listed(path, ptr.size, ptr.content,
+                          _work_tree(repository, path, held[path] != ptr.content if path in held else path in differ),
                           store_state(store, ptr.content), STAGES[stage]) for path, ptr, stage in found),
                   key=lambda item: (item.path, list(STAGES.values()).index(item.stage)))
+
+
+def _work_tree_contents(repository, store: Store, conflicted: set[str]) -> dict[str, str]:
+    """The content id of each conflicted path's work-tree file (git lists a conflicted path as
+    changed whatever the file holds, so each stage's row is compared with the file itself:
+    one read of it, storing nothing). Paths whose file is absent are left out."""
+    held = {}
+    for path in sorted(conflicted) if repository.workdir is not None else ():
+        try:
+            ptr = revisions.pointer_at(repository, revisions.WORK_TREE, path, store)
+        except (GitmodelError, OSError, ValueError):
+            continue
+        if ptr is not None:
+            held[path] = ptr.content
+    return held
 
 
 STAGES = {0: "", 1: "base", 2: "ours", 3: "theirs"}
