@@ -1027,6 +1027,12 @@ def test_fsck_of_a_remote_finds_chunks_stored_there_as_deltas_of_each_other(tmp_
     checked = repo.gitmodel("fsck", "--remote", "origin", check=False)
     assert checked.returncode != 0 and "a cycle of deltas" in checked.stdout, checked.stdout
     assert "fsck --remote origin --repair" in checked.stdout, checked.stdout
+    early = user(tmp_path, git_env, "carol")         # a clone meanwhile fails, and says why
+    cloned = subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(tmp_path / "carol")],
+                            env=early, capture_output=True, text=True)
+    assert cloned.returncode != 0 and "Traceback" not in cloned.stderr
+    assert "a cycle of deltas" in cloned.stderr and "fsck --remote origin --repair" in cloned.stderr, \
+        cloned.stderr
     repo.gitmodel("fsck", "--remote", "origin", "--repair")
     assert "0 problem(s)" in repo.gitmodel("fsck", "--remote", "origin").stdout
     other = user(tmp_path, git_env, "bob")

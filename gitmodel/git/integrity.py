@@ -16,7 +16,7 @@ from gitmodel.remote import transfer
 from gitmodel.remote.view import RemoteView
 from gitmodel.store import codec
 from gitmodel.store.manifest import Manifest
-from gitmodel.store.objects import MAX_CHAIN, Store
+from gitmodel.store.objects import MAX_CHAIN, Store, goes_round
 from gitmodel.stored import Checkpoints
 
 COMPLETE, FETCHABLE, DAMAGED, LOST, UNKNOWN = "complete", "fetchable", "damaged", "lost", "unknown"
@@ -176,32 +176,11 @@ def _verify_there(view: RemoteView, chunks: list[bytes], bases, unusable: dict, 
     # bases of each other each pass, and no reader there can decode them.
     ends: set[bytes] = set()
     for oid in needed:
-        if unusable.get(oid) is None and _goes_round(oid, based_on, ends):
+        if unusable.get(oid) is None and goes_round(oid, based_on, ends):
             unusable[oid] = ("stored there as a difference from chunks that are, in turn, "
                              "differences from it (a cycle of deltas, none stored whole) or "
                              f"from a chain of more than {MAX_CHAIN}")
     return list(needed)
-
-
-def _goes_round(oid: bytes, based_on: dict[bytes, list[bytes]], ends: set[bytes]) -> bool:
-    """Whether following the deltas from `oid` comes back to a chunk on the way, or goes on
-    past MAX_CHAIN. `ends` gathers the chunks whose deltas were found to end in whole ones."""
-    path: list[bytes] = []
-
-    def walk(at: bytes) -> bool:
-        if at in ends:
-            return False
-        if at in path or len(path) > MAX_CHAIN:
-            return True
-        path.append(at)
-        try:
-            if any(walk(base) for base in based_on.get(at, ())):
-                return True
-        finally:
-            path.pop()
-        ends.add(at)
-        return False
-    return walk(oid)
 
 
 # ----------------------------------------------------------------------------- gitmodel fsck

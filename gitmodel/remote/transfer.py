@@ -31,7 +31,7 @@ from gitmodel.remote.view import RemoteView
 from gitmodel.store import codec, files
 from gitmodel.store.codec import Bases
 from gitmodel.store.objects import (MANIFEST, MAX_CHAIN, CorruptObject, MissingBase, MissingObjects,
-                                    Store, StoreVersionError, check_record)
+                                    Store, StoreVersionError, check_record, goes_round)
 from gitmodel.store.pack import (PACK_MAGIC, Entry, PackError, PackWriter, decode_index, record_head,
                                  verify_index)
 from gitmodel.store.table import ObjectTable
@@ -510,19 +510,24 @@ def download(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool 
 
 
 def _download_chunks(store: Store, view: RemoteView, oids: list[bytes], stats: TransferStats,
-                     quiet: bool, writer: PackWriter, depth: int = 0) -> None:
+                     quiet: bool, writer: PackWriter, depth: int = 0,
+                     based_on: dict[bytes, list[bytes]] | None = None) -> None:
     """Fetch chunks into the writer. Deltas whose bases the store lacks wait in memory while
     what arrived is published and their bases are fetched (recursively: a base may be a delta
-    too); then they are verified and added."""
+    too); then they are verified and added. `based_on` gathers the waiting deltas' bases, to
+    tell a cycle of deltas on the remote from a base that is merely missing."""
+    based_on = {} if based_on is None else based_on
     deferred: list = []
     _add_all(writer, read_objects(view, oids, stats.failed, quiet, store.bases, deferred), stats)
     if not deferred:
         return
-    bases = [b for _, _, record, _ in deferred for b in codec.delta_bases(record[record_head.size:])]
+    for oid, _, record, _ in deferred:
+        based_on[oid] = codec.delta_bases(record[record_head.size:])
+    bases = [b for oid, _, _, _ in deferred for b in based_on[oid]]
     store.publish(writer)
     if depth < MAX_CHAIN:
         _download_chunks(store, view, store.missing(list(dict.fromkeys(bases))), stats, quiet,
-                         writer, depth + 1)
+                         writer, depth + 1, based_on)
         store.publish(writer)
 
     def verified():
@@ -530,7 +535,14 @@ def _download_chunks(store: Store, view: RemoteView, oids: list[bytes], stats: T
             try:
                 check_record(oid, entry, record, store.bases)
             except (CorruptObject, MissingObjects) as err:
-                stats.failed[oid] = f"remote {view}: {err}"
+                why = str(err)
+                if isinstance(err, MissingBase) and goes_round(oid, based_on, set()):
+                    why = (f"chunk {oid.hex()} is stored there only as a difference from chunks "
+                           "that are, in turn, differences from it (a cycle of deltas, none stored "
+                           "whole: an older gitmodel's push). `gitmodel fsck --remote "
+                           f"{view.name} --repair`, run in a clone whose store holds the file, "
+                           "uploads whole copies")
+                stats.failed[oid] = f"remote {view}: {why}"
                 continue
             yield oid, entry, memoryview(record)[record_head.size:]
     _add_all(writer, verified(), stats)

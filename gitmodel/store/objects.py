@@ -70,6 +70,28 @@ class MissingBase(MissingObjects):
                      "which the store lacks",)
 
 
+def goes_round(oid: bytes, based_on: dict[bytes, list[bytes]], ends: set[bytes]) -> bool:
+    """Whether following the deltas from `oid` (`based_on`: each delta's bases) comes back
+    to a chunk on the way, or goes on past MAX_CHAIN. `ends` gathers the chunks whose deltas
+    were found to end in whole ones (shared between calls, so each is walked once)."""
+    path: list[bytes] = []
+
+    def walk(at: bytes) -> bool:
+        if at in ends:
+            return False
+        if at in path or len(path) > MAX_CHAIN:
+            return True
+        path.append(at)
+        try:
+            if any(walk(base) for base in based_on.get(at, ())):
+                return True
+        finally:
+            path.pop()
+        ends.add(at)
+        return False
+    return walk(oid)
+
+
 class CorruptObject(StoreError):
     def __init__(self, oid: bytes, why: str):
         self.oid = oid
