@@ -173,6 +173,24 @@ def test_gc_keeps_stash_index_reflog_worktrees_and_other_branches(repo: Repo):
     assert sha256(wt.path / MODEL) == digests["worktree"]
 
 
+def test_gc_keeps_the_history_a_graft_hides(repo: Repo):
+    """`git replace --graft` hides the history before a commit, which git keeps (and which a
+    clone without the replace refs reads): gc walked the replacements and removed it, exit 0."""
+    sums = []
+    for seed in range(3):
+        sums.append(sha256(write_safetensors(repo.path / MODEL, random_model(seed))))
+        repo.commit(f"v{seed}", MODEL)
+    repo.git("replace", "--graft", "HEAD~1")
+    repo.git("reflog", "expire", "--expire=now", "--all")
+    age_packs(repo.store)
+    assert "0 problem(s)" in repo.gitmodel("fsck", "--all").stdout
+    out = gc(repo, "--keep-recent", "0")
+    assert "removed 0 object(s)" in out.stdout, out.stdout
+    repo.git("replace", "-d", repo.out("replace", "-l").strip())
+    repo.git("checkout", "-q", "HEAD~2", "--", MODEL)
+    assert sha256(repo.path / MODEL) == sums[0]
+
+
 def test_gc_racing_twenty_concurrent_adds_loses_nothing(repo: Repo):
     """The dangerous case: adds whose chunks the store already holds as garbage (so they store
     nothing new for them) while gc, with no grace period, removes garbage in a loop."""

@@ -216,6 +216,27 @@ def test_a_push_relying_on_old_objects_is_protected_from_a_concurrent_remote_gc(
     assert_branch_checks_out(tmp_path, git_env, "exp", digest)
 
 
+def test_a_graft_in_one_clone_does_not_make_the_remote_drop_what_it_hides(tmp_path: Path, git_env):
+    store = tmp_path / "store"
+    repo = team(tmp_path, git_env, str(store), None)
+    sums = []
+    for seed in range(3):
+        sums.append(sha256(write_safetensors(repo.path / MODEL, random_model(seed))))
+        repo.commit(f"v{seed}", MODEL)
+    repo.git("push", "-q", "origin", "main")
+    age(store)
+    expire_push_notes(str(store), None)
+    repo.git("replace", "--graft", "HEAD~1")           # refs/replace/ stays in this clone
+    out = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
+    assert "removed 0 object(s)" in out.stdout, out.stdout
+    clone = Repo(tmp_path / "clone", git_env)
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(clone.path)], env=git_env,
+                   check=True, capture_output=True)
+    clone.gitmodel("install")
+    clone.git("checkout", "-q", "HEAD~2", "--", MODEL)
+    assert sha256(clone.path / MODEL) == sums[0]
+
+
 def test_remote_gc_refuses_when_the_remote_has_commits_this_clone_lacks(tmp_path: Path, git_env):
     store = tmp_path / "store"
     repo = team(tmp_path, git_env, str(store), None)

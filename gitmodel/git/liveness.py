@@ -1,6 +1,7 @@
 """Which checkpoints a repository still needs: the pointers in everything git itself keeps.
 
-Git's own reachability decides (`git rev-list --objects --all --reflog --indexed-objects`):
+Git's own reachability decides (`git rev-list --objects --all --reflog --indexed-objects`,
+replace refs off):
 every ref (branches, tags, remote-tracking refs, the stash, notes), every entry the reflogs
 still hold, and the HEAD and index (conflict stages included) of every worktree; plus the
 heads of an operation in progress (MERGE_HEAD, ...). Blobs small enough to be
@@ -38,7 +39,11 @@ def live_checkpoints(cwd: Path | str | None = None, revs: list[str] | None = Non
                                     "commit, branch or tag this repository has")
     import pygit2
     limit = f"--filter=blob:limit={pointers.MAX_POINTER_SIZE}"     # larger blobs are not pointers
-    listing = run_git("rev-list", "--objects", limit, *args, "--", cwd=cwd, check=False)
+    # Replace refs off, as in git's own gc: a graft or replaced commit hides history git still
+    # keeps (and a clone without the refs/replace/ refs still reads), and the replacements
+    # are walked anyway from their refs.
+    listing = run_git("--no-replace-objects", "rev-list", "--objects", limit, *args, "--",
+                      cwd=cwd, check=False)
     if listing.returncode != 0:
         raise LivenessError(f"git rev-list failed: {listing.stderr.decode(errors='replace').strip()}",
                             "Nothing was removed. Check the repository with `git fsck`")
