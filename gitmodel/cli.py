@@ -179,7 +179,7 @@ def _gc_arguments(p) -> None:
                    help="how long to wait for processes writing to the store (default 60)")
     p.add_argument("--remote", metavar="NAME",
                    help="collect the gitmodel remote of git remote NAME instead: live is what "
-                        "its branches and tags reference, and --ref")
+                        "its refs reference, and --ref")
     p.add_argument("--ref", action="append", metavar="REV",
                    help="with --remote: a commit whose history stays too (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Repo, make_repo, random_model, sha256, team, write_safetensors
+from conftest import Repo, make_repo, random_model, sha256, team, user, write_safetensors
 from test_remotes import S3_ENV, s3, s3_server  # noqa: F401  (fixtures)
 
 MODEL = "model.safetensors"
@@ -237,6 +237,69 @@ def test_a_graft_in_one_clone_does_not_make_the_remote_drop_what_it_hides(tmp_pa
     assert sha256(clone.path / MODEL) == sums[0]
 
 
+def test_remote_gc_keeps_what_refs_outside_branches_and_tags_serve(tmp_path: Path, git_env):
+    """A review system's refs (Gerrit's refs/for/*, GitHub's refs/pull/*) serve commits as
+    branches do: gc took only branches and tags, and removed a pushed review's checkpoint."""
+    store = tmp_path / "store"
+    repo = team(tmp_path, git_env, str(store), None)
+    write_safetensors(repo.path / MODEL, random_model(1))
+    repo.commit("v1", MODEL)
+    repo.git("push", "-q", "origin", "main")
+    review = sha256(write_safetensors(repo.path / MODEL, random_model(2)))
+    repo.commit("v2 for review", MODEL)
+    repo.git("push", "-q", "origin", "HEAD:refs/for/main")
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    repo.git("reflog", "expire", "--expire=now", "--all")
+    age(store)
+    expire_push_notes(str(store), None)
+    out = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
+    assert "removed 0 object(s)" in out.stdout, out.stdout
+    clone = Repo(tmp_path / "clone", git_env)
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(clone.path)], env=git_env,
+                   check=True, capture_output=True)
+    clone.gitmodel("install")
+    clone.git("fetch", "-q", "origin", "refs/for/main")
+    clone.git("checkout", "-q", "FETCH_HEAD")
+    assert sha256(clone.path / MODEL) == review
+
+    # A clone that lacks such a ref's commit is told how to fetch it (`git fetch origin`
+    # alone brings branches and tags only)
+    other = Repo(tmp_path / "other", git_env)
+    subprocess.run(["git", "clone", "-q", "--no-local", str(tmp_path / "hub.git"), str(other.path)],
+                   env=git_env, check=True, capture_output=True)
+    other.gitmodel("install")
+    refused = other.gitmodel("gc", "--remote", "origin", check=False)
+    assert refused.returncode == 1 and "`git fetch origin refs/for/main`" in refused.stderr, refused.stderr
+    other.git("fetch", "-q", "origin", "refs/for/main")
+    assert "removed 0 object(s)" in other.gitmodel("gc", "--remote", "origin", "--keep-recent", "0").stdout
+
+
+def test_remote_gc_keeps_what_every_git_remote_pushing_there_serves(tmp_path: Path, git_env):
+    """Git remote `backup` has no gitmodel remote of its name, so its pushes go to the default
+    one, origin's: a gc for backup took only backup's refs and removed what origin serves."""
+    store = tmp_path / "store"
+    repo = team(tmp_path, git_env, str(store), None)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "backup.git")], check=True)
+    repo.git("remote", "add", "backup", str(tmp_path / "backup.git"))
+    write_safetensors(repo.path / MODEL, random_model(1))
+    repo.commit("v1", MODEL)
+    repo.git("push", "-q", "origin", "main")
+    repo.git("push", "-q", "backup", "main")
+    repo.git("checkout", "-q", "-b", "exp")
+    digest = sha256(write_safetensors(repo.path / MODEL, random_model(2)))
+    repo.commit("exp", MODEL)
+    repo.git("push", "-q", "origin", "exp")             # to origin only
+    age(store)
+    expire_push_notes(str(store), None)
+    out = repo.gitmodel("gc", "--remote", "backup", "--keep-recent", "0")
+    assert "removed 0 object(s)" in out.stdout, out.stdout
+    assert "of backup, origin (git remotes whose pushes go to this gitmodel remote)" in out.stderr
+    bob = user(tmp_path, git_env, "bob")
+    subprocess.run(["git", "clone", "-q", "-b", "exp", str(tmp_path / "hub.git"), str(tmp_path / "bob")],
+                   env=bob, check=True, capture_output=True)
+    assert sha256(tmp_path / "bob" / MODEL) == digest
+
+
 def test_remote_gc_refuses_when_the_remote_has_commits_this_clone_lacks(tmp_path: Path, git_env):
     store = tmp_path / "store"
     repo = team(tmp_path, git_env, str(store), None)
@@ -244,8 +307,8 @@ def test_remote_gc_refuses_when_the_remote_has_commits_this_clone_lacks(tmp_path
     repo.commit("v1", MODEL)
     repo.git("push", "-q", "origin", "main")
     other = Repo(tmp_path / "other", git_env)
-    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(other.path)], env=git_env,
-                   check=True, capture_output=True)
+    subprocess.run(["git", "clone", "-q", "--no-local", str(tmp_path / "hub.git"), str(other.path)],
+                   env=git_env, check=True, capture_output=True)
     other.gitmodel("install")
     write_safetensors(other.path / MODEL, random_model(2))
     other.commit("v2", MODEL)

@@ -75,8 +75,8 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
                    keep_recent: float | None = None, dry_run: bool = False,
                    say: Callable[[str], None] = lambda line: None) -> gc.GcReport:
     """gc of the gitmodel remote that goes with git remote `name`: live is what the history
-    of the branches and tags the git remote has now references, and that of `refs` too (the
-    only live commits when the git remote has no branch or tag)."""
+    of the refs the git remote (and every git remote pushing there) has now references, and
+    that of `refs` too (the only live commits when the git remote has no refs)."""
     from gitmodel.remote import collect
     days = keep_recent_days(keep_recent, session.cwd)
     url = repo.run_git("remote", "get-url", name, cwd=session.cwd, check=False)
@@ -97,7 +97,10 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
                             f"Nothing was removed. Run `git fetch --unshallow {name}` first, "
                             "or gc from a full clone")
     refs_read = time.monotonic()          # pushes' notes since an hour before this count
-    tips = remote_tips(session.cwd, name, none_is_fine=bool(refs)) + list(refs or [])
+    sharing = _sharing(session, name, view.backend.url)
+    tips = sorted({tip for other in sharing
+                   for tip in remote_tips(session.cwd, other, none_is_fine=bool(refs) or other != name)})
+    tips += list(refs or [])
     found = liveness.live_checkpoints(session.cwd, tips)
     if not dry_run and repacking.deltas_enabled(session.cwd):
         # The rewrite sends the local store's copies: re-encoded against surviving keyframes
@@ -106,17 +109,36 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
             repacking.repack(session, None, quiet=True)
         except GitmodelError as err:
             say(f"warning: not repacked first: {err.full()}")
-    say(f"{len(found)} checkpoint(s) referenced by {len(tips)} ref(s) of {name}")
+    say(f"{len(found)} checkpoint(s) referenced by {len(tips)} ref(s) of {', '.join(sharing)}"
+        + (" (git remotes whose pushes go to this gitmodel remote)" if len(sharing) > 1 else ""))
     report = collect.collect(view, session.store, [bytes.fromhex(c) for c in found], days,
                              dry_run, say, refs_read)
     report.live_checkpoints = len(found)
     return report
 
 
+def _sharing(session, name: str, url: str) -> list[str]:
+    """Git remote `name` and the others whose pushes go to the gitmodel remote at `url` (a
+    git remote without a gitmodel remote of its own name pushes to the default): the refs of
+    each of them keep what is there."""
+    from gitmodel.git import remotes
+    listed = repo.run_git("remote", cwd=session.cwd, check=False).stdout.decode().split()
+    out = [name]
+    for other in listed:
+        address = repo.run_git("remote", "get-url", other, cwd=session.cwd, check=False)
+        if other == name or address.returncode != 0:
+            continue
+        spec = remotes.for_git_remote(other, address.stdout.decode().strip(), session.cwd)
+        if spec is not None and spec.url == url:
+            out.append(other)
+    return out
+
+
 def remote_tips(cwd, name: str, none_is_fine: bool = False) -> list[str]:
-    """The commits the git remote's branches and tags point at now, all present here (an
-    error if it has none, unless `none_is_fine`)."""
-    listed = repo.run_git("ls-remote", "--heads", "--tags", name, cwd=cwd, check=False)
+    """The commits every ref of the git remote points at now (branches and tags, and refs
+    such as a review system's refs/pull/* or refs/for/*, which serve commits too), all present
+    here (an error if it has none, unless `none_is_fine`)."""
+    listed = repo.run_git("ls-remote", name, cwd=cwd, check=False)
     if listed.returncode != 0:
         raise GitmodelError(f"git ls-remote {name} failed: "
                             f"{listed.stderr.decode(errors='replace').strip()}",
@@ -126,13 +148,18 @@ def remote_tips(cwd, name: str, none_is_fine: bool = False) -> list[str]:
         sha, _, ref = line.partition("\t")
         tips[ref.removesuffix("^{}")] = sha       # a tag's peeled line comes after it
     if not tips and not none_is_fine:
-        raise GitmodelError(f"git remote {name} has no branches or tags, so nothing says which "
+        raise GitmodelError(f"git remote {name} has no refs, so nothing says which "
                             "checkpoints on its gitmodel remote are live",
                             "Nothing was removed. Name the commits to keep with --ref")
     absent = [ref for ref, sha in tips.items()             # a tag may name a tree or a file
               if repo.run_git("cat-file", "-e", sha, cwd=cwd, check=False).returncode]
     if absent:
+        # `git fetch NAME` brings branches and tags; other refs only when named
+        others = [ref for ref in absent if not ref.startswith(("refs/heads/", "refs/tags/", "HEAD"))]
+        fetch = f"git fetch {name}" + "".join(f" {ref}" for ref in others[:3]) + \
+            (f" (and the {len(others) - 3} other refs `git ls-remote {name}` lists that this "
+             "clone lacks)" if len(others) > 3 else "")
         raise GitmodelError(f"git remote {name} has commits this clone lacks ({absent[0]}"
                             f"{f' and {len(absent) - 1} more' if len(absent) > 1 else ''})",
-                            f"Nothing was removed. Run `git fetch {name}` first, then gc again")
+                            f"Nothing was removed. Run `{fetch}` first, then gc again")
     return sorted(set(tips.values()))
