@@ -259,11 +259,11 @@ def cmd_status(args) -> int:
                  found.unmerged),
                 ("in commits no remote-tracking ref has (not pushed)",
                  [f"{u['path']}  {u['content'][:12]}" for u in found.unpushed]),
-                (f"not on the gitmodel remote {found.remote} (`gitmodel push` uploads them)",
+                (f"not on the gitmodel remote {found.remote} (`gitmodel push --all` uploads them)",
                  [f"{u['path']}  {u['content'][:12]}" for u in found.not_on_remote
                   if u["in_local_store"]]),
                 (f"on neither the gitmodel remote {found.remote} nor here (committed elsewhere and "
-                 "never uploaded? where they were committed, `gitmodel push` uploads them)",
+                 "never uploaded? where they were committed, `gitmodel push --all` uploads them)",
                  [f"{u['path']}  {u['content'][:12]}" for u in found.not_on_remote
                   if not u["in_local_store"]]),
                 ("left as pointers in the work tree (`gitmodel pull` restores them)",

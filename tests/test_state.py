@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def test_status_in_a_clone_tells_checkpoints_it_cannot_push_from_those_it_can(tm
     found = json.loads(clone.gitmodel("status", "--json").stdout)
     assert [(u["path"], u["in_local_store"]) for u in found["not_on_remote"]] == [(MODEL, False)]
     text = clone.gitmodel("status").stdout
-    assert "on neither the gitmodel remote team nor here" in text and "(`gitmodel push` uploads them)" not in text, text
+    assert "on neither the gitmodel remote team nor here" in text and "(`gitmodel push --all` uploads them)" not in text, text
 
 
 def test_status_sees_a_remote_that_lost_the_chunks_of_a_manifest_it_lists(tmp_path: Path, git_env):
@@ -180,3 +181,26 @@ def test_status_sees_a_remote_that_lost_the_chunks_of_a_manifest_it_lists(tmp_pa
     assert len(found["not_on_remote"]) == 2 and all(u["in_local_store"] for u in found["not_on_remote"]), found
     repo.gitmodel("push", "--all")
     assert json.loads(repo.gitmodel("status", "--json").stdout)["not_on_remote"] == []
+
+
+def test_the_push_status_names_uploads_what_it_lists(tmp_path: Path, git_env):
+    """A branch pushed with `git push --no-verify` (the hook skipped): status said `gitmodel
+    push` uploads its checkpoint, which uploaded nothing (it pushes HEAD's history)."""
+    repo = make_repo(tmp_path / "repo", git_env)
+    repo.gitmodel("remote", "add", "team", str(tmp_path / "team-store"))
+    write_safetensors(repo.path / MODEL, small(1))
+    repo.commit("v1", MODEL, ".gitmodel")
+    hub = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
+    repo.git("remote", "add", "origin", str(hub))
+    repo.git("push", "-q", "origin", "main")
+    repo.git("checkout", "-q", "-b", "feat")
+    write_safetensors(repo.path / MODEL, small(2))
+    repo.commit("v2", MODEL)
+    repo.git("push", "-q", "--no-verify", "origin", "feat")
+    repo.git("checkout", "-q", "main")
+    text = repo.gitmodel("status").stdout
+    hint = re.search(r"not on the gitmodel remote team \(`([^`]+)` uploads them\)", text)
+    assert hint, text
+    repo.gitmodel(*hint.group(1).split()[1:])
+    assert "not on the gitmodel remote" not in repo.gitmodel("status").stdout

@@ -116,7 +116,7 @@ class RemoteView:
             return (f"{text}, and {len(self.damaged)} of its pack indexes are damaged ({names}): "
                     f"they may be there. `gitmodel fsck --remote {self.name}` checks it")
         return (f"{text}: they were never pushed there (push from a clone that has them: "
-                "`gitmodel push`), or were removed")
+                "`gitmodel push --all`), or were removed")
 
 
 __all__ = ["RemoteView", "RemoteError"]
