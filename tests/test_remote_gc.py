@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Repo, make_repo, random_model, sha256, team, user, write_safetensors
+from test_gc import age_packs
 from test_remotes import S3_ENV, s3, s3_server  # noqa: F401  (fixtures)
 
 MODEL = "model.safetensors"
@@ -298,6 +299,33 @@ def test_remote_gc_keeps_what_every_git_remote_pushing_there_serves(tmp_path: Pa
     subprocess.run(["git", "clone", "-q", "-b", "exp", str(tmp_path / "hub.git"), str(tmp_path / "bob")],
                    env=bob, check=True, capture_output=True)
     assert sha256(tmp_path / "bob" / MODEL) == digest
+
+
+def test_remote_gc_of_a_repository_s_own_store_refuses(tmp_path: Path, git_env):
+    """A clone of a non-bare repository A pushes to A's own store (the embedded default): a
+    gc from the clone kept only what A's branches reference, and removed what A's stash and
+    reflog needed, exit 0."""
+    a = make_repo(tmp_path / "A", git_env)
+    write_safetensors(a.path / MODEL, random_model(0))
+    a.commit("v0", MODEL)
+    reflog = sha256(write_safetensors(a.path / MODEL, random_model(1)))
+    a.commit("v1", MODEL)
+    lost = a.out("rev-parse", "HEAD").strip()
+    a.git("reset", "-q", "--hard", "HEAD~1")
+    stashed = sha256(write_safetensors(a.path / MODEL, random_model(2)))
+    a.git("stash", "-q")
+    age_packs(a.store)
+    b = Repo(tmp_path / "B", git_env)
+    subprocess.run(["git", "clone", "-q", str(a.path), str(b.path)], env=git_env, check=True,
+                   capture_output=True)
+    b.gitmodel("install")
+    refused = b.gitmodel("gc", "--remote", "origin", "--keep-recent", "0", check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"Run `gitmodel gc` in {a.path}" in refused.stderr, refused.stderr
+    a.git("stash", "pop", "-q")
+    assert sha256(a.path / MODEL) == stashed
+    a.git("checkout", "-q", lost, "--", MODEL)
+    assert sha256(a.path / MODEL) == reflog
 
 
 def test_remote_gc_refuses_when_the_remote_has_commits_this_clone_lacks(tmp_path: Path, git_env):

@@ -9,6 +9,7 @@ the time it is looked for. The rules and the contract with writers: docs/design.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable
 
 from gitmodel.errors import GitmodelError
@@ -87,13 +88,20 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
     if view is None:
         raise GitmodelError(f"git remote {name} has no gitmodel remote",
                             "Nothing was removed. `gitmodel remote list` shows what is configured")
+    working = _working_store_of(view.backend.url)
+    if working is not None:
+        raise GitmodelError(f"the gitmodel remote of {name} is the store of the repository "
+                            f"{working}, which has a work tree: its stash, reflogs, index and "
+                            "unpushed branches need what a gc from here would count as garbage",
+                            f"Nothing was removed. Run `gitmodel gc` in {working}: it keeps "
+                            "everything that repository holds, and what was pushed to it")
     # --ref adds to what the git remote's refs keep, never replaces it: a commit named from a
     # clone whose branches are behind the remote's would otherwise make their newer
     # checkpoints garbage.
     shallow = repo.run_git("rev-parse", "--is-shallow-repository", cwd=session.cwd, check=False)
     if shallow.stdout.strip() == b"true":        # the history behind its tips is not here
         raise GitmodelError(f"this clone is shallow, so it cannot tell which checkpoints the "
-                            f"history of {name}'s branches and tags references",
+                            f"history of {name}'s refs references",
                             f"Nothing was removed. Run `git fetch --unshallow {name}` first, "
                             "or gc from a full clone")
     refs_read = time.monotonic()          # pushes' notes since an hour before this count
@@ -115,6 +123,20 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
                              dry_run, say, refs_read)
     report.live_checkpoints = len(found)
     return report
+
+
+def _working_store_of(url: str) -> Path | None:
+    """The work tree of the non-bare repository whose own store the remote at `url` is (a
+    folder git remote's embedded default), if it is one."""
+    if "://" in url and not url.startswith("file://"):
+        return None
+    git_dir = Path(url.removeprefix("file://")).parent
+    if not (git_dir / "HEAD").is_file() or not (git_dir / "objects").is_dir():
+        return None
+    bare = repo.run_git(f"--git-dir={git_dir}", "rev-parse", "--is-bare-repository", check=False)
+    if bare.returncode != 0 or bare.stdout.strip() != b"false":
+        return None
+    return git_dir.parent
 
 
 def _sharing(session, name: str, url: str) -> list[str]:
