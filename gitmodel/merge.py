@@ -23,7 +23,7 @@ import blake3
 
 from gitmodel import checkpoint, stored
 from gitmodel.errors import GitmodelError
-from gitmodel.formats import DTYPE_BITS, PeekableStream
+from gitmodel.formats import DTYPE_BITS, PeekableStream, numpy_files
 from gitmodel.pointer import Pointer, TensorLine
 from gitmodel.scratch import scratch
 from gitmodel.store import codec
@@ -265,7 +265,7 @@ def merge(base: Pointer | None, inputs: list[Pointer], labels: list[str], store:
     """Merge `inputs` (ours first, theirs last in a git merge) against `base`; store the result
     and return its pointer, or the conflicts (nothing stored for the result then)."""
     strategy.check(len(inputs))
-    unreadable = _unmergeable(inputs, labels, strategy)
+    unreadable = _unmergeable(inputs, labels, strategy) or _ambiguous(base, inputs, labels)
     if unreadable:
         return Result(None, [Conflict("(format)", unreadable)])
     decisions = decide(base, inputs, strategy)
@@ -323,6 +323,28 @@ def _unmergeable(inputs: list[Pointer], labels: list[str], strategy: Strategy) -
     if len(formats) > 1:
         return (", ".join(f"{label} is {ptr.format}" for label, ptr in zip(labels, inputs)) +
                 ": a merge tensor by tensor needs one format")
+    return ""
+
+
+def _ambiguous(base: Pointer | None, inputs: list[Pointer], labels: list[str]) -> str:
+    """Why tensors cannot be matched across the sides by name and byte position ("" if they
+    can): a name that repeats in one file (GGUF allows it; a merge by name would see one of
+    them), or arrays in Fortran order on one side and C order on another (the same element
+    at other byte positions). A conflict whatever the strategy."""
+    sides = list(zip(labels, inputs)) + ([("the common ancestor", base)] if base is not None else [])
+    for label, ptr in sides:
+        seen: set[str] = set()
+        for t in ptr.tensors:
+            if t.name in seen:
+                return (f"{label} has several tensors named {t.name!r}: a merge matches tensors "
+                        "by name, and could drop a change to one of them")
+            seen.add(t.name)
+    orders = {label: dict(ptr.metadata).get("fortran_order", "") for label, ptr in sides
+              if ptr.format in ("npy", "npz")}
+    listed = set(orders.values())     # a full list may leave out names that differ: no telling
+    if len(listed) > 1 or any(value.count(",") + 1 >= numpy_files.MAX_LISTED for value in listed if value):
+        return ("the sides store arrays in different element orders (Fortran order on one, C "
+                "order on another): the same element sits at other byte positions")
     return ""
 
 

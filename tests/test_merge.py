@@ -927,3 +927,36 @@ def test_a_spliced_result_is_stored_anew_so_the_grace_period_covers_it(tmp_path:
     ages = [time.time() - (tmp_path / "store" / "packs" / f"{e.pack}.pack").stat().st_mtime
             for e in Store(tmp_path / "store").copies(oid)]
     assert min(ages) < 3600, ages
+
+
+@pytest.mark.parametrize("strategy", ["average", "theirs"])
+def test_arrays_in_another_element_order_on_one_side_are_a_conflict(repo: Repo, strategy: str):
+    """A side saved in Fortran order holds the same elements at other byte positions: an
+    explicit strategy merged position by position under the other side's header, wrong
+    values, exit 0."""
+    repo.gitmodel("track", "*.npz")
+    base = {"w": np.arange(12, dtype="<f4").reshape(3, 4)}
+    ours = {"w": np.asfortranarray(base["w"] + 100)}
+    theirs = {"w": base["w"] + 200}
+    diverge(repo, "w.npz", _npz_write, base, ours, theirs)
+    before = (repo.path / "w.npz").read_bytes()
+    repo.env = dict(repo.env, GITMODEL_MERGE_STRATEGY=strategy)
+    merged = repo.git("merge", "--no-edit", "theirs", check=False)
+    assert merged.returncode == 1, merged.stderr
+    assert b"different element orders" in merged.stderr, merged.stderr
+    assert (repo.path / "w.npz").read_bytes() == before
+
+
+def test_tensors_that_share_a_name_are_a_conflict(repo: Repo):
+    """GGUF lets two tensors share a name; a merge by name saw only the last one, and dropped
+    a change to the first, exit 0."""
+    from test_format_gguf import build
+    repo.gitmodel("track", "*.gguf")
+
+    def write(path: Path, tensors: dict) -> None:
+        path.write_bytes(build([("w", 0, [64], tensors["w1"].tobytes()), ("w", 0, [64], tensors["w2"].tobytes()),
+                                ("x", 0, [64], np.full(64, 7, "<f4").tobytes())]))
+    base = {"w1": np.zeros(64, "<f4"), "w2": np.ones(64, "<f4")}
+    diverge(repo, "m.gguf", write, base, dict(base, w1=base["w1"] + 10), dict(base, w2=base["w2"] + 20))
+    merged = repo.git("merge", "--no-edit", "theirs", check=False)
+    assert merged.returncode == 1 and b"several tensors named 'w'" in merged.stderr, merged.stderr
