@@ -1200,6 +1200,28 @@ def test_12_group_shared_store_lock_files_open_to_the_group_whatever_the_umask(t
         assert mode & 0o060 == 0o060, f"{path.name}: {oct(mode)}"
 
 
+def test_12_a_push_to_a_group_shared_repository_leaves_its_store_readable_by_the_group(
+        tmp_path: Path, git_env):
+    """The first push to a group-shared bare repository, by a user with umask 077, wrote the
+    store's version marker for the pusher alone: exit 0, and every teammate's clone or push
+    then failed reading it."""
+    hub = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "--shared=group", "-b", "main", str(hub)], check=True)
+    work = make_repo(tmp_path / "w", git_env)
+    work.git("remote", "add", "origin", str(hub))
+    write_safetensors(work.path / "m.safetensors", small(83))
+    work.commit("m")
+    mask = os.umask(0o077)
+    try:
+        work.git("push", "-q", "origin", "main")
+    finally:
+        os.umask(mask)
+    written = [p for p in (hub / "gitmodel").rglob("*") if p.is_file()]
+    assert any(p.name == "config" for p in written) and any(p.suffix == ".pack" for p in written)
+    for path in written:
+        assert path.stat().st_mode & stat.S_IRGRP, f"{path.relative_to(hub)}: {oct(path.stat().st_mode)}"
+
+
 def test_12_default_pack_modes_follow_the_umask(repo: Repo):
     write_safetensors(repo.path / "m.safetensors", small(81))
     repo.commit("m")

@@ -203,6 +203,9 @@ class FsspecBackend:
 
     def write_marker(self, text: str, timeout: float | None = None) -> None:
         self._make_dir()
+        if self.local:      # the modes a group-shared repository gives its files, and fsynced
+            self._write_local(f"{self.root}/{MARKER_FILE}", [text.encode()])
+            return
         self._call("pipe_file", f"{self.root}/{MARKER_FILE}", text.encode(), timeout=timeout)
 
     def read_index(self, pack: str, timeout: float | None = None) -> bytes:
