@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import Repo, make_repo, random_model, sha256, write_safetensors
 
@@ -416,3 +418,28 @@ def test_a_pointer_staged_in_part_by_add_p_is_named_and_never_pushed(repo: Repo,
     repo.git("commit", "-q", "--amend", "--no-edit")
     assert json.loads(repo.gitmodel("status", "--json").stdout)["mixed"] == []
     assert b"uploaded" in repo.git("push", "-q", str(tmp_path / "hub.git"), "main").stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to chown")
+def test_a_repository_another_user_owns_works_once_git_trusts_it(tmp_path: Path, git_env):
+    """Before `safe.directory`, gitmodel said "not inside a git repository"; after it (set,
+    as CI does, in the file GIT_CONFIG_GLOBAL names), git worked and every gitmodel command
+    was an internal error: libgit2 made its own ownership check."""
+    import pwd
+    repo = make_repo(tmp_path / "repo", git_env)
+    digest = sha256(write_safetensors(repo.path / "m.safetensors", random_model(1)))
+    repo.commit("v1", "m.safetensors")
+    nobody = pwd.getpwnam("nobody")
+    for path in [repo.path, *repo.path.rglob("*")]:
+        os.lchown(path, nobody.pw_uid, nobody.pw_gid)
+    refused = repo.gitmodel("status", check=False)
+    assert refused.returncode != 0 and "dubious ownership" in refused.stderr, refused.stderr
+    assert "safe.directory" in refused.stderr and "Traceback" not in refused.stderr
+    config = tmp_path / "global.gitconfig"
+    config.write_text(f"[safe]\n\tdirectory = {repo.path}\n")
+    repo.env = dict(repo.env, GIT_CONFIG_GLOBAL=str(config))
+    assert repo.gitmodel("status").returncode == 0
+    assert "0 problem(s)" in repo.gitmodel("fsck").stdout
+    (repo.path / "m.safetensors").unlink()
+    repo.git("checkout", "--", "m.safetensors")
+    assert sha256(repo.path / "m.safetensors") == digest

@@ -53,6 +53,9 @@ def write_blob(blob: str, target, cwd: str | Path | None = None) -> None:
 def _rev_parse(*args: str, cwd: str | Path | None = None) -> list[str]:
     result = run_git("rev-parse", *args, cwd=cwd, check=False)
     if result.returncode != 0:
+        said = result.stderr.decode(errors="replace").strip()
+        if "dubious ownership" in said:     # git's own message names its fix (safe.directory)
+            raise NotARepository(said.removeprefix("fatal: "))
         raise NotARepository("not inside a git repository")
     return result.stdout.decode(errors="surrogateescape").splitlines()
 
@@ -148,6 +151,9 @@ def open_repository(cwd: Path | str | None = None):
     lines = found.stdout.decode(errors="surrogateescape").splitlines()
     if found.returncode != 0:                          # no work tree: a bare repository?
         lines = _rev_parse("--absolute-git-dir", cwd=cwd)
+    # git found it, so git's ownership rule (safe.directory, which libgit2 reads only from
+    # its own idea of the global config) has passed
+    pygit2.option(pygit2.GIT_OPT_SET_OWNER_VALIDATION, 0)
     repository = pygit2.Repository(lines[0])
     if len(lines) > 1 and (repository.workdir is None or
                            os.path.realpath(repository.workdir) != os.path.realpath(lines[1])):
