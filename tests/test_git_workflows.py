@@ -443,3 +443,24 @@ def test_a_repository_another_user_owns_works_once_git_trusts_it(tmp_path: Path,
     (repo.path / "m.safetensors").unlink()
     repo.git("checkout", "--", "m.safetensors")
     assert sha256(repo.path / "m.safetensors") == digest
+
+
+def test_show_and_diff_in_a_bare_repository(tmp_path: Path, git_env):
+    """A review on the server: `gitmodel diff REV REV` needs no work tree, and `show PATH`
+    says there is none; both were internal errors."""
+    repo = make_repo(tmp_path / "repo", git_env)
+    write_safetensors(repo.path / "m.safetensors", random_model(1))
+    repo.commit("v1", "m.safetensors")
+    model = random_model(1)
+    model["layers.0.weight"] = model["layers.0.weight"] * np.float32(2)
+    write_safetensors(repo.path / "m.safetensors", model)
+    repo.commit("v2", "m.safetensors")
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo.path), str(tmp_path / "srv.git")],
+                   env=git_env, check=True)
+    bare = Repo(tmp_path / "srv.git", git_env)
+    shown = bare.gitmodel("show", "m.safetensors", check=False)
+    assert shown.returncode == 1 and "bare repository has no work tree" in shown.stderr, shown.stderr
+    assert bare.gitmodel("show", "HEAD:m.safetensors").stdout.startswith("gitmodel pointer")
+    diffed = bare.gitmodel("diff", "--no-numbers", "HEAD~1", "HEAD", check=False)
+    assert diffed.returncode == 0 and "Traceback" not in diffed.stderr, diffed.stderr
+    assert "layers.0.weight" in diffed.stdout, diffed.stdout

@@ -31,6 +31,9 @@ def pointer_at(repo: pygit2.Repository, side: str | None, path: str, store: Stor
     `tracked` by gitmodel, gets its pointer computed, storing nothing, unless it is a pointer
     already). None if absent or not a checkpoint."""
     if side is WORK_TREE:
+        if repo.workdir is None:
+            raise RevisionError(f"{path}: a bare repository has no work tree",
+                                "Name a version in it: REV:PATH (HEAD:PATH, say)")
         file = Path(repo.workdir) / path
         if file.is_symlink() or not file.is_file():     # git keeps a link as a link, never cleaned
             return None
@@ -273,7 +276,8 @@ def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool
     store = session.store
     fetch = session.fetcher() if numbers else None
     pairs = changes(Path.cwd(), revs, cached, paths)
-    tracked = tracked_paths(Path(repository.workdir), list(dict.fromkeys(p for pair in pairs for p in pair)))
+    tracked = tracked_paths(Path(repository.workdir or repository.path),
+                            list(dict.fromkeys(p for pair in pairs for p in pair)))
     conflicted = unmerged(repository) if not revs else {}
     diffs = []
     with tempfile.TemporaryDirectory(prefix="gitmodel-diff-") as folder:
