@@ -268,6 +268,8 @@ def cmd_status(args) -> int:
                   if not u["in_local_store"]]),
                 ("left as pointers in the work tree (`gitmodel pull` restores them)",
                  found.pointers_in_work_tree),
+                ("pointers at paths no `filter=gitmodel` attribute names (`gitmodel track PATTERN`, "
+                 "then `gitmodel pull`)", found.pointers_untracked),
                 ("tracked but stored in git as they are, not with gitmodel (`git add "
                  "--renormalize PATH` stores them with it)", found.raw)]
     for title, lines in sections:
@@ -491,13 +493,17 @@ def cmd_fetch(args) -> int:
 def cmd_pull(args) -> int:
     from gitmodel import sync
     from gitmodel.errors import GitmodelError
-    from gitmodel.git import history, repo, worktree
+    from gitmodel.git import history, repo, revisions, worktree
     session = _session(args)
     repository = repo.open_repository()
     if repository.workdir is None:
         raise GitmodelError("gitmodel pull writes files of the work tree, and this is a bare "
                             "repository", "`gitmodel fetch` brings the checkpoints into its store")
     left = dict(history.iter_work_tree_pointers(repository))
+    # Restored at a path git would not clean, a checkpoint would be committed raw: left alone
+    tracked = revisions.tracked_paths(Path(repository.workdir), list(left))
+    untracked = sorted(path for path in left if path not in tracked)
+    left = {path: p for path, p in left.items() if path in tracked}
     wanted = {p.content: path for path, p in left.items()}
     if sync.complete(session.store, wanted):          # no remote needed
         result = sync.FetchResult()
@@ -517,6 +523,12 @@ def cmd_pull(args) -> int:
                             f"pointers: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} "
                             f"({why})", "Everything that arrived is kept; once the remote has "
                             "them (push from a clone that does), `gitmodel pull` again")
+    if untracked:
+        raise GitmodelError(f"{len(untracked)} pointer file(s) at paths no `filter=gitmodel` "
+                            f"attribute names were left as they are: {', '.join(untracked[:5])}"
+                            f"{' …' if len(untracked) > 5 else ''} (restored there, git would "
+                            "commit the whole file)", "Track them (`gitmodel track PATTERN`, "
+                            "and commit .gitattributes), then `gitmodel pull` again")
     return 0
 
 

@@ -204,3 +204,23 @@ def test_the_push_status_names_uploads_what_it_lists(tmp_path: Path, git_env):
     assert hint, text
     repo.gitmodel(*hint.group(1).split()[1:])
     assert "not on the gitmodel remote" not in repo.gitmodel("status").stdout
+
+
+def test_pointers_at_paths_no_longer_tracked_are_named_not_restored(tmp_path: Path, git_env):
+    """After a rewrite dropped the .gitattributes line of a path (filter-branch
+    --subdirectory-filter), status said `gitmodel pull` restores its pointer, and pull wrote the
+    checkpoint where git would not clean it: `git status` clean, and the next `commit -a`
+    stored the whole file in git."""
+    repo = make_repo(tmp_path / "repo", git_env)
+    write_safetensors(repo.path / MODEL, small(1))
+    repo.commit("v1", MODEL)
+    (repo.path / ".gitattributes").write_text("")
+    repo.commit("untrack", ".gitattributes")
+    pointer = repo.git("show", f"HEAD:{MODEL}").stdout
+    (repo.path / MODEL).write_bytes(pointer)            # the pointer, as a skip-smudge clone has it
+    text = repo.gitmodel("status").stdout
+    assert "(`gitmodel pull` restores them)" not in text, text
+    assert f"no `filter=gitmodel` attribute names (`gitmodel track PATTERN`, then `gitmodel pull`):\n  {MODEL}" in text, text
+    pulled = repo.gitmodel("pull", check=False)
+    assert pulled.returncode == 1 and "gitmodel track PATTERN" in pulled.stderr, pulled.stderr
+    assert (repo.path / MODEL).read_bytes() == pointer

@@ -124,6 +124,7 @@ class Status:
     reclaimable_bytes: int = 0
     store_error: str | None = None                          # why gc could not estimate it
     pointers_in_work_tree: list[str] = field(default_factory=list)
+    pointers_untracked: list[str] = field(default_factory=list)  # pointers no filter attribute names
     raw: list[str] = field(default_factory=list)           # tracked, staged as the file itself
 
     def as_dict(self) -> dict:
@@ -165,8 +166,11 @@ def status(session) -> Status:
         result.untracked = sorted(revisions.tracked_paths(workdir, others))
     # Those `gitmodel pull` restores: a pointer file that is not the index's is a change
     # (listed as modified), left alone.
-    result.pointers_in_work_tree = sorted(path for path, _ in history.iter_work_tree_pointers(repository)
-                                          if path in index)
+    left = [path for path, _ in history.iter_work_tree_pointers(repository) if path in index]
+    tracked = revisions.tracked_paths(workdir, left)
+    result.pointers_in_work_tree = sorted(path for path in left if path in tracked)
+    # A restored file git would not clean (its .gitattributes line gone) would be committed raw
+    result.pointers_untracked = sorted(path for path in left if path not in tracked)
     # Committed before the path was tracked, or with filter.gitmodel.required false after a
     # failed clean: git holds the whole file, not a pointer.
     result.raw = [p for p in revisions.raw_in_index(repository, workdir) if p not in result.unmerged]
