@@ -765,8 +765,9 @@ def main(argv: list[str] | None = None) -> int:
         cut = argv.index("--")
         argv, paths = argv[:cut], argv[cut + 1:]
     command = argv[0] if argv and any(argv[0] == name for name, *_ in COMMANDS) else None
-    from gitmodel.process import quiet_blas
+    from gitmodel.process import open_files_allowed, quiet_blas
     quiet_blas()                           # before anything imports numpy
+    open_files_allowed()
     args = build_parser(command).parse_args(argv)
     if paths:
         args.paths = paths
@@ -792,6 +793,10 @@ def main(argv: list[str] | None = None) -> int:
                 print("gitmodel: a write failed on this machine's disk; nothing half-written is "
                       "used (files count once written whole and renamed). Free space (or make "
                       "the folder writable), then run the command again", file=sys.stderr)
+            if err.errno in (errno.EMFILE, errno.ENFILE):
+                print("gitmodel: more files are open than this system allows (the store's "
+                      "packs: `gitmodel gc` joins small ones); raise the limit (`ulimit -n`) "
+                      "and run the command again", file=sys.stderr)
             return 1
         if os.environ.get("GITMODEL_DEBUG"):
             raise

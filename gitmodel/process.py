@@ -17,6 +17,21 @@ def quiet_blas() -> None:
         _SET_HERE.add("OPENBLAS_NUM_THREADS")
 
 
+def open_files_allowed(at_most: int = 1 << 16) -> None:
+    """Raise this process's limit of open files to what the system allows it (up to
+    `at_most`), as Go programs such as git-lfs do at start: a read keeps each pack it reads
+    open, and a store holds a pack per `git add` until a repack joins them, more than macOS's
+    default of 256."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = at_most if hard == resource.RLIM_INFINITY else min(hard, at_most)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass                   # not on this system, or not allowed: the default stays
+
+
 def child_environment(**extra: str) -> dict[str, str]:
     """The environment for a command this process runs (git, and through it the user's hooks):
     the one this process was given, plus `extra`."""

@@ -464,3 +464,29 @@ def test_show_and_diff_in_a_bare_repository(tmp_path: Path, git_env):
     diffed = bare.gitmodel("diff", "--no-numbers", "HEAD~1", "HEAD", check=False)
     assert diffed.returncode == 0 and "Traceback" not in diffed.stderr, diffed.stderr
     assert "layers.0.weight" in diffed.stdout, diffed.stdout
+
+
+def test_a_store_with_more_packs_than_the_open_files_limit_checks_out(tmp_path: Path, git_env):
+    """A folder of 300 small arrays is 300 packs (one per file added); a read keeps the packs it
+    reads open, and with macOS's default limit of 256 open files checkout, fsck and gc failed."""
+    import resource
+    repo = make_repo(tmp_path / "repo", git_env, track="*.npy")
+    sums = {}
+    for i in range(300):
+        path = repo.path / f"a{i:03d}.npy"
+        np.save(path, np.random.default_rng(i).standard_normal(300).astype(np.float32))
+        sums[path.name] = sha256(path)
+    repo.commit("arrays")
+    assert len(list((repo.store / "packs").glob("*.pack"))) >= 256
+    for name in sums:
+        (repo.path / name).unlink()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 512:
+        pytest.skip("the hard limit of open files is too low here")
+    limited = subprocess.run(["git", "checkout", "--", "."], cwd=repo.path, env=repo.env, capture_output=True,
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard)))
+    assert limited.returncode == 0, limited.stderr.decode()
+    assert {name: sha256(repo.path / name) for name in sums} == sums
+    checked = subprocess.run(["gitmodel", "fsck"], cwd=repo.path, env=repo.env, capture_output=True, text=True,
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard)))
+    assert checked.returncode == 0 and "0 problem(s)" in checked.stdout, checked.stdout + checked.stderr
