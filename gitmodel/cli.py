@@ -765,9 +765,10 @@ def main(argv: list[str] | None = None) -> int:
         cut = argv.index("--")
         argv, paths = argv[:cut], argv[cut + 1:]
     command = argv[0] if argv and any(argv[0] == name for name, *_ in COMMANDS) else None
-    from gitmodel.process import open_files_allowed, quiet_blas
+    from gitmodel.process import absolute_git_paths, open_files_allowed, quiet_blas
     quiet_blas()                           # before anything imports numpy
     open_files_allowed()
+    absolute_git_paths()
     args = build_parser(command).parse_args(argv)
     if paths:
         args.paths = paths

@@ -32,6 +32,19 @@ def open_files_allowed(at_most: int = 1 << 16) -> None:
         pass                   # not on this system, or not allowed: the default stays
 
 
+GIT_PATHS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR")
+
+
+def absolute_git_paths() -> None:
+    """Git reads these variables from the folder it starts in; gitmodel runs git from the
+    work tree's top, so a relative one (GIT_DIR=../.git from a subfolder) is made absolute
+    first, as git would have read it here."""
+    for name in GIT_PATHS:
+        value = os.environ.get(name)
+        if value and not os.path.isabs(value):
+            os.environ[name] = os.path.abspath(value)
+
+
 def child_environment(**extra: str) -> dict[str, str]:
     """The environment for a command this process runs (git, and through it the user's hooks):
     the one this process was given, plus `extra`."""

@@ -490,3 +490,39 @@ def test_a_store_with_more_packs_than_the_open_files_limit_checks_out(tmp_path: 
     checked = subprocess.run(["gitmodel", "fsck"], cwd=repo.path, env=repo.env, capture_output=True, text=True,
                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard)))
     assert checked.returncode == 0 and "0 problem(s)" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_a_work_tree_apart_from_its_repository(tmp_path: Path, git_env):
+    """core.worktree puts the work tree elsewhere (here inside another repository), and a
+    relative GIT_DIR names the repository from a subfolder: gitmodel ran git from the work
+    tree, where git found no repository, or the other one, whose index it then reported on
+    (exit 0)."""
+    outer = make_repo(tmp_path / "outer", git_env)
+    (outer.path / "models").mkdir()
+    write_safetensors(outer.path / "models" / "x.safetensors", random_model(5))
+    outer.commit("outer")
+    inner = Repo(tmp_path / "inner", git_env)
+    inner.path.mkdir()
+    inner.git("init", "-q", "-b", "main")
+    inner.git("config", "core.worktree", str(outer.path / "models"))
+    inner.gitmodel("install")
+    inner.gitmodel("track", "*.safetensors")
+    digest = sha256(write_safetensors(outer.path / "models" / "m.safetensors", random_model(2)))
+    inner.git("add", ".gitattributes", "m.safetensors")
+    inner.git("commit", "-q", "-m", "inner")
+    status = inner.gitmodel("status", "--json")
+    found = json.loads(status.stdout)         # x is the outer repository's, untracked in this one
+    assert found["staged"] == [] and found["deleted"] == [] and found["untracked"] == ["x.safetensors"], found
+    listed = [row["path"] for row in json.loads(inner.gitmodel("ls-files", "--json").stdout)]
+    assert listed == ["m.safetensors"], listed
+    (outer.path / "models" / "m.safetensors").unlink()
+    inner.git("checkout", "--", "m.safetensors")
+    assert sha256(outer.path / "models" / "m.safetensors") == digest
+    assert "0 problem(s)" in inner.gitmodel("fsck").stdout
+
+    sub = outer.path / "models"
+    env = dict(git_env, GIT_DIR="../.git", GIT_WORK_TREE="..")
+    write_safetensors(sub / "x.safetensors", random_model(6))
+    relative = subprocess.run(["gitmodel", "status"], cwd=sub, env=env, capture_output=True, text=True)
+    assert relative.returncode == 0, relative.stderr
+    assert "modified, not staged:\n  models/x.safetensors" in relative.stdout, relative.stdout

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from gitmodel.errors import GitmodelError
+from gitmodel.process import GIT_PATHS, child_environment
 from gitmodel.git import liveness, repacking, repo
 from gitmodel.store import files, gc
 
@@ -133,7 +134,8 @@ def _working_store_of(url: str) -> Path | None:
     git_dir = Path(url.removeprefix("file://")).parent
     if not (git_dir / "HEAD").is_file() or not (git_dir / "objects").is_dir():
         return None
-    bare = repo.run_git(f"--git-dir={git_dir}", "rev-parse", "--is-bare-repository", check=False)
+    env = {k: v for k, v in child_environment().items() if k not in GIT_PATHS}   # that repository's
+    bare = repo.run_git(f"--git-dir={git_dir}", "rev-parse", "--is-bare-repository", env=env, check=False)
     if bare.returncode != 0 or bare.stdout.strip() != b"false":
         return None
     return git_dir.parent

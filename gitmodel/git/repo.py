@@ -151,6 +151,8 @@ def open_repository(cwd: Path | str | None = None):
     lines = found.stdout.decode(errors="surrogateescape").splitlines()
     if found.returncode != 0:                          # no work tree: a bare repository?
         lines = _rev_parse("--absolute-git-dir", cwd=cwd)
+    if len(lines) > 1:
+        _pin(lines[0], lines[1])
     # git found it, so git's ownership rule (safe.directory, which libgit2 reads only from
     # its own idea of the global config) has passed
     pygit2.option(pygit2.GIT_OPT_SET_OWNER_VALIDATION, 0)
@@ -159,6 +161,18 @@ def open_repository(cwd: Path | str | None = None):
                            os.path.realpath(repository.workdir) != os.path.realpath(lines[1])):
         repository.workdir = lines[1]
     return repository
+
+
+def _pin(git_dir: str, top: str) -> None:
+    """Name the repository to the git commands this process runs when git would not find it
+    again from its work tree, where they run: a work tree set by core.worktree lies apart
+    from its repository (and may lie inside another one, whose index they would read)."""
+    if "GIT_DIR" in os.environ:
+        return
+    dot_git = Path(top) / ".git"
+    if dot_git.is_file() or (dot_git.is_dir() and os.path.samefile(dot_git, git_dir)):
+        return                              # found again from there (a .git file: a worktree)
+    os.environ["GIT_DIR"], os.environ["GIT_WORK_TREE"] = git_dir, top
 
 
 class IndexEntry(NamedTuple):
