@@ -759,6 +759,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     paths = []
     if argv[:1] == ["diff"] and "--" in argv:          # gitmodel diff [REV...] -- PATH...
@@ -769,11 +770,25 @@ def main(argv: list[str] | None = None) -> int:
     quiet_blas()                           # before anything imports numpy
     open_files_allowed()
     absolute_git_paths()
+    for name in ("stdout", "stderr"):      # started with the descriptor closed (`>&-`): as git,
+        if getattr(sys, name) is None:     # output goes nowhere
+            setattr(sys, name, open(os.devnull, "w"))
     args = build_parser(command).parse_args(argv)
     if paths:
         args.paths = paths
     from gitmodel.scratch import keep_freed_memory
     keep_freed_memory()
+    try:
+        return _run(args)
+    finally:
+        if as_program:
+            # A Ctrl-C while the interpreter then waits for the pool's threads to end would
+            # print a traceback from its shutdown: once the command is over, it ends the process.
+            import signal
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:

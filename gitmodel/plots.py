@@ -146,12 +146,12 @@ def changes_by_layer(files: list):
             if not present.all():        # a role a layer lacks stays white, not "unchanged"
                 ax.imshow(np.ma.masked_where(present, np.ones(data.shape)), aspect="auto",
                           cmap=colors.ListedColormap([ABSENT]), interpolation="nearest")
-            ax.set_yticks(range(len(order)), order, fontsize=7)
+            ax.set_yticks(range(len(order)), [_shown(o) for o in order], fontsize=7)
             step = max(1, math.ceil(len(span) / 20))
             ax.set_xticks(range(0, len(span), step), [str(span[j]) for j in range(0, len(span), step)],
                           fontsize=7)
             ax.set_xlabel("layer", fontsize=8)
-            ax.set_title(f"{diff.path} · {stack or 'layers'}: {measure} per layer", fontsize=9, loc="left")
+            ax.set_title(f"{_shown(diff.path)} · {_shown(stack or 'layers')}: {measure} per layer", fontsize=9, loc="left")
         else:
             names = [t.name for t in payload][::-1]
             widths = [(t.relative or 0.0) for t in payload][::-1]
@@ -160,9 +160,9 @@ def changes_by_layer(files: list):
             ax.set_xscale("log")
             ax.set_xlim(bar_low / 2, bar_top * 2)
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-            ax.set_yticks(range(len(names)), [_bar_label(t) for t in payload][::-1], fontsize=7)
+            ax.set_yticks(range(len(names)), [_shown(_bar_label(t)) for t in payload][::-1], fontsize=7)
             ax.set_xlabel(measure, fontsize=8)
-            ax.set_title(f"{diff.path}: tensors outside the layers", fontsize=9, loc="left")
+            ax.set_title(f"{_shown(diff.path)}: tensors outside the layers", fontsize=9, loc="left")
         ax.tick_params(length=2, labelsize=7)
     if image is not None:
         bar = fig.colorbar(image, cax=fig.add_subplot(grid[:, 1]))
@@ -173,6 +173,15 @@ def changes_by_layer(files: list):
     tall = fig.get_size_inches()[1]
     fig.subplots_adjust(left=0.27, right=0.93, top=1 - 0.3 / tall, bottom=0.55 / tall)
     return fig
+
+
+def _shown(text: str) -> str:
+    """Text matplotlib can draw: a file name that is not UTF-8 (its bytes kept as surrogate
+    escapes) shows a replacement character where git would show an octal escape."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:            # a lone surrogate from a header's JSON escape
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _bar_label(t) -> str:
@@ -238,7 +247,7 @@ def numbers_over_commits(versions: list, title: str):
     left_out = len(metric_keys) - len(shown_metrics) + len(varying) - len(shown_params)
     if left_out:
         notes.append(f"{left_out} more not drawn (see gitmodel log)")
-    fig.suptitle(f"{title}: metrics" + (" and parameters" if shown_params else "") + " by commit",
+    fig.suptitle(f"{_shown(title)}: metrics" + (" and parameters" if shown_params else "") + " by commit",
                  fontsize=11)
     if notes:
         fig.text(0.01, 0.005, "; ".join(notes), fontsize=7, color="#555555")

@@ -426,6 +426,11 @@ def test_what_merge_cannot_start_on_says_why(repo: Repo, tmp_path: Path):
     nowhere = repo.gitmodel("merge", "HEAD~1:m.safetensors", "HEAD:m.safetensors", "HEAD:m.safetensors",
                             "-o", str(tmp_path / "nodir" / "o.safetensors"), check=False)
     assert nowhere.returncode == 1 and "there is no folder" in nowhere.stderr, nowhere.stderr
+    (tmp_path / "outdir").mkdir()
+    folder = repo.gitmodel("merge", "HEAD~1:m.safetensors", "HEAD:m.safetensors", "HEAD:m.safetensors",
+                           "-o", str(tmp_path / "outdir"), check=False)
+    assert folder.returncode == 1 and "it is a folder (nothing was written)" in folder.stderr, folder.stderr
+    assert f"-o {tmp_path / 'outdir' / 'merged.safetensors'}" in folder.stderr, folder.stderr
     assert "gitmodel-tmp" not in nowhere.stderr
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import math
 import re
 from pathlib import Path
@@ -396,3 +398,22 @@ def test_a_file_committed_before_it_was_tracked_is_compared_with_its_raw_bytes(t
     changed = [t for t in checkpoints[0]["tensors"] if t["status"] != "unchanged"]
     assert [t["name"] for t in changed] == ["layers.0.bias"], changed
     assert changed[0]["change"]["max_abs"] == pytest.approx(1.0, abs=1e-6), changed[0]   # both read
+
+
+def test_a_file_name_that_is_not_utf8_plots_and_output_to_a_closed_descriptor(repo: Repo, tmp_path: Path):
+    """`diff --plot` of a Latin-1 file name was an internal error (matplotlib refused the
+    name's escaped bytes), and so was `show` with its output closed (`>&-`)."""
+    name = os.fsdecode(b"mod\xe8le.safetensors")
+    model = random_model(1)
+    write_safetensors(repo.path / name, model)
+    repo.commit("v1", name)
+    model["layers.0.weight"] = model["layers.0.weight"] * np.float32(2)
+    write_safetensors(repo.path / name, model)
+    repo.commit("v2", name)
+    plotted = subprocess.run(["gitmodel", "diff", "--no-numbers", "HEAD~1", "HEAD", "--plot", str(tmp_path / "d.png")],
+                             cwd=repo.path, env=repo.env, capture_output=True)     # bytes: the name is not UTF-8
+    assert plotted.returncode == 0, plotted.stderr
+    assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    closed = subprocess.run(["gitmodel", "show", f"HEAD:{name}"], cwd=repo.path, env=repo.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 0 and b"internal error" not in closed.stderr, closed.stderr

@@ -292,6 +292,9 @@ def merge_files(specs: list[str], base_spec: str | None, output: Path, strategy:
 
         if not output.parent.is_dir():
             raise merge.MergeError(f"cannot write {output}: there is no folder {output.parent}")
+        if output.is_dir():
+            raise merge.MergeError(f"cannot write {output}: it is a folder (nothing was written)",
+                                   f"Name the merged file: -o {output / 'merged'}{Path(specs[0]).suffix}")
         base = load(base_spec) if base_spec else None
         inputs = [load(spec) for spec in specs]
         result = merge.merge(base, inputs, [Path(s).name for s in specs], store, strategy, fetch)
