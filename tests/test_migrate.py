@@ -157,3 +157,22 @@ def test_migrate_that_cannot_commit_leaves_git_lfs_as_it_was(tmp_path: Path, git
     hook.unlink()
     assert "1 file(s) now stored with gitmodel" in repo.gitmodel("migrate").stderr
     assert sha256(repo.path / MODEL) == sums[-1]
+
+
+def test_migrate_leaves_a_pointer_git_lfs_no_longer_tracks_and_says_so(tmp_path: Path, git_env):
+    """`git lfs untrack '*.bin'` leaves old.bin's pointer committed: migrate put the file's
+    bytes in place, and with no gitmodel attribute for the path `git add` stored the whole
+    file in git, while migrate said it was now stored with gitmodel."""
+    repo, sums = lfs_repo(tmp_path / "repo", git_env)
+    repo.git("lfs", "track", "*.bin")
+    write_safetensors(repo.path / "old.bin", random_model(9, layers=1, width=64))
+    repo.commit("old.bin")
+    pointer = repo.git("cat-file", "blob", "HEAD:old.bin").stdout
+    repo.git("lfs", "untrack", "*.bin")
+    repo.commit("stop tracking *.bin", ".gitattributes")
+    out = repo.gitmodel("migrate")
+    assert "1 file(s) now stored with gitmodel" in out.stderr, out.stderr
+    assert "left 1 git-lfs pointer(s) as they are" in out.stderr and "old.bin" in out.stderr, out.stderr
+    assert repo.git("cat-file", "blob", "HEAD:old.bin").stdout == pointer
+    assert repo.out("cat-file", "-p", f"HEAD:{MODEL}").startswith("gitmodel pointer v1")
+    assert restored(repo, "main") == sums[-1]

@@ -26,7 +26,7 @@ from pathlib import Path
 from gitmodel import checkpoint
 from gitmodel.errors import GitmodelError
 from gitmodel.store import files
-from gitmodel.git import repo
+from gitmodel.git import repo, revisions
 from gitmodel.process import child_environment
 
 LFS_SPEC = b"version https://git-lfs.github.com/spec/v1\n"
@@ -98,7 +98,11 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
         raise MigrateError("the index has staged changes",
                            "Nothing was converted. Commit or unstage them first")
     listing = repo.run_git("ls-files", "-s", "-z", cwd=top).stdout.split(b"\0")
-    converted, attributes = [], []
+    # Converted attributes give gitmodel the paths filter=lfs names now; a pointer elsewhere
+    # (its path untracked from git-lfs since) would be committed as its whole file: left alone
+    routed = revisions.tracked_paths(top, [os.fsdecode(item.partition(b"\t")[2])
+                                           for item in filter(None, listing)], driver="lfs")
+    converted, attributes, skipped = [], [], []
     for item in filter(None, listing):
         meta, _, path = item.partition(b"\t")
         mode, blob, _stage = meta.split()
@@ -111,6 +115,9 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
         found = lfs_pointer(repo.run_git("cat-file", "blob", blob.decode(), cwd=top).stdout) \
             if int(repo.run_git("cat-file", "-s", blob.decode(), cwd=top).stdout) <= 1024 else None
         if found is None:
+            continue
+        if name not in routed:
+            skipped.append(name)
             continue
         oid, size = found
         target = top / name
@@ -136,6 +143,11 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
             changed[name] = text
     if not converted and not changed:
         raise MigrateError("no file here is stored with git-lfs", "Nothing was converted")
+    if skipped:
+        say(f"warning: left {len(skipped)} git-lfs pointer(s) as they are, at paths no filter=lfs "
+            f"attribute names (untracked from git-lfs since?): {', '.join(skipped[:5])}"
+            f"{' …' if len(skipped) > 5 else ''}. To store them with gitmodel: `gitmodel track` "
+            "their paths, put their files in place (`git lfs smudge < PATH`), and `git add` them")
     say(f"converting {len(converted)} file(s) and {len(changed)} .gitattributes file(s)")
     try:
         repo.run_git("--literal-pathspecs", "add", "--", *changed, cwd=top)
