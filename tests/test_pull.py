@@ -135,3 +135,27 @@ def test_status_offers_pull_only_for_the_pointers_pull_restores(tmp_path: Path, 
     digest = sha256(write_safetensors(tmp_path / "v2.safetensors", random_model(2, layers=1)))
     assert "restored 1 file(s)" in repo.gitmodel("pull").stderr      # no remote: all is here
     assert sha256(repo.path / "m.safetensors") == digest
+
+
+def test_pull_keeps_the_index_bits_a_user_set(tmp_path: Path, git_env):
+    """`git update-index --skip-worktree` and `--assume-unchanged` on checkpoints: pull
+    rewrote their index entries without them."""
+    hub = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
+    repo = make_repo(tmp_path / "repo", git_env)
+    repo.gitmodel("remote", "add", "team", str(tmp_path / "team-store"))
+    sums = {name: sha256(write_safetensors(repo.path / name, random_model(i))) for i, name in
+            enumerate(["a.safetensors", "b.safetensors"])}
+    repo.commit("v1", *sums, ".gitmodel")
+    repo.git("remote", "add", "origin", str(hub))
+    repo.git("push", "-q", "origin", "main")
+    reader = dict(git_env, GITMODEL_SKIP_SMUDGE="1")
+    subprocess.run(["git", "clone", "-q", str(hub), str(tmp_path / "clone")], env=reader, check=True)
+    clone = Repo(tmp_path / "clone", git_env)
+    clone.gitmodel("install")
+    clone.git("update-index", "--skip-worktree", "a.safetensors")
+    clone.git("update-index", "--assume-unchanged", "b.safetensors")
+    before = clone.out("ls-files", "-v", *sums)
+    clone.gitmodel("pull")
+    assert clone.out("ls-files", "-v", *sums) == before, before
+    assert {name: sha256(clone.path / name) for name in sums} == sums

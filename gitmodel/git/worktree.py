@@ -96,15 +96,23 @@ def _refresh_index(repository, paths: list[str]) -> None:
                                "The files are right; `git status` re-reads them") from None
 
 
+# libgit2's index entry flags (git_index_entry_flag_t, git_index_entry_extended_flag_t)
+ASSUME_UNCHANGED, SKIP_WORKTREE, INTENT_TO_ADD = 0x8000, 1 << 14, 1 << 13
+
+
 def _write_stat_data(repository, paths: list[str]) -> None:
     from pygit2 import IndexEntry
-    from pygit2.ffi import C
+    from pygit2.ffi import C, ffi
     index = repository.index
     index.read()
     for path in paths:
         entry = index[path]
         st = os.stat(Path(repository.workdir) / path)
         centry, keep = IndexEntry(path, entry.id, entry.mode)._to_c()
+        old = C.git_index_get_bypath(index._index, os.fsencode(path), 0)
+        if old != ffi.NULL:           # the user's assume-unchanged and skip-worktree bits stay
+            centry.flags |= old.flags & ASSUME_UNCHANGED
+            centry.flags_extended |= old.flags_extended & (SKIP_WORKTREE | INTENT_TO_ADD)
         centry.ctime.seconds, centry.ctime.nanoseconds = divmod(st.st_ctime_ns, 10**9)
         centry.mtime.seconds, centry.mtime.nanoseconds = divmod(st.st_mtime_ns, 10**9)
         centry.dev, centry.ino = st.st_dev & 0xFFFFFFFF, st.st_ino & 0xFFFFFFFF
