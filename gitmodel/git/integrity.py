@@ -231,6 +231,9 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
             say(f"repair: fetched {result.stats.objects} object(s) of {len(fetchable)} "
                 f"checkpoint(s) from {view}")
             findings = check_store(store, checkpoints, view, remote_error)
+            if result.stats.objects and report.problems:   # e.g. the base of deltas counted above
+                report = store_fsck.check(store)
+                _say_problems(report.problems, lambda line: say(f"after the fetch, {line}"))
             for c in findings.checkpoints:          # listed there, but not to be had
                 if c.state == FETCHABLE and c.content in result.failed:
                     c.state = DAMAGED
