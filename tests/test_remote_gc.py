@@ -920,3 +920,36 @@ def test_a_mirror_whose_source_a_gc_rewrites_meanwhile_says_so_and_finishes_when
                     stored.references, quiet=True)
     for mid, chunks in ((kept, 2), (live, 3)):
         assert _on_remote(str(dest), tmp_path / "client2", store, mid) == (True, chunks, chunks)
+
+
+def test_a_pack_whose_upload_was_cut_short_before_its_index_is_removed(tmp_path: Path, git_env):
+    """A push killed between a pack and its index left the pack on the remote for good:
+    no reader finds its objects, and gc and fsck --remote did not see it."""
+    import sys
+    store = tmp_path / "store"
+    repo = team(tmp_path, git_env, str(store), None)
+    write_safetensors(repo.path / MODEL, random_model(1))
+    repo.commit("v1", MODEL)
+    killed = subprocess.run(
+        [sys.executable, "-c", "import os, signal, sys\n"
+         "from gitmodel.remote import backend\n"
+         "backend.FsspecBackend.put_index = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+         "from gitmodel.cli import main\n"
+         "sys.exit(main(['push', 'origin', 'main']))"], cwd=repo.path, env=git_env, capture_output=True)
+    assert killed.returncode == -9
+    stray = list((store / "packs").glob("*.pack"))
+    assert len(stray) == 1 and not list((store / "packs").glob("*.idx"))
+    write_safetensors(repo.path / MODEL, random_model(2))
+    repo.commit("v2", MODEL)
+    repo.git("push", "-q", "origin", "main")            # other packs: nothing completes the first
+    noted = repo.gitmodel("fsck", "--remote", "origin")
+    assert "1 pack file(s) without an index" in noted.stdout, noted.stdout
+    age(store)
+    expire_push_notes(str(store), None)
+    out = repo.gitmodel("gc", "--remote", "origin")
+    assert "deleted 1 pack file(s) whose index never arrived" in out.stderr, out.stderr
+    assert not stray[0].exists()
+    assert "without an index" not in repo.gitmodel("fsck", "--remote", "origin", "--all").stdout
+    bob = user(tmp_path, git_env, "bob")
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(tmp_path / "bob")], env=bob, check=True)
+    assert sha256(tmp_path / "bob" / MODEL) == sha256(repo.path / MODEL)

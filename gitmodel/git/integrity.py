@@ -7,6 +7,7 @@ fetchable from the remote, damaged, or lost (on neither side).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -282,6 +283,12 @@ def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repai
     findings = check_remote(view, checkpoints, session.store, all_history=all_history)
     for problem in findings.problems:
         say(f"problem: remote {view.name}: {problem}")
+    if view.listing is not None and set(view.listing.sizes) - view.listing.published:
+        from gitmodel.remote.collect import unindexed
+        waste = set(view.listing.sizes) - view.listing.published
+        say(f"note: remote {view.name} holds {len(waste)} pack file(s) without an index (uploads "
+            "cut short; no reader uses them): `gitmodel gc --remote` deletes them"
+            + ("" if unindexed(view.listing, time.time()) else " once they are an hour old"))
     if repair:
         broken = {c.content: c.path for c in findings.checkpoints if c.state in (DAMAGED, LOST)}
         if broken:
