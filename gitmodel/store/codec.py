@@ -357,8 +357,8 @@ def _differences(parsed, raw_length: int, bases, out, ref=None) -> tuple[int, in
         return width, lead, pieces[0]
     ref = uninitialised(raw_length, aligned_at=lead) if ref is None else ref
     target, at = memoryview(ref).cast("B"), 0
-    for piece in pieces:
-        target[at:at + len(piece)] = piece
+    for piece in pieces:                 # copies without the GIL: the pool's threads overlap
+        _copy(target[at:at + len(piece)], piece)
         at += len(piece)
     return width, lead, ref
 
