@@ -46,7 +46,7 @@ def cmd_install(args) -> int:
     from gitmodel.git import install, repo
     if not args.global_:
         repo.common_dir()                     # fails clearly outside a repository (bare is fine)
-    elif not os.environ.get("HOME"):
+    elif not os.environ.get("HOME") and not os.environ.get("GIT_CONFIG_GLOBAL"):
         from gitmodel.errors import GitmodelError
         raise GitmodelError("--global needs a home folder for git's global configuration, and "
                             "HOME is not set", "Set HOME (e.g. `export HOME=~`), or run "
@@ -56,10 +56,12 @@ def cmd_install(args) -> int:
         install.install_hook(report)
     for item in report.kept:
         print(f"left as it is (not set by gitmodel; --force replaces it): {item}")
+    for item in report.by_hand:
+        print(f"to do by hand: {item}")
     where = "global" if args.global_ else "this repository"
     done = f"{len(report.changed)} settings written" if report.changed else "already set"
     print(f"gitmodel installed ({where}, {done}).")
-    return 1 if report.kept else 0
+    return 1 if report.kept or report.by_hand else 0
 
 
 @command("uninstall", "remove gitmodel's git configuration", _scope_arguments)

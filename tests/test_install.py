@@ -55,6 +55,10 @@ def test_global_install_writes_user_config(tmp_path: Path, git_env):
     homeless = Repo(tmp_path, {k: v for k, v in git_env.items() if k != "HOME"})
     said = homeless.gitmodel("install", "--global", check=False)
     assert said.returncode == 1 and "HOME is not set" in said.stderr and "Traceback" not in said.stderr
+    named = tmp_path / "ci.gitconfig"                   # git's global config named by path, as CI does
+    homeless.env = dict(homeless.env, GIT_CONFIG_GLOBAL=str(named))
+    homeless.gitmodel("install", "--global")
+    assert '[filter "gitmodel"]' in named.read_text()
 
 
 def test_install_outside_a_repository_fails_clearly(tmp_path: Path, git_env):

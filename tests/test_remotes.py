@@ -879,6 +879,13 @@ def test_shared_hooks_path_is_left_alone(tmp_path: Path, env):
     repo.git("init", "-q")
     result = repo.gitmodel("install", check=False)
     assert "core.hooksPath" in result.stdout and not (shared / "pre-push").exists()
+    assert result.returncode == 1 and "to do by hand: core.hooksPath" in result.stdout, result.stdout
+    assert "--force replaces it" not in result.stdout, result.stdout    # --force could not
+    (shared / "pre-push").write_text('#!/bin/sh\ngitmodel pre-push "$@"\n')   # what it asks for
+    (shared / "pre-push").chmod(0o755)
+    done = repo.gitmodel("install")
+    assert "core.hooksPath" not in done.stdout, done.stdout
+    (shared / "pre-push").unlink()
     repo.gitmodel("track", "*.safetensors")
     write_safetensors(repo.path / "m.safetensors", random_model(3))
     repo.commit("m")

@@ -70,6 +70,7 @@ def _ours(key: str, value: str) -> bool:
 class Report:
     changed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)       # set by someone else, left alone
+    by_hand: list[str] = field(default_factory=list)    # what only the user can do
 
 
 def install(scope: str = "local", force: bool = False, cwd: Path | None = None) -> Report:
@@ -135,9 +136,14 @@ def install_hook(report: Report, cwd: Path | None = None) -> None:
     report says to call gitmodel from that hook."""
     shared = repo.config_get("core.hooksPath", cwd=cwd)
     if shared:
-        report.kept.append(f"core.hooksPath is {shared}: add `gitmodel pre-push \"$@\"` "
-                           "(reading the same standard input) to its pre-push hook, or pushes "
-                           "will not upload checkpoints")
+        try:
+            text = (repo.locations(cwd)[1] / HOOK).read_text(errors="replace")
+        except OSError:
+            text = ""
+        if HOOK_MARK not in text and "gitmodel pre-push" not in text:
+            report.by_hand.append(f"core.hooksPath is {shared}: add `gitmodel pre-push \"$@\"` "
+                                  "(reading the same standard input) to its pre-push hook, or "
+                                  "pushes will not upload checkpoints")
         return
     directory = repo.locations(cwd)[1]
     path, chained = directory / HOOK, directory / (HOOK + CHAINED_SUFFIX)
@@ -178,8 +184,8 @@ def ensure_hook(common: Path, hooks: Path, cwd: Path | None = None) -> str | Non
             if not calls:
                 report = Report()
                 install_hook(report, cwd)
-                if report.kept and report.kept[0].startswith("core.hooksPath"):
-                    return f"warning: {report.kept[0]}"
+                if report.by_hand:
+                    return f"warning: {report.by_hand[0]}"
                 if report.kept:
                     return (f"warning: {hook} does not call gitmodel and {HOOK}{CHAINED_SUFFIX} "
                             "is taken: `git push` will not upload checkpoints. Add `gitmodel "
