@@ -1264,3 +1264,26 @@ def test_a_remote_that_is_the_repositorys_own_store_is_refused(tmp_path: Path, e
             assert "is this repository's own store" in result.stderr, result.stderr
             assert "Traceback" not in result.stderr
     assert not (hub / "gitmodel").exists()
+
+
+def test_a_clone_whose_checkpoints_went_to_another_gitmodel_remote_is_told_where(tmp_path: Path, env):
+    """A push through git remote `backup` goes to gitmodel remote `backup`; a clone of
+    backup.git reads from the default one, which lacks them: the error said only that they
+    were never pushed there."""
+    repo = make_repo(tmp_path / "a", env)
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "store-origin"))
+    repo.gitmodel("remote", "add", "backup", str(tmp_path / "store-backup"))
+    digest = sha256(write_safetensors(repo.path / "m.safetensors", random_model(1)))
+    repo.commit("v1", "m.safetensors", ".gitmodel")
+    for name in ("origin", "backup"):
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / f"{name}.git")], check=True)
+        repo.git("remote", "add", name, str(tmp_path / f"{name}.git"))
+    repo.git("push", "-q", "backup", "main")
+    bob = user(tmp_path, env, "bob")
+    cloned = subprocess.run(["git", "clone", "-q", str(tmp_path / "backup.git"), str(tmp_path / "c")],
+                            env=bob, capture_output=True, text=True)
+    assert cloned.returncode != 0 and "`gitmodel fetch backup`" in cloned.stderr, cloned.stderr
+    clone = Repo(tmp_path / "c", bob)
+    clone.gitmodel("fetch", "backup")
+    clone.git("reset", "-q", "--hard")
+    assert sha256(clone.path / "m.safetensors") == digest

@@ -221,9 +221,10 @@ class FilterServer:
         except (GitmodelError, OSError) as err:
             reason = err.full() if isinstance(err, GitmodelError) else str(err)
             failures = {ptr.content: reason for ptr in wanted.values()}
+        elsewhere = self._session.elsewhere(self._view) if failures and self._view else ""
         for path, ptr in wanted.items():
             if ptr.content in failures:
-                self._failed[path] = (f"could not fetch it: {failures[ptr.content]}. "
+                self._failed[path] = (f"could not fetch it: {failures[ptr.content]}{elsewhere}. "
                                       f"{NOTHING_WRITTEN}. {RETRY}")
 
     def _pass_through(self, path: str, head: bytes, content: ContentReader, quiet: bool = False) -> None:

@@ -115,8 +115,23 @@ class Session:
             from gitmodel.remote import transfer
             stats = transfer.download(self.store, view, oids, quiet=True)
             if stats.failed:
-                raise GitmodelError(next(iter(stats.failed.values())))
+                raise GitmodelError(next(iter(stats.failed.values())) + self.elsewhere(view))
         return fetch
+
+    def elsewhere(self, view: RemoteView) -> str:
+        """Where else this repository says checkpoints may be: its other gitmodel remotes (a
+        push through git remote X goes to gitmodel remote X, while reads go to the default)."""
+        from gitmodel.git import remotes
+        try:
+            named = remotes.configured(self.cwd)[0]
+        except GitmodelError:
+            return ""
+        others = sorted(name for name, spec in named.items() if spec.url != view.backend.url)
+        if not others:
+            return ""
+        return (f"; this repository names other gitmodel remotes too ({', '.join(others)}): "
+                f"`gitmodel fetch {others[0]}` brings what was pushed there, then "
+                "`git checkout -- PATH` (or `gitmodel pull`)")
 
 
 def _same_folder(backend, root: Path) -> bool:
