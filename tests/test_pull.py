@@ -159,3 +159,33 @@ def test_pull_keeps_the_index_bits_a_user_set(tmp_path: Path, git_env):
     clone.gitmodel("pull")
     assert clone.out("ls-files", "-v", *sums) == before, before
     assert {name: sha256(clone.path / name) for name in sums} == sums
+
+
+def test_a_pull_interrupted_while_it_waits_to_refresh_the_index_leaves_it_right(tmp_path: Path, git_env, monkeypatch):
+    """Ctrl-C while pull waits to write the index's stat data (git's racy rule) left the
+    entries stale: git called the exact restored files modified, and a second pull passed
+    over them (they no longer hold pointers)."""
+    import time
+    from gitmodel import cli
+    hub = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
+    repo = make_repo(tmp_path / "repo", git_env)
+    repo.gitmodel("remote", "add", "team", str(tmp_path / "team-store"))
+    digest = sha256(write_safetensors(repo.path / "m.safetensors", random_model(1)))
+    repo.commit("v1", "m.safetensors", ".gitmodel")
+    repo.git("remote", "add", "origin", str(hub))
+    repo.git("push", "-q", "origin", "main")
+    subprocess.run(["git", "clone", "-q", str(hub), str(tmp_path / "clone")],
+                   env=dict(git_env, GITMODEL_SKIP_SMUDGE="1"), check=True)
+    clone = Repo(tmp_path / "clone", git_env)
+    clone.gitmodel("install")
+
+    def interrupted(_seconds):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(time, "sleep", interrupted)
+    monkeypatch.chdir(clone.path)
+    for key, value in git_env.items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(["pull", "-q"]) == 130
+    assert sha256(clone.path / "m.safetensors") == digest
+    assert clone.out("status", "--porcelain") == "", "the restored file reads as modified"

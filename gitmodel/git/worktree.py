@@ -83,8 +83,19 @@ def _refresh_index(repository, paths: list[str]) -> None:
     newest = max(os.stat(Path(repository.workdir) / p).st_mtime for p in paths)
     # A file as new as the index is "racily clean" to git, which would hash it again; git may
     # compare whole seconds, and file times come from a clock that lags by a tick.
-    while time.time() < int(newest) + 1.1:
-        time.sleep(0.05)
+    try:
+        while time.time() < int(newest) + 1.1:
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        # Written now, the entries are racily clean (git hashes those files once more), not
+        # stale: left stale, git would call the restored files modified, and a second pull
+        # would pass over them, as they no longer hold pointers.
+        _refresh_now(repository, paths)
+        raise
+    _refresh_now(repository, paths)
+
+
+def _refresh_now(repository, paths: list[str]) -> None:
     try:
         _write_stat_data(repository, paths)
     except Exception as err:                  # an index libgit2 cannot write (split index...)
