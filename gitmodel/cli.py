@@ -452,6 +452,16 @@ def cmd_pre_push(args) -> int:
               "Run `gitmodel remote add origin <url>` (a folder or any fsspec URL), or push "
               "without them: GITMODEL_SKIP_PUSH=1 git push", file=sys.stderr)
         return 1
+    stray = _read_elsewhere(session, repository, lines, view, args.name, args.url)
+    if stray:
+        ref, reader, paths = stray
+        print(f"gitmodel: {ref} names gitmodel remote {reader.name} ({reader.url}) in its "
+              f".gitmodel, where its clones will read checkpoints, but this push uploads to "
+              f"{view} (named where you are), and {reader.name} lacks {len(paths)} of its "
+              f"checkpoints ({', '.join(paths[:3])}). Nothing was pushed. Push from a checkout of "
+              f"{ref} (its .gitmodel decides), or upload there first: `gitmodel push "
+              f"{reader.url} {ref}`, then push again", file=sys.stderr)
+        return 1
     new = history.pointers_new_to_remote(repository, lines)
     mixed = [(path, why) for path, ptr in new
              if (why := checkpoint.pointer_mismatch(ptr, session.store)) is not None]
@@ -471,6 +481,39 @@ def cmd_pre_push(args) -> int:
     _say(args, f"{len(checkpoints)} checkpoint(s) on {view}: uploaded {stats.objects} "
                f"object(s), {_size(stats.bytes)} in {stats.packs} pack(s)")
     return 0
+
+
+def _read_elsewhere(session, repository, lines: list[str], view, git_remote: str, git_url: str):
+    """(ref, remote, paths) for a pushed ref whose own .gitmodel sends its clones to another
+    gitmodel remote than the one this push uploads to, which lacks checkpoints of its tip
+    (a team moved its store on that branch, and the push runs from another); None if none.
+    GITMODEL_REMOTE, set by the user, decides for both."""
+    from gitmodel.errors import GitmodelError
+    from gitmodel.git import history, remotes
+    if os.environ.get("GITMODEL_REMOTE"):
+        return None
+    chosen = remotes.for_git_remote(git_remote, git_url, session.cwd)
+    if chosen is None or not chosen.source.endswith(remotes.CONFIG_FILE):
+        return None                  # chosen in git config (or embedded): the user's own choice
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 4 or not parts[1].strip("0"):
+            continue
+        reader = remotes.read_from(parts[1], git_remote, session.cwd)
+        if reader is None or reader.url == view.backend.url:
+            continue
+        tip = history.pointers_in_trees(repository, [parts[1]])
+        try:
+            other = session.view(reader).refresh()
+        except (GitmodelError, OSError) as err:
+            print(f"gitmodel: warning: {parts[0]} names gitmodel remote {reader.name} ({reader.url}) "
+                  f"for its clones, which could not be read to check it has the checkpoints "
+                  f"({err}); this push uploads to {view}", file=sys.stderr)
+            continue
+        lacking = sorted(path for content, path in tip.items() if bytes.fromhex(content) not in other.entries)
+        if lacking:
+            return parts[0], reader, lacking
+    return None
 
 
 @command("fetch", "download the checkpoints of commits into the local store",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import time
@@ -1287,3 +1288,30 @@ def test_a_clone_whose_checkpoints_went_to_another_gitmodel_remote_is_told_where
     clone.gitmodel("fetch", "backup")
     clone.git("reset", "-q", "--hard")
     assert sha256(clone.path / "m.safetensors") == digest
+
+
+def test_a_push_of_a_branch_whose_gitmodel_names_another_store_checks_that_store(tmp_path: Path, env):
+    """Branch feat moves the team's store (its .gitmodel names storeB); pushed from main, the
+    hook uploaded to main's storeA, exit 0, and every clone of feat failed."""
+    repo = make_repo(tmp_path / "r", env)
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "storeA"))
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "hub.git")], check=True)
+    repo.git("remote", "add", "origin", str(tmp_path / "hub.git"))
+    write_safetensors(repo.path / "m.safetensors", random_model(0))
+    repo.commit("v0", "m.safetensors", ".gitmodel")
+    repo.git("push", "-q", "-u", "origin", "main")
+    repo.git("switch", "-q", "-c", "feat")
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "storeB"))
+    digest = sha256(write_safetensors(repo.path / "m.safetensors", random_model(1)))
+    repo.commit("v1, store moved", "m.safetensors", ".gitmodel")
+    repo.git("switch", "-q", "main")
+    refused = repo.git("push", "origin", "feat", check=False)
+    err = refused.stderr.decode()
+    assert refused.returncode != 0 and "Nothing was pushed" in err and "storeB" in err, err
+    hint = re.search(r"`(gitmodel push [^`]+)`", err).group(1)
+    repo.gitmodel(*hint.split()[1:])
+    repo.git("push", "-q", "origin", "feat")
+    bob = user(tmp_path, env, "bob")
+    subprocess.run(["git", "clone", "-q", "-b", "feat", str(tmp_path / "hub.git"), str(tmp_path / "c")],
+                   env=bob, check=True)
+    assert sha256(tmp_path / "c" / "m.safetensors") == digest

@@ -220,6 +220,27 @@ def configured(cwd: Path | None = None, reading: bool = True,
     return remotes, default
 
 
+def read_from(rev: str, git_remote: str, cwd: Path | None = None) -> RemoteSpec | None:
+    """The remote the .gitmodel of commit `rev` sends a push through `git_remote` to (a
+    remote of that name, else its default), which is where its clones read from the remote
+    of that name, or the default (None without the file, or when it names neither)."""
+    entries = _blob_entries(f"{rev}:{CONFIG_FILE}", r"^gitmodel\.", cwd)
+    remotes, default = {}, None
+    for key, value in entries or ():
+        parts = key.split(".")
+        if parts == ["gitmodel", "remote"]:
+            default = value
+        elif len(parts) >= 3 and parts[-1] == "url":
+            name = ".".join(parts[1:-1])
+            remotes[name] = RemoteSpec(name, _absolute(value, cwd), source=f"{rev}:{CONFIG_FILE}")
+    if git_remote in remotes:
+        return remotes[git_remote]
+    try:
+        return _default(remotes, default)
+    except ConfigError:
+        return None
+
+
 def listing(cwd: Path | None = None) -> list[str]:
     """`gitmodel remote list`: each remote, the default marked with `*`."""
     remotes, default = configured(cwd)
