@@ -7,7 +7,6 @@ fetchable from the remote, damaged, or lost (on neither side).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -284,11 +283,14 @@ def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repai
     for problem in findings.problems:
         say(f"problem: remote {view.name}: {problem}")
     if view.listing is not None and set(view.listing.sizes) - view.listing.published:
-        from gitmodel.remote.collect import unindexed
-        waste = set(view.listing.sizes) - view.listing.published
-        say(f"note: remote {view.name} holds {len(waste)} pack file(s) without an index (uploads "
-            "cut short; no reader uses them): `gitmodel gc --remote` deletes them"
-            + ("" if unindexed(view.listing, time.time()) else " once they are an hour old"))
+        # Not deleted by gc: such a pack cannot be told from one whose index was lost (its
+        # objects may be the only copies), nor from an upload whose index is on its way.
+        waste = sorted(set(view.listing.sizes) - view.listing.published)
+        say(f"note: remote {view.name} holds {len(waste)} pack file(s) without an index, which no "
+            f"reader uses ({', '.join(waste[:3])}): an upload cut short before its index (a push "
+            "run again finishes it when it sends the same pack), or an index lost. A folder "
+            "remote's pack can be indexed again from a copy: put it in a clone's "
+            ".git/gitmodel/packs, run `gitmodel fsck --repair` there, then `gitmodel push --all`")
     if repair:
         broken = {c.content: c.path for c in findings.checkpoints if c.state in (DAMAGED, LOST)}
         if broken:

@@ -161,25 +161,11 @@ def _collect_once(view: RemoteView, store: Store, manifests: list[bytes], grace_
     for void in transfer.void_push_notes(listing, remote_now, transfer.PUSH_NOTE_SWEEP):
         transfer.remove_quietly(view.backend, void)
     view.refresh()
-    cut_short = unindexed(view.listing, now)
-    for name in cut_short:
-        view.backend.remove_pack(name)
-    if cut_short:
-        progress(f"deleted {len(cut_short)} pack file(s) whose index never arrived (uploads cut "
-                 f"short), {sum(view.listing.sizes.get(n) or 0 for n in cut_short) / 2**20:.1f} MiB")
     for fate in report.packs:
         if fate.name not in gone and fate.action in ("remove", "rewrite"):
             fate.action = "damaged" if failed else "keep"
     report.bytes_after = sum(view.listing.sizes.get(name) or 0 for name in view.packs)
     return report
-
-
-def unindexed(listing, now: float, age: float = transfer.RECENT_PACK) -> list[str]:
-    """Pack files without an index, older than `age` seconds: an upload killed between the
-    pack and its index left them. No reader finds their objects, and an upload still at
-    work (a retry of the same pack) would have written them anew since."""
-    return sorted(name for name in set(listing.sizes) - listing.published
-                  if (listing.mtimes.get(name) or now) < now - age)
 
 
 class _Plan:
