@@ -189,6 +189,17 @@ def test_gc_keeps_the_history_a_graft_hides(repo: Repo):
     repo.git("replace", "-d", repo.out("replace", "-l").strip())
     repo.git("checkout", "-q", "HEAD~2", "--", MODEL)
     assert sha256(repo.path / MODEL) == sums[0]
+    # The same with the old graft file, which git's gc also reads past
+    repo.git("reset", "-q", "--hard")                  # the index no longer holds v0
+    graft = repo.path / ".git" / "info" / "grafts"
+    graft.parent.mkdir(exist_ok=True)
+    graft.write_text(repo.out("rev-parse", "HEAD~1"))
+    age_packs(repo.store)
+    out = gc(repo, "--keep-recent", "0")
+    assert "removed 0 object(s)" in out.stdout, out.stdout
+    graft.unlink()
+    repo.git("checkout", "-q", "HEAD~2", "--", MODEL)
+    assert sha256(repo.path / MODEL) == sums[0]
 
 
 def test_gc_racing_twenty_concurrent_adds_loses_nothing(repo: Repo):

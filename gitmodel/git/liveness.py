@@ -16,6 +16,7 @@ from pathlib import Path
 from gitmodel import pointer as pointers
 from gitmodel.errors import GitmodelError
 from gitmodel.git.repo import open_repository, run_git
+from gitmodel.process import child_environment
 
 # What an operation in progress stands on. ORIG_HEAD is not among them: it is what a finished
 # reset or rebase left behind, and git's own gc does not keep it either.
@@ -39,11 +40,11 @@ def live_checkpoints(cwd: Path | str | None = None, revs: list[str] | None = Non
                                     "commit, branch or tag this repository has")
     import pygit2
     limit = f"--filter=blob:limit={pointers.MAX_POINTER_SIZE}"     # larger blobs are not pointers
-    # Replace refs off, as in git's own gc: a graft or replaced commit hides history git still
-    # keeps (and a clone without the refs/replace/ refs still reads), and the replacements
+    # Replace refs and the old graft file off, as in git's own gc: a graft or replaced commit
+    # hides history git still keeps (and a clone without them still reads); the replacements
     # are walked anyway from their refs.
     listing = run_git("--no-replace-objects", "rev-list", "--objects", limit, *args, "--",
-                      cwd=cwd, check=False)
+                      cwd=cwd, check=False, env=child_environment(GIT_GRAFT_FILE=os.devnull))
     if listing.returncode != 0:
         raise LivenessError(f"git rev-list failed: {listing.stderr.decode(errors='replace').strip()}",
                             "Nothing was removed. Check the repository with `git fsck`")
