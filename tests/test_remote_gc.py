@@ -953,3 +953,52 @@ def test_a_pack_whose_index_is_missing_is_noted_and_never_deleted(tmp_path: Path
     bob = user(tmp_path, git_env, "bob")
     subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(tmp_path / "bob")], env=bob, check=True)
     assert sha256(tmp_path / "bob" / MODEL) == sha256(repo.path / MODEL)
+
+
+def test_remote_gc_of_a_bare_repository_with_linked_work_trees_refuses(tmp_path: Path, git_env):
+    """A bare repository with linked work trees (their indexes, HEADs and reflogs its own):
+    a clone's gc --remote of its store removed what a work tree had staged, exit 0."""
+    seed = make_repo(tmp_path / "seed", git_env)
+    subprocess.run(["git", "clone", "-q", "--bare", str(seed.path), str(tmp_path / "hub.git")],
+                   env=git_env, check=True)
+    subprocess.run(["git", "-C", str(tmp_path / "hub.git"), "worktree", "add", "-q", str(tmp_path / "wt"), "main"],
+                   env=git_env, check=True, capture_output=True)
+    wt = Repo(tmp_path / "wt", git_env)
+    wt.gitmodel("install")
+    write_safetensors(wt.path / MODEL, random_model(1))
+    wt.commit("v1", MODEL)
+    staged = sha256(write_safetensors(wt.path / MODEL, random_model(2)))
+    wt.git("add", MODEL)
+    clone = Repo(tmp_path / "clone", git_env)
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(clone.path)], env=git_env,
+                   check=True, capture_output=True)
+    clone.gitmodel("install")
+    refused = clone.gitmodel("gc", "--remote", "origin", "--keep-recent", "0", check=False)
+    assert refused.returncode == 1 and "which has a work tree" in refused.stderr, refused.stderr
+    (wt.path / MODEL).unlink()
+    wt.git("checkout", "--", MODEL)
+    assert sha256(wt.path / MODEL) == staged
+
+
+def test_remote_gc_counts_a_git_remote_naming_the_same_store_another_way(tmp_path: Path, git_env):
+    """`.gitmodel` names the store /x/models, git config names it /x/models/ for git remote
+    fork: the same folder, but gc compared the spellings and left fork's refs out."""
+    store = tmp_path / "store"
+    repo = team(tmp_path, git_env, str(store), None)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "fork.git")], check=True)
+    repo.git("remote", "add", "fork", str(tmp_path / "fork.git"))
+    repo.gitmodel("remote", "add", "--local", "fork", f"{store}/")
+    write_safetensors(repo.path / MODEL, random_model(1))
+    repo.commit("v1", MODEL)
+    repo.git("push", "-q", "origin", "main")
+    repo.git("checkout", "-q", "-b", "feature")
+    write_safetensors(repo.path / MODEL, random_model(2))
+    repo.commit("v2", MODEL)
+    repo.git("push", "-q", "fork", "feature")
+    repo.git("checkout", "-q", "main")
+    repo.git("branch", "-q", "-D", "feature")
+    repo.git("fetch", "-q", "fork")
+    age(store)
+    expire_push_notes(str(store), None)
+    out = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
+    assert "removed 0 object(s)" in out.stdout and "of origin, fork" in out.stderr, out.stdout + out.stderr

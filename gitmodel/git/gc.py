@@ -8,6 +8,7 @@ the time it is looked for. The rules and the contract with writers: docs/design.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -136,8 +137,10 @@ def _working_store_of(url: str) -> Path | None:
         return None
     env = {k: v for k, v in child_environment().items() if k not in GIT_PATHS}   # that repository's
     bare = repo.run_git(f"--git-dir={git_dir}", "rev-parse", "--is-bare-repository", env=env, check=False)
-    if bare.returncode != 0 or bare.stdout.strip() != b"false":
+    if bare.returncode != 0:
         return None
+    if bare.stdout.strip() == b"true":      # unless linked work trees have indexes and reflogs
+        return git_dir if any((git_dir / "worktrees").glob("*")) else None
     return git_dir.parent
 
 
@@ -153,9 +156,17 @@ def _sharing(session, name: str, url: str) -> list[str]:
         if other == name or address.returncode != 0:
             continue
         spec = remotes.for_git_remote(other, address.stdout.decode().strip(), session.cwd)
-        if spec is not None and spec.url == url:
+        if spec is not None and _place(spec.url) == _place(url):
             out.append(other)
     return out
+
+
+def _place(url: str) -> str:
+    """A remote's location, spelled one way: a folder by its real path (a trailing slash, a
+    file:// prefix or a symbolic link name the same folder)."""
+    if "://" in url and not url.startswith("file://"):
+        return url.rstrip("/")
+    return os.path.realpath(url.removeprefix("file://"))
 
 
 def remote_tips(cwd, name: str, none_is_fine: bool = False) -> list[str]:
