@@ -341,8 +341,10 @@ def _ambiguous(base: Pointer | None, inputs: list[Pointer], labels: list[str]) -
             seen.add(t.name)
     orders = {label: dict(ptr.metadata).get("fortran_order", "") for label, ptr in sides
               if ptr.format in ("npy", "npz")}
-    listed = set(orders.values())     # a full list may leave out names that differ: no telling
-    if len(listed) > 1 or any(value.count(",") + 1 >= numpy_files.MAX_LISTED for value in listed if value):
+    listed = set(orders.values())     # a full list may leave out names that differ: no telling,
+    commas = any("," in t.name for _, ptr in sides for t in ptr.tensors)   # nor with "," in a name
+    if len(listed) > 1 or any(value and (commas or value.count(",") + 1 >= numpy_files.MAX_LISTED)
+                              for value in listed):
         return ("the sides store arrays in different element orders (Fortran order on one, C "
                 "order on another): the same element sits at other byte positions")
     return ""

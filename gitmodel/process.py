@@ -26,20 +26,27 @@ def open_files_allowed(at_most: int = 1 << 16) -> None:
         import resource
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         want = at_most if hard == resource.RLIM_INFINITY else min(hard, at_most)
-        if soft != resource.RLIM_INFINITY and soft < want:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    except (ImportError, ValueError, OSError):
-        pass                   # not on this system, or not allowed: the default stays
+        if soft == resource.RLIM_INFINITY or soft >= want:
+            return
+        for value in (want, min(want, 10240)):     # macOS refuses more than kern.maxfilesperproc
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (value, hard))
+                return
+            except (ValueError, OSError):
+                continue
+    except ImportError:
+        pass                   # not on this system: the default stays
 
 
 GIT_PATHS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR")
 
 
 def absolute_git_paths() -> None:
-    """Git reads these variables from the folder it starts in; gitmodel runs git from the
-    work tree's top, so a relative one (GIT_DIR=../.git from a subfolder) is made absolute
-    first, as git would have read it here."""
-    for name in GIT_PATHS:
+    """Git reads GIT_DIR and GIT_WORK_TREE from the folder it starts in; gitmodel runs git
+    from the work tree's top, so a relative one (GIT_DIR=../.git from a subfolder) is made
+    absolute first, as git would have read it here. (GIT_INDEX_FILE and the others git reads
+    from the top, where gitmodel runs it: they stay as they are.)"""
+    for name in ("GIT_DIR", "GIT_WORK_TREE"):
         value = os.environ.get(name)
         if value and not os.path.isabs(value):
             os.environ[name] = os.path.abspath(value)

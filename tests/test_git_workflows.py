@@ -435,6 +435,8 @@ def test_a_repository_another_user_owns_works_once_git_trusts_it(tmp_path: Path,
     refused = repo.gitmodel("status", check=False)
     assert refused.returncode != 0 and "dubious ownership" in refused.stderr, refused.stderr
     assert "safe.directory" in refused.stderr and "Traceback" not in refused.stderr
+    listed = repo.gitmodel("remote", "list", check=False)       # not "no remote configured"
+    assert listed.returncode != 0 and "dubious ownership" in listed.stderr, listed.stdout + listed.stderr
     config = tmp_path / "global.gitconfig"
     config.write_text(f"[safe]\n\tdirectory = {repo.path}\n")
     repo.env = dict(repo.env, GIT_CONFIG_GLOBAL=str(config))
@@ -526,3 +528,44 @@ def test_a_work_tree_apart_from_its_repository(tmp_path: Path, git_env):
     relative = subprocess.run(["gitmodel", "status"], cwd=sub, env=env, capture_output=True, text=True)
     assert relative.returncode == 0, relative.stderr
     assert "modified, not staged:\n  models/x.safetensors" in relative.stdout, relative.stdout
+
+
+def test_a_relative_index_file_named_from_a_subfolder(tmp_path: Path, git_env):
+    """GIT_INDEX_FILE=../alt-index from a subfolder: git reads it from the work tree's top,
+    and so must gitmodel (a first fix made it absolute from the subfolder: another file)."""
+    repo = make_repo(tmp_path / "repo", git_env)
+    (repo.path / "sub").mkdir()
+    write_safetensors(repo.path / "sub" / "m.safetensors", random_model(1))
+    repo.commit("v1")
+    env = dict(git_env, GIT_INDEX_FILE="../alt-index")
+    sub = repo.path / "sub"
+    subprocess.run(["git", "read-tree", "HEAD"], cwd=sub, env=env, check=True)
+    write_safetensors(sub / "m.safetensors", random_model(2))
+    subprocess.run(["git", "add", "m.safetensors"], cwd=sub, env=env, check=True)
+    found = json.loads(subprocess.run(["gitmodel", "status", "--json"], cwd=sub, env=env, capture_output=True,
+                                      text=True, check=True).stdout)
+    assert [s["path"] for s in found["staged"]] == ["sub/m.safetensors"] and found["untracked"] == [], found
+    assert found["staged"][0]["new"] is not None, found
+
+
+def test_a_work_tree_whose_top_has_another_repository_s_git_file(tmp_path: Path, git_env):
+    """core.worktree pointing at the work tree of a --separate-git-dir repository, whose .git
+    file leads to that other repository: gitmodel took the .git file for its own and
+    reported on the other index, exit 0."""
+    subprocess.run(["git", "init", "-q", "-b", "main", f"--separate-git-dir={tmp_path / 'outer.git'}",
+                    str(tmp_path / "outer")], env=git_env, check=True)
+    outer = Repo(tmp_path / "outer", git_env)
+    outer.gitmodel("install")
+    outer.gitmodel("track", "*.safetensors")
+    write_safetensors(outer.path / "m.safetensors", random_model(1))
+    outer.commit("v1")
+    subprocess.run(["git", "clone", "-q", "-n", str(tmp_path / "outer"), str(tmp_path / "inner")],
+                   env=git_env, check=True, capture_output=True)
+    inner = Repo(tmp_path / "inner", git_env)
+    inner.git("config", "core.worktree", str(outer.path))
+    inner.git("reset", "-q")
+    inner.gitmodel("install")
+    write_safetensors(outer.path / "m.safetensors", random_model(2))
+    inner.git("add", "m.safetensors")
+    found = json.loads(inner.gitmodel("status", "--json").stdout)
+    assert [s["path"] for s in found["staged"]] == ["m.safetensors"] and found["modified"] == [], found

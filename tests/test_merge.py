@@ -965,3 +965,19 @@ def test_tensors_that_share_a_name_are_a_conflict(repo: Repo):
     diverge(repo, "m.gguf", write, base, dict(base, w1=base["w1"] + 10), dict(base, w2=base["w2"] + 20))
     merged = repo.git("merge", "--no-edit", "theirs", check=False)
     assert merged.returncode == 1 and b"several tensors named 'w'" in merged.stderr, merged.stderr
+
+
+def test_a_comma_in_an_array_name_cannot_hide_another_element_order(repo: Repo):
+    """The Fortran-order arrays are listed by name, joined with commas: ["a,b"] on one side
+    and ["a", "b"] on the other read alike, and `average` mixed elements up, exit 0."""
+    repo.gitmodel("track", "*.npz")
+    grid = {name: np.arange(i, i + 6, dtype=np.float32).reshape(2, 3) for i, name in
+            enumerate(["a,b", "a", "b"])}
+    F, C = np.asfortranarray, np.ascontiguousarray
+
+    def arrays(scale: float, swap: bool) -> dict:
+        return {name: (F if (name == "a,b") != swap else C)(w * np.float32(scale)) for name, w in grid.items()}
+    diverge(repo, "m.npz", _npz_write, arrays(1, False), arrays(2, False), arrays(3, True))
+    repo.env = dict(repo.env, GITMODEL_MERGE_STRATEGY="average")
+    merged = repo.git("merge", "--no-edit", "theirs", check=False)
+    assert merged.returncode == 1 and b"different element orders" in merged.stderr, merged.stderr

@@ -176,3 +176,14 @@ def test_migrate_leaves_a_pointer_git_lfs_no_longer_tracks_and_says_so(tmp_path:
     assert repo.git("cat-file", "blob", "HEAD:old.bin").stdout == pointer
     assert repo.out("cat-file", "-p", f"HEAD:{MODEL}").startswith("gitmodel pointer v1")
     assert restored(repo, "main") == sums[-1]
+
+
+def test_migrate_converts_paths_already_tracked_with_gitmodel(tmp_path: Path, git_env):
+    """`gitmodel track` before `gitmodel migrate` routes the paths to gitmodel already: they
+    are converted like those git-lfs tracks (a first fix of the case above skipped them)."""
+    repo, sums = lfs_repo(tmp_path / "repo", git_env)
+    repo.gitmodel("track", "*.safetensors")
+    out = repo.gitmodel("migrate")
+    assert "1 file(s) now stored with gitmodel" in out.stderr and "left" not in out.stderr, out.stderr
+    assert repo.out("cat-file", "-p", f"HEAD:{MODEL}").startswith("gitmodel pointer v1")
+    assert restored(repo, "main") == sums[-1]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import Repo, make_repo, random_model, sha256, write_safetensors
 
 NO_FILTER = ["-c", "filter.gitmodel.process=false", "-c", "filter.gitmodel.clean=false",
@@ -137,7 +139,8 @@ def test_status_offers_pull_only_for_the_pointers_pull_restores(tmp_path: Path, 
     assert sha256(repo.path / "m.safetensors") == digest
 
 
-def test_pull_keeps_the_index_bits_a_user_set(tmp_path: Path, git_env):
+@pytest.mark.parametrize("index_version", ["3", "4"])
+def test_pull_keeps_the_index_bits_a_user_set(tmp_path: Path, git_env, index_version: str):
     """`git update-index --skip-worktree` and `--assume-unchanged` on checkpoints: pull
     rewrote their index entries without them."""
     hub = tmp_path / "hub.git"
@@ -153,6 +156,7 @@ def test_pull_keeps_the_index_bits_a_user_set(tmp_path: Path, git_env):
     subprocess.run(["git", "clone", "-q", str(hub), str(tmp_path / "clone")], env=reader, check=True)
     clone = Repo(tmp_path / "clone", git_env)
     clone.gitmodel("install")
+    clone.git("update-index", "--index-version", index_version)
     clone.git("update-index", "--skip-worktree", "a.safetensors")
     clone.git("update-index", "--assume-unchanged", "b.safetensors")
     before = clone.out("ls-files", "-v", *sums)

@@ -100,8 +100,8 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
     listing = repo.run_git("ls-files", "-s", "-z", cwd=top).stdout.split(b"\0")
     # Converted attributes give gitmodel the paths filter=lfs names now; a pointer elsewhere
     # (its path untracked from git-lfs since) would be committed as its whole file: left alone
-    routed = revisions.tracked_paths(top, [os.fsdecode(item.partition(b"\t")[2])
-                                           for item in filter(None, listing)], driver="lfs")
+    names = [os.fsdecode(item.partition(b"\t")[2]) for item in filter(None, listing)]
+    routed = revisions.tracked_paths(top, names, driver="lfs") | revisions.tracked_paths(top, names)
     converted, attributes, skipped = [], [], []
     for item in filter(None, listing):
         meta, _, path = item.partition(b"\t")
@@ -145,7 +145,7 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
         raise MigrateError("no file here is stored with git-lfs", "Nothing was converted")
     if skipped:
         say(f"warning: left {len(skipped)} git-lfs pointer(s) as they are, at paths no filter=lfs "
-            f"attribute names (untracked from git-lfs since?): {', '.join(skipped[:5])}"
+            f"or filter=gitmodel attribute names (untracked from git-lfs since?): {', '.join(skipped[:5])}"
             f"{' …' if len(skipped) > 5 else ''}. To store them with gitmodel: `gitmodel track` "
             "their paths, put their files in place (`git lfs smudge < PATH`), and `git add` them")
     say(f"converting {len(converted)} file(s) and {len(changed)} .gitattributes file(s)")

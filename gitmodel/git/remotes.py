@@ -54,6 +54,8 @@ def _sources(cwd: Path | None, pattern: str = r"^gitmodel\.", reading: bool = Tr
     sources = []
     try:
         top = repo.toplevel(cwd)
+    except repo.DubiousOwnership:
+        raise                              # git's message says how to trust it
     except repo.NotARepository:
         top = None
     if top is not None and (top / CONFIG_FILE).is_file():

@@ -17,6 +17,10 @@ class NotARepository(GitmodelError):
     pass
 
 
+class DubiousOwnership(NotARepository):
+    """A repository git refuses until `safe.directory` names it (another user owns it)."""
+
+
 class GitError(GitmodelError):
     pass
 
@@ -55,13 +59,16 @@ def _rev_parse(*args: str, cwd: str | Path | None = None) -> list[str]:
     if result.returncode != 0:
         said = result.stderr.decode(errors="replace").strip()
         if "dubious ownership" in said:     # git's own message names its fix (safe.directory)
-            raise NotARepository(said.removeprefix("fatal: "))
+            raise DubiousOwnership(said.removeprefix("fatal: "))
         raise NotARepository("not inside a git repository")
     return result.stdout.decode(errors="surrogateescape").splitlines()
 
 
 def toplevel(cwd: str | Path | None = None) -> Path:
-    return Path(_rev_parse("--show-toplevel", cwd=cwd)[0])
+    git_dir, top = _rev_parse("--absolute-git-dir", "--show-toplevel", cwd=cwd)[:2]
+    if cwd is None:
+        _pin(git_dir, top)
+    return Path(top)
 
 
 def main_toplevel(cwd: str | Path | None = None) -> Path:
@@ -151,7 +158,7 @@ def open_repository(cwd: Path | str | None = None):
     lines = found.stdout.decode(errors="surrogateescape").splitlines()
     if found.returncode != 0:                          # no work tree: a bare repository?
         lines = _rev_parse("--absolute-git-dir", cwd=cwd)
-    if len(lines) > 1:
+    if len(lines) > 1 and cwd is None:
         _pin(lines[0], lines[1])
     # git found it, so git's ownership rule (safe.directory, which libgit2 reads only from
     # its own idea of the global config) has passed
@@ -170,8 +177,14 @@ def _pin(git_dir: str, top: str) -> None:
     if "GIT_DIR" in os.environ:
         return
     dot_git = Path(top) / ".git"
-    if dot_git.is_file() or (dot_git.is_dir() and os.path.samefile(dot_git, git_dir)):
-        return                              # found again from there (a .git file: a worktree)
+    if dot_git.is_dir() and os.path.samefile(dot_git, git_dir):
+        return                              # found again from there
+    if dot_git.is_file():                   # a worktree's link, or another repository's
+        env = {k: v for k, v in child_environment().items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
+        again = run_git("rev-parse", "--absolute-git-dir", cwd=top, env=env, check=False)
+        found = os.fsdecode(again.stdout.strip())
+        if again.returncode == 0 and found and os.path.samefile(found, git_dir):
+            return
     os.environ["GIT_DIR"], os.environ["GIT_WORK_TREE"] = git_dir, top
 
 

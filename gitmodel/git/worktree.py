@@ -108,7 +108,7 @@ def _refresh_now(repository, paths: list[str]) -> None:
 
 
 # libgit2's index entry flags (git_index_entry_flag_t, git_index_entry_extended_flag_t)
-ASSUME_UNCHANGED, SKIP_WORKTREE, INTENT_TO_ADD = 0x8000, 1 << 14, 1 << 13
+ASSUME_UNCHANGED, EXTENDED, SKIP_WORKTREE, INTENT_TO_ADD = 0x8000, 0x4000, 1 << 14, 1 << 13
 
 
 def _write_stat_data(repository, paths: list[str]) -> None:
@@ -124,6 +124,8 @@ def _write_stat_data(repository, paths: list[str]) -> None:
         if old != ffi.NULL:           # the user's assume-unchanged and skip-worktree bits stay
             centry.flags |= old.flags & ASSUME_UNCHANGED
             centry.flags_extended |= old.flags_extended & (SKIP_WORKTREE | INTENT_TO_ADD)
+            if centry.flags_extended:       # else a version-4 index is written without them
+                centry.flags |= EXTENDED
         centry.ctime.seconds, centry.ctime.nanoseconds = divmod(st.st_ctime_ns, 10**9)
         centry.mtime.seconds, centry.mtime.nanoseconds = divmod(st.st_mtime_ns, 10**9)
         centry.dev, centry.ino = st.st_dev & 0xFFFFFFFF, st.st_ino & 0xFFFFFFFF
