@@ -459,8 +459,10 @@ def cmd_pre_push(args) -> int:
               f".gitmodel, where its clones will read checkpoints, but this push uploads to "
               f"{view} (named where you are), and {reader.name} lacks {len(paths)} of its "
               f"checkpoints ({', '.join(paths[:3])}). Nothing was pushed. Push from a checkout of "
-              f"{ref} (its .gitmodel decides), or upload there first: `gitmodel push "
-              f"{reader.url} {ref}`, then push again", file=sys.stderr)
+              f"{ref} (its .gitmodel decides), or upload there first: `git switch "
+              f"{ref.removeprefix('refs/heads/')} && gitmodel push {reader.name} "
+              f"{ref.removeprefix('refs/heads/')}`, then push again",
+              file=sys.stderr)
         return 1
     new = history.pointers_new_to_remote(repository, lines)
     mixed = [(path, why) for path, ptr in new
@@ -485,24 +487,25 @@ def cmd_pre_push(args) -> int:
 
 def _read_elsewhere(session, repository, lines: list[str], view, git_remote: str, git_url: str):
     """(ref, remote, paths) for a pushed ref whose own .gitmodel sends its clones to another
-    gitmodel remote than the one this push uploads to, which lacks checkpoints of its tip
-    (a team moved its store on that branch, and the push runs from another); None if none.
-    GITMODEL_REMOTE, set by the user, decides for both."""
+    gitmodel remote than the one this push uploads to, which lacks checkpoints the ref's
+    history brings (a team moved its store on that branch, and the push runs from another);
+    None if none. A remote named in git config or GITMODEL_REMOTE is the user's choice for
+    both, and stands."""
     from gitmodel.errors import GitmodelError
     from gitmodel.git import history, remotes
     if os.environ.get("GITMODEL_REMOTE"):
         return None
     chosen = remotes.for_git_remote(git_remote, git_url, session.cwd)
-    if chosen is None or not chosen.source.endswith(remotes.CONFIG_FILE):
-        return None                  # chosen in git config (or embedded): the user's own choice
+    if chosen is not None and chosen.source == "git config":
+        return None
     for line in lines:
         parts = line.split()
         if len(parts) != 4 or not parts[1].strip("0"):
             continue
         reader = remotes.read_from(parts[1], git_remote, session.cwd)
-        if reader is None or reader.url == view.backend.url:
+        if reader is None or remotes.place(reader.url) == remotes.place(view.backend.url):
             continue
-        tip = history.pointers_in_trees(repository, [parts[1]])
+        brought = history.pointers_for_push(repository, [line])
         try:
             other = session.view(reader).refresh()
         except (GitmodelError, OSError) as err:
@@ -510,7 +513,7 @@ def _read_elsewhere(session, repository, lines: list[str], view, git_remote: str
                   f"for its clones, which could not be read to check it has the checkpoints "
                   f"({err}); this push uploads to {view}", file=sys.stderr)
             continue
-        lacking = sorted(path for content, path in tip.items() if bytes.fromhex(content) not in other.entries)
+        lacking = sorted(path for content, path in brought.items() if bytes.fromhex(content) not in other.entries)
         if lacking:
             return parts[0], reader, lacking
     return None

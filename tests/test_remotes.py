@@ -1308,10 +1308,42 @@ def test_a_push_of_a_branch_whose_gitmodel_names_another_store_checks_that_store
     refused = repo.git("push", "origin", "feat", check=False)
     err = refused.stderr.decode()
     assert refused.returncode != 0 and "Nothing was pushed" in err and "storeB" in err, err
-    hint = re.search(r"`(gitmodel push [^`]+)`", err).group(1)
-    repo.gitmodel(*hint.split()[1:])
+    hint = re.search(r"`(git switch [^`]+)`", err).group(1)
+    subprocess.run(["bash", "-c", hint], cwd=repo.path, env=env, check=True, capture_output=True)
+    repo.git("switch", "-q", "main")
     repo.git("push", "-q", "origin", "feat")
+
+    # The same folder spelled another way is the same store: no refusal
+    repo.git("switch", "-q", "-c", "slash")
+    subprocess.run(["git", "config", "-f", ".gitmodel", "gitmodel.origin.url", f"{tmp_path / 'storeA'}/"],
+                   cwd=repo.path, check=True)
+    write_safetensors(repo.path / "m.safetensors", random_model(3))
+    repo.commit("v3", "m.safetensors", ".gitmodel")
+    repo.git("switch", "-q", "main")
+    repo.git("push", "-q", "origin", "slash")
     bob = user(tmp_path, env, "bob")
     subprocess.run(["git", "clone", "-q", "-b", "feat", str(tmp_path / "hub.git"), str(tmp_path / "c")],
                    env=bob, check=True)
     assert sha256(tmp_path / "c" / "m.safetensors") == digest
+
+
+def test_a_pushed_branch_that_names_a_store_where_the_push_runs_without_one(tmp_path: Path, env):
+    """Pushed from a checkout that uses the git remote's embedded store, a branch whose new
+    .gitmodel names a team store, with an older commit of its own history checked too."""
+    hub = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
+    repo = make_repo(tmp_path / "r", env)
+    repo.git("remote", "add", "origin", str(hub))
+    write_safetensors(repo.path / "m.safetensors", random_model(0))
+    repo.commit("v0", "m.safetensors")
+    repo.git("push", "-q", "-u", "origin", "main")
+    repo.git("switch", "-q", "-c", "feat")
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "storeB"))
+    write_safetensors(repo.path / "m.safetensors", random_model(1))
+    repo.commit("team store, v1", "m.safetensors", ".gitmodel")
+    write_safetensors(repo.path / "other.safetensors", random_model(2))
+    repo.commit("another file", "other.safetensors")
+    repo.git("switch", "-q", "main")
+    refused = repo.git("push", "origin", "feat", check=False)
+    assert refused.returncode != 0 and b"Nothing was pushed" in refused.stderr, refused.stderr
+    assert b"m.safetensors" in refused.stderr and b"other.safetensors" in refused.stderr, refused.stderr

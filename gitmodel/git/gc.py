@@ -8,7 +8,6 @@ the time it is looked for. The rules and the contract with writers: docs/design.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -156,17 +155,9 @@ def _sharing(session, name: str, url: str) -> list[str]:
         if other == name or address.returncode != 0:
             continue
         spec = remotes.for_git_remote(other, address.stdout.decode().strip(), session.cwd)
-        if spec is not None and _place(spec.url) == _place(url):
+        if spec is not None and remotes.place(spec.url) == remotes.place(url):
             out.append(other)
     return out
-
-
-def _place(url: str) -> str:
-    """A remote's location, spelled one way: a folder by its real path (a trailing slash, a
-    file:// prefix or a symbolic link name the same folder)."""
-    if "://" in url and not url.startswith("file://"):
-        return url.rstrip("/")
-    return os.path.realpath(url.removeprefix("file://"))
 
 
 def remote_tips(cwd, name: str, none_is_fine: bool = False) -> list[str]:

@@ -200,9 +200,14 @@ def _absolute(url: str, cwd: Path | None) -> str:
 def configured(cwd: Path | None = None, reading: bool = True,
                to: str | None = None) -> tuple[dict[str, RemoteSpec], str | None]:
     """Every named remote and the default remote's name, all sources merged (see _sources)."""
+    return _parse(_sources(cwd, reading=reading, to=to), cwd)
+
+
+def _parse(sources, cwd: Path | None) -> tuple[dict[str, RemoteSpec], str | None]:
+    """The remotes and default name of (label, entries) sources, lowest precedence first."""
     remotes: dict[str, RemoteSpec] = {}
     default = None
-    for label, entries in _sources(cwd, reading=reading, to=to):
+    for label, entries in sources:
         option_lists: dict[str, list[str]] = {}
         for key, value in entries:
             parts = key.split(".")
@@ -223,24 +228,27 @@ def configured(cwd: Path | None = None, reading: bool = True,
 
 
 def read_from(rev: str, git_remote: str, cwd: Path | None = None) -> RemoteSpec | None:
-    """The remote the .gitmodel of commit `rev` sends a push through `git_remote` to (a
-    remote of that name, else its default), which is where its clones read from the remote
-    of that name, or the default (None without the file, or when it names neither)."""
+    """The remote the .gitmodel of commit `rev` names for `git_remote` (a remote of that name,
+    else its default): where its clones read from (None without the file, or when it names
+    neither)."""
     entries = _blob_entries(f"{rev}:{CONFIG_FILE}", r"^gitmodel\.", cwd)
-    remotes, default = {}, None
-    for key, value in entries or ():
-        parts = key.split(".")
-        if parts == ["gitmodel", "remote"]:
-            default = value
-        elif len(parts) >= 3 and parts[-1] == "url":
-            name = ".".join(parts[1:-1])
-            remotes[name] = RemoteSpec(name, _absolute(value, cwd), source=f"{rev}:{CONFIG_FILE}")
+    if entries is None:
+        return None
+    remotes, default = _parse([(f"{rev}:{CONFIG_FILE}", entries)], cwd)
     if git_remote in remotes:
         return remotes[git_remote]
     try:
         return _default(remotes, default)
     except ConfigError:
         return None
+
+
+def place(url: str) -> str:
+    """A remote's location, spelled one way: a folder by its real path (a trailing slash, a
+    file:// prefix or a symbolic link name the same folder)."""
+    if "://" in url and not url.startswith("file://"):
+        return url.rstrip("/")
+    return os.path.realpath(os.path.expanduser(url.removeprefix("file://")))
 
 
 def listing(cwd: Path | None = None) -> list[str]:
