@@ -1002,3 +1002,33 @@ def test_remote_gc_counts_a_git_remote_naming_the_same_store_another_way(tmp_pat
     expire_push_notes(str(store), None)
     out = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
     assert "removed 0 object(s)" in out.stdout and "of origin, fork" in out.stderr, out.stdout + out.stderr
+
+
+def test_remote_gc_counts_a_git_remote_whose_branches_still_read_from_this_store(tmp_path: Path, git_env):
+    """A branch pushed through git remote `backup` when its pushes went to this store; then
+    backup got a store of its own. The branch's .gitmodel still sends its clones here, and
+    a gc of origin's store removed its checkpoint, exit 0."""
+    store = tmp_path / "storeA"
+    repo = team(tmp_path, git_env, str(store), None)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "backup.git")], check=True)
+    repo.git("remote", "add", "backup", str(tmp_path / "backup.git"))
+    write_safetensors(repo.path / MODEL, random_model(0))
+    repo.commit("v0", MODEL)
+    repo.git("push", "-q", "origin", "main")
+    repo.git("switch", "-q", "-c", "exp")
+    digest = sha256(write_safetensors(repo.path / MODEL, random_model(1)))
+    repo.commit("exp v1", MODEL)
+    repo.git("push", "-q", "backup", "exp")             # to storeA: backup has no store of its own
+    repo.git("switch", "-q", "main")
+    repo.git("branch", "-q", "-D", "exp")
+    repo.gitmodel("remote", "add", "backup", str(tmp_path / "storeB"))
+    repo.commit("backup gets its own store", ".gitmodel")
+    repo.git("push", "-q", "origin", "main")
+    age(store)
+    expire_push_notes(str(store), None)
+    out = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
+    assert "removed 0 object(s)" in out.stdout and "of origin, backup" in out.stderr, out.stdout + out.stderr
+    bob = user(tmp_path, git_env, "bob")
+    subprocess.run(["git", "clone", "-q", "-b", "exp", str(tmp_path / "backup.git"), str(tmp_path / "c")],
+                   env=bob, check=True)
+    assert sha256(tmp_path / "c" / MODEL) == digest

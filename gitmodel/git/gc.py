@@ -144,19 +144,30 @@ def _working_store_of(url: str) -> Path | None:
 
 
 def _sharing(session, name: str, url: str) -> list[str]:
-    """Git remote `name` and the others whose pushes go to the gitmodel remote at `url` (a
-    git remote without a gitmodel remote of its own name pushes to the default): the refs of
+    """Git remote `name` and the others whose refs may need the gitmodel remote at `url`:
+    those whose pushes go there now (a git remote without a gitmodel remote of its own name
+    pushes to the default), and those with a branch (as this clone last saw it) whose own
+    .gitmodel sends its clones there (pushed there before the routing changed). The refs of
     each of them keep what is there."""
     from gitmodel.git import remotes
     listed = repo.run_git("remote", cwd=session.cwd, check=False).stdout.decode().split()
+    here = remotes.place(url)
     out = [name]
     for other in listed:
         address = repo.run_git("remote", "get-url", other, cwd=session.cwd, check=False)
         if other == name or address.returncode != 0:
             continue
         spec = remotes.for_git_remote(other, address.stdout.decode().strip(), session.cwd)
-        if spec is not None and remotes.place(spec.url) == remotes.place(url):
+        if spec is not None and remotes.place(spec.url) == here:
             out.append(other)
+            continue
+        tracking = repo.run_git("for-each-ref", "--format=%(refname)", f"refs/remotes/{other}/",
+                                cwd=session.cwd, check=False).stdout.decode().split()
+        for ref in tracking:
+            reader = remotes.read_from(ref, other, session.cwd)
+            if reader is not None and remotes.place(reader.url) == here:
+                out.append(other)
+                break
     return out
 
 
