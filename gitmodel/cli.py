@@ -455,14 +455,14 @@ def cmd_pre_push(args) -> int:
     stray = _read_elsewhere(session, repository, lines, view, args.name, args.url)
     if stray:
         ref, reader, paths = stray
+        branch = ref.removeprefix("refs/heads/")
+        switch = f"git switch {branch}" if branch != ref else f"git switch --detach {ref}"
         print(f"gitmodel: {ref} names gitmodel remote {reader.name} ({reader.url}) in its "
               f".gitmodel, where its clones will read checkpoints, but this push uploads to "
               f"{view} (named where you are), and {reader.name} lacks {len(paths)} of its "
               f"checkpoints ({', '.join(paths[:3])}). Nothing was pushed. Push from a checkout of "
-              f"{ref} (its .gitmodel decides), or upload there first: `git switch "
-              f"{ref.removeprefix('refs/heads/')} && gitmodel push {reader.name} "
-              f"{ref.removeprefix('refs/heads/')}`, then push again",
-              file=sys.stderr)
+              f"{ref} (its .gitmodel decides), or upload there first: `{switch} && gitmodel push "
+              f"{reader.name} {branch}`, then push again", file=sys.stderr)
         return 1
     new = history.pointers_new_to_remote(repository, lines)
     mixed = [(path, why) for path, ptr in new
