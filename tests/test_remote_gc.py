@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Repo, make_repo, random_model, sha256, team, user, write_safetensors
+from conftest import Repo, make_repo, random_model, sha256, team, write_safetensors
 from test_gc import age_packs
 from test_remotes import S3_ENV, s3, s3_server  # noqa: F401  (fixtures)
 
@@ -103,10 +103,11 @@ def pre_push(repo: Repo, branch: str, hub: Path, env: dict) -> None:
     assert hook.returncode == 0, hook.stderr
 
 
-def assert_branch_checks_out(tmp_path: Path, env: dict, branch: str, digest: str) -> None:
-    """A fresh clone of tmp_path/hub.git on `branch` checks MODEL out with sha256 `digest`."""
+def assert_branch_checks_out(tmp_path: Path, env: dict, branch: str, digest: str,
+                             hub: str = "hub.git") -> None:
+    """A fresh clone of tmp_path/`hub` on `branch` checks MODEL out with sha256 `digest`."""
     clone = Repo(tmp_path / "clone", env)
-    subprocess.run(["git", "clone", "-q", "-b", branch, str(tmp_path / "hub.git"), str(clone.path)],
+    subprocess.run(["git", "clone", "-q", "-b", branch, str(tmp_path / hub), str(clone.path)],
                    env=env, check=True, capture_output=True)
     clone.gitmodel("install")
     (clone.path / MODEL).unlink()
@@ -295,10 +296,7 @@ def test_remote_gc_keeps_what_every_git_remote_pushing_there_serves(tmp_path: Pa
     out = repo.gitmodel("gc", "--remote", "backup", "--keep-recent", "0")
     assert "removed 0 object(s)" in out.stdout, out.stdout
     assert "of backup, origin (git remotes whose pushes go to this gitmodel remote)" in out.stderr
-    bob = user(tmp_path, git_env, "bob")
-    subprocess.run(["git", "clone", "-q", "-b", "exp", str(tmp_path / "hub.git"), str(tmp_path / "bob")],
-                   env=bob, check=True, capture_output=True)
-    assert sha256(tmp_path / "bob" / MODEL) == digest
+    assert_branch_checks_out(tmp_path, git_env, "exp", digest)
 
 
 def test_remote_gc_of_a_repository_s_own_store_refuses(tmp_path: Path, git_env):
@@ -950,9 +948,7 @@ def test_a_pack_whose_index_is_missing_is_noted_and_never_deleted(tmp_path: Path
     expire_push_notes(str(store), None)
     repo.gitmodel("gc", "--remote", "origin")
     assert stray[0].exists()
-    bob = user(tmp_path, git_env, "bob")
-    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(tmp_path / "bob")], env=bob, check=True)
-    assert sha256(tmp_path / "bob" / MODEL) == sha256(repo.path / MODEL)
+    assert_branch_checks_out(tmp_path, git_env, "main", sha256(repo.path / MODEL))
 
 
 def test_remote_gc_of_a_bare_repository_with_linked_work_trees_refuses(tmp_path: Path, git_env):
@@ -1028,7 +1024,4 @@ def test_remote_gc_counts_a_git_remote_whose_branches_still_read_from_this_store
     expire_push_notes(str(store), None)
     out = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
     assert "removed 0 object(s)" in out.stdout and "of origin, backup" in out.stderr, out.stdout + out.stderr
-    bob = user(tmp_path, git_env, "bob")
-    subprocess.run(["git", "clone", "-q", "-b", "exp", str(tmp_path / "backup.git"), str(tmp_path / "c")],
-                   env=bob, check=True)
-    assert sha256(tmp_path / "c" / MODEL) == digest
+    assert_branch_checks_out(tmp_path, git_env, "exp", digest, hub="backup.git")

@@ -138,9 +138,9 @@ def test_status_of_a_store_with_a_damaged_live_manifest_still_reports(tmp_path: 
     assert json.loads(repo.gitmodel("status", "--json").stdout)["store_error"]
 
 
-def test_status_in_a_clone_tells_checkpoints_it_cannot_push_from_those_it_can(tmp_path: Path, git_env):
-    """A checkpoint pushed without its data (GITMODEL_SKIP_PUSH) is on neither the remote nor
-    in a clone: status told the clone that `gitmodel push` uploads it."""
+def _with_remotes(tmp_path: Path, git_env) -> tuple[Repo, Path]:
+    """A repository with v1 committed, gitmodel remote `team` and git remote origin (a bare
+    repository, also returned) beside it, nothing pushed."""
     repo = make_repo(tmp_path / "repo", git_env)
     repo.gitmodel("remote", "add", "team", str(tmp_path / "team-store"))
     write_safetensors(repo.path / MODEL, small(1))
@@ -148,6 +148,13 @@ def test_status_in_a_clone_tells_checkpoints_it_cannot_push_from_those_it_can(tm
     hub = tmp_path / "hub.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
     repo.git("remote", "add", "origin", str(hub))
+    return repo, hub
+
+
+def test_status_in_a_clone_tells_checkpoints_it_cannot_push_from_those_it_can(tmp_path: Path, git_env):
+    """A checkpoint pushed without its data (GITMODEL_SKIP_PUSH) is on neither the remote nor
+    in a clone: status told the clone that `gitmodel push` uploads it."""
+    repo, hub = _with_remotes(tmp_path, git_env)
     repo.env = dict(repo.env, GITMODEL_SKIP_PUSH="1")
     repo.git("push", "-q", "origin", "main")
     reader = dict(git_env, GITMODEL_SKIP_SMUDGE="1")
@@ -186,13 +193,7 @@ def test_status_sees_a_remote_that_lost_the_chunks_of_a_manifest_it_lists(tmp_pa
 def test_the_push_status_names_uploads_what_it_lists(tmp_path: Path, git_env):
     """A branch pushed with `git push --no-verify` (the hook skipped): status said `gitmodel
     push` uploads its checkpoint, which uploaded nothing (it pushes HEAD's history)."""
-    repo = make_repo(tmp_path / "repo", git_env)
-    repo.gitmodel("remote", "add", "team", str(tmp_path / "team-store"))
-    write_safetensors(repo.path / MODEL, small(1))
-    repo.commit("v1", MODEL, ".gitmodel")
-    hub = tmp_path / "hub.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
-    repo.git("remote", "add", "origin", str(hub))
+    repo, _ = _with_remotes(tmp_path, git_env)
     repo.git("push", "-q", "origin", "main")
     repo.git("checkout", "-q", "-b", "feat")
     write_safetensors(repo.path / MODEL, small(2))
