@@ -58,3 +58,9 @@ def child_environment(**extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in _SET_HERE}
     env.update(extra)
     return env
+
+
+def outside_environment() -> dict[str, str]:
+    """The environment for a git command about another repository than this process's
+    (or about this one as found from a folder): without the variables that name one."""
+    return {key: value for key, value in child_environment().items() if key not in GIT_PATHS}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from gitmodel.errors import GitmodelError
-from gitmodel.process import GIT_PATHS, child_environment
+from gitmodel.process import outside_environment
 from gitmodel.git import liveness, repacking, repo
 from gitmodel.store import files, gc
 
@@ -129,13 +129,14 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
 def _working_store_of(url: str) -> Path | None:
     """The work tree of the non-bare repository whose own store the remote at `url` is (a
     folder git remote's embedded default), if it is one."""
+    from gitmodel.git import remotes
     if "://" in url and not url.startswith("file://"):
         return None
-    git_dir = Path(url.removeprefix("file://")).parent
+    git_dir = Path(remotes.place(url)).parent          # a link or trailing slash: the same folder
     if not (git_dir / "HEAD").is_file() or not (git_dir / "objects").is_dir():
         return None
-    env = {k: v for k, v in child_environment().items() if k not in GIT_PATHS}   # that repository's
-    bare = repo.run_git(f"--git-dir={git_dir}", "rev-parse", "--is-bare-repository", env=env, check=False)
+    bare = repo.run_git(f"--git-dir={git_dir}", "rev-parse", "--is-bare-repository",
+                        env=outside_environment(), check=False)
     if bare.returncode != 0:
         return None
     if bare.stdout.strip() == b"true":      # unless linked work trees have indexes and reflogs

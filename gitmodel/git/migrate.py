@@ -101,7 +101,7 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
     # Converted attributes give gitmodel the paths filter=lfs names now; a pointer elsewhere
     # (its path untracked from git-lfs since) would be committed as its whole file: left alone
     names = [os.fsdecode(item.partition(b"\t")[2]) for item in filter(None, listing)]
-    routed = revisions.tracked_paths(top, names, driver="lfs") | revisions.tracked_paths(top, names)
+    routed = revisions.tracked_paths(top, names, drivers=("lfs", "gitmodel"))
     converted, attributes, skipped = [], [], []
     for item in filter(None, listing):
         meta, _, path = item.partition(b"\t")

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from gitmodel import pointer as pointers
 from gitmodel.errors import GitmodelError
-from gitmodel.process import child_environment
+from gitmodel.process import child_environment, outside_environment
 
 
 class NotARepository(GitmodelError):
@@ -174,18 +174,21 @@ def _pin(git_dir: str, top: str) -> None:
     """Name the repository to the git commands this process runs when git would not find it
     again from its work tree, where they run: a work tree set by core.worktree lies apart
     from its repository (and may lie inside another one, whose index they would read)."""
-    if "GIT_DIR" in os.environ:
+    if "GIT_DIR" in os.environ or (git_dir, top) in _FOUND_AGAIN:
         return
     dot_git = Path(top) / ".git"
     if dot_git.is_dir() and os.path.samefile(dot_git, git_dir):
         return                              # found again from there
     if dot_git.is_file():                   # a worktree's link, or another repository's
-        env = {k: v for k, v in child_environment().items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
-        again = run_git("rev-parse", "--absolute-git-dir", cwd=top, env=env, check=False)
+        again = run_git("rev-parse", "--absolute-git-dir", cwd=top, env=outside_environment(), check=False)
         found = os.fsdecode(again.stdout.strip())
         if again.returncode == 0 and found and os.path.samefile(found, git_dir):
+            _FOUND_AGAIN.add((git_dir, top))
             return
     os.environ["GIT_DIR"], os.environ["GIT_WORK_TREE"] = git_dir, top
+
+
+_FOUND_AGAIN: set[tuple[str, str]] = set()    # per process: asked once
 
 
 class IndexEntry(NamedTuple):
