@@ -43,7 +43,7 @@ def check_path(out: Path) -> None:
 
 
 def save(fig, out: Path) -> None:
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight", pad_inches=0.15)   # long labels stay whole
     _pyplot().close(fig)
 
 
@@ -166,7 +166,8 @@ def changes_by_layer(files: list):
         ax.tick_params(length=2, labelsize=7)
     if image is not None:
         bar = fig.colorbar(image, cax=fig.add_subplot(grid[:, 1]))
-        bar.set_label(f"{measure}, log scale", fontsize=8)
+        short = "|Δ‖W‖|/‖W‖, a lower bound" if estimated else measure   # the titles say why
+        bar.set_label(f"{short}, log scale", fontsize=8)
         bar.ax.tick_params(labelsize=7)
         fig.text(0.27, 0.004, "grey: unchanged   white: no such tensor   ! new NaN/Inf   + added   "
                  "− removed   ≠ dtype or shape changed", fontsize=7, color="#444444")
