@@ -138,7 +138,7 @@ def clean_checkpoint(source: PeekableStream, store: Store, write: bool = True,
         return Pointer(source.position, content.hex(), "opaque")
     lines = tuple(TensorLine(t.name, t.dtype, t.shape, tensor_digest(chunk_ids[a:b]),
                              summary.fields() if summary else ())
-                  for t, a, b, summary in tensors)
+                  for t, a, b, summary in tensors if not layout.values_unreadable)
     found = Pointer(source.position, content.hex(), layout.format, lines,
                     _bounded(sorted(layout.metadata.items())), _bounded(sorted(layout.metrics.items())))
     why = _unreadable(found)
@@ -202,13 +202,16 @@ def pointer_mismatch(ptr: Pointer, store: Store) -> str | None:
             return None
         stream = PeekableStream(file)
         table = []
-        for segment in formats.detect(stream).segments:
+        layout = formats.detect(stream)
+        for segment in layout.segments:
             if segment.tensor is not None:
                 t = segment.tensor
                 table.append((t.name, t.dtype, tuple(t.shape),
                               tensor_digest(file.chunks_in(stream.position, segment.length))))
             if stream.skip(segment.length) < segment.length:
                 return None                           # a truncated file: its pointer is opaque
+        if layout.values_unreadable:
+            table = []
     except (GitmodelError, ValueError, OSError):
         return None
     listed = [(t.name, t.dtype, tuple(t.shape), t.digest) for t in ptr.tensors]

@@ -307,10 +307,11 @@ def merge(base: Pointer | None, inputs: list[Pointer], labels: list[str], store:
 def _unmergeable(inputs: list[Pointer], labels: list[str], strategy: Strategy) -> str:
     """Why these inputs cannot be merged tensor by tensor ("" if they can): one is not a
     checkpoint gitmodel reads (a file of no known format, or one whose layout its bytes belie:
-    truncated, damaged; a compressed npz), or they are not all of one format. A conflict
-    whatever the strategy, as taking one side whole would drop the other's changes unseen;
-    except `ours` or `theirs` between files that are all of no known format, which is what
-    those strategies mean for a file with no tensors."""
+    truncated, damaged; one whose tensors it cannot read in place: a compressed npz, a
+    big-endian file), or they are not all of one format. A conflict whatever the strategy, as
+    taking one side whole would drop the other's changes unseen; except `ours` or `theirs`
+    between files that are all of no known format, which is what those strategies mean for a
+    file with no tensors."""
     if strategy.name in ("ours", "theirs") and all(p.format == "opaque" for p in inputs):
         return ""
     for label, ptr in zip(labels, inputs):
@@ -319,6 +320,9 @@ def _unmergeable(inputs: list[Pointer], labels: list[str], strategy: Strategy) -
                     "format, or a truncated or damaged file)")
         if not ptr.tensors and ptr.format == "npz":
             return f"{label} has no arrays gitmodel can read in place (a compressed npz?)"
+        if not ptr.tensors and ptr.format != "safetensors":
+            return (f"{label} lists no tensors gitmodel can read in place (a big-endian "
+                    f"{ptr.format} file, or one that holds none)")
     formats = dict.fromkeys(ptr.format for ptr in inputs)
     if len(formats) > 1:
         return (", ".join(f"{label} is {ptr.format}" for label, ptr in zip(labels, inputs)) +

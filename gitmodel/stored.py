@@ -197,7 +197,8 @@ class Placed:
 
 def locate_tensors(file: StoredFile) -> dict[str, Placed]:
     """Where each tensor's bytes are, by running the format reader over the stored file
-    (reading its headers only)."""
+    (reading its headers only). None when the reader finds their values unreadable in
+    place, as the file's pointer lists none then."""
     stream = PeekableStream(file)
     layout = formats.detect(stream)
     placed: dict[str, Placed] = {}
@@ -206,7 +207,7 @@ def locate_tensors(file: StoredFile) -> dict[str, Placed]:
             placed.setdefault(segment.tensor.name, Placed(stream.position, segment.length, segment.tensor))
         if stream.skip(segment.length) < segment.length:
             break
-    return placed
+    return {} if layout.values_unreadable else placed
 
 
 def tensor_chunks(file: StoredFile, placed: Placed) -> list[bytes]:

@@ -146,6 +146,36 @@ def test_pointer_text_shows_format_metrics_and_tensors(tmp_path):
     assert "\nmodel_state_dict.2.weight F32 [64,64] " in rendered
 
 
+def big_endian(data: bytes) -> bytes:
+    """The archive as a big-endian machine saves it: `byteorder` says big, and every float32
+    storage holds its words byte-swapped (torch.load reads both back to the same tensors)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as z, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as w:
+        for info in z.infolist():
+            member = z.read(info)
+            if info.filename.endswith("/byteorder"):
+                member = b"big"
+            elif "/data/" in info.filename and not info.filename.endswith(".pkl"):
+                member = np.frombuffer(member, "<f4").byteswap().tobytes()
+            w.writestr(info, member)
+    return out.getvalue()
+
+
+def test_big_endian_archives_list_no_tensors(tmp_path):
+    """Their words were read little-endian: statistics of byte-swapped floats (norm=1e+39,
+    nan counts) in the review, and merges that averaged them wrote garbage. They are
+    pytorch files with opaque data now, exact as ever, their storages still chunked apart."""
+    data = big_endian((DATA / "mlp_fp32.pt").read_bytes())
+    text, restored = clean_restore(data, str(tmp_path))
+    assert restored == data
+    ptr = pointer.parse(text)
+    assert ptr.format == "pytorch" and ptr.tensors == ()
+    layout, segments, _ = walk(data)
+    assert layout.values_unreadable and len(segments) >= 6   # the six storages stay segments
+    little = pointer.parse(clean_restore((DATA / "mlp_fp32.pt").read_bytes(), str(tmp_path / "l"))[0])
+    assert len(little.tensors) == 6 and not walk((DATA / "mlp_fp32.pt").read_bytes())[0].values_unreadable
+
+
 def test_legacy_torch_pickles_are_opaque(tmp_path):
     data = (DATA / "legacy.pt").read_bytes()
     layout, segments, tail = walk(data)

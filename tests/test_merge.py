@@ -689,6 +689,39 @@ def test_torch_zip_merge_rewrites_zip_checksums(repo: Repo, tmp_path: Path):
     assert repo.status() == ""
 
 
+def test_big_endian_torch_archives_are_never_merged_arithmetically(repo: Repo):
+    """Their words were read little-endian: an `average` of two big-endian checkpoints wrote
+    NaNs and garbage, exit 0. Such a file lists no tensors: a conflict whatever the strategy,
+    which keeping a side whole resolves exactly."""
+    from test_format_torch import big_endian
+    repo.gitmodel("track", "*.pt")
+    repo.git("config", "gitmodel.merge.strategy", "average")
+    source = Path(__file__).parent / "data" / "torch" / "mlp_fp32.pt"
+
+    def variant(scale: float) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(source) as z, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as w:
+            for info in z.infolist():
+                data = z.read(info)
+                if info.filename.endswith("/data/0"):
+                    data = (np.frombuffer(data, np.float32) * np.float32(scale)).tobytes()
+                w.writestr(info, data)
+        return big_endian(out.getvalue())
+
+    versions = {"base": variant(1.0), "ours": variant(2.0), "theirs": variant(3.0)}
+    diverge(repo, "m.pt", lambda path, data: path.write_bytes(data["raw"]),
+            *({"raw": versions[k]} for k in ("base", "ours", "theirs")))
+    said = repo.git("merge", "--no-edit", "theirs", check=False)
+    assert said.returncode != 0 and b"big-endian" in said.stderr, said.stderr
+    assert (repo.path / "m.pt").read_bytes() == versions["ours"]
+    average = repo.gitmodel("merge", "--resolve", "m.pt", "--strategy", "average", check=False)
+    assert average.returncode != 0 and "big-endian" in average.stderr
+    repo.git("checkout", "--theirs", "--", "m.pt")
+    repo.git("add", "m.pt")
+    repo.git("commit", "-q", "--no-edit")
+    assert (repo.path / "m.pt").read_bytes() == versions["theirs"] and repo.status() == ""
+
+
 def test_gguf_merge_loads_with_the_gguf_library(repo: Repo):
     import gguf
     repo.gitmodel("track", "*.gguf")

@@ -49,6 +49,10 @@ class Layout:
     # from a trailing section), so they are read only after the last segment.
     metadata: dict[str, str] = field(default_factory=dict)   # the format's own key-values
     metrics: dict[str, float] = field(default_factory=dict)  # scalars: epoch, step, loss ...
+    # Set by a reader that learns while reading that the tensors it gives cannot be read as
+    # their dtypes say (a big-endian torch archive): the pointer then lists none, as for a
+    # file of opaque segments. Read after the last segment too.
+    values_unreadable: bool = False
 
 
 # A reader returns a Layout when the stream is in its format, else None. It may only peek.

@@ -218,6 +218,9 @@ def _segments(stream: PeekableStream, plan: "_Plan", pending: int) -> Iterator[S
                 if entry.name == plan.prefix + b"/byteorder":
                     at = pending + entry.header
                     plan.big_endian = stream.peek(at + 3)[at:] == b"big"
+                    # Statistics and merges read little-endian words: list no tensors (the
+                    # storages stay segments of their own, so versions still share chunks)
+                    plan.layout.values_unreadable = plan.big_endian
                 pending += length
                 continue
             storage, tensor = found
