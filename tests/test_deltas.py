@@ -1033,6 +1033,12 @@ def test_fsck_of_a_remote_finds_chunks_stored_there_as_deltas_of_each_other(tmp_
     assert cloned.returncode != 0 and "Traceback" not in cloned.stderr
     assert "a cycle of deltas" in cloned.stderr and "fsck --remote origin --repair" in cloned.stderr, \
         cloned.stderr
+    # From that clone, whose store holds no copy of the bases: every base is read there, and
+    # reading went round the cycle until Python's recursion limit, retried as a network error
+    # for 46 s, then blamed on the remote being unreachable.
+    far = Repo(tmp_path / "carol", early).gitmodel("fsck", "--remote", "origin", check=False)
+    assert far.returncode != 0 and "Recursion" not in far.stdout + far.stderr, far.stdout + far.stderr
+    assert "retrying" not in far.stderr and "more than 64 deep" in far.stdout, far.stdout
     repo.gitmodel("fsck", "--remote", "origin", "--repair")
     assert "0 problem(s)" in repo.gitmodel("fsck", "--remote", "origin").stdout
     other = user(tmp_path, git_env, "bob")

@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import Repo, make_repo, random_model, sha256, team, write_safetensors
@@ -1025,3 +1026,68 @@ def test_remote_gc_counts_a_git_remote_whose_branches_still_read_from_this_store
     out = repo.gitmodel("gc", "--remote", "origin", "--keep-recent", "0")
     assert "removed 0 object(s)" in out.stdout and "of origin, backup" in out.stderr, out.stdout + out.stderr
     assert_branch_checks_out(tmp_path, git_env, "exp", digest, hub="backup.git")
+
+
+def test_two_remote_gcs_at_once_never_leave_versions_deltas_of_each_other(tmp_path: Path, git_env):
+    """Regression (an exploration of concurrent commands): clone A's repack holds V2 as a
+    delta of V1, clone B's V1 as a delta of V2. A's gc planned to rewrite the pack holding V2
+    with its delta (V1 whole in another pack); meanwhile B's gc rewrote that other pack the
+    other way round and removed it; then A rewrote and removed its own: both exit 0, both
+    versions left there only as deltas of each other, every clone failed. A's last look now
+    finds V2 readable only through V1's delta, which reads only through V2's, and keeps
+    V2's old pack."""
+    import sys
+    rng = np.random.default_rng(1)                # packs over SMALL_PACK: not merged by size
+    v1 = {"w": rng.standard_normal((2048, 1024)).astype(np.float32)}
+    v2 = {"w": v1["w"] + rng.standard_normal((2048, 1024)).astype(np.float32) * 1e-4}
+    seed = team(tmp_path, git_env, str(tmp_path / "store"), None)
+    seed.git("config", "gitmodel.delta", "false")
+    commits = {}
+    for name, version, extra in (("V1", v1, 11), ("V2", v2, 12)):
+        write_safetensors(seed.path / MODEL, version)
+        seed.commit(name, MODEL)
+        commits[name] = seed.out("rev-parse", "HEAD").strip()
+        seed.git("switch", "-q", "-c", f"tmp{extra}")
+        write_safetensors(seed.path / "g.safetensors",
+                          {"g": rng.standard_normal((2048, 1024)).astype(np.float32)})
+        seed.commit(f"G{extra}", "g.safetensors")
+        commits[f"G{extra}"] = seed.out("rev-parse", "HEAD").strip()
+        seed.git("push", "-q", "origin", f"tmp{extra}")       # one pack: V and G
+        seed.git("switch", "-q", "main")
+    seed.git("push", "-q", "origin", "main", ":tmp11", ":tmp12")
+    age(tmp_path / "store")
+    expire_push_notes(str(tmp_path / "store"), None)
+    clones = {}
+    for who in ("A", "B"):
+        subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(tmp_path / who)],
+                       env=git_env, check=True, capture_output=True)
+        clones[who] = Repo(tmp_path / who, git_env)
+        clones[who].gitmodel("install")
+        clones[who].git("fetch", "-q", "origin", commits["G11"], commits["G12"])
+        clones[who].gitmodel("fetch", "origin", commits["V1"], commits["V2"])
+    a, b = clones["A"], clones["B"]
+    a.git("switch", "-q", "-c", "back")
+    a.git("checkout", commits["V1"], "--", MODEL)
+    a.commit("back to V1", MODEL)
+    a.gitmodel("repack")                                         # V2 a delta of V1
+    b.gitmodel("repack")                                         # V1 a delta of V2
+    b_gc = ["gitmodel", "gc", "--remote", "origin", "--keep-recent", "0", "--ref", commits["G12"]]
+    done = subprocess.run(          # A plans, then B's whole gc runs, then A rewrites and removes
+        [sys.executable, "-c", "import subprocess, sys\n"
+         "from gitmodel.remote import collect\n"
+         "real = collect._rewrite\n"
+         "def b_first(*args, **kwargs):\n"
+         f"    subprocess.run({b_gc!r}, cwd={str(b.path)!r}, check=True)\n"
+         "    return real(*args, **kwargs)\n"
+         "collect._rewrite = b_first\n"
+         "from gitmodel.cli import main\n"
+         f"sys.exit(main(['gc', '--remote', 'origin', '--keep-recent', '0', '--ref', {commits['G11']!r}]))"],
+        cwd=a.path, env=git_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    fresh = Repo(tmp_path / "fresh", git_env)
+    subprocess.run(["git", "clone", "-q", "-n", str(tmp_path / "hub.git"), str(fresh.path)],
+                   env=git_env, check=True, capture_output=True)
+    fresh.gitmodel("install")
+    for name in ("V1", "V2"):
+        fresh.git("checkout", "-q", commits[name])
+        assert sha256(fresh.path / MODEL) == sha256(write_safetensors(tmp_path / f"{name}.st", v1 if name == "V1" else v2)), (fresh.path / MODEL).read_bytes()[:200]

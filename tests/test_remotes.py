@@ -306,6 +306,7 @@ def test_a_push_from_a_branch_forked_before_the_remote_goes_where_its_readers_lo
     assert sha256(b.path / "m.safetensors") == digest
 
 
+
 def test_a_forks_checkpoints_never_go_to_its_upstreams_store(tmp_path: Path, env):
     """A review of the fallback above, whose first version read any branch sharing history
     with HEAD: a team's fork of a public repository (forked before upstream committed a
@@ -704,6 +705,63 @@ def test_push_all_and_push_mirror(tmp_path: Path, env):
     for name in local:
         pack = name.replace(".idx", ".pack")
         assert (copy / "packs" / pack).read_bytes() == (repo.store / "packs" / pack).read_bytes()
+
+
+
+def test_fsck_remote_reads_the_remotes_own_indexes_and_its_repair_restores_them(tmp_path: Path, env):
+    """The remote's index damaged after this clone pushed: `fsck --remote` and its `--repair`
+    read the copy this clone cached when it pushed, said the remote was complete, exit 0,
+    while every fresh clone failed."""
+    folder = tmp_path / "store"
+    repo, bare, sums = publish(tmp_path, env, str(folder))
+    index = next((folder / "packs").glob("*.idx"))
+    index.chmod(0o644)
+    data = bytearray(index.read_bytes())
+    data[100] ^= 1
+    index.write_bytes(bytes(data))
+    found = repo.gitmodel("fsck", "--remote", "origin", "--all", check=False)
+    assert found.returncode == 1 and f"damaged index {index.stem}" in found.stdout, found.stdout
+    assert "1 lost" in found.stdout and "(or a push)" not in found.stdout, found.stdout
+    repaired = repo.gitmodel("fsck", "--remote", "origin", "--all", "--repair")
+    assert "uploaded this clone's copy of 1 damaged pack index(es)" in repaired.stdout
+    assert "0 problem(s)" in repaired.stdout
+    clone(bare, tmp_path / "bob", user(tmp_path, env, "bob"))
+    assert_exact(tmp_path / "bob", sums)
+
+
+def test_a_repaired_remote_mirrors_whole_though_its_damaged_pack_stays(tmp_path: Path, env):
+    """A byte flipped in a remote pack: `fsck --remote --repair` uploaded the damaged objects
+    and said 0 problems, but the pack's good records stayed the only copies there, so every
+    mirror refused the pack and named that repair, which changed nothing, for good. The
+    repair uploads them too, and a mirror leaves the damaged pack behind."""
+    folder = tmp_path / "store"
+    repo, bare, sums = publish(tmp_path, env, str(folder), files=3)
+    pack = next((folder / "packs").glob("*.pack"))
+    pack.chmod(0o644)
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    pack.write_bytes(bytes(data))
+    assert repo.gitmodel("fsck", "--remote", "origin", "--all", check=False).returncode == 1
+    repaired = repo.gitmodel("fsck", "--remote", "origin", "--all", "--repair")
+    assert "0 problem(s)" in repaired.stdout and "more object(s) held in the damaged" in repaired.stdout
+    copy = tmp_path / "copy"
+    for _ in range(2):
+        mirrored = repo.gitmodel("mirror", "origin", str(copy))
+        assert "1 damaged pack(s) left behind" in mirrored.stderr, mirrored.stderr
+    assert not (copy / "packs" / pack.name).exists()
+    reader = dict(user(tmp_path, env, "bob"), GITMODEL_REMOTE=str(copy))
+    clone(bare, tmp_path / "bob", reader)
+    assert_exact(tmp_path / "bob", sums)
+
+
+def test_a_folder_whose_name_holds_two_colons_is_that_folder(tmp_path: Path, env):
+    """fsspec reads `a::b` in a URL as a chain of filesystems: a folder remote `…/a::b`
+    stored the packs in `…/a`, though `remote add` named `…/a::b`."""
+    folder = tmp_path / "a::b"
+    repo, bare, sums = publish(tmp_path, env, str(folder))
+    assert list((folder / "packs").glob("*.idx")) and not (tmp_path / "a").exists()
+    clone(bare, tmp_path / "bob", user(tmp_path, env, "bob"))
+    assert_exact(tmp_path / "bob", sums)
 
 
 from hypothesis import given, settings, strategies as st   # noqa: E402

@@ -34,6 +34,7 @@ class CheckpointState:
 class Findings:
     checkpoints: list[CheckpointState] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)      # about the remote itself
+    damaged_packs: set[str] = field(default_factory=set)   # remote packs a read found damage in
 
     def count(self, state: str) -> int:
         return sum(1 for c in self.checkpoints if c.state == state)
@@ -97,7 +98,7 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
     for deltas far apart, past a small cache). `all_history`: the checkpoints are those of
     every commit (`fsck --all`), which the repair it suggests must cover too."""
     findings = Findings()
-    view.refresh()
+    view.refresh(recheck=True)
     for name, why in sorted(view.damaged.items()):
         findings.problems.append(f"damaged index {name}: {why}")
     # Deltas decode against the local store's copy of a base when it has one (no second read
@@ -114,7 +115,8 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
             detail = failed.get(manifest_id, "") or "not on the remote"
             if _held_here(store, manifest_id):      # e.g. a branch never pushed
                 detail += (f"; the local store has it: `gitmodel fsck --remote {view.name} "
-                           f"{'--all ' if all_history else ''}--repair` (or a push) uploads it")
+                           f"{'--all ' if all_history else ''}--repair` "
+                           f"{'' if view.damaged else '(or a push) '}uploads it")
             findings.checkpoints.append(CheckpointState(content, path, state, detail))
             continue
         entry, payload = manifests[manifest_id]
@@ -122,6 +124,7 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
         progress(f"verifying {path} on {view.name} ({len(chunks)} chunks)")
         needed = _verify_there(view, chunks, bases, unusable, based_on)
         bad = {oid: unusable[oid] for oid in needed if unusable[oid] is not None}
+        findings.damaged_packs.update(entry.pack for oid in bad if (entry := view.entries.get(oid)))
         if not bad:
             findings.checkpoints.append(CheckpointState(content, path, COMPLETE))
             continue
@@ -292,18 +295,51 @@ def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repai
             "remote's pack can be indexed again from a copy: put it in a clone's "
             ".git/gitmodel/packs, run `gitmodel fsck --repair` there, then `gitmodel push --all`")
     if repair:
+        restored = [name for name in sorted(view.damaged) if view.restore_index(name)]
+        if restored:
+            say(f"repair: uploaded this clone's copy of {len(restored)} damaged pack index(es) to "
+                f"{view} ({', '.join(restored[:3])})")
+            findings = check_remote(view, checkpoints, session.store, all_history=all_history)
         broken = {c.content: c.path for c in findings.checkpoints if c.state in (DAMAGED, LOST)}
         if broken:
             from gitmodel import sync
             stats = sync.push(session.store, view, broken, force=True)
             say(f"repair: uploaded {stats.objects} object(s) of {len(broken)} checkpoint(s) "
                 f"to {view} from the local store")
+            rescued = _rescue(session.store, view, findings.damaged_packs)
+            if rescued:
+                say(f"repair: uploaded {rescued} more object(s) held in the damaged pack(s), so "
+                    "that none is needed there (a mirror leaves such a pack behind)")
             findings.checkpoints = check_remote(view, checkpoints, session.store,
                                                 all_history=all_history).checkpoints
     _say_findings(findings, scope, say, where=f"remote {view.name}")
     problems = len(findings.problems) + findings.count(DAMAGED) + findings.count(LOST)
     say(f"{problems} problem(s).")
     return problems
+
+
+def _rescue(store: Store, view: RemoteView, packs: set[str]) -> int:
+    """Upload again, from the local store, the objects of these damaged remote packs that
+    the repair did not send: a pack's good records are otherwise the only copies there, and
+    every copy of the remote (a mirror) has to leave the whole pack behind."""
+    from gitmodel.store.pack import PackError, decode_index
+    view.refresh()
+    held: set[bytes] = set()
+    for name in view.packs - packs:
+        try:
+            held.update(decode_index(name, (view.cache_dir / f"{name}.idx").read_bytes()))
+        except (OSError, PackError):
+            continue
+    wanted: list[bytes] = []
+    for name in sorted(packs):
+        try:
+            listed = decode_index(name, (view.cache_dir / f"{name}.idx").read_bytes())
+        except (OSError, PackError):
+            continue
+        wanted += [oid for oid in listed if oid not in held and store.has(oid)]
+    if not wanted:
+        return 0
+    return transfer.upload(store, view, wanted, quiet=True, force=True).objects
 
 
 def _say_findings(findings: Findings, scope: str, say: Callable[[str], None], where: str = "") -> None:

@@ -134,7 +134,11 @@ class FsspecBackend:
         try:
             if protocol in ("s3", "s3a"):
                 options = _s3_options(options)
-            self.fs, root = fsspec.core.url_to_fs(spec.url, **options)
+            if "://" in spec.url:
+                self.fs, root = fsspec.core.url_to_fs(spec.url, **options)
+            else:           # a folder, as it is: in a URL, fsspec reads `::` as a chain of filesystems
+                self.fs = fsspec.filesystem("file", **options)
+                root = self.fs._strip_protocol(spec.url)
         except ImportError as err:
             extra = _EXTRAS.get(protocol)
             raise RemoteError(f"remote {self}: {err}", "Install the fsspec backend for this URL"

@@ -25,7 +25,7 @@ from gitmodel.remote.view import VANISHED, RemoteView
 from gitmodel.store import codec
 from gitmodel.store.gc import DAY, GcError, GcReport, decide, estimate_after
 from gitmodel.store.manifest import Manifest
-from gitmodel.store.objects import CHUNK, MANIFEST, CorruptObject, Store, StoreError
+from gitmodel.store.objects import CHUNK, MANIFEST, MAX_CHAIN, CorruptObject, Store, StoreError
 from gitmodel.store.pack import Entry, record_head
 
 HEADER_READS_IN_FLIGHT = 32     # delta headers: tiny reads, bound by latency, not bandwidth
@@ -137,7 +137,7 @@ def _collect_once(view: RemoteView, store: Store, manifests: list[bytes], grace_
             view.backend.put_note(note, f"{socket.gethostname()} {os.getpid()}\n".encode())
             try:
                 gone -= _needed_by_new_packs(view, store, plan, set(sizes) | written, gone,
-                                             progress, note, notes_kept())
+                                             progress, note, notes_kept(), written)
             except (GcError, RemoteError, StoreError, OSError):
                 _unless_vanished(view, set(sizes) | written)
                 raise
@@ -293,6 +293,10 @@ class _Plan:
     def _from_store(self, oid: bytes, local: set[bytes]) -> bool:
         return oid in local or (oid not in self.view.entries and self.store.has(oid))
 
+    def heads(self, entry: Entry) -> list[bytes]:
+        """The bases a remote delta copy names (read by remote_bases first)."""
+        return self._heads[(entry.pack, entry.offset)]
+
     def remote_bases(self, deltas: list[tuple[bytes, Entry]]) -> set[bytes]:
         """The bases these remote delta copies name."""
         self._read_heads(deltas)
@@ -409,10 +413,11 @@ def _stale_notes(listing, now: float) -> list[str]:
 
 def _needed_by_new_packs(view: RemoteView, store: Store, plan: _Plan, known: set[str],
                          gone: set[str], progress: Callable[[str], None], note: str,
-                         notes_kept: float) -> set[str]:
+                         notes_kept: float, written: set[str]) -> set[str]:
     """Packs among `gone` that packs published since the collection began need (a push that
     ran meanwhile), or that pushes' notes name: list the remote again and keep whatever their
-    manifests refer to. `note`: the gc's own, just written (its time is the remote's now)."""
+    manifests refer to. `note`: the gc's own, just written (its time is the remote's now).
+    `known`: the packs listed at first and those the gc wrote (`written`)."""
     if notes_kept > transfer.PUSH_NOTE_SWEEP - transfer.PUSH_NOTE_AGE:
         raise GcError(f"this gc read the refs of the git remote {notes_kept / 3600:.0f} hours ago: "
                       "pushes' notes it would need may have been removed since",
@@ -434,6 +439,54 @@ def _needed_by_new_packs(view: RemoteView, store: Store, plan: _Plan, known: set
         todo = plan.remote_bases([(oid, e) for oid in todo for e in view.entries.copies(oid)
                                   if e.encoding == codec.DELTA]) - needed
         needed |= todo
-    # A pack goes if every object it holds that is needed has a copy elsewhere (a rewrite's).
-    return {e.pack for oid in needed if all(e.pack in gone for e in view.entries.copies(oid))
+    # A pack goes if every object it holds that is needed has a copy elsewhere (a rewrite's),
+    kept = {e.pack for oid in needed if all(e.pack in gone for e in view.entries.copies(oid))
             for e in view.entries.copies(oid)}
+    # and that copy, if a delta, reads through bases whose copies elsewhere read in turn: two
+    # gcs at once, each rewriting a version as a delta of one the other was removing whole,
+    # would otherwise leave them deltas of each other there.
+    # While another gc is at work (its note), any pack this one listed at first may be one it
+    # removes: such whole copies are not relied on (each gc then keeps its old packs, where
+    # the two would otherwise each count on the one the other removes).
+    mine = view.listing.collecting.get(note)
+    others = [name for name, when in view.listing.collecting.items() if name != note
+              and (when is None or mine is None or mine - when < transfer.GC_NOTE_STALE)]
+    check = needed | plan.live
+    while True:
+        unsure = (gone | (known - written)) if others else gone
+        unread = _unreadable_after(view, plan, check, unsure - kept)
+        more = {e.pack for oid in unread for e in view.entries.copies(oid) if e.pack in gone} - kept
+        if not more:
+            return kept
+        progress(f"keeping {len(more)} pack(s) whose objects the rewritten packs hold only as "
+                 "deltas of objects that are deltas there too (another gc rewrote them meanwhile)")
+        kept |= more
+
+
+def _unreadable_after(view: RemoteView, plan: _Plan, oids: set[bytes], gone: set[str]) -> set[bytes]:
+    """The objects among `oids` that no copy outside the packs in `gone` gives: a whole one,
+    or a delta whose bases do (in turn, without going round)."""
+    known: dict[bytes, bool] = {}
+    staying = {oid: [e for e in view.entries.copies(oid) if e.pack not in gone] for oid in oids}
+    todo = {oid for oid, copies in staying.items() if all(e.encoding == codec.DELTA for e in copies)}
+    while todo:                            # the headers these reads need, read in batches
+        deltas = [(oid, e) for oid in todo for e in staying[oid]]
+        bases = plan.remote_bases(deltas) - set(staying)
+        staying.update({b: [e for e in view.entries.copies(b) if e.pack not in gone] for b in bases})
+        todo = {b for b in bases if all(e.encoding == codec.DELTA for e in staying[b])}
+
+    def reads(oid: bytes, path: set[bytes]) -> bool:
+        if oid in known:
+            return known[oid]
+        copies = staying[oid]
+        if any(e.encoding != codec.DELTA for e in copies):
+            known[oid] = True
+            return True
+        if oid in path or len(path) >= MAX_CHAIN:
+            return False                   # not remembered: another way round may read
+        path.add(oid)
+        found = any(all(reads(base, path) for base in plan.heads(e)) for e in copies)
+        path.discard(oid)
+        known[oid] = found
+        return found
+    return {oid for oid in oids if not reads(oid, set())}

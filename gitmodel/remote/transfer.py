@@ -30,8 +30,8 @@ from gitmodel.remote.backend import Listing, RemoteError, Retrying
 from gitmodel.remote.view import RemoteView
 from gitmodel.store import codec, files
 from gitmodel.store.codec import Bases
-from gitmodel.store.objects import (MANIFEST, MAX_CHAIN, CorruptObject, MissingBase, MissingObjects,
-                                    Store, StoreVersionError, check_record, goes_round)
+from gitmodel.store.objects import (MANIFEST, MAX_CHAIN, ChainTooLong, CorruptObject, MissingBase,
+                                    MissingObjects, Store, StoreVersionError, check_record, goes_round)
 from gitmodel.store.pack import (PACK_MAGIC, Entry, PackError, PackWriter, decode_index, record_head,
                                  verify_index)
 from gitmodel.store.table import ObjectTable
@@ -61,6 +61,7 @@ class TransferStats:
     bytes: int = 0          # stored (compressed) bytes moved
     packs: int = 0
     failed: dict[bytes, str] = field(default_factory=dict)   # objects not moved, and why
+    skipped: int = 0        # damaged packs not copied, each object of them held by another
 
 
 GC_NOTE_STALE = 900.0   # seconds: a gc's note older than this is from a gc that died
@@ -565,8 +566,19 @@ def _bases_from(read_range: Callable[[str, int, int], bytes], table: Callable[[]
                 store: Store | None) -> Bases:
     cache: dict[bytes, bytes] = {}
     lock = threading.Lock()                 # the reading threads share the cache
+    chain = threading.local()               # how deep this thread is in bases of bases
 
     def one(oid: bytes) -> bytes:
+        depth = getattr(chain, "depth", 0)
+        if depth >= MAX_CHAIN:              # deltas there of each other: a cycle, not a network error
+            raise ChainTooLong(oid)
+        chain.depth = depth + 1
+        try:
+            return _one(oid)
+        finally:
+            chain.depth = depth
+
+    def _one(oid: bytes) -> bytes:
         if store is not None and store.has(oid):
             try:
                 return store.read(oid)
@@ -684,16 +696,25 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
             finally:
                 path.unlink(missing_ok=True)
     # A copied pack whose objects cite objects only a damaged pack holds stays invisible: the
-    # destination shows no checkpoint it cannot give whole.
+    # destination shows no checkpoint it cannot give whole. Objects of a damaged pack with a
+    # copy in another pack (a repair's upload), copied now or there before, are not lacking.
+    there_before = _objects_of(source, (have.published & there.published) - set(entries)) if damaged else set()
     withheld: set[str] = set()
     while True:                  # a withheld pack's objects are lacking too: until nothing moves
         gone = set(damaged) | withheld
-        lacking = {oid for name in gone for oid in entries[name]} - \
+        lacking = {oid for name in gone for oid in entries[name]} - there_before - \
             {oid for name in entries if name not in gone for oid in entries[name]}
         more = {name for name in entries if name not in gone and needs.get(name, set()) & lacking}
         if not more:
             break
         withheld |= more
+    spared = {name for name in damaged if not set(entries[name]) & lacking}
+    for name in sorted(spared):
+        log(f"not copying {name}: it is damaged, and every object in it has a good copy in another pack")
+    stats.skipped = len(spared)
+    stats.packs -= len(spared)
+    stats.objects -= sum(len(entries[name]) for name in spared)
+    damaged = {name: why for name, why in damaged.items() if name not in spared}
     for name in _publication_order({n: e for n, e in entries.items() if n not in damaged and
                                     n not in withheld}, needs):
         dest.put_index(name, indexes[name])
@@ -705,7 +726,7 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
         there = settled_listing(dest, log, probe)
     finally:
         remove_quietly(dest, probe)
-    lost = sorted(set(entries) - set(damaged) - withheld - there.published)
+    lost = sorted(set(entries) - set(damaged) - spared - withheld - there.published)
     if lost:
         raise RemoteError(f"{len(lost)} pack(s) copied to {dest} were removed from it while the "
                           f"mirror ran (e.g. {lost[0]}; a gc of {dest}?)", "Run the mirror again")
@@ -727,6 +748,17 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
                           f"copied. Repair {source} (`gitmodel fsck --remote {source.name} "
                           "--all --repair` from a clone that has the files), then mirror again")
     return stats
+
+
+def _objects_of(source: Retrying, packs: set[str]) -> set[bytes]:
+    """The objects the indexes of these packs list (those that read and verify)."""
+    found: set[bytes] = set()
+    for name in sorted(packs):
+        try:
+            found.update(decode_index(name, source.read_index(name)))
+        except (PackError, FileNotFoundError):
+            continue
+    return found
 
 
 def _publication_order(entries: dict[str, dict[bytes, Entry]], needs: dict[str, set[bytes]]) -> list[str]:

@@ -35,6 +35,7 @@ class RemoteView:
         self.entries = ObjectTable()
         self.packs: set[str] = set()
         self.damaged: dict[str, str] = {}   # listed indexes that failed verification, and why
+        self._bad_there: set[str] = set()   # indexes whose copy there failed, though cached
         self.listing: Listing | None = None
         self._checked_version = False
 
@@ -45,8 +46,10 @@ class RemoteView:
     def name(self) -> str:
         return self.backend.name
 
-    def refresh(self, listing: Listing | None = None) -> "RemoteView":
-        """Read the listing (or take one just made) and the indexes not yet cached."""
+    def refresh(self, listing: Listing | None = None, recheck: bool = False) -> "RemoteView":
+        """Read the listing (or take one just made) and the indexes not yet cached; with
+        `recheck`, every index again (a check of the remote: the cache holds the copy this
+        clone read or wrote, which damage to the remote's copy since then leaves as it was)."""
         if not self._checked_version:
             check_version(self.backend.read_marker(), f"remote {self}")
             self._checked_version = True
@@ -54,16 +57,20 @@ class RemoteView:
         if listing.temporaries:
             self.backend.sweep(listing)
         names = listing.published
-        fresh = sorted(n for n in names if not (self.cache_dir / f"{n}.idx").is_file())
+        fresh = sorted(n for n in names if recheck or not (self.cache_dir / f"{n}.idx").is_file())
         with ThreadPoolExecutor(PARALLEL) as pool:
             for name, data in zip(fresh, pool.map(self._fetch, fresh)):
                 if isinstance(data, bytes):
                     self._cache(name, data)
+                    self._bad_there.discard(name)
                 else:
                     self.damaged[name] = data
+                    self._bad_there.add(name)
         entries, packs, indexes = ObjectTable(), set(), []
         for name in sorted(names):
             path = self.cache_dir / f"{name}.idx"
+            if name in self._bad_there:
+                continue                  # readers see the remote's copy, not the cached one
             try:
                 indexes.append((name, *verify_index(name, path.read_bytes())))
             except (OSError, PackError) as err:
@@ -82,6 +89,18 @@ class RemoteView:
         self._cache(name, index)
         self.entries.add_indexes([(name, *verify_index(name, index))])
         self.packs.add(name)
+
+    def restore_index(self, name: str) -> bool:
+        """Upload the cached copy of a pack's index over a damaged one on the remote, when the
+        cache holds a good copy; whether it did."""
+        try:
+            data = (self.cache_dir / f"{name}.idx").read_bytes()
+            verify_index(name, data)
+        except (OSError, PackError):
+            return False
+        self.backend.put_index(name, data)
+        self._bad_there.discard(name)
+        return True
 
     def create(self) -> None:
         """Before the first upload to a remote that is new: its version marker."""
