@@ -457,12 +457,21 @@ def cmd_pre_push(args) -> int:
         ref, reader, paths = stray
         branch = ref.removeprefix("refs/heads/")
         switch = f"git switch {branch}" if branch != ref else f"git switch --detach {ref}"
+        lacks = (f"this push uploads to {view} (named where you are), and {reader.name} lacks "
+                 f"{len(paths)} of its checkpoints ({', '.join(paths[:3])}). Nothing was pushed")
+        owner = reader.source.removesuffix(":.gitmodel")
+        if owner.startswith("refs/remotes/"):      # the branch has no file: clones take that one's
+            print(f"gitmodel: {ref} has no .gitmodel, so its clones read checkpoints where "
+                  f"{owner}'s names, gitmodel remote {reader.name} ({reader.url}), but {lacks}. "
+                  f"Give the branch a .gitmodel naming the store its checkpoints belong in, "
+                  f"that one (`{switch} && git checkout {owner} -- .gitmodel && git commit -m "
+                  f"'gitmodel remote' .gitmodel`) or another (`gitmodel remote add NAME URL` "
+                  "there, and commit it), then push again", file=sys.stderr)
+            return 1
         print(f"gitmodel: {ref} names gitmodel remote {reader.name} ({reader.url}) in its "
-              f".gitmodel, where its clones will read checkpoints, but this push uploads to "
-              f"{view} (named where you are), and {reader.name} lacks {len(paths)} of its "
-              f"checkpoints ({', '.join(paths[:3])}). Nothing was pushed. Push from a checkout of "
-              f"{ref} (its .gitmodel decides), or upload there first: `{switch} && gitmodel push "
-              f"{reader.name} {branch}`, then push again", file=sys.stderr)
+              f".gitmodel, where its clones will read checkpoints, but {lacks}. Push from a "
+              f"checkout of {ref} (its .gitmodel decides), or upload there first: `{switch} && "
+              f"gitmodel push {reader.name} {branch}`, then push again", file=sys.stderr)
         return 1
     new = history.pointers_new_to_remote(repository, lines)
     mixed = [(path, why) for path, ptr in new
@@ -602,7 +611,9 @@ def cmd_mirror(args) -> int:
     with tempfile.TemporaryDirectory(prefix="gitmodel-mirror-") as tmp:
         stats = _mirror(open_backend(source), open_backend(dest), Path(tmp), args)
     _say(args, f"mirrored {stats.packs} pack(s), {stats.objects} object(s), "
-               f"{_size(stats.bytes)} from {source.url} to {dest.url}")
+               f"{_size(stats.bytes)} from {source.url} to {dest.url}"
+               + (f"; {stats.skipped} damaged pack(s) left behind, every object in them copied "
+                  "from another pack" if stats.skipped else ""))
     return 0
 
 

@@ -306,6 +306,35 @@ def test_a_push_from_a_branch_forked_before_the_remote_goes_where_its_readers_lo
     assert sha256(b.path / "m.safetensors") == digest
 
 
+def test_a_branch_forked_before_the_remote_is_not_pushed_where_its_clones_do_not_read(tmp_path: Path, env):
+    """Outside a clone (no `origin/HEAD`), main pushed with `.gitmodel`, then a branch forked
+    before the file: its push uploaded to the hub's own store, exit 0, while its clones read
+    the team's store through origin/main's file and could not check it out. Refused, with
+    the way out, which works."""
+    repo = make_repo(tmp_path / "w", env)
+    write_safetensors(repo.path / "m.safetensors", random_model(1, layers=2))
+    repo.commit("v1", "m.safetensors")
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "team-store"))
+    repo.commit("remote", ".gitmodel")
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "hub.git")], check=True)
+    repo.git("remote", "add", "origin", str(tmp_path / "hub.git"))
+    repo.git("push", "-q", "-u", "origin", "main")
+    repo.git("switch", "-q", "-c", "exp", "HEAD~1")
+    digest = sha256(write_safetensors(repo.path / "m.safetensors", random_model(2, layers=2)))
+    repo.commit("v2", "m.safetensors")
+    refused = repo.git("push", "-q", "-u", "origin", "exp", check=False)
+    said = refused.stderr.decode()
+    assert refused.returncode != 0 and "refs/heads/exp has no .gitmodel" in said, said
+    way_out = re.search(r"`git switch exp && (git checkout .*?) && (git commit .*?)`", said)
+    repo.git(*way_out.group(1).split()[1:])
+    repo.git("commit", "-q", "-m", "gitmodel remote", ".gitmodel")
+    repo.git("push", "-q", "-u", "origin", "exp")
+    assert not (tmp_path / "hub.git" / "gitmodel").exists()
+    other = user(tmp_path, env, "other")
+    subprocess.run(["git", "clone", "-q", "-b", "exp", str(tmp_path / "hub.git"), str(tmp_path / "b")],
+                   env=other, check=True, capture_output=True)
+    assert sha256(tmp_path / "b" / "m.safetensors") == digest
+
 
 def test_a_forks_checkpoints_never_go_to_its_upstreams_store(tmp_path: Path, env):
     """A review of the fallback above, whose first version read any branch sharing history
@@ -706,6 +735,29 @@ def test_push_all_and_push_mirror(tmp_path: Path, env):
         pack = name.replace(".idx", ".pack")
         assert (copy / "packs" / pack).read_bytes() == (repo.store / "packs" / pack).read_bytes()
 
+
+def test_a_git_remotes_name_means_the_store_its_pushes_go_to(tmp_path: Path, env):
+    """`gitmodel push origin`, where git remote origin's pushes go to the default gitmodel
+    remote `team`, uploaded to origin's embedded store instead (exit 0), and `fsck --remote
+    origin` checked that store: clones, which read `team`, failed."""
+    repo = make_repo(tmp_path / "w", env)
+    repo.gitmodel("remote", "add", "team", str(tmp_path / "store"))
+    repo.commit("remote", ".gitmodel")
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "hub.git")], check=True)
+    repo.git("remote", "add", "origin", str(tmp_path / "hub.git"))
+    write_safetensors(repo.path / "m.safetensors", random_model(70))
+    repo.commit("v1")
+    repo.git("push", "-q", "origin", "main")
+    write_safetensors(repo.path / "m.safetensors", random_model(71))
+    repo.commit("v2")
+    digest = sha256(repo.path / "m.safetensors")
+    pushed = repo.gitmodel("push", "origin")
+    assert "to team" in pushed.stderr, pushed.stderr
+    Repo(repo.path, dict(env, GITMODEL_SKIP_PUSH="1")).git("push", "-q", "origin", "main")
+    assert "on remote team" in repo.gitmodel("fsck", "--remote", "origin").stdout
+    assert not (tmp_path / "hub.git" / "gitmodel").exists()
+    clone(tmp_path / "hub.git", tmp_path / "c", user(tmp_path, env, "bob"))
+    assert sha256(tmp_path / "c" / "m.safetensors") == digest
 
 
 def test_fsck_remote_reads_the_remotes_own_indexes_and_its_repair_restores_them(tmp_path: Path, env):
@@ -1272,7 +1324,9 @@ def test_a_push_to_a_fork_reads_the_file_of_the_branch_its_readers_use(tmp_path:
     """Regression (a review): a push from a branch without `.gitmodel` took the file of the
     newest branch of the git remote it went to; in a team's fork, a newer branch copied from
     the public upstream named upstream's store, and the push uploaded the team's weights
-    there, exit 0. Only the branch HEAD tracks, else the remote's default branch, counts."""
+    there, exit 0. Only the branch HEAD tracks, else the remote's default branch, counts.
+    A clone of that branch read the newer branch's file (upstream's store, which lacks the
+    weights) and failed: readers take the default branch's first too."""
     up = make_repo(tmp_path / "up", env)
     (up.path / "README").write_text("public\n")
     up.commit("base", "README")
@@ -1298,9 +1352,14 @@ def test_a_push_to_a_fork_reads_the_file_of_the_branch_its_readers_use(tmp_path:
     write_safetensors(dev.path / "m.safetensors", random_model(3, layers=1))
     dev.gitmodel("track", "*.safetensors")
     dev.commit("weights", ".gitattributes", "m.safetensors")
+    digest = sha256(dev.path / "m.safetensors")
     dev.git("push", "-q", "origin", "feat")
     assert not (tmp_path / "upstore").exists()
     assert list((tmp_path / "teamstore" / "packs").glob("*.idx"))
+    reader = user(tmp_path, env, "reader")
+    subprocess.run(["git", "clone", "-q", "-b", "feat", str(tmp_path / "fork.git"), str(tmp_path / "r")],
+                   env=reader, check=True, capture_output=True)
+    assert sha256(tmp_path / "r" / "m.safetensors") == digest
 
 
 def test_a_remote_that_is_the_repositorys_own_store_is_refused(tmp_path: Path, env):

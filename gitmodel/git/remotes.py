@@ -88,10 +88,11 @@ _DESCENDANTS: dict[tuple[str, str | None], str | None] = {}   # per process: the
 def _descendants_file(top: Path, remote: str | None = None) -> str | None:
     """`REF:.gitmodel` to read a commit without the file (HEAD has none): from the newest
     branch that contains HEAD, local branches first, then remote-tracking ones (a clone's
-    `origin/main` names the remote its old commits were pushed to); else from the newest
-    remote-tracking branch of the git remote HEAD's branch comes from (its own upstream
-    followed through local branches, else origin) that shares history with HEAD: a branch
-    forked before the file was committed reads its data where the file says. Never a branch
+    `origin/main` names the remote its old commits were pushed to); else from a branch of the
+    git remote HEAD's branch comes from (its own upstream followed through local branches,
+    else origin) that shares history with HEAD: the one HEAD's branch tracks or the remote's
+    default branch, as an upload there reads it, else the newest: a branch forked before the
+    file was committed reads its data where the file says. Never a branch
     of another git remote that merely shares history (a fork's upstream), nor an unrelated
     one. With `remote`, for an upload to that git remote: only the branch of it HEAD's branch
     tracks, else its default branch (`refs/remotes/REMOTE/HEAD`), sharing history with HEAD:
@@ -101,24 +102,41 @@ def _descendants_file(top: Path, remote: str | None = None) -> str | None:
     if key not in _DESCENDANTS:
         _DESCENDANTS[key] = None
         if remote:
-            candidates = [ref for ref in (_resolved(top, "@{upstream}"), _resolved(top, f"refs/remotes/{remote}/HEAD"))
-                          if ref and ref.startswith(f"refs/remotes/{remote}/")]
-            for ref in dict.fromkeys(candidates):
-                if repo.run_git("cat-file", "-e", f"{ref}:{CONFIG_FILE}", cwd=top, check=False).returncode == 0 \
-                        and repo.run_git("merge-base", "HEAD", ref, cwd=top, check=False).returncode == 0:
-                    _DESCENDANTS[key] = f"{ref}:{CONFIG_FILE}"
-                    break
+            found = _tracked_with_file(top, "HEAD", remote)
+            _DESCENDANTS[key] = f"{found}:{CONFIG_FILE}" if found else None
             return _DESCENDANTS[key]
         for namespace in ("refs/heads", "refs/remotes"):
             found = _with_file(top, "--contains", "HEAD", namespace)
             if found:
                 _DESCENDANTS[key] = f"{found[0]}:{CONFIG_FILE}"
                 return _DESCENDANTS[key]
-        for ref in _with_file(top, f"refs/remotes/{_home_remote(top)}"):
-            if repo.run_git("merge-base", "HEAD", ref, cwd=top, check=False).returncode == 0:
-                _DESCENDANTS[key] = f"{ref}:{CONFIG_FILE}"
-                break
+        home = _home_remote(top)
+        found = _tracked_with_file(top, "HEAD", home) or _newest_with_file(top, "HEAD", home)
+        _DESCENDANTS[key] = f"{found}:{CONFIG_FILE}" if found else None
     return _DESCENDANTS[key]
+
+
+def _tracked_with_file(top: Path | None, rev: str, remote: str, upstream: bool = True) -> str | None:
+    """The branch of `remote` that HEAD's branch tracks (with `upstream`), else the remote's
+    default branch (`refs/remotes/REMOTE/HEAD`), if it has the file and shares history with
+    `rev`: where an upload to that remote, and a reader of it, take the file from before any
+    other branch."""
+    asked = (["@{upstream}"] if upstream else []) + [f"refs/remotes/{remote}/HEAD"]
+    candidates = [ref for ref in map(lambda name: _resolved(top, name), asked)
+                  if ref and ref.startswith(f"refs/remotes/{remote}/")]
+    for ref in dict.fromkeys(candidates):
+        if repo.run_git("cat-file", "-e", f"{ref}:{CONFIG_FILE}", cwd=top, check=False).returncode == 0 \
+                and repo.run_git("merge-base", rev, ref, cwd=top, check=False).returncode == 0:
+            return ref
+    return None
+
+
+def _newest_with_file(top: Path | None, rev: str, remote: str) -> str | None:
+    """The newest branch of `remote` with the file that shares history with `rev`."""
+    for ref in _with_file(top, f"refs/remotes/{remote}"):
+        if repo.run_git("merge-base", rev, ref, cwd=top, check=False).returncode == 0:
+            return ref
+    return None
 
 
 def _resolved(top: Path, name: str) -> str | None:
@@ -228,13 +246,23 @@ def _parse(sources, cwd: Path | None) -> tuple[dict[str, RemoteSpec], str | None
 
 
 def read_from(rev: str, git_remote: str, cwd: Path | None = None) -> RemoteSpec | None:
-    """The remote the .gitmodel of commit `rev` names for `git_remote` (a remote of that name,
-    else its default): where its clones read from (None without the file, or when it names
-    neither)."""
-    entries = _blob_entries(f"{rev}:{CONFIG_FILE}", r"^gitmodel\.", cwd)
+    """The remote the .gitmodel clones of commit `rev` read names for `git_remote` (a remote
+    of that name, else its default): where they read from (None without such a file, or when
+    it names neither). The commit's own file; failing that, as a clone's checkout finds one
+    (a branch forked before the file was committed): a branch of `git_remote` with the file
+    that contains the commit, else the one HEAD's branch tracks or the remote's default
+    branch, else the newest, sharing history with it."""
+    blob = f"{rev}:{CONFIG_FILE}"
+    entries = _blob_entries(blob, r"^gitmodel\.", cwd)
     if entries is None:
-        return None
-    remotes, default = _parse([(f"{rev}:{CONFIG_FILE}", entries)], cwd)
+        found = next(iter(_with_file(cwd, "--contains", rev, f"refs/remotes/{git_remote}")), None) \
+            or _tracked_with_file(cwd, rev, git_remote, upstream=False) \
+            or _newest_with_file(cwd, rev, git_remote)
+        if not found:
+            return None
+        blob = f"{found}:{CONFIG_FILE}"
+        entries = _blob_entries(blob, r"^gitmodel\.", cwd)
+    remotes, default = _parse([(blob, entries or [])], cwd)
     if git_remote in remotes:
         return remotes[git_remote]
     try:
@@ -269,7 +297,7 @@ def listing(cwd: Path | None = None) -> list[str]:
 def resolve(name_or_url: str | None = None, cwd: Path | None = None,
             reading: bool = True) -> RemoteSpec | None:
     """The remote a gitmodel command uses: the one named (a configured name, a URL or folder
-    path, or a git remote with an embedded default), else GITMODEL_REMOTE, else the configured
+    path, or a git remote: the one its pushes go to), else GITMODEL_REMOTE, else the configured
     default, else origin's embedded default. None when nothing is configured."""
     choice = name_or_url or os.environ.get("GITMODEL_REMOTE")
     # An upload to a git remote's gitmodel remote (`gitmodel push origin`) may read the file
@@ -284,7 +312,11 @@ def resolve(name_or_url: str | None = None, cwd: Path | None = None,
             here = given if _URL_LIKE.match(given) else str(Path(cwd or ".", given).resolve())
             # A git repository's folder means the store inside it, as for `git push FOLDER`.
             return embedded_default(here, cwd) or RemoteSpec(choice, given, source="command line")
-        spec = _embedded_default(choice, cwd)
+        spec = None
+        if repo.config_get(f"remote.{choice}.url", cwd=cwd) is not None:
+            # A git remote: the store `git push` to it uploads to (as the pre-push hook, gc
+            # and fsck choose it), its embedded store only when no gitmodel remote is the default
+            spec = _default(remotes, default) or _embedded_default(choice, cwd)
         if spec is None:
             raise ConfigError(f"no gitmodel remote named {choice!r}; `gitmodel remote list` "
                               "shows the configured ones (a folder path starts with / ./ "
