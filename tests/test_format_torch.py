@@ -10,6 +10,7 @@ import json
 import math
 import pickle
 import struct
+import subprocess
 import sys
 import tempfile
 import types
@@ -174,6 +175,31 @@ def test_big_endian_archives_list_no_tensors(tmp_path):
     assert layout.values_unreadable and len(segments) >= 6   # the six storages stay segments
     little = pointer.parse(clean_restore((DATA / "mlp_fp32.pt").read_bytes(), str(tmp_path / "l"))[0])
     assert len(little.tensors) == 6 and not walk((DATA / "mlp_fp32.pt").read_bytes())[0].values_unreadable
+
+
+def test_a_big_endian_archive_committed_with_its_tensors_listed_still_pushes(tmp_path, git_env):
+    """A review of the fix above: such a file committed by an earlier version (its pointer
+    lists the tensors) was refused by the pre-push hook and flagged by `gitmodel status` as a
+    pointer of two versions, whose advice was to rewrite history."""
+    from gitmodel import formats
+    repo = make_repo(tmp_path / "repo", git_env, track="*.pt")
+    data = big_endian((DATA / "mlp_fp32.pt").read_bytes())
+    listing = property(lambda self: False, lambda self, value: None)    # as earlier versions read it
+    store = Store(repo.store)
+    with mock.patch.object(formats.Layout, "values_unreadable", listing):
+        text = checkpoint.clean(io.BytesIO(data), store)
+    store.close()
+    assert len(pointer.parse(text).tensors) == 6
+    blob = repo.git("hash-object", "-w", "--stdin", input=text).stdout.decode().strip()
+    repo.git("update-index", "--add", "--cacheinfo", f"100644,{blob},m.pt")
+    (repo.path / "m.pt").write_bytes(data)
+    assert "do not describe one checkpoint" not in repo.gitmodel("status").stdout
+    repo.git("commit", "-q", "-m", "an earlier version's pointer")
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "store"))
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "hub.git")], check=True)
+    repo.git("remote", "add", "origin", str(tmp_path / "hub.git"))
+    repo.git("push", "-q", "origin", "HEAD:main")
+    assert list((tmp_path / "store" / "packs").glob("*.idx"))
 
 
 def test_legacy_torch_pickles_are_opaque(tmp_path):

@@ -781,6 +781,36 @@ def test_fsck_remote_reads_the_remotes_own_indexes_and_its_repair_restores_them(
     assert_exact(tmp_path / "bob", sums)
 
 
+def test_fsck_remote_takes_a_pack_a_gc_removes_meanwhile_for_gone_not_damaged(tmp_path: Path, env):
+    """A review of the fix above: re-reading every index, fsck --remote met the index of a
+    pack a remote gc removed since the listing and reported it damaged, exit 1."""
+    import sys
+    folder = tmp_path / "store"
+    repo, bare, sums = publish(tmp_path, env, str(folder))
+    repo.git("switch", "-q", "-c", "tmp")
+    write_safetensors(repo.path / "t.safetensors", random_model(33))
+    repo.commit("garbage soon")
+    before = {p.stem for p in (folder / "packs").glob("*.idx")}
+    repo.git("push", "-q", "origin", "tmp")
+    newest, = {p.stem for p in (folder / "packs").glob("*.idx")} - before     # only tmp needs it
+    repo.git("switch", "-q", "main")
+    repo.git("push", "-q", "origin", ":tmp")
+    checked = subprocess.run(
+        [sys.executable, "-c", "import sys\n"
+         "from gitmodel.remote.backend import FsspecBackend\n"
+         "read = FsspecBackend.read_index\n"
+         "def removed_first(self, pack, timeout=None):\n"
+         f"    if pack == {newest!r}:\n"
+         "        self.remove_pack(pack)\n"
+         "    return read(self, pack, timeout=timeout)\n"
+         "FsspecBackend.read_index = removed_first\n"
+         "from gitmodel.cli import main\n"
+         "sys.exit(main(['fsck', '--remote', 'origin']))"],
+        cwd=repo.path, env=env, capture_output=True, text=True)
+    assert checked.returncode == 0 and "damaged" not in checked.stdout, checked.stdout + checked.stderr
+    assert "1 complete" in checked.stdout and not (folder / "packs" / f"{newest}.idx").exists()
+
+
 def test_a_repaired_remote_mirrors_whole_though_its_damaged_pack_stays(tmp_path: Path, env):
     """A byte flipped in a remote pack: `fsck --remote --repair` uploaded the damaged objects
     and said 0 problems, but the pack's good records stayed the only copies there, so every
@@ -800,7 +830,7 @@ def test_a_repaired_remote_mirrors_whole_though_its_damaged_pack_stays(tmp_path:
     for _ in range(2):
         mirrored = repo.gitmodel("mirror", "origin", str(copy))
         assert "1 damaged pack(s) left behind" in mirrored.stderr, mirrored.stderr
-    assert not (copy / "packs" / pack.name).exists()
+    assert not list((copy / "packs").glob(f"{pack.stem}.*")), "neither the pack nor its index"
     reader = dict(user(tmp_path, env, "bob"), GITMODEL_REMOTE=str(copy))
     clone(bare, tmp_path / "bob", reader)
     assert_exact(tmp_path / "bob", sums)

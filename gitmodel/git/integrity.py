@@ -13,7 +13,7 @@ from typing import Callable
 from gitmodel import stored
 from gitmodel.git import history
 from gitmodel.remote import transfer
-from gitmodel.remote.view import RemoteView
+from gitmodel.remote.view import VANISHED, RemoteView
 from gitmodel.store import codec
 from gitmodel.store.manifest import Manifest
 from gitmodel.store.objects import MAX_CHAIN, Store, goes_round
@@ -100,7 +100,8 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
     findings = Findings()
     view.refresh(recheck=True)
     for name, why in sorted(view.damaged.items()):
-        findings.problems.append(f"damaged index {name}: {why}")
+        if why != VANISHED:               # a pack a gc removed meanwhile is not damage
+            findings.problems.append(f"damaged index {name}: {why}")
     # Deltas decode against the local store's copy of a base when it has one (no second read
     # of the remote); the remote's copy is checked on its own, as an object the delta needs.
     bases = transfer.remote_bases(view, store)
@@ -116,7 +117,7 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
             if _held_here(store, manifest_id):      # e.g. a branch never pushed
                 detail += (f"; the local store has it: `gitmodel fsck --remote {view.name} "
                            f"{'--all ' if all_history else ''}--repair` "
-                           f"{'' if view.damaged else '(or a push) '}uploads it")
+                           f"{'' if _damaged(view) else '(or a push) '}uploads it")
             findings.checkpoints.append(CheckpointState(content, path, state, detail))
             continue
         entry, payload = manifests[manifest_id]
@@ -295,7 +296,7 @@ def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repai
             "remote's pack can be indexed again from a copy: put it in a clone's "
             ".git/gitmodel/packs, run `gitmodel fsck --repair` there, then `gitmodel push --all`")
     if repair:
-        restored = [name for name in sorted(view.damaged) if view.restore_index(name)]
+        restored = [name for name in _damaged(view) if view.restore_index(name)]
         if restored:
             say(f"repair: uploaded this clone's copy of {len(restored)} damaged pack index(es) to "
                 f"{view} ({', '.join(restored[:3])})")
@@ -310,12 +311,16 @@ def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repai
             if rescued:
                 say(f"repair: uploaded {rescued} more object(s) held in the damaged pack(s), so "
                     "that none is needed there (a mirror leaves such a pack behind)")
-            findings.checkpoints = check_remote(view, checkpoints, session.store,
-                                                all_history=all_history).checkpoints
+            findings = check_remote(view, checkpoints, session.store, all_history=all_history)
     _say_findings(findings, scope, say, where=f"remote {view.name}")
     problems = len(findings.problems) + findings.count(DAMAGED) + findings.count(LOST)
     say(f"{problems} problem(s).")
     return problems
+
+
+def _damaged(view: RemoteView) -> list[str]:
+    """The remote's listed indexes that failed their check (not those a gc removed meanwhile)."""
+    return sorted(name for name, why in view.damaged.items() if why != VANISHED)
 
 
 def _rescue(store: Store, view: RemoteView, packs: set[str]) -> int:

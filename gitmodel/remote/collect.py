@@ -451,6 +451,8 @@ def _needed_by_new_packs(view: RemoteView, store: Store, plan: _Plan, known: set
     mine = view.listing.collecting.get(note)
     others = [name for name, when in view.listing.collecting.items() if name != note
               and (when is None or mine is None or mine - when < transfer.GC_NOTE_STALE)]
+    if not (others or fresh or (known - written) - view.packs):
+        return kept              # nothing else wrote or removed meanwhile: the plan holds
     check = needed | plan.live
     while True:
         unsure = (gone | (known - written)) if others else gone

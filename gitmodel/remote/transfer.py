@@ -716,7 +716,7 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
     stats.objects -= sum(len(entries[name]) for name in spared)
     damaged = {name: why for name, why in damaged.items() if name not in spared}
     for name in _publication_order({n: e for n, e in entries.items() if n not in damaged and
-                                    n not in withheld}, needs):
+                                    n not in spared and n not in withheld}, needs):
         dest.put_index(name, indexes[name])
         log(f"copied {name} ({len(entries[name])} objects)")
     # A pack file found whole at the destination was not sent again; a gc of the destination

@@ -58,18 +58,22 @@ class RemoteView:
             self.backend.sweep(listing)
         names = listing.published
         fresh = sorted(n for n in names if recheck or not (self.cache_dir / f"{n}.idx").is_file())
+        vanished: set[str] = set()
         with ThreadPoolExecutor(PARALLEL) as pool:
             for name, data in zip(fresh, pool.map(self._fetch, fresh)):
                 if isinstance(data, bytes):
                     self._cache(name, data)
                     self._bad_there.discard(name)
+                elif data == VANISHED:        # removed since the listing (a gc): gone, not damaged
+                    self.damaged[name] = data
+                    vanished.add(name)
                 else:
                     self.damaged[name] = data
                     self._bad_there.add(name)
         entries, packs, indexes = ObjectTable(), set(), []
         for name in sorted(names):
             path = self.cache_dir / f"{name}.idx"
-            if name in self._bad_there:
+            if name in self._bad_there or name in vanished:
                 continue                  # readers see the remote's copy, not the cached one
             try:
                 indexes.append((name, *verify_index(name, path.read_bytes())))
