@@ -187,3 +187,71 @@ def test_migrate_converts_paths_already_tracked_with_gitmodel(tmp_path: Path, gi
     assert "1 file(s) now stored with gitmodel" in out.stderr and "left" not in out.stderr, out.stderr
     assert repo.out("cat-file", "-p", f"HEAD:{MODEL}").startswith("gitmodel pointer v1")
     assert restored(repo, "main") == sums[-1]
+
+
+def test_migrate_rewrite_converts_by_role_and_path_not_by_blob_alone(tmp_path: Path, git_env):
+    """The rewrite's map was by blob alone: a blob met first as a plain file and then as a
+    .gitattributes file was left unconverted there (filter=lfs over a gitmodel pointer: every
+    checkout wrote the pointer's text, fsck passed), a plain file identical to a converted
+    .gitattributes file was converted too, and a git-lfs pointer at a path no longer routed
+    to git-lfs was converted (its checkout turned from git-lfs's pointer into gitmodel's)."""
+    repo, sums = lfs_repo(tmp_path / "repo", git_env)
+    attributes = (repo.path / ".gitattributes").read_text()
+    (repo.path / "templates").mkdir()
+    (repo.path / "templates" / "lfs-attributes").write_text(attributes + "*.bin filter=lfs diff=lfs merge=lfs -text\n")
+    repo.commit("a template, first")
+    shutil.copy(repo.path / "templates" / "lfs-attributes", repo.path / ".gitattributes")
+    bin_sum = sha256(write_safetensors(repo.path / "w.bin", random_model(7, layers=1, width=64)))
+    repo.commit("the template in use, and a .bin")
+    shutil.copy(repo.path / ".gitattributes", repo.path / "example-attributes")
+    write_safetensors(repo.path / "old.pt", random_model(8, layers=1, width=64))
+    repo.git("lfs", "track", "*.pt")
+    repo.commit("old.pt with git-lfs")
+    old_pointer = repo.git("cat-file", "blob", "HEAD:old.pt").stdout
+    repo.git("lfs", "untrack", "*.pt")
+    repo.commit("stop tracking *.pt", ".gitattributes")
+    (repo.path / "old.pt").write_bytes(old_pointer)      # what git now checks out there
+    template = repo.git("cat-file", "blob", "HEAD:templates/lfs-attributes").stdout
+    example = repo.git("cat-file", "blob", "HEAD:example-attributes").stdout
+    repo.gitmodel("migrate", "--rewrite")
+    for rev in repo.out("rev-list", "main").split():
+        assert "filter=lfs" not in repo.out("cat-file", "-p", f"{rev}:.gitattributes"), rev
+    assert repo.git("cat-file", "blob", "HEAD:templates/lfs-attributes").stdout == template
+    assert repo.git("cat-file", "blob", "HEAD:example-attributes").stdout == example
+    assert repo.git("cat-file", "blob", "HEAD:old.pt").stdout == old_pointer
+    assert sha256(repo.path / "w.bin") == bin_sum and restored(repo, "main") == sums[-1]
+    assert "0 problem(s)" in repo.gitmodel("fsck", "--all").stdout
+
+
+def test_migrate_rewrite_after_a_killed_run_and_a_gc_converts_again(tmp_path: Path, git_env):
+    """A killed rewrite left its map (blob -> pointer); a gc then removed the checkpoints it
+    had stored (nothing referred to them), and the next rewrite took the map's pointers:
+    exit 0, a version lost (fsck: lost; its checkout empty)."""
+    repo, sums = lfs_repo(tmp_path / "repo", git_env, versions=2)
+    first = repo.out("rev-list", "--reverse", "main").split()[0]
+    stale = repo.store / "migrate-map"
+    stale.mkdir(parents=True)
+    blob = repo.out("rev-parse", f"{first}:{MODEL}").strip()
+    gone = "gitmodel pointer v1\nsize 1\ncontent " + "ab" * 32 + "\nformat opaque\n"
+    stale_blob = repo.git("hash-object", "-w", "--stdin", input=gone.encode()).stdout.decode().strip()
+    (stale / blob).write_text(stale_blob)          # a converted pointer whose data a gc removed
+    repo.gitmodel("migrate", "--rewrite")
+    assert "0 problem(s)" in repo.gitmodel("fsck", "--all").stdout
+    for back, digest in enumerate(reversed(sums)):
+        assert restored(repo, f"main~{back}") == digest
+
+
+def test_migrate_finds_every_object_before_it_writes_a_file(tmp_path: Path, git_env):
+    """Plain migrate put each file's bytes in place as it went: an object missing for a later
+    file left the earlier ones replaced, under "Nothing was converted"."""
+    repo, sums = lfs_repo(tmp_path / "repo", git_env)
+    write_safetensors(repo.path / "z.safetensors", random_model(5, layers=1, width=64))
+    repo.commit("z")
+    for name in (MODEL, "z.safetensors"):
+        (repo.path / name).write_bytes(repo.git("cat-file", "blob", f"HEAD:{name}").stdout)
+    oid = repo.out("cat-file", "-p", "HEAD:z.safetensors").split("sha256:")[1].split()[0]
+    lfs_object = repo.path / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
+    lfs_object.rename(tmp_path / "aside")
+    failed = repo.gitmodel("migrate", check=False)
+    assert failed.returncode != 0 and "Nothing was converted" in failed.stderr
+    assert (repo.path / MODEL).read_bytes() == repo.git("cat-file", "blob", f"HEAD:{MODEL}").stdout

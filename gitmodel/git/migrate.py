@@ -102,7 +102,7 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
     # (its path untracked from git-lfs since) would be committed as its whole file: left alone
     names = [os.fsdecode(item.partition(b"\t")[2]) for item in filter(None, listing)]
     routed = revisions.tracked_paths(top, names, drivers=("lfs", "gitmodel"))
-    converted, attributes, skipped = [], [], []
+    converted, attributes, skipped, to_copy = [], [], [], []
     for item in filter(None, listing):
         meta, _, path = item.partition(b"\t")
         mode, blob, _stage = meta.split()
@@ -121,18 +121,20 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
             continue
         oid, size = found
         target = top / name
-        if not target.is_file() or lfs_pointer(target.read_bytes()[:1025]) is not None:
+        if not target.is_file() or lfs_pointer(_head(target)) is not None:
             source = lfs_object(common, oid)
             if not source.is_file():
                 raise MigrateError(f"{name}: git-lfs's object {oid[:16]}… is not in "
                                    f"{common / 'lfs' / 'objects'}",
                                    "Nothing was converted. Run `git lfs fetch` (or `git lfs "
                                    "pull`), then migrate again")
-            _verified_copy(source, target, oid)
+            to_copy.append((source, target, oid))
         elif target.stat().st_size != size or _sha256(target) != oid:   # an edit not yet staged
             raise MigrateError(f"{name} differs from what git-lfs committed",
                                "Nothing was converted. Commit or restore it first")
         converted.append(name)
+    for source, target, oid in to_copy:        # once every object is known to be there
+        _verified_copy(source, target, oid)
     changed: dict[str, str] = {}                     # name -> its text before
     for name in attributes:
         path = top / name
@@ -193,7 +195,9 @@ def migrate_history(session, refs: list[str], say=lambda line: None) -> list[tup
     store_root = session.store.root
     session.store._create()
     map_dir = store_root / "migrate-map"
-    map_dir.mkdir(exist_ok=True)
+    # A killed run's map may name checkpoints a gc removed since (nothing referred to them)
+    shutil.rmtree(map_dir, ignore_errors=True)
+    map_dir.mkdir()
     # filter-branch's scratch folder, ours rather than .git-rewrite in the work tree: what a
     # killed run leaves is cleared here (filter-branch refuses to start over it).
     scratch = session.store.tmp_dir / "filter-branch"
@@ -236,10 +240,13 @@ def index_filter(store) -> None:
         meta, _, path = item.partition(b"\t")
         mode, blob, stage = meta.split()
         name = os.fsdecode(path)
-        cached = map_dir / blob.decode()
+        # The map is by blob, and by role: a blob is converted one way as a .gitattributes
+        # file, another as a checkpoint's git-lfs pointer, and left alone elsewhere
+        attributes = name == ".gitattributes" or name.endswith("/.gitattributes")
+        cached = map_dir / (f"attributes-{blob.decode()}" if attributes else blob.decode())
         if cached.is_file():
             new = cached.read_text().strip()
-        elif name == ".gitattributes" or name.endswith("/.gitattributes"):
+        elif attributes:
             text = repo.run_git("cat-file", "blob", blob.decode()).stdout.decode("utf-8")
             converted = convert_attributes(text)
             new = _write_blob(converted.encode()) if converted != text else blob.decode()
@@ -260,9 +267,20 @@ def index_filter(store) -> None:
                 new = _write_blob(pointer_text)
             cached.write_text(new)
         if new != blob.decode():
-            updates.append(f"{mode.decode()} {new} {stage.decode()}\t".encode() + path + b"\0")
-    if updates:
-        repo.run_git("update-index", "-z", "--index-info", input=b"".join(updates))
+            updates.append((name, attributes, f"{mode.decode()} {new} {stage.decode()}\t".encode() + path + b"\0"))
+    # A git-lfs pointer at a path no filter=lfs (or gitmodel) attribute names in this commit
+    # (untracked from git-lfs since) is left as it is, as plain migrate leaves it
+    routed = revisions.tracked_paths(None, [name for name, attributes, _ in updates if not attributes],
+                                     drivers=("lfs", "gitmodel"), cached=True)
+    kept = [line for name, attributes, line in updates if attributes or name in routed]
+    if kept:
+        repo.run_git("update-index", "-z", "--index-info", input=b"".join(kept))
+
+
+def _head(path: Path) -> bytes:
+    """The first bytes of a file, enough to tell a git-lfs pointer."""
+    with open(path, "rb") as f:
+        return f.read(1025)
 
 
 def _write_blob(data: bytes) -> str:

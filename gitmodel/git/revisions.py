@@ -178,12 +178,15 @@ def changes(workdir: Path, revs: list[str], cached: bool, paths: list[str]) -> l
     return out
 
 
-def tracked_paths(workdir: Path, paths: list[str], drivers: tuple[str, ...] = ("gitmodel",)) -> set[str]:
-    """The paths whose `filter` attribute is gitmodel, or one of `drivers` (one `git check-attr`)."""
+def tracked_paths(workdir: Path | None, paths: list[str], drivers: tuple[str, ...] = ("gitmodel",),
+                  cached: bool = False) -> set[str]:
+    """The paths whose `filter` attribute is gitmodel, or one of `drivers` (one `git check-attr`;
+    with `cached`, by the index's .gitattributes files only)."""
     if not paths:
         return set()
     listing = b"".join(os.fsencode(p) + b"\0" for p in paths)
-    result = run_git("check-attr", "-z", "--stdin", "filter", cwd=workdir, input=listing)
+    result = run_git("check-attr", "-z", "--stdin", *(["--cached"] if cached else []), "filter",
+                     cwd=workdir, input=listing)
     fields = result.stdout.split(b"\0")
     return {os.fsdecode(fields[i]) for i in range(0, len(fields) - 2, 3)
             if os.fsdecode(fields[i + 2]) in drivers}
