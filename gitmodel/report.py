@@ -477,7 +477,8 @@ def _tensor_counts(old, new) -> str:
     """Counts such as "2 changed, 1 added" between two versions; names are paired by
     occurrence, as in a diff."""
     before, after = by_occurrence(old.tensors)[0], by_occurrence(new.tensors)[0]
-    changed = sum(key in before and before[key].digest != t.digest for key, t in after.items())
+    changed = sum(key in before and (before[key].digest, before[key].dtype, before[key].shape)
+                  != (t.digest, t.dtype, t.shape) for key, t in after.items())
     added = sum(key not in before for key in after)
     removed = sum(key not in after for key in before)
     parts = [f"{changed} changed"] + [f"{n} {what}" for n, what in ((added, "added"), (removed, "removed")) if n]

@@ -25,15 +25,34 @@ NUMERIC_DTYPES = FLOAT_DTYPES | {"I8", "I16", "I32", "I64", "U8", "U16", "U32", 
 
 # ----------------------------------------------------------------------------- numbers
 
+_INTEGERS = {"I8": "i1", "I16": "<i2", "I32": "<i4", "I64": "<i8", "U8": "u1", "U16": "<u2",
+             "U32": "<u4", "U64": "<u8", "BOOL": "u1"}
+EXACT = 1 << 53             # integers beyond this lose their last digits as float64
+
+
 def _as_float(data: bytes, dtype: str):
     import numpy as np
     if dtype in STATS_DTYPES:
         return floats(data, dtype).astype(np.float64)
     if dtype in ("F8_E4M3", "F8_E5M2"):
         return _f8_table(dtype)[np.frombuffer(data, np.uint8)]
-    kinds = {"I8": "i1", "I16": "<i2", "I32": "<i4", "I64": "<i8", "U8": "u1", "U16": "<u2",
-             "U32": "<u4", "U64": "<u8", "BOOL": "u1"}
-    return np.frombuffer(data, kinds[dtype]).astype(np.float64)
+    return np.frombuffer(data, _INTEGERS[dtype]).astype(np.float64)
+
+
+def _exact_integers(old: bytes, a: str, new: bytes, b: str, x, y):
+    """For two integer tensors: (which elements moved, their differences) exactly, where
+    values past 2**53 would round alike as floats (a step counter of 2**62 + 1)."""
+    import numpy as np
+    xi, yi = np.frombuffer(old, _INTEGERS[a]), np.frombuffer(new, _INTEGERS[b])
+    big = (np.abs(x) >= EXACT) | (np.abs(y) >= EXACT)
+    if not big.any():
+        return x != y, y - x
+    moved = x != y
+    d = y - x
+    for i in np.flatnonzero(big):           # few: compared as Python integers
+        exact = int(yi[i]) - int(xi[i])
+        moved[i], d[i] = exact != 0, float(exact)
+    return moved, d
 
 
 _F8: dict = {}
@@ -82,15 +101,20 @@ def compare_tensor(old: StoredFile, a: Placed, new: StoredFile, b: Placed) -> Ch
     max_abs, changed, nonfinite, unbounded = 0.0, 0, 0, 0
     for start in range(0, count, BLOCK_ELEMENTS):
         n = min(BLOCK_ELEMENTS, count - start)
-        x = _as_float(old.read_at(a.offset + start * wa, n * wa), a.tensor.dtype)
-        y = _as_float(new.read_at(b.offset + start * wb, n * wb), b.tensor.dtype)
-        finite = np.isfinite(x) & np.isfinite(y)
-        nonfinite += int(np.count_nonzero(np.isfinite(x) & ~np.isfinite(y)))
-        moved = (x != y) & ~(np.isnan(x) & np.isnan(y))
-        changed += int(np.count_nonzero(moved))
-        unbounded += int(np.count_nonzero(moved & ~finite))     # to or from NaN or ±Inf
-        x, y = x[finite], y[finite]
-        d = y - x
+        raw_x = old.read_at(a.offset + start * wa, n * wa)
+        raw_y = new.read_at(b.offset + start * wb, n * wb)
+        x, y = _as_float(raw_x, a.tensor.dtype), _as_float(raw_y, b.tensor.dtype)
+        if a.tensor.dtype in _INTEGERS and b.tensor.dtype in _INTEGERS:
+            moved, d = _exact_integers(raw_x, a.tensor.dtype, raw_y, b.tensor.dtype, x, y)
+            changed += int(np.count_nonzero(moved))
+        else:
+            finite = np.isfinite(x) & np.isfinite(y)
+            nonfinite += int(np.count_nonzero(np.isfinite(x) & ~np.isfinite(y)))
+            moved = (x != y) & ~(np.isnan(x) & np.isnan(y))
+            changed += int(np.count_nonzero(moved))
+            unbounded += int(np.count_nonzero(moved & ~finite))     # to or from NaN or ±Inf
+            x, y = x[finite], y[finite]
+            d = y - x
         delta2 += float(d @ d)
         old2 += float(x @ x)
         new2 += float(y @ y)
@@ -102,7 +126,8 @@ def compare_tensor(old: StoredFile, a: Placed, new: StoredFile, b: Placed) -> Ch
     return Change(
         relative_l2=math.sqrt(delta2) / math.sqrt(old2) if old2 else (0.0 if not delta2 else math.inf),
         max_abs=max_abs,
-        cosine=dot / math.sqrt(old2 * new2) if old2 and new2 else None,
+        cosine=dot / (math.sqrt(old2) * math.sqrt(new2)) if old2 and new2 else None,   # (the product
+        # of the two sums underflows for tiny float64 values)
         changed_fraction=changed / count if count else 0.0,
         new_nonfinite=nonfinite,
     )
@@ -267,8 +292,9 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
         if before is None:
             result.tensors.append(TensorDiff(name, "added", new=_side(t), order=order))
             continue
-        entry = TensorDiff(name, "unchanged" if before.digest == t.digest else "changed",
-                           old=_side(before), new=_side(t), order=order)
+        same = (before.digest, before.dtype, before.shape) == (t.digest, t.dtype, t.shape)
+        entry = TensorDiff(name, "unchanged" if same else "changed",     # (equal bytes read
+                           old=_side(before), new=_side(t), order=order)  # as another dtype or shape)
         result.tensors.append(entry)
         if entry.status == "unchanged" or not numbers:
             continue

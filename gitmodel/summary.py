@@ -11,6 +11,7 @@ from gitmodel.modules import BLOCK_ORDER, layer_span, place
 from gitmodel.review import FileDiff, TensorDiff
 
 NORM_JUMP = 2.0          # a norm that grew or shrank by more than this factor is an alarm
+ROUNDING = 1.001         # the most two norms rounded to four significant digits can skew it
 TOP_TENSORS = 3
 
 SORT_KEYS = ("change", "order", "name", "max-abs", "changed", "cosine")
@@ -108,7 +109,8 @@ def summarize(diff: FileDiff, numbers: list[NumberDiff] | None = None, top: int 
     for t in touched:
         if t.status == "changed" and t.old and t.new and t.old.norm and t.new.norm is not None:
             ratio = t.new.norm / t.old.norm
-            if ratio > NORM_JUMP or ratio < 1 / NORM_JUMP:
+            # The pointers' norms have four digits: an exact doubling can read 2.0003
+            if ratio > NORM_JUMP * ROUNDING or ratio < 1 / (NORM_JUMP * ROUNDING):
                 alarms.append(Alarm("norm", t.name, f"{t.old.norm:.3g} → {t.new.norm:.3g}, ×{ratio:.3g}"))
 
     groups: dict[tuple, Group] = {}
