@@ -39,20 +39,55 @@ def _as_float(data: bytes, dtype: str):
     return np.frombuffer(data, _INTEGERS[dtype]).astype(np.float64)
 
 
-def _exact_integers(old: bytes, a: str, new: bytes, b: str, x, y):
-    """For two integer tensors: (which elements moved, their differences) exactly, where
-    values past 2**53 would round alike as floats (a step counter of 2**62 + 1)."""
+def _exactly(old: bytes, a: str, new: bytes, b: str, x, y, finite, moved, d) -> None:
+    """Where an integer tensor is compared (with another, or with floats), `moved` and `d`
+    made exact, in place, for values past 2**53, which round alike as floats (a step counter
+    of 2**62 + 1); floats that large are whole numbers."""
     import numpy as np
-    xi, yi = np.frombuffer(old, _INTEGERS[a]), np.frombuffer(new, _INTEGERS[b])
-    big = (np.abs(x) >= EXACT) | (np.abs(y) >= EXACT)
+    big = finite & ((np.abs(x) >= EXACT) | (np.abs(y) >= EXACT))
     if not big.any():
-        return x != y, y - x
-    moved = x != y
-    d = y - x
+        return
+    xs = np.frombuffer(old, _INTEGERS[a]) if a in _INTEGERS else x
+    ys = np.frombuffer(new, _INTEGERS[b]) if b in _INTEGERS else y
     for i in np.flatnonzero(big):           # few: compared as Python integers
-        exact = int(yi[i]) - int(xi[i])
+        exact = int(ys[i]) - int(xs[i])
         moved[i], d[i] = exact != 0, float(exact)
-    return moved, d
+
+
+SAFE_LOW, SAFE_HIGH = 2.0 ** -400, 2.0 ** 400     # squares and their sums stay in range
+
+
+class _Sums:
+    """Σd², Σx², Σy² and Σxy over blocks, kept divided by a power of two at least the
+    largest magnitude met: float64 squares of values past ~1e154 overflow, and those of
+    values below ~1e-162 vanish. Ratios of the sums do not depend on it."""
+
+    def __init__(self):
+        self.scale = 0.0
+        self.delta2 = self.old2 = self.new2 = self.dot = 0.0
+
+    def add(self, x, y, d) -> None:
+        import numpy as np
+        top = max(float(np.abs(x).max(initial=0.0)), float(np.abs(y).max(initial=0.0)))
+        if top == 0.0:
+            return
+        # Values as most weights are need no scaling (nor its passes over the data)
+        scale = 1.0 if SAFE_LOW <= top <= SAFE_HIGH else math.ldexp(1.0, math.frexp(top)[1])
+        if scale > self.scale:
+            if self.scale:
+                shrink = (self.scale / scale) ** 2
+                self.delta2, self.old2, self.new2, self.dot = (
+                    v * shrink for v in (self.delta2, self.old2, self.new2, self.dot))
+            self.scale = scale
+        if self.scale == 1.0:
+            xs, ys, ds = x, y, d
+        else:
+            xs, ys = x / self.scale, y / self.scale
+            ds = np.where(np.isfinite(d), d / self.scale, ys - xs)   # y - x past float's range
+        self.delta2 += float(ds @ ds)
+        self.old2 += float(xs @ xs)
+        self.new2 += float(ys @ ys)
+        self.dot += float(xs @ ys)
 
 
 _F8: dict = {}
@@ -97,30 +132,27 @@ def compare_tensor(old: StoredFile, a: Placed, new: StoredFile, b: Placed) -> Ch
     import numpy as np
     wa, wb = DTYPE_BITS[a.tensor.dtype] // 8, DTYPE_BITS[b.tensor.dtype] // 8
     count = a.length // wa
-    delta2 = old2 = new2 = dot = 0.0
+    sums = _Sums()
     max_abs, changed, nonfinite, unbounded = 0.0, 0, 0, 0
     for start in range(0, count, BLOCK_ELEMENTS):
         n = min(BLOCK_ELEMENTS, count - start)
         raw_x = old.read_at(a.offset + start * wa, n * wa)
         raw_y = new.read_at(b.offset + start * wb, n * wb)
         x, y = _as_float(raw_x, a.tensor.dtype), _as_float(raw_y, b.tensor.dtype)
-        if a.tensor.dtype in _INTEGERS and b.tensor.dtype in _INTEGERS:
-            moved, d = _exact_integers(raw_x, a.tensor.dtype, raw_y, b.tensor.dtype, x, y)
-            changed += int(np.count_nonzero(moved))
-        else:
-            finite = np.isfinite(x) & np.isfinite(y)
-            nonfinite += int(np.count_nonzero(np.isfinite(x) & ~np.isfinite(y)))
-            moved = (x != y) & ~(np.isnan(x) & np.isnan(y))
-            changed += int(np.count_nonzero(moved))
-            unbounded += int(np.count_nonzero(moved & ~finite))     # to or from NaN or ±Inf
-            x, y = x[finite], y[finite]
+        finite = np.isfinite(x) & np.isfinite(y)
+        nonfinite += int(np.count_nonzero(np.isfinite(x) & ~np.isfinite(y)))
+        moved = (x != y) & ~(np.isnan(x) & np.isnan(y))
+        with np.errstate(over="ignore", invalid="ignore"):
             d = y - x
-        delta2 += float(d @ d)
-        old2 += float(x @ x)
-        new2 += float(y @ y)
-        dot += float(x @ y)
+        if a.tensor.dtype in _INTEGERS or b.tensor.dtype in _INTEGERS:
+            _exactly(raw_x, a.tensor.dtype, raw_y, b.tensor.dtype, x, y, finite, moved, d)
+        changed += int(np.count_nonzero(moved))
+        unbounded += int(np.count_nonzero(moved & ~finite))     # to or from NaN or ±Inf
+        x, y, d = x[finite], y[finite], d[finite]
+        sums.add(x, y, d)
         if d.size:
             max_abs = max(max_abs, float(np.abs(d).max()))
+    delta2, old2, new2, dot = sums.delta2, sums.old2, sums.new2, sums.dot
     if unbounded and not delta2:   # every change is to or from NaN or ±Inf: no finite size
         return Change(math.inf, math.inf, None, changed / count, nonfinite, unbounded)
     return Change(

@@ -255,3 +255,16 @@ def test_migrate_finds_every_object_before_it_writes_a_file(tmp_path: Path, git_
     failed = repo.gitmodel("migrate", check=False)
     assert failed.returncode != 0 and "Nothing was converted" in failed.stderr
     assert (repo.path / MODEL).read_bytes() == repo.git("cat-file", "blob", f"HEAD:{MODEL}").stdout
+
+
+def test_migrate_rewrite_leaves_a_submodule_as_it_is(tmp_path: Path, git_env):
+    """The rewrite's index filter asked git for the size of every entry's object: a
+    submodule's commit, never in the superproject, failed the whole rewrite."""
+    repo, sums = lfs_repo(tmp_path / "repo", git_env)
+    gitlink = "1234567890123456789012345678901234567890"
+    repo.git("update-index", "--add", "--cacheinfo", f"160000,{gitlink},lib")
+    repo.git("commit", "-q", "-m", "a submodule")
+    (repo.path / "lib").mkdir()
+    repo.gitmodel("migrate", "--rewrite")
+    assert repo.out("rev-parse", "HEAD:lib").strip() == gitlink
+    assert restored(repo, "main") == sums[-1]

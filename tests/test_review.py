@@ -421,8 +421,9 @@ def test_a_file_name_that_is_not_utf8_plots_and_output_to_a_closed_descriptor(re
 
 def test_numbers_at_the_edges_of_float64_and_int64_and_changes_of_layout_alone(repo: Repo):
     """An exploration checked the review against numpy: tiny float64 values crashed `gitmodel
-    diff` (the product of two sums underflowed to 0), int64 values past 2**53 that moved by one
-    read as unchanged, a tensor whose bytes stayed while its shape or dtype changed read as
+    diff` (the product of two sums underflowed to 0), and tinier or huge ones gave 0 or NaN
+    (their squares underflow or overflow: the sums are scaled now), int64 values past 2**53
+    that moved by one read as unchanged (also when the new version is float64), a tensor whose bytes stayed while its shape or dtype changed read as
     unchanged ("0 of 3 changed", no alarm), and an exact doubling of a norm raised "norm
     jumped" (its four-digit norms read 2.0003)."""
     def write(tensors, dtypes=None):
@@ -431,19 +432,26 @@ def test_numbers_at_the_edges_of_float64_and_int64_and_changes_of_layout_alone(r
     f16 = np.arange(8, dtype=np.float16)
     write({"tiny": np.array([1e-100, 2e-100]), "big": np.array([2**62, 2**53], np.int64),
            "w": np.arange(16, dtype=np.float32).reshape(4, 4), "h": f16,
-           "double": np.array([3.60026], np.float32)})
+           "double": np.array([3.60026], np.float32), "tinier": np.array([1e-170, 3e-170]),
+           "huge": np.full(4, 3e160), "step": np.array([2**53 + 1, 2**62 + 1], np.int64)})
     write({"tiny": np.array([2e-100, 1e-100]), "big": np.array([2**62 + 1, 2**53 + 1], np.int64),
            "w": np.arange(16, dtype=np.float32).reshape(16), "h": f16.view(np.uint16),
-           "double": np.array([7.20052], np.float32)}, dtypes={"h": "BF16"})
+           "double": np.array([7.20052], np.float32), "tinier": np.array([3e-170, 1e-170]),
+           "huge": np.array([3e160, 3e160, 3e160, 6e160]), "step": np.array([2.0**53, 2.0**62])},
+          dtypes={"h": "BF16"})
     done = repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json")
+    assert "overflow" not in done.stderr, done.stderr
     tensors = {t["name"]: t for t in json.loads(done.stdout)["checkpoints"][0]["tensors"]}
-    tiny = tensors["tiny"]["change"]
-    assert math.isclose(tiny["cosine"], 0.8) and math.isclose(tiny["relative_l2"], math.sqrt(0.4))
-    big = tensors["big"]["change"]
-    assert big["changed_fraction"] == 1.0 and big["max_abs"] == 1.0
+    for name, relative, cosine in (("tiny", math.sqrt(0.4), 0.8), ("tinier", math.sqrt(0.8), 0.6),
+                                   ("huge", 0.5, 15 / math.sqrt(252))):
+        change = tensors[name]["change"]
+        assert math.isclose(change["cosine"], cosine) and math.isclose(change["relative_l2"], relative), name
+    for name in ("big", "step"):                    # int64 to int64, and int64 to float64
+        change = tensors[name]["change"]
+        assert change["changed_fraction"] == 1.0 and change["max_abs"] == 1.0, name
     assert tensors["w"]["status"] == "changed" and tensors["h"]["status"] == "changed"
     text = repo.gitmodel("diff", "HEAD~1", "HEAD").stdout
     jumped = re.search(r"norm jumped in ([^;]*);", text)
     assert jumped and "h (" in jumped.group(1) and "double" not in jumped.group(1), text
     assert "dtype or shape changed in w (F32 [4,4] →" in text and "h (F16 [8] → BF16 [8])" in text, text
-    assert "(5 changed)" in repo.gitmodel("log", "e.safetensors").stdout
+    assert "(8 changed)" in repo.gitmodel("log", "e.safetensors").stdout

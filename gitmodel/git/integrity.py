@@ -296,6 +296,7 @@ def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repai
             "remote's pack can be indexed again from a copy: put it in a clone's "
             ".git/gitmodel/packs, run `gitmodel fsck --repair` there, then `gitmodel push --all`")
     if repair:
+        before = findings
         restored = [name for name in _damaged(view) if view.restore_index(name)]
         if restored:
             say(f"repair: uploaded this clone's copy of {len(restored)} damaged pack index(es) to "
@@ -312,6 +313,8 @@ def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repai
                 say(f"repair: uploaded {rescued} more object(s) held in the damaged pack(s), so "
                     "that none is needed there (a mirror leaves such a pack behind)")
             findings = check_remote(view, checkpoints, session.store, all_history=all_history)
+        for problem in findings.problems if findings is not before else ():
+            say(f"problem (after the repair): remote {view.name}: {problem}")
     _say_findings(findings, scope, say, where=f"remote {view.name}")
     problems = len(findings.problems) + findings.count(DAMAGED) + findings.count(LOST)
     say(f"{problems} problem(s).")

@@ -239,6 +239,8 @@ def index_filter(store) -> None:
     for item in filter(None, listing):
         meta, _, path = item.partition(b"\t")
         mode, blob, stage = meta.split()
+        if mode not in (b"100644", b"100755"):
+            continue                    # a submodule's commit, a symbolic link: not ours
         name = os.fsdecode(path)
         # The map is by blob, and by role: a blob is converted one way as a .gitattributes
         # file, another as a checkpoint's git-lfs pointer, and left alone elsewhere

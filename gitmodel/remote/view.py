@@ -134,9 +134,10 @@ class RemoteView:
             return (f"remote {self} has no packs at all (is the URL right? has anything been "
                     "pushed there?)")
         text = f"remote {self} lacks {count} object(s) (first {first.hex()})"
-        if self.damaged:
-            names = ", ".join(sorted(self.damaged)[:3])
-            return (f"{text}, and {len(self.damaged)} of its pack indexes are damaged ({names}): "
+        damaged = sorted(name for name, why in self.damaged.items() if why != VANISHED)
+        if damaged:
+            names = ", ".join(damaged[:3])
+            return (f"{text}, and {len(damaged)} of its pack indexes are damaged ({names}): "
                     f"they may be there. `gitmodel fsck --remote {self.name}` checks it")
         return (f"{text}: they were never pushed there (push from a clone that has them: "
                 "`gitmodel push --all`), or were removed")
