@@ -374,7 +374,8 @@ def markdown(review: Review, all_tensors: bool = False, sort: str = "change") ->
     """The review in Markdown, within MARKDOWN_BUDGET characters: the checkpoints' headings and
     paragraphs first (those that do not fit are left out, counted), then the metric and
     parameter tables (in half the room left, if there are tensor tables), then the tensor
-    tables take the room left, in order; a table cut short says how many rows it leaves out."""
+    tables share the room left, a row each in turn; a table cut short says how many rows it
+    leaves out."""
     sections = []                # (heading and paragraph, number tables, tensor table, title words)
     for diff, numbers in _sections(review):
         head = [f"### `{diff.path}` ({_title(diff)})" if diff else "### Metrics and params files", ""]
@@ -388,14 +389,17 @@ def markdown(review: Review, all_tensors: bool = False, sort: str = "change") ->
         sections.append((head, tables, table, what))
     size = lambda lines: sum(len(line) + 1 for line in lines)     # noqa: E731
     cut_note = 200                       # a cut table's note, at most
-    wrapper = 200 + cut_note             # a tensor table's <details> lines and its note
+    # A tensor table's <details> lines and its note, at most (the longest summary it can have)
+    wrapper = size(["<details><summary>The first 999999 of 999999 changed, added and removed "
+                    f"tensors, {max(SORT_TITLES.values(), key=len)}</summary>", "", "", "</details>",
+                    ""]) + cut_note
     out = ["## Model changes", ""]
     room = MARKDOWN_BUDGET - 200 - size(out)
     kept = []
     for section in sections:             # headings, paragraphs and every table's head first
         head, tables, table, _ = section
         need = size(head) + sum(size(t[:2]) + len(note) + 8 + (cut_note if t else 0) for t, note in tables) \
-            + (wrapper + size(table[:2]) if table else 0)
+            + (wrapper + size(table[:3]) if table else 0)       # its largest change at least
         if need <= room:                 # one that fits may follow one that does not
             room -= need
             kept.append(section)
@@ -411,7 +415,20 @@ def markdown(review: Review, all_tensors: bool = False, sort: str = "change") ->
     # Metric and parameter tables may take half the room: the tensors' rows need the rest.
     spare = room // 2 if any(table for _, _, table, _ in kept) else 0
     numbers_shown = [[rows_that_fit(t, spare) for t, _ in tables] for _, tables, _, _ in kept]
-    for (head, tables, table, what), shown_rows in zip(kept, numbers_shown):
+    # The tensor tables share the rest row by row, each its largest changes first: with many
+    # checkpoints, every one shows its top rows rather than the first few all of theirs.
+    room += sum(size(table[2:3]) for _, _, table, _ in kept)     # reserved for them above
+    tensor_rows = [2 if table else 0 for _, _, table, _ in kept]
+    while True:
+        grew = False
+        for i, (_, _, table, _) in enumerate(kept):
+            if table and tensor_rows[i] < len(table) and len(table[tensor_rows[i]]) + 1 <= room:
+                room -= len(table[tensor_rows[i]]) + 1
+                tensor_rows[i] += 1
+                grew = True
+        if not grew:
+            break
+    for (head, tables, table, what), shown_rows, rows in zip(kept, numbers_shown, tensor_rows):
         out += head
         for (number_table, note), shown in zip(tables, shown_rows):
             if number_table:
@@ -424,11 +441,10 @@ def markdown(review: Review, all_tensors: bool = False, sort: str = "change") ->
                 out += [f"_{note}_", ""]
         if not table:
             continue
-        shown = rows_that_fit(table)
-        total, left = len(table) - 2, len(table) - shown
+        total, left = len(table) - 2, len(table) - rows
         title = f"All {total} {what}" if not left else f"The first {total - left} of {total} {what}"
         out += [f"<details><summary>{title}, {SORT_TITLES[sort]}</summary>", ""]
-        out += table[:shown] if shown > 2 else []
+        out += table[:rows] if rows > 2 else []
         if left:
             out += ["", f"_{left} more not shown: a pull-request comment holds 65,536 "
                     "characters. `gitmodel diff --format json` lists every tensor._"]
