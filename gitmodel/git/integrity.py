@@ -13,7 +13,7 @@ from typing import Callable
 from gitmodel import stored
 from gitmodel.git import history
 from gitmodel.remote import transfer
-from gitmodel.remote.view import VANISHED, RemoteView
+from gitmodel.remote.view import RemoteView
 from gitmodel.store import codec
 from gitmodel.store.manifest import Manifest
 from gitmodel.store.objects import MAX_CHAIN, Store, goes_round
@@ -99,9 +99,8 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
     every commit (`fsck --all`), which the repair it suggests must cover too."""
     findings = Findings()
     view.refresh(recheck=True)
-    for name, why in sorted(view.damaged.items()):
-        if why != VANISHED:               # a pack a gc removed meanwhile is not damage
-            findings.problems.append(f"damaged index {name}: {why}")
+    for name in view.damaged_indexes():     # (a pack a gc removed meanwhile is not damage)
+        findings.problems.append(f"damaged index {name}: {view.damaged[name]}")
     # Deltas decode against the local store's copy of a base when it has one (no second read
     # of the remote); the remote's copy is checked on its own, as an object the delta needs.
     bases = transfer.remote_bases(view, store)
@@ -117,7 +116,7 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
             if _held_here(store, manifest_id):      # e.g. a branch never pushed
                 detail += (f"; the local store has it: `gitmodel fsck --remote {view.name} "
                            f"{'--all ' if all_history else ''}--repair` "
-                           f"{'' if _damaged(view) else '(or a push) '}uploads it")
+                           f"{'' if view.damaged_indexes() else '(or a push) '}uploads it")
             findings.checkpoints.append(CheckpointState(content, path, state, detail))
             continue
         entry, payload = manifests[manifest_id]
@@ -297,7 +296,7 @@ def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repai
             ".git/gitmodel/packs, run `gitmodel fsck --repair` there, then `gitmodel push --all`")
     if repair:
         before = findings
-        restored = [name for name in _damaged(view) if view.restore_index(name)]
+        restored = [name for name in view.damaged_indexes() if view.restore_index(name)]
         if restored:
             say(f"repair: uploaded this clone's copy of {len(restored)} damaged pack index(es) to "
                 f"{view} ({', '.join(restored[:3])})")
@@ -319,11 +318,6 @@ def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repai
     problems = len(findings.problems) + findings.count(DAMAGED) + findings.count(LOST)
     say(f"{problems} problem(s).")
     return problems
-
-
-def _damaged(view: RemoteView) -> list[str]:
-    """The remote's listed indexes that failed their check (not those a gc removed meanwhile)."""
-    return sorted(name for name, why in view.damaged.items() if why != VANISHED)
 
 
 def _rescue(store: Store, view: RemoteView, packs: set[str]) -> int:

@@ -94,6 +94,10 @@ class RemoteView:
         self.entries.add_indexes([(name, *verify_index(name, index))])
         self.packs.add(name)
 
+    def damaged_indexes(self) -> list[str]:
+        """The listed indexes that failed their check (not those a gc removed meanwhile)."""
+        return sorted(name for name, why in self.damaged.items() if why != VANISHED)
+
     def restore_index(self, name: str) -> bool:
         """Upload the cached copy of a pack's index over a damaged one on the remote, when the
         cache holds a good copy; whether it did."""
@@ -134,7 +138,7 @@ class RemoteView:
             return (f"remote {self} has no packs at all (is the URL right? has anything been "
                     "pushed there?)")
         text = f"remote {self} lacks {count} object(s) (first {first.hex()})"
-        damaged = sorted(name for name, why in self.damaged.items() if why != VANISHED)
+        damaged = self.damaged_indexes()
         if damaged:
             names = ", ".join(damaged[:3])
             return (f"{text}, and {len(damaged)} of its pack indexes are damaged ({names}): "
