@@ -277,13 +277,20 @@ def test_remote_gc_keeps_what_refs_outside_branches_and_tags_serve(tmp_path: Pat
     assert "removed 0 object(s)" in other.gitmodel("gc", "--remote", "origin", "--keep-recent", "0").stdout
 
 
+def with_backup(tmp_path: Path, git_env: dict, store: Path) -> Repo:
+    """A team repository (gitmodel remote origin at `store`) with a second bare git remote,
+    `backup`, at tmp_path/backup.git."""
+    repo = team(tmp_path, git_env, str(store), None)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "backup.git")], check=True)
+    repo.git("remote", "add", "backup", str(tmp_path / "backup.git"))
+    return repo
+
+
 def test_remote_gc_keeps_what_every_git_remote_pushing_there_serves(tmp_path: Path, git_env):
     """Git remote `backup` has no gitmodel remote of its name, so its pushes go to the default
     one, origin's: a gc for backup took only backup's refs and removed what origin serves."""
     store = tmp_path / "store"
-    repo = team(tmp_path, git_env, str(store), None)
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "backup.git")], check=True)
-    repo.git("remote", "add", "backup", str(tmp_path / "backup.git"))
+    repo = with_backup(tmp_path, git_env, store)
     write_safetensors(repo.path / MODEL, random_model(1))
     repo.commit("v1", MODEL)
     repo.git("push", "-q", "origin", "main")
@@ -1006,9 +1013,7 @@ def test_remote_gc_counts_a_git_remote_whose_branches_still_read_from_this_store
     backup got a store of its own. The branch's .gitmodel still sends its clones here, and
     a gc of origin's store removed its checkpoint, exit 0."""
     store = tmp_path / "storeA"
-    repo = team(tmp_path, git_env, str(store), None)
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "backup.git")], check=True)
-    repo.git("remote", "add", "backup", str(tmp_path / "backup.git"))
+    repo = with_backup(tmp_path, git_env, store)
     write_safetensors(repo.path / MODEL, random_model(0))
     repo.commit("v0", MODEL)
     repo.git("push", "-q", "origin", "main")

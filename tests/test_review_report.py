@@ -471,20 +471,27 @@ def test_reports_of_thousands_of_tensors_and_long_names_stay_bounded(repo: Repo)
     assert len(data["tensors"]) == 3001 and long_name in {t["name"] for t in data["tensors"]}
 
 
+def _scaled_review(repo: Repo, files: dict[str, list[str]], seed: int) -> str:
+    """Commit the files (tensors of 4 random values each), scale every tensor by 1.5 in the
+    work tree, and return `gitmodel diff --format markdown`."""
+    rng = np.random.default_rng(seed)
+    models = {name: {t: rng.standard_normal(4).astype(np.float32) for t in tensors}
+              for name, tensors in files.items()}
+    for name, model in models.items():
+        write_safetensors(repo.path / name, model)
+    repo.commit("v1")
+    for name, model in models.items():
+        write_safetensors(repo.path / name, {k: v * np.float32(1.5) for k, v in model.items()})
+    return repo.gitmodel("diff", "--format", "markdown").stdout
+
+
 def test_a_review_of_many_shards_fits_one_comment(repo: Repo):
     """A review of the previous bound: 30 shards of 300 changed tensors came to 77,676
     characters, each shard's heading and paragraph counted nowhere. The headings and
     paragraphs come first, within the budget; then the tables take what is left."""
-    from safetensors.numpy import load_file
-    rng = np.random.default_rng(3)
-    paths = [repo.path / f"model-{s:05d}-of-00030.safetensors" for s in range(30)]
-    for s, path in enumerate(paths):
-        write_safetensors(path, {f"model.layers.{s}.block_{i}.self_attn.q_proj.weight":
-                                 rng.standard_normal(4).astype(np.float32) for i in range(300)})
-    repo.commit("v1")
-    for path in paths:
-        write_safetensors(path, {k: v * np.float32(1.5) for k, v in load_file(path).items()})
-    md = repo.gitmodel("diff", "--format", "markdown").stdout
+    md = _scaled_review(repo, {f"model-{s:05d}-of-00030.safetensors":
+                               [f"model.layers.{s}.block_{i}.self_attn.q_proj.weight" for i in range(300)]
+                               for s in range(30)}, seed=3)
     assert len(md) <= 65_536, len(md)
     shown = md.count("\n### `model-")
     assert shown == 30 or f"_{30 - shown} more section(s) not shown" in md, md[-500:]
@@ -519,16 +526,8 @@ def test_a_review_of_very_many_checkpoints_gives_each_its_top_rows(repo: Repo):
     40 sections kept, each saying "the first 0 of 5 tensors" (every table's wrapper reserved
     400 characters; the tables took rows in order). The wrappers reserve what they can take,
     and the tables share the room a row each in turn."""
-    from safetensors.numpy import load_file
-    rng = np.random.default_rng(5)
-    paths = [repo.path / f"ckpt-{s:03d}.safetensors" for s in range(150)]
-    for path in paths:
-        write_safetensors(path, {f"block_{i}.weight": rng.standard_normal(4).astype(np.float32)
-                                 for i in range(5)})
-    repo.commit("v1")
-    for path in paths:
-        write_safetensors(path, {k: v * np.float32(1.5) for k, v in load_file(path).items()})
-    md = repo.gitmodel("diff", "--format", "markdown").stdout
+    md = _scaled_review(repo, {f"ckpt-{s:03d}.safetensors": [f"block_{i}.weight" for i in range(5)]
+                               for s in range(150)}, seed=5)
     assert len(md) <= 65_536, len(md)
     shown = md.count("\n### `ckpt-")
     assert shown > 40 and "The first 0 of" not in md, (shown, md[-800:])
