@@ -241,9 +241,10 @@ def test_migrate_rewrite_after_a_killed_run_and_a_gc_converts_again(tmp_path: Pa
         assert restored(repo, f"main~{back}") == digest
 
 
-def test_migrate_finds_every_object_before_it_writes_a_file(tmp_path: Path, git_env):
-    """Plain migrate put each file's bytes in place as it went: an object missing for a later
-    file left the earlier ones replaced, under "Nothing was converted"."""
+@pytest.mark.parametrize("fault", ["missing", "damaged"])
+def test_migrate_finds_every_object_before_it_writes_a_file(tmp_path: Path, git_env, fault):
+    """Plain migrate put each file's bytes in place as it went: an object missing (or, later,
+    damaged) for a later file left the earlier ones replaced, under "Nothing was converted"."""
     repo, sums = lfs_repo(tmp_path / "repo", git_env)
     write_safetensors(repo.path / "z.safetensors", random_model(5, layers=1, width=64))
     repo.commit("z")
@@ -251,7 +252,13 @@ def test_migrate_finds_every_object_before_it_writes_a_file(tmp_path: Path, git_
         (repo.path / name).write_bytes(repo.git("cat-file", "blob", f"HEAD:{name}").stdout)
     oid = repo.out("cat-file", "-p", "HEAD:z.safetensors").split("sha256:")[1].split()[0]
     lfs_object = repo.path / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
-    lfs_object.rename(tmp_path / "aside")
+    if fault == "missing":
+        lfs_object.rename(tmp_path / "aside")
+    else:
+        damaged = bytearray(lfs_object.read_bytes())
+        damaged[-1] ^= 1
+        lfs_object.chmod(0o644)
+        lfs_object.write_bytes(damaged)
     failed = repo.gitmodel("migrate", check=False)
     assert failed.returncode != 0 and "Nothing was converted" in failed.stderr
     assert (repo.path / MODEL).read_bytes() == repo.git("cat-file", "blob", f"HEAD:{MODEL}").stdout

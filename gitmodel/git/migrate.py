@@ -70,10 +70,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_sha256(path: Path, oid: str) -> None:
+def _check_sha256(path: Path, oid: str, outcome: str = "Nothing was rewritten") -> None:
     if _sha256(path) != oid:
         raise MigrateError(f"the git-lfs object {path} does not match its id {oid[:16]}…",
-                           "Nothing was rewritten. `git lfs fsck` checks git-lfs's objects")
+                           f"{outcome}. `git lfs fsck` checks git-lfs's objects")
 
 
 def _verified_copy(source: Path, target: Path, oid: str) -> None:
@@ -133,7 +133,9 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
             raise MigrateError(f"{name} differs from what git-lfs committed",
                                "Nothing was converted. Commit or restore it first")
         converted.append(name)
-    for source, target, oid in to_copy:        # once every object is known to be there
+    for source, _, oid in to_copy:      # every object there and whole before a file changes
+        _check_sha256(source, oid, "Nothing was converted")
+    for source, target, oid in to_copy:
         _verified_copy(source, target, oid)
     changed: dict[str, str] = {}                     # name -> its text before
     for name in attributes:
