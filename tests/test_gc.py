@@ -173,6 +173,44 @@ def test_gc_keeps_stash_index_reflog_worktrees_and_other_branches(repo: Repo):
     assert sha256(wt.path / MODEL) == digests["worktree"]
 
 
+@pytest.mark.parametrize("operation", ["rebase", "merge", "rebase in a linked worktree"])
+def test_gc_keeps_the_work_an_autostash_holds(repo: Repo, operation: str):
+    """`git rebase --autostash` (or `merge --autostash`) stopped on a conflict keeps the work
+    tree's changes in a commit only `.git/rebase-merge/autostash` (`MERGE_AUTOSTASH`) names:
+    a gc meanwhile removed the edited checkpoint, and the stash git made of it when the
+    operation ended could never be applied."""
+    (repo.path / "notes.txt").write_text("base\n")
+    write_safetensors(repo.path / MODEL, random_model(1))
+    repo.commit("base")
+    repo.git("checkout", "-q", "-b", "side")
+    (repo.path / "notes.txt").write_text("side\n")
+    repo.commit("side")
+    repo.git("checkout", "-q", "main")
+    (repo.path / "notes.txt").write_text("main\n")
+    repo.commit("main")
+    where = repo
+    if operation.endswith("worktree"):
+        where = Repo(repo.path.parent / "wt", repo.env)
+        repo.git("worktree", "add", "-q", "-b", "wt", str(where.path))
+    edited = sha256(write_safetensors(where.path / MODEL, random_model(2)))
+    where.git("add", MODEL)                   # stored now, and back out of the index: only the
+    where.git("reset", "-q")                  # work tree and, soon, the autostash hold it
+    command = ["rebase", "--autostash", "side"] if operation.startswith("rebase") else \
+        ["merge", "--autostash", "side"]
+    assert where.git(*command, check=False).returncode != 0          # notes.txt conflicts
+    assert sha256(where.path / MODEL) != edited                       # stashed away
+    age_packs(repo.store)
+    gc(repo)
+    (where.path / "notes.txt").write_text("both\n")
+    where.git("add", "notes.txt")
+    if operation.startswith("rebase"):
+        where.env = dict(where.env, GIT_EDITOR="true")
+        where.git("rebase", "--continue")
+    else:
+        where.git("commit", "-q", "--no-edit")
+    assert sha256(where.path / MODEL) == edited                       # the autostash applied
+
+
 def test_gc_keeps_the_history_a_graft_hides(repo: Repo):
     """`git replace --graft` hides the history before a commit, which git keeps (and which a
     clone without the replace refs reads): gc walked the replacements and removed it, exit 0."""

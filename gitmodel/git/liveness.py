@@ -4,23 +4,29 @@ Git's own reachability decides (`git rev-list --objects --all --reflog --indexed
 replace refs off):
 every ref (branches, tags, remote-tracking refs, the stash, notes), every entry the reflogs
 still hold, and the HEAD and index (conflict stages included) of every worktree; plus the
-heads of an operation in progress (MERGE_HEAD, ...). Blobs small enough to be
+heads of an operation in progress in any worktree (MERGE_HEAD, ..., a rebase's autostash). Blobs small enough to be
 pointers are read; those that are pointers name the live checkpoints.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from gitmodel import pointer as pointers
 from gitmodel.errors import GitmodelError
-from gitmodel.git.repo import open_repository, run_git
+from gitmodel.git.repo import common_dir, open_repository, run_git
 from gitmodel.process import child_environment
 
-# What an operation in progress stands on. ORIG_HEAD is not among them: it is what a finished
-# reset or rebase left behind, and git's own gc does not keep it either.
-PENDING_HEADS = ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "REBASE_HEAD")
+# What an operation in progress stands on, in any worktree's git directory: the heads being
+# merged, picked or rebased, and a rebase's or merge's autostash, the commit that holds the
+# work tree's changes until the operation ends (no ref names it before then). ORIG_HEAD is not
+# among them: it is what a finished reset or rebase left behind, and git's own gc does not
+# keep it either.
+PENDING = ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "REBASE_HEAD", "MERGE_AUTOSTASH",
+           "rebase-merge/autostash", "rebase-apply/autostash")
+_OID = re.compile(r"^[0-9a-f]{40,64}\b", re.M)
 
 
 class LivenessError(GitmodelError):
@@ -79,10 +85,22 @@ def live_checkpoints(cwd: Path | str | None = None, revs: list[str] | None = Non
 
 
 def _pending_heads(cwd: Path | str | None) -> list[str]:
-    """The pending-operation heads that exist in this worktree."""
-    names = []
-    for name in PENDING_HEADS:
+    """The commits that operations in progress, in this worktree or any other, stand on."""
+    common = common_dir(cwd)
+    worktrees = common / "worktrees"
+    git_dirs = [common, *sorted(p for p in worktrees.iterdir() if p.is_dir())] \
+        if worktrees.is_dir() else [common]
+    named = []
+    for git_dir in git_dirs:
+        for name in PENDING:
+            try:
+                text = (git_dir / name).read_text(encoding="ascii", errors="replace")
+            except OSError:                     # absent: no such operation there
+                continue
+            named += _OID.findall(text)                   # MERGE_HEAD: one a line
+    heads = []
+    for name in dict.fromkeys(named):
         result = run_git("rev-parse", "--verify", "-q", f"{name}^{{commit}}", cwd=cwd, check=False)
         if result.returncode == 0:
-            names.append(result.stdout.decode().strip())
-    return names
+            heads.append(result.stdout.decode().strip())
+    return heads
