@@ -787,7 +787,11 @@ def cmd_smudge(args) -> int:
         while block := sys.stdin.buffer.read(1 << 20):
             sys.stdout.buffer.write(block)
         return 0
-    checkpoint.smudge(ptr, _session().store, sys.stdout.buffer)
+    from gitmodel.git.filter import warn_if_mixed
+    store = _session().store
+    restore = checkpoint.Restore(ptr, store)
+    warn_if_mixed(args.path or "stdin", ptr, store)
+    restore.write_to(lambda *buffers: sys.stdout.buffer.writelines(buffers))
     return 0
 
 

@@ -420,6 +420,28 @@ def test_a_pointer_staged_in_part_by_add_p_is_named_and_never_pushed(repo: Repo,
     assert b"uploaded" in repo.git("push", "-q", str(tmp_path / "hub.git"), "main").stderr
 
 
+@pytest.mark.parametrize("answers", [b"n\ny\n", b"y\nn\n"], ids=["tensor hunk", "header hunk"])
+def test_checkout_p_of_part_of_a_pointer_says_what_it_wrote(repo: Repo, answers: bytes):
+    """`git checkout -p` applies some hunks of the pointer text: the smudge wrote whichever
+    checkpoint the resulting content line named, without a word. Discarding the tensor's hunk
+    alone did nothing; the header's alone reverted the whole file, the kept tensor's change
+    with it. Refusing is worse: git removes the file before the smudge, so a failed smudge
+    leaves it empty. The smudge writes the content line's checkpoint and says so."""
+    model = random_model(4, layers=6)
+    write_safetensors(repo.path / "m.safetensors", model)
+    repo.commit("v1")
+    model["layers.5.bias"] = model["layers.5.bias"] + np.float32(1)
+    edited = sha256(write_safetensors(repo.path / "m.safetensors", model))
+    assert len(re.findall(r"^@@", repo.out("diff"), re.M)) == 2     # header hunk, tensor hunk
+    done = subprocess.run(["git", "checkout", "-p", "--", "m.safetensors"], cwd=repo.path,
+                          env=repo.env, input=answers, capture_output=True)
+    assert done.returncode == 0 and b"does not describe one checkpoint" in done.stderr, done.stderr
+    assert b"layers.5.bias" in done.stderr and b"checkout -p" in done.stderr
+    kept = answers == b"n\ny\n"                  # the header's hunk kept: the edited version
+    assert (sha256(repo.path / "m.safetensors") == edited) == kept
+    assert repo.status() == (" M m.safetensors\n" if kept else "")
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to chown")
 def test_a_repository_another_user_owns_works_once_git_trusts_it(tmp_path: Path, git_env):
     """Before `safe.directory`, gitmodel said "not inside a git repository"; after it (set,

@@ -179,6 +179,7 @@ class FilterServer:
         self._emit(path, restore)
 
     def _emit(self, path: str, restore: checkpoint.Restore) -> None:
+        warn_if_mixed(path, restore.pointer, self.store)
         self._out.text("status=success")
         self._out.flush()
         try:
@@ -244,6 +245,19 @@ class FilterServer:
                 self._out.content(block)
         self._out.flush()
         self._out.flush()
+
+
+def warn_if_mixed(path: str, ptr: pointers.Pointer, store: Store) -> None:
+    """Say so when a pointer being restored does not describe one checkpoint (reads the
+    format's headers only). Not refused: git applies a `checkout -p` by removing the file
+    first, so a failed smudge would leave it empty."""
+    why = checkpoint.pointer_mismatch(ptr, store)
+    if why is not None:
+        warn(f"warning: {path}: the pointer does not describe one checkpoint: {why}. Wrote the "
+             f"checkpoint its content line names ({ptr.content[:16]}…). Its lines come from two "
+             "versions (a pointer's hunks taken apart, as `git checkout -p`, `git restore -p` or "
+             "`git stash -p` do) or were edited: a checkpoint is taken whole (`git checkout REV "
+             "-- PATH`); `gitmodel merge` combines tensors of two versions")
 
 
 def _describe(err: Exception) -> str:
