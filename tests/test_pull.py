@@ -193,3 +193,47 @@ def test_a_pull_interrupted_while_it_waits_to_refresh_the_index_leaves_it_right(
     assert cli.main(["pull", "-q"]) == 130
     assert sha256(clone.path / "m.safetensors") == digest
     assert clone.out("status", "--porcelain") == "", "the restored file reads as modified"
+
+
+def _in_process_pull(clone: Repo, env: dict, monkeypatch) -> int:
+    from gitmodel import cli
+    monkeypatch.chdir(clone.path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return cli.main(["pull", "-q"])
+
+
+@pytest.mark.parametrize("when", ["while pull waits to refresh the index", "before pull writes it"])
+def test_a_file_put_in_place_while_pull_runs_stays_the_user_s(tmp_path: Path, git_env, monkeypatch, capsys, when):
+    """Pull took each restored file's stat data when it wrote the index, a second or more
+    after writing the file: a checkpoint copied there meanwhile was recorded as the pointer's,
+    so git called it unmodified (`commit -a` left it out, `git switch` overwrote it without a
+    word). And a file put in place of a pointer after pull read it was overwritten."""
+    import time
+    from gitmodel.git import worktree
+    hub, sums = published(tmp_path, git_env, 1)
+    clone = pointer_clone(hub, tmp_path / "clone", git_env)
+    path = clone.path / "m0.safetensors"
+    mine = tmp_path / "mine.safetensors"
+    digest = sha256(write_safetensors(mine, random_model(7, layers=3, width=300)))
+    if when.startswith("while"):
+        sleep = time.sleep
+
+        def copied_meanwhile(seconds):
+            if not mine.exists():
+                return sleep(seconds)
+            path.write_bytes(mine.read_bytes())       # written over in place, as cp does
+            mine.unlink()
+        monkeypatch.setattr(time, "sleep", copied_meanwhile)
+        assert _in_process_pull(clone, git_env, monkeypatch) == 0
+    else:
+        sweep = worktree.files.sweep_beside
+
+        def replaced_first(targets):
+            mine.replace(path)
+            return sweep(targets)
+        monkeypatch.setattr(worktree.files, "sweep_beside", replaced_first)
+        assert _in_process_pull(clone, git_env, monkeypatch) == 0
+    assert sha256(path) == digest
+    assert clone.status() == " M m0.safetensors\n"
+    assert ("left m0.safetensors as it is" in capsys.readouterr().err) == when.startswith("before")

@@ -1,8 +1,10 @@
-"""The work tree: files left as pointers, put back through git so its index stays in step."""
+"""The work tree: files left as pointers, written from the store, and their index entries
+kept in step."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from gitmodel.errors import GitmodelError
@@ -12,23 +14,6 @@ from gitmodel.store import files
 
 class RestoreError(GitmodelError):
     pass
-
-
-def restore(paths: list[str], cwd: Path | None = None) -> None:
-    """Replace pointer files in the work tree by their checkpoints: remove them, then check them
-    out again from the index. Paths are passed literally (a name like `a[1].pt` must not match
-    `a1.pt`)."""
-    top = repo.toplevel(cwd)
-    for path in paths:
-        (top / path).unlink(missing_ok=True)
-    listing = b"".join(os.fsencode(path) + b"\0" for path in paths)
-    result = repo.run_git("--literal-pathspecs", "checkout", "--pathspec-from-file=-",
-                          "--pathspec-file-nul", cwd=top, input=listing,
-                          env=repo.without_skip_smudge(), check=False, capture=False)
-    if result.returncode != 0:
-        raise RestoreError("git checkout could not restore some files (see above)",
-                           "They are safe in git and in the store; once the cause is fixed, "
-                           "`git checkout -- PATH` (or `git reset --hard`) writes them")
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -47,21 +32,30 @@ def materialize(store, repository, pointers: dict, say=lambda line: None) -> lis
     from gitmodel import checkpoint
     top = Path(repository.workdir)
     failed: dict[str, str] = {}
+    written: dict[str, tuple] = {}            # path -> what the restored file is, to tell it
 
-    def write(path: str) -> str | None:
+    def write(path: str) -> None:
         try:
             restore = checkpoint.Restore(pointers[path], store)
             with files.replacing(top / path) as out:
                 restore.write_to(lambda *buffers: out.writelines(buffers))
+                out.flush()
+                written[path] = _signature(os.fstat(out.fileno()))
+                # Another program may have put a file there since pull read the pointer (a
+                # fetch takes a while): that file is the user's, not the pointer's.
+                if not _holds(top / path, pointers[path]):
+                    del written[path]
+                    raise _Replaced
             say(f"restored {path} ({pointers[path].size / (1 << 20):.1f} MiB)")
-            return path
+        except _Replaced:
+            print(f"gitmodel: warning: left {path} as it is: another file was put there while "
+                  "pull ran", file=sys.stderr)
         except (GitmodelError, OSError) as err:
             failed[path] = err.full() if isinstance(err, GitmodelError) else str(err)
-            return None
 
     files.sweep_beside([top / path for path in pointers])     # a killed pull's leftovers
     with ThreadPoolExecutor(PARALLEL_FILES) as pool:
-        written = [p for p in pool.map(write, sorted(pointers)) if p is not None]
+        list(pool.map(write, sorted(pointers)))
     if written:
         _refresh_index(repository, written)
     if failed:
@@ -69,18 +63,39 @@ def materialize(store, repository, pointers: dict, say=lambda line: None) -> lis
         raise RestoreError(f"{len(failed)} file(s) could not be restored (first: {path}: {why})",
                            "They stay pointers in the work tree, safe in git; once the cause is "
                            "fixed, `gitmodel pull` again")
-    return written
+    return sorted(written)
 
 
-def _refresh_index(repository, paths: list[str]) -> None:
+class _Replaced(Exception):
+    """The work-tree file no longer holds the pointer pull read."""
+
+
+def _signature(st: os.stat_result) -> tuple:
+    """What tells a file apart from one written over it or put in its place since."""
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _holds(path: Path, ptr) -> bool:
+    """Whether the work-tree file is still a copy of this pointer."""
+    from gitmodel import pointer as pointers
+    try:
+        with open(path, "rb") as f:
+            return pointers.sniff(pointers.without_crlf(f.read(pointers.MAX_POINTER_SIZE + 1))) == ptr
+    except (OSError, pointers.PointerError):
+        return False
+
+
+def _refresh_index(repository, paths: dict[str, tuple]) -> None:
     """Give the index entries of freshly written files their stat data, keeping their blob
     ids: each file's pointer is a pure function of bytes the store just verified, so it is
     the blob the index holds. Git has no command that records stat data without hashing
     (`git update-index --refresh` would run the clean filter, which git feeds the whole file
     from memory), so the entries are written with libgit2's index_add through pygit2's C
-    bindings. Where that is not possible, git refreshes them itself."""
+    bindings. Where that is not possible, git refreshes them itself. `paths`: each file's
+    signature when written; a file changed since keeps its entry as it was (git then reads
+    it again: it is the user's)."""
     import time
-    newest = max(os.stat(Path(repository.workdir) / p).st_mtime for p in paths)
+    newest = max(mtime for _, _, mtime in paths.values()) / 1e9
     # A file as new as the index is "racily clean" to git, which would hash it again; git may
     # compare whole seconds, and file times come from a clock that lags by a tick.
     try:
@@ -95,7 +110,7 @@ def _refresh_index(repository, paths: list[str]) -> None:
     _refresh_now(repository, paths)
 
 
-def _refresh_now(repository, paths: list[str]) -> None:
+def _refresh_now(repository, paths: dict[str, tuple]) -> None:
     try:
         _write_stat_data(repository, paths)
     except Exception as err:                  # an index libgit2 cannot write (split index...)
@@ -111,14 +126,16 @@ def _refresh_now(repository, paths: list[str]) -> None:
 ASSUME_UNCHANGED, EXTENDED, SKIP_WORKTREE, INTENT_TO_ADD = 0x8000, 0x4000, 1 << 14, 1 << 13
 
 
-def _write_stat_data(repository, paths: list[str]) -> None:
+def _write_stat_data(repository, paths: dict[str, tuple]) -> None:
     from pygit2 import IndexEntry
     from pygit2.ffi import C, ffi
     index = repository.index
     index.read()
-    for path in paths:
+    for path, signature in paths.items():
         entry = index[path]
         st = os.stat(Path(repository.workdir) / path)
+        if _signature(st) != signature:       # written over, or replaced, since
+            continue
         centry, keep = IndexEntry(path, entry.id, entry.mode)._to_c()
         old = C.git_index_get_bypath(index._index, os.fsencode(path), 0)
         if old != ffi.NULL:           # the user's assume-unchanged and skip-worktree bits stay
