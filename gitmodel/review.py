@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from gitmodel import metrics
-from gitmodel.formats import DTYPE_BITS
+from gitmodel.formats import DTYPE_BITS, numpy_files
 from gitmodel.metrics import NumberDiff, Rules
 from gitmodel.pointer import Pointer, TensorLine
 from gitmodel.stats import STATS_DTYPES, floats
@@ -288,6 +288,19 @@ def by_occurrence(tensors) -> tuple[dict[tuple[str, int], TensorLine], set[str]]
     return out, {name for name, n in seen.items() if n > 1}
 
 
+def _element_order(ptr: Pointer, name: str) -> str | None:
+    """"F" for a NumPy array stored in Fortran order, "C" for any other tensor, None when the
+    pointer cannot tell (its list of Fortran-order arrays is cut short, or names hold commas).
+    Values compare byte position by byte position only in one order."""
+    if ptr.format not in ("npy", "npz"):
+        return "C"
+    listed = dict(ptr.metadata).get("fortran_order", "")
+    names = listed.split(",") if listed else []
+    if len(names) >= numpy_files.MAX_LISTED or any("," in t.name for t in ptr.tensors):
+        return None
+    return "F" if name in names else "C"
+
+
 def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: Store | None,
                   numbers: bool = True, fetch: Fetch | None = None,
                   on_disk: dict[str, str] | None = None, rules: Rules = Rules()) -> FileDiff:
@@ -336,6 +349,8 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
             entry.note = "shape changed"
         elif t.dtype not in NUMERIC_DTYPES or before.dtype not in NUMERIC_DTYPES:
             entry.note = f"no numbers for {t.dtype if t.dtype not in NUMERIC_DTYPES else before.dtype}"
+        elif _element_order(old, name) != _element_order(new, name) or _element_order(old, name) is None:
+            entry.note = "element order changed (Fortran/C): no numbers"   # same values, other places
         elif store is None:
             entry.note = "store unavailable"
         else:

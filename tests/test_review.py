@@ -455,3 +455,24 @@ def test_numbers_at_the_edges_of_float64_and_int64_and_changes_of_layout_alone(r
     assert jumped and "h (" in jumped.group(1) and "double" not in jumped.group(1), text
     assert "dtype or shape changed in w (F32 [4,4] →" in text and "h (F16 [8] → BF16 [8])" in text, text
     assert "(8 changed)" in repo.gitmodel("log", "e.safetensors").stdout
+
+
+def test_an_array_that_changed_element_order_alone_is_not_reported_with_wrong_numbers(repo: Repo):
+    """An .npy saved in C order, then the same values in Fortran order: the review compared
+    bytes position by position and reported 83% of the elements changed. The layout change
+    is named and no numbers are given; two versions in Fortran order still compare."""
+    repo.gitmodel("track", "*.npy", "*.npz")
+    values = np.arange(1, 13, dtype="<f4").reshape(3, 4)
+    np.save(repo.path / "w.npy", values)
+    np.savez(repo.path / "z.npz", a=np.asfortranarray(values), b=values)
+    repo.commit("c order", "w.npy", "z.npz", ".gitattributes")
+    np.save(repo.path / "w.npy", np.asfortranarray(values))
+    np.savez(repo.path / "z.npz", a=np.asfortranarray(values * 2), b=np.asfortranarray(values))
+    repo.commit("fortran order", "w.npy", "z.npz")
+    done = json.loads(repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)
+    tensors = {(c["path"], t["name"]): t for c in done["checkpoints"] for t in c["tensors"]}
+    for key in (("w.npy", "array"), ("z.npz", "b")):
+        assert tensors[key]["status"] == "changed" and tensors[key].get("change") is None, key
+        assert tensors[key]["note"] == "element order changed (Fortran/C): no numbers", key
+    assert tensors[("z.npz", "a")]["change"]["changed_fraction"] == 1.0    # both Fortran order
+    assert math.isclose(tensors[("z.npz", "a")]["change"]["relative_l2"], 1.0)
