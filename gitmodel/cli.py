@@ -24,6 +24,18 @@ def _session(args=None):
     return Session(remote=getattr(args, "remote", None))
 
 
+def _hooked(session):
+    """The session, its repository given gitmodel's pre-push hook if gitmodel is installed
+    (a global install alone leaves that to the filter, which never runs in a mirror or a bare
+    clone: their `git push --mirror` would go without the checkpoints the commands below bring)."""
+    from gitmodel.git import install
+    if install.installed(session.cwd):
+        warning = session.ensure_hook()
+        if warning:
+            print(f"gitmodel: {warning}", file=sys.stderr)
+    return session
+
+
 def _say(args, message: str) -> None:
     if not getattr(args, "quiet", False):
         print(f"gitmodel: {message}", file=sys.stderr)
@@ -137,7 +149,7 @@ def _fsck_arguments(p) -> None:
 @command("fsck", "verify the store, and that it holds what the commits need", _fsck_arguments)
 def cmd_fsck(args) -> int:
     from gitmodel.git import integrity
-    problems = integrity.fsck(_session(), args.all, args.remote, args.repair, print)
+    problems = integrity.fsck(_hooked(_session()), args.all, args.remote, args.repair, print)
     return 1 if problems else 0
 
 
@@ -533,7 +545,7 @@ def _read_elsewhere(session, repository, lines: list[str], view, git_remote: str
 def cmd_fetch(args) -> int:
     from gitmodel import sync
     from gitmodel.git import history, repo
-    session = _session(args)
+    session = _hooked(_session(args))
     view = session.view()
     repository = repo.open_repository()
     revs = history.all_refs(repository) if args.all else (args.refs or ["HEAD"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import BIN_DIR, Repo, random_model, sha256, write_safetensors
 from gitmodel.git.attributes import DEFAULT_PATTERNS
 from gitmodel.git.install import settings
@@ -220,3 +222,30 @@ def test_moving_a_repository_with_a_bare_mirror_carries_its_checkpoints(tmp_path
     clone.gitmodel("install")
     clone.git("reset", "-q", "--hard")
     assert sha256(clone.path / "m.safetensors") == digest
+
+
+@pytest.mark.parametrize("brings", ["fetch", "fsck"])
+def test_a_bare_mirror_under_a_global_install_gets_its_hook_from_what_fills_its_store(
+        tmp_path: Path, git_env, brings: str):
+    """With only `gitmodel install --global`, a bare mirror never gets the pre-push hook (the
+    filter, which installs it, never runs there): `gitmodel fsck --all --repair` (or `fetch
+    --all`) filled its store, then `git push --mirror` exited 0 carrying no checkpoints, and
+    clones of the new server failed. The commands that fill the store install the hook."""
+    import subprocess
+    from conftest import make_repo
+    work = make_repo(tmp_path / "w", git_env)
+    digest = sha256(write_safetensors(work.path / "m.safetensors", random_model(1, layers=1)))
+    work.commit("v1", "m.safetensors")
+    for name in ("old.git", "new.git"):
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / name)], check=True)
+    work.git("push", "-q", str(tmp_path / "old.git"), "main")
+    work.gitmodel("install", "--global")
+    subprocess.run(["git", "clone", "-q", "--mirror", str(tmp_path / "old.git"), str(tmp_path / "mirror.git")],
+                   env=git_env, check=True)
+    mirror = Repo(tmp_path / "mirror.git", git_env)
+    assert not (mirror.path / "hooks" / "pre-push").exists()
+    mirror.gitmodel(*(["fetch", "--all"] if brings == "fetch" else ["fsck", "--all", "--repair"]))
+    mirror.git("push", "-q", "--mirror", str(tmp_path / "new.git"))
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "new.git"), str(tmp_path / "c")],
+                   env=git_env, check=True)
+    assert sha256(tmp_path / "c" / "m.safetensors") == digest
