@@ -270,7 +270,9 @@ def cmd_status(args) -> int:
                 ("deleted, not staged", found.deleted),
                 ("untracked (`git add` stores them with gitmodel)", found.untracked),
                 ("unmerged (`gitmodel merge --resolve PATH --strategy S` finishes each)",
-                 found.unmerged),
+                 [p for p in found.unmerged if p not in found.deleted_by_one_side]),
+                ("unmerged, deleted on one side (`git add PATH` keeps the file, `git rm PATH` "
+                 "deletes it)", found.deleted_by_one_side),
                 ("in commits no remote-tracking ref has (not pushed)",
                  [f"{u['path']}  {u['content'][:12]}" for u in found.unpushed]),
                 (f"not on the gitmodel remote {found.remote} (`gitmodel push --all` uploads them)",

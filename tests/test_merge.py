@@ -408,6 +408,9 @@ def test_what_merge_cannot_start_on_says_why(repo: Repo, tmp_path: Path):
     write_safetensors(repo.path / "m.safetensors", {k: v * np.float32(2) for k, v in base.items()})
     repo.commit("changed")
     assert repo.git("merge", "--no-edit", "theirs", check=False).returncode != 0
+    told = repo.gitmodel("status").stdout               # (status pointed at merge --resolve)
+    assert "deleted on one side (`git add PATH` keeps the file, `git rm PATH` deletes it):\n  m.safetensors" in told, told
+    assert "--strategy S` finishes each" not in told
     done = repo.gitmodel("merge", "--resolve", "m.safetensors", "--strategy", "ours", check=False)
     assert done.returncode == 1 and "deleted on one side and changed on the other" in done.stderr
     assert "git rm m.safetensors" in done.stderr

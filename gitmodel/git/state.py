@@ -115,6 +115,7 @@ class Status:
     deleted: list[str] = field(default_factory=list)       # in the index, not in the work tree
     untracked: list[str] = field(default_factory=list)     # new files gitmodel would store
     unmerged: list[str] = field(default_factory=list)      # conflicted in a merge in progress
+    deleted_by_one_side: list[str] = field(default_factory=list)   # of those, deleted on a side
     mixed: list[dict] = field(default_factory=list)        # path, why: a staged pointer of two versions
     unpushed: list[dict] = field(default_factory=list)     # path, content: in no remote-tracking ref
     remote: str | None = None                               # the default gitmodel remote
@@ -143,7 +144,10 @@ def status(session) -> Status:
     index = dict(_pointers(repository, None))
     head_pointers = {} if repository.head_is_unborn else dict(_pointers(repository, "HEAD"))
     head = {path: ptr.content for path, ptr in head_pointers.items()}
-    result.unmerged = sorted(revisions.unmerged(repository))
+    conflicted = revisions.unmerged(repository)
+    result.unmerged = sorted(conflicted)
+    result.deleted_by_one_side = sorted(path for path, (_, ours, theirs) in conflicted.items()
+                                        if ours is None or theirs is None)
     for path in sorted((set(index) | set(head)) - set(result.unmerged)):
         new = index[path].content if path in index else None
         if head.get(path) != new:
