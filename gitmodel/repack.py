@@ -189,26 +189,16 @@ def _same_shape(match: stored.Placed | None, place: stored.Placed) -> bool:
 
 
 def _spans(file: stored.StoredFile, place: stored.Placed) -> list[tuple[bytes, int, int]]:
-    """(chunk id, start within the tensor, length) of a tensor's chunks."""
-    offsets = _chunk_offsets(file)
-    spans = []
-    for cid in stored.tensor_chunks(file, place):
-        start, length = offsets[cid]
-        spans.append((cid, start - place.offset, length))
-    return spans
+    """(chunk id, start within the tensor, length) of a tensor's chunks. Where each lies in
+    this tensor: a chunk may also open another tensor (tied weights, zeros), and measured
+    from there it would make a delta against bytes before the base tensor's start."""
+    return [(cid, start - place.offset, length)
+            for cid, start, length in file.spans_in(place.offset, place.length)]
 
 
 def _width(place: stored.Placed) -> int:
     bits = DTYPE_BITS.get(place.tensor.dtype, 8)
     return bits // 8 if bits % 8 == 0 and bits >= 16 else 1
-
-
-def _chunk_offsets(file: stored.StoredFile) -> dict[bytes, tuple[int, int]]:
-    offsets, at = {}, 0
-    for cid, length in file.chunks:
-        offsets.setdefault(cid, (at, length))
-        at += length
-    return offsets
 
 
 # ----------------------------------------------------------------------------- rewriting

@@ -123,6 +123,16 @@ class StoredFile(_Sequential):
         last = bisect.bisect_left(self._starts, min(offset + n, self.size)) - 1
         return [cid for cid, _ in self.chunks[first:last + 1]]
 
+    def spans_in(self, offset: int, n: int) -> list[tuple[bytes, int, int]]:
+        """(id, start in the file, length) of the chunks holding bytes [offset, offset + n),
+        each where it lies there (a chunk may recur elsewhere in the file)."""
+        if n <= 0 or offset >= self.size:
+            return []
+        first = bisect.bisect_right(self._starts, offset) - 1
+        last = bisect.bisect_left(self._starts, min(offset + n, self.size)) - 1
+        return [(cid, self._starts[i], length)
+                for i, (cid, length) in enumerate(self.chunks[first:last + 1], start=first)]
+
     def prefetch(self, ranges: list[tuple[int, int]]) -> None:
         """Fetch, in one batch, the missing chunks of these (offset, length) ranges."""
         if self._fetch is None:
