@@ -55,13 +55,10 @@ def collect_local(session, keep_recent: float | None = None, dry_run: bool = Fal
         if not dry_run and repacking.deltas_enabled(session.cwd):
             # Versions that survive get their deltas against surviving keyframes, so the
             # keyframes of dropped versions stop being needed as bases.
-            try:
-                done = repacking.repack(session, None, quiet=True)
-                if done.encoded:                # else its freed bytes would look unexplained
-                    say(f"repacked first: {done.encoded} chunk(s) re-encoded, "
-                        f"{done.bytes_before / MIB:.1f} MiB became {done.bytes_after / MIB:.1f} MiB")
-            except GitmodelError as err:        # collecting is right without it, only larger
-                say(f"warning: not repacked first: {err.full()}")
+            done = repacking.repack_or_warn(session, "first", say)
+            if done is not None and done.encoded:   # else its freed bytes would look unexplained
+                say(f"repacked first: {done.encoded} chunk(s) re-encoded, "
+                    f"{done.bytes_before / MIB:.1f} MiB became {done.bytes_after / MIB:.1f} MiB")
         found = liveness.live_checkpoints(session.cwd)
         say(f"{len(found)} checkpoint(s) referenced by refs, reflogs, indexes and worktrees")
         report = gc.collect(store, [bytes.fromhex(c) for c in found], recent, dry_run, say)
@@ -114,10 +111,7 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
     if not dry_run and repacking.deltas_enabled(session.cwd):
         # The rewrite sends the local store's copies: re-encoded against surviving keyframes
         # first, they let the remote's dropped keyframes go.
-        try:
-            repacking.repack(session, None, quiet=True)
-        except GitmodelError as err:
-            say(f"warning: not repacked first: {err.full()}")
+        repacking.repack_or_warn(session, "first", say)
     say(f"{len(found)} checkpoint(s) referenced by {len(tips)} ref(s) of {', '.join(sharing)}"
         + (" (git remotes whose pushes go to this gitmodel remote)" if len(sharing) > 1 else ""))
     report = collect.collect(view, session.store, [bytes.fromhex(c) for c in found], days,

@@ -47,11 +47,22 @@ def repack(session, keyframes: int | None = None, quiet: bool = False):
 
 
 def before_push(session) -> None:
-    """Older versions become deltas, so the remote receives them small. A failure only warns:
-    the push is right without it, only larger."""
-    if not deltas_enabled(session.cwd):
-        return
+    """Older versions become deltas, so the remote receives them small."""
+    if deltas_enabled(session.cwd):
+        repack_or_warn(session, "before the push",
+                       lambda line: print(f"gitmodel: {line}", file=sys.stderr))
+
+
+def repack_or_warn(session, when: str, say):
+    """Repack for a push or a gc, which are right without it, only larger: a failure, even a
+    defect of the repack's own, warns and lets them go on (a repack cut short leaves the store
+    whole: its new packs are published before the old ones go). The report, or None."""
     try:
-        repack(session, None, quiet=True)
+        return repack(session, None, quiet=True)
     except GitmodelError as err:
-        print(f"gitmodel: warning: not repacked before the push: {err.full()}", file=sys.stderr)
+        say(f"warning: not repacked {when}: {err.full()}")
+    except Exception as err:                     # noqa: BLE001 (not a KeyboardInterrupt)
+        say(f"warning: not repacked {when}: internal error: {type(err).__name__}: {err}. This "
+            "is a bug in gitmodel (`GITMODEL_DEBUG=1 gitmodel repack` shows where); "
+            "`git config gitmodel.delta false` turns repacking off meanwhile")
+    return None
