@@ -1096,3 +1096,58 @@ def test_two_remote_gcs_at_once_never_leave_versions_deltas_of_each_other(tmp_pa
     for name in ("V1", "V2"):
         fresh.git("checkout", "-q", commits[name])
         assert sha256(fresh.path / MODEL) == sha256(write_safetensors(tmp_path / f"{name}.st", v1 if name == "V1" else v2)), (fresh.path / MODEL).read_bytes()[:200]
+
+
+def test_remote_gcs_after_force_pushes_that_reorder_versions_leave_no_chain(tmp_path: Path, git_env):
+    """Three versions force-pushed in three orders, a remote gc after each (a pack of the
+    day before still recent): the rewrite sent local deltas against bases the remote held
+    only as deltas, and the second gc closed a cycle (A of B, B of C, C of A), both exit 0:
+    every clone failed. Now a rewrite sends a delta only against a base the remote holds
+    whole, and never turns a base that remote deltas use into a delta."""
+    store = tmp_path / "store"
+    repo = team(tmp_path, git_env, str(store), None)
+    start = repo.out("rev-parse", "HEAD").strip()
+    rng = np.random.default_rng(0)
+    weights = {"a": rng.standard_normal((768, 512)).astype(np.float32),
+               "b": rng.standard_normal((384, 512)).astype(np.float32)}
+    versions = {}
+    for v in (1, 2, 3):
+        weights = {k: w + (1e-3 * np.random.default_rng(100 + v).standard_normal(w.shape)).astype(np.float32)
+                   for k, w in weights.items()}
+        versions["ABC"[v - 1]] = dict(weights)
+
+    def push(order: str) -> None:
+        repo.git("reset", "-q", "--hard", start)
+        for name in order:
+            write_safetensors(repo.path / MODEL, versions[name])
+            repo.commit(name, MODEL)
+        repo.git("push", "-q", "-f", "origin", "main")
+        repo.git("reflog", "expire", "--expire=now", "--all")
+        repo.gitmodel("repack")
+
+    def gc_keeping_recent(pack: Path) -> None:
+        age(store, 3)
+        os.utime(pack, None)
+        os.utime(pack.with_suffix(".idx"), None)
+        expire_push_notes(str(store), None)
+        repo.gitmodel("gc", "--remote", "origin")
+
+    push("CA")
+    first = next((store / "packs").glob("*.pack"))
+    age(store, 3)
+    push("ABC")
+    gc_keeping_recent(first)
+    newest = max((store / "packs").glob("*.pack"), key=lambda p: p.stat().st_mtime)
+    push("ACB")
+    gc_keeping_recent(newest)
+    sums = [sha256(write_safetensors(tmp_path / f"{name}.safetensors", versions[name])) for name in "ACB"]
+    clone = Repo(tmp_path / "clone", git_env)
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(clone.path)], env=git_env,
+                   check=True, capture_output=True)
+    clone.gitmodel("install")
+    for back, digest in enumerate(reversed(sums)):
+        clone.git("checkout", "-q", f"main~{back}")
+        (clone.path / MODEL).unlink()
+        clone.git("checkout", "--", MODEL)
+        assert sha256(clone.path / MODEL) == digest, back
+    assert "0 problem(s)" in clone.gitmodel("fsck", "--remote", "origin", "--all").stdout

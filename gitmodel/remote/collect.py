@@ -187,19 +187,19 @@ class _Plan:
         self.fates: list = []
         self._heads: dict[tuple[str, int], list[bytes]] = {}     # remote delta copy -> bases
         self._lean: set[bytes] = set()
+        self._bases_seen: tuple[int, set[bytes]] = (0, set())
 
     def settle(self, roots: set[bytes], progress: Callable[[str], None]) -> None:
         seed = self._seed(roots, progress)
         conservative = self._closure(seed, set(), set())
-        self._read_base_heads(conservative)
         # What would be live if every record the store has were sent from it: a remote delta
         # whose base is not in there is worth re-sending, even from a pack without garbage.
         self._lean = self._closure(seed, set(self.sizes), {o for o in conservative if self._sendable(o)})
         live, fates = conservative, self._decide(conservative)
         for _ in range(4):
             leaving = _leaving(fates)
-            local = {oid for oid in live if self._sendable(oid)
-                     and all(e.pack in leaving for e in self.view.entries.copies(oid))}
+            local = self._without_chains({oid for oid in live if self._sendable(oid)
+                                          and all(e.pack in leaving for e in self.view.entries.copies(oid))})
             settled = self._closure(seed, leaving, local)
             settled_fates = self._decide(settled)
             if _leaving(settled_fates) == leaving:
@@ -256,39 +256,42 @@ class _Plan:
         return live
 
     def _sendable(self, oid: bytes) -> bool:
-        """Whether the store's copy may replace the remote's: one whose bases the remote holds.
-        A local delta against a version the remote never received (an unpushed branch's,
-        kept whole by the repack) would carry that version's weights there; one against a
-        base the remote holds only as deltas of this very object would make the two deltas
-        of each other there (a remote an older gitmodel wrote)."""
+        """Whether the store's copy may replace the remote's: one whose bases the remote holds
+        whole, or holds and receives whole with it. A local delta against a version the remote
+        never received (an unpushed branch's, kept whole by the repack) would carry that
+        version's weights there; one against a base left there only as a delta would make a
+        chain, as would one replacing the whole copy of a base that remote deltas use; and
+        rewrites of histories reordered by force-pushes close chains into cycles (three
+        versions each a delta of the next: none readable)."""
         if not self.store.has(oid):
             return False
-        for base in self.store.bases_to_send(oid):
-            copies = self._only_deltas(base)
-            if copies is None:
-                return False
-            self._read_heads([(base, e) for e in copies])      # read in settle, once
-            if any(oid in self._heads[(e.pack, e.offset)] for e in copies):
-                return False
-        return True
+        bases = self.store.bases_to_send(oid)
+        if bases and oid in self._remote_bases():     # its whole copy there is a base: it stays
+            return False
+        # A base the remote holds as a delta and the store whole may go with it
+        # (_without_chains keeps only those sent)
+        return all(self._whole_there(base) or (self.view.entries.copies(base) and
+                                               not self.store.bases_to_send(base)) for base in bases)
 
-    def _only_deltas(self, oid: bytes) -> list[Entry] | None:
-        """The remote's copies of the object if all are deltas; [] if one is whole; None if
-        the remote has none."""
-        copies = self.view.entries.copies(oid)
-        if not copies:
-            return None
-        return [] if any(e.encoding != codec.DELTA for e in copies) else copies
+    def _without_chains(self, local: set[bytes]) -> set[bytes]:
+        """`local` less the deltas whose bases would not be whole on the remote after the
+        rewrite: whole there, or sent from here (whole: the store holds no chains)."""
+        while True:
+            chained = {oid for oid in local for base in self.store.bases_to_send(oid)
+                       if base not in local and not self._whole_there(base)}
+            if not chained:
+                return local
+            local = local - chained
 
-    def _read_base_heads(self, oids: set[bytes]) -> None:
-        """Read at once the headers _sendable asks of: the remote's delta copies of the bases
-        the store's copies of `oids` name, where the remote holds such a base only so."""
-        wanted = []
-        for oid in oids:
-            if self.store.has(oid):
-                for base in self.store.bases_to_send(oid):
-                    wanted += [(base, e) for e in self._only_deltas(base) or ()]
-        self._read_heads(wanted)
+    def _remote_bases(self) -> set[bytes]:
+        """The bases of the remote delta copies read so far (the closure reads those of every
+        live object's copies before any copy is judged sendable)."""
+        if self._bases_seen[0] != len(self._heads):
+            self._bases_seen = (len(self._heads), {b for heads in self._heads.values() for b in heads})
+        return self._bases_seen[1]
+
+    def _whole_there(self, oid: bytes) -> bool:
+        return any(e.encoding != codec.DELTA for e in self.view.entries.copies(oid))
 
     def _from_store(self, oid: bytes, local: set[bytes]) -> bool:
         return oid in local or (oid not in self.view.entries and self.store.has(oid))
