@@ -20,6 +20,7 @@ pack reloads the pack list (Store.read_checked). One repack runs at a time per s
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -219,6 +220,7 @@ def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRA
         if not packs:
             return report
         progress(f"re-encoding {len(changes)} chunk(s) in {len(packs)} pack(s)")
+        ages = _ages(store, packs)
         writer = store.writer()
         rewritten = []
         aside = set_aside(store)           # copied as they are, they could close a cycle
@@ -232,6 +234,7 @@ def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRA
         except BaseException:
             writer.abort()
             raise
+        _keep_ages(store, writer.published, ages)
         for name, entries in writer.published:
             report.packs_after += 1
             report.bytes_after += (store.pack_dir / f"{name}.pack").stat().st_size
@@ -244,6 +247,27 @@ def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRA
         return report
     finally:
         os.close(lock)
+
+
+def _ages(store: Store, packs: list[str]) -> dict[str, float]:
+    ages = {}
+    for pack in packs:
+        try:
+            ages[pack] = (store.pack_dir / f"{pack}.pack").stat().st_mtime
+        except FileNotFoundError:
+            continue
+    return ages
+
+
+def _keep_ages(store: Store, published: list, ages: dict[str, float]) -> None:
+    """Give each new pack the time of the newest pack its records came from: gc keeps what
+    was stored in the last DAYS days by pack times, and a rewrite is not a store (else each
+    push's repack would keep dropped versions another DAYS days)."""
+    for name, entries in published:
+        times = [ages[e.pack] for oid in entries for e in store.copies(oid) if e.pack in ages]
+        if times:
+            for ext in ("pack", "idx"):
+                os.utime(store.pack_dir / f"{name}.{ext}", (time.time(), max(times)))
 
 
 def _lock(store: Store) -> int:

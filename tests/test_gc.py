@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import Repo, make_repo, random_model, sha256, write_safetensors
-from test_deltas import MODEL, assert_versions_exact, packs_size, series
+from test_deltas import MODEL, assert_versions_exact, fine_tune, packs_size, series
 
 
 def age_packs(store: Path, days: float = 2.0) -> None:
@@ -64,6 +64,26 @@ def test_gc_returns_the_store_to_the_size_of_the_surviving_versions(tmp_path: Pa
     assert after < before * 0.6
     assert after <= reference * 1.05, (after, reference)
     assert "0 problem(s)" in repo.gitmodel("fsck", "--all").stdout
+
+
+def test_a_repack_does_not_make_old_garbage_recent_again(tmp_path: Path, git_env):
+    """Every push repacks, and a repack copies the records of the packs it rewrites into new
+    packs: the dropped versions' records counted as stored that day, so a gc with the default
+    --keep-recent freed nothing, day after day."""
+    repo = make_repo(tmp_path / "repo", git_env)
+    sums = series(repo, 6)
+    repo.gitmodel("repack")
+    drop_newest(repo, 3)
+    age_packs(repo.store)
+    write_safetensors(repo.path / MODEL, fine_tune(random_model(0, layers=4, width=384), 77))
+    repo.commit("the next day's version", MODEL)
+    repo.gitmodel("repack")                       # what that day's push runs first
+    out = gc(repo)                                # keeps what was stored in the last day
+    assert int(re.search(r"removed (\d+) object", out.stdout).group(1)) > 0, out.stdout
+    left = gc(repo, "--keep-recent", "0", "--dry-run").stdout
+    assert "removed 0 object(s)" in left or "would remove 0 object(s)" in left, left
+    repo.git("checkout", "HEAD~1", "--", MODEL)
+    assert sha256(repo.path / MODEL) == sums[2]
 
 
 def test_gc_keeps_what_was_stored_recently_and_dry_run_removes_nothing(repo: Repo):
