@@ -6,12 +6,14 @@ from __future__ import annotations
 import io
 import json
 import struct
+import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_repo, sha256
@@ -189,6 +191,82 @@ def test_huge_shapes_are_not_tensors():
     header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (0, 9223372036854775807)}"
     _, segments, _, _ = walk(_npy_with_header(header))
     assert tensors(segments) == [("array", "F64", (0, 2**63 - 1))]
+
+
+def _stack_depth() -> int:
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    return depth
+
+
+def _at_stack_depth(frames: int, call):
+    return _at_stack_depth(frames, call) if _stack_depth() < frames else call()
+
+
+@pytest.mark.parametrize("levels, found", [(64, "npy"), (65, "opaque"), (150, "opaque")])
+def test_npy_nesting_limit_does_not_depend_on_the_stack(levels, found):
+    # 150 levels parsed near the top of the stack but not from a deep caller (the merge
+    # driver): the pointer depended on who computed it. Now 64 is the limit, wherever.
+    lists = levels - 1                                     # the header's dict is one level
+    data = _npy_with_header(b"{'descr': " + b"[" * lists + b"]" * lists
+                            + b", 'fortran_order': False, 'shape': (2,)}", b"\0" * 8)
+    with tempfile.TemporaryDirectory() as root:
+        store = Store(root)
+        try:
+            clean = lambda: checkpoint.clean(io.BytesIO(data), store, write=False).decode()
+            shallow = clean()
+            deep = _at_stack_depth(sys.getrecursionlimit() - 150, clean)
+        finally:
+            store.close()
+    assert deep == shallow
+    assert shallow.splitlines()[3:] == [f"format {found}"]     # a list descr: no tensor
+
+
+@pytest.mark.parametrize("text, depth", [
+    ("{'a': (1,)}", 2),
+    ("{'a': '([{', \"b'[\": [()]}", 3),
+    ("{'a': '''x'[('''}", 1),                    # a triple-quoted string holds quotes
+    ('{"a": """(""", \'\'\'"\'\'\': [{}]}', 3),
+    ("{'a': 1, # ((((\n 'b': [1]}", 2),          # a comment runs to the end of its line
+    ("{'a': 1, # ((((", 1),
+])
+def test_npy_nesting_scan_skips_strings_and_comments(text, depth):
+    assert not numpy_files._nesting_exceeds(text, depth)
+    assert numpy_files._nesting_exceeds(text, depth - 1)
+
+
+@pytest.mark.parametrize("text", ["{'a': 'x}", "{'a': '''x}", "{'a': 'x\n'}", "{'a': 'x\r'}",
+                                  "{'a': ()))}"])
+def test_npy_nesting_scan_refuses_what_python_does_not_tokenize(text):
+    assert numpy_files._nesting_exceeds(text, 64)
+    with pytest.raises(SyntaxError):
+        compile(text, "header", "eval")
+
+
+def _literal_depth(value: object) -> int:
+    if isinstance(value, (list, tuple)):
+        return 1 + max(map(_literal_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_literal_depth, value.values()), default=0)
+    return 0
+
+
+_literal_texts = st.text(st.sampled_from("'\"()[]{}#, ab"), max_size=6)
+_literals = st.recursive(
+    st.one_of(st.integers(-5, 5), st.booleans(), _literal_texts),
+    lambda ch: st.one_of(st.lists(ch, max_size=3), st.lists(ch, max_size=3).map(tuple),
+                         st.dictionaries(_literal_texts, ch, max_size=3)), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.dictionaries(_literal_texts, _literals, min_size=1, max_size=3))
+def test_npy_nesting_scan_matches_the_literal_structure(value):
+    text = repr(value)
+    assume("\\" not in text)                     # headers with a backslash are refused first
+    depth = _literal_depth(value)
+    assert not numpy_files._nesting_exceeds(text, depth)
+    assert numpy_files._nesting_exceeds(text, depth - 1)
 
 
 def test_oversized_header_length_is_opaque():

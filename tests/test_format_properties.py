@@ -8,6 +8,7 @@ import json
 import math
 import os
 import struct
+import sys
 import tempfile
 import threading
 
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gitmodel import checkpoint
-from gitmodel.formats import DTYPE_BITS, Segment, Tensor, detect
+from gitmodel.formats import DTYPE_BITS, Segment, Tensor, detect, safetensors
 from gitmodel.formats.safetensors import MAX_HEADER
 from gitmodel.formats.stream import PeekableStream
 from gitmodel.store.chunker import cut_all
@@ -671,6 +672,73 @@ def test_safetensors_hostile_headers_are_opaque(name):
 def test_safetensors_unhashable_dtype_is_opaque(dtype):
     blob = _file({"a": _info(dtype=dtype)}, b"\0" * 8)
     assert detect(PeekableStream(io.BytesIO(blob))).format == "opaque"
+
+
+def at_stack_depth(frames: int, call):
+    """call() with the stack `frames` frames deep (as in a deeper caller: the merge driver)."""
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    return _deeper(frames - depth, call)
+
+
+def _deeper(n: int, call):
+    return _deeper(n - 1, call) if n > 0 else call()
+
+
+def _nested_metadata_file(levels: int) -> bytes:
+    """A safetensors file whose header nests `levels` deep: the header object, __metadata__,
+    then lists."""
+    lists = levels - 2
+    return _file('{"__metadata__": {"k": ' + "[" * lists + "]" * lists + '}, '
+                 '"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}', b"x")
+
+
+@pytest.mark.parametrize("levels, found", [(64, "safetensors"), (65, "opaque"), (200, "opaque"),
+                                           (100_000, "opaque")])
+def test_safetensors_nesting_limit_does_not_depend_on_the_stack(levels, found):
+    # 200 levels parsed near the top of the stack but not from a deep caller (the merge
+    # driver): the pointer depended on who computed it. Now 64 is the limit, wherever.
+    blob = _nested_metadata_file(levels)
+    with tempfile.TemporaryDirectory() as root:
+        store = Store(root)
+        try:
+            clean = lambda: checkpoint.clean(io.BytesIO(blob), store, write=False).decode()
+            shallow = clean()
+            deep = at_stack_depth(sys.getrecursionlimit() - 150, clean)
+        finally:
+            store.close()
+    assert deep == shallow
+    assert shallow.splitlines()[3] == f"format {found}"
+    if found == "safetensors":
+        assert shallow.split("\n\n")[1:] == [
+            "[metadata]\nk " + "[" * (levels - 2) + "]" * (levels - 2),
+            "[tensors]\na U8 [1] " + blake3.blake3(blake3.blake3(b"x").digest()).hexdigest()[:16] + "\n"]
+
+
+def _json_depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_json_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_json_depth, value.values()), default=0)
+    return 0
+
+
+# Strings full of what the scan must not take for structure: quotes, brackets, backslash runs.
+_scan_texts = st.text(st.sampled_from('"\\[]{}/ab\u00e9\U0001f600'), max_size=8)
+_scan_values = st.recursive(st.one_of(st.none(), st.integers(), _scan_texts), lambda ch: st.one_of(
+    st.lists(ch, max_size=3), st.dictionaries(_scan_texts, ch, max_size=3)), max_leaves=25)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_scan_values, ascii_only=st.booleans(), indent=st.sampled_from([None, 1]),
+       chunk=st.sampled_from([1, 3, 64, 1 << 20]))
+def test_safetensors_nesting_scan_matches_the_json_structure(value, ascii_only, indent, chunk):
+    raw = json.dumps(value, ensure_ascii=ascii_only, indent=indent).encode()
+    depth = _json_depth(value)
+    assert not safetensors.nesting_exceeds(raw, depth, chunk)   # small chunks: state carried
+    if depth:
+        assert safetensors.nesting_exceeds(raw, depth - 1, chunk)
 
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -16,6 +17,14 @@ from gitmodel.formats.stream import PeekableStream
 MAGIC = b"\x93NUMPY"
 MAX_HEADER = 1 << 16            # longest .npy header we will parse (numpy's own limit is 10000)
 MAX_DIMS = 64                   # numpy's limit
+# Brackets nested deeper than this (the header's dict counts as 1) are refused before parsing:
+# ast.literal_eval recurses once per level, so near Python's recursion limit its answer would
+# depend on how deep the caller's stack is (git add, the merge driver), not on the bytes. Real
+# headers nest 3 deep, structured dtypes 2 more per nested struct; Python's parser stops at 200.
+MAX_NESTING = 64
+# Where the nesting scan stops: brackets, comments and string literals (a header holds no
+# backslash, so a string ends at the next quote of its kind).
+_LEXEMES = re.compile(r"""[][(){}#]|'''|\"\"\"|'|\"""")
 MAX_BYTES = 1 << 62
 ARRAY_NAME = "array"            # the tensor name of a lone .npy
 
@@ -85,13 +94,16 @@ def parse_npy_header(raw: bytes) -> NpyHeader | None:
     except UnicodeDecodeError:
         return None
     text = text.strip()
-    if not text.startswith("{") or "\\" in text:
+    if not text.startswith("{") or "\\" in text or _nesting_exceeds(text, MAX_NESTING):
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             header = ast.literal_eval(text)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        # Within MAX_NESTING a literal's syntax tree is shallow, so a RecursionError (chains
+        # such as 1+1+...+1) or the parser's MemoryError ("too complex") comes only from text
+        # that is no literal: refused at any stack depth.
         return None
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
         return None
@@ -108,6 +120,34 @@ def parse_npy_header(raw: bytes) -> NpyHeader | None:
     if data_size >= MAX_BYTES:
         return NpyHeader(len(raw), None, shape, None, fortran)
     return NpyHeader(len(raw), dtype, shape, data_size, fortran)
+
+
+def _nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether brackets outside string literals and comments nest more than `limit` deep in
+    this Python source without backslashes, or a string literal in it never ends (no literal
+    then). Exact for text Python tokenizes, and literal_eval parses nothing else."""
+    depth = pos = 0
+    while True:
+        found = _LEXEMES.search(text, pos)
+        if found is None:
+            return False
+        token, pos = found.group(), found.end()
+        if token in "([{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ")]}":
+            depth -= 1
+            if depth < 0:                        # unmatched: Python refuses it
+                return True
+        elif token == "#":                       # a comment, to the end of its line
+            end = text.find("\n", pos)
+            pos = len(text) if end < 0 else end
+        else:                                    # a string, to the next quote of its kind
+            end = text.find(token, pos)
+            if end < 0 or (len(token) == 1 and ("\n" in text[pos:end] or "\r" in text[pos:end])):
+                return True
+            pos = end + len(token)
 
 
 def _peek_npy_header(stream: PeekableStream, at: int, limit: int) -> NpyHeader | None:

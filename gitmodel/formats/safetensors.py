@@ -8,10 +8,22 @@ import math
 import struct
 from typing import Iterator
 
+import numpy as np
+
 from gitmodel.formats import DTYPE_BITS, Layout, Segment, Tensor
 from gitmodel.formats.stream import PeekableStream
 
 MAX_HEADER = 100_000_000        # the safetensors specification's own limit
+# Arrays and objects nested deeper than this (the header object counts as 1) are refused before
+# parsing: json.loads recurses once per level, so near Python's recursion limit its answer would
+# depend on how deep the caller's stack is (git add, the merge driver), not on the bytes. Real
+# headers nest 3 deep; the safetensors library's own parser (serde_json) stops at 128.
+MAX_NESTING = 64
+_SCAN_CHUNK = 1 << 20
+_STEP = np.zeros(256, np.int8)         # +1 opens an array or object, -1 closes one
+_STEP[[ord("["), ord("{")]] = 1
+_STEP[[ord("]"), ord("}")]] = -1
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 
 
 def read_layout(stream: PeekableStream) -> Layout | None:
@@ -40,9 +52,11 @@ def _metadata(raw: bytes) -> dict[str, str]:
 
 def parse_header(raw: bytes) -> list[tuple[int, int, Tensor]] | None:
     """(begin, end, tensor) sorted by begin, or None when the header is not valid."""
+    if nesting_exceeds(raw, MAX_NESTING):
+        return None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+    except (UnicodeDecodeError, ValueError):
         return None
     if not isinstance(header, dict):
         return None
@@ -61,6 +75,27 @@ def parse_header(raw: bytes) -> list[tuple[int, int, Tensor]] | None:
             return None
         previous_end = end
     return tensors
+
+
+def nesting_exceeds(raw: bytes, limit: int, chunk: int = _SCAN_CHUNK) -> bool:
+    """Whether arrays and objects nest more than `limit` deep in this JSON text, outside its
+    strings. Exact wherever the text is valid JSON, which is all json.loads reaches before it
+    fails, so a text within the limit never nests json.loads deeper. Linear, in C and numpy."""
+    # Backslashes appear only inside strings; pairs escape each other, so what is left of a
+    # run is one backslash at most, and with the quote it escapes it goes: every quote left
+    # opens or closes a string.
+    text = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    depth, in_string = 0, False
+    for start in range(0, len(text), chunk):              # pieces: bounded numpy arrays
+        part = np.frombuffer(text, np.uint8, min(chunk, len(text) - start), start)
+        quotes = np.cumsum(part == ord('"'), dtype=np.int64)
+        inside = (quotes & 1).astype(bool) ^ in_string     # after an odd count: in a string
+        steps = np.where(inside, 0, _STEP[part]).astype(np.int64)
+        levels = np.cumsum(steps) + depth
+        if levels.max() > limit:
+            return True
+        depth, in_string = int(levels[-1]), in_string ^ bool(quotes[-1] & 1)
+    return False
 
 
 def _tensor(name: str, info: object) -> tuple[int, int, Tensor] | None:
