@@ -22,7 +22,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_repo, sha256
@@ -570,3 +570,119 @@ def test_random_state_dicts(data):
     assert lines(segments) == expected_lines(records, [s.key for s in used])   # in file order
     with tempfile.TemporaryDirectory() as root:
         assert clean_restore(blob, root)[1] == blob
+
+
+# ----------------------------------------------------------------------------- pickle semantics
+
+def _tagged(value):
+    """A value with the type of every part spelled out (True and 1 compare equal otherwise);
+    the decoder's dicts as pickle builds them (a repeated key keeps its last value)."""
+    if type(value) is reader._Dict:
+        value = dict(value.items)
+    if isinstance(value, dict):
+        return ("dict", sorted((repr(_tagged(k)), _tagged(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [_tagged(v) for v in value])
+    return (type(value).__name__, value)
+
+
+def _short_text(text: str) -> bytes:
+    raw = text.encode()
+    return b"\x8c" + bytes([len(raw)]) + raw                      # SHORT_BINUNICODE
+
+
+@st.composite
+def memo_pickles(draw):
+    """Protocol-4 pickles of a dict of scalars and lists of scalars that store and fetch memo
+    entries every way pickle can: BINPUT, LONG_BINPUT and PUT at any index, MEMOIZE (at the
+    count of entries), the three GETs, and values memoized then dropped (POP). Only scalars
+    are memoized, so no value can contain itself whatever the numbering."""
+    memo: set[int] = set()                  # which indexes exist (for valid GETs only)
+
+    def scalar() -> bytes:
+        kind = draw(st.sampled_from(["text", "int1", "int", "long", "get"] if memo else
+                                    ["text", "int1", "int", "long"]))
+        if kind == "get":
+            k = draw(st.sampled_from(sorted(memo)))
+            how = draw(st.sampled_from(["binget", "long_binget", "get"] if k < 256 else
+                                       ["long_binget", "get"]))
+            return {"binget": lambda: b"h" + bytes([k]), "long_binget": lambda: b"j" + struct.pack("<I", k),
+                    "get": lambda: b"g" + str(k).encode() + b"\n"}[how]()
+        out = {"text": lambda: _short_text(draw(st.text("ab_.", max_size=4))),
+               "int1": lambda: b"K" + bytes([draw(st.integers(0, 255))]),
+               "int": lambda: b"I" + draw(st.sampled_from([b"7", b"00", b"01", b"-3", b"0x1f", b"010",
+                                                           b"1_000", b" 5", b"99999999999999999999"])) + b"\n",
+               "long": lambda: b"L" + draw(st.sampled_from([b"7L", b"0x10L", b"-2", b"12_3L"])) + b"\n"}[kind]()
+        if draw(st.booleans()):
+            how = draw(st.sampled_from(["memoize", "binput", "long_binput", "put"]))
+            k = len(memo) if how == "memoize" else draw(st.integers(0, 6))
+            out += {"memoize": b"\x94", "binput": b"q" + bytes([k]), "long_binput": b"r" + struct.pack("<I", k),
+                    "put": b"p" + str(k).encode() + b"\n"}[how]
+            memo.add(k)
+        return out
+
+    body = b"\x80\x04}"
+    for _ in range(draw(st.integers(0, 6))):
+        if draw(st.booleans()):
+            body += scalar() + b"0"                                 # memoized, then dropped
+        body += scalar()                                            # the key
+        if draw(st.booleans()):
+            body += scalar()
+        else:
+            body += b"](" + b"".join(scalar() for _ in range(draw(st.integers(0, 3)))) + b"e"
+        body += b"s"
+    return body + b"."
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pkl=memo_pickles())
+def test_the_decoder_reads_what_pickle_loads_reads(pkl):
+    """The names and numbers the pointer shows are those torch.load would see: the decoder
+    agrees with pickle.loads on every pickle it loads."""
+    try:
+        want = pickle.loads(pkl)
+    except Exception:                  # e.g. a numbering that makes a GET miss
+        return
+    assert _tagged(reader._decode(pkl)[0]) == _tagged(want)
+
+
+def test_memoize_numbers_entries_as_pickle_does():
+    """MEMOIZE stores at the count of memo entries: after a BINPUT at index 1, the next
+    MEMOIZE overwrites index 1. The decoder numbered by its own list (index 0), so a pickle
+    that loads as {'real_loss': 7} showed `fake_loss 7` (and the trick renames tensors)."""
+    text = lambda t: b"X" + struct.pack("<I", len(t)) + t           # noqa: E731
+    pkl = (b"\x80\x04}" + text(b"fake_loss") + b"q\x010" + text(b"real_loss") + b"\x940"
+           + b"h\x01K\x07s.")
+    assert pickle.loads(pkl) == {"real_loss": 7}
+    data = build_archive(pkl, [])
+    assert walk(data)[0].metrics == {"real_loss": 7.0}
+    text_, restored = clean_restore(data)
+    assert restored == data
+    assert text_.decode().split("\n\n")[1] == "[metrics]\nreal_loss 7\n"
+
+
+@pytest.mark.parametrize("line, value", [(b"0x1f", 31), (b"010", 8), (b"01", True), (b"+0", False),
+                                         (b"1_000", 1000), (b" 5", 5), (b"12\0junk", 12)])
+def test_int_text_lines_read_as_pickle_reads_them(line, value):
+    """INT's text is read by C's strtol (base 0: hex, octal) as pickle.loads does; the decoder
+    read it with int(), so `0x1f` made the pickle undecodable and `010` read 10."""
+    pkl = b"}" + _short_text("n") + b"I" + line + b"\ns."
+    assert pickle.loads(pkl) == {"n": value} and type(pickle.loads(pkl)["n"]) is type(value)
+    got = dict(reader._decode(pkl)[0].items)["n"]
+    assert got == value and type(got) is type(value)
+
+
+@settings(max_examples=400, deadline=None)
+@given(line=st.binary(max_size=6) | st.text("0178xXab +-_L\t\0", max_size=7).map(str.encode),
+       op=st.sampled_from([b"I", b"L"]))
+def test_int_and_long_lines_match_pickle(line, op):
+    assume(b"\n" not in line)
+    pkl = b"}" + _short_text("n") + op + line + b"\ns."
+    try:
+        want = pickle.loads(pkl)["n"]
+    except Exception:
+        with pytest.raises(reader._Bad):
+            reader._decode(pkl)
+        return
+    got = dict(reader._decode(pkl)[0].items)["n"]
+    assert got == want and type(got) is type(want)

@@ -5,6 +5,7 @@ Segmentation, tensor names and metrics: docs/formats.md §2.6."""
 from __future__ import annotations
 
 import math
+import re
 import struct
 from typing import Iterator
 
@@ -380,6 +381,39 @@ def _text(raw: bytes) -> object:
         return _UNKNOWN
 
 
+# What C's strtol(s, &end, 0) reads: spaces, a sign, then hex (0x), octal (0...) or decimal.
+_STRTOL = re.compile(rb"[ \t\n\v\f\r]*([+-]?)(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))")
+
+
+def _c_string(text: bytes) -> bytes:
+    """A line as the C unpickler parses it: a C string, ended by its first NUL."""
+    return text.partition(b"\0")[0]
+
+
+def _int_line(line: bytes) -> int:
+    """INT's argument (protocol 0) as pickle.loads, the C unpickler, reads it: strtol with base
+    0 when that takes the whole line and fits a C long (a 2-character line of value 0 or 1 is
+    False or True), else Python's int(text, 0). Text-line numbers mostly come from old pickles;
+    what matters is reading the value torch.load reads, or refusing the file."""
+    if not line:
+        raise _Bad("empty INT line")
+    text = _c_string(line)
+    found = _STRTOL.match(text)
+    if found is None:                     # no digits: strtol stops at the line's first byte
+        value = 0 if not text else None
+    elif found.end() == len(text):
+        sign, hexa, octal, decimal = found.groups()
+        value = int(hexa, 16) if hexa else int(octal, 8) if octal else int(decimal)
+        value = -value if sign == b"-" else value
+        if not -1 << 63 <= value < 1 << 63:
+            value = None                  # out of range: Python's int() takes over
+    else:
+        value = None
+    if value is None:
+        return int(text, 0)
+    return bool(value) if len(line) == 2 and value in (0, 1) else value
+
+
 def _build(target: object, state: object) -> None:
     if type(target) is _Obj and target is not _UNKNOWN:
         target.state = state
@@ -418,19 +452,17 @@ def _decode(data: bytes) -> tuple[object, _Machine, int]:
 def _run(data: bytes, machine: _Machine) -> tuple[object, _Machine, int]:
     stack: list = []
     marks: list[int] = []
-    memo: list = []              # pickles number memo entries 0, 1, 2...: a list holds them
-    sparse: dict = {}            # ... and a dict any others
+    # As pickle's: a dict, and MEMOIZE stores at len(memo), the count of entries, whatever
+    # indexes PUT used (a list numbered by its own length named other values than torch.load
+    # sees: renamed tensors and metrics).
+    memo: dict[int, object] = {}
 
     def put(k: int, v: object) -> None:
-        if k == len(memo):
-            memo.append(v)
-        elif 0 <= k < len(memo):
-            memo[k] = v
-        else:
-            sparse[k] = v
+        if k < 0:
+            raise _Bad("negative PUT argument")
+        memo[k] = v
 
-    def get(k: int) -> object:
-        return memo[k] if 0 <= k < len(memo) else sparse[k]
+    get = memo.__getitem__
 
     push, pop = stack.append, stack.pop
     unpack = struct.unpack_from
@@ -532,7 +564,7 @@ def _run(data: bytes, machine: _Machine) -> tuple[object, _Machine, int]:
             push(get(unpack("<I", data, i)[0]))
             i += 4
         elif op == 0x94:                                 # MEMOIZE
-            memo.append(stack[-1])
+            memo[len(memo)] = stack[-1]
         elif op == 0x4A:                                 # BININT
             push(unpack("<i", data, i)[0])
             i += 4
@@ -597,10 +629,10 @@ def _run(data: bytes, machine: _Machine) -> tuple[object, _Machine, int]:
         elif op in (0x49, 0x4C, 0x46, 0x56, 0x53, 0x50, 0x70, 0x67):   # text-line opcodes
             text = line()
             i += len(text) + 1
-            if op == 0x49:                               # INT (bools as 00/01)
-                push(text == b"01" if text in (b"00", b"01") else int(text))
-            elif op == 0x4C:                             # LONG
-                push(int(text.rstrip(b"L")))
+            if op == 0x49:                               # INT
+                push(_int_line(text))
+            elif op == 0x4C:                             # LONG: one trailing L at most
+                push(int(_c_string(text[:-1] if text.endswith(b"L") else text), 0))
             elif op == 0x46:                             # FLOAT
                 push(float(text))
             elif op == 0x56:                             # UNICODE
@@ -608,9 +640,9 @@ def _run(data: bytes, machine: _Machine) -> tuple[object, _Machine, int]:
             elif op in (0x53, 0x50):                     # STRING (quoted), PERSID
                 push(_UNKNOWN)
             elif op == 0x70:                             # PUT
-                put(int(text), stack[-1])
+                put(int(_c_string(text)), stack[-1])
             else:                                        # GET
-                push(get(int(text)))
+                push(get(int(_c_string(text))))
         elif op in (0x69, 0x6F):                         # INST, OBJ
             if op == 0x69:
                 module = line()
