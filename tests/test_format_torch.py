@@ -177,6 +177,26 @@ def test_big_endian_archives_list_no_tensors(tmp_path):
     assert len(little.tensors) == 6 and not walk((DATA / "mlp_fp32.pt").read_bytes())[0].values_unreadable
 
 
+@pytest.mark.parametrize("last", [False, True])
+def test_big_endian_metrics_are_right_or_absent_wherever_byteorder_is(last, tmp_path):
+    """torch.load finds `byteorder` by name: after the storages it still says big. The reader
+    learnt it only there, after reading the loss little-endian (8.82818e-44, not 0.5): values
+    read before a big `byteorder` are dropped now; read after it, they are right."""
+    loss = _Storage("0", "FloatStorage", np.array([0.5], dtype=">f4"))
+    steps = _Storage("1", "LongStorage", np.array([12], dtype=">i8"))
+    obj = {"loss": _View(loss, 0, (), ()), "step": _View(steps, 0, (), ()), "epoch": 3}
+    data = build_archive(torch_pickle(obj), [loss, steps], byteorder=b"big", byteorder_last=last)
+    assert zipfile.ZipFile(io.BytesIO(data)).read("archive/byteorder") == b"big"
+    text, restored = clean_restore(data, str(tmp_path))
+    assert restored == data
+    ptr = pointer.parse(text)
+    assert ptr.format == "pytorch" and ptr.tensors == ()
+    want = {"epoch": 3.0} if last else {"epoch": 3.0, "loss": 0.5, "step": 12.0}
+    assert dict(ptr.metrics) == want
+    assert text.decode().split("\n\n")[1] == "[metrics]\n" + "".join(
+        f"{k} {v:g}\n" for k, v in sorted(want.items()))
+
+
 def test_a_big_endian_archive_committed_with_its_tensors_listed_still_pushes(tmp_path, git_env):
     """A review of the fix above: such a file committed by an earlier version (its pointer
     lists the tensors) was refused by the pre-push hook and flagged by `gitmodel status` as a
@@ -354,13 +374,17 @@ def torch_pickle(obj, protocol: int = 2) -> bytes:
 
 
 def build_archive(pkl: bytes, storages: list[_Storage], prefix: str = "archive", wide: bool = False,
-                  descriptors: bool = True, compress: frozenset = frozenset()) -> bytes:
+                  descriptors: bool = True, compress: frozenset = frozenset(),
+                  byteorder: bytes = b"little", byteorder_last: bool = False) -> bytes:
     """An archive laid out like torch's writer: stored entries, data 64-byte aligned through an
-    'FB' extra field, sizes in data descriptors (24-byte ones when `wide`), central directory."""
-    records = [("data.pkl", pkl), (".format_version", b"1"), (".storage_alignment", b"64"),
-               ("byteorder", b"little")]
+    'FB' extra field, sizes in data descriptors (24-byte ones when `wide`), central directory.
+    `byteorder_last` puts that record after the storages (torch.load finds it by name)."""
+    records = [("data.pkl", pkl), (".format_version", b"1"), (".storage_alignment", b"64")]
+    order = [("byteorder", byteorder)]
+    records += [] if byteorder_last else order
     records += [(f"data/{s.key}", s.array.tobytes()) for s in storages]
     records += [("version", b"3"), (".data/serialization_id", b"0123456789" * 4)]
+    records += order if byteorder_last else []
     out, central = bytearray(), bytearray()
     for name, payload in records:
         raw, method, crc, usize = f"{prefix}/{name}".encode(), 0, zlib.crc32(payload), len(payload)

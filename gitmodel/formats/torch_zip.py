@@ -222,6 +222,8 @@ def _segments(stream: PeekableStream, plan: "_Plan", pending: int) -> Iterator[S
                     # Statistics and merges read little-endian words: list no tensors (the
                     # storages stay segments of their own, so versions still share chunks)
                     plan.layout.values_unreadable = plan.big_endian
+                    if plan.big_endian:
+                        plan.drop_scalars_read()
                 pending += length
                 continue
             storage, tensor = found
@@ -710,6 +712,8 @@ class _Plan:
                 continue
             self.storages.setdefault(raw, (storage, self._tensor(storage)))
         self.scalars: dict[str, list[tuple[str, _View]]] = {}
+        self.scalars_read: list[str] = []          # metrics read from storages so far
+        self.dropped: set[str] = set()
         for _, _, name, value in sorted(self.numbers, key=lambda t: t[:2])[:MAX_SUMMARY]:
             if type(value) is _View:
                 self.scalars.setdefault(value.storage.key, []).append((name, value))
@@ -823,7 +827,18 @@ class _Plan:
             code = _SCALAR[view.dtype]
             if code == "bf16":                            # the high half of a float32
                 raw, code = (raw + b"\0\0" if self.big_endian else b"\0\0" + raw), "f"
-            self.layout.metrics.setdefault(name, float(struct.unpack(order + code, raw)[0]))
+            if name not in self.layout.metrics and name not in self.dropped:
+                self.layout.metrics[name] = float(struct.unpack(order + code, raw)[0])
+                self.scalars_read.append(name)
+
+    def drop_scalars_read(self) -> None:
+        """A `byteorder` saying big after storages were read (torch.load finds it by name,
+        wherever it is): their values were read little-endian, so they are no metrics, and
+        their names are not taken again."""
+        for name in self.scalars_read:
+            del self.layout.metrics[name]
+            self.dropped.add(name)
+        self.scalars_read = []
 
 
 def _covers(view: _View, nbytes: int) -> bool:
