@@ -142,6 +142,9 @@ def clean_checkpoint(source: PeekableStream, store: Store, write: bool = True,
     found = Pointer(source.position, content.hex(), layout.format, lines,
                     _bounded(sorted(layout.metadata.items())), _bounded(sorted(layout.metrics.items())))
     why = _unreadable(found)
+    if layout.names_oversized and lines:     # names the reader did not build: longer still
+        why = (f"would take over {pointers.MAX_POINTER_SIZE >> 20} MiB (very long tensor "
+               "names)")
     if why is None:
         return found
     # Committed, it would not be taken for a pointer (a checkout would write its text, a gc

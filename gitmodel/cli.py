@@ -891,6 +891,10 @@ def _run(args) -> int:
                       "packs: `gitmodel gc` joins small ones); raise the limit (`ulimit -n`) "
                       "and run the command again", file=sys.stderr)
             return 1
+        if isinstance(err, MemoryError):
+            print("gitmodel: error: out of memory; run the command again with more memory "
+                  "available", file=sys.stderr)
+            return 1
         if os.environ.get("GITMODEL_DEBUG"):
             raise
         print(f"gitmodel: internal error: {type(err).__name__}: {err}. This is a bug in "

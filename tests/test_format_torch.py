@@ -710,3 +710,77 @@ def test_int_and_long_lines_match_pickle(line, op):
         return
     got = dict(reader._decode(pkl)[0].items)["n"]
     assert got == want and type(got) is type(want)
+
+
+# ----------------------------------------------------------------------------- bounded work
+
+def _shared_key_bomb(key: bytes, depth: int, pairs: int) -> bytes:
+    """A pickle whose one memoized key names the dict at every level (BINGET), with `pairs`
+    (key, 0) pairs innermost: a name per number of depth x len(key) characters."""
+    pkl = b"\x80\x02}X" + struct.pack("<I", len(key)) + key + b"q\x00"
+    pkl += b"}h\x00" * (depth - 2)
+    pkl += b"}(" + b"h\x00K\x00" * pairs + b"u"
+    return pkl + b"s" * (depth - 1) + b"."
+
+
+def test_summary_names_under_a_memo_shared_key_are_bounded():
+    """Every number under a memoized 8 KiB key 60 levels deep got a 480 KiB name, joined
+    before the summary was cut to 50 (a 1 MiB file took 2 GB, then all memory). Candidates
+    are kept 50 at a time and named once chosen, cut to MAX_NAME characters."""
+    import tracemalloc
+    key = b"k" * 8192
+    data = build_archive(_shared_key_bomb(key, 60, 300), [])
+    tracemalloc.start()
+    try:
+        layout, _, _ = walk(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    name = ".".join([key.decode()] * 60)
+    assert layout.format == "pytorch"
+    assert layout.metrics == {name[:reader.MAX_NAME]: 0.0}
+    assert peak < 16 << 20, f"{peak >> 20} MiB"                  # was 140 MiB
+    text, restored = clean_restore(data)
+    assert restored == data
+    assert text.decode().split("\n\n")[1] == "[metrics]\n" + name[:200] + " 0\n"
+
+
+def test_tensor_names_past_the_pointer_limit_are_not_built(monkeypatch):
+    """Tensor names are written whole, so once they add up to more than a pointer may hold
+    the pointer is opaque whatever the later names are: those are not built (memo sharing
+    made each name here 41 KiB of a file's 5 bytes). The pointer is what it was."""
+    key = "k" * 4096
+    storages = [_Storage(str(i), "FloatStorage", np.full(2, i, dtype=np.float32)) for i in range(40)]
+    inner = {f"w{i}": _View(s, 0, (2,), (1,)) for i, s in enumerate(storages)}
+    obj = inner
+    for _ in range(9):
+        obj = {key: obj}                           # one string object: pickled once, then BINGET
+    data = build_archive(torch_pickle(obj), storages)
+    prefix = ".".join([key] * 9) + "."
+    unbounded = 1 << 40
+    monkeypatch.setattr(reader, "MAX_POINTER_SIZE", unbounded)
+    full = [t for t, _, _ in lines(walk(data)[1])]
+    assert full == [prefix + f"w{i}" for i in range(40)]
+    monkeypatch.setattr(pointer, "MAX_POINTER_SIZE", 300_000)
+    unbudgeted = clean_restore(data)[0]
+    monkeypatch.setattr(reader, "MAX_POINTER_SIZE", 300_000)
+    names = [t for t, _, _ in lines(walk(data)[1])]
+    fit = 300_000 // len(full[0])                # 8 names of 36,875 characters
+    assert fit == 8 and names == full[:fit] + [f"data/{i}" for i in range(fit, 40)]
+    text, restored = clean_restore(data)
+    assert restored == data and text == unbudgeted
+    assert pointer.parse(text).format == "opaque"
+
+
+def test_memory_errors_are_not_taken_for_an_opaque_file(monkeypatch):
+    """Out of memory (a ulimit) is the machine's limit, not the file's: it made a torch file's
+    pointer opaque, so the pointer depended on the memory left. It propagates now (clean
+    fails, no pointer)."""
+    obj, storages, want = _state()
+    data = build_archive(torch_pickle(obj), storages)
+    assert lines(walk(data)[1]) == want
+    for where in ("_run", "_covers"):
+        with monkeypatch.context() as patch:
+            patch.setattr(reader, where, mock.Mock(side_effect=MemoryError()))
+            with pytest.raises(MemoryError):
+                walk(data)

@@ -53,6 +53,10 @@ class Layout:
     # their dtypes say (a big-endian torch archive): the pointer then lists none, as for a
     # file of opaque segments. Read after the last segment too.
     values_unreadable: bool = False
+    # Set by a reader whose tensor names, given whole, would add up to more than a pointer
+    # holds (memo sharing in a torch pickle): it stops building them, and the pointer is
+    # opaque, as it would be with them (§2.2). Read after the last segment too.
+    names_oversized: bool = False
 
 
 # A reader returns a Layout when the stream is in its format, else None. It may only peek.

@@ -48,6 +48,8 @@ def read_layout(stream: PeekableStream) -> Layout | None:
         walk = _Walk(stream)
         if not walk.detect():
             return None
+    except (MemoryError, RecursionError):
+        raise                   # the machine's limits, not the file's (as torch_zip)
     except Exception:           # never let a malformed file escape as an error
         return None
     return Layout("onnx", walk.segments(), walk.metadata)
@@ -204,6 +206,8 @@ class _Walk:
     def segments(self) -> Iterator[Segment]:
         try:
             yield from self._model()
+        except (MemoryError, RecursionError):
+            raise
         except Exception:        # a safety net: stop here, the rest is an opaque tail
             return
         finally:

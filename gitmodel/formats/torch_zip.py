@@ -4,6 +4,7 @@ Segmentation, tensor names and metrics: docs/formats.md §2.6."""
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 import struct
@@ -11,6 +12,7 @@ from typing import Iterator
 
 from gitmodel.formats import Layout, Segment, Tensor
 from gitmodel.formats.stream import PeekableStream
+from gitmodel.pointer import MAX_POINTER_SIZE
 
 FORMAT = "pytorch"
 MAX_PICKLE = 64 << 20            # bytes of data.pkl we accept
@@ -23,7 +25,14 @@ MAX_RECORD = 1 << 20             # largest small record whose size we search a d
 MAX_ENTRIES = 1 << 20            # zip entries walked
 MAX_SUMMARY = 50                 # metrics, and metadata entries, taken from the pickle
 MAX_VALUE = 200                  # characters of a metadata value
+MAX_NAME = 1 << 16               # characters of a metric's or metadata key's name kept (the
+                                 # pointer shows 200); bounds what the summary holds
 FLUSH = 4096                     # opaque bytes gathered before they are yielded
+
+# Errors that say how much memory or stack this process has, not what the file holds: taking
+# them for "not a torch file" made the pointer depend on the machine (a ulimit turned a file
+# opaque). They propagate: clean fails, and no pointer is written.
+_ENVIRONMENT = (MemoryError, RecursionError)
 
 _LOCAL, _CENTRAL, _DESCRIPTOR = b"PK\x03\x04", b"PK\x01\x02", b"PK\x07\x08"
 _NEXT = (_LOCAL, _CENTRAL, b"PK\x05\x06", b"PK\x06\x06")   # what may follow an entry
@@ -66,6 +75,8 @@ _NUMPY = {"f8": "d", "f4": "f", "f2": "e", "i8": "q", "i4": "i", "i2": "h", "i1"
 def read_layout(stream: PeekableStream) -> Layout | None:
     try:
         return _read(stream)
+    except _ENVIRONMENT:         # the machine's limits, not the file's: never a pointer of them
+        raise
     except Exception:            # hostile input never escapes: the file is just opaque
         return None
 
@@ -226,13 +237,13 @@ def _segments(stream: PeekableStream, plan: "_Plan", pending: int) -> Iterator[S
                         plan.drop_scalars_read()
                 pending += length
                 continue
-            storage, tensor = found
+            storage = found
             if entry.method != 0 or entry.size not in (None, storage.nbytes):
                 return
             pending += entry.header
             plan.read_scalars(stream, pending, storage)
             yield Segment(pending)
-            yield Segment(storage.nbytes, tensor)
+            yield Segment(storage.nbytes, plan.tensor(storage))
             expected += pending + storage.nbytes
             pending = 0
             if stream.position != expected:
@@ -242,6 +253,8 @@ def _segments(stream: PeekableStream, plan: "_Plan", pending: int) -> Iterator[S
                 pending = _descriptor_at(buf, 0, storage.nbytes, len(buf) < 28)
                 if not pending:
                     return
+    except _ENVIRONMENT:
+        raise
     except Exception:            # malformed input: the rest is an opaque tail
         return
 
@@ -445,7 +458,7 @@ def _decode(data: bytes) -> tuple[object, _Machine, int]:
     machine = _Machine()
     try:
         return _run(data, machine)
-    except _Bad:
+    except (_Bad, *_ENVIRONMENT):
         raise
     except Exception as e:       # IndexError, KeyError, struct.error, ...: not a pickle of ours
         raise _Bad(type(e).__name__) from None
@@ -689,6 +702,40 @@ def _component(key: object) -> tuple[str, bool]:
     return "?", False
 
 
+class _Path:
+    """A name as a chain of parts, joined with `.` only when needed: a key (up to 1 MiB) that
+    the memo shares between 100 levels would otherwise make every name under it 100 MiB."""
+    __slots__ = ("parent", "part", "count", "length")
+
+    def __init__(self, parent: "_Path | None", part: str):
+        self.parent, self.part = parent, part
+        self.count = 1 if parent is None else parent.count + 1             # parts
+        self.length = len(part) if parent is None else parent.length + 1 + len(part)
+
+    def text(self, limit: int | None = None) -> str:
+        """The name, cut to its first `limit` characters (the parts beyond are never read)."""
+        parts, node = [], self
+        while node is not None:
+            parts.append(node.part)
+            node = node.parent
+        parts.reverse()
+        if limit is None or self.length <= limit:
+            return ".".join(parts)
+        out, size = [], 0
+        for part in parts:
+            if out:
+                out.append(".")
+                size += 1
+            out.append(part[:max(0, limit - size)])
+            size += len(out[-1])
+            if size >= limit:
+                break
+        return "".join(out)[:limit]
+
+
+_child = _Path
+
+
 class _Plan:
     """What the pickle says: the tensor named for each storage entry, and the summary."""
 
@@ -696,25 +743,34 @@ class _Plan:
         self.prefix = prefix
         self.layout = layout
         self.big_endian = False
-        self.views: dict[str, list[tuple[str, _View]]] = {}
-        self.refs: dict[str, str] = {}
-        self.numbers: list[tuple[int, int, str, object]] = []   # depth, order, name, value
-        self.strings: list[tuple[int, int, str, str]] = []
+        # Per storage: the first view's path, the view, and whether every later view equals it.
+        self.views: dict[str, list] = {}
+        self.refs: dict[str, _Path | None] = {}
+        # The first MAX_SUMMARY candidates by (parts, walk order), kept in heaps of at most
+        # that many while walking, so a pickle of millions of candidates holds 50.
+        self.numbers: list[tuple[tuple[int, int], _Path, object]] = []
+        self.strings: list[tuple[tuple[int, int], _Path, object]] = []
         self.order = 0
         self.seen: set[int] = set()
-        self._walk(root, (), True, 0)
-        self.storages: dict[bytes, tuple[_Storage, Tensor]] = {}
+        self._walk(root, None, True, 0)
+        self.seen = set()
+        # Characters of tensor names left before they add up to more than a pointer holds:
+        # each is written whole, so past that the pointer is opaque (§2.2) and the names are
+        # not built (memo sharing makes them far longer than the file: 1 MiB keys x 100).
+        self.name_budget = MAX_POINTER_SIZE
+        self.storages: dict[bytes, _Storage] = {}
         for key, storage in machine.storages.items():
             name = (prefix.decode("utf-8", "surrogateescape") + "/data/" + key)
             try:
                 raw = name.encode("utf-8", "surrogateescape")
             except UnicodeEncodeError:
                 continue
-            self.storages.setdefault(raw, (storage, self._tensor(storage)))
+            self.storages.setdefault(raw, storage)
         self.scalars: dict[str, list[tuple[str, _View]]] = {}
         self.scalars_read: list[str] = []          # metrics read from storages so far
         self.dropped: set[str] = set()
-        for _, _, name, value in sorted(self.numbers, key=lambda t: t[:2])[:MAX_SUMMARY]:
+        for _, path, value in sorted(self.numbers, reverse=True):
+            name = path.text(MAX_NAME)
             if type(value) is _View:
                 self.scalars.setdefault(value.storage.key, []).append((name, value))
             else:
@@ -722,30 +778,35 @@ class _Plan:
                     layout.metrics.setdefault(name, float(value))
                 except OverflowError:
                     pass
-        for _, _, name, text in sorted(self.strings, key=lambda t: t[:2])[:MAX_SUMMARY]:
-            layout.metadata.setdefault(name, text[:MAX_VALUE])
-        self.views, self.refs, self.seen, self.numbers, self.strings = {}, {}, set(), [], []
+        for _, path, text in sorted(self.strings, reverse=True):
+            layout.metadata.setdefault(path.text(MAX_NAME), text[:MAX_VALUE])
+        self.numbers, self.strings = [], []
 
-    def _walk(self, value: object, path: tuple, plain: bool, depth: int) -> None:
+    def _walk(self, value: object, path: _Path | None, plain: bool, depth: int) -> None:
         if depth > MAX_DEPTH:
             return
         kind = type(value)
         if kind is _View:
-            name = ".".join(path)
-            self.views.setdefault(value.storage.key, []).append((name, value))
-            if (plain and path and len(value.shape) <= 1 and math.prod(value.shape) == 1
-                    and value.dtype in _SCALAR):
+            known = self.views.get(value.storage.key)
+            if known is None:
+                self.views[value.storage.key] = [path, value, True]
+            elif known[2] and value is not known[1]:
+                first = known[1]
+                known[2] = ((value.dtype, value.offset, value.shape, value.stride)
+                            == (first.dtype, first.offset, first.shape, first.stride))
+            if (plain and path is not None and len(value.shape) <= 1
+                    and math.prod(value.shape) == 1 and value.dtype in _SCALAR):
                 self._note(self.numbers, path, value)
         elif kind is _Storage:
-            self.refs.setdefault(value.key, ".".join(path))
+            self.refs.setdefault(value.key, path)
         elif kind is int or kind is float:
-            if plain and path:
+            if plain and path is not None:
                 self._note(self.numbers, path, value)
         elif kind is str:
-            if plain and path:
+            if plain and path is not None:
                 self._note(self.strings, path, value)
         elif kind is _Global:
-            if plain and path and value.module == "torch" and value.name in _DTYPES:
+            if plain and path is not None and value.module == "torch" and value.name in _DTYPES:
                 self._note(self.strings, path, f"torch.{value.name}")
         elif kind in (_Dict, list, tuple, _Obj):
             if id(value) in self.seen:
@@ -758,7 +819,7 @@ class _Plan:
                 for arg in args:                          # constructor arguments: same name
                     self._walk(arg, path, False, depth + 1)
                 for n, elem in enumerate(value.elems):
-                    self._walk(elem, path + (str(n),), False, depth + 1)
+                    self._walk(elem, _child(path, str(n)), False, depth + 1)
                 self._items(value.items, path, plain, depth)
                 state = value.state
                 parts = state if type(state) is tuple and len(state) == 2 else (state,)
@@ -769,9 +830,9 @@ class _Plan:
                         self._walk(part, path, False, depth + 1)
             else:
                 for n, elem in enumerate(value):
-                    self._walk(elem, path + (str(n),), False, depth + 1)
+                    self._walk(elem, _child(path, str(n)), False, depth + 1)
 
-    def _state(self, items: list, path: tuple, plain: bool, depth: int) -> None:
+    def _state(self, items: list, path: _Path | None, plain: bool, depth: int) -> None:
         """An object's attributes. A whole nn.Module (torch.save(model)) is named as its
         state_dict would be: `_parameters`, `_buffers` and `_modules` add no name part, and its
         other attributes (sizes, flags) are not metrics."""
@@ -783,30 +844,41 @@ class _Plan:
                 self._items(item.items, path, False, depth + 1)
             else:
                 part, _ = _component(key)
-                self._walk(item, path + (part,), False, depth + 1)
+                self._walk(item, _child(path, part), False, depth + 1)
 
-    def _items(self, items: list, path: tuple, plain: bool, depth: int) -> None:
+    def _items(self, items: list, path: _Path | None, plain: bool, depth: int) -> None:
         for key, item in items:
             part, keeps = _component(key)
-            self._walk(item, path + (part,), plain and keeps, depth + 1)
+            self._walk(item, _child(path, part), plain and keeps, depth + 1)
 
-    def _note(self, into: list, path: tuple, value: object) -> None:
+    def _note(self, into: list, path: _Path, value: object) -> None:
+        """A candidate, kept when among the first MAX_SUMMARY by (parts, walk order): a
+        max-heap on negated keys, whose top is the last kept."""
         self.order += 1
-        into.append((len(path), self.order, ".".join(path), value))
+        key = (-path.count, -self.order)
+        if len(into) < MAX_SUMMARY:
+            heapq.heappush(into, (key, path, value))
+        elif key > into[0][0]:
+            heapq.heapreplace(into, (key, path, value))
 
-    def _tensor(self, storage: _Storage) -> Tensor:
-        views = self.views.get(storage.key)
-        if views:
-            name, first = views[0]
-            if not name:                                  # the saved object is the tensor
-                name = f"data/{storage.key}"
-            same = all(v is first or (v.dtype, v.offset, v.shape, v.stride)
-                       == (first.dtype, first.offset, first.shape, first.stride) for _, v in views)
+    def tensor(self, storage: _Storage) -> Tensor:
+        """The tensor of a storage whose entry is reached (named only then: see name_budget)."""
+        known = self.views.get(storage.key)
+        path = known[0] if known else self.refs.get(storage.key)
+        fallback = f"data/{storage.key}"
+        length = path.length if path is not None else len(fallback)
+        if length > self.name_budget:
+            name = fallback                       # never shown: the pointer is opaque
+            self.layout.names_oversized = True
+        else:
+            name = (path.text() if path is not None else "") or fallback
+        self.name_budget = max(-1, self.name_budget - length)
+        if known:
+            _, first, same = known
             if same and _covers(first, storage.nbytes):
                 return Tensor(name, first.dtype, first.shape)
             dtype, esize = first.dtype, first.esize
         else:
-            name = self.refs.get(storage.key) or f"data/{storage.key}"
             dtype, esize = storage.dtype, storage.esize
         if storage.nbytes % esize:
             dtype, esize = "U8", 1

@@ -121,9 +121,11 @@ class FilterServer:
         except checkpoint.ConflictedPointers as err:
             content.drain()
             return self._fail(path, f"{err.full()}. Nothing was stored")
-        except (GitmodelError, OSError, ValueError) as err:
+        except (GitmodelError, OSError, ValueError, MemoryError) as err:
             content.drain()
             detail = err.full() if isinstance(err, GitmodelError) else f"{err}"
+            if isinstance(err, MemoryError):      # a pointer must not depend on the memory left
+                detail = "out of memory"
             return self._fail(path, f"could not store the file: {detail}. {_after_failed_clean()}")
         content.drain()
         self._out.text("status=success")
