@@ -716,6 +716,20 @@ def test_safetensors_nesting_limit_does_not_depend_on_the_stack(levels, found):
             "[tensors]\na U8 [1] " + blake3.blake3(blake3.blake3(b"x").digest()).hexdigest()[:16] + "\n"]
 
 
+def test_safetensors_header_is_parsed_once(monkeypatch):
+    """json.loads holds ~30x the header's bytes (a 100 MB header: 2.9 GB); read_layout parsed
+    it twice, for the tensors then for __metadata__."""
+    calls, loads = [], json.loads
+    monkeypatch.setattr(safetensors.json, "loads", lambda text: calls.append(len(text)) or loads(text))
+    blob = _file({"__metadata__": {"format": "pt", "n": [1, {"a": None}]},
+                  "a": _info(dtype="U8", shape=(2,), offsets=(0, 2))}, b"xy")
+    layout = detect(PeekableStream(io.BytesIO(blob)))
+    assert layout.format == "safetensors"
+    assert layout.metadata == {"format": "pt", "n": '[1, {"a": null}]'}
+    assert list(layout.segments) == [Segment(len(blob) - 2), Segment(2, Tensor("a", "U8", (2,)))]
+    assert calls == [len(blob) - 10]
+
+
 def _json_depth(value: object) -> int:
     if isinstance(value, list):
         return 1 + max(map(_json_depth, value), default=0)

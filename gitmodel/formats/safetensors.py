@@ -36,15 +36,16 @@ def read_layout(stream: PeekableStream) -> Layout | None:
     header = stream.peek(8 + header_len)
     if len(header) < 8 + header_len:
         return None
-    tensors = parse_header(header[8:])
+    parsed = _parse(header[8:])            # parsed once: the JSON takes ~30x its size
+    tensors = None if parsed is None else _tensors(parsed)
     if tensors is None:
         return None
-    return Layout("safetensors", _segments(8 + header_len, tensors), _metadata(header[8:]))
+    return Layout("safetensors", _segments(8 + header_len, tensors), _metadata(parsed))
 
 
-def _metadata(raw: bytes) -> dict[str, str]:
+def _metadata(header: dict) -> dict[str, str]:
     """The header's `__metadata__` map (string to string, by the specification)."""
-    found = json.loads(raw.decode("utf-8")).get("__metadata__")
+    found = header.get("__metadata__")
     if not isinstance(found, dict):
         return {}
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in found.items()}
@@ -52,14 +53,22 @@ def _metadata(raw: bytes) -> dict[str, str]:
 
 def parse_header(raw: bytes) -> list[tuple[int, int, Tensor]] | None:
     """(begin, end, tensor) sorted by begin, or None when the header is not valid."""
+    parsed = _parse(raw)
+    return None if parsed is None else _tensors(parsed)
+
+
+def _parse(raw: bytes) -> dict | None:
+    """The header's JSON object, or None when it is none (or nests too deep)."""
     if nesting_exceeds(raw, MAX_NESTING):
         return None
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
-    if not isinstance(header, dict):
-        return None
+    return header if isinstance(header, dict) else None
+
+
+def _tensors(header: dict) -> list[tuple[int, int, Tensor]] | None:
     tensors = []
     for name, info in header.items():
         if name == "__metadata__":
