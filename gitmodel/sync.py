@@ -203,25 +203,29 @@ def _without_bases(store: Store, oids: list[bytes], failed: dict[bytes, str]) ->
 def _fetch_instead(store: Store, view: RemoteView, stranded: dict[bytes, str], stats: TransferStats,
                    failed: dict[bytes, str], quiet: bool) -> dict[bytes, str]:
     """Deltas here whose bases are lost here and on the remote (a push sends a delta whole when
-    the remote lacks its base): where the remote holds the object itself whole, that copy is
-    fetched beside the one here, and once it is stored (verified), the one here is marked
-    damaged, never to be read again (gc removes it). Returns those still stranded."""
-    wanted = [oid for oid in stranded
-              if (entry := view.entries.get(oid)) is not None and entry.encoding != codec.DELTA]
-    if not wanted:
-        return stranded
-    before = {oid: {entry.pack for entry in store.copies(oid)} for oid in wanted}
-    more = transfer.download(store, view, wanted, quiet=quiet, again=frozenset(wanted))
-    stats.objects, stats.bytes, stats.packs = (stats.objects + more.objects, stats.bytes + more.bytes,
-                                               stats.packs + more.packs)
-    stats.failed.update(more.failed)
-    failed.update(more.failed)
-    store.refresh()
-    for oid in wanted:
-        if oid not in more.failed and {e.pack for e in store.copies(oid)} - before[oid]:
-            for pack in before[oid]:
-                store.mark_damaged(oid, pack)
-    return _without_bases(store, list(stranded), failed)
+    the remote lacks its base; a version never pushed): the remote's own copy of each object
+    is fetched beside the one here, whole copies first, then copies the remote holds as
+    deltas (their bases are among the whole ones just fetched, or good here), and once one
+    is stored (verified), the copy here is marked damaged, never to be read again (gc removes
+    it). Returns those still stranded."""
+    for whole in (True, False):
+        wanted = [oid for oid in stranded if view.entries.copies(oid) and whole == any(
+            e.encoding != codec.DELTA for e in view.entries.copies(oid))]
+        if not wanted:
+            continue
+        before = {oid: {entry.pack for entry in store.copies(oid)} for oid in wanted}
+        more = transfer.download(store, view, wanted, quiet=quiet, again=frozenset(wanted))
+        stats.objects, stats.bytes, stats.packs = (stats.objects + more.objects, stats.bytes + more.bytes,
+                                                   stats.packs + more.packs)
+        stats.failed.update(more.failed)
+        failed.update(more.failed)
+        store.refresh()
+        for oid in wanted:
+            if oid not in more.failed and {e.pack for e in store.copies(oid)} - before[oid]:
+                for pack in before[oid]:
+                    store.mark_damaged(oid, pack)
+        stranded = _without_bases(store, list(stranded), failed)
+    return stranded
 
 
 def fetch_all(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool = False) -> TransferStats:

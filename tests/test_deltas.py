@@ -1007,6 +1007,42 @@ def test_a_repack_that_fails_unexpectedly_only_warns_a_push_and_a_gc(tmp_path: P
     assert_versions_exact(Repo(tmp_path / "bob", other), sums)
 
 
+def test_a_repair_fetches_versions_the_remote_holds_as_deltas_of_what_it_holds_whole(tmp_path: Path, git_env):
+    """v0 and v1 pushed (the remote holds v1 whole, v0 as a delta of it), v2 only here, where
+    the repack made v0 and v1 deltas of v2; then a chunk of v2 is damaged. v2 is lost, but v0
+    and v1 are on the remote: the repair fetched only what the remote holds whole, so v0
+    stayed unreadable here, and every `fsck --all --repair` exited 1 (checkouts of v0 failed
+    too). It fetches the remote's deltas after the whole copies they rest on."""
+    from test_nothing_lost import writable
+    from gitmodel.store.pack import record_head
+    repo = team(tmp_path, git_env, str(tmp_path / "team-store"))
+    sums = series(repo, 2)
+    repo.git("push", "-q", "origin", "main")
+    v2 = fine_tune(fine_tune(random_model(0, layers=4, width=384), 1), 2)    # series' next
+    sums.append(sha256(write_safetensors(repo.path / MODEL, v2, metadata={"step": "2"})))
+    repo.commit("v2", MODEL)                                                  # not pushed
+    repo.gitmodel("repack")
+    store = Store(repo.store)
+    used: dict[bytes, int] = {}
+    for oid, entry in store.entries():
+        if entry.encoding == codec.DELTA:
+            for base in store.copy_bases(oid, entry):
+                used[base] = used.get(base, 0) + 1
+    base = max(used, key=used.get)
+    entry = store.locate(base)
+    store.close()
+    pack = writable(repo.store / "packs" / f"{entry.pack}.pack")
+    data = bytearray(pack.read_bytes())
+    data[entry.offset + record_head.size + entry.stored_length // 2] ^= 0x40
+    pack.write_bytes(bytes(data))
+    repaired = repo.gitmodel("fsck", "--all", "--repair", check=False).stdout
+    assert "2 complete" in repaired and "1 lost" in repaired, repaired
+    for back, digest in ((1, sums[1]), (2, sums[0])):
+        (repo.path / MODEL).unlink()
+        repo.git("checkout", f"HEAD~{back}", "--", MODEL)
+        assert sha256(repo.path / MODEL) == digest, back
+
+
 def test_a_push_never_sends_chunks_as_deltas_of_each_other(tmp_path: Path, git_env):
     """After a repack cut short, a revert and a second one cut short, the store held chunks
     whole and as deltas of each other; reads took the whole copies, but a push (without a
