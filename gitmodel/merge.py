@@ -598,7 +598,8 @@ def _new_safetensors(kept: list[Decision], sides: list[Side], base: Side | None,
     order = list(dict.fromkeys(t.name for side in sides for t in side.pointer.tensors))
     kept = sorted(kept, key=lambda d: order.index(d.name))
     lines = [_line(sides, d) for d in kept]
-    lengths = [math.prod(t.shape) * DTYPE_BITS[t.dtype] // 8 for t in lines]
+    # Sub-byte dtypes (F4, F6_*) end on a whole byte, as the format lays them out
+    lengths = [(math.prod(t.shape) * DTYPE_BITS[t.dtype] + 7) // 8 for t in lines]
     head = safetensors.header([(t.name, t.dtype, t.shape, n) for t, n in zip(lines, lengths)], metadata)
     _prefetch(kept, sides, base)
 

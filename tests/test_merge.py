@@ -453,6 +453,33 @@ def test_added_tensors_and_metadata_get_a_new_safetensors_header(repo: Repo):
     assert repo.status() == ""
 
 
+def raw_safetensors(tensors: list[tuple[str, str, list[int], bytes]], metadata: object = None) -> bytes:
+    """A safetensors file's bytes, (name, dtype, shape, data) in this order, header as the new
+    headers of merges are written (compact JSON, spaces to an 8-byte boundary); `metadata`
+    is put as `__metadata__` whatever it is."""
+    header, offset = ({} if metadata is None else {"__metadata__": metadata}), 0
+    for name, dtype, shape, data in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(t[3] for t in tensors)
+
+
+def test_a_new_header_gives_sub_byte_tensors_their_whole_last_byte(repo: Repo):
+    """Three F4 values are 12 bits, two bytes: the new header gave the tensor one (bits // 8),
+    its data came out cut short and the merge stopped with "This is a bug in gitmodel"."""
+    q = ("q", "F4", [3], b"\x12\x03")
+    six = ("six", "F6_E2M3", [5], b"\xab\xcd\xef\x01")        # 30 bits
+    ours, theirs = ("ours_t", "U8", [2], b"ab"), ("theirs_t", "U8", [1], b"z")
+    diverge(repo, "m.safetensors", lambda path, ts: path.write_bytes(raw_safetensors(ts)),
+            [q, six], [q, six, ours], [q, six, theirs])
+    done = repo.git("merge", "--no-edit", "theirs")
+    assert b"new header" in done.stderr, done.stderr
+    assert (repo.path / "m.safetensors").read_bytes() == raw_safetensors([q, six, ours, theirs])
+    assert repo.status() == ""
+
+
 def test_rebase_of_checkpoint_commits_onto_a_changed_base(repo: Repo):
     base = random_model(5, layers=3)
     write_safetensors(repo.path / "m.safetensors", base)
