@@ -648,6 +648,55 @@ def test_npz_merge_rewrites_zip_checksums(repo: Repo):
     assert repo.status() == ""
 
 
+def _npz_bytes(arrays: dict, comment: bytes = b"") -> bytes:
+    """An npz archive of stored entries with fixed times: its bytes are known."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, array in arrays.items():
+            npy = io.BytesIO()
+            np.save(npy, array)
+            z.writestr(zipfile.ZipInfo(f"{name}.npy", (2024, 1, 1, 0, 0, 0)), npy.getvalue())
+        z.comment = comment
+    return out.getvalue()
+
+
+def test_an_archive_comment_holding_the_end_record_signature_merges(repo: Repo):
+    """A zip comment with "PK\\x05\\x06" in it (its last 22 bytes): the zip reader took the
+    comment's bytes for the end of central directory record, which ran past the file, and
+    every merge of the archive stopped with an internal error (struct.error)."""
+    repo.gitmodel("track", "*.npz")
+    comment = b"note PK\x05\x06!"
+    base = {"a": np.arange(500, dtype=np.float32), "b": np.ones((30, 20), np.float32)}
+    ours, theirs = {**base, "a": base["a"] * 2}, {**base, "b": base["b"] * 3}
+    diverge(repo, "m.npz", lambda path, arrays: path.write_bytes(_npz_bytes(arrays, comment)), base, ours, theirs)
+    done = repo.git("merge", "--no-edit", "theirs")
+    assert b"rewrite" in done.stderr, done.stderr
+    assert (repo.path / "m.npz").read_bytes() == _npz_bytes({"a": ours["a"], "b": theirs["b"]}, comment)
+    assert repo.status() == ""
+
+
+def test_zip_records_that_do_not_fit_are_zip_errors():
+    """An end record cut short by the end of the file, and a zip64 field shorter than the
+    sizes it stands for: struct.error, which no caller expects, where ZipError says the
+    archive is damaged."""
+    from gitmodel.formats import zip as zipdir
+    archive = _npz_bytes({"a": np.arange(3, dtype=np.float32)}, b"x PK\x05\x06 y")
+    read = lambda data: lambda at, n: data[at:at + n]
+    found = zipdir.entries(read(archive), len(archive))
+    assert [(e.name, e.size) for e in found] == [("a.npy", 140)]
+    assert found == zipdir.entries(read(archive + b"PK\x05\x06"), len(archive) + 4)
+    cut = archive[:archive.rindex(b"PK\x05\x06", 0, len(archive) - 8) + 10]
+    with pytest.raises(zipdir.ZipError, match="^no end of central directory record$"):
+        zipdir.entries(read(cut), len(cut))
+    name, data, extra = b"a", b"xyz", struct.pack("<HHI", 1, 4, 0)       # 4 bytes, not 8
+    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 3, 3, 1, 0) + name + data
+    central = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 45, 45, 0, 0, 0, 0, 0, 3, 0xFFFFFFFF,
+                          1, len(extra), 0, 0, 0, 0, 0) + name + extra
+    zip64 = local + central + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(central), len(local), 0)
+    with pytest.raises(zipdir.ZipError, match="^zip64 extra field cut short$"):
+        zipdir.entries(read(zip64), len(zip64))
+
+
 def test_a_layout_conflict_names_a_way_out_that_works(repo: Repo):
     """Each side added another array to an npz: the driver suggested `--resolve --strategy
     ours|theirs`, which met the same layout conflict every time."""

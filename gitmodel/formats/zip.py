@@ -37,9 +37,7 @@ def entries(read_at: ReadAt, size: int) -> list[Entry]:
     """Every entry of the archive (`read_at(offset, n)` reads the file). Raises ZipError."""
     tail_at = max(0, size - (_EOCD.size + 0xFFFF))
     tail = read_at(tail_at, size - tail_at)
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0:
-        raise ZipError("no end of central directory record")
+    at = _eocd(tail)
     _, _, _, _, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, at)
     if UNKNOWN32 in (cd_offset, cd_size) or count == 0xFFFF:
         locator = tail[at - _EOCD64_LOCATOR.size:at]
@@ -55,7 +53,7 @@ def entries(read_at: ReadAt, size: int) -> list[Entry]:
         raise ZipError("central directory cut short")
     found, pos = [], 0
     for _ in range(count):
-        if directory[pos:pos + 4] != b"PK\x01\x02":
+        if directory[pos:pos + 4] != b"PK\x01\x02" or pos + _CENTRAL.size > len(directory):
             raise ZipError("bad central directory entry")
         fields = _CENTRAL.unpack_from(directory, pos)
         flags, method, csize, usize = fields[3], fields[4], fields[8], fields[9]
@@ -80,6 +78,22 @@ def entries(read_at: ReadAt, size: int) -> list[Entry]:
     return found
 
 
+def _eocd(tail: bytes) -> int:
+    """Where the end of central directory record starts in the file's last bytes. Its
+    signature may also appear in the archive's comment (which follows the record): the last
+    one whose record and comment end exactly at the end of the file is it, else the last
+    whole record (bytes appended after an archive are tolerated)."""
+    whole, at = None, len(tail)
+    while (at := tail.rfind(b"PK\x05\x06", 0, at)) >= 0:
+        if at + _EOCD.size <= len(tail):
+            if at + _EOCD.size + _EOCD.unpack_from(tail, at)[7] == len(tail):
+                return at
+            whole = at if whole is None else whole
+    if whole is None:
+        raise ZipError("no end of central directory record")
+    return whole
+
+
 def _zip64(extra: bytes, usize: int, csize: int, local_at: int) -> tuple[int, int, int]:
     """Sizes and offset from the zip64 extra field, for those the header marks unknown."""
     pos = 0
@@ -89,6 +103,8 @@ def _zip64(extra: bytes, usize: int, csize: int, local_at: int) -> tuple[int, in
             values, at = [], pos + 4
             for value in (usize, csize, local_at):
                 if value == UNKNOWN32:
+                    if at + 8 > pos + 4 + length or at + 8 > len(extra):
+                        raise ZipError("zip64 extra field cut short")
                     values.append(struct.unpack_from("<Q", extra, at)[0])
                     at += 8
                 else:
