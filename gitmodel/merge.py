@@ -653,7 +653,9 @@ def _merged_metadata(base: Side | None, sides: list[Side], strategy: Strategy) -
     """safetensors `__metadata__` merged key by key with the three-way rule; keys changed
     differently take the strategy's side (ours for arithmetic strategies, said in a note)."""
     maps = [_safetensors_metadata(s) for s in sides]
-    base_map = _safetensors_metadata(base) if base is not None else {}
+    # A base of another format (a placeholder, a truncated copy) has no `__metadata__`: every
+    # key counts as added, as a tensor the base lacks does
+    base_map = _safetensors_metadata(base) if base is not None and base.pointer.format == "safetensors" else {}
     out, notes = {}, []
     for key in dict.fromkeys(k for m in maps + [base_map] for k in m):
         b = base_map.get(key)

@@ -480,6 +480,25 @@ def test_a_new_header_gives_sub_byte_tensors_their_whole_last_byte(repo: Repo):
     assert repo.status() == ""
 
 
+@pytest.mark.parametrize("placeholder", [b"placeholder, model coming soon", b"tiny"])
+def test_a_common_ancestor_of_another_format_has_no_metadata(repo: Repo, placeholder: bytes):
+    """The base a text placeholder (or shorter than a safetensors length prefix), each side a
+    safetensors file with its own tensor: the merge parsed the base's header as safetensors
+    (internal error: JSONDecodeError, or struct.error). Its metadata is absent now, as its
+    tensors are: keys the sides added alike are kept, keys they added differently conflict."""
+    a, b = ("a", "U8", [2], b"xy"), ("b", "F32", [1], b"\0\0\x80?")
+    write = lambda path, version: path.write_bytes(raw_safetensors(*version) if version else placeholder)
+    diverge(repo, "m.safetensors", write, None, ([a], {"k": "1", "o": "x"}), ([b], {"k": "2", "t": "y"}))
+    conflict = repo.git("merge", "--no-edit", "theirs", check=False)
+    assert conflict.returncode == 1, conflict.stderr
+    assert b"  (metadata): metadata key 'k' changed differently on each side\n" in conflict.stderr, conflict.stderr
+    assert b"internal error" not in conflict.stderr
+    repo.gitmodel("merge", "--resolve", "m.safetensors", "--strategy", "theirs")
+    assert (repo.path / "m.safetensors").read_bytes() == raw_safetensors([a, b], {"k": "2", "o": "x", "t": "y"})
+    repo.git("commit", "-q", "--no-edit")
+    assert repo.status() == ""
+
+
 def test_rebase_of_checkpoint_commits_onto_a_changed_base(repo: Repo):
     base = random_model(5, layers=3)
     write_safetensors(repo.path / "m.safetensors", base)
