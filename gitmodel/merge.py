@@ -592,7 +592,7 @@ def _zip_patches(template: Side, replaced: list[tuple[Placed, Decision]], sides:
 
 
 def _new_safetensors(kept: list[Decision], sides: list[Side], base: Side | None, strategy: Strategy,
-                     metadata: dict[str, str], store: Store) -> Pointer:
+                     metadata: object, store: Store) -> Pointer:
     """A safetensors file with a new header: ours' tensors in ours' order, then the others'."""
     from gitmodel.formats import safetensors
     order = list(dict.fromkeys(t.name for side in sides for t in side.pointer.tensors))
@@ -649,40 +649,49 @@ def _prefetch(decisions: list[Decision], sides: list[Side], base: Side | None,
         template.file.prefetch(kept)
 
 
-def _merged_metadata(base: Side | None, sides: list[Side], strategy: Strategy) -> tuple[dict | None, list[str]]:
+def _merged_metadata(base: Side | None, sides: list[Side], strategy: Strategy) -> tuple[object, list[str]]:
     """safetensors `__metadata__` merged key by key with the three-way rule; keys changed
-    differently take the strategy's side (ours for arithmetic strategies, said in a note)."""
-    maps = [_safetensors_metadata(s) for s in sides]
+    differently take the strategy's side (ours for arithmetic strategies, said in a note).
+    None for a conflict. The specification's values are strings, but a file may hold any JSON
+    there: values are compared by their JSON text and kept as they are, and a `__metadata__`
+    that is not a map (on any side) is merged the same way as one value."""
+    import json
+    found = [_safetensors_metadata(s) for s in sides]
     # A base of another format (a placeholder, a truncated copy) has no `__metadata__`: every
     # key counts as added, as a tensor the base lacks does
-    base_map = _safetensors_metadata(base) if base is not None and base.pointer.format == "safetensors" else {}
+    base_found = _safetensors_metadata(base) if base is not None and base.pointer.format == "safetensors" else None
+    whole = any(m is not None and not isinstance(m, dict) for m in found + [base_found])
+    wrap = lambda m: {} if m is None else {None: m} if whole else m     # one value: key None
+    maps, base_map = [wrap(m) for m in found], wrap(base_found)
+    text = lambda m, key: json.dumps(m[key], sort_keys=True) if key in m else None
     out, notes = {}, []
     for key in dict.fromkeys(k for m in maps + [base_map] for k in m):
-        b = base_map.get(key)
-        vs = [m.get(key) for m in maps]
+        what = "metadata (not a map)" if whole else f"metadata key {key!r}"
+        b = text(base_map, key)
+        vs = [text(m, key) for m in maps]
         changed = [i for i, v in enumerate(vs) if v != b]
         if not changed:
-            value = b
+            source = base_map
         elif len({vs[i] for i in changed}) == 1:
-            value = vs[changed[0]]
+            source = maps[changed[0]]
         elif strategy.name == "conflict":
-            return None, [f"metadata key {key!r} changed differently on each side"]
+            return None, [f"{what} changed differently on each side"]
         else:
             i = len(vs) - 1 if strategy.name == "theirs" else 0
-            value = vs[i]
-            notes.append(f"metadata {key!r} changed differently: kept the value of {sides[i].label}")
-        if value is not None:
-            out[key] = value
-    return out, notes
+            source = maps[i]
+            notes.append(f"{what} changed differently: kept the value of {sides[i].label}")
+        if key in source:
+            out[key] = source[key]
+    return (out.get(None, {}) if whole else out), notes
 
 
-def _safetensors_metadata(side: Side) -> dict[str, str]:
+def _safetensors_metadata(side: Side) -> object:
+    """The header's `__metadata__` as it is (None when absent or null)."""
     import json
     import struct
     head = side.file.read_at(0, 8)
     (length,) = struct.unpack("<Q", head)
-    found = json.loads(side.file.read_at(8, length)).get("__metadata__") or {}
-    return {str(k): v for k, v in found.items()}
+    return json.loads(side.file.read_at(8, length)).get("__metadata__")
 
 
 # ----------------------------------------------------------------------------- arithmetic

@@ -480,6 +480,36 @@ def test_a_new_header_gives_sub_byte_tensors_their_whole_last_byte(repo: Repo):
     assert repo.status() == ""
 
 
+@pytest.mark.parametrize("base, ours, theirs, conflict, strategy, merged", [
+    (["x"], ["x"], ["x"], None, None, ["x"]),
+    ([], [], [], None, None, []),
+    ({"k": [0], "s": "1"}, {"k": [1], "s": "1"}, {"k": [1], "s": "2"}, None, None, {"k": [1], "s": "2"}),
+    ({"k": "1"}, ["x"], {"k": "1"}, None, None, ["x"]),
+    ({"k": [0]}, {"k": [1]}, {"k": {"a": 2}}, "metadata key 'k'", "theirs", {"k": {"a": 2}}),
+    (["x"], ["y"], ["z"], "metadata (not a map)", "ours", ["y"]),
+])
+def test_metadata_that_is_not_strings_merges_as_json(repo: Repo, base, ours, theirs, conflict, strategy, merged):
+    """`__metadata__` a list, or a map with lists or maps for values (safetensors says string to
+    string; the reader takes any JSON): with a new header to write (each side added a
+    tensor), the merge called .items() on a list or put lists in a set, "internal error". Values
+    are compared by their JSON text and kept as written; a `__metadata__` that is not a map is
+    merged as one value."""
+    t, o, h = ("a", "U8", [2], b"xy"), ("ours_t", "U8", [1], b"o"), ("theirs_t", "U8", [1], b"t")
+    diverge(repo, "m.safetensors", lambda path, version: path.write_bytes(raw_safetensors(*version)),
+            ([t], base), ([t, o], ours), ([t, h], theirs))
+    done = repo.git("merge", "--no-edit", "theirs", check=False)
+    assert b"internal error" not in done.stderr, done.stderr
+    if conflict:
+        assert done.returncode == 1, done.stderr
+        assert f"  (metadata): {conflict} changed differently on each side\n".encode() in done.stderr, done.stderr
+        assert (repo.path / "m.safetensors").read_bytes() == raw_safetensors([t, o], ours)
+        repo.gitmodel("merge", "--resolve", "m.safetensors", "--strategy", strategy)
+        repo.git("commit", "-q", "--no-edit")
+    assert done.returncode == 0 or conflict, done.stderr
+    assert (repo.path / "m.safetensors").read_bytes() == raw_safetensors([t, o, h], merged)
+    assert repo.status() == ""
+
+
 @pytest.mark.parametrize("placeholder", [b"placeholder, model coming soon", b"tiny"])
 def test_a_common_ancestor_of_another_format_has_no_metadata(repo: Repo, placeholder: bytes):
     """The base a text placeholder (or shorter than a safetensors length prefix), each side a

@@ -137,12 +137,13 @@ def _segments(data_start: int, tensors: list[tuple[int, int, Tensor]]) -> Iterat
         cursor = end
 
 
-def header(tensors: list[tuple[str, str, tuple[int, ...], int]], metadata: dict[str, str] | None) -> bytes:
+def header(tensors: list[tuple[str, str, tuple[int, ...], int]], metadata: object) -> bytes:
     """The bytes before the data of a safetensors file holding these (name, dtype, shape,
     byte length) tensors in this order: the 8-byte length and the JSON header, padded with
-    spaces so the data starts on an 8-byte boundary (as the safetensors library writes)."""
+    spaces so the data starts on an 8-byte boundary (as the safetensors library writes).
+    `metadata` (a map by the specification, any JSON value kept) is left out when None or {}."""
     entries: dict[str, object] = {}
-    if metadata:
+    if metadata is not None and metadata != {}:
         entries["__metadata__"] = metadata
     offset = 0
     for name, dtype, shape, length in tensors:
