@@ -57,37 +57,63 @@ def _exactly(old: bytes, a: str, new: bytes, b: str, x, y, finite, moved, d) -> 
 SAFE_LOW, SAFE_HIGH = 2.0 ** -400, 2.0 ** 400     # squares and their sums stay in range
 
 
+def _top(v) -> float:
+    """The largest magnitude in v (0 if empty), without an array of magnitudes."""
+    return max(float(v.max(initial=0.0)), -float(v.min(initial=0.0)))
+
+
 class _Sums:
-    """Σd², Σx², Σy² and Σxy over blocks, kept divided by a power of two at least the
-    largest magnitude met: float64 squares of values past ~1e154 overflow, and those of
-    values below ~1e-162 vanish. Ratios of the sums do not depend on it."""
+    """Σd², Σx², Σy² and Σxy over blocks, each vector kept divided by its own power of two,
+    2**exp at least the largest magnitude met in it (Σxy by both x's and y's): float64
+    squares of values past ~1e154 overflow, those of values below ~1e-162 vanish, and so
+    would a change tiny beside the values (1.0 moving next to DBL_MAX) in their scale. The
+    ratios take the powers of two back (relative_l2; the cosine's cancel)."""
 
     def __init__(self):
-        self.scale = 0.0
+        self.exp: dict[str, int | None] = {"d": None, "x": None, "y": None}
         self.delta2 = self.old2 = self.new2 = self.dot = 0.0
 
     def add(self, x, y, d) -> None:
         import numpy as np
-        top = max(float(np.abs(x).max(initial=0.0)), float(np.abs(y).max(initial=0.0)))
-        if top == 0.0:
-            return
-        # Values as most weights are need no scaling (nor its passes over the data)
-        scale = 1.0 if SAFE_LOW <= top <= SAFE_HIGH else math.ldexp(1.0, math.frexp(top)[1])
-        if scale > self.scale:
-            if self.scale:
-                shrink = (self.scale / scale) ** 2
-                self.delta2, self.old2, self.new2, self.dot = (
-                    v * shrink for v in (self.delta2, self.old2, self.new2, self.dot))
-            self.scale = scale
-        if self.scale == 1.0:
-            xs, ys, ds = x, y, d
-        else:
-            xs, ys = x / self.scale, y / self.scale
-            ds = np.where(np.isfinite(d), d / self.scale, ys - xs)   # y - x past float's range
+        halved, top = 0, _top(d)
+        if math.isinf(top):                 # y - x past float64's range: d / 2, exactly
+            d, halved = np.where(np.isfinite(d), d * 0.5, y * 0.5 - x * 0.5), 1
+            top = _top(d)
+        xs, ys = self._scaled("x", x, _top(x)), self._scaled("y", y, _top(y))
+        ds = self._scaled("d", d, top, halved)
         self.delta2 += float(ds @ ds)
         self.old2 += float(xs @ xs)
         self.new2 += float(ys @ ys)
         self.dot += float(xs @ ys)
+
+    def _scaled(self, key: str, v, top: float, halved: int = 0):
+        """v (standing for v * 2**halved; `top` its largest magnitude) divided by 2**exp[key],
+        which is raised first (and the sums holding it rescaled) when `top` is past it."""
+        import numpy as np
+        if top == 0.0:
+            return v
+        # Values as most weights are need no scaling (nor its passes over the data)
+        want = (0 if SAFE_LOW <= top <= SAFE_HIGH else math.frexp(top)[1]) + halved
+        have = self.exp[key]
+        if have is None or want > have:
+            if have is not None:
+                shift = have - want
+                if key == "d":
+                    self.delta2 = math.ldexp(self.delta2, 2 * shift)
+                elif key == "x":
+                    self.old2, self.dot = math.ldexp(self.old2, 2 * shift), math.ldexp(self.dot, shift)
+                else:
+                    self.new2, self.dot = math.ldexp(self.new2, 2 * shift), math.ldexp(self.dot, shift)
+            self.exp[key] = have = want
+        return v if have == halved else np.ldexp(v, halved - have)
+
+    def relative(self) -> float:
+        """‖Δ‖ / ‖W‖ (Σx² not 0)."""
+        ratio = math.sqrt(self.delta2) / math.sqrt(self.old2)
+        try:
+            return math.ldexp(ratio, (self.exp["d"] or 0) - (self.exp["x"] or 0))
+        except OverflowError:               # a change past float64's range beside W
+            return math.inf
 
 
 _F8: dict = {}
@@ -156,7 +182,7 @@ def compare_tensor(old: StoredFile, a: Placed, new: StoredFile, b: Placed) -> Ch
     if unbounded and not delta2:   # every change is to or from NaN or ±Inf: no finite size
         return Change(math.inf, math.inf, None, changed / count, nonfinite, unbounded)
     return Change(
-        relative_l2=math.sqrt(delta2) / math.sqrt(old2) if old2 else (0.0 if not delta2 else math.inf),
+        relative_l2=sums.relative() if old2 else (0.0 if not delta2 else math.inf),
         max_abs=max_abs,
         cosine=dot / (math.sqrt(old2) * math.sqrt(new2)) if old2 and new2 else None,   # (the product
         # of the two sums underflows for tiny float64 values)

@@ -476,3 +476,42 @@ def test_an_array_that_changed_element_order_alone_is_not_reported_with_wrong_nu
         assert tensors[key]["note"] == "element order changed (Fortran/C): no numbers", key
     assert tensors[("z.npz", "a")]["change"]["changed_fraction"] == 1.0    # both Fortran order
     assert math.isclose(tensors[("z.npz", "a")]["change"]["relative_l2"], 1.0)
+
+
+def _exactly(x: list[float], y: list[float]) -> tuple[float, float]:
+    """‖y − x‖ / ‖x‖ and cos(x, y) in exact arithmetic, rounded once."""
+    from decimal import Decimal, localcontext
+    from fractions import Fraction
+    xs, ys = [Fraction(v) for v in x], [Fraction(v) for v in y]
+    sums = [sum(p) for p in ([(b - a) ** 2 for a, b in zip(xs, ys)], [a * a for a in xs],
+                             [b * b for b in ys], [a * b for a, b in zip(xs, ys)])]
+    with localcontext() as context:
+        context.prec = 60
+        dd, xx, yy, xy = (Decimal(f.numerator) / Decimal(f.denominator) for f in sums)
+        return float(dd.sqrt() / xx.sqrt()), float(xy / (xx * yy).sqrt())
+
+
+def test_changes_beside_float64_extremes_have_their_sizes(repo: Repo):
+    """DBL_MAX as a "no value" sentinel beside an element that moved: `gitmodel diff` died with
+    OverflowError (the sums' scale, 2**1024, is no float64). And the one scale of all the sums,
+    set by the largest value, made a change tiny beside the values vanish (‖Δ‖/‖W‖ 0 for
+    1.0 → 2.0 next to 1e200, or for 0 → 1e-300 next to 1.0)."""
+    big = float(np.finfo(np.float64).max)
+    versions = {"sentinel": ([big, 1.0], [big, 2.0]), "beside": ([1e200, 1.0], [1e200, 2.0]),
+                "across": ([-big, 1.0], [big, 1.0]), "tiny": ([1.0, 0.0], [1.0, 1e-300])}
+    for i in range(2):
+        write_safetensors(repo.path / "e.safetensors", {k: np.array(v[i]) for k, v in versions.items()})
+        repo.commit(f"v{i}")
+    done = repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json")
+    assert done.stderr == ""
+    tensors = {t["name"]: t["change"] for t in json.loads(done.stdout)["checkpoints"][0]["tensors"]}
+    for name, (x, y) in versions.items():
+        relative, cosine = _exactly(x, y)
+        change = tensors[name]
+        assert math.isclose(change["relative_l2"], relative, rel_tol=1e-14), (name, change, relative)
+        assert math.isclose(change["cosine"], cosine, rel_tol=1e-14), (name, change, cosine)
+        moved = abs(y[0] - x[0]) + abs(y[1] - x[1])              # one element moved
+        assert change["max_abs"] == (moved if moved < math.inf else None), name   # (JSON: no inf)
+    assert tensors["sentinel"]["relative_l2"] == 2.0 ** -1024 and tensors["tiny"]["relative_l2"] == 1e-300
+    text = repo.gitmodel("diff", "HEAD~1", "HEAD").stdout
+    assert re.search(r"sentinel +changed +F64 \[2\] +5\.56e-309 +1 +1\.000000 +50%", text), text
