@@ -229,6 +229,7 @@ def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRA
             for i, pack in enumerate(packs, 1):
                 if _rewrite_pack(store, pack, decided, changes, writer, report, aside, written):
                     rewritten.append(pack)
+                store.publish(writer)      # packs of one source each: each keeps its time
                 progress(f"pack {i}/{len(packs)}")
             store.publish(writer)          # fsynced and visible before any old pack goes
         except BaseException:
@@ -260,9 +261,10 @@ def _ages(store: Store, packs: list[str]) -> dict[str, float]:
 
 
 def _keep_ages(store: Store, published: list, ages: dict[str, float]) -> None:
-    """Give each new pack the time of the newest pack its records came from: gc keeps what
-    was stored in the last DAYS days by pack times, and a rewrite is not a store (else each
-    push's repack would keep dropped versions another DAYS days)."""
+    """Give each new pack the time of the pack its records came from (each rewrites one):
+    gc keeps what was stored in the last DAYS days by pack times, and a rewrite is not a
+    store (else each push's repack would keep dropped versions another DAYS days, and one
+    pack mixing old records with the day's would keep them too)."""
     for name, entries in published:
         times = [ages[e.pack] for oid in entries for e in store.copies(oid) if e.pack in ages]
         if times:

@@ -75,14 +75,15 @@ def test_a_repack_does_not_make_old_garbage_recent_again(tmp_path: Path, git_env
     repo.gitmodel("repack")
     drop_newest(repo, 3)
     age_packs(repo.store)
-    write_safetensors(repo.path / MODEL, fine_tune(random_model(0, layers=4, width=384), 77))
-    repo.commit("the next day's version", MODEL)
-    repo.gitmodel("repack")                       # what that day's push runs first
+    for seed in (77, 78):                         # that day, two pushes (each repacks first):
+        write_safetensors(repo.path / MODEL, fine_tune(random_model(0, layers=4, width=384), seed))
+        repo.commit(f"version {seed}", MODEL)     # the second's repack rewrote the old pack
+        repo.gitmodel("repack")                   # and the morning's into one (a review's case)
     out = gc(repo)                                # keeps what was stored in the last day
     assert int(re.search(r"removed (\d+) object", out.stdout).group(1)) > 0, out.stdout
     left = gc(repo, "--keep-recent", "0", "--dry-run").stdout
     assert "removed 0 object(s)" in left or "would remove 0 object(s)" in left, left
-    repo.git("checkout", "HEAD~1", "--", MODEL)
+    repo.git("checkout", "HEAD~2", "--", MODEL)
     assert sha256(repo.path / MODEL) == sums[2]
 
 
