@@ -316,15 +316,38 @@ def by_occurrence(tensors) -> tuple[dict[tuple[str, int], TensorLine], set[str]]
 
 def _element_order(ptr: Pointer, name: str) -> str | None:
     """"F" for a NumPy array stored in Fortran order, "C" for any other tensor, None when the
-    pointer cannot tell (its list of Fortran-order arrays is cut short, or names hold commas).
-    Values compare byte position by byte position only in one order."""
+    pointer cannot tell: its list of Fortran-order arrays (comma-separated) is cut short and
+    leaves the name out, or a name holding commas splits into pieces that include this one."""
     if ptr.format not in ("npy", "npz"):
         return "C"
-    listed = dict(ptr.metadata).get("fortran_order", "")
-    names = listed.split(",") if listed else []
-    if len(names) >= numpy_files.MAX_LISTED or any("," in t.name for t in ptr.tensors):
+    listed = _fortran_list(ptr)
+    if "," in name:                 # listed only as pieces: it or its pieces' own arrays
+        return None if f",{name}," in f",{listed}," else _unless_cut(listed)
+    if name not in listed.split(","):
+        return _unless_cut(listed)
+    if any(name in t.name.split(",") for t in ptr.tensors if "," in t.name):
         return None
-    return "F" if name in names else "C"
+    return "F"
+
+
+def _unless_cut(listed: str) -> str | None:
+    """"C" for an array a full list of Fortran-order arrays leaves out; None if the list was
+    cut short."""
+    return None if listed.count(",") + 1 >= numpy_files.MAX_LISTED else "C"
+
+
+def _fortran_list(ptr: Pointer) -> str:
+    return dict(ptr.metadata).get("fortran_order", "")
+
+
+def _orders_differ(old: Pointer, new: Pointer, name: str) -> bool:
+    """Whether a tensor's elements lie in another order on each side (values then compare
+    byte position by byte position only in one order): where a pointer cannot tell, unless
+    both list the same arrays."""
+    a, b = _element_order(old, name), _element_order(new, name)
+    if a is None or b is None:
+        return _fortran_list(old) != _fortran_list(new)
+    return a != b
 
 
 def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: Store | None,
@@ -375,7 +398,7 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
             entry.note = "shape changed"
         elif t.dtype not in NUMERIC_DTYPES or before.dtype not in NUMERIC_DTYPES:
             entry.note = f"no numbers for {t.dtype if t.dtype not in NUMERIC_DTYPES else before.dtype}"
-        elif _element_order(old, name) != _element_order(new, name) or _element_order(old, name) is None:
+        elif _orders_differ(old, new, name):
             entry.note = "element order changed (Fortran/C): no numbers"   # same values, other places
         elif store is None:
             entry.note = "store unavailable"

@@ -476,6 +476,21 @@ def test_an_array_that_changed_element_order_alone_is_not_reported_with_wrong_nu
         assert tensors[key]["note"] == "element order changed (Fortran/C): no numbers", key
     assert tensors[("z.npz", "a")]["change"]["changed_fraction"] == 1.0    # both Fortran order
     assert math.isclose(tensors[("z.npz", "a")]["change"]["relative_l2"], 1.0)
+    # A review of the fix: where a pointer cannot tell an array's order (a name with commas,
+    # a list of Fortran-order arrays cut short), it gave no numbers even for unchanged orders.
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 64)).astype(np.float32)
+    many = {f"w{i}": np.asfortranarray(rng.standard_normal((8, 8)).astype(np.float32)) for i in range(60)}
+    np.savez(repo.path / "comma.npz", **{"layer.weight": w, "a,b": w[:4]})
+    np.savez(repo.path / "many.npz", **many)
+    repo.commit("v1", "comma.npz", "many.npz")
+    np.savez(repo.path / "comma.npz", **{"layer.weight": w * np.float32(2), "a,b": w[:4]})
+    np.savez(repo.path / "many.npz", **{k: np.asfortranarray(v * np.float32(2)) for k, v in many.items()})
+    repo.commit("v2", "comma.npz", "many.npz")
+    done = json.loads(repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)
+    tensors = {(c["path"], t["name"]): t for c in done["checkpoints"] for t in c["tensors"]}
+    for key in [("comma.npz", "layer.weight"), *(("many.npz", f"w{i}") for i in range(60))]:
+        assert math.isclose(tensors[key]["change"]["relative_l2"], 1.0, rel_tol=1e-6), key
 
 
 def _exactly(x: list[float], y: list[float]) -> tuple[float, float]:
