@@ -137,7 +137,7 @@ class FilterServer:
     def _smudge(self, path: str, content: ContentReader, headers: dict) -> None:
         data = content.read(pointers.MAX_POINTER_SIZE + 1)
         if not data and path in self._delayed:          # git asking again after the batch
-            return self._restore(path, self._delayed.pop(path))
+            return self._restore(path, self._delayed.pop(path), headers)
         if os.environ.get("GITMODEL_SKIP_SMUDGE", "") not in ("", "0"):
             return self._pass_through(path, data, content, quiet=True)
         try:
@@ -163,12 +163,12 @@ class FilterServer:
                 self._out.flush()
                 return
             self._fetch({path: ptr})
-            return self._restore(path, ptr)
+            return self._restore(path, ptr, headers)
         except (StoreError, OSError) as err:
             return self._fail(path, _describe(err))
-        self._emit(path, restore)
+        self._emit(path, restore, headers)
 
-    def _restore(self, path: str, ptr: pointers.Pointer) -> None:
+    def _restore(self, path: str, ptr: pointers.Pointer, headers: dict) -> None:
         """Restore after a fetch: the fetch's error for this file, if it had one, is its."""
         if path in self._failed:
             return self._fail(path, self._failed.pop(path))
@@ -178,10 +178,14 @@ class FilterServer:
             return self._fail(path, missing_message(err, self.store, self._view))
         except (StoreError, OSError) as err:
             return self._fail(path, _describe(err))
-        self._emit(path, restore)
+        self._emit(path, restore, headers)
 
-    def _emit(self, path: str, restore: checkpoint.Restore) -> None:
-        warn_if_mixed(path, restore.pointer, self.store)
+    def _emit(self, path: str, restore: checkpoint.Restore, headers: dict) -> None:
+        # A checkout names the blob it writes: a pointer git holds, made by a clean. What
+        # `git apply` writes (checkout -p, restore -p, stash -p) comes with no blob, and may
+        # be hunks of two pointers: only those are checked (the check reads the headers again).
+        if "blob" not in headers:
+            warn_if_mixed(path, restore.pointer, self.store)
         self._out.text("status=success")
         self._out.flush()
         try:
