@@ -48,8 +48,8 @@ def materialize(store, repository, pointers: dict, say=lambda line: None) -> lis
                     raise _Replaced
             say(f"restored {path} ({pointers[path].size / (1 << 20):.1f} MiB)")
         except _Replaced:
-            print(f"gitmodel: warning: left {path} as it is: another file was put there while "
-                  "pull ran", file=sys.stderr)
+            print(f"gitmodel: warning: left {path} as it is: it was changed, replaced or "
+                  "removed while pull ran", file=sys.stderr)
         except (GitmodelError, OSError) as err:
             failed[path] = err.full() if isinstance(err, GitmodelError) else str(err)
 
