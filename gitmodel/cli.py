@@ -57,7 +57,8 @@ def _scope_arguments(p) -> None:
 def cmd_install(args) -> int:
     from gitmodel.git import install, repo
     if not args.global_:
-        repo.common_dir()                     # fails clearly outside a repository (bare is fine)
+        repo.open_repository()                # fails clearly outside a repository (bare is
+                                              # fine) or in one gitmodel cannot read
     elif not os.environ.get("HOME") and not os.environ.get("GIT_CONFIG_GLOBAL"):
         from gitmodel.errors import GitmodelError
         raise GitmodelError("--global needs a home folder for git's global configuration, and "

@@ -249,3 +249,25 @@ def test_a_bare_mirror_under_a_global_install_gets_its_hook_from_what_fills_its_
     subprocess.run(["git", "clone", "-q", str(tmp_path / "new.git"), str(tmp_path / "c")],
                    env=git_env, check=True)
     assert sha256(tmp_path / "c" / "m.safetensors") == digest
+
+
+def test_a_sha256_repository_is_refused_clearly(tmp_path: Path, git_env):
+    """gitmodel reads git objects with libgit2, which cannot open a repository whose objects
+    are named by SHA-256: every command was an internal error ("InvalidError: unknown object
+    format"), and repack_or_warn's advice (a bug: turn repacking off) was wrong."""
+    import subprocess
+    subprocess.run(["git", "init", "-q", "--object-format=sha256", str(tmp_path / "r")],
+                   env=git_env, check=True)
+    repo = Repo(tmp_path / "r", git_env)
+    for command in (["install"], ["status"], ["gc"]):
+        done = repo.gitmodel(*command, check=False)
+        assert done.returncode == 1 and "names its objects by SHA-256" in done.stderr, done.stderr
+        assert "internal error" not in done.stderr
+    repo.gitmodel("install", "--global")              # the filter needs no libgit2: it works,
+    write_safetensors(repo.path / "m.safetensors", random_model(1, layers=1))
+    (repo.path / ".gitattributes").write_text("*.safetensors filter=gitmodel diff=gitmodel merge=gitmodel -text\n")
+    repo.commit("v1")                                  # and a push is refused by its hook
+    subprocess.run(["git", "init", "-q", "--bare", "--object-format=sha256", str(tmp_path / "hub.git")],
+                   env=git_env, check=True)
+    pushed = repo.git("push", str(tmp_path / "hub.git"), "HEAD:main", check=False)
+    assert pushed.returncode != 0 and b"names its objects by SHA-256" in pushed.stderr

@@ -21,6 +21,15 @@ class DubiousOwnership(NotARepository):
     """A repository git refuses until `safe.directory` names it (another user owns it)."""
 
 
+class Sha256Repository(GitmodelError):
+    def __init__(self):
+        super().__init__("this repository names its objects by SHA-256 (`git init "
+                         "--object-format=sha256`), which gitmodel cannot read yet (nor can "
+                         "libgit2, which it reads git objects with)",
+                         "Nothing was done. Keep checkpoints in a repository with git's "
+                         "default SHA-1 ids")
+
+
 class GitError(GitmodelError):
     pass
 
@@ -163,7 +172,12 @@ def open_repository(cwd: Path | str | None = None):
     # git found it, so git's ownership rule (safe.directory, which libgit2 reads only from
     # its own idea of the global config) has passed
     pygit2.option(pygit2.GIT_OPT_SET_OWNER_VALIDATION, 0)
-    repository = pygit2.Repository(lines[0])
+    try:
+        repository = pygit2.Repository(lines[0])
+    except pygit2.GitError as err:
+        if "object format" in str(err):
+            raise Sha256Repository() from None
+        raise
     if len(lines) > 1 and (repository.workdir is None or
                            os.path.realpath(repository.workdir) != os.path.realpath(lines[1])):
         repository.workdir = lines[1]
