@@ -88,6 +88,10 @@ def cmd_uninstall(args) -> int:
     for item in report.kept:
         print(f"left as it is (not gitmodel's value): {item}")
     print(f"gitmodel uninstalled ({len(report.changed)} settings removed).")
+    if not args.global_ and install.installed():
+        print("gitmodel is still installed here by your global (or system) git configuration: "
+              "its filter runs here and gives this repository its pre-push hook again. "
+              "`gitmodel uninstall --global` removes the global one")
     return 0
 
 

@@ -52,8 +52,15 @@ def test_global_install_writes_user_config(tmp_path: Path, git_env):
     text = (Path(git_env["HOME"]) / ".gitconfig").read_text()
     assert '[filter "gitmodel"]' in text and "required = true" in text
     assert "recursive = binary" in text          # criss-cross merges: docs/merge.md
+    import subprocess
+    subprocess.run(["git", "init", "-q", str(tmp_path / "r")], env=git_env, check=True)
+    local = Repo(tmp_path / "r", git_env)
+    local.gitmodel("install")                   # (a review: uninstall did not say the hook
+    said = local.gitmodel("uninstall").stdout   # comes back from the global install)
+    assert "still installed here by your global" in said and not (local.path / ".git/hooks/pre-push").exists()
     repo.gitmodel("uninstall", "--global")
     assert "gitmodel" not in (Path(git_env["HOME"]) / ".gitconfig").read_text()
+    assert "still installed" not in local.gitmodel("uninstall").stdout
     homeless = Repo(tmp_path, {k: v for k, v in git_env.items() if k != "HOME"})
     said = homeless.gitmodel("install", "--global", check=False)
     assert said.returncode == 1 and "HOME is not set" in said.stderr and "Traceback" not in said.stderr
