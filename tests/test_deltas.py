@@ -1043,6 +1043,45 @@ def test_a_repair_fetches_versions_the_remote_holds_as_deltas_of_what_it_holds_w
         assert sha256(repo.path / MODEL) == digest, back
 
 
+def test_a_fetch_checks_a_remote_delta_against_bases_that_read_well_here(tmp_path: Path, git_env):
+    """A, then B, pushed (the remote holds A as a delta of B); A again, pushed (here B became a
+    delta of A); then a chunk of A is damaged here. Fetching A's chunk, its remote copy was
+    checked against B's copy here, itself a difference from the damaged chunk: the remote's
+    good copy failed its check and was blamed ("no other copy there is good"), and only a
+    second `fsck --repair` repaired. Bases here that do not read well are fetched too."""
+    from test_nothing_lost import writable
+    from gitmodel.store.pack import record_head
+    repo = team(tmp_path, git_env, str(tmp_path / "team-store"))
+    a = random_model(3, layers=4, width=384)
+    b = fine_tune(a, 1)
+    sums = []
+    for name, model in (("A", a), ("B", b)):
+        sums.append(sha256(write_safetensors(repo.path / MODEL, model)))
+        repo.commit(name, MODEL)
+    repo.git("push", "-q", "origin", "main")
+    write_safetensors(repo.path / MODEL, a)
+    repo.commit("A again", MODEL)
+    repo.git("push", "-q", "origin", "main")
+    store = Store(repo.store)
+    used: dict[bytes, int] = {}
+    for oid, entry in store.entries():
+        if entry.encoding == codec.DELTA:
+            for base in store.copy_bases(oid, entry):
+                used[base] = used.get(base, 0) + 1
+    entry = store.locate(max(used, key=used.get))
+    store.close()
+    pack = writable(repo.store / "packs" / f"{entry.pack}.pack")
+    data = bytearray(pack.read_bytes())
+    data[entry.offset + record_head.size + entry.stored_length // 2] ^= 0x40
+    pack.write_bytes(bytes(data))
+    repaired = repo.gitmodel("fsck", "--all", "--repair")          # exit 0: all repaired
+    assert "2 complete" in repaired.stdout, repaired.stdout
+    for back, digest in ((0, sums[0]), (1, sums[1])):
+        (repo.path / MODEL).unlink()
+        repo.git("checkout", f"HEAD~{back}", "--", MODEL)
+        assert sha256(repo.path / MODEL) == digest, back
+
+
 def test_a_push_never_sends_chunks_as_deltas_of_each_other(tmp_path: Path, git_env):
     """After a repack cut short, a revert and a second one cut short, the store held chunks
     whole and as deltas of each other; reads took the whole copies, but a push (without a

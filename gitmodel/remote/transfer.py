@@ -394,7 +394,8 @@ def whole_first(table: ObjectTable, oid: bytes) -> Entry:
 
 def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, str],
                  quiet: bool = True, bases: Bases | None = None,
-                 deferred: list | None = None) -> Iterator[tuple[bytes, Entry, memoryview]]:
+                 deferred: list | None = None,
+                 recheck: Bases | None = None) -> Iterator[tuple[bytes, Entry, memoryview]]:
     """(oid, entry, payload) for each object, read from the remote and verified, chunks before
     manifests. Objects that cannot be had (absent, damaged in every copy, a read that failed)
     go into `failed` with the reason, and the rest still come: one bad object costs only what
@@ -426,7 +427,7 @@ def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, st
                 at = entry.offset - r.start
                 record = data[at:at + record_head.size + entry.stored_length]
                 try:
-                    check_record(oid, entry, record, bases)
+                    _check(oid, entry, record, bases, recheck)
                 except CorruptObject as err:
                     if err.oid != oid:
                         raise RemoteError(f"a base of {oid.hex()}: {err}") from None
@@ -452,6 +453,20 @@ def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, st
                     failed[oid] = error
                 else:
                     yield oid, entry, payload
+
+
+def _check(oid: bytes, entry: Entry, record, bases: Bases | None, recheck: Bases | None) -> None:
+    """check_record, and for a delta that fails it, again with `recheck` (each base checked
+    here, one that does not read well raising MissingBase naming it): the fast reads of bases
+    trust the store's copies, and a base here that is a delta of a damaged chunk made a good
+    remote copy fail (the remote blamed), or named that chunk, not the base, as lacking."""
+    try:
+        check_record(oid, entry, record, bases)
+    except (CorruptObject, MissingObjects) as err:
+        if recheck is None or entry.encoding != codec.DELTA or \
+                (isinstance(err, CorruptObject) and err.oid != oid):
+            raise
+        check_record(oid, entry, record, recheck)
 
 
 def _other_copy(view: RemoteView, oid: bytes, damaged: Entry, error: CorruptObject,
@@ -519,22 +534,25 @@ def _download_chunks(store: Store, view: RemoteView, oids: list[bytes], stats: T
     tell a cycle of deltas on the remote from a base that is merely missing."""
     based_on = {} if based_on is None else based_on
     deferred: list = []
-    _add_all(writer, read_objects(view, oids, stats.failed, quiet, store.bases, deferred), stats)
+    unreadable: set[bytes] = set()
+    recheck = _good_bases(store, unreadable)
+    _add_all(writer, read_objects(view, oids, stats.failed, quiet, store.bases, deferred, recheck), stats)
     if not deferred:
         return
     for oid, _, record, _ in deferred:
         based_on[oid] = codec.delta_bases(record[record_head.size:])
-    bases = [b for oid, _, _, _ in deferred for b in based_on[oid]]
+    bases = list(dict.fromkeys(b for oid, _, _, _ in deferred for b in based_on[oid]))
     store.publish(writer)
     if depth < MAX_CHAIN:
-        _download_chunks(store, view, store.missing(list(dict.fromkeys(bases))), stats, quiet,
-                         writer, depth + 1, based_on)
+        absent = store.missing(bases)
+        _download_chunks(store, view, absent + [b for b in bases if b in unreadable and b not in absent],
+                         stats, quiet, writer, depth + 1, based_on)
         store.publish(writer)
 
     def verified():
         for oid, entry, record, _ in deferred:
             try:
-                check_record(oid, entry, record, store.bases)
+                _check(oid, entry, record, store.bases, recheck)
             except (CorruptObject, MissingObjects) as err:
                 why = str(err)
                 if isinstance(err, MissingBase) and goes_round(oid, based_on, set()):
@@ -547,6 +565,25 @@ def _download_chunks(store: Store, view: RemoteView, oids: list[bytes], stats: T
                 continue
             yield oid, entry, memoryview(record)[record_head.size:]
     _add_all(writer, verified(), stats)
+
+
+def _good_bases(store: Store, unreadable: set[bytes]) -> Bases:
+    """The store's base reader for checking again a fetched delta that failed its check, each
+    base checked against its id: one here that does not read well (a delta of a damaged
+    chunk) counts as absent, and is gathered in `unreadable` to be fetched too."""
+    def read(ids: list[bytes]) -> list[bytes]:
+        out, lacking = [], []
+        for oid in ids:
+            try:
+                store.verify_bases([oid])              # (forgets a cached copy)
+                out.append(store.read(oid))
+            except (CorruptObject, MissingObjects):    # bad, or a delta of what is lost here
+                lacking.append(oid)
+        if lacking:                                    # each one named: all are fetched
+            unreadable.update(oid for oid in lacking if store.has(oid))
+            raise MissingObjects(lacking)
+        return out
+    return read
 
 
 def _add_all(writer: PackWriter, records: Iterable[tuple[bytes, Entry, memoryview]], stats: TransferStats) -> None:
