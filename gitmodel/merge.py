@@ -805,11 +805,12 @@ def _combine(strategy: Strategy, name: str, xs: list, b, start: int, thresholds)
         with np.errstate(over="ignore", invalid="ignore"):    # ∞ - ∞: NaN, as IEEE has it
             out = _weighted_sum(xs, weights)
             out /= sum(weights)
-        lost = np.isinf(out)
+        lost = ~np.isfinite(out)
         if lost.any():
-            # Σ wᵢxᵢ past float64's range though the inputs are finite (both DBL_MAX): those
-            # elements again with the inputs scaled down by a power of two that keeps every
-            # partial sum in range (exact), then back: ∞ only if the average itself is past it
+            # Σ wᵢxᵢ past float64's range though the inputs are finite (both DBL_MAX; or ∞ - ∞,
+            # NaN, with weights of both signs): those elements again with the inputs scaled
+            # down by a power of two that keeps every partial sum in range (exact), then back:
+            # ∞ only if the average itself is past it
             lost &= np.logical_and.reduce([np.isfinite(x) for x in xs])
             shift = math.frexp(sum(map(abs, weights)))[1] + 1
             with np.errstate(over="ignore"):

@@ -936,6 +936,7 @@ def test_merge_files_outside_git(tmp_path: Path, git_env):
     ("3,1", [2.0 ** 1023, 1.0, -2.0 ** 1023], [2.0 ** 1023, 3.0, 2.0 ** 1023], [2.0 ** 1023, 1.5, -2.0 ** 1022]),
     ("2,-1", [2.0 ** 1023, 2.0 ** 1023, 1.0], [2.0 ** 1023, -2.0 ** 1023, 3.0], [2.0 ** 1023, math.inf, -1.0]),
     (None, [math.inf, 1.0], [-math.inf, 3.0], [math.nan, 2.0]),         # ∞ - ∞: NaN, no warning
+    ("2,-3", [2.0 ** 1023, 1.0], [2.0 ** 1023, 3.0], [2.0 ** 1023, 7.0]),   # terms ∞ and -∞ (a review)
 ])
 def test_an_average_past_float64s_range_on_the_way_is_the_average(tmp_path: Path, git_env, weights, ours,
                                                                     theirs, merged):
