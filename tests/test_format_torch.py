@@ -784,3 +784,21 @@ def test_memory_errors_are_not_taken_for_an_opaque_file(monkeypatch):
             patch.setattr(reader, where, mock.Mock(side_effect=MemoryError()))
             with pytest.raises(MemoryError):
                 walk(data)
+
+
+def test_a_class_name_nested_a_million_deep_does_not_crash_the_reader(tmp_path: Path, git_env):
+    """A 1 MB pickle can give STACK_GLOBAL a tuple nested a million deep for a storage class's
+    name; looking it up among torch's storages hashes it, which CPython does without a
+    recursion guard: the filter died of SIGSEGV and the file could never be added (a review).
+    Class names must be strings, as pickle itself requires."""
+    import subprocess
+    deep = b"K\x00" + b"\x85" * 1_000_000
+    pkl = b"\x80\x02(\x8c\x07storage\x8c\x05torch" + deep + b"\x93\x8c\x010\x8c\x03cpuK\x01tQ."
+    subprocess.run(["git", "init", "-q", str(tmp_path)], env=git_env, check=True)
+    path = tmp_path / "m.pt"
+    path.write_bytes(build_archive(pkl, []))
+    with open(path, "rb") as stdin:               # in a process of its own: a crash is a signal
+        done = subprocess.run(["gitmodel", "clean", "--", "m.pt"], stdin=stdin, capture_output=True,
+                              cwd=tmp_path, env=git_env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(b"gitmodel pointer v1\n")

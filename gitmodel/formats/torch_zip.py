@@ -554,7 +554,9 @@ def _run(data: bytes, machine: _Machine) -> tuple[object, _Machine, int]:
             push(_Global(module.decode("utf-8"), name.decode("utf-8")))
         elif op == 0x93:                                 # STACK_GLOBAL
             name = pop()
-            stack[-1] = _Global(stack[-1], name)
+            if type(name) is not str or type(stack[-1]) is not str:
+                raise _Bad("STACK_GLOBAL requires strings")   # as pickle; a deep tuple there
+            stack[-1] = _Global(stack[-1], name)                # would crash a hash of it
         elif op == 0x7D:                                 # EMPTY_DICT
             push(_Dict())
         elif op == 0x5D:                                 # EMPTY_LIST
