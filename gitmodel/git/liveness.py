@@ -3,9 +3,10 @@
 Git's own reachability decides (`git rev-list --objects --all --reflog --indexed-objects`,
 replace refs off):
 every ref (branches, tags, remote-tracking refs, the stash, notes), every entry the reflogs
-still hold, and the HEAD and index (conflict stages included) of every worktree; plus the
-heads of an operation in progress in any worktree (MERGE_HEAD, ..., a rebase's autostash). Blobs small enough to be
-pointers are read; those that are pointers name the live checkpoints.
+still hold, and the HEAD and index (conflict stages included) of every worktree; plus what
+an operation in progress in any worktree stands on (MERGE_HEAD, ..., a rebase's autostash).
+Blobs small enough to be pointers are read; those that are pointers name the live
+checkpoints.
 """
 
 from __future__ import annotations
