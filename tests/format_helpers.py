@@ -4,6 +4,7 @@ through the real clean and smudge paths."""
 from __future__ import annotations
 
 import io
+import sys
 import tempfile
 
 from gitmodel import checkpoint, pointer
@@ -99,3 +100,26 @@ def assert_checkout_restores(repo, digests: dict[str, str]) -> None:
     repo.git("checkout", "--", *digests)
     assert {name: sha256(repo.path / name) for name in digests} == digests
     assert repo.status() == ""
+
+
+def pointers_shallow_and_deep(data: bytes) -> tuple[str, str]:
+    """The file's pointer (nothing stored) computed near the top of the stack, and again
+    150 frames below Python's recursion limit (as in a deep caller: the merge driver)."""
+    with tempfile.TemporaryDirectory() as root:
+        store = Store(root)
+        try:
+            clean = lambda: checkpoint.clean(io.BytesIO(data), store, write=False).decode()
+            return clean(), _at_stack_depth(sys.getrecursionlimit() - 150, clean)
+        finally:
+            store.close()
+
+
+def _at_stack_depth(frames: int, call):
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    return _deeper(frames - depth, call)
+
+
+def _deeper(n: int, call):
+    return _deeper(n - 1, call) if n > 0 else call()

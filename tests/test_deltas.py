@@ -1007,14 +1007,30 @@ def test_a_repack_that_fails_unexpectedly_only_warns_a_push_and_a_gc(tmp_path: P
     assert_versions_exact(Repo(tmp_path / "bob", other), sums)
 
 
+def damage_the_most_used_base(root: Path) -> None:
+    """Flip a payload byte of the chunk the most deltas of the store at `root` rest on."""
+    from test_nothing_lost import writable
+    from gitmodel.store.pack import record_head
+    store = Store(root)
+    used: dict[bytes, int] = {}
+    for oid, entry in store.entries():
+        if entry.encoding == codec.DELTA:
+            for base in store.copy_bases(oid, entry):
+                used[base] = used.get(base, 0) + 1
+    entry = store.locate(max(used, key=used.get))
+    store.close()
+    pack = writable(root / "packs" / f"{entry.pack}.pack")
+    data = bytearray(pack.read_bytes())
+    data[entry.offset + record_head.size + entry.stored_length // 2] ^= 0x40
+    pack.write_bytes(bytes(data))
+
+
 def test_a_repair_fetches_versions_the_remote_holds_as_deltas_of_what_it_holds_whole(tmp_path: Path, git_env):
     """v0 and v1 pushed (the remote holds v1 whole, v0 as a delta of it), v2 only here, where
     the repack made v0 and v1 deltas of v2; then a chunk of v2 is damaged. v2 is lost, but v0
     and v1 are on the remote: the repair fetched only what the remote holds whole, so v0
     stayed unreadable here, and every `fsck --all --repair` exited 1 (checkouts of v0 failed
     too). It fetches the remote's deltas after the whole copies they rest on."""
-    from test_nothing_lost import writable
-    from gitmodel.store.pack import record_head
     repo = team(tmp_path, git_env, str(tmp_path / "team-store"))
     sums = series(repo, 2)
     repo.git("push", "-q", "origin", "main")
@@ -1022,19 +1038,7 @@ def test_a_repair_fetches_versions_the_remote_holds_as_deltas_of_what_it_holds_w
     sums.append(sha256(write_safetensors(repo.path / MODEL, v2, metadata={"step": "2"})))
     repo.commit("v2", MODEL)                                                  # not pushed
     repo.gitmodel("repack")
-    store = Store(repo.store)
-    used: dict[bytes, int] = {}
-    for oid, entry in store.entries():
-        if entry.encoding == codec.DELTA:
-            for base in store.copy_bases(oid, entry):
-                used[base] = used.get(base, 0) + 1
-    base = max(used, key=used.get)
-    entry = store.locate(base)
-    store.close()
-    pack = writable(repo.store / "packs" / f"{entry.pack}.pack")
-    data = bytearray(pack.read_bytes())
-    data[entry.offset + record_head.size + entry.stored_length // 2] ^= 0x40
-    pack.write_bytes(bytes(data))
+    damage_the_most_used_base(repo.store)
     repaired = repo.gitmodel("fsck", "--all", "--repair", check=False).stdout
     assert "2 complete" in repaired and "1 lost" in repaired, repaired
     for back, digest in ((1, sums[1]), (2, sums[0])):
@@ -1049,8 +1053,6 @@ def test_a_fetch_checks_a_remote_delta_against_bases_that_read_well_here(tmp_pat
     checked against B's copy here, itself a difference from the damaged chunk: the remote's
     good copy failed its check and was blamed ("no other copy there is good"), and only a
     second `fsck --repair` repaired. Bases here that do not read well are fetched too."""
-    from test_nothing_lost import writable
-    from gitmodel.store.pack import record_head
     repo = team(tmp_path, git_env, str(tmp_path / "team-store"))
     a = random_model(3, layers=4, width=384)
     b = fine_tune(a, 1)
@@ -1062,18 +1064,7 @@ def test_a_fetch_checks_a_remote_delta_against_bases_that_read_well_here(tmp_pat
     write_safetensors(repo.path / MODEL, a)
     repo.commit("A again", MODEL)
     repo.git("push", "-q", "origin", "main")
-    store = Store(repo.store)
-    used: dict[bytes, int] = {}
-    for oid, entry in store.entries():
-        if entry.encoding == codec.DELTA:
-            for base in store.copy_bases(oid, entry):
-                used[base] = used.get(base, 0) + 1
-    entry = store.locate(max(used, key=used.get))
-    store.close()
-    pack = writable(repo.store / "packs" / f"{entry.pack}.pack")
-    data = bytearray(pack.read_bytes())
-    data[entry.offset + record_head.size + entry.stored_length // 2] ^= 0x40
-    pack.write_bytes(bytes(data))
+    damage_the_most_used_base(repo.store)
     repaired = repo.gitmodel("fsck", "--all", "--repair")          # exit 0: all repaired
     assert "2 complete" in repaired.stdout, repaired.stdout
     for back, digest in ((0, sums[0]), (1, sums[1])):

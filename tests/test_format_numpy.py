@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -17,7 +15,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_repo, sha256
-from format_helpers import assert_checkout_restores, assert_survives, clean_restore, damage, tensor_lines, walk_layout
+from format_helpers import (assert_checkout_restores, assert_survives, clean_restore, damage,
+                            pointers_shallow_and_deep, tensor_lines, walk_layout)
 from gitmodel import checkpoint, pointer
 from gitmodel.formats import Segment, detect, numpy_files
 from gitmodel.formats.stream import PeekableStream
@@ -193,17 +192,6 @@ def test_huge_shapes_are_not_tensors():
     assert tensors(segments) == [("array", "F64", (0, 2**63 - 1))]
 
 
-def _stack_depth() -> int:
-    depth, frame = 0, sys._getframe()
-    while frame is not None:
-        depth, frame = depth + 1, frame.f_back
-    return depth
-
-
-def _at_stack_depth(frames: int, call):
-    return _at_stack_depth(frames, call) if _stack_depth() < frames else call()
-
-
 @pytest.mark.parametrize("levels, found", [(64, "npy"), (65, "opaque"), (150, "opaque")])
 def test_npy_nesting_limit_does_not_depend_on_the_stack(levels, found):
     # 150 levels parsed near the top of the stack but not from a deep caller (the merge
@@ -211,14 +199,7 @@ def test_npy_nesting_limit_does_not_depend_on_the_stack(levels, found):
     lists = levels - 1                                     # the header's dict is one level
     data = _npy_with_header(b"{'descr': " + b"[" * lists + b"]" * lists
                             + b", 'fortran_order': False, 'shape': (2,)}", b"\0" * 8)
-    with tempfile.TemporaryDirectory() as root:
-        store = Store(root)
-        try:
-            clean = lambda: checkpoint.clean(io.BytesIO(data), store, write=False).decode()
-            shallow = clean()
-            deep = _at_stack_depth(sys.getrecursionlimit() - 150, clean)
-        finally:
-            store.close()
+    shallow, deep = pointers_shallow_and_deep(data)
     assert deep == shallow
     assert shallow.splitlines()[3:] == [f"format {found}"]     # a list descr: no tensor
 

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import struct
-import sys
 import tempfile
 import threading
 
@@ -18,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from format_helpers import pointers_shallow_and_deep
 from gitmodel import checkpoint
 from gitmodel.formats import DTYPE_BITS, Segment, Tensor, detect, safetensors
 from gitmodel.formats.safetensors import MAX_HEADER
@@ -674,18 +674,6 @@ def test_safetensors_unhashable_dtype_is_opaque(dtype):
     assert detect(PeekableStream(io.BytesIO(blob))).format == "opaque"
 
 
-def at_stack_depth(frames: int, call):
-    """call() with the stack `frames` frames deep (as in a deeper caller: the merge driver)."""
-    depth, frame = 0, sys._getframe()
-    while frame is not None:
-        depth, frame = depth + 1, frame.f_back
-    return _deeper(frames - depth, call)
-
-
-def _deeper(n: int, call):
-    return _deeper(n - 1, call) if n > 0 else call()
-
-
 def _nested_metadata_file(levels: int) -> bytes:
     """A safetensors file whose header nests `levels` deep: the header object, __metadata__,
     then lists."""
@@ -699,15 +687,7 @@ def _nested_metadata_file(levels: int) -> bytes:
 def test_safetensors_nesting_limit_does_not_depend_on_the_stack(levels, found):
     # 200 levels parsed near the top of the stack but not from a deep caller (the merge
     # driver): the pointer depended on who computed it. Now 64 is the limit, wherever.
-    blob = _nested_metadata_file(levels)
-    with tempfile.TemporaryDirectory() as root:
-        store = Store(root)
-        try:
-            clean = lambda: checkpoint.clean(io.BytesIO(blob), store, write=False).decode()
-            shallow = clean()
-            deep = at_stack_depth(sys.getrecursionlimit() - 150, clean)
-        finally:
-            store.close()
+    shallow, deep = pointers_shallow_and_deep(_nested_metadata_file(levels))
     assert deep == shallow
     assert shallow.splitlines()[3] == f"format {found}"
     if found == "safetensors":

@@ -200,11 +200,9 @@ def test_a_filter_meeting_another_one_chaining_the_hook_leaves_it_to_finish(tmp_
     assert not [p for p in os.listdir(hooks) if "gitmodel-tmp" in p]
 
 
-def test_moving_a_repository_with_a_bare_mirror_carries_its_checkpoints(tmp_path: Path, git_env):
-    """Regression (an exploratory run): `gitmodel install` refused a bare repository ("not
-    inside a git repository"), so `git clone --mirror` + `git push --mirror` to a new server
-    ran no hook: exit 0 with no weights there, and clones of the new server failed. In the
-    bare mirror it installs, and its push fails until the mirror holds the checkpoints."""
+def _pushed_to_old_git(tmp_path: Path, git_env: dict) -> str:
+    """A checkpoint committed in tmp_path/w and pushed to the bare old.git (new.git beside it,
+    empty); its sha256."""
     import subprocess
     from conftest import make_repo
     work = make_repo(tmp_path / "w", git_env)
@@ -213,6 +211,16 @@ def test_moving_a_repository_with_a_bare_mirror_carries_its_checkpoints(tmp_path
     for name in ("old.git", "new.git"):
         subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / name)], check=True)
     work.git("push", "-q", str(tmp_path / "old.git"), "main")
+    return digest
+
+
+def test_moving_a_repository_with_a_bare_mirror_carries_its_checkpoints(tmp_path: Path, git_env):
+    """Regression (an exploratory run): `gitmodel install` refused a bare repository ("not
+    inside a git repository"), so `git clone --mirror` + `git push --mirror` to a new server
+    ran no hook: exit 0 with no weights there, and clones of the new server failed. In the
+    bare mirror it installs, and its push fails until the mirror holds the checkpoints."""
+    import subprocess
+    digest = _pushed_to_old_git(tmp_path, git_env)
     subprocess.run(["git", "clone", "-q", "--mirror", str(tmp_path / "old.git"), str(tmp_path / "mirror.git")],
                    env=git_env, check=True)
     mirror = Repo(tmp_path / "mirror.git", git_env)
@@ -239,14 +247,8 @@ def test_a_bare_mirror_under_a_global_install_gets_its_hook_from_what_fills_its_
     --all`) filled its store, then `git push --mirror` exited 0 carrying no checkpoints, and
     clones of the new server failed. The commands that fill the store install the hook."""
     import subprocess
-    from conftest import make_repo
-    work = make_repo(tmp_path / "w", git_env)
-    digest = sha256(write_safetensors(work.path / "m.safetensors", random_model(1, layers=1)))
-    work.commit("v1", "m.safetensors")
-    for name in ("old.git", "new.git"):
-        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / name)], check=True)
-    work.git("push", "-q", str(tmp_path / "old.git"), "main")
-    work.gitmodel("install", "--global")
+    digest = _pushed_to_old_git(tmp_path, git_env)
+    Repo(tmp_path / "w", git_env).gitmodel("install", "--global")
     subprocess.run(["git", "clone", "-q", "--mirror", str(tmp_path / "old.git"), str(tmp_path / "mirror.git")],
                    env=git_env, check=True)
     mirror = Repo(tmp_path / "mirror.git", git_env)
