@@ -29,6 +29,8 @@ headers = os.path.join(sysconfig.get_paths()['include'], 'Python.h')
 sys.exit(not (os.path.exists(headers) and sys.byteorder == 'little'))"; then
     export GITMODEL_REQUIRE_NATIVE=1
 fi
-# Tests run in parallel, one worker per core (at most 4): most of their time is git and gitmodel
-# processes starting, which a second worker overlaps (on 2 cores: ~7 minutes instead of ~11).
-python -m pytest -q -n auto --maxprocesses=4 "$@"
+# Tests run in parallel, one worker more than the cores (at most 4): most of their time is git
+# and gitmodel processes starting, and the extra worker fills the cores while others wait on
+# fsync or a server (README.md gives the figures).
+workers=$(python -c "import os; print(min(len(os.sched_getaffinity(0)) + 1, 4))")
+python -m pytest -q -n "$workers" "$@"
