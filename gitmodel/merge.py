@@ -818,22 +818,49 @@ def _combine(strategy: Strategy, name: str, xs: list, b, start: int, thresholds)
                 part /= sum(weights)
                 out[lost] = np.ldexp(part, shift)
         return out
+    # The other strategies add changes to the base: each element's terms are kept or dropped
+    # by masks taken from the values as they are, then the arithmetic is done.
     if s == "task-arithmetic":
-        deltas = [np.subtract(x, b, out=x) for x in xs]
-        out = _weighted_sum(deltas, weights)
+        masks = [None] * len(xs)
+    elif s == "ties":
+        masks = _trimmed(xs, b, thresholds)
+    else:
+        masks = []
+        for i, x in enumerate(xs):
+            # The i-th input's draws for this block: its generator advanced past earlier blocks.
+            bits = np.random.PCG64(_seed(strategy.seed, name, i))
+            bits.advance(start)                  # one 64-bit draw per value
+            masks.append(np.random.Generator(bits).random(len(x)) < strategy.density)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = _changes_added(s, xs, b, masks, weights, strategy)
+    lost = ~np.isfinite(out)
+    if lost.any():
+        # A step past float64's range though every input is finite (values near DBL_MAX): those
+        # elements again with everything scaled down by a power of two that keeps each step in
+        # range (exact), then back, as for average; the masks stay those of the values.
+        lost &= np.logical_and.reduce([np.isfinite(x) for x in xs] + [np.isfinite(b)])
+        growth = 2 + 2 * abs(scale) * sum(map(abs, weights)) / (strategy.density if s == "dare" else 1)
+        shift = math.frexp(growth)[1] + 1
+        with np.errstate(over="ignore"):
+            part = _changes_added(s, [np.ldexp(x[lost], -shift) for x in xs], np.ldexp(b[lost], -shift),
+                                  [m if m is None else m[lost] for m in masks], weights, strategy)
+            out[lost] = np.ldexp(part, shift)
+    return out
+
+
+def _changes_added(s: str, xs: list, b, masks: list, weights: list[float], strategy: Strategy):
+    """b + λ·(the inputs' changes from b, masked and combined as the strategy says)."""
+    import numpy as np
+    scale = strategy.scale
+    if s == "task-arithmetic":
+        out = _weighted_sum([x - b for x in xs], weights)
         out *= scale
         out += b
         return out
     if s == "ties":
-        return _ties(xs, b, np.array(weights), thresholds, scale)
+        return _ties(xs, b, np.array(weights), masks, scale)
     keep = strategy.density
-    taus = []
-    for i, x in enumerate(xs):
-        # The i-th input's draws for this block: its generator advanced past earlier blocks.
-        bits = np.random.PCG64(_seed(strategy.seed, name, i))
-        bits.advance(start)                  # one 64-bit draw per value
-        rng = np.random.Generator(bits)
-        taus.append((x - b) * (rng.random(len(x)) < keep) / keep)
+    taus = [(x - b) * m / keep for x, m in zip(xs, masks)]
     out = b + scale * _weighted_sum(taus, weights)
     nan = np.isnan(b)
     for x in xs:
@@ -851,11 +878,17 @@ def _weighted_sum(xs: list, weights: list[float]):
     return out
 
 
-def _ties(xs, b, weights, thresholds, scale):
+def _trimmed(xs, b, thresholds) -> list:
+    """Per input, where ties keeps its change: |δᵢ|, rounded to float32, at least its threshold."""
+    import numpy as np
+    with np.errstate(over="ignore", invalid="ignore"):
+        return [np.abs(x - b).astype(np.float32) >= t for x, t in zip(xs, thresholds)]
+
+
+def _ties(xs, b, weights, kept, scale):
     import numpy as np
     with np.errstate(invalid="ignore"):
-        taus = [np.where(np.abs(x - b).astype(np.float32) >= t, x - b, 0.0)
-                for x, t in zip(xs, thresholds)]
+        taus = [np.where(k, x - b, 0.0) for x, k in zip(xs, kept)]
         us = [w * tau for w, tau in zip(weights, taus)]
         sign = np.where(sum(us) >= 0, 1.0, -1.0)
         agree = [(u != 0) & (np.sign(u) == sign) for u in us]
@@ -883,7 +916,7 @@ def _thresholds(name: str, sides: list[Side], base: Side, strategy: Strategy, co
             n = min(BLOCK, count - start)
             x = _as_float64(side.tensor(name, start * width, n * width), dtype)
             bb = _as_float64(base.tensor(name, start * width, n * width), dtype)
-            with np.errstate(invalid="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):
                 d = np.abs(x - bb).astype(np.float32)
             yield np.nan_to_num(d, nan=0.0).view(np.uint32)
 

@@ -957,6 +957,30 @@ def test_an_average_past_float64s_range_on_the_way_is_the_average(tmp_path: Path
         assert (tmp_path / "out.npy").read_bytes() == (tmp_path / "want.npy").read_bytes()
 
 
+@pytest.mark.parametrize("strategy, base, ours, theirs, merged", [
+    ("task-arithmetic", [-_MAX, 1.0, 0.0, 5.0], [_MAX, 2.0, _MAX, 5.0], [-_MAX, 3.0, _MAX, 6.0],
+     [_MAX, 4.0, math.inf, 6.0]),
+    ("dare", [-_MAX, 1.0, 0.0, 5.0], [_MAX, 2.0, _MAX, 5.0], [-_MAX, 3.0, _MAX, 6.0],
+     [_MAX, 4.0, math.inf, 6.0]),
+    ("ties", [-_MAX, 1.0, 0.0], [_MAX, 2.0, 1.0], [_MAX, 0.0, -_MAX], [_MAX, 2.0, -_MAX]),
+])
+def test_changes_past_float64s_range_on_the_way_add_up_to_the_merge(tmp_path: Path, git_env, strategy, base, ours,
+                                                                      theirs, merged):
+    """A base of -DBL_MAX (a sentinel) that a side flipped to DBL_MAX: its change, 2·DBL_MAX,
+    is past float64's range, and task-arithmetic, ties and dare came out ∞ where the merge is
+    DBL_MAX, with numpy's raw "RuntimeWarning: overflow" on stderr. The merge is the same
+    arithmetic with no upper limit now (these values make every float64 step exact), ∞ only
+    where the result itself is past the range. Density 1 keeps every change, so ties and
+    dare are the sums written out here."""
+    for name, values in (("base", base), ("a", ours), ("b", theirs)):
+        np.save(tmp_path / f"{name}.npy", np.array(values))
+    done = Repo(tmp_path, git_env).gitmodel("merge", "--strategy", strategy, "--density", "1",
+                                            "base.npy", "a.npy", "b.npy", "-o", "out.npy")
+    assert done.stderr == "gitmodel: out.npy: merged tensor by tensor (1 merged; rewrite)\n"
+    np.save(tmp_path / "want.npy", np.array(merged))
+    assert (tmp_path / "out.npy").read_bytes() == (tmp_path / "want.npy").read_bytes()
+
+
 @pytest.mark.parametrize("args, said", [
     (["--strategy", "average", "--weights", "2"], "1 merge weight(s) for 2 inputs"),
     (["--strategy", "average", "--weights", "1,2,3"], "3 merge weight(s) for 2 inputs"),
