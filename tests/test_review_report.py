@@ -323,6 +323,29 @@ def test_metrics_files_alone_make_a_report(repo: Repo):
     assert text.splitlines()[3].split() == ["loss", "1", "0.5", "-0.5", "(-50%)", "better"]
 
 
+def test_review_files_outside_the_work_tree_or_behind_a_link_are_not_read(repo: Repo, tmp_path: Path):
+    """A cloned repository's .gitmodel named `../../secret.json` as a metrics file, and a
+    committed symbolic link to an absolute path as a params file: `gitmodel diff` of the work
+    tree read both and printed their numbers, which a CI job posts to a pull request. Neither
+    is read now, and stderr says why; a file inside the work tree still is."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.json").write_text('{"secret_number": 123456789}')
+    depth = len(repo.path.relative_to(tmp_path).parts)
+    (repo.path / ".gitmodel").write_text(
+        "[review]\n\tmetrics-file = " + "../" * depth + "elsewhere/secret.json\n"
+        "\tparams-file = linked.json\n\tmetrics-file = metrics.json\n")
+    (repo.path / "linked.json").symlink_to(outside / "secret.json")
+    (repo.path / "metrics.json").write_text('{"loss": 1.0}')
+    repo.commit("v1")
+    (repo.path / "metrics.json").write_text('{"loss": 0.5}')
+    done = repo.gitmodel("diff")
+    assert "123456789" not in done.stdout + done.stderr and "secret" not in done.stdout
+    assert done.stdout.splitlines()[3].split() == ["loss", "1", "0.5", "-0.5", "(-50%)", "better"]
+    assert "goes outside the work tree; its numbers are left out" in done.stderr
+    assert "'linked.json' is reached through a symbolic link" in done.stderr
+
+
 # ----------------------------------------------------------------------------- real weights
 
 def _minilm() -> dict[str, np.ndarray]:

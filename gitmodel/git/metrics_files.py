@@ -7,15 +7,18 @@ params files they name, read at a revision, in the index or in the work tree.
         metric = *_score                      # keys that are metrics whatever their name (glob)
         param = eval_steps                    # keys that are parameters (glob)
 
-Paths are relative to the top of the work tree. A file absent on a side has no numbers there;
+Paths are relative to the top of the work tree (never outside it, nor through a symbolic
+link there). A file absent on a side has no numbers there;
 one that does not parse is named on stderr and counts as absent, so a review still runs.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pygit2
 
@@ -48,8 +51,7 @@ def settings(cwd: Path | None = None) -> Settings:
 def _bytes_at(repository: pygit2.Repository, side, path: str) -> bytes | None:
     try:
         if side is None:
-            file = Path(repository.workdir) / path
-            return file.read_bytes() if file.is_file() else None
+            return _work_tree_bytes(Path(repository.workdir), path)
         if side == INDEX:
             entry = index_entry(repository, path)
             return blob_data(repository, entry.id) if entry is not None else None
@@ -57,6 +59,36 @@ def _bytes_at(repository: pygit2.Repository, side, path: str) -> bytes | None:
         return blob_data(repository, found.tree[path].id) if found is not None else None
     except (KeyError, OSError):
         return None
+
+
+def _work_tree_bytes(top: Path, path: str) -> bytes | None:
+    """The file at `path` in the work tree, read only if it is there as git would commit it:
+    inside the work tree and reached through no symbolic link. The path comes from a
+    committed `.gitmodel`, and a review is posted where others read it (a pull request), so
+    it must not become a way to read, say, ~/.aws from the reviewer's machine."""
+    parts = PurePosixPath(path).parts
+    if not parts or ".." in parts:
+        return _refused(path, "goes outside the work tree")
+    here = top
+    for part in parts:
+        here = here / part
+        try:
+            mode = os.lstat(here).st_mode
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(mode):
+            return _refused(path, "is reached through a symbolic link")
+    if not stat.S_ISREG(mode):
+        return None
+    fd = os.open(here, os.O_RDONLY | os.O_NOFOLLOW)
+    with open(fd, "rb") as file:
+        return file.read()
+
+
+def _refused(path: str, why: str) -> None:
+    print(f"gitmodel: the review file {path!r} {why}; its numbers are left out "
+          f"(name a file in the work tree in .gitmodel's [review] section)", file=sys.stderr)
+    return None
 
 
 def numbers_at(repository: pygit2.Repository, side, path: str) -> dict[str, float]:
