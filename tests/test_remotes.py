@@ -1,4 +1,4 @@
-"""Remotes: folder, memory:// and a real S3 API server on 127.0.0.1 (moto), through git itself."""
+"""Remotes: folder, memory:// (in process) and a real S3 API server on 127.0.0.1 (moto), through git itself."""
 
 from __future__ import annotations
 
@@ -413,9 +413,9 @@ def test_remote_add_list_remove_and_precedence(tmp_path: Path, env):
     # git config overrides the committed file; the environment overrides the default.
     repo.git("config", "gitmodel.team.url", "/srv/override")
     assert remotes.resolve(None, cwd=repo.path).url == "/srv/override"
-    os.environ["GITMODEL_REMOTE"] = "memory://elsewhere"
+    os.environ["GITMODEL_REMOTE"] = "s3://elsewhere/x"
     try:
-        assert remotes.resolve(None, cwd=repo.path).url == "memory://elsewhere"
+        assert remotes.resolve(None, cwd=repo.path).url == "s3://elsewhere/x"
         assert remotes.resolve("team", cwd=repo.path).url == "/srv/override"
     finally:
         del os.environ["GITMODEL_REMOTE"]
@@ -465,6 +465,26 @@ def _objects(store: Store, manifests: list[bytes]) -> list[bytes]:
 
 def _restore(store: Store, manifest: bytes) -> bytes:
     return b"".join(store.read(c) for c, _ in store.read_manifest(manifest).chunks)
+
+
+def test_a_memory_remote_is_refused_where_its_data_would_die_with_the_command(tmp_path: Path, env):
+    """A committed .gitmodel naming memory://: `git push` said "uploaded 9 object(s)" and
+    exited 0, the data lived only in the hook's process, and every clone failed. The push is
+    refused now, and so is `gitmodel remote add` of such a URL."""
+    repo = make_repo(tmp_path / "w", env)
+    (repo.path / ".gitmodel").write_text('[gitmodel "team"]\n\turl = memory://team/models\n')
+    write_safetensors(repo.path / "m.safetensors", random_model(1, layers=1))
+    repo.commit("v1")
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "hub.git")], check=True)
+    repo.git("remote", "add", "origin", str(tmp_path / "hub.git"))
+    push = repo.git("push", "-q", "origin", "main", check=False)
+    assert push.returncode != 0 and b"uploaded" not in push.stderr
+    assert b"memory://team/models (.gitmodel): a memory:// remote keeps its data only inside one process" \
+        in push.stderr
+    assert repo.git("ls-remote", str(tmp_path / "hub.git")).stdout == b""
+    for url in ("memory://x/y", "simplecache::memory://x/y"):
+        added = repo.gitmodel("remote", "add", "other", url, "--local", check=False)
+        assert added.returncode == 1 and "keeps its data only inside one process" in added.stderr
 
 
 def test_memory_remote_upload_download_and_dedup(tmp_path: Path):

@@ -299,6 +299,10 @@ def resolve(name_or_url: str | None = None, cwd: Path | None = None,
     """The remote a gitmodel command uses: the one named (a configured name, a URL or folder
     path, or a git remote: the one its pushes go to), else GITMODEL_REMOTE, else the configured
     default, else origin's embedded default. None when nothing is configured."""
+    return _lasting(_chosen(name_or_url, cwd, reading))
+
+
+def _chosen(name_or_url: str | None, cwd: Path | None, reading: bool) -> RemoteSpec | None:
     choice = name_or_url or os.environ.get("GITMODEL_REMOTE")
     # An upload to a git remote's gitmodel remote (`gitmodel push origin`) may read the file
     # of that git remote's branches.
@@ -346,8 +350,23 @@ def for_git_remote(git_name: str, git_url: str, cwd: Path | None = None) -> Remo
         return resolve(None, cwd, reading=False)
     remotes, default = configured(cwd, reading=False, to=git_name)
     if git_name in remotes:
-        return remotes[git_name]
-    return _default(remotes, default) or embedded_default(git_url, cwd, git_name)
+        return _lasting(remotes[git_name])
+    return _lasting(_default(remotes, default) or embedded_default(git_url, cwd, git_name))
+
+
+def _lasting(spec: RemoteSpec | None) -> RemoteSpec | None:
+    """Refuse a remote whose data dies with the process: git runs gitmodel anew for every
+    command, so a push to memory:// would say it uploaded and keep nothing."""
+    if spec is not None and _in_memory(spec.url):
+        raise ConfigError(f"{spec.url} ({spec.source}): a memory:// remote keeps its data only "
+                          "inside one process, and git runs gitmodel anew for every command: "
+                          "nothing sent there would outlive the command. Name a folder or an "
+                          "object store (`gitmodel remote add NAME URL`)")
+    return spec
+
+
+def _in_memory(url: str) -> bool:
+    return any(part.strip().split("://", 1)[0] == "memory" for part in url.split("::"))
 
 
 def _default(remotes: dict[str, RemoteSpec], default: str | None) -> RemoteSpec | None:
@@ -394,6 +413,10 @@ def check_url(url: str) -> str | None:
     """Refuse a URL no backend can open; returns a note for a folder that does not exist yet."""
     if not url.strip():
         raise ConfigError("an empty URL names no remote (an unset shell variable?)")
+    if _in_memory(url):
+        raise ConfigError(f"{url}: a memory:// remote keeps its data only inside one process, and "
+                          "git runs gitmodel anew for every command; name a folder or an object "
+                          "store")
     if not _URL_LIKE.match(url):
         folder = Path(os.path.expanduser(url))
         if not folder.parent.is_dir():
@@ -404,7 +427,7 @@ def check_url(url: str) -> str | None:
     protocol = url.split("://", 1)[0]
     if protocol not in fsspec.available_protocols():
         raise ConfigError(f"{url}: fsspec knows no protocol {protocol!r} (known: s3, gs, az, "
-                          "ssh, memory, file, and others fsspec lists)")
+                          "ssh, file, and others fsspec lists)")
     return None
 
 
