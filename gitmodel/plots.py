@@ -10,6 +10,7 @@ from pathlib import Path
 from gitmodel.errors import GitmodelError
 from gitmodel.metrics import METRIC, better
 from gitmodel.modules import BLOCK_ORDER, place
+from gitmodel.pointer import quote_name
 
 UNCHANGED, ABSENT = "#e4e4e4", "#ffffff"
 MAX_BARS = 30                 # tensors outside the layers drawn as bars, largest first
@@ -146,12 +147,13 @@ def changes_by_layer(files: list):
             if not present.all():        # a role a layer lacks stays white, not "unchanged"
                 ax.imshow(np.ma.masked_where(present, np.ones(data.shape)), aspect="auto",
                           cmap=colors.ListedColormap([ABSENT]), interpolation="nearest")
-            ax.set_yticks(range(len(order)), [_shown(o) for o in order], fontsize=7)
+            ax.set_yticks(range(len(order)), [_name(o) for o in order], fontsize=7)
             step = max(1, math.ceil(len(span) / 20))
             ax.set_xticks(range(0, len(span), step), [str(span[j]) for j in range(0, len(span), step)],
                           fontsize=7)
             ax.set_xlabel("layer", fontsize=8)
-            ax.set_title(f"{_shown(diff.path)} · {_shown(stack or 'layers')}: {measure} per layer", fontsize=9, loc="left")
+            ax.set_title(f"{_text(diff.path)} · {_name(stack) if stack else 'layers'}: {measure} per layer",
+                         fontsize=9, loc="left")
         else:
             names = [t.name for t in payload][::-1]
             widths = [(t.relative or 0.0) for t in payload][::-1]
@@ -160,9 +162,9 @@ def changes_by_layer(files: list):
             ax.set_xscale("log")
             ax.set_xlim(bar_low / 2, bar_top * 2)
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-            ax.set_yticks(range(len(names)), [_shown(_bar_label(t)) for t in payload][::-1], fontsize=7)
+            ax.set_yticks(range(len(names)), [_text(_bar_label(t)) for t in payload][::-1], fontsize=7)
             ax.set_xlabel(measure, fontsize=8)
-            ax.set_title(f"{_shown(diff.path)}: tensors outside the layers", fontsize=9, loc="left")
+            ax.set_title(f"{_text(diff.path)}: tensors outside the layers", fontsize=9, loc="left")
         ax.tick_params(length=2, labelsize=7)
     if image is not None:
         bar = fig.colorbar(image, cax=fig.add_subplot(grid[:, 1]))
@@ -185,6 +187,19 @@ def _shown(text: str) -> str:
         return text.encode("utf-8", "replace").decode("utf-8")
 
 
+def _text(text: str) -> str:
+    """Text from a checkpoint, a metrics file or git (names, keys, paths) as matplotlib draws
+    it as it is: `$` escaped, which would start mathtext (and a formula that does not parse
+    fails the whole picture)."""
+    return _shown(text).replace("$", r"\$")
+
+
+def _name(text: str) -> str:
+    """A tensor name, a part of one or a key: quoted as the pointer quotes names (control
+    characters escaped, as in the text report), then as `_text`."""
+    return _text(quote_name(text))
+
+
 def _bar_label(t) -> str:
     mark = {"added": " (added)", "removed": " (removed)"}.get(t.status, "")
     if t.status == "changed" and str(t.old) != str(t.new):
@@ -193,7 +208,7 @@ def _bar_label(t) -> str:
         mark += " (new NaN/Inf)"
     if t.relative == math.inf:
         mark += " (was all zeros)"
-    return t.name + mark
+    return quote_name(t.name) + mark
 
 
 # ----------------------------------------------------------------------------- log --plot
@@ -223,14 +238,14 @@ def numbers_over_commits(versions: list, title: str):
         points = [(i, v.numbers[key][0]) for i, v in enumerate(versions) if key in v.numbers]
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         if is_metric:
-            ax.plot(xs, ys, marker="o", color="tab:blue", label=key)
+            ax.plot(xs, ys, marker="o", color="tab:blue", label=_name(key))
             way = better(key)
             hint = " (lower is better)" if way < 0 else " (higher is better)" if way > 0 else ""
-            ax.set_title(f"{key}{hint}", fontsize=9)
+            ax.set_title(f"{_name(key)}{hint}", fontsize=9)
         else:
-            ax.step(xs, ys, where="post", marker="o", color="tab:grey", label=key)
-            ax.set_title(f"parameter: {key}", fontsize=9)
-        ax.set_ylabel(key, fontsize=8)
+            ax.step(xs, ys, where="post", marker="o", color="tab:grey", label=_name(key))
+            ax.set_title(f"parameter: {_name(key)}", fontsize=9)
+        ax.set_ylabel(_name(key), fontsize=8)
         ticks = range(0, len(labels), max(1, math.ceil(len(labels) / 8)))
         ax.set_xticks(list(ticks), [labels[i] for i in ticks], rotation=40, ha="right", fontsize=7)
         ax.set_xlim(-0.3, len(labels) - 0.7)
@@ -243,12 +258,12 @@ def numbers_over_commits(versions: list, title: str):
         panel(i, rows_m, key, False)
     notes = []
     if constant:
-        notes.append("constant: " + ", ".join(f"{k}={versions[-1].numbers.get(k, (math.nan,))[0]:g}"
+        notes.append("constant: " + ", ".join(f"{_name(k)}={versions[-1].numbers.get(k, (math.nan,))[0]:g}"
                                               for k in constant[:8]) + (" …" if len(constant) > 8 else ""))
     left_out = len(metric_keys) - len(shown_metrics) + len(varying) - len(shown_params)
     if left_out:
         notes.append(f"{left_out} more not drawn (see gitmodel log)")
-    fig.suptitle(f"{_shown(title)}: metrics" + (" and parameters" if shown_params else "") + " by commit",
+    fig.suptitle(f"{_text(title)}: metrics" + (" and parameters" if shown_params else "") + " by commit",
                  fontsize=11)
     if notes:
         fig.text(0.01, 0.005, "; ".join(notes), fontsize=7, color="#555555")

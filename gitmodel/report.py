@@ -84,6 +84,28 @@ def _tensor_row(t: TensorDiff) -> list[str]:
     return [_shown(t.name), t.status, shape, *cells]
 
 
+# Text a Markdown renderer shows as it is: ASCII letters, digits, `.`, `_`, `/` and `-`,
+# starting with a letter or digit (no HTML, link, code, math, escape or entity can start
+# there), with no `_` after `.`, `/` or `-` (only such a `_` could open emphasis) and no
+# `www.` (an autolink).
+_MD_PLAIN = re.compile(r"(?![^A-Za-z0-9])(?!.*[./-]_)(?!.*www\.)[A-Za-z0-9._/-]+", re.IGNORECASE)
+
+
+def _label(text: str, md: bool) -> str:
+    """Text a checkpoint or a metrics file wrote (a metric or parameter key, the stack of
+    layers a tensor name starts with) as reports show it: quoted as the pointer quotes names
+    (no control character reaches a terminal); in Markdown, unless it is a plain word, a code
+    span of that (no HTML or link reaches a pull-request comment). Tensor names: `_q`."""
+    if not md:
+        return quote_name(text)
+    return text if _MD_PLAIN.fullmatch(text) else _code(quote_name(text))
+
+
+def _stack(stack: str | None, md: bool) -> str:
+    """A stack of layers as reports name it; `layers` for layers named by a number alone."""
+    return _label(stack, md) if stack else "layers"
+
+
 def _shown(name: str) -> str:
     """A tensor name as reports show it: quoted as the pointer quotes it, its middle elided
     past NAME_WIDTH characters (one long name would widen every row of a table). The JSON
@@ -114,13 +136,14 @@ def _value(v: float | None) -> str:
     return "–" if v is None else format_number(v)
 
 
-def _number_tables(numbers: list[NumberDiff], all_params: bool) -> list[tuple[list[str], list[list[str]], str]]:
-    """(head, rows, note below) for the metrics table and the parameters table."""
+def _number_tables(numbers: list[NumberDiff], all_params: bool, md: bool) -> list[tuple[list[str], list[list[str]], str]]:
+    """(head, rows, note below) for the metrics table and the parameters table (keys as
+    `_label` shows them)."""
     sources = len({n.source for n in numbers}) > 1
     tables = []
     metrics = [n for n in numbers if n.kind == METRIC]
     if metrics:
-        rows = [[n.key, _value(n.old), _value(n.new), _change(n), n.verdict()] for n in metrics]
+        rows = [[_label(n.key, md), _value(n.old), _value(n.new), _change(n), n.verdict()] for n in metrics]
         head = ["Metric", "Old", "New", "Change", ""]
         if not any(r[-1] for r in rows):
             head, rows = head[:-1], [r[:-1] for r in rows]
@@ -131,7 +154,7 @@ def _number_tables(numbers: list[NumberDiff], all_params: bool) -> list[tuple[li
     shown = [n for n in params if all_params or n.changed]
     if shown:
         head = ["Parameter", "Old", "New", "Change"] + (["Source"] if sources else [])
-        rows = [[n.key, _value(n.old), _value(n.new), _change(n)] + ([n.source] if sources else [])
+        rows = [[_label(n.key, md), _value(n.old), _value(n.new), _change(n)] + ([n.source] if sources else [])
                 for n in shown]
         hidden = len(params) - len(shown)
         tables.append((head, rows, f"{hidden} parameter{'s' if hidden != 1 else ''} unchanged."
@@ -216,7 +239,7 @@ def _metrics(s: Summary, md: bool) -> str:
         return f"{_b('Metrics', md)}: unchanged." if s.metrics else ""
     verdicts = [m.verdict() for m in moved]
     tally = ", ".join(f"{verdicts.count(v)} {v}" for v in ("better", "worse") if v in verdicts)
-    items = [f"{m.key} {_value(m.old)} → {_value(m.new)}" + (f" ({m.verdict()})" if m.verdict() else "")
+    items = [f"{_label(m.key, md)} {_value(m.old)} → {_value(m.new)}" + (f" ({m.verdict()})" if m.verdict() else "")
              for m in moved[:METRICS_IN_SUMMARY]]
     if len(moved) > METRICS_IN_SUMMARY:
         items.append(f"{len(moved) - METRICS_IN_SUMMARY} more")
@@ -230,7 +253,7 @@ def _modules(s: Summary, md: bool, mark: str) -> str:
     for g in s.groups:
         if g.stack is not None:
             stacks.setdefault(g.stack, []).append(g)
-    span = {stack: f"{stack or 'layers'} {layer_span(sorted(set().union(*(g.layers for g in gs))))}"
+    span = {stack: f"{_stack(stack, md)} {layer_span(sorted(set().union(*(g.layers for g in gs))))}"
             for stack, gs in stacks.items()}
     changed: list[tuple[str | None, list[str]]] = []
     unchanged: list[str] = []
@@ -239,7 +262,7 @@ def _modules(s: Summary, md: bool, mark: str) -> str:
             if g.stack is None:
                 unchanged.append(g.label)
             elif any(other.changed for other in stacks[g.stack]):
-                unchanged.append(f"{g.stack or 'layers'} {g.block}")
+                unchanged.append(f"{_stack(g.stack, md)} {g.block}")
             elif span[g.stack] not in unchanged:
                 unchanged.append(span[g.stack])
             continue
@@ -343,7 +366,7 @@ def text(review: Review, colour: bool = False, all_tensors: bool = False, sort: 
         if diff is not None:
             out += textwrap.wrap(_opening(diff, numbers, md=False), WRAP,
                                  initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False)
-        for head, rows, note in _number_tables(numbers, all_tensors):
+        for head, rows, note in _number_tables(numbers, all_tensors, md=False):
             if rows:
                 out.append("")
                 out += _table(head, rows)
@@ -382,7 +405,7 @@ def markdown(review: Review, all_tensors: bool = False, sort: str = "change") ->
         if diff is not None:
             head += [_opening(diff, numbers, md=True), ""]
         tables = [(_md_table(columns, rows) if rows else [], note)
-                  for columns, rows, note in _number_tables(numbers, all_tensors)]
+                  for columns, rows, note in _number_tables(numbers, all_tensors, md=True)]
         rows = _tensor_rows(diff, all_tensors, sort) if diff is not None else []
         table = _md_table(HEAD, [[_code(r[0]), *r[1:]] for r in rows]) if rows else []
         what = "tensors" if all_tensors else "changed, added and removed tensors"
@@ -523,7 +546,7 @@ def log_lines(versions: list) -> list[str]:
         metrics = [(k, v) for k, (v, kind) in version.numbers.items() if kind == METRIC]
         params = [(k, v) for k, (v, kind) in version.numbers.items() if kind != METRIC]
         if metrics:
-            lines.append("    metrics  " + "  ".join(f"{k}={format_number(v)}" for k, v in metrics))
+            lines.append("    metrics  " + "  ".join(f"{quote_name(k)}={format_number(v)}" for k, v in metrics))
         if params:
-            lines.append("    params   " + "  ".join(f"{k}={format_number(v)}" for k, v in params))
+            lines.append("    params   " + "  ".join(f"{quote_name(k)}={format_number(v)}" for k, v in params))
     return lines

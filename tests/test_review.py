@@ -530,3 +530,57 @@ def test_changes_beside_float64_extremes_have_their_sizes(repo: Repo):
     assert tensors["sentinel"]["relative_l2"] == 2.0 ** -1024 and tensors["tiny"]["relative_l2"] == 1e-300
     text = repo.gitmodel("diff", "HEAD~1", "HEAD").stdout
     assert re.search(r"sentinel +changed +F64 \[2\] +5\.56e-309 +1 +1\.000000 +50%", text), text
+
+
+EVIL = "\x1b]0;PWNED\x07\x1b[41m<img src=x onerror=alert(1)>**[click](http://evil.example)**"
+
+
+def _outside_code_spans(md: str) -> str:
+    """The Markdown with every code span removed: what GitHub renders as Markdown and HTML."""
+    return re.sub(r"(`+)(.+?)\1", " ", md)
+
+
+def test_text_from_a_checkpoint_reaches_no_terminal_or_pull_request_raw(repo: Repo):
+    """Tensor names and metadata keys holding terminal escapes, HTML and Markdown links: the
+    module label ("Changed: ESC]0;…") and the Parameter table's keys went out raw, sending OSC
+    and CSI sequences to the terminal and an <img onerror> and a link into the PR comment.
+    Metric keys of a metrics file, and those `gitmodel log` lists, the same."""
+    (repo.path / ".gitmodel").write_text("[review]\n\tmetrics-file = m.json\n")
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        write_safetensors(repo.path / "m.safetensors",
+                          {EVIL + ".0.weight": rng.standard_normal((16, 16)).astype(np.float32),
+                           EVIL + ".1.weight": rng.standard_normal(8).astype(np.float32),
+                           "top" + EVIL + ".weight": rng.standard_normal(8).astype(np.float32),
+                           "tex$\\frac{$.0.w": rng.standard_normal(8).astype(np.float32)},
+                          metadata={"lr" + EVIL: str(0.001 * (seed + 1)), "epochs": str(seed + 3),
+                                    "tex$\\frac{$": str(seed)})
+        (repo.path / "m.json").write_text(json.dumps({"val_loss" + EVIL: 1.0 - seed / 4}))
+        repo.commit(f"v{seed}")
+    outputs = {}
+    for fmt in ("text", "markdown", "json"):
+        done = subprocess.run(["gitmodel", "diff", "HEAD~1", "HEAD", "--format", fmt], cwd=repo.path,
+                              env=repo.env, capture_output=True)
+        assert done.returncode == 0, done.stderr
+        assert b"\x1b" not in done.stdout + done.stderr and b"\x07" not in done.stdout + done.stderr, done.stdout
+        outputs[fmt] = done.stdout.decode()
+    log = subprocess.run(["gitmodel", "log", "m.safetensors"], cwd=repo.path, env=repo.env, capture_output=True)
+    assert log.returncode == 0 and b"\x1b" not in log.stdout + log.stderr, log.stdout
+    quoted = json.dumps(EVIL)[1:-1]                  # \u001b]0;PWNED\u0007\u001b[41m<img ...
+    text = outputs["text"]
+    assert f'Changed: "{quoted}" 0–1 (2/2' in " ".join(text.split()), text
+    assert f'  "lr{quoted}"  0.001  0.002  +0.001 (+100%)' in text, text
+    md = outputs["markdown"]
+    rendered = _outside_code_spans(md)
+    for raw in ("<img", "onerror", "](http", "PWNED", "**[click]"):
+        assert raw not in rendered, (raw, md)
+    assert f'**Changed**: `"{quoted}"` 0–1 (2/2' in md, md
+    assert f'| `"lr{quoted}"` | 0.001 | 0.002 | +0.001 (+100%) |' in md, md
+    assert f'`"val_loss{quoted}"` 1 → 0.75 (better)' in md, md
+    # ordinary keys stay as they were
+    assert "| epochs | 3 | 4 | +1 (+33.3%) |" in md, md
+    assert json.loads(outputs["json"])["checkpoints"][0]["summary"]["modules"][0]["stack"] == EVIL
+    # `$` would start a matplotlib formula, and one that does not parse failed the picture
+    for args in (["diff", "HEAD~1", "HEAD", "--plot", "d.png"], ["log", "m.safetensors", "--plot", "l.png"]):
+        done = repo.gitmodel(*args, check=False)
+        assert done.returncode == 0 and "\x1b" not in done.stdout + done.stderr, done.stderr
