@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from gitmodel.quoting import quote_path
+
 COMMANDS: list[tuple[str, str, Callable, Callable]] = []     # name, help, add_arguments, run
 
 
@@ -252,7 +254,7 @@ def cmd_ls_files(args) -> int:
         return 0
     for item in listed:
         print(f"{item.content[:12]}  {state.human(item.size):>10}  {item.work_tree:<7}  "
-              f"{item.store:<8}  {item.path}{f'  ({item.stage})' if item.stage else ''}")
+              f"{item.store:<8}  {quote_path(item.path)}{f'  ({item.stage})' if item.stage else ''}")
     return 0
 
 
@@ -266,33 +268,33 @@ def cmd_status(args) -> int:
         print(json.dumps(found.as_dict(), indent=1))
         return 0
     human = state.human
-    sections = [("staged", [f"{s['path']}  {(s['old'] or 'new')[:12]} -> {(s['new'] or 'deleted')[:12]}"
+    sections = [("staged", [f"{quote_path(s['path'])}  {(s['old'] or 'new')[:12]} -> {(s['new'] or 'deleted')[:12]}"
                             for s in found.staged]),
                 ("staged pointers that do not describe one checkpoint (`git add -p` took part of "
                  "a change? `git add --renormalize PATH` stages it whole)",
-                 [f"{m['path']}: {m['why']}" for m in found.mixed]),
-                ("modified, not staged", found.modified),
-                ("deleted, not staged", found.deleted),
-                ("untracked (`git add` stores them with gitmodel)", found.untracked),
+                 [f"{quote_path(m['path'])}: {m['why']}" for m in found.mixed]),
+                ("modified, not staged", list(map(quote_path, found.modified))),
+                ("deleted, not staged", list(map(quote_path, found.deleted))),
+                ("untracked (`git add` stores them with gitmodel)", list(map(quote_path, found.untracked))),
                 ("unmerged (`gitmodel merge --resolve PATH --strategy S` finishes each)",
-                 [p for p in found.unmerged if p not in found.deleted_by_one_side]),
+                 [quote_path(p) for p in found.unmerged if p not in found.deleted_by_one_side]),
                 ("unmerged, deleted on one side (`git add PATH` keeps the file, `git rm PATH` "
-                 "deletes it)", found.deleted_by_one_side),
+                 "deletes it)", list(map(quote_path, found.deleted_by_one_side))),
                 ("in commits no remote-tracking ref has (not pushed)",
-                 [f"{u['path']}  {u['content'][:12]}" for u in found.unpushed]),
+                 [f"{quote_path(u['path'])}  {u['content'][:12]}" for u in found.unpushed]),
                 (f"not on the gitmodel remote {found.remote} (`gitmodel push --all` uploads them)",
-                 [f"{u['path']}  {u['content'][:12]}" for u in found.not_on_remote
+                 [f"{quote_path(u['path'])}  {u['content'][:12]}" for u in found.not_on_remote
                   if u["in_local_store"]]),
                 (f"on neither the gitmodel remote {found.remote} nor here (committed elsewhere and "
                  "never uploaded? where they were committed, `gitmodel push --all` uploads them)",
-                 [f"{u['path']}  {u['content'][:12]}" for u in found.not_on_remote
+                 [f"{quote_path(u['path'])}  {u['content'][:12]}" for u in found.not_on_remote
                   if not u["in_local_store"]]),
                 ("left as pointers in the work tree (`gitmodel pull` restores them)",
-                 found.pointers_in_work_tree),
+                 list(map(quote_path, found.pointers_in_work_tree))),
                 ("pointers at paths no `filter=gitmodel` attribute names (`gitmodel track PATTERN`, "
-                 "then `gitmodel pull`)", found.pointers_untracked),
+                 "then `gitmodel pull`)", list(map(quote_path, found.pointers_untracked))),
                 ("tracked but stored in git as they are, not with gitmodel (`git add "
-                 "--renormalize PATH` stores them with it)", found.raw)]
+                 "--renormalize PATH` stores them with it)", list(map(quote_path, found.raw)))]
     for title, lines in sections:
         if lines:
             print(f"{title}:")
@@ -477,7 +479,7 @@ def cmd_pre_push(args) -> int:
         branch = ref.removeprefix("refs/heads/")
         switch = f"git switch {branch}" if branch != ref else f"git switch --detach {ref}"
         lacks = (f"this push uploads to {view} (named where you are), and {reader.name} lacks "
-                 f"{len(paths)} of its checkpoints ({', '.join(paths[:3])}). Nothing was pushed")
+                 f"{len(paths)} of its checkpoints ({', '.join(map(quote_path, paths[:3]))}). Nothing was pushed")
         owner = reader.source.removesuffix(":.gitmodel")
         if owner.startswith("refs/remotes/"):      # the branch has no file: clones take that one's
             print(f"gitmodel: {ref} has no .gitmodel, so its clones read checkpoints where "
@@ -497,7 +499,7 @@ def cmd_pre_push(args) -> int:
              if (why := checkpoint.pointer_mismatch(ptr, session.store)) is not None]
     if mixed:
         for path, why in mixed:
-            print(f"gitmodel: {path}: the committed pointer does not describe one checkpoint: "
+            print(f"gitmodel: {quote_path(path)}: the committed pointer does not describe one checkpoint: "
                   f"{why}", file=sys.stderr)
         print("gitmodel: nothing was pushed. Its lines come from two versions (`git add -p` "
               "staged part of a checkpoint's change) or were edited. Stage the file whole "
@@ -756,7 +758,7 @@ def cmd_merge(args) -> int:
         result = merge.resolve(path, merge.strategy_for(path, repo.toplevel(), **given))
         merge.report(result, path)
         if result.pointer is not None:
-            print(f"gitmodel: staged the merged {path}", file=sys.stderr)
+            print(f"gitmodel: staged the merged {quote_path(path)}", file=sys.stderr)
         return 0 if result.pointer is not None else 1
     if args.output is None or len(args.inputs) < (2 if args.no_base else 3):
         print("gitmodel: merge needs BASE OURS THEIRS (or --no-base and two or more models) and "
@@ -790,7 +792,7 @@ def cmd_clean(args) -> int:
     path = args.path or "stdin"
     sys.stdout.buffer.write(checkpoint.clean(
         sys.stdin.buffer, _session().store,
-        notice=lambda what: print(f"gitmodel: warning: {path}: {what}", file=sys.stderr)))
+        notice=lambda what: print(f"gitmodel: warning: {quote_path(path)}: {what}", file=sys.stderr)))
     return 0
 
 

@@ -143,8 +143,11 @@ def from_document(data: bytes, name: str) -> dict[str, float]:
             value = json.loads(data)
     except Exception as err:        # noqa: BLE001 - any parse error becomes the user's message
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise MetricsFileError(f"{name} does not parse as {'YAML' if is_yaml else 'JSON'}: {reason}",
-                               f"fix {name} or remove it from the [review] section of .gitmodel") from None
+        from gitmodel.quoting import quote_path
+        shown = quote_path(name)
+        raise MetricsFileError(f"{shown} does not parse as {'YAML' if is_yaml else 'JSON'}: "
+                               f"{reason if reason.isprintable() else quote_path(reason)}",
+                               f"fix {shown} or remove it from the [review] section of .gitmodel") from None
     found: dict[str, float] = {}
     _flatten(value, "", found)
     return found

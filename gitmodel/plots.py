@@ -11,6 +11,7 @@ from gitmodel.errors import GitmodelError
 from gitmodel.metrics import METRIC, better
 from gitmodel.modules import BLOCK_ORDER, place
 from gitmodel.pointer import quote_name
+from gitmodel.quoting import quote_path
 
 UNCHANGED, ABSENT = "#e4e4e4", "#ffffff"
 MAX_BARS = 30                 # tensors outside the layers drawn as bars, largest first
@@ -152,7 +153,7 @@ def changes_by_layer(files: list):
             ax.set_xticks(range(0, len(span), step), [str(span[j]) for j in range(0, len(span), step)],
                           fontsize=7)
             ax.set_xlabel("layer", fontsize=8)
-            ax.set_title(f"{_text(diff.path)} · {_name(stack) if stack else 'layers'}: {measure} per layer",
+            ax.set_title(f"{_text(quote_path(diff.path))} · {_name(stack) if stack else 'layers'}: {measure} per layer",
                          fontsize=9, loc="left")
         else:
             names = [t.name for t in payload][::-1]
@@ -164,7 +165,7 @@ def changes_by_layer(files: list):
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             ax.set_yticks(range(len(names)), [_text(_bar_label(t)) for t in payload][::-1], fontsize=7)
             ax.set_xlabel(measure, fontsize=8)
-            ax.set_title(f"{_text(diff.path)}: tensors outside the layers", fontsize=9, loc="left")
+            ax.set_title(f"{_text(quote_path(diff.path))}: tensors outside the layers", fontsize=9, loc="left")
         ax.tick_params(length=2, labelsize=7)
     if image is not None:
         bar = fig.colorbar(image, cax=fig.add_subplot(grid[:, 1]))
@@ -263,7 +264,7 @@ def numbers_over_commits(versions: list, title: str):
     left_out = len(metric_keys) - len(shown_metrics) + len(varying) - len(shown_params)
     if left_out:
         notes.append(f"{left_out} more not drawn (see gitmodel log)")
-    fig.suptitle(f"{_text(title)}: metrics" + (" and parameters" if shown_params else "") + " by commit",
+    fig.suptitle(f"{_text(quote_path(title))}: metrics" + (" and parameters" if shown_params else "") + " by commit",
                  fontsize=11)
     if notes:
         fig.text(0.01, 0.005, "; ".join(notes), fontsize=7, color="#555555")

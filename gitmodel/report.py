@@ -15,6 +15,7 @@ from dataclasses import asdict, replace
 from gitmodel.metrics import METRIC, NumberDiff
 from gitmodel.modules import layer_span, place
 from gitmodel.pointer import format_number, quote_name
+from gitmodel.quoting import quote_path
 from gitmodel.review import FileDiff, Review, TensorDiff, by_occurrence
 from gitmodel.summary import Summary, sorted_tensors, summarize
 
@@ -101,6 +102,14 @@ def _label(text: str, md: bool) -> str:
     return text if _MD_PLAIN.fullmatch(text) else _code(quote_name(text))
 
 
+def _path(path: str, md: bool) -> str:
+    """A path from git (a checkpoint's, a metrics file's) as git shows it (`quote_path`); in
+    Markdown, a code span of that unless it is a plain word."""
+    if not md:
+        return quote_path(path)
+    return path if _MD_PLAIN.fullmatch(path) else _code(quote_path(path))
+
+
 def _stack(stack: str | None, md: bool) -> str:
     """A stack of layers as reports name it; `layers` for layers named by a number alone."""
     return _label(stack, md) if stack else "layers"
@@ -148,13 +157,13 @@ def _number_tables(numbers: list[NumberDiff], all_params: bool, md: bool) -> lis
         if not any(r[-1] for r in rows):
             head, rows = head[:-1], [r[:-1] for r in rows]
         if sources:
-            head, rows = head + ["Source"], [r + [n.source] for r, n in zip(rows, metrics)]
+            head, rows = head + ["Source"], [r + [_path(n.source, md)] for r, n in zip(rows, metrics)]
         tables.append((head, rows, ""))
     params = [n for n in numbers if n.kind != METRIC]
     shown = [n for n in params if all_params or n.changed]
     if shown:
         head = ["Parameter", "Old", "New", "Change"] + (["Source"] if sources else [])
-        rows = [[_label(n.key, md), _value(n.old), _value(n.new), _change(n)] + ([n.source] if sources else [])
+        rows = [[_label(n.key, md), _value(n.old), _value(n.new), _change(n)] + ([_path(n.source, md)] if sources else [])
                 for n in shown]
         hidden = len(params) - len(shown)
         tables.append((head, rows, f"{hidden} parameter{'s' if hidden != 1 else ''} unchanged."
@@ -362,7 +371,7 @@ def _opening(diff: FileDiff, numbers: list[NumberDiff], md: bool) -> str:
 def text(review: Review, colour: bool = False, all_tensors: bool = False, sort: str = "change") -> str:
     out = []
     for diff, numbers in _sections(review):
-        out.append(f"{diff.path} ({_title(diff)})" if diff else "metrics and params files")
+        out.append(f"{quote_path(diff.path)} ({_title(diff)})" if diff else "metrics and params files")
         if diff is not None:
             out += textwrap.wrap(_opening(diff, numbers, md=False), WRAP,
                                  initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False)
@@ -401,7 +410,7 @@ def markdown(review: Review, all_tensors: bool = False, sort: str = "change") ->
     leaves out."""
     sections = []                # (heading and paragraph, number tables, tensor table, title words)
     for diff, numbers in _sections(review):
-        head = [f"### `{diff.path}` ({_title(diff)})" if diff else "### Metrics and params files", ""]
+        head = [f"### {_code(quote_path(diff.path))} ({_title(diff)})" if diff else "### Metrics and params files", ""]
         if diff is not None:
             head += [_opening(diff, numbers, md=True), ""]
         tables = [(_md_table(columns, rows) if rows else [], note)
@@ -540,7 +549,7 @@ def log_lines(versions: list) -> list[str]:
         else:
             moved = _tensor_counts(older.pointer, ptr)
             if older.path != version.path:
-                moved = f"renamed from {older.path}; {moved}"
+                moved = f"renamed from {quote_path(older.path)}; {moved}"
         lines.append(f"{str(commit.id)[:10]}  {when:%Y-%m-%d %H:%M}  {_count(ptr.size)}B  "
                      f"{len(ptr.tensors)} tensors ({moved})  {subject}".rstrip())
         metrics = [(k, v) for k, (v, kind) in version.numbers.items() if kind == METRIC]

@@ -18,6 +18,7 @@ from gitmodel.store import codec
 from gitmodel.store.manifest import Manifest
 from gitmodel.store.objects import CorruptObject, MissingObjects, Store
 from gitmodel.stored import Checkpoints
+from gitmodel.quoting import quote_path
 
 
 class NotPushable(RemoteError):
@@ -26,7 +27,7 @@ class NotPushable(RemoteError):
 
 def _paths(checkpoints: Checkpoints, manifest_ids) -> str:
     """The first few as `path (content id)`: versions of one path differ by the id only."""
-    return ", ".join(f"{checkpoints[m.hex()]} ({m.hex()[:12]})" if m.hex() in checkpoints else m.hex()[:16]
+    return ", ".join(f"{quote_path(checkpoints[m.hex()])} ({m.hex()[:12]})" if m.hex() in checkpoints else m.hex()[:16]
                      for m in list(manifest_ids)[:3])
 
 
@@ -235,6 +236,6 @@ def fetch_all(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: b
     if result.failed:
         content, why = next(iter(result.failed.items()))
         raise RemoteError(f"{len(result.failed)} checkpoint(s) could not be fetched completely "
-                          f"(e.g. {checkpoints.get(content, content[:16])}): {why}",
+                          f"(e.g. {quote_path(checkpoints.get(content, content[:16]))}): {why}",
                           "Everything that arrived is kept; a repeated fetch asks only for the rest")
     return result.stats

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -225,3 +226,42 @@ def test_pointers_at_paths_no_longer_tracked_are_named_not_restored(tmp_path: Pa
     pulled = repo.gitmodel("pull", check=False)
     assert pulled.returncode == 1 and "gitmodel track PATTERN" in pulled.stderr, pulled.stderr
     assert (repo.path / MODEL).read_bytes() == pointer
+
+
+def test_paths_holding_terminal_escapes_are_printed_as_git_quotes_them(tmp_path: Path, git_env):
+    """A committed checkpoint path holding ESC sequences (git prints it quoted) went out raw
+    in the pre-push error, the clone's smudge error, `gitmodel status` and `gitmodel fsck`."""
+    repo, hub = _with_remotes(tmp_path, git_env)
+    name = "evil\x1b]0;TITLE\x07\x1b[31mred.safetensors"
+    shown = '"evil\\033]0;TITLE\\a\\033[31mred.safetensors"'       # as `git status` shows it
+    (repo.path / name).write_text(f"gitmodel pointer v1\nsize 5\ncontent {'cd' * 32}\nformat opaque\n")
+    repo.commit("evil", name)
+    assert repo.out("-c", "core.quotePath=false", "ls-files", name).strip() == shown
+    printed = []
+    push = repo.git("push", "origin", "main", check=False)
+    assert push.returncode != 0 and shown.encode() in push.stderr, push.stderr
+    printed.append(push.stderr)
+    repo.env = dict(repo.env, GITMODEL_SKIP_PUSH="1")
+    repo.git("push", "-q", "origin", "main")
+    reader = user(tmp_path, git_env, "reader")
+    clone = subprocess.run(["git", "clone", "-q", str(hub), str(tmp_path / "clone")], env=reader,
+                           capture_output=True)
+    assert f"error: {shown}: could not fetch it".encode() in clone.stderr, clone.stderr
+    printed.append(clone.stderr)
+    clone_repo = Repo(tmp_path / "clone", reader)
+    status = subprocess.run(["gitmodel", "status"], cwd=clone_repo.path, env=reader, capture_output=True)
+    assert f"  {shown}  {'cd' * 6}\n".encode() in status.stdout, status.stdout
+    fsck = subprocess.run(["gitmodel", "fsck"], cwd=clone_repo.path, env=reader, capture_output=True)
+    assert f"lost: {shown} (".encode() in fsck.stdout + fsck.stderr, fsck.stdout + fsck.stderr
+    listed = subprocess.run(["gitmodel", "ls-files"], cwd=clone_repo.path, env=reader, capture_output=True)
+    printed += [status.stdout, status.stderr, fsck.stdout, fsck.stderr, listed.stdout, listed.stderr]
+    for out in printed:
+        assert b"\x1b" not in out and b"\x07" not in out, out
+
+
+def test_quote_path_quotes_as_git_does_for_ascii():
+    from gitmodel.quoting import quote_path
+    assert quote_path("a/b c.pt") == "a/b c.pt" and quote_path("modèle.pt") == "modèle.pt"
+    assert quote_path('a"b\\c\td\n\x7f\x1b') == '"a\\"b\\\\c\\td\\n\\177\\033"'
+    assert quote_path("x\u009by\u202e") == '"x\\302\\233y\\342\\200\\256"'      # C1 CSI, bidi override
+    assert quote_path(os.fsdecode(b"mod\xe8le")) == '"mod\\350le"'

@@ -24,6 +24,7 @@ from gitmodel.errors import GitmodelError
 from gitmodel.git.pktline import ContentReader, PacketReader, PacketWriter, ProtocolError, widen_pipe
 from gitmodel.git.session import Session
 from gitmodel.store.objects import MissingObjects, Store, StoreError
+from gitmodel.quoting import quote_path
 
 CAPABILITIES = ("clean", "smudge", "delay")
 NO_STORE = "GITMODEL_NO_STORE"
@@ -110,14 +111,14 @@ class FilterServer:
             warn(warning)
 
     def _fail(self, path: str, message: str) -> None:
-        warn(f"error: {path}: {message}")
+        warn(f"error: {quote_path(path)}: {message}")
         self._out.text("status=error")
         self._out.flush()
 
     def _clean(self, path: str, content: ContentReader, headers: dict) -> None:
         try:
             result = checkpoint.clean(content, self.store, write=not self._no_store,
-                                      notice=lambda what: warn(f"warning: {path}: {what}"))
+                                      notice=lambda what: warn(f"warning: {quote_path(path)}: {what}"))
         except checkpoint.ConflictedPointers as err:
             content.drain()
             return self._fail(path, f"{err.full()}. Nothing was stored")
@@ -194,7 +195,7 @@ class FilterServer:
             raise                       # git went away: nobody to tell, nothing to repair
         except (StoreError, OSError) as err:
             # Git discards what it got so far when the final status is an error.
-            warn(f"error: {path}: {_describe(err)}")
+            warn(f"error: {quote_path(path)}: {_describe(err)}")
             self._out.flush()
             self._out.text("status=error")
             self._out.flush()
@@ -238,7 +239,7 @@ class FilterServer:
         """Content that is not a pointer goes back unchanged. It must all be read before the
         answer starts, so what does not fit in memory is spooled to a temporary file."""
         if head and not quiet:
-            warn(f"warning: {path} is not a gitmodel pointer (committed before it was tracked?); "
+            warn(f"warning: {quote_path(path)} is not a gitmodel pointer (committed before it was tracked?); "
                  "leaving it as it is. `git add --renormalize PATH` stores it with gitmodel")
         with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
             spool.write(head)
@@ -259,7 +260,7 @@ def warn_if_mixed(path: str, ptr: pointers.Pointer, store: Store) -> None:
     first, so a failed smudge would leave it empty."""
     why = checkpoint.pointer_mismatch(ptr, store)
     if why is not None:
-        warn(f"warning: {path}: the pointer does not describe one checkpoint: {why}. Wrote the "
+        warn(f"warning: {quote_path(path)}: the pointer does not describe one checkpoint: {why}. Wrote the "
              f"checkpoint its content line names ({ptr.content[:16]}…). Its lines come from two "
              "versions (a pointer's hunks taken apart, as `git checkout -p`, `git restore -p` or "
              "`git stash -p` do) or were edited: a checkpoint is taken whole (`git checkout REV "

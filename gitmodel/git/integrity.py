@@ -18,6 +18,7 @@ from gitmodel.store import codec
 from gitmodel.store.manifest import Manifest
 from gitmodel.store.objects import MAX_CHAIN, Store, goes_round
 from gitmodel.stored import Checkpoints
+from gitmodel.quoting import quote_path
 
 COMPLETE, FETCHABLE, DAMAGED, LOST, UNKNOWN = "complete", "fetchable", "damaged", "lost", "unknown"
 
@@ -121,7 +122,7 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
             continue
         entry, payload = manifests[manifest_id]
         chunks = [cid for cid, _ in Manifest.decode(codec.decode(entry.encoding, payload, entry.raw_length)).chunks]
-        progress(f"verifying {path} on {view.name} ({len(chunks)} chunks)")
+        progress(f"verifying {quote_path(path)} on {view.name} ({len(chunks)} chunks)")
         needed = _verify_there(view, chunks, bases, unusable, based_on)
         bad = {oid: unusable[oid] for oid in needed if unusable[oid] is not None}
         findings.damaged_packs.update(entry.pack for oid in bad if (entry := view.entries.get(oid)))
@@ -350,4 +351,4 @@ def _say_findings(findings: Findings, scope: str, say: Callable[[str], None], wh
     say(f"checkpoints needed by {scope}{' on ' + where if where else ''}: {counts}")
     for c in findings.checkpoints:
         if c.state != COMPLETE:
-            say(f"  {c.state}: {c.path} ({c.content[:16]}…): {c.detail}")
+            say(f"  {c.state}: {quote_path(c.path)} ({c.content[:16]}…): {c.detail}")
