@@ -4,7 +4,6 @@ the file's bytes that doubles as its summary in `git diff`. Layout: docs/formats
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 
@@ -14,6 +13,9 @@ MAGIC = "gitmodel pointer v1"
 MAGIC_PREFIX = b"gitmodel pointer v"
 MAX_POINTER_SIZE = 64 << 20         # larger input is never taken for a pointer
 DIGEST_CHARS = 16
+# No reader describes a dimension of 2**64 or more (GGUF's are u64, the others' below 2**63),
+# nor a tensor of more than 2**64 elements (its bytes would not fit in a file).
+MAX_DIM = MAX_ELEMENTS = 1 << 64
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
@@ -50,7 +52,7 @@ class Pointer:
         """Element count per dtype, in order of first appearance."""
         counts: dict[str, int] = {}
         for t in self.tensors:
-            counts[t.dtype] = counts.get(t.dtype, 0) + math.prod(t.shape)
+            counts[t.dtype] = counts.get(t.dtype, 0) + elements(t.shape)
         return counts
 
     def render(self) -> bytes:
@@ -71,6 +73,19 @@ class Pointer:
             lines += [" ".join((quote_name(t.name), t.dtype, _shape(t.shape), t.digest) + t.stats)
                       for t in self.tensors]
         return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def elements(shape: tuple[int, ...]) -> int | None:
+    """The element count of a shape; None past MAX_ELEMENTS (worked out in time linear in the
+    number of dimensions, whatever they are)."""
+    if 0 in shape:
+        return 0
+    count = 1
+    for d in shape:
+        count *= d
+        if count > MAX_ELEMENTS:
+            return None
+    return count
 
 
 def format_number(value: float) -> str:
@@ -236,5 +251,8 @@ def _parse_tensor(line: str, number: int) -> TensorLine:
             and all(_STAT.fullmatch(f) for f in stats)):
         raise PointerError(f"bad tensor line {number}")
     dims = tuple(int(d) for d in shape[1:-1].split(",")) if shape != "[]" else ()
+    if any(d >= MAX_DIM for d in dims) or elements(dims) is None:
+        raise PointerError(f"bad tensor line {number}: a shape no checkpoint has (a dimension of "
+                           "2^64 or more, or more than 2^64 elements)")
     return TensorLine(name, dtype, dims, digest, stats)
 

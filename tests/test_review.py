@@ -584,3 +584,29 @@ def test_text_from_a_checkpoint_reaches_no_terminal_or_pull_request_raw(repo: Re
     for args in (["diff", "HEAD~1", "HEAD", "--plot", "d.png"], ["log", "m.safetensors", "--plot", "l.png"]):
         done = repo.gitmodel(*args, check=False)
         assert done.returncode == 0 and "\x1b" not in done.stdout + done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("dims", [300, 20_000])
+def test_a_pointer_with_shapes_no_checkpoint_has_is_refused_naming_the_file(repo: Repo, dims: int):
+    """300 dimensions of 99999999999999999999: `diff` was an internal error (OverflowError),
+    `show` too (a sum of 6000 digits); many more kept `diff` busy for minutes."""
+    write_safetensors(repo.path / "m.safetensors", {"w": np.ones(4, np.float32)})
+    repo.commit("v1")
+    shape = ",".join(["99999999999999999999"] * dims)
+    crafted = (f"gitmodel pointer v1\nsize 5\ncontent {'ab' * 32}\nformat safetensors\ntensors 1\n\n"
+               f"[tensors]\nt F32 [{shape}] {'0' * 16}\n").encode()
+    blob = repo.git("hash-object", "-w", "--stdin", input=crafted).stdout.decode().strip()
+    repo.git("update-index", "--cacheinfo", f"100644,{blob},m.safetensors")    # as committed elsewhere
+    repo.git("commit", "-q", "-m", "crafted")
+    for args in (["diff", "HEAD~1", "HEAD"], ["show", "HEAD:m.safetensors"]):
+        done = repo.gitmodel(*args, check=False)
+        assert done.returncode == 1 and "internal error" not in done.stderr, done.stderr
+        assert "m.safetensors" in done.stderr and "a shape no checkpoint has" in done.stderr, done.stderr
+
+
+def test_shapes_at_the_readers_limits_still_parse():
+    from gitmodel.pointer import Pointer, TensorLine, parse
+    big = (1 << 64) - 1
+    for shape in [(big,), (0,) + (1 << 63,) * 200, (1,) * 1000, (1 << 32, 1 << 32)]:
+        ptr = Pointer(1, "a" * 64, "safetensors", (TensorLine("t", "F32", shape, "0" * 16),))
+        assert parse(ptr.render()) == ptr
