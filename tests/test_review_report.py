@@ -343,7 +343,7 @@ def test_review_files_outside_the_work_tree_or_behind_a_link_are_not_read(repo: 
     assert "123456789" not in done.stdout + done.stderr and "secret" not in done.stdout
     assert done.stdout.splitlines()[3].split() == ["loss", "1", "0.5", "-0.5", "(-50%)", "better"]
     assert "goes outside the work tree; its numbers are left out" in done.stderr
-    assert "'linked.json' is reached through a symbolic link" in done.stderr
+    assert "the review file linked.json is reached through a symbolic link" in done.stderr
 
 
 # ----------------------------------------------------------------------------- real weights

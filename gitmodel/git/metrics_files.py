@@ -27,6 +27,7 @@ from gitmodel.git import remotes
 from gitmodel.git.repo import blob_data, commit as find_commit
 from gitmodel.git.revisions import INDEX, index_entry   # a side: a revision, INDEX, or None (work tree)
 from gitmodel.metrics import METRIC, PARAM, NumberDiff, Rules
+from gitmodel.quoting import quote_path
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def _work_tree_bytes(top: Path, path: str) -> bytes | None:
 
 
 def _refused(path: str, why: str) -> None:
-    print(f"gitmodel: the review file {path!r} {why}; its numbers are left out "
+    print(f"gitmodel: the review file {quote_path(path)} {why}; its numbers are left out "
           f"(name a file in the work tree in .gitmodel's [review] section)", file=sys.stderr)
     return None
 
