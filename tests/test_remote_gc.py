@@ -219,6 +219,43 @@ def test_a_push_relying_on_old_objects_is_protected_from_a_concurrent_remote_gc(
     assert_branch_checks_out(tmp_path, git_env, "exp", digest)
 
 
+def test_a_remote_gc_marks_a_remote_older_versions_wrote_and_keeps_what_their_pushes_rely_on(
+        tmp_path: Path, git_env):
+    """gitmodel versions from before push notes (store version 1) push a checkpoint the remote
+    holds only as garbage by sending nothing (the objects are there) and no note: a gc between
+    their hook and git's ref update removed the checkpoint, both exited 0, and every clone
+    failed. The first gc of such a remote marks it version 2 (which those versions refuse,
+    asking to be upgraded) and keeps every checkpoint it holds for the hour such a push may
+    still take."""
+    store = tmp_path / "store"
+    repo = team(tmp_path, git_env, str(store), None)
+    write_safetensors(repo.path / MODEL, random_model(1))
+    repo.commit("v1", MODEL)
+    repo.git("push", "-q", "origin", "main")
+    repo.git("checkout", "-q", "-b", "exp")
+    digest = sha256(write_safetensors(repo.path / MODEL, random_model(2)))
+    repo.commit("exp", MODEL)
+    repo.git("push", "-q", "origin", "exp")
+    repo.git("push", "-q", "origin", ":exp")            # the remote forgets the branch
+    for note in (store / "packs").glob("push-*"):
+        note.unlink()                                   # as if older versions had pushed
+    (store / "config").write_text("gitmodel store 1\n")
+    age(store)
+
+    # An older version's `git push origin exp` finds exp's objects there and sends nothing;
+    # a gc runs before its ref update ...
+    out = repo.gitmodel("gc", "--remote", "origin")
+    assert f"marked remote origin ({store}) as store version 2" in out.stdout + out.stderr
+    assert "removed 0 object(s)" in out.stdout
+    assert (store / "config").read_text() == "gitmodel store 2\n"
+    again = repo.gitmodel("gc", "--remote", "origin")   # a second gc within the hour
+    assert "removed 0 object(s)" in again.stdout and "marked" not in again.stdout + again.stderr
+    # ... and the ref arrives: the checkpoint is whole on the remote.
+    env = {**git_env, "GITMODEL_SKIP_PUSH": "1"}
+    subprocess.run(["git", "push", "-q", "origin", "exp"], cwd=repo.path, env=env, check=True)
+    assert_branch_checks_out(tmp_path, git_env, "exp", digest)
+
+
 def test_a_graft_in_one_clone_does_not_make_the_remote_drop_what_it_hides(tmp_path: Path, git_env):
     store = tmp_path / "store"
     repo = team(tmp_path, git_env, str(store), None)

@@ -25,7 +25,7 @@ def test_a_new_store_gets_its_marker_and_an_old_one_without_stays_readable(tmp_p
     store = Store(tmp_path / "new")
     assert not (tmp_path / "new").exists(), "opening writes nothing"
     text = checkpoint.clean(io.BytesIO(b"x" * 1000), store)
-    assert (tmp_path / "new" / "config").read_text() == "gitmodel store 1\n"
+    assert (tmp_path / "new" / "config").read_text() == "gitmodel store 2\n"
     (tmp_path / "new" / "config").unlink()            # a store from before markers existed
     again = Store(tmp_path / "new")
     assert b"".join(_restore(again, text)) == b"x" * 1000
@@ -43,9 +43,9 @@ def test_a_store_from_a_newer_gitmodel_is_refused_and_not_written(tmp_path: Path
     store = Store(tmp_path)
     checkpoint.clean(io.BytesIO(b"x" * 1000), store)
     (tmp_path / "config").chmod(0o644)
-    (tmp_path / "config").write_text("gitmodel store 2\n")
+    (tmp_path / "config").write_text("gitmodel store 3\n")
     before = _tree(tmp_path)
-    with pytest.raises(StoreVersionError, match=r"newer gitmodel \(store version 2") as err:
+    with pytest.raises(StoreVersionError, match=r"newer gitmodel \(store version 3") as err:
         Store(tmp_path)
     assert "upgrade gitmodel" in err.value.full()
     assert _tree(tmp_path) == before
@@ -86,7 +86,7 @@ def test_a_new_remote_gets_its_marker_on_the_first_push(tmp_path: Path):
     folder = tmp_path / "remote"
     view = RemoteView(open_backend(RemoteSpec("team", str(folder))), store.root)
     sync.push(store, view, {pointer.parse(text).content: "m.bin"})
-    assert (folder / "config").read_text() == "gitmodel store 1\n"
+    assert (folder / "config").read_text() == "gitmodel store 2\n"
 
 
 def test_show_and_diff_of_a_work_tree_file_store_nothing(repo: Repo):

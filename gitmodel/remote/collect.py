@@ -25,7 +25,8 @@ from gitmodel.remote.view import VANISHED, RemoteView
 from gitmodel.store import codec
 from gitmodel.store.gc import DAY, GcError, GcReport, decide, estimate_after
 from gitmodel.store.manifest import Manifest
-from gitmodel.store.objects import CHUNK, MANIFEST, MAX_CHAIN, CorruptObject, Store, StoreError
+from gitmodel.store.objects import (CHUNK, MANIFEST, MARKER, MAX_CHAIN, VERSION, CorruptObject, Store,
+                                    StoreError, marker_version)
 from gitmodel.store.pack import Entry, record_head
 
 HEADER_READS_IN_FLIGHT = 32     # delta headers: tiny reads, bound by latency, not bandwidth
@@ -102,6 +103,8 @@ def _collect_once(view: RemoteView, store: Store, manifests: list[bytes], grace_
     recent = {name for name in view.packs
               if (listing.mtimes.get(name) or now) > now - grace_days * DAY}
     pushed = transfer.pushed_checkpoints(view.backend, listing, remote_now, notes_kept())
+    if not dry_run and remote_now is not None:
+        pushed |= _marked(view, progress)
     if pushed:
         progress(f"{len(pushed)} checkpoint(s) kept that pushes of the last hour sent or relied on "
                  "(their refs may not have arrived yet; a push's note protects them for an hour)")
@@ -166,6 +169,24 @@ def _collect_once(view: RemoteView, store: Store, manifests: list[bytes], grace_
             fate.action = "damaged" if failed else "keep"
     report.bytes_after = sum(view.listing.sizes.get(name) or 0 for name in view.packs)
     return report
+
+
+def _marked(view: RemoteView, progress: Callable[[str], None]) -> set[bytes]:
+    """Before a gc removes anything from a remote marked below VERSION, whose writers may
+    include gitmodel versions that leave no push notes: mark it VERSION, which such versions
+    refuse to read or write, and leave a note naming every checkpoint it holds, for a push
+    of theirs that began before the mark and relies on them (the note, as a push's, keeps
+    them for an hour). The checkpoints named, to keep in this gc too."""
+    if marker_version(view.backend.read_marker()) == VERSION:
+        return set()
+    held = {oid for oid, entry in view.entries.items() if entry.kind == MANIFEST}
+    transfer.announce_push(view.backend, sorted(held))
+    view.backend.write_marker(MARKER.format(VERSION))
+    progress(f"marked remote {view} as store version {VERSION}: older gitmodel versions, whose "
+             "pushes leave no note for a gc, now refuse it and ask to be upgraded; its "
+             f"{len(held)} checkpoint(s) are kept for an hour, for a push of theirs that may "
+             "still be under way")
+    return held
 
 
 class _Plan:

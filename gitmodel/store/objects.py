@@ -24,7 +24,11 @@ from gitmodel.store.pack import (CHUNK, MANIFEST, Entry, PackError, PackWriter, 
                                  publish_into, record_head, scan, verify_index)
 from gitmodel.store.table import ObjectTable
 
-VERSION = 1
+# Version 2 has version 1's layout; its writers leave push notes and wait for gc notes on a
+# remote (docs/formats.md §5), which a remote gc relies on: marking a remote 2 keeps gitmodel
+# versions that do neither from writing there. Both are read.
+VERSION = 2
+READS = (1, 2)
 MARKER = "gitmodel store {}\n"
 
 # Deltas refer to chunks of newer versions; longer chains than this are damage (or a cycle).
@@ -49,7 +53,7 @@ class StoreVersionError(StoreError):
 
     def __init__(self, what: str, found: str):
         super().__init__(f"{what} was written by a newer gitmodel ({found}; this gitmodel reads "
-                         f"store version {VERSION})",
+                         f"store versions {' and '.join(map(str, READS))})",
                          "Nothing was changed. Upgrade gitmodel: pip install --upgrade gitmodel")
 
 
@@ -107,18 +111,27 @@ class ChainTooLong(CorruptObject):
                               "an older gitmodel's repack could leave)")
 
 
+def marker_version(text: str | None) -> int | None:
+    """The version a marker names (1 for no marker: a store from before markers existed);
+    None for one that names none."""
+    if text is None:
+        return 1
+    words = text.split()
+    if len(words) == 3 and words[:2] == ["gitmodel", "store"] and words[2].isdigit():
+        return int(words[2])
+    return None
+
+
 def check_version(text: str | None, what: str, path: str = "") -> None:
     """Refuse a store or remote whose version marker this gitmodel does not know. No marker:
     a store from before markers existed, which is version 1. `path`: the marker's, to name
     in the repair of one that is empty or garbled (every version writes `gitmodel store N`,
     so such a marker is damage, not a newer gitmodel's)."""
-    if text is None:
+    found = marker_version(text)
+    if found in READS:
         return
-    words = text.split()
-    if len(words) == 3 and words[:2] == ["gitmodel", "store"] and words[2] == str(VERSION):
-        return
-    if len(words) == 3 and words[:2] == ["gitmodel", "store"] and words[2].isdigit():
-        raise StoreVersionError(what, f"store version {words[2]}")
+    if found is not None:
+        raise StoreVersionError(what, f"store version {found}")
     import shlex
     marker = shlex.quote(path) if path else "its `config` file"
     raise StoreError(f"{what} has an {'empty' if not text.strip() else 'unreadable'} version "
