@@ -243,3 +243,114 @@ def test_clean_failing_midway_leaves_nothing_and_the_next_clean_works(tmp_path: 
     out = io.BytesIO()
     checkpoint.smudge(pointer.parse(text), Store(tmp_path / "store"), out)
     assert out.getvalue() == data
+
+
+# ----------------------------------------------------------------------------- hostile remotes
+# A remote store is written by whoever can write to the bucket: its records must not cost a
+# clone more memory or time than the checkpoints they claim to hold could.
+
+def _zeros_frame(n: int) -> bytes:
+    """One zstd frame of n zero bytes that leaves its content size out (a stream encoder's)."""
+    import zstandard
+    packer = zstandard.ZstdCompressor(write_content_size=False).compressobj()
+    parts = [packer.compress(bytes(1 << 20)) for _ in range(n >> 20)]
+    return b"".join([*parts, packer.compress(bytes(n & ((1 << 20) - 1))), packer.flush()])
+
+
+def _publish_pack(packs: Path, records: list[tuple[bytes, int, int, int, bytes]]) -> None:
+    """A pack of these (id, kind, encoding, raw length, payload) records, as written by hand."""
+    from gitmodel.store.pack import PackWriter, publish_into
+    writer = PackWriter(packs.parent / "tmp", publish_into(packs))
+    for record in records:
+        writer.add(*record)
+    writer.finish()
+    (packs.parent / "config").write_text("gitmodel store 1\n")
+
+
+def _clone_of_hostile_pointer(tmp_path: Path, git_env, size: int, content: bytes) -> tuple[dict, Path]:
+    """Commit and push (without its checkpoint) a pointer naming `content` in the remote
+    folder tmp_path/remote; clone it as another user. Returns the clone's exit code, stderr
+    and peak memory (the largest RSS of any process the clone ran, in bytes), and where the
+    checkpoint would be."""
+    import json
+    import subprocess
+    import sys
+    from conftest import team, user
+    work = team(tmp_path, git_env, str(tmp_path / "remote"))
+    (work.path / "m.safetensors").write_text(f"gitmodel pointer v1\nsize {size}\ncontent {content.hex()}\n"
+                                             "format opaque\n")
+    work.commit("m")
+    work.git("push", "-q", "origin", "main")
+    measure = ("import json, resource, subprocess, sys\n"
+               "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+               "print(json.dumps(dict(rc=r.returncode, err=r.stderr,\n"
+               "      peak=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)))\n")
+    victim = tmp_path / "victim"
+    ran = subprocess.run([sys.executable, "-c", measure, "git", "clone", "-q", str(tmp_path / "hub.git"),
+                          str(victim)], env=user(tmp_path, git_env, "victim"), capture_output=True,
+                         text=True, check=True)
+    return json.loads(ran.stdout), victim / "m.safetensors"
+
+
+@pytest.fixture
+def no_push(git_env):
+    git_env["GITMODEL_SKIP_PUSH"] = "1"         # the pointer's checkpoint is not in any store here
+    return git_env
+
+
+def test_a_remote_record_claiming_more_than_a_chunk_is_refused_before_decoding(tmp_path: Path, no_push):
+    """Chunk records whose zstd frames (a few KiB, no declared size) inflate to 64 MiB more
+    than a chunk can hold, one per pack so that reading threads decode them at once, listed by
+    a manifest: the clone refuses them as damage without decoding them."""
+    import blake3
+    from gitmodel.store.chunker import MAX_SIZE
+    from gitmodel.store.manifest import Manifest
+    claimed, frame = MAX_SIZE + (64 << 20), _zeros_frame(MAX_SIZE + (64 << 20))
+    ids = [bytes([i + 1]) * 32 for i in range(4)]
+    packs = tmp_path / "remote" / "packs"
+    for cid in ids:
+        _publish_pack(packs, [(cid, 0, 1, claimed, frame)])
+    manifest = Manifest(4 * MAX_SIZE, [(cid, MAX_SIZE) for cid in ids]).encode()
+    mid = blake3.blake3(manifest).digest()
+    _publish_pack(packs, [(mid, 1, 0, len(manifest), manifest)])
+    cloned, checkpoint = _clone_of_hostile_pointer(tmp_path, no_push, 4 * MAX_SIZE, mid)
+    err = cloned["err"]
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert cloned["rc"] != 0 and "m.safetensors" in err, err
+    assert f"claims {claimed} bytes, more than any chunk holds" in err, err
+    assert "gitmodel fsck --remote origin --repair" in err, err
+    assert not checkpoint.exists() or checkpoint.read_bytes().startswith(b"gitmodel pointer v1\n")
+    # A clone's processes take well under 200 MiB; one decoding a single record: 64 MiB more.
+    assert cloned["peak"] < 200 << 20, f"peak memory {cloned['peak'] >> 20} MiB"
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "grouped"])
+def test_a_record_claiming_more_than_a_chunk_is_never_decompressed(monkeypatch, encoding):
+    """What the decompressor is asked for never exceeds a chunk's size, whatever the record's
+    header claims."""
+    import struct
+    from gitmodel.store import codec
+    from gitmodel.store.chunker import MAX_SIZE
+    from gitmodel.store.objects import CorruptObject, check_record
+    from gitmodel.store.pack import Entry, record_head
+    asked = []
+    real = codec._decompressor
+
+    class Spy:
+        def decompress(self, frame, max_output_size=0):
+            asked.append(max_output_size)
+            return real().decompress(frame, max_output_size=max_output_size)
+    monkeypatch.setattr(codec, "_decompressor", Spy)
+    claimed = MAX_SIZE + (64 << 20)
+    if encoding == "zstd":
+        code, payload = codec.ZSTD, _zeros_frame(claimed)
+    else:
+        plane = _zeros_frame(claimed // 2)
+        code, payload = codec.GROUPED, b"".join([bytes([2]), struct.pack("<BI", 1, len(plane)) * 2,
+                                                 plane, plane])
+    oid = bytes(32)
+    entry = Entry("pack-x", 8, len(payload), claimed, 0, code)
+    record = record_head.pack(oid, 0, code, claimed, len(payload)) + payload
+    with pytest.raises(CorruptObject, match=f"claims {claimed} bytes"):
+        check_record(oid, entry, record)
+    assert all(n <= MAX_SIZE for n in asked), asked

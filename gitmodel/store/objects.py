@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import blake3
 
 from gitmodel.errors import GitmodelError
-from gitmodel.store import codec, files
+from gitmodel.store import chunker, codec, files
 from gitmodel.store.manifest import Manifest
 from gitmodel.store.pack import (CHUNK, MANIFEST, Entry, PackError, PackWriter, encode_index,
                                  publish_into, record_head, scan, verify_index)
@@ -30,6 +30,11 @@ from gitmodel.store.table import ObjectTable
 VERSION = 2
 READS = (1, 2)
 MARKER = "gitmodel store {}\n"
+
+# Every writer of chunk records (clean, a merge's result written out, migrate, repack's deltas,
+# which keep their chunk's length) stores chunks the chunker cut: no chunk is longer. A record
+# claiming more is damage (or a remote written to cost memory), refused before decoding.
+MAX_CHUNK = chunker.MAX_SIZE
 
 # Deltas refer to chunks of newer versions; longer chains than this are damage (or a cycle).
 MAX_CHAIN = 64
@@ -600,7 +605,7 @@ class Store:
         plan, size = [], 0             # (id, length, start, delta payload or None, its lead)
         for oid, length in chunks:
             entry = self._index.get(oid) if oid not in self._bad else None
-            if entry is None or entry.raw_length != length:
+            if entry is None or entry.raw_length != length or length > MAX_CHUNK:
                 return [self.read(oid) for oid, _ in chunks]
             payload, lead = self._delta_payload(oid, entry)
             plan.append((oid, length, size, payload, lead))
@@ -711,6 +716,7 @@ class Store:
                     record = self._read_record(oid, entry)
                     if not _header_agrees(oid, entry, record):
                         continue
+                    refuse_oversized(oid, entry)
                     return codec.decode(entry.encoding, memoryview(record)[record_head.size:],
                                         entry.raw_length, self.bases)
                 except ChainTooLong:
@@ -890,6 +896,7 @@ def check_record(oid: bytes, entry: Entry, record: bytes | memoryview,
         raise CorruptObject(oid, f"record in {entry.pack}.pack has the wrong length")
     if not _header_agrees(oid, entry, record):
         raise CorruptObject(oid, f"record header in {entry.pack}.pack disagrees with its index")
+    refuse_oversized(oid, entry)
     if out is not None and len(out) != entry.raw_length:
         out = None                       # a caller told the wrong length: its own check says so
     try:
@@ -903,6 +910,14 @@ def check_record(oid: bytes, entry: Entry, record: bytes | memoryview,
     if blake3.blake3(data).digest() != oid:
         raise CorruptObject(oid, "content does not match its id")
     return data
+
+
+def refuse_oversized(oid: bytes, entry: Entry) -> None:
+    """Raise CorruptObject for a record whose raw length no writer gives its kind, before
+    anything is decoded or allocated for it (docs/formats.md §3, "Bounds")."""
+    if entry.kind != MANIFEST and entry.raw_length > MAX_CHUNK:
+        raise CorruptObject(oid, f"its record claims {entry.raw_length} bytes, more than any "
+                                 f"chunk holds ({MAX_CHUNK}); not decoded")
 
 
 def _header_agrees(oid: bytes, entry: Entry, record: bytes | memoryview) -> bool:
