@@ -143,16 +143,20 @@ class FetchResult:
     failed: dict[str, str] = field(default_factory=dict)     # content id -> why it is incomplete
 
 
-def fetch(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool = False) -> FetchResult:
+def fetch(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool = False,
+          sizes: dict[str, int] | None = None) -> FetchResult:
     """Bring what these checkpoints need and the store lacks. Each checkpoint succeeds or fails
-    on its own: `failed` names those left incomplete, with the reason; all else is stored."""
+    on its own: `failed` names those left incomplete, with the reason; all else is stored.
+    `sizes`: the file size each checkpoint's pointer gives (content id -> bytes), where known:
+    a manifest listing more chunks than such a file has is refused before it is decoded."""
     manifest_ids = stored.content_ids(checkpoints)
     result = FetchResult()
     if complete(store, checkpoints):
         return result
     absent = set(store.missing(manifest_ids))
     failed: dict[bytes, str] = {}
-    remote = transfer.read_manifests(view, [m for m in manifest_ids if m in absent], failed)
+    remote = transfer.read_manifests(view, [m for m in manifest_ids if m in absent], failed,
+                                     {bytes.fromhex(c): n for c, n in (sizes or {}).items()})
 
     def read_manifest(oid: bytes) -> Manifest:
         if oid in remote:

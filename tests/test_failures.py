@@ -354,3 +354,61 @@ def test_a_record_claiming_more_than_a_chunk_is_never_decompressed(monkeypatch, 
     with pytest.raises(CorruptObject, match=f"claims {claimed} bytes"):
         check_record(oid, entry, record)
     assert all(n <= MAX_SIZE for n in asked), asked
+
+
+def test_a_remote_manifest_listing_more_chunks_than_its_file_can_have_is_refused(tmp_path: Path, no_push):
+    """A hash-correct manifest listing a 1-byte chunk 1.5 million times (54 MB, a few KiB as
+    zstd on the remote) for a pointer of 1.5 MB: no file of that size is cut into so many
+    chunks. The clone refuses it as damage before decoding it."""
+    import struct
+    import time
+    import blake3
+    import zstandard
+    n = 1_500_000
+    chunk = b"A"
+    cid = blake3.blake3(chunk).digest()
+    manifest = struct.pack("<8sQQ", b"GMMANIF1", n, n) + struct.pack("<32sI", cid, 1) * n
+    mid = blake3.blake3(manifest).digest()
+    packed = zstandard.ZstdCompressor().compress(manifest)
+    packs = tmp_path / "remote" / "packs"
+    _publish_pack(packs, [(cid, 0, 0, 1, chunk)])
+    _publish_pack(packs, [(mid, 1, 1, len(manifest), packed)])
+    del manifest
+    started = time.monotonic()
+    cloned, checkpoint = _clone_of_hostile_pointer(tmp_path, no_push, n, mid)
+    elapsed = time.monotonic() - started
+    err = cloned["err"]
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert cloned["rc"] != 0 and "m.safetensors" in err, err
+    assert f"manifest lists {n} chunks, more than a file of {n} bytes is cut into" in err, err
+    assert "gitmodel fsck --remote origin --repair" in err, err
+    assert not checkpoint.exists() or checkpoint.read_bytes().startswith(b"gitmodel pointer v1\n")
+    # Decoded, its entries alone take some 300 MiB of Python objects, and seconds to build.
+    assert cloned["peak"] < 200 << 20, f"peak memory {cloned['peak'] >> 20} MiB"
+    assert elapsed < 60, f"took {elapsed:.0f} s"
+
+
+def test_files_of_many_tiny_and_empty_tensors_are_within_the_manifest_bound(tmp_path: Path):
+    """The densest files the format readers describe (a tensor per byte or so, empty tensors
+    between them) have manifests within the bound, and read back."""
+    import numpy as np
+    from format_helpers import clean_restore
+    from gitmodel.store.manifest import max_entries
+    from gitmodel.store.objects import Store
+    from test_format_onnx import fld, model, tensor_proto
+    tiny = {f"{i}": np.array([i % 251], np.uint8) for i in range(5_000)}
+    tiny.update({f"e{i}": np.zeros(0, np.uint8) for i in range(1000)})
+    write_safetensors(tmp_path / "tiny.safetensors", tiny)
+    files = {"safetensors": (tmp_path / "tiny.safetensors").read_bytes(),
+             "onnx": model([tensor_proto(None, None, [], bytes([i % 251])) for i in range(5_000)]
+                           + [tensor_proto(None, None, [], b"") for _ in range(1000)]),
+             "onnx-fields": model([fld(9, bytes([i % 251])) for i in range(5_000)])}
+    for name, data in files.items():
+        root = tmp_path / name
+        text, restored = clean_restore(data, str(root))
+        assert restored == data, name
+        parsed = pointer.parse(text)
+        store = Store(root)
+        chunks = store.read_manifest(bytes.fromhex(parsed.content)).chunks
+        store.close()
+        assert len(chunks) > 5_000 and len(chunks) <= max_entries(len(data)), (name, len(chunks), len(data))

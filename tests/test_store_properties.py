@@ -21,7 +21,7 @@ from gitmodel.store import chunker, codec, files, table
 from gitmodel.store.chunker import MAX_SIZE, MIN_SIZE, BufferPool, Cutter, cut_all
 from gitmodel.store.fsck import check as fsck_check
 from gitmodel.store.manifest import MAGIC as MANIFEST_MAGIC
-from gitmodel.store.manifest import Manifest, ManifestError
+from gitmodel.store.manifest import Manifest, ManifestError, max_entries
 from gitmodel.store.objects import CHUNK, MANIFEST, CorruptObject, MissingObjects, Store, StoreError
 from gitmodel.store.pack import (
     INDEX_MAGIC, PACK_MAGIC, Entry, PackError, PackWriter, decode_index, encode_index, publish_into,
@@ -434,8 +434,12 @@ def test_decode_frame_declaring_huge_size_in_grouped_plane_raises_codec_error():
 # ----------------------------------------------------------------------------- manifest
 
 chunk_ids = st.binary(min_size=32, max_size=32)
-manifests = st.lists(st.tuples(chunk_ids, st.integers(0, 2**32 - 1)), max_size=40).map(
+any_manifests = st.lists(st.tuples(chunk_ids, st.integers(0, 2**32 - 1)), max_size=40).map(
     lambda chunks: Manifest(sum(n for _, n in chunks), chunks))
+# What writers give: chunks of 1 byte to the chunker's maximum, no more than a file has.
+manifests = st.lists(st.tuples(chunk_ids, st.integers(1, MAX_SIZE)), max_size=40).map(
+    lambda chunks: Manifest(sum(n for _, n in chunks), chunks)).filter(
+    lambda m: len(m.chunks) <= max_entries(m.size))
 
 
 @SETTINGS
@@ -446,6 +450,18 @@ def test_manifest_round_trip(m):
     back = Manifest.decode(data)
     assert back == m
     assert back.encode() == data
+
+
+@SETTINGS
+@given(m=any_manifests)
+def test_manifest_that_no_writer_gives_is_refused_or_reads_back(m):
+    data = m.encode()
+    lawful = len(m.chunks) <= max_entries(m.size) and all(0 < n <= MAX_SIZE for _, n in m.chunks)
+    if lawful:
+        assert Manifest.decode(data) == m
+    else:
+        with pytest.raises(ManifestError):
+            Manifest.decode(data)
 
 
 @SETTINGS

@@ -224,7 +224,11 @@ class FilterServer:
         be reported when git asks for that file; the others are stored."""
         from gitmodel import sync
         try:
-            result = sync.fetch(self.store, self._view, {ptr.content: path for path, ptr in wanted.items()})
+            sizes: dict[str, int] = {}
+            for ptr in wanted.values():      # two pointers naming one content: the larger bounds
+                sizes[ptr.content] = max(ptr.size, sizes.get(ptr.content, 0))
+            result = sync.fetch(self.store, self._view, {ptr.content: path for path, ptr in wanted.items()},
+                                sizes=sizes)
             failures = result.failed
         except (GitmodelError, OSError) as err:
             reason = err.full() if isinstance(err, GitmodelError) else str(err)

@@ -395,13 +395,16 @@ def whole_first(table: ObjectTable, oid: bytes) -> Entry:
 def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, str],
                  quiet: bool = True, bases: Bases | None = None,
                  deferred: list | None = None,
-                 recheck: Bases | None = None) -> Iterator[tuple[bytes, Entry, memoryview]]:
+                 recheck: Bases | None = None,
+                 sizes: dict[bytes, int] | None = None) -> Iterator[tuple[bytes, Entry, memoryview]]:
     """(oid, entry, payload) for each object, read from the remote and verified, chunks before
     manifests. Objects that cannot be had (absent, damaged in every copy, a read that failed)
     go into `failed` with the reason, and the rest still come: one bad object costs only what
     needs it. Deltas are verified against `bases` (the local store's); one whose base is not
-    there yet goes, unverified, into `deferred` as (oid, entry, record, missing base ids)."""
+    there yet goes, unverified, into `deferred` as (oid, entry, record, missing base ids).
+    `sizes`: the file size pointers give for manifests (check_record's `size`)."""
     oids = list(dict.fromkeys(oids))
+    sizes = sizes or {}
     absent = [oid for oid in oids if oid not in view.entries]
     if absent:
         reason = view.describe_missing(len(absent), absent[0])
@@ -427,11 +430,11 @@ def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, st
                 at = entry.offset - r.start
                 record = data[at:at + record_head.size + entry.stored_length]
                 try:
-                    _check(oid, entry, record, bases, recheck)
+                    _check(oid, entry, record, bases, recheck, sizes.get(oid))
                 except CorruptObject as err:
                     if err.oid != oid:
                         raise RemoteError(f"a base of {oid.hex()}: {err}") from None
-                    entry, record = _other_copy(view, oid, entry, err, bases)
+                    entry, record = _other_copy(view, oid, entry, err, bases, sizes.get(oid))
                 out.append((oid, entry, record[record_head.size:], None))
             except MissingBase as err:
                 if deferred is None:
@@ -455,13 +458,14 @@ def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, st
                     yield oid, entry, payload
 
 
-def _check(oid: bytes, entry: Entry, record, bases: Bases | None, recheck: Bases | None) -> None:
+def _check(oid: bytes, entry: Entry, record, bases: Bases | None, recheck: Bases | None,
+           size: int | None = None) -> None:
     """check_record, and for a delta that fails it, again with `recheck` (each base checked
     here, one that does not read well raising MissingBase naming it): the fast reads of bases
     trust the store's copies, and a base here that is a delta of a damaged chunk made a good
     remote copy fail (the remote blamed), or named that chunk, not the base, as lacking."""
     try:
-        check_record(oid, entry, record, bases)
+        check_record(oid, entry, record, bases, size=size)
     except (CorruptObject, MissingObjects) as err:
         if recheck is None or entry.encoding != codec.DELTA or \
                 (isinstance(err, CorruptObject) and err.oid != oid):
@@ -470,7 +474,7 @@ def _check(oid: bytes, entry: Entry, record, bases: Bases | None, recheck: Bases
 
 
 def _other_copy(view: RemoteView, oid: bytes, damaged: Entry, error: CorruptObject,
-                bases: Bases | None) -> tuple[Entry, memoryview]:
+                bases: Bases | None, size: int | None = None) -> tuple[Entry, memoryview]:
     """A good copy, from another of the remote's packs, of an object whose record in
     `damaged.pack` failed its check (two clients that pushed at once may both have sent it)."""
     for entry in view.entries.copies(oid):
@@ -479,7 +483,7 @@ def _other_copy(view: RemoteView, oid: bytes, damaged: Entry, error: CorruptObje
         end = entry.offset + record_head.size + entry.stored_length
         try:
             record = memoryview(view.backend.read_range(entry.pack, entry.offset, end))
-            check_record(oid, entry, record, bases)
+            check_record(oid, entry, record, bases, size=size)
         except (CorruptObject, MissingObjects, RemoteError, OSError):
             continue
         return entry, record
@@ -644,13 +648,16 @@ def _bases_from(read_range: Callable[[str, int, int], bytes], table: Callable[[]
     return bases
 
 
-def read_manifests(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, str]) -> dict[bytes, tuple[Entry, bytes]]:
+def read_manifests(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, str],
+                   sizes: dict[bytes, int] | None = None) -> dict[bytes, tuple[Entry, bytes]]:
     """Manifests read from the remote and verified, kept in memory (they are small): to list
-    their chunks, then to be stored by `download(..., known=...)` without a second read."""
+    their chunks, then to be stored by `download(..., known=...)` without a second read.
+    `sizes`: the file size each one's pointer gives, where known (bounds what is decoded)."""
     oids = list(oids)
     if view.listing is None or any(oid not in view.entries for oid in oids):
         view.refresh()
-    return {oid: (entry, bytes(payload)) for oid, entry, payload in read_objects(view, oids, failed)}
+    return {oid: (entry, bytes(payload))
+            for oid, entry, payload in read_objects(view, oids, failed, sizes=sizes)}
 
 
 # ----------------------------------------------------------------------------- mirror

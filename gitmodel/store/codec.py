@@ -407,6 +407,61 @@ def _decompress(frame: bytes | memoryview, expected: int) -> bytes:
     return _decompressor().decompress(frame, max_output_size=expected)
 
 
+def head(encoding: int, payload: bytes | memoryview, raw_length: int, n: int) -> bytes:
+    """The first n bytes (fewer if raw_length is smaller) of what a RAW, ZSTD or GROUPED
+    payload of raw_length bytes decodes to, inflating no more than that: to check what a
+    record says of itself before decoding it whole. Raises CodecError (UnknownEncoding)."""
+    n = min(n, raw_length)
+    payload = memoryview(payload).cast("B")
+    try:
+        if encoding == RAW:
+            return bytes(payload[:n])
+        if encoding == ZSTD:
+            return _inflate_head(payload, n)
+        if encoding == GROUPED:
+            return _grouped_head(payload, raw_length, n)
+    except zstandard.ZstdError as err:
+        raise CodecError(f"zstd: {err}") from None
+    if encoding == DELTA:
+        raise CodecError("a delta read without its bases")
+    raise UnknownEncoding(f"unknown chunk encoding {encoding}")
+
+
+def _inflate_head(frame, n: int) -> bytes:
+    reader = _decompressor().stream_reader(frame)
+    parts, got = [], 0
+    while got < n:
+        part = reader.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _grouped_head(payload, raw_length: int, n: int) -> bytes:
+    width = payload[0] if len(payload) else 0
+    if not 2 <= width <= 16 or len(payload) < 1 + width * _plane_head.size:
+        raise CodecError(f"bad byte-group width {width} or truncated header")
+    body = raw_length - raw_length % width
+    pos, rows = 1 + width * _plane_head.size, []
+    for k in range(width):
+        mode, stored = _plane_head.unpack_from(payload, 1 + k * _plane_head.size)
+        plane = payload[pos:pos + stored]
+        pos += stored
+        want = -(-min(n, body) // width)
+        rows.append(_inflate_head(plane, want) if mode else bytes(plane[:want]))
+    tail = payload[pos:]
+    out = bytearray()
+    for i in range(n):
+        row = rows[i % width] if i < body else tail
+        j = i // width if i < body else i - body
+        if j >= len(row):
+            break
+        out.append(row[j])
+    return bytes(out)
+
+
 def _decode_grouped(payload: bytes | memoryview, raw_length: int, out=None) -> memoryview:
     width = payload[0] if payload else 0
     if not 2 <= width <= 16:

@@ -7,10 +7,41 @@ import struct
 from dataclasses import dataclass
 
 from gitmodel.errors import GitmodelError
+from gitmodel.store.chunker import MAX_SIZE
 
 MAGIC = b"GMMANIF1"
 _head = struct.Struct("<8sQQ")
 _entry = struct.Struct("<32sI")
+HEAD_SIZE = _head.size
+ENTRY_SIZE = _entry.size
+
+
+def max_entries(size: int) -> int:
+    """The most chunks a file of `size` bytes is cut into (docs/formats.md §3, "Bounds"):
+    each chunk but a segment's last holds at least chunker.MIN_SIZE bytes, and no format
+    reader gives more than two non-empty segments per five bytes of the file (ONNX's densest:
+    a 4-byte field header before each 1-byte tensor; the others spend tens of header bytes per
+    tensor), nor any empty segment a chunk. So at most size/2 + 2, with room to spare."""
+    return size // 2 + 2
+
+
+def check_head(head: bytes, raw_length: int, size: int | None = None) -> tuple[int, int]:
+    """(file size, chunk count) from a manifest's first HEAD_SIZE bytes, refusing one whose
+    length or count no file could have before its entries are decoded. `size`: the size of
+    the file it is for, when a pointer says (a count more than that file can have is refused
+    too). Raises ManifestError."""
+    if len(head) < HEAD_SIZE or raw_length < HEAD_SIZE:
+        raise ManifestError("manifest too short")
+    magic, declared, count = _head.unpack_from(head)
+    if magic != MAGIC:
+        raise ManifestError("not a gitmodel manifest")
+    if raw_length != HEAD_SIZE + count * ENTRY_SIZE:
+        raise ManifestError("manifest length disagrees with its chunk count")
+    for bytes_ in (declared, size):
+        if bytes_ is not None and count > max_entries(bytes_):
+            raise ManifestError(f"manifest lists {count} chunks, more than a file of {bytes_} "
+                                f"bytes is cut into (at most {max_entries(bytes_)}); not decoded")
+    return declared, count
 
 
 class ManifestError(GitmodelError, ValueError):
@@ -28,15 +59,12 @@ class Manifest:
         return b"".join(parts)
 
     @classmethod
-    def decode(cls, data: bytes) -> "Manifest":
-        if len(data) < _head.size:
-            raise ManifestError("manifest too short")
-        magic, size, count = _head.unpack_from(data)
-        if magic != MAGIC:
-            raise ManifestError("not a gitmodel manifest")
-        if len(data) != _head.size + count * _entry.size:
-            raise ManifestError("manifest length disagrees with its chunk count")
+    def decode(cls, data: bytes, size: int | None = None) -> "Manifest":
+        """The manifest in `data` (of a file of `size` bytes, when known: see check_head)."""
+        size, _ = check_head(bytes(data[:HEAD_SIZE]), len(data), size)
         chunks = [tuple(e) for e in _entry.iter_unpack(data[_head.size:])]
         if sum(length for _, length in chunks) != size:
             raise ManifestError("manifest chunk lengths do not add up to the file size")
+        if any(not 0 < length <= MAX_SIZE for _, length in chunks):
+            raise ManifestError(f"manifest lists a chunk of 0 bytes or over {MAX_SIZE}")
         return cls(size, chunks)

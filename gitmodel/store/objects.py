@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import blake3
 
 from gitmodel.errors import GitmodelError
-from gitmodel.store import chunker, codec, files
+from gitmodel.store import chunker, codec, files, manifest
 from gitmodel.store.manifest import Manifest
 from gitmodel.store.pack import (CHUNK, MANIFEST, Entry, PackError, PackWriter, encode_index,
                                  publish_into, record_head, scan, verify_index)
@@ -886,17 +886,18 @@ class PackGone(StoreError):
 
 
 def check_record(oid: bytes, entry: Entry, record: bytes | memoryview,
-                 bases: codec.Bases | None = None, out=None) -> bytes:
+                 bases: codec.Bases | None = None, out=None, size: int | None = None) -> bytes:
     """The object's bytes from its stored record, after checking the record header against the
     index entry and the decoded bytes against the id. `bases` reads a delta's bases (e.g.
     Store.bases); `out`, if given, receives the bytes (codec.decode). Raises CorruptObject,
     MissingObjects for a delta whose base is absent, or StoreVersionError for an encoding
-    this version does not know."""
+    this version does not know. `size`: for a manifest, the size of the file a pointer says it
+    is for (a manifest listing more chunks than that file can have is refused undecoded)."""
     if len(record) != record_head.size + entry.stored_length:
         raise CorruptObject(oid, f"record in {entry.pack}.pack has the wrong length")
     if not _header_agrees(oid, entry, record):
         raise CorruptObject(oid, f"record header in {entry.pack}.pack disagrees with its index")
-    refuse_oversized(oid, entry)
+    refuse_oversized(oid, entry, record, size)
     if out is not None and len(out) != entry.raw_length:
         out = None                       # a caller told the wrong length: its own check says so
     try:
@@ -912,10 +913,24 @@ def check_record(oid: bytes, entry: Entry, record: bytes | memoryview,
     return data
 
 
-def refuse_oversized(oid: bytes, entry: Entry) -> None:
+def refuse_oversized(oid: bytes, entry: Entry, record: bytes | memoryview | None = None,
+                     size: int | None = None) -> None:
     """Raise CorruptObject for a record whose raw length no writer gives its kind, before
-    anything is decoded or allocated for it (docs/formats.md §3, "Bounds")."""
-    if entry.kind != MANIFEST and entry.raw_length > MAX_CHUNK:
+    anything is decoded or allocated for it (docs/formats.md §3, "Bounds"): a manifest by its
+    own first bytes (and `size`, its file's, when a pointer says), a chunk by MAX_CHUNK."""
+    if entry.kind == MANIFEST and record is not None:
+        if entry.encoding == codec.DELTA:
+            raise CorruptObject(oid, "a manifest stored as a difference (manifests are stored whole)")
+        try:
+            head = codec.head(entry.encoding, memoryview(record)[record_head.size:],
+                              entry.raw_length, manifest.HEAD_SIZE)
+            manifest.check_head(head, entry.raw_length, size)
+        except codec.UnknownEncoding:
+            raise StoreVersionError(f"object {oid.hex()} in {entry.pack}.pack",
+                                    f"chunk encoding {entry.encoding}") from None
+        except (codec.CodecError, manifest.ManifestError) as err:
+            raise CorruptObject(oid, str(err)) from None
+    elif entry.kind != MANIFEST and entry.raw_length > MAX_CHUNK:
         raise CorruptObject(oid, f"its record claims {entry.raw_length} bytes, more than any "
                                  f"chunk holds ({MAX_CHUNK}); not decoded")
 
