@@ -170,6 +170,17 @@ class Side:
         self._file: StoredFile | None = None
         self._placed: dict[str, Placed] | None = None
         self._offsets: list[int] | None = None
+        self._lines: dict[str, TensorLine] | None = None
+
+    @property
+    def lines(self) -> dict[str, TensorLine]:
+        """The pointer's tensor lines by name (the first of a name): looked up once per tensor,
+        which a scan of the table each time made quadratic in the tensor count."""
+        if self._lines is None:
+            self._lines = {}
+            for t in self.pointer.tensors:
+                self._lines.setdefault(t.name, t)
+        return self._lines
 
     @property
     def file(self) -> StoredFile:
@@ -387,7 +398,7 @@ def _line(sides: list[Side], d: Decision) -> TensorLine | None:
     """The pointer line of a tensor taken from an input (a computed one: any input's, for its
     dtype and shape)."""
     i = d.source if d.source is not None else 0
-    return next((t for t in sides[i].pointer.tensors if t.name == d.name), None)
+    return sides[i].lines.get(d.name)
 
 
 def _splice(template: Side, kept: list[Decision], sides: list[Side], store: Store) -> Pointer | None:
@@ -698,7 +709,7 @@ def _safetensors_metadata(side: Side) -> object:
 
 def _computed(name: str, sides: list[Side], base: Side | None, strategy: Strategy) -> list[Piece]:
     """The merged tensor's blocks, arithmetic in float64."""
-    line = next(t for t in sides[0].pointer.tensors if t.name == name)
+    line = sides[0].lines[name]
     dtype, count = line.dtype, math.prod(line.shape)
     width = DTYPE_BITS[dtype] // 8
     thresholds = _thresholds(name, sides, base, strategy, count, width) \
@@ -906,7 +917,7 @@ def _thresholds(name: str, sides: list[Side], base: Side, strategy: Strategy, co
     it: every element at least as large is kept). Found exactly by two counting passes over
     the float32 bit patterns of |δ| (which order like the values), in bounded memory."""
     import numpy as np
-    dtype = next(t.dtype for t in sides[0].pointer.tensors if t.name == name)
+    dtype = sides[0].lines[name].dtype
     k = max(1, math.floor(strategy.density * count))
     if strategy.density >= 1:
         return [0.0] * len(sides)
@@ -984,12 +995,12 @@ def _measure(conflicts: list[Conflict], base: Side | None, sides: list[Side]) ->
     if base is None:
         return
     for c in conflicts:
-        line = next((t for t in base.pointer.tensors if t.name == c.name), None)
+        line = base.lines.get(c.name)
         if line is None or line.dtype not in FLOATS:
             continue
         width, count = DTYPE_BITS[line.dtype] // 8, math.prod(line.shape)
         for side in sides:
-            other = next((t for t in side.pointer.tensors if t.name == c.name), None)
+            other = side.lines.get(c.name)
             if other is None or (other.dtype, other.shape) != (line.dtype, line.shape):
                 c.changes.append(None)
                 continue
