@@ -112,17 +112,38 @@ def _versions(ptr: Pointer | None) -> dict[str, tuple]:
     return {t.name: (t.dtype, t.shape, t.digest) for t in (ptr.tensors if ptr else ())}
 
 
-def decide(base: Pointer | None, inputs: list[Pointer | None], strategy: Strategy) -> list[Decision]:
+def _lines(ptr: Pointer | None) -> dict[str, TensorLine]:
+    return {t.name: t for t in (ptr.tensors if ptr else ())}
+
+
+# Same bytes: fn(name, i, j), i and j inputs (None: the base), True when that tensor's bytes are
+# equal on both (read from the store).
+SameBytes = Callable[[str, "int | None", "int | None"], bool]
+
+
+def decide(base: Pointer | None, inputs: list[Pointer | None], strategy: Strategy,
+           same: SameBytes | None = None) -> list[Decision]:
     """Where each tensor of the result comes from, by name: the three-way rule, then the
-    strategy for tensors the inputs changed differently."""
-    base_v = _versions(base)
+    strategy for tensors the inputs changed differently.
+
+    Versions are compared by dtype, shape and digest: equal digests, equal bytes. Different
+    digests need not mean different bytes: a pointer written before the chunk sizes changed
+    (docs/formats.md §2.1) gives the same bytes another digest. So where digests alone would
+    leave a tensor to the strategy (several inputs changed it, differently), an input whose
+    bytes are the base's counts as unchanged, and inputs with equal bytes as one change,
+    once `same` has compared the bytes (only where the lines' statistics allow equal bytes)."""
+    base_v, base_l = _versions(base), _lines(base)
     input_v = [_versions(p) for p in inputs]
+    input_l = [_lines(p) for p in inputs]
     names = list(dict.fromkeys(n for v in input_v + [base_v] for n in v))
     decisions = []
     for name in names:
         b = base_v.get(name)
         vs = [v.get(name) for v in input_v]
         changed = [i for i, v in enumerate(vs) if v != b]
+        if same is not None and len({vs[i] for i in changed}) > 1:
+            vs = _alike(name, b, vs, base_l.get(name), [lines.get(name) for lines in input_l], same)
+            changed = [i for i, v in enumerate(vs) if v != b]
         if not changed:
             decisions.append(Decision(name, "keep" if b else "remove", 0 if b else None))
             continue
@@ -132,6 +153,78 @@ def decide(base: Pointer | None, inputs: list[Pointer | None], strategy: Strateg
             continue
         decisions.append(_by_strategy(name, b, vs, strategy))
     return decisions
+
+
+def _alike(name: str, b, vs: list, base_line: TensorLine | None, lines: list[TensorLine | None],
+           same: SameBytes) -> list:
+    """The inputs' versions of a tensor with equal bytes made equal versions: the base's where
+    an input's bytes are the base's, else the first input's with those bytes."""
+    vs = list(vs)
+    for i, v in enumerate(vs):
+        if v is not None and b is not None and v != b and _may_be_equal(base_line, lines[i]) \
+                and same(name, None, i):
+            vs[i] = b
+    seen: list[int] = []                   # one input per distinct version left
+    for i, v in enumerate(vs):
+        if v is None or v == b:
+            continue
+        for r in seen:
+            if vs[r] == v or (_may_be_equal(lines[r], lines[i]) and same(name, r, i)):
+                vs[i] = vs[r]
+                break
+        else:
+            seen.append(i)
+    return vs
+
+
+# Statistics that may tell two tensors' bytes apart (docs/formats.md §1). min, max and the
+# counts are functions of the bytes alone, printed the same way by every version: equal bytes,
+# equal values. norm is the root of a sum of positive terms added chunk by chunk, so another
+# chunking moves its last bits, and the printed 4 digits by at most one unit of the last:
+# NORM_TOLERANCE allows that, and more. mean and std are not compared: their sums can cancel,
+# and another order of adding can then change their printed digits.
+_COMPARED = ("norm", "min", "max", "zeros", "nan", "inf")
+_COUNTS = ("zeros", "nan", "inf")       # absent: none
+NORM_TOLERANCE = 2e-3
+
+
+def _stat_values(line: TensorLine) -> dict[str, float]:
+    out = {}
+    for text in line.stats:
+        key, _, value = text.partition("=")
+        if key in _COMPARED:
+            try:
+                out[key] = float(value[:-1] if key == "zeros" and value.endswith("%") else value)
+            except ValueError:              # edited by hand: as if absent
+                continue
+    return out
+
+
+def _may_be_equal(a: TensorLine | None, b: TensorLine | None) -> bool:
+    """Whether two tensor lines may describe equal bytes under different chunkings: same dtype
+    and shape, and no statistic on both lines that differs beyond its rounding. A line
+    without statistics (a dtype that has none, or a pointer from before they existed) rules
+    nothing out."""
+    if a is None or b is None or (a.dtype, a.shape) != (b.dtype, b.shape):
+        return False
+    if a.digest == b.digest:
+        return True
+    x, y = _stat_values(a), _stat_values(b)
+    if not x or not y:
+        return True
+    for key in _COMPARED:
+        if key in _COUNTS:
+            p, q = x.get(key, 0.0), y.get(key, 0.0)
+        elif key in x and key in y:
+            p, q = x[key], y[key]
+        else:
+            continue
+        if key != "norm":
+            if p != q:
+                return False
+        elif math.isfinite(p) and math.isfinite(q) and abs(p - q) > NORM_TOLERANCE * max(abs(p), abs(q)):
+            return False
+    return True
 
 
 REMOVED_AND_CHANGED = "removed on one side and changed on another"
@@ -279,10 +372,11 @@ def merge(base: Pointer | None, inputs: list[Pointer], labels: list[str], store:
     unreadable = _unmergeable(inputs, labels, strategy) or _ambiguous(base, inputs, labels)
     if unreadable:
         return Result(None, [Conflict("(format)", unreadable)])
-    decisions = decide(base, inputs, strategy)
-    result = Result(None, decisions=decisions)
     sides = [Side(label, ptr, store, fetch) for label, ptr in zip(labels, inputs)]
     base_side = Side("base", base, store, fetch) if base is not None else None
+    same = lambda name, i, j: _same_bytes(base_side if i is None else sides[i], sides[j], name)
+    decisions = decide(base, inputs, strategy, same)
+    result = Result(None, decisions=decisions)
     for d in decisions:
         if d.action == "conflict":
             result.conflicts.append(Conflict(d.name, d.reason))
@@ -363,6 +457,34 @@ def _ambiguous(base: Pointer | None, inputs: list[Pointer], labels: list[str]) -
         return ("the sides store arrays in different element orders (Fortran order on one, C "
                 "order on another): the same element sits at other byte positions")
     return ""
+
+
+FIRST_COMPARED = 1 << 20        # bytes: changed tensors differ in them, as a rule
+COMPARED = 8 << 20              # bytes compared at a time after them
+
+
+def _same_bytes(a: Side, b: Side, name: str) -> bool:
+    """Whether a tensor's bytes are equal on two sides, read from the store (fetched if
+    missing) and compared block by block: the first MiB first, where a tensor that changed
+    almost always differs already; the rest, fetched in one batch per side, only then.
+    False when either side cannot be read."""
+    try:
+        pa, pb = a.placed.get(name), b.placed.get(name)
+        if pa is None or pb is None or pa.length != pb.length:
+            return False
+        at, step = 0, FIRST_COMPARED
+        while at < pa.length:
+            n = min(step, pa.length - at)
+            if a.file.read_at(pa.offset + at, n) != b.file.read_at(pb.offset + at, n):
+                return False
+            at += n
+            if step == FIRST_COMPARED and at < pa.length:
+                a.file.prefetch([(pa.offset + at, pa.length - at)])
+                b.file.prefetch([(pb.offset + at, pb.length - at)])
+                step = COMPARED
+        return True
+    except GitmodelError:
+        return False
 
 
 def _template(base: Side | None, sides: list[Side], strategy: Strategy) -> tuple[Side | None, str]:
@@ -565,7 +687,7 @@ def _rewrite(template: Side, kept: list[Decision], sides: list[Side], base: Side
         at = place.offset + place.length
     pieces += _template_pieces(template, at, template.file.size, patches)
     ptr = _written(pieces, store)
-    _check_digests(ptr, kept, sides)
+    _check_digests(ptr, kept, sides, store)
     return ptr
 
 
@@ -618,21 +740,28 @@ def _new_safetensors(kept: list[Decision], sides: list[Side], base: Side | None,
     for d, n in zip(kept, lengths):
         pieces += _tensor_pieces(d, sides, base, strategy, n)
     ptr = _written(pieces, store)
-    _check_digests(ptr, kept, sides)
+    _check_digests(ptr, kept, sides, store)
     return ptr
 
 
-def _check_digests(ptr: Pointer, kept: list[Decision], sides: list[Side]) -> None:
+def _check_digests(ptr: Pointer, kept: list[Decision], sides: list[Side], store: Store) -> None:
     """Tensors taken whole must come out with their source's digest (a layout read wrongly
-    would show here, before anything is committed)."""
+    would show here, before anything is committed), or, where the source's pointer was cut
+    with other chunk sizes (docs/formats.md §2.1) and the digests differ, with its bytes."""
     digests = {t.name: t.digest for t in ptr.tensors}
+    merged = None
     for d in kept:
         if d.action in ("keep", "take"):
             line = _line(sides, d)
-            if digests.get(d.name) != line.digest:
-                raise MergeError(f"the merged file's {d.name} does not match {sides[d.source].label}'s",
-                                 "This is a bug in gitmodel; nothing was merged. Resolve by hand "
-                                 "with `git checkout --ours/--theirs -- PATH`")
+            if digests.get(d.name) == line.digest:
+                continue
+            if d.name in digests:
+                merged = merged or Side("the merged file", ptr, store, None)
+                if _same_bytes(merged, sides[d.source], d.name):
+                    continue
+            raise MergeError(f"the merged file's {d.name} does not match {sides[d.source].label}'s",
+                             "This is a bug in gitmodel; nothing was merged. Resolve by hand "
+                             "with `git checkout --ours/--theirs -- PATH`")
 
 
 def _prefetch(decisions: list[Decision], sides: list[Side], base: Side | None,

@@ -155,15 +155,23 @@ class Change:
 def compare_tensor(old: StoredFile, a: Placed, new: StoredFile, b: Placed) -> Change:
     """The change between two versions of a tensor of the same shape; the dtypes may differ
     (a cast to bf16 shows its rounding error)."""
+    return compare_tensor_bytes(old, a, new, b)[0]
+
+
+def compare_tensor_bytes(old: StoredFile, a: Placed, new: StoredFile, b: Placed) -> tuple[Change, bool]:
+    """compare_tensor, and whether the two versions' bytes are equal (digests of pointers cut
+    with other chunk sizes differ for equal bytes: docs/formats.md §2.1)."""
     import numpy as np
     wa, wb = DTYPE_BITS[a.tensor.dtype] // 8, DTYPE_BITS[b.tensor.dtype] // 8
     count = a.length // wa
     sums = _Sums()
     max_abs, changed, nonfinite, unbounded = 0.0, 0, 0, 0
+    identical = a.tensor.dtype == b.tensor.dtype and a.length == b.length
     for start in range(0, count, BLOCK_ELEMENTS):
         n = min(BLOCK_ELEMENTS, count - start)
         raw_x = old.read_at(a.offset + start * wa, n * wa)
         raw_y = new.read_at(b.offset + start * wb, n * wb)
+        identical = identical and raw_x == raw_y
         x, y = _as_float(raw_x, a.tensor.dtype), _as_float(raw_y, b.tensor.dtype)
         finite = np.isfinite(x) & np.isfinite(y)
         nonfinite += int(np.count_nonzero(np.isfinite(x) & ~np.isfinite(y)))
@@ -180,7 +188,7 @@ def compare_tensor(old: StoredFile, a: Placed, new: StoredFile, b: Placed) -> Ch
             max_abs = max(max_abs, float(np.abs(d).max()))
     delta2, old2, new2, dot = sums.delta2, sums.old2, sums.new2, sums.dot
     if unbounded and not delta2:   # every change is to or from NaN or ±Inf: no finite size
-        return Change(math.inf, math.inf, None, changed / count, nonfinite, unbounded)
+        return Change(math.inf, math.inf, None, changed / count, nonfinite, unbounded), identical
     return Change(
         relative_l2=sums.relative() if old2 else (0.0 if not delta2 else math.inf),
         max_abs=max_abs,
@@ -188,7 +196,7 @@ def compare_tensor(old: StoredFile, a: Placed, new: StoredFile, b: Placed) -> Ch
         # of the two sums underflows for tiny float64 values)
         changed_fraction=changed / count if count else 0.0,
         new_nonfinite=nonfinite,
-    )
+    ), identical
 
 
 # ----------------------------------------------------------------------------- files
@@ -415,7 +423,9 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
                       [(p.offset, p.length) for _, _, _, f, p in to_compare if f is file])
     try:
         for entry, old_file, a, new_file, b in to_compare:
-            entry.change = compare_tensor(old_file, a, new_file, b)
+            entry.change, identical = compare_tensor_bytes(old_file, a, new_file, b)
+            if identical:           # other digests, same bytes: a version cut with other chunk sizes
+                entry.status, entry.change = "unchanged", None
     finally:
         for file in files.values():
             if isinstance(file, FileOnDisk):

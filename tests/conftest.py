@@ -191,3 +191,32 @@ def session_tempdir(tmp_path_factory):
         shutil.rmtree(root, ignore_errors=True)
     assert not left, (f"the tests left {len(left)} temporary file(s) or folder(s) (e.g. "
                       f"{', '.join(left[:5])}): use pytest's tmp_path or tempfile.TemporaryDirectory")
+
+
+# The chunk sizes of gitmodel before commit d265326 (2026-11-24): the same bytes were cut
+# elsewhere, so a tensor over 64 KiB had other chunk ids and another DIGEST.
+OLD_CHUNKING = {"MIN_SIZE": 64 << 10, "AVG_SIZE": 64 << 10, "MAX_SIZE": 512 << 10}
+
+
+def commit_old_chunking(repo: Repo, path: str, message: str, stats: bool = True) -> str:
+    """Commit the work tree's `path` as a gitmodel of before d265326 did: its chunks cut with
+    the old sizes and stored, the pointer committed as it is (a pointer cleans to itself). The
+    work tree keeps the pointer: the bytes would clean to this version's pointer, so git would
+    take the file for modified (docs/formats.md §2.1). stats=False: tensor lines without statistics, as before
+    they existed. Returns the pointer text."""
+    from gitmodel import checkpoint
+    from gitmodel.store import chunker
+    from gitmodel.store.objects import Store
+    file = repo.path / path
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in OLD_CHUNKING.items():
+            patch.setattr(chunker, key, value)
+        with open(file, "rb") as f:
+            text = checkpoint.clean(f, Store(repo.store)).decode()
+    if not stats:
+        head, _, table = text.partition("[tensors]\n")
+        text = head + "[tensors]\n" + "".join(" ".join(line.split(" ")[:4]) + "\n"
+                                               for line in table.splitlines())
+    file.write_text(text)
+    repo.commit(message, path)
+    return text

