@@ -816,6 +816,21 @@ def cmd_smudge(args) -> int:
     return 0
 
 
+def driver_arguments(given: list[str]) -> list[str]:
+    """The merge driver's arguments as this version parses them (`BASE OURS THEIRS MARKER --
+    PATH`), from every form a `gitmodel install` wrote into git config, which an upgrade
+    without a new install leaves there: `%O %A %B %P` (before cc4fce6), `%O %A %B %L %P`
+    (before 53df4c2) and `%O %A %B %L -- %P`. Git gives each a fixed number of arguments, so
+    the count tells the form, and a path starting with - is a path in every form."""
+    if len(given) == 6 and given[4] == "--":
+        return given
+    if len(given) == 5:
+        return [*given[:4], "--", given[4]]
+    if len(given) == 4:
+        return [*given[:3], "7", "--", given[3]]      # git's default conflict marker size
+    return given                                      # argparse says what is wrong
+
+
 @command("merge-driver", "(git) merge driver for tracked checkpoints",
          lambda p: [p.add_argument(arg) for arg in ("base", "ours", "theirs", "marker_size", "path")])
 def cmd_merge_driver(args) -> int:
@@ -849,6 +864,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["diff"] and "--" in argv:          # gitmodel diff [REV...] -- PATH...
         cut = argv.index("--")
         argv, paths = argv[:cut], argv[cut + 1:]
+    if argv[:1] == ["merge-driver"]:                   # as git runs it: the forms of older installs
+        argv = ["merge-driver", *driver_arguments(argv[1:])]
     command = argv[0] if argv and any(argv[0] == name for name, *_ in COMMANDS) else None
     from gitmodel.process import absolute_git_paths, open_files_allowed, quiet_blas
     quiet_blas()                           # before anything imports numpy

@@ -214,6 +214,71 @@ def test_a_dash_named_checkpoint_merges_in_a_work_tree_with_a_gitmodel_folder(re
     assert "staged the merged -m.safetensors" in resolved.stderr
 
 
+def _old_command(args: str, python: str) -> str:
+    """A command as `gitmodel install` wrote it from d618856 to before 53df4c2 (no -P)."""
+    import shlex
+    python = shlex.quote(python)
+    gone = shlex.quote(f"gitmodel: cannot run gitmodel: {python.strip(chr(39))} is gone and gitmodel "
+                       "is not on PATH. Install gitmodel again (pip install gitmodel), then run: "
+                       "gitmodel install")
+    return (f"if [ -x {python} ]; then exec {python} -m gitmodel {args}; "
+            f"elif command -v gitmodel >/dev/null 2>&1; then exec gitmodel {args}; "
+            f"else echo {gone} >&2; exit 127; fi")
+
+
+def _old_settings(form: str, python: str) -> dict[str, str]:
+    """The filter and merge driver as older versions of `gitmodel install` configured them."""
+    if form == "bare":                      # 8ebd725 (the first) to before d618856
+        return {"filter.gitmodel.process": "gitmodel filter-process",
+                "filter.gitmodel.clean": "gitmodel clean -- %f",
+                "filter.gitmodel.smudge": "gitmodel smudge -- %f",
+                "merge.gitmodel.driver": "gitmodel merge-driver %O %A %B %P"}
+    driver = {"no marker size": "merge-driver %O %A %B %P",        # d618856 .. 8d88267
+              "no --": "merge-driver %O %A %B %L %P"}[form]         # cc4fce6 .. before 53df4c2
+    return {"filter.gitmodel.process": _old_command("filter-process", python),
+            "filter.gitmodel.clean": _old_command("clean -- %f", python),
+            "filter.gitmodel.smudge": _old_command("smudge -- %f", python),
+            "merge.gitmodel.driver": _old_command(driver, python)}
+
+
+@pytest.mark.parametrize("form", ["bare", "no marker size", "no --"])
+@pytest.mark.parametrize("scope", ["--local", "--global"])
+def test_a_merge_driver_configured_by_an_older_install_still_merges(repo: Repo, form: str, scope: str):
+    """Upgrading gitmodel without running `gitmodel install` again leaves the commands older
+    versions wrote in git config (a repository's, or the user's for a global install): the
+    driver given no marker size failed argparse ('the following arguments are required:
+    path'), and git took that for a conflict of a merge that had none; given no `--`, it took a
+    path starting with - for an option."""
+    from gitmodel.git.install import settings
+    python = settings()["filter.gitmodel.process"].split()[3]      # the interpreter install records
+    for key in ("filter.gitmodel.process", "filter.gitmodel.clean", "filter.gitmodel.smudge",
+                "merge.gitmodel.driver", "merge.gitmodel.recursive"):
+        repo.git("config", "--local", "--unset", key, check=False)
+    for key, value in _old_settings(form, python).items():
+        repo.git("config", scope, key, value)
+    base = random_model(1)
+    ours = dict(base, **{"layers.1.weight": base["layers.1.weight"] * np.float32(0.5)})
+    theirs = dict(base, **{"layers.2.bias": base["layers.2.bias"] + np.float32(1)})
+    path = "-m.safetensors" if form == "no --" else "m.safetensors"
+    diverge(repo, path, st_write, base, ours, theirs)
+    merged = repo.git("merge", "--no-edit", "theirs", check=False)
+    assert merged.returncode == 0, merged.stderr.decode()
+    assert b"merged tensor by tensor" in merged.stderr
+    assert repo.status() == ""
+    tensors, _ = read_safetensors(repo.path / path)
+    assert np.array_equal(tensors["layers.1.weight"], ours["layers.1.weight"])
+    assert np.array_equal(tensors["layers.2.bias"], theirs["layers.2.bias"])
+    # A conflict through the old form still keeps ours and says so.
+    repo.git("switch", "-q", "-c", "other", "theirs")
+    st_write(repo.path / path, dict(theirs, **{"layers.1.weight": base["layers.1.weight"] * 2}))
+    repo.commit("other")
+    kept = (repo.path / path).read_bytes()
+    conflict = repo.git("merge", "--no-edit", "main", check=False)
+    assert conflict.returncode == 1 and b"changed differently on each side" in conflict.stderr
+    assert b"usage:" not in conflict.stderr
+    assert (repo.path / path).read_bytes() == kept
+
+
 def test_a_criss_cross_merge_of_two_resolutions_is_a_conflict(repo: Repo):
     """Alice and Bob each merged the other's branch, each keeping their own version of a
     tensor. Merging the two has two merge bases, which git first merged into a virtual one
