@@ -521,6 +521,7 @@ def _read_elsewhere(session, repository, lines: list[str], view, git_remote: str
     history brings (a team moved its store on that branch, and the push runs from another);
     None if none. A remote named in git config or GITMODEL_REMOTE is the user's choice for
     both, and stands."""
+    import dataclasses
     from gitmodel.errors import GitmodelError
     from gitmodel.git import history, remotes
     if os.environ.get("GITMODEL_REMOTE"):
@@ -528,11 +529,20 @@ def _read_elsewhere(session, repository, lines: list[str], view, git_remote: str
     chosen = remotes.for_git_remote(git_remote, git_url, session.cwd)
     if chosen is not None and chosen.source == "git config":
         return None
-    for line in lines:
-        parts = line.split()
-        if len(parts) != 4 or not parts[1].strip("0"):
-            continue
-        reader = remotes.read_from(parts[1], git_remote, session.cwd)
+    pushed = [line.split() for line in lines]
+    pushed = [parts for parts in pushed if len(parts) == 4 and parts[1].strip("0")]
+    # Refs whose commits hold one .gitmodel read from one remote: asked once per file (many
+    # tags cost a git command each otherwise); a commit without one is asked on its own.
+    files = remotes.config_files([parts[1] for parts in pushed], session.cwd)
+    readers: dict[str, remotes.RemoteSpec | None] = {}
+    for parts, file in zip(pushed, files):
+        line = " ".join(parts)
+        if file is None or file not in readers:
+            reader = remotes.read_from(parts[1], git_remote, session.cwd)
+            if file is not None:
+                readers[file] = reader
+        elif (reader := readers[file]) is not None:
+            reader = dataclasses.replace(reader, source=f"{parts[1]}:{remotes.CONFIG_FILE}")
         if reader is None or remotes.place(reader.url) == remotes.place(view.backend.url):
             continue
         brought = history.pointers_for_push(repository, [line])

@@ -245,6 +245,20 @@ def _parse(sources, cwd: Path | None) -> tuple[dict[str, RemoteSpec], str | None
     return remotes, default
 
 
+def config_files(revs: list[str], cwd: Path | None = None) -> list[str | None]:
+    """The object id of each commit's own .gitmodel (None where it has none), in one git
+    command for them all."""
+    if not revs:
+        return []
+    asked = "".join(f"{rev}:{CONFIG_FILE}\n" for rev in revs).encode()
+    found = repo.run_git("cat-file", "--batch-check=%(objectname) %(objecttype)", input=asked,
+                         cwd=cwd, check=False).stdout.decode(errors="replace").splitlines()
+    if len(found) != len(revs):
+        return [None] * len(revs)
+    return [words[0] if len(words := line.split()) == 2 and words[1] == "blob" else None
+            for line in found]
+
+
 def read_from(rev: str, git_remote: str, cwd: Path | None = None) -> RemoteSpec | None:
     """The remote the .gitmodel clones of commit `rev` read names for `git_remote` (a remote
     of that name, else its default): where they read from (None without such a file, or when
