@@ -275,3 +275,83 @@ def test_migrate_rewrite_leaves_a_submodule_as_it_is(tmp_path: Path, git_env):
     repo.gitmodel("migrate", "--rewrite")
     assert repo.out("rev-parse", "HEAD:lib").strip() == gitlink
     assert restored(repo, "main") == sums[-1]
+
+
+def _lfs_checkout_without_bytes(tmp_path: Path, env: dict) -> tuple[Repo, dict[str, str]]:
+    """Two checkpoints committed with git-lfs; the work tree holds git-lfs's pointers (as a
+    clone with GIT_LFS_SKIP_SMUDGE leaves them), their bytes in .git/lfs/objects."""
+    repo, sums = lfs_repo(tmp_path / "repo", env, versions=1)
+    other = "other.safetensors"
+    digests = {MODEL: sums[-1], other: sha256(write_safetensors(repo.path / other, random_model(7, layers=3, width=128)))}
+    repo.commit("other", other)
+    for name in digests:
+        (repo.path / name).write_bytes(repo.git("cat-file", "blob", f"HEAD:{name}").stdout)
+    repo.gitmodel("install")
+    return repo, digests
+
+
+def _consistent(repo: Repo, digests: dict[str, str], where: Path) -> None:
+    """HEAD routes every converted path through gitmodel, holds gitmodel pointers, and a
+    fresh checkout of it (another worktree) writes the original bytes."""
+    attributes = repo.out("cat-file", "-p", "HEAD:.gitattributes")
+    assert "filter=gitmodel" in attributes and "filter=lfs" not in attributes, attributes
+    for name in digests:
+        assert repo.out("cat-file", "-p", f"HEAD:{name}").startswith("gitmodel pointer v1")
+    repo.git("worktree", "add", "-q", "--detach", str(where), "HEAD")
+    for name, digest in digests.items():
+        assert sha256(where / name) == digest, name
+    assert repo.status() == ""
+
+
+def test_migrate_stages_gitattributes_converted_in_the_work_tree_only(tmp_path: Path, git_env):
+    """The work tree's .gitattributes already said gitmodel (edited by hand, or left by an
+    interrupted migrate), the index's still said lfs: migrate exited 0 and committed the
+    gitmodel pointers under git-lfs's attributes, so a checkout wrote pointer text."""
+    repo, digests = _lfs_checkout_without_bytes(tmp_path, git_env)
+    path = repo.path / ".gitattributes"
+    path.write_text(path.read_text().replace("filter=lfs diff=lfs merge=lfs",
+                                             "filter=gitmodel diff=gitmodel merge=gitmodel"))
+    out = repo.gitmodel("migrate")
+    assert "2 file(s) now stored with gitmodel" in out.stderr, out.stderr
+    _consistent(repo, digests, tmp_path / "fresh")
+
+
+KILLER = """#!/bin/sh
+# git, except that the call named by KILL_AT kills the gitmodel that made it (SIGKILL)
+case "$KILL_WHEN:$*" in
+  before:*"$KILL_AT"*) kill -9 $PPID; exit 1 ;;
+  after:*"$KILL_AT"*) "$REAL_GIT" "$@"; kill -9 $PPID; exit 1 ;;
+esac
+exec "$REAL_GIT" "$@"
+"""
+
+
+@pytest.mark.parametrize("moment", [("before", "add -- .gitattributes"), ("after", "add -- .gitattributes"),
+                                    ("before", "--renormalize"), ("after", "--renormalize"),
+                                    ("after", "commit -q")])
+def test_migrate_killed_at_any_step_ends_in_a_consistent_commit(tmp_path: Path, git_env, moment):
+    """migrate killed (SIGKILL) at each git command it runs: a rerun, or the repair the rerun
+    names, ends in a commit whose .gitattributes routes the converted files through gitmodel,
+    and whose fresh checkout holds the original bytes. Killed while staging, the rerun's
+    repair (`git restore --staged .`) used to lead to an exit-0 migrate committing the pointers
+    under filter=lfs."""
+    repo, digests = _lfs_checkout_without_bytes(tmp_path, git_env)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text(KILLER)
+    (bin_dir / "git").chmod(0o755)
+    killing = dict(git_env, PATH=f"{bin_dir}:{git_env['PATH']}", REAL_GIT=shutil.which("git", path=git_env["PATH"]),
+                   KILL_WHEN=moment[0], KILL_AT=moment[1])
+    killed = Repo(repo.path, killing).gitmodel("migrate", check=False)
+    assert killed.returncode == -9, (killed.returncode, killed.stderr)
+    again = repo.gitmodel("migrate", check=False)
+    if again.returncode != 0 and "staged changes" in again.stderr:
+        assert "git restore --staged ." in again.stderr, again.stderr
+        repo.git("restore", "--staged", ".")
+        again = repo.gitmodel("migrate", check=False)
+    if moment == ("after", "commit -q"):        # the commit was made: nothing left to convert
+        assert again.returncode != 0 and "no file here is stored with git-lfs" in again.stderr, again.stderr
+    else:
+        assert again.returncode == 0, again.stderr
+        assert "2 file(s) now stored with gitmodel" in again.stderr, again.stderr
+    _consistent(repo, digests, tmp_path / "fresh")

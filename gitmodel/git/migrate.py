@@ -96,7 +96,9 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
     common = session.locations[0]
     if repo.run_git("diff", "--cached", "--quiet", cwd=top, check=False).returncode != 0:
         raise MigrateError("the index has staged changes",
-                           "Nothing was converted. Commit or unstage them first")
+                           "Nothing was converted. Commit or unstage them first (`git restore "
+                           "--staged .`: an interrupted migrate leaves what it had staged, and "
+                           "the files' bytes in the work tree), then migrate again")
     listing = repo.run_git("ls-files", "-s", "-z", cwd=top).stdout.split(b"\0")
     # Converted attributes give gitmodel the paths filter=lfs names now; a pointer elsewhere
     # (its path untracked from git-lfs since) would be committed as its whole file: left alone
@@ -137,13 +139,19 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
         _check_sha256(source, oid, "Nothing was converted")
     for source, target, oid in to_copy:
         _verified_copy(source, target, oid)
-    changed: dict[str, str] = {}                     # name -> its text before
+    # Staged whenever the index's version is not the converted one: the work tree's may be
+    # converted already (by hand, or by a migrate killed before it staged it), and a commit of
+    # the gitmodel pointers under git-lfs's attributes would check out as pointer text.
+    changed: dict[str, str] = {}                     # name -> its work-tree text before
     for name in attributes:
         path = top / name
         text = path.read_text(encoding="utf-8")
         new = convert_attributes(text)
+        staged = repo.run_git("--literal-pathspecs", "cat-file", "blob", f":{name}", cwd=top,
+                              check=False).stdout.decode("utf-8", errors="surrogateescape")
         if new != text:
             path.write_text(new, encoding="utf-8")
+        if new != text or new != staged:
             changed[name] = text
     if not converted and not changed:
         raise MigrateError("no file here is stored with git-lfs", "Nothing was converted")
@@ -159,6 +167,12 @@ def migrate_head(session, message: str, say=lambda line: None) -> tuple[list[str
             paths = b"".join(os.fsencode(p) + b"\0" for p in converted)
             repo.run_git("--literal-pathspecs", "add", "--renormalize", "--pathspec-from-file=-",
                          "--pathspec-file-nul", cwd=top, input=paths, capture=False)
+        # What the commit will say: each converted path routed through gitmodel by the
+        # index's own .gitattributes (what a checkout of the commit reads)
+        stray = sorted(set(converted) - revisions.tracked_paths(top, converted, cached=True))
+        if stray:
+            raise MigrateError(f"{len(stray)} converted file(s) would be committed under "
+                               f"attributes that do not name gitmodel: {', '.join(stray[:5])}")
         repo.run_git("commit", "-q", "-m", message, cwd=top)
     except GitmodelError as err:          # a full disk...: back to git-lfs's attributes and index
         for name, text in changed.items():
