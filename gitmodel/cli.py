@@ -294,7 +294,11 @@ def cmd_status(args) -> int:
                 ("pointers at paths no `filter=gitmodel` attribute names (`gitmodel track PATTERN`, "
                  "then `gitmodel pull`)", list(map(quote_path, found.pointers_untracked))),
                 ("tracked but stored in git as they are, not with gitmodel (`git add "
-                 "--renormalize PATH` stores them with it)", list(map(quote_path, found.raw)))]
+                 "--renormalize PATH` stores them with it)", list(map(quote_path, found.raw))),
+                ("damaged pointers in the branches' history (they name no checkpoint; a checkout "
+                 "of their commit fails on them, and a push of it is refused)",
+                 [f"{quote_path(d['path'])} in commit {d['commit'][:12]}: {d['why']}. {d['repair']}"
+                  for d in found.damaged_pointers])]
     for title, lines in sections:
         if lines:
             print(f"{title}:")
@@ -443,13 +447,42 @@ def cmd_push(args) -> int:
                             "Nothing was uploaded. `git branch -a` and `git log` show what "
                             "there is (a shallow clone lacks the commits behind its tips)")
     refs = history.all_refs(repository) if args.all else (args.refs or ["HEAD"])
-    checkpoints: stored.Checkpoints = history.pointers_introduced(repository, refs)
+    damaged: list = []
+    checkpoints: stored.Checkpoints = history.pointers_introduced(repository, refs, damaged=damaged)
     from gitmodel.git import repacking
     repacking.before_push(session)
     stats = sync.push(session.store, view, checkpoints, quiet=args.quiet)
     _say(args, f"{len(checkpoints)} checkpoint(s): uploaded {stats.objects} object(s), "
                f"{_size(stats.bytes)} in {stats.packs} pack(s) to {view}")
+    if damaged:        # they name no checkpoint: the rest is uploaded, but not all is well
+        allowed = _damaged_allowed()
+        _say_damaged(damaged, "warning" if allowed else "error")
+        if not allowed:
+            print(f"gitmodel: {len(damaged)} damaged pointer(s) in these commits name no checkpoint, so "
+                  "nothing could be uploaded for them, and their commits' checkouts fail on them. "
+                  f"{_damaged_repair(damaged)}", file=sys.stderr)
+            return 1
     return 0
+
+
+ALLOW_DAMAGED = "GITMODEL_ALLOW_DAMAGED_POINTERS"
+
+
+def _damaged_allowed() -> bool:
+    return os.environ.get(ALLOW_DAMAGED, "") not in ("", "0")
+
+
+def _say_damaged(damaged: list, kind: str) -> None:
+    for item in damaged[:10]:
+        print(f"gitmodel: {kind}: {item}", file=sys.stderr)
+    if len(damaged) > 10:
+        print(f"gitmodel: {kind}: and {len(damaged) - 10} more damaged pointer(s)", file=sys.stderr)
+
+
+def _damaged_repair(damaged: list) -> str:
+    return (f"{damaged[0].rewrite_hint()}; then push again (restoring the file in a new commit mends "
+            "the work tree, not the commit that holds the damaged pointer). To push those commits "
+            f"as they are, every readable checkpoint uploaded: {ALLOW_DAMAGED}=1 git push")
 
 
 @command("pre-push", "(git hook) upload checkpoints for a push",
@@ -461,7 +494,27 @@ def cmd_pre_push(args) -> int:
         return 0
     lines = sys.stdin.read().splitlines()
     repository = repo.open_repository()
-    checkpoints = history.pointers_for_push(repository, lines)
+    damaged: list = []
+    checkpoints = history.pointers_for_push(repository, lines, damaged)
+    # A damaged pointer names no checkpoint; in commits the git remote does not have yet, it is
+    # refused (a clone's checkout of them would fail on it), unless the user says otherwise.
+    fresh: list = []
+    if damaged:
+        history.pointers_new_to_remote(repository, lines, fresh)
+        known = {item.blob for item in fresh}
+        published = [item for item in damaged if item.blob not in known]
+        _say_damaged(published, "warning")
+        if published:
+            print(f"gitmodel: warning: the git remote has the commit(s) that hold {len(published)} "
+                  "damaged pointer(s) already; they name no checkpoint, and nothing was uploaded "
+                  "for them", file=sys.stderr)
+        if fresh and not _damaged_allowed():
+            _say_damaged(fresh, "error")
+            print(f"gitmodel: nothing was pushed: {len(fresh)} damaged pointer(s) in the commits "
+                  "this push sends name no checkpoint, and checkouts of those commits would fail "
+                  f"on them. {_damaged_repair(fresh)}", file=sys.stderr)
+            return 1
+        _say_damaged(fresh, "warning")
     if not checkpoints:
         return 0
     session = _session()
@@ -494,7 +547,7 @@ def cmd_pre_push(args) -> int:
               f"checkout of {ref} (its .gitmodel decides), or upload there first: `{switch} && "
               f"gitmodel push {reader.name} {branch}`, then push again", file=sys.stderr)
         return 1
-    new = history.pointers_new_to_remote(repository, lines)
+    new = history.pointers_new_to_remote(repository, lines, [])
     mixed = [(path, why) for path, ptr in new
              if (why := checkpoint.pointer_mismatch(ptr, session.store)) is not None]
     if mixed:
@@ -545,7 +598,7 @@ def _read_elsewhere(session, repository, lines: list[str], view, git_remote: str
             reader = dataclasses.replace(reader, source=f"{parts[1]}:{remotes.CONFIG_FILE}")
         if reader is None or remotes.place(reader.url) == remotes.place(view.backend.url):
             continue
-        brought = history.pointers_for_push(repository, [line])
+        brought = history.pointers_for_push(repository, [line], [])
         try:
             other = session.view(reader).refresh()
         except (GitmodelError, OSError) as err:

@@ -265,3 +265,87 @@ def test_quote_path_quotes_as_git_does_for_ascii():
     assert quote_path('a"b\\c\td\n\x7f\x1b') == '"a\\"b\\\\c\\td\\n\\177\\033"'
     assert quote_path("x\u009by\u202e") == '"x\\302\\233y\\342\\200\\256"'      # C1 CSI, bidi override
     assert quote_path(os.fsdecode(b"mod\xe8le")) == '"mod\\350le"'
+
+
+def test_a_damaged_pointer_in_history_is_named_with_its_commit_and_a_repair_that_works(tmp_path: Path, git_env):
+    """A pointer edited by hand and committed, then restored in the next commit as the
+    message said: every push, `gitmodel status` and `gitmodel fsck --all` kept failing on
+    the blob (named without its commit). History reports now name the commit and go on; a
+    push refuses with a rewrite that works, after which it pushes and a clone is exact."""
+    from conftest import sha256, team
+    env = dict(git_env, GIT_EDITOR="true")
+    repo = team(tmp_path, env, str(tmp_path / "remote"))
+    path = repo.path / "m.safetensors"
+    write_safetensors(path, random_model(1))
+    v1 = sha256(path)
+    repo.commit("v1", "m.safetensors")
+    repo.git("push", "-q", "origin", "main")
+    bad = repo.git("hash-object", "-w", "--stdin", input=b"gitmodel pointer v1\nsize abc\ncontent zz\n").stdout.decode().strip()
+    repo.git("update-index", "--cacheinfo", f"100644,{bad},m.safetensors")
+    repo.git("commit", "-q", "-m", "edited pointer")
+    damaged = repo.out("rev-parse", "HEAD").strip()
+    repo.git("checkout", "HEAD~1", "--", "m.safetensors")
+    repo.git("commit", "-q", "-m", "restore pointer")
+    write_safetensors(path, random_model(2))
+    v2 = sha256(path)
+    repo.commit("v2", "m.safetensors")
+
+    pushed = repo.git("push", "origin", "main", check=False)
+    said = pushed.stderr.decode()
+    assert pushed.returncode != 0 and f"m.safetensors in commit {damaged[:12]}" in said, said
+    assert f"git rebase -i {damaged[:12]}^" in said and "nothing was pushed" in said, said
+    status = repo.gitmodel("status")
+    assert f"m.safetensors in commit {damaged[:12]}" in status.stdout, status.stdout
+    fsck = repo.gitmodel("fsck", "--all")
+    assert f"m.safetensors in commit {damaged[:12]}" in fsck.stdout and "0 problem(s)" in fsck.stdout, fsck.stdout
+
+    # The repair the message gives, as given
+    skip = dict(env, GITMODEL_SKIP_SMUDGE="1",
+                GIT_SEQUENCE_EDITOR=f"sed -i 's/^pick {damaged[:7]}/edit {damaged[:7]}/'")
+    Repo(repo.path, skip).git("rebase", "-i", f"{damaged[:12]}^")
+    repo.git("checkout", f"{damaged[:12]}^", "--", "m.safetensors")
+    repo.git("commit", "-q", "--amend", "--no-edit", "--allow-empty")
+    going = Repo(repo.path, skip).git("rebase", "--continue", check=False)
+    while going.returncode != 0:            # the restoring commit, now empty
+        going = Repo(repo.path, skip).git("rebase", "--skip", check=False)
+        assert "could not apply" not in going.stderr.decode().lower() or going.returncode != 0
+    repo.gitmodel("pull")
+    assert sha256(path) == v2 and repo.status() == ""
+    repo.git("push", "-q", "origin", "main")
+    clone = Repo(tmp_path, user(tmp_path, git_env, "bob"))
+    clone.git("clone", "-q", str(tmp_path / "hub.git"), "other")
+    assert sha256(tmp_path / "other" / "m.safetensors") == v2
+    other = Repo(tmp_path / "other", clone.env)
+    other.git("checkout", "-q", "HEAD~1")
+    assert sha256(tmp_path / "other" / "m.safetensors") == v1
+
+
+def test_a_damaged_pointer_that_still_names_its_checkpoint_keeps_it_from_gc(tmp_path: Path, git_env):
+    """gc keeps what a damaged pointer's content line names (the commit may need it once the
+    pointer is mended); with no readable content line it removes nothing."""
+    repo = make_repo(tmp_path / "repo", git_env)
+    path = repo.path / "m.safetensors"
+    write_safetensors(path, random_model(3))
+    repo.git("add", "m.safetensors")
+    good = repo.git("cat-file", "blob", ":m.safetensors").stdout
+    assert good.startswith(b"gitmodel pointer v1\nsize ")
+    edited = re.sub(rb"^size \d+", b"size abc", good, flags=re.M)
+    bad = repo.git("hash-object", "-w", "--stdin", input=edited).stdout.decode().strip()
+    repo.git("update-index", "--cacheinfo", f"100644,{bad},m.safetensors")
+    repo.git("commit", "-q", "-m", "edited")
+    repo.git("rm", "-q", "--cached", "m.safetensors")
+    repo.git("commit", "-q", "-m", "gone")
+    path.unlink()
+    age_packs(repo.store)
+    repo.gitmodel("gc", "--keep-recent", "0")
+    good_blob = repo.git("hash-object", "-w", "--stdin", input=good).stdout.decode().strip()
+    repo.git("update-index", "--add", "--cacheinfo", f"100644,{good_blob},m.safetensors")
+    repo.git("checkout", "--", "m.safetensors")
+    assert path.read_bytes() == write_safetensors(tmp_path / "again.safetensors", random_model(3)).read_bytes()
+    # No content line at all: what it was meant for is unknown, and gc removes nothing
+    worse = repo.git("hash-object", "-w", "--stdin", input=b"gitmodel pointer v1\nsize 1\n").stdout.decode().strip()
+    repo.git("update-index", "--cacheinfo", f"100644,{worse},m.safetensors")
+    repo.git("commit", "-q", "-m", "worse")
+    refused = repo.gitmodel("gc", "--keep-recent", "0", check=False)
+    assert refused.returncode != 0 and "Nothing was removed" in refused.stderr, refused.stderr
+    assert repo.out("rev-parse", "--short", "HEAD").strip() in refused.stderr, refused.stderr

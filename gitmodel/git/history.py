@@ -9,6 +9,7 @@ reported, not skipped silently.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -18,30 +19,83 @@ from gitmodel import pointer as pointers
 from gitmodel.errors import GitmodelError
 from gitmodel.git.repo import commit as _commit, index_entries, pointer_blob, prefetch_pointers
 from gitmodel.pointer import Pointer
+from gitmodel.quoting import quote_path
 
 
 class HistoryError(GitmodelError):
     pass
 
 
-def _pointer(repo: pygit2.Repository, oid: pygit2.Oid, path: str, found: dict) -> None:
-    if oid not in found:
-        try:
-            ptr = pointer_blob(repo, oid, path, fetch=False)
-        except pointers.PointerError as err:
-            raise HistoryError(str(err), "Restore the pointer from another commit, or add the "
-                               "checkpoint again") from None
-        found[oid] = (path, ptr) if ptr is not None else None
+@dataclass
+class DamagedPointer:
+    """A blob that starts like a pointer but does not parse, as history holds it: the oldest
+    commit (of those walked) that introduced it, its path there, and why it does not parse.
+    It names no checkpoint: there is nothing to check, fetch or upload for it."""
+    path: str
+    blob: str
+    why: str
+    commit: str | None = None        # None: not from a commit (the index, a tag of a tree)
+    commits: int = 1                 # how many walked commits introduced it
+
+    def where(self) -> str:
+        return f"{quote_path(self.path)} in commit {self.commit[:12]}" if self.commit else quote_path(self.path)
+
+    def __str__(self) -> str:
+        again = f" (and in {self.commits - 1} later commit(s))" if self.commits > 1 else ""
+        return f"{self.where()}{again} is a damaged pointer (blob {self.blob[:12]}): {self.why}"
+
+    def rewrite_hint(self) -> str:
+        """How to rewrite the commit that holds it: restoring the file in a later commit
+        leaves the damaged one in history, where every push of it finds it again."""
+        if self.commit is None:
+            return "Restore the pointer from another commit (`git checkout REV -- PATH`), or add the checkpoint again"
+        c, path = self.commit[:12], quote_path(self.path)
+        start = f"{c}^" if self.commit_has_parent else "--root"
+        good = f"{c}^" if self.commit_has_parent else "GOOD"
+        return (f"Rewrite that commit (a checkout of it fails, so the rebase leaves pointers in "
+                f"the work tree): `GITMODEL_SKIP_SMUDGE=1 git rebase -i {start}`, mark {c} `edit`; "
+                f"`git checkout {good} -- {path}` (a commit with a good pointer of it), `git commit "
+                f"--amend --no-edit --allow-empty`, `GITMODEL_SKIP_SMUDGE=1 git rebase --continue` "
+                "(`GITMODEL_SKIP_SMUDGE=1 git rebase --skip` for a later commit that only restored "
+                "the file, now empty); then `gitmodel pull` writes the files left as pointers")
+
+    commit_has_parent: bool = True
 
 
-def _read(repo: pygit2.Repository, blobs: list[tuple[str, pygit2.Oid]], found: dict,
-          fetch: bool) -> None:
-    """The pointers among these blobs into `found`. In a partial clone, blobs not fetched yet
-    are fetched first (`fetch`, in one batch: the tracked paths' only) or skipped."""
+def _pointer(repo: pygit2.Repository, oid: pygit2.Oid, path: str, found: dict,
+             damaged: dict | None = None, commit=None) -> None:
+    """Read one blob into `found`. A damaged pointer raises HistoryError, or with `damaged`
+    ({blob: DamagedPointer}) is recorded there, with the commit it was found in."""
+    if oid in found:
+        if damaged is not None and oid in damaged and commit is not None:
+            item = damaged[oid]             # walked newest first: the oldest commit is the last
+            item.commits += 1
+            item.commit, item.path, item.commit_has_parent = str(commit.id), path, bool(commit.parents)
+        return
+    try:
+        ptr = pointer_blob(repo, oid, path, fetch=False)
+    except pointers.PointerError as err:
+        why = str(err).split(" is a damaged pointer: ", 1)[-1]
+        item = DamagedPointer(path, str(oid), why, str(commit.id) if commit is not None else None,
+                              commit_has_parent=bool(commit.parents) if commit is not None else True)
+        if damaged is None:
+            raise HistoryError(str(item), f"{item.rewrite_hint()}. Restoring it in a new commit "
+                               "mends the work tree, not the commit that holds it") from None
+        damaged[oid] = item
+        found[oid] = None
+        return
+    found[oid] = (path, ptr) if ptr is not None else None
+
+
+def _read(repo: pygit2.Repository, blobs: list, found: dict, fetch: bool,
+          damaged: dict | None = None) -> None:
+    """The pointers among these blobs ((path, blob id) or (path, blob id, commit)) into
+    `found`. In a partial clone, blobs not fetched yet are fetched first (`fetch`, in one
+    batch: the tracked paths' only) or skipped."""
     if fetch:
-        prefetch_pointers(repo, blobs)
-    for path, oid in blobs:
-        _pointer(repo, oid, path, found)
+        prefetch_pointers(repo, [(item[0], item[1]) for item in blobs])
+    for item in blobs:
+        _pointer(repo, item[1], item[0], found, damaged, item[2] if len(item) > 2 else None)
 
 
 def _result(found: dict) -> dict[str, str]:
@@ -83,29 +137,41 @@ def files_named(repo: pygit2.Repository, rev: str) -> list[tuple[str, pygit2.Oid
 
 
 def pointers_introduced(repo: pygit2.Repository, tips: Iterable[str],
-                        known: Iterable[str] = (), fetch: bool = False) -> dict[str, str]:
+                        known: Iterable[str] = (), fetch: bool = False,
+                        damaged: list[DamagedPointer] | None = None) -> dict[str, str]:
     """Checkpoints added or changed by commits reachable from `tips` but not from `known`
     (revisions the other side has; ones unknown here are ignored). In a partial clone,
     pointer blobs it never fetched are fetched (`fetch`) or skipped: a push need not ask for
-    them, as this clone cannot have made a checkpoint whose pointer it never held."""
-    return _result(_introduced(repo, tips, known, fetch))
+    them, as this clone cannot have made a checkpoint whose pointer it never held. A damaged
+    pointer raises HistoryError naming its commit, or with `damaged` is appended there and
+    the walk goes on."""
+    return _result(_introduced(repo, tips, known, fetch, damaged))
 
 
-def pointer_texts_introduced(repo: pygit2.Repository, tips: Iterable[str],
-                             known: Iterable[str] = ()) -> list[tuple[str, Pointer]]:
+def pointer_texts_introduced(repo: pygit2.Repository, tips: Iterable[str], known: Iterable[str] = (),
+                             damaged: list[DamagedPointer] | None = None) -> list[tuple[str, Pointer]]:
     """(path, pointer) of each pointer blob those commits add or change."""
-    return [item for item in _introduced(repo, tips, known).values() if item is not None]
+    return [item for item in _introduced(repo, tips, known, damaged=damaged).values() if item is not None]
 
 
 def _introduced(repo: pygit2.Repository, tips: Iterable[str], known: Iterable[str],
-                fetch: bool = False) -> dict:
+                fetch: bool = False, damaged: list[DamagedPointer] | None = None) -> dict:
+    bad: dict | None = {} if damaged is not None else None
+    found = _walk(repo, tips, known, fetch, bad)
+    if damaged is not None:
+        damaged.extend(bad.values())
+    return found
+
+
+def _walk(repo: pygit2.Repository, tips: Iterable[str], known: Iterable[str], fetch: bool,
+          damaged: dict | None) -> dict:
     tip_commits, found = [], {}
     for rev in tips:
         commit = _commit(repo, rev)
         if commit is not None:
             tip_commits.append(commit)
         else:                           # a tag of a tree or a file: all of it, as a root commit
-            _read(repo, files_named(repo, rev) or [], found, fetch)
+            _read(repo, files_named(repo, rev) or [], found, fetch, damaged)
     if not tip_commits:
         return found
     walker = repo.walk(tip_commits[0].id, pygit2.enums.SortMode.TOPOLOGICAL)
@@ -118,35 +184,37 @@ def _introduced(repo: pygit2.Repository, tips: Iterable[str], known: Iterable[st
     blobs = []
     for commit in walker:
         if not commit.parents:
-            blobs += tree_blobs(repo, commit.tree)
+            blobs += [(path, oid, commit) for path, oid in tree_blobs(repo, commit.tree)]
             continue
         diff = repo.diff(commit.parents[0].tree, commit.tree)
         for delta in diff.deltas:
             if delta.status != pygit2.enums.DeltaStatus.DELETED and \
                     delta.new_file.mode in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE):
-                blobs.append((delta.new_file.path, delta.new_file.id))
-    _read(repo, blobs, found, fetch)
+                blobs.append((delta.new_file.path, delta.new_file.id, commit))
+    _read(repo, blobs, found, fetch, damaged)
     return found
 
 
-def pointers_for_push(repo: pygit2.Repository, lines: Iterable[str]) -> dict[str, str]:
+def pointers_for_push(repo: pygit2.Repository, lines: Iterable[str],
+                      damaged: list[DamagedPointer] | None = None) -> dict[str, str]:
     """Every checkpoint in the history of the tips a push sends, from pre-push hook input
     lines `<local ref> <local sha> <remote ref> <remote sha>` (a deletion sends nothing). All
     of them, not only what is new to the git remote: whether the gitmodel remote has each is
     decided from its own indexes."""
     tips = [parts[1] for parts in (line.split() for line in lines)
             if len(parts) == 4 and parts[1].strip("0")]
-    return pointers_introduced(repo, tips)
+    return pointers_introduced(repo, tips, damaged=damaged)
 
 
-def pointers_new_to_remote(repo: pygit2.Repository, lines: Iterable[str]) -> list[tuple[str, Pointer]]:
+def pointers_new_to_remote(repo: pygit2.Repository, lines: Iterable[str],
+                           damaged: list[DamagedPointer] | None = None) -> list[tuple[str, Pointer]]:
     """(path, pointer) of what a push's commits introduce that the remote's refs (as
     pre-push gives them) do not have in their history: what a remote gc could not yet know
     is live, and what this push shares for the first time."""
     parts = [line.split() for line in lines]
     tips = [p[1] for p in parts if len(p) == 4 and p[1].strip("0")]
     known = [p[3] for p in parts if len(p) == 4 and p[3].strip("0")]
-    return pointer_texts_introduced(repo, tips, known)
+    return pointer_texts_introduced(repo, tips, known, damaged)
 
 
 def all_refs(repo: pygit2.Repository) -> list[str]:
@@ -193,8 +261,10 @@ def versions_by_path(repo: pygit2.Repository) -> dict[str, list[str]]:
     found: dict = {}
     order: dict[str, list[str]] = {}
 
+    skipped: dict = {}      # damaged pointers name no version: nothing to repack for them
+
     def seen(oid: pygit2.Oid, path: str) -> None:
-        _pointer(repo, oid, path, found)
+        _pointer(repo, oid, path, found, skipped)
         item = found.get(oid)
         if item is not None and item[1].content not in order.setdefault(path, []):
             order[path].append(item[1].content)

@@ -41,9 +41,13 @@ class Findings:
         return sum(1 for c in self.checkpoints if c.state == state)
 
 
-def needed_checkpoints(repository, all_history: bool = False) -> Checkpoints:
+def needed_checkpoints(repository, all_history: bool = False,
+                       damaged: list | None = None) -> Checkpoints:
+    """With `all_history` and `damaged`, a damaged pointer in a commit is appended there (it
+    names no checkpoint: nothing to check) and the walk goes on."""
     if all_history:
-        found = history.pointers_introduced(repository, history.all_refs(repository), fetch=True)
+        found = history.pointers_introduced(repository, history.all_refs(repository), fetch=True,
+                                            damaged=damaged)
     else:
         found = history.pointers_in_trees(repository, ["HEAD"]) if not repository.head_is_unborn else {}
     for content, path in history.pointers_in_index(repository).items():
@@ -195,7 +199,11 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
     repository needs; returns the number of problems left."""
     from gitmodel.git import repo
     scope = "every commit of every branch and tag, and the index" if all_history else "HEAD and the index"
-    checkpoints = needed_checkpoints(repo.open_repository(), all_history)
+    damaged: list = []
+    checkpoints = needed_checkpoints(repo.open_repository(), all_history, damaged)
+    for item in damaged:     # not a checkpoint: nothing to check, fetch or keep for it
+        say(f"note: {item}; it names no checkpoint, so there is nothing to check for it, but a "
+            f"checkout of that commit fails on it and a push of it is refused. {item.rewrite_hint()}")
     if remote is not None:
         return _fsck_remote(session, remote, checkpoints, scope, repair, say, all_history)
     from gitmodel.store import fsck as store_fsck

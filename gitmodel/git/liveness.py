@@ -76,13 +76,41 @@ def live_checkpoints(cwd: Path | str | None = None, revs: list[str] | None = Non
         try:
             ptr = pointers.sniff(data)
         except pointers.PointerError as err:
-            raise LivenessError(f"{os.fsdecode(path) or oid_hex.decode()} ({oid_hex.decode()}) is "
-                                f"a damaged pointer: {err}; the checkpoint it names is unknown",
-                                "Nothing was removed. Restore the pointer, or remove it from "
-                                "history, then gc") from None
+            # Damaged (edited, a bad merge by hand). Its content line, where one still reads,
+            # names the checkpoint it was meant for: kept. Without one, what it was meant for
+            # is unknown, and gc removes nothing.
+            content = _CONTENT.search(bytes(data))
+            if content is not None:
+                found.setdefault(content.group(1).decode(), os.fsdecode(path))
+                continue
+            where = _holders(cwd, oid_hex.decode())
+            raise LivenessError(f"{os.fsdecode(path) or oid_hex.decode()} ({oid_hex.decode()}"
+                                f"{', in commit ' + where if where else ''}) is a damaged pointer: "
+                                f"{err}; the checkpoint it was meant to name is unknown",
+                                "Nothing was removed. Rewrite the commit that holds it (`gitmodel "
+                                "status` says how; restoring the file in a new commit leaves it in "
+                                "history), or remove it from the reflogs and stashes that hold it, "
+                                "then gc") from None
         if ptr is not None:
             found.setdefault(ptr.content, os.fsdecode(path))
     return found
+
+
+_CONTENT = re.compile(rb"^content ([0-9a-f]{64})\r?$", re.M)
+
+
+def _holders(cwd, blob: str) -> str:
+    """The commits (of every ref and reflog) that bring a blob in, briefly; '' if none."""
+    result = run_git("log", "--all", "--reflog", "--format=commit %h", "--raw", "--no-abbrev",
+                     f"--find-object={blob}", cwd=cwd, check=False)
+    found, current = [], None
+    for line in result.stdout.decode(errors="replace").splitlines() if result.returncode == 0 else ():
+        if line.startswith("commit "):
+            current = line.split()[1]
+        elif line.startswith(":") and len(line.split()) > 3 and line.split()[3] == blob \
+                and current and current not in found:
+            found.append(current)
+    return ", ".join(found[:3]) + (" …" if len(found) > 3 else "")
 
 
 def _pending_heads(cwd: Path | str | None) -> list[str]:

@@ -127,6 +127,7 @@ class Status:
     pointers_in_work_tree: list[str] = field(default_factory=list)
     pointers_untracked: list[str] = field(default_factory=list)  # pointers no filter attribute names
     raw: list[str] = field(default_factory=list)           # tracked, staged as the file itself
+    damaged_pointers: list[dict] = field(default_factory=list)  # path, commit, blob, why: in the branches' history
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -181,16 +182,20 @@ def status(session) -> Status:
     local = [name for name in repository.references if name.startswith("refs/heads/")]
     pushed = [name for name in repository.references if name.startswith("refs/remotes/")]
     if pushed or local:
-        introduced = history.pointers_introduced(repository, local, pushed)
+        introduced = history.pointers_introduced(repository, local, pushed, damaged=[])
         result.unpushed = [{"path": path, "content": content}
                            for content, path in sorted(introduced.items(), key=lambda kv: kv[1])]
     if local:
+        damaged: list = []          # named once, with their commits; they hold no checkpoint
+        history.pointers_introduced(repository, local, damaged=damaged)
+        result.damaged_pointers = [{"path": d.path, "commit": d.commit, "blob": d.blob, "why": d.why,
+                                    "repair": d.rewrite_hint()} for d in damaged]
         _compare_with_remote(session, repository, local, result)
     store = session.store
     result.store_bytes = gc.store_bytes(store)
-    live = [bytes.fromhex(c) for c in liveness.live_checkpoints(session.cwd)]
-    recent = gc.recent_objects(store, git_gc.keep_recent_days(None, session.cwd))
     try:
+        live = [bytes.fromhex(c) for c in liveness.live_checkpoints(session.cwd)]
+        recent = gc.recent_objects(store, git_gc.keep_recent_days(None, session.cwd))
         result.reclaimable_bytes = gc.collect(store, live, recent, dry_run=True).reclaimed
     except GitmodelError as err:                  # damage gc will not work around: say so
         result.store_error = err.full()
@@ -209,7 +214,7 @@ def _compare_with_remote(session, repository, branches: list[str], result: Statu
     except (GitmodelError, OSError) as err:
         result.remote_error = err.full() if isinstance(err, GitmodelError) else str(err)
         return
-    found = history.pointers_introduced(repository, branches)
+    found = history.pointers_introduced(repository, branches, damaged=[])
     lacking = [(content, path) for content, path in sorted(found.items(), key=lambda kv: kv[1])
                if not _all_there(session.store, view, bytes.fromhex(content))]
     absent = set(session.store.missing([bytes.fromhex(c) for c, _ in lacking]))
