@@ -1514,3 +1514,61 @@ def test_a_pushed_branch_that_names_a_store_where_the_push_runs_without_one(tmp_
     refused = repo.git("push", "origin", "feat", check=False)
     assert refused.returncode != 0 and b"Nothing was pushed" in refused.stderr, refused.stderr
     assert b"m.safetensors" in refused.stderr and b"other.safetensors" in refused.stderr, refused.stderr
+
+
+def test_a_remote_that_refuses_the_connection_when_opened_is_retried_and_named(tmp_path: Path, env):
+    """An ftp remote (whose filesystem connects when it is created) on a closed port: push,
+    fetch, fsck --remote, mirror and checkout printed only `gitmodel: error: Connection
+    refused`, at once, with no remote named; in checkout the filter process died."""
+    import socket
+    with socket.socket() as s:                           # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"ftp://127.0.0.1:{s.getsockname()[1]}/models"
+    env = dict(env, GITMODEL_REMOTE_TIMEOUT="1", GITMODEL_RETRY_BACKOFF="0.05")
+    repo = make_repo(tmp_path / "w", env)
+    write_safetensors(repo.path / "a.safetensors", random_model(1, layers=1))
+    write_safetensors(repo.path / "b.safetensors", random_model(2, layers=1))
+    repo.commit("m", "a.safetensors", "b.safetensors")
+    repo.gitmodel("remote", "add", "dead", url, "--local")
+    repo.git("config", "gitmodel.remote", "dead")
+    said = (f"remote dead ({url}): connecting failed after ")
+    hint = "Check the URL, the network and credentials"
+    for args in (["push", "dead", "--all"], ["fetch", "dead"], ["fsck", "--remote", "dead"],
+                 ["mirror", "dead", str(tmp_path / "copy")]):
+        result = repo.gitmodel(*args, check=False)
+        assert result.returncode == 1, result
+        assert said in result.stderr and hint in result.stderr, (args, result.stderr)
+        attempts = int(re.search(r"failed after (\d+) attempt", result.stderr).group(1))
+        assert attempts > 1 and "retrying" in result.stderr, result.stderr
+    for pack in (repo.store / "packs").iterdir():
+        os.chmod(pack, 0o644)
+        pack.unlink()
+    (repo.path / "a.safetensors").unlink()
+    result = repo.git("checkout", "--", "a.safetensors", check=False)
+    err = result.stderr.decode()
+    assert result.returncode != 0 and not (repo.path / "a.safetensors").exists()
+    assert "external filter" not in err, err                 # the filter process answered
+    assert ("error: a.safetensors: 1 object(s) of this checkpoint are missing from the local "
+            "store") in err, err
+    assert f"and the gitmodel remote could not be opened to fetch them: {said}" in err, err
+    assert "no gitmodel remote is configured" not in err, err
+
+
+def test_a_remote_that_could_not_be_opened_is_not_waited_for_again(tmp_path: Path, monkeypatch):
+    """The filter serves a whole checkout with one session: each file waited for the remote's
+    timeout again when its filesystem could not be created."""
+    import socket
+    from gitmodel.git.session import Session
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"ftp://127.0.0.1:{s.getsockname()[1]}/models"
+    monkeypatch.setenv("GITMODEL_REMOTE_TIMEOUT", "1")
+    monkeypatch.setenv("GITMODEL_RETRY_BACKOFF", "0.05")
+    subprocess.run(["git", "init", "-q", str(tmp_path / "r")], check=True)
+    session = Session(tmp_path / "r")
+    with pytest.raises(RemoteError, match=r"connecting failed after \d+ attempt\(s\)"):
+        session.view(RemoteSpec("dead", url))
+    began = time.monotonic()
+    with pytest.raises(RemoteError, match=r"connecting failed after \d+ attempt\(s\)"):
+        session.view(RemoteSpec("dead", url))
+    assert time.monotonic() - began < 0.5

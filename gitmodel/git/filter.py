@@ -154,8 +154,7 @@ class FilterServer:
             try:
                 view = self._remote()
             except GitmodelError as config_error:
-                return self._fail(path, f"{missing_message(err, self.store)}; and the gitmodel "
-                                  f"remote cannot be opened: {config_error.full()}")
+                return self._fail(path, missing_message(err, self.store, unopened=config_error))
             if view is None:
                 return self._fail(path, missing_message(err, self.store))
             if headers.get("can-delay") == "1":
@@ -276,8 +275,10 @@ def _describe(err: Exception) -> str:
     return f"{text}. {NOTHING_WRITTEN}"
 
 
-def missing_message(err: MissingObjects, store: Store, view=None) -> str:
-    where = (f"and remote {view} lacks them too" if view else
+def missing_message(err: MissingObjects, store: Store, view=None,
+                    unopened: GitmodelError | None = None) -> str:
+    where = (f"and the gitmodel remote could not be opened to fetch them: {unopened.full()}"
+             if unopened is not None else f"and remote {view} lacks them too" if view else
              "and no gitmodel remote is configured (`gitmodel remote add`)")
     damaged = (f" ({len(store.damaged_indexes)} pack index(es) here are damaged: `gitmodel fsck "
                "--repair` rebuilds them)") if store.damaged_indexes else ""

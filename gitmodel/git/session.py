@@ -32,6 +32,7 @@ class Session:
         self._store: Store | None = None
         self._locations: tuple[Path, Path] | None = None
         self._views: dict[str, RemoteView] = {}
+        self._unopened: dict[str, GitmodelError] = {}    # remotes that could not be opened
         self._hook_checked = False
 
     @property
@@ -75,8 +76,14 @@ class Session:
         from gitmodel.remote.view import RemoteView
         if not isinstance(spec, RemoteSpec):
             spec = self.spec(spec, upload)
+        if spec.url in self._unopened:      # tried once: a checkout of many files waits once
+            raise self._unopened[spec.url]
         if spec.url not in self._views:
-            backend = open_backend(spec)
+            try:
+                backend = open_backend(spec)
+            except GitmodelError as err:
+                self._unopened[spec.url] = err
+                raise
             if _same_folder(backend, self.store.root):
                 raise GitmodelError(f"remote {spec.name} ({spec.url}) is this repository's own "
                                     f"store ({self.store.root}): nothing sent there would leave "

@@ -82,7 +82,9 @@ class Backend(Protocol):
 _PERMANENT = (PermissionError, IsADirectoryError, NotADirectoryError, ValueError, TypeError,
               AttributeError, KeyError, NotImplementedError, ImportError)
 _PERMANENT_NAMES = {"NoCredentialsError", "PartialCredentialsError", "ParamValidationError",
-                    "SSLError", "NoRegionError", "InvalidRegionError"}
+                    "SSLError", "NoRegionError", "InvalidRegionError",
+                    "error_perm",            # ftplib: a 5xx reply (login refused, ...)
+                    "PermissionDenied"}      # asyncssh (sshfs): authentication refused
 
 # A full or read-only remote does not heal by waiting: not retried, and said as such.
 _FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
@@ -461,7 +463,21 @@ class Retrying:
 BACKENDS: dict[str, Callable[[RemoteSpec], Backend]] = {}
 
 
+class _Opening:
+    """A remote whose backend is being created, for `Retrying`: some filesystems connect when
+    they are created (ftp; sshfs for ssh://), so creating one is a call to the remote like any
+    other, retried and reported as such."""
+
+    def __init__(self, spec: RemoteSpec):
+        self.name, self.url = spec.name, spec.url
+
+    __str__ = FsspecBackend.__str__
+    is_permanent = FsspecBackend.is_permanent
+
+
 def open_backend(spec: RemoteSpec) -> Retrying:
-    """The backend for a remote, with retries."""
+    """The backend for a remote, with retries (of its creation too, where that connects)."""
     scheme = spec.url.split("://", 1)[0] if "://" in spec.url else "file"
-    return Retrying(BACKENDS.get(scheme, FsspecBackend)(spec))
+    factory = BACKENDS.get(scheme, FsspecBackend)
+    backend = Retrying(_Opening(spec)).call("connecting", lambda timeout: factory(spec))
+    return Retrying(backend)
