@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 import blake3
@@ -29,7 +29,8 @@ from gitmodel.stats import STATS_DTYPES, StatsCache, TensorStats, chunk_partials
 from gitmodel.store import codec
 from gitmodel.store.chunker import MAX_SIZE, BufferPool, Cutter
 from gitmodel.store.manifest import Manifest
-from gitmodel.store.objects import CHUNK, MANIFEST, MissingObjects, Store, StoreError
+from gitmodel.store.objects import (CHUNK, MANIFEST, REPAIR_HINT, ChainTooLong, CorruptObject,
+                                    MissingObjects, Store, StoreError)
 
 IN_FLIGHT = 4              # batches queued to the pool before the writer catches up
 RESTORE_BATCH = 32         # chunks per restore task
@@ -337,22 +338,49 @@ class Restore:
         if absent:
             raise MissingObjects(absent)
 
-    def write_to(self, emit: Callable[..., object]) -> None:
+    def write_to(self, emit: Callable[..., object],
+                 fetch: Callable[[list[bytes]], None] | None = None) -> None:
         """Emit the file's bytes in order, as `emit(*buffers)` calls; raises CorruptObject
-        before emitting a bad chunk."""
+        before emitting a bad chunk. With `fetch` (objects from a remote into the store), a
+        chunk that turns out to have no good copy here (damaged, or gone) is fetched and read
+        again, so a good copy on the remote serves the read that found the local one bad:
+        nothing is emitted before it passes its check."""
         chunks = self.manifest.chunks
         batches = (chunks[i:i + RESTORE_BATCH] for i in range(0, len(chunks), RESTORE_BATCH))
-        queue: deque[Future] = deque()
+        queue: deque[tuple[list, Future]] = deque()
+        fetched: set[bytes] = set()
         try:
             for batch in batches:
-                queue.append(pool().submit(self._read_batch, batch))
+                queue.append((batch, pool().submit(self._read_batch, batch)))
                 if len(queue) > IN_FLIGHT:
-                    emit(*queue.popleft().result())
+                    emit(*self._next(queue, fetch, fetched))
             while queue:
-                emit(*queue.popleft().result())
+                emit(*self._next(queue, fetch, fetched))
         finally:
-            for future in queue:
+            for _, future in queue:
                 future.cancel()
+
+    def _next(self, queue: deque, fetch, fetched: set[bytes]) -> list:
+        """The next batch's bytes; read again after a fetch if no good copy was here."""
+        batch, future = queue.popleft()
+        try:
+            return future.result()
+        except (CorruptObject, MissingObjects) as err:
+            if fetch is None or isinstance(err, ChainTooLong):
+                raise
+            bad = [err.oid] if isinstance(err, CorruptObject) else list(err.oids)
+            wait([f for _, f in queue])          # no read runs while the store takes a pack
+            wanted = [oid for oid in self._store.missing(dict.fromkeys(
+                [*bad, *(cid for cid, _ in batch)])) if oid not in fetched]
+            if not wanted:
+                raise
+            fetched.update(wanted)
+            try:
+                fetch(wanted)
+            except GitmodelError as why:
+                raise StoreError(f"{err}; fetching a good copy from the remote failed: "
+                                 f"{why.full()}", REPAIR_HINT) from None
+            return self._read_batch(batch)
 
     def _read_batch(self, chunks: list[tuple[bytes, int]]) -> list:
         return [data for i in range(0, len(chunks), RESTORE_RUN)

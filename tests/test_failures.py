@@ -412,3 +412,34 @@ def test_files_of_many_tiny_and_empty_tensors_are_within_the_manifest_bound(tmp_
         chunks = store.read_manifest(bytes.fromhex(parsed.content)).chunks
         store.close()
         assert len(chunks) > 5_000 and len(chunks) <= max_entries(len(data)), (name, len(chunks), len(data))
+
+
+@pytest.mark.parametrize("command", [["checkout", "--", "model.safetensors"], ["reset", "-q", "--hard"]])
+def test_a_damaged_chunk_is_read_from_the_remote_by_the_first_checkout(repo: Repo, tmp_path: Path, command):
+    """A chunk damaged here, good on the remote: the first checkout failed ("corrupt … run
+    fsck --repair") and only a second one, which knew the copy bad, fetched it."""
+    path = _committed_model(repo)
+    want = sha256(path)
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "remote"), "--local")
+    repo.gitmodel("push", "origin", "--all")
+    _flip_chunk_byte(repo)
+    path.unlink()
+    result = repo.git(*command, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert sha256(path) == want
+    assert repo.status() == ""
+
+
+def test_a_damaged_chunk_the_remote_lacks_too_is_never_written(repo: Repo, tmp_path: Path):
+    path = _committed_model(repo)
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "remote"), "--local")
+    (tmp_path / "remote").mkdir()
+    _flip_chunk_byte(repo)
+    path.unlink()
+    result = repo.git("checkout", "--", "model.safetensors", check=False)
+    err = result.stderr.decode()
+    assert result.returncode != 0 and not path.exists()
+    assert "error: model.safetensors: object " in err and "is corrupt" in err, err
+    assert (f"; fetching a good copy from the remote failed: remote origin ({tmp_path / 'remote'}) "
+            "has no packs at all") in err, err
+    assert "external filter" not in err, err

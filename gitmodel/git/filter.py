@@ -62,6 +62,8 @@ class FilterServer:
         self._view = None                                # the remote, opened on first need
         self._delayed: dict[str, pointers.Pointer] = {}  # path -> pointer awaiting the batch
         self._failed: dict[str, str] = {}                # path -> why its fetch failed
+        # What a write finds damaged here mid-file is fetched from the remote (opened then).
+        self._fetch_objects = session.fetcher()
         # Set by read-only commands that run git (gitmodel diff): compute pointers, store nothing.
         self._no_store = os.environ.get(NO_STORE, "") not in ("", "0")
 
@@ -189,7 +191,7 @@ class FilterServer:
         self._out.text("status=success")
         self._out.flush()
         try:
-            restore.write_to(self._out.content)
+            restore.write_to(self._out.content, fetch=self._fetch_objects)
         except BrokenPipeError:
             raise                       # git went away: nobody to tell, nothing to repair
         except (StoreError, OSError) as err:
