@@ -111,6 +111,7 @@ def cmd_track(args) -> int:
         for pattern in attributes.tracked(path):
             print(pattern)
         return 0
+    repository = repo.open_repository()     # before writing: a repository gitmodel cannot read stops here
     if not install.installed():
         # Without the filter configured, git would commit tracked files raw.
         report = install.install("local")
@@ -120,7 +121,7 @@ def cmd_track(args) -> int:
     for pattern in attributes.track(path, patterns):
         print(f"tracking {pattern}")
     from gitmodel.git import revisions
-    raw = revisions.raw_in_index(repo.open_repository(), repo.toplevel())
+    raw = revisions.raw_in_index(repository, repo.toplevel())
     if raw:
         print(f"{len(raw)} file(s) committed before they were tracked stay in git as they are "
               f"({', '.join(raw[:3])}{' …' if len(raw) > 3 else ''}): `git add --renormalize .` "
@@ -676,9 +677,9 @@ def cmd_pull(args) -> int:
 def _mirror(source, dest, tmp_dir: Path, args):
     from gitmodel import stored
     from gitmodel.remote import transfer
-    from gitmodel.remote.backend import RemoteSpec, open_backend
+    from gitmodel.remote.backend import LOCAL_STORE, RemoteSpec, open_backend
     if not hasattr(source, "list_packs"):
-        source = open_backend(RemoteSpec("local store", str(source)))
+        source = open_backend(RemoteSpec(LOCAL_STORE, str(source)))
     return transfer.mirror(source, dest, tmp_dir, stored.references, args.quiet,
                            log=lambda line: _say(args, line) if getattr(args, "verbose", False) else None)
 

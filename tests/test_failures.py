@@ -443,3 +443,67 @@ def test_a_damaged_chunk_the_remote_lacks_too_is_never_written(repo: Repo, tmp_p
     assert (f"; fetching a good copy from the remote failed: remote origin ({tmp_path / 'remote'}) "
             "has no packs at all") in err, err
     assert "external filter" not in err, err
+
+
+# ----------------------------------------------------------------------------- messages
+
+def test_an_empty_remote_marker_names_a_command_that_writes_it_and_the_remote_fsck(repo: Repo, tmp_path: Path):
+    """The repair was ``printf '…' > its `config` file`` (nested backticks, no command), then
+    `gitmodel fsck --all`, which checks the local store, not the remote."""
+    import subprocess
+    _committed_model(repo)
+    remote = tmp_path / "remote"
+    repo.gitmodel("remote", "add", "origin", str(remote), "--local")
+    repo.gitmodel("push", "origin", "--all")
+    os.chmod(remote / "config", 0o644)
+    (remote / "config").write_text("")
+    failed = repo.gitmodel("fsck", "--remote", "origin", check=False)
+    assert failed.returncode == 1
+    assert (f"write that line back (`printf 'gitmodel store 1\\n' > {remote}/config`), then "
+            "`gitmodel fsck --remote origin --all` checks every pack") in failed.stderr, failed.stderr
+    command = failed.stderr.split("(`", 1)[1].split("`)", 1)[0]
+    subprocess.run(command, shell=True, check=True)
+    repo.gitmodel("fsck", "--remote", "origin", "--all")
+
+
+def test_an_empty_marker_of_a_remote_elsewhere_says_where_it_is():
+    from gitmodel.store.objects import StoreError, check_version
+    with pytest.raises(StoreError) as err:
+        check_version("", "remote r (s3://b/m)", path="s3://b/m/config", local=False,
+                      fsck="gitmodel fsck --remote r --all")
+    assert ("write that line back (into s3://b/m/config, with the storage's own tools), then "
+            "`gitmodel fsck --remote r --all` checks every pack") in err.value.full()
+
+
+def test_gc_that_waited_part_of_a_second_says_how_long(repo: Repo):
+    from gitmodel.store.objects import Store
+    _committed_model(repo)
+    store = Store(repo.store)
+    store.hold_writer_lock()
+    try:
+        done = repo.gitmodel("gc", "--wait", "0.5", check=False)
+    finally:
+        store.release()
+    assert done.returncode == 1
+    assert "and did not finish within 0.5 s" in done.stderr, done.stderr
+
+
+def test_fsck_repair_that_set_nothing_aside_does_not_say_it_did(repo: Repo):
+    _committed_model(repo)
+    index = next((repo.store / "packs").glob("*.idx"))
+    os.chmod(index, 0o644)
+    index.write_bytes(b"")
+    repaired = repo.gitmodel("fsck", "--repair", check=False)
+    assert "rebuilt the index of" in repaired.stdout, repaired.stdout
+    assert "set aside" not in repaired.stdout, repaired.stdout
+
+
+def test_track_in_a_sha256_repository_writes_nothing(tmp_path: Path, git_env):
+    import subprocess
+    subprocess.run(["git", "init", "-q", "--object-format=sha256", str(tmp_path / "s")],
+                   env=git_env, check=True)
+    repo = Repo(tmp_path / "s", git_env)
+    done = repo.gitmodel("track", "*.safetensors", check=False)
+    assert done.returncode == 1 and "names its objects by SHA-256" in done.stderr, done.stderr
+    assert not (tmp_path / "s" / ".gitattributes").exists()
+    assert "tracking" not in done.stdout

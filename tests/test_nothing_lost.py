@@ -645,7 +645,8 @@ def test_6_fsck_remote_says_how_to_upload_a_branch_never_pushed(tmp_path: Path, 
     every = repo.gitmodel("fsck", "--remote", "origin", "--all", check=False)
     assert every.returncode == 1, every.stdout + every.stderr
     assert "never pushed there" in every.stdout and "the local store has it: `gitmodel fsck " \
-           "--remote origin --all --repair` (or a push) uploads it" in every.stdout, every.stdout
+           "--remote origin --all --repair` (or `gitmodel push origin --all`) uploads it" in every.stdout, \
+        every.stdout
     repaired = repo.gitmodel("fsck", "--remote", "origin", "--all", "--repair", check=False)
     assert repaired.returncode == 0 and "0 problem(s)" in repaired.stdout, repaired.stdout
     reader = Repo(tmp_path / "reader", dict(git_env, GITMODEL_REMOTE=str(store)))

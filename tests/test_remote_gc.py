@@ -1188,3 +1188,50 @@ def test_remote_gcs_after_force_pushes_that_reorder_versions_leave_no_chain(tmp_
         clone.git("checkout", "--", MODEL)
         assert sha256(clone.path / MODEL) == digest, back
     assert "0 problem(s)" in clone.gitmodel("fsck", "--remote", "origin", "--all").stdout
+
+
+def test_the_fetch_gc_names_for_missing_branches_and_review_refs_brings_them_all(tmp_path: Path, git_env):
+    """A branch and a review ref both missing here: gc said `git fetch origin refs/pull/1/head`,
+    whose explicit refspec replaces the configured one, so the branch was still missing."""
+    repo = team(tmp_path, git_env, str(tmp_path / "store"), None)
+    write_safetensors(repo.path / MODEL, random_model(1))
+    repo.commit("v1", MODEL)
+    repo.git("push", "-q", "origin", "main")
+    clone = Repo(tmp_path / "clone", git_env)
+    subprocess.run(["git", "clone", "-q", "--no-local", str(tmp_path / "hub.git"), str(clone.path)],
+                   env=git_env, check=True, capture_output=True)
+    clone.gitmodel("install")
+    repo.git("checkout", "-q", "-b", "feature")
+    write_safetensors(repo.path / MODEL, random_model(2))
+    repo.commit("review", MODEL)
+    repo.git("push", "-q", "origin", "HEAD:refs/pull/1/head")
+    write_safetensors(repo.path / MODEL, random_model(3))
+    repo.commit("feature", MODEL)
+    repo.git("push", "-q", "origin", "feature")
+    refused = clone.gitmodel("gc", "--remote", "origin", "--dry-run", check=False)
+    assert refused.returncode == 1, refused.stderr
+    assert ("Nothing was removed. Run `git fetch origin && git fetch origin refs/pull/1/head` "
+            "first, then gc again") in refused.stderr, refused.stderr
+    command = refused.stderr.split("Run `", 1)[1].split("`", 1)[0]
+    subprocess.run(command, shell=True, cwd=clone.path, env=git_env, check=True, capture_output=True)
+    assert clone.gitmodel("gc", "--remote", "origin", "--dry-run").returncode == 0
+
+
+def test_gc_of_a_remote_with_a_damaged_index_names_the_remote_in_its_repair(tmp_path: Path, git_env):
+    """The repair said `gitmodel fsck --remote NAME --all --repair`, NAME literally."""
+    store = tmp_path / "store"
+    repo = team(tmp_path, git_env, str(store), None)
+    write_safetensors(repo.path / MODEL, random_model(1))
+    repo.commit("v1", MODEL)
+    repo.git("push", "-q", "origin", "main")
+    index = next((store / "packs").glob("*.idx"))
+    os.chmod(index, 0o644)
+    index.write_bytes(index.read_bytes()[:50])
+    clone = Repo(tmp_path / "clone", dict(git_env, GITMODEL_SKIP_SMUDGE="1"))   # reads it afresh
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(clone.path)], env=clone.env,
+                   check=True, capture_output=True)
+    clone.gitmodel("install")
+    refused = clone.gitmodel("gc", "--remote", "origin", "--dry-run", check=False)
+    assert refused.returncode == 1, refused.stderr
+    assert "run `gitmodel fsck --remote origin --all --repair` to upload again" in refused.stderr, \
+        refused.stderr

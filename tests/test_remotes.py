@@ -793,7 +793,7 @@ def test_fsck_remote_reads_the_remotes_own_indexes_and_its_repair_restores_them(
     index.write_bytes(bytes(data))
     found = repo.gitmodel("fsck", "--remote", "origin", "--all", check=False)
     assert found.returncode == 1 and f"damaged index {index.stem}" in found.stdout, found.stdout
-    assert "1 lost" in found.stdout and "(or a push)" not in found.stdout, found.stdout
+    assert "1 lost" in found.stdout and "(or `gitmodel push" not in found.stdout, found.stdout
     repaired = repo.gitmodel("fsck", "--remote", "origin", "--all", "--repair")
     assert "uploaded this clone's copy of 1 damaged pack index(es)" in repaired.stdout
     assert "0 problem(s)" in repaired.stdout
@@ -1572,3 +1572,29 @@ def test_a_remote_that_could_not_be_opened_is_not_waited_for_again(tmp_path: Pat
     with pytest.raises(RemoteError, match=r"connecting failed after \d+ attempt\(s\)"):
         session.view(RemoteSpec("dead", url))
     assert time.monotonic() - began < 0.5
+
+
+def test_a_clone_whose_committed_remote_url_is_wrong_is_repaired_as_the_error_says(tmp_path: Path, env):
+    """The error said to fix the URL with `gitmodel remote add origin URL`, then `git reset
+    --hard`: the reset put the committed `.gitmodel`, wrong URL and all, back first."""
+    repo, bare, sums = publish(tmp_path, env, str(tmp_path / "right"))
+    wrong = tmp_path / "wrong"
+    repo.gitmodel("remote", "add", "origin", str(wrong))
+    repo.commit("typo", ".gitmodel")
+    subprocess.run(["git", "push", "-q", "origin", "main"], cwd=repo.path, check=True,
+                   env=dict(env, GITMODEL_SKIP_PUSH="1"))
+    ivy = user(tmp_path, env, "ivy")
+    result = clone(bare, tmp_path / "ivy", ivy, check=False)
+    assert result.returncode != 0
+    assert (f"remote origin ({wrong}) has no packs at all (is the URL right? has anything been "
+            "pushed there?); if its URL is wrong, set the right one for this clone with "
+            "`gitmodel remote add origin URL --local` (a checkout or `git reset --hard` puts the "
+            "committed `.gitmodel` back before it restores files) and commit the right one "
+            "later (`gitmodel remote add origin URL`)") in result.stderr, result.stderr
+    assert ("after a clone or checkout that stopped here: `git reset --hard`, which puts the "
+            "committed `.gitmodel` back first: a remote's URL is set for it with `gitmodel remote "
+            "add NAME URL --local`") in result.stderr, result.stderr
+    work = Repo(tmp_path / "ivy", ivy)
+    work.gitmodel("remote", "add", "origin", str(tmp_path / "right"), "--local")
+    work.git("reset", "-q", "--hard")
+    assert_exact(work.path, sums)

@@ -30,7 +30,8 @@ CAPABILITIES = ("clean", "smudge", "delay")
 NO_STORE = "GITMODEL_NO_STORE"
 NOTHING_WRITTEN = "Nothing was written for this file"
 RETRY = ("Once that is fixed, `git checkout -- PATH` writes it (after a clone or checkout that "
-         "stopped here: `git reset --hard`); meanwhile `GITMODEL_SKIP_SMUDGE=1` before a git "
+         "stopped here: `git reset --hard`, which puts the committed `.gitmodel` back first: a "
+         "remote's URL is set for it with `gitmodel remote add NAME URL --local`); meanwhile `GITMODEL_SKIP_SMUDGE=1` before a git "
          "command (a `git merge --abort`, say) leaves pointers in the work tree instead")
 
 

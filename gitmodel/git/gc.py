@@ -186,12 +186,17 @@ def remote_tips(cwd, name: str, none_is_fine: bool = False) -> list[str]:
     absent = [ref for ref, sha in tips.items()             # a tag may name a tree or a file
               if repo.run_git("cat-file", "-e", sha, cwd=cwd, check=False).returncode]
     if absent:
-        # `git fetch NAME` brings branches and tags; other refs only when named
+        # `git fetch NAME` brings branches and tags; other refs only when named, and naming
+        # one replaces the configured refspec: both fetches, when both kinds are missing
         others = [ref for ref in absent if not ref.startswith(("refs/heads/", "refs/tags/", "HEAD"))]
-        fetch = f"git fetch {name}" + "".join(f" {ref}" for ref in others[:3]) + \
-            (f" (and the {len(others) - 3} other refs `git ls-remote {name}` lists that this "
-             "clone lacks)" if len(others) > 3 else "")
+        from shlex import quote
+        fetches = [f"git fetch {quote(name)}"] if len(others) < len(absent) else []
+        if others:
+            fetches.append(f"git fetch {quote(name)} " + " ".join(quote(ref) for ref in others[:3]))
+        more = (f" (and fetch the {len(others) - 3} other refs `git ls-remote {name}` lists that "
+                "this clone lacks likewise)" if len(others) > 3 else "")
         raise GitmodelError(f"git remote {name} has commits this clone lacks ({absent[0]}"
                             f"{f' and {len(absent) - 1} more' if len(absent) > 1 else ''})",
-                            f"Nothing was removed. Run `{fetch}` first, then gc again")
+                            f"Nothing was removed. Run `{' && '.join(fetches)}` first{more}, "
+                            "then gc again")
     return sorted(set(tips.values()))

@@ -121,7 +121,9 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
             if _held_here(store, manifest_id):      # e.g. a branch never pushed
                 detail += (f"; the local store has it: `gitmodel fsck --remote {view.name} "
                            f"{'--all ' if all_history else ''}--repair` "
-                           f"{'' if view.damaged_indexes() else '(or a push) '}uploads it")
+                           + ("" if view.damaged_indexes() else
+                              f"(or `gitmodel push {view.name}{' --all' if all_history else ''}`) ")
+                           + "uploads it")
             findings.checkpoints.append(CheckpointState(content, path, state, detail))
             continue
         entry, payload = manifests[manifest_id]
@@ -225,7 +227,7 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
         fixed = store_fsck.repair(store, report, lambda line: say(f"repair: {line}"))
         for name in fixed.removed:
             say(f"repair: removed {name}")
-        if not all_history:
+        if not all_history and fixed.quarantined:
             say("repair: older commits may have needed what was set aside: `gitmodel fsck --all` "
                 "checks them")
         report = store_fsck.check(store)

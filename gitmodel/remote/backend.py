@@ -457,6 +457,21 @@ class Retrying:
         self.call(f"removing {name}", self.backend.remove_note, name)
 
 
+def marker_repair(backend) -> dict:
+    """check_version's arguments for a remote's marker: where it is, whether a shell command
+    here can write it (a folder), and the fsck that then checks the remote."""
+    import shlex
+    inner = getattr(backend, "backend", backend)
+    root = getattr(inner, "root", None) if getattr(inner, "local", False) else None
+    path = f"{root}/{MARKER_FILE}" if root else f"{backend.url.rstrip('/')}/{MARKER_FILE}"
+    fsck = ("gitmodel fsck --all" if backend.name == LOCAL_STORE else
+            f"gitmodel fsck --remote {shlex.quote(backend.name)} --all")
+    return {"path": path, "local": root is not None, "fsck": fsck}
+
+
+LOCAL_STORE = "local store"         # the name a store gets as the source of a mirror
+
+
 # ----------------------------------------------------------------------------- factory
 
 # URL scheme -> backend class; anything else goes through fsspec.

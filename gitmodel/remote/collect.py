@@ -17,6 +17,7 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from shlex import quote
 from typing import Callable, Iterable
 
 from gitmodel.remote import transfer
@@ -96,7 +97,7 @@ def _collect_once(view: RemoteView, store: Store, manifests: list[bytes], grace_
                       f"{name}: {why}), so which checkpoints their packs hold is unknown and "
                       "nothing can be told garbage",
                       "Nothing was removed. Delete that index from the remote (its pack then "
-                      "counts as absent), run `gitmodel fsck --remote NAME --all --repair` to upload "
+                      f"counts as absent), run `gitmodel fsck --remote {quote(view.name)} --all --repair` to upload "
                       "again what the checkpoints need, then gc")
     now = remote_now if remote_now is not None else time.time()
     sizes = {name: listing.sizes.get(name) or 0 for name in view.packs}

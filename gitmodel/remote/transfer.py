@@ -671,8 +671,9 @@ def mirror(source: Retrying, dest: Retrying, tmp_dir: Path, references: Referenc
     destination shows only complete checkpoints, and a repeated mirror skips pack files that
     arrived whole."""
     from gitmodel.store.objects import MARKER, VERSION, check_version
-    check_version(source.read_marker(), f"remote {source}")
-    check_version(dest.read_marker(), f"remote {dest}")
+    from gitmodel.remote.backend import marker_repair
+    check_version(source.read_marker(), f"remote {source}", **marker_repair(source))
+    check_version(dest.read_marker(), f"remote {dest}", **marker_repair(dest))
     have = source.list_packs()
     if not have.exists:
         raise RemoteError(f"{source} has no packs folder: nothing to mirror (is the path right?)")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import blake3
 
-from gitmodel.remote.backend import Listing, RemoteError, Retrying
+from gitmodel.remote.backend import Listing, RemoteError, Retrying, marker_repair
 from gitmodel.store import files
 from gitmodel.store.objects import MARKER, VERSION, check_version
 from gitmodel.store.pack import PackError, verify_index
@@ -51,7 +51,7 @@ class RemoteView:
         `recheck`, every index again (a check of the remote: the cache holds the copy this
         clone read or wrote, which damage to the remote's copy since then leaves as it was)."""
         if not self._checked_version:
-            check_version(self.backend.read_marker(), f"remote {self}")
+            check_version(self.backend.read_marker(), f"remote {self}", **marker_repair(self.backend))
             self._checked_version = True
         listing = listing or self.backend.list_packs()
         if listing.temporaries:
@@ -136,7 +136,10 @@ class RemoteView:
         """Why objects are not on this remote, as well as can be told."""
         if self.listing is not None and not self.listing.exists:
             return (f"remote {self} has no packs at all (is the URL right? has anything been "
-                    "pushed there?)")
+                    "pushed there?); if its URL is wrong, set the right one for this clone with "
+                    f"`gitmodel remote add {self.name} URL --local` (a checkout or `git reset "
+                    "--hard` puts the committed `.gitmodel` back before it restores files) and "
+                    f"commit the right one later (`gitmodel remote add {self.name} URL`)")
         text = f"remote {self} lacks {count} object(s) (first {first.hex()})"
         damaged = self.damaged_indexes()
         if damaged:

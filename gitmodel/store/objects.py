@@ -139,24 +139,31 @@ def marker_version(text: str | None) -> int | None:
     return None
 
 
-def check_version(text: str | None, what: str, path: str = "") -> None:
+def check_version(text: str | None, what: str, path: str = "", fsck: str = "gitmodel fsck --all",
+                  local: bool = True) -> None:
     """Refuse a store or remote whose version marker this gitmodel does not know. No marker:
-    a store from before markers existed, which is version 1. `path`: the marker's, to name
-    in the repair of one that is empty or garbled (every version writes `gitmodel store N`,
-    so such a marker is damage, not a newer gitmodel's)."""
+    a store from before markers existed, which is version 1. `path`: the marker's (a file
+    here, or on a remote that is not a folder its URL), to name in the repair of one that is
+    empty or garbled (every version writes `gitmodel store N`, so such a marker is damage,
+    not a newer gitmodel's); `fsck`: the command that then checks what the marker covers."""
     found = marker_version(text)
     if found in READS:
         return
     if found is not None:
         raise StoreVersionError(what, f"store version {found}")
     import shlex
-    marker = shlex.quote(path) if path else "its `config` file"
+    line = MARKER.format(VERSION).strip()
+    if path and local:
+        write = f"`printf '{line}\\n' > {shlex.quote(path)}`"
+    elif path:
+        write = f"into {path}, with the storage's own tools"
+    else:
+        write = "into its `config` file"
     raise StoreError(f"{what} has an {'empty' if not text.strip() else 'unreadable'} version "
                      f"marker {text.strip()[:60]!r} (a crash or a disk fault: every gitmodel "
-                     f"writes `{MARKER.format(VERSION).strip()}` or a later number there)",
+                     f"writes `{line}` or a later number there)",
                      f"Nothing was changed. Unless a newer gitmodel has used this store, write "
-                     f"that line back (`printf '{MARKER.format(VERSION).strip()}\\n' > {marker}`), "
-                     "then `gitmodel fsck --all` checks every pack")
+                     f"that line back ({write}), then `{fsck}` checks every pack")
 
 
 class Store:
@@ -378,7 +385,7 @@ class Store:
                     os.close(fd)
                     raise StoreError(f"other processes are writing to {self.root} (a git "
                                      "command, fetch or repack) and did not finish within "
-                                     f"{wait:.0f} s",
+                                     f"{wait:g} s",
                                      "Nothing was removed. Run gc again when they are done "
                                      "(--wait SECONDS waits longer)") from None
                 if not told:
