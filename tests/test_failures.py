@@ -459,7 +459,7 @@ def test_an_empty_remote_marker_names_a_command_that_writes_it_and_the_remote_fs
     (remote / "config").write_text("")
     failed = repo.gitmodel("fsck", "--remote", "origin", check=False)
     assert failed.returncode == 1
-    assert (f"write that line back (`printf 'gitmodel store 1\\n' > {remote}/config`), then "
+    assert (f"write that line back (`printf 'gitmodel store 2\\n' > {remote}/config`), then "
             "`gitmodel fsck --remote origin --all` checks every pack") in failed.stderr, failed.stderr
     command = failed.stderr.split("(`", 1)[1].split("`)", 1)[0]
     subprocess.run(command, shell=True, check=True)
