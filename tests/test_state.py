@@ -267,13 +267,10 @@ def test_quote_path_quotes_as_git_does_for_ascii():
     assert quote_path(os.fsdecode(b"mod\xe8le")) == '"mod\\350le"'
 
 
-def test_a_damaged_pointer_in_history_is_named_with_its_commit_and_a_repair_that_works(tmp_path: Path, git_env):
-    """A pointer edited by hand and committed, then restored in the next commit as the
-    message said: every push, `gitmodel status` and `gitmodel fsck --all` kept failing on
-    the blob (named without its commit). History reports now name the commit and go on; a
-    push refuses with a rewrite that works, after which it pushes and a clone is exact."""
+def _history_with_a_damaged_pointer(tmp_path: Path, env: dict) -> tuple[Repo, str, str, str]:
+    """v1 pushed; then a commit of a pointer edited by hand, one restoring it, and v2: the
+    repository, the damaged commit and the sha256s of v1 and v2."""
     from conftest import sha256, team
-    env = dict(git_env, GIT_EDITOR="true")
     repo = team(tmp_path, env, str(tmp_path / "remote"))
     path = repo.path / "m.safetensors"
     write_safetensors(path, random_model(1))
@@ -289,7 +286,31 @@ def test_a_damaged_pointer_in_history_is_named_with_its_commit_and_a_repair_that
     write_safetensors(path, random_model(2))
     v2 = sha256(path)
     repo.commit("v2", "m.safetensors")
+    return repo, damaged, v1, v2
 
+
+def test_commits_with_a_damaged_pointer_pushed_knowingly_carry_every_readable_checkpoint(tmp_path: Path, git_env):
+    """GITMODEL_ALLOW_DAMAGED_POINTERS=1 publishes the commits as they are (shared elsewhere
+    already, say): the push names the damaged pointer, exits 0, and a clone of the newest
+    version is exact."""
+    from conftest import sha256
+    repo, damaged, _, v2 = _history_with_a_damaged_pointer(tmp_path, git_env)
+    pushed = Repo(repo.path, dict(git_env, GITMODEL_ALLOW_DAMAGED_POINTERS="1")).git("push", "origin", "main")
+    assert f"m.safetensors in commit {damaged[:12]}" in pushed.stderr.decode(), pushed.stderr
+    clone = Repo(tmp_path, user(tmp_path, git_env, "bob"))
+    clone.git("clone", "-q", str(tmp_path / "hub.git"), "other")
+    assert sha256(tmp_path / "other" / "m.safetensors") == v2
+
+
+def test_a_damaged_pointer_in_history_is_named_with_its_commit_and_a_repair_that_works(tmp_path: Path, git_env):
+    """A pointer edited by hand and committed, then restored in the next commit as the
+    message said: every push, `gitmodel status` and `gitmodel fsck --all` kept failing on
+    the blob (named without its commit). History reports now name the commit and go on; a
+    push refuses with a rewrite that works, after which it pushes and a clone is exact."""
+    from conftest import sha256
+    env = dict(git_env, GIT_EDITOR="true")
+    repo, damaged, v1, v2 = _history_with_a_damaged_pointer(tmp_path, env)
+    path = repo.path / "m.safetensors"
     pushed = repo.git("push", "origin", "main", check=False)
     said = pushed.stderr.decode()
     assert pushed.returncode != 0 and f"m.safetensors in commit {damaged[:12]}" in said, said
