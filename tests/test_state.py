@@ -8,6 +8,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import Repo, make_repo, random_model, user, write_safetensors
 from test_gc import age_packs
 
@@ -339,6 +341,37 @@ def test_a_damaged_pointer_in_history_is_named_with_its_commit_and_a_repair_that
     other = Repo(tmp_path / "other", clone.env)
     other.git("checkout", "-q", "HEAD~1")
     assert sha256(tmp_path / "other" / "m.safetensors") == v1
+
+
+@pytest.mark.parametrize("opening", ["", "<<<<<<< HEAD\n"])
+def test_gc_keeps_every_checkpoint_pointers_merged_as_text_name(tmp_path: Path, git_env, opening):
+    """Two pointers git merged as text, committed as they were (by a clone without gitmodel,
+    say): gc kept only the first content line's checkpoint, or, with the opening marker, none
+    (not a pointer at all), and removed the other side's once its branch was gone, exit 0.
+    Every content line's checkpoint is kept now."""
+    from gitmodel.store.objects import Store
+    repo = make_repo(tmp_path / "repo", git_env)
+    write_safetensors(repo.path / "m.safetensors", random_model(1))
+    repo.commit("v1", "m.safetensors")
+    repo.git("checkout", "-q", "-b", "side")
+    write_safetensors(repo.path / "m.safetensors", random_model(2))
+    repo.commit("v2", "m.safetensors")
+    ours, theirs = (repo.git("show", f"{rev}:m.safetensors").stdout for rev in ("main", "side"))
+    lost = re.search(rb"^content ([0-9a-f]{64})$", theirs, re.M).group(1).decode()
+    repo.git("checkout", "-q", "main")
+    text = opening.encode() + ours + b"=======\n" + theirs + b">>>>>>> side\n"
+    blob = repo.git("hash-object", "-w", "--stdin", input=text).stdout.decode().strip()
+    repo.git("update-index", "--cacheinfo", f"100644,{blob},m.safetensors")
+    Repo(repo.path, dict(git_env, GITMODEL_SKIP_SMUDGE="1")).git("commit", "-q", "-m", "merged as text")
+    repo.git("branch", "-D", "-q", "side")
+    repo.git("reflog", "expire", "--expire=now", "--all")
+    age_packs(repo.store)
+    repo.gitmodel("gc", "--keep-recent", "0")
+    store = Store(repo.store)
+    try:
+        assert store.read_manifest(bytes.fromhex(lost)).size > 0
+    finally:
+        store.close()
 
 
 def test_a_damaged_pointer_that_still_names_its_checkpoint_keeps_it_from_gc(tmp_path: Path, git_env):

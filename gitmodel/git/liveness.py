@@ -71,28 +71,34 @@ def live_checkpoints(cwd: Path | str | None = None, revs: list[str] | None = Non
         if kind != pygit2.GIT_OBJECT_BLOB or size > pointers.MAX_POINTER_SIZE:
             continue
         data = repository[oid].data
-        if not pointers.is_pointer_prefix(data[:len(pointers.MAGIC_PREFIX)]):
+        conflicted = data.startswith(b"<<<<<<< ")      # pointers git merged as text, committed
+        if not pointers.is_pointer_prefix(data[:len(pointers.MAGIC_PREFIX)]) and not conflicted:
             continue
         try:
             ptr = pointers.sniff(data)
         except pointers.PointerError as err:
-            # Damaged (edited, a bad merge by hand). Its content line, where one still reads,
-            # names the checkpoint it was meant for: kept. Without one, what it was meant for
-            # is unknown, and gc removes nothing.
-            content = _CONTENT.search(bytes(data))
-            if content is not None:
-                found.setdefault(content.group(1).decode(), os.fsdecode(path))
+            ptr, damaged = None, err
+        else:
+            damaged = None
+        if ptr is None:
+            # Damaged (edited, a merge resolved by hand as text) or between conflict markers:
+            # every content line that still reads names a checkpoint it may have been meant
+            # for, and is kept. A damaged pointer without one: what it was meant for is
+            # unknown, and gc removes nothing.
+            contents = _CONTENT.findall(bytes(data))
+            for content in contents:
+                found.setdefault(content.decode(), os.fsdecode(path))
+            if contents or damaged is None:
                 continue
             where = _holders(cwd, oid_hex.decode())
             raise LivenessError(f"{os.fsdecode(path) or oid_hex.decode()} ({oid_hex.decode()}"
                                 f"{', in commit ' + where if where else ''}) is a damaged pointer: "
-                                f"{err}; the checkpoint it was meant to name is unknown",
+                                f"{damaged}; the checkpoint it was meant to name is unknown",
                                 "Nothing was removed. Rewrite the commit that holds it (`gitmodel "
                                 "status` says how; restoring the file in a new commit leaves it in "
                                 "history), or remove it from the reflogs and stashes that hold it, "
                                 "then gc") from None
-        if ptr is not None:
-            found.setdefault(ptr.content, os.fsdecode(path))
+        found.setdefault(ptr.content, os.fsdecode(path))
     return found
 
 
