@@ -166,6 +166,20 @@ def _sharing(session, name: str, url: str) -> list[str]:
     return out
 
 
+def _present(cwd, shas: list[str]) -> list[bool]:
+    """Whether each object (a commit, or what a tag names: a tree or a file) is here, in one
+    git command for them all (a remote with thousands of refs)."""
+    if not shas:
+        return []
+    checked = repo.run_git("cat-file", "--batch-check=%(objectname)", cwd=cwd, check=False,
+                           input="".join(f"{sha}\n" for sha in shas).encode())
+    lines = checked.stdout.decode(errors="replace").splitlines()
+    if len(lines) != len(shas):
+        raise GitmodelError(f"git cat-file failed: {checked.stderr.decode(errors='replace').strip()}",
+                            "Nothing was removed")
+    return [not line.endswith(" missing") for line in lines]
+
+
 def remote_tips(cwd, name: str, none_is_fine: bool = False) -> list[str]:
     """The commits every ref of the git remote points at now (branches and tags, and refs
     such as a review system's refs/pull/* or refs/for/*, which serve commits too), all present
@@ -183,8 +197,7 @@ def remote_tips(cwd, name: str, none_is_fine: bool = False) -> list[str]:
         raise GitmodelError(f"git remote {name} has no refs, so nothing says which "
                             "checkpoints on its gitmodel remote are live",
                             "Nothing was removed. Name the commits to keep with --ref")
-    absent = [ref for ref, sha in tips.items()             # a tag may name a tree or a file
-              if repo.run_git("cat-file", "-e", sha, cwd=cwd, check=False).returncode]
+    absent = [ref for ref, here in zip(tips, _present(cwd, list(tips.values()))) if not here]
     if absent:
         # `git fetch NAME` brings branches and tags; other refs only when named, and naming
         # one replaces the configured refspec: both fetches, when both kinds are missing
