@@ -612,7 +612,7 @@ def _bases_from(read_range: Callable[[str, int, int], bytes], table: Callable[[]
     def one(oid: bytes) -> bytes:
         depth = getattr(chain, "depth", 0)
         if depth >= MAX_CHAIN:              # deltas there of each other: a cycle, not a network error
-            raise ChainTooLong(oid, MAX_CHAIN)        # a remote's chains: read to 64 links
+            raise ChainTooLong(oid)
         chain.depth = depth + 1
         try:
             return _one(oid)

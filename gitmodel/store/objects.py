@@ -36,13 +36,8 @@ MARKER = "gitmodel store {}\n"
 # claiming more is damage (or a remote written to cost memory), refused before decoding.
 MAX_CHUNK = chunker.MAX_SIZE
 
-# Deltas refer to chunks of newer versions, whole by design since 7ba7ad7; older versions'
-# repacks chained them, a link per squashed commit. One read follows MAX_CHAIN links at most
-# (its recursion); a deeper chain is read from its far end, MAX_CHAIN links at a time, up to
-# READ_CHAIN links: past that it is a cycle, or crafted, and reading stops (time and memory
-# stay bounded). `gitmodel repack` rewrites such chains as deltas of whole chunks.
+# Deltas refer to chunks of newer versions; longer chains than this are damage (or a cycle).
 MAX_CHAIN = 64
-READ_CHAIN = 1024
 # Decoded bases kept for the next delta: neighbouring chunks share their bases, so what the
 # batches in flight need is enough; more is memory touched for nothing (page faults).
 BASE_CACHE_BYTES = 8 << 20
@@ -116,16 +111,12 @@ class ChainTooLong(CorruptObject):
     """A delta whose bases are deltas, MAX_CHAIN deep: given up at once, not retried through
     every other path (each level doubling the work), and no copy is blamed for it."""
 
-    def __init__(self, oid: bytes, limit: int = READ_CHAIN):
-        super().__init__(oid, f"its deltas chain more than {limit} deep (a cycle of deltas, "
-                              "or data no gitmodel writes)")
-
-
-class _TooDeep(ChainTooLong):
-    """MAX_CHAIN links followed in one read: the chain is read from `oid` up first."""
-
     def __init__(self, oid: bytes):
-        CorruptObject.__init__(self, oid, f"its deltas chain more than {READ_CHAIN} deep")
+        super().__init__(oid, f"its deltas chain more than {MAX_CHAIN} deep (a cycle, or chains "
+                              "an older gitmodel's repack could leave)")
+        self.hint = ("Run `gitmodel repack`: it rewrites chains an older gitmodel left as "
+                     "differences of whole chunks. If it fails the same way, `gitmodel fsck` says "
+                     "what else is damaged")
 
 
 def marker_version(text: str | None) -> int | None:
@@ -692,40 +683,12 @@ class Store:
         MissingObjects when one is absent."""
         depth = getattr(self._chain, "depth", 0)
         if depth >= MAX_CHAIN:
-            pinned = getattr(self._chain, "pinned", None) or {}
-            far = [oid for oid in oids if oid not in pinned]
-            if far:
-                raise _TooDeep(far[0])
-            return [pinned[oid] for oid in oids]
+            raise ChainTooLong(oids[0])
         self._chain.depth = depth + 1
         try:
-            if depth:
-                return [self._base(oid) for oid in oids]
-            return self._far_end_first(oids)
+            return [self._base(oid) for oid in oids]
         finally:
             self._chain.depth = depth
-
-    def _far_end_first(self, oids: list[bytes]) -> list[bytes]:
-        """The bases of a read's first delta. A chain deeper than MAX_CHAIN (an older
-        gitmodel's repack) is decoded from its far end up, MAX_CHAIN links at a time, each
-        stretch's top kept here for the next; READ_CHAIN links in all at most."""
-        pinned: dict[bytes, bytes | bytearray] = {}
-        self._chain.pinned = pinned
-        pending: list[bytes] = []
-        try:
-            for _ in range(2 * (READ_CHAIN // MAX_CHAIN) + 1):
-                try:
-                    if not pending:
-                        return [self._base(oid) for oid in oids]
-                    pinned[pending[-1]] = self._base(pending[-1])
-                    pending.pop()
-                except _TooDeep as err:
-                    if err.oid in pending or err.oid in pinned:
-                        break                                  # round again: a cycle
-                    pending.append(err.oid)
-            raise ChainTooLong(oids[0])
-        finally:
-            self._chain.pinned = None
 
     def verify_bases(self, oids: list[bytes]) -> None:
         """Check a delta's bases against their ids (after the delta failed its check): raises
@@ -738,9 +701,6 @@ class Store:
             self.read(oid)
 
     def _base(self, oid: bytes) -> bytes | bytearray:
-        pinned = getattr(self._chain, "pinned", None)
-        if pinned and oid in pinned:
-            return pinned[oid]
         with self._lock:
             data = self._base_cache.get(oid)
             if data is not None:
