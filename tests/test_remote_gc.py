@@ -242,6 +242,9 @@ def test_a_remote_gc_marks_a_remote_older_versions_wrote_and_keeps_what_their_pu
     (store / "config").write_text("gitmodel store 1\n")
     age(store)
 
+    dry = repo.gitmodel("gc", "--remote", "origin", "--dry-run")
+    assert "would first mark it 2" in dry.stdout + dry.stderr and "would remove 0 object(s)" in dry.stdout
+    assert (store / "config").read_text() == "gitmodel store 1\n"
     # An older version's `git push origin exp` finds exp's objects there and sends nothing;
     # a gc runs before its ref update ...
     out = repo.gitmodel("gc", "--remote", "origin")

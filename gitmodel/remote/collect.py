@@ -104,8 +104,8 @@ def _collect_once(view: RemoteView, store: Store, manifests: list[bytes], grace_
     recent = {name for name in view.packs
               if (listing.mtimes.get(name) or now) > now - grace_days * DAY}
     pushed = transfer.pushed_checkpoints(view.backend, listing, remote_now, notes_kept())
-    if not dry_run and remote_now is not None:
-        pushed |= _marked(view, progress)
+    if remote_now is not None:                 # a client that cannot write removes nothing
+        pushed |= _marked(view, progress, dry_run)
     if pushed:
         progress(f"{len(pushed)} checkpoint(s) kept that pushes of the last hour sent or relied on "
                  "(their refs may not have arrived yet; a push's note protects them for an hour)")
@@ -172,7 +172,7 @@ def _collect_once(view: RemoteView, store: Store, manifests: list[bytes], grace_
     return report
 
 
-def _marked(view: RemoteView, progress: Callable[[str], None]) -> set[bytes]:
+def _marked(view: RemoteView, progress: Callable[[str], None], dry_run: bool = False) -> set[bytes]:
     """Before a gc removes anything from a remote marked below VERSION, whose writers may
     include gitmodel versions that leave no push notes: mark it VERSION, which such versions
     refuse to read or write, and leave a note naming every checkpoint it holds, for a push
@@ -181,6 +181,11 @@ def _marked(view: RemoteView, progress: Callable[[str], None]) -> set[bytes]:
     if marker_version(view.backend.read_marker()) == VERSION:
         return set()
     held = {oid for oid, entry in view.entries.items() if entry.kind == MANIFEST}
+    if dry_run:
+        progress(f"remote {view} is store version 1: a gc would first mark it {VERSION} and keep "
+                 f"its {len(held)} checkpoint(s) for an hour (older gitmodel versions' pushes "
+                 "leave no note for a gc)")
+        return held
     transfer.announce_push(view.backend, sorted(held))
     view.backend.write_marker(MARKER.format(VERSION))
     progress(f"marked remote {view} as store version {VERSION}: older gitmodel versions, whose "
