@@ -79,8 +79,9 @@ def _pointer(repo: pygit2.Repository, oid: pygit2.Oid, path: str, found: dict,
         item = DamagedPointer(path, str(oid), why, str(commit.id) if commit is not None else None,
                               commit_has_parent=bool(commit.parents) if commit is not None else True)
         if damaged is None:
-            raise HistoryError(str(item), f"{item.rewrite_hint()}. Restoring it in a new commit "
-                               "mends the work tree, not the commit that holds it") from None
+            mends = ". Restoring it in a new commit mends the work tree, not the commit that " \
+                    "holds it" if item.commit else ""
+            raise HistoryError(str(item), f"{item.rewrite_hint()}{mends}") from None
         damaged[oid] = item
         found[oid] = None
         return
