@@ -26,7 +26,7 @@ from gitmodel.store.chunker import cut_all
 from gitmodel.git.pktline import (
     FLUSH, MAX_PAYLOAD, ContentReader, PacketReader, PacketWriter, ProtocolError,
 )
-from gitmodel.pointer import MAGIC, Pointer, PointerError, TensorLine, parse
+from gitmodel.pointer import MAGIC, Pointer, PointerError, TensorLine, elements, parse
 from gitmodel.store.objects import Store
 
 SETTINGS = settings(max_examples=150, deadline=None,
@@ -54,7 +54,9 @@ names = st.one_of(
 ).filter(lambda s: json.loads(json.dumps(s)) == s and not _surrogate_pair(s))
 tokens = st.from_regex(r"[A-Za-z0-9_]+", fullmatch=True)
 hex_digits = lambda n: st.text(HEX, min_size=n, max_size=n)     # noqa: E731
-shapes = st.lists(st.one_of(st.integers(0, 10), st.integers(0, 2**64 - 1)), max_size=5).map(tuple)
+# Shapes a pointer may hold: dimensions below 2^64, at most 2^64 elements (docs/formats.md §1)
+shapes = st.lists(st.one_of(st.integers(0, 10), st.integers(0, 2**64 - 1)), max_size=5).map(
+    lambda dims: tuple(dims) if elements(tuple(dims)) is not None else tuple(min(d, 1 << 12) for d in dims))
 tensor_lines = st.builds(TensorLine, name=names, dtype=tokens, shape=shapes, digest=hex_digits(16))
 pointers = st.builds(
     Pointer,

@@ -336,7 +336,7 @@ def test_gc_keeps_a_whole_copy_of_every_base_a_kept_delta_needs(tmp_path: Path):
     y = (x + np.float32(1e-4) * rng.standard_normal(x.size).astype(np.float32)).tobytes()
     x = x.tobytes()
     ids = {data: blake3.blake3(data).digest() for data in (x, y)}
-    fillers = [rng.bytes(9 << 20) for _ in range(2)]       # big enough to keep their packs
+    fillers = [rng.bytes(1 << 20) for _ in range(18)]      # 9 MiB a pack: big enough to keep it
     chunks = [(blake3.blake3(d).digest(), len(d)) for d in (x, y, *fillers)]
     manifest = Manifest(sum(n for _, n in chunks), chunks).encode()
     root = blake3.blake3(manifest).digest()
@@ -356,8 +356,8 @@ def test_gc_keeps_a_whole_copy_of_every_base_a_kept_delta_needs(tmp_path: Path):
 
     garbage = rng.bytes(1 << 20)
     pack(whole(x), whole(y), whole(garbage), whole(manifest, MANIFEST))    # rewritten by gc
-    pack(delta(x, y), whole(fillers[0]))
-    pack(delta(y, x), whole(fillers[1]))
+    pack(delta(x, y), *map(whole, fillers[:9]))
+    pack(delta(y, x), *map(whole, fillers[9:]))
     report = collect(store, [root])
     assert report.count("rewrite") == 1 and report.count("keep") == 2, report.packs
     store.close()
