@@ -267,6 +267,17 @@ def _publish_pack(packs: Path, records: list[tuple[bytes, int, int, int, bytes]]
     (packs.parent / "config").write_text("gitmodel store 1\n")
 
 
+def _assert_refused_as_damage(cloned: dict, checkpoint: Path, said: str) -> None:
+    """The clone failed on m.safetensors, saying `said` and the remote's repair, with no
+    traceback, and wrote no checkpoint bytes."""
+    err = cloned["err"]
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert cloned["rc"] != 0 and "m.safetensors" in err, err
+    assert said in err, err
+    assert "gitmodel fsck --remote origin --repair" in err, err
+    assert not checkpoint.exists() or checkpoint.read_bytes().startswith(b"gitmodel pointer v1\n")
+
+
 def _clone_of_hostile_pointer(tmp_path: Path, git_env, size: int, content: bytes) -> tuple[dict, Path]:
     """Commit and push (without its checkpoint) a pointer naming `content` in the remote
     folder tmp_path/remote; clone it as another user. Returns the clone's exit code, stderr
@@ -314,12 +325,7 @@ def test_a_remote_record_claiming_more_than_a_chunk_is_refused_before_decoding(t
     mid = blake3.blake3(manifest).digest()
     _publish_pack(packs, [(mid, 1, 0, len(manifest), manifest)])
     cloned, checkpoint = _clone_of_hostile_pointer(tmp_path, no_push, 4 * MAX_SIZE, mid)
-    err = cloned["err"]
-    assert "Traceback" not in err and "internal error" not in err, err
-    assert cloned["rc"] != 0 and "m.safetensors" in err, err
-    assert f"claims {claimed} bytes, more than any chunk holds" in err, err
-    assert "gitmodel fsck --remote origin --repair" in err, err
-    assert not checkpoint.exists() or checkpoint.read_bytes().startswith(b"gitmodel pointer v1\n")
+    _assert_refused_as_damage(cloned, checkpoint, f"claims {claimed} bytes, more than any chunk holds")
     # A clone's processes take well under 200 MiB; one decoding a single record: 64 MiB more.
     assert cloned["peak"] < 200 << 20, f"peak memory {cloned['peak'] >> 20} MiB"
 
@@ -377,12 +383,8 @@ def test_a_remote_manifest_listing_more_chunks_than_its_file_can_have_is_refused
     started = time.monotonic()
     cloned, checkpoint = _clone_of_hostile_pointer(tmp_path, no_push, n, mid)
     elapsed = time.monotonic() - started
-    err = cloned["err"]
-    assert "Traceback" not in err and "internal error" not in err, err
-    assert cloned["rc"] != 0 and "m.safetensors" in err, err
-    assert f"manifest lists {n} chunks, more than a file of {n} bytes is cut into" in err, err
-    assert "gitmodel fsck --remote origin --repair" in err, err
-    assert not checkpoint.exists() or checkpoint.read_bytes().startswith(b"gitmodel pointer v1\n")
+    _assert_refused_as_damage(cloned, checkpoint,
+                              f"manifest lists {n} chunks, more than a file of {n} bytes is cut into")
     # Decoded, its entries alone take some 300 MiB of Python objects, and seconds to build.
     assert cloned["peak"] < 200 << 20, f"peak memory {cloned['peak'] >> 20} MiB"
     assert elapsed < 60, f"took {elapsed:.0f} s"

@@ -189,12 +189,11 @@ def test_pushes_notes_expire_after_an_hour_and_are_removed(tmp_path: Path, git_e
     assert len(notes) == 1 and notes[0] not in first
 
 
-def test_a_push_relying_on_old_objects_is_protected_from_a_concurrent_remote_gc(tmp_path: Path, git_env):
-    """The race: a clone pushes a checkpoint whose objects the remote holds only as garbage
-    (no remote ref names it) while a remote gc runs. The push re-sends the manifest, in a
-    recent pack, before git updates the ref; the gc keeps what recent manifests need."""
+def forgotten_branch(tmp_path: Path, env: dict) -> tuple[Path, Repo, str]:
+    """A folder remote holding branch exp's checkpoint, which no remote ref names any more
+    (pushed, then the branch deleted there): the store, the repository and its sha256."""
     store = tmp_path / "store"
-    repo = team(tmp_path, git_env, str(store), None)
+    repo = team(tmp_path, env, str(store), None)
     write_safetensors(repo.path / MODEL, random_model(1))
     repo.commit("v1", MODEL)
     repo.git("push", "-q", "origin", "main")
@@ -203,6 +202,14 @@ def test_a_push_relying_on_old_objects_is_protected_from_a_concurrent_remote_gc(
     repo.commit("exp", MODEL)
     repo.git("push", "-q", "origin", "exp")
     repo.git("push", "-q", "origin", ":exp")            # the remote forgets the branch
+    return store, repo, digest
+
+
+def test_a_push_relying_on_old_objects_is_protected_from_a_concurrent_remote_gc(tmp_path: Path, git_env):
+    """The race: a clone pushes a checkpoint whose objects the remote holds only as garbage
+    (no remote ref names it) while a remote gc runs. The push re-sends the manifest, in a
+    recent pack, before git updates the ref; the gc keeps what recent manifests need."""
+    store, repo, digest = forgotten_branch(tmp_path, git_env)
     age(store)                                          # and its packs are old
 
     # Without a re-sent manifest, a gc now would remove exp's checkpoint:
@@ -227,16 +234,7 @@ def test_a_remote_gc_marks_a_remote_older_versions_wrote_and_keeps_what_their_pu
     failed. The first gc of such a remote marks it version 2 (which those versions refuse,
     asking to be upgraded) and keeps every checkpoint it holds for the hour such a push may
     still take."""
-    store = tmp_path / "store"
-    repo = team(tmp_path, git_env, str(store), None)
-    write_safetensors(repo.path / MODEL, random_model(1))
-    repo.commit("v1", MODEL)
-    repo.git("push", "-q", "origin", "main")
-    repo.git("checkout", "-q", "-b", "exp")
-    digest = sha256(write_safetensors(repo.path / MODEL, random_model(2)))
-    repo.commit("exp", MODEL)
-    repo.git("push", "-q", "origin", "exp")
-    repo.git("push", "-q", "origin", ":exp")            # the remote forgets the branch
+    store, repo, digest = forgotten_branch(tmp_path, git_env)
     for note in (store / "packs").glob("push-*"):
         note.unlink()                                   # as if older versions had pushed
     (store / "config").write_text("gitmodel store 1\n")
