@@ -196,7 +196,10 @@ def migrate_history(session, refs: list[str], say=lambda line: None) -> list[tup
     top = repo.toplevel(session.cwd)
     status = repo.run_git("status", "--porcelain", "--untracked-files=no", cwd=top).stdout
     if status.strip():
-        raise MigrateError("the work tree has changes", "Nothing was rewritten. Commit or stash them first")
+        lines = status.decode(errors="replace").splitlines()      # paths as git quotes them
+        named = ", ".join(line[3:] for line in lines[:5]) + (" and more" if len(lines) > 5 else "")
+        raise MigrateError(f"the work tree has changes ({named})",
+                           "Nothing was rewritten. Commit or stash them first")
     backup = repo.run_git("for-each-ref", "--format=%(refname)", "refs/original/", cwd=top).stdout.decode().split()
     if backup:            # filter-branch would want -f, which drops the history before the first rewrite
         raise MigrateError(f"an earlier rewrite's backup of the history is in refs/original/ "
