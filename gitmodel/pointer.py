@@ -24,6 +24,10 @@ _SHAPE = re.compile(rf"\[{_DIM}(?:,{_DIM})*\]|\[\]")
 _DIGEST = re.compile(r"[0-9a-f]{%d}" % DIGEST_CHARS)
 _TOKEN = re.compile(r"[A-Za-z0-9_]+")
 _STAT = re.compile(r"[a-z_]+=[!-~]+")       # key=value, printable ASCII, no spaces
+# A tensor line after its name, checked in one match: walks of history parse every line of
+# every version (the fields' own patterns above, joined by single spaces)
+_TENSOR_FIELDS = re.compile(rf"([A-Za-z0-9_]+) (\[(?:{_DIM}(?:,{_DIM})*)?\]) ([0-9a-f]{{{DIGEST_CHARS}}})"
+                            r"((?: [a-z_]+=[!-~]+)*)")
 
 
 class PointerError(GitmodelError, ValueError):
@@ -240,18 +244,18 @@ def _parse_tensor(line: str, number: int) -> TensorLine:
             rest = line[end:]
             if not isinstance(name, str) or not rest.startswith(" "):
                 raise ValueError
-            fields = rest[1:].split(" ")
+            rest = rest[1:]
         else:
-            name, *fields = line.split(" ")
-        dtype, shape, digest = fields[:3]
+            name, _, rest = line.partition(" ")
     except ValueError:
         raise PointerError(f"bad tensor line {number}") from None
-    stats = tuple(fields[3:])
-    if not (_TOKEN.fullmatch(dtype) and _SHAPE.fullmatch(shape) and _DIGEST.fullmatch(digest)
-            and all(_STAT.fullmatch(f) for f in stats)):
+    match = _TENSOR_FIELDS.fullmatch(rest)
+    if match is None:
         raise PointerError(f"bad tensor line {number}")
-    dims = tuple(int(d) for d in shape[1:-1].split(",")) if shape != "[]" else ()
-    if any(d >= MAX_DIM for d in dims) or elements(dims) is None:
+    dtype, shape, digest, stats = match.groups()
+    stats = tuple(stats[1:].split(" ")) if stats else ()
+    dims = tuple(map(int, shape[1:-1].split(","))) if shape != "[]" else ()
+    if max(dims, default=0) >= MAX_DIM or elements(dims) is None:
         raise PointerError(f"bad tensor line {number}: a shape no checkpoint has (a dimension of "
                            "2^64 or more, or more than 2^64 elements)")
     return TensorLine(name, dtype, dims, digest, stats)
