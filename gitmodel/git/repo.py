@@ -259,6 +259,13 @@ def commit(repository, rev: str):
         return None
 
 
+# Pointers read, by blob id (a blob's bytes never change): status and push walk the history
+# several times, and parsing every version's tensor table again was most of their time. Emptied
+# past a bound, so it never holds more than a walk would.
+_read_pointers: dict = {}
+_READ_POINTERS_MAX = 100_000
+
+
 def pointer_blob(repository, oid, path: str = "", fetch: bool = True) -> pointers.Pointer | None:
     """The pointer a blob holds, or None when it is not a pointer. A blob that starts like a
     pointer but does not parse raises PointerError naming `path`. In a partial clone, a blob
@@ -266,19 +273,31 @@ def pointer_blob(repository, oid, path: str = "", fetch: bool = True) -> pointer
     whole history (push, status, repack) must not download every old blob, and this clone
     cannot have made a checkpoint whose pointer it never held."""
     import pygit2
-    try:
-        kind, size = repository.odb.read_header(oid)
-    except KeyError:
-        data = blob_data(repository, oid, fetch)
-        kind, size = (pygit2.GIT_OBJECT_BLOB, len(data)) if data is not None else (None, 0)
+    if oid in _read_pointers:
+        found = _read_pointers[oid]
     else:
-        data = None
-    if kind != pygit2.GIT_OBJECT_BLOB or size > pointers.MAX_POINTER_SIZE:
-        return None
-    try:
-        return pointers.sniff(repository[oid].data if data is None else data)
-    except pointers.PointerError as err:
-        raise pointers.PointerError(f"{path or 'blob'} ({oid}) is a damaged pointer: {err}") from None
+        try:
+            kind, size = repository.odb.read_header(oid)
+        except KeyError:
+            data = blob_data(repository, oid, fetch)
+            if data is None:
+                return None                     # not fetched: not remembered either
+            kind, size = pygit2.GIT_OBJECT_BLOB, len(data)
+        else:
+            data = None
+        if kind != pygit2.GIT_OBJECT_BLOB or size > pointers.MAX_POINTER_SIZE:
+            found = None
+        else:
+            try:
+                found = pointers.sniff(repository[oid].data if data is None else data)
+            except pointers.PointerError as err:
+                found = err
+        if len(_read_pointers) >= _READ_POINTERS_MAX:
+            _read_pointers.clear()
+        _read_pointers[oid] = found
+    if isinstance(found, pointers.PointerError):
+        raise pointers.PointerError(f"{path or 'blob'} ({oid}) is a damaged pointer: {found}") from None
+    return found
 
 
 def blob_data(repository, oid, fetch: bool = True) -> bytes | None:

@@ -187,10 +187,10 @@ def status(session) -> Status:
                            for content, path in sorted(introduced.items(), key=lambda kv: kv[1])]
     if local:
         damaged: list = []          # named once, with their commits; they hold no checkpoint
-        history.pointers_introduced(repository, local, damaged=damaged)
+        in_history = history.pointers_introduced(repository, local, damaged=damaged)
         result.damaged_pointers = [{"path": d.path, "commit": d.commit, "blob": d.blob, "why": d.why,
                                     "repair": d.rewrite_hint()} for d in damaged]
-        _compare_with_remote(session, repository, local, result)
+        _compare_with_remote(session, in_history, result)
     store = session.store
     result.store_bytes = gc.store_bytes(store)
     try:
@@ -202,9 +202,10 @@ def status(session) -> Status:
     return result
 
 
-def _compare_with_remote(session, repository, branches: list[str], result: Status) -> None:
-    """The checkpoints of the local branches' history that the default gitmodel remote lacks
-    (from its indexes: one listing, and the indexes not seen before)."""
+def _compare_with_remote(session, found: dict[str, str], result: Status) -> None:
+    """The checkpoints of the local branches' history (`found`: {content: path}) that the
+    default gitmodel remote lacks (from its indexes: one listing, and the indexes not seen
+    before)."""
     try:
         view = session.default_view()
         if view is None:
@@ -214,7 +215,6 @@ def _compare_with_remote(session, repository, branches: list[str], result: Statu
     except (GitmodelError, OSError) as err:
         result.remote_error = err.full() if isinstance(err, GitmodelError) else str(err)
         return
-    found = history.pointers_introduced(repository, branches, damaged=[])
     lacking = [(content, path) for content, path in sorted(found.items(), key=lambda kv: kv[1])
                if not _all_there(session.store, view, bytes.fromhex(content))]
     absent = set(session.store.missing([bytes.fromhex(c) for c, _ in lacking]))
