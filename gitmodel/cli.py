@@ -249,14 +249,18 @@ def _ls_files_arguments(p) -> None:
 def cmd_ls_files(args) -> int:
     import json
     from gitmodel.git import repo, state
-    listed = state.ls_files(repo.open_repository(), _session().store, args.rev)
+    damaged: list = []
+    listed = state.ls_files(repo.open_repository(), _session().store, args.rev, damaged)
     if args.json:
         print(json.dumps([item.as_dict() for item in listed], indent=1))
-        return 0
-    for item in listed:
-        print(f"{item.content[:12]}  {state.human(item.size):>10}  {item.work_tree:<7}  "
-              f"{item.store:<8}  {quote_path(item.path)}{f'  ({item.stage})' if item.stage else ''}")
-    return 0
+    else:
+        for item in listed:
+            print(f"{item.content[:12]}  {state.human(item.size):>10}  {item.work_tree:<7}  "
+                  f"{item.store:<8}  {quote_path(item.path)}{f'  ({item.stage})' if item.stage else ''}")
+    for item in damaged:          # listed apart: they name no checkpoint to describe
+        print(f"gitmodel: error: {item}. It names no checkpoint, so it is not listed; "
+              f"{item.harm()}. {item.rewrite_hint()}", file=sys.stderr)
+    return 1 if damaged else 0
 
 
 @command("status", "checkpoints staged, modified and not yet pushed; the store's size",
@@ -296,10 +300,10 @@ def cmd_status(args) -> int:
                  "then `gitmodel pull`)", list(map(quote_path, found.pointers_untracked))),
                 ("tracked but stored in git as they are, not with gitmodel (`git add "
                  "--renormalize PATH` stores them with it)", list(map(quote_path, found.raw))),
-                ("damaged pointers in the branches' history (they name no checkpoint; a checkout "
-                 "of their commit fails on them, and a push of it is refused)",
-                 [f"{quote_path(d['path'])} in commit {d['commit'][:12]}: {d['why']}. {d['repair']}"
-                  for d in found.damaged_pointers])]
+                ("damaged pointers in the branches' history, HEAD or the index (they name no "
+                 "checkpoint; a checkout of what holds them fails on them, and a push of their "
+                 "commits is refused)",
+                 [f"{d['where']}: {d['why']}. {d['repair']}" for d in found.damaged_pointers])]
     for title, lines in sections:
         if lines:
             print(f"{title}:")
@@ -622,11 +626,24 @@ def cmd_fetch(args) -> int:
     view = session.view()
     repository = repo.open_repository()
     revs = history.all_refs(repository) if args.all else (args.refs or ["HEAD"])
-    checkpoints = history.pointers_in_trees(repository, revs)
-    stats = sync.fetch_all(session.store, view, checkpoints, quiet=args.quiet)
+    damaged: list = []
+    checkpoints = history.pointers_in_trees(repository, revs, damaged=damaged)
+    try:
+        stats = sync.fetch_all(session.store, view, checkpoints, quiet=args.quiet)
+    except BaseException:
+        _say_unfetchable(damaged)
+        raise
     _say(args, f"{len(checkpoints)} checkpoint(s): fetched {stats.objects} object(s), "
                f"{_size(stats.bytes)} from {view}")
-    return 0
+    _say_unfetchable(damaged)
+    return 1 if damaged else 0
+
+
+def _say_unfetchable(damaged: list) -> None:
+    """Damaged pointers name no checkpoint: the others were fetched, nothing for these."""
+    for item in damaged:
+        print(f"gitmodel: error: {item}. It names no checkpoint, so nothing was fetched for it; "
+              f"{item.harm()}. {item.rewrite_hint()}", file=sys.stderr)
 
 
 @command("pull", "fetch, then restore files left as pointers in the work tree",
@@ -641,7 +658,8 @@ def cmd_pull(args) -> int:
     if repository.workdir is None:
         raise GitmodelError("gitmodel pull writes files of the work tree, and this is a bare "
                             "repository", "`gitmodel fetch` brings the checkpoints into its store")
-    left = dict(history.iter_work_tree_pointers(repository))
+    damaged: list = []
+    left = dict(history.iter_work_tree_pointers(repository, damaged))
     # Restored at a path git would not clean, a checkpoint would be committed raw: left alone
     tracked = revisions.tracked_paths(Path(repository.workdir), list(left))
     untracked = sorted(path for path in left if path not in tracked)
@@ -658,6 +676,9 @@ def cmd_pull(args) -> int:
         say = (lambda line: None) if args.quiet else (lambda line: _say(args, line))
         written = worktree.materialize(session.store, repository, complete, say)
         _say(args, f"restored {len(written)} file(s) in the work tree")
+    for item in damaged:          # the others were restored; nothing names what these hold
+        print(f"gitmodel: error: {item}. It names no checkpoint, so the file was left as it is; "
+              f"{item.harm()}. {item.rewrite_hint()}", file=sys.stderr)
     if result.failed:
         missing = sorted(path for path, p in left.items() if p.content in result.failed)
         why = result.failed[left[missing[0]].content]
@@ -671,7 +692,7 @@ def cmd_pull(args) -> int:
                             f"{' …' if len(untracked) > 5 else ''} (restored there, git would "
                             "commit the whole file)", "Track them (`gitmodel track PATTERN`, "
                             "and commit .gitattributes), then `gitmodel pull` again")
-    return 0
+    return 1 if damaged else 0
 
 
 def _mirror(source, dest, tmp_dir: Path, args):
@@ -866,7 +887,12 @@ def cmd_smudge(args) -> int:
     from gitmodel import checkpoint, pointer
     data = sys.stdin.buffer.read(pointer.MAX_POINTER_SIZE + 1)
     skip = os.environ.get("GITMODEL_SKIP_SMUDGE", "") not in ("", "0")
-    ptr = None if skip else pointer.sniff(pointer.without_crlf(data))
+    try:
+        ptr = None if skip else pointer.sniff(pointer.without_crlf(data))
+    except pointer.PointerError as err:          # as the filter says it
+        from gitmodel.errors import GitmodelError
+        from gitmodel.git.filter import damaged_pointer
+        raise GitmodelError(f"{quote_path(args.path or 'stdin')}: {damaged_pointer(err)}") from None
     if ptr is None:
         sys.stdout.buffer.write(data)
         while block := sys.stdin.buffer.read(1 << 20):

@@ -403,3 +403,104 @@ def test_a_damaged_pointer_that_still_names_its_checkpoint_keeps_it_from_gc(tmp_
     refused = repo.gitmodel("gc", "--keep-recent", "0", check=False)
     assert refused.returncode != 0 and "Nothing was removed" in refused.stderr, refused.stderr
     assert repo.out("rev-parse", "--short", "HEAD").strip() in refused.stderr, refused.stderr
+
+
+def _damaged_at_head(tmp_path: Path, env: dict) -> tuple[Repo, str, str, str]:
+    """a.safetensors and b.safetensors pushed; then a commit whose a.safetensors is a pointer
+    edited by hand, with no content line: the repository, that commit, the damaged blob and
+    the sha256 of b."""
+    from conftest import sha256, team
+    repo = team(tmp_path, env, str(tmp_path / "remote"))
+    write_safetensors(repo.path / "a.safetensors", small(1))
+    write_safetensors(repo.path / "b.safetensors", small(2))
+    repo.commit("two", "a.safetensors", "b.safetensors")
+    repo.git("push", "-q", "origin", "main")
+    bad = repo.git("hash-object", "-w", "--stdin", input=b"gitmodel pointer v1\nsize abc\n").stdout.decode().strip()
+    repo.git("update-index", "--cacheinfo", f"100644,{bad},a.safetensors")
+    repo.git("commit", "-q", "-m", "edited pointer")
+    return repo, repo.out("rev-parse", "HEAD").strip(), bad, sha256(repo.path / "b.safetensors")
+
+
+def test_a_damaged_pointer_in_head_is_named_and_every_other_file_goes_on(tmp_path: Path, git_env):
+    """A damaged pointer in HEAD's tree stopped `gitmodel fetch` (and fsck, ls-files, pull)
+    at it, fetching nothing at all, and the one-shot smudge said only "error: missing or bad
+    size". Each now names the path and the commit that holds it (or the index), says nothing
+    was done for it and how to mend it, does all the rest, and exits 1 where it could not do
+    what it says."""
+    from conftest import sha256
+    repo, damaged, blob, b = _damaged_at_head(tmp_path, git_env)
+    said = (f"a.safetensors in commit {damaged[:12]} is a damaged pointer (blob {blob[:12]}): "
+            "missing or bad size")
+    rewrite = f"`GITMODEL_SKIP_SMUDGE=1 git rebase -i {damaged[:12]}^`, mark {damaged[:12]} `edit`"
+    import shutil
+    shutil.rmtree(repo.store / "packs")                 # a fresh store: fetch must bring b
+    fetched = repo.gitmodel("fetch", check=False)
+    lines = fetched.stderr.splitlines()
+    assert fetched.returncode == 1, fetched.stderr
+    assert re.fullmatch(r"gitmodel: 1 checkpoint\(s\): fetched [1-9]\d* object\(s\), [\d.]+ MiB from "
+                        rf"origin \({re.escape(str(tmp_path / 'remote'))}\)", lines[0]), fetched.stderr
+    assert lines[1].startswith(f"gitmodel: error: {said}. It names no checkpoint, so nothing was "
+                               "fetched for it; a checkout of that commit fails on it, and a push "
+                               "of it is refused. Rewrite that commit"), fetched.stderr
+    assert rewrite in lines[1] and len(lines) == 2, fetched.stderr
+    fsck = repo.gitmodel("fsck")
+    assert f"note: {said}; it names no checkpoint" in fsck.stdout, fsck.stdout
+    assert "checkpoints needed by HEAD and the index: 1 complete\n0 problem(s)." in fsck.stdout, fsck.stdout
+
+    listed = repo.gitmodel("ls-files", "HEAD", check=False)
+    assert listed.returncode == 1 and len(listed.stdout.splitlines()) == 1, listed
+    assert listed.stdout.split()[-3:] == ["file", "complete", "b.safetensors"], listed.stdout
+    assert listed.stderr.startswith(f"gitmodel: error: {said}. It names no checkpoint, so it is not listed"), listed.stderr
+
+    one_shot = subprocess.run(["gitmodel", "smudge", "--", "a.safetensors"], cwd=repo.path, env=repo.env,
+                              input=repo.git("cat-file", "blob", blob).stdout, capture_output=True)
+    assert (one_shot.returncode, one_shot.stdout) == (1, b""), one_shot
+    assert one_shot.stderr.decode() == ("gitmodel: error: a.safetensors: damaged pointer (missing or bad "
+                                        "size). Nothing was written for this file; restore the pointer "
+                                        "from another commit, or add the checkpoint again\n")
+
+    # A checkout that left pointers: pull restores b and names a, left as it is
+    (repo.path / "a.safetensors").unlink()
+    (repo.path / "b.safetensors").unlink()
+    Repo(repo.path, dict(git_env, GITMODEL_SKIP_SMUDGE="1")).git("checkout", "--", ".")
+    pulled = repo.gitmodel("pull", check=False)
+    assert pulled.returncode == 1 and sha256(repo.path / "b.safetensors") == b, pulled.stderr
+    assert (repo.path / "a.safetensors").read_bytes() == b"gitmodel pointer v1\nsize abc\n"
+    assert (f"gitmodel: error: a.safetensors in the index is a damaged pointer (blob {blob[:12]}): "
+            "missing or bad size. It names no checkpoint, so the file was left as it is; a checkout "
+            "of the file from the index fails on it, and a commit would put it in history. Restore "
+            "the pointer from a commit that holds a good one (`git checkout REV -- a.safetensors`), "
+            "or add the checkpoint again\n") in pulled.stderr, pulled.stderr
+
+
+def test_a_damaged_pointer_in_the_index_is_named_by_status_and_the_repair_it_prints_works(tmp_path: Path, git_env):
+    """`gitmodel status` stopped at a damaged pointer staged in the index ("error: … is a
+    damaged pointer", exit 1, nothing else said). It now lists it, apart from what is
+    staged, with a repair that works as printed, and reports everything else."""
+    from conftest import sha256
+    repo, damaged, blob, _ = _damaged_at_head(tmp_path, git_env)
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    a = sha256(repo.path / "a.safetensors")
+    write_safetensors(repo.path / "b.safetensors", small(3))
+    repo.git("add", "b.safetensors")
+    repo.git("update-index", "--cacheinfo", f"100644,{blob},a.safetensors")
+    status = repo.gitmodel("status")
+    repair = re.search(r"^  a\.safetensors in the index: missing or bad size\. Restore the pointer from "
+                       r"a commit that holds a good one \(`(git checkout REV -- a\.safetensors)`\), or add "
+                       r"the checkpoint again$", status.stdout, re.M)
+    assert repair, status.stdout
+    staged = status.stdout.split("staged:\n", 1)[1].split("\n", 1)[0]
+    assert staged.startswith("  b.safetensors  "), status.stdout        # a is not "deleted"
+    assert "a.safetensors  " not in status.stdout, status.stdout
+    listed = json.loads(repo.gitmodel("status", "--json").stdout)["damaged_pointers"]
+    assert listed == [{"path": "a.safetensors", "commit": None, "where": "a.safetensors in the index",
+                       "blob": blob, "why": "missing or bad size",
+                       "repair": "Restore the pointer from a commit that holds a good one (`git "
+                                 "checkout REV -- a.safetensors`), or add the checkpoint again"}]
+    fsck = repo.gitmodel("fsck")
+    assert f"note: a.safetensors in the index is a damaged pointer (blob {blob[:12]})" in fsck.stdout, fsck.stdout
+    assert "0 problem(s)." in fsck.stdout, fsck.stdout
+    (repo.path / "a.safetensors").unlink()
+    repo.git(*repair.group(1).replace("REV", "HEAD").split()[1:])
+    assert sha256(repo.path / "a.safetensors") == a
+    assert "damaged pointers" not in repo.gitmodel("status").stdout

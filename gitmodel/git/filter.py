@@ -147,8 +147,7 @@ class FilterServer:
         try:
             ptr = pointers.sniff(pointers.without_crlf(data))
         except pointers.PointerError as err:
-            return self._fail(path, f"damaged pointer ({err}). {NOTHING_WRITTEN}; restore the "
-                              "pointer from another commit, or add the checkpoint again")
+            return self._fail(path, damaged_pointer(err))
         if ptr is None:
             return self._pass_through(path, data, content)
         try:
@@ -271,6 +270,12 @@ def warn_if_mixed(path: str, ptr: pointers.Pointer, store: Store) -> None:
              "versions (a pointer's hunks taken apart, as `git checkout -p`, `git restore -p` or "
              "`git stash -p` do) or were edited: a checkpoint is taken whole (`git checkout REV "
              "-- PATH`); `gitmodel merge` combines tensors of two versions")
+
+
+def damaged_pointer(err: pointers.PointerError) -> str:
+    """What a smudge of a pointer that does not parse says (it names no checkpoint)."""
+    return (f"damaged pointer ({err}). {NOTHING_WRITTEN}; restore the pointer from another "
+            "commit, or add the checkpoint again")
 
 
 def _describe(err: Exception) -> str:

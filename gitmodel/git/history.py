@@ -9,6 +9,7 @@ reported, not skipped silently.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -26,29 +27,45 @@ class HistoryError(GitmodelError):
     pass
 
 
+INDEX = "the index"         # where a damaged pointer outside any commit is
+
+
 @dataclass
 class DamagedPointer:
     """A blob that starts like a pointer but does not parse, as history holds it: the oldest
-    commit (of those walked) that introduced it, its path there, and why it does not parse.
-    It names no checkpoint: there is nothing to check, fetch or upload for it."""
+    commit (of those walked) that introduced it, its path there, and why it does not parse;
+    or, outside any commit, where it is (`place`: the index). It names no checkpoint: there
+    is nothing to check, fetch or upload for it."""
     path: str
     blob: str
     why: str
     commit: str | None = None        # None: not from a commit (the index, a tag of a tree)
     commits: int = 1                 # how many walked commits introduced it
+    place: str | None = None         # where it is when not in a commit: INDEX
 
     def where(self) -> str:
-        return f"{quote_path(self.path)} in commit {self.commit[:12]}" if self.commit else quote_path(self.path)
+        if self.commit:
+            return f"{quote_path(self.path)} in commit {self.commit[:12]}"
+        return f"{quote_path(self.path)} in {self.place}" if self.place else quote_path(self.path)
 
     def __str__(self) -> str:
         again = f" (and in {self.commits - 1} later commit(s))" if self.commits > 1 else ""
         return f"{self.where()}{again} is a damaged pointer (blob {self.blob[:12]}): {self.why}"
 
+    def harm(self) -> str:
+        """What it breaks, where it is."""
+        if self.commit:
+            return "a checkout of that commit fails on it, and a push of it is refused"
+        if self.place == INDEX:
+            return "a checkout of the file from the index fails on it, and a commit would put it in history"
+        return "a checkout of it fails"
+
     def rewrite_hint(self) -> str:
         """How to rewrite the commit that holds it: restoring the file in a later commit
         leaves the damaged one in history, where every push of it finds it again."""
         if self.commit is None:
-            return "Restore the pointer from another commit (`git checkout REV -- PATH`), or add the checkpoint again"
+            return (f"Restore the pointer from a commit that holds a good one (`git checkout REV "
+                    f"-- {quote_path(self.path)}`), or add the checkpoint again")
         c, path = self.commit[:12], quote_path(self.path)
         start = f"{c}^" if self.commit_has_parent else "--root"
         good = f"{c}^" if self.commit_has_parent else "GOOD"
@@ -75,8 +92,7 @@ def _pointer(repo: pygit2.Repository, oid: pygit2.Oid, path: str, found: dict,
     try:
         ptr = pointer_blob(repo, oid, path, fetch=False)
     except pointers.PointerError as err:
-        why = str(err).split(" is a damaged pointer: ", 1)[-1]
-        item = DamagedPointer(path, str(oid), why, str(commit.id) if commit is not None else None,
+        item = DamagedPointer(path, str(oid), why_damaged(err), str(commit.id) if commit is not None else None,
                               commit_has_parent=bool(commit.parents) if commit is not None else True)
         if damaged is None:
             mends = ". Restoring it in a new commit mends the work tree, not the commit that " \
@@ -86,6 +102,11 @@ def _pointer(repo: pygit2.Repository, oid: pygit2.Oid, path: str, found: dict,
         found[oid] = None
         return
     found[oid] = (path, ptr) if ptr is not None else None
+
+
+def why_damaged(err: pointers.PointerError) -> str:
+    """Why a blob does not parse, without the blob's name that repo.pointer_blob puts first."""
+    return str(err).split(" is a damaged pointer: ", 1)[-1]
 
 
 def _read(repo: pygit2.Repository, blobs: list, found: dict, fetch: bool,
@@ -108,16 +129,31 @@ def _result(found: dict) -> dict[str, str]:
     return out
 
 
-def pointers_in_trees(repo: pygit2.Repository, revs: Iterable[str], fetch: bool = True) -> dict[str, str]:
+def pointers_in_trees(repo: pygit2.Repository, revs: Iterable[str], fetch: bool = True,
+                      damaged: list[DamagedPointer] | None = None) -> dict[str, str]:
     """Every checkpoint in the trees of these revisions (or the tree or file a revision that
-    is no commit names)."""
+    is no commit names). A damaged pointer raises HistoryError, or with `damaged` is appended
+    there, named with the commit that brought it in (the one a rewrite must mend)."""
+    revs = list(revs)
     found: dict = {}
+    bad: dict | None = {} if damaged is not None else None
     for rev in revs:
         files = files_named(repo, rev)
         if files is None:
             raise HistoryError(f"unknown revision {rev!r}")
-        _read(repo, files, found, fetch)
+        _read(repo, files, found, fetch, bad)
+    if bad:
+        damaged.extend(with_commits(repo, revs, bad))
     return _result(found)
+
+
+def with_commits(repo: pygit2.Repository, revs: list[str], bad: dict) -> list[DamagedPointer]:
+    """Damaged pointers found in trees, each with the oldest commit of these revisions'
+    history that introduced it (a tree's damaged pointer came in earlier than its commit: a
+    rewrite of the tip alone would keep it). Walked only when there is damage to name."""
+    introduced: dict = {}
+    _walk(repo, [rev for rev in revs if _commit(repo, rev) is not None], [], False, introduced)
+    return [introduced.get(oid, item) for oid, item in bad.items()]
 
 
 def files_named(repo: pygit2.Repository, rev: str) -> list[tuple[str, pygit2.Oid]] | None:
@@ -223,9 +259,11 @@ def all_refs(repo: pygit2.Repository) -> list[str]:
             and name != "refs/stash"] or ["HEAD"]
 
 
-def iter_work_tree_pointers(repo: pygit2.Repository) -> Iterator[tuple[str, Pointer]]:
+def iter_work_tree_pointers(repo: pygit2.Repository,
+                            damaged: list[DamagedPointer] | None = None) -> Iterator[tuple[str, Pointer]]:
     """(path, pointer) for index entries whose work-tree file is still exactly the pointer
-    the index holds (a pointer file edited by hand is the user's change: left alone)."""
+    the index holds (a pointer file edited by hand is the user's change: left alone). Such
+    a file whose pointer is damaged is skipped, or with `damaged` appended there."""
     root = Path(repo.workdir)
     for entry in index_entries(repo):
         if not entry.is_file:
@@ -239,20 +277,38 @@ def iter_work_tree_pointers(repo: pygit2.Repository) -> Iterator[tuple[str, Poin
                     continue
                 f.seek(0)
                 text = pointers.without_crlf(f.read(pointers.MAX_POINTER_SIZE + 1))
-            if pygit2.hash(text) != entry.id or (ptr := pointers.sniff(text)) is None:
-                continue
-            yield entry.path, ptr
-        except (OSError, pointers.PointerError):
+        except OSError:
             continue
+        if pygit2.hash(text) != entry.id:
+            continue
+        try:
+            ptr = pointers.sniff(text)
+        except pointers.PointerError as err:
+            if damaged is not None:
+                damaged.append(DamagedPointer(entry.path, str(entry.id), str(err), place=INDEX))
+            continue
+        if ptr is not None:
+            yield entry.path, ptr
 
 
-def pointers_in_index(repo: pygit2.Repository) -> dict[str, str]:
-    """Every checkpoint the index holds (what the next commit would reference)."""
+def pointers_in_index(repo: pygit2.Repository, damaged: list[DamagedPointer] | None = None) -> dict[str, str]:
+    """Every checkpoint the index holds (what the next commit would reference). A damaged
+    pointer raises HistoryError, or with `damaged` is appended there."""
     found: dict = {}
+    bad: dict | None = {} if damaged is not None else None
     for entry in index_entries(repo):
         if entry.is_file:
-            _pointer(repo, entry.id, entry.path, found)
+            _pointer(repo, entry.id, entry.path, found, bad)
+    if bad:
+        damaged.extend(dataclasses.replace(item, place=INDEX) for item in bad.values())
     return _result(found)
+
+
+def staged_only(repo: pygit2.Repository, staged: list[DamagedPointer]) -> list[DamagedPointer]:
+    """Of the damaged pointers the index holds, those HEAD does not hold at the same path:
+    one HEAD holds too is HEAD's, named with its commit, whose rewrite mends both."""
+    head = {} if repo.head_is_unborn else dict(tree_blobs(repo, repo.head.peel(pygit2.Commit).tree))
+    return [item for item in staged if str(head.get(item.path, "")) != item.blob]
 
 
 def versions_by_path(repo: pygit2.Repository) -> dict[str, list[str]]:
@@ -330,11 +386,16 @@ def declared_bases(repo: pygit2.Repository, paths: Iterable[str]) -> tuple[dict[
 
 
 def checked_out(repo: pygit2.Repository) -> set[str]:
-    """The checkpoints HEAD's tree and the index hold (kept whole by a repack)."""
-    found = pointers_in_index(repo)
+    """The checkpoints HEAD's tree and the index hold (kept whole by a repack). A damaged
+    pointer there names no version to keep whole: skipped, as versions_by_path skips it."""
+    found: dict = {}
+    skipped: dict = {}
+    for entry in index_entries(repo):
+        if entry.is_file:
+            _pointer(repo, entry.id, entry.path, found, skipped)
     if not repo.head_is_unborn:
-        found.update(pointers_in_trees(repo, ["HEAD"]))
-    return set(found)
+        _read(repo, files_named(repo, "HEAD") or [], found, True, skipped)
+    return set(_result(found))
 
 
 def _peels_to_commit(ref) -> bool:

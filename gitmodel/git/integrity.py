@@ -43,15 +43,19 @@ class Findings:
 
 def needed_checkpoints(repository, all_history: bool = False,
                        damaged: list | None = None) -> Checkpoints:
-    """With `all_history` and `damaged`, a damaged pointer in a commit is appended there (it
-    names no checkpoint: nothing to check) and the walk goes on."""
+    """With `damaged`, a damaged pointer (in a commit, HEAD's tree or the index) is appended
+    there (it names no checkpoint: nothing to check) and the walk goes on."""
     if all_history:
         found = history.pointers_introduced(repository, history.all_refs(repository), fetch=True,
                                             damaged=damaged)
     else:
-        found = history.pointers_in_trees(repository, ["HEAD"]) if not repository.head_is_unborn else {}
-    for content, path in history.pointers_in_index(repository).items():
+        found = history.pointers_in_trees(repository, ["HEAD"], damaged=damaged) \
+            if not repository.head_is_unborn else {}
+    staged: list | None = [] if damaged is not None else None
+    for content, path in history.pointers_in_index(repository, staged).items():
         found.setdefault(content, path)
+    if staged:
+        damaged += history.staged_only(repository, staged)
     return found
 
 
@@ -204,8 +208,8 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
     damaged: list = []
     checkpoints = needed_checkpoints(repo.open_repository(), all_history, damaged)
     for item in damaged:     # not a checkpoint: nothing to check, fetch or keep for it
-        say(f"note: {item}; it names no checkpoint, so there is nothing to check for it, but a "
-            f"checkout of that commit fails on it and a push of it is refused. {item.rewrite_hint()}")
+        say(f"note: {item}; it names no checkpoint, so there is nothing to check for it, but "
+            f"{item.harm()}. {item.rewrite_hint()}")
     if remote is not None:
         return _fsck_remote(session, remote, checkpoints, scope, repair, say, all_history)
     from gitmodel.store import fsck as store_fsck

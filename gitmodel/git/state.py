@@ -32,10 +32,12 @@ class Listed:
         return asdict(self)
 
 
-def ls_files(repository, store: Store, rev: str | None = None) -> list[Listed]:
+def ls_files(repository, store: Store, rev: str | None = None,
+             damaged: list | None = None) -> list[Listed]:
     """The checkpoints of a revision's tree, or (no `rev`) of the index, by path (a
-    conflicted path's base, ours and theirs in that order)."""
-    found = list(_pointers(repository, rev, stages=True))
+    conflicted path's base, ours and theirs in that order). A damaged pointer raises, or
+    with `damaged` is appended there (history.DamagedPointer) and left out."""
+    found = list(_pointers(repository, rev, stages=True, damaged=damaged))
     bare = repository.workdir is None
     differ = set() if bare or not found else \
         set(revisions.changed_paths(Path(repository.workdir), [rev] if rev else [], False, []))
@@ -64,9 +66,11 @@ def _work_tree_contents(repository, store: Store, conflicted: set[str]) -> dict[
 STAGES = {0: "", 1: "base", 2: "ours", 3: "theirs"}
 
 
-def _pointers(repository, rev: str | None, stages: bool = False):
+def _pointers(repository, rev: str | None, stages: bool = False, damaged: list | None = None):
     """(path, pointer) of the checkpoints in a revision's tree, or (no `rev`) the index;
-    with `stages`, (path, pointer, index stage)."""
+    with `stages`, (path, pointer, index stage). A damaged pointer raises PointerError, or
+    with `damaged` is appended there, where it is named (the commit that brought it into
+    the revision's tree, or the index), and the others go on."""
     if rev is None:
         blobs = [(entry.path, entry.id, entry.stage) for entry in index_entries(repository) if entry.is_file]
     else:
@@ -74,10 +78,20 @@ def _pointers(repository, rev: str | None, stages: bool = False):
         if found is None:
             raise revisions.RevisionError(f"unknown revision {rev!r}")
         blobs = [(path, oid, 0) for path, oid in history.tree_blobs(repository, found.tree)]
+    bad: dict = {}
     for path, oid, stage in blobs:
-        ptr = pointer_blob(repository, oid, path)
+        try:
+            ptr = pointer_blob(repository, oid, path)
+        except pointers.PointerError as err:
+            if damaged is None:
+                raise
+            bad.setdefault(oid, history.DamagedPointer(path, str(oid), history.why_damaged(err),
+                                                       place=history.INDEX if rev is None else None))
+            continue
         if ptr is not None:
             yield (path, ptr, stage) if stages else (path, ptr)
+    if bad:
+        damaged.extend(bad.values() if rev is None else history.with_commits(repository, [rev], bad))
 
 
 def _work_tree(repository, path: str, differs: bool) -> str:
@@ -127,7 +141,9 @@ class Status:
     pointers_in_work_tree: list[str] = field(default_factory=list)
     pointers_untracked: list[str] = field(default_factory=list)  # pointers no filter attribute names
     raw: list[str] = field(default_factory=list)           # tracked, staged as the file itself
-    damaged_pointers: list[dict] = field(default_factory=list)  # path, commit, blob, why: in the branches' history
+    # path, commit (None: not committed), where, blob, why, repair: in the branches' history,
+    # HEAD or the index
+    damaged_pointers: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -142,14 +158,20 @@ def status(session) -> Status:
                             "`gitmodel ls-files REV` lists a revision's checkpoints, "
                             "`gitmodel fsck` checks what HEAD needs")
     result = Status()
-    index = dict(_pointers(repository, None))
-    head_pointers = {} if repository.head_is_unborn else dict(_pointers(repository, "HEAD"))
+    staged_damage: list = []           # damaged pointers in the index, and in HEAD's tree
+    index = dict(_pointers(repository, None, damaged=staged_damage))
+    head_damage: list = []
+    head_pointers = {} if repository.head_is_unborn else \
+        dict(_pointers(repository, "HEAD", damaged=head_damage))
     head = {path: ptr.content for path, ptr in head_pointers.items()}
     conflicted = revisions.unmerged(repository)
     result.unmerged = sorted(conflicted)
     result.deleted_by_one_side = sorted(path for path, (_, ours, theirs) in conflicted.items()
                                         if ours is None or theirs is None)
-    for path in sorted((set(index) | set(head)) - set(result.unmerged)):
+    # A damaged pointer names no checkpoint, so neither side of its path can be compared: it
+    # is listed with the damaged pointers, not as a checkpoint staged or deleted.
+    unreadable = {d.path for d in staged_damage}
+    for path in sorted((set(index) | set(head)) - set(result.unmerged) - unreadable):
         new = index[path].content if path in index else None
         if head.get(path) != new:
             result.staged.append({"path": path, "old": head.get(path), "new": new})
@@ -185,11 +207,17 @@ def status(session) -> Status:
         introduced = history.pointers_introduced(repository, local, pushed, damaged=[])
         result.unpushed = [{"path": path, "content": content}
                            for content, path in sorted(introduced.items(), key=lambda kv: kv[1])]
+    damaged: list = []              # named once, with their commits; they hold no checkpoint
     if local:
-        damaged: list = []          # named once, with their commits; they hold no checkpoint
         in_history = history.pointers_introduced(repository, local, damaged=damaged)
-        result.damaged_pointers = [{"path": d.path, "commit": d.commit, "blob": d.blob, "why": d.why,
-                                    "repair": d.rewrite_hint()} for d in damaged]
+    # HEAD's (a detached HEAD's commits are on no branch), then what the index alone holds:
+    # a damaged pointer the index holds as HEAD does is HEAD's, mended by rewriting its commit.
+    named = {d.blob for d in damaged}
+    damaged += [d for d in head_damage if d.blob not in named]
+    damaged += history.staged_only(repository, staged_damage)
+    result.damaged_pointers = [{"path": d.path, "commit": d.commit, "where": d.where(), "blob": d.blob,
+                                "why": d.why, "repair": d.rewrite_hint()} for d in damaged]
+    if local:
         _compare_with_remote(session, in_history, result)
     store = session.store
     result.store_bytes = gc.store_bytes(store)
