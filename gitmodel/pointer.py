@@ -106,6 +106,14 @@ def is_pointer_prefix(head: bytes) -> bool:
     return head.startswith(MAGIC_PREFIX)
 
 
+def newer_version(data: bytes) -> bool:
+    """Whether `data` starts like a pointer of a later version than this gitmodel reads: what
+    it names may be written in a form unknown here."""
+    first = bytes(data[:64]).split(b"\n", 1)[0].rstrip(b"\r")
+    number = first[len(MAGIC_PREFIX):]
+    return first.startswith(MAGIC_PREFIX) and number.isdigit() and int(number) > int(MAGIC[len(MAGIC_PREFIX):])
+
+
 def sniff(data: bytes) -> Pointer | None:
     """The pointer `data` holds, or None when it is not one (it does not start like a pointer,
     or is too large to be one). Data that starts like a pointer but does not parse raises

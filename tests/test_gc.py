@@ -142,6 +142,17 @@ def test_what_is_stored_while_gc_waits_for_writers_is_recent(repo: Repo, tmp_pat
 
 
 def test_gc_keeps_stash_index_reflog_worktrees_and_other_branches(repo: Repo):
+    digests = _held_everywhere(repo)
+    out = gc(repo)
+    removed = int(re.search(r"removed (\d+) object", out.stdout).group(1))
+    assert removed > 0                            # the dropped file's chunks went
+    _assert_held_everywhere(repo, digests)
+
+
+def _held_everywhere(repo: Repo) -> dict[str, str]:
+    """A checkpoint in each place git keeps one (committed, stashed, staged, only in a reflog,
+    in another worktree's index, on another branch), one dropped (the only garbage), every
+    pack old enough for gc: each kept checkpoint's sha256."""
     models = {name: random_model(seed) for seed, name in enumerate(
         ["committed", "stashed", "staged", "reflog", "worktree", "branch"], start=10)}
     digests = {}
@@ -171,11 +182,11 @@ def test_gc_keeps_stash_index_reflog_worktrees_and_other_branches(repo: Repo):
     repo.git("rm", "-q", "--cached", "dropped.safetensors")
     (repo.path / "dropped.safetensors").unlink()
     age_packs(repo.store)
+    return digests
 
-    out = gc(repo)
-    removed = int(re.search(r"removed (\d+) object", out.stdout).group(1))
-    assert removed > 0                            # the dropped file's chunks went
 
+def _assert_held_everywhere(repo: Repo, digests: dict[str, str]) -> None:
+    """Each checkpoint _held_everywhere put somewhere checks out exact from there."""
     repo.git("rm", "-q", "--cached", "staged.safetensors")
     (repo.path / "staged.safetensors").unlink()
     repo.git("stash", "pop", "-q")
@@ -192,6 +203,58 @@ def test_gc_keeps_stash_index_reflog_worktrees_and_other_branches(repo: Repo):
     (wt.path / MODEL).unlink()
     wt.git("checkout", "--", MODEL)
     assert sha256(wt.path / MODEL) == digests["worktree"]
+
+
+def test_gc_goes_on_past_a_damaged_pointer_that_names_nothing_and_keeps_what_git_keeps(repo: Repo):
+    """A pointer edited by hand down to no content line, committed on a branch and in a
+    commit only a reflog holds (mended as `gitmodel status` said: the old commit stays in
+    the reflog): gc removed nothing ("the checkpoint it was meant to name is unknown") until
+    every reflog holding it expired, which `git reflog expire --expire=now --all` hastens
+    only by dropping the reflogs' protection of everything else. It names nothing gc could
+    keep, so gc says so and goes on: every checkpoint a readable pointer names, wherever
+    git keeps it, stays exact, and the garbage goes."""
+    commits, blobs = [], []
+    for size in (1, 2):
+        blobs.append(repo.git("hash-object", "-w", "--stdin",
+                              input=f"gitmodel pointer v1\nsize {size}\n".encode()).stdout.decode().strip())
+        repo.git("update-index", "--add", "--cacheinfo", f"100644,{blobs[-1]},{MODEL}")
+        repo.git("commit", "-q", "-m", "edited")
+        commits.append(repo.out("rev-parse", "HEAD").strip())
+        if size == 1:
+            repo.git("branch", "edited")          # a branch holds the first
+        repo.git("reset", "-q", "--hard", "HEAD~1")
+    digests = _held_everywhere(repo)
+    status = repo.gitmodel("status").stdout
+    assert re.search(r"^store: [\d.]+ \S+, [\d.]+ \S+ reclaimable by `gitmodel gc`$", status, re.M), status
+    out = gc(repo)
+    for commit, blob in zip(commits, blobs):
+        assert (f"gitmodel: gc: note: {MODEL} in commit {commit[:12]} is a damaged pointer (blob "
+                f"{blob[:12]}): missing or bad content id; it names no checkpoint, so there is nothing "
+                "to keep for it (the checkpoint of every pointer that can be read is kept). A branch "
+                "that holds it: `gitmodel status` says how to rewrite its commit; a reflog entry "
+                "expires with the reflog\n") in out.stderr, out.stderr
+    assert int(re.search(r"removed (\d+) object", out.stdout).group(1)) > 0, out.stdout
+    _assert_held_everywhere(repo, digests)
+
+
+def test_gc_removes_nothing_while_a_pointer_of_a_newer_gitmodel_is_kept(repo: Repo):
+    """What a newer version's pointer names cannot be read here: not damage, and gc must not
+    take it for a pointer that names nothing."""
+    write_safetensors(repo.path / "dropped.safetensors", random_model(5))
+    repo.git("add", "dropped.safetensors")
+    repo.git("rm", "-q", "--cached", "dropped.safetensors")       # garbage, were gc to go on
+    newer = repo.git("hash-object", "-w", "--stdin", input=b"gitmodel pointer v2\nmanifest x\n").stdout.decode().strip()
+    repo.git("update-index", "--add", "--cacheinfo", f"100644,{newer},{MODEL}")
+    repo.git("commit", "-q", "-m", "from a newer gitmodel")
+    age_packs(repo.store)
+    packs = sorted(p.name for p in (repo.store / "packs").iterdir())
+    refused = repo.gitmodel("gc", check=False)
+    assert refused.returncode == 1, refused
+    assert refused.stderr.startswith(f"gitmodel: error: {MODEL} in commit {repo.out('rev-parse', 'HEAD')[:12]} "
+                                     f"is a pointer of a newer gitmodel (blob {newer[:12]}): "), refused.stderr
+    assert refused.stderr.endswith("Nothing was removed: what it names cannot be read here. Run `pip "
+                                   "install --upgrade gitmodel`, then gc again\n"), refused.stderr
+    assert sorted(p.name for p in (repo.store / "packs").iterdir()) == packs
 
 
 @pytest.mark.parametrize("operation", ["rebase", "merge", "rebase in a linked worktree"])

@@ -59,8 +59,10 @@ def collect_local(session, keep_recent: float | None = None, dry_run: bool = Fal
             if done is not None and done.encoded:   # else its freed bytes would look unexplained
                 say(f"repacked first: {done.encoded} chunk(s) re-encoded, "
                     f"{done.bytes_before / MIB:.1f} MiB became {done.bytes_after / MIB:.1f} MiB")
-        found = liveness.live_checkpoints(session.cwd)
+        damaged: list = []
+        found = liveness.live_checkpoints(session.cwd, damaged=damaged)
         say(f"{len(found)} checkpoint(s) referenced by refs, reflogs, indexes and worktrees")
+        say_damaged(damaged, say)
         report = gc.collect(store, [bytes.fromhex(c) for c in found], recent, dry_run, say)
         report.live_checkpoints = len(found)
         report.bytes_before = before
@@ -107,17 +109,29 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
     tips = sorted({tip for other in sharing
                    for tip in remote_tips(session.cwd, other, none_is_fine=bool(refs) or other != name)})
     tips += list(refs or [])
-    found = liveness.live_checkpoints(session.cwd, tips)
+    damaged: list = []
+    found = liveness.live_checkpoints(session.cwd, tips, damaged)
     if not dry_run and repacking.deltas_enabled(session.cwd):
         # The rewrite sends the local store's copies: re-encoded against surviving keyframes
         # first, they let the remote's dropped keyframes go.
         repacking.repack_or_warn(session, "first", say)
     say(f"{len(found)} checkpoint(s) referenced by {len(tips)} ref(s) of {', '.join(sharing)}"
         + (" (git remotes whose pushes go to this gitmodel remote)" if len(sharing) > 1 else ""))
+    say_damaged(damaged, say)
     report = collect.collect(view, session.store, [bytes.fromhex(c) for c in found], days,
                              dry_run, say, refs_read)
     report.live_checkpoints = len(found)
     return report
+
+
+def say_damaged(damaged: list, say: Callable[[str], None]) -> None:
+    """Damaged pointers without a content id: nothing to keep for them, and the gc goes on
+    (as fsck and status name them and go on); said, so that none goes unnoticed."""
+    for item in damaged:
+        say(f"note: {item}; it names no checkpoint, so there is nothing to keep for it (the "
+            "checkpoint of every pointer that can be read is kept). A branch that holds it: "
+            "`gitmodel status` says how to rewrite its commit; a reflog entry expires with "
+            "the reflog")
 
 
 def _working_store_of(url: str) -> Path | None:

@@ -34,9 +34,12 @@ class LivenessError(GitmodelError):
     pass
 
 
-def live_checkpoints(cwd: Path | str | None = None, revs: list[str] | None = None) -> dict[str, str]:
+def live_checkpoints(cwd: Path | str | None = None, revs: list[str] | None = None,
+                     damaged: list | None = None) -> dict[str, str]:
     """{content id (hex): a path it is found at} of every checkpoint git keeps, or with `revs`
-    only those the history of these revisions references (no reflogs, no index)."""
+    only those the history of these revisions references (no reflogs, no index). A damaged
+    pointer from which no content id can be read names nothing to keep: it is appended to
+    `damaged` (history.DamagedPointer, with the commits that hold it), if given."""
     if revs is None:
         args = ["--all", "--reflog", "--indexed-objects", *_pending_heads(cwd)]
     else:
@@ -75,34 +78,40 @@ def live_checkpoints(cwd: Path | str | None = None, revs: list[str] | None = Non
         if not pointers.is_pointer_prefix(data[:len(pointers.MAGIC_PREFIX)]) and not conflicted:
             continue
         try:
-            ptr = pointers.sniff(data)
+            ptr, error = pointers.sniff(data), None
         except pointers.PointerError as err:
-            ptr, damaged = None, err
-        else:
-            damaged = None
+            ptr, error = None, err
         if ptr is None:
             # Damaged (edited, a merge resolved by hand as text) or between conflict markers:
             # every content line that still reads names a checkpoint it may have been meant
-            # for, and is kept. A damaged pointer without one: what it was meant for is
-            # unknown, and gc removes nothing.
+            # for, and is kept. One without a content id names nothing gc could keep: no
+            # reader can resolve it either, and refusing until every reflog that holds it
+            # expires (or `git reflog expire --expire=now --all`, which drops the reflogs'
+            # protection of everything else) would keep nothing safer. It is reported.
             contents = _CONTENT.findall(bytes(data))
             for content in contents:
-                found.setdefault(content.decode(), os.fsdecode(path))
-            if contents or damaged is None:
+                found.setdefault(content.decode().lower(), os.fsdecode(path))
+            if contents or error is None:
                 continue
-            where = _holders(cwd, oid_hex.decode())
-            raise LivenessError(f"{os.fsdecode(path) or oid_hex.decode()} ({oid_hex.decode()}"
-                                f"{', in commit ' + where if where else ''}) is a damaged pointer: "
-                                f"{damaged}; the checkpoint it was meant to name is unknown",
-                                "Nothing was removed. Rewrite the commit that holds it (`gitmodel "
-                                "status` says how; restoring the file in a new commit leaves it in "
-                                "history), or remove it from the reflogs and stashes that hold it, "
-                                "then gc") from None
+            holders = _holders(cwd, oid_hex.decode())
+            place = (f"commit{'s' if ', ' in holders else ''} {holders}" if holders else
+                     "an index (of this or another worktree)")
+            if pointers.newer_version(data):       # not damaged: read by a newer gitmodel
+                raise LivenessError(f"{os.fsdecode(path) or oid_hex.decode()} in {place} is a pointer "
+                                    f"of a newer gitmodel (blob {oid_hex.decode()[:12]}): {error}",
+                                    "Nothing was removed: what it names cannot be read here. Run "
+                                    "`pip install --upgrade gitmodel`, then gc again") from None
+            if damaged is not None:
+                from gitmodel.git.history import DamagedPointer
+                damaged.append(DamagedPointer(os.fsdecode(path) or oid_hex.decode(), oid_hex.decode(),
+                                              str(error), place=place))
+            continue
         found.setdefault(ptr.content, os.fsdecode(path))
     return found
 
 
-_CONTENT = re.compile(rb"^content ([0-9a-f]{64})\r?$", re.M)
+# A content line as written, or edited by hand (spaces, capitals, CRLF): what it names is kept
+_CONTENT = re.compile(rb"^[ \t]*content[ \t]+([0-9a-fA-F]{64})[ \t\r]*$", re.M | re.I)
 
 
 def _holders(cwd, blob: str) -> str:
@@ -112,7 +121,7 @@ def _holders(cwd, blob: str) -> str:
     found, current = [], None
     for line in result.stdout.decode(errors="replace").splitlines() if result.returncode == 0 else ():
         if line.startswith("commit "):
-            current = line.split()[1]
+            current = line.split()[1][:12]
         elif line.startswith(":") and len(line.split()) > 3 and line.split()[3] == blob \
                 and current and current not in found:
             found.append(current)
