@@ -674,7 +674,7 @@ def cmd_pull(args) -> int:
     complete = {path: p for path, p in left.items() if p.content not in result.failed}
     if complete:
         say = (lambda line: None) if args.quiet else (lambda line: _say(args, line))
-        written = worktree.materialize(session.store, repository, complete, say)
+        written = worktree.materialize(session.store, repository, complete, say, session.fetcher())
         _say(args, f"restored {len(written)} file(s) in the work tree")
     for item in damaged:          # the others were restored; nothing names what these hold
         print(f"gitmodel: error: {item}. It names no checkpoint, so the file was left as it is; "
@@ -899,10 +899,11 @@ def cmd_smudge(args) -> int:
             sys.stdout.buffer.write(block)
         return 0
     from gitmodel.git.filter import warn_if_mixed
-    store = _session().store
-    restore = checkpoint.Restore(ptr, store)
-    warn_if_mixed(args.path or "stdin", ptr, store)
-    restore.write_to(lambda *buffers: sys.stdout.buffer.writelines(buffers))
+    session = _session()
+    restore = checkpoint.Restore(ptr, session.store)
+    warn_if_mixed(args.path or "stdin", ptr, session.store)
+    # as a checkout does: a chunk found damaged here is fetched from the remote, read again
+    restore.write_to(lambda *buffers: sys.stdout.buffer.writelines(buffers), fetch=session.fetcher())
     return 0
 
 

@@ -432,6 +432,49 @@ def test_a_damaged_chunk_is_read_from_the_remote_by_the_first_checkout(repo: Rep
     assert repo.status() == ""
 
 
+@pytest.mark.parametrize("command", ["pull", "smudge"])
+def test_a_damaged_chunk_is_read_from_the_remote_by_the_first_pull_or_one_shot_smudge(repo: Repo, tmp_path: Path,
+                                                                                     command: str):
+    """`gitmodel pull` and the one-shot `gitmodel smudge` write files on paths of their own,
+    which did not fetch a chunk found damaged here mid-file: both failed ("object … is
+    corrupt: content does not match its id. Run `gitmodel fsck` …") although the remote held
+    a good copy. They now read it from there, as a checkout does."""
+    import hashlib
+    import subprocess
+    path = _committed_model(repo)
+    want = sha256(path)
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "remote"), "--local")
+    repo.gitmodel("push", "origin", "--all")
+    _flip_chunk_byte(repo)
+    pointer = repo.git("cat-file", "blob", "HEAD:model.safetensors").stdout
+    if command == "pull":
+        path.write_bytes(pointer)                # left as a pointer, as GITMODEL_SKIP_SMUDGE leaves it
+        pulled = repo.gitmodel("pull", check=False)
+        assert pulled.returncode == 0, pulled.stderr
+        assert pulled.stderr.endswith("gitmodel: restored 1 file(s) in the work tree\n"), pulled.stderr
+        assert sha256(path) == want and repo.status() == ""
+    else:
+        one_shot = subprocess.run(["gitmodel", "smudge", "--", "model.safetensors"], cwd=repo.path,
+                                  env=repo.env, input=pointer, capture_output=True)
+        assert (one_shot.returncode, one_shot.stderr) == (0, b""), one_shot.stderr
+        assert hashlib.sha256(one_shot.stdout).hexdigest() == want
+
+
+def test_a_damaged_chunk_the_remote_lacks_too_is_never_pulled(repo: Repo, tmp_path: Path):
+    path = _committed_model(repo)
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "remote"), "--local")
+    (tmp_path / "remote").mkdir()
+    _flip_chunk_byte(repo)
+    pointer = repo.git("cat-file", "blob", "HEAD:model.safetensors").stdout
+    path.write_bytes(pointer)
+    pulled = repo.gitmodel("pull", check=False)
+    assert pulled.returncode == 1 and path.read_bytes() == pointer, pulled.stderr
+    assert "model.safetensors: object " in pulled.stderr and "is corrupt" in pulled.stderr, pulled.stderr
+    assert (f"; fetching a good copy from the remote failed: remote origin ({tmp_path / 'remote'}) "
+            "has no packs at all") in pulled.stderr, pulled.stderr
+    assert "They stay pointers in the work tree" in pulled.stderr, pulled.stderr
+
+
 def test_a_damaged_chunk_the_remote_lacks_too_is_never_written(repo: Repo, tmp_path: Path):
     path = _committed_model(repo)
     repo.gitmodel("remote", "add", "origin", str(tmp_path / "remote"), "--local")

@@ -110,17 +110,22 @@ class Session:
         found and opened on first use, so work that finds everything in the store neither pays
         for opening it (an S3 client's imports take ~0.4 s) nor fails when it cannot be opened.
         With no remote configured it fetches nothing: the read that follows names what is
-        missing."""
+        missing. Callers writing several files at once (`gitmodel pull`) share it: one fetch
+        runs at a time, so two files needing one chunk do not both open the remote and
+        download it."""
+        import threading
         looked_up: list[RemoteView | None] = []          # the remote, once found (None: none)
+        one_at_a_time = threading.Lock()
 
         def fetch(oids: list[bytes]) -> None:
-            if not looked_up:
-                looked_up.append(self.default_view())
-            view = looked_up[0]
-            if view is None:
-                return
-            from gitmodel.remote import transfer
-            stats = transfer.download(self.store, view, oids, quiet=True)
+            with one_at_a_time:
+                if not looked_up:
+                    looked_up.append(self.default_view())
+                view = looked_up[0]
+                if view is None:
+                    return
+                from gitmodel.remote import transfer
+                stats = transfer.download(self.store, view, oids, quiet=True)
             if stats.failed:
                 raise GitmodelError(next(iter(stats.failed.values())) + self.elsewhere(view))
         return fetch

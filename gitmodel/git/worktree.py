@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gitmodel.errors import GitmodelError
 from gitmodel.git import repo
 from gitmodel.store import files
+
+if TYPE_CHECKING:
+    from gitmodel.stored import Fetch
 
 
 class RestoreError(GitmodelError):
@@ -21,13 +25,16 @@ class RestoreError(GitmodelError):
 PARALLEL_FILES = 2
 
 
-def materialize(store, repository, pointers: dict, say=lambda line: None) -> list[str]:
+def materialize(store, repository, pointers: dict, say=lambda line: None,
+                fetch: Fetch | None = None) -> list[str]:
     """Write each work-tree file left as a pointer (`pointers`: path -> Pointer, each the
     pointer the index holds) straight from the store, not through git, whose filter protocol
     holds a whole file in memory: memory stays at a few chunk batches whatever the file's
     size. Then the index entries get the new files' stat data, so git sees them clean without
-    running the clean filter over every byte again. Returns the paths written; raises
-    RestoreError after writing the rest if some could not be."""
+    running the clean filter over every byte again. With `fetch` (Session.fetcher), a chunk
+    found damaged here while a file is written is fetched and read again, as in a checkout
+    (Restore.write_to). Returns the paths written; raises RestoreError after writing the
+    rest if some could not be."""
     from concurrent.futures import ThreadPoolExecutor
     from gitmodel import checkpoint
     top = Path(repository.workdir)
@@ -38,7 +45,7 @@ def materialize(store, repository, pointers: dict, say=lambda line: None) -> lis
         try:
             restore = checkpoint.Restore(pointers[path], store)
             with files.replacing(top / path) as out:
-                restore.write_to(lambda *buffers: out.writelines(buffers))
+                restore.write_to(lambda *buffers: out.writelines(buffers), fetch=fetch)
                 out.flush()
                 written[path] = _signature(os.fstat(out.fileno()))
                 # Another program may have put a file there since pull read the pointer (a
