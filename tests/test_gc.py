@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -507,13 +508,26 @@ def test_a_git_add_waits_for_a_running_gc_and_says_so(repo: Repo):
     try:
         digest = sha256(write_safetensors(repo.path / MODEL, random_model(4)))
         add = subprocess.Popen(["git", "add", MODEL], cwd=repo.path, env=repo.env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(1.5)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The lock is held until the add says it waits: a fixed sleep failed on a loaded
+        # machine, where the filter had not reached the store before the lock was let go.
+        said, waiting = [], threading.Event()
+
+        def read_stderr():
+            for line in add.stderr:
+                said.append(line.decode())
+                waiting.set() if "waiting for a gc" in said[-1] else None
+            waiting.set()                     # the add ended: whatever it said is in
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
+        waiting.wait(timeout=60)
+        assert "waiting for a gc" in "".join(said), f"the add never said it waits: {''.join(said)!r}"
+        time.sleep(0.5)
         assert add.poll() is None, "the add went on while gc held the store"
     finally:
         os.close(fd)
     assert add.wait(timeout=60) == 0
-    assert "waiting for a gc" in add.stderr.read().decode()
+    reader.join(timeout=10)
     (repo.path / MODEL).unlink()
     repo.git("checkout", "--", MODEL)             # from the index: what the add stored
     assert sha256(repo.path / MODEL) == digest
