@@ -358,6 +358,18 @@ def _orders_differ(old: Pointer, new: Pointer, name: str) -> bool:
     return a != b
 
 
+def _files_holding(side: dict[str, Pointer]) -> dict[tuple[str, int], str]:
+    """{(name, occurrence): the path of the file holding it} over a side's files, keyed as
+    by_occurrence keys their tensors."""
+    out, seen = {}, {}
+    for path, ptr in side.items():
+        for t in ptr.tensors:
+            k = seen.get(t.name, 0)
+            seen[t.name] = k + 1
+            out[(t.name, k)] = path
+    return out
+
+
 def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: Store | None,
                   numbers: bool = True, fetch: Fetch | None = None,
                   on_disk: dict[str, str] | None = None, rules: Rules = Rules()) -> FileDiff:
@@ -366,10 +378,23 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
     headers, then in one batch the chunks of the changed tensors only. `on_disk` names files
     to read a version from instead of the store ({content id: path}: a work-tree file whose
     pointer was computed without storing it)."""
-    result = FileDiff(path, old.format if old else None, new.format if new else None,
-                      old_size=old.size if old else None, new_size=new.size if new else None)
-    old_tensors, old_repeated = by_occurrence(old.tensors if old else ())
-    new_tensors, new_repeated = by_occurrence(new.tensors if new else ())
+    result = _diff_files(path, {path: old} if old else {}, {path: new} if new else {}, store, numbers,
+                         fetch, on_disk)
+    result.numbers = metrics.compare(metrics.from_pointer(old), metrics.from_pointer(new), path, rules)
+    return result
+
+
+def _diff_files(path: str, old: dict[str, Pointer], new: dict[str, Pointer], store: Store | None,
+                numbers: bool, fetch: Fetch | None, on_disk: dict[str, str] | None) -> FileDiff:
+    """diff_pointers without the numbers, over the files of each side ({path: pointer}, in
+    order; empty: no such version): tensors are matched by name across them all."""
+    first_old, first_new = next(iter(old.values()), None), next(iter(new.values()), None)
+    result = FileDiff(path, first_old.format if first_old else None, first_new.format if first_new else None,
+                      old_size=sum(p.size for p in old.values()) if old else None,
+                      new_size=sum(p.size for p in new.values()) if new else None)
+    old_tensors, old_repeated = by_occurrence(t for ptr in old.values() for t in ptr.tensors)
+    new_tensors, new_repeated = by_occurrence(t for ptr in new.values() for t in ptr.tensors)
+    old_in, new_in = _files_holding(old), _files_holding(new)
     repeated = old_repeated | new_repeated
     files: dict[str, StoredFile] = {}
     places: dict[str, dict[str, Placed]] = {}
@@ -406,13 +431,13 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
             entry.note = "shape changed"
         elif t.dtype not in NUMERIC_DTYPES or before.dtype not in NUMERIC_DTYPES:
             entry.note = f"no numbers for {t.dtype if t.dtype not in NUMERIC_DTYPES else before.dtype}"
-        elif _orders_differ(old, new, name):
+        elif _orders_differ(old[old_in[key]], new[new_in[key]], name):
             entry.note = "element order changed (Fortran/C): no numbers"   # same values, other places
         elif store is None:
             entry.note = "store unavailable"
         else:
-            old_file, old_places = placed(old)
-            new_file, new_places = placed(new)
+            old_file, old_places = placed(old[old_in[key]])
+            new_file, new_places = placed(new[new_in[key]])
             a, b = old_places.get(name), new_places.get(name)
             if a is None or b is None or a.length * DTYPE_BITS[t.dtype] != b.length * DTYPE_BITS[before.dtype]:
                 entry.note = "tensor not located in the file"
@@ -434,7 +459,6 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
     for order, (key, t) in enumerate(old_tensors.items()):
         if key not in new_tensors:
             result.tensors.append(TensorDiff(key[0], "removed", old=_side(t), order=len(new_tensors) + order))
-    result.numbers = metrics.compare(metrics.from_pointer(old), metrics.from_pointer(new), path, rules)
-    if old and new and old.content == new.content:
+    if old and [p.content for p in old.values()] == [p.content for p in new.values()]:
         result.note = "identical"
     return result
