@@ -16,7 +16,7 @@ from gitmodel.metrics import METRIC, NumberDiff
 from gitmodel.modules import layer_span, place
 from gitmodel.pointer import format_number, quote_name
 from gitmodel.quoting import quote_path
-from gitmodel.review import FileDiff, Review, TensorDiff, by_occurrence
+from gitmodel.review import SHARD, FileDiff, Review, TensorDiff, by_occurrence
 from gitmodel.summary import Summary, sorted_tensors, summarize
 
 _COLOURS = {"added": "32", "removed": "31", "changed": "33"}
@@ -126,9 +126,25 @@ def _shown(name: str) -> str:
     return f"{quoted[:keep]}…{quoted[-keep:]}"
 
 
-def _tensor_rows(diff: FileDiff, all_tensors: bool, sort: str) -> list[list[str]]:
-    shown = [t for t in diff.tensors if all_tensors or t.status != "unchanged"]
-    return [_tensor_row(t) for t in sorted_tensors(shown, sort)]
+def _tensor_rows(diff: FileDiff, all_tensors: bool, sort: str, md: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The tensor table's head and rows; a `shard` column where a tensor of a sharded
+    checkpoint moved to another file."""
+    shown = sorted_tensors([t for t in diff.tensors if all_tensors or t.status != "unchanged"], sort)
+    if not any(t.moved_from for t in shown):
+        return HEAD, [_tensor_row(t) for t in shown]
+    return HEAD + ["shard"], [_tensor_row(t) + [_moved(t, md)] for t in shown]
+
+
+def _moved(t: TensorDiff, md: bool) -> str:
+    """Where a tensor moved: `00003-of-00004 → 00002-of-00002` between files of one folder,
+    stem and extension, else their paths."""
+    if not t.moved_from:
+        return ""
+    (a, x), (b, y) = (path.rpartition("/")[::2] for path in (t.moved_from, t.shard))
+    x, y = SHARD.fullmatch(x), SHARD.fullmatch(y)
+    if a == b and x and y and (x["stem"], x["ext"]) == (y["stem"], y["ext"]):
+        return f"{x['index']}-of-{x['count']} → {y['index']}-of-{y['count']}"
+    return f"{_path(t.moved_from, md)} → {_path(t.shard, md)}"
 
 
 def _change(n: NumberDiff) -> str:
@@ -239,7 +255,8 @@ def _counts(s: Summary, md: bool) -> str:
     rest = [r for r in rest if r] or ["none added or removed"]
     touched = "weights changed or new" if c["added"] else "weights"
     weights = f" ({_count(s.elements_changed)} of {_count(s.elements_total)} {touched})" if s.elements_total else ""
-    return f"{_b(head, md)}{weights}, {', '.join(rest)}."
+    moved = f"; {c['moved']} moved to another shard" if c.get("moved") else ""
+    return f"{_b(head, md)}{weights}, {', '.join(rest)}{moved}."
 
 
 def _metrics(s: Summary, md: bool) -> str:
@@ -348,7 +365,11 @@ def _title(diff: FileDiff) -> str:
     fmt = diff.new_format or diff.old_format
     if diff.old_format and diff.new_format and diff.old_format != diff.new_format:
         fmt = f"{diff.old_format} → {diff.new_format}"
-    state = ", new file" if diff.old_format is None else ", deleted" if diff.new_format is None else ""
+    if diff.shards is not None:            # a sharded checkpoint: its files on each side
+        old, new = (f"{n} shard{'s' if n != 1 else ''}" for n in diff.shards)
+        fmt += f", {old if old == new or not diff.shards[1] else new if not diff.shards[0] else f'{old} → {new}'}"
+    new_file = ", new file" if diff.shards is None else ", new"
+    state = new_file if diff.old_format is None else ", deleted" if diff.new_format is None else ""
     return fmt + state + (", identical" if diff.note == "identical" else "")
 
 
@@ -382,10 +403,10 @@ def text(review: Review, colour: bool = False, all_tensors: bool = False, sort: 
             if note:
                 out.append(f"  {note}")
         if diff is not None:
-            rows = _tensor_rows(diff, all_tensors, sort)
+            head, rows = _tensor_rows(diff, all_tensors, sort)
             if rows:
                 out.append("")
-                out += _table(HEAD, rows, colour)
+                out += _table(head, rows, colour)
         out.append("")
     return "\n".join(out)
 
@@ -415,8 +436,8 @@ def markdown(review: Review, all_tensors: bool = False, sort: str = "change") ->
             head += [_opening(diff, numbers, md=True), ""]
         tables = [(_md_table(columns, rows) if rows else [], note)
                   for columns, rows, note in _number_tables(numbers, all_tensors, md=True)]
-        rows = _tensor_rows(diff, all_tensors, sort) if diff is not None else []
-        table = _md_table(HEAD, [[_code(r[0]), *r[1:]] for r in rows]) if rows else []
+        columns, rows = _tensor_rows(diff, all_tensors, sort, md=True) if diff is not None else (HEAD, [])
+        table = _md_table(columns, [[_code(r[0]), *r[1:]] for r in rows]) if rows else []
         what = "tensors" if all_tensors else "changed, added and removed tensors"
         sections.append((head, tables, table, what))
     size = lambda lines: sum(len(line) + 1 for line in lines)     # noqa: E731

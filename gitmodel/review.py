@@ -8,6 +8,7 @@ BLOCK_ELEMENTS, so memory stays bounded however large a tensor is.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 from gitmodel import metrics
@@ -226,6 +227,9 @@ class TensorDiff:
     change: Change | None = None
     note: str = ""                       # e.g. why no numbers
     order: int = 0                       # position in the file (the new version's, else the old)
+    shard: str = ""                      # of a sharded checkpoint: the file holding it (the new
+                                         # version's, else the old)
+    moved_from: str = ""                 # the old version's file, when it is another
 
     @property
     def relative(self) -> float | None:
@@ -263,14 +267,24 @@ class FileDiff:
     note: str = ""
     old_size: int | None = None          # bytes of each version (None: no such version)
     new_size: int | None = None
+    shards: tuple[int, int] | None = None  # a sharded checkpoint: its files on each side
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.tensors if t.status == status)
+
+    @property
+    def moved(self) -> int:
+        """Tensors now in another file of a sharded checkpoint."""
+        return sum(1 for t in self.tensors if t.moved_from)
 
     def to_json(self) -> dict:
         out = asdict(self)
         for t, row in zip(self.tensors, out["tensors"]):
             row["relative"], row["estimated"] = t.relative, t.estimated
+        if self.shards is None:         # a single file's JSON as it was before shards
+            del out["shards"]
+            for row in out["tensors"]:
+                del row["shard"], row["moved_from"]
         for n, row in zip(self.numbers, out["numbers"]):
             row["verdict"] = n.verdict()
         return out
@@ -358,6 +372,10 @@ def _orders_differ(old: Pointer, new: Pointer, name: str) -> bool:
     return a != b
 
 
+# A Hugging Face shard: `model-00001-of-00004.safetensors`, `pytorch_model-00002-of-00003.bin`
+SHARD = re.compile(r"(?P<stem>.+)-(?P<index>[0-9]+)-of-(?P<count>[0-9]+)(?P<ext>\.[^./]+)")
+
+
 def _files_holding(side: dict[str, Pointer]) -> dict[tuple[str, int], str]:
     """{(name, occurrence): the path of the file holding it} over a side's files, keyed as
     by_occurrence keys their tensors."""
@@ -384,10 +402,44 @@ def diff_pointers(path: str, old: Pointer | None, new: Pointer | None, store: St
     return result
 
 
+def diff_shards(path: str, old: dict[str, Pointer], new: dict[str, Pointer], store: Store | None,
+                numbers: bool = True, fetch: Fetch | None = None,
+                on_disk: dict[str, str] | None = None, rules: Rules = Rules()) -> FileDiff:
+    """diff_pointers for a sharded checkpoint, its files on each side given as {path: pointer}
+    in shard order (empty: no such version): one model, its tensors matched by name whichever
+    file holds them, each tensor saying its file and, when it moved, the one it left."""
+    result = _diff_files(path, old, new, store, numbers, fetch, on_disk, sharded=True)
+    result.shards = (len(old), len(new))
+    result.numbers = metrics.compare(shard_numbers(old), shard_numbers(new), path, rules)
+    return result
+
+
+def shard_numbers(side: dict[str, Pointer]) -> dict[str, float]:
+    """The numbers of a sharded checkpoint: those metrics.from_pointer reads in each file, once
+    for the model where the files that hold a key agree (Hugging Face writes the same
+    metadata into every shard); where they differ, each file's as `key@INDEX`, the index of
+    its file name (`val_loss@00002`)."""
+    found: dict[str, dict[str, float]] = {}        # {key: {file's index: value}}
+    for path, ptr in side.items():
+        name = SHARD.fullmatch(path.rsplit("/", 1)[-1])
+        index = name["index"] if name else path
+        for key, value in metrics.from_pointer(ptr).items():
+            found.setdefault(key, {})[index] = value
+    out = {}
+    for key, values in found.items():
+        if len(set(values.values())) == 1:
+            out[key] = next(iter(values.values()))
+        else:
+            out.update((f"{key}@{index}", value) for index, value in values.items())
+    return out
+
+
 def _diff_files(path: str, old: dict[str, Pointer], new: dict[str, Pointer], store: Store | None,
-                numbers: bool, fetch: Fetch | None, on_disk: dict[str, str] | None) -> FileDiff:
+                numbers: bool, fetch: Fetch | None, on_disk: dict[str, str] | None,
+                sharded: bool = False) -> FileDiff:
     """diff_pointers without the numbers, over the files of each side ({path: pointer}, in
-    order; empty: no such version): tensors are matched by name across them all."""
+    order; empty: no such version): tensors are matched by name across them all, and, if
+    `sharded`, each says which file holds it."""
     first_old, first_new = next(iter(old.values()), None), next(iter(new.values()), None)
     result = FileDiff(path, first_old.format if first_old else None, first_new.format if first_new else None,
                       old_size=sum(p.size for p in old.values()) if old else None,
@@ -417,16 +469,20 @@ def _diff_files(path: str, old: dict[str, Pointer], new: dict[str, Pointer], sto
         name = key[0]
         before = old_tensors.get(key)
         if before is None:
-            result.tensors.append(TensorDiff(name, "added", new=_side(t), order=order))
+            result.tensors.append(TensorDiff(name, "added", new=_side(t), order=order,
+                                             shard=new_in[key] if sharded else ""))
             continue
         same = (before.digest, before.dtype, before.shape) == (t.digest, t.dtype, t.shape)
         entry = TensorDiff(name, "unchanged" if same else "changed",     # (equal bytes read
                            old=_side(before), new=_side(t), order=order)  # as another dtype or shape)
+        if sharded:
+            entry.shard = new_in[key]
+            entry.moved_from = old_in[key] if old_in[key] != new_in[key] else ""
         result.tensors.append(entry)
         if entry.status == "unchanged" or not numbers:
             continue
         if name in repeated:               # which bytes are which cannot be told by name
-            entry.note = "name repeated in the file: no numbers"
+            entry.note = f"name repeated in the {'files' if sharded else 'file'}: no numbers"
         elif before.shape != t.shape:
             entry.note = "shape changed"
         elif t.dtype not in NUMERIC_DTYPES or before.dtype not in NUMERIC_DTYPES:
@@ -458,7 +514,8 @@ def _diff_files(path: str, old: dict[str, Pointer], new: dict[str, Pointer], sto
     # Removed tensors go where they stood in the old file, after the new file's tensors.
     for order, (key, t) in enumerate(old_tensors.items()):
         if key not in new_tensors:
-            result.tensors.append(TensorDiff(key[0], "removed", old=_side(t), order=len(new_tensors) + order))
+            result.tensors.append(TensorDiff(key[0], "removed", old=_side(t), order=len(new_tensors) + order,
+                                             shard=old_in[key] if sharded else ""))
     if old and [p.content for p in old.values()] == [p.content for p in new.values()]:
         result.note = "identical"
     return result

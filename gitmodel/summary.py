@@ -91,6 +91,8 @@ def summarize(diff: FileDiff, numbers: list[NumberDiff] | None = None, top: int 
     with it (its own by default)."""
     numbers = diff.numbers if numbers is None else numbers
     counts = {s: diff.count(s) for s in ("changed", "added", "removed", "unchanged")}
+    if diff.shards is not None:        # a sharded checkpoint: tensors now in another file
+        counts["moved"] = diff.moved
     touched = [t for t in diff.tensors if t.status != "unchanged"]
     elements_total = sum((t.new or t.old).elements for t in diff.tensors if t.status != "removed") \
         or sum(t.old.elements for t in diff.tensors if t.old)

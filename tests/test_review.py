@@ -631,3 +631,163 @@ def test_a_tensor_whose_digest_another_chunking_changed_is_unchanged(repo: Repo)
     assert status == {name: "changed" if name == "layers.1.weight" else "unchanged" for name in v1}
     text = repo.gitmodel("diff", "HEAD~1", "HEAD").stdout
     assert "1 of 5 tensors changed" in text and "up to 0\n" not in text and "up to 0 " not in text
+
+
+# ----------------------------------------------------------------------------- sharded checkpoints
+
+def write_shards(repo: Repo, model: dict[str, np.ndarray], sizes: list[int], stem: str = "model") -> None:
+    """The model as Hugging Face shards it: `sizes[i]` tensors, in order, in shard i + 1 of
+    `STEM-0000I-of-0000N.safetensors`, with the index file naming each tensor's shard; the
+    shards of before removed."""
+    for old in repo.path.glob(f"{stem}-*-of-*.safetensors"):
+        old.unlink()
+    names, weight_map, start = list(model), {}, 0
+    for i, size in enumerate(sizes, 1):
+        file = f"{stem}-{i:05d}-of-{len(sizes):05d}.safetensors"
+        write_safetensors(repo.path / file, {n: model[n] for n in names[start:start + size]})
+        weight_map.update((n, file) for n in names[start:start + size])
+        start += size
+    assert start == len(names)
+    (repo.path / f"{stem}.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}, indent=2))
+
+
+def sharded_model() -> dict[str, np.ndarray]:
+    return random_model(8, layers=5, width=32)        # embed.weight, then layers.0-4 weight and bias
+
+
+def test_a_fine_tune_across_three_shards_is_one_model(repo: Repo):
+    """An 80-layer model in 35 shards gave 35 sections, and its NaN alarm stood in the section
+    of shard 34, hundreds of lines down. A sharded checkpoint is now reviewed as one model:
+    one section, its alarms first, numbers for every changed tensor."""
+    v1 = sharded_model()
+    write_shards(repo, v1, [5, 4, 2])
+    repo.commit("v1")
+    rng = np.random.default_rng(1)
+    v2 = {k: v + np.float32(0.001) * rng.standard_normal(v.shape, dtype=np.float32) if k.startswith("layers.") else v
+          for k, v in v1.items()}
+    v2["layers.4.weight"][0, 0] = np.nan
+    write_shards(repo, v2, [5, 4, 2])
+    repo.commit("v2")
+    text = repo.gitmodel("diff", "HEAD~1", "HEAD").stdout
+    assert text.splitlines()[:6] == [
+        "model-*-of-00003.safetensors (safetensors, 3 shards)",
+        "  WARNING: new NaN/Inf in layers.4.weight (1 element). 10 of 11 tensors changed (5.28k of 37.3k",
+        "  weights), none added or removed. Changed: layers 0–4 (10/10, up to 0.0569 in layer 0). Unchanged:",
+        "  embeddings. Largest ‖Δ‖/‖W‖: layers.0.bias 0.0569, layers.1.weight 0.0567, layers.2.bias 0.054.",
+        "",
+        "  tensor           status   dtype/shape  ‖Δ‖/‖W‖  max|Δ|   cosine    changed  new NaN/Inf"], text
+    assert [line for line in text.splitlines() if line[:1] not in ("", " ")] == [text.splitlines()[0]], "one section"
+    assert "shard" not in text.split("\n\n", 1)[1], "no tensor moved: no shard column"
+    md = repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "markdown").stdout
+    assert md.splitlines()[2:5] == ["### `model-*-of-00003.safetensors` (safetensors, 3 shards)", "",
+                                    "⚠ **new NaN/Inf** in `layers.4.weight` (1 element). **10 of 11 tensors "
+                                    "changed** (5.28k of 37.3k weights), none added or removed. **Changed**: "
+                                    "layers 0–4 (10/10, up to 0.0569 in layer 0). Unchanged: embeddings. "
+                                    "**Largest** ‖Δ‖/‖W‖: `layers.0.bias` 0.0569, `layers.1.weight` 0.0567, "
+                                    "`layers.2.bias` 0.054."], md
+    data = json.loads(repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)["checkpoints"]
+    assert len(data) == 1 and data[0]["shards"] == [3, 3]
+    for t in data[0]["tensors"]:
+        if t["name"] == "embed.weight":
+            assert t["status"] == "unchanged" and t["shard"] == "model-00001-of-00003.safetensors"
+            continue
+        old, new = v1[t["name"]].astype(np.float64), v2[t["name"]].astype(np.float64)
+        finite = np.isfinite(new)
+        assert t["status"] == "changed" and t["moved_from"] == "", t
+        assert t["change"]["relative_l2"] == pytest.approx(
+            np.linalg.norm((new - old)[finite]) / np.linalg.norm(old[finite]), rel=1e-9), t["name"]
+
+
+def test_a_shard_path_given_alone_stays_a_file(repo: Repo):
+    """The grouping takes in only the files the diff's paths name: a shard named alone is
+    reviewed as the file it is, as before, its JSON as before."""
+    v1 = sharded_model()
+    write_shards(repo, v1, [5, 4, 2])
+    repo.commit("v1")
+    v2 = dict(v1, **{"layers.2.weight": v1["layers.2.weight"] * np.float32(1.5),
+                     "layers.4.bias": v1["layers.4.bias"] * np.float32(1.5)})
+    write_shards(repo, v2, [5, 4, 2])
+    repo.commit("v2")
+    alone = repo.gitmodel("diff", "HEAD~1", "HEAD", "--", "model-00002-of-00003.safetensors").stdout
+    assert alone.splitlines()[:3] == [
+        "model-00002-of-00003.safetensors (safetensors)",
+        "  1 of 4 tensors changed (1.02k of 2.11k weights), none added or removed. Changed: layers 2–3 (1/4",
+        "  in layer 2, up to 0.5). Largest ‖Δ‖/‖W‖: layers.2.weight 0.5."], alone
+    data = json.loads(repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json", "--",
+                                    "model-00002-of-00003.safetensors").stdout)["checkpoints"]
+    assert [d["path"] for d in data] == ["model-00002-of-00003.safetensors"]
+    assert "shards" not in data[0] and "moved_from" not in data[0]["tensors"][0]
+    assert "moved" not in data[0]["summary"]["counts"]
+    # Two shards named, or their folder: the model, as far as the paths reach.
+    both = repo.gitmodel("diff", "HEAD~1", "HEAD", "--", "model-0000[23]-of-00003.safetensors").stdout
+    assert both.startswith("model-*-of-00003.safetensors (safetensors, 2 shards)\n"
+                           "  2 of 6 tensors changed"), both
+    assert repo.gitmodel("diff", "HEAD~1", "HEAD", "--", ".").stdout.startswith(
+        "model-*-of-00003.safetensors (safetensors, 3 shards)\n  2 of 11 tensors changed")
+
+
+def test_a_reshard_with_no_weight_changed_reads_unchanged_and_moved(repo: Repo):
+    """`save_pretrained` with another max_shard_size: every tensor was reported removed from one
+    file and added to another ("15 tensors, all new"), and git's rename detection paired
+    unrelated shards ("model-00003-of-00004 → model-00002-of-00002: 0 of 89 tensors changed,
+    39 added, 9 removed")."""
+    model = sharded_model()
+    write_shards(repo, model, [3, 3, 3, 2])
+    repo.commit("4 shards")
+    write_shards(repo, model, [5, 6])
+    repo.commit("2 shards")
+    assert repo.gitmodel("diff", "HEAD~1", "HEAD").stdout == (
+        "model-*-of-00004.safetensors → model-*-of-00002.safetensors (safetensors, 4 shards → 2 shards)\n"
+        "  0 of 11 tensors changed (0 of 37.3k weights), none added or removed; 11 moved to another shard.\n")
+    every = repo.gitmodel("diff", "HEAD~1", "HEAD", "--all", "--sort", "order").stdout.splitlines()
+    assert every[3].split() == ["tensor", "status", "dtype/shape", "‖Δ‖/‖W‖", "max|Δ|", "cosine",
+                                "changed", "new", "NaN/Inf", "shard"]
+    # Every file was written anew: a tensor in shard 1 of 4 and of 2 is in another file too
+    assert every[4].split() == ["embed.weight", "unchanged", "F32", "[1000,32]",
+                                "00001-of-00004", "→", "00001-of-00002"]
+    assert every[7].split() == ["layers.1.weight", "unchanged", "F32", "[32,32]",
+                                "00002-of-00004", "→", "00001-of-00002"]
+    data = json.loads(repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)["checkpoints"]
+    assert len(data) == 1 and data[0]["shards"] == [4, 2] and data[0]["summary"]["counts"]["moved"] == 11
+    assert {t["status"] for t in data[0]["tensors"]} == {"unchanged"}
+    moved = {t["name"]: (t["moved_from"], t["shard"]) for t in data[0]["tensors"] if t["moved_from"]}
+    assert moved["layers.4.bias"] == ("model-00004-of-00004.safetensors", "model-00002-of-00002.safetensors")
+    assert len(moved) == 11 and moved["embed.weight"] == ("model-00001-of-00004.safetensors",
+                                                          "model-00001-of-00002.safetensors")
+
+
+def test_a_reshard_keeps_the_alarms_and_numbers_of_the_tensors_it_moved(repo: Repo):
+    """A re-shard with a ×3 norm jump and a NaN in tensors that also moved: each was "removed"
+    from one file and "added" to another, with no numbers and no norm alarm."""
+    v1 = sharded_model()
+    write_shards(repo, v1, [5, 6])
+    repo.commit("2 shards")
+    v2 = dict(v1, **{"layers.3.weight": v1["layers.3.weight"] * np.float32(3)})
+    v2["layers.4.bias"] = v1["layers.4.bias"].copy()
+    v2["layers.4.bias"][3] = np.nan
+    write_shards(repo, v2, [3, 3, 3, 2])
+    repo.commit("re-sharded, two tensors changed")
+    text = repo.gitmodel("diff", "HEAD~1", "HEAD").stdout
+    assert text.splitlines()[:6] == [
+        "model-*-of-00002.safetensors → model-*-of-00004.safetensors (safetensors, 2 shards → 4 shards)",
+        "  WARNING: new NaN/Inf in layers.4.bias (1 element); norm jumped in layers.3.weight (0.633 → 1.9,",
+        "  ×3). 2 of 11 tensors changed (1.06k of 37.3k weights), none added or removed; 11 moved to another",
+        "  shard. Changed: layers 0–4 (2/10 in layers 3–4, layers.4.bias to or from NaN/Inf). Unchanged:",
+        "  embeddings. Largest ‖Δ‖/‖W‖: layers.4.bias (to or from NaN/Inf), layers.3.weight 2.",
+        ""], text
+    rows = [line.split() for line in text.splitlines()[7:]]
+    assert rows == [["layers.4.bias", "changed", "F32", "[32]", "NaN/Inf", "NaN/Inf", "–", "3.12%", "1",
+                     "00002-of-00002", "→", "00004-of-00004"],
+                    ["layers.3.weight", "changed", "F32", "[32,32]", "2", "0.122", "1.000000", "100%", "0",
+                     "00002-of-00002", "→", "00003-of-00004"]], text
+    md = repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "markdown").stdout
+    assert md.splitlines()[4].startswith("⚠ **new NaN/Inf** in `layers.4.bias` (1 element); **norm jumped** in "
+                                         "`layers.3.weight` (0.633 → 1.9, ×3)."), md
+    assert "| `layers.3.weight` | changed | F32 [32,32] | 2 | 0.122 | 1.000000 | 100% | 0 | 00002-of-00002 → " \
+           "00003-of-00004 |" in md, md
+    data = json.loads(repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "json").stdout)["checkpoints"][0]
+    assert [(a["kind"], a["tensor"]) for a in data["summary"]["alarms"]] == [("nonfinite", "layers.4.bias"),
+                                                                             ("norm", "layers.3.weight")]
+    head = next(t for t in data["tensors"] if t["name"] == "layers.3.weight")
+    assert head["change"]["relative_l2"] == pytest.approx(2.0, rel=1e-6)
+    assert head["moved_from"] == "model-00002-of-00002.safetensors"

@@ -511,12 +511,13 @@ def _scaled_review(repo: Repo, files: dict[str, list[str]], seed: int) -> str:
 def test_a_review_of_many_shards_fits_one_comment(repo: Repo):
     """A review of the previous bound: 30 shards of 300 changed tensors came to 77,676
     characters, each shard's heading and paragraph counted nowhere. The headings and
-    paragraphs come first, within the budget; then the tables take what is left."""
-    md = _scaled_review(repo, {f"model-{s:05d}-of-00030.safetensors":
+    paragraphs come first, within the budget; then the tables take what is left. (Files
+    named as Hugging Face shards are now one model, one section: these are 30 checkpoints.)"""
+    md = _scaled_review(repo, {f"part-{s:05d}.safetensors":
                                [f"model.layers.{s}.block_{i}.self_attn.q_proj.weight" for i in range(300)]
                                for s in range(30)}, seed=3)
     assert len(md) <= 65_536, len(md)
-    shown = md.count("\n### `model-")
+    shown = md.count("\n### `part-")
     assert shown == 30 or f"_{30 - shown} more section(s) not shown" in md, md[-500:]
     assert shown >= 10 and "more not shown" in md
 

@@ -6,6 +6,7 @@ import os
 import posixpath
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pygit2
@@ -279,9 +280,12 @@ def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool
     store = session.store
     fetch = session.fetcher() if numbers else None
     pairs = changes(Path.cwd(), revs, cached, paths)
-    tracked = tracked_paths(Path(repository.workdir or repository.path),
-                            list(dict.fromkeys(p for pair in pairs for p in pair)))
     conflicted = unmerged(repository) if not revs else {}
+    groups = sharded(pairs, lambda: files_at(Path.cwd(), old_side, paths), set(conflicted))
+    grouped = {pair: group for group in groups for pair in group.pairs}
+    tracked = tracked_paths(Path(repository.workdir or repository.path),
+                            list(dict.fromkeys([p for pair in pairs for p in pair] +
+                                               [p for group in groups for p in group.unchanged])))
     diffs = []
     with tempfile.TemporaryDirectory(prefix="gitmodel-diff-") as folder:
         copies: dict[str, str] = {}          # files committed raw: {content id: a copy}
@@ -295,7 +299,32 @@ def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool
         def on_disk(new: Pointer | None, path: str) -> dict[str, str] | None:
             return {**copies, **(_on_disk(repository, new, new_side, path) or {})} or None
 
+        def shards_diff(group: Shards):
+            # An unchanged file is the same on both sides: read once, from the old (never the
+            # work tree, whose files would be read whole for their pointers)
+            same = {name: version(old_side, name) for name in group.unchanged}
+            old = _in_shard_order({**{name: version(old_side, name) for name in group.old}, **same})
+            new = _in_shard_order({**{name: version(new_side, name) for name in group.new}, **same})
+            if not old and not new:
+                return None                         # no checkpoints
+            if len({*old, *new}) == 1:              # one checkpoint among the files: as a file
+                (path,) = {*old, *new}
+                return review.diff_pointers(path, old.get(path), new.get(path), store, numbers, fetch,
+                                            on_disk(new.get(path), path), chosen.rules)
+            found = {**copies}
+            for name, ptr in new.items():
+                found.update(_on_disk(repository, ptr, new_side, name) or {})
+            return review.diff_shards(group.label(old, new), old, new, store, numbers, fetch,
+                                      found or None, chosen.rules)
+
+        shown: set[int] = set()
         for was, path in dict.fromkeys(pairs):
+            group = grouped.get((was, path))
+            if group is not None:                       # one section for all the model's files
+                if id(group) not in shown:
+                    shown.add(id(group))
+                    diffs += filter(None, [shards_diff(group)])
+                continue
             if path in conflicted and was == path:      # a merge in progress: ours against theirs
                 _, ours, theirs = conflicted[path]
                 old = pointer_blob(repository, ours.id, path) if ours is not None else None
@@ -314,6 +343,105 @@ def diff(session, revs: list[str], cached: bool, paths: list[str], numbers: bool
     if not diffs and not any(n.changed for n in shared):
         shared = []
     return review.Review(diffs, shared)
+
+
+@dataclass
+class Shards:
+    """The files of one sharded checkpoint in a diff: those git lists as changed on each side,
+    the pairs it listed them in, and the files of the model it does not list (unchanged)."""
+    old: set[str] = field(default_factory=set)
+    new: set[str] = field(default_factory=set)
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    unchanged: set[str] = field(default_factory=set)
+
+    def label(self, old: dict, new: dict) -> str:
+        """`model-*-of-00004.safetensors`, or `… → model-*-of-00002.safetensors` where the
+        files' folder, stem or count changed."""
+        before, after = _shards_label(old), _shards_label(new)
+        return before if before == after or not after else after if not before else f"{before} → {after}"
+
+
+def _shard_name(path: str):
+    """(folder, match of review.SHARD) of a shard's path; None for another file's."""
+    from gitmodel.review import SHARD
+    folder, _, name = path.rpartition("/")
+    found = SHARD.fullmatch(name)
+    return (folder, found) if found else None
+
+
+def _shard_key(path: str) -> tuple[str, str, str] | None:
+    """(folder, stem, extension) shared by the files of one sharded checkpoint."""
+    shard = _shard_name(path)
+    return (shard[0], shard[1]["stem"], shard[1]["ext"]) if shard else None
+
+
+def _in_shard_order(side: dict[str, Pointer | None]) -> dict[str, Pointer]:
+    """The checkpoints among the files of a side, in model order: by file name, the shard
+    index as a number."""
+    def order(path: str):
+        folder, found = _shard_name(path)
+        return folder, found["stem"], found["ext"], int(found["count"]), int(found["index"])
+    return {path: side[path] for path in sorted(side, key=order) if side[path] is not None}
+
+
+def _shards_label(side: dict) -> str:
+    counts: dict[tuple[str, str, str], set[str]] = {}
+    for path in side:
+        folder, found = _shard_name(path)
+        counts.setdefault((folder, found["stem"], found["ext"]), set()).add(found["count"])
+    return ", ".join(f"{folder + '/' if folder else ''}{stem}-*-of-{next(iter(n)) if len(n) == 1 else '*'}{ext}"
+                     for (folder, stem, ext), n in counts.items())
+
+
+def sharded(pairs: list[tuple[str, str]], listed, skip: set[str]) -> list[Shards]:
+    """The sharded checkpoints among `pairs` (git diff -M's (old path, new path)): files of one
+    folder named `STEM-I-of-N.EXT` with the same stem and extension, whatever N (a re-shard
+    changes it), are one model. git's rename detection pairs any two shards whose pointers
+    look alike: such a pair joins their models instead. `listed()` names the old side's files
+    (within the diff's paths); those of a model that git does not list are unchanged. A model
+    whose files come to one path stays a file (a shard's path given alone). `skip`: paths
+    left as they are (conflicted)."""
+    parent: dict[tuple, tuple] = {}
+
+    def root(key):
+        while parent.get(key, key) != key:
+            key = parent[key]
+        return key
+
+    ours = [(was, path) for was, path in pairs if was not in skip and path not in skip
+            and _shard_key(was) and _shard_key(path)]
+    for was, path in ours:
+        a, b = root(_shard_key(was)), root(_shard_key(path))
+        if a != b:
+            parent[a] = b
+    groups: dict[tuple, Shards] = {}
+    for was, path in ours:
+        group = groups.setdefault(root(_shard_key(path)), Shards())
+        group.old.add(was)
+        group.new.add(path)
+        group.pairs.append((was, path))
+    if not groups:
+        return []
+    mentioned = {p for pair in pairs for p in pair}
+    for path in listed():
+        key = _shard_key(path)
+        if key is not None and root(key) in groups and path not in mentioned:
+            groups[root(key)].unchanged.add(path)
+    return [g for g in groups.values() if len(g.old | g.new | g.unchanged) > 1]
+
+
+def files_at(workdir: Path, side: str, paths: list[str]) -> list[str]:
+    """The files at a revision or in the index (INDEX) that the pathspecs `paths` name (every
+    file without), from the top of the work tree."""
+    if side is INDEX:
+        args = ["ls-files", "-z", "--cached", "--full-name"]
+    else:                           # (ls-tree takes no wildcards: a diff from the empty tree)
+        empty = run_git("hash-object", "-t", "tree", "--stdin", input=b"", cwd=workdir).stdout.decode().strip()
+        args = ["diff", "--name-only", "-z", "--no-renames", empty, side]
+    result = run_git(*args, "--", *paths, cwd=workdir, check=False)
+    if result.returncode != 0:
+        raise RevisionError(result.stderr.decode(errors="replace").strip())
+    return list(dict.fromkeys(os.fsdecode(p) for p in result.stdout.split(b"\0") if p))
 
 
 def _on_disk(repository, new: Pointer | None, new_side, path: str) -> dict[str, str] | None:
