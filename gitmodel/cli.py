@@ -627,9 +627,10 @@ def cmd_fetch(args) -> int:
     repository = repo.open_repository()
     revs = history.all_refs(repository) if args.all else (args.refs or ["HEAD"])
     damaged: list = []
-    checkpoints = history.pointers_in_trees(repository, revs, damaged=damaged)
+    sizes: dict[str, int] = {}
+    checkpoints = history.pointers_in_trees(repository, revs, damaged=damaged, sizes=sizes)
     try:
-        stats = sync.fetch_all(session.store, view, checkpoints, quiet=args.quiet)
+        stats = sync.fetch_all(session.store, view, checkpoints, quiet=args.quiet, sizes=sizes)
     except BaseException:
         _say_unfetchable(damaged)
         raise
@@ -650,7 +651,7 @@ def _say_unfetchable(damaged: list) -> None:
          lambda p: (p.add_argument("remote", nargs="?"),
                     p.add_argument("-q", "--quiet", action="store_true")))
 def cmd_pull(args) -> int:
-    from gitmodel import sync
+    from gitmodel import pointer, sync
     from gitmodel.errors import GitmodelError
     from gitmodel.git import history, repo, revisions, worktree
     session = _session(args)
@@ -669,7 +670,10 @@ def cmd_pull(args) -> int:
         result = sync.FetchResult()
     else:
         view = session.view()
-        result = sync.fetch(session.store, view, wanted, quiet=args.quiet)
+        sizes: dict[str, int] = {}
+        for p in left.values():
+            pointer.note_size(sizes, p)
+        result = sync.fetch(session.store, view, wanted, quiet=args.quiet, sizes=sizes)
         _say(args, f"fetched {result.stats.objects} object(s), {_size(result.stats.bytes)} from {view}")
     complete = {path: p for path, p in left.items() if p.content not in result.failed}
     if complete:

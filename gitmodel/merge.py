@@ -280,7 +280,7 @@ class Side:
         if self._file is None:
             manifest = bytes.fromhex(self.pointer.content)
             if self._fetch is not None and self._store.missing([manifest]):
-                self._fetch([manifest])
+                self._fetch([manifest], {manifest: self.pointer.size})
             self._file = StoredFile(self._store, self.pointer.content, self._fetch)
         return self._file
 

@@ -101,6 +101,14 @@ def format_number(value: float) -> str:
     return format(value, ".6g")
 
 
+def note_size(sizes: dict[str, int], ptr: Pointer) -> None:
+    """Record in `sizes` (content id -> bytes) the file size a pointer gives its content, the
+    larger where two pointers disagree (one was edited): what bounds its manifest read from a
+    remote (docs/formats.md §3, "Bounds"), so that no pointer's manifest is refused for
+    another's size."""
+    sizes[ptr.content] = max(ptr.size, sizes.get(ptr.content, 0))
+
+
 def is_pointer_prefix(head: bytes) -> bool:
     """Whether bytes starting with `head` claim to be a pointer (of any version)."""
     return head.startswith(MAGIC_PREFIX)

@@ -458,7 +458,7 @@ def _diff_files(path: str, old: dict[str, Pointer], new: dict[str, Pointer], sto
         if ptr.content not in files:
             manifest = bytes.fromhex(ptr.content)
             if fetch is not None and store.missing([manifest]):
-                fetch([manifest])
+                fetch([manifest], {manifest: ptr.size})
             files[ptr.content] = StoredFile(store, ptr.content, fetch)
             places[ptr.content] = locate_tensors(files[ptr.content])
         return files[ptr.content], places[ptr.content]

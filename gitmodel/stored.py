@@ -19,7 +19,9 @@ from gitmodel.store.objects import MANIFEST, CorruptObject, Store
 
 Checkpoints = dict[str, str]                # content id (hex) -> a path it is known by
 ReadManifest = Callable[[bytes], Manifest]
-Fetch = Callable[[list[bytes]], None]       # brings the given objects into the store
+# fetch(oids, sizes=None) brings the given objects into the store; `sizes`: the file size a
+# pointer gives for a manifest among them (what bounds it: transfer.read_objects).
+Fetch = Callable[..., None]
 
 
 def references(kind: int, data: bytes) -> list[bytes]:

@@ -155,8 +155,8 @@ def fetch(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool 
         return result
     absent = set(store.missing(manifest_ids))
     failed: dict[bytes, str] = {}
-    remote = transfer.read_manifests(view, [m for m in manifest_ids if m in absent], failed,
-                                     {bytes.fromhex(c): n for c, n in (sizes or {}).items()})
+    bounds = {bytes.fromhex(c): n for c, n in (sizes or {}).items()}
+    remote = transfer.read_manifests(view, [m for m in manifest_ids if m in absent], failed, bounds)
 
     def read_manifest(oid: bytes) -> Manifest:
         if oid in remote:
@@ -167,9 +167,12 @@ def fetch(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool 
         return store.read_manifest(oid)
 
     need = stored.needed(manifest_ids, read_manifest)
-    # The bases of deltas held here, too: their pack may be the one that went missing.
-    result.stats = transfer.download(store, view, store.with_bases(need.objects), quiet=quiet,
-                                     known=remote)
+    # The bases of deltas held here, too: their pack may be the one that went missing. Not a
+    # manifest whose read from the remote failed: its chunks are not being fetched, and a
+    # store never holds a manifest without them.
+    wanted = [oid for oid in need.objects if oid not in failed]
+    result.stats = transfer.download(store, view, store.with_bases(wanted), quiet=quiet,
+                                     known=remote, sizes=bounds)
     failed.update(result.stats.failed)
     stranded = _without_bases(store, need.objects, failed)
     if stranded:
@@ -233,10 +236,11 @@ def _fetch_instead(store: Store, view: RemoteView, stranded: dict[bytes, str], s
     return stranded
 
 
-def fetch_all(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool = False) -> TransferStats:
+def fetch_all(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool = False,
+              sizes: dict[str, int] | None = None) -> TransferStats:
     """`fetch`, failing (after storing everything that did arrive) if any checkpoint is left
     incomplete."""
-    result = fetch(store, view, checkpoints, quiet)
+    result = fetch(store, view, checkpoints, quiet, sizes)
     if result.failed:
         content, why = next(iter(result.failed.items()))
         raise RemoteError(f"{len(result.failed)} checkpoint(s) could not be fetched completely "

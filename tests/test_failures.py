@@ -390,6 +390,77 @@ def test_a_remote_manifest_listing_more_chunks_than_its_file_can_have_is_refused
     assert elapsed < 60, f"took {elapsed:.0f} s"
 
 
+def _hostile_manifest(packs: Path, n: int) -> bytes:
+    """Publish in `packs` a hash-correct manifest of n 2-byte chunks, all one chunk (a few KiB
+    as zstd), whose own size field agrees (2n bytes, so its own bound passes), and that
+    chunk; returns the manifest's id."""
+    import struct
+    import blake3
+    import zstandard
+    chunk = b"AA"
+    cid = blake3.blake3(chunk).digest()
+    manifest = struct.pack("<8sQQ", b"GMMANIF1", 2 * n, n) + struct.pack("<32sI", cid, 2) * n
+    mid = blake3.blake3(manifest).digest()
+    _publish_pack(packs, [(cid, 0, 0, len(chunk), chunk)])
+    _publish_pack(packs, [(mid, 1, 1, len(manifest), zstandard.ZstdCompressor().compress(manifest))])
+    return mid
+
+
+@pytest.fixture
+def hostile_clone(tmp_path: Path, no_push) -> Repo:
+    """A clone (left as pointers) of commits whose pointers, of a 1,000-byte file, name a
+    manifest on the remote of 20,000 chunks: within the bound of its own size field, but not
+    of the pointer's (at most 502). Two commits list one tensor with two digests, so a diff
+    reads the tensor's bytes."""
+    import subprocess
+    from conftest import team, user
+    mid = _hostile_manifest(tmp_path / "remote" / "packs", 20_000)
+    work = team(tmp_path, no_push, str(tmp_path / "remote"))
+    for digest in ("0123456789abcdef", "fedcba9876543210"):
+        (work.path / "m.safetensors").write_text(
+            f"gitmodel pointer v1\nsize 1000\ncontent {mid.hex()}\nformat safetensors\ntensors 1\n"
+            f"params 250 (F32 250)\n\n[tensors]\nw F32 [250] {digest}\n")
+        work.commit(digest)
+    work.git("push", "-q", "origin", "main")
+    victim = Repo(tmp_path / "victim", dict(user(tmp_path, no_push, "victim"), GITMODEL_SKIP_SMUDGE="1"))
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "hub.git"), str(victim.path)], env=victim.env,
+                   check=True, capture_output=True)
+    return victim
+
+
+@pytest.mark.parametrize("command", [["fetch"], ["pull"], ["fsck", "--remote", "origin"],
+                                     ["fsck", "--repair"], ["gc", "--remote", "origin"],
+                                     ["diff", "HEAD~1", "HEAD"]])
+def test_every_command_bounds_a_remote_manifest_by_its_pointer(hostile_clone: Repo, command):
+    """`gitmodel fetch`, pull, fsck --remote and --repair, gc --remote and diff bounded a
+    remote manifest by its own size field only (which its writer chooses), and decoded one
+    that its pointer's size does not allow (1.5 million chunks took 375 MiB); a checkout
+    refused it. Now each refuses it undecoded, in one line naming it, and stores nothing."""
+    from gitmodel.store.objects import Store
+    done = hostile_clone.gitmodel(*command, check=False)
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "Traceback" not in said and "internal error" not in said, said
+    assert ("manifest lists 20000 chunks, more than a file of 1000 bytes is cut into (at most "
+            "502); not decoded") in said, said
+    if command[0] == "gc":
+        assert "Nothing was removed" in said, said
+        assert len(list((hostile_clone.path.parent / "remote" / "packs").glob("*.idx"))) == 2
+    assert not Store(hostile_clone.store).entries(), "the refused manifest was stored"
+
+
+def test_a_manifest_a_fetch_refused_is_not_stored_without_its_chunks(tmp_path: Path, no_push):
+    """A clone's checkout refused the manifest, then fetched it again, unbounded, with the
+    chunks (none, since it was refused) and stored it: a manifest without its chunks, which
+    the next checkout decoded whole to say the pointer was edited."""
+    from gitmodel.store.objects import Store
+    mid = _hostile_manifest(tmp_path / "remote" / "packs", 20_000)
+    cloned, checkpoint = _clone_of_hostile_pointer(tmp_path, no_push, 1000, mid)
+    _assert_refused_as_damage(cloned, checkpoint, "manifest lists 20000 chunks, more than a file "
+                                                  "of 1000 bytes is cut into (at most 502)")
+    assert Store(tmp_path / "victim" / ".git" / "gitmodel").entries() == []
+
+
 def test_files_of_many_tiny_and_empty_tensors_are_within_the_manifest_bound(tmp_path: Path):
     """The densest files the format readers describe (a tensor per byte or so, empty tensors
     between them) have manifests within the bound, and read back."""

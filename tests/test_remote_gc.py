@@ -613,6 +613,40 @@ def test_a_remote_gc_refuses_while_an_index_on_the_remote_is_damaged(tmp_path: P
     assert sorted(p.name for p in (url / "packs").iterdir()) == before
 
 
+def test_a_remote_gc_bounds_a_manifest_no_pointer_names(tmp_path: Path, monkeypatch):
+    """A manifest in a recent pack that no ref names (a push whose ref has not arrived, or a
+    hostile writer) has only its own size field to bound it, which its writer chooses: a gc
+    reads it only up to UNNAMED_MAX_ENTRIES chunks, and past that stops, removing nothing. Named
+    by a pointer, the pointer's size bounds it instead."""
+    from gitmodel import sync
+    from gitmodel.remote import collect
+    from gitmodel.store import manifest
+    from gitmodel.store.gc import GcError
+    from gitmodel.store.objects import Store
+    from test_failures import _hostile_manifest
+    monkeypatch.setattr(manifest, "UNNAMED_MAX_ENTRIES", 100)
+    url = tmp_path / "remote"
+    store = Store(tmp_path / "local")
+    kept = _stored_checkpoint(store, 2)
+    sync.push(store, _remote_view(str(url), store.root), {kept.hex(): "m.bin"})
+    age(url)
+    unnamed = _hostile_manifest(url / "packs", 101)             # 202 bytes: its own bound holds
+    (url / "config").write_text("gitmodel store 2\n")
+    before = sorted(p.name for p in (url / "packs").iterdir())
+    with pytest.raises(GcError) as err:
+        collect.collect(_remote_view(str(url), tmp_path / "other"), Store(tmp_path / "other"), [kept],
+                        grace_days=1.0, pointer_sizes={kept: 8000})
+    assert (f"the checkpoint {unnamed.hex()[:16]} is live but its manifest cannot be read from remote "
+            f"{url} or the local store") in str(err.value), str(err.value)
+    assert ("manifest lists 101 chunks, more than is read from a remote for a checkpoint no pointer "
+            "here names (at most 100); not decoded") in str(err.value), str(err.value)
+    assert err.value.hint.startswith("Nothing was removed. `git fetch` the commits that name it")
+    assert sorted(p.name for p in (url / "packs").iterdir()) == before
+    done = collect.collect(_remote_view(str(url), tmp_path / "other"), Store(tmp_path / "other"),
+                           [kept, unnamed], grace_days=1.0, pointer_sizes={kept: 8000, unnamed: 202})
+    assert done.live_objects == 3 + 2 and not done.damaged
+
+
 def _push_while_a_remote_gc_removes(tmp_path: Path, monkeypatch, url: str, store, checkpoints: dict,
                                     removal) -> None:
     """A remote gc (nothing named live) on a thread, each of whose pack removals is
@@ -902,13 +936,13 @@ def test_a_remote_gc_whose_packs_another_gc_removes_meanwhile_begins_again(tmp_p
     read_manifests, first = transfer.read_manifests, []
     lines: list[str] = []
 
-    def after_another_gc(view, oids, failed):
+    def after_another_gc(view, oids, failed, sizes=None):
         if not first:
             first.append(True)
             other = Store(tmp_path / "a")
             report = collect.collect(_remote_view(url, other.root), other, [live], grace_days=0.0)
             first.append(report)
-        return read_manifests(view, oids, failed)
+        return read_manifests(view, oids, failed, sizes)
 
     monkeypatch.setattr(transfer, "read_manifests", after_another_gc)
     later = Store(tmp_path / "b")

@@ -21,7 +21,8 @@ from gitmodel.store import chunker, codec, files, table
 from gitmodel.store.chunker import MAX_SIZE, MIN_SIZE, BufferPool, Cutter, cut_all
 from gitmodel.store.fsck import check as fsck_check
 from gitmodel.store.manifest import MAGIC as MANIFEST_MAGIC
-from gitmodel.store.manifest import Manifest, ManifestError, max_entries
+from gitmodel.store.manifest import (UNNAMED, UNNAMED_MAX_ENTRIES, Manifest, ManifestError, check_head,
+                                     max_entries)
 from gitmodel.store.objects import CHUNK, MANIFEST, CorruptObject, MissingObjects, Store, StoreError
 from gitmodel.store.pack import (
     INDEX_MAGIC, PACK_MAGIC, Entry, PackError, PackWriter, decode_index, encode_index, publish_into,
@@ -511,6 +512,36 @@ def test_manifest_specific_rejections():
         with pytest.raises(ManifestError):
             Manifest.decode(bad)
     assert Manifest.decode(Manifest(0, []).encode()) == Manifest(0, [])
+
+
+@SETTINGS
+@given(declared=st.integers(0, 2**64 - 1), count=st.integers(0, 2**40),
+       size=st.one_of(st.none(), st.just(UNNAMED), st.integers(0, 2**64 - 1)))
+def test_a_manifest_head_is_bounded_by_its_pointer_or_as_one_no_pointer_names(declared, count, size):
+    """check_head accepts a count within its own size field's bound and, when a pointer names
+    it, its file's; a manifest read from a remote that no pointer names lists at most
+    UNNAMED_MAX_ENTRIES, whatever its own size field says."""
+    head = struct.pack("<8sQQ", MANIFEST_MAGIC, declared, count)
+    limits = [max_entries(declared)]
+    if size == UNNAMED:
+        limits.append(UNNAMED_MAX_ENTRIES)
+    elif size is not None:
+        limits.append(max_entries(size))
+    if count <= min(limits):
+        assert check_head(head, 24 + 36 * count, size) == (declared, count)
+    else:
+        with pytest.raises(ManifestError, match=f"manifest lists {count} chunks, more than"):
+            check_head(head, 24 + 36 * count, size)
+
+
+def test_the_bound_of_a_manifest_no_pointer_names():
+    head = struct.pack("<8sQQ", MANIFEST_MAGIC, 2**63, UNNAMED_MAX_ENTRIES + 1)
+    with pytest.raises(ManifestError) as err:
+        check_head(head, 24 + 36 * (UNNAMED_MAX_ENTRIES + 1), UNNAMED)
+    assert str(err.value) == ("manifest lists 4194305 chunks, more than is read from a remote for a "
+                              "checkpoint no pointer here names (at most 4194304); not decoded")
+    assert check_head(head, 24 + 36 * (UNNAMED_MAX_ENTRIES + 1)) == (2**63, UNNAMED_MAX_ENTRIES + 1)
+    assert check_head(head, 24 + 36 * (UNNAMED_MAX_ENTRIES + 1), 2**63) == (2**63, UNNAMED_MAX_ENTRIES + 1)
 
 
 # ----------------------------------------------------------------------------- pack index

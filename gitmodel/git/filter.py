@@ -226,8 +226,8 @@ class FilterServer:
         from gitmodel import sync
         try:
             sizes: dict[str, int] = {}
-            for ptr in wanted.values():      # two pointers naming one content: the larger bounds
-                sizes[ptr.content] = max(ptr.size, sizes.get(ptr.content, 0))
+            for ptr in wanted.values():
+                pointers.note_size(sizes, ptr)
             result = sync.fetch(self.store, self._view, {ptr.content: path for path, ptr in wanted.items()},
                                 sizes=sizes)
             failures = result.failed

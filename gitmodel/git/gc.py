@@ -110,7 +110,8 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
                    for tip in remote_tips(session.cwd, other, none_is_fine=bool(refs) or other != name)})
     tips += list(refs or [])
     damaged: list = []
-    found = liveness.live_checkpoints(session.cwd, tips, damaged)
+    sizes: dict[str, int] = {}
+    found = liveness.live_checkpoints(session.cwd, tips, damaged=damaged, sizes=sizes)
     if not dry_run and repacking.deltas_enabled(session.cwd):
         # The rewrite sends the local store's copies: re-encoded against surviving keyframes
         # first, they let the remote's dropped keyframes go.
@@ -119,7 +120,7 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
         + (" (git remotes whose pushes go to this gitmodel remote)" if len(sharing) > 1 else ""))
     say_damaged(damaged, say)
     report = collect.collect(view, session.store, [bytes.fromhex(c) for c in found], days,
-                             dry_run, say, refs_read)
+                             dry_run, say, refs_read, {bytes.fromhex(c): n for c, n in sizes.items()})
     report.live_checkpoints = len(found)
     return report
 

@@ -120,20 +120,25 @@ def _read(repo: pygit2.Repository, blobs: list, found: dict, fetch: bool,
         _pointer(repo, item[1], item[0], found, damaged, item[2] if len(item) > 2 else None)
 
 
-def _result(found: dict) -> dict[str, str]:
-    """{content id (hex): a path it was found at}, each checkpoint once."""
+def _result(found: dict, sizes: dict[str, int] | None = None) -> dict[str, str]:
+    """{content id (hex): a path it was found at}, each checkpoint once; `sizes` receives
+    each one's file size as its pointers give it (pointer.note_size)."""
     out: dict[str, str] = {}
     for item in found.values():
         if item is not None:
             out.setdefault(item[1].content, item[0])
+            if sizes is not None:
+                pointers.note_size(sizes, item[1])
     return out
 
 
 def pointers_in_trees(repo: pygit2.Repository, revs: Iterable[str], fetch: bool = True,
-                      damaged: list[DamagedPointer] | None = None) -> dict[str, str]:
+                      damaged: list[DamagedPointer] | None = None,
+                      sizes: dict[str, int] | None = None) -> dict[str, str]:
     """Every checkpoint in the trees of these revisions (or the tree or file a revision that
-    is no commit names). A damaged pointer raises HistoryError, or with `damaged` is appended
-    there, named with the commit that brought it in (the one a rewrite must mend)."""
+    is no commit names); their file sizes into `sizes` (_result). A damaged pointer raises
+    HistoryError, or with `damaged` is appended there, named with the commit that brought it
+    in (the one a rewrite must mend)."""
     revs = list(revs)
     found: dict = {}
     bad: dict | None = {} if damaged is not None else None
@@ -144,7 +149,7 @@ def pointers_in_trees(repo: pygit2.Repository, revs: Iterable[str], fetch: bool 
         _read(repo, files, found, fetch, bad)
     if bad:
         damaged.extend(with_commits(repo, revs, bad))
-    return _result(found)
+    return _result(found, sizes)
 
 
 def with_commits(repo: pygit2.Repository, revs: list[str], bad: dict) -> list[DamagedPointer]:
@@ -175,14 +180,15 @@ def files_named(repo: pygit2.Repository, rev: str) -> list[tuple[str, pygit2.Oid
 
 def pointers_introduced(repo: pygit2.Repository, tips: Iterable[str],
                         known: Iterable[str] = (), fetch: bool = False,
-                        damaged: list[DamagedPointer] | None = None) -> dict[str, str]:
+                        damaged: list[DamagedPointer] | None = None,
+                        sizes: dict[str, int] | None = None) -> dict[str, str]:
     """Checkpoints added or changed by commits reachable from `tips` but not from `known`
     (revisions the other side has; ones unknown here are ignored). In a partial clone,
     pointer blobs it never fetched are fetched (`fetch`) or skipped: a push need not ask for
     them, as this clone cannot have made a checkpoint whose pointer it never held. A damaged
     pointer raises HistoryError naming its commit, or with `damaged` is appended there and
-    the walk goes on."""
-    return _result(_introduced(repo, tips, known, fetch, damaged))
+    the walk goes on. Their file sizes go into `sizes` (_result)."""
+    return _result(_introduced(repo, tips, known, fetch, damaged), sizes)
 
 
 def pointer_texts_introduced(repo: pygit2.Repository, tips: Iterable[str], known: Iterable[str] = (),
@@ -291,9 +297,11 @@ def iter_work_tree_pointers(repo: pygit2.Repository,
             yield entry.path, ptr
 
 
-def pointers_in_index(repo: pygit2.Repository, damaged: list[DamagedPointer] | None = None) -> dict[str, str]:
-    """Every checkpoint the index holds (what the next commit would reference). A damaged
-    pointer raises HistoryError, or with `damaged` is appended there."""
+def pointers_in_index(repo: pygit2.Repository, damaged: list[DamagedPointer] | None = None,
+                      sizes: dict[str, int] | None = None) -> dict[str, str]:
+    """Every checkpoint the index holds (what the next commit would reference); their file
+    sizes into `sizes` (_result). A damaged pointer raises HistoryError, or with `damaged` is
+    appended there."""
     found: dict = {}
     bad: dict | None = {} if damaged is not None else None
     for entry in index_entries(repo):
@@ -301,7 +309,7 @@ def pointers_in_index(repo: pygit2.Repository, damaged: list[DamagedPointer] | N
             _pointer(repo, entry.id, entry.path, found, bad)
     if bad:
         damaged.extend(dataclasses.replace(item, place=INDEX) for item in bad.values())
-    return _result(found)
+    return _result(found, sizes)
 
 
 def staged_only(repo: pygit2.Repository, staged: list[DamagedPointer]) -> list[DamagedPointer]:

@@ -41,18 +41,19 @@ class Findings:
         return sum(1 for c in self.checkpoints if c.state == state)
 
 
-def needed_checkpoints(repository, all_history: bool = False,
-                       damaged: list | None = None) -> Checkpoints:
+def needed_checkpoints(repository, all_history: bool = False, damaged: list | None = None,
+                       sizes: dict[str, int] | None = None) -> Checkpoints:
     """With `damaged`, a damaged pointer (in a commit, HEAD's tree or the index) is appended
-    there (it names no checkpoint: nothing to check) and the walk goes on."""
+    there (it names no checkpoint: nothing to check) and the walk goes on. `sizes` receives
+    the file size their pointers give (pointer.note_size)."""
     if all_history:
         found = history.pointers_introduced(repository, history.all_refs(repository), fetch=True,
-                                            damaged=damaged)
+                                            damaged=damaged, sizes=sizes)
     else:
-        found = history.pointers_in_trees(repository, ["HEAD"], damaged=damaged) \
+        found = history.pointers_in_trees(repository, ["HEAD"], damaged=damaged, sizes=sizes) \
             if not repository.head_is_unborn else {}
     staged: list | None = [] if damaged is not None else None
-    for content, path in history.pointers_in_index(repository, staged).items():
+    for content, path in history.pointers_in_index(repository, staged, sizes).items():
         found.setdefault(content, path)
     if staged:
         damaged += history.staged_only(repository, staged)
@@ -99,13 +100,14 @@ def check_store(store: Store, checkpoints: Checkpoints, view: RemoteView | None,
 
 def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
                  progress: Callable[[str], None] = lambda line: None,
-                 all_history: bool = False) -> Findings:
+                 all_history: bool = False, sizes: dict[str, int] | None = None) -> Findings:
     """Each needed checkpoint's state on the remote: every object present in a verified index,
     then read and verified (nothing is stored), and so are the bases of its deltas there: a
     delta is of no use without its base on the same remote. Each object is read once, however
     many checkpoints need it, where the local store holds the bases (else a base is read again
     for deltas far apart, past a small cache). `all_history`: the checkpoints are those of
-    every commit (`fsck --all`), which the repair it suggests must cover too."""
+    every commit (`fsck --all`), which the repair it suggests must cover too. `sizes`: the
+    file size each one's pointer gives (what bounds its manifest)."""
     findings = Findings()
     view.refresh(recheck=True)
     for name in view.damaged_indexes():     # (a pack a gc removed meanwhile is not damage)
@@ -114,11 +116,12 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
     # of the remote); the remote's copy is checked on its own, as an object the delta needs.
     bases = transfer.remote_bases(view, store)
     unusable: dict[bytes, str | None] = {}       # object -> why it cannot be used there, or None
+    bounds = {bytes.fromhex(c): n for c, n in (sizes or {}).items()}
     based_on: dict[bytes, list[bytes]] = {}      # a delta there -> its bases
     for content, path in checkpoints.items():
         manifest_id = bytes.fromhex(content)
         failed: dict[bytes, str] = {}
-        manifests = transfer.read_manifests(view, [manifest_id], failed)
+        manifests = transfer.read_manifests(view, [manifest_id], failed, bounds)
         if manifest_id not in manifests:
             state = LOST if manifest_id not in view.entries else DAMAGED
             detail = failed.get(manifest_id, "") or "not on the remote"
@@ -206,12 +209,13 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
     from gitmodel.git import repo
     scope = "every commit of every branch and tag, and the index" if all_history else "HEAD and the index"
     damaged: list = []
-    checkpoints = needed_checkpoints(repo.open_repository(), all_history, damaged)
+    sizes: dict[str, int] = {}
+    checkpoints = needed_checkpoints(repo.open_repository(), all_history, damaged, sizes)
     for item in damaged:     # not a checkpoint: nothing to check, fetch or keep for it
         say(f"note: {item}; it names no checkpoint, so there is nothing to check for it, but "
             f"{item.harm()}. {item.rewrite_hint()}")
     if remote is not None:
-        return _fsck_remote(session, remote, checkpoints, scope, repair, say, all_history)
+        return _fsck_remote(session, remote, checkpoints, sizes, scope, repair, say, all_history)
     from gitmodel.store import fsck as store_fsck
     store = session.store
     report = store_fsck.check(store)
@@ -245,7 +249,7 @@ def fsck(session, all_history: bool, remote: str | None, repair: bool,
         fetchable = {c.content: c.path for c in findings.checkpoints if c.state == FETCHABLE}
         if fetchable and view is not None:
             from gitmodel import sync
-            result = sync.fetch(store, view, fetchable)
+            result = sync.fetch(store, view, fetchable, sizes=sizes)
             say(f"repair: fetched {result.stats.objects} object(s) of {len(fetchable)} "
                 f"checkpoint(s) from {view}")
             findings = check_store(store, checkpoints, view, remote_error)
@@ -294,10 +298,10 @@ def _say_problems(problems: list, say: Callable[[str], None]) -> None:
             say(f"problem: {count - SHOWN_PER_KIND} more of the kind \"{kind}\"")
 
 
-def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repair: bool,
-                 say: Callable[[str], None], all_history: bool) -> int:
+def _fsck_remote(session, name: str, checkpoints: Checkpoints, sizes: dict[str, int], scope: str,
+                 repair: bool, say: Callable[[str], None], all_history: bool) -> int:
     view = session.view(name, upload=repair)          # a repair uploads: see Session.spec
-    findings = check_remote(view, checkpoints, session.store, all_history=all_history)
+    findings = check_remote(view, checkpoints, session.store, all_history=all_history, sizes=sizes)
     for problem in findings.problems:
         say(f"problem: remote {view.name}: {problem}")
     if view.listing is not None and set(view.listing.sizes) - view.listing.published:
@@ -315,7 +319,8 @@ def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repai
         if restored:
             say(f"repair: uploaded this clone's copy of {len(restored)} damaged pack index(es) to "
                 f"{view} ({', '.join(restored[:3])})")
-            findings = check_remote(view, checkpoints, session.store, all_history=all_history)
+            findings = check_remote(view, checkpoints, session.store, all_history=all_history,
+                                    sizes=sizes)
         broken = {c.content: c.path for c in findings.checkpoints if c.state in (DAMAGED, LOST)}
         if broken:
             from gitmodel import sync
@@ -326,7 +331,8 @@ def _fsck_remote(session, name: str, checkpoints: Checkpoints, scope: str, repai
             if rescued:
                 say(f"repair: uploaded {rescued} more object(s) held in the damaged pack(s), so "
                     "that none is needed there (a mirror leaves such a pack behind)")
-            findings = check_remote(view, checkpoints, session.store, all_history=all_history)
+            findings = check_remote(view, checkpoints, session.store, all_history=all_history,
+                                    sizes=sizes)
         for problem in findings.problems if findings is not before else ():
             say(f"problem (after the repair): remote {view.name}: {problem}")
     _say_findings(findings, scope, say, where=f"remote {view.name}")

@@ -35,11 +35,13 @@ class LivenessError(GitmodelError):
 
 
 def live_checkpoints(cwd: Path | str | None = None, revs: list[str] | None = None,
-                     damaged: list | None = None) -> dict[str, str]:
+                     damaged: list | None = None, sizes: dict[str, int] | None = None) -> dict[str, str]:
     """{content id (hex): a path it is found at} of every checkpoint git keeps, or with `revs`
     only those the history of these revisions references (no reflogs, no index). A damaged
     pointer from which no content id can be read names nothing to keep: it is appended to
-    `damaged` (history.DamagedPointer, with the commits that hold it), if given."""
+    `damaged` (history.DamagedPointer, with the commits that hold it), if given. `sizes`
+    receives the file size pointers give each (pointer.note_size); one named only by a
+    damaged pointer's content line has none."""
     if revs is None:
         args = ["--all", "--reflog", "--indexed-objects", *_pending_heads(cwd)]
     else:
@@ -107,6 +109,8 @@ def live_checkpoints(cwd: Path | str | None = None, revs: list[str] | None = Non
                                               str(error), place=place))
             continue
         found.setdefault(ptr.content, os.fsdecode(path))
+        if sizes is not None:
+            pointers.note_size(sizes, ptr)
     return found
 
 

@@ -117,7 +117,7 @@ class Session:
         looked_up: list[RemoteView | None] = []          # the remote, once found (None: none)
         one_at_a_time = threading.Lock()
 
-        def fetch(oids: list[bytes]) -> None:
+        def fetch(oids: list[bytes], sizes: dict[bytes, int] | None = None) -> None:
             with one_at_a_time:
                 if not looked_up:
                     looked_up.append(self.default_view())
@@ -125,7 +125,7 @@ class Session:
                 if view is None:
                     return
                 from gitmodel.remote import transfer
-                stats = transfer.download(self.store, view, oids, quiet=True)
+                stats = transfer.download(self.store, view, oids, quiet=True, sizes=sizes)
             if stats.failed:
                 raise GitmodelError(next(iter(stats.failed.values())) + self.elsewhere(view))
         return fetch

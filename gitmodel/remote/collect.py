@@ -40,11 +40,13 @@ class _RemoteChanged(Exception):
 
 def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_days: float,
             dry_run: bool = False, progress: Callable[[str], None] = lambda line: None,
-            refs_read: float | None = None) -> GcReport:
+            refs_read: float | None = None, pointer_sizes: dict[bytes, int] | None = None) -> GcReport:
     """Remove from the remote what the live `manifests` and its recent packs do not need.
     `store` serves manifests and re-encoded copies it holds, and temporary files.
     `refs_read`: when (time.monotonic()) the refs naming `manifests` were read: pushes'
-    notes written since an hour before then are honoured.
+    notes written since an hour before then are honoured. `pointer_sizes`: the file size the
+    pointers of `manifests` give (what bounds each read from the remote; one that no pointer
+    names, from a recent pack or a push's note, is bounded as manifest.UNNAMED).
 
     Two gcs of one remote may overlap: one that finds packs it read from removed before it
     removed anything (the other gc rewrote them) begins again from a fresh listing, rather
@@ -54,7 +56,8 @@ def collect(view: RemoteView, store: Store, manifests: Iterable[bytes], grace_da
     manifests = list(manifests)
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return _collect_once(view, store, manifests, grace_days, dry_run, progress, refs_read)
+            return _collect_once(view, store, manifests, grace_days, dry_run, progress, refs_read,
+                                 pointer_sizes or {})
         except _RemoteChanged as err:
             progress(f"{err}: another gc of this remote removed them; listing it again "
                      f"({attempt} of {ATTEMPTS})")
@@ -79,7 +82,8 @@ def _unless_vanished(view: RemoteView, read: Iterable[str]) -> None:
 
 
 def _collect_once(view: RemoteView, store: Store, manifests: list[bytes], grace_days: float,
-                  dry_run: bool, progress: Callable[[str], None], refs_read: float) -> GcReport:
+                  dry_run: bool, progress: Callable[[str], None], refs_read: float,
+                  pointer_sizes: dict[bytes, int]) -> GcReport:
 
     def notes_kept() -> float:                 # how old a push's note may be, and protect
         return transfer.PUSH_NOTE_AGE + (time.monotonic() - refs_read)
@@ -109,7 +113,7 @@ def _collect_once(view: RemoteView, store: Store, manifests: list[bytes], grace_
     if pushed:
         progress(f"{len(pushed)} checkpoint(s) kept that pushes of the last hour sent or relied on "
                  "(their refs may not have arrived yet; a push's note protects them for an hour)")
-    plan = _Plan(view, store, sizes, recent)
+    plan = _Plan(view, store, sizes, recent, pointer_sizes)
     try:
         plan.settle(set(manifests) | pushed, progress)
     except (GcError, RemoteError, StoreError, OSError):
@@ -207,8 +211,10 @@ class _Plan:
     copy), until the set of packs that go stops changing; failing that, the conservative
     closure is used."""
 
-    def __init__(self, view: RemoteView, store: Store, sizes: dict[str, int], recent: set[str]):
+    def __init__(self, view: RemoteView, store: Store, sizes: dict[str, int], recent: set[str],
+                 pointer_sizes: dict[bytes, int]):
         self.view, self.store, self.sizes, self.recent = view, store, sizes, recent
+        self.pointer_sizes = pointer_sizes
         self.live: set[bytes] = set()
         self.local: set[bytes] = set()          # live objects the rewrite sends from the store
         self.fates: list = []
@@ -245,7 +251,7 @@ class _Plan:
         roots = {oid for oid in roots if oid in entries}
         roots |= {oid for oid in seed if entries.get(oid).kind == MANIFEST}
         seed |= roots
-        for manifest in _manifests(self.view, self.store, roots).values():
+        for manifest in _manifests(self.view, self.store, roots, self.pointer_sizes).values():
             seed.update(cid for cid, _ in manifest.chunks)
         progress(f"{len(roots)} live checkpoint(s) on the remote")
         return seed
@@ -356,9 +362,11 @@ def _leaving(fates: list) -> set[str]:
     return {fate.name for fate in fates if fate.action in ("remove", "rewrite")}
 
 
-def _manifests(view: RemoteView, store: Store, oids: set[bytes]) -> dict[bytes, Manifest]:
-    """The manifests, from the local store where it has them, else from the remote. One that
-    cannot be read stops the collection: its chunks could not be told from garbage."""
+def _manifests(view: RemoteView, store: Store, oids: set[bytes],
+               pointer_sizes: dict[bytes, int]) -> dict[bytes, Manifest]:
+    """The manifests, from the local store where it has them, else from the remote (bounded
+    by the file size their pointers give, or as manifest.UNNAMED). One that cannot be read
+    stops the collection: its chunks could not be told from garbage."""
     found, failed = {}, {}
     for oid in oids:
         if store.has(oid):
@@ -367,15 +375,17 @@ def _manifests(view: RemoteView, store: Store, oids: set[bytes]) -> dict[bytes, 
                 continue
             except (StoreError, ValueError):
                 pass                                  # the remote's copy may be good
-    remote = transfer.read_manifests(view, [o for o in oids if o not in found], failed)
+    remote = transfer.read_manifests(view, [o for o in oids if o not in found], failed, pointer_sizes)
     for oid, (entry, payload) in remote.items():
         found[oid] = Manifest.decode(codec.decode(entry.encoding, payload, entry.raw_length))
     unreadable = [oid for oid in oids if oid not in found]
     if unreadable:
         why = failed.get(unreadable[0], "not readable")
+        fetch = ("`git fetch` the commits that name it (a push's may not have arrived yet), whose "
+                 "pointer bounds it, then gc again; ") if unreadable[0] not in pointer_sizes else ""
         raise GcError(f"the checkpoint {unreadable[0].hex()[:16]} is live but its manifest cannot "
                       f"be read from remote {view} or the local store ({why})",
-                      "Nothing was removed. `gitmodel fsck --remote NAME` says what is damaged")
+                      f"Nothing was removed. {fetch}`gitmodel fsck --remote NAME` says what is damaged")
     return found
 
 
@@ -426,7 +436,8 @@ def _rewrite(view: RemoteView, store: Store, plan: _Plan,
 
     def records():
         yield from from_store(CHUNK)
-        yield from transfer.read_objects(view, remote, failed, bases=transfer.remote_bases(view, store))
+        yield from transfer.read_objects(view, remote, failed, bases=transfer.remote_bases(view, store),
+                                         sizes=plan.pointer_sizes)
         yield from from_store(MANIFEST)
 
     total = sum(record_head.size + (entries.get(oid) or store.locate(oid)).stored_length for oid in wanted)
@@ -461,7 +472,7 @@ def _needed_by_new_packs(view: RemoteView, store: Store, plan: _Plan, known: set
     roots = {oid for oid, entry in view.entries.items() if entry.pack in fresh and entry.kind == MANIFEST}
     roots |= {oid for oid in pushed if oid in view.entries}
     needed = {oid for oid, entry in view.entries.items() if entry.pack in fresh}
-    for manifest in _manifests(view, store, roots).values():
+    for manifest in _manifests(view, store, roots, plan.pointer_sizes).values():
         needed.update(cid for cid, _ in manifest.chunks)
     needed |= roots
     todo = set(needed)

@@ -30,6 +30,7 @@ from gitmodel.remote.backend import Listing, RemoteError, Retrying
 from gitmodel.remote.view import RemoteView
 from gitmodel.store import codec, files
 from gitmodel.store.codec import Bases
+from gitmodel.store.manifest import UNNAMED
 from gitmodel.store.objects import (MANIFEST, MAX_CHAIN, ChainTooLong, CorruptObject, MissingBase,
                                     MissingObjects, Store, StoreVersionError, check_record, goes_round)
 from gitmodel.store.pack import (PACK_MAGIC, Entry, PackError, PackWriter, decode_index, record_head,
@@ -402,7 +403,8 @@ def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, st
     go into `failed` with the reason, and the rest still come: one bad object costs only what
     needs it. Deltas are verified against `bases` (the local store's); one whose base is not
     there yet goes, unverified, into `deferred` as (oid, entry, record, missing base ids).
-    `sizes`: the file size pointers give for manifests (check_record's `size`)."""
+    `sizes`: the file size pointers give for manifests (check_record's `size`); a manifest
+    without one is bounded as one no pointer names (manifest.UNNAMED)."""
     oids = list(dict.fromkeys(oids))
     sizes = sizes or {}
     absent = [oid for oid in oids if oid not in view.entries]
@@ -430,11 +432,11 @@ def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, st
                 at = entry.offset - r.start
                 record = data[at:at + record_head.size + entry.stored_length]
                 try:
-                    _check(oid, entry, record, bases, recheck, sizes.get(oid))
+                    _check(oid, entry, record, bases, recheck, sizes.get(oid, UNNAMED))
                 except CorruptObject as err:
                     if err.oid != oid:
                         raise RemoteError(f"a base of {oid.hex()}: {err}") from None
-                    entry, record = _other_copy(view, oid, entry, err, bases, sizes.get(oid))
+                    entry, record = _other_copy(view, oid, entry, err, bases, sizes.get(oid, UNNAMED))
                 out.append((oid, entry, record[record_head.size:], None))
             except MissingBase as err:
                 if deferred is None:
@@ -494,10 +496,12 @@ def _other_copy(view: RemoteView, oid: bytes, damaged: Entry, error: CorruptObje
 
 def download(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool = False,
              known: dict[bytes, tuple[Entry, bytes]] | None = None,
-             again: frozenset[bytes] = frozenset()) -> TransferStats:
+             again: frozenset[bytes] = frozenset(),
+             sizes: dict[bytes, int] | None = None) -> TransferStats:
     """Fetch into the store the given objects it lacks (and those in `again`, though it has
     them), and the bases of the deltas among them. `known`: objects already read from the
-    remote and verified (manifests), stored after the rest. Objects that could not be fetched
+    remote and verified (manifests), stored after the rest. `sizes`: the file size each
+    manifest's pointer gives (read_objects). Objects that could not be fetched
     are in the result's `failed`; everything else is stored, chunks before the manifests that
     need them."""
     oids = list(dict.fromkeys(oids))
@@ -519,7 +523,8 @@ def download(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool 
     writer = store.writer()
     try:
         _download_chunks(store, view, [oid for oid in fetch if not is_manifest(oid)], stats, quiet, writer)
-        _add_all(writer, itertools.chain(read_objects(view, manifests, stats.failed, quiet), already), stats)
+        _add_all(writer, itertools.chain(read_objects(view, manifests, stats.failed, quiet, sizes=sizes),
+                                         already), stats)
     finally:
         # Keep what arrived, even when interrupted: every record was verified, and chunks
         # come before manifests, so a published manifest never lacks its chunks. A repeated

@@ -25,11 +25,18 @@ def max_entries(size: int) -> int:
     return size // 2 + 2
 
 
+# check_head's `size` for a manifest read from a remote that no pointer names (a remote gc's
+# recent packs and pushes' notes): its own size field is its writer's choice, so it may list
+# at most UNNAMED_MAX_ENTRIES chunks (docs/formats.md §3, "Bounds").
+UNNAMED = -1
+UNNAMED_MAX_ENTRIES = 1 << 22
+
+
 def check_head(head: bytes, raw_length: int, size: int | None = None) -> tuple[int, int]:
     """(file size, chunk count) from a manifest's first HEAD_SIZE bytes, refusing one whose
     length or count no file could have before its entries are decoded. `size`: the size of
     the file it is for, when a pointer says (a count more than that file can have is refused
-    too). Raises ManifestError."""
+    too), or UNNAMED. Raises ManifestError."""
     if len(head) < HEAD_SIZE or raw_length < HEAD_SIZE:
         raise ManifestError("manifest too short")
     magic, declared, count = _head.unpack_from(head)
@@ -37,6 +44,12 @@ def check_head(head: bytes, raw_length: int, size: int | None = None) -> tuple[i
         raise ManifestError("not a gitmodel manifest")
     if raw_length != HEAD_SIZE + count * ENTRY_SIZE:
         raise ManifestError("manifest length disagrees with its chunk count")
+    if size == UNNAMED:
+        if count > UNNAMED_MAX_ENTRIES:
+            raise ManifestError(f"manifest lists {count} chunks, more than is read from a remote "
+                                f"for a checkpoint no pointer here names (at most "
+                                f"{UNNAMED_MAX_ENTRIES}); not decoded")
+        size = None
     for bytes_ in (declared, size):
         if bytes_ is not None and count > max_entries(bytes_):
             raise ManifestError(f"manifest lists {count} chunks, more than a file of {bytes_} "

@@ -902,7 +902,8 @@ def check_record(oid: bytes, entry: Entry, record: bytes | memoryview,
     Store.bases); `out`, if given, receives the bytes (codec.decode). Raises CorruptObject,
     MissingObjects for a delta whose base is absent, or StoreVersionError for an encoding
     this version does not know. `size`: for a manifest, the size of the file a pointer says it
-    is for (a manifest listing more chunks than that file can have is refused undecoded)."""
+    is for (a manifest listing more chunks than that file can have is refused undecoded), or
+    manifest.UNNAMED for one from a remote that no pointer names."""
     if len(record) != record_head.size + entry.stored_length:
         raise CorruptObject(oid, f"record in {entry.pack}.pack has the wrong length")
     if not _header_agrees(oid, entry, record):
@@ -927,7 +928,8 @@ def refuse_oversized(oid: bytes, entry: Entry, record: bytes | memoryview | None
                      size: int | None = None) -> None:
     """Raise CorruptObject for a record whose raw length no writer gives its kind, before
     anything is decoded or allocated for it (docs/formats.md §3, "Bounds"): a manifest by its
-    own first bytes (and `size`, its file's, when a pointer says), a chunk by MAX_CHUNK."""
+    own first bytes (and `size`, its file's, when a pointer says, or manifest.UNNAMED), a
+    chunk by MAX_CHUNK."""
     if entry.kind == MANIFEST and record is not None:
         if entry.encoding == codec.DELTA:
             raise CorruptObject(oid, "a manifest stored as a difference (manifests are stored whole)")
