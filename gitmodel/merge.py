@@ -27,7 +27,7 @@ from gitmodel.formats import DTYPE_BITS, PeekableStream, numpy_files
 from gitmodel.pointer import Pointer, TensorLine
 from gitmodel.scratch import scratch
 from gitmodel.store import codec
-from gitmodel.store.manifest import Manifest
+from gitmodel.store.manifest import Chunks, Manifest
 from gitmodel.store.objects import MANIFEST, Store
 from gitmodel.stored import Placed, StoredFile
 
@@ -531,7 +531,7 @@ def _splice(template: Side, kept: list[Decision], sides: list[Side], store: Stor
     chunks = template.file.chunks
     starts = _starts(chunks)
     side_starts = {id(template): starts}
-    replaced: list[tuple[int, int, list[tuple[bytes, int]]]] = []
+    replaced: list[tuple[int, int, Chunks]] = []
     for name, place in template.placed.items():
         side = sides[source[name]]
         if side is template:
@@ -548,8 +548,9 @@ def _splice(template: Side, kept: list[Decision], sides: list[Side], store: Stor
         replaced.append((first, last, side.file.chunks[a:b]))
     out: list[tuple[bytes, int]] = []
     at = 0
-    for first, last, run in sorted(replaced):
-        out += chunks[at:first] + run
+    for first, last, run in sorted(replaced, key=lambda r: r[:2]):
+        out += chunks[at:first]
+        out += run
         at = last
     out += chunks[at:]
     manifest = Manifest(template.file.size, out).encode()

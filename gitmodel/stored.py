@@ -25,9 +25,9 @@ Fetch = Callable[..., None]
 
 
 def references(kind: int, data: bytes) -> list[bytes]:
-    """The objects an object's bytes refer to (a manifest: its chunks)."""
+    """The objects an object's bytes refer to (a manifest: its chunks, each once)."""
     if kind == MANIFEST:
-        return [cid for cid, _ in Manifest.decode(data).chunks]
+        return list(dict.fromkeys(cid for cid, _ in Manifest.decode(data).chunks))
     return []
 
 
@@ -56,7 +56,9 @@ def needed(manifest_ids: Iterable[bytes], read_manifest: ReadManifest) -> Needed
             result.unreadable[oid] = err.full() if isinstance(err, GitmodelError) else str(err)
             continue
         for cid, _ in manifest.chunks:
-            chunks.setdefault(cid, []).append(oid)
+            users = chunks.setdefault(cid, [])
+            if not users or users[-1] != oid:       # a chunk recurring in a file: its once
+                users.append(oid)
     result.chunks = list(chunks)
     result.needed_by = chunks
     return result

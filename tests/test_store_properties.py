@@ -494,6 +494,49 @@ def test_manifest_decode_arbitrary_bytes(data):
     assert m.encode() == data            # whatever is accepted is canonical
 
 
+@SETTINGS
+@given(pairs=st.lists(st.tuples(chunk_ids, st.integers(2, MAX_SIZE)), max_size=40),
+       start=st.integers(-45, 45) | st.none(), stop=st.integers(-45, 45) | st.none(),
+       step=st.sampled_from([None, 1, 2, 3, -1, -2]))
+def test_manifest_entries_answer_as_the_list_they_encode(pairs, start, stop, step):
+    """A decoded manifest keeps its entries encoded and reads them when asked: they answer as
+    the list of (id, length) tuples they encode, by length, index from either end, slice and
+    iteration, and a slice of them is a manifest's entries in turn."""
+    chunks = Manifest.decode(Manifest(sum(n for _, n in pairs), pairs).encode()).chunks
+    assert len(chunks) == len(pairs) and list(chunks) == pairs and chunks == pairs
+    assert [chunks[i] for i in range(-len(pairs), len(pairs))] == pairs + pairs
+    for outside in (len(pairs), -len(pairs) - 1):
+        with pytest.raises(IndexError):
+            chunks[outside]
+    assert list(chunks[start:stop:step]) == pairs[start:stop:step]
+    assert chunks[start:stop] == Manifest(0, pairs[start:stop]).chunks
+    assert chunks.lengths().tolist() == [n for _, n in pairs]
+
+
+def test_a_manifest_of_a_million_chunks_is_read_in_place():
+    """Each entry was decoded into a tuple of two objects as the manifest was read: a million
+    took some 200 MiB and most of a second, and ten million (the most a 20 MB file's pointer
+    allows) 2 GiB and 7 s, where its bytes are 36 MB and 360 MB. Now they stay in the bytes;
+    what it needs (stored.needed) is each distinct chunk once."""
+    import tracemalloc
+    from gitmodel import stored
+    n, mid = 1_000_000, bytes(32)
+    ids = [blake3.blake3(bytes([i, 255 - i])).digest() for i in range(256)]
+    block = b"".join(struct.pack("<32sI", cid, 2) for cid in ids)
+    data = struct.pack("<8sQQ", MANIFEST_MAGIC, 2 * n, n) + block * (n // 256) + block[:36 * (n % 256)]
+    tracemalloc.start()
+    try:
+        m = Manifest.decode(data)
+        need = stored.needed([mid], lambda _: m)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak >> 10} KiB"
+    assert (m.size, len(m.chunks), m.chunks[-1]) == (2 * n, n, (ids[(n - 1) % 256], 2))
+    assert need.chunks == ids and need.manifests == [mid]
+    assert need.needed_by == {cid: [mid] for cid in ids}
+
+
 def test_manifest_specific_rejections():
     cid = bytes(range(32))
     good = Manifest(10, [(cid, 4), (cid, 6)])

@@ -8,7 +8,7 @@ fetchable from the remote, damaged, or lost (on neither side).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from gitmodel import stored
 from gitmodel.git import history
@@ -134,9 +134,9 @@ def check_remote(view: RemoteView, checkpoints: Checkpoints, store: Store,
             findings.checkpoints.append(CheckpointState(content, path, state, detail))
             continue
         entry, payload = manifests[manifest_id]
-        chunks = [cid for cid, _ in Manifest.decode(codec.decode(entry.encoding, payload, entry.raw_length)).chunks]
+        chunks = Manifest.decode(codec.decode(entry.encoding, payload, entry.raw_length)).chunks
         progress(f"verifying {quote_path(path)} on {view.name} ({len(chunks)} chunks)")
-        needed = _verify_there(view, chunks, bases, unusable, based_on)
+        needed = _verify_there(view, (cid for cid, _ in chunks), bases, unusable, based_on)
         bad = {oid: unusable[oid] for oid in needed if unusable[oid] is not None}
         findings.damaged_packs.update(entry.pack for oid in bad if (entry := view.entries.get(oid)))
         if not bad:
@@ -165,7 +165,7 @@ def _held_here(store: Store, manifest_id: bytes) -> bool:
     return not need.unreadable and not store.missing(store.with_bases(need.objects))
 
 
-def _verify_there(view: RemoteView, chunks: list[bytes], bases, unusable: dict, based_on: dict) -> list[bytes]:
+def _verify_there(view: RemoteView, chunks: Iterable[bytes], bases, unusable: dict, based_on: dict) -> list[bytes]:
     """Read and check these chunks on the remote, and the bases of the deltas among them, each
     object once (`unusable` remembers); every object they need there."""
     needed = dict.fromkeys(chunks)
