@@ -16,8 +16,8 @@ from gitmodel.metrics import METRIC, NumberDiff
 from gitmodel.modules import layer_span, place
 from gitmodel.pointer import format_number, quote_name
 from gitmodel.quoting import quote_path
-from gitmodel.review import SHARD, FileDiff, Review, TensorDiff, by_occurrence
-from gitmodel.summary import Summary, sorted_tensors, summarize
+from gitmodel.review import NO_NUMBERS_FOR, SHARD, FileDiff, Review, TensorDiff, by_occurrence
+from gitmodel.summary import Alarm, Summary, sorted_tensors, summarize
 
 _COLOURS = {"added": "32", "removed": "31", "changed": "33"}
 NAMES_PER_ALARM = 3
@@ -69,20 +69,23 @@ def _relative(t: TensorDiff) -> str:
 HEAD = ["tensor", "status", "dtype/shape", "‖Δ‖/‖W‖", "max|Δ|", "cosine", "changed", "new NaN/Inf"]
 
 
-def _tensor_row(t: TensorDiff) -> list[str]:
+def _tensor_row(t: TensorDiff, md: bool = False) -> list[str]:
     shape = str(t.new or t.old or "")
     if t.status == "changed" and str(t.old) != str(t.new):
         shape = f"{t.old} → {t.new}"
+    note = t.note
+    if note.startswith(NO_NUMBERS_FOR):
+        note = NO_NUMBERS_FOR + _dtype(note[len(NO_NUMBERS_FOR):], md)
     c = t.change
     if c is None:
-        cells = [_relative(t) if t.relative is not None else (t.note or ""), "", "", "",
+        cells = [_relative(t) if t.relative is not None else note, "", "", "",
                  str(t.new_nonfinite) if t.new_nonfinite else ""]
     elif _unbounded(t):
         cells = ["NaN/Inf", "NaN/Inf", "–", _num(c.changed_fraction, "pct"), str(c.new_nonfinite or 0)]
     else:
         cells = [_relative(t), _num(c.max_abs), _num(c.cosine, "cos"),
                  _num(c.changed_fraction, "pct"), str(c.new_nonfinite or 0)]
-    return [_shown(t.name), t.status, shape, *cells]
+    return [_shown(t.name), t.status, _dtype_words(shape, md), *cells]
 
 
 # Text a Markdown renderer shows as it is: ASCII letters, digits, `.`, `_`, `/` and `-`,
@@ -100,6 +103,20 @@ def _label(text: str, md: bool) -> str:
     if not md:
         return quote_name(text)
     return text if _MD_PLAIN.fullmatch(text) else _code(quote_name(text))
+
+
+def _dtype(name: str, md: bool) -> str:
+    """A dtype or format name as a pointer gives it, any [A-Za-z0-9_]+: as it is, but in
+    Markdown as `_label` shows names (`__x__` would be bold)."""
+    return _label(name, md) if md else name
+
+
+def _dtype_words(text: str, md: bool) -> str:
+    """Dtypes and shapes as reviews word them ("F32 [4] → BF16 [4]", "F32 → BF16"), each
+    dtype as `_dtype` shows it."""
+    if not md:
+        return text
+    return " ".join(w if w == "→" or w.startswith("[") else _dtype(w, md) for w in text.split(" "))
 
 
 def _path(path: str, md: bool) -> str:
@@ -131,8 +148,8 @@ def _tensor_rows(diff: FileDiff, all_tensors: bool, sort: str, md: bool = False)
     checkpoint moved to another file."""
     shown = sorted_tensors([t for t in diff.tensors if all_tensors or t.status != "unchanged"], sort)
     if not any(t.moved_from for t in shown):
-        return HEAD, [_tensor_row(t) for t in shown]
-    return HEAD + ["shard"], [_tensor_row(t) + [_moved(t, md)] for t in shown]
+        return HEAD, [_tensor_row(t, md) for t in shown]
+    return HEAD + ["shard"], [_tensor_row(t, md) + [_moved(t, md)] for t in shown]
 
 
 def _moved(t: TensorDiff, md: bool) -> str:
@@ -236,12 +253,17 @@ def _alarms(s: Summary, md: bool) -> str:
             changes: dict[str, int] = {}
             for a in found:
                 changes[a.change] = changes.get(a.change, 0) + 1
-            alarms.append(f"{_b(label, md)}: " + ", ".join(f"{c} in {n} tensor{'s' if n != 1 else ''}"
+            alarms.append(f"{_b(label, md)}: " + ", ".join(f"{_dtype_words(c, md)} in {n} "
+                                                          f"tensor{'s' if n != 1 else ''}"
                                                           for c, n in changes.items()))
         elif found:
             alarms.append(f"{_b(label, md)} in " +
-                          _names(found, md, lambda a, c: f"{_q(a.tensor, c)} ({a.detail})"))
+                          _names(found, md, lambda a, c: f"{_q(a.tensor, c)} ({_detail(a, c)})"))
     return ("⚠ " if md else "WARNING: ") + "; ".join(alarms) + "." if alarms else ""
+
+
+def _detail(a: Alarm, md: bool) -> str:
+    return _dtype_words(a.detail, md) if a.kind == "dtype/shape" else a.detail
 
 
 def _counts(s: Summary, md: bool) -> str:
@@ -361,10 +383,11 @@ def _sections(review: Review) -> list[tuple[FileDiff | None, list[NumberDiff]]]:
     return out + [(d, d.numbers) for d in review.files]
 
 
-def _title(diff: FileDiff) -> str:
-    fmt = diff.new_format or diff.old_format
-    if diff.old_format and diff.new_format and diff.old_format != diff.new_format:
-        fmt = f"{diff.old_format} → {diff.new_format}"
+def _title(diff: FileDiff, md: bool = False) -> str:
+    old, new = (_dtype(f, md) if f else f for f in (diff.old_format, diff.new_format))
+    fmt = new or old
+    if old and new and old != new:
+        fmt = f"{old} → {new}"
     if diff.shards is not None:            # a sharded checkpoint: its files on each side
         old, new = (f"{n} shard{'s' if n != 1 else ''}" for n in diff.shards)
         fmt += f", {old if old == new or not diff.shards[1] else new if not diff.shards[0] else f'{old} → {new}'}"
@@ -431,7 +454,8 @@ def markdown(review: Review, all_tensors: bool = False, sort: str = "change") ->
     leaves out."""
     sections = []                # (heading and paragraph, number tables, tensor table, title words)
     for diff, numbers in _sections(review):
-        head = [f"### {_code(quote_path(diff.path))} ({_title(diff)})" if diff else "### Metrics and params files", ""]
+        head = [f"### {_code(quote_path(diff.path))} ({_title(diff, md=True)})" if diff else
+                "### Metrics and params files", ""]
         if diff is not None:
             head += [_opening(diff, numbers, md=True), ""]
         tables = [(_md_table(columns, rows) if rows else [], note)

@@ -22,6 +22,7 @@ from gitmodel.stored import Fetch, FileOnDisk, Placed, StoredFile, locate_tensor
 BLOCK_ELEMENTS = 1 << 20
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 NUMERIC_DTYPES = FLOAT_DTYPES | {"I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64", "BOOL"}
+NO_NUMBERS_FOR = "no numbers for "      # a tensor's note, then the dtype (reports quote it)
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -486,7 +487,7 @@ def _diff_files(path: str, old: dict[str, Pointer], new: dict[str, Pointer], sto
         elif before.shape != t.shape:
             entry.note = "shape changed"
         elif t.dtype not in NUMERIC_DTYPES or before.dtype not in NUMERIC_DTYPES:
-            entry.note = f"no numbers for {t.dtype if t.dtype not in NUMERIC_DTYPES else before.dtype}"
+            entry.note = NO_NUMBERS_FOR + (t.dtype if t.dtype not in NUMERIC_DTYPES else before.dtype)
         elif _orders_differ(old[old_in[key]], new[new_in[key]], name):
             entry.note = "element order changed (Fortran/C): no numbers"   # same values, other places
         elif store is None:

@@ -791,3 +791,41 @@ def test_a_reshard_keeps_the_alarms_and_numbers_of_the_tensors_it_moved(repo: Re
     head = next(t for t in data["tensors"] if t["name"] == "layers.3.weight")
     assert head["change"]["relative_l2"] == pytest.approx(2.0, rel=1e-6)
     assert head["moved_from"] == "model-00002-of-00002.safetensors"
+
+
+def _crafted(repo: Repo, files: dict[str, tuple[str, list[str]]], message: str) -> None:
+    """Commit pointers written by hand: {path: (format, tensor lines)}, of contents no store has."""
+    import hashlib
+    for path, (fmt, lines) in files.items():
+        content = hashlib.sha256(f"{message} {path}".encode()).hexdigest()
+        text = (f"gitmodel pointer v1\nsize 64\ncontent {content}\nformat {fmt}\n"
+                f"tensors {len(lines)}\n\n[tensors]\n" + "".join(f"{line}\n" for line in lines)).encode()
+        blob = repo.git("hash-object", "-w", "--stdin", input=text).stdout.decode().strip()
+        repo.git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
+    repo.git("commit", "-q", "-m", message)
+
+
+def test_dtype_and_format_names_from_a_pointer_are_quoted_in_markdown(repo: Repo):
+    """A dtype or format name is any [A-Za-z0-9_]+ a pointer gives: `__x__` went into the
+    pull-request comment raw, in the heading, the dtype/shape cells, the note and the alarms,
+    and rendered bold. Such names are code spans now, as tensor names that are not plain
+    words are; real dtypes and formats read as before."""
+    digest = lambda i: f"{i:016x}"                                    # noqa: E731
+    _crafted(repo, {"a.safetensors": ("safetensors", [f"w F32 [4] {digest(1)}", f"b BF16 [2] {digest(2)}"]),
+                    "b.safetensors": ("safetensors", [f"t{i} F32 [3] {digest(10 + i)}" for i in range(4)])},
+             "v1")
+    _crafted(repo, {"a.safetensors": ("__evil__", [f"w __x__ [4] {digest(3)}", f"b F8_E4M3 [3] {digest(4)}"]),
+                    "b.safetensors": ("safetensors", [f"t{i} __x__ [3] {digest(20 + i)}" for i in range(4)])},
+             "v2")
+    md = repo.gitmodel("diff", "HEAD~1", "HEAD", "--format", "markdown").stdout
+    for raw in ("__x__", "__evil__"):
+        assert raw not in _outside_code_spans(md), md
+    assert "### `a.safetensors` (safetensors → `__evil__`)" in md, md
+    assert "**dtype or shape changed** in `w` (F32 [4] → `__x__` [4]), `b` (BF16 [2] → F8_E4M3 [3])" in md, md
+    assert "**dtype or shape changed**: F32 → `__x__` in 4 tensors" in md, md
+    assert "| `w` | changed | F32 [4] → `__x__` [4] | no numbers for `__x__` |" in md, md
+    assert "| `b` | changed | BF16 [2] → F8_E4M3 [3] | shape changed |" in md, md
+    assert "| `t0` | changed | F32 [3] → `__x__` [3] | no numbers for `__x__` |" in md, md
+    text = repo.gitmodel("diff", "HEAD~1", "HEAD").stdout                 # the terminal's: as it was
+    assert "a.safetensors (safetensors → __evil__)" in text, text
+    assert re.search(r"w +changed +F32 \[4\] → __x__ \[4\] +no numbers for __x__", text), text
