@@ -526,10 +526,11 @@ def cmd_pre_push(args) -> int:
     view = session.view_for_push(args.name, args.url)
     if view is None:
         from gitmodel.git import remotes
+        hint = remotes.upload_hint()        # why another branch's remote does not count here
+        repair = hint or ". Run `gitmodel remote add origin <url>` (a folder or any fsspec URL)"
         print(f"gitmodel: this push carries {len(checkpoints)} checkpoint(s) but no gitmodel "
-              f"remote is configured{remotes.upload_hint()}, so nobody could check them out. "
-              "Run `gitmodel remote add origin <url>` (a folder or any fsspec URL), or push "
-              "without them: GITMODEL_SKIP_PUSH=1 git push", file=sys.stderr)
+              f"remote is configured, so nobody could check them out{repair}, or push without "
+              "them: GITMODEL_SKIP_PUSH=1 git push", file=sys.stderr)
         return 1
     stray = _read_elsewhere(session, repository, lines, view, args.name, args.url)
     if stray:

@@ -143,6 +143,77 @@ def test_embedded_default_is_the_bare_repositorys_store(tmp_path: Path, env):
     assert sha256(tmp_path / "carol/m.safetensors") == sha256(path)
 
 
+def test_percent_encoded_file_urls_name_the_folders_git_and_rfc_8089_mean(tmp_path: Path, env):
+    """`file:///a/my%20models` is the folder `/a/my models` (RFC 8089, and git): fsspec took
+    it as written, so a push went to a new folder named `my%20models`, exit 0, and the clones
+    of a repository cloned by such a URL found no store."""
+    from urllib.parse import quote
+    repo = make_repo(tmp_path / "work", env)
+    path = write_safetensors(repo.path / "m.safetensors", random_model(3))
+    repo.commit("m")
+    store = tmp_path / "my models" / "modèles" / "store"
+    store.parent.mkdir(parents=True)
+    url = "file://" + quote(str(store))
+    assert "%20" in url and "%C3%A8" in url
+    chosen = Repo(repo.path, dict(env, GITMODEL_REMOTE=url))
+    chosen.gitmodel("push")
+    assert list((store / "packs").glob("pack-*.idx"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "my models", "work"]
+    assert "not on" not in chosen.gitmodel("status").stdout
+
+    # A git remote given by such a URL: git pushes to the folder, and so does the hook, to the
+    # store inside it; a clone by that URL checks out from there with nothing configured.
+    hub = tmp_path / "sp ü" / "m x.git"
+    hub.parent.mkdir()
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub)], check=True)
+    hub_url = "file://" + quote(str(hub))
+    repo.git("remote", "add", "hub", hub_url)
+    repo.git("push", "-q", "hub", "main")
+    assert list((hub / "gitmodel" / "packs").glob("pack-*.idx"))
+    clone(hub_url, tmp_path / "carol", user(tmp_path, env, "carol"))
+    assert sha256(tmp_path / "carol/m.safetensors") == sha256(path)
+
+    # Named on the command line, in git config (here with the host RFC 8089 allows), and
+    # refused with a host git would ignore (another machine's folder).
+    fsck = repo.gitmodel("fsck", "--remote", url)
+    assert "1 complete" in fsck.stdout, fsck.stdout
+    repo.gitmodel("remote", "add", "--local", "team", "file://localhost" + quote(str(store)))
+    assert "1 complete" in repo.gitmodel("fsck", "--remote", "team").stdout
+    other = repo.gitmodel("remote", "add", "--local", "typo", "file:/" + quote(str(store)), check=False)
+    host = str(store).split("/")[1]
+    assert (other.returncode, other.stderr) == (1, f"gitmodel: error: file:/{quote(str(store))} names a "
+                                                f"folder on another machine ({host}); a folder here is "
+                                                "file:///PATH (three slashes) or its path\n")
+
+
+def test_a_push_whose_upload_has_no_remote_says_what_to_do_in_one_sentence(tmp_path: Path, env):
+    """Another branch's .gitmodel names a remote, which a read takes and an upload does not:
+    its explanation was spliced into the middle of the refusal's sentence."""
+    repo = make_repo(tmp_path / "work", env)
+    write_safetensors(repo.path / "m.safetensors", random_model(4))
+    repo.commit("m")
+    repo.git("switch", "-q", "-c", "team")
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "store"))
+    repo.commit("remote", ".gitmodel")
+    repo.git("switch", "-q", "main")
+    bare = tmp_path / "elsewhere.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    repo.git("config", "protocol.ext.allow", "always")       # no embedded default applies
+    repo.git("remote", "add", "origin", f"ext::git %s {bare}")
+    refused = repo.git("push", "origin", "main", check=False)
+    assert refused.returncode != 0
+    said = refused.stderr.decode().splitlines()[0]
+    assert said == ("gitmodel: this push carries 1 checkpoint(s) but no gitmodel remote is "
+                    "configured, so nobody could check them out; this commit has no .gitmodel "
+                    "(refs/heads/team:.gitmodel names a remote, but an upload takes its remote "
+                    "only from the work tree's .gitmodel, HEAD's, a branch of the git remote it "
+                    "goes to, or git config: another remote's branch may name another team's "
+                    "store). Check out a branch that has the file, or name the remote in git "
+                    "config (`gitmodel remote add --local NAME URL`), or push without them: "
+                    "GITMODEL_SKIP_PUSH=1 git push")
+    assert not (tmp_path / "store").exists()
+
+
 def test_skip_smudge_then_fetch_and_pull(tmp_path: Path, env):
     repo, bare, sums = publish(tmp_path, env, str(tmp_path / "store"), files=2)
     other = dict(user(tmp_path, env, "dan"), GITMODEL_SKIP_SMUDGE="1")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from gitmodel.errors import GitmodelError
 from gitmodel.git import repo
-from gitmodel.remote.backend import RemoteSpec
+from gitmodel.remote.backend import RemoteSpec, folder_of
 
 CONFIG_FILE = ".gitmodel"
 _URL_LIKE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -287,10 +287,11 @@ def read_from(rev: str, git_remote: str, cwd: Path | None = None) -> RemoteSpec 
 
 def place(url: str) -> str:
     """A remote's location, spelled one way: a folder by its real path (a trailing slash, a
-    file:// prefix or a symbolic link name the same folder)."""
-    if "://" in url and not url.startswith("file://"):
+    file:// URL or a symbolic link name the same folder)."""
+    folder = folder_of(url, any_host=True)
+    if folder is None and "://" in url:
         return url.rstrip("/")
-    return os.path.realpath(os.path.expanduser(url.removeprefix("file://")))
+    return os.path.realpath(os.path.expanduser(folder or url))
 
 
 def listing(cwd: Path | None = None) -> list[str]:
@@ -398,8 +399,9 @@ def _embedded_default(git_remote: str, cwd: Path | None) -> RemoteSpec | None:
 
 def embedded_default(git_url: str, cwd: Path | None = None, name: str | None = None) -> RemoteSpec | None:
     """The store inside a git repository that lives in a local folder, if `git_url` is one."""
-    if git_url.startswith("file://"):
-        path = Path(git_url[len("file://"):])
+    folder = folder_of(git_url, any_host=True)      # as git reads it: `file:///a%20b` is /a b
+    if folder is not None:
+        path = Path(folder)
     elif _URL_LIKE.match(git_url) or re.match(r"^[^/]+:", git_url):    # scp-like host:path
         return None
     else:
@@ -431,11 +433,16 @@ def check_url(url: str) -> str | None:
         raise ConfigError(f"{url}: a memory:// remote keeps its data only inside one process, and "
                           "git runs gitmodel anew for every command; name a folder or an object "
                           "store")
-    if not _URL_LIKE.match(url):
-        folder = Path(os.path.expanduser(url))
+    try:
+        decoded = folder_of(url)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if decoded is not None or not _URL_LIKE.match(url):
+        folder = Path(decoded or os.path.expanduser(url))
         if not folder.parent.is_dir():
-            raise ConfigError(f"{url}: neither a URL (scheme://...) nor a folder whose parent "
-                              "exists")
+            raise ConfigError(f"{url}: the folder {decoded}'s parent does not exist" if decoded
+                              else f"{url}: neither a URL (scheme://...) nor a folder whose "
+                              "parent exists")
         return None if folder.is_dir() else f"{url} does not exist yet; the first push creates it"
     import fsspec
     protocol = url.split("://", 1)[0]

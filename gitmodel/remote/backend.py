@@ -119,6 +119,23 @@ def _s3_options(options: dict) -> dict:
     return options
 
 
+def folder_of(url: str, any_host: bool = False) -> str | None:
+    """The folder a `file://` URL names, percent-decoded as RFC 8089 and git read it
+    (`file:///srv/my%20models` is the folder `/srv/my models`); None for any other URL.
+    fsspec takes the path as written (it would make a folder named `my%20models`) and reads
+    `file://localhost/srv` as the relative path `localhost/srv`. A host other than localhost
+    names another machine: ValueError, unless `any_host`, which reads the URL as git does (a
+    git remote's URL: git ignores the host)."""
+    if not url.startswith("file://"):
+        return None
+    from urllib.parse import unquote
+    host, _, path = url[len("file://"):].partition("/")
+    if host and host.lower() != "localhost" and not any_host:
+        raise ValueError(f"{url} names a folder on another machine ({host}); a folder here is "
+                         f"file:///PATH (three slashes) or its path")
+    return unquote("/" + path, errors="surrogateescape")    # bytes as git and os paths keep them
+
+
 # The package extra that installs each protocol's fsspec backend (pyproject.toml).
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure",
            "abfss": "azure", "ssh": "ssh", "sftp": "ssh"}
@@ -136,11 +153,12 @@ class FsspecBackend:
         try:
             if protocol in ("s3", "s3a"):
                 options = _s3_options(options)
-            if "://" in spec.url:
+            folder = folder_of(spec.url)
+            if folder is None and "://" in spec.url:
                 self.fs, root = fsspec.core.url_to_fs(spec.url, **options)
             else:           # a folder, as it is: in a URL, fsspec reads `::` as a chain of filesystems
                 self.fs = fsspec.filesystem("file", **options)
-                root = self.fs._strip_protocol(spec.url)
+                root = self.fs._strip_protocol(folder or spec.url)
         except ImportError as err:
             extra = _EXTRAS.get(protocol)
             raise RemoteError(f"remote {self}: {err}", "Install the fsspec backend for this URL"
