@@ -11,7 +11,7 @@ from typing import Iterable
 
 from gitmodel import stored
 from gitmodel.remote import transfer
-from gitmodel.remote.backend import RemoteError
+from gitmodel.remote.backend import ReadOnlyRemote, RemoteError
 from gitmodel.remote.transfer import TransferStats
 from gitmodel.remote.view import RemoteView
 from gitmodel.store import codec
@@ -64,6 +64,7 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
     closure, _ = transfer.to_send(store, view, [oid for oid in need.objects if oid not in view.entries])
     check = list(dict.fromkeys([*need.objects, *closure,
                                 *(m for m in manifest_ids if not store.has(m))]))
+    lacking = {m for oid in check if oid not in view.entries for m in need.needed_by.get(oid, [oid])}
     try:
         stats = transfer.upload(store, view, need.objects, quiet=quiet, force=force,
                                 again=_to_pin(store, view, manifest_ids if pin is None else
@@ -77,6 +78,10 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
         _announce(view, manifest_ids, note)                 # the hour counts from now
         _sweep_push_notes(view, note)
         return stats
+    except ReadOnlyRemote as err:
+        if force:                           # a repair: its own hint says it all
+            raise
+        raise NotPushable(str(err), _read_only_hint(checkpoints, lacking)) from None
     except (MissingObjects, CorruptObject) as err:
         oids = err.oids if isinstance(err, MissingObjects) else [err.oid]
         users = {m for oid in oids for m in need.needed_by.get(oid, [oid])}
@@ -85,6 +90,22 @@ def push(store: Store, view: RemoteView, checkpoints: Checkpoints, quiet: bool =
                           "(that stores good chunks; `git add --renormalize PATH` when the work "
                           "tree holds them), or fetch them from a remote that has them; "
                           "`gitmodel fsck` lists what is damaged") from None
+
+
+def _read_only_hint(checkpoints: Checkpoints, lacking: set[bytes]) -> str:
+    """What a push to a remote that refuses writes can do, and what the commits' clones get."""
+    where = ("Push through a URL of this store that takes writes (`GITMODEL_REMOTE=URL git "
+             "push`, or `gitmodel remote add --local NAME URL` for git remote NAME)")
+    if lacking:
+        return (f"The push was refused. The remote lacks {len(lacking)} of its checkpoint(s) "
+                f"({_paths(checkpoints, lacking)}). {where}. `GITMODEL_SKIP_PUSH=1 git push` "
+                "would push the commits without them, and clones could not check those out "
+                "until a push uploads them")
+    return ("The push was refused. The remote holds every checkpoint it carries, but a push "
+            "must also write there what keeps them from a remote gc until git's refs name them "
+            f"(a note, fresh copies of old file lists: docs/formats.md §5). {where}, or, since "
+            "nothing needs uploading, push the commits without the note: `GITMODEL_SKIP_PUSH=1 "
+            "git push` (clones check them out from the remote)")
 
 
 def _check_arrived(store: Store, view: RemoteView, oids: list[bytes], stats: TransferStats,

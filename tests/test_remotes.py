@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import io
 import json
 import re
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import Repo, make_repo, random_model, sha256, user, write_safetensors
+from conftest import Repo, make_repo, random_model, sha256, team, user, write_safetensors
 from gitmodel import checkpoint, stored, sync
 from gitmodel.remote import transfer
 from gitmodel.remote.backend import RemoteError, RemoteSpec, open_backend
@@ -48,6 +52,65 @@ def s3(s3_server, request):
     bucket = "b-" + request.node.name.lower().replace("_", "-")[:40]
     fs.mkdir(bucket)
     return f"s3://{bucket}", {"endpoint_url": s3_server}
+
+
+class Files(http.server.SimpleHTTPRequestHandler):
+    """A folder served read-only over HTTP as production web servers serve one: with Range
+    requests (http.server itself ignores them), and refusing an upload after reading it (http.server
+    answers before, and a large upload's sender may then see a broken pipe instead) with
+    http.server's answer to a method it lacks."""
+    refusal = 501
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def send_head(self):
+        asked = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        path = self.translate_path(self.path)
+        if not asked or not os.path.isfile(path):
+            return super().send_head()
+        with open(path, "rb") as f:
+            data = f.read()
+        start, end = int(asked[1]), min(int(asked[2] or len(data) - 1), len(data) - 1)
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        return io.BytesIO(data[start:end + 1])
+
+    def do_PUT(self) -> None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                self.rfile.read(size + 2)
+            self.rfile.readline()
+        else:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_error(self.refusal, f"Unsupported method ({self.command!r})" if self.refusal == 501 else None)
+
+    do_POST = do_PUT
+
+
+class Forbidden(Files):
+    """The same, answering uploads 403 (a server whose writes need credentials)."""
+    refusal = 403
+
+
+@pytest.fixture
+def web():
+    """serve(folder, handler=Files) -> the URL of an HTTP server on 127.0.0.1 serving it in
+    this process; stopped at the end of the test."""
+    servers = []
+
+    def serve(folder: Path, handler=Files) -> str:
+        server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
@@ -1346,6 +1409,98 @@ def test_a_full_folder_remote_is_said_at_once_not_retried(tmp_path: Path, monkey
         transfer.upload(store, view, _objects(store, manifests))
     assert len(calls) == 1 and "No space left on device" in str(raised.value)
     assert "Free space on the remote" in raised.value.full()
+
+
+@pytest.mark.parametrize("handler", [Files, Forbidden], ids=["501", "403"])
+def test_a_push_to_a_read_only_web_server_fails_at_once_saying_what_to_do(tmp_path: Path, env, web, handler):
+    """A default remote served read-only over HTTP: its refusal (501 to an upload, or 403) was
+    retried for 46 s as if the network were down, then the advice was to check the network."""
+    site = tmp_path / "site"
+    site.mkdir()
+    url = web(site, handler) + "/store"
+    repo = team(tmp_path, env, url)
+    path = write_safetensors(repo.path / "m.safetensors", random_model(5))
+    repo.commit("m")
+    repo.gitmodel("push", str(site / "store"))          # the store's writers reach its folder
+
+    def refused() -> tuple[float, str]:
+        started = time.monotonic()
+        pushed = repo.git("push", "origin", "main", check=False)
+        assert pushed.returncode != 0
+        said = pushed.stderr.decode().splitlines()[0]
+        return time.monotonic() - started, re.sub(r"(pack|push)-[0-9a-f]+", r"\1-X", said)
+
+    status = {Files: "501 Unsupported method ('POST')", Forbidden: "403 Forbidden"}[handler]
+    where = ("Push through a URL of this store that takes writes (`GITMODEL_REMOTE=URL git push`, "
+             "or `gitmodel remote add --local NAME URL` for git remote NAME)")
+    seconds, said = refused()
+    assert seconds < 10
+    assert said == (f"gitmodel: error: remote origin ({url}) refuses writes: uploading pack-X.pack "
+                    f"failed: HTTP {status}. The push was refused. The remote holds every checkpoint "
+                    "it carries, but a push must also write there what keeps them from a remote gc "
+                    "until git's refs name them (a note, fresh copies of old file lists: "
+                    f"docs/formats.md §5). {where}, or, since nothing needs uploading, push the "
+                    "commits without the note: `GITMODEL_SKIP_PUSH=1 git push` (clones check them "
+                    "out from the remote)")
+    # As it says: the commits go, and a clone checks them out from the remote.
+    Repo(repo.path, dict(env, GITMODEL_SKIP_PUSH="1")).git("push", "-q", "origin", "main")
+    clone(tmp_path / "hub.git", tmp_path / "carol", user(tmp_path, env, "carol"))
+    assert sha256(tmp_path / "carol/m.safetensors") == sha256(path)
+
+    # A checkpoint the remote lacks: skipping its upload would leave clones without it.
+    write_safetensors(repo.path / "n.safetensors", random_model(6))
+    repo.commit("n")
+    seconds, said = refused()
+    assert seconds < 10
+    content = repo.out("show", "HEAD:n.safetensors").split("content ")[1][:12]
+    assert said.endswith(f"The push was refused. The remote lacks 1 of its checkpoint(s) "
+                         f"(n.safetensors ({content})). {where}. `GITMODEL_SKIP_PUSH=1 git push` "
+                         "would push the commits without them, and clones could not check those "
+                         "out until a push uploads them"), said
+    # As it says: the store's writable URL for git remote origin, and the push completes.
+    repo.gitmodel("remote", "add", "--local", "origin", str(site / "store"))
+    repo.git("push", "-q", "origin", "main")
+    carol = Repo(tmp_path / "carol", user(tmp_path, env, "carol2"))
+    carol.git("pull", "-q")
+    assert sha256(carol.path / "n.safetensors") == sha256(repo.path / "n.safetensors")
+
+
+def test_a_read_only_folder_remote_is_said_at_once_not_retried(tmp_path: Path, monkeypatch):
+    """A read-only mount gave the raw `OSError: [Errno 30] Read-only file system:
+    …/push-….pending.tmp-…`; refusals are said as such, once, while a server error other than
+    501 is still retried."""
+    import errno
+    import aiohttp
+    import yarl
+    store, manifests, _ = _store_with(tmp_path, [50])
+    view = _view(tmp_path / "remote", store)
+    calls = []
+
+    def read_only(*args, **kwargs):
+        calls.append(args)
+        raise OSError(errno.EROFS, "Read-only file system", args[0])
+
+    monkeypatch.setattr(view.backend.backend, "_write_local", read_only)
+    monkeypatch.setenv("GITMODEL_REMOTE_TIMEOUT", "60")
+    with pytest.raises(RemoteError) as raised:
+        transfer.upload(store, view, _objects(store, manifests))
+    assert len(calls) == 1
+    assert re.fullmatch(rf"remote {re.escape(str(tmp_path))}/remote refuses writes: writing its "
+                        r"version marker failed: Read-only file system", str(raised.value)), raised.value
+    assert "it is read-only to this client" in raised.value.full()
+
+    monkeypatch.setenv("GITMODEL_RETRY_BACKOFF", "0.01")
+    answers = [503, 502, 501]
+    waits = []
+    monkeypatch.setattr(view.backend, "_say", waits.append)
+
+    def server(*args, timeout=None):
+        url = yarl.URL("http://127.0.0.1:9/store/packs/pack-X.idx")
+        raise aiohttp.ClientResponseError(aiohttp.RequestInfo(url, "PUT", {}, url), (),
+                                          status=answers.pop(0), message="no")
+    with pytest.raises(RemoteError, match="refuses writes: uploading pack-X.idx failed: HTTP 501 no$"):
+        view.backend._write("uploading pack-X.idx", server)
+    assert len(waits) == 2 and not answers
 
 
 def test_a_full_local_disk_is_named_with_what_to_do(tmp_path: Path, env):

@@ -31,6 +31,12 @@ class RemoteError(GitmodelError):
     pass
 
 
+class ReadOnlyRemote(RemoteError):
+    """A remote that refuses this client's writes: a read-only folder or mount, a web server
+    that serves files and takes no uploads, credentials that may only read. Waiting does not
+    change that."""
+
+
 @dataclass
 class RemoteSpec:
     """A configured remote: its name, URL and fsspec options (and where it was configured)."""
@@ -86,8 +92,23 @@ _PERMANENT_NAMES = {"NoCredentialsError", "PartialCredentialsError", "ParamValid
                     "error_perm",            # ftplib: a 5xx reply (login refused, ...)
                     "PermissionDenied"}      # asyncssh (sshfs): authentication refused
 
-# A full or read-only remote does not heal by waiting: not retried, and said as such.
-_FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+# A full remote does not heal by waiting: not retried, and said as such.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# A write refused as such (read-only, not permitted): not retried, and said as such.
+_REFUSED_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+# HTTP answers that the same request gets again, however long one waits: a bad request,
+# credentials missing or refused, no such place, a method the server does not take (a server
+# that only serves files answers 501 or 405 to an upload). Any other status (5xx, 408, 429)
+# may pass.
+_REFUSED_STATUSES = {400, 401, 403, 404, 405, 501}
+
+
+def http_status(err: BaseException) -> int | None:
+    """The HTTP status an error carries: aiohttp's (fsspec's http) or requests' (webdav)."""
+    status = getattr(err, "status", None)
+    if status is None:
+        status = getattr(getattr(err, "response", None), "status_code", None)
+    return status if isinstance(status, int) and 100 <= status < 600 else None
 
 # Object stores have no folders to make, and their makedirs creates the bucket: a typo in its
 # name would get a bucket of its own, and the push would succeed there. Their owners make them.
@@ -291,10 +312,10 @@ class FsspecBackend:
         return sum(files.remove_if_dead(Path(self.pack_dir) / name) for name in listing.temporaries)
 
     def is_permanent(self, err: BaseException) -> bool:
-        if isinstance(err, OSError) and err.errno in (errno.EINVAL, errno.EACCES, errno.EPERM,
-                                                      *_FULL_OR_READ_ONLY):
+        if isinstance(err, OSError) and err.errno in (errno.EINVAL, *_REFUSED_ERRNOS, *_FULL):
             return True
-        return isinstance(err, _PERMANENT) or type(err).__name__ in _PERMANENT_NAMES
+        return isinstance(err, _PERMANENT) or type(err).__name__ in _PERMANENT_NAMES \
+            or http_status(err) in _REFUSED_STATUSES
 
     def _make_dir(self) -> None:
         if self._made_dir:
@@ -383,7 +404,7 @@ class Retrying:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.backend, name)
 
-    def call(self, what: str, fn: Callable, *args, size: int = 0, **kwargs):
+    def call(self, what: str, fn: Callable, *args, size: int = 0, write: bool = False, **kwargs):
         if self._unreachable is not None:
             raise self._unreachable
         start = window = time.monotonic()   # retries stop self.timeout after `window`
@@ -403,11 +424,18 @@ class Retrying:
                 reason = f"{type(err).__name__}: {err}" if str(err) else \
                     f"{type(err).__name__} (no answer within {now - began:.0f} s)"
                 if self.backend.is_permanent(err):
-                    full = isinstance(err, OSError) and err.errno in _FULL_OR_READ_ONLY
+                    if write and _refused(err):
+                        raise ReadOnlyRemote(
+                            f"remote {self} refuses writes: {what} failed: {_refusal(err)}",
+                            "Nothing was changed there: it is read-only to this client (a "
+                            "read-only folder, a web server that only serves files, credentials "
+                            "that may only read). Write through a URL or credentials that may "
+                            "write there") from None
+                    full = isinstance(err, OSError) and err.errno in _FULL
                     raise RemoteError(f"remote {self}: {what} failed: {reason}",
                                       "Nothing was changed for what could not be transferred. "
-                                      "Free space on the remote (or make it writable), then "
-                                      "run the command again" if full else None) from None
+                                      "Free space on the remote, then run the command again"
+                                      if full else None) from None
                 if size and now - began > self.timeout:
                     window = now                  # a long upload failed: a new window for it
                 wait = min(self.backoff * 2 ** (attempt - 1), max(1.0, self.timeout / 4))
@@ -461,7 +489,7 @@ class Retrying:
         """`call` for a write, where "not found" is not an answer but a remote that is not
         there: a bucket that does not exist (gitmodel makes folders, not buckets)."""
         try:
-            self.call(what, fn, *args, **kwargs)
+            self.call(what, fn, *args, write=True, **kwargs)
         except FileNotFoundError as err:
             hint = "; a bucket must exist: its owner creates it" if getattr(self.backend, "buckets", False) else ""
             raise RemoteError(f"remote {self}: {what} failed: {err.strerror or err}",
@@ -473,6 +501,22 @@ class Retrying:
 
     def remove_note(self, name: str) -> None:
         self.call(f"removing {name}", self.backend.remove_note, name)
+
+
+def _refused(err: BaseException) -> bool:
+    """Whether an error refuses a write as such (see _REFUSED_ERRNOS, _REFUSED_STATUSES)."""
+    return (isinstance(err, OSError) and err.errno in _REFUSED_ERRNOS) or \
+        http_status(err) in _REFUSED_STATUSES
+
+
+def _refusal(err: BaseException) -> str:
+    """A refusal in a few words: the server's status and reason, or the system's (not the name
+    of the temporary file a folder's write was refused for)."""
+    status = http_status(err)
+    if status is not None:
+        said = getattr(err, "message", None) or getattr(getattr(err, "response", None), "reason", "")
+        return f"HTTP {status} {said}".strip()
+    return getattr(err, "strerror", None) or f"{type(err).__name__}: {err}"
 
 
 def marker_repair(backend) -> dict:
