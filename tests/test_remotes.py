@@ -9,6 +9,7 @@ import json
 import re
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -111,6 +112,26 @@ def web():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def plain_web():
+    """serve(folder) -> the URL of `python -m http.server` serving it on 127.0.0.1 (which
+    ignores Range requests, answering with the whole file); stopped at the end of the test."""
+    servers = []
+
+    def serve(folder: Path) -> str:
+        server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
+                                   "--directory", str(folder)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True)
+        servers.append(server)
+        port = re.search(r" port (\d+)", server.stdout.readline())[1]   # once it listens
+        return f"http://127.0.0.1:{port}"
+    yield serve
+    for server in servers:
+        server.terminate()
+        server.wait(10)
+        server.stdout.close()
 
 
 @pytest.fixture
@@ -1501,6 +1522,47 @@ def test_a_read_only_folder_remote_is_said_at_once_not_retried(tmp_path: Path, m
     with pytest.raises(RemoteError, match="refuses writes: uploading pack-X.idx failed: HTTP 501 no$"):
         view.backend._write("uploading pack-X.idx", server)
     assert len(waits) == 2 and not answers
+
+
+def test_a_web_server_without_range_requests_is_named_never_called_damaged(tmp_path: Path, env, plain_web):
+    """`python -m http.server` answers a request for part of a pack with the whole pack (200):
+    a checkout said the pack "is shorter than its index says", `fsck --remote` called healthy
+    checkpoints damaged (and its --repair contradicted it), and a mirror ended in an internal
+    error (fsspec's ValueError)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    url = plain_web(site) + "/store"
+    repo = team(tmp_path, env, url)
+    path = write_safetensors(repo.path / "m.safetensors", random_model(7, layers=8, width=512))
+    repo.commit("m")
+    repo.gitmodel("push", str(site / "store"))            # 8 MiB: more than fsspec's first block
+    Repo(repo.path, dict(env, GITMODEL_SKIP_PUSH="1")).git("push", "-q", "origin", "main")
+    said = (f"remote origin ({url}): its server does not support range requests (it answered a "
+            "request for part of pack-X.pack with the whole file). Nothing on it is damaged for "
+            "that, but gitmodel reads a pack's records by range requests. Serve the store with a "
+            "web server that supports them (nginx, Apache, Caddy and other production servers "
+            "do; `python -m http.server` does not), or reach it as a folder or an S3 remote "
+            "instead (`gitmodel remote add --local NAME URL`)")
+
+    def first_line(result) -> str:
+        return re.sub(r"pack-[0-9a-f]{64}", "pack-X", result.stderr.splitlines()[0])
+
+    carol = user(tmp_path, env, "carol")
+    cloned = clone(tmp_path / "hub.git", tmp_path / "carol", carol, check=False)
+    assert first_line(cloned).startswith(f"gitmodel: error: m.safetensors: could not fetch it: {said}. "
+                                         "Nothing was written for this file. ")
+    for args in (["fsck", "--remote", "origin"], ["fsck", "--remote", "origin", "--repair"]):
+        checked = repo.gitmodel(*args, check=False)
+        assert (checked.returncode, checked.stdout, first_line(checked)) == (1, "", f"gitmodel: error: {said}")
+    mirrored = repo.gitmodel("mirror", url, str(tmp_path / "copy"), check=False)
+    named = said.replace(f"origin ({url})", url)           # given as a URL
+    assert (mirrored.returncode, first_line(mirrored)) == (1, f"gitmodel: error: {named}")
+
+    # As it says: the store reached as a folder, and the checkout completes.
+    fixed = Repo(tmp_path / "carol", carol)
+    fixed.gitmodel("remote", "add", "--local", "origin", str(site / "store"))
+    fixed.git("reset", "-q", "--hard")
+    assert sha256(fixed.path / "m.safetensors") == sha256(path)
 
 
 def test_a_full_local_disk_is_named_with_what_to_do(tmp_path: Path, env):

@@ -31,6 +31,19 @@ class RemoteError(GitmodelError):
     pass
 
 
+class RangesUnsupported(RemoteError):
+    """A server that answers a request for part of a file with the whole file (`python -m
+    http.server` does): a pack's records are read by ranges, so nothing can be read there,
+    and nothing there is damaged for it."""
+
+
+RANGES_HINT = ("Nothing on it is damaged for that, but gitmodel reads a pack's records by "
+               "range requests. Serve the store with a web server that "
+               "supports them (nginx, Apache, Caddy and other production servers do; `python -m "
+               "http.server` does not), or reach it as a folder or an S3 remote instead "
+               "(`gitmodel remote add --local NAME URL`)")
+
+
 class ReadOnlyRemote(RemoteError):
     """A remote that refuses this client's writes: a read-only folder or mount, a web server
     that serves files and takes no uploads, credentials that may only read. Waiting does not
@@ -197,6 +210,8 @@ class FsspecBackend:
         self._async = isinstance(self.fs, AsyncFileSystem)
         self._made_dir = False
         self._permissions = None
+        self._no_ranges: RangesUnsupported | None = None   # once found: every request would
+                                                            # bring a whole pack
 
     def __str__(self) -> str:
         return self.name if self.name == self.url else f"{self.name} ({self.url})"
@@ -257,10 +272,21 @@ class FsspecBackend:
         return self._call("cat_file", self._path(pack, "idx"), timeout=timeout)
 
     def read_range(self, pack: str, start: int, end: int, timeout: float | None = None) -> bytes:
-        return self._call("cat_file", self._path(pack, "pack"), start=start, end=end, timeout=timeout)
+        if self._no_ranges is not None:
+            raise self._no_ranges
+        data = self._call("cat_file", self._path(pack, "pack"), start=start, end=end, timeout=timeout)
+        if len(data) > end - start:         # the whole file: the server ignored the range
+            raise self._without_ranges(pack)
+        return data
 
     def open_pack(self, pack: str, timeout: float | None = None) -> BinaryIO:
-        return self.fs.open(self._path(pack, "pack"), "rb")
+        return _PackReader(self.fs.open(self._path(pack, "pack"), "rb"), lambda: self._without_ranges(pack))
+
+    def _without_ranges(self, pack: str) -> RangesUnsupported:
+        self._no_ranges = RangesUnsupported(
+            f"remote {self}: its server does not support range requests (it answered a request "
+            f"for part of {pack}.pack with the whole file)", RANGES_HINT)
+        return self._no_ranges
 
     def put_pack(self, path: Path, pack: str, timeout: float | None = None) -> None:
         self._make_dir()
@@ -348,6 +374,31 @@ class FsspecBackend:
             temporary.unlink(missing_ok=True)
             raise
         files.fsync_dir(Path(remote).parent)
+
+
+class _PackReader:
+    """A remote pack open for reading (a mirror's source), whose reads say so of a server that
+    ignores range requests: fsspec's http file raises a ValueError past its first block."""
+
+    def __init__(self, file: BinaryIO, refused: Callable[[], RangesUnsupported]):
+        self.file, self.refused = file, refused
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.file.read(size)
+        except ValueError as err:
+            if "range" not in str(err).lower():
+                raise
+            raise self.refused() from None
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "_PackReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # ----------------------------------------------------------------------------- retries

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from gitmodel.remote import progress
-from gitmodel.remote.backend import Listing, RemoteError, Retrying
+from gitmodel.remote.backend import Listing, RangesUnsupported, RemoteError, Retrying
 from gitmodel.remote.view import RemoteView
 from gitmodel.store import codec, files
 from gitmodel.store.codec import Bases
@@ -420,6 +420,8 @@ def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, st
     def fetch(r: _Range) -> list:
         try:
             data = memoryview(view.backend.read_range(r.pack, r.start, r.end))
+        except RangesUnsupported:
+            raise                           # the server's doing, not these objects' damage
         except (RemoteError, OSError) as err:
             data, error = None, err
         if data is not None and len(data) != r.end - r.start:
@@ -438,6 +440,8 @@ def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, st
                         raise RemoteError(f"a base of {oid.hex()}: {err}") from None
                     entry, record = _other_copy(view, oid, entry, err, bases, sizes.get(oid, UNNAMED))
                 out.append((oid, entry, record[record_head.size:], None))
+            except RangesUnsupported:
+                raise
             except MissingBase as err:
                 if deferred is None:
                     out.append((oid, entry, None, err.full()))
@@ -486,6 +490,8 @@ def _other_copy(view: RemoteView, oid: bytes, damaged: Entry, error: CorruptObje
         try:
             record = memoryview(view.backend.read_range(entry.pack, entry.offset, end))
             check_record(oid, entry, record, bases, size=size)
+        except RangesUnsupported:
+            raise
         except (CorruptObject, MissingObjects, RemoteError, OSError):
             continue
         return entry, record
@@ -639,6 +645,8 @@ def _bases_from(read_range: Callable[[str, int, int], bytes], table: Callable[[]
             end = entry.offset + record_head.size + entry.stored_length
             try:
                 record = read_range(entry.pack, entry.offset, end)
+            except RangesUnsupported:
+                raise
             except (RemoteError, OSError) as err:
                 raise MissingObjects([oid], str(err)) from None
             data = bytes(check_record(oid, entry, record, bases))
