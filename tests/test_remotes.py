@@ -1565,6 +1565,46 @@ def test_a_web_server_without_range_requests_is_named_never_called_damaged(tmp_p
     assert sha256(fixed.path / "m.safetensors") == sha256(path)
 
 
+def test_a_remote_named_by_its_url_is_not_told_to_be_configured(tmp_path: Path, env):
+    """`gitmodel fetch URL` with a wrong URL printed `gitmodel remote add URL URL --local`,
+    which fails: a URL is not a remote's name. There is nothing configured to correct."""
+    repo, bare, sums = publish(tmp_path, env, str(tmp_path / "store"))
+    dan = Repo(tmp_path / "dan", dict(user(tmp_path, env, "dan"), GITMODEL_SKIP_SMUDGE="1"))
+    clone(bare, dan.path, dan.env)
+    wrong = tmp_path / "nothere"
+    tail = ("has no packs at all (is the URL right? has anything been pushed there?); it was "
+            "named by its URL here, not configured: if that is wrong, run the command again with "
+            "the right one. Everything that arrived is kept; a repeated fetch asks only for the rest\n")
+    for args, env_more in (([str(wrong)], {}), ([], {"GITMODEL_REMOTE": f"file://{wrong}"})):
+        fetched = Repo(dan.path, dict(dan.env, **env_more)).gitmodel("fetch", *args, check=False)
+        assert (fetched.returncode, fetched.stderr) == (
+            1, "gitmodel: error: 1 checkpoint(s) could not be fetched completely (e.g. "
+               f"model0.safetensors): remote {args[0] if args else env_more['GITMODEL_REMOTE']} {tail}")
+    # A configured name is told how to correct it, which works as printed.
+    dan.gitmodel("remote", "add", "--local", "origin", str(wrong))
+    fetched = dan.gitmodel("fetch", check=False)
+    assert "`gitmodel remote add origin URL --local`" in fetched.stderr, fetched.stderr
+    dan.gitmodel("remote", "add", "origin", str(tmp_path / "store"), "--local")
+    dan.gitmodel("pull")
+    assert_exact(dan.path, sums)
+
+
+def test_a_missing_fsspec_backend_is_named_with_its_pip_command(tmp_path: Path, env):
+    """Without aiohttp, fsspec's "HTTPFileSystem requires "requests" and "aiohttp"" came with
+    "Install the fsspec backend for this URL" and no command."""
+    repo = make_repo(tmp_path / "w", env)
+    blocked = tmp_path / "without" / "aiohttp"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError(\"No module named 'aiohttp'\")\n")
+    without = Repo(repo.path, dict(env, PYTHONPATH=str(blocked.parent)))
+    fetched = without.gitmodel("fetch", "http://127.0.0.1:9/store", check=False)
+    assert fetched.returncode == 1
+    assert fetched.stderr.startswith("gitmodel: error: remote http://127.0.0.1:9/store: "), fetched.stderr
+    assert fetched.stderr.endswith(". Nothing was read or written there. Install the fsspec backend "
+                                   "for this URL: `pip install aiohttp` (what `pip install "
+                                   "'fsspec[http]'` installs)\n"), fetched.stderr
+
+
 def test_a_full_local_disk_is_named_with_what_to_do(tmp_path: Path, env):
     """A write to this machine's disk that failed said only "File too large". (The push
     builds its upload pack in the store's tmp/ first: that write is the one the limit stops.)"""

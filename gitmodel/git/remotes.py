@@ -32,11 +32,10 @@ from pathlib import Path
 
 from gitmodel.errors import GitmodelError
 from gitmodel.git import repo
-from gitmodel.remote.backend import RemoteSpec, folder_of
+from gitmodel.remote.backend import REMOTE_NAME, RemoteSpec, folder_of
 
 CONFIG_FILE = ".gitmodel"
 _URL_LIKE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class ConfigError(GitmodelError, ValueError):
@@ -497,7 +496,7 @@ def from_here(url: str, cwd: Path | None = None) -> str:
 
 def add(name: str, url: str, options: list[str], local: bool = False, cwd: Path | None = None) -> str:
     """Configure a remote; the first one configured becomes the default. Returns where."""
-    if not _NAME.match(name) or name == "remote":
+    if not REMOTE_NAME.fullmatch(name) or name == "remote":
         raise ConfigError(f"{name!r} is not a usable remote name (letters, digits, . _ -)")
     for text in options:
         parse_option(text)

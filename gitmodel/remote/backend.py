@@ -25,6 +25,9 @@ TEMPORARY = re.compile(r"(pack-[0-9a-f]{64})\.(pack|idx)\.tmp-.+")
 COLLECTING = re.compile(r"gc-[0-9a-f]{16}\.running")     # a gc removing packs (remote/collect.py)
 PUSHING = re.compile(r"push-[0-9a-f]{16}\.pending")      # a push's checkpoints (sync.push)
 MARKER_FILE = "config"
+# A name `gitmodel remote add` takes; a remote named by its URL or folder (on the command line,
+# in GITMODEL_REMOTE) has none, and no configuration to correct.
+REMOTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class RemoteError(GitmodelError):
@@ -175,6 +178,23 @@ _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "a
            "abfss": "azure", "ssh": "ssh", "sftp": "ssh"}
 
 
+def _install_hint(protocol: str) -> str:
+    """The pip command that installs a protocol's fsspec backend: gitmodel's extra, else
+    fsspec's own extra of that name (`fsspec[http]` installs aiohttp), else none known."""
+    if protocol in _EXTRAS:
+        return f": `pip install 'gitmodel[{_EXTRAS[protocol]}]'`"
+    extra = "http" if protocol == "https" else protocol
+    from importlib.metadata import PackageNotFoundError, metadata
+    try:
+        offered = metadata("fsspec").get_all("Provides-Extra") or []
+    except PackageNotFoundError:
+        offered = []
+    if extra not in offered:
+        return ""
+    return (": `pip install aiohttp` (what `pip install 'fsspec[http]'` installs)" if extra == "http"
+            else f": `pip install 'fsspec[{extra}]'`")
+
+
 class FsspecBackend:
     """A remote on any fsspec filesystem, under a root path. Calls on asynchronous filesystems
     (S3, GCS, Azure, SSH) take a deadline, past which the request is cancelled."""
@@ -194,9 +214,8 @@ class FsspecBackend:
                 self.fs = fsspec.filesystem("file", **options)
                 root = self.fs._strip_protocol(folder or spec.url)
         except ImportError as err:
-            extra = _EXTRAS.get(protocol)
-            raise RemoteError(f"remote {self}: {err}", "Install the fsspec backend for this URL"
-                              + (f": `pip install 'gitmodel[{extra}]'`" if extra else "")) from None
+            raise RemoteError(f"remote {self}: {err}", "Nothing was read or written there. Install "
+                              "the fsspec backend for this URL" + _install_hint(protocol)) from None
         except (ValueError, TypeError) as err:
             raise RemoteError(f"remote {self}: {err}") from None
         if hasattr(self.fs, "retries"):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import blake3
 
-from gitmodel.remote.backend import Listing, RemoteError, Retrying, marker_repair
+from gitmodel.remote.backend import REMOTE_NAME, Listing, RemoteError, Retrying, marker_repair
 from gitmodel.store import files
 from gitmodel.store.objects import MARKER, VERSION, check_version
 from gitmodel.store.pack import PackError, verify_index
@@ -135,6 +135,10 @@ class RemoteView:
     def describe_missing(self, count: int, first: bytes) -> str:
         """Why objects are not on this remote, as well as can be told."""
         if self.listing is not None and not self.listing.exists:
+            if not REMOTE_NAME.fullmatch(self.name):      # named by its URL: nothing configured
+                return (f"remote {self} has no packs at all (is the URL right? has anything been "
+                        "pushed there?); it was named by its URL here, not configured: if that "
+                        "is wrong, run the command again with the right one")
             return (f"remote {self} has no packs at all (is the URL right? has anything been "
                     "pushed there?); if its URL is wrong, set the right one for this clone with "
                     f"`gitmodel remote add {self.name} URL --local` (a checkout or `git reset "
