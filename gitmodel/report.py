@@ -340,6 +340,8 @@ def _group_detail(g, md: bool, mark: str) -> str:
         detail += f", {_q(largest.name, md)} to or from NaN/Inf"
     elif largest is not None and largest.relative == math.inf:
         detail += f", {_q(largest.name, md)} was all zeros"
+    elif largest is not None and largest.relative == 0 and not largest.estimated:
+        detail += ", values equal"          # bytes changed, numbers not: a lossless cast
     elif largest is not None and largest.relative is not None:
         detail += f", up to {mark}{_num(largest.relative)}"
         layer = place(largest.name).layer

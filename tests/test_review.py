@@ -633,6 +633,27 @@ def test_a_tensor_whose_digest_another_chunking_changed_is_unchanged(repo: Repo)
     assert "1 of 5 tensors changed" in text and "up to 0\n" not in text and "up to 0 " not in text
 
 
+def test_a_lossless_cast_reads_values_equal_and_a_change_after_it_gives_its_number(repo: Repo):
+    """bf16 weights saved again as fp32 (the same numbers, other bytes) changed dtype but no
+    value: the opening said "up to 0", which reads as a change too small to print."""
+    rng = np.random.default_rng(3)
+    high = (rng.standard_normal((64, 64), dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    widened = (high.astype(np.uint32) << 16).view(np.float32)
+    write_safetensors(repo.path / "m.safetensors", {"w": high, "b": np.ones(4, np.float32)},
+                      dtypes={"w": "BF16"})
+    repo.commit("bf16")
+    write_safetensors(repo.path / "m.safetensors", {"w": widened, "b": np.ones(4, np.float32)})
+    repo.commit("the same weights as fp32")
+    write_safetensors(repo.path / "m.safetensors", {"w": widened * np.float32(1.001),
+                                                    "b": np.ones(4, np.float32)})
+    repo.commit("trained on in fp32")
+    cast = " ".join(repo.gitmodel("diff", "HEAD~2", "HEAD~1").stdout.split())   # unwrapped
+    assert "dtype or shape changed in w (BF16 [64,64] → F32 [64,64])" in cast, cast
+    assert "(1/2, values equal)" in cast and "up to 0" not in cast, cast
+    trained = " ".join(repo.gitmodel("diff", "HEAD~1", "HEAD").stdout.split())
+    assert "(1/2, up to 0.001)" in trained, trained
+
+
 # ----------------------------------------------------------------------------- sharded checkpoints
 
 def write_shards(repo: Repo, model: dict[str, np.ndarray], sizes: list[int], stem: str = "model") -> None:
