@@ -528,6 +528,8 @@ def markdown(review: Review, all_tensors: bool = False, sort: str = "change") ->
             out += ["", f"_{left} more not shown: a pull-request comment holds 65,536 "
                     "characters. `gitmodel diff --format json` lists every tensor._"]
         out += ["", "</details>", ""]
+    if not sections:                     # a comment posted for every pull request says so
+        out += ["No checkpoint, metrics or params file changed.", ""]
     if len(kept) < len(sections):
         out += [f"_{len(sections) - len(kept)} more section(s) not shown: a pull-request "
                 "comment holds 65,536 characters. `gitmodel diff --format json` lists them._", ""]

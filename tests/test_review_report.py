@@ -15,7 +15,7 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from conftest import Repo, eighty_layers, make_repo, write_safetensors
+from conftest import Repo, eighty_layers, make_repo, random_model, write_safetensors
 from gitmodel import metrics, modules, plots, report, review, summary
 from gitmodel.metrics import METRIC, PARAM
 
@@ -321,6 +321,15 @@ def test_metrics_files_alone_make_a_report(repo: Repo):
     text = repo.gitmodel("diff").stdout
     assert text.splitlines()[0] == "metrics and params files"
     assert text.splitlines()[3].split() == ["loss", "1", "0.5", "-0.5", "(-50%)", "better"]
+
+
+def test_a_markdown_review_of_no_change_says_so(repo: Repo):
+    """A workflow posts the Markdown on every pull request: one that changed no checkpoint got
+    a bare heading, which reads as a review that failed to render."""
+    write_safetensors(repo.path / "m.safetensors", random_model(0, layers=1))
+    repo.commit("v1")
+    assert repo.gitmodel("diff", "HEAD", "HEAD", "--format", "markdown").stdout.splitlines() == [
+        "## Model changes", "", "No checkpoint, metrics or params file changed.", ""]
 
 
 def test_review_files_outside_the_work_tree_or_behind_a_link_are_not_read(repo: Repo, tmp_path: Path):
