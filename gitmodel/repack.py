@@ -9,7 +9,10 @@ becomes its difference from the bytes at the same place there, when that is smal
 the keyframe holds otherwise (a bf16 export as the newest version) is kept whole in the newest
 version of the group that has it, and that one is the base for the older ones. So a fresh
 clone of the newest version fetches no deltas, and reading any version decodes at most one
-base per chunk. Reasons and figures: docs/design.md ("Deltas").
+base per chunk. A path no longer checked out (a shard a re-shard replaced) has no newer
+version of its own: its newest group is planned against the files of its model that are
+(`retired`), each tensor against the file that holds it now. Reasons and figures:
+docs/design.md ("Deltas").
 
 Packs are immutable: the packs holding re-encoded chunks are rewritten whole into new packs
 (every other record copied as it is, each verified), published (fsynced), and only then are
@@ -80,14 +83,17 @@ def keyframe_of(index: int, count: int, keyframes: int) -> int:
 
 
 def plan(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRAMES,
-         whole: Iterable[str] = (), based: Iterable[tuple[list[str], str]] = ()) -> Plan:
+         whole: Iterable[str] = (), based: Iterable[tuple[list[str], str]] = (),
+         retired: Iterable[tuple[list[str], list[str]]] = ()) -> Plan:
     """Decide each chunk's encoding. `histories`: for each path, the content ids of its
     versions, newest first; `whole`: versions to keep whole besides the keyframes (what is
     checked out); `based`: histories of paths with a declared base model, each with the
     base's content id: every version of those is encoded against the base, which stays
-    whole. Other chunks are decided at their newest appearance, against their keyframe."""
-    histories = [list(reversed(h)) for h in histories if h]      # oldest first from here
-    based = [(list(h), base) for h, base in based if h]
+    whole; `retired`: histories of paths no longer checked out, each with the checked-out
+    files of the same model, against which its newest group is encoded. Other chunks are
+    decided at their newest appearance, against their keyframe."""
+    retired = [(list(reversed(h)), successors) for h, successors in retired if h]
+    histories = [(list(reversed(h)), None) for h in histories if h] + retired  # oldest first
     result = Plan()
     for content in [*(base for _, base in based), *whole]:
         try:
@@ -104,11 +110,13 @@ def plan(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRAME
 
     groups = [(("based", j), base, content) for j, (history, base) in enumerate(based)
               for content in history]
-    for h, versions in enumerate(histories):
+    for h, (versions, successors) in enumerate(histories):
         count = len(versions)
         for i in range(count - 1, -1, -1):
             key = keyframe_of(i, count, keyframes)
-            if key == i:
+            if successors is not None and key == count - 1:
+                groups.append(((h, key), successors, versions[i]))
+            elif key == i:
                 try:
                     for cid, _ in store.read_manifest(bytes.fromhex(versions[i])).chunks:
                         result.chunks[cid] = None
@@ -120,8 +128,9 @@ def plan(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRAME
     for group, key, older in groups:    # declared bases, then newest groups: shared chunks get newer bases
         if group != current:            # a group's versions come together: the last one's go
             current, stand_ins = group, {}
-        base, this = version(key), version(older)
-        if base is not None and this is not None:
+            base = _tensors(*map(version, key if isinstance(key, list) else [key]))
+        this = version(older)
+        if base and this is not None:
             _plan_against(base, this, result, stand_ins)
         if len(opened) > 4:                   # keep the open versions' tables bounded
             opened.pop(next(iter(opened)))
@@ -155,15 +164,28 @@ def _version(store: Store, content: str, result: Plan):
         return None
 
 
-def _plan_against(keyframe, older, result: Plan, stand_ins: dict) -> None:
-    """Decide the chunks of `older`'s tensors against the same tensors in `keyframe`. A tensor
-    the keyframe lacks or holds with another dtype, shape or length (a version exported in
-    bf16, a resized vocabulary) is stored whole in the newest version of the group that has
-    it, and that version's tensor is the base of the older ones: `stand_ins` maps such names
-    to (file, place), filled newest first."""
-    (key_file, key_places), (old_file, old_places) = keyframe, older
+def _tensors(*versions) -> dict[str, tuple[stored.StoredFile, stored.Placed]]:
+    """{tensor name: (file, place)} over the opened versions of one or more files (a model's
+    shards), the first file holding a name giving it; the versions that did not open are
+    left out."""
+    found: dict = {}
+    for opened in versions:
+        if opened is not None:
+            file, places = opened
+            for name, place in places.items():
+                found.setdefault(name, (file, place))
+    return found
+
+
+def _plan_against(keyframe: dict, older, result: Plan, stand_ins: dict) -> None:
+    """Decide the chunks of `older`'s tensors against the same tensors in `keyframe`
+    (`_tensors`). A tensor the keyframe lacks or holds with another dtype, shape or length (a
+    version exported in bf16, a resized vocabulary) is stored whole in the newest version of
+    the group that has it, and that version's tensor is the base of the older ones:
+    `stand_ins` maps such names to (file, place), filled newest first."""
+    old_file, old_places = older
     for name, place in old_places.items():
-        base_file, match = key_file, key_places.get(name)
+        base_file, match = keyframe.get(name, (None, None))
         if not _same_shape(match, place):
             base_file, match = stand_ins.get(name, (None, None))
         if not _same_shape(match, place):
@@ -206,13 +228,14 @@ def _width(place: stored.Placed) -> int:
 
 def repack(store: Store, histories: Iterable[list[str]], keyframes: int = KEYFRAMES,
            progress: Callable[[str], None] = lambda line: None, whole: Iterable[str] = (),
-           based: Iterable[tuple[list[str], str]] = ()) -> RepackReport:
+           based: Iterable[tuple[list[str], str]] = (),
+           retired: Iterable[tuple[list[str], list[str]]] = ()) -> RepackReport:
     """Re-encode the histories' chunks as the plan says, rewriting the packs that hold them."""
     lock = _lock(store)
     try:
         store.hold_writer_lock()    # from before planning: a gc waits rather than remove its packs
         store.reload()
-        decided = plan(store, histories, keyframes, whole, based)
+        decided = plan(store, histories, keyframes, whole, based, retired)
         report = RepackReport(planned=sum(d is not None for d in decided.chunks.values()),
                               skipped=decided.skipped)
         changes = _changes(store, decided)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -626,6 +627,48 @@ def test_fine_tunes_of_a_declared_base_model_are_stored_against_it(repo: Repo):
         (repo.path / name).unlink()
         repo.git("checkout", "--", name)
         assert sha256(repo.path / name) == digest
+
+
+def write_sharded(repo: Repo, model: dict[str, np.ndarray], count: int) -> dict[str, str]:
+    """The model as `count` shards `model-0000I-of-0000N.safetensors` and their index file,
+    in place of any shards there before; {file name: sha256}."""
+    for old in repo.path.glob("model-*-of-*.safetensors"):
+        old.unlink()
+    names, sums, weight_map = list(model), {}, {}
+    for i in range(count):
+        file = f"model-{i + 1:05d}-of-{count:05d}.safetensors"
+        part = {n: model[n] for n in names[i * len(names) // count:(i + 1) * len(names) // count]}
+        sums[file] = sha256(write_safetensors(repo.path / file, part))
+        weight_map.update(dict.fromkeys(part, file))
+    (repo.path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return sums
+
+
+def test_shards_a_re_shard_retired_are_stored_against_the_files_that_took_their_tensors(repo: Repo):
+    """A path no commit holds any more has no newer version of its own: its last version stayed
+    whole, so a fine-tune saved in another number of shards cost a whole model more."""
+    model = random_model(4, layers=4, width=384)
+    old = write_sharded(repo, model, 2)
+    repo.commit("two shards")
+    new = write_sharded(repo, fine_tune(model, 1), 3)
+    repo.commit("fine-tuned, saved as three shards")
+    before = packs_size(repo.store)
+    repo.gitmodel("repack")
+    store = Store(repo.store)
+    current = set()
+    for file in new:
+        current |= set(stored_as(store, repo.out("show", f"HEAD:{file}").split("\n")[2].split()[1]))
+    for file in old:
+        chunks = stored_as(store, repo.out("show", f"HEAD~1:{file}").split("\n")[2].split()[1])
+        deltas = [bases for bases in chunks.values() if bases]
+        assert len(deltas) > len(chunks) // 2, file
+        assert all(b in current and not store.delta_bases(b) for bases in deltas for b in bases)
+    store.close()
+    assert packs_size(repo.store) < 0.8 * before
+    repo.git("checkout", "-q", "HEAD~1")
+    assert {file: sha256(repo.path / file) for file in old} == old
+    repo.git("checkout", "-q", "-")
+    assert {file: sha256(repo.path / file) for file in new} == new
 
 
 def test_a_gc_waits_for_a_repack_that_is_still_planning(repo: Repo, monkeypatch):

@@ -393,6 +393,19 @@ def declared_bases(repo: pygit2.Repository, paths: Iterable[str]) -> tuple[dict[
     return found, problems
 
 
+def index_checkpoints(repo: pygit2.Repository) -> dict[str, str]:
+    """{path: content id} of the checkpoints the index holds (damaged pointers skipped)."""
+    found: dict = {}
+    skipped: dict = {}
+    out = {}
+    for entry in index_entries(repo):
+        if entry.is_file:
+            _pointer(repo, entry.id, entry.path, found, skipped)
+            if found.get(entry.id) is not None:
+                out[entry.path] = found[entry.id][1].content
+    return out
+
+
 def checked_out(repo: pygit2.Repository) -> set[str]:
     """The checkpoints HEAD's tree and the index hold (kept whole by a repack). A damaged
     pointer there names no version to keep whole: skipped, as versions_by_path skips it."""

@@ -43,7 +43,32 @@ def repack(session, keyframes: int | None = None, quiet: bool = False):
     own = {path: versions for path, versions in histories.items() if path not in declared}
     based = [(histories[path], base) for path, base in declared.items()]
     whole = history.checked_out(repository) - {c for path in declared for c in histories[path]}
-    return repacker.repack(session.store, own.values(), keyframes, say, whole=whole, based=based)
+    retired = _retired(own, history.index_checkpoints(repository))
+    return repacker.repack(session.store, [v for path, v in own.items() if path not in retired],
+                           keyframes, say, whole=whole, based=based, retired=retired.values())
+
+
+def _retired(histories: dict[str, list[str]], current: dict[str, str]) -> dict[str, tuple]:
+    """{path: (its history, the content ids of its model's files in the index)} for the paths
+    the index no longer holds whose model it still does: the shards a re-shard replaced, a
+    single file saved as shards, or shards merged back into one file."""
+    models: dict[tuple, list[str]] = {}
+    for path, content in current.items():
+        models.setdefault(_model(path), []).append(content)
+    return {path: (versions, models[_model(path)]) for path, versions in histories.items()
+            if path not in current and _model(path) in models}
+
+
+def _model(path: str) -> tuple[str, str, str]:
+    """(folder, stem, extension): what the files of one model share, a single file `STEM.EXT`
+    or its shards `STEM-I-of-N.EXT` (review.SHARD)."""
+    from gitmodel.review import SHARD
+    folder, _, name = path.rpartition("/")
+    shard = SHARD.fullmatch(name)
+    if shard:
+        return folder, shard["stem"], shard["ext"]
+    stem, dot, ext = name.rpartition(".")
+    return (folder, stem, dot + ext) if dot else (folder, name, "")
 
 
 def before_push(session) -> None:
