@@ -1401,3 +1401,92 @@ def test_a_comma_in_an_array_name_cannot_hide_another_element_order(repo: Repo):
     repo.env = dict(repo.env, GITMODEL_MERGE_STRATEGY="average")
     merged = repo.git("merge", "--no-edit", "theirs", check=False)
     assert merged.returncode == 1 and b"different element orders" in merged.stderr, merged.stderr
+
+
+# ----------------------------------------------------------------------------- sharded models
+
+def write_shards(repo: Repo, model: dict, layout: list[list[str]], stem: str = "model") -> dict[str, str]:
+    """The model as Hugging Face shards (`model-00001-of-0000N.safetensors` ...) with its
+    `model.safetensors.index.json`, replacing the shards there were; the weight_map."""
+    for old in repo.path.glob(f"{stem}-*-of-*.safetensors"):
+        old.unlink()
+    weight_map = {}
+    for i, names in enumerate(layout, 1):
+        file = f"{stem}-{i:05d}-of-{len(layout):05d}.safetensors"
+        write_safetensors(repo.path / file, {name: model[name] for name in names}, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(names, file))
+    index = {"metadata": {"total_size": sum(model[n].nbytes for n in weight_map)}, "weight_map": weight_map}
+    (repo.path / f"{stem}.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return weight_map
+
+
+def loaded(repo: Repo, stem: str = "model") -> dict[str, np.ndarray]:
+    """The model as a loader reads it: each tensor from the file the weight_map names."""
+    from safetensors.numpy import load_file
+    weight_map = json.loads((repo.path / f"{stem}.safetensors.index.json").read_text())["weight_map"]
+    return {name: load_file(str(repo.path / file))[name] for name, file in weight_map.items()}
+
+
+SHARDED = random_model(7, layers=4, width=64)
+NAMES = list(SHARDED)            # embed, then layers.0.weight, layers.0.bias, ...
+FOUR = [NAMES[0:3], NAMES[3:5], NAMES[5:7], NAMES[7:9]]
+
+
+def reshard_and_fine_tune(repo: Repo, moved: list[list[str]], tuned: list[str]) -> dict:
+    """Base: SHARDED in FOUR shards. Ours (main, checked out) lays it out as `moved`; theirs
+    changes the `tuned` tensors in the old layout. Returns theirs' model."""
+    write_shards(repo, SHARDED, FOUR)
+    repo.commit("base")
+    repo.git("switch", "-q", "-c", "theirs")
+    theirs = dict(SHARDED)
+    for name in tuned:
+        theirs[name] = SHARDED[name] + np.float32(1)
+    write_shards(repo, theirs, FOUR)
+    repo.commit("fine-tune")
+    repo.git("switch", "-q", "main")
+    write_shards(repo, SHARDED, moved)
+    repo.commit("re-shard")
+    return theirs
+
+
+def test_a_tensor_moved_to_another_shard_and_changed_in_the_old_one_is_never_resolved_away(repo: Repo):
+    """Ours moved layers.0.weight from shard 1 to shard 2 (same file names); theirs fine-tuned
+    it in shard 1. The driver called it "removed on one side", and `--resolve --strategy
+    theirs` staged shard 1 with theirs' tensor while the weight_map (ours) loads shard 2's
+    unchanged copy; `--strategy ours` dropped it: either way exit 0 and the fine-tune lost."""
+    moved = [[NAMES[0], NAMES[2]], [NAMES[1], *NAMES[3:5]], NAMES[5:7], NAMES[7:9]]
+    reshard_and_fine_tune(repo, moved, ["layers.0.weight"])
+    conflict = repo.git("merge", "--no-edit", "theirs", check=False)
+    err = conflict.stderr.decode()
+    assert conflict.returncode == 1
+    assert ("layers.0.weight: moved to model-00002-of-00004.safetensors on ours, changed in this "
+            "file on theirs") in err, err
+    assert "removed on one side" not in err and "--strategy ours|theirs" not in err
+    staged = repo.out("ls-files", "-s")
+    for strategy, said in (("theirs", "--strategy theirs keeps theirs' change in this file, but the tensor "
+                                      "loads from model-00002-of-00004.safetensors, which holds the unchanged one"),
+                           ("ours", "--strategy ours drops theirs' change")):
+        refused = repo.gitmodel("merge", "--resolve", "model-00001-of-00004.safetensors", "--strategy",
+                                strategy, check=False)
+        assert refused.returncode == 1, refused.stderr
+        assert ("layers.0.weight: ours moved it to model-00002-of-00004.safetensors, theirs changed it "
+                f"here; {said}") in refused.stderr, refused.stderr
+        assert repo.out("ls-files", "-s") == staged, "nothing staged"
+    assert repo.status().startswith("UU model-00001-of-00004.safetensors")
+
+
+def test_a_shard_deleted_by_a_re_shard_and_changed_on_the_other_side_is_not_kept_or_dropped(repo: Repo):
+    """Ours re-sharded 4 files into 2, theirs fine-tuned a tensor of shard 3: git sees a
+    modify/delete and runs no driver; `--resolve` advised `git add` (a copy the weight_map
+    never loads) or `git rm` (the fine-tune gone)."""
+    reshard_and_fine_tune(repo, [NAMES[0:5], NAMES[5:9]], ["layers.2.weight"])
+    conflict = repo.git("merge", "--no-edit", "theirs", check=False)
+    assert conflict.returncode == 1 and b"CONFLICT (modify/delete): model-00003-of-00004" in conflict.stdout
+    refused = repo.gitmodel("merge", "--resolve", "model-00003-of-00004.safetensors", "--strategy",
+                            "theirs", check=False)
+    assert refused.returncode == 1
+    assert ("model-00003-of-00004.safetensors was deleted on ours (a re-shard) and changed on theirs, "
+            "and ours holds tensors theirs changed in other shards:\n"
+            "  layers.2.weight: ours moved it to model-00002-of-00002.safetensors, theirs changed it here\n"
+            "`git add` would keep them in two shards") in refused.stderr, refused.stderr
+    assert "Keep it with `git add" not in refused.stderr

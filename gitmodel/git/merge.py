@@ -110,6 +110,9 @@ def report(result: merge.Result, path: str, out=sys.stderr, in_git: bool = True)
                   "; choose how to merge what several inputs changed with --strategy "
                   "ours|theirs|average|task-arithmetic|ties|dare"), file=out)
             return
+        if any(c.reason.startswith(MOVED) for c in result.conflicts):
+            print(f"gitmodel: the work tree keeps ours. {whole_model(path)}", file=out)
+            return
         quoted = shlex.quote(path)
         if whole:
             finish = f"keep a side with `git checkout --ours -- {quoted}` (or --theirs) and `git add`"
@@ -186,6 +189,7 @@ def driver(base_file: Path, ours_file: Path, theirs_file: Path, path: str) -> in
             return 1
         result = merge.merge(base, [ours, theirs], ["ours", "theirs"], session.store,
                              strategy_for(path), session.fetcher())
+        explain_moves(path, ours, theirs, result.conflicts)
     except GitmodelError as err:
         print(f"gitmodel: {path}: cannot merge: {err.full()}. The work tree keeps ours; to undo, "
               f"{_undo()}", file=sys.stderr)
@@ -216,6 +220,8 @@ def resolve(path: str, strategy: merge.Strategy, cwd: Path | None = None) -> mer
     cwd = top                                    # git reads `path` from where it runs
     found = stages(path, cwd)
     if found and (2 in found) != (3 in found):
+        if _shard_key(path) is not None:
+            _deleted_shard(path, found, cwd)
         raise merge.MergeError(f"{path} was deleted on one side and changed on the other: there "
                                "is nothing to merge tensor by tensor",
                                f"Keep it with `git add {shlex.quote(path)}`, or delete it with "
@@ -239,6 +245,15 @@ def resolve(path: str, strategy: merge.Strategy, cwd: Path | None = None) -> mer
                                "Keep one with `git checkout --ours/--theirs -- PATH`")
     result = merge.merge(base, [ours, theirs], ["ours", "theirs"], session.store, strategy,
                          session.fetcher())
+    if _shard_key(path) is not None:
+        explain_moves(path, ours, theirs, result.conflicts, cwd)
+        if result.pointer is not None:
+            lost = _lost_to_a_move(path, base, {"ours": ours, "theirs": theirs}, result.pointer,
+                                   strategy.name, cwd)
+            if lost:
+                raise merge.MergeError(f"{path} is a shard of a model that one side re-sharded; "
+                                       f"nothing was staged, as this resolution would lose "
+                                       "changes:\n" + "\n".join(lost), whole_model(path))
     if result.pointer is None:
         return result
     blob = repo.run_git("hash-object", "-w", "--no-filters", "--stdin", cwd=cwd,
@@ -306,3 +321,210 @@ def merge_files(specs: list[str], base_spec: str | None, output: Path, strategy:
         if workspace is not None:
             store.close()
             workspace.cleanup()
+
+
+# ----------------------------------------------------------------------------- sharded models
+# A model saved in shards (`model-00001-of-00004.safetensors` ..., with
+# `model.safetensors.index.json`, whose weight_map names the file holding each tensor) is one
+# model, but git merges it file by file. A tensor that one side moved to another shard (a
+# re-shard) is gone from its old file there, so where the other side changed it in that file,
+# neither side's version of the file is right: keeping the change leaves the name in two
+# shards, and loading by weight_map takes the moved, unchanged copy; dropping it loses the
+# change. The driver says where such tensors went, and --resolve refuses both.
+
+MOVED = "moved to"       # starts the reason of a conflict whose tensor went to another shard
+
+
+def _theirs_revision(cwd: Path | None = None) -> str | None:
+    """The commit whose changes are merged in (theirs), while git runs the driver or after it
+    stopped; None where git does not tell (a cherry-pick, while it runs)."""
+    for key in os.environ:                   # git merge names it so for merge drivers
+        if key.startswith("GITHEAD_"):
+            return key[len("GITHEAD_"):]
+    try:
+        git_dir = Path(repo.run_git("rev-parse", "--absolute-git-dir", cwd=cwd).stdout.decode().strip())
+        for head, theirs in (("MERGE_HEAD", "{}"), ("CHERRY_PICK_HEAD", "{}"), ("REBASE_HEAD", "{}"),
+                             ("REVERT_HEAD", "{}^")):    # a revert merges in the parent
+            if (git_dir / head).exists():
+                return theirs.format((git_dir / head).read_text().split()[0])
+        done = git_dir / "rebase-merge" / "done"        # a rebase picking, before REBASE_HEAD
+        if done.exists():
+            lines = done.read_text().split("\n")
+            last = [line for line in lines if line.strip() and not line.startswith("#")][-1].split()
+            if len(last) > 1 and last[0] in ("pick", "p", "reword", "r", "edit", "e", "squash", "s", "fixup", "f"):
+                return last[1]
+    except (OSError, IndexError, GitmodelError):
+        pass
+    return None
+
+
+def _blob_pointer(blob: str, size: int, cwd: Path | None) -> Pointer | None:
+    """The pointer a blob holds; None for a raw file (committed before it was tracked)."""
+    if size > pointers.MAX_POINTER_SIZE:
+        return None
+    try:
+        return pointers.sniff(repo.run_git("cat-file", "blob", blob, cwd=cwd).stdout)
+    except pointers.PointerError:
+        return None
+
+
+def _model_files(path: str, entries: list[tuple[str, str, int]], cwd: Path | None) -> dict[str, Pointer]:
+    """The other files of `path`'s sharded model among `entries` ((path, blob, size), one
+    folder's), by path: same folder, stem and extension, any shard count (a re-shard changes
+    it). Raw files, whose tensors no pointer lists, are left out."""
+    key = _shard_key(path)
+    found = {}
+    for other, blob, size in entries:
+        if other != path and _shard_key(other) == key:
+            ptr = _blob_pointer(blob, size, cwd)
+            if ptr is not None:
+                found[other] = ptr
+    return found
+
+
+def _shard_key(path: str):
+    from gitmodel.git import revisions          # (pygit2: only where shards are concerned)
+    return revisions.shard_key(path)
+
+
+def _folder_at(path: str, rev: str, cwd: Path | None) -> list[tuple[str, str, int]]:
+    """(path, blob, size) of the files in `path`'s folder at a revision."""
+    folder = path.rpartition("/")[0]
+    out = repo.run_git("--literal-pathspecs", "ls-tree", "-z", "-l", rev, "--", f"{folder}/" if folder else ".",
+                       cwd=cwd, check=False).stdout
+    found = []
+    for record in out.split(b"\0"):
+        info, _, name = record.partition(b"\t")
+        fields = info.decode().split()
+        if len(fields) == 4 and fields[1] == "blob":
+            found.append((os.fsdecode(name), fields[2], int(fields[3])))
+    return found
+
+
+def holders(files: dict[str, Pointer]) -> dict[str, str]:
+    """{tensor name: the file holding it} over a model's files (the first, where several do)."""
+    out: dict[str, str] = {}
+    for file, ptr in files.items():
+        for t in ptr.tensors:
+            out.setdefault(t.name, file)
+    return out
+
+
+def _moved_on(path: str, rev: str | None, names: list[str], cwd: Path | None) -> dict[str, str]:
+    """{name: the other file of the model holding it at `rev`} for those of `names` it holds."""
+    if rev is None or not names:
+        return {}
+    held = holders(_model_files(path, _folder_at(path, rev, cwd), cwd))
+    return {name: held[name] for name in names if name in held}
+
+
+def explain_moves(path: str, ours: Pointer, theirs: Pointer, conflicts: list[merge.Conflict],
+                  cwd: Path | None = None) -> None:
+    """Reword the conflicts of a shard whose tensor one side removed from this file and the
+    other changed: where the remover holds it in another shard of the model, say so."""
+    removed = [c for c in conflicts if c.reason == merge.REMOVED_AND_CHANGED]
+    if not removed or _shard_key(path) is None:
+        return
+    in_ours = {t.name for t in ours.tensors}
+    for remover, changer, rev in (("ours", "theirs", "HEAD"), ("theirs", "ours", None)):
+        mine = [c for c in removed if (c.name not in in_ours) == (remover == "ours")]
+        if mine and rev is None:
+            rev = _theirs_revision(cwd)
+        moved = _moved_on(path, rev, [c.name for c in mine], cwd)
+        for c in mine:
+            if c.name in moved:
+                c.reason = f"{MOVED} {moved[c.name]} on {remover}, changed in this file on {changer}"
+
+
+def _staged_model(path: str, cwd: Path | None) -> dict[str, list[Pointer]]:
+    """The other files of `path`'s sharded model in the index: {path: its pointers}, the
+    merged one (stage 0), or ours' and theirs' while it is conflicted (either may be kept)."""
+    folder = path.rpartition("/")[0]
+    out = repo.run_git("--literal-pathspecs", "ls-files", "-s", "-z", "--", f"{folder}/" if folder else ".",
+                       cwd=cwd).stdout
+    entries = []
+    for record in out.split(b"\0"):
+        info, _, name = record.partition(b"\t")
+        fields = info.decode().split()
+        if len(fields) == 3 and fields[2] in ("0", "2", "3"):
+            size = int(repo.run_git("cat-file", "-s", fields[1], cwd=cwd).stdout)
+            entries.append((os.fsdecode(name), fields[1], size))
+    found: dict[str, list[Pointer]] = {}
+    for entry in entries:
+        for file, ptr in _model_files(path, [entry], cwd).items():
+            found.setdefault(file, []).append(ptr)
+    return found
+
+
+def _changed(base: Pointer | None, side: Pointer) -> dict[str, str]:
+    """{name: digest} of the tensors a side changed or added against the base."""
+    was = {t.name: t.digest for t in (base.tensors if base else ())}
+    return {t.name: t.digest for t in side.tensors if was.get(t.name) != t.digest}
+
+
+def _lost_to_a_move(path: str, base: Pointer | None, sides: dict[str, Pointer], merged: Pointer,
+                    strategy: str, cwd: Path) -> list[str]:
+    """Why staging `merged` for a shard would lose a change to a tensor, or leave a name in two
+    shards of the model (the weight_map names one file per tensor: the other copy never
+    loads): one line per tensor, none when it loses nothing."""
+    staged = _staged_model(path, cwd)
+    elsewhere = {}                                # name: [(file, digest)] in the other shards
+    for file, versions in staged.items():
+        for ptr in versions:
+            for t in ptr.tensors:
+                elsewhere.setdefault(t.name, []).append((file, t.digest))
+    revs = {"ours": "HEAD", "theirs": _theirs_revision(cwd)}
+    kept = {t.name for t in merged.tensors}
+    problems = []
+    for remover, changer in (("ours", "theirs"), ("theirs", "ours")):
+        gone = [n for n in _changed(base, sides[changer]) if n not in {t.name for t in sides[remover].tensors}
+                and base is not None and n in {t.name for t in base.tensors}]
+        changes = _changed(base, sides[changer])
+        for name, file in _moved_on(path, revs[remover], gone, cwd).items():
+            if name in kept:
+                problems.append(f"  {name}: {remover} moved it to {file}, {changer} changed it here; "
+                                f"--strategy {strategy} keeps {changer}' change in this file, but the "
+                                f"tensor loads from {file}, which holds the unchanged one")
+            elif not any(digest == changes[name] for _, digest in elsewhere.get(name, ())):
+                problems.append(f"  {name}: {remover} moved it to {file}, {changer} changed it here; "
+                                f"--strategy {strategy} drops {changer}' change")
+    named = {line.split(":")[0].strip() for line in problems}
+    for name in sorted(kept - named):
+        if name in elsewhere:
+            problems.append(f"  {name}: also in {elsewhere[name][0][0]}: a name in two shards, of "
+                            "which loading reads one")
+    return problems
+
+
+def whole_model(path: str) -> str:
+    """What to do instead when no version of a shard keeps both a move and a change."""
+    return ("No version of this one file keeps both the move and the change: merge the model as a "
+            "whole. Write it into the work tree with each changed tensor in the file the move put "
+            "it in (for a re-shard on one side and a fine-tune on the other: the fine-tuned model "
+            "saved sharded as the re-shard is, e.g. save_pretrained with its max_shard_size), "
+            f"`git add` its shards and index file, `git rm` the shards it no longer has (such as "
+            f"{shlex.quote(path)}), and commit; or abandon the merge (`git merge --abort`)")
+
+
+def _deleted_shard(path: str, found: dict[int, tuple[str, str]], cwd: Path) -> None:
+    """Refuse `git add`/`git rm` advice for a shard one side deleted and the other changed,
+    where the deleting side holds changed tensors in another shard of the model (a re-shard):
+    keeping the file leaves them in two shards, deleting it drops the change."""
+    if 1 not in found:
+        return
+    def pointer(stage: int) -> Pointer | None:
+        return _blob_pointer(found[stage][1], int(repo.run_git("cat-file", "-s", found[stage][1],
+                                                                cwd=cwd).stdout), cwd)
+    changer, remover, rev = ("theirs", "ours", "HEAD") if 3 in found else ("ours", "theirs", _theirs_revision(cwd))
+    base, changed = pointer(1), pointer(3 if 3 in found else 2)
+    if base is None or changed is None:
+        return
+    moved = _moved_on(path, rev, list(_changed(base, changed)), cwd)
+    if moved:
+        lines = "\n".join(f"  {name}: {remover} moved it to {file}, {changer} changed it here"
+                          for name, file in moved.items())
+        raise merge.MergeError(f"{path} was deleted on {remover} (a re-shard) and changed on "
+                               f"{changer}, and {remover} holds tensors {changer} changed in other "
+                               f"shards:\n{lines}\n`git add` would keep them in two shards (loading "
+                               f"reads the unchanged copies the index file names), `git rm` would drop "
+                               f"{changer}' change", whole_model(path))

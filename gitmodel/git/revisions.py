@@ -369,7 +369,7 @@ def _shard_name(path: str):
     return (folder, found) if found else None
 
 
-def _shard_key(path: str) -> tuple[str, str, str] | None:
+def shard_key(path: str) -> tuple[str, str, str] | None:
     """(folder, stem, extension) shared by the files of one sharded checkpoint."""
     shard = _shard_name(path)
     return (shard[0], shard[1]["stem"], shard[1]["ext"]) if shard else None
@@ -409,14 +409,14 @@ def sharded(pairs: list[tuple[str, str]], listed, skip: set[str]) -> list[Shards
         return key
 
     ours = [(was, path) for was, path in pairs if was not in skip and path not in skip
-            and _shard_key(was) and _shard_key(path)]
+            and shard_key(was) and shard_key(path)]
     for was, path in ours:
-        a, b = root(_shard_key(was)), root(_shard_key(path))
+        a, b = root(shard_key(was)), root(shard_key(path))
         if a != b:
             parent[a] = b
     groups: dict[tuple, Shards] = {}
     for was, path in ours:
-        group = groups.setdefault(root(_shard_key(path)), Shards())
+        group = groups.setdefault(root(shard_key(path)), Shards())
         group.old.add(was)
         group.new.add(path)
         group.pairs.append((was, path))
@@ -424,7 +424,7 @@ def sharded(pairs: list[tuple[str, str]], listed, skip: set[str]) -> list[Shards
         return []
     mentioned = {p for pair in pairs for p in pair}
     for path in listed():
-        key = _shard_key(path)
+        key = shard_key(path)
         if key is not None and root(key) in groups and path not in mentioned:
             groups[root(key)].unchanged.add(path)
     return [g for g in groups.values() if len(g.old | g.new | g.unchanged) > 1]
