@@ -845,6 +845,16 @@ def cmd_merge(args) -> int:
             print("gitmodel: merge --resolve takes one PATH and no inputs or -o", file=sys.stderr)
             return 2
         path = revisions.from_cwd(args.resolve)                # from the top, as git's index has it
+        if path.endswith(merge.INDEX_SUFFIX):                  # a sharded model, as one
+            results = merge.resolve_model(path, merge.strategy_for(path, repo.toplevel(), **given))
+            for file, result in results:
+                merge.report(result, file, resolve=path)
+            if any(result.pointer is None for _, result in results):
+                print(f"gitmodel: nothing was staged for the model of {quote_path(path)}", file=sys.stderr)
+                return 1
+            print(f"gitmodel: staged the merged model of {quote_path(path)}: "
+                  f"{', '.join(quote_path(file) for file, _ in results)}", file=sys.stderr)
+            return 0
         result = merge.resolve(path, merge.strategy_for(path, repo.toplevel(), **given))
         merge.report(result, path)
         if result.pointer is not None:

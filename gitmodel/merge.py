@@ -725,11 +725,26 @@ def _zip_patches(template: Side, replaced: list[tuple[Placed, Decision]], sides:
     return patches
 
 
+def gathered(names: list[str], files: list[Pointer], store: Store, fetch: stored.Fetch | None = None) -> Pointer:
+    """A safetensors file of the tensors `names`, in that order, each one's bytes taken from
+    the first of `files` holding it, under a new header with the first file's `__metadata__`;
+    stored. One side of a sharded model laid out as a file of the other side (which
+    re-sharded it), so that the two merge file by file."""
+    sides = [Side(f"shard {i + 1}", ptr, store, fetch) for i, ptr in enumerate(files)]
+    holder: dict[str, int] = {}
+    for i, side in enumerate(sides):
+        for t in side.pointer.tensors:
+            holder.setdefault(t.name, i)
+    kept = [Decision(name, "take", holder[name]) for name in names]
+    return _new_safetensors(kept, sides, None, Strategy(), _safetensors_metadata(sides[0]), store, names)
+
+
 def _new_safetensors(kept: list[Decision], sides: list[Side], base: Side | None, strategy: Strategy,
-                     metadata: object, store: Store) -> Pointer:
-    """A safetensors file with a new header: ours' tensors in ours' order, then the others'."""
+                     metadata: object, store: Store, order: list[str] | None = None) -> Pointer:
+    """A safetensors file with a new header: ours' tensors in ours' order, then the others'
+    (or in `order`)."""
     from gitmodel.formats import safetensors
-    order = list(dict.fromkeys(t.name for side in sides for t in side.pointer.tensors))
+    order = order or list(dict.fromkeys(t.name for side in sides for t in side.pointer.tensors))
     kept = sorted(kept, key=lambda d: order.index(d.name))
     lines = [_line(sides, d) for d in kept]
     # Sub-byte dtypes (F4, F6_*) end on a whole byte, as the format lays them out

@@ -1473,6 +1473,32 @@ def test_a_tensor_moved_to_another_shard_and_changed_in_the_old_one_is_never_res
                 f"here; {said}") in refused.stderr, refused.stderr
         assert repo.out("ls-files", "-s") == staged, "nothing staged"
     assert repo.status().startswith("UU model-00001-of-00004.safetensors")
+    assert "merge the model as a whole with `gitmodel merge --resolve model.safetensors.index.json`" in err
+
+    resolved = repo.gitmodel("merge", "--resolve", "model.safetensors.index.json")
+    assert ("gitmodel: model-00002-of-00004.safetensors: merged tensor by tensor (1 taken from one "
+            "side, 2 unchanged; splice)") in resolved.stderr, resolved.stderr
+    repo.git("commit", "-q", "--no-edit")
+    assert repo.status() == ""
+    expected = dict(SHARDED, **{"layers.0.weight": SHARDED["layers.0.weight"] + np.float32(1)})
+    assert_model_is(repo, expected, moved)
+
+
+def assert_model_is(repo: Repo, model: dict, layout: list[list[str]]) -> None:
+    """The work tree holds exactly `model` in `layout`, byte for byte as write_shards writes
+    it, and nothing else of it; and the committed pointers are those `git add` gives."""
+    files = sorted(p.name for p in repo.path.glob("model-*"))
+    want = Repo(repo.path.parent / "expected", repo.env)
+    want.path.mkdir()
+    write_shards(want, model, layout)
+    assert files == sorted(p.name for p in want.path.glob("model-*"))
+    for name in files + ["model.safetensors.index.json"]:
+        assert (repo.path / name).read_bytes() == (want.path / name).read_bytes(), name
+    assert repo.out("ls-files", "model-*") == "".join(f"{name}\n" for name in files)
+    for name, value in loaded(repo).items():
+        assert loaded(want)[name].tobytes() == value.tobytes(), name
+    repo.git("add", "--renormalize", ".")
+    assert repo.status() == "", "the staged pointers are what git add gives"
 
 
 def test_a_shard_deleted_by_a_re_shard_and_changed_on_the_other_side_is_not_kept_or_dropped(repo: Repo):
@@ -1490,3 +1516,54 @@ def test_a_shard_deleted_by_a_re_shard_and_changed_on_the_other_side_is_not_kept
             "  layers.2.weight: ours moved it to model-00002-of-00002.safetensors, theirs changed it here\n"
             "`git add` would keep them in two shards") in refused.stderr, refused.stderr
     assert "Keep it with `git add" not in refused.stderr
+
+
+def test_a_re_shard_and_fine_tunes_in_several_old_shards_merge_as_one_model(repo: Repo):
+    """4 shards re-sharded into 2 on ours; theirs fine-tuned a tensor that stays in the file
+    git pairs by rename (merged by the driver) and one whose shard ours deleted (a
+    modify/delete, no driver): `--resolve` of the index file stages ours' two shards with
+    both fine-tunes and removes the old ones."""
+    two = [NAMES[0:5], NAMES[5:9]]
+    theirs = reshard_and_fine_tune(repo, two, ["layers.0.weight", "layers.2.weight", "layers.3.bias"])
+    conflict = repo.git("merge", "--no-edit", "theirs", check=False)
+    assert conflict.returncode == 1
+    refused = repo.gitmodel("merge", "--resolve", "model-00004-of-00004.safetensors", check=False)
+    assert refused.returncode == 1 and "layers.3.bias: ours moved it to model-00002-of-00002.safetensors" \
+        in refused.stderr, refused.stderr
+    assert "`gitmodel merge --resolve model.safetensors.index.json`" in refused.stderr
+    resolved = repo.gitmodel("merge", "--resolve", "model.safetensors.index.json")
+    assert ("staged the merged model of model.safetensors.index.json: model-00001-of-00002.safetensors, "
+            "model-00002-of-00002.safetensors") in resolved.stderr
+    repo.git("commit", "-q", "--no-edit")
+    assert repo.status() == ""
+    assert_model_is(repo, theirs, two)
+
+
+def test_a_re_shard_on_theirs_keeps_ours_changes_and_both_sided_ones_take_the_strategy(repo: Repo):
+    """Theirs re-sharded (5 tensors per file), ours fine-tuned in the old layout, and both
+    changed layers.1.weight: a conflict, named with the model's resolution, then settled by
+    --strategy average in theirs' layout."""
+    two = [NAMES[0:4], NAMES[4:9]]
+    write_shards(repo, SHARDED, FOUR)
+    repo.commit("base")
+    repo.git("switch", "-q", "-c", "theirs")
+    theirs = dict(SHARDED, **{"layers.1.weight": SHARDED["layers.1.weight"] * np.float32(-2)})
+    write_shards(repo, theirs, two)
+    repo.commit("re-shard, and a change")
+    repo.git("switch", "-q", "main")
+    ours = dict(SHARDED, **{"layers.1.weight": SHARDED["layers.1.weight"] * np.float32(4),
+                            "layers.3.weight": SHARDED["layers.3.weight"] * np.float32(2)})
+    write_shards(repo, ours, FOUR)
+    repo.commit("fine-tune")
+    repo.git("merge", "--no-edit", "theirs", check=False)
+    conflict = repo.gitmodel("merge", "--resolve", "model.safetensors.index.json", check=False)
+    assert conflict.returncode == 1
+    assert ("gitmodel: model-00001-of-00002.safetensors: 1 conflict(s):\n"
+            "  layers.1.weight: changed differently on each side") in conflict.stderr, conflict.stderr
+    assert ("finish with `gitmodel merge --resolve model.safetensors.index.json --strategy "
+            "ours|theirs|average|task-arithmetic|ties|dare`") in conflict.stderr
+    assert "nothing was staged for the model of model.safetensors.index.json" in conflict.stderr
+    repo.gitmodel("merge", "--resolve", "model.safetensors.index.json", "--strategy", "average")
+    repo.git("commit", "-q", "--no-edit")
+    merged = dict(ours, **{"layers.1.weight": SHARDED["layers.1.weight"]})      # (4 - 2) / 2, exact
+    assert_model_is(repo, merged, two)

@@ -93,9 +93,11 @@ def _pointer_in(file: BinaryIO, what: str, session: Session) -> Pointer | None:
     return ptr
 
 
-def report(result: merge.Result, path: str, out=sys.stderr, in_git: bool = True) -> None:
+def report(result: merge.Result, path: str, out=sys.stderr, in_git: bool = True,
+           resolve: str | None = None) -> None:
     """Say what a merge did, or which tensors conflict and how far each side moved them (and,
-    `in_git`, how to finish the git merge; else that nothing was written)."""
+    `in_git`, how to finish the git merge, `--resolve` of `resolve` or `path`; else that
+    nothing was written)."""
     if result.conflicts:
         print(f"gitmodel: {path}: {len(result.conflicts)} conflict(s):", file=out)
         for c in result.conflicts:
@@ -113,14 +115,14 @@ def report(result: merge.Result, path: str, out=sys.stderr, in_git: bool = True)
         if any(c.reason.startswith(MOVED) for c in result.conflicts):
             print(f"gitmodel: the work tree keeps ours. {whole_model(path)}", file=out)
             return
-        quoted = shlex.quote(path)
+        quoted = shlex.quote(resolve or path)
         if whole:
             finish = f"keep a side with `git checkout --ours -- {quoted}` (or --theirs) and `git add`"
         else:
             arithmetic = all(c.reason == merge.CHANGED_BOTH or c.name == "(metadata)"
                              for c in result.conflicts)
             choices = "ours|theirs|average|task-arithmetic|ties|dare" if arithmetic else "ours|theirs"
-            named = f"={quoted}" if path.startswith("-") else f" {quoted}"
+            named = f"={quoted}" if (resolve or path).startswith("-") else f" {quoted}"
             finish = f"finish with `gitmodel merge --resolve{named} --strategy {choices}`"
         operation = _operation()
         if operation is None:          # git does not tell a driver what runs it (merge-tree?)
@@ -401,7 +403,7 @@ def _folder_at(path: str, rev: str, cwd: Path | None) -> list[tuple[str, str, in
     return found
 
 
-def holders(files: dict[str, Pointer]) -> dict[str, str]:
+def _holders(files: dict[str, Pointer]) -> dict[str, str]:
     """{tensor name: the file holding it} over a model's files (the first, where several do)."""
     out: dict[str, str] = {}
     for file, ptr in files.items():
@@ -414,7 +416,7 @@ def _moved_on(path: str, rev: str | None, names: list[str], cwd: Path | None) ->
     """{name: the other file of the model holding it at `rev`} for those of `names` it holds."""
     if rev is None or not names:
         return {}
-    held = holders(_model_files(path, _folder_at(path, rev, cwd), cwd))
+    held = _holders(_model_files(path, _folder_at(path, rev, cwd), cwd))
     return {name: held[name] for name in names if name in held}
 
 
@@ -446,7 +448,7 @@ def _staged_model(path: str, cwd: Path | None) -> dict[str, list[Pointer]]:
     for record in out.split(b"\0"):
         info, _, name = record.partition(b"\t")
         fields = info.decode().split()
-        if len(fields) == 3 and fields[2] in ("0", "2", "3"):
+        if len(fields) == 3 and fields[2] in ("0", "2", "3") and _shard_key(os.fsdecode(name)) == _shard_key(path):
             size = int(repo.run_git("cat-file", "-s", fields[1], cwd=cwd).stdout)
             entries.append((os.fsdecode(name), fields[1], size))
     found: dict[str, list[Pointer]] = {}
@@ -476,10 +478,10 @@ def _lost_to_a_move(path: str, base: Pointer | None, sides: dict[str, Pointer], 
     revs = {"ours": "HEAD", "theirs": _theirs_revision(cwd)}
     kept = {t.name for t in merged.tensors}
     problems = []
+    in_base = {t.name for t in base.tensors} if base is not None else set()
     for remover, changer in (("ours", "theirs"), ("theirs", "ours")):
-        gone = [n for n in _changed(base, sides[changer]) if n not in {t.name for t in sides[remover].tensors}
-                and base is not None and n in {t.name for t in base.tensors}]
         changes = _changed(base, sides[changer])
+        gone = [n for n in changes if n in in_base and n not in {t.name for t in sides[remover].tensors}]
         for name, file in _moved_on(path, revs[remover], gone, cwd).items():
             if name in kept:
                 problems.append(f"  {name}: {remover} moved it to {file}, {changer} changed it here; "
@@ -496,14 +498,21 @@ def _lost_to_a_move(path: str, base: Pointer | None, sides: dict[str, Pointer], 
     return problems
 
 
+def index_of(path: str) -> str:
+    """The index file of a shard's model: `model.safetensors.index.json` for
+    `model-00001-of-00004.safetensors`."""
+    folder, stem, ext = _shard_key(path)
+    return f"{folder + '/' if folder else ''}{stem}{ext}{INDEX_SUFFIX}"
+
+
 def whole_model(path: str) -> str:
     """What to do instead when no version of a shard keeps both a move and a change."""
+    index = index_of(path)
+    named = f"={shlex.quote(index)}" if index.startswith("-") else f" {shlex.quote(index)}"
     return ("No version of this one file keeps both the move and the change: merge the model as a "
-            "whole. Write it into the work tree with each changed tensor in the file the move put "
-            "it in (for a re-shard on one side and a fine-tune on the other: the fine-tuned model "
-            "saved sharded as the re-shard is, e.g. save_pretrained with its max_shard_size), "
-            f"`git add` its shards and index file, `git rm` the shards it no longer has (such as "
-            f"{shlex.quote(path)}), and commit; or abandon the merge (`git merge --abort`)")
+            f"whole with `gitmodel merge --resolve{named}` (the re-sharded side's shards, each "
+            "tensor merged by name: a tensor changed on one side and moved on the other is the "
+            "change, where the move put it; add --strategy for tensors both sides changed)")
 
 
 def _deleted_shard(path: str, found: dict[int, tuple[str, str]], cwd: Path) -> None:
@@ -528,3 +537,159 @@ def _deleted_shard(path: str, found: dict[int, tuple[str, str]], cwd: Path) -> N
                                f"shards:\n{lines}\n`git add` would keep them in two shards (loading "
                                f"reads the unchanged copies the index file names), `git rm` would drop "
                                f"{changer}' change", whole_model(path))
+
+
+# A model's index file names it: `model.safetensors.index.json` for `model-*-of-*.safetensors`
+INDEX_SUFFIX = ".index.json"
+
+
+def _merge_revisions(cwd: Path) -> tuple[str, str]:
+    """(base, theirs) of the merge, cherry-pick, rebase or revert stopped in this work tree."""
+    git_dir = Path(repo.run_git("rev-parse", "--absolute-git-dir", cwd=cwd).stdout.decode().strip())
+    head = lambda name: (git_dir / name).read_text().split()[0]
+    if (git_dir / "MERGE_HEAD").exists():
+        theirs = head("MERGE_HEAD")
+        bases = repo.run_git("merge-base", "--all", "HEAD", theirs, cwd=cwd, check=False).stdout.split()
+        if len(bases) != 1:
+            raise merge.MergeError("this merge has several merge bases (or none): gitmodel cannot tell "
+                                   "which tensors each side changed in the model as a whole")
+        return bases[0].decode(), theirs
+    for name in ("CHERRY_PICK_HEAD", "REBASE_HEAD"):
+        if (git_dir / name).exists():
+            return f"{head(name)}^", head(name)
+    if (git_dir / "REVERT_HEAD").exists():
+        return head("REVERT_HEAD"), f"{head('REVERT_HEAD')}^"
+    raise merge.MergeError("no merge, cherry-pick, rebase or revert is stopped here",
+                           "`gitmodel merge --resolve` finishes one that conflicted")
+
+
+def _model_at(index: str, rev: str, cwd: Path) -> dict[str, Pointer]:
+    """{path: pointer} of the shards of the model `index` names at a revision, in shard order."""
+    folder, _, name = index.rpartition("/")
+    stem, ext = os.path.splitext(name[:-len(INDEX_SUFFIX)])
+    found = {}
+    for path, blob, size in _folder_at(index, rev, cwd):
+        if _shard_key(path) == (folder, stem, ext):
+            ptr = _blob_pointer(blob, size, cwd)
+            if ptr is None or ptr.format != "safetensors":
+                raise merge.MergeError(f"{path} at {rev} is not a tracked safetensors checkpoint: gitmodel "
+                                       "merges only safetensors shards as one model")
+            found[path] = ptr
+    from gitmodel.review import SHARD
+    number = lambda path, part: int(SHARD.fullmatch(path.rpartition("/")[2])[part])
+    return {path: found[path] for path in sorted(found, key=lambda p: (number(p, "count"), number(p, "index")))}
+
+
+def _placement(files: dict[str, Pointer], label: str) -> dict[str, str]:
+    """{tensor name: its file} of one side of a model; a name in two shards is refused."""
+    out: dict[str, str] = {}
+    for file, ptr in files.items():
+        for t in ptr.tensors:
+            if t.name in out:
+                raise merge.MergeError(f"{label} holds {t.name} in two shards, {out[t.name]} and {file}: "
+                                       "a merge by name could drop a change to one of them")
+            out[t.name] = file
+    return out
+
+
+def resolve_model(index: str, strategy: merge.Strategy, cwd: Path | None = None) -> list[tuple[str, merge.Result]]:
+    """Merge a sharded safetensors model as one, its index file (`model.safetensors.index.json`,
+    from the top of the work tree) naming it: the layout (which tensor in which file) of the
+    side that changed it, a re-shard, with every tensor merged by name by the usual rule, so a
+    tensor one side moved and the other changed is the change, where the move put it. Stages
+    the shards, removes those the layout no longer has, stages the layout side's index file
+    where the index does not already hold its weight_map, and writes them to the work tree.
+    (file, result) for each file of the layout; nothing is staged if any conflicts (a
+    tensor the other side added or changed that the layout has no file for: "(layout)")."""
+    top = repo.toplevel(cwd)
+    cwd = top
+    revs = {"base": None, "ours": "HEAD", "theirs": None}
+    revs["base"], revs["theirs"] = _merge_revisions(cwd)
+    models = {label: _model_at(index, rev, cwd) for label, rev in revs.items()}
+    if not models["ours"] or not models["theirs"]:
+        raise merge.MergeError(f"{index} names no shards on {'ours' if not models['ours'] else 'theirs'} "
+                               "(`model-00001-of-0000N.safetensors` ... beside it)")
+    placed = {label: _placement(files, label) for label, files in models.items()}
+    # A re-shard moves tensors the base has, or renames the files; added tensors are not one
+    layout = {label: ({n: f for n, f in placed[label].items() if n in placed["base"]}, set(models[label]))
+              for label in models}
+    if layout["ours"] == layout["base"]:
+        laid = "theirs"
+    elif layout["theirs"] in (layout["base"], layout["ours"]):
+        laid = "ours"
+    elif strategy.name in ("ours", "theirs"):
+        laid = strategy.name
+    else:
+        raise merge.MergeError(f"both sides re-sharded the model of {index}, differently: gitmodel keeps "
+                               "one side's layout", "Choose it with --strategy ours or theirs (which "
+                               "also settles tensors both sides changed)")
+    other = "theirs" if laid == "ours" else "ours"
+    session = Session(cwd)
+    store, fetch = session.store, session.fetcher()
+    digest = lambda label, name: next(t.digest for t in models[label][placed[label][name]].tensors if t.name == name)
+    homeless = []             # what the other side has that no file of the layout holds
+    for name in placed[other]:
+        if name in placed[laid]:
+            continue
+        if name not in placed["base"]:
+            homeless.append(merge.Conflict(name, f"added on {other}, and {laid}' shards have no file for it"))
+        elif digest(other, name) != digest("base", name) and strategy.name != laid:
+            homeless.append(merge.Conflict(name, f"removed on {laid} and changed on {other}"))
+
+    def laid_out(label: str, names: list[str]) -> Pointer | None:
+        """That side's tensors of a file of the layout, as such a file (None: it has none)."""
+        present = [n for n in names if n in placed[label]]
+        if not present:
+            return None
+        files = [models[label][f] for f in dict.fromkeys(placed[label][n] for n in present)]
+        return merge.gathered(present, files, store, fetch)
+
+    results = []
+    for file, ptr in models[laid].items():
+        names = [t.name for t in ptr.tensors]
+        sides = {laid: ptr, other: laid_out(other, names)}
+        if sides[other] is None:                 # the other side removed them all
+            sides[other] = merge.gathered([], [ptr], store, fetch)
+        results.append((file, merge.merge(laid_out("base", names), [sides["ours"], sides["theirs"]],
+                                          ["ours", "theirs"], store, strategy, fetch)))
+    if homeless:
+        results.append((index, merge.Result(None, homeless)))
+    if any(result.pointer is None for _, result in results):
+        return results
+    _stage_model(index, models, laid, revs[laid], results, cwd)
+    return results
+
+
+def _stage_model(index: str, models: dict, laid: str, rev: str, results: list, top: Path) -> None:
+    import json
+    written = []
+    for file, result in results:
+        blob = repo.run_git("hash-object", "-w", "--no-filters", "--stdin", cwd=top,
+                            input=result.pointer.render()).stdout.decode().strip()
+        repo.run_git("update-index", "--add", "--cacheinfo", f"100644,{blob},{file}", cwd=top)
+        written.append(file)
+    folder = index.rpartition("/")[0]
+    listed = repo.run_git("--literal-pathspecs", "ls-files", "-z", "--", f"{folder}/" if folder else ".",
+                          cwd=top).stdout
+    key = _shard_key(written[0])
+    for path in dict.fromkeys(os.fsdecode(p) for p in listed.split(b"\0") if p):
+        if _shard_key(path) == key and path not in models[laid]:
+            repo.run_git("--literal-pathspecs", "rm", "-q", "--cached", "--", path, cwd=top)
+            (top / path).unlink(missing_ok=True)
+    entry = repo.run_git("--literal-pathspecs", "ls-tree", rev, "--", index, cwd=top).stdout.decode().split()
+    if entry:                                     # mode, type, blob, path
+        def weight_map(text: bytes):
+            try:
+                return json.loads(text).get("weight_map")
+            except (ValueError, AttributeError):
+                return None
+        wanted = weight_map(repo.run_git("cat-file", "blob", entry[2], cwd=top).stdout)
+        staged = repo.run_git("--literal-pathspecs", "ls-files", "-s", "--", index, cwd=top).stdout.decode()
+        merged = [line for line in staged.splitlines() if line.split()[2] == "0"]
+        if not merged or weight_map(repo.run_git("cat-file", "blob", merged[0].split()[1], cwd=top).stdout) != wanted:
+            repo.run_git("update-index", "--add", "--cacheinfo", f"{entry[0]},{entry[2]},{index}", cwd=top)
+            written.append(index)
+    for path in written:
+        (top / path).unlink(missing_ok=True)
+    repo.run_git("--literal-pathspecs", "checkout", "--", *written, cwd=top, env=repo.without_skip_smudge(),
+                 capture=False)
