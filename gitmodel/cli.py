@@ -268,6 +268,8 @@ def cmd_ls_files(args) -> int:
 def cmd_status(args) -> int:
     import json
     from gitmodel.git import state
+    from gitmodel.git.merge import index_of
+    from gitmodel.git.revisions import shard_key
     found = state.status(_session())
     if args.json:
         print(json.dumps(found.as_dict(), indent=1))
@@ -284,7 +286,12 @@ def cmd_status(args) -> int:
                 ("unmerged (`gitmodel merge --resolve PATH --strategy S` finishes each)",
                  [quote_path(p) for p in found.unmerged if p not in found.deleted_by_one_side]),
                 ("unmerged, deleted on one side (`git add PATH` keeps the file, `git rm PATH` "
-                 "deletes it)", list(map(quote_path, found.deleted_by_one_side))),
+                 "deletes it)", [quote_path(p) for p in found.deleted_by_one_side if not shard_key(p)]),
+                # A re-shard deletes the old shards: keeping or deleting one can lose a change
+                ("unmerged shards, deleted on one side (a re-shard? `git add` or `git rm` of one "
+                 "can lose the other side's change, `gitmodel merge --resolve PATH` says whether)",
+                 [f"{quote_path(p)}  (`gitmodel merge --resolve {quote_path(index_of(p))}` merges "
+                  "its model as one)" for p in found.deleted_by_one_side if shard_key(p)]),
                 ("in commits no remote-tracking ref has (not pushed)",
                  [f"{quote_path(u['path'])}  {u['content'][:12]}" for u in found.unpushed]),
                 (f"not on the gitmodel remote {found.remote} (`gitmodel push --all` uploads them)",

@@ -1516,6 +1516,11 @@ def test_a_shard_deleted_by_a_re_shard_and_changed_on_the_other_side_is_not_kept
             "  layers.2.weight: ours moved it to model-00002-of-00002.safetensors, theirs changed it here\n"
             "`git add` would keep them in two shards") in refused.stderr, refused.stderr
     assert "Keep it with `git add" not in refused.stderr
+    status = repo.gitmodel("status").stdout
+    assert ("unmerged shards, deleted on one side (a re-shard? `git add` or `git rm` of one can lose the "
+            "other side's change, `gitmodel merge --resolve PATH` says whether):\n"
+            "  model-00003-of-00004.safetensors  (`gitmodel merge --resolve model.safetensors.index.json` "
+            "merges its model as one)") in status, status
 
 
 def test_a_re_shard_and_fine_tunes_in_several_old_shards_merge_as_one_model(repo: Repo):
@@ -1567,3 +1572,29 @@ def test_a_re_shard_on_theirs_keeps_ours_changes_and_both_sided_ones_take_the_st
     repo.git("commit", "-q", "--no-edit")
     merged = dict(ours, **{"layers.1.weight": SHARDED["layers.1.weight"]})      # (4 - 2) / 2, exact
     assert_model_is(repo, merged, two)
+
+
+@pytest.mark.parametrize("operation", ["merge into the fine-tune", "rebase", "cherry-pick"])
+def test_a_move_and_a_change_meet_in_other_operations_too(repo: Repo, operation: str):
+    """The re-shard merged into the fine-tune branch (theirs moved the tensor: git names
+    their commit to the driver), and the fine-tune rebased or cherry-picked onto the
+    re-shard: each names the move, and the model's resolution finishes it."""
+    moved = [[NAMES[0], NAMES[2]], [NAMES[1], *NAMES[3:5]], NAMES[5:7], NAMES[7:9]]
+    theirs = reshard_and_fine_tune(repo, moved, ["layers.0.weight", "layers.3.bias"])
+    if operation == "merge into the fine-tune":
+        repo.git("switch", "-q", "theirs")
+        stopped = repo.git("merge", "--no-edit", "main", check=False)
+        mover, changer, finish = "theirs", "ours", ["commit", "-q", "--no-edit"]
+    else:
+        if operation == "rebase":
+            repo.git("switch", "-q", "theirs")
+        stopped = repo.git(*(["rebase", "main"] if operation == "rebase" else ["cherry-pick", "theirs"]),
+                           check=False)
+        mover, changer, finish = "ours", "theirs", [operation, "--continue"]
+    assert stopped.returncode == 1
+    assert (f"layers.0.weight: moved to model-00002-of-00004.safetensors on {mover}, changed in this "
+            f"file on {changer}") in stopped.stderr.decode(), stopped.stderr.decode()
+    repo.gitmodel("merge", "--resolve", "model.safetensors.index.json")
+    repo.git("-c", "core.editor=true", *finish)
+    assert repo.status() == ""
+    assert_model_is(repo, theirs, moved)

@@ -113,7 +113,9 @@ def report(result: merge.Result, path: str, out=sys.stderr, in_git: bool = True,
                   "ours|theirs|average|task-arithmetic|ties|dare"), file=out)
             return
         if any(c.reason.startswith(MOVED) for c in result.conflicts):
-            print(f"gitmodel: the work tree keeps ours. {whole_model(path)}", file=out)
+            operation = _operation()
+            print(f"gitmodel: the work tree keeps ours. {whole_model(path)}; or abandon it: " +
+                  (f"`{operation} --abort`" if operation else _ABORTS), file=out)
             return
         quoted = shlex.quote(resolve or path)
         if whole:
