@@ -854,9 +854,10 @@ def cmd_merge(args) -> int:
         path = revisions.from_cwd(args.resolve)                # from the top, as git's index has it
         if path.endswith(merge.INDEX_SUFFIX):                  # a sharded model, as one
             results = merge.resolve_model(path, merge.strategy_for(path, repo.toplevel(), **given))
-            for file, result in results:
+            conflicted = [(file, result) for file, result in results if result.pointer is None]
+            for file, result in conflicted or results:
                 merge.report(result, file, resolve=path)
-            if any(result.pointer is None for _, result in results):
+            if conflicted:
                 print(f"gitmodel: nothing was staged for the model of {quote_path(path)}", file=sys.stderr)
                 return 1
             print(f"gitmodel: staged the merged model of {quote_path(path)}: "

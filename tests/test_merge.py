@@ -1568,6 +1568,7 @@ def test_a_re_shard_on_theirs_keeps_ours_changes_and_both_sided_ones_take_the_st
     assert ("finish with `gitmodel merge --resolve model.safetensors.index.json --strategy "
             "ours|theirs|average|task-arithmetic|ties|dare`") in conflict.stderr
     assert "nothing was staged for the model of model.safetensors.index.json" in conflict.stderr
+    assert "model-00002-of-00002.safetensors" not in conflict.stderr, "only what conflicts is listed"
     repo.gitmodel("merge", "--resolve", "model.safetensors.index.json", "--strategy", "average")
     repo.git("commit", "-q", "--no-edit")
     merged = dict(ours, **{"layers.1.weight": SHARDED["layers.1.weight"]})      # (4 - 2) / 2, exact
@@ -1598,3 +1599,26 @@ def test_a_move_and_a_change_meet_in_other_operations_too(repo: Repo, operation:
     repo.git("-c", "core.editor=true", *finish)
     assert repo.status() == ""
     assert_model_is(repo, theirs, moved)
+
+
+def test_a_tensor_the_re_shard_has_no_file_for_is_a_conflict_and_nothing_is_staged(repo: Repo):
+    """Theirs added a tensor to an old shard that ours' re-shard deleted: no file of the
+    layout holds it, so the model's resolution stops with it named and stages nothing."""
+    write_shards(repo, SHARDED, FOUR)
+    repo.commit("base")
+    repo.git("switch", "-q", "-c", "theirs")
+    added = dict(SHARDED, **{"head.weight": np.ones((4, 4), np.float32)})
+    write_shards(repo, added, [*FOUR[:3], [*FOUR[3], "head.weight"]])
+    repo.commit("a head")
+    repo.git("switch", "-q", "main")
+    write_shards(repo, SHARDED, [NAMES[0:5], NAMES[5:9]])
+    repo.commit("re-shard")
+    repo.git("merge", "--no-edit", "theirs", check=False)
+    staged = repo.out("ls-files", "-s")
+    stopped = repo.gitmodel("merge", "--resolve", "model.safetensors.index.json", "--strategy", "theirs",
+                            check=False)
+    assert stopped.returncode == 1
+    assert ("gitmodel: error: no shard of ours' layout of the model holds tensors that theirs added or "
+            "changed:\n  head.weight: added on theirs; gitmodel does not choose a shard for it. "
+            "Nothing was staged. Write the model by hand") in stopped.stderr, stopped.stderr
+    assert repo.out("ls-files", "-s") == staged

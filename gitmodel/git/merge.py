@@ -601,8 +601,9 @@ def resolve_model(index: str, strategy: merge.Strategy, cwd: Path | None = None)
     tensor one side moved and the other changed is the change, where the move put it. Stages
     the shards, removes those the layout no longer has, stages the layout side's index file
     where the index does not already hold its weight_map, and writes them to the work tree.
-    (file, result) for each file of the layout; nothing is staged if any conflicts (a
-    tensor the other side added or changed that the layout has no file for: "(layout)")."""
+    (file, result) for each file of the layout; nothing is staged if any conflicts. A tensor
+    the other side added or changed that no file of the layout holds is refused (MergeError):
+    gitmodel does not choose a file for it."""
     top = repo.toplevel(cwd)
     cwd = top
     revs = {"base": None, "ours": "HEAD", "theirs": None}
@@ -634,9 +635,16 @@ def resolve_model(index: str, strategy: merge.Strategy, cwd: Path | None = None)
         if name in placed[laid]:
             continue
         if name not in placed["base"]:
-            homeless.append(merge.Conflict(name, f"added on {other}, and {laid}' shards have no file for it"))
+            homeless.append(f"  {name}: added on {other}; gitmodel does not choose a shard for it")
         elif digest(other, name) != digest("base", name) and strategy.name != laid:
-            homeless.append(merge.Conflict(name, f"removed on {laid} and changed on {other}"))
+            homeless.append(f"  {name}: removed on {laid}, changed on {other} (--strategy {laid} drops "
+                            "the change)")
+    if homeless:
+        raise merge.MergeError(f"no shard of {laid}' layout of the model holds tensors that {other} "
+                               "added or changed:\n" + "\n".join(homeless),
+                               "Nothing was staged. Write the model by hand (each such tensor in the "
+                               "shard you choose, and in the index file's weight_map), `git add` its "
+                               "files and commit; or abandon the merge")
 
     def laid_out(label: str, names: list[str]) -> Pointer | None:
         """That side's tensors of a file of the layout, as such a file (None: it has none)."""
@@ -654,8 +662,6 @@ def resolve_model(index: str, strategy: merge.Strategy, cwd: Path | None = None)
             sides[other] = merge.gathered([], [ptr], store, fetch)
         results.append((file, merge.merge(laid_out("base", names), [sides["ours"], sides["theirs"]],
                                           ["ours", "theirs"], store, strategy, fetch)))
-    if homeless:
-        results.append((index, merge.Result(None, homeless)))
     if any(result.pointer is None for _, result in results):
         return results
     _stage_model(index, models, laid, revs[laid], results, cwd)
