@@ -263,12 +263,16 @@ def cmd_ls_files(args) -> int:
     return 1 if damaged else 0
 
 
+def _index_of(shard: str) -> str:
+    from gitmodel.git.merge import index_of       # (only when a shard is listed)
+    return index_of(shard)
+
+
 @command("status", "checkpoints staged, modified and not yet pushed; the store's size",
          lambda p: p.add_argument("--json", action="store_true"))
 def cmd_status(args) -> int:
     import json
     from gitmodel.git import state
-    from gitmodel.git.merge import index_of
     from gitmodel.git.revisions import shard_key
     found = state.status(_session())
     if args.json:
@@ -290,7 +294,7 @@ def cmd_status(args) -> int:
                 # A re-shard deletes the old shards: keeping or deleting one can lose a change
                 ("unmerged shards, deleted on one side (a re-shard? `git add` or `git rm` of one "
                  "can lose the other side's change, `gitmodel merge --resolve PATH` says whether)",
-                 [f"{quote_path(p)}  (`gitmodel merge --resolve {quote_path(index_of(p))}` merges "
+                 [f"{quote_path(p)}  (`gitmodel merge --resolve {quote_path(_index_of(p))}` merges "
                   "its model as one)" for p in found.deleted_by_one_side if shard_key(p)]),
                 ("in commits no remote-tracking ref has (not pushed)",
                  [f"{quote_path(u['path'])}  {u['content'][:12]}" for u in found.unpushed]),
