@@ -264,7 +264,7 @@ def cmd_ls_files(args) -> int:
 
 
 def _index_of(shard: str) -> str:
-    from gitmodel.git.merge import index_of       # (only when a shard is listed)
+    from gitmodel.git.merge_shards import index_of       # (only when a shard is listed)
     return index_of(shard)
 
 
@@ -848,7 +848,7 @@ def _weights(text: str) -> tuple[float, ...]:
 @command("merge", "merge checkpoints tensor by tensor: finish a conflicted merge, or merge files",
          _merge_arguments)
 def cmd_merge(args) -> int:
-    from gitmodel.git import merge, repo, revisions
+    from gitmodel.git import merge, merge_shards, repo, revisions
     given = dict(name=args.strategy, weights=args.weights, scale=args.scale, density=args.density,
                  seed=args.seed)
     if args.resolve:
@@ -856,8 +856,8 @@ def cmd_merge(args) -> int:
             print("gitmodel: merge --resolve takes one PATH and no inputs or -o", file=sys.stderr)
             return 2
         path = revisions.from_cwd(args.resolve)                # from the top, as git's index has it
-        if path.endswith(merge.INDEX_SUFFIX):                  # a sharded model, as one
-            results = merge.resolve_model(path, merge.strategy_for(path, repo.toplevel(), **given))
+        if path.endswith(merge_shards.INDEX_SUFFIX):           # a sharded model, as one
+            results = merge_shards.resolve_model(path, merge.strategy_for(path, repo.toplevel(), **given))
             conflicted = [(file, result) for file, result in results if result.pointer is None]
             for file, result in conflicted or results:
                 merge.report(result, file, resolve=path)
