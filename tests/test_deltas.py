@@ -1117,6 +1117,56 @@ def test_a_fetch_checks_a_remote_delta_against_bases_that_read_well_here(tmp_pat
         assert sha256(repo.path / MODEL) == digest, back
 
 
+def test_a_fetch_holds_no_delta_in_memory_while_its_base_comes(tmp_path: Path, git_env, monkeypatch):
+    """The push's repack stores v0 on the remote as deltas of v1. Fetching v0 alone (`gitmodel
+    pull` of it in a fresh clone) or both (`fetch --all`), each delta that came before its base
+    was stored was kept in memory until the base was: 1.1 GiB of a 4 GiB file's pull. They
+    wait in a temporary file now, and memory is what the reads in flight and the cache of
+    bases take, however large the file."""
+    import tracemalloc
+    from gitmodel import sync
+    from gitmodel.remote import transfer
+    from gitmodel.remote.backend import RemoteSpec, open_backend
+    from gitmodel.remote.view import RemoteView
+    from gitmodel.store import objects
+
+    remote_dir = tmp_path / "team-store"
+    repo = team(tmp_path, git_env, str(remote_dir))
+    model, files = random_model(5, layers=6, width=1024), []          # 28 MiB
+    for v in range(2):
+        model = fine_tune(model, 9) if v else model
+        files.append(write_safetensors(repo.path / MODEL, model).read_bytes())
+        repo.commit(f"v{v}", MODEL)
+    repo.git("push", "-q", "origin", "main")
+    ids = contents(repo)
+    here = Store(repo.store)
+    old_chunks = [c for c, _ in here.read_manifest(bytes.fromhex(ids[0])).chunks]
+    here.close()
+    # Reads in flight and the cache of bases kept small: what is left is what grows with the file.
+    monkeypatch.setattr(transfer, "MAX_RANGE", 256 << 10)
+    monkeypatch.setattr(transfer, "READS_IN_FLIGHT", 1)
+    monkeypatch.setattr(objects, "BASE_CACHE_BYTES", 512 << 10)
+    bound = 6 << 20                                        # about twice what a fetch takes
+    for wanted in ([ids[0]], ids):
+        store = Store(tmp_path / f"clone-{len(wanted)}")
+        view = RemoteView(open_backend(RemoteSpec(str(remote_dir), str(remote_dir))), store.root).refresh()
+        deltas = sum(e.stored_length for c in old_chunks if (e := view.entries[c]).encoding == codec.DELTA)
+        assert deltas > 1.5 * bound, f"v0 is stored there as deltas ({deltas >> 20} MiB)"
+        tracemalloc.start()
+        try:
+            result = sync.fetch(store, view, {content: MODEL for content in wanted}, quiet=True)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert not result.failed and not result.stats.failed
+        assert peak < bound, f"fetching {len(wanted)} version(s): {peak >> 20} MiB at the peak"
+        for content in wanted:
+            restored = b"".join(store.read(c) for c, _ in store.read_manifest(bytes.fromhex(content)).chunks)
+            assert restored == files[ids.index(content)]
+        assert not list((store.root / "tmp").iterdir())
+        store.close()
+
+
 def test_a_push_never_sends_chunks_as_deltas_of_each_other(tmp_path: Path, git_env):
     """After a repack cut short, a revert and a second one cut short, the store held chunks
     whole and as deltas of each other; reads took the whole copies, but a push (without a

@@ -172,12 +172,13 @@ def _verify_there(view: RemoteView, chunks: Iterable[bytes], bases, unusable: di
     todo = [oid for oid in needed if oid not in unusable]
     while todo:
         failed: dict[bytes, str] = {}
-        orphans: list = []          # deltas whose bases neither store nor remote has
-        for oid, entry, payload in transfer.read_objects(view, todo, failed, bases=bases, deferred=orphans):
+        orphans: list = []          # deltas whose bases neither store nor remote has: their ids
+        keep_ids = lambda oid, entry, record, missing: orphans.append((oid, missing))   # noqa: E731
+        for oid, entry, payload in transfer.read_objects(view, todo, failed, bases=bases, deferred=keep_ids):
             unusable[oid] = None
             if entry.encoding == codec.DELTA:
                 based_on[oid] = codec.delta_bases(payload)
-        for oid, _, _, missing in orphans:
+        for oid, missing in orphans:
             based_on[oid] = missing
             failed[oid] = (f"stored there as a difference from chunk {missing[0].hex()}, which "
                            + ("could not be read there" if missing[0] in view.entries else "it lacks"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import tempfile
 import threading
 import time
 from collections import deque
@@ -393,16 +394,21 @@ def whole_first(table: ObjectTable, oid: bytes) -> Entry:
     return next((e for e in table.copies(oid) if e.encoding != codec.DELTA), entry)
 
 
+# Told of a delta whose bases are not there yet: (oid, entry, record as read, missing base ids).
+Deferred = Callable[[bytes, Entry, memoryview, list[bytes]], None]
+
+
 def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, str],
                  quiet: bool = True, bases: Bases | None = None,
-                 deferred: list | None = None,
+                 deferred: Deferred | None = None,
                  recheck: Bases | None = None,
                  sizes: dict[bytes, int] | None = None) -> Iterator[tuple[bytes, Entry, memoryview]]:
     """(oid, entry, payload) for each object, read from the remote and verified, chunks before
     manifests. Objects that cannot be had (absent, damaged in every copy, a read that failed)
     go into `failed` with the reason, and the rest still come: one bad object costs only what
     needs it. Deltas are verified against `bases` (the local store's); one whose base is not
-    there yet goes, unverified, into `deferred` as (oid, entry, record, missing base ids).
+    there yet is handed, unverified, to `deferred` (in order, on the caller's thread; the
+    record is a view of the read, to be copied if kept).
     `sizes`: the file size pointers give for manifests (check_record's `size`); a manifest
     without one is bounded as one no pointer names (manifest.UNNAMED)."""
     oids = list(dict.fromkeys(oids))
@@ -446,7 +452,7 @@ def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, st
                 if deferred is None:
                     out.append((oid, entry, None, err.full()))
                 else:
-                    out.append((oid, entry, (bytes(record), err.oids), "deferred"))
+                    out.append((oid, entry, (record, err.oids), "deferred"))
             except (RemoteError, StoreVersionError) as err:
                 out.append((oid, entry, None, err.full()))
         return out
@@ -457,7 +463,7 @@ def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, st
             for oid, entry, payload, error in records:
                 bar.update(record_head.size + entry.stored_length)
                 if error == "deferred":
-                    deferred.append((oid, entry, *payload))
+                    deferred(oid, entry, *payload)
                 elif error is not None:
                     failed[oid] = error
                 else:
@@ -543,43 +549,79 @@ def download(store: Store, view: RemoteView, oids: Iterable[bytes], quiet: bool 
 def _download_chunks(store: Store, view: RemoteView, oids: list[bytes], stats: TransferStats,
                      quiet: bool, writer: PackWriter, depth: int = 0,
                      based_on: dict[bytes, list[bytes]] | None = None) -> None:
-    """Fetch chunks into the writer. Deltas whose bases the store lacks wait in memory while
-    what arrived is published and their bases are fetched (recursively: a base may be a delta
-    too); then they are verified and added. `based_on` gathers the waiting deltas' bases, to
-    tell a cycle of deltas on the remote from a base that is merely missing."""
+    """Fetch chunks into the writer. Deltas whose bases the store lacks wait in a temporary
+    file (_Waiting) while what arrived is published and their bases are fetched (recursively:
+    a base may be a delta too); then they are read back, verified and added. `based_on`
+    gathers the waiting deltas' bases, to tell a cycle of deltas on the remote from a base
+    that is merely missing."""
     based_on = {} if based_on is None else based_on
-    deferred: list = []
     unreadable: set[bytes] = set()
     recheck = _good_bases(store, unreadable)
-    _add_all(writer, read_objects(view, oids, stats.failed, quiet, store.bases, deferred, recheck), stats)
-    if not deferred:
-        return
-    for oid, _, record, _ in deferred:
-        based_on[oid] = codec.delta_bases(record[record_head.size:])
-    bases = list(dict.fromkeys(b for oid, _, _, _ in deferred for b in based_on[oid]))
-    store.publish(writer)
-    if depth < MAX_CHAIN:
-        absent = store.missing(bases)
-        _download_chunks(store, view, absent + [b for b in bases if b in unreadable and b not in absent],
-                         stats, quiet, writer, depth + 1, based_on)
+    with _Waiting(store.tmp_dir, based_on) as waiting:
+        _add_all(writer, read_objects(view, oids, stats.failed, quiet, store.bases, waiting.add, recheck), stats)
+        if not waiting.oids:
+            return
+        bases = list(dict.fromkeys(b for oid in waiting.oids for b in based_on[oid]))
         store.publish(writer)
+        if depth < MAX_CHAIN:
+            absent = store.missing(bases)
+            _download_chunks(store, view, absent + [b for b in bases if b in unreadable and b not in absent],
+                             stats, quiet, writer, depth + 1, based_on)
+            store.publish(writer)
+        _add_all(writer, _verified(store, view, waiting, recheck, based_on, stats), stats)
 
-    def verified():
-        for oid, entry, record, _ in deferred:
-            try:
-                _check(oid, entry, record, store.bases, recheck)
-            except (CorruptObject, MissingObjects) as err:
-                why = str(err)
-                if isinstance(err, MissingBase) and goes_round(oid, based_on, set()):
-                    why = (f"chunk {oid.hex()} is stored there only as a difference from chunks "
-                           "that are, in turn, differences from it (a cycle of deltas, none stored "
-                           "whole: an older gitmodel's push). `gitmodel fsck --remote "
-                           f"{view.name} --repair`, run in a clone whose store holds the file, "
-                           "uploads whole copies")
-                stats.failed[oid] = f"remote {view}: {why}"
-                continue
-            yield oid, entry, memoryview(record)[record_head.size:]
-    _add_all(writer, verified(), stats)
+
+class _Waiting:
+    """Deltas fetched before their bases, until the bases are stored: their records go to a
+    nameless temporary file in the store's tmp/, not memory, for they can be most of a file
+    (an older version stored as differences from a newer one the store lacks)."""
+
+    def __init__(self, tmp_dir: Path, based_on: dict[bytes, list[bytes]]):
+        self._tmp_dir, self._based_on = tmp_dir, based_on
+        self._file = None                  # made for the first delta: most fetches have none
+        self.oids: list[bytes] = []
+        self._entries: list[Entry] = []
+
+    def add(self, oid: bytes, entry: Entry, record: memoryview, missing: list[bytes]) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(dir=self._tmp_dir)
+        self._based_on[oid] = codec.delta_bases(record[record_head.size:])
+        self._file.write(record)
+        self.oids.append(oid)
+        self._entries.append(entry)
+
+    def records(self) -> Iterator[tuple[bytes, Entry, bytes]]:
+        """Each delta's record as it was read from the remote, in the order they came."""
+        self._file.seek(0)
+        for oid, entry in zip(self.oids, self._entries):
+            yield oid, entry, self._file.read(record_head.size + entry.stored_length)
+
+    def __enter__(self) -> "_Waiting":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _verified(store: Store, view: RemoteView, waiting: _Waiting, recheck: Bases,
+              based_on: dict[bytes, list[bytes]], stats: TransferStats):
+    """The waiting deltas whose check passes now that their bases are stored; the others go
+    into stats.failed, with the reason."""
+    for oid, entry, record in waiting.records():
+        try:
+            _check(oid, entry, record, store.bases, recheck)
+        except (CorruptObject, MissingObjects) as err:
+            why = str(err)
+            if isinstance(err, MissingBase) and goes_round(oid, based_on, set()):
+                why = (f"chunk {oid.hex()} is stored there only as a difference from chunks "
+                       "that are, in turn, differences from it (a cycle of deltas, none stored "
+                       "whole: an older gitmodel's push). `gitmodel fsck --remote "
+                       f"{view.name} --repair`, run in a clone whose store holds the file, "
+                       "uploads whole copies")
+            stats.failed[oid] = f"remote {view}: {why}"
+            continue
+        yield oid, entry, memoryview(record)[record_head.size:]
 
 
 def _good_bases(store: Store, unreadable: set[bytes]) -> Bases:
