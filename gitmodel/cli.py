@@ -911,7 +911,7 @@ def cmd_clean(args) -> int:
 @command("smudge", "(git) one-shot smudge filter, stdin to stdout",
          lambda p: p.add_argument("path", nargs="?"))
 def cmd_smudge(args) -> int:
-    from gitmodel import checkpoint, pointer
+    from gitmodel import pointer
     data = sys.stdin.buffer.read(pointer.MAX_POINTER_SIZE + 1)
     skip = os.environ.get("GITMODEL_SKIP_SMUDGE", "") not in ("", "0")
     try:
@@ -925,9 +925,9 @@ def cmd_smudge(args) -> int:
         while block := sys.stdin.buffer.read(1 << 20):
             sys.stdout.buffer.write(block)
         return 0
-    from gitmodel.git.filter import warn_if_mixed
+    from gitmodel.git.filter import restore_fetching, warn_if_mixed
     session = _session()
-    restore = checkpoint.Restore(ptr, session.store)
+    restore = restore_fetching(session, args.path or "stdin", ptr)
     warn_if_mixed(args.path or "stdin", ptr, session.store)
     # as a checkout does: a chunk found damaged here is fetched from the remote, read again
     restore.write_to(lambda *buffers: sys.stdout.buffer.writelines(buffers), fetch=session.fetcher())

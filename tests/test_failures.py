@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -529,6 +530,48 @@ def test_a_damaged_chunk_is_read_from_the_remote_by_the_first_pull_or_one_shot_s
                                   env=repo.env, input=pointer, capture_output=True)
         assert (one_shot.returncode, one_shot.stderr) == (0, b""), one_shot.stderr
         assert hashlib.sha256(one_shot.stdout).hexdigest() == want
+
+
+def test_the_one_shot_smudge_fetches_what_the_store_lacks_as_the_filter_does(repo: Repo, tmp_path: Path):
+    """`gitmodel smudge` of a pointer whose objects were pushed but are not here failed ("1
+    object(s) missing, first …", naming nothing to run), where a checkout fetched them. It now
+    fetches them; with no remote, or one lacking them, it says what is missing and what to run."""
+    import shutil
+    import subprocess
+    path = _committed_model(repo)
+    want = sha256(path)
+    pointer = repo.git("cat-file", "blob", "HEAD:model.safetensors").stdout
+
+    def one_shot() -> subprocess.CompletedProcess:
+        return subprocess.run(["gitmodel", "smudge", "--", "model.safetensors"], cwd=repo.path,
+                              env=repo.env, input=pointer, capture_output=True)
+
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "remote"), "--local")
+    repo.gitmodel("push", "origin", "--all")
+    shutil.rmtree(repo.store)
+    fetched = one_shot()
+    assert (fetched.returncode, fetched.stderr) == (0, b""), fetched.stderr
+    assert hashlib.sha256(fetched.stdout).hexdigest() == want
+    assert repo.gitmodel("fsck").returncode == 0        # what it fetched is stored, whole
+
+    shutil.rmtree(repo.store)
+    repo.gitmodel("remote", "add", "origin", str(tmp_path / "empty"), "--local")
+    (tmp_path / "empty").mkdir()
+    lacking = one_shot()
+    assert (lacking.returncode, lacking.stdout) == (1, b""), lacking.stderr
+    err = lacking.stderr.decode()
+    assert err.startswith(f"gitmodel: error: model.safetensors: could not fetch it: remote origin "
+                          f"({tmp_path / 'empty'}) has no packs at all"), err
+    assert "Nothing was written for this file" in err, err
+
+    repo.gitmodel("remote", "remove", "origin", "--local")
+    alone = one_shot()
+    assert (alone.returncode, alone.stdout) == (1, b""), alone.stderr
+    err = alone.stderr.decode()
+    assert err.startswith("gitmodel: error: model.safetensors: 1 object(s) of this checkpoint are "
+                          "missing from the local store"), err
+    assert "no gitmodel remote is configured (`gitmodel remote add`)" in err, err
+    assert "`gitmodel fetch REMOTE`" in err and "Traceback" not in err, err
 
 
 def test_a_damaged_chunk_the_remote_lacks_too_is_never_pulled(repo: Repo, tmp_path: Path):

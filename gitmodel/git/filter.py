@@ -223,22 +223,7 @@ class FilterServer:
     def _fetch(self, wanted: dict[str, pointers.Pointer]) -> None:
         """Fetch the objects of {path: pointer}. Each file's failure is kept for it alone, to
         be reported when git asks for that file; the others are stored."""
-        from gitmodel import sync
-        try:
-            sizes: dict[str, int] = {}
-            for ptr in wanted.values():
-                pointers.note_size(sizes, ptr)
-            result = sync.fetch(self.store, self._view, {ptr.content: path for path, ptr in wanted.items()},
-                                sizes=sizes)
-            failures = result.failed
-        except (GitmodelError, OSError) as err:
-            reason = err.full() if isinstance(err, GitmodelError) else str(err)
-            failures = {ptr.content: reason for ptr in wanted.values()}
-        elsewhere = self._session.elsewhere(self._view) if failures and self._view else ""
-        for path, ptr in wanted.items():
-            if ptr.content in failures:
-                self._failed[path] = (f"could not fetch it: {failures[ptr.content]}{elsewhere}. "
-                                      f"{NOTHING_WRITTEN}. {RETRY}")
+        self._failed.update(fetch_for(self._session, self._view, wanted))
 
     def _pass_through(self, path: str, head: bytes, content: ContentReader, quiet: bool = False) -> None:
         """Content that is not a pointer goes back unchanged. It must all be read before the
@@ -257,6 +242,47 @@ class FilterServer:
                 self._out.content(block)
         self._out.flush()
         self._out.flush()
+
+
+def fetch_for(session: Session, view, wanted: dict[str, pointers.Pointer]) -> dict[str, str]:
+    """Fetch the objects of {path: pointer} from `view` in one batch, each checkpoint verified
+    as it is stored. Returns {path: why} for the files whose fetch failed; the others are stored."""
+    from gitmodel import sync
+    try:
+        sizes: dict[str, int] = {}
+        for ptr in wanted.values():
+            pointers.note_size(sizes, ptr)
+        result = sync.fetch(session.store, view, {ptr.content: path for path, ptr in wanted.items()},
+                            sizes=sizes)
+        failures = result.failed
+    except (GitmodelError, OSError) as err:
+        reason = err.full() if isinstance(err, GitmodelError) else str(err)
+        failures = {ptr.content: reason for ptr in wanted.values()}
+    elsewhere = session.elsewhere(view) if failures else ""
+    return {path: f"could not fetch it: {failures[ptr.content]}{elsewhere}. {NOTHING_WRITTEN}. {RETRY}"
+            for path, ptr in wanted.items() if ptr.content in failures}
+
+
+def restore_fetching(session: Session, path: str, ptr: pointers.Pointer) -> checkpoint.Restore:
+    """A Restore for one file outside the filter (the one-shot `gitmodel smudge`): objects the
+    store lacks are fetched from the default remote first, as the filter fetches them."""
+    try:
+        return checkpoint.Restore(ptr, session.store)
+    except MissingObjects as err:
+        try:
+            view = session.default_view()
+        except GitmodelError as config_error:
+            raise GitmodelError(f"{quote_path(path)}: "
+                                f"{missing_message(err, session.store, unopened=config_error)}") from None
+        if view is None:
+            raise GitmodelError(f"{quote_path(path)}: {missing_message(err, session.store)}") from None
+    failed = fetch_for(session, view, {path: ptr})
+    if path in failed:
+        raise GitmodelError(f"{quote_path(path)}: {failed[path]}")
+    try:
+        return checkpoint.Restore(ptr, session.store)
+    except MissingObjects as err:
+        raise GitmodelError(f"{quote_path(path)}: {missing_message(err, session.store, view)}") from None
 
 
 def warn_if_mixed(path: str, ptr: pointers.Pointer, store: Store) -> None:
