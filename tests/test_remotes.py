@@ -96,6 +96,11 @@ class Forbidden(Files):
     refusal = 403
 
 
+class NotFound(Files):
+    """The same, answering uploads 404 (a static host: no upload is found at any path)."""
+    refusal = 404
+
+
 @pytest.fixture
 def web():
     """serve(folder, handler=Files) -> the URL of an HTTP server on 127.0.0.1 serving it in
@@ -1432,10 +1437,11 @@ def test_a_full_folder_remote_is_said_at_once_not_retried(tmp_path: Path, monkey
     assert "Free space on the remote" in raised.value.full()
 
 
-@pytest.mark.parametrize("handler", [Files, Forbidden], ids=["501", "403"])
+@pytest.mark.parametrize("handler", [Files, Forbidden, NotFound], ids=["501", "403", "404"])
 def test_a_push_to_a_read_only_web_server_fails_at_once_saying_what_to_do(tmp_path: Path, env, web, handler):
     """A default remote served read-only over HTTP: its refusal (501 to an upload, or 403) was
-    retried for 46 s as if the network were down, then the advice was to check the network."""
+    retried for 46 s as if the network were down, then the advice was to check the network.
+    A static host's 404 to an upload said only "Check its URL", and lost the push's advice."""
     site = tmp_path / "site"
     site.mkdir()
     url = web(site, handler) + "/store"
@@ -1451,7 +1457,9 @@ def test_a_push_to_a_read_only_web_server_fails_at_once_saying_what_to_do(tmp_pa
         said = pushed.stderr.decode().splitlines()[0]
         return time.monotonic() - started, re.sub(r"(pack|push)-[0-9a-f]+", r"\1-X", said)
 
-    status = {Files: "501 Unsupported method ('POST')", Forbidden: "403 Forbidden"}[handler]
+    status = {Files: "501 Unsupported method ('POST')", Forbidden: "403 Forbidden",
+              NotFound: "404 Not Found (a web server that only serves files answers uploads so, as "
+                        "does one at a wrong URL: `gitmodel remote list` shows it)"}[handler]
     where = ("Push through a URL of this store that takes writes (`GITMODEL_REMOTE=URL git push`, "
              "or `gitmodel remote add --local NAME URL` for git remote NAME)")
     seconds, said = refused()

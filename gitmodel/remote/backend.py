@@ -53,6 +53,11 @@ class ReadOnlyRemote(RemoteError):
     change that."""
 
 
+READ_ONLY_HINT = ("Nothing was changed there: it is read-only to this client (a read-only folder, "
+                  "a web server that only serves files, credentials that may only read). Write "
+                  "through a URL or credentials that may write there")
+
+
 @dataclass
 class RemoteSpec:
     """A configured remote: its name, URL and fsspec options (and where it was configured)."""
@@ -225,6 +230,7 @@ class FsspecBackend:
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self.local = "file" in protocols or "local" in protocols
         self.buckets = bool(OBJECT_STORES.intersection(protocols))
+        self.web = bool({"http", "https"}.intersection(protocols))
         from fsspec.asyn import AsyncFileSystem
         self._async = isinstance(self.fs, AsyncFileSystem)
         self._made_dir = False
@@ -497,10 +503,7 @@ class Retrying:
                     if write and _refused(err):
                         raise ReadOnlyRemote(
                             f"remote {self} refuses writes: {what} failed: {_refusal(err)}",
-                            "Nothing was changed there: it is read-only to this client (a "
-                            "read-only folder, a web server that only serves files, credentials "
-                            "that may only read). Write through a URL or credentials that may "
-                            "write there") from None
+                            READ_ONLY_HINT) from None
                     full = isinstance(err, OSError) and err.errno in _FULL
                     raise RemoteError(f"remote {self}: {what} failed: {reason}",
                                       "Nothing was changed for what could not be transferred. "
@@ -561,6 +564,15 @@ class Retrying:
         try:
             self.call(what, fn, *args, write=True, **kwargs)
         except FileNotFoundError as err:
+            if getattr(self.backend, "web", False):
+                # fsspec's http raises FileNotFoundError for a 404. To an upload, a static host
+                # answers so at every path (nothing there takes uploads), which is no missing
+                # bucket or folder; a wrong URL gets the same answer, so the message names it too.
+                raise ReadOnlyRemote(f"remote {self} refuses writes: {what} failed: HTTP 404 Not "
+                                     "Found (a web server that only serves files answers uploads "
+                                     "so, as does one at a wrong URL: `gitmodel remote list` "
+                                     "shows it)",
+                                     READ_ONLY_HINT) from None
             hint = "; a bucket must exist: its owner creates it" if getattr(self.backend, "buckets", False) else ""
             raise RemoteError(f"remote {self}: {what} failed: {err.strerror or err}",
                               "Nothing was uploaded there. Check its URL (`gitmodel remote "
