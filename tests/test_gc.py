@@ -238,6 +238,23 @@ def test_gc_goes_on_past_a_damaged_pointer_that_names_nothing_and_keeps_what_git
     _assert_held_everywhere(repo, digests)
 
 
+def test_a_quiet_gc_still_names_the_damaged_pointer_it_went_past(repo: Repo):
+    """`gitmodel gc -q` silenced the note naming a damaged pointer along with its progress:
+    exit 0, and nothing told the user a branch held a pointer that names no checkpoint."""
+    blob = repo.git("hash-object", "-w", "--stdin",
+                    input=b"gitmodel pointer v1\nsize 1\n").stdout.decode().strip()
+    repo.git("update-index", "--add", "--cacheinfo", f"100644,{blob},{MODEL}")
+    repo.git("commit", "-q", "-m", "edited")
+    commit = repo.out("rev-parse", "HEAD").strip()
+    quiet = repo.gitmodel("gc", "-q")
+    assert quiet.returncode == 0
+    assert quiet.stderr == (f"gitmodel: gc: note: {MODEL} in commit {commit[:12]} is a damaged pointer "
+                            f"(blob {blob[:12]}): missing or bad content id; it names no checkpoint, so "
+                            "there is nothing to keep for it (the checkpoint of every pointer that can "
+                            "be read is kept). A branch that holds it: `gitmodel status` says how to "
+                            "rewrite its commit; a reflog entry expires with the reflog\n"), quiet.stderr
+
+
 def test_gc_removes_nothing_while_a_pointer_of_a_newer_gitmodel_is_kept(repo: Repo):
     """What a newer version's pointer names cannot be read here: not damage, and gc must not
     take it for a pointer that names nothing."""

@@ -8,6 +8,7 @@ the time it is looked for. The rules and the contract with writers: docs/design.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,12 @@ from gitmodel.store import files, gc
 DEFAULT_KEEP_RECENT_DAYS = 1.0
 DEFAULT_WAIT_SECONDS = 60.0
 MIB = 1 << 20
+
+
+def _warn(line: str) -> None:
+    """What a gc must tell even when quiet (`-q` silences progress, `say`): notes of damage
+    it went past, repacks that failed."""
+    print(f"gitmodel: gc: {line}", file=sys.stderr)
 
 
 def keep_recent_days(given: float | None, cwd=None) -> float:
@@ -40,7 +47,8 @@ def keep_recent_days(given: float | None, cwd=None) -> float:
 
 def collect_local(session, keep_recent: float | None = None, dry_run: bool = False,
                   wait: float = DEFAULT_WAIT_SECONDS,
-                  say: Callable[[str], None] = lambda line: None) -> gc.GcReport:
+                  say: Callable[[str], None] = lambda line: None,
+                  warn: Callable[[str], None] = _warn) -> gc.GcReport:
     days = keep_recent_days(keep_recent, session.cwd)
     store = session.store
     if not dry_run:
@@ -55,14 +63,14 @@ def collect_local(session, keep_recent: float | None = None, dry_run: bool = Fal
         if not dry_run and repacking.deltas_enabled(session.cwd):
             # Versions that survive get their deltas against surviving keyframes, so the
             # keyframes of dropped versions stop being needed as bases.
-            done = repacking.repack_or_warn(session, "first", say)
+            done = repacking.repack_or_warn(session, "first", warn)
             if done is not None and done.encoded:   # else its freed bytes would look unexplained
                 say(f"repacked first: {done.encoded} chunk(s) re-encoded, "
                     f"{done.bytes_before / MIB:.1f} MiB became {done.bytes_after / MIB:.1f} MiB")
         damaged: list = []
         found = liveness.live_checkpoints(session.cwd, damaged=damaged)
         say(f"{len(found)} checkpoint(s) referenced by refs, reflogs, indexes and worktrees")
-        say_damaged(damaged, say)
+        say_damaged(damaged, warn)
         report = gc.collect(store, [bytes.fromhex(c) for c in found], recent, dry_run, say)
         report.live_checkpoints = len(found)
         report.bytes_before = before
@@ -74,7 +82,8 @@ def collect_local(session, keep_recent: float | None = None, dry_run: bool = Fal
 
 def collect_remote(session, name: str, refs: list[str] | None = None,
                    keep_recent: float | None = None, dry_run: bool = False,
-                   say: Callable[[str], None] = lambda line: None) -> gc.GcReport:
+                   say: Callable[[str], None] = lambda line: None,
+                   warn: Callable[[str], None] = _warn) -> gc.GcReport:
     """gc of the gitmodel remote that goes with git remote `name`: live is what the history
     of the refs the git remote (and every git remote pushing there) has now references, and
     that of `refs` too (the only live commits when the git remote has no refs)."""
@@ -115,10 +124,10 @@ def collect_remote(session, name: str, refs: list[str] | None = None,
     if not dry_run and repacking.deltas_enabled(session.cwd):
         # The rewrite sends the local store's copies: re-encoded against surviving keyframes
         # first, they let the remote's dropped keyframes go.
-        repacking.repack_or_warn(session, "first", say)
+        repacking.repack_or_warn(session, "first", warn)
     say(f"{len(found)} checkpoint(s) referenced by {len(tips)} ref(s) of {', '.join(sharing)}"
         + (" (git remotes whose pushes go to this gitmodel remote)" if len(sharing) > 1 else ""))
-    say_damaged(damaged, say)
+    say_damaged(damaged, warn)
     report = collect.collect(view, session.store, [bytes.fromhex(c) for c in found], days,
                              dry_run, say, refs_read, {bytes.fromhex(c): n for c, n in sizes.items()})
     report.live_checkpoints = len(found)
