@@ -279,7 +279,9 @@ def cmd_status(args) -> int:
         print(json.dumps(found.as_dict(), indent=1))
         return 0
     human = state.human
-    sections = [("staged", [f"{quote_path(s['path'])}  {(s['old'] or 'new')[:12]} -> {(s['new'] or 'deleted')[:12]}"
+    was = {s["path"]: "damaged pointer in HEAD" if s["old_damaged"] else (s["old"] or "new")[:12]
+           for s in found.staged}
+    sections = [("staged", [f"{quote_path(s['path'])}  {was[s['path']]} -> {(s['new'] or 'deleted')[:12]}"
                             for s in found.staged]),
                 ("staged pointers that do not describe one checkpoint (`git add -p` took part of "
                  "a change? `git add --renormalize PATH` stages it whole)",

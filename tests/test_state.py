@@ -475,6 +475,27 @@ def test_a_damaged_pointer_in_head_is_named_and_every_other_file_goes_on(tmp_pat
             "or add the checkpoint again\n") in pulled.stderr, pulled.stderr
 
 
+def test_status_of_a_good_pointer_staged_over_a_damaged_one_in_head_says_head_s_is_damaged(tmp_path: Path,
+                                                                                          git_env):
+    """HEAD's pointer damaged, a good one staged over it (the repair's `git checkout REV --
+    PATH`): status listed the file as `new -> …`, as if HEAD had no such file. It now says
+    HEAD's pointer is damaged, and names it with its repair among the damaged pointers."""
+    repo, damaged, blob, _ = _damaged_at_head(tmp_path, git_env)
+    repo.git("checkout", "HEAD~1", "--", "a.safetensors")
+    good = repo.out("show", ":a.safetensors").split("content ")[1][:12]
+    status = repo.gitmodel("status")
+    staged = status.stdout.split("staged:\n", 1)[1].split("\n", 1)[0]
+    assert staged == f"  a.safetensors  damaged pointer in HEAD -> {good}", status.stdout
+    assert (f"  a.safetensors in commit {damaged[:12]}: missing or bad size. Rewrite that commit"
+            ) in status.stdout, status.stdout
+    assert " new -> " not in status.stdout, status.stdout
+    found = json.loads(repo.gitmodel("status", "--json").stdout)["staged"]
+    assert [(s["path"], s["old"], s["old_damaged"]) for s in found] == [("a.safetensors", None, True)], found
+    repo.git("rm", "-q", "--cached", "a.safetensors")          # the damaged pointer's deletion, staged
+    staged = repo.gitmodel("status").stdout.split("staged:\n", 1)[1].split("\n", 1)[0]
+    assert staged == "  a.safetensors  damaged pointer in HEAD -> deleted", staged
+
+
 def test_a_damaged_pointer_in_the_index_is_named_by_status_and_the_repair_it_prints_works(tmp_path: Path, git_env):
     """`gitmodel status` stopped at a damaged pointer staged in the index ("error: … is a
     damaged pointer", exit 1, nothing else said). It now lists it, apart from what is

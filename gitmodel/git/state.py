@@ -124,7 +124,7 @@ def store_state(store: Store, content: str) -> str:
 
 @dataclass
 class Status:
-    staged: list[dict] = field(default_factory=list)       # path, old, new (content ids or None)
+    staged: list[dict] = field(default_factory=list)       # path, old, new (content ids or None), old_damaged
     modified: list[str] = field(default_factory=list)      # work tree differs from the index
     deleted: list[str] = field(default_factory=list)       # in the index, not in the work tree
     untracked: list[str] = field(default_factory=list)     # new files gitmodel would store
@@ -170,11 +170,15 @@ def status(session) -> Status:
                                         if ours is None or theirs is None)
     # A damaged pointer names no checkpoint, so neither side of its path can be compared: it
     # is listed with the damaged pointers, not as a checkpoint staged or deleted.
+    # A readable pointer staged over HEAD's damaged one is staged, from a damaged pointer
+    # (never `new`: HEAD has the file).
     unreadable = {d.path for d in staged_damage}
-    for path in sorted((set(index) | set(head)) - set(result.unmerged) - unreadable):
+    damaged_in_head = {d.path for d in head_damage}
+    for path in sorted((set(index) | set(head) | damaged_in_head) - set(result.unmerged) - unreadable):
         new = index[path].content if path in index else None
-        if head.get(path) != new:
-            result.staged.append({"path": path, "old": head.get(path), "new": new})
+        if head.get(path) != new or path in damaged_in_head:
+            result.staged.append({"path": path, "old": head.get(path), "new": new,
+                                  "old_damaged": path in damaged_in_head})
     for path in sorted(set(index) - set(result.unmerged)):   # pointers staged, even in part
         if index[path] != head_pointers.get(path):            # (committed: the pre-push hook's)
             why = checkpoint.pointer_mismatch(index[path], session.store)
