@@ -496,6 +496,46 @@ def test_status_of_a_good_pointer_staged_over_a_damaged_one_in_head_says_head_s_
     assert staged == "  a.safetensors  damaged pointer in HEAD -> deleted", staged
 
 
+def test_diff_and_show_of_a_damaged_pointer_name_it_with_its_repair(tmp_path: Path, git_env):
+    """`gitmodel diff` and `gitmodel show` of a damaged pointer said only "error: a.safetensors
+    (BLOB) is a damaged pointer: missing or bad size" (in the work tree: "error: missing or bad
+    size"), with nothing to run. They now say where it is, what it breaks and its repair, as
+    the other damaged-pointer messages do; the repairs printed work."""
+    repo, damaged, blob, _ = _damaged_at_head(tmp_path, git_env)
+    repo.git("commit", "-q", "--allow-empty", "-m", "later")      # named by the commit that brought it in
+    said = (f"gitmodel: error: a.safetensors in commit {damaged[:12]} is a damaged pointer (blob "
+            f"{blob[:12]}): missing or bad size. It names no checkpoint, so there is nothing to read "
+            "for it; a checkout of that commit fails on it, and a push of it is refused. Rewrite that "
+            f"commit (a checkout of it fails, so the rebase leaves pointers in the work tree): "
+            f"`GITMODEL_SKIP_SMUDGE=1 git rebase -i {damaged[:12]}^`, mark {damaged[:12]} `edit`;")
+    for command in (["diff", "HEAD~2", "HEAD"], ["show", "HEAD:a.safetensors"], ["show", ":a.safetensors"]):
+        result = repo.gitmodel(*command, check=False)
+        assert (result.returncode, result.stdout) == (1, ""), result
+        assert result.stderr.startswith(said), result.stderr
+
+    restore = ("Restore the pointer from a commit that holds a good one (`git checkout REV -- "
+               "a.safetensors`), or add the checkpoint again\n")
+    repo.git("reset", "-q", "HEAD~2")                        # the damaged pointer only in the index
+    repo.git("update-index", "--cacheinfo", f"100644,{blob},a.safetensors")
+    staged = repo.gitmodel("show", ":a.safetensors", check=False)
+    assert staged.returncode == 1 and staged.stderr == (
+        f"gitmodel: error: a.safetensors in the index is a damaged pointer (blob {blob[:12]}): missing "
+        "or bad size. It names no checkpoint, so there is nothing to read for it; a checkout of the "
+        f"file from the index fails on it, and a commit would put it in history. {restore}"), staged.stderr
+    repo.git("checkout", "HEAD", "--", "a.safetensors")     # as printed, REV a commit with a good one
+    assert repo.gitmodel("show", ":a.safetensors").stdout.startswith("gitmodel pointer v1\n")
+    (repo.path / "a.safetensors").write_bytes(b"gitmodel pointer v1\nsize abc\n")
+    for command in (["diff"], ["show", "a.safetensors"]):
+        result = repo.gitmodel(*command, check=False)
+        assert (result.returncode, result.stdout) == (1, ""), result
+        assert result.stderr == (
+            "gitmodel: error: a.safetensors in the work tree is a damaged pointer: missing or bad size. "
+            "It names no checkpoint, so there is nothing to read for it; `git add` would store its text "
+            f"as a file of its own, not the checkpoint. {restore}"), result.stderr
+    repo.git("checkout", "HEAD", "--", "a.safetensors")
+    assert repo.gitmodel("show", "a.safetensors").stdout.startswith("gitmodel pointer v1\n")
+
+
 def test_a_damaged_pointer_in_the_index_is_named_by_status_and_the_repair_it_prints_works(tmp_path: Path, git_env):
     """`gitmodel status` stopped at a damaged pointer staged in the index ("error: … is a
     damaged pointer", exit 1, nothing else said). It now lists it, apart from what is

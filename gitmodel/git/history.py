@@ -28,6 +28,7 @@ class HistoryError(GitmodelError):
 
 
 INDEX = "the index"         # where a damaged pointer outside any commit is
+WORK_TREE = "the work tree"
 
 
 @dataclass
@@ -50,7 +51,8 @@ class DamagedPointer:
 
     def __str__(self) -> str:
         again = f" (and in {self.commits - 1} later commit(s))" if self.commits > 1 else ""
-        return f"{self.where()}{again} is a damaged pointer (blob {self.blob[:12]}): {self.why}"
+        blob = f" (blob {self.blob[:12]})" if self.blob else ""       # a work-tree file is no blob
+        return f"{self.where()}{again} is a damaged pointer{blob}: {self.why}"
 
     def harm(self) -> str:
         """What it breaks, where it is."""
@@ -58,6 +60,8 @@ class DamagedPointer:
             return "a checkout of that commit fails on it, and a push of it is refused"
         if self.place == INDEX:
             return "a checkout of the file from the index fails on it, and a commit would put it in history"
+        if self.place == WORK_TREE:
+            return "`git add` would store its text as a file of its own, not the checkpoint"
         return "a checkout of it fails"
 
     def rewrite_hint(self) -> str:
@@ -159,6 +163,14 @@ def with_commits(repo: pygit2.Repository, revs: list[str], bad: dict) -> list[Da
     introduced: dict = {}
     _walk(repo, [rev for rev in revs if _commit(repo, rev) is not None], [], False, introduced)
     return [introduced.get(oid, item) for oid, item in bad.items()]
+
+
+def damaged_at(repo: pygit2.Repository, rev: str, path: str, oid: pygit2.Oid,
+               err: pointers.PointerError) -> DamagedPointer:
+    """The damaged pointer `path` holds at a commit, named with the commit of its history
+    that brought it in (the one a rewrite must mend)."""
+    item = DamagedPointer(path, str(oid), why_damaged(err))
+    return with_commits(repo, [rev], {oid: item})[0]
 
 
 def files_named(repo: pygit2.Repository, rev: str) -> list[tuple[str, pygit2.Oid]] | None:

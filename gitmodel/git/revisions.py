@@ -13,6 +13,8 @@ import pygit2
 
 from gitmodel.errors import GitmodelError
 from gitmodel import checkpoint, pointer as pointers
+from gitmodel.git import history
+from gitmodel.git.history import DamagedPointer
 from gitmodel.git.repo import (commit, index_entries, open_repository, pointer_blob, prefix, run_git,
                                toplevel)
 from gitmodel.pointer import Pointer
@@ -38,14 +40,31 @@ def pointer_at(repo: pygit2.Repository, side: str | None, path: str, store: Stor
         file = Path(repo.workdir) / path
         if file.is_symlink() or not file.is_file():     # git keeps a link as a link, never cleaned
             return None
-        ptr = pointers.sniff_file(file)
+        try:
+            ptr = pointers.sniff_file(file)
+        except pointers.PointerError as err:
+            raise _damaged(DamagedPointer(path, "", str(err), place=history.WORK_TREE)) from None
         if ptr is not None or not tracked:
             return ptr
         with open(file, "rb") as f:
             text = checkpoint.clean(f, store, write=False)
         return pointers.parse(text) if text else None
     oid = _blob_at(repo, side, path)
-    return pointer_blob(repo, oid, path) if oid is not None else None
+    try:
+        return pointer_blob(repo, oid, path) if oid is not None else None
+    except pointers.PointerError as err:
+        # The index's, if HEAD holds it too, is HEAD's: rewriting the commit mends both
+        if side is INDEX and (repo.head_is_unborn or _blob_at(repo, "HEAD", path) != oid):
+            raise _damaged(DamagedPointer(path, str(oid), history.why_damaged(err),
+                                          place=history.INDEX)) from None
+        raise _damaged(history.damaged_at(repo, "HEAD" if side is INDEX else side, path, oid, err)) from None
+
+
+def _damaged(item: DamagedPointer) -> RevisionError:
+    """A damaged pointer a command that reads one file met, said as everywhere else: where,
+    what it breaks and its repair."""
+    return RevisionError(f"{item}. It names no checkpoint, so there is nothing to read for it; "
+                         f"{item.harm()}", item.rewrite_hint())
 
 
 def _blob_at(repo: pygit2.Repository, side: str, path: str) -> pygit2.Oid | None:
