@@ -1111,6 +1111,33 @@ def test_interrupted_fetch_keeps_what_arrived(tmp_path: Path, monkeypatch):
     assert _restore(fresh, manifests[0]) == files[0]
 
 
+def test_a_read_that_fails_for_good_keeps_its_hint_in_what_the_fetch_says(tmp_path: Path, monkeypatch):
+    """read_objects wrapped a failed read's RemoteError in another by its text alone: the
+    fetch said "remote R: remote R: reading pack-….pack failed after N attempt(s) …", and
+    what to do about it (check the URL, the network, GITMODEL_REMOTE_TIMEOUT) was lost."""
+    store, manifests, _ = _store_with(tmp_path, [23])
+    oids = _objects(store, manifests)
+    folder = tmp_path / "remote"
+    transfer.upload(store, _view(folder, store), oids)
+    monkeypatch.setenv("GITMODEL_REMOTE_TIMEOUT", "1")
+    monkeypatch.setenv("GITMODEL_RETRY_BACKOFF", "0.1")
+    fresh = Store(tmp_path / "fresh")
+    view = _view(folder, fresh)
+    view.refresh()
+
+    def down(*args, **kwargs):
+        raise ConnectionResetError("connection reset by peer")
+
+    monkeypatch.setattr(view.backend.backend, "read_range", down)
+    failed = transfer.download(fresh, view, oids, quiet=True).failed
+    assert set(failed) == set(oids), failed
+    why = failed[oids[0]]
+    assert re.fullmatch(rf"remote {re.escape(str(folder))}: reading pack-[0-9a-f]+\.pack failed after \d+ "
+                        r"attempt\(s\) in \d+ s: ConnectionResetError: connection reset by peer\. Nothing "
+                        r"was changed for what could not be transferred\. Check the URL, the network and "
+                        r"credentials; GITMODEL_REMOTE_TIMEOUT sets how long to keep trying", why), why
+
+
 # ----------------------------------------------------------------------------- review findings
 
 def test_delayed_checkout_of_a_non_utf8_path(tmp_path: Path, env):

@@ -428,22 +428,23 @@ def read_objects(view: RemoteView, oids: Iterable[bytes], failed: dict[bytes, st
             data = memoryview(view.backend.read_range(r.pack, r.start, r.end))
         except RangesUnsupported:
             raise                           # the server's doing, not these objects' damage
-        except (RemoteError, OSError) as err:
-            data, error = None, err
-        if data is not None and len(data) != r.end - r.start:
-            data, error = None, f"{r.pack}.pack is shorter than its index says"
+        except RemoteError as err:              # names the remote, and says what to do
+            return [(oid, entry, None, err.full()) for oid, entry in r.records]
+        except OSError as err:
+            return [(oid, entry, None, f"remote {view}: {err}") for oid, entry in r.records]
+        if len(data) != r.end - r.start:
+            return [(oid, entry, None, f"remote {view}: {r.pack}.pack is shorter than its index says")
+                    for oid, entry in r.records]
         out = []
         for oid, entry in r.records:
             try:
-                if data is None:
-                    raise RemoteError(f"remote {view}: {error}")
                 at = entry.offset - r.start
                 record = data[at:at + record_head.size + entry.stored_length]
                 try:
                     _check(oid, entry, record, bases, recheck, sizes.get(oid, UNNAMED))
                 except CorruptObject as err:
-                    if err.oid != oid:
-                        raise RemoteError(f"a base of {oid.hex()}: {err}") from None
+                    if err.oid != oid:              # a base here is damaged: its repair
+                        raise RemoteError(f"a base of {oid.hex()}: {err}", err.hint) from None
                     entry, record = _other_copy(view, oid, entry, err, bases, sizes.get(oid, UNNAMED))
                 out.append((oid, entry, record[record_head.size:], None))
             except RangesUnsupported:
