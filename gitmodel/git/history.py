@@ -422,13 +422,9 @@ def checked_out(repo: pygit2.Repository) -> set[str]:
     """The checkpoints HEAD's tree and the index hold (kept whole by a repack). A damaged
     pointer there names no version to keep whole: skipped, as versions_by_path skips it."""
     found: dict = {}
-    skipped: dict = {}
-    for entry in index_entries(repo):
-        if entry.is_file:
-            _pointer(repo, entry.id, entry.path, found, skipped)
     if not repo.head_is_unborn:
-        _read(repo, files_named(repo, "HEAD") or [], found, True, skipped)
-    return set(_result(found))
+        _read(repo, files_named(repo, "HEAD") or [], found, True, {})
+    return set(_result(found)) | set(index_checkpoints(repo).values())
 
 
 def _peels_to_commit(ref) -> bool:

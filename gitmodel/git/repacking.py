@@ -61,12 +61,12 @@ def _retired(histories: dict[str, list[str]], current: dict[str, str]) -> dict[s
 
 def _model(path: str) -> tuple[str, str, str]:
     """(folder, stem, extension): what the files of one model share, a single file `STEM.EXT`
-    or its shards `STEM-I-of-N.EXT` (review.SHARD)."""
-    from gitmodel.review import SHARD
+    or its shards `STEM-I-of-N.EXT` (revisions.shard_key)."""
+    from gitmodel.git.revisions import shard_key
+    shard = shard_key(path)
+    if shard is not None:
+        return shard
     folder, _, name = path.rpartition("/")
-    shard = SHARD.fullmatch(name)
-    if shard:
-        return folder, shard["stem"], shard["ext"]
     stem, dot, ext = name.rpartition(".")
     return (folder, stem, dot + ext) if dot else (folder, name, "")
 
